@@ -1,0 +1,37 @@
+/* corpuslens CLI: one file per command (src/cli/cmd_<name>.c), each exporting
+ * int cmd_<name>(int argc, char **argv) where argv[0] is the command name.
+ * A command returns 0 on success, 1 on error (after cli_fail printed the
+ * message), 2 on a usage error. Only the CLI prints and exits.
+ */
+#ifndef CORPUSLENS_CLI_H
+#define CORPUSLENS_CLI_H
+
+#include <stdio.h>
+
+/* Print "corpuslens: <cl_last_error()>" (prefixed by the context, if any) on
+ * stderr once; returns 1. */
+int cli_fail(void);
+/* Print "corpuslens <cmd>: <message>" and "Try 'corpuslens <cmd> --help'."; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...);
+
+/* Strict numeric option parsing: the whole string must be a number in range;
+ * otherwise a usage error naming the option. Return 0 / -1. */
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                     double *out);
+
+/* 1 if stderr is a terminal (progress bars), 0 otherwise (plain lines). */
+int cli_stderr_is_tty(void);
+
+#define CLI_COMMANDS(X)                                                                      \
+    X(init, "write a randomly initialised model file")                                     \
+    X(predict, "print the model's next-token distribution for a text")                     \
+    X(generate, "sample text from the model")                                              \
+    X(capture, "run the model and write hooked activations to HDF5")
+/* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
+
+#define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
+CLI_COMMANDS(CLI_DECLARE)
+#undef CLI_DECLARE
+
+#endif

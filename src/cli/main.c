@@ -1,0 +1,107 @@
+#include <errno.h>
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "corpuslens/error.h"
+#include "corpuslens/h5util.h"
+
+int cli_fail(void) {
+    fprintf(stderr, "corpuslens: %s\n", cl_last_error()[0] ? cl_last_error() : "unknown error");
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "corpuslens %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'corpuslens %s --help'.\n", cmd);
+    return 2;
+}
+
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    if (!s || !*s) {
+        cli_usage_error(cmd, "%s needs a value", opt);
+        return -1;
+    }
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno || v < lo || v > hi) {
+        cli_usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                     double *out) {
+    char *end;
+    if (!s || !*s) {
+        cli_usage_error(cmd, "%s needs a value", opt);
+        return -1;
+    }
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || errno || !(v >= lo && v <= hi)) {
+        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_stderr_is_tty(void) { return isatty(2); }
+
+typedef struct {
+    const char *name, *summary;
+    int (*fn)(int, char **);
+} command;
+
+#define CLI_ENTRY(name, summary) {#name, summary, cmd_##name},
+static const command commands[] = {CLI_COMMANDS(CLI_ENTRY)};
+#undef CLI_ENTRY
+
+static void usage(FILE *to) {
+    fprintf(to, "usage: corpuslens <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(to, "\n'corpuslens <command> --help' describes a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("corpuslens 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        /* Every command runs inside MPI so that `mpirun -n R corpuslens X` works
+         * for all of them; single-process commands simply run on each rank's own
+         * (rank 0 prints). Commands that need MPI use MPI_COMM_WORLD. */
+        int provided;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        cl_h5_quiet();
+        int rc = commands[i].fn(argc - 1, argv + 1);
+        MPI_Finalize();
+        return rc;
+    }
+    fprintf(stderr, "corpuslens: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
