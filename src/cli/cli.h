@@ -27,6 +27,7 @@ int cli_stderr_is_tty(void);
     X(init, "write a randomly initialised model file")                                     \
     X(predict, "print the model's next-token distribution for a text")                     \
     X(generate, "sample text from the model")                                              \
+    X(prepare, "corpus text -> corpus.h5: unique substrings, next-token counts, prompts") \
     X(capture, "run the model and write hooked activations to HDF5")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 

@@ -1,0 +1,210 @@
+/* corpuslens prepare: corpus text -> corpus.h5 (unique substrings, next-token
+ * counts, prompts). One process does the work; under mpirun, rank 0 works and
+ * the other ranks wait for its exit status (one writer, no concurrent I/O). */
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/corpus.h"
+#include "corpuslens/error.h"
+#include "corpuslens/h5util.h"
+#include "corpuslens/model.h"
+
+static const char *CMD = "prepare";
+
+static void help(void) {
+    printf(
+        "usage: corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
+        "                          [--vocab-from MODEL.h5] -o CORPUS.h5\n"
+        "\n"
+        "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
+        "of first occurrence), count the character that follows each occurrence, pick\n"
+        "the prompts, and write them all to CORPUS.h5.\n"
+        "\n"
+        "  --len L             substring length in characters, 1..%d\n"
+        "  --prompts P         sample P distinct substrings uniformly (partial\n"
+        "                      Fisher-Yates with xoshiro256**, see corpus.h)\n"
+        "  --seed S            seed for --prompts (default 1337)\n"
+        "  --prompt-file FILE  one 0-based substring index per line, instead of --prompts\n"
+        "  --vocab-from M.h5   use the model's vocabulary (and check L <= block_size);\n"
+        "                      default: the sorted unique characters of CORPUS\n"
+        "  -o, --output PATH   the corpus file to write (written as PATH.tmp, then renamed)\n",
+        CL_CORPUS_MAX_LEN);
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cl_error("cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 20, n = 0;
+    char *buf = cl_trymalloc(cap, 1, "corpus text");
+    while (buf) {
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                cl_error("out of memory reading %s", path);
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                cl_error("cannot read %s: %s", path, strerror(errno));
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (buf) *len = n;
+    return buf;
+}
+
+/* The vocabulary and block_size of a corpuslens model file. */
+static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *block_size) {
+    hid_t f = cl_h5_open_read(path);
+    if (f < 0) return -1;
+    int rc = -1;
+    char fmt[64] = "";
+    hid_t g = cl_h5_exists(f, "/config") ? H5Gopen2(f, "/config", H5P_DEFAULT) : H5I_INVALID_HID;
+    if (g < 0 || cl_h5_attr_read_str(g, "format", fmt, sizeof fmt) < 0 ||
+        strcmp(fmt, CL_MODEL_FORMAT) != 0) {
+        cl_error("%s: not a corpuslens model file (no /config format \"%s\")", path,
+                 CL_MODEL_FORMAT);
+    } else if (cl_h5_attr_read_int(g, "block_size", block_size) < 0 ||
+               cl_h5_read_vocab(f, "/vocab", vocab, V) < 0) {
+        cl_error_prefix("%s: ", path);
+    } else {
+        rc = 0;
+    }
+    if (g >= 0) H5Gclose(g);
+    H5Fclose(f);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
+    const char *corpus_path = NULL, *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
+    long L = -1, P = -1, seed = 1337;
+    int have_seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        }
+        if (a[0] != '-' || !a[1]) {
+            if (corpus_path) return cli_usage_error(CMD, "more than one corpus: '%s'", a);
+            corpus_path = a;
+            continue;
+        }
+        /* options taking a value: "--opt value" or "--opt=value" */
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        static const char *const known[] = {"--len", "--prompts", "--seed", "--prompt-file",
+                                            "--vocab-from", "--output", "-o"};
+        const char *opt = NULL;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+            if (strlen(known[k]) == nlen && !strncmp(a, known[k], nlen)) opt = known[k];
+        if (!opt) return cli_usage_error(CMD, "unknown option '%s'", a);
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!val) return cli_usage_error(CMD, "%s needs a value", opt);
+        if (!strcmp(opt, "--len")) {
+            if (cli_parse_long(CMD, opt, val, 1, CL_CORPUS_MAX_LEN, &L) < 0) return 2;
+        } else if (!strcmp(opt, "--prompts")) {
+            if (cli_parse_long(CMD, opt, val, 1, LONG_MAX, &P) < 0) return 2;
+        } else if (!strcmp(opt, "--seed")) {
+            if (cli_parse_long(CMD, opt, val, 0, LONG_MAX, &seed) < 0) return 2;
+            have_seed = 1;
+        } else if (!strcmp(opt, "--prompt-file")) {
+            prompt_file = val;
+        } else if (!strcmp(opt, "--vocab-from")) {
+            vocab_from = val;
+        } else {
+            out = val;
+        }
+    }
+    if (!corpus_path) return cli_usage_error(CMD, "no corpus file given");
+    if (L < 0) return cli_usage_error(CMD, "--len is required");
+    if (!out) return cli_usage_error(CMD, "-o OUTPUT is required");
+    if (prompt_file && (P >= 0 || have_seed))
+        return cli_usage_error(CMD, "--prompt-file excludes --prompts and --seed");
+    if (!prompt_file && P < 0) return cli_usage_error(CMD, "give --prompts P or --prompt-file FILE");
+    if (!strcmp(out, corpus_path)) return cli_usage_error(CMD, "the output would overwrite the corpus");
+
+    double t0 = MPI_Wtime();
+    uint32_t *vocab = NULL;
+    int V = 0;
+    long long block_size = 0;
+    if (vocab_from) {
+        if (model_vocab(vocab_from, &vocab, &V, &block_size) < 0) return cli_fail();
+        if (L > block_size) {
+            free(vocab);
+            cl_error("--len %ld exceeds the model's block_size %lld (%s)", L, block_size,
+                     vocab_from);
+            return cli_fail();
+        }
+    }
+    size_t len = 0;
+    char *text = slurp(corpus_path, &len);
+    if (!text) {
+        free(vocab);
+        return cli_fail();
+    }
+    cl_corpus *c = cl_corpus_from_text(text, len, (int)L, vocab, V);
+    if (!c) {
+        cl_error_prefix("%s: ", corpus_path);
+        free(text);
+        free(vocab);
+        return cli_fail();
+    }
+    cl_sha256_mem(text, len, c->corpus_sha256);
+    free(text);
+    snprintf(c->corpus_file, sizeof c->corpus_file, "%s", corpus_path);
+    if (vocab_from) {
+        snprintf(c->vocab_source, sizeof c->vocab_source, "%s", vocab_from);
+        if (cl_sha256_file(vocab_from, c->vocab_sha256) < 0) {
+            free(vocab);
+            cl_corpus_free(c);
+            return cli_fail();
+        }
+    }
+    free(vocab);
+    double t_build = MPI_Wtime() - t0;
+
+    int rc = prompt_file ? cl_corpus_read_prompt_file(c, prompt_file)
+                         : cl_corpus_sample_prompts(c, (size_t)P, (uint64_t)seed);
+    if (rc == 0) rc = cl_corpus_save(c, out);
+    if (rc != 0) {
+        cl_corpus_free(c);
+        return cli_fail();
+    }
+    double t = MPI_Wtime() - t0;
+    printf("prepare: %s: %llu characters (%llu bytes), L = %d: %zu unique substrings, "
+           "V = %d, %zu next-token pairs, %zu prompts (%s) -> %s in %.2f s (substrings %.2f s)\n",
+           corpus_path, (unsigned long long)c->corpus_chars, (unsigned long long)c->corpus_bytes,
+           c->L, c->n, c->V, c->nnz, c->n_prompts, prompt_file ? prompt_file : "sampled", out, t,
+           t_build);
+    cl_corpus_free(c);
+    return 0;
+}
+
+int cmd_prepare(int argc, char **argv) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int rc = rank == 0 ? run(argc, argv) : 0;
+    fflush(stdout);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return rc;
+}
