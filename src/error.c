@@ -23,7 +23,13 @@ int cl_error_prefix(const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, cl_msg, sizeof old);
-    snprintf(cl_msg, sizeof cl_msg, "%s%s", pre, old);
+    size_t np = strlen(pre);
+    if (np >= sizeof cl_msg) np = sizeof cl_msg - 1;
+    memcpy(cl_msg, pre, np);
+    size_t no = strlen(old);
+    if (no > sizeof cl_msg - 1 - np) no = sizeof cl_msg - 1 - np;
+    memcpy(cl_msg + np, old, no);
+    cl_msg[np + no] = '\0';
     return -1;
 }
 

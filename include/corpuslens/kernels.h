@@ -24,6 +24,11 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H,
                        float scale);
 
+/* The two halves of attention_forward, so hooks can read or change the
+ * pattern between them: att[B, H, T, T] from q, k; then out[B, T, C] = att @ v. */
+void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale);
+void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H);
+
 /* One query position attending to n keys/values (prefix sharing, KV caches):
  * q[C] (heads concatenated), keys[j] / vals[j] point to C floats each (j < n),
  * out[C], att[H, n] (may be NULL). */

@@ -23,6 +23,15 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
 /* 1 if stderr is a terminal (progress bars), 0 otherwise (plain lines). */
 int cli_stderr_is_tty(void);
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/model.h"
+
+/* Encode a text for a model: checks the vocabulary (message names the
+ * character and position) and 1 <= length <= block_size. *ids is malloc'ed. */
+int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
+
 #define CLI_COMMANDS(X)                                                                      \
     X(init, "write a randomly initialised model file")                                     \
     X(predict, "print the model's next-token distribution for a text")                     \

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "corpuslens/error.h"
+#include "corpuslens/model.h"
 #include "corpuslens/h5util.h"
 
 int cli_fail(void) {
@@ -104,4 +105,24 @@ int main(int argc, char **argv) {
     fprintf(stderr, "corpuslens: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n) {
+    size_t len = strlen(text);
+    int32_t *buf = cl_trymalloc(len ? len : 1, sizeof *buf, "token ids");
+    if (!buf) return -1;
+    if (cl_vocab_encode(m->vocab, m->cfg.vocab_size, text, len, buf, len, n)) {
+        free(buf);
+        return -1;
+    }
+    if (*n == 0) {
+        free(buf);
+        return cl_error("the text is empty");
+    }
+    if (*n > (size_t)m->cfg.block_size) {
+        free(buf);
+        return cl_error("the text has %zu characters; the model's block_size is %d", *n, m->cfg.block_size);
+    }
+    *ids = buf;
+    return 0;
 }

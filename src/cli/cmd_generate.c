@@ -1,0 +1,96 @@
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/error.h"
+#include "corpuslens/forward.h"
+#include "corpuslens/rng.h"
+
+static const char *help =
+    "usage: corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]\n"
+    "\n"
+    "Samples N characters (default 500) after TEXT (default: token 0, as the\n"
+    "lecture starts) from the model's softmax, the context cropped to the last\n"
+    "block_size characters. Prints the prompt followed by the sample.\n";
+
+int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL;
+    long n = 500, seed = 1337;
+    double temp = 1.0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--prompt") && v) prompt = v, i++;
+        else if (!strcmp(a, "-n") && v) {
+            if (cli_parse_long("generate", "-n", v, 0, 100000000, &n)) return 2;
+            i++;
+        } else if (!strcmp(a, "--seed") && v) {
+            if (cli_parse_long("generate", "--seed", v, 0, 0x7fffffffffffffffL, &seed)) return 2;
+            i++;
+        } else if (!strcmp(a, "--temperature") && v) {
+            if (cli_parse_double("generate", "--temperature", v, 1e-6, 100.0, &temp)) return 2;
+            i++;
+        } else return cli_usage_error("generate", "unexpected argument '%s'", a);
+    }
+    if (!model) return cli_usage_error("generate", "--model is required");
+    cl_model *m = cl_model_load(model);
+    if (!m) return cli_fail();
+    const int T = m->cfg.block_size, V = m->cfg.vocab_size;
+    int32_t *ctx = NULL, *ids = NULL;
+    size_t len = 0;
+    float *logits = malloc((size_t)V * sizeof(float));
+    cl_forward *f = cl_forward_create(m, 1, T);
+    int rc = 1;
+    if (!logits || !f) goto out;
+    size_t cap = (size_t)n + (prompt ? strlen(prompt) : 0) + 1;
+    ctx = cl_trymalloc(cap, sizeof *ctx, "context");
+    if (!ctx) goto out;
+    if (prompt && *prompt) {
+        if (cl_vocab_encode(m->vocab, V, prompt, strlen(prompt), ctx, cap, &len)) goto out;
+        fputs(prompt, stdout);
+    } else {
+        ctx[0] = 0;
+        len = 1;
+        char buf[8];
+        int k = cl_utf8_put(m->vocab[0], buf);
+        fwrite(buf, 1, (size_t)k, stdout);
+    }
+    cl_rng r;
+    cl_rng_seed(&r, (uint64_t)seed);
+    for (long s = 0; s < n; s++) {
+        size_t t = len < (size_t)T ? len : (size_t)T;
+        if (cl_forward_run(f, ctx + len - t, 1, (int)t, NULL, 0, CL_LOGITS_LAST, logits)) goto out;
+        if (temp != 1.0)
+            for (int i = 0; i < V; i++) logits[i] = (float)(logits[i] / temp);
+        cl_softmax_rows(logits, 1, V);
+        double u = cl_rng_uniform_double(&r), acc = 0.0;
+        int next = V - 1;
+        for (int i = 0; i < V; i++) {
+            acc += logits[i];
+            if (u < acc) {
+                next = i;
+                break;
+            }
+        }
+        ctx[len++] = next;
+        char buf[8];
+        int k = cl_utf8_put(m->vocab[next], buf);
+        fwrite(buf, 1, (size_t)k, stdout);
+        fflush(stdout);
+    }
+    fputc('\n', stdout);
+    rc = 0;
+out:
+    if (rc) cli_fail();
+    cl_forward_free(f);
+    free(ctx);
+    free(ids);
+    free(logits);
+    cl_model_free(m);
+    return rc;
+}

@@ -1,0 +1,63 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/error.h"
+#include "corpuslens/model.h"
+
+static const char *help =
+    "usage: corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5\n"
+    "\n"
+    "Writes a randomly initialised model (weights normal(0, 0.02), biases 0,\n"
+    "LayerNorm weights 1) whose vocabulary is the sorted unique characters of\n"
+    "CORPUS.txt, as the lecture builds it.\n"
+    "\n"
+    "  --config SPEC   comma-separated key=value over the lecture defaults\n"
+    "                  (n_layer=6,n_head=6,n_embd=384,block_size=256,activation=relu,\n"
+    "                  bias=1,qkv_bias=0,head_bias=1,tied_head=0,attn_scale=head_size,\n"
+    "                  ln_eps=1e-5); vocab_size comes from the corpus\n"
+    "  --vocab-from F  text file whose characters make the vocabulary\n"
+    "  --seed S        initialisation seed (default 1337)\n"
+    "  -o, --output F  the model file to write\n";
+
+int cmd_init(int argc, char **argv) {
+    const char *spec = NULL, *vocab_from = NULL, *out = NULL;
+    long seed = 1337;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--config") && v) spec = v, i++;
+        else if (!strcmp(a, "--vocab-from") && v) vocab_from = v, i++;
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
+        else if (!strcmp(a, "--seed") && v) {
+            if (cli_parse_long("init", "--seed", v, 0, 0x7fffffffffffffffL, &seed)) return 2;
+            i++;
+        } else return cli_usage_error("init", "unexpected argument '%s'", a);
+    }
+    if (!vocab_from) return cli_usage_error("init", "--vocab-from is required");
+    if (!out) return cli_usage_error("init", "-o is required");
+    cl_config c = cl_config_lecture();
+    if (spec && cl_config_parse(&c, spec)) return cli_fail();
+    uint32_t *vocab;
+    int V;
+    if (cl_vocab_from_file(vocab_from, &vocab, &V)) return cli_fail();
+    c.vocab_size = V;
+    cl_model *m = cl_model_create(&c);
+    if (!m) {
+        free(vocab);
+        return cli_fail();
+    }
+    memcpy(m->vocab, vocab, (size_t)V * sizeof *vocab);
+    free(vocab);
+    cl_model_init_random(m, (uint64_t)seed);
+    int rc = cl_model_save(m, out);
+    if (!rc)
+        printf("wrote %s: %d layers, %d heads, n_embd %d, block_size %d, vocab %d, %zu parameters\n", out,
+               c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size, cl_model_num_params(&c));
+    cl_model_free(m);
+    return rc ? cli_fail() : 0;
+}
