@@ -1,0 +1,83 @@
+/* corpuslens file schemas: the dataset and attribute names of the stage
+ * outputs, in one place. The model file is described in model.h, the corpus
+ * file in corpus.h; this header holds scan.h5 and report.h5.
+ *
+ * Dimension legend: P prompts, Lb = n_layer (blocks), NB bins, V vocab,
+ * M stored matches, N substrings.
+ *
+ * ---- scan.h5 (written by `corpuslens scan`) ----
+ * root attributes:
+ *   format "corpuslens-scan", format_version 1
+ *   complete            int 1 only once every dataset is written (written last;
+ *                       an interrupted or failed scan has 0 or no attribute)
+ *   model_file, model_sha256 (cl_model_fingerprint), corpus_file, corpus_sha256
+ *                       (the corpus.h5's corpus_sha256 attribute), corpus_h5_sha256
+ *   hook                the hook name as given (e.g. "mlp_out")
+ *   prefilter           double; pairs with similarity > prefilter are counted
+ *   bin_width, n_bins   the grid (see /freq/bin_lower)
+ *   L, n_layer, vocab_size, n_substrings, n_prompts
+ *   match_rule          text describing the keep rule of /matches
+ *   match_thresholds    [Lb] doubles: a match is stored when sim > threshold[b]
+ *   match_cap           int: at most this many per (prompt, block), the most
+ *                       similar first (ties: lower substring index); 0 = no cap
+ *   ranks, wall_seconds, flops, n_prefiltered_pairs (int64: pairs > prefilter)
+ * datasets:
+ *   /vocab               [V] as in model.h
+ *   /prompts/index       [P] int64 substring index of each prompt
+ *   /prompts/text        [P] fixed-length UTF-8 strings
+ *   /prompts/next_counts [P, V] int32: the exact-string n-gram counts (what
+ *                        follows the prompt itself in the corpus)
+ *   /corpus/unigram      [V] int64: character counts of the corpus windows'
+ *                        followers (sum of all next-token counts)
+ *   /model/probs         [P, V] float32: the model's softmax at the last position
+ *   /lens/probs          [P, Lb, V] float32: logit lens (ln_f + lm_head on each
+ *                        block's residual output at the last position)
+ *   /freq/counts         [P, Lb, NB, V] int32: next-token counts summed over the
+ *                        substrings whose similarity to the prompt in that block
+ *                        falls in bin k
+ *   /freq/bin_lower      [NB] float64: bin k holds similarities s with
+ *                        bin_lower[k] < s <= bin_lower[k] + bin_width
+ *                        (bin_lower[0] = prefilter; the last bin also takes
+ *                        s > 1 from rounding). Counts above a threshold t on the
+ *                        grid (t = bin_lower[k]) = sum over bins >= k: exact.
+ *                        A prompt matches itself: its own substring is counted
+ *                        in the last bin of every block whatever the rounding.
+ *   /freq/n_matches      [P, Lb, NB] int64: number of substrings per bin
+ *   /matches/index       [P, Lb, 2] int64: (start, count) into the arrays below;
+ *                        one prompt's matches in one block are one hyperslab
+ *   /matches/substring   [M] int64, sorted by (prompt, block, -similarity, substring)
+ *   /matches/similarity  [M] float32
+ *
+ * ---- report.h5 (written by `corpuslens reduce`) ----
+ *   /hellinger [P] float64, /approx [P, V] float64, /empty [P] int8,
+ *   /baselines/<name>/hellinger [P] (names: block_<b>, lens_<b>, ngram,
+ *   unigram, compare_<i>), statistics as attributes (count, n_empty, mean, std,
+ *   min, p10, p25, median, p75, p90, max) on each hellinger dataset,
+ *   root attributes thresholds [Lb], weights [Lb], scan_file, scan_sha256.
+ */
+#ifndef CORPUSLENS_H5SCHEMA_H
+#define CORPUSLENS_H5SCHEMA_H
+
+#define CL_SCAN_FORMAT "corpuslens-scan"
+#define CL_SCAN_FORMAT_VERSION 1
+#define CL_REPORT_FORMAT "corpuslens-report"
+#define CL_REPORT_FORMAT_VERSION 1
+
+#define CL_SCAN_PROMPT_INDEX "/prompts/index"
+#define CL_SCAN_PROMPT_TEXT "/prompts/text"
+#define CL_SCAN_PROMPT_NEXT "/prompts/next_counts"
+#define CL_SCAN_UNIGRAM "/corpus/unigram"
+#define CL_SCAN_MODEL_PROBS "/model/probs"
+#define CL_SCAN_LENS_PROBS "/lens/probs"
+#define CL_SCAN_FREQ_COUNTS "/freq/counts"
+#define CL_SCAN_FREQ_BIN_LOWER "/freq/bin_lower"
+#define CL_SCAN_FREQ_N_MATCHES "/freq/n_matches"
+#define CL_SCAN_MATCH_INDEX "/matches/index"
+#define CL_SCAN_MATCH_SUBSTRING "/matches/substring"
+#define CL_SCAN_MATCH_SIMILARITY "/matches/similarity"
+
+/* The paper's block thresholds and weights (Pather 2024), 6 blocks. */
+#define CL_PAPER_THRESHOLDS {0.95, 0.94, 0.85, 0.76, 0.81, 0.89}
+#define CL_PAPER_WEIGHTS {0.01, 0.01, 0.1, 1.5, 6.0, 0.01}
+
+#endif
