@@ -37,7 +37,9 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(predict, "print the model's next-token distribution for a text")                     \
     X(generate, "sample text from the model")                                              \
     X(prepare, "corpus text -> corpus.h5: unique substrings, next-token counts, prompts") \
-    X(capture, "run the model and write hooked activations to HDF5")
+    X(capture, "run the model and write hooked activations to HDF5")                       \
+    X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")     \
+    X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

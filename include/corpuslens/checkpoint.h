@@ -1,0 +1,130 @@
+/* corpuslens checkpoints: read PyTorch (torch.save zip + pickle) and
+ * safetensors files without Python, and import them into a cl_model.
+ *
+ * Reading is safe on hostile input: like torch.load(weights_only=True) only an
+ * allowlist of pickle globals is accepted (any other is refused by name), and
+ * every size, offset and stride is checked against the file before anything
+ * is read or allocated. Tensor data is not copied when a checkpoint is opened:
+ * the file is mapped and each tensor points at its bytes; cl_ckpt_tensor_to_f32
+ * converts (float16 / bfloat16 / float64 -> float32, any strides) straight into
+ * the caller's buffer.
+ *
+ * Every function returns 0 / a valid pointer, or -1 / NULL with a cl_error
+ * message naming the file and the entry, tensor or offset at fault.
+ */
+#ifndef CORPUSLENS_CHECKPOINT_H
+#define CORPUSLENS_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/model.h"
+
+#define CL_CKPT_MAX_DIMS 8
+
+typedef enum {
+    CL_DT_F32 = 0,
+    CL_DT_F16,
+    CL_DT_BF16,
+    CL_DT_F64,
+    CL_DT_I64,
+    CL_DT_I32,
+    CL_DT_I16,
+    CL_DT_I8,
+    CL_DT_U8,
+    CL_DT_BOOL,
+    CL_DT_COUNT
+} cl_dtype;
+
+/* "float32", "float16", ... */
+const char *cl_dtype_name(cl_dtype t);
+/* Bytes per element. */
+size_t cl_dtype_size(cl_dtype t);
+/* 1 for the kinds a model tensor may have (F32, F16, BF16, F64). */
+int cl_dtype_is_float(cl_dtype t);
+
+typedef enum { CL_CKPT_TORCH = 0, CL_CKPT_SAFETENSORS } cl_ckpt_format;
+
+typedef enum {
+    CL_ROLE_PARAM = 0, /* a parameter of the state dict (counted) */
+    CL_ROLE_BUFFER,    /* a buffer of the state dict (tril, attention mask) */
+    CL_ROLE_OTHER      /* outside the state dict (optimizer state, best_val_loss) */
+} cl_ckpt_role;
+
+/* One tensor of a checkpoint. Offsets and strides are in elements. */
+typedef struct {
+    const char *name;   /* flattened key, e.g. "model._orig_mod.transformer.wte.weight" */
+    const char *key;    /* state-dict key with wrappers and "_orig_mod."/"module."
+                           stripped ("transformer.wte.weight"); NULL when outside */
+    cl_ckpt_role role;
+    cl_dtype dtype;
+    int ndim;           /* 0..CL_CKPT_MAX_DIMS */
+    size_t shape[CL_CKPT_MAX_DIMS];
+    size_t stride[CL_CKPT_MAX_DIMS];
+    size_t numel;
+    size_t offset;                /* storage offset */
+    const unsigned char *storage; /* the storage's bytes (little-endian), in the map */
+    size_t storage_numel;         /* elements in the storage */
+    size_t storage_id;            /* equal ids: one shared storage */
+    const char *storage_key;      /* "data/3" (torch) or the tensor name (safetensors) */
+} cl_ckpt_tensor;
+
+typedef struct cl_ckpt cl_ckpt;
+
+/* Open a .pt (torch.save zip) or .safetensors file, recognised by content.
+ * Refuses TorchScript archives, legacy (pre-1.6) torch files, compressed zip
+ * entries, big-endian files and anything malformed. The file stays mapped
+ * until cl_ckpt_close. */
+cl_ckpt *cl_ckpt_open(const char *path);
+/* Same from memory (borrowed; must outlive the checkpoint). `label` names the
+ * source in messages. Used by the fuzzers. */
+cl_ckpt *cl_ckpt_open_mem(const void *data, size_t len, const char *label);
+void cl_ckpt_close(cl_ckpt *ck);
+
+cl_ckpt_format cl_ckpt_get_format(const cl_ckpt *ck);
+/* Torch: the archive's top-level folder ("archive" for file objects); "" otherwise. */
+const char *cl_ckpt_prefix(const cl_ckpt *ck);
+/* Torch: the pickle protocol of data.pkl; 0 for safetensors. */
+int cl_ckpt_pickle_protocol(const cl_ckpt *ck);
+
+size_t cl_ckpt_num_tensors(const cl_ckpt *ck);
+/* Tensors in file order (pickle order / safetensors header order). */
+const cl_ckpt_tensor *cl_ckpt_tensor_at(const cl_ckpt *ck, size_t i);
+/* The tensor whose state-dict key is `key` (NULL if none). */
+const cl_ckpt_tensor *cl_ckpt_find(const cl_ckpt *ck, const char *key);
+/* An integer stored beside the tensors, addressed by a dotted path
+ * ("model_args.n_head"; bools read as 0/1). Returns 1 found, 0 absent. */
+int cl_ckpt_get_int(const cl_ckpt *ck, const char *path, long long *v);
+
+/* 1 if a and b are the same data (same storage, offset, dtype, shape, strides). */
+int cl_ckpt_same_data(const cl_ckpt_tensor *a, const cl_ckpt_tensor *b);
+/* Convert a float tensor to float32, row-major, into out[numel]. Integer
+ * tensors are refused (naming the tensor and its dtype). */
+int cl_ckpt_tensor_to_f32(const cl_ckpt_tensor *t, float *out);
+
+/* Parameters of the state dict (role PARAM), tied tensors counted once. */
+size_t cl_ckpt_num_params(const cl_ckpt *ck);
+
+typedef enum { CL_LAYOUT_UNKNOWN = 0, CL_LAYOUT_LECTURE, CL_LAYOUT_NANOGPT } cl_ckpt_layout;
+const char *cl_ckpt_layout_name(cl_ckpt_layout l);
+
+typedef struct {
+    int n_head;               /* 0: lecture: heads found; nanoGPT: model_args */
+    int attn_scale_set;       /* 1: use attn_scale below, else the head-size default */
+    cl_attn_scale attn_scale;
+} cl_import_opts;
+
+/* Recognise the layout and derive the config from the tensors' shapes (no
+ * vocabulary check). nanoGPT needs n_head from opts or model_args. */
+int cl_ckpt_config(const cl_ckpt *ck, const cl_import_opts *opts, cl_ckpt_layout *layout,
+                   cl_config *cfg);
+
+/* Build a model from the checkpoint: config from the shapes, vocabulary
+ * vocab[V] (its size must equal the checkpoint's vocab size), weights
+ * converted to float32 into the model's allocation (lecture per-head q, k, v
+ * fused into blocks.N.sa.qkv.weight). Every state-dict tensor must be used or
+ * be a known buffer; a missing or misshapen tensor is an error naming it. */
+cl_model *cl_ckpt_import(const cl_ckpt *ck, const cl_import_opts *opts, const uint32_t *vocab,
+                         int V);
+
+#endif
