@@ -1,0 +1,186 @@
+/* Kernels against naive double-precision loops. Tolerance per tensor:
+ * |got - ref| <= atol + rtol * |ref| with atol 1e-5, rtol 1e-4 (float32
+ * kernels, sums of <= 64 terms of O(1) values). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corpuslens/kernels.h"
+#include "corpuslens/rng.h"
+
+static void fill(float *x, size_t n, uint64_t seed, double scale) {
+    cl_rng r;
+    cl_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = (float)cl_rng_normal(&r, 0.0, scale);
+}
+
+static void expect_close(const float *got, const double *ref, size_t n, double atol, double rtol, const char *what) {
+    double worst = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(got[i] - ref[i]) - (atol + rtol * fabs(ref[i]));
+        if (d > worst) worst = d, at = i;
+    }
+    cr_expect(worst <= 0.0, "%s: element %zu differs: got %.8g, reference %.8g", what, at, got[at], ref[at]);
+}
+
+Test(kernels, layernorm_matches_naive) {
+    enum { N = 7, C = 33 };
+    float x[N * C], w[C], b[C], out[N * C], mean[N], rstd[N];
+    double ref[N * C];
+    fill(x, N * C, 1, 2.0);
+    fill(w, C, 2, 1.0);
+    fill(b, C, 3, 1.0);
+    x[0] += 100.0f; /* an offset row */
+    layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-5f);
+    for (int i = 0; i < N; i++) {
+        double m = 0, v = 0;
+        for (int j = 0; j < C; j++) m += x[i * C + j];
+        m /= C;
+        for (int j = 0; j < C; j++) v += (x[i * C + j] - m) * (x[i * C + j] - m);
+        v /= C;
+        for (int j = 0; j < C; j++) ref[i * C + j] = (x[i * C + j] - m) / sqrt(v + 1e-5) * w[j] + b[j];
+        cr_expect(fabs(mean[i] - m) <= 1e-5 * (1 + fabs(m)), "mean row %d", i);
+        cr_expect(fabs(rstd[i] - 1 / sqrt(v + 1e-5)) <= 1e-5 / sqrt(v + 1e-5), "rstd row %d", i);
+    }
+    expect_close(out, ref, N * C, 1e-5, 1e-4, "layernorm");
+    /* without bias */
+    layernorm_forward(out, NULL, NULL, x, w, NULL, N, C, 1e-5f);
+    for (int i = 0; i < N * C; i++) ref[i] -= b[i % C];
+    expect_close(out, ref, N * C, 1e-5, 1e-4, "layernorm (no bias)");
+}
+
+Test(kernels, matmul_matches_naive) {
+    enum { N = 13, IC = 21, OC = 17 };
+    float x[N * IC], W[OC * IC], bias[OC], out[N * OC];
+    double ref[N * OC];
+    fill(x, N * IC, 4, 1.0);
+    fill(W, OC * IC, 5, 1.0);
+    fill(bias, OC, 6, 1.0);
+    matmul_forward(out, x, W, bias, N, IC, OC);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias[o];
+            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
+            ref[i * OC + o] = s;
+        }
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul");
+    matmul_forward(out, x, W, NULL, N, IC, OC);
+    for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul (no bias)");
+}
+
+/* Naive causal attention in double. */
+static void attention_ref(double *out, double *att, const float *qkv, int B, int T, int C, int H, double scale) {
+    int hs = C / H;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                double s[64], mx = -1e300, sum = 0;
+                for (int u = 0; u < T; u++) {
+                    if (u > t) {
+                        s[u] = 0;
+                        continue;
+                    }
+                    double d = 0;
+                    for (int i = 0; i < hs; i++)
+                        d += (double)qkv[(b * T + t) * 3 * C + h * hs + i] * qkv[(b * T + u) * 3 * C + C + h * hs + i];
+                    s[u] = d * scale;
+                    if (s[u] > mx) mx = s[u];
+                }
+                for (int u = 0; u <= t; u++) sum += s[u] = exp(s[u] - mx);
+                for (int u = 0; u < T; u++) att[((b * H + h) * T + t) * T + u] = u <= t ? s[u] / sum : 0.0;
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int u = 0; u <= t; u++) o += att[((b * H + h) * T + t) * T + u] * qkv[(b * T + u) * 3 * C + 2 * C + h * hs + i];
+                    out[(b * T + t) * C + h * hs + i] = o;
+                }
+            }
+}
+
+Test(kernels, causal_attention_matches_naive) {
+    enum { B = 3, T = 9, C = 24, H = 4 };
+    float *qkv = malloc(sizeof(float) * B * T * 3 * C), *out = malloc(sizeof(float) * B * T * C),
+          *att = malloc(sizeof(float) * B * H * T * T);
+    double *rout = malloc(sizeof(double) * B * T * C), *ratt = malloc(sizeof(double) * B * H * T * T);
+    fill(qkv, (size_t)B * T * 3 * C, 7, 1.0);
+    float scale = 1.0f / sqrtf(C / H);
+    attention_forward(out, att, qkv, B, T, C, H, scale);
+    attention_ref(rout, ratt, qkv, B, T, C, H, scale);
+    expect_close(att, ratt, (size_t)B * H * T * T, 1e-6, 1e-4, "attention pattern");
+    expect_close(out, rout, (size_t)B * T * C, 1e-5, 1e-4, "attention output");
+    /* Causality: changing the last position must not change earlier outputs. */
+    float *out2 = malloc(sizeof(float) * B * T * C);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < 3 * C; j++) qkv[(b * T + T - 1) * 3 * C + j] += 5.0f;
+    attention_forward(out2, att, qkv, B, T, C, H, scale);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T - 1; t++)
+            cr_expect(memcmp(out + (b * T + t) * C, out2 + (b * T + t) * C, sizeof(float) * C) == 0,
+                      "position %d of row %d saw the future", t, b);
+    free(qkv), free(out), free(out2), free(att), free(rout), free(ratt);
+}
+
+Test(kernels, attention_one_equals_batched_last_row) {
+    enum { T = 6, C = 16, H = 2 };
+    float qkv[T * 3 * C], out[T * C], att[H * T * T], one[C], one_att[H * T];
+    fill(qkv, T * 3 * C, 8, 1.0);
+    float scale = 1.0f / sqrtf(C / H);
+    attention_forward(out, att, qkv, 1, T, C, H, scale);
+    const float *keys[T], *vals[T];
+    for (int u = 0; u < T; u++) keys[u] = qkv + u * 3 * C + C, vals[u] = qkv + u * 3 * C + 2 * C;
+    attention_one_forward(one, one_att, qkv + (T - 1) * 3 * C, keys, vals, T, C, H, scale);
+    double ref[C];
+    for (int i = 0; i < C; i++) ref[i] = out[(T - 1) * C + i];
+    expect_close(one, ref, C, 1e-6, 1e-5, "attention_one_forward");
+    for (int h = 0; h < H; h++)
+        for (int u = 0; u < T; u++)
+            cr_expect(fabsf(one_att[h * T + u] - att[(h * T + T - 1) * T + u]) < 1e-6, "pattern head %d key %d", h, u);
+}
+
+Test(kernels, softmax_matches_naive_and_survives_large_logits) {
+    enum { N = 4, V = 65 };
+    float x[N * V];
+    double ref[N * V];
+    fill(x, N * V, 9, 3.0);
+    x[V] = 1000.0f; /* would overflow a naive exp */
+    float in[N * V];
+    memcpy(in, x, sizeof x);
+    softmax_forward(x, N, V);
+    for (int i = 0; i < N; i++) {
+        double mx = -1e300, s = 0;
+        for (int j = 0; j < V; j++) mx = fmax(mx, in[i * V + j]);
+        for (int j = 0; j < V; j++) s += exp(in[i * V + j] - mx);
+        for (int j = 0; j < V; j++) ref[i * V + j] = exp(in[i * V + j] - mx) / s;
+    }
+    expect_close(x, ref, N * V, 1e-7, 1e-5, "softmax");
+}
+
+Test(kernels, gelu_and_relu_match_definitions) {
+    enum { n = 101 };
+    float x[n], g[n], r[n];
+    double rg[n], rr[n];
+    for (int i = 0; i < n; i++) x[i] = -6.0f + 0.12f * i;
+    gelu_forward(g, x, n);
+    relu_forward(r, x, n);
+    for (int i = 0; i < n; i++) {
+        rg[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+        rr[i] = x[i] > 0 ? x[i] : 0;
+    }
+    expect_close(g, rg, n, 1e-6, 1e-5, "gelu");
+    expect_close(r, rr, n, 0, 0, "relu");
+}
+
+Test(kernels, l2normalize_rows_unit_norm_and_zero_row) {
+    float x[3 * 5];
+    fill(x, 15, 10, 4.0);
+    memset(x + 5, 0, 5 * sizeof(float));
+    l2normalize_rows(x, 3, 5);
+    for (int i = 0; i < 3; i++) {
+        double s = 0;
+        for (int j = 0; j < 5; j++) s += (double)x[i * 5 + j] * x[i * 5 + j];
+        if (i == 1) cr_expect(s == 0.0, "zero row stays zero");
+        else cr_expect(fabs(s - 1.0) < 1e-6, "row %d norm^2 %g", i, s);
+    }
+}
