@@ -1,0 +1,6 @@
+# corpus: unique substrings, next-token counts, prompts, corpus.h5 (prepare).
+cl_criterion_test(test_corpus ${CMAKE_CURRENT_SOURCE_DIR}/test_corpus.c)
+cl_script_test(corpus_cli "unit" ${CMAKE_CURRENT_SOURCE_DIR}/corpus_cli.sh)
+cl_script_test(corpus_cli_mpi "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/corpus_cli.sh mpi)
+cl_script_test(corpus_tinyshakespeare "unit" /usr/bin/python3
+               ${CMAKE_CURRENT_SOURCE_DIR}/corpus_tinyshakespeare.py)
