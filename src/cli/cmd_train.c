@@ -1,0 +1,207 @@
+/* corpuslens train: the lecture recipe in C, data-parallel over MPI ranks. */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "corpuslens/error.h"
+#include "corpuslens/h5util.h"
+#include "corpuslens/model.h"
+#include "corpuslens/train.h"
+
+static const char *help =
+    "usage: [mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
+    "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
+    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5\n"
+    "\n"
+    "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
+    "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
+    "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
+    "dropout on the attention weights, the attention projection and the feed-forward\n"
+    "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
+    "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
+    "not depend on R beyond float rounding.\n"
+    "\n"
+    "  --corpus F          training text (UTF-8)\n"
+    "  --config SPEC       architecture over the lecture defaults (see 'corpuslens init\n"
+    "                      --help'); vocab_size comes from the corpus (sorted unique chars)\n"
+    "  --init M.h5         start from this model (its vocabulary; a corpus character\n"
+    "                      outside it is refused); excludes --config\n"
+    "  --steps N           total number of updates (a resumed run continues up to N)\n"
+    "  --batch B           rows per step over all ranks (divisible by the rank count)\n"
+    "  --ctx T             positions per row (<= block_size)\n"
+    "  --lr X              AdamW learning rate (default 3e-4)\n"
+    "  --dropout P         dropout probability while training (default 0.2; 0 = off)\n"
+    "  --eval-every K      train/val loss every K steps (default 100; 0 = first and\n"
+    "                      last only); always at step 0 and at the last step\n"
+    "  --eval-batches E    fixed batches per split for each evaluation (default 10)\n"
+    "  --seed S            initialisation, batch and dropout seed (default 1337)\n"
+    "  --resume CKPT.h5    continue a run from its checkpoint (weights, AdamW moments,\n"
+    "                      step, batch stream); options not given are taken from it\n"
+    "  --checkpoint-every K  write -o (with the training state) every K steps too\n"
+    "  -o, --output F      the model file: weights, /train/loss [K,3] (step, train, val)\n"
+    "                      and the training state (resumable)\n"
+    "\n"
+    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n";
+
+typedef struct {
+    int tty, B, T, steps, last_len;
+    double last_print;
+    long every;
+} progress;
+
+static double wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void on_event(void *user, int kind, const cl_train_event *ev) {
+    progress *pg = user;
+    if (kind == 1) {
+        if (pg->tty && pg->last_len) fprintf(stderr, "\r%*s\r", pg->last_len, ""), pg->last_len = 0;
+        printf("%8ld  %10.4f  %10.4f\n", ev->step, ev->train_loss, ev->val_loss);
+        fflush(stdout);
+        return;
+    }
+    double t = wall();
+    int last = ev->step == pg->steps;
+    if (pg->tty ? (t - pg->last_print < 0.2 && !last) : (ev->step % pg->every != 0 && !last)) return;
+    pg->last_print = t;
+    double sps = ev->elapsed_s > 0 ? ev->steps_done_here / ev->elapsed_s : 0.0;
+    double eta = sps > 0 ? (pg->steps - ev->step) / sps : 0.0;
+    char line[256];
+    int n = snprintf(line, sizeof line, "step %ld/%d  loss %.4f  %.2f steps/s  %.0f tokens/s  ETA %dm%02ds",
+                     ev->step, pg->steps, ev->step_loss, sps, sps * pg->B * pg->T, (int)(eta / 60),
+                     (int)fmod(eta, 60.0));
+    if (pg->tty) {
+        fprintf(stderr, "\r%s%*s", line, pg->last_len > n ? pg->last_len - n : 0, "");
+        pg->last_len = n;
+        if (last) fputc('\n', stderr), pg->last_len = 0;
+    } else fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *corpus = NULL, *spec = NULL, *init = NULL, *resume = NULL, *out = NULL, *batch_file = NULL,
+               *dump = NULL;
+    long steps = -1, batch = -1, ctx = -1, eval_every = -1, eval_batches = -1, seed = -1, ckpt_every = -1;
+    double lr = -1, dropout = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int r = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        }
+        if (!v) return cli_usage_error("train", "unexpected argument '%s' (or missing value)", a);
+        if (!strcmp(a, "--corpus")) corpus = v;
+        else if (!strcmp(a, "--config")) spec = v;
+        else if (!strcmp(a, "--init")) init = v;
+        else if (!strcmp(a, "--resume")) resume = v;
+        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
+        else if (!strcmp(a, "--batch-file")) batch_file = v; /* hidden: tests */
+        else if (!strcmp(a, "--dump-grads")) dump = v;       /* hidden: tests */
+        else if (!strcmp(a, "--steps")) r = cli_parse_long("train", a, v, 0, 1000000000L, &steps);
+        else if (!strcmp(a, "--batch")) r = cli_parse_long("train", a, v, 0, 1000000L, &batch);
+        else if (!strcmp(a, "--ctx")) r = cli_parse_long("train", a, v, 1, 1000000L, &ctx);
+        else if (!strcmp(a, "--eval-every")) r = cli_parse_long("train", a, v, 0, 1000000000L, &eval_every);
+        else if (!strcmp(a, "--eval-batches")) r = cli_parse_long("train", a, v, 1, 1000000L, &eval_batches);
+        else if (!strcmp(a, "--seed")) r = cli_parse_long("train", a, v, 0, 0x7fffffffffffffffL, &seed);
+        else if (!strcmp(a, "--checkpoint-every")) r = cli_parse_long("train", a, v, 0, 1000000000L, &ckpt_every);
+        else if (!strcmp(a, "--lr")) r = cli_parse_double("train", a, v, 0.0, 10.0, &lr);
+        else if (!strcmp(a, "--dropout")) r = cli_parse_double("train", a, v, 0.0, 0.999, &dropout);
+        else return cli_usage_error("train", "unexpected argument '%s'", a);
+        if (r) return 2;
+        i++;
+    }
+    if (!out) return cli_usage_error("train", "-o is required");
+    if (steps < 0) return cli_usage_error("train", "--steps is required");
+    if (init && resume) return cli_usage_error("train", "--init and --resume exclude each other");
+    if (spec && (init || resume)) return cli_usage_error("train", "--config cannot change a loaded model's architecture");
+
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    cl_h5_quiet();
+    cl_train_opts o = {0};
+    cl_train_state st = {0};
+    int have_st = 0;
+    if (resume) {
+        if (cl_train_state_load(resume, &st, NULL, NULL, 0)) return cli_fail();
+        have_st = 1;
+        const cl_train_opts *a = &st.args;
+        if (!corpus) corpus = a->corpus;
+        if (batch < 0) batch = a->batch;
+        if (ctx < 0) ctx = a->ctx;
+        if (lr < 0) lr = a->lr;
+        if (dropout < 0) dropout = a->dropout;
+        if (seed < 0) seed = (long)a->seed;
+        if (eval_every < 0) eval_every = a->eval_every;
+        if (eval_batches < 0) eval_batches = a->eval_batches;
+        if (ckpt_every < 0) ckpt_every = a->checkpoint_every;
+    }
+    int rc = 2;
+    if (!corpus) rc = cli_usage_error("train", "--corpus is required");
+    else if (batch < 0) rc = cli_usage_error("train", "--batch is required");
+    else if (ctx < 0) rc = cli_usage_error("train", "--ctx is required");
+    else rc = 0;
+    if (rc) {
+        cl_train_state_free(&st);
+        return rc;
+    }
+    o.corpus = corpus;
+    o.steps = (int)steps;
+    o.batch = (int)batch;
+    o.ctx = (int)ctx;
+    o.lr = lr < 0 ? 3e-4 : lr;
+    o.dropout = dropout < 0 ? 0.2 : dropout;
+    o.eval_every = eval_every < 0 ? 100 : (int)eval_every;
+    o.eval_batches = eval_batches < 0 ? 10 : (int)eval_batches;
+    o.seed = (uint64_t)(seed < 0 ? 1337 : seed);
+    o.checkpoint_every = ckpt_every < 0 ? 0 : (int)ckpt_every;
+    o.output = out;
+    o.batch_file = batch_file;
+    o.dump_grads = dump;
+
+    cl_model *m = NULL;
+    if (resume || init) {
+        m = cl_model_load(resume ? resume : init);
+    } else {
+        cl_config c = cl_config_lecture();
+        uint32_t *vocab = NULL;
+        int V = 0;
+        if (!(spec && cl_config_parse(&c, spec)) && !cl_vocab_from_file(corpus, &vocab, &V)) {
+            c.vocab_size = V;
+            m = cl_model_create(&c);
+            if (m) {
+                memcpy(m->vocab, vocab, (size_t)V * sizeof *vocab);
+                cl_model_init_random(m, o.seed);
+            }
+        }
+        free(vocab);
+    }
+    if (have_st) cl_train_state_free(&st);
+    if (!m) return cli_fail();
+
+    progress pg = {cli_stderr_is_tty(), o.batch, o.ctx, o.steps, 0, 0.0, o.steps / 20 > 0 ? o.steps / 20 : 1};
+    if (rank == 0) {
+        const cl_config *c = &m->cfg;
+        printf("# train: %d layers x %d (%d heads, %s), vocab %d, %zu parameters; %d ranks x %d rows, ctx %d, "
+               "lr %g, dropout %g, seed %llu%s%s\n",
+               c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : "relu", c->vocab_size,
+               cl_model_num_params(c), size, size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
+               (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
+        printf("%8s  %10s  %10s\n", "step", "train", "val");
+        fflush(stdout);
+    }
+    rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);
+    cl_model_free(m);
+    if (rc) return rank == 0 ? cli_fail() : 1;
+    if (rank == 0) printf("# wrote %s\n", out);
+    return 0;
+}

@@ -1,0 +1,5 @@
+# Training (issue 6): PyTorch parity of gradients and AdamW steps, rank
+# invariance + resume equivalence (mpiexec inside the script), refusals.
+cl_script_test(train_parity "torch;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/train_parity.py)
+cl_script_test(train_invariance "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/train_invariance.sh)
+cl_script_test(train_refusals "unit;mpi" ${CMAKE_CURRENT_SOURCE_DIR}/train_refusals.sh)
