@@ -40,7 +40,9 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(capture, "run the model and write hooked activations to HDF5")                       \
     X(train, "train a model in C (AdamW, dropout, MPI data-parallel, resumable)")          \
     X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")     \
-    X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")
+    X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")    \
+    X(run, "run a job file: prepare, train, scan, reduce; resumes, skips finished stages")\
+    X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

@@ -70,10 +70,23 @@ typedef struct {
 static const command commands[] = {CLI_COMMANDS(CLI_ENTRY)};
 #undef CLI_ENTRY
 
+/* Command names are C identifiers in the table; users type '-' for '_'
+ * ("demo-corpus" runs cmd_demo_corpus). Both spellings are accepted. */
+static int command_is(const char *typed, const char *name) {
+    for (; *typed && *name; typed++, name++)
+        if (*typed != *name && !(*typed == '-' && *name == '_')) return 0;
+    return *typed == *name;
+}
+
 static void usage(FILE *to) {
     fprintf(to, "usage: corpuslens <command> [options]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%s", commands[i].name);
+        for (char *c = shown; *c; c++)
+            if (*c == '_') *c = '-';
+        fprintf(to, "  %-11s %s\n", shown, commands[i].summary);
+    }
     fprintf(to, "\n'corpuslens <command> --help' describes a command.\n");
 }
 
@@ -91,7 +104,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
-        if (strcmp(argv[1], commands[i].name)) continue;
+        if (!command_is(argv[1], commands[i].name)) continue;
         /* Every command runs inside MPI so that `mpirun -n R corpuslens X` works
          * for all of them; single-process commands simply run on each rank's own
          * (rank 0 prints). Commands that need MPI use MPI_COMM_WORLD. */
