@@ -161,6 +161,7 @@ static uint64_t rdle(const unsigned char *p, int n) {
 }
 
 static int append_items(vm *m, pk_value *c, pk_value **src, size_t n) {
+    if (n == 0) return 0;
     if (grow((void **)&c->items, &c->cap, c->n + n, sizeof *c->items, "container")) return -1;
     memcpy(c->items + c->n, src, n * sizeof *src);
     c->n += n;
