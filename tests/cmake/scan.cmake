@@ -1,0 +1,14 @@
+# corpuslens scan (include/corpuslens/scan.h): trie forward vs plain forward,
+# numpy reference per hook, rank invariance, resume, refusals.
+add_executable(scan_trie_check ${CMAKE_CURRENT_SOURCE_DIR}/scan_trie_check.c)
+target_link_libraries(scan_trie_check PRIVATE corpuslens_core)
+set_target_properties(scan_trie_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+cl_script_test(scan_trie "unit" ${CMAKE_CURRENT_SOURCE_DIR}/scan_trie_check.sh)
+cl_script_test(scan_reference_mlp_out "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference mlp_out)
+cl_script_test(scan_reference_attn_out "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference attn_out)
+cl_script_test(scan_reference_resid_post "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference resid_post)
+cl_script_test(scan_reference_resid_mid "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference resid_mid)
+cl_script_test(scan_reference_embed "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference embed)
+cl_script_test(scan_ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
+cl_script_test(scan_resume "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
+cl_script_test(scan_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py refusals)
