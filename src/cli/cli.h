@@ -38,6 +38,7 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(generate, "sample text from the model")                                              \
     X(prepare, "corpus text -> corpus.h5: unique substrings, next-token counts, prompts") \
     X(capture, "run the model and write hooked activations to HDF5")                       \
+    X(scan, "prompts x substrings cosine scan -> scan.h5 (MPI): binned counts, matches")   \
     X(train, "train a model in C (AdamW, dropout, MPI data-parallel, resumable)")          \
     X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")     \
     X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")    \
