@@ -110,6 +110,19 @@ refuse "--len 9 exceeds the model's block_size 8" "$T/c.txt" --len 9 --prompts 2
 refuse "not a corpuslens model file" "$T/c.txt" --len 3 --prompts 2 --vocab-from "$T/not-model.h5"
 refuse "not an HDF5 file" "$T/c.txt" --len 3 --prompts 2 --vocab-from "$T/c.txt"
 
+# the same with a real model file, when `corpuslens init` is there
+if "$CL" init --help >/dev/null 2>&1; then
+    sed 's/ä/a/' "$T/c.txt" >"$T/c-no-umlaut.txt"
+    "$CL" init --config n_layer=1,n_head=1,n_embd=4,block_size=5 --vocab-from "$T/c-no-umlaut.txt" \
+        -o "$T/real-model.h5" >/dev/null || fail "corpuslens init failed"
+    refuse "character 'ä' (U+00E4) at position 29 is not in the model's vocabulary" \
+        "$T/c.txt" --len 3 --prompts 2 --vocab-from "$T/real-model.h5"
+    refuse "--len 6 exceeds the model's block_size 5" "$T/c-no-umlaut.txt" --len 6 --prompts 2 \
+        --vocab-from "$T/real-model.h5"
+    "$CL" prepare "$T/c-no-umlaut.txt" --len 5 --prompts 2 --vocab-from "$T/real-model.h5" \
+        -o "$T/real.h5" >/dev/null 2>"$T/stderr" || fail "prepare with a real model: $(cat "$T/stderr")"
+fi
+
 # ---- successes ----
 # the model's vocabulary (with 'ä' mapped out of the corpus) is used in its order
 sed 's/ä/a/' "$T/c.txt" >"$T/c2.txt"

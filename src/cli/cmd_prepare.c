@@ -191,10 +191,12 @@ static int run(int argc, char **argv) {
         return cli_fail();
     }
     double t = MPI_Wtime() - t0;
+    char from[64];
+    snprintf(from, sizeof from, "seed %ld", seed);
     printf("prepare: %s: %llu characters (%llu bytes), L = %d: %zu unique substrings, "
            "V = %d, %zu next-token pairs, %zu prompts (%s) -> %s in %.2f s (substrings %.2f s)\n",
            corpus_path, (unsigned long long)c->corpus_chars, (unsigned long long)c->corpus_bytes,
-           c->L, c->n, c->V, c->nnz, c->n_prompts, prompt_file ? prompt_file : "sampled", out, t,
+           c->L, c->n, c->V, c->nnz, c->n_prompts, prompt_file ? prompt_file : from, out, t,
            t_build);
     cl_corpus_free(c);
     return 0;
