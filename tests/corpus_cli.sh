@@ -89,6 +89,15 @@ refuse "p-empty-line.txt:2: empty line" "$T/c.txt" --len 3 --prompt-file "$T/p-e
 refuse "no prompt indices" "$T/c.txt" --len 3 --prompt-file "$T/p-none.txt"
 refuse "cannot open $T/p-missing.txt" "$T/c.txt" --len 3 --prompt-file "$T/p-missing.txt"
 
+# a failure after the temporary file was written (rename onto a directory):
+# the .tmp must be removed
+mkdir "$T/outdir"
+if "$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/outdir" >/dev/null 2>"$T/stderr"; then
+    fail "prepare -o DIRECTORY accepted"
+fi
+grep -qF "cannot rename $T/outdir.tmp to $T/outdir" "$T/stderr" || fail "rename failure: $(cat "$T/stderr")"
+[ -e "$T/outdir.tmp" ] && fail "a failed rename left outdir.tmp"
+
 # A minimal model file: what prepare reads of it (/config format + block_size,
 # /vocab), with a vocabulary in a non-sorted order and without 'ä'.
 "$PY" - "$T/model.h5" "$T/c.txt" <<'EOF' || fail "could not write the test model file"
