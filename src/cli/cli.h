@@ -43,7 +43,9 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")     \
     X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")    \
     X(run, "run a job file: prepare, train, scan, reduce; resumes, skips finished stages")\
-    X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")
+    X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")            \
+    X(reduce, "scan.h5 -> Hellinger report: approximation, baselines, plots")              \
+    X(tune, "fit block thresholds and weights on a train split of the prompts")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
