@@ -277,11 +277,17 @@ static int do_shard(scan_ctx *x, size_t shard) {
     for (size_t s = 0; s < S; s++)
         memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
     size_t M = 0;
+    double ta = scan_now();
     if (cl_trie_fwd_run(x->tf, x->stok, S, x->point, x->lo, x->hi, x->svec, &M)) return -1;
     x->n_nodes += M;
     double Cd = (double)C;
-    x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd;
+    /* every node through the blocks before the last needed one; in that one,
+       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
+    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
+    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
+    double tb = scan_now();
+    x->t_forward += tb - ta;
     const float pf = (float)x->o->prefilter;
     const double pfd = x->o->prefilter;
     for (size_t h = 0; h < Lh; h++) {
@@ -292,6 +298,8 @@ static int do_shard(scan_ctx *x, size_t shard) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)C, 1.0f,
                         x->pvec + (h * P + p0) * C, (blasint)C, sv, (blasint)C, 0.0f, x->sims, (blasint)S);
             x->flops_cosine += 2.0 * np * S * Cd;
+            double tc = scan_now();
+            x->t_sgemm += tc - tb;
             for (size_t i = 0; i < np; i++) {
                 size_t p = p0 + i;
                 float *row = x->sims + i * S;
@@ -315,6 +323,8 @@ static int do_shard(scan_ctx *x, size_t shard) {
                     if ((double)v > thr && scan_mlist_add(&x->lists[pb], v, (int32_t)sub, x->o->match_cap)) return -1;
                 }
             }
+            tb = scan_now();
+            x->t_select += tb - tc;
         }
     }
     return 0;
@@ -372,16 +382,26 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         goto out;
     }
     if (scan_state_begin(x)) goto out;
+    double tp = scan_now();
     if (prompts_forward(x)) goto out;
+    x->t_prompts = scan_now() - tp;
 
     /* Shards of this rank: rank, rank + R, ... ; x->done of them already finished. */
-    size_t mine = x->n_shards > (size_t)x->rank ? (x->n_shards - x->rank + x->R - 1) / x->R : 0;
+    /* Benchmarks: CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread
+     * evenly over the plan (shard j * n_shards / K); the output is marked
+     * with the attribute sampled_shards and is not a full scan. */
+    size_t plan = x->n_shards;
+    const char *smp = getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS");
+    if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
+    size_t total = x->sampled ? x->sampled * x->S : N;
+    size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
     double tlast = scan_now(), tstart = tlast;
     size_t done0 = x->done;
     long new_done = 0;
     err = 0;
     for (size_t i = x->done; i < mine; i++) {
         size_t shard = (size_t)x->rank + i * x->R;
+        if (x->sampled) shard = shard * x->n_shards / x->sampled;
         if (do_shard(x, shard)) {
             err = 1;
             break;
@@ -392,9 +412,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         if (x->rank == 0 && o->progress) {
             /* rank 0's share extrapolated to the job; counts this run's work only */
             size_t base = done0 * x->R * x->S, d = x->done * x->R * x->S;
-            if (base > N) base = N;
-            if (d > N) d = N;
-            o->progress(o->progress_user, d - base, N - base, now - tstart);
+            if (base > total) base = total;
+            if (d > total) d = total;
+            o->progress(o->progress_user, d - base, total - base, now - tstart);
         }
         if (o->stop_after_shards > 0 && new_done >= o->stop_after_shards && x->done < mine) {
             x->stopped = 1;
@@ -428,9 +448,15 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->cosine_flops = g[1];
     res->flops = res->forward_flops + res->cosine_flops;
     res->n_nodes = (size_t)g[2];
+    double tt[4] = {x->t_forward, x->t_sgemm, x->t_select, x->t_prompts};
+    MPI_Reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
+    res->t_forward = tt[0], res->t_sgemm = tt[1], res->t_select = tt[2], res->t_prompts = tt[3];
     res->wall_seconds = scan_now() - t0;
+    double tw = scan_now();
     if (scan_write(x, res)) goto out;
     if (x->rank == 0) scan_state_remove(x);
+    res->t_write = scan_now() - tw;
+    res->wall_seconds = scan_now() - t0;
     rc = 0;
 out:
     ctx_free(x);

@@ -50,6 +50,8 @@ typedef struct {
     double flops_forward, flops_cosine, flops_prompts;
     size_t done;        /* shards of this rank finished (its i-th shard: rank + i R) */
     int stopped;
+    double t_forward, t_sgemm, t_select, t_prompts; /* seconds, this run */
+    size_t sampled;     /* benchmark: shards sampled (0 = all) */
     char sig[2048];     /* run signature (resume) */
     char model_sha[65], corpus_h5_sha[65];
 } scan_ctx;

@@ -448,7 +448,8 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
             cl_h5_attr_write_int(file, "n_trie_nodes", (long long)res->n_nodes) ||
             cl_h5_attr_write_double(file, "wall_seconds", res->wall_seconds) ||
             cl_h5_attr_write_double(file, "flops", res->flops) ||
-            cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs))
+            cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
+            (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled)))
             werr = 1;
         if (!werr && (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 || cl_h5_attr_write_int(file, "complete", 1)))
             werr = 1;

@@ -153,6 +153,18 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
             }
             attention_one_forward(t->z + i * C, NULL, t->qkv + i * 3 * C, keys, vals, d + 1, (int)C, H, scale);
         }
+        if (l == hi && point != CL_HOOK_RESID_PRE) {
+            /* Last block needed: only the leaves go on (attention above needed
+             * every node's k,v; proj and the MLP only the leaves' rows). */
+            for (size_t s2 = 0; s2 < S; s2++) {
+                memmove(t->ln + s2 * C, t->z + (size_t)t->leaf[s2] * C, C * sizeof(float));
+                memmove(t->tmp + s2 * C, t->x + (size_t)t->leaf[s2] * C, C * sizeof(float));
+            }
+            memcpy(t->z, t->ln, S * C * sizeof(float));
+            memcpy(t->x, t->tmp, S * C * sizeof(float));
+            for (size_t s2 = 0; s2 < S; s2++) t->leaf[s2] = (int32_t)s2;
+            M = S;
+        }
         matmul_forward(t->tmp, t->z, p->proj_w + l * C * C, c->bias ? p->proj_b + l * C : NULL, M, (int)C, (int)C);
         if (want && point == CL_HOOK_ATTN_OUT) gather_leaves(t, t->tmp, S, C, cap);
         residual_add(t->x, t->tmp, M * C);

@@ -115,6 +115,7 @@ typedef struct {
     int64_t n_matches;     /* stored matches */
     double wall_seconds, flops, forward_flops, cosine_flops;
     size_t n_nodes;        /* trie node rows forwarded (all ranks) */
+    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks) */
     int stopped;           /* 1 when stop_after_shards stopped the run (no output) */
 } cl_scan_result;
 

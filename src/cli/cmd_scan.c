@@ -148,5 +148,9 @@ int cmd_scan(int argc, char **argv) {
                 (long long)res.n_pairs, (long long)res.n_matches, res.n_nodes, res.wall_seconds, res.flops / 1e9,
                 res.forward_flops / 1e9, res.cosine_flops / 1e9, res.flops / 1e9 / res.wall_seconds, maxrss / 1024.0,
                 R, o.out_path);
+    if (rank == 0)
+        fprintf(stderr, "scan: time per rank (max): prompts %.1f s, trie forward %.1f s, similarity sgemm %.1f s, "
+                        "selection/binning %.1f s, reduce+write %.1f s\n",
+                res.t_prompts, res.t_forward, res.t_sgemm, res.t_select, res.t_write);
     return 0;
 }
