@@ -21,6 +21,15 @@
  *   match_cap           int: at most this many per (prompt, block), the most
  *                       similar first (ties: lower substring index); 0 = no cap
  *   ranks, wall_seconds, flops, n_prefiltered_pairs (int64: pairs > prefilter)
+ *   n_hook_blocks, hook_first_block, hook_first: the hooked blocks. In /freq
+ *                       and /matches, Lb = n_hook_blocks: n_layer for a short
+ *                       hook name (mlp_out, attn_out, resid_mid, resid_post,
+ *                       resid_pre), 1 for "embed" (block-0 input residual) or
+ *                       a full name (blocks.3.hook_mlp_out); block index b
+ *                       there is block hook_first_block + b. /lens/probs
+ *                       always has n_layer blocks.
+ *   also: corpus_h5_file, n_stored_matches, shard_size, n_trie_nodes;
+ *   sampled_shards only on a benchmark slice (not a full scan)
  * datasets:
  *   /vocab               [V] as in model.h
  *   /prompts/index       [P] int64 substring index of each prompt
