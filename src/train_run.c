@@ -303,7 +303,9 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     const float p = (float)o->dropout;
     double t0 = now_s();
     long start_step = step, done_here = 0;
+    double paused = 0.0; /* seconds spent in evaluations and checkpoints (not in the rates) */
     for (;;) {
+        double tp = now_s();
         int want_eval = step == 0 || step == o->steps || (o->eval_every > 0 && step % o->eval_every == 0);
         if (want_eval && !(n_hist && (long)hist[3 * (n_hist - 1)] == step)) {
             double sums[2] = {0, 0}, tot[2];
@@ -328,7 +330,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             hist[3 * n_hist + 2] = tot[1] / denom;
             n_hist++;
             if (rank == 0 && cb) {
-                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, now_s() - t0, done_here};
+                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, now_s() - t0 - paused, done_here};
                 cb(user, 1, &ev);
             }
         }
@@ -338,6 +340,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             rc = -1;
             goto done;
         }
+        paused += now_s() - tp;
         if (step >= o->steps) break;
         /* one update */
         if (batchfile) memcpy(win, batchfile + ((size_t)step * B + r0) * (T + 1), (size_t)Bl * (T + 1) * sizeof(int32_t));
@@ -353,7 +356,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         cl_train_adamw_step(tr, &hp, step);
         done_here++;
         if (rank == 0 && cb) {
-            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), now_s() - t0, done_here};
+            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), now_s() - t0 - paused, done_here};
             cb(user, 0, &ev);
         }
     }

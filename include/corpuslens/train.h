@@ -116,7 +116,7 @@ typedef struct {
     double train_loss;  /* evaluation: NAN when not an evaluation event */
     double val_loss;
     double step_loss;   /* mean loss of the last step's batch */
-    double elapsed_s;   /* since the loop started (this process) */
+    double elapsed_s;   /* training time of this process (evaluations and checkpoints excluded) */
     long steps_done_here; /* steps run by this process (for rates) */
 } cl_train_event;
 
