@@ -63,6 +63,7 @@ static const keyspec KEYS[] = {
     {"scan", "bin_width", K_NUM, 1e-6, 2, F(bin_width), NOFLAG},
     {"scan", "match_thresholds", K_NUMLIST, -1, 1, F(match_thresholds), NOFLAG},
     {"scan", "match_cap", K_INT, 0, 9e18, F(match_cap), F(has_match_cap)},
+    {"scan", "batch", K_INT, 1, 1048576, F(scan_batch), F(has_scan_batch)},
     {"scan", "checkpoint_every", K_NUM, 0, 1e9, F(checkpoint_every), NOFLAG},
     {"reduce", "thresholds", K_NUMLIST, -1, 1, F(thresholds), NOFLAG},
     {"reduce", "weights", K_NUMLIST, -1e9, 1e9, F(weights), NOFLAG},
@@ -97,6 +98,12 @@ typedef struct {
     int line;
 } section_seen;
 
+#define MAX_ERRS 50
+typedef struct {
+    int line, seq;
+    char *text; /* "FILE:LINE: message\n" */
+} err_t;
+
 typedef struct {
     const char *name;  /* file name for messages */
     const char *jobdir;
@@ -113,44 +120,69 @@ typedef struct {
     section_seen sec[64];
     int nsec;
     /* errors */
-    char *errs;
-    size_t errs_len, errs_cap;
+    err_t err[MAX_ERRS];
     int nerr;
-    int err_lines[256];
     int oom;
 } pstate;
 
 static void add_err(pstate *s, int line, const char *fmt, ...) CL_PRINTF(3, 4);
 static void add_err(pstate *s, int line, const char *fmt, ...) {
-    if (s->nerr < 256) s->err_lines[s->nerr] = line;
-    s->nerr++;
-    if (s->nerr > 50) return; /* enough to fix first */
+    if (s->nerr >= MAX_ERRS) {
+        s->nerr++;
+        return;
+    }
     char msg[1536];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    char full[2048];
-    int n = snprintf(full, sizeof full, "%s:%d: %s\n", s->name, line, msg);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof full) n = (int)sizeof full - 1;
-    if (s->errs_len + (size_t)n + 1 > s->errs_cap) {
-        size_t cap = (s->errs_cap + (size_t)n + 1) * 2;
-        char *nb = realloc(s->errs, cap);
-        if (!nb) {
-            s->oom = 1;
-            return;
-        }
-        s->errs = nb;
-        s->errs_cap = cap;
+    size_t n = strlen(s->name) + strlen(msg) + 32;
+    char *full = malloc(n);
+    if (!full) {
+        s->oom = 1;
+        return;
     }
-    memcpy(s->errs + s->errs_len, full, (size_t)n + 1);
-    s->errs_len += (size_t)n;
+    snprintf(full, n, "%s:%d: %s\n", s->name, line, msg);
+    s->err[s->nerr].line = line;
+    s->err[s->nerr].seq = s->nerr;
+    s->err[s->nerr].text = full;
+    s->nerr++;
+}
+
+static int err_cmp(const void *a, const void *b) {
+    const err_t *x = a, *y = b;
+    if (x->line != y->line) return x->line < y->line ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* All messages, sorted by line (then in the order found), as one text. */
+static char *join_errors(pstate *s) {
+    int n = s->nerr < MAX_ERRS ? s->nerr : MAX_ERRS;
+    qsort(s->err, (size_t)n, sizeof *s->err, err_cmp);
+    size_t total = 64;
+    for (int i = 0; i < n; i++) total += strlen(s->err[i].text);
+    char *out = malloc(total);
+    if (!out) return NULL;
+    out[0] = '\0';
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(s->err[i].text);
+        memcpy(out + used, s->err[i].text, l + 1);
+        used += l;
+    }
+    if (s->nerr > MAX_ERRS)
+        snprintf(out + used, total - used, "%s: ... and %d more\n", s->name, s->nerr - MAX_ERRS);
+    return out;
+}
+
+static void free_errors(pstate *s) {
+    int n = s->nerr < MAX_ERRS ? s->nerr : MAX_ERRS;
+    for (int i = 0; i < n; i++) free(s->err[i].text);
 }
 
 static int has_err_at(const pstate *s, int line) {
-    for (int i = 0; i < s->nerr && i < 256; i++)
-        if (s->err_lines[i] == line) return 1;
+    for (int i = 0; i < s->nerr && i < MAX_ERRS; i++)
+        if (s->err[i].line == line) return 1;
     return 0;
 }
 
@@ -254,7 +286,18 @@ char *cl_job_expand(const char *in, const char *jobdir) {
             plen = 1;
             p += 2;
         } else if (p[0] == '$' && p[1] == '{') {
-            const char *close = strchr(p + 2, '}');
+            /* the matching '}' (a default may hold ${...} itself) */
+            const char *close = NULL;
+            int depth = 1;
+            for (const char *q = p + 2; *q; q++) {
+                if (q[0] == '$' && q[1] == '{') {
+                    depth++;
+                    q++;
+                } else if (*q == '}' && --depth == 0) {
+                    close = q;
+                    break;
+                }
+            }
             if (!close) {
                 free(out);
                 cl_error("'${' without '}' in '%s'", in);
@@ -503,8 +546,12 @@ static void store(pstate *s, cl_job *job, entry *e) {
     case K_INT: {
         long long x;
         if (parse_ll(v, &x) < 0 || (double)x < k->lo || (double)x > k->hi) {
-            add_err(s, line, "%s.%s: '%s' is not an integer in [%.0f, %.0f]", k->section, k->key,
-                    v, k->lo, k->hi);
+            if (k->hi >= 1e18)
+                add_err(s, line, "%s.%s: '%s' is not an integer >= %.0f", k->section, k->key, v,
+                        k->lo);
+            else
+                add_err(s, line, "%s.%s: '%s' is not an integer in [%.0f, %.0f]", k->section,
+                        k->key, v, k->lo, k->hi);
             return;
         }
         if (k->off != NOFLAG) *(long long *)((char *)job + k->off) = x;
@@ -536,9 +583,13 @@ static void store(pstate *s, cl_job *job, entry *e) {
                           ? parse_ll(it[i], &ix) < 0 || (double)ix < k->lo || (double)ix > k->hi
                           : parse_num(it[i], &x) < 0 || x < k->lo || x > k->hi;
             if (bad) {
-                add_err(s, line, "%s.%s: item %ld '%s' is not %s in [%g, %g]", k->section, k->key,
-                        i + 1, it[i], k->type == K_INTLIST ? "an integer" : "a number", k->lo,
-                        k->hi);
+                if (k->hi >= 1e18)
+                    add_err(s, line, "%s.%s: item %ld '%s' is not an integer >= %g", k->section,
+                            k->key, i + 1, it[i], k->lo);
+                else
+                    add_err(s, line, "%s.%s: item %ld '%s' is not %s in [%g, %g]", k->section,
+                            k->key, i + 1, it[i], k->type == K_INTLIST ? "an integer" : "a number",
+                            k->lo, k->hi);
                 free_list(it);
                 return;
             }
@@ -758,17 +809,18 @@ cl_job *cl_job_parse(const char *text, size_t len, const char *name, char **erro
 
     /* keep the expanded entries for cl_job_get: stash them in a hidden list */
     if (s->nerr > 0) {
-        const char *first = s->errs ? s->errs : "invalid job file";
+        char *all = join_errors(s);
+        const char *first = all ? all : "invalid job file (out of memory)";
         const char *nl = strchr(first, '\n');
         cl_error("%.*s", (int)(nl ? nl - first : (ptrdiff_t)strlen(first)), first);
-        if (errors) *errors = s->errs;
-        else free(s->errs);
+        if (errors) *errors = all;
+        else free(all);
+        free_errors(s);
         for (size_t i = 0; i < NKEYS; i++) free(s->ent[i].value);
         free(s);
         cl_job_free(job);
         return NULL;
     }
-    free(s->errs);
     /* cl_job_get table: NULL-terminated pairs after the struct */
     char **kv = calloc(2 * NKEYS + 1, sizeof *kv);
     if (!kv) {

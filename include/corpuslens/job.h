@@ -19,7 +19,7 @@
  *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every
  *              (steps, batch, ctx required when there is no [model])
  *   [scan]     hook, prefilter, bin_width, match_thresholds (numbers),
- *              match_cap, checkpoint_every (seconds)
+ *              match_cap, batch (substrings per shard), checkpoint_every (s)
  *   [reduce]   thresholds, weights (comma- or blank-separated numbers),
  *              compare_models (comma- or blank-separated model files), examples
  *              (prompt indices for the examples table)
@@ -80,8 +80,8 @@ typedef struct {
     char *prefilter, *bin_width; /* validated numbers, kept as written */
     char *match_thresholds; /* normalised "a,b,c" list */
     char *checkpoint_every; /* validated number, kept as written */
-    long long match_cap;
-    int has_match_cap;
+    long long match_cap, scan_batch;
+    int has_match_cap, has_scan_batch;
     /* [reduce] */
     char *thresholds, *weights; /* normalised "a,b,c" lists */
     char **compare_models;

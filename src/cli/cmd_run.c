@@ -241,6 +241,7 @@ static int build_plan(plan *p, cl_job *j) {
     if (j->match_thresholds)
         rc |= av_add(&s->argv, "--match-thresholds"), rc |= av_add(&s->argv, j->match_thresholds);
     if (j->has_match_cap) rc |= av_add(&s->argv, "--match-cap"), rc |= av_addf(&s->argv, "%lld", j->match_cap);
+    if (j->has_scan_batch) rc |= av_add(&s->argv, "--batch"), rc |= av_addf(&s->argv, "%lld", j->scan_batch);
     if (j->checkpoint_every)
         rc |= av_add(&s->argv, "--checkpoint-every"), rc |= av_add(&s->argv, j->checkpoint_every);
     rc |= av_add(&s->argv, "-o");
@@ -347,6 +348,13 @@ enum { OUT_MISSING, OUT_INCOMPLETE, OUT_STALE, OUT_MATCHES };
 
 /* What state is the stage's output in? why: a few words for the banner. */
 static int output_state(const stage *s, const char *stamp, char *why, size_t nwhy) {
+    char state_dir[4200];
+    snprintf(state_dir, sizeof state_dir, "%s.state", s->out);
+    if (!file_exists(s->out) && s->id == ST_SCAN && file_exists(state_dir)) {
+        snprintf(why, nwhy, "an interrupted scan: incomplete, resuming from %.900s/ if its "
+                            "arguments match", state_dir);
+        return OUT_INCOMPLETE;
+    }
     if (!file_exists(s->out)) {
         snprintf(why, nwhy, "no %s yet", s->out);
         return OUT_MISSING;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The embedded demo end to end, as a user runs it: mpiexec -n 2 corpuslens run
+# jobs/demo.ini (generate -> train -> prepare -> scan -> reduce), in a fresh
+# folder. Checks the summary, the report files, and the time budget of the
+# demo (6 minutes on a 2-core machine; DEMO_LIMIT_S overrides).
+# Env: CORPUSLENS (binary), SRC (source tree), PYTHON (h5py).
+set -uo pipefail
+CL=${CORPUSLENS:?CORPUSLENS must name the corpuslens binary}
+SRC=${SRC:?SRC must name the source tree}
+PY=${PYTHON:-/usr/bin/python3}
+MPIEXEC=${MPIEXEC:-mpiexec}
+LIMIT=${DEMO_LIMIT_S:-360}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+
+start=$(date +%s)
+(cd "$T" && CORPUSLENS_OUT="$T/demo-out" $MPIEXEC -n 2 --oversubscribe "$CL" run "$SRC/jobs/demo.ini") \
+    >"$T/out.txt" 2>"$T/err.txt" || fail "demo failed: $(tail -20 "$T/err.txt")"
+secs=$(($(date +%s) - start))
+echo "demo: ${secs} s"
+grep "^==\|^--" "$T/out.txt"
+[ "$secs" -gt "$LIMIT" ] && fail "the demo took ${secs} s (limit ${LIMIT} s)"
+grep -qF "5 stages run, 0 skipped" "$T/out.txt" || fail "not every stage ran"
+grep -q "^  approximation " "$T/out.txt" || fail "no summary line"
+for f in demo.txt model.h5 corpus.h5 scan.h5 report/report.md report/report.h5; do
+    [ -s "$T/demo-out/$f" ] || fail "missing $f"
+done
+"$PY" - "$T/demo-out" <<'PYEOF' || fail "report checks"
+import sys, h5py, numpy as np
+d = sys.argv[1]
+with h5py.File(f"{d}/scan.h5") as s:
+    assert s.attrs["complete"] == 1
+    P = s.attrs["n_prompts"]
+with h5py.File(f"{d}/report/report.h5") as r:
+    h = r["hellinger"][()]
+    assert h.shape == (P,), h.shape
+    ok = h[h >= 0]
+    assert len(ok) > 0.9 * P and np.all(ok <= 1)
+    mean = r["hellinger"].attrs["mean"]
+    uni = r["baselines/unigram/hellinger"].attrs["mean"]
+    # the approximation explains the trained model far better than character frequencies
+    assert mean < 0.5 * uni, (mean, uni)
+    print(f"demo report: {P} prompts, mean H {mean:.4f} (unigram baseline {uni:.4f})")
+PYEOF
+[ "$failures" = 0 ] && echo "jobs_demo: all checks passed"
+exit $((failures > 0))
