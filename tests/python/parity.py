@@ -239,6 +239,8 @@ def run_case(case, workdir, ref_dtype):
     model.float()
     for text in case.get("predict", []):
         check_predict(tab, path, model, vocab, text)
+    if case.get("predict_all"):  # every token: all escapes, the whole distribution
+        check_predict(tab, path, model, vocab, case["predict_all"], k=len(vocab))
     return tab
 
 
@@ -302,7 +304,7 @@ def shakespeare():
         return f.read()
 
 
-def small_case(name, desc, family, seed, **kw):
+def small_case(name, desc, family, seed, predict=("Zoë 𝄞\n\t\"\\",), predict_all=None, **kw):
     vocab = tm.vocab_of(SMALL_TEXT)
     dims = dict(vocab_size=len(vocab), n_embd=64, n_head=4, n_layer=2, block_size=32)
 
@@ -313,14 +315,14 @@ def small_case(name, desc, family, seed, **kw):
     return dict(name=name, desc=desc, build=build,
                 batches=[sample_texts(SMALL_TEXT, 5, 17, seed, SMALL_TEXT),
                          sample_texts(SMALL_TEXT, 2, 32, seed + 100, SMALL_TEXT)],
-                extras=True,
-                predict=["Before we proceed", "Zoë 𝄞\n\t\"\\", "F"])
+                extras=True, predict=list(predict), predict_all=predict_all)
 
 
 def cases():
     cs = [
         small_case("lecture-small", "lecture model 2x64, 4 heads, block 32, relu, 1/sqrt(hs)",
-                   "lecture", 11),
+                   "lecture", 11, predict=("Before we proceed", "Zoë 𝄞\n\t\"\\", "F"),
+                   predict_all="hear me"),
         small_case("lecture-small-nembd", "lecture model 2x64, attention scale 1/sqrt(n_embd)",
                    "lecture", 12, attn_scale="n_embd"),
         small_case("lecture-small-gelu", "lecture model 2x64 with GELU (untied head + gelu)",

@@ -1,0 +1,12 @@
+# Benchmarks (not tests): tests/bench/forward_bench.sh runs bench_forward beside
+# PyTorch. Only a tiny smoke run of each is a test.
+add_executable(bench_forward ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_forward.c)
+target_link_libraries(bench_forward PRIVATE corpuslens_core)
+set_target_properties(bench_forward PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+add_test(NAME bench_forward_smoke
+         COMMAND bench_forward --config n_layer=1,n_head=2,n_embd=32,block_size=16,vocab_size=11
+                 --B 8 --T 5 --reps 1 --sgemm 64,32,16)
+set_tests_properties(bench_forward_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_TEST_ENV}")
+cl_script_test(forward_bench_smoke "torch" ${CMAKE_CURRENT_SOURCE_DIR}/bench/forward_bench.sh
+               --build ${CMAKE_BINARY_DIR} --B 16 --T 6 --reps 1
+               --config n_layer=2,n_head=2,n_embd=32,block_size=16)
