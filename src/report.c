@@ -255,7 +255,8 @@ int cl_svg_bars(const char *path, const char *title, const char *ylabel, const c
             double y = YPOS(v < pow(10, d0) ? pow(10, d0) : v);
             fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
                     gx + bw * (double)j, y, bw - 2, mt + ph - y, colors[j % 5]);
-            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%.3g</text>\n",
+            fprintf(f, v >= 1000 ? "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%.0f</text>\n"
+                                 : "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%.3g</text>\n",
                     gx + bw * ((double)j + 0.5), y - 3, v);
         }
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"middle\">", ml + gw * ((double)g + 0.5),
