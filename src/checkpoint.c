@@ -510,6 +510,18 @@ int cl_ckpt_tensor_to_f32(const cl_ckpt_tensor *t, float *out) {
     return 0;
 }
 
+/* Drop the mapped pages of a converted tensor's storage from memory (they are
+ * clean, file-backed pages: a later access reads them again), so that peak
+ * memory is the model plus one tensor rather than the model plus the file. */
+static void release_storage(const cl_ckpt *ck, const cl_ckpt_tensor *t) {
+    if (!ck->map) return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)t->storage, hi = lo + t->storage_numel * cl_dtype_size(t->dtype);
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* ---- parameter count ---- */
 
 static int cmp_data(const void *a, const void *b) {
@@ -771,6 +783,7 @@ cl_model *cl_ckpt_import(const cl_ckpt *ck, const cl_import_opts *opts, const ui
                 cl_error_prefix("%s: ", ck->label);
                 goto fail;
             }
+            release_storage(ck, t);
             used[t - ck->t] = 1;
         }
     }
