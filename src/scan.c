@@ -56,13 +56,15 @@ void scan_mlist_sort_cap(scan_mlist *l, long cap) {
 
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap) {
     if (l->capped && sim < l->floor) return 0;
+    /* a capped list grows to 1.5 cap, then is sorted and cut back to cap */
+    const uint32_t lim = cap > 0 ? (uint32_t)cap + (uint32_t)cap / 2 + 1 : 0;
     if (l->n == l->alloc) {
-        if (cap > 0 && l->n >= 2 * (uint32_t)cap) {
+        if (cap > 0 && l->n >= lim) {
             scan_mlist_sort_cap(l, cap);
             if (sim < l->floor) return 0;
         } else {
             uint32_t na = l->alloc ? l->alloc * 2 : 8;
-            if (cap > 0 && na > 2 * (uint32_t)cap) na = 2 * (uint32_t)cap;
+            if (cap > 0 && na > lim) na = lim;
             if (na <= l->n) na = l->n + 8;
             scan_match *a = realloc(l->a, (size_t)na * sizeof *a);
             if (!a) return cl_error("out of memory for matches (%u entries)", na);

@@ -42,7 +42,9 @@ def hooked(tk, bs=2048):
             h = torch.nn.functional.layer_norm(x, (C,), W[p + "ln1.weight"], W[p + "ln1.bias"])
             q, k, v = (h @ W[p + "sa.qkv.weight"].T).split(C, -1)
             q, k, v = (z.view(B, T, H, hs).transpose(1, 2) for z in (q, k, v))
-            z = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            att = (q @ k.transpose(-2, -1)) / hs ** 0.5
+            att = att.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf")).softmax(-1)
+            z = att @ v
             x = x + z.transpose(1, 2).reshape(B, T, C) @ W[p + "sa.proj.weight"].T + W[p + "sa.proj.bias"]
             h = torch.nn.functional.layer_norm(x, (C,), W[p + "ln2.weight"], W[p + "ln2.bias"])
             m = torch.relu(h @ W[p + "ffwd.net.0.weight"].T + W[p + "ffwd.net.0.bias"]) @ W[p + "ffwd.net.2.weight"].T \
