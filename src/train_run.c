@@ -101,12 +101,8 @@ int cl_train_state_load(const char *path, cl_train_state *st, float *m_out, floa
             long long v;
             double x;
             cl_train_opts *a = &st->args;
-            size_t used = 0;
-            if (!rc && !attr_str(g, "corpus", st->strbuf, sizeof st->strbuf)) {
-                a->corpus = st->strbuf;
-                used = strlen(st->strbuf) + 1;
-            } else rc = -1;
-            (void)used;
+            if (!attr_str(g, "corpus", st->strbuf, sizeof st->strbuf)) a->corpus = st->strbuf;
+            else rc = -1;
             if (!rc && !(rc = cl_h5_attr_read_int(g, "steps", &v))) a->steps = (int)v;
             if (!rc && !(rc = cl_h5_attr_read_int(g, "batch", &v))) a->batch = (int)v;
             if (!rc && !(rc = cl_h5_attr_read_int(g, "ctx", &v))) a->ctx = (int)v;
@@ -232,7 +228,8 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     const cl_config *c = &m->cfg;
     int rc = 0;
     /* ---- refusals, before any training ---- */
-    if (o->batch < 1) rc = cl_error("--batch %d: the batch needs at least 1 row", o->batch);
+    if (!o->output || !o->corpus) rc = cl_error("train: the corpus and the output path are required");
+    else if (o->batch < 1) rc = cl_error("--batch %d: the batch needs at least 1 row", o->batch);
     else if (o->batch % size) rc = cl_error("--batch %d is not divisible by the %d ranks", o->batch, size);
     else if (o->ctx < 1 || o->ctx > c->block_size)
         rc = cl_error("--ctx %d is outside 1..block_size (%d) of the model", o->ctx, c->block_size);
