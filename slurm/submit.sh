@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Submit a corpuslens job file to Slurm as a chain of batch jobs:
+#   [train] -> prepare -> scan -> reduce     (train only when the job has no [model])
+# each starting when the previous one succeeded (--dependency=afterok, and
+# --kill-on-invalid-dep=yes so that a failure cancels the rest instead of
+# leaving it pending forever). Every stage runs `corpuslens run JOB --stages S`,
+# so stages already complete for this job are skipped, and a resubmission after
+# a failure resumes (an interrupted scan continues from its checkpoint).
+#
+# usage: slurm/submit.sh JOB.ini [sbatch options for every stage...]
+#
+# Resources: the job file's [slurm] section (partition, account, scan_ranks,
+# scan_time, train_ranks, train_time, light_time, mem_per_cpu); environment
+# variables override it:
+#   CORPUSLENS_PARTITION CORPUSLENS_ACCOUNT CORPUSLENS_SCAN_RANKS CORPUSLENS_SCAN_TIME
+#   CORPUSLENS_TRAIN_RANKS CORPUSLENS_TRAIN_TIME CORPUSLENS_LIGHT_TIME CORPUSLENS_MEM_PER_CPU
+# Paths and launch:
+#   CORPUSLENS_BIN     the corpuslens binary (default: corpuslens on PATH, else
+#                      build/corpuslens beside this folder)
+#   CORPUSLENS_LAUNCH  srun (default; srun --mpi=$CORPUSLENS_SRUN_MPI, default pmix) or mpirun
+#   variables the job file uses (${CORPUSLENS_DATA}, ...) are passed to the jobs
+#   (sbatch --export=ALL), so they expand the same way on the compute nodes.
+# Logs: OUTPUT_DIR/slurm/<stage>-<jobid>.out (OUTPUT_DIR from the job's [output] dir).
+# Prints one line per submitted job: "<stage> <jobid>", then a summary.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+if [ $# -lt 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit $(($# < 1 ? 2 : 0))
+fi
+job=$1
+shift
+[ -f "$job" ] || { echo "submit.sh: no job file $job" >&2; exit 2; }
+job=$(cd "$(dirname "$job")" && pwd)/$(basename "$job")
+
+cl=${CORPUSLENS_BIN:-}
+if [ -z "$cl" ]; then
+    if command -v corpuslens >/dev/null; then cl=$(command -v corpuslens)
+    elif [ -x "$here/../build/corpuslens" ]; then cl=$(cd "$here/../build" && pwd)/corpuslens
+    else echo "submit.sh: set CORPUSLENS_BIN (no corpuslens on PATH or in build/)" >&2; exit 2; fi
+fi
+case $cl in /*) ;; *) cl=$(cd "$(dirname "$cl")" && pwd)/$(basename "$cl") ;; esac
+export CORPUSLENS_BIN=$cl CORPUSLENS_JOB=$job
+
+# Refuse a bad job file now, not in a queued job.
+"$cl" run "$job" --dry-run >/dev/null || { echo "submit.sh: $job is not a valid job (see above)" >&2; exit 1; }
+get() { "$cl" run "$job" --get "$1"; }
+# setting NAME ENV KEY: the environment variable, else the job file's [slurm] key
+setting() { local v=${!1:-}; [ -n "$v" ] && echo "$v" || get "slurm.$2"; }
+
+out=$(get output.dir)
+mkdir -p "$out/slurm"
+out=$(cd "$out" && pwd)
+stages=" $(get stages) "
+partition=$(setting CORPUSLENS_PARTITION partition)
+account=$(setting CORPUSLENS_ACCOUNT account)
+mem=$(setting CORPUSLENS_MEM_PER_CPU mem_per_cpu)
+light_time=$(setting CORPUSLENS_LIGHT_TIME light_time)
+
+common=(--parsable --export=ALL --kill-on-invalid-dep=yes)
+[ -n "$partition" ] && common+=(--partition="$partition")
+[ -n "$account" ] && common+=(--account="$account")
+[ -n "$mem" ] && common+=(--mem-per-cpu="$mem")
+
+# submit STAGE SCRIPT DEPENDENCY [sbatch options...]: prints the job id
+submit() {
+    local stage=$1 script=$2 dep=$3
+    shift 3
+    local args=("${common[@]}" --output="$out/slurm/$stage-%j.out")
+    [ -n "$dep" ] && args+=(--dependency=afterok:"$dep")
+    sbatch "${args[@]}" "$@" "${extra[@]}" "$here/$script" | cut -d';' -f1
+}
+extra=("$@")
+
+ids=()
+dep=
+if [[ $stages == *" train "* ]]; then
+    n=$(setting CORPUSLENS_TRAIN_RANKS train_ranks)
+    t=$(setting CORPUSLENS_TRAIN_TIME train_time)
+    opts=(--ntasks="${n:-1}")
+    [ -n "$t" ] && opts+=(--time="$t")
+    dep=$(submit train train.sbatch "" "${opts[@]}")
+    echo "train $dep"
+    ids+=("$dep")
+fi
+opts=(--ntasks=1)
+[ -n "$light_time" ] && opts+=(--time="$light_time")
+dep=$(submit prepare prepare.sbatch "$dep" "${opts[@]}")
+echo "prepare $dep"
+ids+=("$dep")
+
+n=$(setting CORPUSLENS_SCAN_RANKS scan_ranks)
+t=$(setting CORPUSLENS_SCAN_TIME scan_time)
+opts=(--ntasks="${n:-1}")
+[ -n "$t" ] && opts+=(--time="$t")
+dep=$(submit scan scan.sbatch "$dep" "${opts[@]}")
+echo "scan $dep"
+ids+=("$dep")
+
+opts=(--ntasks=1)
+[ -n "$light_time" ] && opts+=(--time="$light_time")
+dep=$(submit reduce reduce.sbatch "$dep" "${opts[@]}")
+echo "reduce $dep"
+ids+=("$dep")
+
+echo "submit.sh: ${#ids[@]} jobs (${ids[*]}) for $job; logs in $out/slurm/, report in $out/report/" >&2
+echo "submit.sh: follow with: squeue -j $(IFS=,; echo "${ids[*]}")" >&2
