@@ -35,6 +35,7 @@ struct cl_ckpt {
     size_t n, cap;
     cl_ckpt_tensor **by_key; /* tensors with a key, sorted by key */
     size_t n_keys;
+    size_t *alias; /* alias[i]: first tensor with the same data as tensor i */
     size_t walk_budget;
 };
 
@@ -168,6 +169,27 @@ static int ends_with(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
+static int cmp_data(const void *a, const void *b);
+
+/* alias[i] = the first tensor (in file order) whose data equals tensor i's. */
+static int find_aliases(cl_ckpt *ck) {
+    ck->alias = cl_trymalloc(ck->n ? ck->n : 1, sizeof *ck->alias, "tensor aliases");
+    cl_ckpt_tensor **p = cl_trymalloc(ck->n ? ck->n : 1, sizeof *p, "tensor order");
+    if (!ck->alias || !p) {
+        free(p);
+        return -1;
+    }
+    for (size_t i = 0; i < ck->n; i++) p[i] = &ck->t[i];
+    qsort(p, ck->n, sizeof *p, cmp_data); /* ties broken by position: see cmp_data */
+    size_t first = 0;
+    for (size_t i = 0; i < ck->n; i++) {
+        if (i == 0 || !cl_ckpt_same_data(p[i - 1], p[i])) first = (size_t)(p[i] - ck->t);
+        ck->alias[p[i] - ck->t] = first;
+    }
+    free(p);
+    return 0;
+}
+
 static int cmp_key(const void *a, const void *b) {
     return strcmp((*(cl_ckpt_tensor *const *)a)->key, (*(cl_ckpt_tensor *const *)b)->key);
 }
@@ -197,6 +219,7 @@ static int index_keys(cl_ckpt *ck, const char *sd_prefix) {
             t->role = CL_ROLE_BUFFER;
         ck->by_key[ck->n_keys++] = t;
     }
+    if (find_aliases(ck)) return -1;
     qsort(ck->by_key, ck->n_keys, sizeof *ck->by_key, cmp_key);
     for (size_t i = 1; i < ck->n_keys; i++)
         if (!strcmp(ck->by_key[i - 1]->key, ck->by_key[i]->key))
@@ -361,6 +384,7 @@ void cl_ckpt_close(cl_ckpt *ck) {
     for (size_t i = 0; i < ck->n; i++) free((char *)ck->t[i].name);
     free(ck->t);
     free(ck->by_key);
+    free(ck->alias);
     cl_pickle_free(&ck->pk);
     cl_zip_close(&ck->zip);
     cl_st_free(&ck->st);
@@ -536,19 +560,26 @@ static int cmp_data(const void *a, const void *b) {
         if (x->shape[i] > 1) CMP(stride[i]);
     }
 #undef CMP
-    return 0;
+    return x < y ? -1 : x > y; /* same data: file order */
+}
+
+size_t cl_ckpt_first_alias(const cl_ckpt *ck, size_t i) {
+    return i < ck->n && ck->alias ? ck->alias[i] : i;
 }
 
 size_t cl_ckpt_num_params(const cl_ckpt *ck) {
-    cl_ckpt_tensor **p = malloc((ck->n ? ck->n : 1) * sizeof *p);
-    if (!p) return 0;
-    size_t n = 0, total = 0;
-    for (size_t i = 0; i < ck->n; i++)
-        if (ck->t[i].role == CL_ROLE_PARAM) p[n++] = &ck->t[i];
-    qsort(p, n, sizeof *p, cmp_data);
-    for (size_t i = 0; i < n; i++)
-        if (i == 0 || !cl_ckpt_same_data(p[i - 1], p[i])) total += p[i]->numel;
-    free(p);
+    /* one count per group of parameters sharing their data */
+    unsigned char *seen = calloc(ck->n ? ck->n : 1, 1);
+    if (!seen) return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < ck->n; i++) {
+        if (ck->t[i].role != CL_ROLE_PARAM) continue;
+        size_t a = cl_ckpt_first_alias(ck, i);
+        if (seen[a]) continue;
+        seen[a] = 1;
+        total += ck->t[i].numel;
+    }
+    free(seen);
     return total;
 }
 

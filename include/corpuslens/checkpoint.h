@@ -102,6 +102,9 @@ int cl_ckpt_same_data(const cl_ckpt_tensor *a, const cl_ckpt_tensor *b);
  * tensors are refused (naming the tensor and its dtype). */
 int cl_ckpt_tensor_to_f32(const cl_ckpt_tensor *t, float *out);
 
+/* Index of the first tensor (file order) holding the same data as tensor i
+ * (i itself when none does): tied tensors point at their original. */
+size_t cl_ckpt_first_alias(const cl_ckpt *ck, size_t i);
 /* Parameters of the state dict (role PARAM), tied tensors counted once. */
 size_t cl_ckpt_num_params(const cl_ckpt *ck);
 

@@ -65,13 +65,8 @@ static void print_tensor(const cl_ckpt *ck, size_t i) {
         at += (size_t)snprintf(extra + at, sizeof extra - at, "  (view: offset %zu, strides %s)",
                                t->offset, st);
     }
-    for (size_t j = 0; j < i; j++) {
-        const cl_ckpt_tensor *u = cl_ckpt_tensor_at(ck, j);
-        if (u->role == t->role && cl_ckpt_same_data(u, t)) {
-            snprintf(extra + at, sizeof extra - at, "  (same data as %s)", u->name);
-            break;
-        }
-    }
+    size_t a = cl_ckpt_first_alias(ck, i);
+    if (a != i) snprintf(extra + at, sizeof extra - at, "  (same data as %s)", cl_ckpt_tensor_at(ck, a)->name);
     printf("  %-48s %-9s %s%s\n", t->name, cl_dtype_name(t->dtype), sh, extra);
 }
 
