@@ -26,6 +26,7 @@ typedef enum {
     K_INTLIST,  /* integers in [lo, hi], comma/blank separated -> "1,2,3" */
     K_DEMO,     /* the word "demo" */
     K_CONFIG,   /* a model config "k=v,..." (cl_config_parse) */
+    K_ATTN,     /* head_size | n_embd */
     K_TIME,     /* a Slurm time: digits, ':' and '-' */
     K_MEM,      /* a Slurm memory size: digits and an optional K/M/G/T */
 } ktype;
@@ -50,6 +51,9 @@ static const keyspec KEYS[] = {
     {"corpus", "seed", K_INT, 0, 9e18, F(seed), F(has_seed)},
     {"corpus", "prompt_file", K_PATH, 0, 0, F(prompt_file), NOFLAG},
     {"model", "path", K_PATH, 0, 0, F(model_path), NOFLAG},
+    {"model", "checkpoint", K_PATH, 0, 0, F(checkpoint), NOFLAG},
+    {"model", "n_head", K_INT, 1, 4096, F(import_n_head), F(has_import_n_head)},
+    {"model", "attn_scale", K_ATTN, 0, 0, F(import_attn_scale), NOFLAG},
     {"train", "config", K_CONFIG, 0, 0, F(train_config), NOFLAG},
     {"train", "steps", K_INT, 1, 1e9, F(steps), F(has_steps)},
     {"train", "batch", K_INT, 1, 1e6, F(batch), F(has_batch)},
@@ -536,6 +540,12 @@ static void store(pstate *s, cl_job *job, entry *e) {
             return;
         }
         break;
+    case K_ATTN:
+        if (strcmp(v, "head_size") && strcmp(v, "n_embd")) {
+            add_err(s, line, "%s.%s: '%s' is not head_size or n_embd", k->section, k->key, v);
+            return;
+        }
+        break;
     case K_DEMO:
         if (strcmp(v, "demo")) {
             add_err(s, line, "%s.%s: '%s' is not a generator (the only one is 'demo')",
@@ -727,7 +737,18 @@ static void cross_checks(pstate *s, cl_job *job) {
     int have_model = section_line(s, "model") != 0;
     int have_train = section_line(s, "train") != 0;
     if (have_model) {
-        require(s, "model", "path", "");
+        int mp = is_set(s, "model", "path"), mc = is_set(s, "model", "checkpoint");
+        if (mp && mc)
+            add_err(s, line_of(s, "model", "checkpoint"),
+                    "model.checkpoint and model.path exclude each other (a checkpoint is "
+                    "imported into <output dir>/model.h5)");
+        else if (!mp && !mc)
+            add_err(s, missing_line(s, "model"),
+                    "[model] has no 'path' (a model file) or 'checkpoint' (a .pt/.safetensors "
+                    "to import)");
+        if (mp && (is_set(s, "model", "n_head") || is_set(s, "model", "attn_scale")))
+            add_err(s, line_of(s, "model", is_set(s, "model", "n_head") ? "n_head" : "attn_scale"),
+                    "model.n_head and model.attn_scale go with model.checkpoint");
         if (have_train)
             add_err(s, section_line(s, "train"),
                     "[train] and [model] exclude each other: give a model or train one");
@@ -906,6 +927,8 @@ void cl_job_free(cl_job *job) {
     free(job->corpus_path);
     free(job->prompt_file);
     free(job->model_path);
+    free(job->checkpoint);
+    free(job->import_attn_scale);
     free(job->train_config);
     free(job->lr);
     free(job->dropout);

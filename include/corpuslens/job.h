@@ -14,8 +14,11 @@
  *              len           substring length L (required)
  *              prompts, seed sample `prompts` substrings with `seed` (default 1337)
  *              prompt_file   or: one substring index per line
- *   [model]    path          an existing corpuslens model file (.h5); when the
- *                            section is absent, [train] makes one
+ *   [model]    path          an existing corpuslens model file (.h5), or
+ *              checkpoint    a PyTorch .pt / .safetensors file, imported (with
+ *                            the corpus's vocabulary) into <output dir>/model.h5;
+ *                            n_head, attn_scale: as `corpuslens import`.
+ *                            When the section is absent, [train] makes a model.
  *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every
  *              (steps, batch, ctx required when there is no [model])
  *   [scan]     hook, prefilter, bin_width, match_thresholds (numbers),
@@ -69,7 +72,11 @@ typedef struct {
     int has_seed;
     char *prompt_file;
     /* [model] */
-    char *model_path; /* NULL: train one */
+    char *model_path; /* NULL: import or train one */
+    char *checkpoint; /* to import; NULL when none */
+    long long import_n_head;
+    int has_import_n_head;
+    char *import_attn_scale;
     /* [train] */
     char *train_config;
     long long steps, batch, ctx, train_seed, eval_every;

@@ -1,6 +1,7 @@
 /* corpuslens run: a job file's pipeline, in-process.
  *
  * Stages, in order: generate (demo corpus, when [corpus] generate = demo),
+ * import (when [model] names a checkpoint),
  * train (when the job has no [model]), prepare, scan, reduce. Each stage is
  * the CLI command of the same name called with an argv built from the job;
  * every rank calls every command (prepare/train/reduce arrange rank 0 / MPI
@@ -42,19 +43,21 @@ static const char *CMD = "run";
 int cmd_train(int argc, char **argv) __attribute__((weak));
 int cmd_scan(int argc, char **argv) __attribute__((weak));
 int cmd_reduce(int argc, char **argv) __attribute__((weak));
+int cmd_import(int argc, char **argv) __attribute__((weak));
 
 static void help(void) {
     printf(
         "usage: [mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
         "       corpuslens run JOB.ini --get SECTION.KEY | --get stages\n"
         "\n"
-        "Run a job file's pipeline: generate (the demo corpus) -> train (when the job\n"
-        "has no [model]) -> prepare -> scan -> reduce, each stage the command of the same\n"
-        "name. A stage whose complete output already matches the job (settings and input\n"
+        "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
+        "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
+        "command of the same name. A stage whose complete output already matches the job (settings and input\n"
         "hashes, recorded in the output's job_stamp attribute) is skipped, so running the\n"
         "same command again after a failure resumes where it stopped.\n"
         "\n"
-        "  --stages LIST   only these stages (comma-separated), in pipeline order; the\n"
+        "  --stages LIST   only these stages (comma-separated: generate, import, train,\n"
+        "                  prepare, scan, reduce), in pipeline order; the\n"
         "                  Slurm scripts run one stage per job this way\n"
         "  --force         run the selected stages even if their outputs match\n"
         "  --dry-run       print what would run or be skipped, and why\n"
@@ -124,8 +127,9 @@ static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 
 /* ---- stages ---- */
 
-enum { ST_GENERATE, ST_TRAIN, ST_PREPARE, ST_SCAN, ST_REDUCE, ST_N };
-static const char *const STAGE_NAMES[ST_N] = {"generate", "train", "prepare", "scan", "reduce"};
+enum { ST_GENERATE, ST_IMPORT, ST_TRAIN, ST_PREPARE, ST_SCAN, ST_REDUCE, ST_N };
+static const char *const STAGE_NAMES[ST_N] = {"generate", "import", "train",
+                                              "prepare",  "scan",   "reduce"};
 
 typedef struct {
     int id;
@@ -179,8 +183,25 @@ static int build_plan(plan *p, cl_job *j) {
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, j->corpus_path);
 
+    s = &p->st[ST_IMPORT];
+    s->enabled = j->checkpoint != NULL;
+    s->fn = cmd_import;
+    s->out = p->model;
+    s->format = CL_MODEL_FORMAT;
+    s->format_in_config = 1;
+    s->hash_inputs[0] = j->checkpoint;
+    s->hash_inputs[1] = j->corpus_path;
+    rc |= av_add(&s->argv, "import");
+    rc |= av_add(&s->argv, j->checkpoint ? j->checkpoint : "");
+    rc |= av_add(&s->argv, "--corpus");
+    rc |= av_add(&s->argv, j->corpus_path);
+    if (j->has_import_n_head) rc |= av_add(&s->argv, "--n-head"), rc |= av_addf(&s->argv, "%lld", j->import_n_head);
+    if (j->import_attn_scale) rc |= av_add(&s->argv, "--attn-scale"), rc |= av_add(&s->argv, j->import_attn_scale);
+    rc |= av_add(&s->argv, "-o");
+    rc |= av_add(&s->argv, p->model);
+
     s = &p->st[ST_TRAIN];
-    s->enabled = j->model_path == NULL;
+    s->enabled = j->model_path == NULL && j->checkpoint == NULL;
     s->fn = cmd_train;
     s->out = p->model;
     s->format = CL_MODEL_FORMAT;
@@ -509,8 +530,8 @@ static int check_stage_list(const char *list) {
         for (int i = 0; i < ST_N; i++)
             if (strlen(STAGE_NAMES[i]) == len && !strncmp(p, STAGE_NAMES[i], len)) ok = 1;
         if (!ok)
-            return cli_usage_error(CMD, "--stages: unknown stage '%.*s' (generate, train, prepare, "
-                                        "scan, reduce)", (int)len, p);
+            return cli_usage_error(CMD, "--stages: unknown stage '%.*s' (generate, import, train, "
+                                        "prepare, scan, reduce)", (int)len, p);
         if (!q) break;
         p = q + 1;
     }
@@ -717,11 +738,16 @@ int cmd_run(int argc, char **argv) {
                skipped);
         if (file_exists(p.report_h5)) print_report(&p);
         printf("\nfiles:\n");
-        if (job->generate) printf("  corpus (generated)  %s\n", job->corpus_path);
-        printf("  model               %s%s\n", p.model, job->model_path ? "" : " (trained)");
-        printf("  corpus substrings   %s\n", p.corpus_h5);
-        printf("  scan                %s\n", p.scan_h5);
-        printf("  report              %s/report.md, %s\n", p.report_dir, p.report_h5);
+        const char *names[5] = {"corpus (generated)", "model", "corpus substrings", "scan",
+                                "report"};
+        const char *paths[5] = {job->generate ? job->corpus_path : NULL, p.model, p.corpus_h5,
+                                p.scan_h5, p.report_h5};
+        for (int i = 0; i < 5; i++) {
+            if (!paths[i]) continue;
+            const char *how = i == 1 ? (job->model_path ? "" : job->checkpoint ? " (imported)" : " (trained)") : "";
+            printf("  %-19s %s%s%s\n", names[i], paths[i], how, file_exists(paths[i]) ? "" : " (not yet)");
+        }
+        if (file_exists(p.report_h5)) printf("  %-19s %s/report.md\n", "report (markdown)", p.report_dir);
         fflush(stdout);
     }
     plan_free(&p);
