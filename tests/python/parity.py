@@ -212,10 +212,11 @@ def run_case(case, workdir, ref_dtype):
         if bi == 0 and case.get("extras"):
             # --last with named hooks (a short name expands to every block):
             # only those are written, last position only
-            # ("embed" is the block-0 input residual, written as blocks.0.hook_resid_pre)
+            # ("embed" is the block-0 input residual, written as blocks.0.hook_resid_pre;
+            # ln_final with --last takes the forward's last-position-only final LayerNorm)
             asked = [f"blocks.{model.n_layer - 1}.hook_mlp_out", "blocks.0.attn.hook_pattern",
-                     "resid_mid", "embed"]
-            sel = (asked[:2] + [f"blocks.{i}.hook_resid_mid" for i in range(model.n_layer)]
+                     "hook_pos_embed", "ln_final.hook_normalized", "resid_mid", "embed"]
+            sel = (asked[:4] + [f"blocks.{i}.hook_resid_mid" for i in range(model.n_layer)]
                    + ["blocks.0.hook_resid_pre"])
             acts2 = os.path.join(workdir, f"{name}.last.h5")
             args = ["capture", "--model", path, "-o", acts2, "--last"]
