@@ -62,6 +62,7 @@ static const keyspec KEYS[] = {
     {"train", "dropout", K_NUM, 0, 0.999999, F(dropout), NOFLAG},
     {"train", "seed", K_INT, 0, 9e18, F(train_seed), F(has_train_seed)},
     {"train", "eval_every", K_INT, 0, 1e9, F(eval_every), F(has_eval_every)},
+    {"train", "checkpoint_every", K_INT, 1, 1e9, F(train_checkpoint_every), NOFLAG},
     {"scan", "hook", K_WORD, 0, 0, F(hook), NOFLAG},
     {"scan", "prefilter", K_NUM, -1, 0.999999, F(prefilter), NOFLAG},
     {"scan", "bin_width", K_NUM, 1e-6, 2, F(bin_width), NOFLAG},

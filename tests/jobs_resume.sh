@@ -74,6 +74,29 @@ grep -q "^== \[4/5\] scan: skipped" "$T/4.out" || fail "reweighted run: scan not
 grep -q "^== \[5/5\] reduce: running (.*other settings" "$T/4.out" || fail "reweighted run: reduce: $(grep "^==" "$T/4.out")"
 grep -qF "1 stage run, 4 skipped" "$T/4.out" || fail "reweighted run: $(tail -3 "$T/4.out")"
 
+# 5. a training with checkpoints, killed: the rerun resumes it from its checkpoint
+sed -e 's/^steps = 10$/steps = 4000/' -e 's/^eval_every = 0$/eval_every = 0\ncheckpoint_every = 100/' \
+    -e 's|^dir = .*|dir = ${JOBDIR}/out2|' "$T/tiny.ini" >"$T/ckpt.ini"
+grep -q "^checkpoint_every = 100" "$T/ckpt.ini" || fail "could not make ckpt.ini"
+$MPIEXEC -n 2 --oversubscribe "$CL" run "$T/ckpt.ini" >"$T/5.out" 2>"$T/5.err" &
+mpid=$!
+for _ in $(seq 300); do
+    [ -f "$T/out2/model.h5" ] && break
+    sleep 0.1
+done
+kill -TERM "$mpid" 2>/dev/null
+wait "$mpid" 2>/dev/null
+[ -f "$T/out2/model.h5.job_stamp" ] || fail "no model.h5.job_stamp beside the checkpoint"
+run2() { $MPIEXEC -n 2 --oversubscribe "$CL" run "$T/ckpt.ini" "$@"; }
+run2 >"$T/6.out" 2>"$T/6.err" || fail "resumed run failed: $(tail -5 "$T/6.err")"
+grep -q "^== \[2/5\] train: running (an interrupted training: resuming" "$T/6.out" ||
+    fail "training not resumed: $(grep -A1 "^== \[2/5\]" "$T/6.out")"
+grep -qF -- "--resume $T/out2/model.h5" "$T/6.out" || fail "no --resume in the train command"
+grep -q "resuming" "$T/6.out" || fail "train did not say it resumes"
+[ -e "$T/out2/model.h5.job_stamp" ] && fail "model.h5.job_stamp left after the training finished"
+run2 >"$T/7.out" 2>&1 || fail "run after the resumed one failed"
+grep -qF "0 stages run, 5 skipped" "$T/7.out" || fail "after resume: $(grep "^==" "$T/7.out")"
+
 # the stamps are visible to h5dump users
 "$PY" - "$T/out" <<'PYEOF' || fail "job_stamp attributes"
 import sys, h5py

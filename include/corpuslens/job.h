@@ -19,7 +19,8 @@
  *                            the corpus's vocabulary) into <output dir>/model.h5;
  *                            n_head, attn_scale: as `corpuslens import`.
  *                            When the section is absent, [train] makes a model.
- *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every
+ *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every,
+ *              checkpoint_every (steps; an interrupted training then resumes)
  *              (steps, batch, ctx required when there is no [model])
  *   [scan]     hook, prefilter, bin_width, match_thresholds (numbers),
  *              match_cap, batch (substrings per shard), checkpoint_every (s)
@@ -80,6 +81,7 @@ typedef struct {
     /* [train] */
     char *train_config;
     long long steps, batch, ctx, train_seed, eval_every;
+    long long train_checkpoint_every; /* 0 when unset */
     int has_steps, has_batch, has_ctx, has_train_seed, has_eval_every;
     char *lr, *dropout; /* validated numbers, kept as written */
     /* [scan] */

@@ -135,6 +135,7 @@ typedef struct {
     int id;
     int enabled;            /* part of this job */
     argvec argv;            /* the command line (argv[0] = command) */
+    argvec resume_argv;     /* train with checkpoints: the command that resumes */
     int (*fn)(int, char **);
     char *out;              /* the file that is checked and stamped */
     const char *format;     /* its format attribute */
@@ -156,7 +157,10 @@ static void plan_free(plan *p) {
     free(p->scan_h5);
     free(p->report_dir);
     free(p->report_h5);
-    for (int i = 0; i < ST_N; i++) av_free(&p->st[i].argv);
+    for (int i = 0; i < ST_N; i++) {
+        av_free(&p->st[i].argv);
+        av_free(&p->st[i].resume_argv);
+    }
 }
 
 static int build_plan(plan *p, cl_job *j) {
@@ -218,8 +222,25 @@ static int build_plan(plan *p, cl_job *j) {
     if (j->dropout) rc |= av_add(&s->argv, "--dropout"), rc |= av_addf(&s->argv, "%s", j->dropout);
     if (j->has_train_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->train_seed);
     if (j->has_eval_every) rc |= av_add(&s->argv, "--eval-every"), rc |= av_addf(&s->argv, "%lld", j->eval_every);
+    if (j->train_checkpoint_every)
+        rc |= av_add(&s->argv, "--checkpoint-every"),
+            rc |= av_addf(&s->argv, "%lld", j->train_checkpoint_every);
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->model);
+    if (j->train_checkpoint_every) {
+        /* the same without --config (the checkpoint has the architecture) */
+        for (int a = 0; a < s->argv.n; a++) {
+            if (!strcmp(s->argv.v[a], "--config")) {
+                a++;
+                continue;
+            }
+            if (!strcmp(s->argv.v[a], "-o")) {
+                rc |= av_add(&s->resume_argv, "--resume");
+                rc |= av_add(&s->resume_argv, p->model);
+            }
+            rc |= av_add(&s->resume_argv, s->argv.v[a]);
+        }
+    }
 
     s = &p->st[ST_PREPARE];
     s->enabled = 1;
@@ -463,6 +484,52 @@ static int generate_matches(const cl_job *j, char *why, size_t nwhy) {
     return same;
 }
 
+/* A training with checkpoints writes its model file before it is finished.
+ * "<model>.job_stamp" (the stamp of the training it belongs to) is written
+ * before the training starts and removed when it is stamped: a model file
+ * with a /train group and a matching side file is that training's checkpoint,
+ * and the training resumes from it. */
+static char *sidecar_path(const char *out) {
+    size_t n = strlen(out) + 16;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s.job_stamp", out);
+    return p;
+}
+
+static int train_can_resume(const stage *s, const char *stamp) {
+    if (!s->resume_argv.n || !file_exists(s->out)) return 0;
+    char *side = sidecar_path(s->out);
+    if (!side) return 0;
+    char have[80] = "";
+    FILE *f = fopen(side, "r");
+    int ok = f && fgets(have, sizeof have, f) && !strncmp(have, stamp, 64);
+    if (f) fclose(f);
+    free(side);
+    if (!ok) return 0;
+    hid_t h = cl_h5_open_read(s->out);
+    if (h < 0) return 0;
+    ok = cl_h5_exists(h, "/train") > 0;
+    H5Fclose(h);
+    return ok;
+}
+
+static int write_sidecar(const stage *s, const char *stamp) {
+    char *side = sidecar_path(s->out);
+    if (!side) return cl_error("out of memory");
+    FILE *f = fopen(side, "w");
+    int rc = f && fprintf(f, "%s\n", stamp) > 0 ? 0 : -1;
+    if (f && fclose(f)) rc = -1;
+    if (rc) cl_error("cannot write %s: %s", side, strerror(errno));
+    free(side);
+    return rc;
+}
+
+static void remove_sidecar(const stage *s) {
+    char *side = sidecar_path(s->out);
+    if (side) remove(side);
+    free(side);
+}
+
 /* ---- the report summary ---- */
 
 static void print_stats(hid_t f, const char *dset, const char *label) {
@@ -654,6 +721,11 @@ int cmd_run(int argc, char **argv) {
                     state = output_state(s, stamp, why, sizeof why);
                     decision = !force && state == OUT_MATCHES;
                     if (force && state == OUT_MATCHES) snprintf(why, sizeof why, "--force");
+                    if (!force && state != OUT_MATCHES && train_can_resume(s, stamp)) {
+                        decision = 2;
+                        snprintf(why, sizeof why, "an interrupted training: resuming from its "
+                                 "checkpoint %.900s", s->out);
+                    }
                 }
             }
         }
@@ -664,12 +736,15 @@ int cmd_run(int argc, char **argv) {
             free(key);
             break;
         }
+        int resume = decision == 2;
+        if (resume) decision = 0;
+        const argvec *cmd = resume ? &s->resume_argv : &s->argv;
         if (rank == 0) {
             printf("\n== [%d/%d] %s: %s (%s)\n", k, n_enabled, STAGE_NAMES[i],
                    decision ? "skipped" : dry ? "would run" : "running", why);
             if (!decision) {
                 printf("   corpuslens");
-                for (int a = 0; a < s->argv.n; a++) printf(" %s", s->argv.v[a]);
+                for (int a = 0; a < cmd->n; a++) printf(" %s", cmd->v[a]);
                 printf("\n");
             }
             fflush(stdout);
@@ -685,7 +760,18 @@ int cmd_run(int argc, char **argv) {
         }
         /* A complete output of other settings goes; an incomplete scan stays
          * for the scan's own resume; other incomplete files are overwritten. */
-        if (rank == 0 && (state == OUT_STALE || (force && state == OUT_MATCHES))) remove(s->out);
+        int prep = 0;
+        if (rank == 0 && !resume && (state == OUT_STALE || (force && state == OUT_MATCHES)))
+            remove(s->out);
+        if (rank == 0 && !resume && s->resume_argv.n) {
+            prep = write_sidecar(s, stamp);
+            if (prep) cli_fail();
+        }
+        if (bcast_int(prep)) {
+            rc = 1;
+            free(key);
+            break;
+        }
         if (rank == 0 && i == ST_REDUCE) mkdir_p(p.report_dir);
         MPI_Barrier(MPI_COMM_WORLD);
         if (!s->fn) {
@@ -698,8 +784,8 @@ int cmd_run(int argc, char **argv) {
         double t0 = MPI_Wtime();
         /* the command may keep pointers into argv: give it a private copy */
         char *args[96];
-        for (int a = 0; a <= s->argv.n; a++) args[a] = s->argv.v[a];
-        int src = s->fn(s->argv.n, args);
+        for (int a = 0; a <= cmd->n; a++) args[a] = cmd->v[a];
+        int src = s->fn(cmd->n, args);
         int worst = src;
         MPI_Allreduce(&src, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
         double dt = MPI_Wtime() - t0;
@@ -711,7 +797,9 @@ int cmd_run(int argc, char **argv) {
                         "corpuslens run: stage %s failed (exit status %d) after %.1f s; fix the "
                         "cause and run the same command again: finished stages are skipped%s\n",
                         STAGE_NAMES[i], worst, dt,
-                        i == ST_SCAN ? ", the scan resumes from its last checkpoint" : "");
+                        i == ST_SCAN ? ", the scan resumes from its last checkpoint"
+                        : s->resume_argv.n ? ", the training resumes from its last checkpoint"
+                                           : "");
             rc = 1;
             free(key);
             break;
@@ -720,6 +808,7 @@ int cmd_run(int argc, char **argv) {
         if (rank == 0 && key) {
             wrc = write_stamp(s, stamp, key);
             if (wrc) cli_fail();
+            else if (s->resume_argv.n) remove_sidecar(s);
         }
         free(key);
         if (bcast_int(wrc)) {
