@@ -8,5 +8,5 @@ add_test(NAME bench_forward_smoke
                  --B 8 --T 5 --reps 1 --sgemm 64,32,16)
 set_tests_properties(bench_forward_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_TEST_ENV}")
 cl_script_test(forward_bench_smoke "torch" ${CMAKE_CURRENT_SOURCE_DIR}/bench/forward_bench.sh
-               --build ${CMAKE_BINARY_DIR} --B 16 --T 6 --reps 1
+               --build ${CMAKE_BINARY_DIR} --B 16 --T 6 --rounds 1
                --config n_layer=2,n_head=2,n_embd=32,block_size=16)
