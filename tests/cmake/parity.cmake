@@ -11,3 +11,5 @@ cl_script_test(parity_small "torch;unit" /usr/bin/python3 ${CL_PY}/parity.py --n
 cl_script_test(parity_6x384 "torch;nosan" /usr/bin/python3 ${CL_PY}/parity.py
                --case lecture-6x384 --case nanogpt-6x384 --case lecture-trained)
 cl_script_test(bad_model "torch;unit" /usr/bin/python3 ${CL_PY}/bad_model.py)
+# The oracle itself: hooked forward == the modules' forward; the writer round-trips.
+cl_script_test(torch_oracle_selfcheck "torch;unit" /usr/bin/python3 ${CL_PY}/torch_models.py)
