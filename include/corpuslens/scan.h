@@ -30,9 +30,12 @@
  * there); proj, residual, ln2 and the MLP as sgemms over the M rows (the MLP in
  * row blocks to bound the [rows, 4C] buffer). Memory: about M x 6C floats, and
  * the sgemms have M rows instead of a depth's share. TinyShakespeare L = 10:
- * 3.15 M node rows instead of 8.59 M positions. The hook is captured at the
- * leaves (depth L-1 = the substrings). Verified against cl_forward_run
- * (tests/scan_trie_check.c).
+ * 3.15 M node rows instead of 8.59 M positions. In the last block needed,
+ * only ln1, qkv and attention run over every node (the leaves attend to their
+ * ancestors' k,v); proj and the MLP run over the S leaf rows only. The hook
+ * is captured at the leaves (depth L-1 = the substrings). Checked against
+ * cl_forward_run (tests/scan_trie_check.c): identical to the last bit on this
+ * OpenBLAS, since every row goes through the same kernels.
  *
  * ---- Prompt vectors ----
  * A plain batched cl_forward_run over the P prompt strings (chunks of 256
@@ -75,6 +78,17 @@
  * continues each rank's shard list after its last checkpoint and writes the
  * same file as an uninterrupted run; a different signature (including a
  * different rank count) starts over. The state is removed after success.
+ *
+ * ---- Memory per rank (paper scale: P 20,000, 6 blocks, 30 bins, V 65) ----
+ * counts 936 MB + n_matches 29 MB + prompt vectors 184 MB + match lists (a
+ * capped list grows to 1.5 x cap before it is sorted and cut: at most
+ * P x Lh x 1.5 cap x 8 bytes = 1.4 GB at cap 1000, usually far less) + the
+ * trie workspace (S x L x 7C floats: 220 MB at S 2048) + the similarity tile
+ * (1024 x S floats). Rank 0 reduces the counts in place (no second copy).
+ *
+ * ---- Benchmark hook ----
+ * CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread evenly over the
+ * plan (attribute sampled_shards; not a full scan): tests/bench/scan_bench.sh.
  */
 #ifndef CORPUSLENS_SCAN_H
 #define CORPUSLENS_SCAN_H

@@ -9,6 +9,6 @@ cl_script_test(scan_reference_attn_out "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_te
 cl_script_test(scan_reference_resid_post "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference resid_post)
 cl_script_test(scan_reference_resid_mid "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference resid_mid)
 cl_script_test(scan_reference_embed "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference embed)
-cl_script_test(scan_ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
-cl_script_test(scan_resume "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
+cl_script_test(scan_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
+cl_script_test(scan_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
 cl_script_test(scan_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py refusals)
