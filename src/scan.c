@@ -122,7 +122,7 @@ static int setup(scan_ctx *x) {
     if (nb < 1 || fabs(nb * o->bin_width - (1.0 - o->prefilter)) > 1e-9)
         return cl_error("--bin-width %g does not divide 1 - prefilter = %g into a whole number of bins", o->bin_width,
                         1.0 - o->prefilter);
-    if (nb > 100000) return cl_error("--bin-width %g gives %ld bins (at most 100000)", o->bin_width, nb);
+    if (nb > 10000) return cl_error("--bin-width %g gives %ld bins (at most 10000)", o->bin_width, nb);
     x->NB = (int)nb;
     if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
     if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");

@@ -30,7 +30,7 @@ typedef struct {
     cl_corpus *cp;
     int point, lo, hi, Lh, NB;
     double thr[CL_SCAN_MAX_BLOCKS];
-    double lower[100000];
+    double lower[10000]; /* bin lower edges (NB <= 10000) */
     char match_rule[512];
     size_t S, n_shards;
     int64_t *perm;      /* [N] sorted position -> substring */
