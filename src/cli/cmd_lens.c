@@ -1,0 +1,334 @@
+/* corpuslens lens: the logit lens of one text (table + SVG heatmap), or its
+ * per-block averages over the prompts of a corpus.h5, split across MPI ranks. */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/analysis.h"
+#include "corpuslens/corpus.h"
+#include "corpuslens/error.h"
+#include "corpuslens/forward.h"
+#include "corpuslens/svg.h"
+
+static const char *help =
+    "usage: corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
+    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]\n"
+    "\n"
+    "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
+    "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
+    "put through ln_final + lm_head and a softmax, at every position. The last\n"
+    "block's row is the model's own output.\n"
+    "\n"
+    "With TEXT it prints\n"
+    "  - the top token and its probability per layer x position (the column\n"
+    "    header is the input character; the prediction is for the next one),\n"
+    "  - per layer: Hellinger distance and KL(final || layer) in nats to the\n"
+    "    final distribution at the last position and averaged over positions,\n"
+    "    and the rank (1 = top) of the model's final top token at the last position,\n"
+    "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
+    "probability of the cell's top token, cell text = that token.\n"
+    "\n"
+    "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
+    "default), split across the MPI ranks in contiguous blocks, and prints the\n"
+    "per-layer means of the same statistics (plus the fraction of prompts whose\n"
+    "layer top token at the last position is the final top token). Per-prompt\n"
+    "values are gathered to rank 0 and summed in prompt order: the output does\n"
+    "not depend on the number of ranks.\n";
+
+#define CMD "lens"
+
+/* Display form of a token: C-escaped, a space shown as the open box. */
+static void token_display(uint32_t cp, char *buf) {
+    if (cp == ' ') strcpy(buf, "\xe2\x90\xa3");
+    else cl_token_escape(cp, buf);
+}
+
+static size_t utf8_width(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+static void print_padded(const char *s, size_t width) {
+    fputs(s, stdout);
+    for (size_t w = utf8_width(s); w < width; w++) putchar(' ');
+}
+
+static void layer_label(int l, char *buf, size_t n) {
+    if (l == 0) snprintf(buf, n, "embed");
+    else snprintf(buf, n, "block %d", l - 1);
+}
+
+static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids, int T, const float *probs,
+                         const char *text) {
+    int L1 = m->cfg.n_layer + 1;
+    size_t V = m->cfg.vocab_size;
+    double cw = 52, ch = 34, left = 96, top = 92, right = 120, bottom = 44;
+    double W = left + cw * T + right, H = top + ch * L1 + bottom;
+    if (W < 520) W = 520;
+    cl_svg *s = cl_svg_open(path, W, H);
+    if (!s) return -1;
+    char buf[512], tok[16];
+    snprintf(buf, sizeof buf, "Logit lens: \"%s\"", text);
+    cl_svg_text(s, left, 26, 16, "start", "#111111", 0, 1, 0, buf);
+    cl_svg_text(s, left, 46, 12, "start", "#555555", 0, 0, 0,
+                "cell: top next-token at that layer and position; colour: its probability");
+    for (int t = 0; t < T; t++) {
+        double x = left + cw * t + cw / 2;
+        token_display(m->vocab[ids[t]], tok);
+        snprintf(buf, sizeof buf, "%d", t);
+        cl_svg_text(s, x, top - 28, 11, "middle", "#777777", 0, 0, 0, buf);
+        cl_svg_text(s, x, top - 10, 15, "middle", "#111111", 0, 1, 1, tok);
+    }
+    cl_svg_text(s, left - 10, top - 28, 11, "end", "#777777", 0, 0, 0, "position");
+    cl_svg_text(s, left - 10, top - 10, 12, "end", "#111111", 0, 0, 0, "input");
+    for (int l = 0; l < L1; l++) {
+        double y = top + ch * l;
+        layer_label(l, buf, sizeof buf);
+        cl_svg_text(s, left - 10, y + ch / 2 + 4, 13, "end", "#111111", 0, 0, 0, buf);
+        for (int t = 0; t < T; t++) {
+            const float *p = probs + ((size_t)l * T + t) * V;
+            size_t k = cl_prob_argmax(p, V);
+            char col[8];
+            int dark;
+            cl_svg_viridis(p[k], col, &dark);
+            double x = left + cw * t;
+            cl_svg_rect(s, x, y, cw, ch, col, "#ffffff");
+            token_display(m->vocab[k], tok);
+            cl_svg_text(s, x + cw / 2, y + ch / 2 + 5, 15, "middle", dark ? "#ffffff" : "#000000", 0, 1, 1, tok);
+        }
+    }
+    cl_svg_text(s, left + cw * T / 2, top + ch * L1 + 24, 12, "middle", "#333333", 0, 0, 0,
+                "position (input character) \xe2\x86\x92 prediction of the next character");
+    cl_svg_text(s, 22, top + ch * L1 / 2, 12, "middle", "#333333", -90, 0, 0, "layer (residual stream)");
+    /* legend: colour bar 0..1 */
+    double lx = left + cw * T + 30, ly = top, lh = ch * L1;
+    for (int i = 0; i < 50; i++) {
+        char col[8];
+        cl_svg_viridis(1.0 - (i + 0.5) / 50, col, NULL);
+        cl_svg_rect(s, lx, ly + lh * i / 50, 16, lh / 50 + 0.5, col, NULL);
+    }
+    cl_svg_rect(s, lx, ly, 16, lh, "none", "#333333");
+    for (int i = 0; i <= 4; i++) {
+        double y = ly + lh * (1 - i / 4.0);
+        snprintf(buf, sizeof buf, "%.2f", i / 4.0);
+        cl_svg_line(s, lx + 16, y, lx + 21, y, "#333333", 1);
+        cl_svg_text(s, lx + 24, y + 4, 11, "start", "#333333", 0, 0, 0, buf);
+    }
+    cl_svg_text(s, lx + 8, ly - 10, 11, "middle", "#333333", 0, 0, 0, "P(top)");
+    return cl_svg_close(s);
+}
+
+static int lens_text(const cl_model *m, const char *text, const char *svg) {
+    int L1 = m->cfg.n_layer + 1, V = m->cfg.vocab_size, rc = -1;
+    int32_t *ids = NULL;
+    size_t n;
+    float *probs = NULL;
+    double *st = NULL;
+    cl_forward *f = NULL;
+    if (cli_encode(m, text, &ids, &n)) return -1;
+    int T = (int)n;
+    probs = cl_trymalloc((size_t)L1 * T * V, sizeof(float), "lens probabilities");
+    st = probs ? cl_trymalloc((size_t)CL_LENS_NSTATS * L1, sizeof(double), "lens statistics") : NULL;
+    if (!st) goto out;
+    f = cl_forward_create(m, 1, T);
+    if (!f || cl_logit_lens(f, m, ids, 1, T, probs)) goto out;
+    cl_lens_stats ls = {st, st + L1, st + 2 * L1, st + 3 * L1, st + 4 * L1, st + 5 * L1};
+    cl_lens_stats_compute(probs, L1, T, V, &ls);
+
+    char tok[16], lab[32];
+    printf("logit lens of \"%s\" (%d positions): top next token and its probability\n", text, T);
+    print_padded("input", 9);
+    for (int t = 0; t < T; t++) {
+        token_display(m->vocab[ids[t]], tok);
+        printf(" ");
+        print_padded(tok, 8);
+    }
+    printf("\n");
+    for (int l = 0; l < L1; l++) {
+        layer_label(l, lab, sizeof lab);
+        print_padded(lab, 9);
+        for (int t = 0; t < T; t++) {
+            const float *p = probs + ((size_t)l * T + t) * V;
+            size_t k = cl_prob_argmax(p, V);
+            char cell[40];
+            token_display(m->vocab[k], tok);
+            snprintf(cell, sizeof cell, "%s %.3f", tok, p[k]);
+            printf(" ");
+            print_padded(cell, 8);
+        }
+        printf("\n");
+    }
+    size_t top = cl_prob_argmax(probs + ((size_t)(L1 - 1) * T + T - 1) * V, V);
+    token_display(m->vocab[top], tok);
+    printf("\ndistance to the final distribution; rank of the final top token '%s' at the last position\n", tok);
+    printf("%-9s %9s %9s %9s %9s %6s\n", "layer", "H_last", "KL_last", "H_mean", "KL_mean", "rank");
+    for (int l = 0; l < L1; l++) {
+        layer_label(l, lab, sizeof lab);
+        printf("%-9s %9.6f %9.6f %9.6f %9.6f %6.0f\n", lab, ls.h_last[l], ls.kl_last[l], ls.h_mean[l],
+               ls.kl_mean[l], ls.rank_last[l]);
+    }
+    if (svg && write_heatmap(svg, m, ids, T, probs, text)) goto out;
+    rc = 0;
+out:
+    cl_forward_free(f);
+    free(ids);
+    free(probs);
+    free(st);
+    return rc;
+}
+
+/* Check the corpus's vocabulary is the model's. */
+static int same_vocab(const cl_model *m, const cl_corpus *c, const char *corpus) {
+    if (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab))
+        return cl_error("%s: its vocabulary (%d characters) is not the model's (%d characters)", corpus, c->V,
+                        m->cfg.vocab_size);
+    return 0;
+}
+
+#define LENS_BATCH 32
+
+static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
+    int rank, R;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    int ok = m != NULL, L1 = m ? m->cfg.n_layer + 1 : 1, V = m ? m->cfg.vocab_size : 1;
+    size_t P = 0, lo = 0, hi = 0, per = (size_t)CL_LENS_NSTATS * L1;
+    double *mine = NULL, *all = NULL;
+    float *probs = NULL;
+    int32_t *tok = NULL;
+    int *counts = NULL, *displs = NULL;
+    cl_forward *f = NULL;
+    cl_corpus *c = ok ? cl_corpus_load(corpus) : NULL;
+    if (!c || same_vocab(m, c, corpus)) ok = 0;
+    if (ok && c->L > m->cfg.block_size) ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus,
+                                                        c->L, m->cfg.block_size);
+    if (ok) {
+        P = c->n_prompts;
+        if (max_p > 0 && (size_t)max_p < P) P = (size_t)max_p;
+        lo = P * rank / R, hi = P * (rank + 1) / R;
+        int T = c->L;
+        mine = cl_trycalloc((hi - lo) * per + 1, sizeof(double), "lens statistics");
+        probs = mine ? cl_trymalloc((size_t)LENS_BATCH * L1 * T * V, sizeof(float), "lens probabilities") : NULL;
+        tok = probs ? cl_trymalloc((size_t)LENS_BATCH * T, sizeof(int32_t), "tokens") : NULL;
+        f = tok ? cl_forward_create(m, LENS_BATCH, T) : NULL;
+        if (!f) ok = 0;
+        for (size_t i0 = lo; ok && i0 < hi; i0 += LENS_BATCH) {
+            int B = (int)(hi - i0 < LENS_BATCH ? hi - i0 : LENS_BATCH);
+            for (int b = 0; b < B; b++)
+                memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
+                       (size_t)T * sizeof(int32_t));
+            if (cl_logit_lens(f, m, tok, B, T, probs)) {
+                ok = 0;
+                break;
+            }
+            for (int b = 0; b < B; b++) {
+                double *st = mine + (i0 - lo + b) * per;
+                cl_lens_stats ls = {st, st + L1, st + 2 * L1, st + 3 * L1, st + 4 * L1, st + 5 * L1};
+                cl_lens_stats_compute(probs + (size_t)b * L1 * T * V, L1, T, V, &ls);
+            }
+        }
+    }
+    int all_ok;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok) {
+        if (!ok) cli_fail();
+        goto out;
+    }
+    /* Gather every prompt's statistics to rank 0 (prompt order). */
+    if (rank == 0) {
+        all = cl_trymalloc(P * per + 1, sizeof(double), "lens statistics");
+        counts = cl_trymalloc((size_t)R, sizeof(int), "counts");
+        displs = cl_trymalloc((size_t)R, sizeof(int), "displs");
+        if (!all || !counts || !displs) ok = 0;
+        for (int r = 0; ok && r < R; r++) {
+            counts[r] = (int)((P * (r + 1) / R - P * r / R) * per);
+            displs[r] = (int)(P * r / R * per);
+        }
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok) {
+        if (rank == 0) cli_fail();
+        goto out;
+    }
+    if (P * per > 2147483647u) {
+        if (rank == 0) fprintf(stderr, "corpuslens: too many prompts for one gather (%zu)\n", P);
+        ok = 0;
+        goto out;
+    }
+    MPI_Gatherv(mine, (int)((hi - lo) * per), MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        double sum[CL_LENS_NSTATS][64] = {{0}};
+        int Lp = L1 < 64 ? L1 : 64;
+        for (size_t i = 0; i < P; i++)
+            for (int k = 0; k < CL_LENS_NSTATS; k++)
+                for (int l = 0; l < Lp; l++) sum[k][l] += all[i * per + (size_t)k * L1 + l];
+        printf("logit lens over %zu prompts of %s (%d characters), %d rank%s: per-layer means\n", P, corpus, c->L, R,
+               R == 1 ? "" : "s");
+        printf("%-9s %9s %9s %9s %9s %9s %9s\n", "layer", "H_last", "KL_last", "H_mean", "KL_mean", "rank",
+               "top1_last");
+        for (int l = 0; l < Lp; l++) {
+            char lab[32];
+            layer_label(l, lab, sizeof lab);
+            printf("%-9s", lab);
+            for (int k = 0; k < CL_LENS_NSTATS; k++) printf(" %9.6f", P ? sum[k][l] / P : NAN);
+            printf("\n");
+        }
+    }
+out:
+    cl_forward_free(f);
+    cl_corpus_free(c);
+    free(mine);
+    free(all);
+    free(probs);
+    free(tok);
+    free(counts);
+    free(displs);
+    return all_ok && ok ? 0 : -2;
+}
+
+int cmd_lens(int argc, char **argv) {
+    const char *model = NULL, *text = NULL, *svg = NULL, *prompts = NULL;
+    long max_p = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--svg") && v) svg = v, i++;
+        else if (!strcmp(a, "--prompts") && v) prompts = v, i++;
+        else if (!strcmp(a, "--max") && v) {
+            if (cli_parse_long(CMD, "--max", v, 1, 1L << 40, &max_p)) return 2;
+            i++;
+        } else if (!strcmp(a, "--")) {
+            if (i + 1 < argc && !text) text = argv[++i];
+            if (i + 1 < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[i + 1]);
+        } else if (a[0] == '-' && a[1] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
+        else if (!text) text = a;
+        else return cli_usage_error(CMD, "unexpected argument '%s' (give one TEXT; quote it)", a);
+    }
+    if (!model) return cli_usage_error(CMD, "--model is required");
+    if (prompts && text) return cli_usage_error(CMD, "give either TEXT or --prompts, not both");
+    if (!prompts && !text) return cli_usage_error(CMD, "TEXT or --prompts CORPUS.h5 is required");
+    if (prompts && svg) return cli_usage_error(CMD, "--svg draws one TEXT's heatmap; it does not go with --prompts");
+    if (!prompts && max_p) return cli_usage_error(CMD, "--max goes with --prompts");
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (!prompts && rank != 0) return 0; /* one text: rank 0 does it */
+    cl_model *m = cl_model_load(model);
+    int rc;
+    if (prompts) { /* every rank joins, also after a failed load */
+        int r = lens_prompts(m, prompts, max_p);
+        rc = r == 0 ? 0 : 1;
+    } else if (!m) {
+        rc = cli_fail();
+    } else {
+        rc = lens_text(m, text, svg) ? cli_fail() : 0;
+    }
+    cl_model_free(m);
+    return rc;
+}
