@@ -46,7 +46,8 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")            \
     X(reduce, "scan.h5 -> Hellinger report: approximation, baselines, plots")              \
     X(tune, "fit block thresholds and weights on a train split of the prompts")             \
-    X(lens, "logit lens: each block's residual through ln_final + lm_head, table + heatmap")
+    X(lens, "logit lens: each block's residual through ln_final + lm_head, table + heatmap") \
+    X(ablate, "Appendix IV: remove each block's attention / feed-forward output, Hellinger (MPI)")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

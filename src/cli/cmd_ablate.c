@@ -1,0 +1,247 @@
+/* corpuslens ablate: the paper's Appendix IV. Per block, the Hellinger
+ * distance between the normal output and the output with that block's
+ * attention output or feed-forward output removed, over a corpus's prompts,
+ * split across MPI ranks. */
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/analysis.h"
+#include "corpuslens/corpus.h"
+#include "corpuslens/error.h"
+#include "corpuslens/forward.h"
+#include "corpuslens/svg.h"
+
+static const char *help =
+    "usage: mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
+    "                                     [--max P] [--svg BARS.svg]\n"
+    "\n"
+    "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
+    "default), the Hellinger distance between the model's next-token\n"
+    "distribution at the last position and the distribution with\n"
+    "  attention removed:    blocks.i.hook_attn_out ablated (x + ffwd(ln2(x)))\n"
+    "  feed-forward removed: blocks.i.hook_mlp_out ablated  (x + sa(ln1(x)))\n"
+    "one block and one part at a time; mean and standard deviation (population)\n"
+    "over the prompts (Pather 2024, Appendix IV).\n"
+    "\n"
+    "  --mode zero   set the output to 0 (default)\n"
+    "  --mode mean   set it, at every position, to its mean over every position of\n"
+    "                the P prompts (one vector per block and part, computed in a\n"
+    "                first pass; summed in fixed point so that it does not depend\n"
+    "                on the number of ranks)\n"
+    "  --svg FILE    bar chart of the means with +-1 std error bars\n"
+    "\n"
+    "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
+    "distances are gathered to rank 0 and reduced in prompt order, so the\n"
+    "output does not depend on the number of ranks.\n";
+
+#define CMD "ablate"
+#define ABL_BATCH 32
+
+static void mean_std(const double *x, size_t n, size_t stride, double *mean, double *sd) {
+    double s = 0, q = 0;
+    for (size_t i = 0; i < n; i++) s += x[i * stride];
+    *mean = n ? s / n : NAN;
+    for (size_t i = 0; i < n; i++) q += (x[i * stride] - *mean) * (x[i * stride] - *mean);
+    *sd = n ? sqrt(q / n) : NAN;
+}
+
+static int write_bars(const char *path, int L, const double *ma, const double *sa, const double *mf,
+                      const double *sf, const char *mode, size_t P) {
+    double left = 70, top = 70, pw = 90.0 * L, ph = 300, right = 30, bottom = 70;
+    double W = left + pw + right, H = top + ph + bottom;
+    if (W < 660) W = 660, pw = W - left - right;
+    double hi = 0;
+    for (int l = 0; l < L; l++) {
+        if (ma[l] + sa[l] > hi) hi = ma[l] + sa[l];
+        if (mf[l] + sf[l] > hi) hi = mf[l] + sf[l];
+    }
+    hi = hi <= 0.2 ? 0.2 : hi <= 0.5 ? 0.5 : 1.0;
+    cl_svg *s = cl_svg_open(path, W, H);
+    if (!s) return -1;
+    char buf[256];
+    snprintf(buf, sizeof buf, "Block ablation (%s): Hellinger distance to the normal output", mode);
+    cl_svg_text(s, left, 26, 16, "start", "#111111", 0, 1, 0, buf);
+    snprintf(buf, sizeof buf, "mean \xc2\xb1 1 std over %zu prompts, last position", P);
+    cl_svg_text(s, left, 46, 12, "start", "#555555", 0, 0, 0, buf);
+    double y0 = top + ph;
+    cl_svg_yaxis(s, left, y0, top, 0, hi, 5, "%.1f", pw);
+    cl_svg_line(s, left, y0, left + pw, y0, "#333333", 1);
+    cl_svg_text(s, 20, top + ph / 2, 12, "middle", "#333333", -90, 0, 0, "Hellinger distance");
+    const char *col[2] = {"#4c72b0", "#dd8452"};
+    double gw = pw / L, bw = gw * 0.32;
+    for (int l = 0; l < L; l++) {
+        double gx = left + gw * l + gw / 2;
+        for (int k = 0; k < 2; k++) {
+            double m = k ? mf[l] : ma[l], sd = k ? sf[l] : sa[l];
+            double x = gx + (k ? 0.02 * gw : -0.02 * gw - bw);
+            double yh = y0 - ph * m / hi;
+            cl_svg_rect(s, x, yh, bw, y0 - yh, col[k], NULL);
+            double ylo = y0 - ph * fmax(m - sd, 0) / hi, yhi = y0 - ph * fmin(m + sd, hi) / hi, xc = x + bw / 2;
+            cl_svg_line(s, xc, ylo, xc, yhi, "#222222", 1.2);
+            cl_svg_line(s, xc - 4, ylo, xc + 4, ylo, "#222222", 1.2);
+            cl_svg_line(s, xc - 4, yhi, xc + 4, yhi, "#222222", 1.2);
+            snprintf(buf, sizeof buf, "%.2f", m);
+            cl_svg_text(s, xc, yhi - 5, 10, "middle", "#222222", 0, 0, 0, buf);
+        }
+        snprintf(buf, sizeof buf, "block %d", l);
+        cl_svg_text(s, gx, y0 + 18, 12, "middle", "#111111", 0, 0, 0, buf);
+    }
+    /* legend under the axis */
+    double lx = left, ly = y0 + 40;
+    const char *lab[2] = {"attention removed (hook_attn_out)", "feed-forward removed (hook_mlp_out)"};
+    for (int k = 0; k < 2; k++) {
+        cl_svg_rect(s, lx, ly, 14, 14, col[k], NULL);
+        cl_svg_text(s, lx + 20, ly + 12, 12, "start", "#111111", 0, 0, 0, lab[k]);
+        lx += 250;
+    }
+    return cl_svg_close(s);
+}
+
+int cmd_ablate(int argc, char **argv) {
+    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
+    long max_p = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--corpus") && v) corpus = v, i++;
+        else if (!strcmp(a, "--svg") && v) svg = v, i++;
+        else if (!strcmp(a, "--mode") && v) mode_s = v, i++;
+        else if (!strcmp(a, "--max") && v) {
+            if (cli_parse_long(CMD, "--max", v, 1, 1L << 40, &max_p)) return 2;
+            i++;
+        } else if (a[0] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
+        else return cli_usage_error(CMD, "unexpected argument '%s'", a);
+    }
+    if (!model || !corpus) return cli_usage_error(CMD, "--model and --corpus are required");
+    cl_ablate_mode mode;
+    if (!strcmp(mode_s, "zero")) mode = CL_ABLATE_ZERO;
+    else if (!strcmp(mode_s, "mean")) mode = CL_ABLATE_MEAN;
+    else return cli_usage_error(CMD, "--mode: '%s' is not zero or mean", mode_s);
+
+    int rank, R;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    int ok = 1, all_ok = 0, L = 0, T = 0;
+    size_t P = 0, lo = 0, hi = 0, C = 0;
+    cl_corpus *c = NULL;
+    cl_forward *f = NULL;
+    int32_t *tok = NULL;
+    int64_t *acc = NULL, *acc_all = NULL;
+    float *mean = NULL;
+    double *h = NULL, *h_all = NULL;
+    int *counts = NULL, *displs = NULL;
+    cl_model *m = cl_model_load(model);
+    if (!m) ok = 0;
+    if (ok && !(c = cl_corpus_load(corpus))) ok = 0;
+    if (ok && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
+        ok = 0, cl_error("%s: its vocabulary (%d characters) is not the model's (%d)", corpus, c->V,
+                         m->cfg.vocab_size);
+    if (ok && m->cfg.n_layer > 64) ok = 0, cl_error("ablate supports at most 64 blocks");
+    if (ok && c->L > m->cfg.block_size)
+        ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus, c->L, m->cfg.block_size);
+    if (ok) {
+        L = m->cfg.n_layer, T = c->L, C = (size_t)m->cfg.n_embd;
+        P = c->n_prompts;
+        if (max_p > 0 && (size_t)max_p < P) P = (size_t)max_p;
+        lo = P * rank / R, hi = P * (rank + 1) / R;
+        tok = cl_trymalloc((size_t)ABL_BATCH * T, sizeof *tok, "tokens");
+        h = tok ? cl_trycalloc(2 * (hi - lo) * L + 1, sizeof *h, "distances") : NULL;
+        f = h ? cl_forward_create(m, ABL_BATCH, T) : NULL;
+        if (!f) ok = 0;
+    }
+    /* Pass 1 (mean mode): fixed-point sums of the outputs, reduced exactly. */
+    if (ok && mode == CL_ABLATE_MEAN) {
+        acc = cl_trycalloc(2 * (size_t)L * C, sizeof *acc, "ablation sums");
+        acc_all = acc ? cl_trycalloc(2 * (size_t)L * C, sizeof *acc_all, "ablation sums") : NULL;
+        mean = acc_all ? cl_trymalloc(2 * (size_t)L * C, sizeof *mean, "ablation means") : NULL;
+        if (!mean) ok = 0;
+        for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
+            int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
+            for (int b = 0; b < B; b++)
+                memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
+                       (size_t)T * sizeof *tok);
+            if (cl_ablate_accumulate(f, m, tok, B, T, acc)) ok = 0;
+        }
+    }
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok) goto out;
+    if (mode == CL_ABLATE_MEAN) {
+        MPI_Allreduce(acc, acc_all, (int)(2 * L * C), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+        double n = (double)P * T * CL_ABLATE_FIXED_SCALE;
+        for (size_t k = 0; k < 2 * L * C; k++) mean[k] = (float)((double)acc_all[k] / n);
+    }
+    /* Pass 2: the 2L ablations of every prompt. */
+    for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
+        int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
+        for (int b = 0; b < B; b++)
+            memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
+                   (size_t)T * sizeof *tok);
+        /* h [n_mine, 2, L]: attention then feed-forward per prompt */
+        double ha[ABL_BATCH * 64], hf[ABL_BATCH * 64];
+        if (cl_ablate_run(f, m, tok, B, T, mode, mean, ha, hf)) {
+            ok = 0;
+            break;
+        }
+        for (int b = 0; b < B; b++) {
+            double *row = h + (i0 - lo + b) * 2 * L;
+            memcpy(row, ha + (size_t)b * L, (size_t)L * sizeof(double));
+            memcpy(row + L, hf + (size_t)b * L, (size_t)L * sizeof(double));
+        }
+    }
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok) goto out;
+    if (P * 2 * L > 2147483647u) {
+        ok = all_ok = 0, cl_error("too many prompts for one gather (%zu)", P);
+        goto out;
+    }
+    if (rank == 0) {
+        h_all = cl_trymalloc(P * 2 * L + 1, sizeof *h_all, "distances");
+        counts = cl_trymalloc((size_t)R, sizeof *counts, "counts");
+        displs = cl_trymalloc((size_t)R, sizeof *displs, "displs");
+        if (!h_all || !counts || !displs) ok = 0;
+        for (int r = 0; ok && r < R; r++) {
+            counts[r] = (int)((P * (r + 1) / R - P * r / R) * 2 * L);
+            displs[r] = (int)(P * r / R * 2 * L);
+        }
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    all_ok = ok;
+    if (!ok) goto out;
+    MPI_Gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        double ma[64], sa[64], mf[64], sf[64];
+        printf("block ablation (%s) over %zu prompts of %s (%d characters), %d rank%s\n", mode_s, P, corpus, T, R,
+               R == 1 ? "" : "s");
+        printf("Hellinger distance to the normal output at the last position: mean +- std\n");
+        printf("%-7s %21s %21s\n", "block", "attention removed", "feed-forward removed");
+        for (int l = 0; l < L; l++) {
+            mean_std(h_all + l, P, 2 * (size_t)L, &ma[l], &sa[l]);
+            mean_std(h_all + L + l, P, 2 * (size_t)L, &mf[l], &sf[l]);
+            printf("%-7d %10.6f +- %7.6f %10.6f +- %7.6f\n", l, ma[l], sa[l], mf[l], sf[l]);
+        }
+        if (svg && write_bars(svg, L, ma, sa, mf, sf, mode_s, P)) ok = 0;
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    all_ok = ok;
+out:
+    if (!ok) cli_fail();
+    cl_forward_free(f);
+    cl_corpus_free(c);
+    cl_model_free(m);
+    free(tok);
+    free(acc);
+    free(acc_all);
+    free(mean);
+    free(h);
+    free(h_all);
+    free(counts);
+    free(displs);
+    return all_ok ? 0 : 1;
+}
