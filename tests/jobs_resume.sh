@@ -42,9 +42,10 @@ run() { $MPIEXEC -n 2 --oversubscribe "$CL" run "$T/tiny.ini" "$@"; }
 mtime() { stat -c %Y.%y "$1"; }
 
 # 1. the scan stops after one shard per rank: the run fails and says how to go on
-if CORPUSLENS_SCAN_STOP_AFTER=1 run >"$T/1.out" 2>"$T/1.err"; then
-    fail "run with a stopped scan succeeded"
-fi
+CORPUSLENS_SCAN_STOP_AFTER=1 run >"$T/1.out" 2>"$T/1.err"
+rc=$?
+# the scan's own status comes through (Slurm's RequeueExit=3 relies on it)
+[ "$rc" = 3 ] || fail "run with a stopped scan: exit status $rc, expected 3"
 grep -qF "stage scan failed" "$T/1.err" || fail "no failure line: $(tail -5 "$T/1.err")"
 grep -qF "run the same command again" "$T/1.err" || fail "no resume hint"
 [ -f "$T/out/model.h5" ] || fail "no model after run 1"

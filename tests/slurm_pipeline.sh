@@ -6,7 +6,9 @@
 #   slurm/submit.sh jobs/demo.ini -> train -> prepare -> scan -> reduce chained
 #   with afterok; wait by polling scontrol; check every job COMPLETED, the
 #   scan ran on 2 ranks under srun --mpi=pmix, the report is complete; then
-#   submit again: every stage must be skipped.
+#   submit again: every stage must be skipped. Then a tiny job whose scan
+#   stops after one shard per rank (CORPUSLENS_SCAN_STOP_AFTER=1, exit 3, and
+#   RequeueExit=3 here): Slurm requeues scan.sbatch, which resumes and finishes.
 # Stops exactly the daemons it started, by pid, on any exit (trap).
 # Needs root and Debian's slurmctld slurmd slurm-client munge (CI:
 # CORPUSLENS_WITH_SLURM=1 .ci/install-deps); exit 77 (skipped) without them.
@@ -108,6 +110,7 @@ MailProg=/bin/true
 MinJobAge=3600
 ReturnToService=2
 DependencyParameters=kill_invalid_depend
+RequeueExit=3
 SchedulerParameters=sched_interval=1
 KillWait=5
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
@@ -141,6 +144,11 @@ wait_jobs() {
             line=$(scontrol show job -o "$id" 2>/dev/null)
             st=$(sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' <<<"$line")
             case $st in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED) ;; *) all=0 ;; esac
+            # a requeued job waits (BeginTime, about 2 minutes) before it may
+            # start again: let it start now
+            if [ "$st" = PENDING ] && grep -q "Reason=BeginTime" <<<"$line"; then
+                scontrol update JobId="$id" StartTime=now >/dev/null 2>&1
+            fi
         done
         [ $all = 1 ] && break
         [ "$(date +%s)" -gt $deadline ] && { echo "timeout after $LIMIT s"; break; }
@@ -193,6 +201,46 @@ for st in train prepare scan reduce; do
     grep -qh "^== \[[0-9]/5\] $st: skipped" "$D"/out/slurm/$st-*.out ||
         fail "second round: $st not skipped"
 done
+
+# ---- a scan requeued by Slurm resumes from its checkpoint ----
+cat >"$D/tiny.ini" <<'INI'
+[corpus]
+generate = demo
+chars = 20000
+len = 6
+prompts = 20
+[train]
+config = n_layer=1,n_embd=16,n_head=2,block_size=16
+steps = 10
+batch = 4
+ctx = 16
+eval_every = 0
+[scan]
+prefilter = 0.5
+bin_width = 0.05
+batch = 400
+[reduce]
+thresholds = 0.8
+weights = 1
+[output]
+dir = ${JOBDIR}/tiny-out
+[slurm]
+train_ranks = 2
+scan_ranks = 2
+INI
+CORPUSLENS_SCAN_STOP_AFTER=1 "$SRC/slurm/submit.sh" "$D/tiny.ini" >"$D/submit3.out" 2>"$D/submit3.err" ||
+    fail "tiny submit.sh failed: $(cat "$D/submit3.err")"
+mapfile -t jobids < <(cut -d' ' -f2 "$D/submit3.out")
+s0=$(date +%s)
+wait_jobs "${jobids[@]}" | tee "$D/states3"
+echo "tiny job with a requeued scan: $(($(date +%s) - s0)) s"
+while read -r id st ec name; do
+    [ "$st" = COMPLETED ] && [ "$ec" = 0:0 ] || fail "requeue round: job $id ($name): $st exit $ec"
+done <"$D/states3"
+slog=$(ls "$D"/tiny-out/slurm/scan-*.out 2>/dev/null | head -1)
+grep -q "(restart 1)" "$slog" || fail "the scan was not requeued: $(grep cl-scan "$slog")"
+grep -q "resuming: [1-9]" "$slog" || fail "the requeued scan did not resume: $(grep -i resum "$slog")"
+[ -s "$D/tiny-out/report/report.h5" ] || fail "no report after the requeued scan"
 
 echo "slurm_pipeline: $(($(date +%s) - t0)) s in all"
 [ "$failures" = 0 ] && echo "slurm_pipeline: all checks passed"

@@ -65,6 +65,9 @@ static void help(void) {
         "                  slurm.scan_ranks; nothing when unset), or with KEY = stages\n"
         "                  the stages of this job; then exit\n"
         "\n"
+        "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
+        "stopped with a checkpoint), 1 for a bad job file.\n"
+        "\n"
         "Job file format: include/corpuslens/job.h; examples: jobs/demo.ini,\n"
         "jobs/tinyshakespeare.ini.\n");
 }
@@ -800,7 +803,9 @@ int cmd_run(int argc, char **argv) {
                         i == ST_SCAN ? ", the scan resumes from its last checkpoint"
                         : s->resume_argv.n ? ", the training resumes from its last checkpoint"
                                            : "");
-            rc = 1;
+            /* the stage's own status: e.g. 3 for a scan stopped with a
+             * checkpoint, which a Slurm RequeueExit=3 can requeue */
+            rc = worst > 0 ? worst : 1;
             free(key);
             break;
         }
