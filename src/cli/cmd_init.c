@@ -42,6 +42,8 @@ int cmd_init(int argc, char **argv) {
     if (!out) return cli_usage_error("init", "-o is required");
     cl_config c = cl_config_lecture();
     if (spec && cl_config_parse(&c, spec)) return cli_fail();
+    if (spec && strstr(spec, "vocab_size"))
+        return cli_usage_error("init", "vocab_size comes from --vocab-from; remove it from --config");
     uint32_t *vocab;
     int V;
     if (cl_vocab_from_file(vocab_from, &vocab, &V)) return cli_fail();
