@@ -24,8 +24,9 @@
  *   blocks.{i}.hook_resid_post      [B, T, C]
  *   ln_final.hook_normalized        [B, T, C]
  * Short names accepted by cl_hook_parse with layer -1 (every block):
- *   "mlp_out", "attn_out", "resid_pre", "resid_mid", "resid_post", "mlp_post",
- *   "embed" (hook_embed + hook_pos_embed: the block-input residual of block 0).
+ *   "mlp_out", "attn_out", "resid_pre", "resid_mid", "resid_post", "mlp_pre",
+ *   "mlp_post", "attn_z"; and "embed" = blocks.0.hook_resid_pre (hook_embed +
+ *   hook_pos_embed, the input of block 0).
  */
 #ifndef CORPUSLENS_FORWARD_H
 #define CORPUSLENS_FORWARD_H
