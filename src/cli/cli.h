@@ -48,7 +48,8 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
     X(tune, "fit block thresholds and weights on a train split of the prompts")             \
     X(lens, "logit lens: each block's residual through ln_final + lm_head, table + heatmap") \
     X(ablate, "Appendix IV: remove each block's attention / feed-forward output, Hellinger (MPI)") \
-    X(embed_sim, "cosine similarity matrix of hooked vectors of texts (any hook)")
+    X(embed_sim, "cosine similarity matrix of hooked vectors of texts (any hook)")          \
+    X(similar, "the article's demo: strings similar to a prompt (scan.h5), their distribution vs the model")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

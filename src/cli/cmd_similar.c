@@ -1,0 +1,455 @@
+/* corpuslens similar: the article's demo. The strings whose hooked activation
+ * is cosine-similar to a prompt's (from /matches of scan.h5), the next-token
+ * distribution they give (corpus.h5 counts), the model's prediction and their
+ * Hellinger distance. Layout of scan.h5: h5schema.h. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "corpuslens/analysis.h"
+#include "corpuslens/corpus.h"
+#include "corpuslens/error.h"
+#include "corpuslens/h5schema.h"
+#include "corpuslens/h5util.h"
+
+static const char *help =
+    "usage: corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"
+    "                          (--block B --threshold T | --blocks all [--thresholds LIST --weights LIST])\n"
+    "                          [--top K] [--show N] [--columns C]\n"
+    "\n"
+    "The prompt (found by its text in /prompts/text, or by its 0-based index) and\n"
+    "the corpus strings whose activation in block B has cosine similarity > T\n"
+    "with it (from /matches; the prompt matches itself), shown in C columns\n"
+    "(default 4, at most N strings, default 40, 0 = all), most similar first.\n"
+    "Their next-token counts (CORPUS.h5, the corpus the scan ran on), summed and\n"
+    "normalised, give the approximation; it is printed beside the model's\n"
+    "prediction (/model/probs), top K rows (default 10), with the Hellinger\n"
+    "distance between the two.\n"
+    "\n"
+    "--blocks all combines every block: the counts of the strings with\n"
+    "similarity > threshold[b], times weight[b], summed over blocks, then\n"
+    "normalised. Default thresholds and weights: the paper's (6 blocks)\n"
+    "  0.95 0.94 0.85 0.76 0.81 0.89 / 0.01 0.01 0.1 1.5 6 0.01;\n"
+    "--thresholds and --weights take comma-separated lists, one per block.\n"
+    "\n"
+    "A threshold must be > the scan's prefilter and >= the threshold above which\n"
+    "the scan stored matches for that block (attribute match_thresholds);\n"
+    "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
+    "the list is cut.\n";
+
+#define CMD "similar"
+#define MAX_BLOCKS 64
+
+typedef struct {
+    hid_t f;
+    long long Lb, V, P, N, cap;
+    double prefilter, match_thr[MAX_BLOCKS];
+} scan_file;
+
+static int read_attr_doubles(hid_t obj, const char *name, double *out, size_t n) {
+    if (!cl_h5_attr_exists(obj, name)) return cl_error("attribute %s is missing", name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return cl_error("cannot open attribute %s", name);
+    hid_t sp = H5Aget_space(a);
+    hssize_t k = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    int rc = 0;
+    if (k != (hssize_t)n) rc = cl_error("attribute %s has %lld values, expected %zu", name, (long long)k, n);
+    else if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0) rc = cl_error("cannot read attribute %s", name);
+    H5Aclose(a);
+    return rc;
+}
+
+/* Read rows [start, start+count) of a 1-D dataset. */
+static int read_slab(hid_t f, const char *path, hid_t mt, hsize_t start, hsize_t count, void *out) {
+    if (count == 0) return 0;
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    if (d < 0) return cl_error("dataset %s is missing", path);
+    hid_t fs = H5Dget_space(d);
+    hsize_t dim;
+    int rc = 0;
+    if (H5Sget_simple_extent_ndims(fs) != 1 || H5Sget_simple_extent_dims(fs, &dim, NULL) < 0 || start + count > dim)
+        rc = cl_error("%s: rows %llu..%llu are outside the dataset", path, (unsigned long long)start,
+                      (unsigned long long)(start + count));
+    hid_t ms = H5I_INVALID_HID;
+    if (!rc) {
+        ms = H5Screate_simple(1, &count, NULL);
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
+            H5Dread(d, mt, ms, fs, H5P_DEFAULT, out) < 0)
+            rc = cl_error("cannot read %s", path);
+    }
+    if (ms >= 0) H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    return rc;
+}
+
+/* Read one row of a 2-D or 3-D dataset: out = ds[i] (row floats/ints of `row` elements). */
+static int read_row(hid_t f, const char *path, hid_t mt, int rank, hsize_t i, hsize_t row, void *out) {
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    if (d < 0) return cl_error("dataset %s is missing", path);
+    hid_t fs = H5Dget_space(d);
+    hsize_t dims[4] = {0}, start[4] = {0}, cnt[4];
+    int rc = 0;
+    if (H5Sget_simple_extent_ndims(fs) != rank || H5Sget_simple_extent_dims(fs, dims, NULL) < 0 || i >= dims[0])
+        rc = cl_error("%s: row %llu is outside the dataset (or its rank is not %d)", path, (unsigned long long)i, rank);
+    hsize_t n = 1;
+    for (int k = 1; k < rank; k++) n *= dims[k];
+    if (!rc && n != row) rc = cl_error("%s: rows have %llu values, expected %llu", path, (unsigned long long)n,
+                                       (unsigned long long)row);
+    hid_t ms = H5I_INVALID_HID;
+    if (!rc) {
+        start[0] = i, cnt[0] = 1;
+        for (int k = 1; k < rank; k++) cnt[k] = dims[k];
+        ms = H5Screate_simple(1, &row, NULL);
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
+            H5Dread(d, mt, ms, fs, H5P_DEFAULT, out) < 0)
+            rc = cl_error("cannot read %s", path);
+    }
+    if (ms >= 0) H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    return rc;
+}
+
+static int scan_open(const char *path, scan_file *s) {
+    memset(s, 0, sizeof *s);
+    s->f = cl_h5_open_read(path);
+    if (s->f < 0) return -1;
+    char fmt[64] = "";
+    long long ver = 0, complete = 0;
+    if (cl_h5_attr_read_str(s->f, "format", fmt, sizeof fmt) || strcmp(fmt, CL_SCAN_FORMAT))
+        return cl_error("%s is not a corpuslens scan file (format '%s')", path, fmt);
+    if (cl_h5_attr_read_int(s->f, "format_version", &ver) || ver != CL_SCAN_FORMAT_VERSION)
+        return cl_error("%s: format_version %lld, this corpuslens reads %d", path, ver, CL_SCAN_FORMAT_VERSION);
+    if (!cl_h5_attr_exists(s->f, "complete") || cl_h5_attr_read_int(s->f, "complete", &complete) || complete != 1)
+        return cl_error("%s is incomplete (the scan did not finish: attribute complete != 1)", path);
+    if (cl_h5_attr_read_int(s->f, "n_layer", &s->Lb) || cl_h5_attr_read_int(s->f, "vocab_size", &s->V) ||
+        cl_h5_attr_read_int(s->f, "n_prompts", &s->P) || cl_h5_attr_read_int(s->f, "n_substrings", &s->N) ||
+        cl_h5_attr_read_double(s->f, "prefilter", &s->prefilter))
+        return cl_error_prefix("%s: ", path);
+    if (s->Lb < 1 || s->Lb > MAX_BLOCKS || s->V < 1 || s->P < 1)
+        return cl_error("%s: n_layer %lld, vocab_size %lld, n_prompts %lld out of range", path, s->Lb, s->V, s->P);
+    if (cl_h5_attr_exists(s->f, "match_cap") && cl_h5_attr_read_int(s->f, "match_cap", &s->cap))
+        return cl_error_prefix("%s: ", path);
+    if (read_attr_doubles(s->f, "match_thresholds", s->match_thr, (size_t)s->Lb)) return cl_error_prefix("%s: ", path);
+    return 0;
+}
+
+/* Find the prompt whose /prompts/text is `text`; -1 (with cl_error) if none. */
+static long long find_prompt(const scan_file *s, const char *path, const char *text) {
+    hid_t d = H5Dopen2(s->f, CL_SCAN_PROMPT_TEXT, H5P_DEFAULT);
+    if (d < 0) return cl_error("%s: dataset %s is missing", path, CL_SCAN_PROMPT_TEXT);
+    hid_t t = H5Dget_type(d);
+    long long found = -1;
+    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) > 0) {
+        cl_error("%s: %s is not a fixed-length string dataset", path, CL_SCAN_PROMPT_TEXT);
+        found = -2;
+    }
+    size_t w = H5Tget_size(t);
+    char *buf = found == -1 ? cl_trymalloc((size_t)s->P, w, "prompt texts") : NULL;
+    if (found == -1 && !buf) found = -2;
+    if (buf && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        cl_error("%s: cannot read %s", path, CL_SCAN_PROMPT_TEXT);
+        found = -2;
+    }
+    size_t len = strlen(text);
+    for (long long i = 0; found == -1 && i < s->P; i++) {
+        const char *p = buf + (size_t)i * w;
+        if (len <= w && !memcmp(p, text, len) && (len == w || p[len] == 0)) found = i;
+    }
+    if (found == -1) {
+        char ex[3][512] = {"", "", ""};
+        for (int k = 0; k < 3 && k < s->P; k++) snprintf(ex[k], sizeof ex[k], "%.*s", (int)w, buf + (size_t)k * w);
+        cl_error("prompt \"%s\" is not among the %lld prompts of %s (e.g. \"%s\", \"%s\", \"%s\"; or use "
+                 "--prompt-index)",
+                 text, s->P, path, ex[0], ex[1], ex[2]);
+    }
+    free(buf);
+    H5Tclose(t);
+    H5Dclose(d);
+    return found < 0 ? -1 : found;
+}
+
+static int parse_list(const char *s, double *out, int n, const char *opt) {
+    char *end;
+    for (int i = 0; i < n; i++) {
+        out[i] = strtod(s, &end);
+        if (end == s) return cl_error("%s: expected %d comma-separated numbers in '%s'", opt, n, s);
+        s = end;
+        if (i < n - 1 && *s++ != ',') return cl_error("%s: expected %d comma-separated numbers", opt, n);
+    }
+    if (*s) return cl_error("%s: more than %d values", opt, n);
+    return 0;
+}
+
+static void display(const char *utf8, char *out, size_t n, const cl_corpus *c, size_t idx) {
+    (void)utf8;
+    /* C-escaped characters of substring idx */
+    size_t k = 0;
+    const int32_t *t = cl_corpus_substring(c, idx);
+    for (int i = 0; i < c->L && k + 16 < n; i++) {
+        char e[16];
+        cl_token_escape(c->vocab[t[i]], e);
+        size_t l = strlen(e);
+        memcpy(out + k, e, l);
+        k += l;
+    }
+    out[k] = 0;
+}
+
+typedef struct {
+    double p;
+    int id;
+} entry;
+
+static int by_p(const void *a, const void *b) {
+    const entry *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id - y->id;
+}
+
+static size_t utf8_width(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+int cmd_similar(int argc, char **argv) {
+    const char *scan = NULL, *corpus = NULL, *prompt = NULL, *blocks = NULL, *thr_s = NULL, *w_s = NULL;
+    long pidx = -1, block = -1, top = 10, show = 40, cols = 4;
+    double thr = NAN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--corpus") && v) corpus = v, i++;
+        else if (!strcmp(a, "--prompt") && v) prompt = v, i++;
+        else if (!strcmp(a, "--blocks") && v) blocks = v, i++;
+        else if (!strcmp(a, "--thresholds") && v) thr_s = v, i++;
+        else if (!strcmp(a, "--weights") && v) w_s = v, i++;
+        else if (!strcmp(a, "--prompt-index") && v) {
+            if (cli_parse_long(CMD, a, v, 0, 1L << 40, &pidx)) return 2;
+            i++;
+        } else if (!strcmp(a, "--block") && v) {
+            if (cli_parse_long(CMD, a, v, 0, MAX_BLOCKS - 1, &block)) return 2;
+            i++;
+        } else if (!strcmp(a, "--threshold") && v) {
+            if (cli_parse_double(CMD, a, v, -1, 1, &thr)) return 2;
+            i++;
+        } else if (!strcmp(a, "--top") && v) {
+            if (cli_parse_long(CMD, a, v, 1, 1 << 20, &top)) return 2;
+            i++;
+        } else if (!strcmp(a, "--show") && v) {
+            if (cli_parse_long(CMD, a, v, 0, 1L << 40, &show)) return 2;
+            i++;
+        } else if (!strcmp(a, "--columns") && v) {
+            if (cli_parse_long(CMD, a, v, 1, 16, &cols)) return 2;
+            i++;
+        } else if (a[0] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
+        else if (!scan) scan = a;
+        else return cli_usage_error(CMD, "unexpected argument '%s'", a);
+    }
+    if (!scan || !corpus) return cli_usage_error(CMD, "SCAN.h5 and --corpus CORPUS.h5 are required");
+    if (!prompt == (pidx < 0)) return cli_usage_error(CMD, "give one of --prompt TEXT and --prompt-index I");
+    int all = 0;
+    if (blocks) {
+        if (strcmp(blocks, "all")) return cli_usage_error(CMD, "--blocks: only 'all' is understood");
+        if (block >= 0 || !isnan(thr)) return cli_usage_error(CMD, "--blocks all does not go with --block/--threshold");
+        all = 1;
+    } else {
+        if (block < 0 || isnan(thr)) return cli_usage_error(CMD, "give --block B and --threshold T, or --blocks all");
+        if (thr_s || w_s) return cli_usage_error(CMD, "--thresholds/--weights go with --blocks all");
+    }
+
+    int rc = 1;
+    scan_file s = {.f = H5I_INVALID_HID};
+    cl_corpus *c = NULL;
+    uint32_t *svocab = NULL;
+    int sV = 0;
+    int64_t *idx = NULL, pindex = 0;
+    float *sim = NULL, *model_p = NULL, *approx_f = NULL;
+    double *counts = NULL;
+    entry *em = NULL, *ea = NULL;
+    double th[MAX_BLOCKS], w[MAX_BLOCKS];
+    if (scan_open(scan, &s)) goto out;
+    int Lb = (int)s.Lb, V = (int)s.V;
+    if (!all && block >= Lb) {
+        cl_error("--block %ld: the scan has blocks 0..%d", block, Lb - 1);
+        goto out;
+    }
+    if (all) {
+        if (!thr_s || !w_s) {
+            double pt[] = CL_PAPER_THRESHOLDS, pw[] = CL_PAPER_WEIGHTS;
+            int n = (int)(sizeof pt / sizeof *pt);
+            if (Lb != n) {
+                cl_error("the scan has %d blocks; the paper's thresholds and weights are for %d: give --thresholds "
+                         "and --weights",
+                         Lb, n);
+                goto out;
+            }
+            for (int b = 0; b < n; b++) th[b] = pt[b], w[b] = pw[b];
+        }
+        if (thr_s && parse_list(thr_s, th, Lb, "--thresholds")) goto out;
+        if (w_s && parse_list(w_s, w, Lb, "--weights")) goto out;
+    } else {
+        for (int b = 0; b < Lb; b++) th[b] = NAN, w[b] = 0;
+        th[block] = thr, w[block] = 1;
+    }
+    for (int b = 0; b < Lb; b++) {
+        if (isnan(th[b]) || w[b] == 0) continue;
+        if (!(th[b] > s.prefilter)) {
+            cl_error("threshold %g for block %d is not > the scan's prefilter %g", th[b], b, s.prefilter);
+            goto out;
+        }
+        if (th[b] < s.match_thr[b]) {
+            cl_error("threshold %g for block %d is below %g, above which the scan stored matches (match_thresholds)",
+                     th[b], b, s.match_thr[b]);
+            goto out;
+        }
+        if (w[b] < 0 || !isfinite(w[b])) {
+            cl_error("weight %g for block %d is not a finite number >= 0", w[b], b);
+            goto out;
+        }
+    }
+    long long p = pidx;
+    if (prompt) {
+        p = find_prompt(&s, scan, prompt);
+        if (p < 0) goto out;
+    } else if (p >= s.P) {
+        cl_error("--prompt-index %ld: the scan has prompts 0..%lld", pidx, s.P - 1);
+        goto out;
+    }
+    if (cl_h5_read_vocab(s.f, "/vocab", &svocab, &sV)) goto out;
+    if (!(c = cl_corpus_load(corpus))) goto out;
+    if (c->V != V || sV != V || memcmp(c->vocab, svocab, (size_t)V * sizeof *svocab)) {
+        cl_error("%s: its vocabulary is not the scan's (%d and %d characters)", corpus, c->V, V);
+        goto out;
+    }
+    if ((long long)c->n != s.N) {
+        cl_error("%s has %zu substrings; the scan ran on %lld: not the scan's corpus", corpus, c->n, s.N);
+        goto out;
+    }
+    if (read_row(s.f, CL_SCAN_PROMPT_INDEX, H5T_NATIVE_INT64, 1, (hsize_t)p, 1, &pindex)) goto out;
+    if (pindex < 0 || (size_t)pindex >= c->n) {
+        cl_error("%s: prompt %lld names substring %lld, outside the corpus", scan, p, (long long)pindex);
+        goto out;
+    }
+    int64_t mi[MAX_BLOCKS * 2];
+    if (read_row(s.f, CL_SCAN_MATCH_INDEX, H5T_NATIVE_INT64, 3, (hsize_t)p, (hsize_t)Lb * 2, mi)) goto out;
+    counts = cl_trycalloc((size_t)V, sizeof *counts, "counts");
+    model_p = counts ? cl_trymalloc((size_t)V, sizeof *model_p, "model probabilities") : NULL;
+    approx_f = model_p ? cl_trymalloc((size_t)V, sizeof *approx_f, "approximation") : NULL;
+    if (!approx_f || read_row(s.f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, (hsize_t)p, (hsize_t)V, model_p))
+        goto out;
+
+    char text[4 * CL_CORPUS_MAX_LEN + 1], esc[16 * CL_CORPUS_MAX_LEN + 1];
+    cl_corpus_substring_text(c, (size_t)pindex, text);
+    display(text, esc, sizeof esc, c, (size_t)pindex);
+    printf("prompt %lld \"%s\" (substring %lld)\n", p, esc, (long long)pindex);
+    if (all) printf("%-6s %9s %8s %8s %12s\n", "block", "threshold", "weight", "strings", "occurrences");
+    for (int b = 0; b < Lb; b++) {
+        if (isnan(th[b]) || w[b] == 0) continue;
+        int64_t start = mi[2 * b], n = mi[2 * b + 1];
+        if (start < 0 || n < 0) {
+            cl_error("%s: /matches/index[%lld, %d] = (%lld, %lld) is invalid", scan, p, b, (long long)start,
+                     (long long)n);
+            goto out;
+        }
+        free(idx);
+        free(sim);
+        idx = cl_trymalloc((size_t)n + 1, sizeof *idx, "matches");
+        sim = idx ? cl_trymalloc((size_t)n + 1, sizeof *sim, "similarities") : NULL;
+        if (!sim || read_slab(s.f, CL_SCAN_MATCH_SUBSTRING, H5T_NATIVE_INT64, (hsize_t)start, (hsize_t)n, idx) ||
+            read_slab(s.f, CL_SCAN_MATCH_SIMILARITY, H5T_NATIVE_FLOAT, (hsize_t)start, (hsize_t)n, sim))
+            goto out;
+        /* the prompt matches itself: add it when the rounding left it out */
+        size_t m = 0;
+        int self = 0;
+        for (int64_t k = 0; k < n; k++)
+            if ((double)sim[k] > th[b]) {
+                idx[m] = idx[k], sim[m] = sim[k], m++;
+                if (idx[k] == pindex) self = 1;
+            }
+        if (!self) {
+            memmove(idx + 1, idx, m * sizeof *idx);
+            memmove(sim + 1, sim, m * sizeof *sim);
+            idx[0] = pindex, sim[0] = 1.0f, m++;
+        }
+        if (s.cap > 0 && n >= s.cap)
+            fprintf(stderr, "corpuslens similar: warning: block %d reached the scan's match_cap (%lld): the list "
+                            "and the distribution may miss strings\n", b, s.cap);
+        if (cl_similar_accumulate(idx, sim, m, -2.0, w[b], c->next_indptr, c->next_token, c->next_count, c->n, V,
+                                  counts))
+            goto out;
+        int64_t occ = 0;
+        for (size_t k = 0; k < m; k++) occ += cl_corpus_next_total(c, (size_t)idx[k]);
+        if (all) {
+            printf("%-6d %9.4f %8.4g %8zu %12lld\n", b, th[b], w[b], m, (long long)occ);
+            continue;
+        }
+        printf("block %d, cosine similarity > %g: %zu similar string%s, %lld occurrences with a follower\n\n", b,
+               th[b], m, m == 1 ? "" : "s", (long long)occ);
+        size_t shown = show == 0 || (size_t)show > m ? m : (size_t)show;
+        size_t cw = 0;
+        char cell[16 * CL_CORPUS_MAX_LEN + 32];
+        for (size_t k = 0; k < shown; k++) {
+            display(NULL, esc, sizeof esc, c, (size_t)idx[k]);
+            snprintf(cell, sizeof cell, "\"%s\" %.3f", esc, sim[k]);
+            if (utf8_width(cell) > cw) cw = utf8_width(cell);
+        }
+        for (size_t k = 0; k < shown; k++) {
+            display(NULL, esc, sizeof esc, c, (size_t)idx[k]);
+            snprintf(cell, sizeof cell, "\"%s\" %.3f", esc, sim[k]);
+            fputs(cell, stdout);
+            if ((k + 1) % cols == 0 || k + 1 == shown) putchar('\n');
+            else
+                for (size_t q = utf8_width(cell); q < cw + 3; q++) putchar(' ');
+        }
+        if (shown < m) printf("... and %zu more (--show 0 lists all)\n", m - shown);
+    }
+    double sum = 0;
+    for (int v = 0; v < V; v++) sum += counts[v];
+    printf("\n");
+    if (!(sum > 0)) {
+        printf("the similar strings have no followers in the corpus: no approximation\n");
+        rc = 0;
+        goto out;
+    }
+    for (int v = 0; v < V; v++) approx_f[v] = (float)(counts[v] / sum);
+    em = cl_trymalloc((size_t)V, sizeof *em, "entries");
+    ea = em ? cl_trymalloc((size_t)V, sizeof *ea, "entries") : NULL;
+    if (!ea) goto out;
+    for (int v = 0; v < V; v++) em[v] = (entry){model_p[v], v}, ea[v] = (entry){counts[v] / sum, v};
+    qsort(em, (size_t)V, sizeof *em, by_p);
+    qsort(ea, (size_t)V, sizeof *ea, by_p);
+    printf("%-20s %s\n", "Model Predictions", all ? "Approximation Predictions (all blocks)" : "Approximation Predictions");
+    for (long k = 0; k < top && k < V; k++) {
+        char t1[16], t2[16], l1[48];
+        cl_token_escape(svocab[em[k].id], t1);
+        cl_token_escape(svocab[ea[k].id], t2);
+        snprintf(l1, sizeof l1, "'%s' %.4f", t1, em[k].p);
+        printf("%-20s ", l1);
+        if (ea[k].p > 0) printf("'%s' %.4f", t2, ea[k].p);
+        printf("\n");
+    }
+    printf("\nHellinger distance: %.6f\n", cl_prob_hellinger(model_p, approx_f, (size_t)V));
+    rc = 0;
+out:
+    if (rc) cli_fail();
+    if (s.f >= 0) H5Fclose(s.f);
+    cl_corpus_free(c);
+    free(svocab);
+    free(idx);
+    free(sim);
+    free(model_p);
+    free(approx_f);
+    free(counts);
+    free(em);
+    free(ea);
+    return rc;
+}
