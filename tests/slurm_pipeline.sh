@@ -8,7 +8,8 @@
 #   scan ran on 2 ranks under srun --mpi=pmix, the report is complete; then
 #   submit again: every stage must be skipped. Then a tiny job whose scan
 #   stops after one shard per rank (CORPUSLENS_SCAN_STOP_AFTER=1, exit 3, and
-#   RequeueExit=3 here): Slurm requeues scan.sbatch, which resumes and finishes.
+#   RequeueExit=3 here), launched with mpirun instead of srun: Slurm requeues
+#   scan.sbatch, which resumes and finishes.
 # Stops exactly the daemons it started, by pid, on any exit (trap).
 # Needs root and Debian's slurmctld slurmd slurm-client munge (CI:
 # CORPUSLENS_WITH_SLURM=1 .ci/install-deps); exit 77 (skipped) without them.
@@ -228,7 +229,8 @@ dir = ${JOBDIR}/tiny-out
 train_ranks = 2
 scan_ranks = 2
 INI
-CORPUSLENS_SCAN_STOP_AFTER=1 "$SRC/slurm/submit.sh" "$D/tiny.ini" >"$D/submit3.out" 2>"$D/submit3.err" ||
+# (this round launches with mpirun inside the allocation, the first with srun --mpi=pmix)
+CORPUSLENS_LAUNCH=mpirun CORPUSLENS_SCAN_STOP_AFTER=1 "$SRC/slurm/submit.sh" "$D/tiny.ini" >"$D/submit3.out" 2>"$D/submit3.err" ||
     fail "tiny submit.sh failed: $(cat "$D/submit3.err")"
 mapfile -t jobids < <(cut -d' ' -f2 "$D/submit3.out")
 s0=$(date +%s)
@@ -239,6 +241,7 @@ while read -r id st ec name; do
 done <"$D/states3"
 slog=$(ls "$D"/tiny-out/slurm/scan-*.out 2>/dev/null | head -1)
 grep -q "(restart 1)" "$slog" || fail "the scan was not requeued: $(grep cl-scan "$slog")"
+grep -q "corpuslens run .*: 2 ranks" "$slog" || fail "the mpirun-launched scan did not run on 2 ranks"
 grep -q "resuming: [1-9]" "$slog" || fail "the requeued scan did not resume: $(grep -i resum "$slog")"
 [ -s "$D/tiny-out/report/report.h5" ] || fail "no report after the requeued scan"
 
