@@ -46,6 +46,22 @@ static void token_display(uint32_t cp, char *buf) {
     else cl_token_escape(cp, buf);
 }
 
+/* The C-escaped form of a UTF-8 text (invalid bytes as \xNN) into out[n]. */
+static void text_escape(const char *text, char *out, size_t n) {
+    size_t len = strlen(text), k = 0;
+    for (size_t i = 0; i < len && k + 17 < n;) {
+        uint32_t cp;
+        int b = cl_utf8_get((const unsigned char *)text + i, len - i, &cp);
+        char e[16];
+        if (b < 0) snprintf(e, sizeof e, "\\x%02x", (unsigned char)text[i]), b = 1;
+        else cl_token_escape(cp, e);
+        size_t l = strlen(e);
+        memcpy(out + k, e, l);
+        k += l, i += (size_t)b;
+    }
+    out[k] = 0;
+}
+
 static size_t utf8_width(const char *s) {
     size_t n = 0;
     for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
@@ -72,7 +88,9 @@ static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids
     cl_svg *s = cl_svg_open(path, W, H);
     if (!s) return -1;
     char buf[512], tok[16];
-    snprintf(buf, sizeof buf, "Logit lens: \"%s\"", text);
+    char esc[400];
+    text_escape(text, esc, sizeof esc);
+    snprintf(buf, sizeof buf, "Logit lens: \"%s\"", esc);
     cl_svg_text(s, left, 26, 16, "start", "#111111", 0, 1, 0, buf);
     cl_svg_text(s, left, 46, 12, "start", "#555555", 0, 0, 0,
                 "cell: top next-token at that layer and position; colour: its probability");
@@ -139,8 +157,9 @@ static int lens_text(const cl_model *m, const char *text, const char *svg) {
     cl_lens_stats ls = {st, st + L1, st + 2 * L1, st + 3 * L1, st + 4 * L1, st + 5 * L1};
     cl_lens_stats_compute(probs, L1, T, V, &ls);
 
-    char tok[16], lab[32];
-    printf("logit lens of \"%s\" (%d positions): top next token and its probability\n", text, T);
+    char tok[16], lab[32], esc[4200];
+    text_escape(text, esc, sizeof esc);
+    printf("logit lens of \"%s\" (%d positions): top next token and its probability\n", esc, T);
     print_padded("input", 9);
     for (int t = 0; t < T; t++) {
         token_display(m->vocab[ids[t]], tok);
