@@ -759,7 +759,8 @@ static void cross_checks(pstate *s, cl_job *job) {
         require(s, "train", "ctx", "");
     } else {
         add_err(s, s->last_line ? s->last_line : 1,
-                "missing section [model] (path = a model file) or [train] (steps, batch, ctx)");
+                "missing section [model] (path = a model file, or checkpoint = a .pt to import) "
+                "or [train] (steps, batch, ctx)");
     }
     if (job->thresholds && job->weights) {
         size_t a = 1, b = 1;

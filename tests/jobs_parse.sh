@@ -94,7 +94,7 @@ prompts = 3
 [output]
 dir = o
 INI
-refuse no-model "no-model.ini:6: missing section [model] (path = a model file) or [train]"
+refuse no-model "no-model.ini:6: missing section [model] (path = a model file, or checkpoint = a .pt to import) or [train]"
 
 mk train-missing <<'INI'
 [corpus]
