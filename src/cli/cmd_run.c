@@ -547,7 +547,11 @@ static void print_stats(hid_t f, const char *dset, const char *label) {
         cl_h5_attr_read_double(d, "min", &mn) == 0 && cl_h5_attr_read_double(d, "median", &med) == 0 &&
         cl_h5_attr_read_double(d, "max", &mx) == 0) {
         cl_h5_attr_read_int(d, "count", &count);
-        printf("  %-24s %8.4f %8.4f %8.4f %8.4f %8.4f %7lld\n", label, mean, std, mn, med, mx, count);
+        char own[128] = "";
+        if (cl_h5_attr_exists(d, "label") > 0 && cl_h5_attr_read_str(d, "label", own, sizeof own) == 0)
+            label = own;
+        printf("  %-32.32s %7.4f %7.4f %7.4f %7.4f %7.4f %7lld\n", label, mean, std, mn, med, mx,
+               count);
     }
     H5Dclose(d);
 }
@@ -567,7 +571,7 @@ static void print_report(const plan *p) {
     hid_t f = cl_h5_open_read(p->report_h5);
     if (f < 0) return;
     printf("\nHellinger distance to the model's prediction (0 = same distribution, 1 = disjoint):\n");
-    printf("  %-24s %8s %8s %8s %8s %8s %7s\n", "", "mean", "std", "min", "median", "max", "prompts");
+    printf("  %-32s %7s %7s %7s %7s %7s %7s\n", "", "mean", "std", "min", "median", "max", "prompts");
     print_stats(f, "/hellinger", "approximation");
     if (cl_h5_exists(f, "/baselines")) {
         hid_t g = H5Gopen2(f, "/baselines", H5P_DEFAULT);
