@@ -641,7 +641,9 @@ static int run(vm *m) {
 int cl_pickle_load(const unsigned char *data, size_t len, pk_result *out) {
     memset(out, 0, sizeof *out);
     vm m = {.d = data, .len = len, .res = out};
-    int rc = run(&m);
+    /* The stack always exists, so `m->stack + base` is never null + 0 (UB)
+     * for a MARK on an empty stack. */
+    int rc = grow((void **)&m.stack, &m.scap, 16, sizeof *m.stack, "stack") ? -1 : run(&m);
     free(m.stack);
     free(m.marks);
     free(m.memo);

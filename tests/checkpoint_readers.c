@@ -85,6 +85,7 @@ Test(pickle, malformed_inputs_fail_cleanly) {
         B("\x80\x02\xff."),                     /* unknown opcode */
         B("."),                                 /* STOP on an empty stack */
         B("\x80\x02(K\x01" "d."),                  /* odd DICT */
+        B("(torch.bfloat16"),                   /* MARK+TUPLE on an empty stack (fuzz find: null+0) */
     };
 #undef B
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

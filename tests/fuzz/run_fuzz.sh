@@ -4,11 +4,14 @@
 # seed corpus of tiny checkpoints written by PyTorch. Fails on any crash,
 # leak, timeout, out-of-memory or sanitizer report.
 # Environment: SRC (source root), PYTHON (/usr/bin/python3 with torch),
-# FUZZ_SECONDS (per harness, default 20).
+# FUZZ_SECONDS (per harness, upper bound, default 60), FUZZ_RUNS (inputs per
+# harness, default 50000), FUZZ_SEED (default 1). A fixed seed and run count
+# make a CI run reproducible: the same inputs every time, so a failure is a
+# regression, not luck; set FUZZ_SEED=0 (libFuzzer picks one) to explore.
 set -euo pipefail
 SRC=${SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
 PYTHON=${PYTHON:-/usr/bin/python3}
-SECONDS_EACH=${FUZZ_SECONDS:-20}
+SECONDS_EACH=${FUZZ_SECONDS:-60}
 CC=$(command -v clang-14 || command -v clang || true)
 if [ -z "$CC" ]; then
     echo "run_fuzz.sh: clang not found" >&2
@@ -31,7 +34,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 # failing inputs are kept (the work dir is removed)
 artifacts=${FUZZ_ARTIFACTS:-${BUILD:-/tmp}/fuzz-artifacts}
 mkdir -p "$artifacts"
-common=(-max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=65536
+common=(-max_total_time="$SECONDS_EACH" -runs="${FUZZ_RUNS:-50000}" -seed="${FUZZ_SEED:-1}" -timeout=10 -rss_limit_mb=2048 -max_len=65536
         -print_final_stats=1 -artifact_prefix="$artifacts/")
 status=0
 (cd "$work" && ./fuzz_ckpt "${common[@]}" corpus_ckpt seed_ckpt) >"$work/ckpt.log" 2>&1 || status=1
