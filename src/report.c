@@ -568,7 +568,9 @@ static int write_plots(const char *dir, const cl_scan *s, const cl_reduction *r,
     char lab[8][128];
     size_t n = 0;
     ser[n++] = (cl_svg_series){"approximation", r->hellinger, P, "black", 0};
-    size_t bb = best_of(r, 0, Lb), bl = best_of(r, Lb, Lb);
+    /* The lens at the last block is the model itself (H = 0): the plot shows
+     * the best of the earlier blocks, which says how early the answer forms. */
+    size_t bb = best_of(r, 0, Lb), bl = best_of(r, Lb, Lb > 1 ? Lb - 1 : Lb);
     snprintf(lab[1], sizeof lab[1], "best single block (%zu)", bb);
     ser[n++] = (cl_svg_series){lab[1], r->baselines[bb].hellinger, P, "#1f77b4", 0};
     snprintf(lab[2], sizeof lab[2], "best logit lens (block %zu)", bl - Lb);
