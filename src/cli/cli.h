@@ -32,24 +32,24 @@ int cli_stderr_is_tty(void);
  * character and position) and 1 <= length <= block_size. *ids is malloc'ed. */
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
 
-#define CLI_COMMANDS(X)                                                                      \
-    X(init, "write a randomly initialised model file")                                     \
-    X(predict, "print the model's next-token distribution for a text")                     \
-    X(generate, "sample text from the model")                                              \
-    X(prepare, "corpus text -> corpus.h5: unique substrings, next-token counts, prompts") \
-    X(capture, "run the model and write hooked activations to HDF5")                       \
-    X(scan, "prompts x substrings cosine scan -> scan.h5 (MPI): binned counts, matches")   \
-    X(train, "train a model in C (AdamW, dropout, MPI data-parallel, resumable)")          \
-    X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")     \
-    X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")    \
-    X(run, "run a job file: prepare, train, scan, reduce; resumes, skips finished stages")\
-    X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")            \
-    X(reduce, "scan.h5 -> Hellinger report: approximation, baselines, plots")              \
-    X(tune, "fit block thresholds and weights on a train split of the prompts")             \
-    X(lens, "logit lens: each block's residual through ln_final + lm_head, table + heatmap") \
-    X(ablate, "Appendix IV: remove each block's attention / feed-forward output, Hellinger (MPI)") \
-    X(embed_sim, "cosine similarity matrix of hooked vectors of texts (any hook)")          \
-    X(similar, "the article's demo: strings similar to a prompt (scan.h5), their distribution vs the model")
+#define CLI_COMMANDS(X)                                                                         \
+    X(init, "write a randomly initialised model file")                                        \
+    X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")           \
+    X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")          \
+    X(predict, "print the model's next-token distribution for a text")                        \
+    X(generate, "sample text from the model")                                                 \
+    X(capture, "run the model and write hooked activations to HDF5")                          \
+    X(demo_corpus, "write the built-in demo corpus (a small dialogue grammar)")               \
+    X(prepare, "corpus text -> corpus.h5: unique substrings, next-token counts, prompts")     \
+    X(train, "train a model in C (AdamW, dropout, MPI data-parallel, resumable)")             \
+    X(scan, "prompts x substrings cosine scan -> scan.h5 (MPI): binned counts, matches")      \
+    X(reduce, "scan.h5 -> Hellinger report: approximation, baselines, plots")                 \
+    X(tune, "fit block thresholds and weights on a train split of the prompts")               \
+    X(run, "run a job file: prepare, train, scan, reduce; resumes, skips finished stages")    \
+    X(lens, "logit lens: each block's residual through ln_final + lm_head, table + heatmap")  \
+    X(ablate, "Appendix IV: remove each block's attention / feed-forward output, Hellinger (MPI)")\
+    X(similar, "the article's demo: strings similar to a prompt (scan.h5), their distribution vs the model")\
+    X(embed_sim, "cosine similarity matrix of hooked vectors of texts (any hook)")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);
