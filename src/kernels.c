@@ -9,6 +9,7 @@
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps) {
+#pragma omp parallel for schedule(static) if (N * (size_t)C > 65536)
     for (size_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
         double m = 0.0;
@@ -48,6 +49,7 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
 void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale) {
     int hs = C / H;
     size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int t = 0; t < T; t++) {
@@ -76,6 +78,7 @@ void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C
 void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
     int hs = C / H;
     size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
@@ -131,10 +134,12 @@ void attention_one_forward(float *out, float *att, const float *q, const float *
 }
 
 void relu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 262144)
     for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
 void gelu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
@@ -142,6 +147,7 @@ void gelu_forward(float *out, const float *inp, size_t n) {
 }
 
 void residual_add(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 262144)
     for (size_t i = 0; i < n; i++) out[i] += inp[i];
 }
 
