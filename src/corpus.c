@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "corpuslens/error.h"
+#include "corpuslens/fileio.h"
 #include "corpuslens/h5util.h"
 #include "corpuslens/model.h"
 #include "corpuslens/rng.h"
@@ -382,45 +383,9 @@ int cl_corpus_sample_prompts(cl_corpus *c, size_t P, uint64_t seed) {
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cl_error("cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = cl_trymalloc(cap, 1, "file buffer");
-    while (buf) {
-        if (n == cap) {
-            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                cl_error("out of memory reading %s", path);
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                cl_error("cannot read %s: %s", path, strerror(errno));
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (buf) *len = n;
-    return buf;
-}
-
 int cl_corpus_read_prompt_file(cl_corpus *c, const char *path) {
     size_t len = 0, P = 0;
-    char *text = read_file(path, &len);
+    char *text = cl_read_file(path, 0, &len);
     if (!text) return -1;
     int64_t *idx = NULL;
     if (cl_prompts_parse(text, len, c->n, path, &idx, &P) < 0) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "corpuslens/error.h"
+#include "corpuslens/fileio.h"
 #include "corpuslens/model.h"
 
 /* ---- the known keys ---- */
@@ -873,39 +874,10 @@ cl_job *cl_job_parse(const char *text, size_t len, const char *name, char **erro
 
 cl_job *cl_job_load(const char *path, char **errors) {
     if (errors) *errors = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cl_error("cannot open job file %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n == cap) {
-            if (cap > (64u << 20)) {
-                free(buf);
-                fclose(f);
-                cl_error("%s: a job file of more than 64 MiB?", path);
-                return NULL;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (!got) break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        free(buf);
-        cl_error("cannot read job file %s", path);
+    size_t n;
+    char *buf = cl_read_file(path, 64u << 20, &n);
+    if (!buf) {
+        cl_error_prefix("job file: ");
         return NULL;
     }
     cl_job *job = cl_job_parse(buf, n, path, errors);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "corpuslens/error.h"
+#include "corpuslens/fileio.h"
 #include "corpuslens/model.h"
 
 int cl_utf8_put(uint32_t cp, char *buf) {
@@ -149,34 +150,9 @@ int cl_vocab_from_text(const char *text, size_t len, uint32_t **vocab, int *V) {
 }
 
 int cl_vocab_from_file(const char *path, uint32_t **vocab, int *V) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cl_error("cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, len = 0;
-    char *buf = cl_trymalloc(cap, 1, "text buffer");
-    if (!buf) {
-        fclose(f);
-        return -1;
-    }
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return cl_error("out of memory reading %s", path);
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return cl_error("cannot read %s", path);
-    }
+    size_t len;
+    char *buf = cl_read_file(path, 0, &len);
+    if (!buf) return -1;
     int rc = cl_vocab_from_text(buf, len, vocab, V);
     free(buf);
     if (rc) cl_error_prefix("%s: ", path);

@@ -236,7 +236,7 @@ dir = o
 INI
 refuse counts "counts.ini:9: reduce.weights has 1 numbers but reduce.thresholds has 2"
 
-refuse missing-file-does-not-exist "cannot open job file"
+refuse missing-file-does-not-exist "job file: cannot open"
 "$CL" run >/dev/null 2>"$T/stderr" && fail "run without a job accepted"
 grep -qF "no job file given" "$T/stderr" || fail "no job: $(cat "$T/stderr")"
 "$CL" run "$T/good.ini" --stages scan,bogus >/dev/null 2>"$T/stderr" && fail "bad --stages accepted"

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "corpuslens/corpus.h"
 #include "corpuslens/error.h"
+#include "corpuslens/fileio.h"
 #include "corpuslens/h5util.h"
 #include "corpuslens/model.h"
 
@@ -34,42 +35,6 @@ static void help(void) {
         "                      default: the sorted unique characters of CORPUS\n"
         "  -o, --output PATH   the corpus file to write (written as PATH.tmp, then renamed)\n",
         CL_CORPUS_MAX_LEN);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cl_error("cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *buf = cl_trymalloc(cap, 1, "corpus text");
-    while (buf) {
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                cl_error("out of memory reading %s", path);
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                cl_error("cannot read %s: %s", path, strerror(errno));
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (buf) *len = n;
-    return buf;
 }
 
 /* The vocabulary and block_size of a corpuslens model file. */
@@ -157,7 +122,7 @@ static int run(int argc, char **argv) {
         }
     }
     size_t len = 0;
-    char *text = slurp(corpus_path, &len);
+    char *text = cl_read_file(corpus_path, 0, &len);
     if (!text) {
         free(vocab);
         return cli_fail();
