@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 flags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I"$SRC/include" -I"$SRC/src")
 # the readers, plus the model table (model.c) the importer fills
-core=("$SRC"/src/{zipread,pickle,safetensors,checkpoint,error,model,h5util,vocab,rng}.c)
+core=("$SRC"/src/{zipread,pickle,safetensors,checkpoint,error,model,h5util,vocab,rng,fileio}.c)
 read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle) -lm"
 "$CC" "${flags[@]}" -o "$work/fuzz_ckpt" "$SRC/tests/fuzz/fuzz_ckpt.c" "${core[@]}" "${libs[@]}"
 "$CC" "${flags[@]}" -o "$work/fuzz_pickle" "$SRC/tests/fuzz/fuzz_pickle.c" "${core[@]}" "${libs[@]}"
