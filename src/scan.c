@@ -3,6 +3,9 @@
  * Dimensions: P prompts, N substrings, S shard size, Lh hooked blocks,
  * NB bins, V vocab, C channels. */
 #include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -269,6 +272,22 @@ static int prompts_forward(scan_ctx *x) {
 
 /* ---- one shard ---- */
 
+/* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips. */
+static inline int any_above16(const float *r, float t) {
+#if defined(__SSE2__)
+    __m128 tv = _mm_set1_ps(t);
+    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
+    return _mm_movemask_ps(a) != 0;
+#else
+    for (int i = 0; i < 16; i++)
+        if (r[i] > t) return 1;
+    return 0;
+#endif
+}
+
 #define PTILE 1024
 
 static int do_shard(scan_ctx *x, size_t shard) {
@@ -308,6 +327,11 @@ static int do_shard(scan_ctx *x, size_t shard) {
                 size_t self = x->inv[cp->prompt_index[p]];
                 if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
                 for (size_t s = 0; s < S; s++) {
+                    /* most of a row is below the prefilter: skip 16 at a time */
+                    if ((s & 15) == 0 && s + 16 <= S && !any_above16(row + s, pf)) {
+                        s += 15;
+                        continue;
+                    }
                     float v = row[s];
                     if (!(v > pf)) continue;
                     double vd = v;
