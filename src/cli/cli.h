@@ -20,6 +20,11 @@ int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, lon
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
                      double *out);
 
+/* Run fn(argc, argv) on rank 0 only and give every rank its exit status:
+ * for single-process commands started under mpirun (one writer, one
+ * message). */
+int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv);
+
 /* 1 if stderr is a terminal (progress bars), 0 otherwise (plain lines). */
 int cli_stderr_is_tty(void);
 

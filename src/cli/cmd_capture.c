@@ -21,7 +21,7 @@ static const char *help =
 
 #define MAX_CAP 4096
 
-int cmd_capture(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     const char *names[256];
     const char *texts[4096];
@@ -159,3 +159,5 @@ out:
     cl_model_free(m);
     return rc;
 }
+
+int cmd_capture(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -2,7 +2,6 @@
  * writes; other ranks wait for its status. */
 #include <errno.h>
 #include <limits.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,10 +88,5 @@ static int run(int argc, char **argv) {
 }
 
 int cmd_demo_corpus(int argc, char **argv) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int rc = rank == 0 ? run(argc, argv) : 0;
-    fflush(stdout);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return rc;
+    return cli_on_rank0(run, argc, argv);
 }

@@ -15,7 +15,7 @@ static const char *help =
     "lecture starts) from the model's softmax, the context cropped to the last\n"
     "block_size characters. Prints the prompt followed by the sample.\n";
 
-int cmd_generate(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long n = 500, seed = 1337;
     double temp = 1.0;
@@ -94,3 +94,5 @@ out:
     cl_model_free(m);
     return rc;
 }
+
+int cmd_generate(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -119,10 +119,5 @@ static int run(int argc, char **argv) {
 }
 
 int cmd_import(int argc, char **argv) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int rc = rank == 0 ? run(argc, argv) : 0;
-    fflush(stdout);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return rc;
+    return cli_on_rank0(run, argc, argv);
 }

@@ -21,7 +21,7 @@ static const char *help =
     "  --seed S        initialisation seed (default 1337)\n"
     "  -o, --output F  the model file to write\n";
 
-int cmd_init(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *spec = NULL, *vocab_from = NULL, *out = NULL;
     long seed = 1337;
     for (int i = 1; i < argc; i++) {
@@ -63,3 +63,5 @@ int cmd_init(int argc, char **argv) {
     cl_model_free(m);
     return rc ? cli_fail() : 0;
 }
+
+int cmd_init(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

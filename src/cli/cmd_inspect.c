@@ -1,7 +1,6 @@
 /* corpuslens inspect: list the tensors of a .pt, .safetensors or corpuslens
  * model file (name, dtype, shape) and count the parameters (buffers listed
  * apart and not counted; a tied tensor counted once). Rank 0 prints. */
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,10 +162,5 @@ static int run(int argc, char **argv) {
 }
 
 int cmd_inspect(int argc, char **argv) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int rc = rank == 0 ? run(argc, argv) : 0;
-    fflush(stdout);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return rc;
+    return cli_on_rank0(run, argc, argv);
 }

@@ -24,7 +24,7 @@ static int by_prob(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-int cmd_predict(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *model = NULL, *text = NULL;
     long top = 10;
     for (int i = 1; i < argc; i++) {
@@ -79,3 +79,5 @@ out:
     cl_model_free(m);
     return rc;
 }
+
+int cmd_predict(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

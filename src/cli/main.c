@@ -61,6 +61,16 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
 
 int cli_stderr_is_tty(void) { return isatty(2); }
 
+int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    int rc = rank == 0 ? fn(argc, argv) : 0;
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return rc;
+}
+
 typedef struct {
     const char *name, *summary;
     int (*fn)(int, char **);
