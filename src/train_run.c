@@ -337,6 +337,10 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             rc = -1;
             goto done;
         }
+        if (want_ckpt && o->stop_after > 0 && step >= o->stop_after && step < o->steps) {
+            rc = cl_error("stopped after step %ld by CORPUSLENS_TRAIN_STOP_AFTER; %s resumes it", step, o->output);
+            goto done;
+        }
         paused += now_s() - tp;
         if (step >= o->steps) break;
         /* one update */

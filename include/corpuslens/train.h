@@ -109,6 +109,8 @@ typedef struct {
     const char *output;     /* model file (with the /train state) */
     const char *batch_file; /* tests: windows [steps, batch, ctx+1] int32 at /windows instead of drawing */
     const char *dump_grads; /* tests: the first step's averaged gradients as /grads/<tensor> */
+    int stop_after;         /* tests: fail right after the first periodic checkpoint at a
+                               step >= stop_after, as a killed run would (0: never) */
 } cl_train_opts;
 
 typedef struct {

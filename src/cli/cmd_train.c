@@ -45,7 +45,9 @@ static const char *help =
     "  -o, --output F      the model file: weights, /train/loss [K,3] (step, train, val)\n"
     "                      and the training state (resumable)\n"
     "\n"
-    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n";
+    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
+    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails right after the first\n"
+    "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
 
 typedef struct {
     int tty, B, T, steps, last_len;
@@ -167,6 +169,10 @@ int cmd_train(int argc, char **argv) {
     o.output = out;
     o.batch_file = batch_file;
     o.dump_grads = dump;
+    const char *stop = getenv("CORPUSLENS_TRAIN_STOP_AFTER");
+    long stop_after = 0;
+    if (stop && cli_parse_long("train", "CORPUSLENS_TRAIN_STOP_AFTER", stop, 1, 1L << 30, &stop_after)) return 2;
+    o.stop_after = (int)stop_after;
 
     cl_model *m = NULL;
     if (resume || init) {
