@@ -73,35 +73,22 @@ submit() {
 extra=("$@")
 
 ids=()
+# chain STAGE NTASKS TIME: submit STAGE.sbatch after the previous stage ($dep),
+# print "STAGE ID", record the id
 dep=
-if [[ $stages == *" train "* ]]; then
-    n=$(setting CORPUSLENS_TRAIN_RANKS train_ranks)
-    t=$(setting CORPUSLENS_TRAIN_TIME train_time)
-    opts=(--ntasks="${n:-1}")
-    [ -n "$t" ] && opts+=(--time="$t")
-    dep=$(submit train train.sbatch "" "${opts[@]}")
-    echo "train $dep"
+chain() {
+    local opts=(--ntasks="${2:-1}")
+    [ -n "$3" ] && opts+=(--time="$3")
+    dep=$(submit "$1" "$1.sbatch" "$dep" "${opts[@]}")
+    echo "$1 $dep"
     ids+=("$dep")
+}
+if [[ $stages == *" train "* ]]; then
+    chain train "$(setting CORPUSLENS_TRAIN_RANKS train_ranks)" "$(setting CORPUSLENS_TRAIN_TIME train_time)"
 fi
-opts=(--ntasks=1)
-[ -n "$light_time" ] && opts+=(--time="$light_time")
-dep=$(submit prepare prepare.sbatch "$dep" "${opts[@]}")
-echo "prepare $dep"
-ids+=("$dep")
-
-n=$(setting CORPUSLENS_SCAN_RANKS scan_ranks)
-t=$(setting CORPUSLENS_SCAN_TIME scan_time)
-opts=(--ntasks="${n:-1}")
-[ -n "$t" ] && opts+=(--time="$t")
-dep=$(submit scan scan.sbatch "$dep" "${opts[@]}")
-echo "scan $dep"
-ids+=("$dep")
-
-opts=(--ntasks=1)
-[ -n "$light_time" ] && opts+=(--time="$light_time")
-dep=$(submit reduce reduce.sbatch "$dep" "${opts[@]}")
-echo "reduce $dep"
-ids+=("$dep")
+chain prepare 1 "$light_time"
+chain scan "$(setting CORPUSLENS_SCAN_RANKS scan_ranks)" "$(setting CORPUSLENS_SCAN_TIME scan_time)"
+chain reduce 1 "$light_time"
 
 echo "submit.sh: ${#ids[@]} jobs (${ids[*]}) for $job; logs in $out/slurm/, report in $out/report/" >&2
 echo "submit.sh: follow with: squeue -j $(IFS=,; echo "${ids[*]}")" >&2
