@@ -41,7 +41,7 @@ static int run(int argc, char **argv) {
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();
     const int T = m->cfg.block_size, V = m->cfg.vocab_size;
-    int32_t *ctx = NULL, *ids = NULL;
+    int32_t *ctx = NULL;
     size_t len = 0;
     float *logits = malloc((size_t)V * sizeof(float));
     cl_forward *f = cl_forward_create(m, 1, T);
@@ -89,7 +89,6 @@ out:
     if (rc) cli_fail();
     cl_forward_free(f);
     free(ctx);
-    free(ids);
     free(logits);
     cl_model_free(m);
     return rc;
