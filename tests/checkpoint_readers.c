@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt_internal.h"
-#include "corpuslens/checkpoint.h"
-#include "corpuslens/error.h"
+#include "ckpt/ckpt_internal.h"
+#include "corpuslens/ckpt/checkpoint.h"
+#include "corpuslens/base/error.h"
 
 static int load(const char *bytes, size_t n, pk_result *r) {
     return cl_pickle_load((const unsigned char *)bytes, n, r);

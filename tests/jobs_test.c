@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "corpuslens/job.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/job/job.h"
 
 static cl_job *parse(const char *text, char **errors) {
     return cl_job_parse(text, strlen(text), "/tmp/x/t.ini", errors);

@@ -2,7 +2,7 @@
 """corpuslens reduce/tune against a naive numpy reference on a synthetic scan.h5.
 
 The scan is built here from random matches (prompt, block, substring,
-similarity) following include/corpuslens/h5schema.h: /matches and the binned
+similarity) following include/corpuslens/h5/h5schema.h: /matches and the binned
 /freq tensors are consistent with each other. The reference approximation is
 computed from the MATCHES and the substrings' next-token counts (which never
 enter the file), not from the binned tensors, then compared with report.h5.

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/scan.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/scan/scan.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {

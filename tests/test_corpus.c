@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/rng.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/base/rng.h"
 
 /* ---- naive reference: plain loops, no hashing ---- */
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "corpuslens/kernels.h"
-#include "corpuslens/rng.h"
+#include "corpuslens/nn/kernels.h"
+#include "corpuslens/base/rng.h"
 
 static void fill(float *x, size_t n, uint64_t seed, double scale) {
     cl_rng r;

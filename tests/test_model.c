@@ -6,10 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/model.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
 
 Test(model, lecture_parameter_count_matches_the_paper) {
     cl_config c = cl_config_lecture();

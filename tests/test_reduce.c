@@ -4,8 +4,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "corpuslens/error.h"
-#include "corpuslens/reduce.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/reduce/reduce.h"
 
 #define EPS 1e-12
 

@@ -31,7 +31,7 @@ int cli_stderr_is_tty(void);
 #include <stddef.h>
 #include <stdint.h>
 
-#include "corpuslens/model.h"
+#include "corpuslens/model/model.h"
 
 /* Encode a text for a model: checks the vocabulary (message names the
  * character and position) and 1 <= length <= block_size. *ids is malloc'ed. */

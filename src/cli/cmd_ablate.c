@@ -9,11 +9,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/analysis.h"
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/svg.h"
+#include "corpuslens/analysis/analysis.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/base/svg.h"
 
 static const char *help =
     "usage: mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/h5util.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/h5/h5util.h"
 
 static const char *help =
     "usage: corpuslens capture --model MODEL.h5 -o ACTS.h5 [--hook NAME]... [--all-hooks] [--last] TEXT...\n"

@@ -1,4 +1,4 @@
-/* corpuslens demo-corpus: write the embedded demo corpus (see job.h). Rank 0
+/* corpuslens demo-corpus: write the embedded demo corpus (see corpus/corpus.h). Rank 0
  * writes; other ranks wait for its status. */
 #include <errno.h>
 #include <limits.h>
@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/job.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/corpus/corpus.h"
 
 static const char *CMD = "demo-corpus";
 

@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/analysis.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
+#include "corpuslens/analysis/analysis.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
 
 static const char *help =
     "usage: corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"

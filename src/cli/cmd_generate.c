@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/rng.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/base/rng.h"
 
 static const char *help =
     "usage: corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]\n"

@@ -7,9 +7,10 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/checkpoint.h"
-#include "corpuslens/error.h"
-#include "corpuslens/model.h"
+#include "corpuslens/ckpt/checkpoint.h"
+#include "corpuslens/model/import.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/model/model.h"
 
 static const char *CMD = "import";
 

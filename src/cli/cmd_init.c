@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/model.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/model/model.h"
 
 static const char *help =
     "usage: corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5\n"

@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/analysis.h"
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/svg.h"
+#include "corpuslens/analysis/analysis.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/base/svg.h"
 
 static const char *help =
     "usage: corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"

@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
 
 static const char *help =
     "usage: corpuslens predict --model MODEL.h5 [--top K] TEXT\n"

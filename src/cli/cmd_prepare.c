@@ -9,11 +9,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/fileio.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/model.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
 
 static const char *CMD = "prepare";
 

@@ -7,10 +7,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/reduce.h"
-#include "corpuslens/report.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/report.h"
 
 static const char *help =
     "usage: corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"

@@ -29,12 +29,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/h5schema.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/job.h"
-#include "corpuslens/model.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5schema.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/job/job.h"
+#include "corpuslens/model/model.h"
 
 static const char *CMD = "run";
 
@@ -70,7 +70,7 @@ static void help(void) {
         "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
         "stopped with a checkpoint), 1 for a bad job file.\n"
         "\n"
-        "Job file format: include/corpuslens/job.h; examples: jobs/demo.ini,\n"
+        "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
         "jobs/tinyshakespeare.ini.\n");
 }
 

@@ -6,8 +6,8 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/scan.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/scan/scan.h"
 
 static const char *CMD = "scan";
 
@@ -21,7 +21,7 @@ static void help(void) {
            "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
            "next-token counts of the substrings above the prefilter binned by similarity,\n"
            "the stored matches, the model's and the logit lens's distributions (layout:\n"
-           "include/corpuslens/h5schema.h; method: include/corpuslens/scan.h).\n"
+           "include/corpuslens/h5/h5schema.h; method: include/corpuslens/scan/scan.h).\n"
            "\n"
            "  --hook NAME          mlp_out (default), attn_out, resid_mid, resid_post,\n"
            "                       resid_pre (every block), embed, or blocks.{i}.hook_<one of those>\n"

@@ -9,11 +9,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/analysis.h"
-#include "corpuslens/corpus.h"
-#include "corpuslens/error.h"
-#include "corpuslens/h5schema.h"
-#include "corpuslens/h5util.h"
+#include "corpuslens/analysis/analysis.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5schema.h"
+#include "corpuslens/h5/h5util.h"
 
 static const char *help =
     "usage: corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"

@@ -7,10 +7,10 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/model.h"
-#include "corpuslens/train.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/train/train.h"
 
 static const char *help =
     "usage: [mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"

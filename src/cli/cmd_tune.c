@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/reduce.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/reduce/reduce.h"
 
 static const char *help =
     "usage: corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"

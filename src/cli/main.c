@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "corpuslens/error.h"
-#include "corpuslens/model.h"
-#include "corpuslens/h5util.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/h5/h5util.h"
 
 int cli_fail(void) {
     fprintf(stderr, "corpuslens: %s\n", cl_last_error()[0] ? cl_last_error() : "unknown error");

@@ -29,11 +29,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "corpuslens/error.h"
-#include "corpuslens/forward.h"
-#include "corpuslens/h5util.h"
-#include "corpuslens/model.h"
-#include "corpuslens/rng.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/base/rng.h"
 
 static double now(void) {
     struct timespec ts;

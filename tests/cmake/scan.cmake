@@ -1,4 +1,4 @@
-# corpuslens scan (include/corpuslens/scan.h): trie forward vs plain forward,
+# corpuslens scan (include/corpuslens/scan/scan.h): trie forward vs plain forward,
 # numpy reference per hook, rank invariance, resume, refusals.
 add_executable(scan_trie_check ${CMAKE_CURRENT_SOURCE_DIR}/scan_trie_check.c)
 target_link_libraries(scan_trie_check PRIVATE corpuslens_core)

@@ -5,7 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "corpuslens/checkpoint.h"
+#include "corpuslens/ckpt/checkpoint.h"
+#include "corpuslens/model/import.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cl_ckpt *ck = cl_ckpt_open_mem(data, size, "fuzz");

@@ -2,7 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ckpt_internal.h"
+#include "ckpt/ckpt_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pk_result r;

@@ -1,5 +1,5 @@
 """corpuslens similar against a naive numpy recomputation on a synthetic
-scan.h5 written here by h5py (layout: include/corpuslens/h5schema.h), plus its
+scan.h5 written here by h5py (layout: include/corpuslens/h5/h5schema.h), plus its
 refusals. Needs CORPUSLENS and /usr/bin/python3 with h5py and numpy."""
 import math
 import os

@@ -1,5 +1,5 @@
 """PyTorch oracles for corpuslens: the two model families, a hooked forward pass,
-and a writer for the corpuslens HDF5 model file (include/corpuslens/model.h).
+and a writer for the corpuslens HDF5 model file (include/corpuslens/model/model.h).
 
 (a) LectureGPT: the "Let's build GPT" lecture model (gpt.py). Per-head
     key/query/value Linear(C, hs, bias=False) with a `tril` buffer, scale
@@ -16,7 +16,7 @@ Dimension legend as in model.h: L n_layer, C n_embd, H n_head, hs = C/H,
 F = 4C, V vocab, B batch rows, T positions.
 
 Every model is used in eval mode (dropout inactive). run_with_hooks() records
-every hook point with the TransformerLens names of include/corpuslens/forward.h,
+every hook point with the TransformerLens names of include/corpuslens/nn/forward.h,
 computed by an explicit forward written out here (no module hooks), and returns
 the logits [B, T, V]; plain_forward() is the modules' own forward, used to check
 that the explicit one is the same computation.

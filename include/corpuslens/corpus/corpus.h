@@ -1,0 +1,156 @@
+/* corpuslens corpus: unique substrings, next-token counts, prompts, corpus.h5.
+ *
+ * Dimension legend: N unique substrings, L substring length (characters),
+ * V vocabulary size, P prompts, nnz stored (substring, next token) pairs.
+ *
+ * A "character" is a Unicode code point; the corpus is UTF-8. Offsets and
+ * lengths are in characters unless a name says bytes.
+ *
+ * Unique substrings: every window ids[p, p+L) for p = 0 .. n-L, deduplicated,
+ * numbered in order of FIRST occurrence (substring 0 starts at character 0).
+ * Next-token counts: for every occurrence p of substring i with p+L < n, the
+ * character ids[p+L] is counted once for i. The corpus's final window has no
+ * follower, so a substring that occurs only there has no counts at all.
+ * Counts are stored in CSR form: the nonzero counts of substring i are
+ * next_token[k], next_count[k] for k in [next_indptr[i], next_indptr[i+1]),
+ * with next_token strictly increasing inside a row and every count > 0.
+ *
+ * Prompt sampling (cl_prompts_sample), exactly: seed a cl_rng (xoshiro256**,
+ * splitmix64 seeding, see rng.h) with `seed`; start from the identity
+ * permutation a[j] = j, j < N; for i = 0 .. P-1: j = i + cl_rng_below(N - i),
+ * swap a[i] and a[j], prompt i = a[i]. That is a partial Fisher-Yates shuffle:
+ * P distinct indices, every ordered P-subset equally likely; prompts are kept
+ * in draw order (not sorted).
+ *
+ * Prompt files: one 0-based substring index per line, decimal, optional
+ * surrounding blanks and a final newline ("\r\n" accepted); empty lines,
+ * other text, indices >= N and repeated indices are errors naming the line.
+ *
+ * The corpus file (HDF5, written by cl_corpus_save):
+ *   /vocab                    [V] 4-byte null-padded UTF-8 strings (id order)
+ *   /substrings/tokens        [N, L] int32 token ids
+ *   /substrings/first_offset  [N] int64 character offset of the first occurrence
+ *   /substrings/next/indptr   [N+1] int64 CSR row pointers (indptr[0] = 0, indptr[N] = nnz)
+ *   /substrings/next/token    [nnz] int32 next-token id
+ *   /substrings/next/count    [nnz] int32 occurrences followed by that token
+ *   /prompts/index            [P] int64 substring index of each prompt
+ *   /prompts/text             [P] fixed-length null-padded UTF-8 strings
+ *                             (the prompt's L characters; for h5dump readers)
+ *   root attributes: format "corpuslens-corpus", format_version 1,
+ *     corpus_file, corpus_bytes, corpus_chars, corpus_sha256, L, vocab_size,
+ *     vocab_source ("corpus" or the model file), vocab_sha256 (of that model
+ *     file; absent for "corpus"), n_substrings, nnz, n_prompts,
+ *     prompt_source ("seed" | "file"), seed + sampler (seeded), or
+ *     prompt_file + prompt_file_sha256 (file).
+ * Large datasets are chunked and gzip-compressed (level 1).
+ */
+#ifndef CORPUSLENS_CORPUS_H
+#define CORPUSLENS_CORPUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CL_CORPUS_FORMAT "corpuslens-corpus"
+#define CL_CORPUS_FORMAT_VERSION 1
+#define CL_CORPUS_MAX_LEN 256 /* the lecture model's block_size */
+#define CL_CORPUS_SAMPLER "partial-fisher-yates/xoshiro256**/cl_rng_below"
+
+typedef enum { CL_PROMPTS_NONE = 0, CL_PROMPTS_SEED = 1, CL_PROMPTS_FILE = 2 } cl_prompt_source;
+
+typedef struct {
+    /* vocabulary */
+    int V;
+    uint32_t *vocab;         /* [V] code points, token id order; owned */
+    /* substrings */
+    int L;
+    size_t n;                /* N */
+    int32_t *tokens;         /* [N, L]; owned */
+    int64_t *first_offset;   /* [N]; owned */
+    /* next-token counts, CSR */
+    size_t nnz;
+    int64_t *next_indptr;    /* [N+1]; owned */
+    int32_t *next_token;     /* [nnz]; owned */
+    int32_t *next_count;     /* [nnz]; owned */
+    /* prompts */
+    size_t n_prompts;        /* P (0 until set) */
+    int64_t *prompt_index;   /* [P]; owned; NULL when P = 0 */
+    /* provenance (attributes of the file; "" / 0 when unknown) */
+    char corpus_file[1024];
+    uint64_t corpus_bytes, corpus_chars;
+    char corpus_sha256[65];
+    char vocab_source[1024]; /* "corpus" or the model file it came from */
+    char vocab_sha256[65];   /* SHA-256 of that model file, "" for "corpus" */
+    cl_prompt_source prompt_source;
+    uint64_t seed;           /* CL_PROMPTS_SEED */
+    char prompt_file[1024];  /* CL_PROMPTS_FILE */
+    char prompt_file_sha256[65];
+} cl_corpus;
+
+/* Build the substrings and counts of a token-id sequence ids[0..n_ids) whose
+ * ids are in [0, V). `vocab` ([V]) is copied. 1 <= L <= CL_CORPUS_MAX_LEN and
+ * n_ids >= L are required. Expected O(n_ids * L / word) time (rolling hash
+ * mod 2^61-1 in an open-addressing table, full comparison on equal hashes).
+ * Returns a new corpus without prompts, or NULL with cl_error. */
+cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uint32_t *vocab,
+                              int V);
+
+/* Decode UTF-8 `text` with `vocab` (or, when vocab is NULL, with the text's
+ * own vocabulary: cl_vocab_from_text) and build as above. Refuses an empty
+ * text, invalid UTF-8, characters outside vocab (naming character and
+ * position), L out of range and a text shorter than L. Fills corpus_bytes and
+ * corpus_chars; vocab_source is set to "corpus" when vocab is NULL. */
+cl_corpus *cl_corpus_from_text(const char *text, size_t len, int L, const uint32_t *vocab, int V);
+
+/* P distinct indices in [0, N) by the documented partial Fisher-Yates above,
+ * written to out[0..P). 1 <= P <= N required. 0 or -1 (cl_error). */
+int cl_prompts_sample(size_t N, size_t P, uint64_t seed, int64_t *out);
+
+/* Parse a prompt list (the file format above) from memory. *out is malloc'ed
+ * ([*P]); `name` is used in messages ("FILE:LINE: ..."). 0 or -1. */
+int cl_prompts_parse(const char *text, size_t len, size_t N, const char *name, int64_t **out,
+                     size_t *P);
+
+/* Set the corpus's prompts. Sampled: records seed and source. From a file:
+ * reads and parses it, records its name and SHA-256. 0 or -1; on error the
+ * corpus's prompts are unchanged. */
+int cl_corpus_sample_prompts(cl_corpus *c, size_t P, uint64_t seed);
+int cl_corpus_read_prompt_file(cl_corpus *c, const char *path);
+
+/* Write the corpus file: to "<path>.tmp", then rename to path. On error the
+ * temporary file is removed and path is left as it was. Needs P >= 1. */
+int cl_corpus_save(const cl_corpus *c, const char *path);
+
+/* Read and validate a corpus file. Refuses a file that is not a corpuslens
+ * corpus or has another format_version, and names a missing dataset, a shape
+ * that does not match the attributes, and out-of-range ids/indices/CSR rows.
+ * Returns a new corpus (free with cl_corpus_free) or NULL with cl_error. */
+cl_corpus *cl_corpus_load(const char *path);
+
+void cl_corpus_free(cl_corpus *c);
+
+/* Substring i's tokens: c->tokens + i * L ([L]). */
+static inline const int32_t *cl_corpus_substring(const cl_corpus *c, size_t i) {
+    return c->tokens + i * (size_t)c->L;
+}
+
+/* Dense next-token counts of substring i into row[0..V) (overwritten). */
+void cl_corpus_next_dense(const cl_corpus *c, size_t i, int32_t *row);
+/* Number of occurrences of substring i that have a follower (sum of its counts). */
+int64_t cl_corpus_next_total(const cl_corpus *c, size_t i);
+
+/* UTF-8 text of substring i into buf (NUL-terminated; needs 4*L+1 bytes).
+ * Returns the byte length. */
+size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf);
+
+/* ---- The embedded demo corpus ----
+ * A deterministic stochastic grammar of short dialogue scenes between a few
+ * speakers about animals and things ("ALICE: the small cat sees a red ball.",
+ * "BOB: does the cat see the ball?", "ALICE: yes, the cat sees it."): subject-
+ * verb agreement, questions that repeat the previous statement's nouns,
+ * answers that follow from it, and speakers taking turns. ASCII only.
+ * Whole lines are generated until the next one would pass `chars` bytes
+ * (at least one line). Same seed and chars, same text, on every machine.
+ * Returns a malloc'ed NUL-terminated text (*len bytes) or NULL (cl_error). */
+char *cl_demo_corpus(uint64_t seed, size_t chars, size_t *len);
+
+#endif

@@ -1,0 +1,50 @@
+/* Small HDF5 helpers shared by every stage. Each returns 0 / a valid id on
+ * success and -1 / H5I_INVALID_HID with a cl_error message naming the object
+ * on failure. HDF5's own error stack printing is switched off by
+ * cl_h5_quiet(); messages come from us.
+ */
+#ifndef CORPUSLENS_H5UTIL_H
+#define CORPUSLENS_H5UTIL_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/base/hash.h" /* cl_sha256_*: most writers stamp files with it */
+
+/* Switch off HDF5's automatic error printing (call once at start). */
+void cl_h5_quiet(void);
+
+/* Open an existing file read-only; error "cannot open PATH: not an HDF5 file" etc. */
+hid_t cl_h5_open_read(const char *path);
+
+/* Attributes on any object. */
+int cl_h5_attr_write_int(hid_t obj, const char *name, long long v);
+int cl_h5_attr_write_double(hid_t obj, const char *name, double v);
+int cl_h5_attr_write_str(hid_t obj, const char *name, const char *v);
+int cl_h5_attr_write_doubles(hid_t obj, const char *name, const double *v, size_t n);
+int cl_h5_attr_read_int(hid_t obj, const char *name, long long *v);
+int cl_h5_attr_read_double(hid_t obj, const char *name, double *v);
+/* Reads a fixed or variable-length string attribute into buf (NUL-terminated). */
+int cl_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t n);
+int cl_h5_attr_exists(hid_t obj, const char *name);
+
+/* Whole-dataset write (contiguous, no chunking) of a native type with `rank`
+ * dims. Creates intermediate groups. */
+int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
+                const void *data);
+/* Read a whole dataset whose shape must equal dims (rank given); the error
+ * names the dataset and both shapes. */
+int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
+                     void *data);
+/* Shape of a dataset: fills dims (up to 8) and returns the rank, or -1. */
+int cl_h5_shape(hid_t file, const char *path, hsize_t *dims);
+int cl_h5_exists(hid_t file, const char *path);
+
+/* Vocabulary as [V] fixed-length (4-byte, null-padded) UTF-8 strings. */
+int cl_h5_write_vocab(hid_t file, const char *path, const uint32_t *vocab, int V);
+/* Reads into a malloc'ed array; *V receives the size. */
+int cl_h5_read_vocab(hid_t file, const char *path, uint32_t **vocab, int *V);
+
+
+#endif

@@ -1,0 +1,151 @@
+/* corpuslens reducer: scan.h5 -> the corpus-strings approximation of the
+ * model's next-token distribution, its Hellinger distance to the model, the
+ * baselines, statistics, and fitted thresholds/weights (`corpuslens tune`).
+ *
+ * Dimension legend: P prompts, Lb blocks (n_layer), NB bins, V vocab.
+ *
+ * The approximation (Pather 2024), per prompt p:
+ *   above[b, v] = sum over bins k with bin_lower[k] >= threshold[b] of
+ *                 /freq/counts[p, b, k, v]       (exact on the grid)
+ *   a[v]        = sum_b weight[b] * above[b, v]  (raw counts, not normalised
+ *                 per block)
+ *   approx      = a / sum(a); "empty" when sum(a) == 0 (no count above any
+ *                 threshold with a nonzero weight).
+ *   H(p, q)     = sqrt(sum_v (sqrt p_v - sqrt q_v)^2) / sqrt 2, q = /model/probs.
+ *
+ * Thresholds: each must lie in [prefilter, 1] and on the grid: equal (within
+ * 1e-9) to one of /freq/bin_lower (bin_lower[0] = prefilter is allowed: it
+ * keeps every prefiltered pair). Weights: >= 0, not all 0. Exactly Lb of each;
+ * the paper's values (h5schema.h) are the default when Lb == 6.
+ *
+ * Empty distributions (an approximation or baseline with no counts) are not
+ * given a Hellinger distance: their entry in a hellinger array is
+ * CL_H_EMPTY (-1), their empty flag is 1, and the statistics exclude them
+ * (cl_stats.n_empty counts them; cl_stats.count counts the rest).
+ */
+#ifndef CORPUSLENS_REDUCE_H
+#define CORPUSLENS_REDUCE_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/model/model.h"
+
+#include "corpuslens/base/stats.h"
+
+/* ---- scan.h5 ---- */
+
+typedef struct {
+    hid_t file;           /* open read-only; closed by cl_scan_close */
+    char path[4096];
+    size_t P;             /* prompts */
+    int Lb, V, NB;        /* blocks, vocab, bins */
+    int L;                /* string length */
+    double prefilter, bin_width;
+    double *bin_lower;    /* [NB] */
+    uint32_t *vocab;      /* [V] code points */
+    char hook[64];
+    char model_sha256[80];
+} cl_scan;
+
+/* Open and validate a scan file: format "corpuslens-scan", format_version
+ * CL_SCAN_FORMAT_VERSION, complete == 1, the attributes and the shapes of
+ * every dataset the reducer reads, an increasing grid starting at prefilter.
+ * NULL with a message on error. */
+cl_scan *cl_scan_open(const char *path);
+void cl_scan_close(cl_scan *s);
+
+/* Check thresholds/weights against the scan (see the top of this file).
+ * thr/w may be NULL (n 0) for the paper defaults, which exist only for Lb==6.
+ * Fills thr_out[Lb], w_out[Lb] and kbin_out[Lb] (the bin index of each
+ * threshold). Returns 0 or -1 with a message naming the offending value. */
+int cl_reduce_params(const cl_scan *s, const double *thr, size_t n_thr, const double *w,
+                     size_t n_w, double *thr_out, double *w_out, int *kbin_out);
+
+/* Prompt texts ([P] strings, each malloc'ed in one block: texts[i] points into
+ * it; free with cl_scan_texts_free). */
+char **cl_scan_read_texts(const cl_scan *s);
+void cl_scan_texts_free(char **texts);
+
+/* ---- the reduction ---- */
+
+typedef struct {
+    char name[32];        /* block_<b>, lens_<b>, ngram, unigram, compare_<i> */
+    char label[256];      /* for people: "block 3 alone (> 0.76)", a model path */
+    double *hellinger;    /* [P], CL_H_EMPTY where empty */
+    int8_t *empty;        /* [P] */
+    cl_stats stats;
+} cl_baseline;
+
+typedef struct {
+    size_t P;
+    int Lb, V, NB;
+    double thresholds[64], weights[64]; /* [Lb] */
+    double *approx;       /* [P, V] normalised (zeros where empty) */
+    double *hellinger;    /* [P], CL_H_EMPTY where empty */
+    int8_t *empty;        /* [P] */
+    float *model_probs;   /* [P, V] /model/probs */
+    int64_t *n_matches;   /* [P, Lb] substrings above each block's threshold */
+    double *mean_matches_bin; /* [Lb, NB] mean over prompts of /freq/n_matches */
+    cl_stats stats;
+    size_t n_baselines;
+    cl_baseline *baselines;
+    double seconds_read;  /* time spent reading and reducing /freq/counts */
+} cl_reduction;
+
+/* Reduce a scan with validated parameters (cl_reduce_params). compare_probs
+ * holds n_compare [P, V] float arrays (other models' softmax on the prompts;
+ * may be NULL/0) and compare_labels their names. /freq/counts is read in
+ * blocks of prompts. NULL with a message on error. */
+cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, const int *kbin,
+                        const float *const *compare_probs, const char *const *compare_labels,
+                        size_t n_compare);
+void cl_reduction_free(cl_reduction *r);
+
+/* Another model's next-token distribution at the last position of every
+ * prompt: probs_out [P, V] (allocated by the caller, filled on rank 0 of comm;
+ * every rank of comm calls this, each runs P/size prompts and rank 0 gathers).
+ * The model's vocabulary must equal the scan's (refused otherwise, on every
+ * rank). Collective; returns 0 on every rank, or -1 on every rank. */
+int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI_Comm comm,
+                          float *probs_out);
+
+/* ---- tuning ----
+ * Method: prompts are split at random (seed) into a train and a held-out set.
+ * On the train set, the suffix sums S[p, b, k, :] (counts above bin k) are
+ * held in memory. The objective is the mean Hellinger distance over the train
+ * prompts with an empty approximation counted as H = 1 (so that raising
+ * thresholds cannot hide hard prompts). Block coordinate descent: for each
+ * block in turn, (1) every grid threshold is tried with the other blocks
+ * fixed (exhaustive line search), then (2) its weight is searched on a
+ * multiplicative ladder (x 1/8 .. x 8 and 0) followed by a golden-section
+ * refinement in log space; sweeps repeat until the objective improves by less
+ * than 1e-6 or 20 sweeps. Weights are rescaled so that their maximum is 1
+ * (the approximation is invariant to a common scale). Restarts: the paper's
+ * values (Lb == 6), uniform weights with the median grid threshold, and
+ * `restarts` random starts (random grid thresholds, log-uniform weights); the
+ * best train objective wins. Reported: train and held-out mean H (empty
+ * excluded, as in reduce) and held-out n_empty, for the fitted values and for
+ * the paper's (Lb == 6) on the same split. */
+typedef struct {
+    double train_fraction; /* (0, 1) */
+    uint64_t seed;
+    int restarts;          /* random restarts besides the fixed starts */
+    size_t max_train;      /* 0 = no cap; otherwise at most this many train prompts */
+} cl_tune_opts;
+
+typedef struct {
+    double thresholds[64], weights[64];
+    size_t n_train, n_test;
+    double train_objective;     /* mean H, empty = 1 */
+    cl_stats train, test;       /* fitted values on both splits (reduce's statistics) */
+    int have_paper;
+    cl_stats paper_train, paper_test; /* the paper's values on the same splits */
+    int sweeps;                 /* total sweeps over all restarts */
+} cl_tune_result;
+
+int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out);
+
+#endif

@@ -1,0 +1,158 @@
+/* corpuslens scan: every prompt against every corpus substring, per hooked
+ * block, by cosine similarity of the hooked activation at the last position.
+ * Writes scan.h5 (layout: h5schema.h).
+ *
+ * Dimension legend: N substrings, P prompts, L substring length, C n_embd,
+ * Lh hooked blocks (n_layer for a short hook name such as "mlp_out", 1 for
+ * "embed" or a full name "blocks.3.hook_mlp_out"), NB bins, V vocab,
+ * S substrings per shard, M nodes of a shard's prefix trie.
+ *
+ * ---- Determinism by construction ----
+ * The shard plan does not depend on the rank count: substrings are sorted
+ * lexicographically by token ids (ties impossible: they are unique) and cut
+ * into shards of S consecutive sorted substrings (S = --batch, default 2048);
+ * rank r computes shards r, r+R, r+2R, ... Each shard's vectors come from the
+ * identical computation whoever runs it; bin counts are integer sums (exact in
+ * any order, MPI_SUM on int32/int64); the stored matches are a set under a
+ * total order (similarity desc, substring asc) whose per-rank truncation to
+ * the cap keeps every member of the global top-cap. So 1, 2 or 3 ranks give
+ * bitwise identical frequency tensors and identical match sets.
+ *
+ * ---- Forward with prefix sharing (layer-major trie forward) ----
+ * Within a shard the sorted substrings form a trie: node = distinct prefix,
+ * parent = the prefix one shorter. Causal attention makes a prefix's hidden
+ * states independent of what follows, so one row per NODE (not per token
+ * position) is computed. Instead of depth-by-depth batches (which would need
+ * every layer's k,v of every node kept at once: M x n_layer x 2C floats), the
+ * shard is processed LAYER by layer over ALL its nodes: ln1 and the qkv sgemm
+ * over the M node rows; attention_one_forward of each node over its ancestors'
+ * k,v (from the same qkv buffer: the ancestors' rows of this layer are already
+ * there); proj, residual, ln2 and the MLP as sgemms over the M rows (the MLP in
+ * row blocks to bound the [rows, 4C] buffer). Memory: about M x 6C floats, and
+ * the sgemms have M rows instead of a depth's share. TinyShakespeare L = 10:
+ * 3.15 M node rows instead of 8.59 M positions. In the last block needed,
+ * only ln1, qkv and attention run over every node (the leaves attend to their
+ * ancestors' k,v); proj and the MLP run over the S leaf rows only. The hook
+ * is captured at the leaves (depth L-1 = the substrings). Checked against
+ * cl_forward_run (tests/scan_trie_check.c): identical to the last bit on this
+ * OpenBLAS, since every row goes through the same kernels.
+ *
+ * ---- Prompt vectors ----
+ * A plain batched cl_forward_run over the P prompt strings (chunks of 256
+ * prompts, chunk c on rank c mod R, assembled by MPI_Allreduce of zero-filled
+ * buffers: exact), capturing the hook (last position), the residual stream
+ * after every block (logit lens: ln_f + lm_head, softmax) and the model's last
+ * logits (softmax). Vectors are l2-normalised per block.
+ *
+ * ---- Similarity, bins, matches ----
+ * Per shard and hooked block: one sgemm of a prompt tile [<=1024, C] against
+ * the shard's normalised leaf vectors [S, C]; the full P x N matrix never
+ * exists. A pair with sim > prefilter falls in bin k = ceil((sim - prefilter)
+ * / width) - 1, clamped to [0, NB-1] (bin k holds (lower_k, lower_k + width];
+ * the last bin also takes sim > 1). Its substring's CSR next-token counts are
+ * added to counts[p, b, k, :] and n_matches[p, b, k]++. The self pair
+ * (substring == the prompt's own index) is forced to sim = 1.0, last bin.
+ * Matches kept: sim > match_threshold[b] (default: the paper's block
+ * thresholds CL_PAPER_THRESHOLDS when the hook covers all 6 blocks of a
+ * 6-block model, otherwise the prefilter), at most match_cap per (prompt,
+ * block) (default 1000; 0 = no cap), the most similar first, ties by lower
+ * substring index. Sorted per h5schema.h, with /matches/index.
+ *
+ * ---- Output ----
+ * Gather to rank 0, which writes scan.h5 with serial HDF5 (gzip filters on
+ * chunked datasets; parallel HDF5 would need collective filtered writes for a
+ * file that is written once at the end and is dominated by the 1-2 GB count
+ * tensor that must be reduced across ranks anyway). Counts are MPI_Reduce'd
+ * in place in slices; matches are merged per prompt chunk (MPI_Gatherv of 256
+ * prompts at a time), so rank 0 never holds every rank's matches at once.
+ * The file is written as "<out>.tmp", the `complete` attribute last, then
+ * renamed. Errors on any rank are combined (MPI_Allreduce of a flag) and
+ * reported once by rank 0.
+ *
+ * ---- Resume ----
+ * "<out>.state/" holds `args` (the run's signature: model and corpus SHA-256,
+ * hook, prefilter, grid, thresholds, cap, shard size, rank count) and one
+ * checkpoint per rank (`rank<r>.bin`: shards done, counts, n_matches, pairs,
+ * matches), written to a temporary name and renamed, every
+ * checkpoint_seconds and when stopped. A rerun with the same signature
+ * continues each rank's shard list after its last checkpoint and writes the
+ * same file as an uninterrupted run; a different signature (including a
+ * different rank count) starts over. The state is removed after success.
+ *
+ * ---- Memory per rank (paper scale: P 20,000, 6 blocks, 30 bins, V 65) ----
+ * counts 936 MB + n_matches 29 MB + prompt vectors 184 MB + match lists (a
+ * capped list grows to 1.5 x cap before it is sorted and cut: at most
+ * P x Lh x 1.5 cap x 8 bytes = 1.4 GB at cap 1000, usually far less) + the
+ * trie workspace (S x L x 7C floats: 220 MB at S 2048) + the similarity tile
+ * (1024 x S floats). Rank 0 reduces the counts in place (no second copy).
+ *
+ * ---- Benchmark hook ----
+ * CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread evenly over the
+ * plan (attribute sampled_shards; not a full scan): tests/bench/scan_bench.sh.
+ */
+#ifndef CORPUSLENS_SCAN_H
+#define CORPUSLENS_SCAN_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/model/model.h"
+
+#define CL_SCAN_MAX_BLOCKS 64
+
+typedef struct {
+    const char *model_path, *corpus_path, *out_path;
+    const char *hook;           /* default "mlp_out" */
+    double prefilter;           /* in (-1, 1), default 0.7 */
+    double bin_width;           /* > 0, (1 - prefilter) / width a whole number (to 1e-9) */
+    int n_match_thresholds;     /* 0: default rule; else Lh values */
+    double match_thresholds[CL_SCAN_MAX_BLOCKS];
+    long match_cap;             /* default 1000; 0 = no cap */
+    long shard_size;            /* default 2048 substrings */
+    double checkpoint_seconds;  /* default 600 */
+    long stop_after_shards;     /* testing: each rank stops (checkpointed) after this
+                                   many of its shards; 0 = off */
+    /* progress (rank 0 only, may be NULL): done/total substrings (rank 0's
+       share extrapolated to the job), elapsed seconds */
+    void (*progress)(void *user, size_t done, size_t total, double elapsed);
+    void *progress_user;
+    /* messages for the user (rank 0; may be NULL): "resuming ..." */
+    void (*note)(void *user, const char *msg);
+} cl_scan_opts;
+
+void cl_scan_opts_default(cl_scan_opts *o);
+
+typedef struct {
+    int64_t n_pairs;       /* prefiltered pairs (self pairs included) */
+    int64_t n_matches;     /* stored matches */
+    double wall_seconds, flops, forward_flops, cosine_flops;
+    size_t n_nodes;        /* trie node rows forwarded (all ranks) */
+    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks) */
+    int stopped;           /* 1 when stop_after_shards stopped the run (no output) */
+} cl_scan_result;
+
+/* Collective over comm: every rank calls it with the same options. Returns 0
+ * on every rank, or -1 on every rank with the message set on rank 0 (other
+ * ranks: "failed on another rank" unless their own error). */
+int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res);
+
+/* ---- pieces, exposed for tests ---- */
+
+/* Lexicographic order of the substrings by token ids: perm[N] (malloc'ed). */
+int64_t *cl_scan_sort(const cl_corpus *c);
+
+typedef struct cl_trie_fwd cl_trie_fwd;
+/* Workspace for shards of up to max_S substrings of length L (<= block_size). */
+cl_trie_fwd *cl_trie_fwd_create(const cl_model *m, int L, size_t max_S);
+void cl_trie_fwd_free(cl_trie_fwd *t);
+/* Forward the S substrings tokens[S, L] (sorted lexicographically, distinct;
+ * unsorted input is correct too, only shares less) sharing prefixes; capture
+ * `point` at the last position for blocks lo..hi into out[hi-lo+1, S, C].
+ * point: CL_HOOK_RESID_PRE, ATTN_OUT, RESID_MID, MLP_OUT, RESID_POST.
+ * *n_nodes receives M. 0 or -1. */
+int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
+                    size_t *n_nodes);
+
+#endif

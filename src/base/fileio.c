@@ -1,0 +1,57 @@
+#include "corpuslens/base/fileio.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corpuslens/base/error.h"
+
+char *cl_read_file(const char *path, size_t max_bytes, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cl_error("cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = cl_trymalloc(cap + 1, 1, "file buffer");
+    while (buf) {
+        if (n == cap) {
+            if (max_bytes && cap >= max_bytes) {
+                cl_error("%s is larger than %zu bytes", path, max_bytes);
+                goto fail;
+            }
+            char *nb = cap > SIZE_MAX / 4 ? NULL : realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                cl_error("out of memory reading %s", path);
+                goto fail;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                cl_error("cannot read %s: %s", path, strerror(errno));
+                goto fail;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (!buf) return NULL;
+    if (max_bytes && n > max_bytes) {
+        free(buf);
+        cl_error("%s is larger than %zu bytes", path, max_bytes);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+fail:
+    free(buf);
+    fclose(f);
+    return NULL;
+}

@@ -1,0 +1,711 @@
+/* Unique substrings, next-token counts, prompts and the corpus file.
+ * See include/corpuslens/corpus/corpus.h for the contract and the file layout. */
+#include "corpuslens/corpus/corpus.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/base/rng.h"
+
+/* ---- rolling hash modulo the Mersenne prime 2^61 - 1 ---- */
+
+#define MERSENNE61 ((1ULL << 61) - 1)
+#define HASH_BASE 0x0c1f3d5b79a1c3e5ULL /* < 2^61 */
+
+static inline uint64_t mod61_mul(uint64_t a, uint64_t b) {
+    unsigned __int128 m = (unsigned __int128)a * b;
+    uint64_t r = ((uint64_t)m & MERSENNE61) + (uint64_t)(m >> 61);
+    return r >= MERSENNE61 ? r - MERSENNE61 : r;
+}
+static inline uint64_t mod61_add(uint64_t a, uint64_t b) {
+    uint64_t r = a + b;
+    return r >= MERSENNE61 ? r - MERSENNE61 : r;
+}
+static inline uint64_t mod61_sub(uint64_t a, uint64_t b) {
+    return a >= b ? a - b : a + MERSENNE61 - b;
+}
+/* Spread the hash over the table index bits (murmur3 finaliser). */
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void sort_i32(int32_t *a, size_t n) {
+    if (n > 32) {
+        qsort(a, n, sizeof *a, cmp_i32);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        int32_t v = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > v) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = v;
+    }
+}
+
+static cl_corpus *corpus_new(void) {
+    cl_corpus *c = cl_trycalloc(1, sizeof *c, "corpus");
+    return c;
+}
+
+void cl_corpus_free(cl_corpus *c) {
+    if (!c) return;
+    free(c->vocab);
+    free(c->tokens);
+    free(c->first_offset);
+    free(c->next_indptr);
+    free(c->next_token);
+    free(c->next_count);
+    free(c->prompt_index);
+    free(c);
+}
+
+cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uint32_t *vocab,
+                              int V) {
+    if (L < 1 || L > CL_CORPUS_MAX_LEN) {
+        cl_error("substring length %d is out of range [1, %d]", L, CL_CORPUS_MAX_LEN);
+        return NULL;
+    }
+    if (V < 1) {
+        cl_error("empty vocabulary");
+        return NULL;
+    }
+    if (n_ids == 0) {
+        cl_error("corpus is empty");
+        return NULL;
+    }
+    if (n_ids < (size_t)L) {
+        cl_error("corpus has %zu characters, fewer than the substring length %d", n_ids, L);
+        return NULL;
+    }
+    for (size_t p = 0; p < n_ids; p++)
+        if (ids[p] < 0 || ids[p] >= V) {
+            cl_error("token id %d at position %zu is outside the vocabulary [0, %d)", (int)ids[p],
+                     p, V);
+            return NULL;
+        }
+
+    const size_t npos = n_ids - (size_t)L + 1; /* windows */
+    const size_t nfol = npos - 1;               /* windows with a follower */
+    const size_t Ls = (size_t)L;
+
+    cl_corpus *c = corpus_new();
+    size_t *table = NULL, *sid = NULL, *bucket = NULL;
+    uint64_t *uhash = NULL;
+    int32_t *fol = NULL, *scratch = NULL, *touched = NULL;
+    if (!c) return NULL;
+    c->L = L;
+    c->V = V;
+    c->vocab = cl_trymalloc((size_t)V, sizeof *c->vocab, "vocabulary");
+    if (!c->vocab) goto fail;
+    memcpy(c->vocab, vocab, (size_t)V * sizeof *vocab);
+
+    /* Phase 1: number the windows in order of first occurrence. */
+    size_t cap = 16;
+    while (cap < 2 * npos) cap <<= 1;
+    const size_t mask = cap - 1;
+    table = cl_trycalloc(cap, sizeof *table, "substring hash table"); /* sid + 1, 0 = empty */
+    sid = cl_trymalloc(npos, sizeof *sid, "substring ids");
+    uhash = cl_trymalloc(npos, sizeof *uhash, "substring hashes");
+    c->first_offset = cl_trymalloc(npos, sizeof *c->first_offset, "first offsets");
+    if (!table || !sid || !uhash || !c->first_offset) goto fail;
+
+    uint64_t top = 1; /* HASH_BASE^(L-1) */
+    for (int k = 1; k < L; k++) top = mod61_mul(top, HASH_BASE);
+    uint64_t h = 0;
+    for (size_t k = 0; k < Ls; k++) h = mod61_add(mod61_mul(h, HASH_BASE), (uint64_t)ids[k] + 1);
+    size_t N = 0;
+    for (size_t p = 0; p < npos; p++) {
+        if (p > 0) {
+            h = mod61_sub(h, mod61_mul((uint64_t)ids[p - 1] + 1, top));
+            h = mod61_add(mod61_mul(h, HASH_BASE), (uint64_t)ids[p + Ls - 1] + 1);
+        }
+        size_t s = (size_t)mix64(h) & mask;
+        for (;;) {
+            size_t e = table[s];
+            if (e == 0) {
+                table[s] = N + 1;
+                uhash[N] = h;
+                c->first_offset[N] = (int64_t)p;
+                sid[p] = N++;
+                break;
+            }
+            size_t j = e - 1;
+            if (uhash[j] == h &&
+                !memcmp(ids + (size_t)c->first_offset[j], ids + p, Ls * sizeof *ids)) {
+                sid[p] = j;
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+    free(table);
+    table = NULL;
+    free(uhash);
+    uhash = NULL;
+    c->n = N;
+    int64_t *shrunk = realloc(c->first_offset, N * sizeof *shrunk);
+    if (shrunk) c->first_offset = shrunk;
+
+    c->tokens = cl_trymalloc(N, Ls * sizeof *c->tokens, "substring tokens");
+    if (!c->tokens) goto fail;
+    for (size_t i = 0; i < N; i++)
+        memcpy(c->tokens + i * Ls, ids + (size_t)c->first_offset[i], Ls * sizeof *ids);
+
+    /* Phase 2: bucket the followers by substring (counting sort), then count
+     * each bucket's distinct tokens into a CSR row, tokens ascending. */
+    bucket = cl_trycalloc(N + 1, sizeof *bucket, "follower buckets");
+    fol = cl_trymalloc(nfol ? nfol : 1, sizeof *fol, "followers");
+    if (!bucket || !fol) goto fail;
+    for (size_t p = 0; p < nfol; p++) bucket[sid[p]]++;
+    size_t run = 0;
+    for (size_t i = 0; i < N; i++) {
+        run += bucket[i];
+        bucket[i] = run; /* end of bucket i */
+    }
+    bucket[N] = run;
+    for (size_t p = nfol; p-- > 0;) fol[--bucket[sid[p]]] = ids[p + Ls];
+    /* now bucket i = [bucket[i], bucket[i+1]) */
+    free(sid);
+    sid = NULL;
+
+    c->next_indptr = cl_trymalloc(N + 1, sizeof *c->next_indptr, "next-token row pointers");
+    c->next_token = cl_trymalloc(nfol ? nfol : 1, sizeof *c->next_token, "next tokens");
+    c->next_count = cl_trymalloc(nfol ? nfol : 1, sizeof *c->next_count, "next-token counts");
+    scratch = cl_trycalloc((size_t)V, sizeof *scratch, "count scratch");
+    touched = cl_trymalloc((size_t)V, sizeof *touched, "count scratch");
+    if (!c->next_indptr || !c->next_token || !c->next_count || !scratch || !touched) goto fail;
+    size_t nnz = 0;
+    c->next_indptr[0] = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t d = 0;
+        for (size_t k = bucket[i]; k < bucket[i + 1]; k++) {
+            int32_t t = fol[k];
+            if (scratch[t] == INT32_MAX) {
+                cl_error("next-token count overflows int32 (corpus too large)");
+                goto fail;
+            }
+            if (scratch[t]++ == 0) touched[d++] = t;
+        }
+        sort_i32(touched, d);
+        for (size_t k = 0; k < d; k++) {
+            c->next_token[nnz] = touched[k];
+            c->next_count[nnz] = scratch[touched[k]];
+            scratch[touched[k]] = 0;
+            nnz++;
+        }
+        c->next_indptr[i + 1] = (int64_t)nnz;
+    }
+    c->nnz = nnz;
+    free(bucket);
+    free(fol);
+    free(scratch);
+    free(touched);
+    if (nnz) {
+        int32_t *t = realloc(c->next_token, nnz * sizeof *t);
+        if (t) c->next_token = t;
+        t = realloc(c->next_count, nnz * sizeof *t);
+        if (t) c->next_count = t;
+    }
+    c->corpus_chars = n_ids;
+    return c;
+
+fail:
+    free(table);
+    free(sid);
+    free(uhash);
+    free(bucket);
+    free(fol);
+    free(scratch);
+    free(touched);
+    cl_corpus_free(c);
+    return NULL;
+}
+
+cl_corpus *cl_corpus_from_text(const char *text, size_t len, int L, const uint32_t *vocab, int V) {
+    if (L < 1 || L > CL_CORPUS_MAX_LEN) {
+        cl_error("substring length %d is out of range [1, %d]", L, CL_CORPUS_MAX_LEN);
+        return NULL;
+    }
+    if (len == 0) {
+        cl_error("corpus is empty");
+        return NULL;
+    }
+    uint32_t *own = NULL;
+    if (!vocab) {
+        if (cl_vocab_from_text(text, len, &own, &V) < 0) return NULL;
+        vocab = own;
+    }
+    int32_t *ids = cl_trymalloc(len, sizeof *ids, "corpus token ids");
+    cl_corpus *c = NULL;
+    size_t n_chars = 0;
+    if (ids && cl_vocab_encode(vocab, V, text, len, ids, len, &n_chars) == 0) {
+        if (n_chars < (size_t)L)
+            cl_error("corpus has %zu characters, fewer than the substring length %d", n_chars, L);
+        else
+            c = cl_corpus_from_ids(ids, n_chars, L, vocab, V);
+    }
+    if (c) {
+        c->corpus_bytes = len;
+        c->corpus_chars = n_chars;
+        if (own) snprintf(c->vocab_source, sizeof c->vocab_source, "corpus");
+    }
+    free(ids);
+    free(own);
+    return c;
+}
+
+/* ---- prompts ---- */
+
+int cl_prompts_sample(size_t N, size_t P, uint64_t seed, int64_t *out) {
+    if (P < 1) return cl_error("the number of prompts must be at least 1");
+    if (P > N) return cl_error("cannot sample %zu prompts from %zu substrings", P, N);
+    int64_t *a = cl_trymalloc(N, sizeof *a, "prompt permutation");
+    if (!a) return -1;
+    for (size_t j = 0; j < N; j++) a[j] = (int64_t)j;
+    cl_rng r;
+    cl_rng_seed(&r, seed);
+    for (size_t i = 0; i < P; i++) {
+        size_t j = i + (size_t)cl_rng_below(&r, (uint64_t)(N - i));
+        int64_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        out[i] = a[i];
+    }
+    free(a);
+    return 0;
+}
+
+static int is_blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r'; }
+
+int cl_prompts_parse(const char *text, size_t len, size_t N, const char *name, int64_t **out,
+                     size_t *P) {
+    if (!name) name = "prompt list";
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    lines++;
+    int64_t *idx = cl_trymalloc(lines, sizeof *idx, "prompt indices");
+    size_t *seen = cl_trycalloc(N ? N : 1, sizeof *seen, "prompt index table"); /* line + 1 */
+    if (!idx || !seen) {
+        free(idx);
+        free(seen);
+        return -1;
+    }
+    size_t n = 0, line = 0, pos = 0;
+    while (pos < len) {
+        line++;
+        size_t end = pos;
+        while (end < len && text[end] != '\n') end++;
+        size_t a = pos, b = end;
+        pos = end + 1;
+        while (a < b && is_blank(text[a])) a++;
+        while (b > a && is_blank(text[b - 1])) b--;
+        if (a == b) {
+            cl_error("%s:%zu: empty line (expected one substring index per line)", name, line);
+            goto fail;
+        }
+        uint64_t v = 0;
+        for (size_t k = a; k < b; k++) {
+            unsigned d = (unsigned char)text[k] - '0';
+            if (d > 9) {
+                cl_error("%s:%zu: '%.*s' is not a non-negative integer", name, line,
+                         (int)(b - a < 40 ? b - a : 40), text + a);
+                goto fail;
+            }
+            if (v > (UINT64_MAX - d) / 10) {
+                v = UINT64_MAX;
+                break;
+            }
+            v = v * 10 + d;
+        }
+        if (v >= N) {
+            cl_error("%s:%zu: index %.*s is out of range (the corpus has %zu substrings)", name,
+                     line, (int)(b - a < 40 ? b - a : 40), text + a, N);
+            goto fail;
+        }
+        if (seen[v]) {
+            cl_error("%s:%zu: index %llu repeats line %zu", name, line, (unsigned long long)v,
+                     seen[v]);
+            goto fail;
+        }
+        seen[v] = line;
+        idx[n++] = (int64_t)v;
+    }
+    if (n == 0) {
+        cl_error("%s: no prompt indices", name);
+        goto fail;
+    }
+    free(seen);
+    *out = idx;
+    *P = n;
+    return 0;
+fail:
+    free(idx);
+    free(seen);
+    return -1;
+}
+
+int cl_corpus_sample_prompts(cl_corpus *c, size_t P, uint64_t seed) {
+    if (P < 1) return cl_error("the number of prompts must be at least 1");
+    if (P > c->n)
+        return cl_error("cannot sample %zu prompts from %zu substrings", P, c->n);
+    int64_t *idx = cl_trymalloc(P, sizeof *idx, "prompt indices");
+    if (!idx) return -1;
+    if (cl_prompts_sample(c->n, P, seed, idx) < 0) {
+        free(idx);
+        return -1;
+    }
+    free(c->prompt_index);
+    c->prompt_index = idx;
+    c->n_prompts = P;
+    c->prompt_source = CL_PROMPTS_SEED;
+    c->seed = seed;
+    c->prompt_file[0] = c->prompt_file_sha256[0] = '\0';
+    return 0;
+}
+
+int cl_corpus_read_prompt_file(cl_corpus *c, const char *path) {
+    size_t len = 0, P = 0;
+    char *text = cl_read_file(path, 0, &len);
+    if (!text) return -1;
+    int64_t *idx = NULL;
+    if (cl_prompts_parse(text, len, c->n, path, &idx, &P) < 0) {
+        free(text);
+        return -1;
+    }
+    cl_sha256_mem(text, len, c->prompt_file_sha256);
+    free(text);
+    free(c->prompt_index);
+    c->prompt_index = idx;
+    c->n_prompts = P;
+    c->prompt_source = CL_PROMPTS_FILE;
+    c->seed = 0;
+    snprintf(c->prompt_file, sizeof c->prompt_file, "%s", path);
+    return 0;
+}
+
+/* ---- accessors ---- */
+
+void cl_corpus_next_dense(const cl_corpus *c, size_t i, int32_t *row) {
+    memset(row, 0, (size_t)c->V * sizeof *row);
+    for (int64_t k = c->next_indptr[i]; k < c->next_indptr[i + 1]; k++)
+        row[c->next_token[k]] = c->next_count[k];
+}
+
+int64_t cl_corpus_next_total(const cl_corpus *c, size_t i) {
+    int64_t s = 0;
+    for (int64_t k = c->next_indptr[i]; k < c->next_indptr[i + 1]; k++) s += c->next_count[k];
+    return s;
+}
+
+size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf) {
+    const int32_t *t = cl_corpus_substring(c, i);
+    size_t n = 0;
+    for (int k = 0; k < c->L; k++) n += (size_t)cl_utf8_put(c->vocab[t[k]], buf + n);
+    buf[n] = '\0';
+    return n;
+}
+
+/* ---- the corpus file ---- */
+
+/* Chunked + shuffled + gzip(1) dataset when it is big enough to matter,
+ * contiguous otherwise (and always for empty ones). */
+static int write_ds(hid_t file, const char *path, hid_t type, int rank, const hsize_t *dims,
+                    const void *data) {
+    size_t row_bytes = H5Tget_size(type), total = 1;
+    for (int k = 1; k < rank; k++) row_bytes *= (size_t)dims[k];
+    for (int k = 0; k < rank; k++) total *= (size_t)dims[k];
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (total > 0 && total * H5Tget_size(type) >= (64u << 10)) {
+        hsize_t chunk[8];
+        for (int k = 0; k < rank; k++) chunk[k] = dims[k];
+        size_t rows = (1u << 20) / (row_bytes ? row_bytes : 1);
+        if (rows < 1) rows = 1;
+        if (rows < chunk[0]) chunk[0] = rows;
+        H5Pset_chunk(dcpl, rank, chunk);
+        if (H5Zfilter_avail(H5Z_FILTER_SHUFFLE) > 0 && H5Tget_class(type) != H5T_STRING)
+            H5Pset_shuffle(dcpl);
+        if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) H5Pset_deflate(dcpl, 1);
+    }
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(file, path, type, s, lcpl, dcpl, H5P_DEFAULT);
+    int rc = 0;
+    if (d < 0) {
+        rc = cl_error("cannot create dataset %s", path);
+    } else {
+        if (total > 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+            rc = cl_error("cannot write dataset %s (disk full?)", path);
+        H5Dclose(d);
+    }
+    H5Sclose(s);
+    H5Pclose(dcpl);
+    H5Pclose(lcpl);
+    return rc;
+}
+
+static int write_prompt_text(hid_t file, const cl_corpus *c) {
+    size_t P = c->n_prompts, width = 1;
+    char tmp[4 * CL_CORPUS_MAX_LEN + 1];
+    for (size_t k = 0; k < P; k++) {
+        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], tmp);
+        if (n > width) width = n;
+    }
+    char *buf = cl_trycalloc(P, width, "prompt texts");
+    if (!buf) return -1;
+    for (size_t k = 0; k < P; k++) {
+        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], tmp);
+        memcpy(buf + k * width, tmp, n);
+    }
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, width);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hsize_t d = P;
+    int rc = write_ds(file, "/prompts/text", t, 1, &d, buf);
+    H5Tclose(t);
+    free(buf);
+    return rc;
+}
+
+static int write_contents(hid_t f, const cl_corpus *c) {
+    hsize_t N = c->n, L = (hsize_t)c->L, nnz = c->nnz, P = c->n_prompts;
+    hsize_t dNL[2] = {N, L}, dN1 = N + 1;
+    if (cl_h5_write_vocab(f, "/vocab", c->vocab, c->V) < 0) return -1;
+    if (write_ds(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0) return -1;
+    if (write_ds(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &N, c->first_offset) < 0)
+        return -1;
+    if (write_ds(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1, c->next_indptr) < 0)
+        return -1;
+    if (write_ds(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &nnz, c->next_token) < 0)
+        return -1;
+    if (write_ds(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &nnz, c->next_count) < 0)
+        return -1;
+    if (write_ds(f, "/prompts/index", H5T_NATIVE_INT64, 1, &P, c->prompt_index) < 0) return -1;
+    if (write_prompt_text(f, c) < 0) return -1;
+
+    hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
+    if (root < 0) return cl_error("cannot open the root group");
+    int rc = 0;
+    rc |= cl_h5_attr_write_str(root, "format", CL_CORPUS_FORMAT);
+    rc |= cl_h5_attr_write_int(root, "format_version", CL_CORPUS_FORMAT_VERSION);
+    rc |= cl_h5_attr_write_str(root, "corpus_file", c->corpus_file);
+    rc |= cl_h5_attr_write_int(root, "corpus_bytes", (long long)c->corpus_bytes);
+    rc |= cl_h5_attr_write_int(root, "corpus_chars", (long long)c->corpus_chars);
+    rc |= cl_h5_attr_write_str(root, "corpus_sha256", c->corpus_sha256);
+    rc |= cl_h5_attr_write_int(root, "L", c->L);
+    rc |= cl_h5_attr_write_int(root, "vocab_size", c->V);
+    rc |= cl_h5_attr_write_str(root, "vocab_source", c->vocab_source[0] ? c->vocab_source : "corpus");
+    if (c->vocab_sha256[0]) rc |= cl_h5_attr_write_str(root, "vocab_sha256", c->vocab_sha256);
+    rc |= cl_h5_attr_write_int(root, "n_substrings", (long long)c->n);
+    rc |= cl_h5_attr_write_int(root, "nnz", (long long)c->nnz);
+    rc |= cl_h5_attr_write_int(root, "n_prompts", (long long)c->n_prompts);
+    if (c->prompt_source == CL_PROMPTS_SEED) {
+        rc |= cl_h5_attr_write_str(root, "prompt_source", "seed");
+        /* stored as the same 64 bits, read back as uint64 */
+        rc |= cl_h5_attr_write_int(root, "seed", (long long)c->seed);
+        rc |= cl_h5_attr_write_str(root, "sampler", CL_CORPUS_SAMPLER);
+    } else {
+        rc |= cl_h5_attr_write_str(root, "prompt_source", "file");
+        rc |= cl_h5_attr_write_str(root, "prompt_file", c->prompt_file);
+        rc |= cl_h5_attr_write_str(root, "prompt_file_sha256", c->prompt_file_sha256);
+    }
+    H5Gclose(root);
+    return rc ? -1 : 0;
+}
+
+int cl_corpus_save(const cl_corpus *c, const char *path) {
+    if (c->n_prompts < 1 || !c->prompt_index)
+        return cl_error("cannot save %s: the corpus has no prompts", path);
+    size_t plen = strlen(path);
+    char *tmp = cl_trymalloc(plen + 5, 1, "file name");
+    if (!tmp) return -1;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        cl_error("cannot create %s", tmp);
+        free(tmp);
+        return -1;
+    }
+    int rc = write_contents(f, c);
+    if (H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s (disk full?)", tmp);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc != 0) {
+        remove(tmp);
+        cl_error_prefix("%s: ", path);
+    }
+    free(tmp);
+    return rc;
+}
+
+/* ---- loading ---- */
+
+static int read_opt_str(hid_t root, const char *name, char *buf, size_t n) {
+    buf[0] = '\0';
+    if (!cl_h5_attr_exists(root, name)) return 0;
+    return cl_h5_attr_read_str(root, name, buf, n);
+}
+
+static int read_count(hid_t root, const char *name, long long lo, long long hi, long long *v) {
+    if (cl_h5_attr_read_int(root, name, v) < 0) return -1;
+    if (*v < lo || *v > hi) return cl_error("attribute %s = %lld is out of range", name, *v);
+    return 0;
+}
+
+static int load_contents(hid_t f, cl_corpus *c) {
+    hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
+    if (root < 0) return cl_error("cannot open the root group");
+    char fmt[64];
+    int rc = -1;
+    long long L, V, N, nnz, P, version, v;
+    if (!cl_h5_attr_exists(root, "format") ||
+        cl_h5_attr_read_str(root, "format", fmt, sizeof fmt) < 0 ||
+        strcmp(fmt, CL_CORPUS_FORMAT) != 0) {
+        cl_error("not a corpuslens corpus file (no format attribute \"%s\")", CL_CORPUS_FORMAT);
+        goto done;
+    }
+    if (cl_h5_attr_read_int(root, "format_version", &version) < 0) goto done;
+    if (version != CL_CORPUS_FORMAT_VERSION) {
+        cl_error("corpus format_version %lld is not supported (expected %d)", version,
+                 CL_CORPUS_FORMAT_VERSION);
+        goto done;
+    }
+    if (read_count(root, "L", 1, CL_CORPUS_MAX_LEN, &L) < 0 ||
+        read_count(root, "vocab_size", 1, 1 << 21, &V) < 0 ||
+        read_count(root, "n_substrings", 1, INT64_MAX / CL_CORPUS_MAX_LEN, &N) < 0 ||
+        read_count(root, "nnz", 0, INT64_MAX, &nnz) < 0 ||
+        read_count(root, "n_prompts", 1, N, &P) < 0)
+        goto done;
+    c->L = (int)L;
+    c->n = (size_t)N;
+    c->nnz = (size_t)nnz;
+    c->n_prompts = (size_t)P;
+    if (read_opt_str(root, "corpus_file", c->corpus_file, sizeof c->corpus_file) < 0 ||
+        read_opt_str(root, "corpus_sha256", c->corpus_sha256, sizeof c->corpus_sha256) < 0 ||
+        read_opt_str(root, "vocab_source", c->vocab_source, sizeof c->vocab_source) < 0 ||
+        read_opt_str(root, "vocab_sha256", c->vocab_sha256, sizeof c->vocab_sha256) < 0 ||
+        read_opt_str(root, "prompt_file", c->prompt_file, sizeof c->prompt_file) < 0 ||
+        read_opt_str(root, "prompt_file_sha256", c->prompt_file_sha256,
+                     sizeof c->prompt_file_sha256) < 0)
+        goto done;
+    if (cl_h5_attr_read_int(root, "corpus_bytes", &v) == 0) c->corpus_bytes = (uint64_t)v;
+    if (cl_h5_attr_read_int(root, "corpus_chars", &v) == 0) c->corpus_chars = (uint64_t)v;
+    char src[16];
+    if (read_opt_str(root, "prompt_source", src, sizeof src) < 0) goto done;
+    if (!strcmp(src, "seed")) {
+        c->prompt_source = CL_PROMPTS_SEED;
+        if (cl_h5_attr_read_int(root, "seed", &v) < 0) goto done;
+        c->seed = (uint64_t)v;
+    } else if (!strcmp(src, "file")) {
+        c->prompt_source = CL_PROMPTS_FILE;
+    }
+
+    int Vr = 0;
+    if (cl_h5_read_vocab(f, "/vocab", &c->vocab, &Vr) < 0) goto done;
+    c->V = Vr;
+    if (Vr != V) {
+        cl_error("/vocab has %d entries but vocab_size is %lld", Vr, V);
+        goto done;
+    }
+    size_t Ns = c->n, Ls = (size_t)L;
+    c->tokens = cl_trymalloc(Ns, Ls * sizeof *c->tokens, "substring tokens");
+    c->first_offset = cl_trymalloc(Ns, sizeof *c->first_offset, "first offsets");
+    c->next_indptr = cl_trymalloc(Ns + 1, sizeof *c->next_indptr, "next-token row pointers");
+    c->next_token = cl_trymalloc(c->nnz, sizeof *c->next_token, "next tokens");
+    c->next_count = cl_trymalloc(c->nnz, sizeof *c->next_count, "next-token counts");
+    c->prompt_index = cl_trymalloc(c->n_prompts, sizeof *c->prompt_index, "prompt indices");
+    if (!c->tokens || !c->first_offset || !c->next_indptr || !c->next_token || !c->next_count ||
+        !c->prompt_index)
+        goto done;
+    hsize_t dNL[2] = {Ns, Ls}, dN = Ns, dN1 = Ns + 1, dnnz = c->nnz, dP = c->n_prompts;
+    if (cl_h5_read_exact(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0 ||
+        cl_h5_read_exact(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &dN,
+                         c->first_offset) < 0 ||
+        cl_h5_read_exact(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1,
+                         c->next_indptr) < 0 ||
+        cl_h5_read_exact(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz,
+                         c->next_token) < 0 ||
+        cl_h5_read_exact(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz,
+                         c->next_count) < 0 ||
+        cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
+        goto done;
+    if (!cl_h5_exists(f, "/prompts/text")) {
+        cl_error("dataset /prompts/text is missing");
+        goto done;
+    }
+
+    /* Values. */
+    for (size_t k = 0; k < Ns * Ls; k++)
+        if (c->tokens[k] < 0 || c->tokens[k] >= Vr) {
+            cl_error("/substrings/tokens: id %d at row %zu is outside the vocabulary",
+                     (int)c->tokens[k], k / Ls);
+            goto done;
+        }
+    for (size_t i = 0; i < Ns; i++)
+        if (c->first_offset[i] < 0 || (i > 0 && c->first_offset[i] <= c->first_offset[i - 1])) {
+            cl_error("/substrings/first_offset: row %zu is not increasing", i);
+            goto done;
+        }
+    if (c->next_indptr[0] != 0 || c->next_indptr[Ns] != (int64_t)c->nnz) {
+        cl_error("/substrings/next/indptr must start at 0 and end at nnz = %zu", c->nnz);
+        goto done;
+    }
+    for (size_t i = 0; i < Ns; i++) {
+        int64_t a = c->next_indptr[i], b = c->next_indptr[i + 1];
+        if (b < a || b - a > Vr) {
+            cl_error("/substrings/next/indptr: row %zu is malformed", i);
+            goto done;
+        }
+        for (int64_t k = a; k < b; k++)
+            if (c->next_token[k] < 0 || c->next_token[k] >= Vr ||
+                (k > a && c->next_token[k] <= c->next_token[k - 1]) || c->next_count[k] <= 0) {
+                cl_error("/substrings/next: row %zu has an invalid token or count", i);
+                goto done;
+            }
+    }
+    for (size_t k = 0; k < c->n_prompts; k++)
+        if (c->prompt_index[k] < 0 || (size_t)c->prompt_index[k] >= Ns) {
+            cl_error("/prompts/index: entry %zu (%lld) is not a substring index", k,
+                     (long long)c->prompt_index[k]);
+            goto done;
+        }
+    rc = 0;
+done:
+    H5Gclose(root);
+    return rc;
+}
+
+cl_corpus *cl_corpus_load(const char *path) {
+    hid_t f = cl_h5_open_read(path);
+    if (f < 0) return NULL;
+    cl_corpus *c = corpus_new();
+    if (!c || load_contents(f, c) < 0) {
+        if (c) cl_error_prefix("%s: ", path);
+        cl_corpus_free(c);
+        c = NULL;
+    }
+    H5Fclose(f);
+    return c;
+}

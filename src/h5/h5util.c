@@ -1,0 +1,303 @@
+#include "corpuslens/h5/h5util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/utf8.h"
+
+void cl_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+hid_t cl_h5_open_read(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cl_error("cannot open %s: %s", path, strerror(errno));
+        return H5I_INVALID_HID;
+    }
+    fclose(f);
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) {
+        cl_error("cannot open %s: not an HDF5 file", path);
+        return H5I_INVALID_HID;
+    }
+    hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (id < 0) cl_error("cannot open %s: HDF5 could not read it (corrupt or truncated?)", path);
+    return id;
+}
+
+int cl_h5_attr_exists(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
+
+static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *v) {
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) return cl_error("cannot create attribute %s", name);
+    herr_t st = H5Awrite(a, type, v);
+    H5Aclose(a);
+    if (st < 0) return cl_error("cannot write attribute %s", name);
+    return 0;
+}
+
+int cl_h5_attr_write_int(hid_t obj, const char *name, long long v) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, H5T_NATIVE_LLONG, s, &v);
+    H5Sclose(s);
+    return rc;
+}
+
+int cl_h5_attr_write_double(hid_t obj, const char *name, double v) {
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, H5T_NATIVE_DOUBLE, s, &v);
+    H5Sclose(s);
+    return rc;
+}
+
+int cl_h5_attr_write_doubles(hid_t obj, const char *name, const double *v, size_t n) {
+    hsize_t d = n;
+    hid_t s = H5Screate_simple(1, &d, NULL);
+    int rc = attr_write(obj, name, H5T_NATIVE_DOUBLE, s, v);
+    H5Sclose(s);
+    return rc;
+}
+
+int cl_h5_attr_write_str(hid_t obj, const char *name, const char *v) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) ? strlen(v) : 1);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    hid_t s = H5Screate(H5S_SCALAR);
+    int rc = attr_write(obj, name, t, s, strlen(v) ? v : "");
+    H5Sclose(s);
+    H5Tclose(t);
+    return rc;
+}
+
+static hid_t attr_open(hid_t obj, const char *name) {
+    if (H5Aexists(obj, name) <= 0) {
+        cl_error("attribute '%s' is missing", name);
+        return H5I_INVALID_HID;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) cl_error("cannot open attribute '%s'", name);
+    return a;
+}
+
+int cl_h5_attr_read_int(hid_t obj, const char *name, long long *v) {
+    hid_t a = attr_open(obj, name);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    int ok = H5Tget_class(t) == H5T_INTEGER && H5Aget_storage_size(a) <= 8;
+    H5Tclose(t);
+    herr_t st = ok ? H5Aread(a, H5T_NATIVE_LLONG, v) : -1;
+    H5Aclose(a);
+    if (st < 0) return cl_error("attribute '%s' is not an integer", name);
+    return 0;
+}
+
+int cl_h5_attr_read_double(hid_t obj, const char *name, double *v) {
+    hid_t a = attr_open(obj, name);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    H5T_class_t c = H5Tget_class(t);
+    H5Tclose(t);
+    herr_t st = (c == H5T_FLOAT || c == H5T_INTEGER) ? H5Aread(a, H5T_NATIVE_DOUBLE, v) : -1;
+    H5Aclose(a);
+    if (st < 0) return cl_error("attribute '%s' is not a number", name);
+    return 0;
+}
+
+int cl_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
+    hid_t a = attr_open(obj, name);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a);
+    int rc = 0;
+    if (H5Tget_class(t) != H5T_STRING) {
+        rc = cl_error("attribute '%s' is not a string", name);
+    } else if (H5Tis_variable_str(t) > 0) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        char *s = NULL;
+        if (H5Aread(a, mt, &s) < 0 || !s) {
+            rc = cl_error("cannot read attribute '%s'", name);
+        } else {
+            snprintf(buf, n, "%s", s);
+            H5free_memory(s);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t sz = H5Tget_size(t);
+        char *tmp = cl_trymalloc(sz + 1, 1, "attribute");
+        if (!tmp) {
+            rc = -1;
+        } else {
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, sz);
+            H5Tset_strpad(mt, H5T_STR_NULLPAD);
+            H5Tset_cset(mt, H5Tget_cset(t));
+            if (H5Aread(a, mt, tmp) < 0) rc = cl_error("cannot read attribute '%s'", name);
+            tmp[sz] = '\0';
+            if (!rc) snprintf(buf, n, "%s", tmp);
+            H5Tclose(mt);
+            free(tmp);
+        }
+    }
+    H5Tclose(t);
+    H5Aclose(a);
+    return rc;
+}
+
+int cl_h5_exists(hid_t file, const char *path) {
+    /* H5Lexists needs every intermediate link to exist: walk the path. */
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return 0;
+        *p = '/';
+    }
+    return H5Lexists(file, buf, H5P_DEFAULT) > 0;
+}
+
+int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
+                const void *data) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(file, path, memtype, s, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = 0;
+    if (d < 0) {
+        rc = cl_error("cannot create dataset %s", path);
+    } else {
+        if (H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+            rc = cl_error("cannot write dataset %s", path);
+        H5Dclose(d);
+    }
+    H5Sclose(s);
+    H5Pclose(lcpl);
+    return rc;
+}
+
+int cl_h5_shape(hid_t file, const char *path, hsize_t *dims) {
+    if (!cl_h5_exists(file, path)) return cl_error("dataset %s is missing", path);
+    hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
+    if (d < 0) return cl_error("%s is not a dataset", path);
+    hid_t s = H5Dget_space(d);
+    int rank = H5Sget_simple_extent_ndims(s);
+    if (rank > 8) rank = cl_error("dataset %s has rank %d (> 8)", path, rank);
+    else if (rank >= 0) H5Sget_simple_extent_dims(s, dims, NULL);
+    H5Sclose(s);
+    H5Dclose(d);
+    return rank;
+}
+
+static void shape_str(char *buf, size_t n, int rank, const hsize_t *dims) {
+    size_t k = snprintf(buf, n, "[");
+    for (int i = 0; i < rank && k < n; i++)
+        k += snprintf(buf + k, n - k, "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
+                     void *data) {
+    hsize_t got[8];
+    int r = cl_h5_shape(file, path, got);
+    if (r < 0) return -1;
+    int same = r == rank;
+    for (int i = 0; same && i < rank; i++) same = got[i] == dims[i];
+    if (!same) {
+        char want[128], have[128];
+        shape_str(want, sizeof want, rank, dims);
+        shape_str(have, sizeof have, r, got);
+        return cl_error("dataset %s has shape %s, expected %s", path, have, want);
+    }
+    hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
+    hid_t t = H5Dget_type(d);
+    H5T_class_t fc = H5Tget_class(t), mc = H5Tget_class(memtype);
+    H5Tclose(t);
+    int rc = 0;
+    if (fc != mc) rc = cl_error("dataset %s has the wrong type class", path);
+    else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+        rc = cl_error("cannot read dataset %s (corrupt file?)", path);
+    H5Dclose(d);
+    return rc;
+}
+
+static hid_t vocab_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 4);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+int cl_h5_write_vocab(hid_t file, const char *path, const uint32_t *vocab, int V) {
+    char *buf = cl_trycalloc((size_t)V, 4, "vocabulary");
+    if (!buf) return -1;
+    for (int i = 0; i < V; i++) {
+        char tmp[4];
+        int n = cl_utf8_put(vocab[i], tmp);
+        memcpy(buf + 4 * (size_t)i, tmp, n);
+    }
+    hid_t t = vocab_type();
+    hsize_t d = V;
+    int rc = cl_h5_write(file, path, t, 1, &d, buf);
+    H5Tclose(t);
+    free(buf);
+    return rc;
+}
+
+int cl_h5_read_vocab(hid_t file, const char *path, uint32_t **vocab, int *V) {
+    hsize_t dims[8];
+    int r = cl_h5_shape(file, path, dims);
+    if (r < 0) return -1;
+    if (r != 1 || dims[0] == 0 || dims[0] > 1u << 21) return cl_error("%s: not a vocabulary", path);
+    hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
+    hid_t ft = H5Dget_type(d);
+    int is_str = H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) <= 0 && H5Tget_size(ft) == 4;
+    H5T_cset_t cset = is_str ? H5Tget_cset(ft) : H5T_CSET_UTF8;
+    H5Tclose(ft);
+    if (!is_str) {
+        H5Dclose(d);
+        return cl_error("%s: expected 4-byte UTF-8 strings", path);
+    }
+    size_t n = dims[0];
+    char *buf = cl_trymalloc(n, 4, "vocabulary");
+    uint32_t *v = cl_trymalloc(n, sizeof *v, "vocabulary");
+    if (!buf || !v) {
+        free(buf);
+        free(v);
+        H5Dclose(d);
+        return -1;
+    }
+    hid_t t = vocab_type();
+    H5Tset_cset(t, cset); /* HDF5 does not convert between ASCII and UTF-8 */
+    herr_t st = H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    H5Tclose(t);
+    H5Dclose(d);
+    if (st < 0) {
+        free(buf);
+        free(v);
+        return cl_error("cannot read %s", path);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *s = (const unsigned char *)buf + 4 * i;
+        size_t len = 0;
+        while (len < 4 && s[len]) len++;
+        uint32_t cp;
+        if (len == 0) {
+            cp = 0; /* a NUL character */
+        } else if (cl_utf8_get(s, len, &cp) != (int)len) {
+            free(buf);
+            free(v);
+            return cl_error("%s: entry %zu is not one UTF-8 character", path, i);
+        }
+        v[i] = cp;
+    }
+    free(buf);
+    *vocab = v;
+    *V = (int)n;
+    return 0;
+}

@@ -1,0 +1,439 @@
+#include "corpuslens/model/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/base/rng.h"
+
+cl_config cl_config_lecture(void) {
+    cl_config c = {.n_layer = 6, .n_head = 6, .n_embd = 384, .block_size = 256, .vocab_size = 65,
+                   .activation = CL_ACT_RELU, .bias = 1, .qkv_bias = 0, .head_bias = 1,
+                   .tied_head = 0, .attn_scale = CL_SCALE_HEAD_SIZE, .ln_eps = 1e-5f};
+    return c;
+}
+
+int cl_config_validate(const cl_config *c) {
+    if (c->n_layer < 1 || c->n_layer > 256) return cl_error("n_layer must be in [1, 256], got %d", c->n_layer);
+    if (c->n_embd < 1 || c->n_embd > 16384) return cl_error("n_embd must be in [1, 16384], got %d", c->n_embd);
+    if (c->n_head < 1 || c->n_embd % c->n_head)
+        return cl_error("n_head must be >= 1 and divide n_embd (%d), got %d", c->n_embd, c->n_head);
+    if (c->block_size < 1 || c->block_size > 65536)
+        return cl_error("block_size must be in [1, 65536], got %d", c->block_size);
+    if (c->vocab_size < 1 || c->vocab_size > (1 << 21))
+        return cl_error("vocab_size must be in [1, 2097152], got %d", c->vocab_size);
+    if (c->activation != CL_ACT_RELU && c->activation != CL_ACT_GELU) return cl_error("activation must be relu or gelu");
+    if (c->attn_scale != CL_SCALE_HEAD_SIZE && c->attn_scale != CL_SCALE_N_EMBD)
+        return cl_error("attn_scale must be head_size or n_embd");
+    if (!(c->ln_eps > 0.0f && c->ln_eps < 1.0f)) return cl_error("ln_eps must be in (0, 1), got %g", c->ln_eps);
+    if (c->tied_head && c->head_bias) {
+        /* allowed: a tied head with its own bias */
+    }
+    return 0;
+}
+
+static int parse_int(const char *key, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi)
+        return cl_error("config: %s=%s is not an integer in [%d, %d]", key, v, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+int cl_config_parse(cl_config *c, const char *spec) {
+    char *s = strdup(spec ? spec : "");
+    if (!s) return cl_error("out of memory");
+    int rc = 0;
+    for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            rc = cl_error("config: '%s' is not key=value", tok);
+            break;
+        }
+        *eq = '\0';
+        const char *k = tok, *v = eq + 1;
+        if (!strcmp(k, "n_layer")) rc = parse_int(k, v, 1, 256, &c->n_layer);
+        else if (!strcmp(k, "n_head")) rc = parse_int(k, v, 1, 16384, &c->n_head);
+        else if (!strcmp(k, "n_embd")) rc = parse_int(k, v, 1, 16384, &c->n_embd);
+        else if (!strcmp(k, "block_size")) rc = parse_int(k, v, 1, 65536, &c->block_size);
+        else if (!strcmp(k, "vocab_size")) rc = parse_int(k, v, 1, 1 << 21, &c->vocab_size);
+        else if (!strcmp(k, "bias")) rc = parse_int(k, v, 0, 1, &c->bias);
+        else if (!strcmp(k, "qkv_bias")) rc = parse_int(k, v, 0, 1, &c->qkv_bias);
+        else if (!strcmp(k, "head_bias")) rc = parse_int(k, v, 0, 1, &c->head_bias);
+        else if (!strcmp(k, "tied_head")) rc = parse_int(k, v, 0, 1, &c->tied_head);
+        else if (!strcmp(k, "activation")) {
+            if (!strcmp(v, "relu")) c->activation = CL_ACT_RELU;
+            else if (!strcmp(v, "gelu")) c->activation = CL_ACT_GELU;
+            else rc = cl_error("config: activation=%s: expected relu or gelu", v);
+        } else if (!strcmp(k, "attn_scale")) {
+            if (!strcmp(v, "head_size")) c->attn_scale = CL_SCALE_HEAD_SIZE;
+            else if (!strcmp(v, "n_embd")) c->attn_scale = CL_SCALE_N_EMBD;
+            else rc = cl_error("config: attn_scale=%s: expected head_size or n_embd", v);
+        } else if (!strcmp(k, "ln_eps")) {
+            char *end;
+            errno = 0;
+            double x = strtod(v, &end);
+            if (!*v || *end || errno || !(x > 0 && x < 1)) rc = cl_error("config: ln_eps=%s is not in (0, 1)", v);
+            else c->ln_eps = (float)x;
+        } else {
+            rc = cl_error("config: unknown key '%s' (known: n_layer n_head n_embd block_size vocab_size "
+                          "activation bias qkv_bias head_bias tied_head attn_scale ln_eps)", k);
+        }
+    }
+    free(s);
+    return rc;
+}
+
+/* ---- tensor table ---- */
+
+enum { K_WTE, K_WPE, K_LN1W, K_LN1B, K_QKVW, K_QKVB, K_PROJW, K_PROJB, K_LN2W, K_LN2B,
+       K_FCW, K_FCB, K_FCPW, K_FCPB, K_LNFW, K_LNFB, K_HEADW, K_HEADB };
+
+typedef struct {
+    const char *fmt;
+    int per_layer;
+} kind_info;
+
+static const kind_info kinds[CL_NUM_PARAM_KINDS] = {
+    {"token_embedding_table.weight", 0}, {"position_embedding_table.weight", 0},
+    {"blocks.%d.ln1.weight", 1},         {"blocks.%d.ln1.bias", 1},
+    {"blocks.%d.sa.qkv.weight", 1},      {"blocks.%d.sa.qkv.bias", 1},
+    {"blocks.%d.sa.proj.weight", 1},     {"blocks.%d.sa.proj.bias", 1},
+    {"blocks.%d.ln2.weight", 1},         {"blocks.%d.ln2.bias", 1},
+    {"blocks.%d.ffwd.net.0.weight", 1},  {"blocks.%d.ffwd.net.0.bias", 1},
+    {"blocks.%d.ffwd.net.2.weight", 1},  {"blocks.%d.ffwd.net.2.bias", 1},
+    {"ln_f.weight", 0},                  {"ln_f.bias", 0},
+    {"lm_head.weight", 0},               {"lm_head.bias", 0},
+};
+
+/* Shape of one tensor (one layer's slice for per-layer kinds). */
+static int kind_shape(const cl_config *c, int k, size_t shape[2]) {
+    size_t C = c->n_embd, F = 4 * C, V = c->vocab_size, T = c->block_size;
+    switch (k) {
+    case K_WTE: case K_HEADW: shape[0] = V; shape[1] = C; return 2;
+    case K_WPE: shape[0] = T; shape[1] = C; return 2;
+    case K_QKVW: shape[0] = 3 * C; shape[1] = C; return 2;
+    case K_QKVB: shape[0] = 3 * C; return 1;
+    case K_PROJW: shape[0] = C; shape[1] = C; return 2;
+    case K_FCW: shape[0] = F; shape[1] = C; return 2;
+    case K_FCB: shape[0] = F; return 1;
+    case K_FCPW: shape[0] = C; shape[1] = F; return 2;
+    case K_HEADB: shape[0] = V; return 1;
+    default: shape[0] = C; return 1; /* LayerNorm weights/biases, proj/fcp biases */
+    }
+}
+
+static int kind_present(const cl_config *c, int k) {
+    switch (k) {
+    case K_LN1B: case K_PROJB: case K_LN2B: case K_FCB: case K_FCPB: case K_LNFB: return c->bias;
+    case K_QKVB: return c->qkv_bias;
+    case K_HEADW: return !c->tied_head;
+    case K_HEADB: return c->head_bias;
+    default: return 1;
+    }
+}
+
+static size_t kind_numel(const cl_config *c, int k) {
+    size_t s[2];
+    int nd = kind_shape(c, k, s);
+    return nd == 2 ? s[0] * s[1] : s[0];
+}
+
+size_t cl_params_layout(const cl_config *c, float *base, cl_params *p) {
+    float **ptrs[CL_NUM_PARAM_KINDS] = {&p->wte, &p->wpe, &p->ln1_w, &p->ln1_b, &p->qkv_w, &p->qkv_b,
+                                        &p->proj_w, &p->proj_b, &p->ln2_w, &p->ln2_b, &p->fc_w, &p->fc_b,
+                                        &p->fcp_w, &p->fcp_b, &p->lnf_w, &p->lnf_b, &p->head_w, &p->head_b};
+    size_t off = 0;
+    for (int k = 0; k < CL_NUM_PARAM_KINDS; k++) {
+        if (k == K_HEADW && c->tied_head) {
+            *ptrs[k] = base ? p->wte : NULL;
+            continue;
+        }
+        *ptrs[k] = base ? base + off : NULL;
+        off += kind_numel(c, k) * (kinds[k].per_layer ? (size_t)c->n_layer : 1);
+    }
+    return off;
+}
+
+size_t cl_model_tensor_count(const cl_config *c) { return 2 + 12 * (size_t)c->n_layer + 4; }
+
+static void index_to_kind(const cl_config *c, size_t i, int *k, int *layer) {
+    if (i < 2) {
+        *k = (int)i;
+        *layer = -1;
+    } else if (i < 2 + 12 * (size_t)c->n_layer) {
+        *layer = (int)((i - 2) / 12);
+        *k = 2 + (int)((i - 2) % 12);
+    } else {
+        *k = K_LNFW + (int)(i - 2 - 12 * (size_t)c->n_layer);
+        *layer = -1;
+    }
+}
+
+void cl_model_tensor(const cl_config *c, float *base, size_t i, cl_tensor_info *out) {
+    int k, layer;
+    index_to_kind(c, i, &k, &layer);
+    cl_params p;
+    cl_params_layout(c, base, &p);
+    float *starts[CL_NUM_PARAM_KINDS] = {p.wte, p.wpe, p.ln1_w, p.ln1_b, p.qkv_w, p.qkv_b, p.proj_w, p.proj_b,
+                                         p.ln2_w, p.ln2_b, p.fc_w, p.fc_b, p.fcp_w, p.fcp_b, p.lnf_w, p.lnf_b,
+                                         p.head_w, p.head_b};
+    memset(out, 0, sizeof *out);
+    out->kind = k;
+    out->layer = layer;
+    out->ndim = kind_shape(c, k, out->shape);
+    out->numel = kind_numel(c, k);
+    out->present = kind_present(c, k);
+    if (kinds[k].per_layer) snprintf(out->name, sizeof out->name, kinds[k].fmt, layer);
+    else snprintf(out->name, sizeof out->name, "%s", kinds[k].fmt);
+    out->data = starts[k] ? starts[k] + (layer > 0 ? (size_t)layer * out->numel : 0) : NULL;
+}
+
+long cl_model_tensor_find(const cl_config *c, const char *name) {
+    size_t n = cl_model_tensor_count(c);
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, NULL, i, &t);
+        if (!strcmp(t.name, name)) return (long)i;
+    }
+    return -1;
+}
+
+size_t cl_model_num_params(const cl_config *c) {
+    size_t n = 0, count = cl_model_tensor_count(c);
+    for (size_t i = 0; i < count; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, NULL, i, &t);
+        if (t.present) n += t.numel;
+    }
+    return n;
+}
+
+cl_model *cl_model_create(const cl_config *c) {
+    if (cl_config_validate(c)) return NULL;
+    cl_model *m = cl_trycalloc(1, sizeof *m, "model");
+    if (!m) return NULL;
+    m->cfg = *c;
+    m->n_floats = cl_params_layout(c, NULL, &m->p);
+    m->mem = cl_trycalloc(m->n_floats, sizeof(float), "model weights");
+    m->vocab = cl_trymalloc((size_t)c->vocab_size, sizeof *m->vocab, "vocabulary");
+    if (!m->mem || !m->vocab) {
+        cl_model_free(m);
+        return NULL;
+    }
+    cl_params_layout(c, m->mem, &m->p);
+    for (int i = 0; i < c->vocab_size; i++) m->vocab[i] = (uint32_t)i;
+    return m;
+}
+
+void cl_model_free(cl_model *m) {
+    if (!m) return;
+    free(m->mem);
+    free(m->vocab);
+    free(m);
+}
+
+void cl_model_init_random(cl_model *m, uint64_t seed) {
+    cl_rng r;
+    cl_rng_seed(&r, seed);
+    size_t n = cl_model_tensor_count(&m->cfg);
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(&m->cfg, m->mem, i, &t);
+        if (!t.present) continue;
+        int k = t.kind;
+        if (k == K_LN1W || k == K_LN2W || k == K_LNFW) {
+            for (size_t j = 0; j < t.numel; j++) t.data[j] = 1.0f;
+        } else if (t.ndim == 2) {
+            for (size_t j = 0; j < t.numel; j++) t.data[j] = (float)cl_rng_normal(&r, 0.0, 0.02);
+        } else {
+            memset(t.data, 0, t.numel * sizeof(float));
+        }
+    }
+}
+
+/* ---- HDF5 file ---- */
+
+static const char *act_name(cl_activation a) { return a == CL_ACT_GELU ? "gelu" : "relu"; }
+static const char *scale_name(cl_attn_scale s) { return s == CL_SCALE_N_EMBD ? "n_embd" : "head_size"; }
+
+static int read_config(hid_t f, const char *path, cl_config *c) {
+    if (!cl_h5_exists(f, "/config"))
+        return cl_error("%s is not a corpuslens model file (no /config group)", path);
+    hid_t g = H5Gopen2(f, "/config", H5P_DEFAULT);
+    if (g < 0) return cl_error("%s: /config is not a group", path);
+    char fmt[64] = "";
+    long long v;
+    int rc = 0;
+    if (cl_h5_attr_read_str(g, "format", fmt, sizeof fmt) || strcmp(fmt, CL_MODEL_FORMAT)) {
+        rc = cl_error("%s is not a corpuslens model file (/config format is not '%s')", path, CL_MODEL_FORMAT);
+        goto out;
+    }
+    if (cl_h5_attr_read_int(g, "format_version", &v) || v != CL_MODEL_FORMAT_VERSION) {
+        rc = cl_error("%s: model format version %lld is not supported (expected %d)", path, v, CL_MODEL_FORMAT_VERSION);
+        goto out;
+    }
+    struct { const char *name; int *dst; } ints[] = {
+        {"n_layer", &c->n_layer}, {"n_head", &c->n_head}, {"n_embd", &c->n_embd},
+        {"block_size", &c->block_size}, {"vocab_size", &c->vocab_size}, {"bias", &c->bias},
+        {"qkv_bias", &c->qkv_bias}, {"head_bias", &c->head_bias}, {"tied_head", &c->tied_head}};
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++) {
+        if (cl_h5_attr_read_int(g, ints[i].name, &v) || v < 0 || v > (1 << 22)) {
+            rc = cl_error("%s: /config attribute %s is missing or invalid", path, ints[i].name);
+            goto out;
+        }
+        *ints[i].dst = (int)v;
+    }
+    char s[32];
+    if (cl_h5_attr_read_str(g, "activation", s, sizeof s) || (strcmp(s, "relu") && strcmp(s, "gelu"))) {
+        rc = cl_error("%s: /config activation must be 'relu' or 'gelu'", path);
+        goto out;
+    }
+    c->activation = strcmp(s, "gelu") ? CL_ACT_RELU : CL_ACT_GELU;
+    if (cl_h5_attr_read_str(g, "attn_scale", s, sizeof s) || (strcmp(s, "head_size") && strcmp(s, "n_embd"))) {
+        rc = cl_error("%s: /config attn_scale must be 'head_size' or 'n_embd'", path);
+        goto out;
+    }
+    c->attn_scale = strcmp(s, "n_embd") ? CL_SCALE_HEAD_SIZE : CL_SCALE_N_EMBD;
+    double eps;
+    if (cl_h5_attr_read_double(g, "ln_eps", &eps)) {
+        rc = cl_error("%s: /config attribute ln_eps is missing", path);
+        goto out;
+    }
+    c->ln_eps = (float)eps;
+    if (cl_config_validate(c)) rc = cl_error_prefix("%s: ", path);
+out:
+    H5Gclose(g);
+    return rc;
+}
+
+cl_model *cl_model_load(const char *path) {
+    hid_t f = cl_h5_open_read(path);
+    if (f < 0) return NULL;
+    cl_config c;
+    cl_model *m = NULL;
+    if (read_config(f, path, &c)) goto fail;
+    m = cl_model_create(&c);
+    if (!m) goto fail;
+    free(m->vocab);
+    m->vocab = NULL;
+    int V;
+    if (cl_h5_read_vocab(f, "/vocab", &m->vocab, &V)) {
+        cl_error_prefix("%s: ", path);
+        goto fail;
+    }
+    if (V != c.vocab_size) {
+        cl_error("%s: /vocab has %d entries but vocab_size is %d", path, V, c.vocab_size);
+        goto fail;
+    }
+    size_t n = cl_model_tensor_count(&c);
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(&c, m->mem, i, &t);
+        if (!t.present) continue;
+        char dpath[128];
+        snprintf(dpath, sizeof dpath, "/weights/%s", t.name);
+        if (!cl_h5_exists(f, dpath)) {
+            cl_error("%s: tensor %s is missing", path, t.name);
+            goto fail;
+        }
+        hsize_t dims[2] = {t.shape[0], t.shape[1]};
+        if (cl_h5_read_exact(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, t.data)) {
+            cl_error_prefix("%s: tensor %s: ", path, t.name);
+            goto fail;
+        }
+    }
+    H5Fclose(f);
+    return m;
+fail:
+    cl_model_free(m);
+    H5Fclose(f);
+    return NULL;
+}
+
+int cl_model_save(const cl_model *m, const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return cl_error("cannot create %s: %s", tmp, strerror(errno));
+    const cl_config *c = &m->cfg;
+    int rc = 0;
+    hid_t g = H5Gcreate2(f, "/config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    rc |= cl_h5_attr_write_str(g, "format", CL_MODEL_FORMAT);
+    rc |= cl_h5_attr_write_int(g, "format_version", CL_MODEL_FORMAT_VERSION);
+    rc |= cl_h5_attr_write_int(g, "n_layer", c->n_layer);
+    rc |= cl_h5_attr_write_int(g, "n_head", c->n_head);
+    rc |= cl_h5_attr_write_int(g, "n_embd", c->n_embd);
+    rc |= cl_h5_attr_write_int(g, "block_size", c->block_size);
+    rc |= cl_h5_attr_write_int(g, "vocab_size", c->vocab_size);
+    rc |= cl_h5_attr_write_str(g, "activation", act_name(c->activation));
+    rc |= cl_h5_attr_write_int(g, "bias", c->bias);
+    rc |= cl_h5_attr_write_int(g, "qkv_bias", c->qkv_bias);
+    rc |= cl_h5_attr_write_int(g, "head_bias", c->head_bias);
+    rc |= cl_h5_attr_write_int(g, "tied_head", c->tied_head);
+    rc |= cl_h5_attr_write_str(g, "attn_scale", scale_name(c->attn_scale));
+    rc |= cl_h5_attr_write_double(g, "ln_eps", c->ln_eps);
+    H5Gclose(g);
+    if (!rc) rc = cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
+    size_t n = cl_model_tensor_count(c);
+    for (size_t i = 0; i < n && !rc; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, m->mem, i, &t);
+        if (!t.present) continue;
+        char dpath[128];
+        snprintf(dpath, sizeof dpath, "/weights/%s", t.name);
+        hsize_t dims[2] = {t.shape[0], t.shape[1]};
+        rc = cl_h5_write(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
+    }
+    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot finish writing %s", tmp);
+    if (rc) {
+        remove(tmp);
+        return cl_error_prefix("%s: ", path);
+    }
+    if (rename(tmp, path)) {
+        remove(tmp);
+        return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    }
+    return 0;
+}
+
+int cl_model_fingerprint(const cl_model *m, char out[65]) {
+    /* Hash of a canonical text of the config, the vocabulary and every present
+     * tensor's bytes (name, then data). */
+    const cl_config *c = &m->cfg;
+    char head[512];
+    int hn = snprintf(head, sizeof head, "%d %d %d %d %d %s %d %d %d %d %s %.9g|", c->n_layer, c->n_head,
+                      c->n_embd, c->block_size, c->vocab_size, act_name(c->activation), c->bias, c->qkv_bias,
+                      c->head_bias, c->tied_head, scale_name(c->attn_scale), c->ln_eps);
+    size_t total = (size_t)hn + (size_t)c->vocab_size * 4;
+    size_t n = cl_model_tensor_count(c);
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, m->mem, i, &t);
+        if (t.present) total += strlen(t.name) + t.numel * sizeof(float);
+    }
+    unsigned char *buf = cl_trymalloc(total, 1, "fingerprint buffer");
+    if (!buf) return -1;
+    size_t off = 0;
+    memcpy(buf, head, hn);
+    off += hn;
+    memcpy(buf + off, m->vocab, (size_t)c->vocab_size * 4);
+    off += (size_t)c->vocab_size * 4;
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, m->mem, i, &t);
+        if (!t.present) continue;
+        memcpy(buf + off, t.name, strlen(t.name));
+        off += strlen(t.name);
+        memcpy(buf + off, t.data, t.numel * sizeof(float));
+        off += t.numel * sizeof(float);
+    }
+    cl_sha256_mem(buf, off, out);
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,156 @@
+/* Backward kernels (the twins of kernels.c). Dimensions: N rows, C channels,
+ * B batch, T positions, H heads, hs = C/H head size, V vocab, IC/OC matmul
+ * input/output channels. Parameter gradients accumulate (+=), see the header. */
+#include "corpuslens/nn/kernels_backward.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, size_t N, int T,
+                      int C) {
+    for (size_t i = 0; i < N; i++) {
+        const float *d = dout + i * C;
+        float *we = dwte + (size_t)tokens[i] * C;
+        float *pe = dwpe + (i % (size_t)T) * C;
+        for (int j = 0; j < C; j++) {
+            we[j] += d[j];
+            pe[j] += d[j];
+        }
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, size_t N, int C) {
+    for (size_t i = 0; i < N; i++) {
+        const float *d = dout + i * C, *x = inp + i * C;
+        float *dx = dinp + i * C;
+        float m = mean[i], s = rstd[i];
+        /* two reductions: mean(w*d) and mean(w*d*norm) */
+        double a = 0.0, b = 0.0;
+        for (int j = 0; j < C; j++) {
+            float norm = (x[j] - m) * s;
+            float wd = w[j] * d[j];
+            a += wd;
+            b += (double)wd * norm;
+        }
+        float ma = (float)(a / C), mb = (float)(b / C);
+        for (int j = 0; j < C; j++) {
+            float norm = (x[j] - m) * s;
+            float wd = w[j] * d[j];
+            dx[j] += (wd - ma - norm * mb) * s;
+            dw[j] += d[j] * norm;
+            if (db) db[j] += d[j];
+        }
+    }
+}
+
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
+                     const float *W, size_t N, int IC, int OC) {
+    if (N == 0) return;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)N, IC, OC, 1.0f, dout, OC, W, IC, 0.0f,
+                    dinp, IC);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, (blasint)N, 1.0f, dout, OC, inp, IC, 1.0f,
+                    dW, IC);
+    if (dbias)
+        for (size_t i = 0; i < N; i++) {
+            const float *d = dout + i * OC;
+            for (int o = 0; o < OC; o++) dbias[o] += d[o];
+        }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        const float *attd, const float *mask, int B, int T, int C, int H, float scale) {
+    int hs = C / H;
+    size_t C3 = 3 * (size_t)C;
+    float datt[T > 0 ? T : 1];
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                size_t row = (((size_t)b * H + h) * T + t) * T;
+                const float *a = att + row, *ad = attd + row;
+                const float *mk = mask ? mask + row : NULL;
+                const float *dz = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                /* mix: z_t = sum_t2 attd[t2] v_t2 */
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float s = 0.0f, w = ad[t2];
+                    for (int i = 0; i < hs; i++) {
+                        s += dz[i] * v[i];
+                        dv[i] += w * dz[i];
+                    }
+                    datt[t2] = mk ? s * mk[t2] : s;
+                }
+                /* softmax: dpre = a * (datt - sum a*datt) */
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) dot += a[t2] * datt[t2];
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float dp = a[t2] * (datt[t2] - dot) * scale;
+                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dp * k[i];
+                        dk[i] += dp * q[i];
+                    }
+                }
+            }
+}
+
+void relu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+void dropout_apply(float *out, const float *inp, const float *mask, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * mask[i];
+}
+
+double softmax_crossentropy_forward(float *probs, float *losses, const float *logits, const int32_t *targets,
+                                    size_t N, int V) {
+    double total = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        const float *x = logits + i * V;
+        float *p = probs + i * V;
+        float mx = -FLT_MAX;
+        for (int j = 0; j < V; j++)
+            if (x[j] > mx) mx = x[j];
+        double sum = 0.0;
+        float xt = x[targets[i]];
+        for (int j = 0; j < V; j++) {
+            p[j] = expf(x[j] - mx);
+            sum += p[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < V; j++) p[j] *= inv;
+        double l = log(sum) - ((double)xt - mx);
+        if (losses) losses[i] = (float)l;
+        total += l;
+    }
+    return total;
+}
+
+void softmax_crossentropy_backward(float *dlogits, const float *probs, const int32_t *targets, size_t N, int V,
+                                   float dloss) {
+    for (size_t i = 0; i < N; i++) {
+        const float *p = probs + i * V;
+        float *d = dlogits + i * V;
+        for (int j = 0; j < V; j++) d[j] = p[j] * dloss;
+        d[targets[i]] -= dloss;
+    }
+}

@@ -1,0 +1,859 @@
+/* The reducer: scan.h5 -> approximation, Hellinger distances, baselines,
+ * and the threshold/weight fit (see include/corpuslens/reduce/reduce.h).
+ *
+ * Dimension legend: P prompts, Lb blocks, NB bins, V vocab, PB prompts per
+ * read block (hyperslab of /freq/counts).
+ */
+#include "corpuslens/reduce/reduce.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/h5/h5schema.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/base/rng.h"
+
+#define MAX_LB 64
+/* Bytes of /freq/counts read per hyperslab. */
+#define READ_BLOCK_BYTES (16u << 20)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- scan.h5 */
+
+void cl_scan_close(cl_scan *s) {
+    if (!s) return;
+    if (s->file >= 0) H5Fclose(s->file);
+    free(s->bin_lower);
+    free(s->vocab);
+    free(s);
+}
+
+static int check_shape(hid_t f, const char *path, int rank, const hsize_t *want) {
+    hsize_t d[8];
+    int r = cl_h5_shape(f, path, d);
+    if (r < 0) return cl_error("dataset %s is missing", path);
+    int ok = r == rank;
+    for (int i = 0; ok && i < rank; i++) ok = d[i] == want[i];
+    if (!ok) {
+        char got[160] = "", exp[160] = "";
+        size_t g = 0, e = 0;
+        for (int i = 0; i < r && g < sizeof got - 24; i++)
+            g += (size_t)snprintf(got + g, sizeof got - g, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
+        for (int i = 0; i < rank && e < sizeof exp - 24; i++)
+            e += (size_t)snprintf(exp + e, sizeof exp - e, "%s%llu", i ? ", " : "", (unsigned long long)want[i]);
+        return cl_error("dataset %s has shape [%s], expected [%s]", path, got, exp);
+    }
+    return 0;
+}
+
+static int read_int_attr(hid_t f, const char *name, long long lo, long long hi, long long *v) {
+    if (cl_h5_attr_read_int(f, name, v)) return -1;
+    if (*v < lo || *v > hi) return cl_error("attribute %s = %lld is outside [%lld, %lld]", name, *v, lo, hi);
+    return 0;
+}
+
+cl_scan *cl_scan_open(const char *path) {
+    cl_scan *s = cl_trycalloc(1, sizeof *s, "scan");
+    if (!s) return NULL;
+    s->file = H5I_INVALID_HID;
+    snprintf(s->path, sizeof s->path, "%s", path);
+    hid_t f = s->file = cl_h5_open_read(path);
+    if (f < 0) goto fail;
+    char fmt[128];
+    if (!cl_h5_attr_exists(f, "format") || cl_h5_attr_read_str(f, "format", fmt, sizeof fmt) ||
+        strcmp(fmt, CL_SCAN_FORMAT)) {
+        cl_error("not a corpuslens scan file (root attribute format is not \"%s\")", CL_SCAN_FORMAT);
+        goto fail;
+    }
+    long long ver = 0, complete = 0, v;
+    if (cl_h5_attr_read_int(f, "format_version", &ver)) goto fail;
+    if (ver != CL_SCAN_FORMAT_VERSION) {
+        cl_error("scan format_version %lld; this corpuslens reads version %d (rescan with this version)",
+                 ver, CL_SCAN_FORMAT_VERSION);
+        goto fail;
+    }
+    if (!cl_h5_attr_exists(f, "complete") || cl_h5_attr_read_int(f, "complete", &complete) ||
+        complete != 1) {
+        cl_error("the scan is incomplete (attribute complete is %s): it was interrupted or failed; "
+                 "resume or rerun the scan",
+                 cl_h5_attr_exists(f, "complete") ? "not 1" : "missing");
+        goto fail;
+    }
+    if (read_int_attr(f, "n_layer", 1, MAX_LB, &v)) goto fail;
+    s->Lb = (int)v;
+    if (read_int_attr(f, "vocab_size", 1, 1 << 21, &v)) goto fail;
+    s->V = (int)v;
+    if (read_int_attr(f, "n_bins", 1, 1 << 16, &v)) goto fail;
+    s->NB = (int)v;
+    if (read_int_attr(f, "n_prompts", 1, 1LL << 40, &v)) goto fail;
+    s->P = (size_t)v;
+    s->L = 0;
+    if (cl_h5_attr_exists(f, "L") && cl_h5_attr_read_int(f, "L", &v) == 0) s->L = (int)v;
+    if (cl_h5_attr_read_double(f, "prefilter", &s->prefilter) ||
+        cl_h5_attr_read_double(f, "bin_width", &s->bin_width))
+        goto fail;
+    if (!(s->prefilter >= -1 && s->prefilter < 1) || !(s->bin_width > 0)) {
+        cl_error("attributes prefilter = %g, bin_width = %g are not a valid grid", s->prefilter, s->bin_width);
+        goto fail;
+    }
+    if (cl_h5_attr_exists(f, "hook")) cl_h5_attr_read_str(f, "hook", s->hook, sizeof s->hook);
+    if (cl_h5_attr_exists(f, "model_sha256"))
+        cl_h5_attr_read_str(f, "model_sha256", s->model_sha256, sizeof s->model_sha256);
+
+    size_t P = s->P;
+    int Lb = s->Lb, V = s->V, NB = s->NB;
+    int Vv;
+    if (cl_h5_read_vocab(f, "/vocab", &s->vocab, &Vv)) goto fail;
+    if (Vv != V) {
+        cl_error("/vocab has %d entries but vocab_size is %d", Vv, V);
+        goto fail;
+    }
+    hsize_t dNB = (hsize_t)NB, dV = (hsize_t)V, dP = (hsize_t)P;
+    hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)Lb, (hsize_t)V};
+    hsize_t dPLNV[4] = {P, (hsize_t)Lb, (hsize_t)NB, (hsize_t)V};
+    hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
+    if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) || check_shape(f, CL_SCAN_PROMPT_NEXT, 2, dPV) ||
+        check_shape(f, CL_SCAN_UNIGRAM, 1, &dV) || check_shape(f, CL_SCAN_MODEL_PROBS, 2, dPV) ||
+        check_shape(f, CL_SCAN_LENS_PROBS, 3, dPLV) || check_shape(f, CL_SCAN_FREQ_COUNTS, 4, dPLNV) ||
+        check_shape(f, CL_SCAN_FREQ_N_MATCHES, 3, dPLN) || check_shape(f, CL_SCAN_FREQ_BIN_LOWER, 1, &dNB))
+        goto fail;
+    s->bin_lower = cl_trymalloc((size_t)NB, sizeof(double), "bin_lower");
+    if (!s->bin_lower ||
+        cl_h5_read_exact(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB, s->bin_lower))
+        goto fail;
+    if (fabs(s->bin_lower[0] - s->prefilter) > CL_GRID_TOL) {
+        cl_error("%s[0] = %.9g differs from prefilter %.9g", CL_SCAN_FREQ_BIN_LOWER, s->bin_lower[0], s->prefilter);
+        goto fail;
+    }
+    for (int k = 1; k < NB; k++)
+        if (!(s->bin_lower[k] > s->bin_lower[k - 1]) || s->bin_lower[k] > 1) {
+            cl_error("%s is not increasing within [prefilter, 1] at bin %d", CL_SCAN_FREQ_BIN_LOWER, k);
+            goto fail;
+        }
+    return s;
+fail:
+    cl_error_prefix("%s: ", path);
+    cl_scan_close(s);
+    return NULL;
+}
+
+/* Read rows [p0, p0+n) of a dataset whose first dimension is P. */
+static int read_rows(hid_t f, const char *path, hid_t memtype, size_t p0, size_t n, void *buf) {
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    if (d < 0) return cl_error("cannot open %s", path);
+    hid_t fs = H5Dget_space(d);
+    int r = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[8], start[8] = {0}, count[8];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    for (int i = 0; i < r; i++) count[i] = dims[i];
+    start[0] = p0;
+    count[0] = n;
+    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(r, count, NULL);
+    if (st >= 0) st = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    if (st < 0) return cl_error("cannot read %s rows %zu..%zu", path, p0, p0 + n);
+    return 0;
+}
+
+char **cl_scan_read_texts(const cl_scan *s) {
+    size_t P = s->P;
+    hid_t d = H5Dopen2(s->file, CL_SCAN_PROMPT_TEXT, H5P_DEFAULT);
+    if (d < 0) {
+        cl_error("cannot open %s", CL_SCAN_PROMPT_TEXT);
+        return NULL;
+    }
+    hid_t ft = H5Dget_type(d);
+    char **out = NULL;
+    if (H5Tget_class(ft) != H5T_STRING) {
+        cl_error("%s is not a string dataset", CL_SCAN_PROMPT_TEXT);
+        goto done;
+    }
+    out = cl_trymalloc(P + 1, sizeof *out, "prompt texts");
+    if (!out) goto done;
+    out[P] = NULL;
+    if (H5Tis_variable_str(ft) > 0) {
+        char **tmp = cl_trymalloc(P, sizeof *tmp, "prompt texts");
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        herr_t st = tmp ? H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) : -1;
+        size_t tot = 0;
+        if (st >= 0)
+            for (size_t i = 0; i < P; i++) tot += (tmp[i] ? strlen(tmp[i]) : 0) + 1;
+        char *blk = st >= 0 ? cl_trymalloc(tot ? tot : 1, 1, "prompt texts") : NULL;
+        if (blk) {
+            char *w = blk;
+            for (size_t i = 0; i < P; i++) {
+                size_t n = tmp[i] ? strlen(tmp[i]) : 0;
+                memcpy(w, tmp[i] ? tmp[i] : "", n);
+                w[n] = '\0';
+                out[i] = w;
+                w += n + 1;
+            }
+        } else if (st < 0) {
+            cl_error("cannot read %s", CL_SCAN_PROMPT_TEXT);
+        }
+        if (st >= 0) {
+            hid_t sp = H5Dget_space(d);
+            H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
+            H5Sclose(sp);
+        }
+        H5Tclose(mt);
+        free(tmp);
+        if (!blk) {
+            free(out);
+            out = NULL;
+        }
+    } else {
+        size_t w = H5Tget_size(ft);
+        char *raw = cl_trymalloc(P, w, "prompt texts");
+        char *blk = cl_trymalloc(P, w + 1, "prompt texts");
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, w);
+        H5Tset_strpad(mt, H5T_STR_NULLPAD);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        herr_t st = raw && blk ? H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) : -1;
+        H5Tclose(mt);
+        if (st < 0) {
+            if (raw && blk) cl_error("cannot read %s", CL_SCAN_PROMPT_TEXT);
+            free(blk);
+            free(out);
+            out = NULL;
+        } else {
+            for (size_t i = 0; i < P; i++) {
+                char *o = blk + i * (w + 1);
+                memcpy(o, raw + i * w, w);
+                o[w] = '\0';
+                out[i] = o;
+            }
+        }
+        free(raw);
+    }
+done:
+    H5Tclose(ft);
+    H5Dclose(d);
+    return out;
+}
+
+void cl_scan_texts_free(char **texts) {
+    if (!texts) return;
+    free(texts[0]);
+    free(texts);
+}
+
+/* ------------------------------------------------------------- parameters */
+
+static void grid_text(const cl_scan *s, char *buf, size_t n) {
+    size_t o = 0;
+    if (s->NB <= 8) {
+        for (int k = 0; k < s->NB && o + 24 < n; k++)
+            o += (size_t)snprintf(buf + o, n - o, "%s%g", k ? ", " : "", s->bin_lower[k]);
+    } else {
+        snprintf(buf, n, "%g, %g, ..., %g (%d values, step %g)", s->bin_lower[0], s->bin_lower[1],
+                 s->bin_lower[s->NB - 1], s->NB, s->bin_width);
+    }
+}
+
+int cl_reduce_params(const cl_scan *s, const double *thr, size_t n_thr, const double *w,
+                     size_t n_w, double *thr_out, double *w_out, int *kbin_out) {
+    int Lb = s->Lb;
+    static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
+    if (!thr || n_thr == 0) {
+        if (Lb != 6)
+            return cl_error("the scan has %d blocks: the paper's thresholds are for 6; give --thresholds "
+                            "(%d values)", Lb, Lb);
+        thr = paper_t;
+        n_thr = 6;
+    }
+    if (!w || n_w == 0) {
+        if (Lb != 6)
+            return cl_error("the scan has %d blocks: the paper's weights are for 6; give --weights (%d values)",
+                            Lb, Lb);
+        w = paper_w;
+        n_w = 6;
+    }
+    if (n_thr != (size_t)Lb)
+        return cl_error("%zu thresholds given; the scan has %d blocks (one threshold per block)", n_thr, Lb);
+    if (n_w != (size_t)Lb)
+        return cl_error("%zu weights given; the scan has %d blocks (one weight per block)", n_w, Lb);
+    char grid[256];
+    grid_text(s, grid, sizeof grid);
+    for (int b = 0; b < Lb; b++) {
+        double t = thr[b];
+        if (!isfinite(t) || t < s->prefilter - CL_GRID_TOL || t > 1 + CL_GRID_TOL)
+            return cl_error("threshold %g of block %d is outside [prefilter %g, 1]", t, b, s->prefilter);
+        int k = -1;
+        for (int j = 0; j < s->NB; j++)
+            if (fabs(t - s->bin_lower[j]) <= CL_GRID_TOL) k = j;
+        if (k < 0)
+            return cl_error("threshold %g of block %d is not on the scan's grid of bin lower edges: %s",
+                            t, b, grid);
+        thr_out[b] = s->bin_lower[k];
+        kbin_out[b] = k;
+    }
+    double sum = 0;
+    for (int b = 0; b < Lb; b++) {
+        if (!isfinite(w[b]) || w[b] < 0) return cl_error("weight %g of block %d is negative", w[b], b);
+        w_out[b] = w[b];
+        sum += w[b];
+    }
+    if (!(sum > 0)) return cl_error("all weights are 0: the approximation would be empty");
+    return 0;
+}
+
+/* ------------------------------------------------------------ reduction */
+
+void cl_reduction_free(cl_reduction *r) {
+    if (!r) return;
+    free(r->approx);
+    free(r->hellinger);
+    free(r->empty);
+    free(r->model_probs);
+    free(r->n_matches);
+    free(r->mean_matches_bin);
+    for (size_t i = 0; i < r->n_baselines; i++) {
+        free(r->baselines[i].hellinger);
+        free(r->baselines[i].empty);
+    }
+    free(r->baselines);
+    free(r);
+}
+
+static size_t read_block_prompts(const cl_scan *s) {
+    size_t row = (size_t)s->Lb * (size_t)s->NB * (size_t)s->V * sizeof(int32_t);
+    size_t pb = READ_BLOCK_BYTES / (row ? row : 1);
+    if (pb < 1) pb = 1;
+    if (pb > s->P) pb = s->P;
+    return pb;
+}
+
+static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp) {
+    for (size_t v = 0; v < V; v++) tmp[v] = p[v];
+    return cl_hellinger_df(tmp, q, V);
+}
+
+cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, const int *kbin,
+                        const float *const *compare_probs, const char *const *compare_labels,
+                        size_t n_compare) {
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB;
+    cl_reduction *r = cl_trycalloc(1, sizeof *r, "reduction");
+    if (!r) return NULL;
+    r->P = P;
+    r->Lb = s->Lb;
+    r->V = s->V;
+    r->NB = s->NB;
+    for (size_t b = 0; b < Lb; b++) r->thresholds[b] = thr[b], r->weights[b] = w[b];
+    size_t nbl = 2 * Lb + 2 + n_compare;
+    size_t PB = read_block_prompts(s);
+    int32_t *counts = NULL, *next = NULL;
+    int64_t *nm = NULL, *unig = NULL;
+    float *lens = NULL;
+    double *above = NULL, *tmp = NULL, *unigram = NULL;
+    r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
+    r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
+    r->empty = cl_trycalloc(P, 1, "empty flags");
+    r->model_probs = cl_trymalloc(P * V, sizeof(float), "model probabilities");
+    r->n_matches = cl_trycalloc(P * Lb, sizeof(int64_t), "match counts");
+    r->mean_matches_bin = cl_trycalloc(Lb * NB, sizeof(double), "match counts");
+    r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
+    counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
+    nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
+    lens = cl_trymalloc(PB * Lb * V, sizeof(float), "lens block");
+    next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
+    unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
+    unigram = cl_trymalloc(V, sizeof(double), "unigram");
+    above = cl_trymalloc(Lb * V, sizeof(double), "block sums");
+    tmp = cl_trymalloc(V, sizeof(double), "scratch");
+    if (!r->approx || !r->hellinger || !r->empty || !r->model_probs || !r->n_matches ||
+        !r->mean_matches_bin || !r->baselines || !counts || !nm || !lens || !next || !unig ||
+        !unigram || !above || !tmp)
+        goto fail;
+    r->n_baselines = nbl;
+    for (size_t i = 0; i < nbl; i++) {
+        cl_baseline *bl = &r->baselines[i];
+        bl->hellinger = cl_trymalloc(P, sizeof(double), "baseline");
+        bl->empty = cl_trycalloc(P, 1, "baseline");
+        if (!bl->hellinger || !bl->empty) goto fail;
+        if (i < Lb) {
+            snprintf(bl->name, sizeof bl->name, "block_%zu", i);
+            snprintf(bl->label, sizeof bl->label, "block %zu alone (> %g)", i, thr[i]);
+        } else if (i < 2 * Lb) {
+            snprintf(bl->name, sizeof bl->name, "lens_%zu", i - Lb);
+            snprintf(bl->label, sizeof bl->label, "logit lens, block %zu", i - Lb);
+        } else if (i == 2 * Lb) {
+            snprintf(bl->name, sizeof bl->name, "ngram");
+            snprintf(bl->label, sizeof bl->label, "exact-string n-gram");
+        } else if (i == 2 * Lb + 1) {
+            snprintf(bl->name, sizeof bl->name, "unigram");
+            snprintf(bl->label, sizeof bl->label, "unigram");
+        } else {
+            size_t c = i - 2 * Lb - 2;
+            snprintf(bl->name, sizeof bl->name, "compare_%zu", c);
+            snprintf(bl->label, sizeof bl->label, "other model: %s",
+                     compare_labels && compare_labels[c] ? compare_labels[c] : "?");
+        }
+    }
+    hsize_t dV = V, dPV[2] = {P, V};
+    if (cl_h5_read_exact(s->file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV, unig) ||
+        cl_h5_read_exact(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs))
+        goto fail;
+    for (size_t v = 0; v < V; v++) unigram[v] = (double)unig[v];
+
+    double t0 = now_s();
+    for (size_t p0 = 0; p0 < P; p0 += PB) {
+        size_t n = P - p0 < PB ? P - p0 : PB;
+        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+            read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
+            read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+            read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next))
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            size_t p = p0 + i;
+            const float *q = r->model_probs + p * V;
+            double *a = r->approx + p * V;
+            for (size_t b = 0; b < Lb; b++) {
+                double *ab = above + b * V;
+                for (size_t v = 0; v < V; v++) ab[v] = 0;
+                const int32_t *cb = counts + ((i * Lb + b) * NB) * V;
+                const int64_t *mb = nm + (i * Lb + b) * NB;
+                int64_t m = 0;
+                for (size_t k = 0; k < NB; k++) {
+                    r->mean_matches_bin[b * NB + k] += (double)mb[k];
+                    if (k < (size_t)kbin[b]) continue;
+                    m += mb[k];
+                    const int32_t *ck = cb + k * V;
+                    for (size_t v = 0; v < V; v++) ab[v] += (double)ck[v];
+                }
+                r->n_matches[p * Lb + b] = m;
+                for (size_t v = 0; v < V; v++) a[v] += w[b] * ab[v];
+                double h = cl_hellinger_df(ab, q, V);
+                r->baselines[b].hellinger[p] = h;
+                r->baselines[b].empty[p] = h == CL_H_EMPTY;
+                h = hellinger_ff(lens + (i * Lb + b) * V, q, V, tmp);
+                r->baselines[Lb + b].hellinger[p] = h;
+                r->baselines[Lb + b].empty[p] = h == CL_H_EMPTY;
+            }
+            double sum = 0;
+            for (size_t v = 0; v < V; v++) sum += a[v];
+            double h = cl_hellinger_df(a, q, V);
+            r->hellinger[p] = h;
+            r->empty[p] = h == CL_H_EMPTY;
+            if (sum > 0)
+                for (size_t v = 0; v < V; v++) a[v] /= sum;
+            else
+                for (size_t v = 0; v < V; v++) a[v] = 0;
+            for (size_t v = 0; v < V; v++) tmp[v] = (double)next[i * V + v];
+            h = cl_hellinger_df(tmp, q, V);
+            r->baselines[2 * Lb].hellinger[p] = h;
+            r->baselines[2 * Lb].empty[p] = h == CL_H_EMPTY;
+            h = cl_hellinger_df(unigram, q, V);
+            r->baselines[2 * Lb + 1].hellinger[p] = h;
+            r->baselines[2 * Lb + 1].empty[p] = h == CL_H_EMPTY;
+            for (size_t c = 0; c < n_compare; c++) {
+                h = hellinger_ff(compare_probs[c] + p * V, q, V, tmp);
+                r->baselines[2 * Lb + 2 + c].hellinger[p] = h;
+                r->baselines[2 * Lb + 2 + c].empty[p] = h == CL_H_EMPTY;
+            }
+        }
+    }
+    r->seconds_read = now_s() - t0;
+    for (size_t k = 0; k < Lb * NB; k++) r->mean_matches_bin[k] /= (double)P;
+    if (cl_stats_compute(r->hellinger, P, &r->stats)) goto fail;
+    for (size_t i = 0; i < nbl; i++)
+        if (cl_stats_compute(r->baselines[i].hellinger, P, &r->baselines[i].stats)) goto fail;
+    free(counts);
+    free(nm);
+    free(lens);
+    free(next);
+    free(unig);
+    free(unigram);
+    free(above);
+    free(tmp);
+    return r;
+fail:
+    free(counts);
+    free(nm);
+    free(lens);
+    free(next);
+    free(unig);
+    free(unigram);
+    free(above);
+    free(tmp);
+    cl_reduction_free(r);
+    return NULL;
+}
+
+/* ------------------------------------------------- other models' outputs */
+
+int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI_Comm comm,
+                          float *probs_out) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    size_t P = s->P, V = (size_t)s->V;
+    int err = 0;
+    if (m->cfg.vocab_size != s->V || memcmp(m->vocab, s->vocab, V * sizeof(uint32_t)))
+        err = cl_error("its vocabulary (%d tokens) differs from the scan's (%d tokens)",
+                       m->cfg.vocab_size, s->V);
+    if (!err && (P * V > 0x7fffffffu)) err = cl_error("too many prompts to gather (%zu)", P);
+    size_t lo = P * (size_t)rank / (size_t)size, hi = P * (size_t)(rank + 1) / (size_t)size;
+    size_t n = hi - lo, BMAX = 64;
+    int T = m->cfg.block_size;
+    float *mine = NULL;
+    int32_t *tok = NULL;
+    cl_forward *fw = NULL;
+    if (!err) {
+        mine = cl_trymalloc(n ? n * V : 1, sizeof(float), "model probabilities");
+        tok = cl_trymalloc(BMAX * (size_t)T, sizeof(int32_t), "tokens");
+        fw = mine && tok ? cl_forward_create(m, (int)BMAX, T) : NULL;
+        if (!fw) err = -1;
+    }
+    /* Batches of consecutive prompts of equal length. */
+    for (size_t p = lo; !err && p < hi;) {
+        size_t len0 = 0, B = 0;
+        while (p + B < hi && B < BMAX) {
+            size_t nt;
+            const char *t = texts[p + B];
+            if (cl_vocab_encode(m->vocab, m->cfg.vocab_size, t, strlen(t), tok + B * (size_t)T,
+                                (size_t)T, &nt)) {
+                err = cl_error_prefix("prompt %zu: ", p + B);
+                break;
+            }
+            if (nt == 0 || nt > (size_t)T) {
+                err = cl_error("prompt %zu has %zu characters; the model takes 1..%d", p + B, nt, T);
+                break;
+            }
+            if (B == 0) len0 = nt;
+            else if (nt != len0) break;
+            B++;
+        }
+        if (err) break;
+        /* tokens of row j start at j*T; compact to [B, len0] */
+        for (size_t j = 1; j < B; j++) memmove(tok + j * len0, tok + j * (size_t)T, len0 * sizeof(int32_t));
+        float *out = mine + (p - lo) * V;
+        if (cl_forward_run(fw, tok, (int)B, (int)len0, NULL, 0, CL_LOGITS_LAST, out)) {
+            err = -1;
+            break;
+        }
+        cl_softmax_rows(out, B, (int)V);
+        p += B;
+    }
+    cl_forward_free(fw);
+    free(tok);
+    int any = err ? 1 : 0, all_err = 0;
+    MPI_Allreduce(&any, &all_err, 1, MPI_INT, MPI_MAX, comm);
+    if (all_err) {
+        if (!err) cl_error("another rank failed while running the model");
+        free(mine);
+        return -1;
+    }
+    int *cnt = NULL, *dsp = NULL;
+    if (rank == 0) {
+        cnt = malloc((size_t)size * sizeof(int));
+        dsp = malloc((size_t)size * sizeof(int));
+        if (cnt && dsp)
+            for (int q = 0; q < size; q++) {
+                size_t a = P * (size_t)q / (size_t)size, b = P * (size_t)(q + 1) / (size_t)size;
+                cnt[q] = (int)((b - a) * V);
+                dsp[q] = (int)(a * V);
+            }
+    }
+    int ok = rank != 0 || (cnt && dsp), ok_all = 0;
+    MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, comm);
+    if (ok_all)
+        MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
+    else
+        cl_error("out of memory");
+    free(cnt);
+    free(dsp);
+    free(mine);
+    return ok_all ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- tuning */
+
+typedef struct {
+    size_t n, Lb, NB, V;
+    int32_t *S;  /* [n, Lb, NB, V] counts above bin k (suffix sums over bins) */
+    double *sq;  /* [n, V] sqrt of the model's probabilities, normalised */
+    double *base; /* [n, V] scratch: sum over the other blocks */
+} tune_set;
+
+/* Mean over the set of H(base + wb * S[:, b, k], q), empty counted as 1. */
+static double tune_eval(const tune_set *t, size_t b, size_t k, double wb) {
+    size_t V = t->V;
+    double tot = 0;
+    for (size_t p = 0; p < t->n; p++) {
+        const double *ba = t->base + p * V, *sq = t->sq + p * V;
+        const int32_t *sk = t->S + ((p * t->Lb + b) * t->NB + k) * V;
+        double sa = 0;
+        for (size_t v = 0; v < V; v++) sa += ba[v] + wb * (double)sk[v];
+        if (!(sa > 0)) {
+            tot += 1;
+            continue;
+        }
+        double acc = 0, inv = 1 / sa;
+        for (size_t v = 0; v < V; v++) {
+            double a = ba[v] + wb * (double)sk[v];
+            double d = sqrt(a * inv) - sq[v];
+            acc += d * d;
+        }
+        double h = sqrt(acc) / sqrt(2.0);
+        tot += h > 1 ? 1 : h;
+    }
+    return t->n ? tot / (double)t->n : 0;
+}
+
+static void tune_base(tune_set *t, const int *kb, const double *w, size_t skip) {
+    size_t V = t->V;
+    for (size_t p = 0; p < t->n; p++) {
+        double *ba = t->base + p * V;
+        for (size_t v = 0; v < V; v++) ba[v] = 0;
+        for (size_t b = 0; b < t->Lb; b++) {
+            if (b == skip || w[b] == 0) continue;
+            const int32_t *sk = t->S + ((p * t->Lb + b) * t->NB + (size_t)kb[b]) * V;
+            for (size_t v = 0; v < V; v++) ba[v] += w[b] * (double)sk[v];
+        }
+    }
+}
+
+static void rescale_max1(double *w, size_t Lb) {
+    double m = 0;
+    for (size_t b = 0; b < Lb; b++) m = w[b] > m ? w[b] : m;
+    if (m > 0)
+        for (size_t b = 0; b < Lb; b++) w[b] /= m;
+}
+
+/* Block coordinate descent from (kb, w); returns the final objective. */
+static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
+    size_t Lb = t->Lb, NB = t->NB;
+    rescale_max1(w, Lb);
+    tune_base(t, kb, w, Lb);
+    double obj = tune_eval(t, 0, (size_t)kb[0], 0);
+    for (int sw = 0; sw < 20; sw++) {
+        double start = obj;
+        (*sweeps)++;
+        for (size_t b = 0; b < Lb; b++) {
+            tune_base(t, kb, w, b);
+            /* thresholds: exhaustive over the grid */
+            size_t bk = (size_t)kb[b];
+            double bo = tune_eval(t, b, bk, w[b]);
+            for (size_t k = 0; k < NB; k++) {
+                if (k == (size_t)kb[b]) continue;
+                double o = tune_eval(t, b, k, w[b]);
+                if (o < bo - 1e-12) bo = o, bk = k;
+            }
+            kb[b] = (int)bk;
+            /* weight: multiplicative ladder, then golden section in log space */
+            int others = 0;
+            for (size_t j = 0; j < Lb; j++) others |= j != b && w[j] > 0;
+            double bw = w[b];
+            if (w[b] > 0) {
+                static const double f[] = {0.125, 0.25, 0.5, 2, 4, 8};
+                for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+                    double o = tune_eval(t, b, bk, w[b] * f[i]);
+                    if (o < bo - 1e-12) bo = o, bw = w[b] * f[i];
+                }
+            } else {
+                static const double f[] = {1e-3, 1e-2, 1e-1, 1, 10};
+                for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+                    double o = tune_eval(t, b, bk, f[i]);
+                    if (o < bo - 1e-12) bo = o, bw = f[i];
+                }
+            }
+            if (others) {
+                double o = tune_eval(t, b, bk, 0);
+                if (o < bo - 1e-12) bo = o, bw = 0;
+            }
+            if (bw > 0) {
+                const double g = 0.6180339887498949;
+                double lo = log(bw) - log(2.0), hi = log(bw) + log(2.0);
+                double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
+                double f1 = tune_eval(t, b, bk, exp(x1)), f2 = tune_eval(t, b, bk, exp(x2));
+                for (int it = 0; it < 10; it++) {
+                    if (f1 < f2) hi = x2, x2 = x1, f2 = f1, x1 = hi - g * (hi - lo), f1 = tune_eval(t, b, bk, exp(x1));
+                    else lo = x1, x1 = x2, f1 = f2, x2 = lo + g * (hi - lo), f2 = tune_eval(t, b, bk, exp(x2));
+                }
+                double xm = f1 < f2 ? x1 : x2, fm = f1 < f2 ? f1 : f2;
+                if (fm < bo - 1e-12) bo = fm, bw = exp(xm);
+            }
+            w[b] = bw;
+            obj = bo;
+        }
+        rescale_max1(w, Lb);
+        if (start - obj < 1e-6) break;
+    }
+    return obj;
+}
+
+/* H of every prompt for (kb, w), streaming /freq/counts. */
+static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, PB = read_block_prompts(s);
+    int32_t *counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
+    float *q = cl_trymalloc(PB * V, sizeof(float), "model block");
+    double *a = cl_trymalloc(V, sizeof(double), "scratch");
+    int rc = -1;
+    if (!counts || !q || !a) goto done;
+    for (size_t p0 = 0; p0 < P; p0 += PB) {
+        size_t n = P - p0 < PB ? P - p0 : PB;
+        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+            read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
+            goto done;
+        for (size_t i = 0; i < n; i++) {
+            for (size_t v = 0; v < V; v++) a[v] = 0;
+            for (size_t b = 0; b < Lb; b++)
+                for (size_t k = (size_t)kb[b]; k < NB; k++) {
+                    const int32_t *c = counts + ((i * Lb + b) * NB + k) * V;
+                    for (size_t v = 0; v < V; v++) a[v] += w[b] * (double)c[v];
+                }
+            h[p0 + i] = cl_hellinger_df(a, q + i * V, V);
+        }
+    }
+    rc = 0;
+done:
+    free(counts);
+    free(q);
+    free(a);
+    return rc;
+}
+
+static int stats_subset(const double *h, const uint8_t *mask, uint8_t want, size_t P, double *tmp,
+                        cl_stats *out) {
+    size_t n = 0;
+    for (size_t p = 0; p < P; p++)
+        if (mask[p] == want) tmp[n++] = h[p];
+    return cl_stats_compute(tmp, n, out);
+}
+
+int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
+    memset(out, 0, sizeof *out);
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB;
+    if (!(o->train_fraction > 0 && o->train_fraction < 1))
+        return cl_error("train fraction %g is not in (0, 1)", o->train_fraction);
+    size_t n_train = (size_t)llround(o->train_fraction * (double)P);
+    if (n_train == 0 || n_train >= P)
+        return cl_error("train fraction %g of %zu prompts leaves an empty train or held-out split",
+                        o->train_fraction, P);
+    size_t *perm = cl_trymalloc(P, sizeof *perm, "split");
+    uint8_t *mask = cl_trycalloc(P, 1, "split");   /* 1 train, 0 held out, 2 unused */
+    size_t *row = cl_trymalloc(P, sizeof *row, "split");
+    double *h = cl_trymalloc(P, sizeof *h, "hellinger");
+    double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
+    tune_set t = {0};
+    int32_t *counts = NULL;
+    float *q = NULL;
+    int rc = -1;
+    if (!perm || !mask || !row || !h || !tmp) goto done;
+    cl_rng rng;
+    cl_rng_seed(&rng, o->seed);
+    for (size_t i = 0; i < P; i++) perm[i] = i;
+    for (size_t i = P - 1; i > 0; i--) {
+        size_t j = (size_t)cl_rng_below(&rng, i + 1), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    size_t n_fit = o->max_train && o->max_train < n_train ? o->max_train : n_train;
+    for (size_t i = 0; i < P; i++) mask[perm[i]] = i < n_fit ? 1 : i < n_train ? 2 : 0;
+    out->n_train = n_train;
+    out->n_test = P - n_train;
+    /* Load the fit set's suffix sums. */
+    t.n = n_fit, t.Lb = Lb, t.NB = NB, t.V = V;
+    t.S = cl_trymalloc(n_fit * Lb * NB, V * sizeof(int32_t), "train tensor (reduce --max-train)");
+    t.sq = cl_trymalloc(n_fit * V, sizeof(double), "train probabilities");
+    t.base = cl_trymalloc(n_fit * V, sizeof(double), "train scratch");
+    size_t PB = read_block_prompts(s);
+    counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
+    q = cl_trymalloc(PB * V, sizeof(float), "model block");
+    if (!t.S || !t.sq || !t.base || !counts || !q) goto done;
+    size_t r = 0;
+    for (size_t p0 = 0; p0 < P; p0 += PB) {
+        size_t n = P - p0 < PB ? P - p0 : PB;
+        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+            read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
+            goto done;
+        for (size_t i = 0; i < n; i++) {
+            if (mask[p0 + i] != 1) continue;
+            double sum = 0;
+            for (size_t v = 0; v < V; v++) sum += q[i * V + v] > 0 ? q[i * V + v] : 0;
+            for (size_t v = 0; v < V; v++)
+                t.sq[r * V + v] = sum > 0 && q[i * V + v] > 0 ? sqrt(q[i * V + v] / sum) : 0;
+            for (size_t b = 0; b < Lb; b++) {
+                int32_t *dst = t.S + (r * Lb + b) * NB * V;
+                const int32_t *src = counts + (i * Lb + b) * NB * V;
+                for (size_t k = NB; k-- > 0;)
+                    for (size_t v = 0; v < V; v++)
+                        dst[k * V + v] = src[k * V + v] + (k + 1 < NB ? dst[(k + 1) * V + v] : 0);
+            }
+            r++;
+        }
+    }
+    /* Starts: paper, uniform/median, random. */
+    static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
+    int paper_k[MAX_LB];
+    double paper_wd[MAX_LB], paper_td[MAX_LB];
+    out->have_paper = 0;
+    if (Lb == 6 && cl_reduce_params(s, paper_t, 6, paper_w, 6, paper_td, paper_wd, paper_k) == 0)
+        out->have_paper = 1;
+    cl_error_clear();
+    double best = INFINITY;
+    int best_k[MAX_LB];
+    double best_w[MAX_LB];
+    int n_starts = 1 + out->have_paper + (o->restarts > 0 ? o->restarts : 0);
+    for (int st = 0; st < n_starts; st++) {
+        int kb[MAX_LB];
+        double w[MAX_LB];
+        int kind = out->have_paper ? st : st + 1; /* 0 paper, 1 uniform, 2+ random */
+        for (size_t b = 0; b < Lb; b++) {
+            if (kind == 0) kb[b] = paper_k[b], w[b] = paper_wd[b];
+            else if (kind == 1) kb[b] = (int)(NB / 2), w[b] = 1;
+            else kb[b] = (int)cl_rng_below(&rng, NB), w[b] = pow(10, -2 + 3 * cl_rng_uniform_double(&rng));
+        }
+        double obj = tune_descend(&t, kb, w, &out->sweeps);
+        if (obj < best) {
+            best = obj;
+            memcpy(best_k, kb, sizeof kb);
+            memcpy(best_w, w, sizeof w);
+        }
+    }
+    out->train_objective = best;
+    for (size_t b = 0; b < Lb; b++) {
+        out->thresholds[b] = s->bin_lower[best_k[b]];
+        out->weights[b] = best_w[b];
+    }
+    /* Statistics on both splits (unused train rows under --max-train count as train). */
+    for (size_t p = 0; p < P; p++)
+        if (mask[p] == 2) mask[p] = 1;
+    if (hellinger_stream(s, best_k, best_w, h) || stats_subset(h, mask, 1, P, tmp, &out->train) ||
+        stats_subset(h, mask, 0, P, tmp, &out->test))
+        goto done;
+    if (out->have_paper &&
+        (hellinger_stream(s, paper_k, paper_wd, h) || stats_subset(h, mask, 1, P, tmp, &out->paper_train) ||
+         stats_subset(h, mask, 0, P, tmp, &out->paper_test)))
+        goto done;
+    rc = 0;
+done:
+    free(perm);
+    free(mask);
+    free(row);
+    free(h);
+    free(tmp);
+    free(t.S);
+    free(t.sq);
+    free(t.base);
+    free(counts);
+    free(q);
+    return rc;
+}

@@ -1,0 +1,419 @@
+/* The distributed scan: shard plan, prompt vectors, tiled cosine range search,
+ * binned next-token counts, capped matches, resume state. Design: scan.h.
+ * Dimensions: P prompts, N substrings, S shard size, Lh hooked blocks,
+ * NB bins, V vocab, C channels. */
+#include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "corpuslens/base/error.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/h5/h5schema.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/nn/kernels.h"
+#include "corpuslens/scan/scan.h"
+#include "scan/scan_internal.h"
+
+void cl_scan_opts_default(cl_scan_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->hook = "mlp_out";
+    o->prefilter = 0.7;
+    o->bin_width = 0.01;
+    o->match_cap = 1000;
+    o->shard_size = 2048;
+    o->checkpoint_seconds = 600;
+}
+
+/* Combine an error flag over ranks; returns the max (0 = all fine). */
+static int combine(int err, MPI_Comm comm) {
+    int g = err;
+    MPI_Allreduce(&err, &g, 1, MPI_INT, MPI_MAX, comm);
+    return g;
+}
+
+/* ---- setup: load, validate, plan ---- */
+
+static int setup(scan_ctx *x) {
+    const cl_scan_opts *o = x->o;
+    if (!o->model_path || !o->corpus_path || !o->out_path) return cl_error("scan: model, corpus and output are required");
+    if (!(o->prefilter > -1.0 && o->prefilter < 1.0))
+        return cl_error("--prefilter %g is outside (-1, 1)", o->prefilter);
+    if (!(o->bin_width > 0.0) || !(o->bin_width <= 2.0)) return cl_error("--bin-width %g must be in (0, 2]", o->bin_width);
+    double nbd = (1.0 - o->prefilter) / o->bin_width;
+    long nb = lround(nbd);
+    if (nb < 1 || fabs(nb * o->bin_width - (1.0 - o->prefilter)) > 1e-9)
+        return cl_error("--bin-width %g does not divide 1 - prefilter = %g into a whole number of bins", o->bin_width,
+                        1.0 - o->prefilter);
+    if (nb > 10000) return cl_error("--bin-width %g gives %ld bins (at most 10000)", o->bin_width, nb);
+    x->NB = (int)nb;
+    if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
+    if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");
+
+    x->m = cl_model_load(o->model_path);
+    if (!x->m) return cl_error_prefix("%s: ", o->model_path);
+    const cl_config *c = &x->m->cfg;
+    cl_hook_point pt;
+    int layer;
+    if (cl_hook_parse(o->hook, c->n_layer, &pt, &layer)) return -1;
+    if (pt != CL_HOOK_RESID_PRE && pt != CL_HOOK_ATTN_OUT && pt != CL_HOOK_RESID_MID && pt != CL_HOOK_MLP_OUT &&
+        pt != CL_HOOK_RESID_POST)
+        return cl_error("hook '%s' is not supported by scan; valid: mlp_out, attn_out, resid_mid, resid_post, "
+                        "resid_pre, embed, or blocks.{i}.hook_<one of those>",
+                        o->hook);
+    x->point = pt;
+    x->lo = layer < 0 ? 0 : layer;
+    x->hi = layer < 0 ? c->n_layer - 1 : layer;
+    x->Lh = x->hi - x->lo + 1;
+    if (x->Lh > CL_SCAN_MAX_BLOCKS) return cl_error("too many blocks (%d)", x->Lh);
+
+    x->cp = cl_corpus_load(o->corpus_path);
+    if (!x->cp) return cl_error_prefix("%s: ", o->corpus_path);
+    const cl_corpus *cp = x->cp;
+    if (cp->L > c->block_size)
+        return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
+                        c->block_size);
+    /* Vocabulary: characters missing from the model, or another id order. */
+    for (int i = 0; i < cp->V; i++) {
+        int found = 0;
+        for (int j = 0; j < c->vocab_size && !found; j++) found = cp->vocab[i] == x->m->vocab[j];
+        if (!found) {
+            char e[16];
+            cl_token_escape(cp->vocab[i], e);
+            return cl_error("%s: the corpus has the character '%s' (U+%04X), which is not in the model's vocabulary",
+                            o->corpus_path, e, (unsigned)cp->vocab[i]);
+        }
+    }
+    if (cp->V != c->vocab_size || memcmp(cp->vocab, x->m->vocab, (size_t)cp->V * sizeof *cp->vocab))
+        return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
+                        "run prepare again with --vocab-from %s",
+                        o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
+    if (cp->n_prompts < 1) return cl_error("%s has no prompts", o->corpus_path);
+    if (cp->n_prompts > cp->n)
+        return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);
+    if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
+
+    /* thresholds */
+    if (o->n_match_thresholds) {
+        if (o->n_match_thresholds != x->Lh)
+            return cl_error("--match-thresholds has %d values; the hook covers %d blocks", o->n_match_thresholds, x->Lh);
+        for (int b = 0; b < x->Lh; b++) {
+            if (!(o->match_thresholds[b] >= o->prefilter && o->match_thresholds[b] < 1.0))
+                return cl_error("match threshold %g is outside [prefilter, 1)", o->match_thresholds[b]);
+            x->thr[b] = o->match_thresholds[b];
+        }
+        snprintf(x->match_rule, sizeof x->match_rule,
+                 "sim > match_thresholds[b] (given), at most match_cap per (prompt, block), most similar first, "
+                 "ties by lower substring index; the self pair has sim 1");
+    } else if (c->n_layer == 6 && x->Lh == 6) {
+        const double paper[6] = CL_PAPER_THRESHOLDS;
+        for (int b = 0; b < 6; b++) x->thr[b] = paper[b] > o->prefilter ? paper[b] : o->prefilter;
+        snprintf(x->match_rule, sizeof x->match_rule,
+                 "sim > match_thresholds[b] (the paper's block thresholds, at least the prefilter), at most match_cap "
+                 "per (prompt, block), most similar first, ties by lower substring index; the self pair has sim 1");
+    } else {
+        for (int b = 0; b < x->Lh; b++) x->thr[b] = o->prefilter;
+        snprintf(x->match_rule, sizeof x->match_rule,
+                 "sim > prefilter, at most match_cap per (prompt, block), most similar first, ties by lower "
+                 "substring index; the self pair has sim 1");
+    }
+    for (int k = 0; k < x->NB; k++) x->lower[k] = o->prefilter + k * o->bin_width;
+    return 0;
+}
+
+/* Bin of a similarity above the prefilter (see h5schema.h). */
+static inline int bin_of(const scan_ctx *x, double v) {
+    int k = (int)ceil((v - x->o->prefilter) / x->o->bin_width) - 1;
+    if (k < 0) k = 0;
+    if (k > x->NB - 1) k = x->NB - 1;
+    while (k > 0 && v <= x->lower[k]) k--;
+    while (k < x->NB - 1 && v > x->lower[k + 1]) k++;
+    return k;
+}
+
+/* ---- prompt vectors, model probabilities, logit lens ---- */
+
+#define PCHUNK 256
+
+static int prompts_forward(scan_ctx *x) {
+    const cl_config *c = &x->m->cfg;
+    const cl_corpus *cp = x->cp;
+    size_t P = cp->n_prompts, C = c->n_embd, V = c->vocab_size, NL = c->n_layer;
+    int L = cp->L, err = 0;
+    x->pvec = cl_trycalloc((size_t)x->Lh * P * C, sizeof(float), "prompt vectors");
+    x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
+    x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+    float *cap = cl_trymalloc((size_t)x->Lh * PCHUNK * C, sizeof(float), "prompt capture");
+    float *res = cl_trymalloc(NL * PCHUNK * C, sizeof(float), "prompt residuals");
+    float *lg = cl_trymalloc(NL * PCHUNK * V, sizeof(float), "prompt lens logits");
+    float *logits = cl_trymalloc(PCHUNK * V, sizeof(float), "prompt logits");
+    int32_t *tok = cl_trymalloc((size_t)PCHUNK * L, sizeof(int32_t), "prompt tokens");
+    cl_forward *f = NULL;
+    if (!x->pvec || !x->probs || !x->lens || !cap || !res || !lg || !logits || !tok) err = 1;
+    if (!err && !(f = cl_forward_create(x->m, PCHUNK, L))) err = 1;
+    for (size_t ch = 0, i0 = 0; !err && i0 < P; ch++, i0 += PCHUNK) {
+        if ((int)(ch % x->R) != x->rank) continue;
+        int B = (int)(P - i0 < PCHUNK ? P - i0 : PCHUNK);
+        for (int b = 0; b < B; b++)
+            memcpy(tok + (size_t)b * L, cl_corpus_substring(cp, (size_t)cp->prompt_index[i0 + b]), L * sizeof(int32_t));
+        int hook_layer = x->Lh == c->n_layer ? -1 : x->lo;
+        cl_hook hooks[2] = {{.point = x->point, .layer = hook_layer, .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
+                            {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE_LAST, .out = res}};
+        if (cl_forward_run(f, tok, B, L, hooks, 2, CL_LOGITS_LAST, logits)) {
+            err = 1;
+            break;
+        }
+        /* cap is [Lh, B, C] (layer -1) or [B, C] */
+        for (int h = 0; h < x->Lh; h++)
+            for (int b = 0; b < B; b++)
+                memcpy(x->pvec + ((size_t)h * P + i0 + b) * C, cap + ((size_t)h * B + b) * C, C * sizeof(float));
+        softmax_forward(logits, (size_t)B, (int)V);
+        memcpy(x->probs + i0 * V, logits, (size_t)B * V * sizeof(float));
+        for (size_t l = 0; l < NL; l++) {
+            cl_unembed(x->m, res + l * B * C, (size_t)B, lg);
+            softmax_forward(lg, (size_t)B, (int)V);
+            for (int b = 0; b < B; b++)
+                memcpy(x->lens + ((i0 + b) * NL + l) * V, lg + (size_t)b * V, V * sizeof(float));
+        }
+        x->flops_prompts += cl_forward_flops(c, B, L) + NL * 2.0 * B * C * V;
+    }
+    cl_forward_free(f);
+    free(cap), free(res), free(lg), free(logits), free(tok);
+    if (combine(err, x->comm)) return err ? -1 : cl_error("failed on another rank");
+    if (scan_allreduce(x->pvec, (size_t)x->Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
+        scan_allreduce(x->probs, P * V, MPI_FLOAT, sizeof(float), x->comm) ||
+        scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))
+        return -1;
+    double fl = x->flops_prompts;
+    MPI_Allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
+    for (int h = 0; h < x->Lh; h++) l2normalize_rows(x->pvec + (size_t)h * P * C, P, (int)C);
+    return 0;
+}
+
+/* ---- one shard ---- */
+
+/* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips. */
+static inline int any_above16(const float *r, float t) {
+#if defined(__SSE2__)
+    __m128 tv = _mm_set1_ps(t);
+    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
+    return _mm_movemask_ps(a) != 0;
+#else
+    for (int i = 0; i < 16; i++)
+        if (r[i] > t) return 1;
+    return 0;
+#endif
+}
+
+#define PTILE 1024
+
+static int do_shard(scan_ctx *x, size_t shard) {
+    const cl_corpus *cp = x->cp;
+    const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, V = cp->V, NB = x->NB, Lh = x->Lh;
+    const int L = cp->L;
+    size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
+    for (size_t s = 0; s < S; s++)
+        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
+    size_t M = 0;
+    double ta = scan_now();
+    if (cl_trie_fwd_run(x->tf, x->stok, S, x->point, x->lo, x->hi, x->svec, &M)) return -1;
+    x->n_nodes += M;
+    double Cd = (double)C;
+    /* every node through the blocks before the last needed one; in that one,
+       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
+    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
+    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
+    for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
+    double tb = scan_now();
+    x->t_forward += tb - ta;
+    const float pf = (float)x->o->prefilter;
+    const double pfd = x->o->prefilter;
+    for (size_t h = 0; h < Lh; h++) {
+        const float *sv = x->svec + h * S * C;
+        const double thr = x->thr[h];
+        for (size_t p0 = 0; p0 < P; p0 += PTILE) {
+            size_t np = P - p0 < PTILE ? P - p0 : PTILE;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)C, 1.0f,
+                        x->pvec + (h * P + p0) * C, (blasint)C, sv, (blasint)C, 0.0f, x->sims, (blasint)S);
+            x->flops_cosine += 2.0 * np * S * Cd;
+            double tc = scan_now();
+            x->t_sgemm += tc - tb;
+            for (size_t i = 0; i < np; i++) {
+                size_t p = p0 + i;
+                float *row = x->sims + i * S;
+                size_t self = x->inv[cp->prompt_index[p]];
+                if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
+                for (size_t s = 0; s < S; s++) {
+                    /* most of a row is below the prefilter: skip 16 at a time */
+                    if ((s & 15) == 0 && s + 16 <= S && !any_above16(row + s, pf)) {
+                        s += 15;
+                        continue;
+                    }
+                    float v = row[s];
+                    if (!(v > pf)) continue;
+                    double vd = v;
+                    if (!(vd > pfd)) continue;
+                    int k;
+                    if (v == 2.0f) v = 1.0f, k = (int)NB - 1;
+                    else k = bin_of(x, vd);
+                    size_t sub = (size_t)x->perm[s0 + s];
+                    size_t pb = p * Lh + h;
+                    int32_t *crow = x->counts + (pb * NB + k) * V;
+                    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
+                        crow[cp->next_token[e]] += cp->next_count[e];
+                    x->nmatch[pb * NB + k]++;
+                    x->n_pairs++;
+                    if ((double)v > thr && scan_mlist_add(&x->lists[pb], v, (int32_t)sub, x->o->match_cap)) return -1;
+                }
+            }
+            tb = scan_now();
+            x->t_select += tb - tc;
+        }
+    }
+    return 0;
+}
+
+/* ---- the run ---- */
+
+static void ctx_free(scan_ctx *x) {
+    cl_trie_fwd_free(x->tf);
+    if (x->lists) {
+        for (size_t i = 0; i < x->cp->n_prompts * (size_t)x->Lh; i++) free(x->lists[i].a);
+        free(x->lists);
+    }
+    free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
+        free(x->lens), free(x->counts), free(x->nmatch);
+    cl_corpus_free(x->cp);
+    cl_model_free(x->m);
+}
+
+int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
+    scan_ctx X, *x = &X;
+    memset(x, 0, sizeof X);
+    memset(res, 0, sizeof *res);
+    x->o = o;
+    x->comm = comm;
+    MPI_Comm_rank(comm, &x->rank);
+    MPI_Comm_size(comm, &x->R);
+    double t0 = scan_now();
+    int err = setup(x) ? 1 : 0;
+    int rc = -1;
+    if (combine(err, comm)) {
+        if (!err) cl_error("failed on another rank");
+        goto out;
+    }
+    const cl_corpus *cp = x->cp;
+    const size_t P = cp->n_prompts, N = cp->n, C = x->m->cfg.n_embd, V = cp->V;
+    x->S = (size_t)o->shard_size;
+    if (x->S > N) x->S = N;
+    x->n_shards = (N + x->S - 1) / x->S;
+    err = 0;
+    if (!(x->perm = cl_scan_sort(cp))) err = 1;
+    if (!err && !(x->inv = cl_trymalloc(N, sizeof *x->inv, "substring positions"))) err = 1;
+    if (!err)
+        for (size_t i = 0; i < N; i++) x->inv[x->perm[i]] = i;
+    if (!err && (!(x->stok = cl_trymalloc(x->S * cp->L, sizeof(int32_t), "shard tokens")) ||
+                 !(x->svec = cl_trymalloc((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
+                 !(x->sims = cl_trymalloc((size_t)PTILE * x->S, sizeof(float), "similarity tile")) ||
+                 !(x->counts = cl_trycalloc(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
+                 !(x->nmatch = cl_trycalloc(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
+                 !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
+                 !(x->tf = cl_trie_fwd_create(x->m, cp->L, x->S))))
+        err = 1;
+    if (combine(err, comm)) {
+        if (!err) cl_error("failed on another rank");
+        goto out;
+    }
+    if (scan_state_begin(x)) goto out;
+    double tp = scan_now();
+    if (prompts_forward(x)) goto out;
+    x->t_prompts = scan_now() - tp;
+
+    /* Shards of this rank: rank, rank + R, ... ; x->done of them already finished. */
+    /* Benchmarks: CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread
+     * evenly over the plan (shard j * n_shards / K); the output is marked
+     * with the attribute sampled_shards and is not a full scan. */
+    size_t plan = x->n_shards;
+    const char *smp = getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS");
+    if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
+    size_t total = x->sampled ? x->sampled * x->S : N;
+    size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
+    double tlast = scan_now(), tstart = tlast;
+    size_t done0 = x->done;
+    long new_done = 0;
+    err = 0;
+    for (size_t i = x->done; i < mine; i++) {
+        size_t shard = (size_t)x->rank + i * x->R;
+        if (x->sampled) shard = shard * x->n_shards / x->sampled;
+        if (do_shard(x, shard)) {
+            err = 1;
+            break;
+        }
+        x->done = i + 1;
+        new_done++;
+        double now = scan_now();
+        if (x->rank == 0 && o->progress) {
+            /* rank 0's share extrapolated to the job; counts this run's work only */
+            size_t base = done0 * x->R * x->S, d = x->done * x->R * x->S;
+            if (base > total) base = total;
+            if (d > total) d = total;
+            o->progress(o->progress_user, d - base, total - base, now - tstart);
+        }
+        if (o->stop_after_shards > 0 && new_done >= o->stop_after_shards && x->done < mine) {
+            x->stopped = 1;
+            break;
+        }
+        if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds && x->done < mine) {
+            if (scan_state_save(x)) {
+                err = 1;
+                break;
+            }
+            tlast = scan_now();
+        }
+    }
+    if (!err && x->stopped && scan_state_save(x)) err = 1;
+    if (combine(err, comm)) {
+        if (!err) cl_error("failed on another rank");
+        goto out;
+    }
+    int stopped = combine(x->stopped, comm);
+    if (stopped) {
+        res->stopped = 1;
+        rc = 0;
+        goto out;
+    }
+    /* totals */
+    int64_t pairs = x->n_pairs;
+    MPI_Allreduce(&pairs, &res->n_pairs, 1, MPI_INT64_T, MPI_SUM, comm);
+    double fl[3] = {x->flops_forward, x->flops_cosine, (double)x->n_nodes}, g[3];
+    MPI_Allreduce(fl, g, 3, MPI_DOUBLE, MPI_SUM, comm);
+    res->forward_flops = g[0] + x->flops_prompts;
+    res->cosine_flops = g[1];
+    res->flops = res->forward_flops + res->cosine_flops;
+    res->n_nodes = (size_t)g[2];
+    double tt[4] = {x->t_forward, x->t_sgemm, x->t_select, x->t_prompts};
+    MPI_Reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
+    res->t_forward = tt[0], res->t_sgemm = tt[1], res->t_select = tt[2], res->t_prompts = tt[3];
+    res->wall_seconds = scan_now() - t0;
+    double tw = scan_now();
+    if (scan_write(x, res)) goto out;
+    if (x->rank == 0) scan_state_remove(x);
+    res->t_write = scan_now() - tw;
+    res->wall_seconds = scan_now() - t0;
+    rc = 0;
+out:
+    ctx_free(x);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* Internal state of the scan, shared by scan.c (compute), scan_io.c (resume
+ * state, output) and scan_util.c (match lists, MPI sums). */
+#ifndef CORPUSLENS_SCAN_INTERNAL_H
+#define CORPUSLENS_SCAN_INTERNAL_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/scan/scan.h"
+
+typedef struct {
+    float sim;
+    int32_t sub;
+} scan_match;
+
+/* Matches of one (prompt, block): unsorted until scan_mlist_sort_cap. */
+typedef struct {
+    scan_match *a;
+    uint32_t n, alloc;
+    float floor;  /* when capped: the smallest kept similarity */
+    int capped;
+} scan_mlist;
+
+typedef struct {
+    const cl_scan_opts *o;
+    MPI_Comm comm;
+    int rank, R;
+    cl_model *m;
+    cl_corpus *cp;
+    int point, lo, hi, Lh, NB;
+    double thr[CL_SCAN_MAX_BLOCKS];
+    double lower[10000]; /* bin lower edges (NB <= 10000) */
+    char match_rule[512];
+    size_t S, n_shards;
+    int64_t *perm;      /* [N] sorted position -> substring */
+    size_t *inv;        /* [N] substring -> sorted position */
+    int32_t *stok;      /* [S, L] */
+    float *svec;        /* [Lh, S, C] */
+    float *sims;        /* [PTILE, S] */
+    float *pvec;        /* [Lh, P, C] normalised */
+    float *probs;       /* [P, V] */
+    float *lens;        /* [P, n_layer, V] */
+    int32_t *counts;    /* [P, Lh, NB, V] */
+    int64_t *nmatch;    /* [P, Lh, NB] */
+    scan_mlist *lists;  /* [P, Lh] */
+    cl_trie_fwd *tf;
+    int64_t n_pairs;
+    size_t n_nodes;
+    double flops_forward, flops_cosine, flops_prompts;
+    size_t done;        /* shards of this rank finished (its i-th shard: rank + i R) */
+    int stopped;
+    double t_forward, t_sgemm, t_select, t_prompts; /* seconds, this run */
+    size_t sampled;     /* benchmark: shards sampled (0 = all) */
+    char sig[2048];     /* run signature (resume) */
+    char model_sha[65], corpus_h5_sha[65];
+} scan_ctx;
+
+/* scan_util.c */
+double scan_now(void);
+int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
+void scan_mlist_sort_cap(scan_mlist *l, long cap);
+int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm);
+int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, MPI_Comm comm);
+
+/* Resume (scan_io.c): begin = compute the signature, check/prepare the state
+ * directory, load this rank's checkpoint (collective). save = this rank's
+ * checkpoint (local). remove = delete the state directory (rank 0). */
+int scan_state_begin(scan_ctx *x);
+int scan_state_save(scan_ctx *x);
+void scan_state_remove(scan_ctx *x);
+/* Reduce and write the output (collective). */
+int scan_write(scan_ctx *x, cl_scan_result *res);
+
+#endif

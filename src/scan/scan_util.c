@@ -1,0 +1,79 @@
+/* Pieces the scan's compute (scan.c) and its writer (scan_io.c) both use:
+ * the clock, capped match lists, and MPI sums in slices. */
+#include <stdlib.h>
+#include <time.h>
+
+#include "corpuslens/base/error.h"
+#include "scan/scan_internal.h"
+
+double scan_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ---- match lists ---- */
+
+static int match_cmp(const void *a, const void *b) {
+    const scan_match *x = a, *y = b;
+    if (x->sim != y->sim) return x->sim > y->sim ? -1 : 1;
+    return (x->sub > y->sub) - (x->sub < y->sub);
+}
+
+void scan_mlist_sort_cap(scan_mlist *l, long cap) {
+    if (l->n > 1) qsort(l->a, l->n, sizeof *l->a, match_cmp);
+    if (cap > 0 && l->n > (uint32_t)cap) {
+        l->n = (uint32_t)cap;
+        l->floor = l->a[cap - 1].sim;
+        l->capped = 1;
+    }
+}
+
+int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap) {
+    if (l->capped && sim < l->floor) return 0;
+    /* a capped list grows to 1.5 cap, then is sorted and cut back to cap */
+    const uint32_t lim = cap > 0 ? (uint32_t)cap + (uint32_t)cap / 2 + 1 : 0;
+    if (l->n == l->alloc) {
+        if (cap > 0 && l->n >= lim) {
+            scan_mlist_sort_cap(l, cap);
+            if (sim < l->floor) return 0;
+        } else {
+            uint32_t na = l->alloc ? l->alloc * 2 : 8;
+            if (cap > 0 && na > lim) na = lim;
+            if (na <= l->n) na = l->n + 8;
+            scan_match *a = realloc(l->a, (size_t)na * sizeof *a);
+            if (!a) return cl_error("out of memory for matches (%u entries)", na);
+            l->a = a, l->alloc = na;
+        }
+    }
+    l->a[l->n].sim = sim;
+    l->a[l->n].sub = sub;
+    l->n++;
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+/* MPI_Allreduce / MPI_Reduce in slices (counts beyond INT_MAX). */
+int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm) {
+    const size_t step = (size_t)1 << 26;
+    for (size_t i = 0; i < n; i += step) {
+        int k = (int)(n - i < step ? n - i : step);
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elsize, k, t, MPI_SUM, comm) != MPI_SUCCESS)
+            return cl_error("MPI_Allreduce failed");
+    }
+    return 0;
+}
+
+int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, MPI_Comm comm) {
+    const size_t step = (size_t)1 << 26;
+    for (size_t i = 0; i < n; i += step) {
+        int k = (int)(n - i < step ? n - i : step);
+        char *p = (char *)buf + i * elsize;
+        int rc = rank == 0 ? MPI_Reduce(MPI_IN_PLACE, p, k, t, MPI_SUM, 0, comm)
+                           : MPI_Reduce(p, NULL, k, t, MPI_SUM, 0, comm);
+        if (rc != MPI_SUCCESS) return cl_error("MPI_Reduce failed");
+    }
+    return 0;
+}
+
