@@ -86,7 +86,7 @@ static int inspect_ckpt(const char *path) {
         printf("layout: %s (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab %d, %s, bias %d, "
                "qkv_bias %d, head_bias %d, %s head)\n",
                cl_ckpt_layout_name(lay), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
-               cfg.vocab_size, cfg.activation == CL_ACT_GELU ? "gelu" : "relu", cfg.bias,
+               cfg.vocab_size, cfg.activation == CL_ACT_GELU ? "gelu" : cfg.activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", cfg.bias,
                cfg.qkv_bias, cfg.head_bias, cfg.tied_head ? "tied" : "untied");
     else
         printf("layout: not importable as is: %s\n", cl_last_error());
@@ -119,7 +119,7 @@ static int inspect_h5(const char *path) {
     printf("config: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab %d, %s, bias %d, "
            "qkv_bias %d, head_bias %d, %s head, attn_scale %s, ln_eps %g\n",
            c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size,
-           c->activation == CL_ACT_GELU ? "gelu" : "relu", c->bias, c->qkv_bias, c->head_bias,
+           c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->bias, c->qkv_bias, c->head_bias,
            c->tied_head ? "tied" : "untied",
            c->attn_scale == CL_SCALE_N_EMBD ? "n_embd" : "head_size", c->ln_eps);
     printf("parameters:\n");
