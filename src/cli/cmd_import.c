@@ -11,6 +11,7 @@
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char *CMD = "import";
 
@@ -18,6 +19,12 @@ static void help(void) {
     printf(
         "usage: corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
         "                         [--n-head N] [--attn-scale head_size|n_embd]\n"
+        "       corpuslens import HF_FOLDER -o MODEL.h5\n"
+        "\n"
+        "HF_FOLDER is a Hugging Face GPT-2 model folder (gpt2, distilgpt2, gpt2-medium, ...):\n"
+        "config.json, model.safetensors (or pytorch_model.bin), vocab.json and merges.txt.\n"
+        "The GPT-2 BPE tokenizer goes into the model file, so `predict \"any text\"` works\n"
+        "from it; --corpus and the other options do not apply.\n"
         "\n"
         "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
         "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
@@ -77,6 +84,32 @@ static int run(int argc, char **argv) {
         }
     }
     if (!in) return cli_usage_error(CMD, "no checkpoint given");
+    if (cl_hf_is_folder(in)) {
+        if (vocab_path || opts.n_head || opts.attn_scale_set)
+            return cli_usage_error(CMD, "%s is a Hugging Face folder: its config.json and tokenizer files say "
+                                        "everything; drop --corpus/--vocab-file/--n-head/--attn-scale", in);
+        if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
+        double t0 = MPI_Wtime();
+        cl_hf_info info;
+        cl_model *m = cl_hf_import(in, &info);
+        if (!m) return cli_fail();
+        double t_read = MPI_Wtime() - t0;
+        if (cl_model_save(m, out)) {
+            cl_model_free(m);
+            return cli_fail();
+        }
+        const cl_config *c = &m->cfg;
+        printf("import: %s: Hugging Face GPT-2 (%s), n_layer %d n_head %d n_embd %d block_size %d vocab %d "
+               "(BPE, %zu merges), %s, %s, %zu parameters (%zu in the checkpoint) -> %s in %.2f s (read + convert "
+               "%.2f s)\n",
+               in, info.weights, c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size,
+               cl_bpe_num_merges(m->bpe),
+               c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : c->activation == CL_ACT_GELU ? "gelu" : "relu",
+               c->tied_head ? "tied head" : "untied head", cl_model_num_params(c), info.n_params_ckpt, out,
+               MPI_Wtime() - t0, t_read);
+        cl_model_free(m);
+        return 0;
+    }
     if (!vocab_path) return cli_usage_error(CMD, "--corpus (or --vocab-file) is required");
     if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
 

@@ -5,13 +5,16 @@
 #include "cli/cli.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char *help =
     "usage: corpuslens predict --model MODEL.h5 [--top K] TEXT\n"
     "\n"
     "Prints the model's next-token distribution after TEXT (softmax at the last\n"
     "position), most likely first, K lines (default 10; 0 = all):\n"
-    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n";
+    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n"
+    "A GPT-2 BPE model encodes TEXT with its own tokenizer (any text); its tokens\n"
+    "are shown as their bytes (a leading space is part of the token).\n";
 
 typedef struct {
     float p;
@@ -65,8 +68,8 @@ static int run(int argc, char **argv) {
     qsort(e, (size_t)V, sizeof *e, by_prob);
     if (top == 0 || top > V) top = V;
     for (long i = 0; i < top; i++) {
-        char esc[16];
-        cl_token_escape(m->vocab[e[i].id], esc);
+        char esc[256];
+        cl_tok_display(m, e[i].id, esc, sizeof esc);
         printf("%.6f\t%d\t%s\n", e[i].p, e[i].id, esc);
     }
     rc = 0;
