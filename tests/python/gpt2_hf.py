@@ -110,7 +110,7 @@ class GPT2(torch.nn.Module):
         self.lm_head.weight = self.transformer.wte.weight  # tied
 
     @torch.no_grad()
-    def hooked(self, idx):
+    def hooked(self, idx, ablate=None):
         """logits [B,T,V] and every hook, corpuslens (TransformerLens) names."""
         B, T = idx.shape
         tr, H = self.transformer, self.cfg["n_head"]
@@ -135,6 +135,8 @@ class GPT2(torch.nn.Module):
             z = (att @ vh).transpose(1, 2).reshape(B, T, C)
             hooks[p + "attn.hook_z"] = z
             a = blk.attn.c_proj(z)
+            if ablate == ("attn", i):
+                a = torch.zeros_like(a)
             hooks[p + "hook_attn_out"] = a
             x = x + a
             hooks[p + "hook_resid_mid"] = x
@@ -144,6 +146,8 @@ class GPT2(torch.nn.Module):
             post = gelu_new(pre)
             hooks[p + "mlp.hook_pre"], hooks[p + "mlp.hook_post"] = pre, post
             m = blk.mlp.c_proj(post)
+            if ablate == ("mlp", i):
+                m = torch.zeros_like(m)
             hooks[p + "hook_mlp_out"] = m
             x = x + m
             hooks[p + "hook_resid_post"] = x
@@ -384,6 +388,26 @@ def run_case(name, work, tok_small, ck):
         # the table's rows: each cell's token text and probability; compare the token ids via the tokenizer
         ck.expect(lens_table_ok(lout, lt, out), f"[{name} text {i}] lens table top tokens == PyTorch lens")
     if name == "small":
+        # ablate with TEXTs (no corpus.h5 for BPE): zero-ablation H vs PyTorch
+        abl = ["Hello world", " hello world"]
+        _, aout, _ = run(["ablate", "--model", out] + abl)
+        ids = []
+        for t in abl:
+            tk, _, _ = capture(out, [t], os.path.join(work, "abl.h5"), last=True)
+            ids.append(tk[0])
+        idx = torch.tensor(np.stack(ids), dtype=torch.long)
+        ref64 = GPT2(V=model.cfg["vocab_size"], T=64, C=64, H=4, L=2).double()
+        ref64.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        ref64.eval()
+        base = torch.softmax(ref64.hooked(idx)[0][:, -1], -1)
+        rows = [l.split() for l in aout.split("\n") if l[:1].isdigit()]
+        worst = 0.0
+        for l in range(2):
+            for kind, col in (("attn", 1), ("mlp", 4)):
+                q = torch.softmax(ref64.hooked(idx, ablate=(kind, l))[0][:, -1], -1)
+                h = ((base.sqrt() - q.sqrt()) ** 2).sum(-1).sqrt() / math.sqrt(2)
+                worst = max(worst, abs(float(rows[l][col]) - float(h.mean())))
+        ck.expect(len(rows) == 2 and worst <= 1e-5, f"ablate TEXT... on a BPE model: mean H vs PyTorch (max diff {worst:.1e})")
         # generate works and is deterministic for a seed
         _, g1, _ = run(["generate", "--model", out, "-n", "8", "--seed", "3", "--prompt", "Hello"])
         _, g2, _ = run(["generate", "--model", out, "-n", "8", "--seed", "3", "--prompt", "Hello"])
