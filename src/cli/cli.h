@@ -39,7 +39,7 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
 
 #define CLI_COMMANDS(X)                                                                         \
     X(init, "write a randomly initialised model file")                                        \
-    X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")           \
+    X(import, "convert a .pt/.safetensors checkpoint or a Hugging Face GPT-2 folder into a model file")\
     X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")          \
     X(predict, "print the model's next-token distribution for a text")                        \
     X(generate, "sample text from the model")                                                 \
