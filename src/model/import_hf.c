@@ -227,10 +227,9 @@ cl_model *cl_hf_import(const char *dir, cl_hf_info *info) {
     const cl_ckpt_tensor *head = cl_ckpt_find(ck, "lm_head.weight");
     if (tied && head) {
         /* tied in the module; a file may still hold a copy: it must be wte */
-        const cl_ckpt_tensor *wte = cl_ckpt_tensor_at(ck, 0);
         char wk[64];
         snprintf(wk, sizeof wk, "%swte.weight", pre);
-        wte = cl_ckpt_find(ck, wk);
+        const cl_ckpt_tensor *wte = cl_ckpt_find(ck, wk);
         if (!cl_ckpt_same_data(head, wte)) {
             if (head->ndim != 2 || head->shape[0] != (size_t)cfg.vocab_size || head->shape[1] != C) {
                 cl_error("%s: lm_head.weight should be [%d, %zu]", lab, cfg.vocab_size, C);

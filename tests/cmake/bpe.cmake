@@ -4,6 +4,7 @@
 add_executable(bpe_tool ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_tool.c)
 target_link_libraries(bpe_tool PRIVATE corpuslens_core)
 set_target_properties(bpe_tool PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+cl_criterion_test(test_bpe ${CMAKE_CURRENT_SOURCE_DIR}/bpe/test_bpe.c)
 cl_script_test(bpe_oracle "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_oracle.py)
 set_tests_properties(bpe_oracle PROPERTIES SKIP_RETURN_CODE 77)
 # Hugging Face GPT-2 folders (safetensors and pytorch_model.bin) vs a plain-PyTorch
