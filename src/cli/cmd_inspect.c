@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
@@ -122,6 +123,8 @@ static int inspect_h5(const char *path) {
            c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->bias, c->qkv_bias, c->head_bias,
            c->tied_head ? "tied" : "untied",
            c->attn_scale == CL_SCALE_N_EMBD ? "n_embd" : "head_size", c->ln_eps);
+    if (m->bpe) printf("tokenizer: GPT-2 byte-level BPE, %d tokens, %zu merges\n", c->vocab_size, cl_bpe_num_merges(m->bpe));
+    else printf("tokenizer: char-level, %d characters\n", c->vocab_size);
     printf("parameters:\n");
     for (size_t i = 0; i < n; i++) {
         cl_tensor_info t;
