@@ -95,7 +95,7 @@ for r in $(seq 1 "$rounds"); do
   "$build/bpe_tool" "$pkg/encoder.json" "$pkg/vocab.bpe" bench "$text" 1 2>/dev/null >> "$tmp/bc.txt"
   node "$src/tests/bpe/oracle.js" "$pkg" bench "$text" 1 2>/dev/null >> "$tmp/bj.txt"
 done
-mbs() { awk '{ v = $1 / $2 / 1e6; if (v > m) m = v } END { printf "%.2f", m }' "$1"; }
+mbs() { awk '{ v = $1 / $2 / 1e6; if (v > m) m = v } END { printf "%.4g", m }' "$1"; }
 cmb=$(mbs "$tmp/bc.txt") jmb=$(mbs "$tmp/bj.txt")
 fi
 
