@@ -13,11 +13,12 @@
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/reduce/report.h"
 #include "corpuslens/base/svg.h"
 
 static const char *help =
     "usage: mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
-    "                                     [--max P] [--svg BARS.svg]\n"
+    "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]\n"
     "\n"
     "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
     "default), the Hellinger distance between the model's next-token\n"
@@ -33,6 +34,9 @@ static const char *help =
     "                first pass; summed in fixed point so that it does not depend\n"
     "                on the number of ranks)\n"
     "  --svg FILE    bar chart of the means with +-1 std error bars\n"
+    "  -o FILE.h5    the table as HDF5 (format corpuslens-ablation: /attn_removed/{mean,std},\n"
+    "                /ffwd_removed/{mean,std} [L]); `reduce --ablation FILE.h5` sets it\n"
+    "                beside the paper's\n"
     "\n"
     "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
@@ -102,7 +106,7 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
 }
 
 int cmd_ablate(int argc, char **argv) {
-    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
+    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL;
     long max_p = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -112,6 +116,7 @@ int cmd_ablate(int argc, char **argv) {
         } else if (!strcmp(a, "--model") && v) model = v, i++;
         else if (!strcmp(a, "--corpus") && v) corpus = v, i++;
         else if (!strcmp(a, "--svg") && v) svg = v, i++;
+        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out_h5 = v, i++;
         else if (!strcmp(a, "--mode") && v) mode_s = v, i++;
         else if (!strcmp(a, "--max") && v) {
             if (cli_parse_long(CMD, "--max", v, 1, 1L << 40, &max_p)) return 2;
@@ -227,6 +232,13 @@ int cmd_ablate(int argc, char **argv) {
             printf("%-7d %10.6f +- %7.6f %10.6f +- %7.6f\n", l, ma[l], sa[l], mf[l], sf[l]);
         }
         if (svg && write_bars(svg, L, ma, sa, mf, sf, mode_s, P)) ok = 0;
+        if (ok && out_h5) {
+            cl_ablation ab = {.L = L, .prompts = (long long)P};
+            snprintf(ab.mode, sizeof ab.mode, "%s", mode_s);
+            memcpy(ab.attn_mean, ma, (size_t)L * sizeof(double)), memcpy(ab.attn_std, sa, (size_t)L * sizeof(double));
+            memcpy(ab.ffwd_mean, mf, (size_t)L * sizeof(double)), memcpy(ab.ffwd_std, sf, (size_t)L * sizeof(double));
+            if (cl_ablation_write(out_h5, &ab)) ok = 0;
+        }
     }
     MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
     all_ok = ok;

@@ -14,7 +14,8 @@
 
 static const char *help =
     "usage: corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"
-    "                         [--compare-model M.h5 ...] [--examples i,j,...] -o DIR\n"
+    "                         [--compare-model M.h5 ...] [--examples i,j,...]\n"
+    "                         [--ablation ABLATION.h5] [--tuned TUNE.h5] -o DIR\n"
     "\n"
     "Turns a finished scan into the Hellinger report. Per prompt and block, the\n"
     "next-token counts of the corpus substrings more similar than the block's\n"
@@ -33,7 +34,11 @@ static const char *help =
     "                     0.01,0.01,0.1,1.5,6,0.01 for 6 blocks)\n"
     "  --compare-model F  another model file with the same vocabulary (repeatable);\n"
     "                     its forward passes are split over the MPI ranks\n"
+    "                     (other seeds: the noise floor = the mean of their mean H,\n"
+    "                     and approximation / noise floor, beside the paper's 1.58)\n"
     "  --examples LIST    prompt indices to show in the examples table\n"
+    "  --ablation F       `ablate -o F`: its table beside the paper's ranges\n"
+    "  --tuned F          `tune --h5 F`: fitted vs the paper's values on held-out prompts\n"
     "  -o, --output DIR   output folder (created): report.md, report.h5,\n"
     "                     hellinger_density.svg, block_matches.svg\n"
     "\n"
@@ -70,7 +75,7 @@ int cmd_reduce(int argc, char **argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    const char *scan_path = NULL, *outdir = NULL;
+    const char *scan_path = NULL, *outdir = NULL, *ablation_path = NULL, *tuned_path = NULL;
     const char *compare[64];
     size_t n_compare = 0;
     double *thr = NULL, *w = NULL, *ex = NULL;
@@ -109,6 +114,10 @@ int cmd_reduce(int argc, char **argv) {
                 goto out;
             }
             compare[n_compare++] = v, i += step;
+        } else if (!strcmp(a, "--ablation") && v) {
+            ablation_path = v, i += step;
+        } else if (!strcmp(a, "--tuned") && v) {
+            tuned_path = v, i += step;
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) outdir = v, i += step;
         else if (a[0] == '-' && a[1]) {
             cli_usage_error("reduce", "unknown option or missing value '%s'", a);
@@ -191,7 +200,15 @@ int cmd_reduce(int argc, char **argv) {
     if (rank == 0) {
         r = cl_reduce(s, tv, wv, kb, (const float *const *)cprobs, compare, n_compare);
         cl_report_opts o = {.scan_path = scan_path, .examples = examples, .n_examples = n_ex};
-        err = !r || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
+        static cl_ablation ab;
+        static cl_tuned tu;
+        err = !r || (ablation_path && cl_ablation_read(ablation_path, &ab)) ||
+              (tuned_path && cl_tuned_read(tuned_path, &tu));
+        if (!err && ablation_path) o.ablation = &ab;
+        if (!err && tuned_path) o.tuned = &tu;
+        if (!err && tuned_path && tu.Lb != r->Lb)
+            err = cl_error("%s: fitted for %d blocks, the scan has %d", tuned_path, tu.Lb, r->Lb) != 0;
+        err = err || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
     }
     MPI_Bcast(&err, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (err) goto done;
@@ -201,6 +218,11 @@ int cmd_reduce(int argc, char **argv) {
                r->baselines[2 * r->Lb].stats.mean, r->baselines[2 * r->Lb + 1].stats.mean);
         for (size_t c = 0; c < n_compare; c++)
             printf(", %s %.4f", r->baselines[2 * r->Lb + 2 + c].name, r->baselines[2 * r->Lb + 2 + c].stats.mean);
+        cl_noise_floor nf;
+        if (!cl_noise_floor_of(r, &nf) && nf.n)
+            printf("\nreduce: noise floor (mean over %zu other models) %.4f, approximation / noise floor %.2f "
+                   "(paper 0.1677 / 0.106 = 1.58)",
+                   nf.n, nf.mean, nf.ratio);
         printf("\nreduce: wrote %s/report.md, report.h5, hellinger_density.svg, block_matches.svg "
                "(%.2f s: models %.2f s, counts %.2f s)\n",
                outdir, MPI_Wtime() - t0, t1 - t0, r->seconds_read);

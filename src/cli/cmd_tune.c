@@ -8,10 +8,11 @@
 #include "cli/cli.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/report.h"
 
 static const char *help =
     "usage: corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-    "                       [--max-train N] [-o SNIPPET.ini]\n"
+    "                       [--max-train N] [-o SNIPPET.ini] [--h5 TUNE.h5]\n"
     "\n"
     "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
     "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
@@ -34,7 +35,10 @@ static const char *help =
     "  --restarts R        random restarts (2)\n"
     "  --max-train N       fit on at most N train prompts (memory cap; 0 = all)\n"
     "  -o FILE             write the fitted values as a job-file snippet:\n"
-    "                      [reduce] / thresholds = ... / weights = ...\n";
+    "                      [reduce] / thresholds = ... / weights = ...\n"
+    "  --h5 FILE           the fitted values and both splits' statistics as HDF5\n"
+    "                      (format corpuslens-tune); `reduce --tuned FILE` sets them\n"
+    "                      beside the paper's values\n";
 
 static void print_stats(const char *name, const cl_stats *s) {
     printf("  %-22s mean %.4f  std %.4f  median %.4f  p90 %.4f  (n %zu, empty %zu)\n", name, s->mean, s->std,
@@ -44,7 +48,7 @@ static void print_stats(const char *name, const cl_stats *s) {
 int cmd_tune(int argc, char **argv) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    const char *scan_path = NULL, *out = NULL;
+    const char *scan_path = NULL, *out = NULL, *out_h5 = NULL;
     cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -65,6 +69,7 @@ int cmd_tune(int argc, char **argv) {
             if (cli_parse_long("tune", a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
             o.max_train = (size_t)l, i++;
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
+        else if (!strcmp(a, "--h5") && v) out_h5 = v, i++;
         else if (a[0] == '-' && a[1]) return cli_usage_error("tune", "unknown option or missing value '%s'", a);
         else if (!scan_path) scan_path = a;
         else return cli_usage_error("tune", "unexpected argument '%s'", a);
@@ -113,6 +118,19 @@ int cmd_tune(int argc, char **argv) {
                     printf("tune: wrote %s\n", out);
                 }
             }
+        }
+        if (!err && out_h5) {
+            cl_tuned t = {.Lb = s->Lb, .have_paper = r.have_paper, .train_fraction = o.train_fraction,
+                          .seed = (long long)o.seed, .n_train = (long long)r.n_train, .n_test = (long long)r.n_test,
+                          .fit_train_mean = r.train.mean, .fit_test_mean = r.test.mean, .fit_test_std = r.test.std,
+                          .fit_test_median = r.test.median, .fit_test_empty = (long long)r.test.n_empty,
+                          .paper_train_mean = r.paper_train.mean, .paper_test_mean = r.paper_test.mean,
+                          .paper_test_std = r.paper_test.std, .paper_test_median = r.paper_test.median,
+                          .paper_test_empty = (long long)r.paper_test.n_empty};
+            memcpy(t.thresholds, r.thresholds, sizeof t.thresholds);
+            memcpy(t.weights, r.weights, sizeof t.weights);
+            if (cl_tuned_write(out_h5, &t)) err = 1;
+            else printf("tune: wrote %s\n", out_h5);
         }
         if (err) cli_fail();
         cl_scan_close(s);
