@@ -47,25 +47,30 @@ int cmd_import(int argc, char **argv) __attribute__((weak));
 
 static void help(void) {
     printf(
-        "usage: [mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
-        "       corpuslens run JOB.ini --get SECTION.KEY | --get stages\n"
+        "usage: [mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--alt K] [--force] [--dry-run]\n"
+        "       corpuslens run JOB.ini --get SECTION.KEY | --get stages | --get alternatives\n"
         "\n"
         "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
-        "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
-        "command of the same name, on every rank. A stage whose complete output already\n"
+        "checkpoint) or train (no [model]) -> alternatives (one training per\n"
+        "[alternatives] seed) -> prepare -> scan -> tune ([tune]) -> ablate ([ablate])\n"
+        "-> reduce, each stage the command of the same name, on every rank. A stage whose complete output already\n"
         "matches the job (its settings and input hashes, recorded in the output's\n"
         "job_stamp attribute) is skipped, so running the same command again after a\n"
         "failure resumes where it stopped (an interrupted scan, or a training with\n"
         "checkpoint_every, continues from its checkpoint).\n"
         "\n"
         "  --stages LIST   only these stages, in pipeline order (comma-separated:\n"
-        "                  generate, import, train, prepare, scan, reduce); the Slurm\n"
-        "                  scripts run one stage per batch job this way\n"
+        "                  generate, import, train, alternatives, prepare, scan, tune,\n"
+        "                  ablate, reduce); the Slurm scripts run one stage per batch\n"
+        "                  job this way\n"
+        "  --alt K         of the alternatives, only the K-th seed (1-based; one Slurm\n"
+        "                  array task each)\n"
         "  --force         run the selected stages even if their outputs match\n"
         "  --dry-run       print what would run or be skipped, and why\n"
         "  --get KEY       print a job value after variable expansion (e.g. output.dir,\n"
         "                  slurm.scan_ranks; nothing when unset), or with KEY = stages\n"
-        "                  the stages of this job; then exit\n"
+        "                  the stages of this job, or with KEY = alternatives their\n"
+        "                  number; then exit\n"
         "\n"
         "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
         "stopped with a checkpoint), 1 for a bad job file.\n"
@@ -132,9 +137,11 @@ static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 
 /* ---- stages ---- */
 
-enum { ST_GENERATE, ST_IMPORT, ST_TRAIN, ST_PREPARE, ST_SCAN, ST_REDUCE, ST_N };
-static const char *const STAGE_NAMES[ST_N] = {"generate", "import", "train",
-                                              "prepare",  "scan",   "reduce"};
+enum { ST_GENERATE, ST_IMPORT, ST_TRAIN, ST_ALT, ST_PREPARE, ST_SCAN, ST_TUNE, ST_ABLATE, ST_REDUCE, ST_N };
+/* Stage names by id; ST_ALT is one stage per [alternatives] seed, all named "alternatives". */
+static const char *const STAGE_NAMES[ST_N] = {"generate", "import", "train",  "alternatives", "prepare",
+                                              "scan",     "tune",   "ablate", "reduce"};
+#define MAX_ALT 16
 
 typedef struct {
     int id;
@@ -145,7 +152,7 @@ typedef struct {
     char *out;              /* the file that is checked and stamped */
     const char *format;     /* its format attribute */
     int format_in_config;   /* model files keep it on /config */
-    const char *hash_inputs[4];  /* files whose SHA-256 enters the key */
+    const char *hash_inputs[4 + MAX_ALT]; /* files whose SHA-256 enters the key */
     const char *stamp_inputs[2]; /* stage outputs whose job_stamp enters the key */
 } stage;
 
@@ -153,6 +160,11 @@ typedef struct {
     cl_job *job;
     char *out_dir, *model, *corpus_h5, *scan_h5, *report_dir, *report_h5;
     stage st[ST_N];
+    /* [alternatives]: one train stage per seed (id ST_ALT); st[ST_ALT] unused */
+    stage alt[MAX_ALT];
+    char *alt_out[MAX_ALT];
+    int n_alt;
+    char *ablation_h5, *ablation_svg, *tune_h5, *tune_ini;
 } plan;
 
 static void plan_free(plan *p) {
@@ -166,6 +178,53 @@ static void plan_free(plan *p) {
         av_free(&p->st[i].argv);
         av_free(&p->st[i].resume_argv);
     }
+    for (int i = 0; i < p->n_alt; i++) {
+        av_free(&p->alt[i].argv);
+        av_free(&p->alt[i].resume_argv);
+        free(p->alt_out[i]);
+    }
+    free(p->ablation_h5);
+    free(p->ablation_svg);
+    free(p->tune_h5);
+    free(p->tune_ini);
+}
+
+/* The train command line of the job's [train] recipe with `seed` (< 0: the
+ * recipe's own) writing `out`; with checkpoints, also the command that resumes. */
+static int train_argv(const cl_job *j, long long seed, const char *out, argvec *argv, argvec *resume) {
+    int rc = 0;
+    argvec *a = argv;
+    rc |= av_add(a, "train");
+    rc |= av_add(a, "--corpus");
+    rc |= av_add(a, j->corpus_path);
+    if (j->train_config) rc |= av_add(a, "--config"), rc |= av_add(a, j->train_config);
+    if (j->has_steps) rc |= av_add(a, "--steps"), rc |= av_addf(a, "%lld", j->steps);
+    if (j->has_batch) rc |= av_add(a, "--batch"), rc |= av_addf(a, "%lld", j->batch);
+    if (j->has_ctx) rc |= av_add(a, "--ctx"), rc |= av_addf(a, "%lld", j->ctx);
+    if (j->lr) rc |= av_add(a, "--lr"), rc |= av_addf(a, "%s", j->lr);
+    if (j->dropout) rc |= av_add(a, "--dropout"), rc |= av_addf(a, "%s", j->dropout);
+    if (seed >= 0) rc |= av_add(a, "--seed"), rc |= av_addf(a, "%lld", seed);
+    else if (j->has_train_seed) rc |= av_add(a, "--seed"), rc |= av_addf(a, "%lld", j->train_seed);
+    if (j->has_eval_every) rc |= av_add(a, "--eval-every"), rc |= av_addf(a, "%lld", j->eval_every);
+    if (j->train_checkpoint_every)
+        rc |= av_add(a, "--checkpoint-every"), rc |= av_addf(a, "%lld", j->train_checkpoint_every);
+    rc |= av_add(a, "-o");
+    rc |= av_add(a, out);
+    if (j->train_checkpoint_every) {
+        /* the same without --config (the checkpoint has the architecture) */
+        for (int i = 0; i < a->n; i++) {
+            if (!strcmp(a->v[i], "--config")) {
+                i++;
+                continue;
+            }
+            if (!strcmp(a->v[i], "-o")) {
+                rc |= av_add(resume, "--resume");
+                rc |= av_add(resume, out);
+            }
+            rc |= av_add(resume, a->v[i]);
+        }
+    }
+    return rc;
 }
 
 static int build_plan(plan *p, cl_job *j) {
@@ -216,34 +275,29 @@ static int build_plan(plan *p, cl_job *j) {
     s->format = CL_MODEL_FORMAT;
     s->format_in_config = 1;
     s->hash_inputs[0] = j->corpus_path;
-    rc |= av_add(&s->argv, "train");
-    rc |= av_add(&s->argv, "--corpus");
-    rc |= av_add(&s->argv, j->corpus_path);
-    if (j->train_config) rc |= av_add(&s->argv, "--config"), rc |= av_add(&s->argv, j->train_config);
-    if (j->has_steps) rc |= av_add(&s->argv, "--steps"), rc |= av_addf(&s->argv, "%lld", j->steps);
-    if (j->has_batch) rc |= av_add(&s->argv, "--batch"), rc |= av_addf(&s->argv, "%lld", j->batch);
-    if (j->has_ctx) rc |= av_add(&s->argv, "--ctx"), rc |= av_addf(&s->argv, "%lld", j->ctx);
-    if (j->lr) rc |= av_add(&s->argv, "--lr"), rc |= av_addf(&s->argv, "%s", j->lr);
-    if (j->dropout) rc |= av_add(&s->argv, "--dropout"), rc |= av_addf(&s->argv, "%s", j->dropout);
-    if (j->has_train_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->train_seed);
-    if (j->has_eval_every) rc |= av_add(&s->argv, "--eval-every"), rc |= av_addf(&s->argv, "%lld", j->eval_every);
-    if (j->train_checkpoint_every)
-        rc |= av_add(&s->argv, "--checkpoint-every"),
-            rc |= av_addf(&s->argv, "%lld", j->train_checkpoint_every);
-    rc |= av_add(&s->argv, "-o");
-    rc |= av_add(&s->argv, p->model);
-    if (j->train_checkpoint_every) {
-        /* the same without --config (the checkpoint has the architecture) */
-        for (int a = 0; a < s->argv.n; a++) {
-            if (!strcmp(s->argv.v[a], "--config")) {
-                a++;
-                continue;
-            }
-            if (!strcmp(s->argv.v[a], "-o")) {
-                rc |= av_add(&s->resume_argv, "--resume");
-                rc |= av_add(&s->resume_argv, p->model);
-            }
-            rc |= av_add(&s->resume_argv, s->argv.v[a]);
+    rc |= train_argv(j, -1, p->model, &s->argv, &s->resume_argv);
+
+    /* [alternatives]: the same recipe, other seeds */
+    if (j->alt_seeds) {
+        for (const char *q = j->alt_seeds; *q;) {
+            if (p->n_alt == MAX_ALT) return cl_error("[alternatives]: at most %d seeds", MAX_ALT);
+            long long seed = strtoll(q, NULL, 10);
+            char name[64];
+            snprintf(name, sizeof name, "model-seed%lld.h5", seed);
+            stage *a = &p->alt[p->n_alt];
+            a->id = ST_ALT;
+            a->enabled = 1;
+            a->fn = cmd_train;
+            a->out = p->alt_out[p->n_alt] = path_join(j->out_dir, name);
+            if (!a->out) return cl_error("out of memory");
+            a->format = CL_MODEL_FORMAT;
+            a->format_in_config = 1;
+            a->hash_inputs[0] = j->corpus_path;
+            rc |= train_argv(j, seed, a->out, &a->argv, &a->resume_argv);
+            p->n_alt++;
+            const char *c = strchr(q, ',');
+            if (!c) break;
+            q = c + 1;
         }
     }
 
@@ -294,18 +348,61 @@ static int build_plan(plan *p, cl_job *j) {
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->scan_h5);
 
+    p->ablation_h5 = path_join(j->out_dir, "ablation.h5");
+    p->ablation_svg = path_join(j->out_dir, "ablation.svg");
+    p->tune_h5 = path_join(j->out_dir, "tune.h5");
+    p->tune_ini = path_join(j->out_dir, "tune.ini");
+    if (!p->ablation_h5 || !p->ablation_svg || !p->tune_h5 || !p->tune_ini) return cl_error("out of memory");
+
+    s = &p->st[ST_TUNE];
+    s->enabled = j->has_tune;
+    s->fn = cmd_tune;
+    s->out = p->tune_h5;
+    s->format = CL_TUNE_FORMAT;
+    s->stamp_inputs[0] = p->scan_h5;
+    rc |= av_add(&s->argv, "tune");
+    rc |= av_add(&s->argv, p->scan_h5);
+    if (j->tune_fraction) rc |= av_add(&s->argv, "--train-fraction"), rc |= av_add(&s->argv, j->tune_fraction);
+    if (j->has_tune_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->tune_seed);
+    if (j->has_tune_restarts)
+        rc |= av_add(&s->argv, "--restarts"), rc |= av_addf(&s->argv, "%lld", j->tune_restarts);
+    rc |= av_add(&s->argv, "-o"), rc |= av_add(&s->argv, p->tune_ini);
+    rc |= av_add(&s->argv, "--h5"), rc |= av_add(&s->argv, p->tune_h5);
+
+    s = &p->st[ST_ABLATE];
+    s->enabled = j->has_ablate;
+    s->fn = cmd_ablate;
+    s->out = p->ablation_h5;
+    s->format = CL_ABLATION_FORMAT;
+    s->hash_inputs[0] = p->model;
+    s->hash_inputs[1] = p->corpus_h5;
+    rc |= av_add(&s->argv, "ablate");
+    rc |= av_add(&s->argv, "--model"), rc |= av_add(&s->argv, p->model);
+    rc |= av_add(&s->argv, "--corpus"), rc |= av_add(&s->argv, p->corpus_h5);
+    if (j->has_ablate_max) rc |= av_add(&s->argv, "--max"), rc |= av_addf(&s->argv, "%lld", j->ablate_max);
+    if (j->ablate_mode) rc |= av_add(&s->argv, "--mode"), rc |= av_add(&s->argv, j->ablate_mode);
+    rc |= av_add(&s->argv, "--svg"), rc |= av_add(&s->argv, p->ablation_svg);
+    rc |= av_add(&s->argv, "-o"), rc |= av_add(&s->argv, p->ablation_h5);
+
     s = &p->st[ST_REDUCE];
     s->enabled = 1;
     s->fn = cmd_reduce;
     s->out = p->report_h5;
     s->format = CL_REPORT_FORMAT;
     s->stamp_inputs[0] = p->scan_h5;
+    /* the other seeds, the ablation and the tuning enter the key by content */
+    for (int i = 0; i < p->n_alt; i++) s->hash_inputs[i] = p->alt_out[i];
+    if (j->has_ablate) s->hash_inputs[p->n_alt] = p->ablation_h5;
+    if (j->has_tune) s->hash_inputs[p->n_alt + 1] = p->tune_h5;
     rc |= av_add(&s->argv, "reduce");
     rc |= av_add(&s->argv, p->scan_h5);
     if (j->thresholds) rc |= av_add(&s->argv, "--thresholds"), rc |= av_add(&s->argv, j->thresholds);
     if (j->weights) rc |= av_add(&s->argv, "--weights"), rc |= av_add(&s->argv, j->weights);
     for (size_t i = 0; i < j->n_compare; i++)
         rc |= av_add(&s->argv, "--compare-model"), rc |= av_add(&s->argv, j->compare_models[i]);
+    for (int i = 0; i < p->n_alt; i++) rc |= av_add(&s->argv, "--compare-model"), rc |= av_add(&s->argv, p->alt_out[i]);
+    if (j->has_ablate) rc |= av_add(&s->argv, "--ablation"), rc |= av_add(&s->argv, p->ablation_h5);
+    if (j->has_tune) rc |= av_add(&s->argv, "--tuned"), rc |= av_add(&s->argv, p->tune_h5);
     if (j->examples) rc |= av_add(&s->argv, "--examples"), rc |= av_add(&s->argv, j->examples);
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->report_dir);
@@ -352,7 +449,7 @@ static char *stage_key(const plan *p, const stage *s, char stamp[65]) {
     KPUT("corpuslens-run 1\nstage %s\nargv", STAGE_NAMES[s->id]);
     for (int i = 0; i < s->argv.n; i++) KPUT(" %s", s->argv.v[i]);
     KPUT("\n");
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof s->hash_inputs / sizeof *s->hash_inputs; i++) {
         const char *in = s->hash_inputs[i];
         if (!in) continue;
         char h[65];
@@ -379,7 +476,7 @@ static char *stage_key(const plan *p, const stage *s, char stamp[65]) {
         if (read_root_str(in, "job_stamp", h, sizeof h) < 0) {
             free(k);
             cl_error("stage %s needs %s as written by this job's %s stage (%s)",
-                     STAGE_NAMES[s->id], in, STAGE_NAMES[s->id - 1],
+                     STAGE_NAMES[s->id], in, "scan",
                      "no job_stamp attribute: run that stage first");
             return NULL;
         }
@@ -607,11 +704,24 @@ static int check_stage_list(const char *list) {
             if (strlen(STAGE_NAMES[i]) == len && !strncmp(p, STAGE_NAMES[i], len)) ok = 1;
         if (!ok)
             return cli_usage_error(CMD, "--stages: unknown stage '%.*s' (generate, import, train, "
-                                        "prepare, scan, reduce)", (int)len, p);
+                                        "alternatives, prepare, scan, tune, ablate, reduce)", (int)len, p);
         if (!q) break;
         p = q + 1;
     }
     return 0;
+}
+
+/* The job's stages in pipeline order: st[] with one stage per [alternatives]
+ * seed in the place of ST_ALT. */
+static int flat_stages(plan *p, stage **out) {
+    int n = 0;
+    for (int i = 0; i < ST_N; i++) {
+        if (i == ST_ALT)
+            for (int a = 0; a < p->n_alt; a++) out[n++] = &p->alt[a];
+        else if (p->st[i].enabled)
+            out[n++] = &p->st[i];
+    }
+    return n;
 }
 
 static int bcast_int(int v) {
@@ -625,6 +735,7 @@ int cmd_run(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &R);
     const char *job_path = NULL, *stages = NULL, *get = NULL;
     int force = 0, dry = 0;
+    long alt_only = 0; /* --alt K: of the alternatives, only the K-th (a Slurm array task) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -632,6 +743,10 @@ int cmd_run(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "--alt")) {
+            if (i + 1 >= argc) return rank == 0 ? cli_usage_error(CMD, "--alt needs a value") : 2;
+            if (cli_parse_long(CMD, "--alt", argv[++i], 1, MAX_ALT, &alt_only)) return 2;
+        }
         else if (!strcmp(a, "--dry-run")) dry = 1;
         else if (!strcmp(a, "--stages") || !strncmp(a, "--stages=", 9) || !strcmp(a, "--get") ||
                  !strncmp(a, "--get=", 6)) {
@@ -679,12 +794,15 @@ int cmd_run(int argc, char **argv) {
             if (!strcmp(get, "stages")) {
                 int first = 1;
                 for (int i = 0; i < ST_N; i++)
-                    if (p.st[i].enabled) printf("%s%s", first ? "" : " ", STAGE_NAMES[i]), first = 0;
+                    if (i == ST_ALT ? p.n_alt > 0 : p.st[i].enabled)
+                        printf("%s%s", first ? "" : " ", STAGE_NAMES[i]), first = 0;
                 printf("\n");
+            } else if (!strcmp(get, "alternatives")) {
+                printf("%d\n", p.n_alt);
             } else if (!strchr(get, '.')) {
                 plan_free(&p);
                 cl_job_free(job);
-                return cli_usage_error(CMD, "--get: '%s' is not SECTION.KEY or 'stages'", get);
+                return cli_usage_error(CMD, "--get: '%s' is not SECTION.KEY, 'stages' or 'alternatives'", get);
             } else {
                 const char *v = cl_job_get(job, get);
                 if (v) printf("%s\n", v);
@@ -695,9 +813,17 @@ int cmd_run(int argc, char **argv) {
         return 0;
     }
 
+    if (alt_only > p.n_alt) {
+        int n_alt = p.n_alt;
+        plan_free(&p);
+        cl_job_free(job);
+        return rank == 0 ? cli_usage_error(CMD, "--alt %ld: the job has %d alternative seed%s", alt_only, n_alt,
+                                           n_alt == 1 ? "" : "s")
+                         : 2;
+    }
     double t_all = MPI_Wtime();
-    int n_enabled = 0;
-    for (int i = 0; i < ST_N; i++) n_enabled += p.st[i].enabled;
+    stage *flat[ST_N + MAX_ALT];
+    int n_enabled = flat_stages(&p, flat);
     if (rank == 0) {
         printf("corpuslens run %s: %d rank%s, output in %s\n", job_path, R, R == 1 ? "" : "s", p.out_dir);
         fflush(stdout);
@@ -709,11 +835,12 @@ int cmd_run(int argc, char **argv) {
         rc = bcast_int(rc);
     }
     int k = 0, ran = 0, skipped = 0;
-    for (int i = 0; i < ST_N && !rc; i++) {
-        stage *s = &p.st[i];
-        if (!s->enabled) continue;
+    for (int q = 0; q < n_enabled && !rc; q++) {
+        stage *s = flat[q];
+        int i = s->id;
         k++;
         if (!stage_selected(stages, i)) continue;
+        if (i == ST_ALT && alt_only && s != &p.alt[alt_only - 1]) continue;
         char why[1024] = "", stamp[65] = "";
         char *key = NULL;
         /* rank 0 decides: 0 run, 1 skip, -1 error (inputs missing) */
