@@ -3,15 +3,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
-
-static const char *help =
-    "usage: corpuslens predict --model MODEL.h5 [--top K] TEXT\n"
-    "\n"
-    "Prints the model's next-token distribution after TEXT (softmax at the last\n"
-    "position), most likely first, K lines (default 10; 0 = all):\n"
-    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n";
 
 typedef struct {
     float p;
@@ -25,25 +19,24 @@ static int by_prob(const void *a, const void *b) {
 }
 
 static int run(int argc, char **argv) {
-    const char *model = NULL, *text = NULL;
+    const char *model = NULL;
     long top = 10;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--top") && v) {
-            if (cli_parse_long("predict", "--top", v, 0, 1 << 21, &top)) return 2;
-            i++;
-        } else if (!strcmp(a, "--")) {
-            if (i + 1 < argc) text = argv[++i];
-        } else if (a[0] == '-' && a[1] == '-' && !text) return cli_usage_error("predict", "unknown option '%s'", a);
-        else if (!text) text = a;
-        else return cli_usage_error("predict", "unexpected argument '%s'", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_INT("top", 0, "K", &top, 0, 1 << 21, "print the K most likely tokens; 0 = all"),
+        CLI_END,
+    };
+    const cli_command spec = {
+        "predict", "corpuslens predict --model MODEL.h5 [--top K] TEXT",
+        "Prints the model's next-token distribution after TEXT (softmax at the last\n"
+        "position), most likely first, K lines:\n"
+        "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n",
+        opts, NULL};
+    int first, prc = cli_parse(&spec, argc, argv, &first);
+    if (prc != CLI_OK) return cli_parse_exit(prc);
     if (!model) return cli_usage_error("predict", "--model is required");
-    if (!text) return cli_usage_error("predict", "TEXT is required");
+    if (cli_positionals(&spec, argc, argv, first, 1, 1, "TEXT")) return 2;
+    const char *text = argv[first];
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();
     int32_t *ids = NULL;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5schema.h"
@@ -44,35 +45,6 @@ int cmd_train(int argc, char **argv) __attribute__((weak));
 int cmd_scan(int argc, char **argv) __attribute__((weak));
 int cmd_reduce(int argc, char **argv) __attribute__((weak));
 int cmd_import(int argc, char **argv) __attribute__((weak));
-
-static void help(void) {
-    printf(
-        "usage: [mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
-        "       corpuslens run JOB.ini --get SECTION.KEY | --get stages\n"
-        "\n"
-        "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
-        "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
-        "command of the same name, on every rank. A stage whose complete output already\n"
-        "matches the job (its settings and input hashes, recorded in the output's\n"
-        "job_stamp attribute) is skipped, so running the same command again after a\n"
-        "failure resumes where it stopped (an interrupted scan, or a training with\n"
-        "checkpoint_every, continues from its checkpoint).\n"
-        "\n"
-        "  --stages LIST   only these stages, in pipeline order (comma-separated:\n"
-        "                  generate, import, train, prepare, scan, reduce); the Slurm\n"
-        "                  scripts run one stage per batch job this way\n"
-        "  --force         run the selected stages even if their outputs match\n"
-        "  --dry-run       print what would run or be skipped, and why\n"
-        "  --get KEY       print a job value after variable expansion (e.g. output.dir,\n"
-        "                  slurm.scan_ranks; nothing when unset), or with KEY = stages\n"
-        "                  the stages of this job; then exit\n"
-        "\n"
-        "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
-        "stopped with a checkpoint), 1 for a bad job file.\n"
-        "\n"
-        "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
-        "jobs/tinyshakespeare.ini.\n");
-}
 
 /* ---- small helpers ---- */
 
@@ -623,32 +595,45 @@ int cmd_run(int argc, char **argv) {
     int rank = 0, R = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &R);
-    const char *job_path = NULL, *stages = NULL, *get = NULL;
+    const char *stages = NULL, *get = NULL;
     int force = 0, dry = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            if (rank == 0) help();
-            return 0;
-        }
-        if (!strcmp(a, "--force")) force = 1;
-        else if (!strcmp(a, "--dry-run")) dry = 1;
-        else if (!strcmp(a, "--stages") || !strncmp(a, "--stages=", 9) || !strcmp(a, "--get") ||
-                 !strncmp(a, "--get=", 6)) {
-            const char *eq = strchr(a, '=');
-            const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || !*v) return rank == 0 ? cli_usage_error(CMD, "%.*s needs a value", (int)(eq ? eq - a : (long)strlen(a)), a) : 2;
-            if (a[2] == 's') stages = v;
-            else get = v;
-        } else if (a[0] == '-' && a[1]) {
-            return rank == 0 ? cli_usage_error(CMD, "unknown option '%s'", a) : 2;
-        } else if (job_path) {
-            return rank == 0 ? cli_usage_error(CMD, "more than one job file: '%s'", a) : 2;
-        } else {
-            job_path = a;
-        }
-    }
-    if (!job_path) return rank == 0 ? cli_usage_error(CMD, "no job file given") : 2;
+    const cli_option opts[] = {
+        CLI_OPT_STRING("stages", 0, "LIST", &stages,
+                       "only these stages, in pipeline order (comma-separated:\n"
+                       "generate, import, train, prepare, scan, reduce); the Slurm\n"
+                       "scripts run one stage per batch job this way"),
+        CLI_OPT_FLAG("force", 0, &force, "run the selected stages even if their outputs match"),
+        CLI_OPT_FLAG("dry-run", 0, &dry, "print what would run or be skipped, and why"),
+        CLI_OPT_STRING("get", 0, "KEY", &get,
+                       "print a job value after variable expansion (e.g. output.dir,\n"
+                       "slurm.scan_ranks; nothing when unset), or with KEY = stages\n"
+                       "the stages of this job; then exit"),
+        CLI_END,
+    };
+    const cli_command cmd = {
+        CMD,
+        "[mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
+        "       corpuslens run JOB.ini --get SECTION.KEY | --get stages",
+        "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
+        "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
+        "command of the same name, on every rank. A stage whose complete output already\n"
+        "matches the job (its settings and input hashes, recorded in the output's\n"
+        "job_stamp attribute) is skipped, so running the same command again after a\n"
+        "failure resumes where it stopped (an interrupted scan, or a training with\n"
+        "checkpoint_every, continues from its checkpoint).\n",
+        opts,
+        "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
+        "stopped with a checkpoint), 1 for a bad job file.\n"
+        "\n"
+        "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
+        "jobs/tinyshakespeare.ini.\n"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_OK) return cli_parse_exit(prc);
+    if (argc - first > 1) return cli_usage_error(CMD, "more than one job file: '%s'", argv[first + 1]);
+    if (argc - first < 1) return cli_usage_error(CMD, "no job file given");
+    const char *job_path = argv[first];
+    if (stages && !*stages) return cli_usage_error(CMD, "--stages needs a value");
+    if (get && !*get) return cli_usage_error(CMD, "--get needs a value");
     if (stages && check_stage_list(stages)) return 2;
 
     /* Every rank parses (same file, same environment); rank 0 reports. */
