@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +20,6 @@ static size_t count_opts(const cli_command *cmd) {
     size_t n = 0;
     while (cmd->opts && cmd->opts[n].name) n++;
     return n;
-}
-
-static long clamp_long(double d) {
-    if (d >= (double)LONG_MAX) return LONG_MAX;
-    if (d <= (double)LONG_MIN) return LONG_MIN;
-    return (long)d;
 }
 
 static snapshot take(const cli_option *o) {
@@ -47,7 +40,7 @@ static void default_text(const cli_option *o, snapshot s, char *buf, size_t n) {
     buf[0] = '\0';
     switch (o->kind) {
     case CLI_INT:
-        if (s.l >= clamp_long(o->lo) && s.l <= clamp_long(o->hi)) snprintf(buf, n, " (default %ld)", s.l);
+        if (s.l >= o->ilo && s.l <= o->ihi) snprintf(buf, n, " (default %ld)", s.l);
         break;
     case CLI_DOUBLE:
         if (s.d >= o->lo && s.d <= o->hi) snprintf(buf, n, " (default %g)", s.d);
@@ -174,7 +167,7 @@ static int set_value(const cli_command *cmd, const cli_option *o, const char *v)
     switch (o->kind) {
     case CLI_FLAG: *(int *)o->dest = 1; return 0;
     case CLI_STRING: *(const char **)o->dest = v; return 0;
-    case CLI_INT: return cli_parse_long(cmd->name, opt, v, clamp_long(o->lo), clamp_long(o->hi), o->dest) ? CLI_USAGE : 0;
+    case CLI_INT: return cli_parse_long(cmd->name, opt, v, o->ilo, o->ihi, o->dest) ? CLI_USAGE : 0;
     case CLI_DOUBLE: {
         if (!*v) return cli_usage_error(cmd->name, "%s needs a value", opt);
         char *end;

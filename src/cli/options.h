@@ -72,23 +72,25 @@ typedef struct {
     cli_kind kind;
     void *dest;          /* see cli_kind */
     const char *metavar; /* the value's name in --help (K, FILE); NULL for flags */
-    double lo, hi;       /* CLI_INT/CLI_DOUBLE: the accepted range */
+    long ilo, ihi;       /* CLI_INT: the accepted range */
+    double lo, hi;       /* CLI_DOUBLE: the accepted range */
     const char *choices; /* CLI_CHOICE: "a|b|c"; CLI_STRINGS: NULL */
     int max;             /* CLI_STRINGS: most values (0: CLI_MAX_STRINGS) */
     const char *help;    /* help text; '\n' starts an indented new line; NULL: hidden */
 } cli_option;
 
 /* Table rows. */
-#define CLI_OPT_FLAG(name, sh, dest, help) {name, sh, CLI_FLAG, dest, NULL, 0, 0, NULL, 0, help}
-#define CLI_OPT_INT(name, sh, meta, dest, lo, hi, help) {name, sh, CLI_INT, dest, meta, lo, hi, NULL, 0, help}
+#define CLI_OPT_FLAG(name, sh, dest, help) {name, sh, CLI_FLAG, dest, NULL, 0, 0, 0, 0, NULL, 0, help}
+#define CLI_OPT_INT(name, sh, meta, dest, lo, hi, help) {name, sh, CLI_INT, dest, meta, lo, hi, 0, 0, NULL, 0, help}
 #define CLI_OPT_DOUBLE(name, sh, meta, dest, lo, hi, help) \
-    {name, sh, CLI_DOUBLE, dest, meta, lo, hi, NULL, 0, help}
-#define CLI_OPT_STRING(name, sh, meta, dest, help) {name, sh, CLI_STRING, dest, meta, 0, 0, NULL, 0, help}
+    {name, sh, CLI_DOUBLE, dest, meta, 0, 0, lo, hi, NULL, 0, help}
+#define CLI_OPT_STRING(name, sh, meta, dest, help) {name, sh, CLI_STRING, dest, meta, 0, 0, 0, 0, NULL, 0, help}
 #define CLI_OPT_CHOICE(name, sh, meta, dest, choices, help) \
-    {name, sh, CLI_CHOICE, dest, meta, 0, 0, choices, 0, help}
-#define CLI_OPT_STRINGS(name, sh, meta, dest, max, help) {name, sh, CLI_STRINGS, dest, meta, 0, 0, NULL, max, help}
-#define CLI_OPT_DOUBLES(name, sh, meta, dest, help) {name, sh, CLI_DOUBLES, dest, meta, 0, 0, NULL, 0, help}
-#define CLI_END {NULL, 0, CLI_FLAG, NULL, NULL, 0, 0, NULL, 0, NULL}
+    {name, sh, CLI_CHOICE, dest, meta, 0, 0, 0, 0, choices, 0, help}
+#define CLI_OPT_STRINGS(name, sh, meta, dest, max, help) \
+    {name, sh, CLI_STRINGS, dest, meta, 0, 0, 0, 0, NULL, max, help}
+#define CLI_OPT_DOUBLES(name, sh, meta, dest, help) {name, sh, CLI_DOUBLES, dest, meta, 0, 0, 0, 0, NULL, 0, help}
+#define CLI_END {NULL, 0, CLI_FLAG, NULL, NULL, 0, 0, 0, 0, NULL, 0, NULL}
 
 typedef struct {
     const char *name;        /* as typed: "demo-corpus" */
