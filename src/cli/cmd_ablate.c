@@ -79,13 +79,31 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
     return cl_svg_close(s);
 }
 
+static const char USAGE[] =
+    "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
+    "                                     [--max P] [--svg BARS.svg]";
+
+static const char ABOUT[] =
+    "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
+    "default), the Hellinger distance between the model's next-token\n"
+    "distribution at the last position and the distribution with\n"
+    "  attention removed:    blocks.i.hook_attn_out ablated (x + ffwd(ln2(x)))\n"
+    "  feed-forward removed: blocks.i.hook_mlp_out ablated  (x + sa(ln1(x)))\n"
+    "one block and one part at a time; mean and standard deviation (population)\n"
+    "over the prompts (Pather 2024, Appendix IV).\n";
+
+static const char EPILOG[] =
+    "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
+    "distances are gathered to rank 0 and reduced in prompt order, so the\n"
+    "output does not depend on the number of ranks.\n";
+
 int cmd_ablate(int argc, char **argv) {
     const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
     long max_p = 0;
     const cli_option opts[] = {
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
         CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &corpus, "the prompts (a prepared corpus file)"),
-        CLI_OPT_CHOICE("mode", 0, "M", &mode_s, "zero|mean",
+        CLI_OPT_CHOICE("mode", 0, &mode_s, "zero|mean",
                        "zero: set the output to 0; mean: set it, at every position,\n"
                        "to its mean over every position of the P prompts (one vector\n"
                        "per block and part, computed in a first pass; summed in fixed\n"
@@ -94,24 +112,9 @@ int cmd_ablate(int argc, char **argv) {
         CLI_OPT_STRING("svg", 0, "FILE", &svg, "bar chart of the means with +-1 std error bars"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
-        "                                     [--max P] [--svg BARS.svg]",
-        "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
-        "default), the Hellinger distance between the model's next-token\n"
-        "distribution at the last position and the distribution with\n"
-        "  attention removed:    blocks.i.hook_attn_out ablated (x + ffwd(ln2(x)))\n"
-        "  feed-forward removed: blocks.i.hook_mlp_out ablated  (x + sa(ln1(x)))\n"
-        "one block and one part at a time; mean and standard deviation (population)\n"
-        "over the prompts (Pather 2024, Appendix IV).\n",
-        opts,
-        "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
-        "distances are gathered to rank 0 and reduced in prompt order, so the\n"
-        "output does not depend on the number of ranks.\n"};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (cli_positionals(&cmd, argc, argv, first, 0, 0, "")) return 2;
+    if (prc != CLI_PARSED) return prc;
     if (!model || !corpus) return cli_usage_error(CMD, "--model and --corpus are required");
     cl_ablate_mode mode;
     if (!strcmp(mode_s, "zero")) mode = CL_ABLATE_ZERO;

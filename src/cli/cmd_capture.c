@@ -12,6 +12,17 @@
 
 #define MAX_CAP 4096
 
+static const char USAGE[] =
+    "corpuslens capture --model MODEL.h5 -o ACTS.h5 [--hook NAME]... [--all-hooks] [--last] TEXT...";
+
+static const char ABOUT[] =
+    "Runs the model on the TEXTs (all of the same length in characters) and\n"
+    "writes /tokens [B, T], /logits [B, T, V] and /hooks/<full hook name> for\n"
+    "every hook asked for: [B, T, D] (attn.hook_pattern: [B, H, T, T]); with\n"
+    "--last only position T-1: /logits [B, V], hooks [B, D] (pattern [B, H, T]).\n"
+    "NAME is a full hook name (blocks.2.hook_mlp_out) or a short name for every\n"
+    "block (mlp_out, attn_out, resid_pre, resid_mid, resid_post, mlp_pre, mlp_post, attn_z).\n";
+
 static int run(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     cli_strings *names = calloc(1, sizeof *names);
@@ -25,20 +36,9 @@ static int run(int argc, char **argv) {
         CLI_OPT_FLAG("last", 0, &last, "only the last position"),
         CLI_END,
     };
-    const cli_command cmd = {
-        "capture", "corpuslens capture --model MODEL.h5 -o ACTS.h5 [--hook NAME]... [--all-hooks] [--last] TEXT...",
-        "Runs the model on the TEXTs (all of the same length in characters) and\n"
-        "writes /tokens [B, T], /logits [B, T, V] and /hooks/<full hook name> for\n"
-        "every hook asked for: [B, T, D] (attn.hook_pattern: [B, H, T, T]); with\n"
-        "--last only position T-1: /logits [B, V], hooks [B, D] (pattern [B, H, T]).\n"
-        "NAME is a full hook name (blocks.2.hook_mlp_out) or a short name for every\n"
-        "block (mlp_out, attn_out, resid_pre, resid_mid, resid_post, mlp_pre, mlp_post, attn_z).\n",
-        opts, NULL};
+    const cli_command cmd = {"capture", USAGE, ABOUT, opts, NULL, "TEXT", 1, 4096, "give at least one TEXT"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    int urc = prc != CLI_OK ? cli_parse_exit(prc)
-              : !model || !out ? cli_usage_error("capture", "--model and -o are required")
-              : first == argc ? cli_usage_error("capture", "give at least one TEXT")
-              : argc - first > 4096 ? cli_usage_error("capture", "at most 4096 texts") : -1;
+    int urc = prc != CLI_PARSED ? prc : !model || !out ? cli_usage_error("capture", "--model and -o are required") : -1;
     if (urc >= 0) {
         free(names);
         return urc;

@@ -13,6 +13,21 @@
 #define CMD "embed-sim"
 #define MAX_TEXTS 1024
 
+static const char USAGE[] =
+    "corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
+    "                            [--dims K] TEXT TEXT...";
+
+static const char ABOUT[] =
+    "Runs the model on each TEXT (texts may have different lengths; each runs on\n"
+    "its own), takes the activation at hook NAME ([T, D]) and pools it to one\n"
+    "vector. Prints the cosine similarity matrix of the vectors.\n";
+
+static const char EPILOG[] =
+    "NAME is one hook point: hook_embed, hook_pos_embed, ln_final.hook_normalized,\n"
+    "embed (the block-0 input: token + position embeddings) or a per-block name\n"
+    "with its block, e.g. blocks.0.hook_mlp_out (not attn.hook_pattern).\n"
+    "A vector that is zero (e.g. one text with --center) gives nan.\n";
+
 static int run(int argc, char **argv) {
     const char *model = NULL, *hook = NULL, *pool = "mean";
     int center = 0;
@@ -20,29 +35,16 @@ static int run(int argc, char **argv) {
     const cli_option opts[] = {
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
         CLI_OPT_STRING("hook", 0, "NAME", &hook, "the hook point (see below)"),
-        CLI_OPT_CHOICE("pool", 0, "P", &pool, "mean|last",
+        CLI_OPT_CHOICE("pool", 0, &pool, "mean|last",
                        "mean over positions, or the last position"),
         CLI_OPT_FLAG("center", 0, &center, "subtract the mean vector over the texts first"),
         CLI_OPT_INT("dims", 0, "K", &dims, 1, 1L << 30, "use only the first K dimensions (default: all D)"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
-        "                            [--dims K] TEXT TEXT...",
-        "Runs the model on each TEXT (texts may have different lengths; each runs on\n"
-        "its own), takes the activation at hook NAME ([T, D]) and pools it to one\n"
-        "vector. Prints the cosine similarity matrix of the vectors.\n",
-        opts,
-        "NAME is one hook point: hook_embed, hook_pos_embed, ln_final.hook_normalized,\n"
-        "embed (the block-0 input: token + position embeddings) or a per-block name\n"
-        "with its block, e.g. blocks.0.hook_mlp_out (not attn.hook_pattern).\n"
-        "A vector that is zero (e.g. one text with --center) gives nan.\n"};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "TEXT", 2, MAX_TEXTS, "give at least two TEXTs"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
+    if (prc != CLI_PARSED) return prc;
     if (!model || !hook) return cli_usage_error(CMD, "--model and --hook are required");
-    if (argc - first < 2) return cli_usage_error(CMD, "give at least two TEXTs");
-    if (argc - first > MAX_TEXTS) return cli_usage_error(CMD, "at most %d texts", MAX_TEXTS);
     const char *const *texts = (const char *const *)argv + first;
     int n = argc - first;
     cl_model *m = cl_model_load(model);

@@ -10,6 +10,13 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/base/rng.h"
 
+static const char USAGE[] =
+    "corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]";
+
+static const char ABOUT[] =
+    "Samples N characters after TEXT from the model's softmax, the context cropped\n"
+    "to the last block_size characters. Prints the prompt followed by the sample.\n";
+
 static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long n = 500, seed = 1337;
@@ -22,14 +29,9 @@ static int run(int argc, char **argv) {
         CLI_OPT_DOUBLE("temperature", 0, "T", &temp, 1e-6, 100.0, "divide the logits by T before the softmax"),
         CLI_END,
     };
-    const cli_command cmd = {
-        "generate", "corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]",
-        "Samples N characters after TEXT from the model's softmax, the context cropped\n"
-        "to the last block_size characters. Prints the prompt followed by the sample.\n",
-        opts, NULL};
+    const cli_command cmd = {"generate", USAGE, ABOUT, opts, NULL, NULL, 0, 0, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (cli_positionals(&cmd, argc, argv, first, 0, 0, "")) return 2;
+    if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("generate", "--model is required");
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();

@@ -14,6 +14,17 @@
 
 static const char *CMD = "import";
 
+static const char USAGE[] =
+    "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
+    "                         [--n-head N] [--attn-scale head_size|n_embd]";
+
+static const char ABOUT[] =
+    "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
+    "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
+    "model or of nanoGPT into a corpuslens model file. No Python is needed. Only\n"
+    "tensors, containers and numbers are read from the pickle (as\n"
+    "torch.load(weights_only=True)); any other pickle global is refused.\n";
+
 static int run(int argc, char **argv) {
     const char *vocab_path = NULL, *vocab_file = NULL, *out = NULL, *attn_scale = NULL;
     long n_head = 0;
@@ -28,25 +39,14 @@ static int run(int argc, char **argv) {
         CLI_OPT_INT("n-head", 0, "N", &n_head, 1, 16384,
                     "number of heads; required for a nanoGPT state dict without\n"
                     "model_args (it cannot be derived from the shapes)"),
-        CLI_OPT_CHOICE("attn-scale", 0, "S", &attn_scale, "head_size|n_embd",
+        CLI_OPT_CHOICE("attn-scale", 0, &attn_scale, "head_size|n_embd",
                        "head_size (1/sqrt(C/H), default, current gpt.py and nanoGPT)\n"
                        "or n_embd (1/sqrt(C), the lecture-era gpt.py)"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
-        "                         [--n-head N] [--attn-scale head_size|n_embd]",
-        "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
-        "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
-        "model or of nanoGPT into a corpuslens model file. No Python is needed. Only\n"
-        "tensors, containers and numbers are read from the pickle (as\n"
-        "torch.load(weights_only=True)); any other pickle global is refused.\n",
-        table, NULL};
+    const cli_command cmd = {CMD, USAGE, ABOUT, table, NULL, "CHECKPOINT", 1, 1, "no checkpoint given"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (argc - first > 1) return cli_usage_error(CMD, "more than one checkpoint: '%s'", argv[first + 1]);
-    if (argc - first < 1) return cli_usage_error(CMD, "no checkpoint given");
+    if (prc != CLI_PARSED) return prc;
     const char *in = argv[first];
     if (vocab_path && vocab_file) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
     if (vocab_file) vocab_path = vocab_file;

@@ -8,6 +8,14 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
 
+static const char USAGE[] =
+    "corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5";
+
+static const char ABOUT[] =
+    "Writes a randomly initialised model (weights normal(0, 0.02), biases 0,\n"
+    "LayerNorm weights 1) whose vocabulary is the sorted unique characters of\n"
+    "CORPUS.txt, as the lecture builds it.\n";
+
 static int run(int argc, char **argv) {
     const char *spec = NULL, *vocab_from = NULL, *out = NULL;
     long seed = 1337;
@@ -22,15 +30,9 @@ static int run(int argc, char **argv) {
         CLI_OPT_STRING("output", 'o', "MODEL.h5", &out, "the model file to write"),
         CLI_END,
     };
-    const cli_command cmd = {
-        "init", "corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5",
-        "Writes a randomly initialised model (weights normal(0, 0.02), biases 0,\n"
-        "LayerNorm weights 1) whose vocabulary is the sorted unique characters of\n"
-        "CORPUS.txt, as the lecture builds it.\n",
-        opts, NULL};
+    const cli_command cmd = {"init", USAGE, ABOUT, opts, NULL, NULL, 0, 0, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (cli_positionals(&cmd, argc, argv, first, 0, 0, "")) return 2;
+    if (prc != CLI_PARSED) return prc;
     if (!vocab_from) return cli_usage_error("init", "--vocab-from is required");
     if (!out) return cli_usage_error("init", "-o is required");
     cl_config c = cl_config_lecture();

@@ -126,22 +126,23 @@ static int inspect_h5(const char *path) {
     return 0;
 }
 
+static const char USAGE[] =
+    "corpuslens inspect FILE";
+
+static const char ABOUT[] =
+    "List every tensor of FILE with its dtype and shape, and count the parameters.\n"
+    "FILE is a torch.save checkpoint (.pt), a .safetensors file or a corpuslens\n"
+    "model (.h5); the kind is recognised from the content. Buffers (the lecture's\n"
+    "tril masks, nanoGPT's attn.bias mask) and tensors outside the state dict\n"
+    "(optimizer state, best_val_loss) are listed apart and not counted; tensors\n"
+    "sharing their data (a tied lm_head) are counted once. Views with a storage\n"
+    "offset or non-contiguous strides are marked.\n";
+
 static int run(int argc, char **argv) {
     const cli_option opts[] = {CLI_END};
-    const cli_command cmd = {
-        CMD, "corpuslens inspect FILE",
-        "List every tensor of FILE with its dtype and shape, and count the parameters.\n"
-        "FILE is a torch.save checkpoint (.pt), a .safetensors file or a corpuslens\n"
-        "model (.h5); the kind is recognised from the content. Buffers (the lecture's\n"
-        "tril masks, nanoGPT's attn.bias mask) and tensors outside the state dict\n"
-        "(optimizer state, best_val_loss) are listed apart and not counted; tensors\n"
-        "sharing their data (a tied lm_head) are counted once. Views with a storage\n"
-        "offset or non-contiguous strides are marked.\n",
-        opts, NULL};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "FILE", 1, 1, "no file given"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (argc - first > 1) return cli_usage_error(CMD, "more than one file: '%s'", argv[first + 1]);
-    if (argc - first < 1) return cli_usage_error(CMD, "no file given");
+    if (prc != CLI_PARSED) return prc;
     const char *path = argv[first];
     unsigned char sig[8] = {0};
     FILE *f = fopen(path, "rb");

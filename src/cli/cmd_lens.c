@@ -285,6 +285,32 @@ out:
     return all_ok && ok ? 0 : -2;
 }
 
+static const char USAGE[] =
+    "corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
+    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]";
+
+static const char ABOUT[] =
+    "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
+    "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
+    "put through ln_final + lm_head and a softmax, at every position. The last\n"
+    "block's row is the model's own output.\n"
+    "\n"
+    "With TEXT it prints\n"
+    "  - the top token and its probability per layer x position (the column\n"
+    "    header is the input character; the prediction is for the next one),\n"
+    "  - per layer: Hellinger distance and KL(final || layer) in nats to the\n"
+    "    final distribution at the last position and averaged over positions,\n"
+    "    and the rank (1 = top) of the model's final top token at the last position,\n"
+    "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
+    "probability of the cell's top token, cell text = that token.\n"
+    "\n"
+    "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
+    "default), split across the MPI ranks in contiguous blocks, and prints the\n"
+    "per-layer means of the same statistics (plus the fraction of prompts whose\n"
+    "layer top token at the last position is the final top token). Per-prompt\n"
+    "values are gathered to rank 0 and summed in prompt order: the output does\n"
+    "not depend on the number of ranks.\n";
+
 int cmd_lens(int argc, char **argv) {
     const char *model = NULL, *svg = NULL, *prompts = NULL;
     long max_p = 0;
@@ -295,34 +321,9 @@ int cmd_lens(int argc, char **argv) {
         CLI_OPT_INT("max", 0, "P", &max_p, 1, 1L << 40, "with --prompts: only the first P prompts (default: all)"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
-        "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]",
-        "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
-        "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
-        "put through ln_final + lm_head and a softmax, at every position. The last\n"
-        "block's row is the model's own output.\n"
-        "\n"
-        "With TEXT it prints\n"
-        "  - the top token and its probability per layer x position (the column\n"
-        "    header is the input character; the prediction is for the next one),\n"
-        "  - per layer: Hellinger distance and KL(final || layer) in nats to the\n"
-        "    final distribution at the last position and averaged over positions,\n"
-        "    and the rank (1 = top) of the model's final top token at the last position,\n"
-        "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
-        "probability of the cell's top token, cell text = that token.\n"
-        "\n"
-        "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
-        "default), split across the MPI ranks in contiguous blocks, and prints the\n"
-        "per-layer means of the same statistics (plus the fraction of prompts whose\n"
-        "layer top token at the last position is the final top token). Per-prompt\n"
-        "values are gathered to rank 0 and summed in prompt order: the output does\n"
-        "not depend on the number of ranks.\n",
-        opts, NULL};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "TEXT", 0, 1, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (argc - first > 1) return cli_usage_error(CMD, "unexpected argument '%s' (give one TEXT; quote it)", argv[first + 1]);
+    if (prc != CLI_PARSED) return prc;
     const char *text = first < argc ? argv[first] : NULL;
     if (!model) return cli_usage_error(CMD, "--model is required");
     if (prompts && text) return cli_usage_error(CMD, "give either TEXT or --prompts, not both");

@@ -18,6 +18,14 @@ static int by_prob(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+static const char USAGE[] =
+    "corpuslens predict --model MODEL.h5 [--top K] TEXT";
+
+static const char ABOUT[] =
+    "Prints the model's next-token distribution after TEXT (softmax at the last\n"
+    "position), most likely first, K lines:\n"
+    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n";
+
 static int run(int argc, char **argv) {
     const char *model = NULL;
     long top = 10;
@@ -26,16 +34,10 @@ static int run(int argc, char **argv) {
         CLI_OPT_INT("top", 0, "K", &top, 0, 1 << 21, "print the K most likely tokens; 0 = all"),
         CLI_END,
     };
-    const cli_command spec = {
-        "predict", "corpuslens predict --model MODEL.h5 [--top K] TEXT",
-        "Prints the model's next-token distribution after TEXT (softmax at the last\n"
-        "position), most likely first, K lines:\n"
-        "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n",
-        opts, NULL};
-    int first, prc = cli_parse(&spec, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
+    const cli_command cmd = {"predict", USAGE, ABOUT, opts, NULL, "TEXT", 1, 1, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("predict", "--model is required");
-    if (cli_positionals(&spec, argc, argv, first, 1, 1, "TEXT")) return 2;
     const char *text = argv[first];
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();

@@ -39,6 +39,15 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
     return rc;
 }
 
+static const char USAGE[] =
+    "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
+    "                          [--vocab-from MODEL.h5] -o CORPUS.h5";
+
+static const char ABOUT[] =
+    "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
+    "of first occurrence), count the character that follows each occurrence, pick\n"
+    "the prompts, and write them all to CORPUS.h5.\n";
+
 static int run(int argc, char **argv) {
     const char *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
     long L = -1, P = -1, seed = -1;
@@ -55,18 +64,9 @@ static int run(int argc, char **argv) {
         CLI_OPT_STRING("output", 'o', "PATH", &out, "the corpus file to write (written as PATH.tmp, then renamed)"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
-        "                          [--vocab-from MODEL.h5] -o CORPUS.h5",
-        "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
-        "of first occurrence), count the character that follows each occurrence, pick\n"
-        "the prompts, and write them all to CORPUS.h5.\n",
-        opts, NULL};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "CORPUS", 1, 1, "no corpus file given"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (argc - first > 1) return cli_usage_error(CMD, "more than one corpus: '%s'", argv[first + 1]);
-    if (argc - first < 1) return cli_usage_error(CMD, "no corpus file given");
+    if (prc != CLI_PARSED) return prc;
     const char *corpus_path = argv[first];
     int have_seed = seed >= 0;
     if (!have_seed) seed = 1337;

@@ -13,6 +13,28 @@
 #include "corpuslens/reduce/reduce.h"
 #include "corpuslens/reduce/report.h"
 
+static const char USAGE[] =
+    "corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"
+    "                         [--compare-model M.h5 ...] [--examples i,j,...] -o DIR";
+
+static const char ABOUT[] =
+    "Turns a finished scan into the Hellinger report. Per prompt and block, the\n"
+    "next-token counts of the corpus substrings more similar than the block's\n"
+    "threshold are summed (from /freq/counts: bins whose lower edge >= threshold,\n"
+    "exact on the scan's grid); the weighted sum over blocks (raw counts) is\n"
+    "normalised into the approximation, and its Hellinger distance\n"
+    "H = sqrt(sum (sqrt p - sqrt q)^2) / sqrt 2 to the model's softmax is taken.\n"
+    "Baselines with the same statistics: each block alone, the logit lens at each\n"
+    "block, the exact-string n-gram, the unigram, and each --compare-model (the\n"
+    "noise floor: another model's distribution on the prompts).\n";
+
+static const char EPILOG[] =
+    "Statistics: count, n_empty, mean, std (population), min, p10, p25, median,\n"
+    "p75, p90, max (linear interpolation, numpy's default). Prompts with an empty\n"
+    "distribution are counted in n_empty and excluded; their H is stored as -1.\n"
+    "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
+    "process.\n";
+
 int cmd_reduce(int argc, char **argv) {
     int rank = cli_rank();
     const char *scan_path = NULL, *outdir = NULL;
@@ -41,31 +63,12 @@ int cmd_reduce(int argc, char **argv) {
                        "hellinger_density.svg, block_matches.svg"),
         CLI_END,
     };
-    const cli_command cmd = {
-        "reduce",
-        "corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"
-        "                         [--compare-model M.h5 ...] [--examples i,j,...] -o DIR",
-        "Turns a finished scan into the Hellinger report. Per prompt and block, the\n"
-        "next-token counts of the corpus substrings more similar than the block's\n"
-        "threshold are summed (from /freq/counts: bins whose lower edge >= threshold,\n"
-        "exact on the scan's grid); the weighted sum over blocks (raw counts) is\n"
-        "normalised into the approximation, and its Hellinger distance\n"
-        "H = sqrt(sum (sqrt p - sqrt q)^2) / sqrt 2 to the model's softmax is taken.\n"
-        "Baselines with the same statistics: each block alone, the logit lens at each\n"
-        "block, the exact-string n-gram, the unigram, and each --compare-model (the\n"
-        "noise floor: another model's distribution on the prompts).\n",
-        opts,
-        "Statistics: count, n_empty, mean, std (population), min, p10, p25, median,\n"
-        "p75, p90, max (linear interpolation, numpy's default). Prompts with an empty\n"
-        "distribution are counted in n_empty and excluded; their H is stored as -1.\n"
-        "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
-        "process.\n"};
+    const cli_command cmd = {"reduce", USAGE, ABOUT, opts, EPILOG, "SCAN.h5", 1, 1, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) {
-        rc = cli_parse_exit(prc);
+    if (prc != CLI_PARSED) {
+        rc = prc;
         goto out;
     }
-    if (cli_positionals(&cmd, argc, argv, first, 1, 1, "SCAN.h5")) goto out;
     scan_path = argv[first];
     if (!outdir) {
         cli_usage_error("reduce", "-o DIR is required");

@@ -27,6 +27,26 @@ static int print_get(const cl_job *job, const char *get) {
     return 0;
 }
 
+static const char USAGE[] =
+    "[mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
+    "       corpuslens run JOB.ini --get SECTION.KEY | --get stages";
+
+static const char ABOUT[] =
+    "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
+    "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
+    "command of the same name, on every rank. A stage whose complete output already\n"
+    "matches the job (its settings and input hashes, recorded in the output's\n"
+    "job_stamp attribute) is skipped, so running the same command again after a\n"
+    "failure resumes where it stopped (an interrupted scan, or a training with\n"
+    "checkpoint_every, continues from its checkpoint).\n";
+
+static const char EPILOG[] =
+    "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
+    "stopped with a checkpoint), 1 for a bad job file.\n"
+    "\n"
+    "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
+    "jobs/tinyshakespeare.ini.\n";
+
 int cmd_run(int argc, char **argv) {
     cl_run_opts ro = {.commands = {[CL_STAGE_GENERATE] = cmd_demo_corpus,
                                    [CL_STAGE_IMPORT] = cmd_import,
@@ -49,27 +69,9 @@ int cmd_run(int argc, char **argv) {
                        "the stages of this job; then exit"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "[mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
-        "       corpuslens run JOB.ini --get SECTION.KEY | --get stages",
-        "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
-        "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
-        "command of the same name, on every rank. A stage whose complete output already\n"
-        "matches the job (its settings and input hashes, recorded in the output's\n"
-        "job_stamp attribute) is skipped, so running the same command again after a\n"
-        "failure resumes where it stopped (an interrupted scan, or a training with\n"
-        "checkpoint_every, continues from its checkpoint).\n",
-        opts,
-        "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
-        "stopped with a checkpoint), 1 for a bad job file.\n"
-        "\n"
-        "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
-        "jobs/tinyshakespeare.ini.\n"};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "JOB.ini", 1, 1, "no job file given"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (argc - first > 1) return cli_usage_error(CMD, "more than one job file: '%s'", argv[first + 1]);
-    if (argc - first < 1) return cli_usage_error(CMD, "no job file given");
+    if (prc != CLI_PARSED) return prc;
     ro.job_path = argv[first];
     if (ro.stages && cl_stage_list_check(ro.stages)) return cli_usage_error(CMD, "%s", cl_last_error());
     if (get && !*get) return cli_usage_error(CMD, "--get needs a value");

@@ -42,6 +42,24 @@ static void progress(void *user, size_t done, size_t total, double elapsed) {
 
 static void note(void *user, const char *msg) { fprintf(stderr, "corpuslens scan: %s\n", msg); }
 
+static const char USAGE[] =
+    "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
+    "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
+    "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
+    "                 [--checkpoint-every SECONDS]";
+
+static const char ABOUT[] =
+    "Compares the hooked activation (last position) of every prompt with that of\n"
+    "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
+    "next-token counts of the substrings above the prefilter binned by similarity,\n"
+    "the stored matches, the model's and the logit lens's distributions (layout:\n"
+    "include/corpuslens/h5/h5schema.h; method: include/corpuslens/scan/scan.h).\n";
+
+static const char EPILOG[] =
+    "A killed scan started again with the same arguments and rank count continues\n"
+    "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
+    "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n";
+
 int cmd_scan(int argc, char **argv) {
     int rank = 0, R = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -75,31 +93,15 @@ int cmd_scan(int argc, char **argv) {
                        "seconds between checkpoints in SCAN.h5.state/"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
-        "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
-        "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-        "                 [--checkpoint-every SECONDS]",
-        "Compares the hooked activation (last position) of every prompt with that of\n"
-        "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
-        "next-token counts of the substrings above the prefilter binned by similarity,\n"
-        "the stored matches, the model's and the logit lens's distributions (layout:\n"
-        "include/corpuslens/h5/h5schema.h; method: include/corpuslens/scan/scan.h).\n",
-        opts,
-        "A killed scan started again with the same arguments and rank count continues\n"
-        "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
-        "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n"};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
     /* every rank parses the same argv; rank 0 prints (cli_usage_error) */
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc == CLI_OK && (!o.model_path || !o.corpus_path || !o.out_path))
+    if (prc == CLI_PARSED && (!o.model_path || !o.corpus_path || !o.out_path))
         prc = cli_usage_error(CMD, "--model, --corpus and -o are required");
-    if (prc == CLI_OK && cli_positionals(&cmd, argc, argv, first, 0, 0, "")) prc = CLI_USAGE;
-    if (prc == CLI_OK && thr->n > CL_SCAN_MAX_BLOCKS)
-        prc = cli_usage_error(CMD, "too many thresholds");
-    if (prc != CLI_OK) {
+    if (prc == CLI_PARSED && thr->n > CL_SCAN_MAX_BLOCKS) prc = cli_usage_error(CMD, "too many thresholds");
+    if (prc != CLI_PARSED) {
         free(thr);
-        return cli_parse_exit(prc);
+        return prc;
     }
     o.match_cap = match_cap;
     o.shard_size = batch;

@@ -188,6 +188,32 @@ static size_t utf8_width(const char *s) {
     return n;
 }
 
+static const char USAGE[] =
+    "corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"
+    "                          (--block B --threshold T | --blocks all [--thresholds LIST --weights LIST])\n"
+    "                          [--top K] [--show N] [--columns C]";
+
+static const char ABOUT[] =
+    "The prompt (found by its text in /prompts/text, or by its 0-based index) and\n"
+    "the corpus strings whose activation in block B has cosine similarity > T\n"
+    "with it (from /matches; the prompt matches itself), shown in C columns, most\n"
+    "similar first. Their next-token counts (CORPUS.h5, the corpus the scan ran\n"
+    "on), summed and normalised, give the approximation; it is printed beside the\n"
+    "model's prediction (/model/probs), top K rows, with the Hellinger distance\n"
+    "between the two.\n";
+
+static const char EPILOG[] =
+    "--blocks all combines every block: the counts of the strings with\n"
+    "similarity > threshold[b], times weight[b], summed over blocks, then\n"
+    "normalised. Default thresholds and weights: the paper's (6 blocks)\n"
+    "  0.95 0.94 0.85 0.76 0.81 0.89 / 0.01 0.01 0.1 1.5 6 0.01;\n"
+    "--thresholds and --weights take comma-separated lists, one per block.\n"
+    "\n"
+    "A threshold must be > the scan's prefilter and >= the threshold above which\n"
+    "the scan stored matches for that block (attribute match_thresholds);\n"
+    "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
+    "the list is cut.\n";
+
 static int run(int argc, char **argv) {
     const char *scan = NULL, *corpus = NULL, *prompt = NULL, *blocks = NULL;
     long pidx = -1, block = -1, top = 10, show = 40, cols = 4;
@@ -199,7 +225,7 @@ static int run(int argc, char **argv) {
         CLI_OPT_INT("prompt-index", 0, "I", &pidx, 0, 1L << 40, "the prompt, by its 0-based index"),
         CLI_OPT_INT("block", 0, "B", &block, 0, MAX_BLOCKS - 1, "the block whose matches are shown"),
         CLI_OPT_DOUBLE("threshold", 0, "T", &thr, -1, 1, "cosine similarity above which a string counts"),
-        CLI_OPT_CHOICE("blocks", 0, "all", &blocks, "all", "combine every block (see below)"),
+        CLI_OPT_CHOICE("blocks", 0, &blocks, "all", "combine every block (see below)"),
         CLI_OPT_DOUBLES("thresholds", 0, "LIST", thr_l, "with --blocks all: one threshold per block"),
         CLI_OPT_DOUBLES("weights", 0, "LIST", w_l, "with --blocks all: one weight per block"),
         CLI_OPT_INT("top", 0, "K", &top, 1, 1 << 20, "rows of the distributions"),
@@ -207,29 +233,7 @@ static int run(int argc, char **argv) {
         CLI_OPT_INT("columns", 0, "C", &cols, 1, 16, "columns of strings"),
         CLI_END,
     };
-    const cli_command cmd = {
-        CMD,
-        "corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"
-        "                          (--block B --threshold T | --blocks all [--thresholds LIST --weights LIST])\n"
-        "                          [--top K] [--show N] [--columns C]",
-        "The prompt (found by its text in /prompts/text, or by its 0-based index) and\n"
-        "the corpus strings whose activation in block B has cosine similarity > T\n"
-        "with it (from /matches; the prompt matches itself), shown in C columns, most\n"
-        "similar first. Their next-token counts (CORPUS.h5, the corpus the scan ran\n"
-        "on), summed and normalised, give the approximation; it is printed beside the\n"
-        "model's prediction (/model/probs), top K rows, with the Hellinger distance\n"
-        "between the two.\n",
-        opts,
-        "--blocks all combines every block: the counts of the strings with\n"
-        "similarity > threshold[b], times weight[b], summed over blocks, then\n"
-        "normalised. Default thresholds and weights: the paper's (6 blocks)\n"
-        "  0.95 0.94 0.85 0.76 0.81 0.89 / 0.01 0.01 0.1 1.5 6 0.01;\n"
-        "--thresholds and --weights take comma-separated lists, one per block.\n"
-        "\n"
-        "A threshold must be > the scan's prefilter and >= the threshold above which\n"
-        "the scan stored matches for that block (attribute match_thresholds);\n"
-        "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
-        "the list is cut.\n"};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "SCAN.h5", 0, 1, NULL};
     if (!thr_l || !w_l) {
         free(thr_l);
         free(w_l);
@@ -237,8 +241,7 @@ static int run(int argc, char **argv) {
     }
     int first, prc = cli_parse(&cmd, argc, argv, &first), urc = -1;
     const char *thr_s = thr_l->set ? "" : NULL, *w_s = w_l->set ? "" : NULL;
-    if (prc != CLI_OK) urc = cli_parse_exit(prc);
-    else if (cli_positionals(&cmd, argc, argv, first, 0, 1, "")) urc = 2;
+    if (prc != CLI_PARSED) urc = prc;
     else if (first == argc || !corpus) urc = cli_usage_error(CMD, "SCAN.h5 and --corpus CORPUS.h5 are required");
     else if (!prompt == (pidx < 0)) urc = cli_usage_error(CMD, "give one of --prompt TEXT and --prompt-index I");
     else if (blocks && (block >= 0 || !isnan(thr))) urc = cli_usage_error(CMD, "--blocks all does not go with --block/--threshold");

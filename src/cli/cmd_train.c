@@ -51,6 +51,25 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
     fflush(stderr);
 }
 
+static const char USAGE[] =
+    "[mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
+    "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
+    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5";
+
+static const char ABOUT[] =
+    "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
+    "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
+    "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
+    "dropout on the attention weights, the attention projection and the feed-forward\n"
+    "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
+    "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
+    "not depend on R beyond float rounding.\n";
+
+static const char EPILOG[] =
+    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
+    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails right after the first\n"
+    "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
+
 int cmd_train(int argc, char **argv) {
     const char *corpus = NULL, *spec = NULL, *init = NULL, *resume = NULL, *out = NULL, *batch_file = NULL,
                *dump = NULL;
@@ -88,25 +107,9 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_STRING("dump-grads", 0, "F", &dump, NULL),       /* hidden: tests */
         CLI_END,
     };
-    const cli_command cmd = {
-        "train",
-        "[mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
-        "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
-        "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5",
-        "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
-        "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
-        "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
-        "dropout on the attention weights, the attention projection and the feed-forward\n"
-        "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
-        "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
-        "not depend on R beyond float rounding.\n",
-        opts,
-        "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
-        "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails right after the first\n"
-        "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n"};
+    const cli_command cmd = {"train", USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (cli_positionals(&cmd, argc, argv, first, 0, 0, "")) return 2;
+    if (prc != CLI_PARSED) return prc;
     if (!out) return cli_usage_error("train", "-o is required");
     if (steps < 0) return cli_usage_error("train", "--steps is required");
     if (init && resume) return cli_usage_error("train", "--init and --resume exclude each other");

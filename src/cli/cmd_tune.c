@@ -14,6 +14,27 @@ static void print_stats(const char *name, const cl_stats *s) {
            s->median, s->p90, s->count, s->n_empty);
 }
 
+static const char USAGE[] =
+    "corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
+    "                       [--max-train N] [-o SNIPPET.ini]";
+
+static const char ABOUT[] =
+    "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
+    "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
+    "reduce --help`) on a random train split of the prompts, and reports the\n"
+    "held-out split's statistics for the fitted values beside the paper's values\n"
+    "(6 blocks) on the same split.\n"
+    "\n"
+    "Method: the train prompts' counts above every grid threshold are held in\n"
+    "memory (train x blocks x bins x vocab int32). Objective: mean H over train\n"
+    "prompts, an empty approximation counting as H = 1. Block coordinate descent:\n"
+    "per block, every grid threshold is tried with the other blocks fixed, then the\n"
+    "weight is searched on a multiplicative ladder (x1/8..x8, and 0) and refined by\n"
+    "golden section in log space; weights are rescaled to max 1; sweeps repeat\n"
+    "until the objective gains < 1e-6 (at most 20). Starts: the paper's values,\n"
+    "uniform weights at the median grid threshold, and R random starts; the best\n"
+    "train objective wins. Held-out statistics exclude empty prompts, as reduce does.\n";
+
 static int run(int argc, char **argv) {
     const char *out = NULL;
     cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
@@ -29,29 +50,9 @@ static int run(int argc, char **argv) {
                        "[reduce] / thresholds = ... / weights = ..."),
         CLI_END,
     };
-    const cli_command cmd = {
-        "tune",
-        "corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-        "                       [--max-train N] [-o SNIPPET.ini]",
-        "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
-        "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
-        "reduce --help`) on a random train split of the prompts, and reports the\n"
-        "held-out split's statistics for the fitted values beside the paper's values\n"
-        "(6 blocks) on the same split.\n"
-        "\n"
-        "Method: the train prompts' counts above every grid threshold are held in\n"
-        "memory (train x blocks x bins x vocab int32). Objective: mean H over train\n"
-        "prompts, an empty approximation counting as H = 1. Block coordinate descent:\n"
-        "per block, every grid threshold is tried with the other blocks fixed, then the\n"
-        "weight is searched on a multiplicative ladder (x1/8..x8, and 0) and refined by\n"
-        "golden section in log space; weights are rescaled to max 1; sweeps repeat\n"
-        "until the objective gains < 1e-6 (at most 20). Starts: the paper's values,\n"
-        "uniform weights at the median grid threshold, and R random starts; the best\n"
-        "train objective wins. Held-out statistics exclude empty prompts, as reduce does.\n",
-        opts, NULL};
+    const cli_command cmd = {"tune", USAGE, ABOUT, opts, NULL, "SCAN.h5", 1, 1, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
-    if (prc != CLI_OK) return cli_parse_exit(prc);
-    if (cli_positionals(&cmd, argc, argv, first, 1, 1, "SCAN.h5")) return 2;
+    if (prc != CLI_PARSED) return prc;
     const char *scan_path = argv[first];
     o.seed = (uint64_t)seed;
     o.restarts = (int)restarts;

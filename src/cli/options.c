@@ -74,7 +74,7 @@ static void print_row(FILE *f, const char *label, const char *help, const char *
 
 static void print_help(const cli_command *cmd, FILE *f, const snapshot *snap) {
     fprintf(f, "usage: %s\n", cmd->usage);
-    if (cmd->description) fprintf(f, "\n%s", cmd->description);
+    if (cmd->about) fprintf(f, "\n%s", cmd->about);
     size_t n = count_opts(cmd);
     int col = 0;
     char label[128];
@@ -92,13 +92,7 @@ static void print_help(const cli_command *cmd, FILE *f, const snapshot *snap) {
         char dflt[160];
         option_label(o, label, sizeof label);
         default_text(o, snap ? snap[i] : take(o), dflt, sizeof dflt);
-        if (o->kind == CLI_CHOICE && !strchr(o->help, '|')) {
-            char help[512];
-            snprintf(help, sizeof help, "%s: %s", o->help, o->choices);
-            print_row(f, label, help, dflt, col);
-        } else {
-            print_row(f, label, o->help, dflt, col);
-        }
+        print_row(f, label, o->help, dflt, col);
     }
     print_row(f, "-h, --help", "print this help and exit", "", col);
     if (cmd->epilog) fprintf(f, "\n%s", cmd->epilog);
@@ -167,7 +161,7 @@ static int set_value(const cli_command *cmd, const cli_option *o, const char *v)
     switch (o->kind) {
     case CLI_FLAG: *(int *)o->dest = 1; return 0;
     case CLI_STRING: *(const char **)o->dest = v; return 0;
-    case CLI_INT: return cli_parse_long(cmd->name, opt, v, o->ilo, o->ihi, o->dest) ? CLI_USAGE : 0;
+    case CLI_INT: return cli_parse_long(cmd->name, opt, v, o->ilo, o->ihi, o->dest) ? 2 : 0;
     case CLI_DOUBLE: {
         if (!*v) return cli_usage_error(cmd->name, "%s needs a value", opt);
         char *end;
@@ -233,10 +227,10 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
     snapshot *snap = calloc(n + 1, sizeof *snap);
     char **pos = calloc((size_t)argc + 1, sizeof *pos);
     char *shorts = malloc(3 * n + 8);
-    int rc = CLI_OK, npos = 0;
+    int rc = CLI_PARSED, npos = 0;
     if (!lopts || !snap || !pos || !shorts) {
         fprintf(stderr, "corpuslens %s: out of memory\n", cmd->name);
-        rc = CLI_USAGE;
+        rc = 2;
         goto out;
     }
     /* "-": positional arguments come back in order (as option 1), whatever
@@ -257,14 +251,14 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
     optind = 0; /* GNU: re-initialise completely (run calls commands one after another) */
     opterr = 0;
     int c;
-    while (rc == CLI_OK && (c = getopt_long(argc, argv, shorts, lopts, NULL)) != -1) {
+    while (rc == CLI_PARSED && (c = getopt_long(argc, argv, shorts, lopts, NULL)) != -1) {
         if (c == 1) {
             pos[npos++] = optarg;
             continue;
         }
         if (c == 'h') {
-            print_help(cmd, stdout, snap);
-            rc = CLI_HELP;
+            if (cli_rank0()) print_help(cmd, stdout, snap);
+            rc = 0;
             break;
         }
         if (c == ':' || c == '?') {
@@ -278,7 +272,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
                 char t[3] = {'-', (char)optopt, 0};
                 unknown(cmd, t);
             } else unknown(cmd, argv[optind - 1]);
-            rc = CLI_USAGE;
+            rc = 2;
             break;
         }
         const cli_option *o = NULL;
@@ -290,7 +284,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
             size_t len = eq ? (size_t)(eq - tok - 2) : strlen(tok + 2);
             if (len != strlen(o->name) || strncmp(tok + 2, o->name, len)) {
                 unknown(cmd, tok);
-                rc = CLI_USAGE;
+                rc = 2;
                 break;
             }
         } else {
@@ -301,12 +295,19 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
             rc = cli_usage_error(cmd->name, "unknown option");
             break;
         }
-        if (set_value(cmd, o, optarg)) rc = CLI_USAGE;
+        if (set_value(cmd, o, optarg)) rc = 2;
     }
-    if (rc == CLI_OK) {
+    if (rc == CLI_PARSED) {
         while (optind < argc) pos[npos++] = argv[optind++];
         for (int i = 0; i < npos; i++) argv[argc - npos + i] = pos[i];
         *first = argc - npos;
+        int max = cmd->args ? cmd->max_args : 0;
+        if (cmd->args && npos < cmd->min_args) {
+            if (cmd->missing) rc = cli_usage_error(cmd->name, "%s", cmd->missing);
+            else rc = cli_usage_error(cmd->name, "%s is required", cmd->args);
+        } else if (max >= 0 && npos > max) {
+            rc = cli_usage_error(cmd->name, "unexpected argument '%s'", argv[*first + max]);
+        }
     }
 out:
     free(lopts);
@@ -327,8 +328,3 @@ int cli_argv_has(int argc, char **argv, const char *name) {
     return 0;
 }
 
-int cli_positionals(const cli_command *cmd, int argc, char **argv, int first, int min, int max, const char *what) {
-    if (argc - first < min) return cli_usage_error(cmd->name, "%s is required", what);
-    if (max >= 0 && argc - first > max) return cli_usage_error(cmd->name, "unexpected argument '%s'", argv[first + max]);
-    return 0;
-}

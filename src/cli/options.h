@@ -25,12 +25,13 @@
  *   tests/cli_options.sh checks that --help lists every option of the table.
  *
  * HOW TO ADD A COMMAND:
- *   1. src/cli/cmd_<name>.c: a cli_command (name, usage, description, table,
- *      epilog) and
+ *   1. src/cli/cmd_<name>.c: its texts (USAGE, ABOUT) at file scope, and
  *        int cmd_<name>(int argc, char **argv) {   // argv[0] = "<name>"
- *            int first;                          // first positional argument
- *            int rc = cli_parse(&spec, argc, argv, &first);
- *            if (rc != CLI_OK) return cli_parse_exit(rc);
+ *            long top = 10;                      // the options' variables
+ *            const cli_option opts[] = {CLI_OPT_INT("top", ...), CLI_END};
+ *            const cli_command cmd = {"<name>", USAGE, ABOUT, opts, NULL, "TEXT", 1, 1, NULL};
+ *            int first, rc = cli_parse(&cmd, argc, argv, &first);
+ *            if (rc != CLI_PARSED) return rc;
  *            ... argv[first .. argc-1] are the positional arguments ...
  *   2. an X(name, "summary") line in CLI_COMMANDS (cli.h);
  *   3. if it runs on one process, add it to the list in src/cli/mpi_start.c
@@ -85,8 +86,8 @@ typedef struct {
 #define CLI_OPT_DOUBLE(name, sh, meta, dest, lo, hi, help) \
     {name, sh, CLI_DOUBLE, dest, meta, 0, 0, lo, hi, NULL, 0, help}
 #define CLI_OPT_STRING(name, sh, meta, dest, help) {name, sh, CLI_STRING, dest, meta, 0, 0, 0, 0, NULL, 0, help}
-#define CLI_OPT_CHOICE(name, sh, meta, dest, choices, help) \
-    {name, sh, CLI_CHOICE, dest, meta, 0, 0, 0, 0, choices, 0, help}
+#define CLI_OPT_CHOICE(name, sh, dest, choices, help) \
+    {name, sh, CLI_CHOICE, dest, choices, 0, 0, 0, 0, choices, 0, help} /* --help shows "--name a|b" */
 #define CLI_OPT_STRINGS(name, sh, meta, dest, max, help) \
     {name, sh, CLI_STRINGS, dest, meta, 0, 0, 0, 0, NULL, max, help}
 #define CLI_OPT_DOUBLES(name, sh, meta, dest, help) {name, sh, CLI_DOUBLES, dest, meta, 0, 0, 0, 0, NULL, 0, help}
@@ -95,29 +96,28 @@ typedef struct {
 typedef struct {
     const char *name;        /* as typed: "demo-corpus" */
     const char *usage;       /* "corpuslens predict --model MODEL.h5 [--top K] TEXT" (lines) */
-    const char *description; /* paragraphs printed before the options, or NULL */
+    const char *about;       /* paragraphs printed before the options, or NULL */
     const cli_option *opts;  /* ends with CLI_END */
     const char *epilog;      /* printed after the options, or NULL */
+    /* positional arguments: how many (max -1: any number) and their name for
+     * "TEXT is required" (or the whole message in `missing`); more than max:
+     * "unexpected argument 'X'". args NULL: none are taken. */
+    const char *args;
+    int min_args, max_args;
+    const char *missing;
 } cli_command;
 
-enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
+/* cli_parse's result when the command goes on (else: its exit status). */
+#define CLI_PARSED (-1)
 
 /* Parse argv[1..argc-1] (argv[0] is the command's name) into the table's
- * variables. Positional arguments are moved, in order, to the end of argv;
- * *first is the index of the first. Returns CLI_OK, CLI_HELP (--help/-h:
- * the help was printed on stdout) or CLI_USAGE (the message was printed on
- * stderr). Resets getopt's state first, so commands can run one after
- * another in one process (corpuslens run). */
+ * variables and check the number of positional arguments. Positional
+ * arguments are moved, in order, to the end of argv; *first is the index of
+ * the first. Returns CLI_PARSED, or the command's exit status: 0 after
+ * --help/-h (the help printed on stdout), 2 after a usage error (the message
+ * printed on stderr, by rank 0 only under MPI). Resets getopt's state first,
+ * so commands can run one after another in one process (corpuslens run). */
 int cli_parse(const cli_command *cmd, int argc, char **argv, int *first);
-
-/* The exit status of a command for a cli_parse result other than CLI_OK:
- * 0 after --help, 2 after a usage error. */
-static inline int cli_parse_exit(int rc) { return rc == CLI_HELP ? 0 : 2; }
-
-/* Check the number of positional arguments argv[first..argc-1]: fewer than
- * min: "<what> is required"; more than max (max >= 0): "unexpected argument
- * 'X'". Returns 0, or 2 after the usage message. */
-int cli_positionals(const cli_command *cmd, int argc, char **argv, int first, int min, int max, const char *what);
 
 /* Print the command's --help on f. */
 void cli_print_help(const cli_command *cmd, FILE *f);
