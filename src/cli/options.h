@@ -2,7 +2,7 @@
  * underneath, --help generated from the table, the same errors everywhere:
  *
  *   corpuslens predict: --top needs a value
- *   corpuslens predict: --top: 0 is out of range 1..65
+ *   corpuslens predict: --top: -1 is out of range 0..2097152
  *   corpuslens predict: --top: 'x' is not an integer
  *   corpuslens predict: unknown option --tpo (did you mean --top?)
  *   Try 'corpuslens predict --help'.            (exit status 2)
@@ -22,7 +22,9 @@
  *      outside the range, NULL or NaN counts as "no default"), the parser
  *      checks the range;
  *   3. say it in README.md where the command is described.
- *   tests/cli_options.sh checks that --help lists every option of the table.
+ *   tests/cli_options.sh checks that --help lists every option of the table;
+ *   an option for tests only has help NULL (not listed) and, on its line, a
+ *   trailing comment that starts with "hidden".
  *
  * HOW TO ADD A COMMAND:
  *   1. src/cli/cmd_<name>.c: its texts (USAGE, ABOUT) at file scope, and
@@ -35,7 +37,9 @@
  *            ... argv[first .. argc-1] are the positional arguments ...
  *   2. an X(name, "summary") line in CLI_COMMANDS (cli.h);
  *   3. if it runs on one process, add it to the list in src/cli/mpi_start.c
- *      (commands not listed there start MPI).
+ *      (commands not listed there start MPI) and run it through
+ *      cli_on_rank0 (cli.h) so that under mpirun one rank works; code that
+ *      runs with and without MPI uses cli_rank(), cli_any(), cli_bcast_int().
  */
 #ifndef CORPUSLENS_CLI_OPTIONS_H
 #define CORPUSLENS_CLI_OPTIONS_H
