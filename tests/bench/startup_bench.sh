@@ -4,7 +4,8 @@
 # for two binaries side by side (e.g. one that starts MPI for every command
 # and one that starts it only where needed), alternating one run each per
 # round so that a change in machine load hits both alike; each figure is the
-# best of the rounds, and the ratio is printed. The two must print the same
+# best of the rounds (wall time, and CPU time = user + sys, which a busy
+# machine inflates less), and the ratio is printed. The two must print the same
 # distribution. The same for `corpuslens predict --help` (start-up alone: no
 # model read, no forward pass). A benchmark, not a test.
 #
@@ -33,21 +34,34 @@ if [ -z "$model" ]; then
   "$after" import "$shared/models/lecture-tinyshakespeare-s1337.pt" --corpus "$shared/data/tinyshakespeare.txt" \
       -o "$model" >/dev/null
 fi
-ns() { date +%s%N; }
-best_b="" best_a="" help_b="" help_a=""
+# one timed run: wall (ns clock) and CPU (user + sys, /usr/bin/time) in microseconds
+timed() { # out-file args...
+  local out=$1 t0 t1
+  shift
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%U %S" -o "$T/cpu" "$@" >"$out"
+  t1=$(date +%s%N)
+  wall=$(((t1 - t0) / 1000))
+  cpu=$(awk '{printf "%d", ($1 + $2) * 1e6}' "$T/cpu")
+}
+declare -A best
+keep() { # key value
+  [ -z "${best[$1]:-}" ] || [ "$2" -lt "${best[$1]}" ] && best[$1]=$2
+  return 0
+}
 for ((r = 0; r < rounds; r++)); do
-  t0=$(ns); "$before" predict --model "$model" "And only l" >"$T/b.out"; t1=$(ns)
-  "$after" predict --model "$model" "And only l" >"$T/a.out"; t2=$(ns)
-  "$before" predict --help >/dev/null; t3=$(ns)
-  "$after" predict --help >/dev/null; t4=$(ns)
-  b=$(((t1 - t0) / 1000)) a=$(((t2 - t1) / 1000)) hb=$(((t3 - t2) / 1000)) ha=$(((t4 - t3) / 1000))
-  [ -z "$best_b" ] || [ "$b" -lt "$best_b" ] && best_b=$b
-  [ -z "$best_a" ] || [ "$a" -lt "$best_a" ] && best_a=$a
-  [ -z "$help_b" ] || [ "$hb" -lt "$help_b" ] && help_b=$hb
-  [ -z "$help_a" ] || [ "$ha" -lt "$help_a" ] && help_a=$ha
+  timed "$T/b.out" "$before" predict --model "$model" "And only l"; keep pb_w $wall; keep pb_c $cpu
+  timed "$T/a.out" "$after" predict --model "$model" "And only l"; keep pa_w $wall; keep pa_c $cpu
+  timed /dev/null "$before" predict --help; keep hb_w $wall; keep hb_c $cpu
+  timed /dev/null "$after" predict --help; keep ha_w $wall; keep ha_c $cpu
   cmp -s "$T/b.out" "$T/a.out" || { echo "startup_bench.sh: the two binaries print different distributions" >&2; exit 1; }
 done
-awk -v b="$best_b" -v a="$best_a" -v hb="$help_b" -v ha="$help_a" -v r="$rounds" 'BEGIN {
-  printf "best of %d runs each, wall time in ms:      before      after  before/after\n", r
-  printf "  predict --model <lecture model> \"And only l\" %8.1f   %8.1f   %5.1fx\n", b / 1000, a / 1000, b / a
-  printf "  predict --help (start-up alone)             %8.1f   %8.1f   %5.1fx\n", hb / 1000, ha / 1000, hb / ha }'
+row() { # label before after
+  awk -v l="$1" -v b="$2" -v a="$3" 'BEGIN { printf "  %-34s %9.1f %9.1f %7.1fx\n", l, b / 1000, a / 1000, b / a }'
+}
+echo "best of $rounds runs each, in ms (load average: $(cut -d' ' -f1 /proc/loadavg)):"
+printf "  %-34s %9s %9s %8s\n" "" before after ratio
+row "predict, wall" "${best[pb_w]}" "${best[pa_w]}"
+row "predict, CPU (user + sys)" "${best[pb_c]}" "${best[pa_c]}"
+row "predict --help (start-up), wall" "${best[hb_w]}" "${best[ha_w]}"
+row "predict --help (start-up), CPU" "${best[hb_c]}" "${best[ha_c]}"
