@@ -98,6 +98,13 @@ export OMPI_MCA_pml=corpuslens_no_such_component
 if OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>&1; then
     fail "negative control: predict 'under mpirun' did not start MPI"
 fi
+for launcher in "PMI_SIZE=2 PMI_RANK=0" "PMIX_RANK=0" "SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2"; do
+    if env $launcher "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>&1; then
+        fail "negative control: predict under '$launcher' did not start MPI"
+    fi
+done
+SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1 "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>"$T/err" ||
+    fail "predict as a one-task Slurm step started MPI: $(tail -3 "$T/err")"
 if "$CL" lens --model "$T/m.h5" --prompts "$T/c.h5" >/dev/null 2>&1; then
     fail "negative control: lens --prompts did not start MPI"
 fi
