@@ -5,18 +5,8 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
-
-typedef struct {
-    float p;
-    int id;
-} entry;
-
-static int by_prob(const void *a, const void *b) {
-    const entry *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
 
 static const char USAGE[] =
     "corpuslens predict --model MODEL.h5 [--top K] TEXT";
@@ -45,7 +35,7 @@ static int run(int argc, char **argv) {
     size_t n;
     int V = m->cfg.vocab_size;
     float *logits = malloc((size_t)V * sizeof(float));
-    entry *e = malloc((size_t)V * sizeof(entry));
+    cl_token_p *e = malloc((size_t)V * sizeof *e);
     cl_forward *f = NULL;
     int rc = 1;
     if (!logits || !e) {
@@ -56,8 +46,8 @@ static int run(int argc, char **argv) {
     f = cl_forward_create(m, 1, (int)n);
     if (!f || cl_forward_run(f, ids, 1, (int)n, NULL, 0, CL_LOGITS_LAST, logits)) goto out;
     cl_softmax_rows(logits, 1, V);
-    for (int i = 0; i < V; i++) e[i] = (entry){logits[i], i};
-    qsort(e, (size_t)V, sizeof *e, by_prob);
+    for (int i = 0; i < V; i++) e[i] = (cl_token_p){logits[i], i}; /* float -> double: exact, same order */
+    cl_token_p_sort(e, (size_t)V);
     if (top == 0 || top > V) top = V;
     for (long i = 0; i < top; i++) {
         char esc[16];

@@ -13,6 +13,7 @@
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 
@@ -171,16 +172,7 @@ static void display(const char *utf8, char *out, size_t n, const cl_corpus *c, s
     out[k] = 0;
 }
 
-typedef struct {
-    double p;
-    int id;
-} entry;
-
-static int by_p(const void *a, const void *b) {
-    const entry *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
+typedef cl_token_p entry;
 
 static size_t utf8_width(const char *s) {
     size_t n = 0;
@@ -414,8 +406,8 @@ static int run(int argc, char **argv) {
     ea = em ? cl_trymalloc((size_t)V, sizeof *ea, "entries") : NULL;
     if (!ea) goto out;
     for (int v = 0; v < V; v++) em[v] = (entry){model_p[v], v}, ea[v] = (entry){counts[v] / sum, v};
-    qsort(em, (size_t)V, sizeof *em, by_p);
-    qsort(ea, (size_t)V, sizeof *ea, by_p);
+    cl_token_p_sort(em, (size_t)V);
+    cl_token_p_sort(ea, (size_t)V);
     printf("%-20s %s\n", "Model Predictions", all ? "Approximation Predictions (all blocks)" : "Approximation Predictions");
     for (long k = 0; k < top && k < V; k++) {
         char t1[16], t2[16], l1[48];
