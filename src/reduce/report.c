@@ -328,16 +328,7 @@ static void md_stats_row(FILE *f, const char *name, const cl_stats *s) {
             s->count, s->n_empty, s->mean, s->std, s->min, s->p10, s->p25, s->median, s->p75, s->p90, s->max);
 }
 
-typedef struct {
-    double p;
-    int id;
-} tok_p;
-
-static int by_p(const void *a, const void *b) {
-    const tok_p *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
+typedef cl_token_p tok_p;
 
 static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **texts, size_t p,
                        const char *why, tok_p *a, tok_p *b) {
@@ -350,8 +341,8 @@ static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **
         a[v] = (tok_p){r->model_probs[p * V + v], (int)v};
         b[v] = (tok_p){r->approx[p * V + v], (int)v};
     }
-    qsort(a, V, sizeof *a, by_p);
-    qsort(b, V, sizeof *b, by_p);
+    cl_token_p_sort(a, V);
+    cl_token_p_sort(b, V);
     fprintf(f, "| Model Predictions | p | Approximation Predictions | p |\n|---|---:|---|---:|\n");
     for (size_t i = 0; i < 5 && i < V; i++) {
         fputs("| ", f);
