@@ -14,6 +14,7 @@
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/reduce/report.h"
 #include "corpuslens/base/svg.h"
 
 #define CMD "ablate"
@@ -81,7 +82,7 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
 
 static const char USAGE[] =
     "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
-    "                                     [--max P] [--svg BARS.svg]";
+    "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]";
 
 static const char ABOUT[] =
     "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
@@ -98,7 +99,7 @@ static const char EPILOG[] =
     "output does not depend on the number of ranks.\n";
 
 int cmd_ablate(int argc, char **argv) {
-    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
+    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL;
     long max_p = 0;
     const cli_option opts[] = {
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
@@ -110,6 +111,10 @@ int cmd_ablate(int argc, char **argv) {
                        "point so that it does not depend on the number of ranks)"),
         CLI_OPT_INT("max", 0, "P", &max_p, 1, 1L << 40, "only the first P prompts (default: all)"),
         CLI_OPT_STRING("svg", 0, "FILE", &svg, "bar chart of the means with +-1 std error bars"),
+        CLI_OPT_STRING("output", 'o', "FILE.h5", &out_h5,
+                       "the table as HDF5 (format corpuslens-ablation:\n"
+                       "/attn_removed/{mean,std}, /ffwd_removed/{mean,std} [L]);\n"
+                       "`reduce --ablation FILE.h5` sets it beside the paper's"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
@@ -222,6 +227,13 @@ int cmd_ablate(int argc, char **argv) {
             printf("%-7d %10.6f +- %7.6f %10.6f +- %7.6f\n", l, ma[l], sa[l], mf[l], sf[l]);
         }
         if (svg && write_bars(svg, L, ma, sa, mf, sf, mode_s, P)) ok = 0;
+        if (ok && out_h5) {
+            cl_ablation ab = {.L = L, .prompts = (long long)P};
+            snprintf(ab.mode, sizeof ab.mode, "%s", mode_s);
+            memcpy(ab.attn_mean, ma, (size_t)L * sizeof(double)), memcpy(ab.attn_std, sa, (size_t)L * sizeof(double));
+            memcpy(ab.ffwd_mean, mf, (size_t)L * sizeof(double)), memcpy(ab.ffwd_std, sf, (size_t)L * sizeof(double));
+            if (cl_ablation_write(out_h5, &ab)) ok = 0;
+        }
     }
     MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
     all_ok = ok;

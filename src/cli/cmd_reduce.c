@@ -15,7 +15,8 @@
 
 static const char USAGE[] =
     "corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"
-    "                         [--compare-model M.h5 ...] [--examples i,j,...] -o DIR";
+    "                         [--compare-model M.h5 ...] [--examples i,j,...]\n"
+    "                         [--ablation ABLATION.h5] [--tuned TUNE.h5] -o DIR";
 
 static const char ABOUT[] =
     "Turns a finished scan into the Hellinger report. Per prompt and block, the\n"
@@ -37,7 +38,7 @@ static const char EPILOG[] =
 
 int cmd_reduce(int argc, char **argv) {
     int rank = cli_rank();
-    const char *scan_path = NULL, *outdir = NULL;
+    const char *scan_path = NULL, *outdir = NULL, *ablation_path = NULL, *tuned_path = NULL;
     cli_strings *compare_s = calloc(1, sizeof *compare_s);
     cli_doubles *thr = calloc(1, sizeof *thr), *w = calloc(1, sizeof *w), *ex = calloc(1, sizeof *ex);
     size_t *examples = NULL;
@@ -56,8 +57,13 @@ int cmd_reduce(int argc, char **argv) {
                         "0.01,0.01,0.1,1.5,6,0.01 for 6 blocks)"),
         CLI_OPT_STRINGS("compare-model", 0, "F", compare_s, 64,
                         "another model file with the same vocabulary (repeatable);\n"
-                        "its forward passes are split over the MPI ranks"),
+                        "its forward passes are split over the MPI ranks (other\n"
+                        "seeds: the noise floor = the mean of their mean H, and\n"
+                        "approximation / noise floor, beside the paper's 1.58)"),
         CLI_OPT_DOUBLES("examples", 0, "LIST", ex, "prompt indices to show in the examples table"),
+        CLI_OPT_STRING("ablation", 0, "F", &ablation_path, "`ablate -o F`: its table beside the paper's ranges"),
+        CLI_OPT_STRING("tuned", 0, "F", &tuned_path,
+                       "`tune --h5 F`: fitted vs the paper's values on held-out prompts"),
         CLI_OPT_STRING("output", 'o', "DIR", &outdir,
                        "output folder (created): report.md, report.h5,\n"
                        "hellinger_density.svg, block_matches.svg"),
@@ -136,7 +142,15 @@ int cmd_reduce(int argc, char **argv) {
     if (rank == 0) {
         r = cl_reduce(s, tv, wv, kb, (const float *const *)cprobs, compare, n_compare);
         cl_report_opts o = {.scan_path = scan_path, .examples = examples, .n_examples = n_ex};
-        err = !r || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
+        static cl_ablation ab;
+        static cl_tuned tu;
+        err = !r || (ablation_path && cl_ablation_read(ablation_path, &ab)) ||
+              (tuned_path && cl_tuned_read(tuned_path, &tu));
+        if (!err && ablation_path) o.ablation = &ab;
+        if (!err && tuned_path) o.tuned = &tu;
+        if (!err && tuned_path && tu.Lb != r->Lb)
+            err = cl_error("%s: fitted for %d blocks, the scan has %d", tuned_path, tu.Lb, r->Lb) != 0;
+        err = err || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
     }
     if (cli_bcast_int(err)) goto done;
     if (rank == 0) {
@@ -145,6 +159,11 @@ int cmd_reduce(int argc, char **argv) {
                r->baselines[2 * r->Lb].stats.mean, r->baselines[2 * r->Lb + 1].stats.mean);
         for (size_t c = 0; c < n_compare; c++)
             printf(", %s %.4f", r->baselines[2 * r->Lb + 2 + c].name, r->baselines[2 * r->Lb + 2 + c].stats.mean);
+        cl_noise_floor nf;
+        if (!cl_noise_floor_of(r, &nf) && nf.n)
+            printf("\nreduce: noise floor (mean over %zu other models) %.4f, approximation / noise floor %.2f "
+                   "(paper 0.1677 / 0.106 = 1.58)",
+                   nf.n, nf.mean, nf.ratio);
         printf("\nreduce: wrote %s/report.md, report.h5, hellinger_density.svg, block_matches.svg "
                "(%.2f s: models %.2f s, counts %.2f s)\n",
                outdir, cli_wtime() - t0, t1 - t0, r->seconds_read);

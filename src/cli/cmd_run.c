@@ -21,20 +21,26 @@ static int print_get(const cl_job *job, const char *get) {
         printf("\n");
         return 0;
     }
-    if (!strchr(get, '.')) return cli_usage_error(CMD, "--get: '%s' is not SECTION.KEY or 'stages'", get);
+    if (!strcmp(get, "alternatives")) {
+        printf("%d\n", cl_job_n_alternatives(job));
+        return 0;
+    }
+    if (!strchr(get, '.'))
+        return cli_usage_error(CMD, "--get: '%s' is not SECTION.KEY, 'stages' or 'alternatives'", get);
     const char *v = cl_job_get(job, get);
     if (v) printf("%s\n", v);
     return 0;
 }
 
 static const char USAGE[] =
-    "[mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--force] [--dry-run]\n"
-    "       corpuslens run JOB.ini --get SECTION.KEY | --get stages";
+    "[mpirun -n R] corpuslens run JOB.ini [--stages LIST] [--alt K] [--force] [--dry-run]\n"
+    "       corpuslens run JOB.ini --get SECTION.KEY | --get stages | --get alternatives";
 
 static const char ABOUT[] =
     "Run a job file's pipeline: generate (the demo corpus) -> import (a [model]\n"
-    "checkpoint) or train (no [model]) -> prepare -> scan -> reduce, each stage the\n"
-    "command of the same name, on every rank. A stage whose complete output already\n"
+    "checkpoint) or train (no [model]) -> alternatives (one training per\n"
+    "[alternatives] seed) -> prepare -> scan -> tune ([tune]) -> ablate ([ablate])\n"
+    "-> reduce, each stage the command of the same name, on every rank. A stage whose complete output already\n"
     "matches the job (its settings and input hashes, recorded in the output's\n"
     "job_stamp attribute) is skipped, so running the same command again after a\n"
     "failure resumes where it stopped (an interrupted scan, or a training with\n"
@@ -51,28 +57,38 @@ int cmd_run(int argc, char **argv) {
     cl_run_opts ro = {.commands = {[CL_STAGE_GENERATE] = cmd_demo_corpus,
                                    [CL_STAGE_IMPORT] = cmd_import,
                                    [CL_STAGE_TRAIN] = cmd_train,
+                                   [CL_STAGE_ALTERNATIVES] = cmd_train,
                                    [CL_STAGE_PREPARE] = cmd_prepare,
                                    [CL_STAGE_SCAN] = cmd_scan,
+                                   [CL_STAGE_TUNE] = cmd_tune,
+                                   [CL_STAGE_ABLATE] = cmd_ablate,
                                    [CL_STAGE_REDUCE] = cmd_reduce},
                       .log = stdout};
     const char *get = NULL;
+    long alt = 0;
     const cli_option opts[] = {
         CLI_OPT_STRING("stages", 0, "LIST", &ro.stages,
                        "only these stages, in pipeline order (comma-separated:\n"
-                       "generate, import, train, prepare, scan, reduce); the Slurm\n"
-                       "scripts run one stage per batch job this way"),
+                       "generate, import, train, alternatives, prepare, scan, tune,\n"
+                       "ablate, reduce); the Slurm scripts run one stage per batch\n"
+                       "job this way"),
+        CLI_OPT_INT("alt", 0, "K", &alt, 0, 16,
+                    "of the alternatives, only the K-th seed (1-based; one Slurm\n"
+                    "array task each); 0 = all"),
         CLI_OPT_FLAG("force", 0, &ro.force, "run the selected stages even if their outputs match"),
         CLI_OPT_FLAG("dry-run", 0, &ro.dry_run, "print what would run or be skipped, and why"),
         CLI_OPT_STRING("get", 0, "KEY", &get,
                        "print a job value after variable expansion (e.g. output.dir,\n"
                        "slurm.scan_ranks; nothing when unset), or with KEY = stages\n"
-                       "the stages of this job; then exit"),
+                       "the stages of this job, or with KEY = alternatives their\n"
+                       "number; then exit"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "JOB.ini", 1, 1, "no job file given"};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_PARSED) return prc;
     ro.job_path = argv[first];
+    ro.alt_only = (int)alt;
     if (ro.stages && cl_stage_list_check(ro.stages)) return cli_usage_error(CMD, "%s", cl_last_error());
     if (get && !*get) return cli_usage_error(CMD, "--get needs a value");
 

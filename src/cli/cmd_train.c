@@ -67,7 +67,7 @@ static const char ABOUT[] =
 
 static const char EPILOG[] =
     "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
-    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails right after the first\n"
+    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails (exit status 3) right after the first\n"
     "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
 
 int cmd_train(int argc, char **argv) {
@@ -196,7 +196,14 @@ int cmd_train(int argc, char **argv) {
     }
     rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);
     cl_model_free(m);
-    if (rc) return rank == 0 ? cli_fail() : 1;
+    if (rc) {
+        /* stopped at a checkpoint by CORPUSLENS_TRAIN_STOP_AFTER (every rank has
+         * the same message): status 3, as a scan stopped with a checkpoint, so
+         * that a Slurm RequeueExit=3 requeues it and it resumes */
+        int stopped = o.stop_after > 0 && strstr(cl_last_error(), "CORPUSLENS_TRAIN_STOP_AFTER") != NULL;
+        if (rank == 0) cli_fail();
+        return stopped ? 3 : 1;
+    }
     if (rank == 0) printf("# wrote %s\n", out);
     return 0;
 }

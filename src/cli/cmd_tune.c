@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/report.h"
 
 static void print_stats(const char *name, const cl_stats *s) {
     printf("  %-22s mean %.4f  std %.4f  median %.4f  p90 %.4f  (n %zu, empty %zu)\n", name, s->mean, s->std,
@@ -16,7 +17,7 @@ static void print_stats(const char *name, const cl_stats *s) {
 
 static const char USAGE[] =
     "corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-    "                       [--max-train N] [-o SNIPPET.ini]";
+    "                       [--max-train N] [-o SNIPPET.ini] [--h5 TUNE.h5]";
 
 static const char ABOUT[] =
     "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
@@ -36,7 +37,7 @@ static const char ABOUT[] =
     "train objective wins. Held-out statistics exclude empty prompts, as reduce does.\n";
 
 static int run(int argc, char **argv) {
-    const char *out = NULL;
+    const char *out = NULL, *out_h5 = NULL;
     cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
     long seed = 1, restarts = 2, max_train = 0;
     const cli_option opts[] = {
@@ -48,6 +49,10 @@ static int run(int argc, char **argv) {
         CLI_OPT_STRING("output", 'o', "FILE", &out,
                        "write the fitted values as a job-file snippet:\n"
                        "[reduce] / thresholds = ... / weights = ..."),
+        CLI_OPT_STRING("h5", 0, "FILE", &out_h5,
+                       "the fitted values and both splits' statistics as HDF5\n"
+                       "(format corpuslens-tune); `reduce --tuned FILE` sets them\n"
+                       "beside the paper's values"),
         CLI_END,
     };
     const cli_command cmd = {"tune", USAGE, ABOUT, opts, NULL, "SCAN.h5", 1, 1, NULL};
@@ -99,6 +104,19 @@ static int run(int argc, char **argv) {
                     printf("tune: wrote %s\n", out);
                 }
             }
+        }
+        if (!err && out_h5) {
+            cl_tuned t = {.Lb = s->Lb, .have_paper = r.have_paper, .train_fraction = o.train_fraction,
+                          .seed = (long long)o.seed, .n_train = (long long)r.n_train, .n_test = (long long)r.n_test,
+                          .fit_train_mean = r.train.mean, .fit_test_mean = r.test.mean, .fit_test_std = r.test.std,
+                          .fit_test_median = r.test.median, .fit_test_empty = (long long)r.test.n_empty,
+                          .paper_train_mean = r.paper_train.mean, .paper_test_mean = r.paper_test.mean,
+                          .paper_test_std = r.paper_test.std, .paper_test_median = r.paper_test.median,
+                          .paper_test_empty = (long long)r.paper_test.n_empty};
+            memcpy(t.thresholds, r.thresholds, sizeof t.thresholds);
+            memcpy(t.weights, r.weights, sizeof t.weights);
+            if (cl_tuned_write(out_h5, &t)) err = 1;
+            else printf("tune: wrote %s\n", out_h5);
         }
         if (err) cli_fail();
         cl_scan_close(s);

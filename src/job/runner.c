@@ -100,12 +100,17 @@ enum {
     ST_GENERATE = CL_STAGE_GENERATE,
     ST_IMPORT = CL_STAGE_IMPORT,
     ST_TRAIN = CL_STAGE_TRAIN,
+    ST_ALT = CL_STAGE_ALTERNATIVES,
     ST_PREPARE = CL_STAGE_PREPARE,
     ST_SCAN = CL_STAGE_SCAN,
+    ST_TUNE = CL_STAGE_TUNE,
+    ST_ABLATE = CL_STAGE_ABLATE,
     ST_REDUCE = CL_STAGE_REDUCE,
     ST_N = CL_STAGE_N
 };
-const char *const cl_stage_names[CL_STAGE_N] = {"generate", "import", "train", "prepare", "scan", "reduce"};
+const char *const cl_stage_names[CL_STAGE_N] = {"generate", "import", "train",  "alternatives", "prepare",
+                                                "scan",     "tune",   "ablate", "reduce"};
+#define MAX_ALT 16
 #define STAGE_NAMES cl_stage_names
 
 typedef struct {
@@ -117,7 +122,7 @@ typedef struct {
     char *out;              /* the file that is checked and stamped */
     const char *format;     /* its format attribute */
     int format_in_config;   /* model files keep it on /config */
-    const char *hash_inputs[4];  /* files whose SHA-256 enters the key */
+    const char *hash_inputs[4 + MAX_ALT]; /* files whose SHA-256 enters the key */
     const char *stamp_inputs[2]; /* stage outputs whose job_stamp enters the key */
 } stage;
 
@@ -125,6 +130,11 @@ typedef struct {
     cl_job *job;
     char *out_dir, *model, *corpus_h5, *scan_h5, *report_dir, *report_h5;
     stage st[ST_N];
+    /* [alternatives]: one train stage per seed (id ST_ALT); st[ST_ALT] unused */
+    stage alt[MAX_ALT];
+    char *alt_out[MAX_ALT];
+    int n_alt;
+    char *ablation_h5, *ablation_svg, *tune_h5, *tune_ini;
 } plan;
 
 static void plan_free(plan *p) {
@@ -138,6 +148,60 @@ static void plan_free(plan *p) {
         av_free(&p->st[i].argv);
         av_free(&p->st[i].resume_argv);
     }
+    for (int i = 0; i < p->n_alt; i++) {
+        av_free(&p->alt[i].argv);
+        av_free(&p->alt[i].resume_argv);
+        free(p->alt_out[i]);
+    }
+    free(p->ablation_h5);
+    free(p->ablation_svg);
+    free(p->tune_h5);
+    free(p->tune_ini);
+}
+
+/* The train command line of the job's [train] recipe with `seed` (< 0: the
+ * recipe's own) writing `out`; with checkpoints, also the command that resumes. */
+static int train_argv(const cl_job *j, long long seed, const char *out, argvec *argv, argvec *resume) {
+    int rc = 0;
+    argvec *a = argv;
+    rc |= av_add(a, "train");
+    rc |= av_add(a, "--corpus");
+    rc |= av_add(a, j->corpus_path);
+    if (j->train_config) rc |= av_add(a, "--config"), rc |= av_add(a, j->train_config);
+    if (j->has_steps) rc |= av_add(a, "--steps"), rc |= av_addf(a, "%lld", j->steps);
+    if (j->has_batch) rc |= av_add(a, "--batch"), rc |= av_addf(a, "%lld", j->batch);
+    if (j->has_ctx) rc |= av_add(a, "--ctx"), rc |= av_addf(a, "%lld", j->ctx);
+    if (j->lr) rc |= av_add(a, "--lr"), rc |= av_addf(a, "%s", j->lr);
+    if (j->dropout) rc |= av_add(a, "--dropout"), rc |= av_addf(a, "%s", j->dropout);
+    if (seed >= 0) rc |= av_add(a, "--seed"), rc |= av_addf(a, "%lld", seed);
+    else if (j->has_train_seed) rc |= av_add(a, "--seed"), rc |= av_addf(a, "%lld", j->train_seed);
+    if (j->has_eval_every) rc |= av_add(a, "--eval-every"), rc |= av_addf(a, "%lld", j->eval_every);
+    if (j->train_checkpoint_every)
+        rc |= av_add(a, "--checkpoint-every"), rc |= av_addf(a, "%lld", j->train_checkpoint_every);
+    rc |= av_add(a, "-o");
+    rc |= av_add(a, out);
+    if (j->train_checkpoint_every) {
+        /* the same without --config (the checkpoint has the architecture) */
+        for (int i = 0; i < a->n; i++) {
+            if (!strcmp(a->v[i], "--config")) {
+                i++;
+                continue;
+            }
+            if (!strcmp(a->v[i], "-o")) {
+                rc |= av_add(resume, "--resume");
+                rc |= av_add(resume, out);
+            }
+            rc |= av_add(resume, a->v[i]);
+        }
+    }
+    return rc;
+}
+
+int cl_job_n_alternatives(const cl_job *j) {
+    if (!j->alt_seeds || !*j->alt_seeds) return 0;
+    int n = 1;
+    for (const char *q = j->alt_seeds; *q; q++) n += *q == ',';
+    return n;
 }
 
 static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
@@ -188,34 +252,29 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     s->format = CL_MODEL_FORMAT;
     s->format_in_config = 1;
     s->hash_inputs[0] = j->corpus_path;
-    rc |= av_add(&s->argv, "train");
-    rc |= av_add(&s->argv, "--corpus");
-    rc |= av_add(&s->argv, j->corpus_path);
-    if (j->train_config) rc |= av_add(&s->argv, "--config"), rc |= av_add(&s->argv, j->train_config);
-    if (j->has_steps) rc |= av_add(&s->argv, "--steps"), rc |= av_addf(&s->argv, "%lld", j->steps);
-    if (j->has_batch) rc |= av_add(&s->argv, "--batch"), rc |= av_addf(&s->argv, "%lld", j->batch);
-    if (j->has_ctx) rc |= av_add(&s->argv, "--ctx"), rc |= av_addf(&s->argv, "%lld", j->ctx);
-    if (j->lr) rc |= av_add(&s->argv, "--lr"), rc |= av_addf(&s->argv, "%s", j->lr);
-    if (j->dropout) rc |= av_add(&s->argv, "--dropout"), rc |= av_addf(&s->argv, "%s", j->dropout);
-    if (j->has_train_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->train_seed);
-    if (j->has_eval_every) rc |= av_add(&s->argv, "--eval-every"), rc |= av_addf(&s->argv, "%lld", j->eval_every);
-    if (j->train_checkpoint_every)
-        rc |= av_add(&s->argv, "--checkpoint-every"),
-            rc |= av_addf(&s->argv, "%lld", j->train_checkpoint_every);
-    rc |= av_add(&s->argv, "-o");
-    rc |= av_add(&s->argv, p->model);
-    if (j->train_checkpoint_every) {
-        /* the same without --config (the checkpoint has the architecture) */
-        for (int a = 0; a < s->argv.n; a++) {
-            if (!strcmp(s->argv.v[a], "--config")) {
-                a++;
-                continue;
-            }
-            if (!strcmp(s->argv.v[a], "-o")) {
-                rc |= av_add(&s->resume_argv, "--resume");
-                rc |= av_add(&s->resume_argv, p->model);
-            }
-            rc |= av_add(&s->resume_argv, s->argv.v[a]);
+    rc |= train_argv(j, -1, p->model, &s->argv, &s->resume_argv);
+
+    /* [alternatives]: the same recipe, other seeds */
+    if (j->alt_seeds) {
+        for (const char *q = j->alt_seeds; *q;) {
+            if (p->n_alt == MAX_ALT) return cl_error("[alternatives]: at most %d seeds", MAX_ALT);
+            long long seed = strtoll(q, NULL, 10);
+            char name[64];
+            snprintf(name, sizeof name, "model-seed%lld.h5", seed);
+            stage *a = &p->alt[p->n_alt];
+            a->id = ST_ALT;
+            a->enabled = 1;
+            a->fn = commands[ST_ALT] ? commands[ST_ALT] : commands[ST_TRAIN];
+            a->out = p->alt_out[p->n_alt] = path_join(j->out_dir, name);
+            if (!a->out) return cl_error("out of memory");
+            a->format = CL_MODEL_FORMAT;
+            a->format_in_config = 1;
+            a->hash_inputs[0] = j->corpus_path;
+            rc |= train_argv(j, seed, a->out, &a->argv, &a->resume_argv);
+            p->n_alt++;
+            const char *c = strchr(q, ',');
+            if (!c) break;
+            q = c + 1;
         }
     }
 
@@ -266,18 +325,61 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->scan_h5);
 
+    p->ablation_h5 = path_join(j->out_dir, "ablation.h5");
+    p->ablation_svg = path_join(j->out_dir, "ablation.svg");
+    p->tune_h5 = path_join(j->out_dir, "tune.h5");
+    p->tune_ini = path_join(j->out_dir, "tune.ini");
+    if (!p->ablation_h5 || !p->ablation_svg || !p->tune_h5 || !p->tune_ini) return cl_error("out of memory");
+
+    s = &p->st[ST_TUNE];
+    s->enabled = cl_stage_enabled(j, CL_STAGE_TUNE);
+    s->fn = commands[ST_TUNE];
+    s->out = p->tune_h5;
+    s->format = CL_TUNE_FORMAT;
+    s->stamp_inputs[0] = p->scan_h5;
+    rc |= av_add(&s->argv, "tune");
+    rc |= av_add(&s->argv, p->scan_h5);
+    if (j->tune_fraction) rc |= av_add(&s->argv, "--train-fraction"), rc |= av_add(&s->argv, j->tune_fraction);
+    if (j->has_tune_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->tune_seed);
+    if (j->has_tune_restarts)
+        rc |= av_add(&s->argv, "--restarts"), rc |= av_addf(&s->argv, "%lld", j->tune_restarts);
+    rc |= av_add(&s->argv, "-o"), rc |= av_add(&s->argv, p->tune_ini);
+    rc |= av_add(&s->argv, "--h5"), rc |= av_add(&s->argv, p->tune_h5);
+
+    s = &p->st[ST_ABLATE];
+    s->enabled = cl_stage_enabled(j, CL_STAGE_ABLATE);
+    s->fn = commands[ST_ABLATE];
+    s->out = p->ablation_h5;
+    s->format = CL_ABLATION_FORMAT;
+    s->hash_inputs[0] = p->model;
+    s->hash_inputs[1] = p->corpus_h5;
+    rc |= av_add(&s->argv, "ablate");
+    rc |= av_add(&s->argv, "--model"), rc |= av_add(&s->argv, p->model);
+    rc |= av_add(&s->argv, "--corpus"), rc |= av_add(&s->argv, p->corpus_h5);
+    if (j->has_ablate_max) rc |= av_add(&s->argv, "--max"), rc |= av_addf(&s->argv, "%lld", j->ablate_max);
+    if (j->ablate_mode) rc |= av_add(&s->argv, "--mode"), rc |= av_add(&s->argv, j->ablate_mode);
+    rc |= av_add(&s->argv, "--svg"), rc |= av_add(&s->argv, p->ablation_svg);
+    rc |= av_add(&s->argv, "-o"), rc |= av_add(&s->argv, p->ablation_h5);
+
     s = &p->st[ST_REDUCE];
     s->enabled = 1;
     s->fn = commands[ST_REDUCE];
     s->out = p->report_h5;
     s->format = CL_REPORT_FORMAT;
     s->stamp_inputs[0] = p->scan_h5;
+    /* the other seeds, the ablation and the tuning enter the key by content */
+    for (int i = 0; i < p->n_alt; i++) s->hash_inputs[i] = p->alt_out[i];
+    if (j->has_ablate) s->hash_inputs[p->n_alt] = p->ablation_h5;
+    if (j->has_tune) s->hash_inputs[p->n_alt + 1] = p->tune_h5;
     rc |= av_add(&s->argv, "reduce");
     rc |= av_add(&s->argv, p->scan_h5);
     if (j->thresholds) rc |= av_add(&s->argv, "--thresholds"), rc |= av_add(&s->argv, j->thresholds);
     if (j->weights) rc |= av_add(&s->argv, "--weights"), rc |= av_add(&s->argv, j->weights);
     for (size_t i = 0; i < j->n_compare; i++)
         rc |= av_add(&s->argv, "--compare-model"), rc |= av_add(&s->argv, j->compare_models[i]);
+    for (int i = 0; i < p->n_alt; i++) rc |= av_add(&s->argv, "--compare-model"), rc |= av_add(&s->argv, p->alt_out[i]);
+    if (j->has_ablate) rc |= av_add(&s->argv, "--ablation"), rc |= av_add(&s->argv, p->ablation_h5);
+    if (j->has_tune) rc |= av_add(&s->argv, "--tuned"), rc |= av_add(&s->argv, p->tune_h5);
     if (j->examples) rc |= av_add(&s->argv, "--examples"), rc |= av_add(&s->argv, j->examples);
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->report_dir);
@@ -324,7 +426,7 @@ static char *stage_key(const plan *p, const stage *s, char stamp[65]) {
     KPUT("corpuslens-run 1\nstage %s\nargv", STAGE_NAMES[s->id]);
     for (int i = 0; i < s->argv.n; i++) KPUT(" %s", s->argv.v[i]);
     KPUT("\n");
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof s->hash_inputs / sizeof *s->hash_inputs; i++) {
         const char *in = s->hash_inputs[i];
         if (!in) continue;
         char h[65];
@@ -351,7 +453,7 @@ static char *stage_key(const plan *p, const stage *s, char stamp[65]) {
         if (read_root_str(in, "job_stamp", h, sizeof h) < 0) {
             free(k);
             cl_error("stage %s needs %s as written by this job's %s stage (%s)",
-                     STAGE_NAMES[s->id], in, STAGE_NAMES[s->id - 1],
+                     STAGE_NAMES[s->id], in, "scan",
                      "no job_stamp attribute: run that stage first");
             return NULL;
         }
@@ -578,7 +680,7 @@ int cl_stage_list_check(const char *list) {
         for (int i = 0; i < ST_N; i++)
             if (strlen(STAGE_NAMES[i]) == len && !strncmp(p, STAGE_NAMES[i], len)) ok = 1;
         if (!ok)
-            return cl_error("--stages: unknown stage '%.*s' (generate, import, train, prepare, scan, reduce)",
+            return cl_error("--stages: unknown stage '%.*s' (generate, import, train, alternatives, prepare, scan, tune, ablate, reduce)",
                             (int)len, p);
         if (!q) break;
         p = q + 1;
@@ -591,11 +693,27 @@ int cl_stage_enabled(const cl_job *j, int stage) {
     case CL_STAGE_GENERATE: return j->generate != 0;
     case CL_STAGE_IMPORT: return j->checkpoint != NULL;
     case CL_STAGE_TRAIN: return j->model_path == NULL && j->checkpoint == NULL;
+    case CL_STAGE_ALTERNATIVES: return cl_job_n_alternatives(j) > 0;
+    case CL_STAGE_TUNE: return j->has_tune;
+    case CL_STAGE_ABLATE: return j->has_ablate;
     case CL_STAGE_PREPARE:
     case CL_STAGE_SCAN:
     case CL_STAGE_REDUCE: return 1;
     default: return 0;
     }
+}
+
+/* The job's stages in pipeline order: st[] with one stage per [alternatives]
+ * seed in the place of ST_ALT. */
+static int flat_stages(plan *p, stage **out) {
+    int n = 0;
+    for (int i = 0; i < ST_N; i++) {
+        if (i == ST_ALT)
+            for (int a = 0; a < p->n_alt; a++) out[n++] = &p->alt[a];
+        else if (p->st[i].enabled)
+            out[n++] = &p->st[i];
+    }
+    return n;
 }
 
 static int bcast_int(int v, MPI_Comm comm) {
@@ -622,9 +740,14 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         plan_free(&p);
         return 1;
     }
+    if (o->alt_only > p.n_alt) {
+        cl_error("--alt %d: the job has %d alternative seed%s", o->alt_only, p.n_alt, p.n_alt == 1 ? "" : "s");
+        plan_free(&p);
+        return 2;
+    }
     double t_all = wall();
-    int n_enabled = 0;
-    for (int i = 0; i < ST_N; i++) n_enabled += p.st[i].enabled;
+    stage *flat[ST_N + MAX_ALT];
+    int n_enabled = flat_stages(&p, flat);
     if (log) {
         fprintf(log, "corpuslens run %s: %d rank%s, output in %s\n", o->job_path ? o->job_path : "", R,
                 R == 1 ? "" : "s", p.out_dir);
@@ -636,11 +759,12 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         rc = bcast_int(rc, comm) ? 1 : 0;
     }
     int k = 0, ran = 0, skipped = 0;
-    for (int i = 0; i < ST_N && !rc; i++) {
-        stage *s = &p.st[i];
-        if (!s->enabled) continue;
+    for (int q = 0; q < n_enabled && !rc; q++) {
+        stage *s = flat[q];
+        int i = s->id;
         k++;
         if (!stage_selected(stages, i)) continue;
+        if (i == ST_ALT && o->alt_only > 0 && s != &p.alt[o->alt_only - 1]) continue;
         char why[1024] = "", stamp[65] = "";
         char *key = NULL;
         /* rank 0 decides: 0 run, 1 skip, 2 resume a training, -1 error (inputs missing) */

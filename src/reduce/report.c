@@ -430,6 +430,7 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     }
     fprintf(f, "\nPaper (20,000 prompts): approximation mean 0.1677, std 0.1215, min 0.0013, max 0.9994; noise "
                "floor 0.106 ± 0.082.\n\n");
+    cl_report_paper_md(f, r, o);
     fprintf(f, "![Hellinger densities](%s)\n\n", density_name);
     fprintf(f, "## Matches per block\n\nMean number of corpus substrings per prompt above the prefilter and "
                "above the block's threshold.\n\n| block | threshold | above prefilter | above threshold |\n"
@@ -520,6 +521,16 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
             rc = d < 0 || cl_h5_attr_write_str(d, "label", r->baselines[i].label);
             if (d >= 0) H5Dclose(d);
         }
+    }
+    cl_noise_floor nf;
+    if (!rc) rc = cl_noise_floor_of(r, &nf);
+    if (!rc && nf.n) {
+        hid_t g = H5Gcreate2(f, "/noise_floor", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        rc = g < 0 || cl_h5_attr_write_int(g, "n_models", (long long)nf.n) ||
+             cl_h5_attr_write_doubles(g, "means", nf.means, nf.n) || cl_h5_attr_write_double(g, "mean", nf.mean) ||
+             cl_h5_attr_write_double(g, "pooled_std", nf.pooled_std) ||
+             cl_h5_attr_write_double(g, "ratio", nf.ratio);
+        if (g >= 0) H5Gclose(g);
     }
     if (!rc) {
         /* prompt texts, variable-length UTF-8 */

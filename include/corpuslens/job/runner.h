@@ -26,13 +26,17 @@ typedef enum {
     CL_STAGE_GENERATE,
     CL_STAGE_IMPORT,
     CL_STAGE_TRAIN,
+    CL_STAGE_ALTERNATIVES, /* one training per [alternatives] seed (the [train] recipe) */
     CL_STAGE_PREPARE,
     CL_STAGE_SCAN,
+    CL_STAGE_TUNE,         /* [tune]: tune.h5 for the report */
+    CL_STAGE_ABLATE,       /* [ablate]: ablation.h5 for the report */
     CL_STAGE_REDUCE,
     CL_STAGE_N
 } cl_stage_id;
 
-/* "generate", "import", "train", "prepare", "scan", "reduce" */
+/* "generate", "import", "train", "alternatives", "prepare", "scan", "tune",
+ * "ablate", "reduce" */
 extern const char *const cl_stage_names[CL_STAGE_N];
 
 /* A command that runs a stage: argv[0] is its name ("demo-corpus", "import",
@@ -42,7 +46,9 @@ extern const char *const cl_stage_names[CL_STAGE_N];
 typedef int (*cl_stage_command)(int argc, char **argv);
 
 typedef struct {
-    cl_stage_command commands[CL_STAGE_N]; /* indexed by cl_stage_id */
+    cl_stage_command commands[CL_STAGE_N]; /* indexed by cl_stage_id (alternatives: the
+                                              train command when NULL) */
+    int alt_only;         /* > 0: of the alternatives, only the alt_only-th seed (a Slurm array task) */
     const char *stages;   /* NULL: every stage of the job; else a comma-separated subset */
     int force;            /* run the selected stages even if their outputs match */
     int dry_run;          /* say what would run or be skipped, and why; run nothing */
@@ -54,8 +60,12 @@ typedef struct {
 int cl_stage_list_check(const char *list);
 
 /* 1 if the stage is part of this job (generate: [corpus] generate = demo;
- * import: [model] checkpoint; train: no [model]; the others always). */
+ * import: [model] checkpoint; train: no [model]; alternatives, tune, ablate:
+ * their section; the others always). */
 int cl_stage_enabled(const cl_job *j, int stage);
+
+/* The number of [alternatives] seeds of a job. */
+int cl_job_n_alternatives(const cl_job *j);
 
 /* Run the job on every rank of comm (collective). Returns 0, or the exit
  * status of the stage that failed (its own message printed by its command;
