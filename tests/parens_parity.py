@@ -155,7 +155,8 @@ def load_weights(path):
     return cfg, W
 
 
-def reference(cfg, W, ids, causal=False, padmask=True, hooks=None):
+def reference(cfg, W, ids, causal=False, padmask=True, hooks=None, ablate=None):
+    """ablate: ('attn', l), ('mlp', l) or ('head', l, h) zeroed."""
     B, T = ids.shape
     L, H, C = int(cfg["n_layer"]), int(cfg["n_head"]), int(cfg["n_embd"])
     hs = C // H
@@ -179,11 +180,21 @@ def reference(cfg, W, ids, causal=False, padmask=True, hooks=None):
         v = v.view(B, T, H, hs).transpose(1, 2)
         att = (q @ k.transpose(-1, -2)) / math.sqrt(hs)
         att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-        z = (att @ v).transpose(1, 2).reshape(B, T, C)
-        x = x + z @ W[p + "sa.proj.weight"].T + W[p + "sa.proj.bias"]
+        z = att @ v
+        if ablate and ablate[0] == "head" and ablate[1] == l:
+            z = z.clone()
+            z[:, ablate[2]] = 0
+        z = z.transpose(1, 2).reshape(B, T, C)
+        a_out = z @ W[p + "sa.proj.weight"].T + W[p + "sa.proj.bias"]
+        if ablate and ablate[0] == "attn" and ablate[1] == l:
+            a_out = a_out * 0
+        x = x + a_out
         h = ln(x, W[p + "ln2.weight"], W[p + "ln2.bias"])
         f = torch.relu(h @ W[p + "ffwd.net.0.weight"].T + W[p + "ffwd.net.0.bias"])
-        x = x + f @ W[p + "ffwd.net.2.weight"].T + W[p + "ffwd.net.2.bias"]
+        m_out = f @ W[p + "ffwd.net.2.weight"].T + W[p + "ffwd.net.2.bias"]
+        if ablate and ablate[0] == "mlp" and ablate[1] == l:
+            m_out = m_out * 0
+        x = x + m_out
         if hooks is not None:
             hooks[f"blocks.{l}.attn.hook_pattern"] = att
             hooks[f"blocks.{l}.hook_resid_post"] = x
@@ -264,12 +275,75 @@ def model_checks(d):
               "attention: no weight on padding keys, weight on later keys (bidirectional)")
 
 
+def analysis_checks(d):
+    """ablate --data and lens --parens against the reference (the lr-0 model)."""
+    import xml.etree.ElementTree as ET
+    data, model = os.path.join(d, "small.tsv"), os.path.join(d, "m.h5")
+    cfg, W = load_weights(model)
+    rows = [(s, lab) for sp, lab, s in read_data(data) if sp == "test"]
+    ids = torch.tensor([[VOCAB.index(ch) for ch in "^" + s + "$" + "_" * (40 - len(s))] for s, _ in rows])
+    labels = torch.tensor([lab for _, lab in rows])
+    r = run(["ablate", "--model", model, "--data", data])
+    check(r.returncode == 0, f"ablate --data ({r.stderr.strip()})")
+    got = {}
+    for line in r.stdout.splitlines():
+        parts = line.rsplit(None, 2)
+        if len(parts) == 3 and parts[0].startswith("block"):
+            got[parts[0].strip()] = float(parts[1])
+    cases = {}
+    for l in range(3):
+        cases[f"block {l} attention"] = ("attn", l)
+        cases[f"block {l} feed-forward"] = ("mlp", l)
+        for h in range(2):
+            cases[f"block {l} head {h}"] = ("head", l, h)
+    with torch.no_grad():
+        base = float((reference(cfg, W, ids)[0].argmax(-1) == labels).double().mean())
+        bad = []
+        for name, ab in cases.items():
+            acc = float((reference(cfg, W, ids, ablate=ab)[0].argmax(-1) == labels).double().mean())
+            if not (abs(got.get(name, float("nan")) - acc) <= 1e-4):
+                bad.append((name, got.get(name), acc))
+    check(len(got) == len(cases) and not bad, f"ablate: the {len(cases)} accuracies equal PyTorch's (off: {bad[:3]})")
+    check(f"intact model accuracy {base:.4f}" in r.stdout, f"ablate: intact accuracy {base:.4f}")
+    # lens at [start]
+    s = "(()())"
+    svg = os.path.join(d, "heads.svg")
+    r = run(["lens", "--model", model, "--parens", s, "--attn-svg", svg])
+    check(r.returncode == 0, f"lens --parens ({r.stderr.strip()})")
+    vals = [float(line.split()[-1]) for line in r.stdout.splitlines()
+            if line.startswith(("embed", "block", "model"))]
+    idr = torch.tensor([[VOCAB.index(ch) for ch in "^" + s + "$" + "_" * (40 - len(s))]])
+    hooks = {}
+    with torch.no_grad():
+        lg, _ = reference(cfg, W, idr, hooks=hooks)
+        C = int(cfg["n_embd"])
+        emb = W["token_embedding_table.weight"][idr] + sinusoid(int(cfg["block_size"]), C)[:idr.shape[1]]
+        streams = [emb] + [hooks[f"blocks.{l}.hook_resid_post"] for l in range(3)]
+        want = []
+        for x in streams:
+            xf = torch.nn.functional.layer_norm(x[:, 0], (C,), W["ln_f.weight"], W["ln_f.bias"], float(cfg["ln_eps"]))
+            want.append(float((xf @ W["lm_head.weight"].T + W["lm_head.bias"]).softmax(-1)[0, 1]))
+        want.append(float(lg.softmax(-1)[0, 1]))
+    dif = max(abs(a - b) for a, b in zip(vals, want)) if len(vals) == len(want) else float("inf")
+    check(dif <= 1e-5, f"lens at [start]: P(balanced) per layer vs PyTorch, max|d| {dif:.2g}")
+    try:
+        root = ET.parse(svg).getroot()
+        texts = [t.text or "" for t in root.iter() if t.tag.endswith("text")]
+        ok = all(f"block {l} head {h}" in texts for l in range(3) for h in range(2))
+    except (ET.ParseError, OSError):
+        ok = False
+    check(ok, "the attention SVG parses and has one panel per head")
+    r = run(["lens", "--model", model, "--parens", "(a)"])
+    check(r.returncode == 1 and "not a parenthesis" in r.stderr, "lens refuses a string with another character")
+
+
 def main():
     if not os.environ.get("CORPUSLENS"):
         sys.exit("parens_parity.py: CORPUSLENS is not set")
     with tempfile.TemporaryDirectory() as d:
         data_checks(d)
         model_checks(d)
+        analysis_checks(d)
     if failures:
         print(f"{len(failures)} check(s) failed")
         sys.exit(1)

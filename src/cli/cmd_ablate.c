@@ -36,7 +36,13 @@ static const char *help =
     "\n"
     "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
-    "output does not depend on the number of ranks.\n";
+    "output does not depend on the number of ranks.\n"
+    "\n"
+    "usage: corpuslens ablate --model PARENS.h5 --data PARENS.tsv [--split test]\n"
+    "The balanced-parentheses classifier (train --task parens): accuracy on the\n"
+    "split with each block's attention or feed-forward output zeroed, and with\n"
+    "each head's output (its columns of attn.hook_z) zeroed; the drop from the\n"
+    "intact model. Single process.\n";
 
 #define CMD "ablate"
 #define ABL_BATCH 32
@@ -101,7 +107,23 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
     return cl_svg_close(s);
 }
 
+/* ablate --model M.h5 --data PARENS.tsv [--split test]: the classifier's table */
+static int ablate_parens(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *split = "test";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--data") && v) data = v, i++;
+        else if (!strcmp(a, "--split") && v) split = v, i++;
+        else return cli_usage_error("ablate", "with --data: unknown argument '%s' (or missing value)", a);
+    }
+    if (!model) return cli_usage_error("ablate", "--model is required");
+    return cli_parens_ablate(model, data, split);
+}
+
 int cmd_ablate(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--data")) return cli_on_rank0(ablate_parens, argc, argv);
     const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
     long max_p = 0;
     for (int i = 1; i < argc; i++) {

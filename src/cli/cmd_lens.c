@@ -16,6 +16,11 @@
 static const char *help =
     "usage: corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
     "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]\n"
+    "       corpuslens lens --model PARENS.h5 --parens STRING [--attn-svg HEADS.svg]\n"
+    "\n"
+    "With --parens (a `train --task parens` classifier): the class probability\n"
+    "each layer's residual stream at [start] gives through ln_f + head, and with\n"
+    "--attn-svg every head's attention pattern on ^STRING$ as an SVG.\n"
     "\n"
     "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
     "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
@@ -309,7 +314,23 @@ out:
     return all_ok && ok ? 0 : -2;
 }
 
+/* lens --model PARENS.h5 --parens STRING [--attn-svg F.svg] */
+static int lens_parens(int argc, char **argv) {
+    const char *model = NULL, *s = NULL, *svg = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--parens") && v) s = v, i++;
+        else if (!strcmp(a, "--attn-svg") && v) svg = v, i++;
+        else return cli_usage_error("lens", "with --parens: unknown argument '%s' (or missing value)", a);
+    }
+    if (!model) return cli_usage_error("lens", "--model is required");
+    return cli_parens_lens(model, s, svg);
+}
+
 int cmd_lens(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--parens")) return cli_on_rank0(lens_parens, argc, argv);
     const char *model = NULL, *text = NULL, *svg = NULL, *prompts = NULL;
     long max_p = 0;
     for (int i = 1; i < argc; i++) {
