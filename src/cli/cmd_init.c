@@ -16,7 +16,11 @@ static const char *help =
     "  --config SPEC   comma-separated key=value over the lecture defaults\n"
     "                  (n_layer=6,n_head=6,n_embd=384,block_size=256,activation=relu,\n"
     "                  bias=1,qkv_bias=0,head_bias=1,tied_head=0,attn_scale=head_size,\n"
-    "                  ln_eps=1e-5); vocab_size comes from the corpus\n"
+    "                  ln_eps=1e-5); vocab_size comes from the corpus. Encoder /\n"
+    "                  classifier options: causal=0 (bidirectional attention),\n"
+    "                  pos=sinusoidal (fixed positions, not saved or trained),\n"
+    "                  n_classes=K (head [K, C] reading position 0), pad_id=N\n"
+    "                  (keys holding token N masked out of attention)\n"
     "  --vocab-from F  text file whose characters make the vocabulary\n"
     "  --seed S        initialisation seed (default 1337)\n"
     "  -o, --output F  the model file to write\n";

@@ -93,7 +93,7 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
 static const char *help_parens =
     "usage: corpuslens train --task parens --data DATA.tsv [--config k=v,...] [--steps 6000]\n"
     "         [--batch 64] [--lr 1e-3] [--dropout 0] [--seed 1] [--eval-every 100]\n"
-    "         [--goal 0.99] [--stop-at-goal] -o MODEL.h5\n"
+    "         [--cosine] [--goal 0.99] [--stop-at-goal] -o MODEL.h5\n"
     "\n"
     "Trains the balanced-parentheses classifier on a `demo-corpus parens` file: the\n"
     "model with the encoder options (causal=0, pos=sinusoidal, n_classes=2, pad_id=4;\n"
@@ -102,6 +102,7 @@ static const char *help_parens =
     "the label read at [start], AdamW. Prints step, loss and validation accuracy every\n"
     "K steps, the first step and wall time at which validation accuracy reached\n"
     "--goal, and the test accuracy at the end. Single process.\n"
+    "  --cosine            learning rate from --lr down to lr/10 on a cosine\n"
     "  --dump-first F.h5   tests: the first batch, its class probabilities and the\n"
     "                      first step's gradients\n";
 
@@ -125,6 +126,10 @@ static int train_parens(int argc, char **argv) {
         }
         if (!strcmp(a, "--stop-at-goal")) {
             o.stop_at_goal = 1;
+            continue;
+        }
+        if (!strcmp(a, "--cosine")) {
+            o.cosine = 1;
             continue;
         }
         if (!v) return cli_usage_error(CMDP, "unknown option or missing value: '%s'", a);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,8 @@ int cl_parens_train(const cl_parens_train_opts *o, void (*on_event)(void *, cons
                                       &loss))
             goto out;
         if (step == 1 && o->dump_first && dump_first(o->dump_first, m, tr, win, o->batch)) goto out;
+        if (o->cosine) /* cosine from lr down to lr / 10 at the last step */
+            hp.lr = (float)(o->lr * (0.1 + 0.45 * (1.0 + cos(M_PI * (double)(step - 1) / (double)o->steps))));
         cl_train_adamw_step(tr, &hp, step);
         res->steps = step;
         cl_parens_event ev = {step, loss / o->batch, -1.0, now() - t0};

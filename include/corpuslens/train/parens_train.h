@@ -20,6 +20,7 @@ typedef struct {
     int steps, batch, eval_every;
     double lr, dropout, goal; /* goal: the validation accuracy whose first step is reported */
     int stop_at_goal;         /* 1: stop there */
+    int cosine;               /* 1: learning rate from lr down to lr/10 on a cosine */
     uint64_t seed;
     const char *output;     /* model file */
     const char *dump_first; /* tests: the first step's batch (/batch/ids, /batch/labels),
