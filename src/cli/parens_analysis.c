@@ -111,6 +111,8 @@ static int attn_svg(const char *path, const cl_model *m, const char *s, const fl
     int n = (int)strlen(s) + 2; /* [start] string [end]; padding left out */
     double cell = n <= 16 ? 16 : n <= 28 ? 10 : 7, pad = 46, gap = 30, title = 40;
     double pw = n * cell, W = pad + H * (pw + gap), Hh = title + L * (pw + gap + 16) + 10;
+    double tw = 7.2 * (66 + (double)n) + 16; /* the title's width at 13 px */
+    if (W < tw) W = tw;
     cl_svg *g = cl_svg_open(path, W, Hh);
     if (!g) return -1;
     char buf[128], lab[CL_PARENS_T + 1];
