@@ -5,22 +5,25 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 
-static const char *help =
-    "usage: corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
+#define CMD "embed-sim"
+#define MAX_TEXTS 1024
+
+static const char USAGE[] =
+    "corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
     "                            [--dims K] TEXT TEXT...\n"
-    "       corpuslens embed-sim --checkpoint F.pt --tensor NAME --vocab WORDS.txt\n"
-    "                            [--nearest K] WORD WORD...\n"
-    "\n"
+    "corpuslens embed-sim --checkpoint F.pt --tensor NAME --vocab WORDS.txt [--nearest K] WORD...";
+
+static const char ABOUT[] =
     "Runs the model on each TEXT (texts may have different lengths; each runs on\n"
     "its own), takes the activation at hook NAME ([T, D]) and pools it to one\n"
-    "vector: the mean over positions (--pool mean, default) or the last\n"
-    "position (--pool last). Prints the cosine similarity matrix of the vectors.\n"
-    "  --center   subtract the mean vector over the texts first\n"
-    "  --dims K   use only the first K dimensions (default: all D)\n"
+    "vector. Prints the cosine similarity matrix of the vectors.\n";
+
+static const char EPILOG[] =
     "NAME is one hook point: hook_embed, hook_pos_embed, ln_final.hook_normalized,\n"
     "embed (the block-0 input: token + position embeddings) or a per-block name\n"
     "with its block, e.g. blocks.0.hook_mlp_out (not attn.hook_pattern).\n"
@@ -63,7 +66,7 @@ static char **read_vocab(const char *path, size_t *n, char **text) {
 }
 
 static int embed_ckpt(const char *ckpath, const char *tname, const char *vpath, long nearest,
-                      const char **words, int n) {
+                      const char *const *words, int n) {
     int rc = 1;
     char *vtext = NULL, **vocab = NULL;
     double *E = NULL, *X = NULL, *S = NULL, *sim = NULL;
@@ -156,51 +159,37 @@ out:
 #define CMD "embed-sim"
 #define MAX_TEXTS 1024
 
-int cmd_embed_sim(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *model = NULL, *hook = NULL, *pool = "mean", *ckpt = NULL, *tensor = NULL, *vocab = NULL;
-    long nearest = 0;
-    const char *texts[MAX_TEXTS];
-    int n = 0, center = 0;
-    long dims = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--hook") && v) hook = v, i++;
-        else if (!strcmp(a, "--pool") && v) pool = v, i++;
-        else if (!strcmp(a, "--center")) center = 1;
-        else if (!strcmp(a, "--checkpoint") && v) ckpt = v, i++;
-        else if (!strcmp(a, "--tensor") && v) tensor = v, i++;
-        else if (!strcmp(a, "--vocab") && v) vocab = v, i++;
-        else if (!strcmp(a, "--nearest") && v) {
-            if (cli_parse_long(CMD, "--nearest", v, 1, 1L << 20, &nearest)) return 2;
-            i++;
-        }
-        else if (!strcmp(a, "--dims") && v) {
-            if (cli_parse_long(CMD, "--dims", v, 1, 1L << 30, &dims)) return 2;
-            i++;
-        } else if (!strcmp(a, "--")) {
-            while (++i < argc) {
-                if (n == MAX_TEXTS) return cli_usage_error(CMD, "at most %d texts", MAX_TEXTS);
-                texts[n++] = argv[i];
-            }
-        } else if (a[0] == '-' && a[1] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else if (n == MAX_TEXTS) return cli_usage_error(CMD, "at most %d texts", MAX_TEXTS);
-        else texts[n++] = a;
-    }
+    int center = 0;
+    long dims = 0, nearest = 0;
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("hook", 0, "NAME", &hook, "the hook point (see below)"),
+        CLI_OPT_CHOICE("pool", 0, &pool, "mean|last",
+                       "mean over positions, or the last position"),
+        CLI_OPT_FLAG("center", 0, &center, "subtract the mean vector over the texts first"),
+        CLI_OPT_INT("dims", 0, "K", &dims, 1, 1L << 30, "use only the first K dimensions (default: all D)"),
+        CLI_OPT_STRING("checkpoint", 0, "F.pt", &ckpt, "rows of a tensor of any checkpoint instead (see below)"),
+        CLI_OPT_STRING("tensor", 0, "NAME", &tensor, "with --checkpoint: the 2-D tensor"),
+        CLI_OPT_STRING("vocab", 0, "WORDS.txt", &vocab, "with --checkpoint: the names of the rows"),
+        CLI_OPT_INT("nearest", 0, "K", &nearest, 1, 1L << 20, "with --checkpoint: each WORD's K nearest rows"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "TEXT", 1, MAX_TEXTS, "give at least two TEXTs"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (ckpt || tensor || vocab || nearest) {
         if (model || hook || center || dims || strcmp(pool, "mean"))
             return cli_usage_error(CMD, "--checkpoint does not go with --model, --hook, --pool, --center, --dims");
         if (!ckpt || !tensor || !vocab)
             return cli_usage_error(CMD, "--checkpoint, --tensor and --vocab go together");
-        if (n < 1) return cli_usage_error(CMD, "give at least one WORD");
-        return embed_ckpt(ckpt, tensor, vocab, nearest, texts, n);
+        return embed_ckpt(ckpt, tensor, vocab, nearest, (const char *const *)argv + first, argc - first);
     }
+    if (argc - first < 2) return cli_usage_error(CMD, "give at least two TEXTs");
     if (!model || !hook) return cli_usage_error(CMD, "--model and --hook are required");
-    if (strcmp(pool, "mean") && strcmp(pool, "last")) return cli_usage_error(CMD, "--pool: '%s' is not mean or last", pool);
-    if (n < 2) return cli_usage_error(CMD, "give at least two TEXTs");
+    const char *const *texts = (const char *const *)argv + first;
+    int n = argc - first;
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();
     const cl_config *c = &m->cfg;
@@ -275,3 +264,5 @@ out:
     cl_model_free(m);
     return rc;
 }
+
+int cmd_embed_sim(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/h5/h5util.h"
