@@ -23,36 +23,25 @@
 
 static const char *CMD = "inspect";
 
-static void help(void) {
-    printf(
-        "usage: corpuslens inspect FILE [--depth N] [--json] [--flat]\n"
-        "       corpuslens inspect FILE --tensor NAME\n"
-        "       corpuslens inspect FILE --dump NAME -o OUT.h5\n"
-        "\n"
-        "Take a checkpoint apart: FILE is any torch.save file (.pt: a state dict, a\n"
-        "training checkpoint, an OpenNMT-py or fairseq checkpoint, a pickled module),\n"
-        "a .safetensors file or a corpuslens model (.h5); the kind is recognised from\n"
-        "the content. Objects of classes that are not tensors or containers (a\n"
-        "framework's vocabulary, argparse.Namespace, anything) are never imported or\n"
-        "called: they are listed as <module.Class> with the arguments and state the\n"
-        "pickle gives them, the way pickletools shows them. (`import` still accepts\n"
-        "state dicts only, as torch.load(weights_only=True).)\n"
-        "\n"
-        "Default: a tree of the dotted paths with each tensor's dtype and shape, each\n"
-        "other value's rendering, and the number of tensor elements below each\n"
-        "node (tensors sharing their data counted once), then the parameter count\n"
-        "of the state dict (buffers and tensors outside it not counted).\n"
-        "  --depth N      show the tree down to depth N (totals still cover all)\n"
-        "  --json         the tree as JSON on stdout\n"
-        "  --flat         the tensor list by role (parameters, buffers, other)\n"
-        "  --tensor NAME  statistics of one tensor (full path as listed, or its\n"
-        "                 state-dict key): count, mean, std (unbiased, as\n"
-        "                 torch.std), min, max, L2 norm, NaN/inf counts\n"
-        "  --dump NAME -o OUT.h5   write one tensor to OUT.h5 as dataset /tensor\n"
-        "                 (float64 for float64 tensors, int64 for integers, uint8\n"
-        "                 for bools and bytes, float32 otherwise; attributes name,\n"
-        "                 dtype, source)\n");
-}
+static const char USAGE[] =
+    "corpuslens inspect FILE [--depth N] [--json] [--flat]\n"
+    "corpuslens inspect FILE --tensor NAME\n"
+    "corpuslens inspect FILE --dump NAME -o OUT.h5";
+
+static const char ABOUT[] =
+    "Take a checkpoint apart: FILE is any torch.save file (.pt: a state dict, a\n"
+    "training checkpoint, an OpenNMT-py or fairseq checkpoint, a pickled module),\n"
+    "a .safetensors file or a corpuslens model (.h5); the kind is recognised from\n"
+    "the content. Objects of classes that are not tensors or containers (a\n"
+    "framework's vocabulary, argparse.Namespace, anything) are never imported or\n"
+    "called: they are listed as <module.Class> with the arguments and state the\n"
+    "pickle gives them, the way pickletools shows them. (`import` still accepts\n"
+    "state dicts only, as torch.load(weights_only=True).)\n"
+    "\n"
+    "Default: a tree of the dotted paths with each tensor's dtype and shape, each\n"
+    "other value's rendering, and the number of tensor elements below each\n"
+    "node (tensors sharing their data counted once), then the parameter count\n"
+    "of the state dict (buffers and tensors outside it not counted).\n";
 
 /* 10788929 -> "10,788,929" */
 static const char *commas(size_t v, char *buf) {
@@ -552,25 +541,25 @@ static int run(int argc, char **argv) {
     const char *path = NULL, *tensor = NULL, *dump = NULL, *out = NULL;
     int json = 0, flat = 0;
     long depth = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        }
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--flat")) flat = 1;
-        else if (!strcmp(a, "--depth") && v) {
-            if (cli_parse_long(CMD, "--depth", v, 0, 1000, &depth)) return 2;
-            i++;
-        } else if (!strcmp(a, "--tensor") && v) tensor = v, i++;
-        else if (!strcmp(a, "--dump") && v) dump = v, i++;
-        else if (!strcmp(a, "-o") && v) out = v, i++;
-        else if (a[0] == '-' && a[1]) return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else if (path) return cli_usage_error(CMD, "more than one file: '%s'", a);
-        else path = a;
-    }
-    if (!path) return cli_usage_error(CMD, "no file given");
+    const cli_option opts[] = {
+        CLI_OPT_INT("depth", 0, "N", &depth, 0, 1000, "show the tree down to depth N (totals still cover all)"),
+        CLI_OPT_FLAG("json", 0, &json, "the tree as JSON on stdout"),
+        CLI_OPT_FLAG("flat", 0, &flat, "the tensor list by role (parameters, buffers, other)"),
+        CLI_OPT_STRING("tensor", 0, "NAME", &tensor,
+                       "statistics of one tensor (full path as listed, or its state-dict\n"
+                       "key): count, mean, std (unbiased, as torch.std), min, max, L2 norm,\n"
+                       "NaN/inf counts"),
+        CLI_OPT_STRING("dump", 0, "NAME", &dump,
+                       "write one tensor to -o OUT.h5 as dataset /tensor (float64 for\n"
+                       "float64, int64 for integers, uint8 for bools and bytes, float32\n"
+                       "otherwise; attributes name, dtype, source)"),
+        CLI_OPT_STRING("output", 'o', "OUT.h5", &out, "the file of --dump"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "FILE", 1, 1, "no file given"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    path = argv[first];
     if ((tensor != NULL) + (dump != NULL) + (json || flat || depth >= 0) > 1)
         return cli_usage_error(CMD, "--tensor, --dump and the listing options (--json, --flat, --depth) "
                                     "exclude each other");
