@@ -289,3 +289,93 @@ Test(detect, legacy_and_unknown) {
     cr_assert_null(cl_ckpt_open_mem("hello world", 11, "x"));
     cr_assert(strstr(cl_last_error(), "not a PyTorch checkpoint"), "%s", cl_last_error());
 }
+
+/* ---- the opaque mode of `inspect` (issue 17) ---- */
+
+static int load_any(const char *bytes, size_t n, pk_result *r) {
+    return cl_pickle_load_opts((const unsigned char *)bytes, n, CL_PK_OPAQUE, r);
+}
+#define LOAD_ANY(lit, r) load_any(lit, sizeof(lit) - 1, r)
+
+Test(pickle_opaque, namespace_newobj_build) {
+    /* argparse.Namespace(a=1) at protocol 2: NEWOBJ, then BUILD with its __dict__ */
+    static const char p[] = "\x80\x02" "cargparse\nNamespace\nq\x00)\x81q\x01}q\x02"
+                            "X\x01\x00\x00\x00" "aK\x01sb.";
+    pk_result r;
+    cr_assert_eq(LOAD(p, &r), -1, "the strict reader must refuse it");
+    cr_assert(strstr(cl_last_error(), "refusing pickle global argparse.Namespace"), "%s", cl_last_error());
+    cr_assert_eq(LOAD_ANY(p, &r), 0, "%s", cl_last_error());
+    cr_assert_eq(r.root->type, PK_OBJECT);
+    cr_assert_str_eq(r.root->s, "argparse.Namespace");
+    cr_assert_eq(r.root->how, PK_HOW_NEWOBJ);
+    cr_assert(r.root->state && pk_dict_get(r.root->state, "a")->i == 1);
+    char buf[64];
+    pk_render(r.root, buf, sizeof buf);
+    cr_assert_str_eq(buf, "<argparse.Namespace>");
+    cl_pickle_free(&r);
+}
+
+Test(pickle_opaque, reduce_is_recorded_not_called) {
+    static const char p[] = "\x80\x02" "cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85R.";
+    pk_result r;
+    cr_assert_eq(LOAD_ANY(p, &r), 0, "%s", cl_last_error());
+    cr_assert_eq(r.root->type, PK_OBJECT);
+    cr_assert_eq(r.root->how, PK_HOW_REDUCE);
+    char buf[64];
+    pk_render(r.root, buf, sizeof buf);
+    cr_assert_str_eq(buf, "<os.system('id')>");
+    /* control: a cut buffer ends in "..." */
+    pk_render(r.root, buf, 12);
+    cr_assert_str_eq(buf, "<os.syst..."); /* 8 bytes, "...", NUL */
+    cl_pickle_free(&r);
+}
+
+Test(pickle_opaque, sets_bytes_big_ints_and_dict_subclass_items) {
+    /* (EMPTY_SET + ADDITEMS(1, 2), FROZENSET('a'), BINBYTES8 b'\x00\xff',
+     *  LONG4 of 10 bytes, defaultdict(list) + SETITEMS {'k': 3}) */
+    static const char p[] =
+        "\x80\x04(\x8f(K\x01K\x02\x90(\x8c\x01" "a\x91"
+        "\x8e\x02\x00\x00\x00\x00\x00\x00\x00\x00\xff"
+        "\x8b\x0a\x00\x00\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"
+        "\x8c\x0b" "collections\x8c\x0b" "defaultdict\x93\x8c\x08" "builtins\x8c\x04" "list\x93\x85R"
+        "(\x8c\x01kK\x03ut.";
+    pk_result r;
+    cr_assert_eq(LOAD_ANY(p, &r), 0, "%s", cl_last_error());
+    cr_assert_eq(r.root->type, PK_TUPLE);
+    cr_assert_eq(r.root->n, 5);
+    cr_assert(r.root->items[0]->type == PK_SET && r.root->items[0]->n == 2);
+    cr_assert(r.root->items[1]->type == PK_SET && r.root->items[1]->n == 1);
+    cr_assert(r.root->items[2]->type == PK_STR && r.root->items[2]->is_bytes && r.root->items[2]->slen == 2);
+    cr_assert(r.root->items[3]->type == PK_OBJECT && !strcmp(r.root->items[3]->s, "builtins.int"));
+    const pk_value *dd = r.root->items[4];
+    cr_assert(dd->type == PK_OBJECT && dd->obj_items == 2 && dd->n == 2);
+    char buf[160];
+    pk_render(r.root, buf, sizeof buf);
+    cr_assert_str_eq(buf, "({1, 2}, {'a'}, b'\\x00\\xff', <builtins.int>, <collections.defaultdict(builtins.list)>)");
+    cl_pickle_free(&r);
+    /* the strict reader still refuses the big integer */
+    cr_assert_eq(LOAD(p, &r), -1);
+}
+
+Test(pickle_opaque, self_reference_renders_bounded) {
+    /* l = []; l.append(l) */
+    static const char p[] = "\x80\x02]q\x00h\x00" "a.";
+    pk_result r;
+    cr_assert_eq(LOAD_ANY(p, &r), 0, "%s", cl_last_error());
+    cr_assert_eq(r.root->items[0], r.root);
+    char buf[64];
+    pk_render(r.root, buf, sizeof buf);
+    cr_assert_str_eq(buf, "[[[1 items]]]");
+    cl_pickle_free(&r);
+}
+
+Test(pickle_opaque, newobj_refused_by_strict_reader) {
+    static const char p[] = "\x80\x02" "ctorch\nFloatStorage\n)\x81.";
+    pk_result r;
+    cr_assert_eq(LOAD(p, &r), -1);
+    cr_assert(strstr(cl_last_error(), "refusing to instantiate pickle global torch.FloatStorage"), "%s",
+              cl_last_error());
+    cr_assert_eq(LOAD_ANY(p, &r), 0, "%s", cl_last_error());
+    cr_assert_eq(r.root->type, PK_OBJECT);
+    cl_pickle_free(&r);
+}

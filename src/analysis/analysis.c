@@ -256,3 +256,33 @@ int cl_cosine_matrix(const double *X, size_t n, size_t D, size_t k, int center, 
     free(mu);
     return 0;
 }
+
+int cl_cosine_nearest(const double *E, size_t N, size_t D, size_t q, size_t K, size_t *idx,
+                      double *sim) {
+    if (q >= N || K == 0 || K >= N) return cl_error("nearest rows: row %zu of %zu, K = %zu (want 1..%zu)", q, N, K, N ? N - 1 : 0);
+    double nq = 0;
+    for (size_t d = 0; d < D; d++) nq += E[q * D + d] * E[q * D + d];
+    size_t have = 0;
+    for (size_t r = 0; r < N; r++) {
+        if (r == q) continue;
+        double dot = 0, nr = 0;
+        for (size_t d = 0; d < D; d++) {
+            dot += E[q * D + d] * E[r * D + d];
+            nr += E[r * D + d] * E[r * D + d];
+        }
+        double s = nq > 0 && nr > 0 ? dot / sqrt(nq * nr) : NAN;
+        if (isnan(s)) continue; /* a zero row has no direction */
+        /* insertion into the sorted top K (ties: lower row first) */
+        if (have == K && !(s > sim[K - 1])) continue;
+        size_t at = have < K ? have++ : K - 1;
+        while (at > 0 && s > sim[at - 1]) {
+            sim[at] = sim[at - 1];
+            idx[at] = idx[at - 1];
+            at--;
+        }
+        sim[at] = s;
+        idx[at] = r;
+    }
+    for (size_t i = have; i < K; i++) idx[i] = (size_t)-1, sim[i] = NAN;
+    return 0;
+}

@@ -37,6 +37,9 @@ struct cl_ckpt {
     size_t n_keys;
     size_t *alias; /* alias[i]: first tensor with the same data as tensor i */
     size_t walk_budget;
+    int opaque;    /* opened with _any: unknown globals are placeholders */
+    cl_ckpt_entry *e;
+    size_t n_e, cap_e, n_objects;
 };
 
 /* ---- tensor list ---- */
@@ -63,7 +66,120 @@ static cl_ckpt_tensor *add_tensor(cl_ckpt *ck, const char *name) {
     return t;
 }
 
-/* Flatten the pickled object into dotted names. Non-tensor leaves are skipped. */
+static cl_ckpt_entry *add_entry(cl_ckpt *ck, const char *path, cl_ckpt_entry_kind kind,
+                                const char *type, const char *text, int depth) {
+    if (ck->n_e == ck->cap_e) {
+        size_t nc = ck->cap_e ? 2 * ck->cap_e : 64;
+        cl_ckpt_entry *e = realloc(ck->e, nc * sizeof *e);
+        if (!e) {
+            cl_error("%s: out of memory listing entries", ck->label);
+            return NULL;
+        }
+        ck->e = e;
+        ck->cap_e = nc;
+    }
+    cl_ckpt_entry *e = &ck->e[ck->n_e];
+    memset(e, 0, sizeof *e);
+    e->path = strdup(path);
+    e->type = strdup(type);
+    e->text = strdup(text ? text : "");
+    if (!e->path || !e->type || !e->text) {
+        free((char *)e->path);
+        free((char *)e->type);
+        free((char *)e->text);
+        cl_error("%s: out of memory", ck->label);
+        return NULL;
+    }
+    e->kind = kind;
+    e->depth = depth;
+    ck->n_e++;
+    return e;
+}
+
+static const char *type_name(const pk_value *v) {
+    switch (v->type) {
+    case PK_NONE: return "None";
+    case PK_BOOL: return "bool";
+    case PK_INT: return "int";
+    case PK_FLOAT: return "float";
+    case PK_STR: return v->is_bytes ? "bytes" : "str";
+    case PK_GLOBAL: return "global";
+    case PK_TUPLE: return "tuple";
+    case PK_LIST: return "list";
+    case PK_SET: return "set";
+    case PK_DICT: return "dict";
+    case PK_OBJECT: return v->s;
+    case PK_TENSOR: return "tensor";
+    default: return "?";
+    }
+}
+
+static int is_plain(const pk_value *v) {
+    return v->type == PK_NONE || v->type == PK_BOOL || v->type == PK_INT ||
+           v->type == PK_FLOAT || v->type == PK_STR || v->type == PK_GLOBAL ||
+           v->type == PK_STORAGE;
+}
+
+/* A list/tuple/set of plain values, a dict of many plain values, or an empty
+ * container: one VALUE entry. */
+static int summarised(const pk_value *v) {
+    if (v->type == PK_DICT) {
+        if (v->n == 0) return 1;
+        if (v->n / 2 <= 256) return 0;
+        for (size_t i = 0; i < v->n; i++)
+            if (!is_plain(v->items[i])) return 0;
+        return 1;
+    }
+    for (size_t i = 0; i < v->n; i++)
+        if (!is_plain(v->items[i])) return 0;
+    return 1;
+}
+
+static int walk(cl_ckpt *ck, const pk_value *v, char *name, size_t nlen, int depth);
+
+/* Walk `child` under name + "." + comp. */
+static int walk_child(cl_ckpt *ck, const pk_value *child, const char *comp, char *name,
+                      size_t nlen, int depth) {
+    size_t cl = strlen(comp);
+    if (nlen + 1 + cl + 1 > NAME_MAX_LEN)
+        return cl_error("%s: data.pkl: tensor name longer than %d bytes under '%s'", ck->label,
+                        NAME_MAX_LEN, name);
+    size_t at = nlen;
+    if (nlen) name[at++] = '.';
+    memcpy(name + at, comp, cl + 1);
+    int rc = walk(ck, child, name, at + cl, depth + 1);
+    name[nlen] = '\0';
+    return rc;
+}
+
+/* The items of a dict (pairs) or of a sequence, each under its key or index. */
+static int walk_items(cl_ckpt *ck, pk_value *const *items, size_t n, int pairs, char *name,
+                      size_t nlen, int depth) {
+    size_t count = pairs ? n / 2 : n;
+    for (size_t i = 0; i < count; i++) {
+        const pk_value *child = pairs ? items[2 * i + 1] : items[i];
+        /* the strict reader lists tensors only, as it always did */
+        if (!ck->opaque && child->type != PK_TENSOR && child->type != PK_DICT &&
+            child->type != PK_LIST && child->type != PK_TUPLE)
+            continue;
+        char part[96];
+        const char *comp = part;
+        if (pairs) {
+            const pk_value *k = items[2 * i];
+            if (k->type == PK_STR) comp = k->s;
+            else if (k->type == PK_INT || k->type == PK_BOOL) snprintf(part, sizeof part, "%lld", k->i);
+            else if (!ck->opaque) continue; /* keys of other types cannot name a tensor */
+            else pk_render(k, part, sizeof part);
+        } else {
+            snprintf(part, sizeof part, "%zu", i);
+        }
+        if (walk_child(ck, child, comp, name, nlen, depth)) return -1;
+    }
+    return 0;
+}
+
+/* Flatten the pickled object into dotted names: tensors (always), and with
+ * `opaque` every other value as an entry. */
 static int walk(cl_ckpt *ck, const pk_value *v, char *name, size_t nlen, int depth) {
     if (ck->walk_budget-- == 0)
         return cl_error("%s: data.pkl: object graph too large or too shared", ck->label);
@@ -103,42 +219,59 @@ static int walk(cl_ckpt *ck, const pk_value *v, char *name, size_t nlen, int dep
         t->storage = p;
         t->storage_id = (size_t)e;
         t->storage_key = ck->zip.entries[e].name + strlen(ck->prefix) + 1;
+        cl_ckpt_entry *en = add_entry(ck, nlen ? name : "(root)", CL_ENTRY_TENSOR,
+                                      cl_dtype_name(st->dtype), "", depth);
+        if (!en) return -1;
+        en->tensor = ck->n - 1;
         return 0;
     }
-    if (v->type != PK_DICT && v->type != PK_LIST && v->type != PK_TUPLE) return 0;
-    int is_dict = v->type == PK_DICT;
-    size_t n = is_dict ? v->n / 2 : v->n;
-    for (size_t i = 0; i < n; i++) {
-        const pk_value *child = is_dict ? v->items[2 * i + 1] : v->items[i];
-        if (child->type != PK_TENSOR && child->type != PK_DICT && child->type != PK_LIST &&
-            child->type != PK_TUPLE)
-            continue;
-        char part[64];
-        const char *comp;
-        if (is_dict) {
-            const pk_value *k = v->items[2 * i];
-            if (k->type == PK_STR) {
-                comp = k->s;
-            } else if (k->type == PK_INT || k->type == PK_BOOL) {
-                snprintf(part, sizeof part, "%lld", k->i);
-                comp = part;
-            } else {
-                continue; /* keys of other types cannot name a tensor */
-            }
-        } else {
-            snprintf(part, sizeof part, "%zu", i);
-            comp = part;
-        }
-        size_t cl = strlen(comp);
-        if (nlen + 1 + cl + 1 > NAME_MAX_LEN)
-            return cl_error("%s: data.pkl: tensor name longer than %d bytes under '%s'", ck->label,
-                            NAME_MAX_LEN, name);
-        size_t at = nlen;
-        if (nlen) name[at++] = '.';
-        memcpy(name + at, comp, cl + 1);
-        if (walk(ck, child, name, at + cl, depth + 1)) return -1;
-        name[nlen] = '\0';
+    int container = v->type == PK_DICT || v->type == PK_LIST || v->type == PK_TUPLE ||
+                    v->type == PK_SET;
+    if (!ck->opaque) {
+        if (!container || v->type == PK_SET) return 0;
+        return walk_items(ck, v->items, v->n, v->type == PK_DICT, name, nlen, depth);
     }
+    char text[161];
+    if (is_plain(v)) {
+        pk_render(v, text, sizeof text);
+        return add_entry(ck, name, CL_ENTRY_VALUE, type_name(v), text, depth) ? 0 : -1;
+    }
+    pk_value *mv = (pk_value *)v; /* the walk marks what it has listed */
+    if (mv->walk_mark) {
+        const cl_ckpt_entry *first = &ck->e[mv->walk_mark - 1];
+        return add_entry(ck, name, CL_ENTRY_REF, first->type, first->path, depth) ? 0 : -1;
+    }
+    if (container) {
+        if (summarised(v)) {
+            pk_render(v, text, sizeof text);
+            if (!add_entry(ck, name, CL_ENTRY_VALUE, type_name(v), text, depth)) return -1;
+            mv->walk_mark = ck->n_e;
+            return 0;
+        }
+        snprintf(text, sizeof text, "%s[%zu]", type_name(v), v->type == PK_DICT ? v->n / 2 : v->n);
+        if (!add_entry(ck, name, CL_ENTRY_CONTAINER, type_name(v), text, depth)) return -1;
+        mv->walk_mark = ck->n_e;
+        return walk_items(ck, v->items, v->n, v->type == PK_DICT, name, nlen, depth);
+    }
+    if (v->type != PK_OBJECT) return 0;
+    pk_render(v, text, sizeof text);
+    if (!add_entry(ck, name, CL_ENTRY_OBJECT, v->s, text, depth)) return -1;
+    mv->walk_mark = ck->n_e;
+    ck->n_objects++;
+    /* arguments that are more than plain values; the state (an instance's
+     * __dict__: its keys become path components); added items */
+    if (v->args && !summarised(v->args) && walk_child(ck, v->args, "__args__", name, nlen, depth))
+        return -1;
+    if (v->kwargs && walk_child(ck, v->kwargs, "__kwargs__", name, nlen, depth)) return -1;
+    const pk_value *st = v->state;
+    if (st && st->type == PK_DICT && !st->walk_mark) {
+        ((pk_value *)st)->walk_mark = mv->walk_mark;
+        if (walk_items(ck, st->items, st->n, 1, name, nlen, depth)) return -1;
+    } else if (st && st->type != PK_NONE) {
+        if (walk_child(ck, st, "__state__", name, nlen, depth)) return -1;
+    }
+    if (v->obj_items && walk_items(ck, v->items, v->n, v->obj_items == 2, name, nlen, depth))
+        return -1;
     return 0;
 }
 
@@ -245,7 +378,8 @@ static int open_torch(cl_ckpt *ck) {
     e = cl_zip_find(&ck->zip, name);
     if (e < 0) return cl_error("%s: no entry '%s': not a torch.save archive", ck->label, name);
     if (cl_zip_entry_data(&ck->zip, (size_t)e, 1, &p, &n)) return cl_error_prefix("%s: ", ck->label);
-    if (cl_pickle_load(p, n, &ck->pk)) return cl_error_prefix("%s: data.pkl: ", ck->label);
+    if (cl_pickle_load_opts(p, n, ck->opaque ? CL_PK_OPAQUE : 0, &ck->pk))
+        return cl_error_prefix("%s: data.pkl: ", ck->label);
     ck->protocol = ck->pk.protocol;
     char *nbuf = malloc(NAME_MAX_LEN);
     if (!nbuf) return cl_error("%s: out of memory", ck->label);
@@ -283,6 +417,9 @@ static int open_safetensors(cl_ckpt *ck) {
         t->storage_numel = s->numel;
         t->storage_id = i;
         t->storage_key = s->name;
+        cl_ckpt_entry *e = add_entry(ck, s->name, CL_ENTRY_TENSOR, cl_dtype_name(s->dtype), "", 1);
+        if (!e) return -1;
+        e->tensor = i;
     }
     return index_keys(ck, "");
 }
@@ -310,16 +447,30 @@ static cl_ckpt *open_common(cl_ckpt *ck) {
     return ck;
 }
 
-cl_ckpt *cl_ckpt_open_mem(const void *data, size_t len, const char *label) {
+static cl_ckpt *open_mem(const void *data, size_t len, const char *label, int opaque) {
     cl_ckpt *ck = cl_trycalloc(1, sizeof *ck, "checkpoint");
     if (!ck) return NULL;
     ck->data = data;
     ck->len = len;
+    ck->opaque = opaque;
     snprintf(ck->label, sizeof ck->label, "%s", label ? label : "checkpoint");
     return open_common(ck);
 }
 
-cl_ckpt *cl_ckpt_open(const char *path) {
+cl_ckpt *cl_ckpt_open_mem(const void *data, size_t len, const char *label) {
+    return open_mem(data, len, label, 0);
+}
+
+cl_ckpt *cl_ckpt_open_mem_any(const void *data, size_t len, const char *label) {
+    return open_mem(data, len, label, 1);
+}
+
+static cl_ckpt *open_file(const char *path, int opaque);
+
+cl_ckpt *cl_ckpt_open(const char *path) { return open_file(path, 0); }
+cl_ckpt *cl_ckpt_open_any(const char *path) { return open_file(path, 1); }
+
+static cl_ckpt *open_file(const char *path, int opaque) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         cl_error("cannot open %s: %s", path, strerror(errno));
@@ -337,6 +488,7 @@ cl_ckpt *cl_ckpt_open(const char *path) {
         return NULL;
     }
     snprintf(ck->label, sizeof ck->label, "%s", path);
+    ck->opaque = opaque;
     ck->len = (size_t)sb.st_size;
     if (ck->len == 0) {
         close(fd);
@@ -361,6 +513,12 @@ void cl_ckpt_close(cl_ckpt *ck) {
     if (!ck) return;
     for (size_t i = 0; i < ck->n; i++) free((char *)ck->t[i].name);
     free(ck->t);
+    for (size_t i = 0; i < ck->n_e; i++) {
+        free((char *)ck->e[i].path);
+        free((char *)ck->e[i].type);
+        free((char *)ck->e[i].text);
+    }
+    free(ck->e);
     free(ck->by_key);
     free(ck->alias);
     cl_pickle_free(&ck->pk);
@@ -512,6 +670,44 @@ int cl_ckpt_tensor_to_f32(const cl_ckpt_tensor *t, float *out) {
     return 0;
 }
 
+static double elem_f64(cl_dtype dt, const unsigned char *q) {
+    switch (dt) {
+    case CL_DT_F32: { float f; memcpy(&f, q, 4); return f; }
+    case CL_DT_F16: return half_to_float((uint16_t)(q[0] | (q[1] << 8)));
+    case CL_DT_BF16: {
+        uint32_t u = ((uint32_t)q[0] << 16) | ((uint32_t)q[1] << 24);
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    case CL_DT_F64: { double d; memcpy(&d, q, 8); return d; }
+    case CL_DT_I64: { int64_t v; memcpy(&v, q, 8); return (double)v; }
+    case CL_DT_I32: { int32_t v; memcpy(&v, q, 4); return v; }
+    case CL_DT_I16: { int16_t v; memcpy(&v, q, 2); return v; }
+    case CL_DT_I8: return (int8_t)q[0];
+    case CL_DT_U8: return q[0];
+    case CL_DT_BOOL: return q[0] != 0;
+    default: return 0;
+    }
+}
+
+int cl_ckpt_tensor_to_f64(const cl_ckpt_tensor *t, double *out) {
+    if ((unsigned)t->dtype >= CL_DT_COUNT) return cl_error("tensor '%s': unknown dtype", t->name);
+    size_t es = cl_dtype_size(t->dtype);
+    const unsigned char *base = t->storage + t->offset * es;
+    size_t idx[CL_CKPT_MAX_DIMS] = {0};
+    for (size_t i = 0; i < t->numel; i++) {
+        size_t off = 0;
+        for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
+        out[i] = elem_f64(t->dtype, base + off * es);
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            if (++idx[d] < t->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
 /* Drop the mapped pages of a converted tensor's storage from memory (they are
  * clean, file-backed pages: a later access reads them again), so that peak
  * memory is the model plus one tensor rather than the model plus the file. */
@@ -562,4 +758,7 @@ size_t cl_ckpt_num_params(const cl_ckpt *ck) {
 }
 
 const char *cl_ckpt_label(const cl_ckpt *ck) { return ck->label; }
+size_t cl_ckpt_num_entries(const cl_ckpt *ck) { return ck->n_e; }
+const cl_ckpt_entry *cl_ckpt_entry_at(const cl_ckpt *ck, size_t i) { return i < ck->n_e ? &ck->e[i] : NULL; }
+size_t cl_ckpt_num_objects(const cl_ckpt *ck) { return ck->n_objects; }
 size_t cl_ckpt_file_size(const cl_ckpt *ck) { return ck->len; }

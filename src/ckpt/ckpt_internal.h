@@ -54,8 +54,19 @@ typedef enum {
     PK_GLOBAL,  /* s: "module.name" (allowlisted) */
     PK_STORAGE, /* s: storage key; dtype; numel */
     PK_TENSOR,
-    PK_MARK
+    PK_MARK,
+    PK_OBJECT,  /* opaque mode: an instance of a class that is never imported or
+                   called. s: "module.name" of the class or callable; args: what
+                   REDUCE / NEWOBJ passed; state: what BUILD set; items: what
+                   APPEND(S) / SETITEM(S) added (obj_items says which) */
+    PK_SET      /* items; set or frozenset */
 } pk_type;
+
+/* cl_pickle_load_opts flags */
+#define CL_PK_OPAQUE 1 /* unknown globals become PK_OBJECT placeholders instead of errors */
+
+/* PK_OBJECT: how it was made */
+enum { PK_HOW_GLOBAL = 0, PK_HOW_REDUCE, PK_HOW_NEWOBJ, PK_HOW_NEWOBJ_EX };
 
 typedef struct pk_value pk_value;
 typedef struct {
@@ -78,6 +89,14 @@ struct pk_value {
     size_t n, cap;
     size_t numel;     /* STORAGE: elements declared */
     pk_tensor *t;     /* TENSOR */
+    pk_value *args;   /* OBJECT: the arguments (a tuple), or NULL */
+    pk_value *state;  /* OBJECT: the BUILD state, or NULL */
+    pk_value *kwargs; /* OBJECT (NEWOBJ_EX): keyword arguments, or NULL */
+    unsigned char how;       /* OBJECT: PK_HOW_* */
+    unsigned char obj_items; /* OBJECT: 0 none, 1 list items, 2 dict pairs in items */
+    unsigned char is_bytes;  /* STR: from a bytes opcode (rendered b'...') */
+    unsigned char owns_s;    /* GLOBAL: s is malloc'ed (an opaque global) */
+    size_t walk_mark; /* checkpoint.c: 1 + index of the entry that first listed it */
     pk_value *next_alloc;
 };
 
@@ -90,6 +109,13 @@ typedef struct {
 
 /* Run the restricted unpickler over data[0..len). */
 int cl_pickle_load(const unsigned char *data, size_t len, pk_result *out);
+/* The same with flags: CL_PK_OPAQUE turns every global outside the allowlist
+ * into a placeholder (PK_GLOBAL with owns_s, then PK_OBJECT when called,
+ * instantiated or built). Nothing is imported or called in either mode. */
+int cl_pickle_load_opts(const unsigned char *data, size_t len, int flags, pk_result *out);
+/* A short Python-like rendering of v (at most n-1 bytes, "..." when cut):
+ * 3, 'abc', [1, 2, 3], {'a': 1}, <argparse.Namespace>, tensor[2, 3]. */
+void pk_render(const pk_value *v, char *buf, size_t n);
 void cl_pickle_free(pk_result *r);
 /* dict lookup by string key (last match wins); NULL if absent. */
 const pk_value *pk_dict_get(const pk_value *d, const char *key);

@@ -1,14 +1,22 @@
 /* A restricted unpickler for torch.save's data.pkl, in the spirit of
- * torch.load(weights_only=True): protocols 2-4, plain containers and scalars,
+ * torch.load(weights_only=True): protocols 2-5, plain containers and scalars,
  * and an allowlist of globals (OrderedDict, the tensor rebuild functions,
  * storage classes, dtypes). Any other global is refused by name; nothing is
  * ever "called" except the few rebuild functions implemented here.
+ *
+ * In opaque mode (CL_PK_OPAQUE, for inspecting any checkpoint) a global
+ * outside the allowlist is not refused but kept as its name; calling it
+ * (REDUCE), instantiating it (NEWOBJ, NEWOBJ_EX) and setting its state (BUILD)
+ * or items (APPEND(S), SETITEM(S)) make a PK_OBJECT placeholder that records
+ * the name, the arguments and the state, the way pickletools shows them.
+ * Still nothing is imported or called.
  *
  * The machine is iterative (no recursion) and every read is bounds-checked.
  * Memory is linear in the pickle's length: each opcode creates at most one
  * value, memo indices are bounded by the length, and nothing is sized by a
  * number read from the input without checking it first.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +33,8 @@ enum {
     G_REBUILD_FROM_TYPE_V2,
     G_TENSOR_TYPE,
     G_STORAGE,
-    G_DTYPE
+    G_DTYPE,
+    G_OPAQUE /* opaque mode: a global outside the allowlist, kept by name */
 };
 
 static const struct {
@@ -79,6 +88,7 @@ typedef struct {
     pk_value **memo;
     size_t mcap_memo, memo_count;
     pk_result *res;
+    int opaque; /* CL_PK_OPAQUE */
 } vm;
 
 static int fail(vm *m, const char *fmt, const char *arg) {
@@ -149,6 +159,16 @@ static int below_mark(vm *m, size_t base, pk_value **v) {
     return 0;
 }
 
+/* APPEND(S) / SETITEM(S) on a placeholder (a list or dict subclass): its
+ * items are list items (kind 1) or key, value pairs (kind 2), not both. */
+static int object_items(vm *m, pk_value *a, int kind) {
+    if (a->type != PK_OBJECT) return 0;
+    if (a->obj_items && a->obj_items != kind)
+        return fail(m, "%sboth list items and dict items added to one object", "");
+    a->obj_items = (unsigned char)kind;
+    return 0;
+}
+
 static int need(vm *m, size_t n) {
     if (m->len - m->pos < n) return fail(m, "%struncated (argument runs past the end)", "");
     return 0;
@@ -205,6 +225,19 @@ static pk_value *make_global(vm *m, const char *mod, size_t ml, const char *name
     /* printable rendering of a hostile name */
     for (size_t i = 0; full[i]; i++)
         if ((unsigned char)full[i] < 32 || (unsigned char)full[i] > 126) full[i] = '?';
+    if (m->opaque) {
+        pk_value *v = new_value(m, PK_GLOBAL);
+        if (!v) return NULL;
+        v->code = G_OPAQUE;
+        v->s = strdup(full);
+        if (!v->s) {
+            cl_error("pickle: out of memory");
+            return NULL;
+        }
+        v->slen = strlen(full);
+        v->owns_s = 1;
+        return v;
+    }
     cl_error("refusing pickle global %s (not a tensor, storage or container type: only "
              "weights are loaded, as torch.load(weights_only=True) does)",
              full);
@@ -298,7 +331,24 @@ static pk_value *rebuild_tensor(vm *m, const pk_value *args, const pk_value *dty
     return v;
 }
 
+/* Opaque mode: a placeholder for what calling / instantiating `cls` would make. */
+static pk_value *make_object(vm *m, const pk_value *cls, pk_value *args, int how) {
+    pk_value *v = new_value(m, PK_OBJECT);
+    if (!v) return NULL;
+    v->s = strdup(cls->s ? cls->s : "?");
+    if (!v->s) {
+        fail(m, "%sout of memory", "");
+        return NULL;
+    }
+    v->slen = strlen(v->s);
+    v->args = args;
+    v->how = (unsigned char)how;
+    return v;
+}
+
 static pk_value *call(vm *m, pk_value *fn, pk_value *args) {
+    if (m->opaque && (fn->type == PK_OBJECT || (fn->type == PK_GLOBAL && fn->code == G_OPAQUE)))
+        return make_object(m, fn, args, PK_HOW_REDUCE);
     if (fn->type != PK_GLOBAL) {
         fail(m, "%sREDUCE on something that is not a global", "");
         return NULL;
@@ -347,6 +397,7 @@ static pk_value *call(vm *m, pk_value *fn, pk_value *args) {
         /* (func, type, args, state): func must itself be an allowed rebuild */
         if (args->n < 3 || args->items[1]->type != PK_GLOBAL ||
             args->items[1]->code != G_TENSOR_TYPE) {
+            if (m->opaque) return make_object(m, fn, args, PK_HOW_REDUCE);
             fail(m, "%s_rebuild_from_type_v2: unsupported type", "");
             return NULL;
         }
@@ -358,6 +409,7 @@ static pk_value *call(vm *m, pk_value *fn, pk_value *args) {
         return call(m, f, a);
     }
     default: {
+        if (m->opaque) return make_object(m, fn, args, PK_HOW_REDUCE);
         char b[300];
         snprintf(b, sizeof b, "refusing to call pickle global %s", fn->s);
         fail(m, "%s", b);
@@ -470,10 +522,19 @@ static int run(vm *m) {
             if (push(m, a)) return -1;
             break;
         }
-        case 0x8a: /* LONG1 */ {
-            if (need(m, 1)) return -1;
-            size_t n = m->d[m->pos++];
+        case 0x8a:   /* LONG1 */
+        case 0x8b: { /* LONG4 */
+            int w = op == 0x8a ? 1 : 4;
+            if (need(m, (size_t)w)) return -1;
+            size_t n = (size_t)rdle(m->d + m->pos, w);
+            m->pos += (size_t)w;
             if (need(m, n)) return -1;
+            if (n > 8 && m->opaque) { /* shown as a placeholder, not converted */
+                static const pk_value big = {.type = PK_GLOBAL, .s = (char *)"builtins.int"};
+                m->pos += n;
+                if (push(m, make_object(m, &big, NULL, PK_HOW_GLOBAL))) return -1;
+                break;
+            }
             if (n > 8) return fail(m, "%sinteger too large (LONG1 over 8 bytes)", "");
             uint64_t u = n ? rdle(m->d + m->pos, (int)n) : 0;
             if (n && n < 8 && (m->d[m->pos + n - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * n);
@@ -501,13 +562,17 @@ static int run(vm *m) {
         case 'U':    /* SHORT_BINSTRING */
         case 'T':    /* BINSTRING */
         case 'B':    /* BINBYTES */
+        case 0x8e:   /* BINBYTES8 */
+        case 0x96:   /* BYTEARRAY8 */
         case 'C': {  /* SHORT_BINBYTES */
-            int n = (op == 0x8c || op == 'U' || op == 'C') ? 1 : op == 0x8d ? 8 : 4;
+            int n = (op == 0x8c || op == 'U' || op == 'C') ? 1
+                    : (op == 0x8d || op == 0x8e || op == 0x96) ? 8 : 4;
             if (need(m, n)) return -1;
             uint64_t l = rdle(m->d + m->pos, n);
             m->pos += n;
             if (l > m->len - m->pos) return fail(m, "%sstring runs past the end", "");
             a = make_str(m, m->d + m->pos, (size_t)l);
+            if (a) a->is_bytes = op == 'B' || op == 'C' || op == 0x8e || op == 0x96;
             m->pos += (size_t)l;
             if (push(m, a)) return -1;
             break;
@@ -570,18 +635,24 @@ static int run(vm *m) {
             break;
         case 'a': /* APPEND */
             if (pop(m, &b) || top(m, &a)) return -1;
-            if (a->type != PK_LIST) return fail(m, "%sAPPEND to something that is not a list", "");
+            if (object_items(m, a, 1)) return -1;
+            if (a->type != PK_LIST && a->type != PK_OBJECT)
+                return fail(m, "%sAPPEND to something that is not a list", "");
             if (append_items(m, a, &b, 1)) return -1;
             break;
         case 'e': /* APPENDS */
             if (pop_mark(m, &base) || below_mark(m, base, &a)) return -1;
-            if (a->type != PK_LIST) return fail(m, "%sAPPENDS to something that is not a list", "");
+            if (object_items(m, a, 1)) return -1;
+            if (a->type != PK_LIST && a->type != PK_OBJECT)
+                return fail(m, "%sAPPENDS to something that is not a list", "");
             if (append_items(m, a, m->stack + base, m->sp - base)) return -1;
             m->sp = base;
             break;
         case 's': /* SETITEM */
             if (pop(m, &c) || pop(m, &b) || top(m, &a)) return -1;
-            if (a->type != PK_DICT) return fail(m, "%sSETITEM on something that is not a dict", "");
+            if (object_items(m, a, 2)) return -1;
+            if (a->type != PK_DICT && a->type != PK_OBJECT)
+                return fail(m, "%sSETITEM on something that is not a dict", "");
             {
                 pk_value *kv[2] = {b, c};
                 if (append_items(m, a, kv, 2)) return -1;
@@ -589,7 +660,9 @@ static int run(vm *m) {
             break;
         case 'u': /* SETITEMS */
             if (pop_mark(m, &base) || below_mark(m, base, &a)) return -1;
-            if (a->type != PK_DICT) return fail(m, "%sSETITEMS on something that is not a dict", "");
+            if (object_items(m, a, 2)) return -1;
+            if (a->type != PK_DICT && a->type != PK_OBJECT)
+                return fail(m, "%sSETITEMS on something that is not a dict", "");
             if ((m->sp - base) % 2) return fail(m, "%sodd number of items for SETITEMS", "");
             if (append_items(m, a, m->stack + base, m->sp - base)) return -1;
             m->sp = base;
@@ -601,8 +674,48 @@ static int run(vm *m) {
             break;
         case 'b': /* BUILD: state is ignored (OrderedDict._metadata, tensor state) */
             if (pop(m, &b) || top(m, &a)) return -1;
-            if (a->type != PK_DICT && a->type != PK_TENSOR)
+            if (a->type == PK_OBJECT) {
+                a->state = b; /* placeholders keep it, to be shown */
+                break;
+            }
+            if (a->type != PK_DICT && a->type != PK_TENSOR && !m->opaque)
                 return fail(m, "%sBUILD on an unsupported object", "");
+            break;
+        case 0x81:   /* NEWOBJ: cls.__new__(cls, *args) */
+        case 0x92: { /* NEWOBJ_EX: cls.__new__(cls, *args, **kwargs) */
+            pk_value *kw = NULL;
+            if (op == 0x92 && pop(m, &kw)) return -1;
+            if (pop(m, &b) || pop(m, &a)) return -1;
+            if (b->type != PK_TUPLE) return fail(m, "%sNEWOBJ arguments are not a tuple", "");
+            if (a->type == PK_GLOBAL && a->code == G_ORDERED_DICT && b->n == 0 && !kw) {
+                c = new_value(m, PK_DICT);
+            } else if (m->opaque && (a->type == PK_GLOBAL || a->type == PK_OBJECT)) {
+                c = make_object(m, a, b, op == 0x81 ? PK_HOW_NEWOBJ : PK_HOW_NEWOBJ_EX);
+                if (c) c->kwargs = kw;
+            } else {
+                char b2[300];
+                snprintf(b2, sizeof b2, "refusing to instantiate pickle global %s",
+                         a->type == PK_GLOBAL ? a->s : "(not a global)");
+                return fail(m, "%s", b2);
+            }
+            if (push(m, c)) return -1;
+            break;
+        }
+        case 0x8f: /* EMPTY_SET */
+            if (push(m, new_value(m, PK_SET))) return -1;
+            break;
+        case 0x90: /* ADDITEMS */
+            if (pop_mark(m, &base) || below_mark(m, base, &a)) return -1;
+            if (a->type != PK_SET) return fail(m, "%sADDITEMS to something that is not a set", "");
+            if (append_items(m, a, m->stack + base, m->sp - base)) return -1;
+            m->sp = base;
+            break;
+        case 0x91: /* FROZENSET */
+            if (pop_mark(m, &base)) return -1;
+            a = new_value(m, PK_SET);
+            if (!a || append_items(m, a, m->stack + base, m->sp - base)) return -1;
+            m->sp = base;
+            if (push(m, a)) return -1;
             break;
         case 'Q': /* BINPERSID */
             if (pop(m, &a)) return -1;
@@ -639,8 +752,12 @@ static int run(vm *m) {
 }
 
 int cl_pickle_load(const unsigned char *data, size_t len, pk_result *out) {
+    return cl_pickle_load_opts(data, len, 0, out);
+}
+
+int cl_pickle_load_opts(const unsigned char *data, size_t len, int flags, pk_result *out) {
     memset(out, 0, sizeof *out);
-    vm m = {.d = data, .len = len, .res = out};
+    vm m = {.d = data, .len = len, .res = out, .opaque = (flags & CL_PK_OPAQUE) != 0};
     /* The stack always exists, so `m->stack + base` is never null + 0 (UB)
      * for a MARK on an empty stack. */
     int rc = grow((void **)&m.stack, &m.scap, 16, sizeof *m.stack, "stack") ? -1 : run(&m);
@@ -658,7 +775,7 @@ void cl_pickle_free(pk_result *r) {
     pk_value *v = r->all;
     while (v) {
         pk_value *next = v->next_alloc;
-        if (v->type != PK_GLOBAL) free(v->s);
+        if (v->type != PK_GLOBAL || v->owns_s) free(v->s);
         free(v->items);
         free(v->t);
         free(v);
@@ -674,4 +791,130 @@ const pk_value *pk_dict_get(const pk_value *d, const char *key) {
         if (k->type == PK_STR && !strcmp(k->s, key)) return d->items[2 * i + 1];
     }
     return NULL;
+}
+
+/* ---- rendering ---- */
+
+typedef struct {
+    char *b;
+    size_t n, at; /* at < n always; b[at] == '\0' */
+    int cut;
+} wr;
+
+static void put(wr *w, const char *s, size_t len) {
+    if (w->cut) return;
+    size_t room = w->n - 1 - w->at;
+    if (len > room) {
+        len = room;
+        w->cut = 1;
+    }
+    memcpy(w->b + w->at, s, len);
+    w->at += len;
+    w->b[w->at] = '\0';
+}
+
+static void puts_(wr *w, const char *s) { put(w, s, strlen(s)); }
+
+static void putf(wr *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(wr *w, const char *fmt, ...) {
+    char t[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(t, sizeof t, fmt, ap);
+    va_end(ap);
+    if (k > 0) put(w, t, (size_t)k < sizeof t ? (size_t)k : sizeof t - 1);
+}
+
+static void render_str(wr *w, const pk_value *v) {
+    if (v->is_bytes) puts_(w, "b");
+    puts_(w, "'");
+    size_t show = v->slen < 60 ? v->slen : 60;
+    for (size_t i = 0; i < show && !w->cut; i++) {
+        unsigned char c = (unsigned char)v->s[i];
+        if (c == '\'' || c == '\\') putf(w, "\\%c", c);
+        else if (c == '\n') puts_(w, "\\n");
+        else if (c < 32 || c == 127 || (v->is_bytes && c > 126)) putf(w, "\\x%02x", c);
+        else put(w, (const char *)&c, 1);
+    }
+    puts_(w, show < v->slen ? "'..." : "'");
+}
+
+static void render(wr *w, const pk_value *v, int depth) {
+    if (w->cut) return;
+    switch (v->type) {
+    case PK_NONE: puts_(w, "None"); return;
+    case PK_BOOL: puts_(w, v->i ? "True" : "False"); return;
+    case PK_INT: putf(w, "%lld", v->i); return;
+    case PK_FLOAT: putf(w, "%.8g", v->f); return;
+    case PK_STR: render_str(w, v); return;
+    case PK_GLOBAL: puts_(w, v->s ? v->s : "?"); return;
+    case PK_STORAGE: putf(w, "storage[%zu]", v->numel); return;
+    case PK_MARK: puts_(w, "MARK"); return;
+    case PK_TENSOR: {
+        puts_(w, "tensor[");
+        for (int i = 0; i < v->t->ndim; i++) putf(w, "%s%zu", i ? ", " : "", v->t->shape[i]);
+        puts_(w, "]");
+        return;
+    }
+    case PK_OBJECT:
+        putf(w, "<%.200s", v->s);
+        if (depth < 2 && v->args && (v->args->n || v->how != PK_HOW_NEWOBJ)) {
+            puts_(w, "(");
+            for (size_t i = 0; i < v->args->n && !w->cut; i++) {
+                if (i) puts_(w, ", ");
+                if (i == 4) {
+                    puts_(w, "...");
+                    break;
+                }
+                render(w, v->args->items[i], depth + 1);
+            }
+            puts_(w, ")");
+        }
+        puts_(w, ">");
+        return;
+    case PK_TUPLE:
+    case PK_LIST:
+    case PK_SET:
+    case PK_DICT: {
+        int d = v->type == PK_DICT;
+        size_t n = d ? v->n / 2 : v->n;
+        const char *open = v->type == PK_TUPLE ? "(" : v->type == PK_LIST ? "[" : "{",
+                   *close = v->type == PK_TUPLE ? (n == 1 ? ",)" : ")")
+                            : v->type == PK_LIST ? "]" : "}";
+        if (v->type == PK_SET && n == 0) {
+            puts_(w, "set()");
+            return;
+        }
+        if (depth >= 2 && n) {
+            putf(w, "%s%zu items%s", open, n, close);
+            return;
+        }
+        puts_(w, open);
+        for (size_t i = 0; i < n && !w->cut; i++) {
+            if (i) puts_(w, ", ");
+            if (i == 8) {
+                putf(w, "... %zu more", n - 8);
+                break;
+            }
+            if (d) {
+                render(w, v->items[2 * i], depth + 1);
+                puts_(w, ": ");
+                render(w, v->items[2 * i + 1], depth + 1);
+            } else {
+                render(w, v->items[i], depth + 1);
+            }
+        }
+        puts_(w, close);
+        return;
+    }
+    }
+}
+
+void pk_render(const pk_value *v, char *buf, size_t n) {
+    if (!n) return;
+    buf[0] = '\0';
+    if (n < 4) return;
+    wr w = {.b = buf, .n = n - 3}; /* room for "..." */
+    render(&w, v, 0);
+    if (w.cut) strcpy(buf + w.at, "...");
 }

@@ -50,6 +50,10 @@ int cli_stderr_is_tty(void);
  * character and position) and 1 <= length <= block_size. *ids is malloc'ed. */
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
 
+/* The parentheses classifier's analyses (parens_analysis.c), from ablate and lens. */
+int cli_parens_ablate(const char *model, const char *data, const char *split);
+int cli_parens_lens(const char *model, const char *s, const char *attn_svg);
+
 #define CLI_COMMANDS(X)                                                                         \
     X(init, "write a randomly initialised model file")                                        \
     X(import, "convert a .pt/.safetensors checkpoint or a Hugging Face GPT-2 folder into a model file")\

@@ -102,7 +102,24 @@ static const char EPILOG[] =
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
     "output does not depend on the number of ranks.\n";
 
+/* ablate --model M.h5 --data PARENS.tsv [--split test]: the classifier's table */
+static int ablate_parens(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *split = "test";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--data") && v) data = v, i++;
+        else if (!strcmp(a, "--split") && v) split = v, i++;
+        else return cli_usage_error("ablate", "with --data: unknown argument '%s' (or missing value)", a);
+    }
+    if (!model) return cli_usage_error("ablate", "--model is required");
+    return cli_parens_ablate(model, data, split);
+}
+
 int cmd_ablate(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--data")) return cli_on_rank0(ablate_parens, argc, argv);
+
     const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL;
     long max_p = 0;
     const cli_option opts[] = {

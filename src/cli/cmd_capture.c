@@ -103,7 +103,7 @@ static int run(int argc, char **argv) {
                                     "hook capture");
         if (!hooks[i].out) goto out;
     }
-    size_t nlog = (size_t)B * (last ? 1 : T) * c->vocab_size;
+    size_t nlog = (size_t)B * (last ? 1 : T) * cl_model_n_out(c);
     logits = cl_trymalloc(nlog, sizeof(float), "logits");
     if (!logits) goto out;
     f = cl_forward_create(m, B, T);
@@ -116,7 +116,7 @@ static int run(int argc, char **argv) {
     }
     hsize_t td[2] = {(hsize_t)B, (hsize_t)T};
     if (cl_h5_write(file, "/tokens", H5T_NATIVE_INT32, 2, td, tokens)) goto out;
-    hsize_t ld[3] = {(hsize_t)B, (hsize_t)T, (hsize_t)c->vocab_size};
+    hsize_t ld[3] = {(hsize_t)B, (hsize_t)T, (hsize_t)cl_model_n_out(c)};
     if (last) ld[1] = ld[2];
     if (cl_h5_write(file, "/logits", H5T_NATIVE_FLOAT, last ? 2 : 3, ld, logits)) goto out;
     for (int i = 0; i < n_hooks; i++) {

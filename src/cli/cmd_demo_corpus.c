@@ -35,7 +35,8 @@ static int write_file(const char *path, const char *text, size_t len) {
 }
 
 static const char USAGE[] =
-    "corpuslens demo-corpus [--seed S] [--chars N] -o DEMO.txt";
+    "corpuslens demo-corpus [--seed S] [--chars N] -o DEMO.txt\n"
+    "corpuslens demo-corpus parens [--seed S] [--n N] [--val N] [--test N] -o DATA.tsv  (see demo-corpus parens --help)";
 
 static const char ABOUT[] =
     "Write the built-in demo corpus: short dialogue scenes between four speakers\n"
@@ -43,7 +44,58 @@ static const char ABOUT[] =
     "the previous line and answers that follow from it). Deterministic: the same\n"
     "seed and size give the same bytes on every machine. ASCII, whole lines.\n";
 
+static const char PARENS_HELP[] =
+    "usage: corpuslens demo-corpus parens [--seed S] [--n N] [--val N] [--test N] -o DATA.tsv\n"
+    "\n"
+    "Write the balanced-parentheses data set (labelled, seeded): N strings of '('\n"
+    "and ')' (default 60000), half balanced (label 1) and half not (label 0); even\n"
+    "lengths 2..40 equally likely; a balanced string's nesting depth uniform over\n"
+    "1..length/2; an unbalanced one passes exactly one of the count test and the\n"
+    "never-negative test (half each). --val and --test examples (default 5000\n"
+    "each) form those splits, the rest train. Lines: split<TAB>label<TAB>string.\n";
+
+#include "corpuslens/corpus/parens.h"
+
+static int run_parens(int argc, char **argv) {
+    const char *out = NULL;
+    long seed = 1, n = 60000, nval = 5000, ntest = 5000;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(PARENS_HELP, stdout);
+            return 0;
+        }
+        if (!v) return cli_usage_error(CMD, "unknown argument or missing value: '%s'", a);
+        if (!strcmp(a, "--seed")) {
+            if (cli_parse_long(CMD, a, v, 0, LONG_MAX, &seed) < 0) return 2;
+        } else if (!strcmp(a, "--n")) {
+            if (cli_parse_long(CMD, a, v, 2, 100000000L, &n) < 0) return 2;
+        } else if (!strcmp(a, "--val")) {
+            if (cli_parse_long(CMD, a, v, 0, 100000000L, &nval) < 0) return 2;
+        } else if (!strcmp(a, "--test")) {
+            if (cli_parse_long(CMD, a, v, 0, 100000000L, &ntest) < 0) return 2;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            out = v;
+        } else {
+            return cli_usage_error(CMD, "unknown argument '%s'", a);
+        }
+        i++;
+    }
+    if (!out) return cli_usage_error(CMD, "-o OUTPUT is required");
+    if (nval + ntest >= n) return cli_usage_error(CMD, "--val + --test (%ld) must be below --n (%ld)", nval + ntest, n);
+    cl_parens_set d;
+    if (cl_parens_generate((uint64_t)seed, (size_t)n, (size_t)nval, (size_t)ntest, &d)) return cli_fail();
+    int rc = cl_parens_write(&d, out, (uint64_t)seed);
+    cl_parens_free(&d);
+    if (rc) return cli_fail();
+    printf("demo-corpus parens: %ld examples (train %ld, val %ld, test %ld; seed %ld) -> %s\n", n, n - nval - ntest,
+           nval, ntest, seed, out);
+    return 0;
+}
+
+
 static int run(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "parens")) return run_parens(argc, argv);
     const char *out = NULL;
     long seed = 1, chars = 300000;
     const cli_option opts[] = {

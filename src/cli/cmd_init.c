@@ -24,7 +24,11 @@ static int run(int argc, char **argv) {
                        "comma-separated key=value over the lecture defaults\n"
                        "(n_layer=6,n_head=6,n_embd=384,block_size=256,activation=relu,\n"
                        "bias=1,qkv_bias=0,head_bias=1,tied_head=0,attn_scale=head_size,\n"
-                       "ln_eps=1e-5); vocab_size comes from the corpus"),
+                       "ln_eps=1e-5); vocab_size comes from the corpus. Encoder /\n"
+                       "classifier options: causal=0 (bidirectional attention),\n"
+                       "pos=sinusoidal (fixed positions, not saved or trained),\n"
+                       "n_classes=K (head [K, C] reading position 0), pad_id=N\n"
+                       "(keys holding token N masked out of attention)"),
         CLI_OPT_STRING("vocab-from", 0, "CORPUS.txt", &vocab_from, "text file whose characters make the vocabulary"),
         CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "initialisation seed"),
         CLI_OPT_STRING("output", 'o', "MODEL.h5", &out, "the model file to write"),

@@ -340,7 +340,24 @@ static const char ABOUT[] =
     "values are gathered to rank 0 and summed in prompt order: the output does\n"
     "not depend on the number of ranks.\n";
 
+/* lens --model PARENS.h5 --parens STRING [--attn-svg F.svg] */
+static int lens_parens(int argc, char **argv) {
+    const char *model = NULL, *s = NULL, *svg = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model = v, i++;
+        else if (!strcmp(a, "--parens") && v) s = v, i++;
+        else if (!strcmp(a, "--attn-svg") && v) svg = v, i++;
+        else return cli_usage_error("lens", "with --parens: unknown argument '%s' (or missing value)", a);
+    }
+    if (!model) return cli_usage_error("lens", "--model is required");
+    return cli_parens_lens(model, s, svg);
+}
+
 int cmd_lens(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--parens")) return cli_on_rank0(lens_parens, argc, argv);
+
     const char *model = NULL, *svg = NULL, *prompts = NULL;
     long max_p = 0;
     const cli_option opts[] = {

@@ -1,6 +1,7 @@
 #include "corpuslens/model/model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,10 @@ int cl_config_validate(const cl_config *c) {
     if (c->attn_scale != CL_SCALE_HEAD_SIZE && c->attn_scale != CL_SCALE_N_EMBD)
         return cl_error("attn_scale must be head_size or n_embd");
     if (!(c->ln_eps > 0.0f && c->ln_eps < 1.0f)) return cl_error("ln_eps must be in (0, 1), got %g", c->ln_eps);
+    if (c->n_classes < 0 || c->n_classes > 65536) return cl_error("n_classes must be in [0, 65536], got %d", c->n_classes);
+    if (c->n_classes && c->tied_head) return cl_error("a classifier (n_classes > 0) cannot have a tied head");
+    if (c->mask_pad && (c->pad_id < 0 || c->pad_id >= c->vocab_size))
+        return cl_error("pad_id must be a token id in [0, %d), got %d", c->vocab_size, c->pad_id);
     if (c->tied_head && c->head_bias) {
         /* allowed: a tied head with its own bias */
     }
@@ -77,6 +82,18 @@ int cl_config_parse(cl_config *c, const char *spec) {
             if (!strcmp(v, "head_size")) c->attn_scale = CL_SCALE_HEAD_SIZE;
             else if (!strcmp(v, "n_embd")) c->attn_scale = CL_SCALE_N_EMBD;
             else rc = cl_error("config: attn_scale=%s: expected head_size or n_embd", v);
+        } else if (!strcmp(k, "causal")) {
+            int v01 = 1;
+            rc = parse_int(k, v, 0, 1, &v01);
+            c->bidirectional = !v01;
+        } else if (!strcmp(k, "pos")) {
+            if (!strcmp(v, "learned")) c->sinusoidal = 0;
+            else if (!strcmp(v, "sinusoidal")) c->sinusoidal = 1;
+            else rc = cl_error("config: pos=%s: expected learned or sinusoidal", v);
+        } else if (!strcmp(k, "n_classes")) rc = parse_int(k, v, 0, 65536, &c->n_classes);
+        else if (!strcmp(k, "pad_id")) {
+            rc = parse_int(k, v, 0, 1 << 21, &c->pad_id);
+            c->mask_pad = 1;
         } else if (!strcmp(k, "ln_eps")) {
             char *end;
             errno = 0;
@@ -85,11 +102,22 @@ int cl_config_parse(cl_config *c, const char *spec) {
             else c->ln_eps = (float)x;
         } else {
             rc = cl_error("config: unknown key '%s' (known: n_layer n_head n_embd block_size vocab_size "
-                          "activation bias qkv_bias head_bias tied_head attn_scale ln_eps)", k);
+                          "activation bias qkv_bias head_bias tied_head attn_scale ln_eps causal pos n_classes pad_id)", k);
         }
     }
     free(s);
     return rc;
+}
+
+int cl_model_n_out(const cl_config *c) { return c->n_classes > 0 ? c->n_classes : c->vocab_size; }
+
+void cl_sinusoidal_positions(float *out, int T, int C) {
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < C; i += 2) {
+            double freq = pow(10000.0, -(double)i / C);
+            out[(size_t)t * C + i] = (float)sin(t * freq);
+            if (i + 1 < C) out[(size_t)t * C + i + 1] = (float)cos(t * freq);
+        }
 }
 
 /* ---- tensor table ---- */
@@ -118,7 +146,8 @@ static const kind_info kinds[CL_NUM_PARAM_KINDS] = {
 static int kind_shape(const cl_config *c, int k, size_t shape[2]) {
     size_t C = c->n_embd, F = 4 * C, V = c->vocab_size, T = c->block_size;
     switch (k) {
-    case K_WTE: case K_HEADW: shape[0] = V; shape[1] = C; return 2;
+    case K_WTE: shape[0] = V; shape[1] = C; return 2;
+    case K_HEADW: shape[0] = (size_t)cl_model_n_out(c); shape[1] = C; return 2;
     case K_WPE: shape[0] = T; shape[1] = C; return 2;
     case K_QKVW: shape[0] = 3 * C; shape[1] = C; return 2;
     case K_QKVB: shape[0] = 3 * C; return 1;
@@ -126,7 +155,7 @@ static int kind_shape(const cl_config *c, int k, size_t shape[2]) {
     case K_FCW: shape[0] = F; shape[1] = C; return 2;
     case K_FCB: shape[0] = F; return 1;
     case K_FCPW: shape[0] = C; shape[1] = F; return 2;
-    case K_HEADB: shape[0] = V; return 1;
+    case K_HEADB: shape[0] = (size_t)cl_model_n_out(c); return 1;
     default: shape[0] = C; return 1; /* LayerNorm weights/biases, proj/fcp biases */
     }
 }
@@ -136,6 +165,7 @@ static int kind_present(const cl_config *c, int k) {
     case K_LN1B: case K_PROJB: case K_LN2B: case K_FCB: case K_FCPB: case K_LNFB: return c->bias;
     case K_QKVB: return c->qkv_bias;
     case K_HEADW: return !c->tied_head;
+    case K_WPE: return !c->sinusoidal;
     case K_HEADB: return c->head_bias;
     default: return 1;
     }
@@ -231,6 +261,7 @@ cl_model *cl_model_create(const cl_config *c) {
     }
     cl_params_layout(c, m->mem, &m->p);
     for (int i = 0; i < c->vocab_size; i++) m->vocab[i] = (uint32_t)i;
+    if (c->sinusoidal) cl_sinusoidal_positions(m->p.wpe, c->block_size, c->n_embd);
     return m;
 }
 
@@ -313,6 +344,19 @@ static int read_config(hid_t f, const char *path, cl_config *c) {
         goto out;
     }
     c->ln_eps = (float)eps;
+    /* encoder / classifier options: absent in files of causal language models */
+    struct { const char *name; int *dst; int dflt; } opt[] = {
+        {"causal", &c->bidirectional, 1}, {"sinusoidal", &c->sinusoidal, 0},
+        {"n_classes", &c->n_classes, 0}, {"mask_pad", &c->mask_pad, 0}, {"pad_id", &c->pad_id, 0}};
+    for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) {
+        v = opt[i].dflt;
+        if (cl_h5_attr_exists(g, opt[i].name) && (cl_h5_attr_read_int(g, opt[i].name, &v) || v < 0 || v > (1 << 22))) {
+            rc = cl_error("%s: /config attribute %s is invalid", path, opt[i].name);
+            goto out;
+        }
+        *opt[i].dst = (int)v;
+    }
+    c->bidirectional = !c->bidirectional; /* stored as causal */
     if (cl_config_validate(c)) rc = cl_error_prefix("%s: ", path);
 out:
     H5Gclose(g);
@@ -440,6 +484,13 @@ int cl_model_save(const cl_model *m, const char *path) {
     rc |= cl_h5_attr_write_int(g, "tied_head", c->tied_head);
     rc |= cl_h5_attr_write_str(g, "attn_scale", scale_name(c->attn_scale));
     rc |= cl_h5_attr_write_double(g, "ln_eps", c->ln_eps);
+    if (c->bidirectional || c->sinusoidal || c->n_classes || c->mask_pad) {
+        rc |= cl_h5_attr_write_int(g, "causal", !c->bidirectional);
+        rc |= cl_h5_attr_write_int(g, "sinusoidal", c->sinusoidal);
+        rc |= cl_h5_attr_write_int(g, "n_classes", c->n_classes);
+        rc |= cl_h5_attr_write_int(g, "mask_pad", c->mask_pad);
+        rc |= cl_h5_attr_write_int(g, "pad_id", c->pad_id);
+    }
     H5Gclose(g);
     if (!rc) rc = m->bpe ? write_tokenizer(f, m) : cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
     size_t n = cl_model_tensor_count(c);
@@ -472,6 +523,9 @@ int cl_model_fingerprint(const cl_model *m, char out[65]) {
     int hn = snprintf(head, sizeof head, "%d %d %d %d %d %s %d %d %d %d %s %.9g|", c->n_layer, c->n_head,
                       c->n_embd, c->block_size, c->vocab_size, act_name(c->activation), c->bias, c->qkv_bias,
                       c->head_bias, c->tied_head, scale_name(c->attn_scale), c->ln_eps);
+    if (c->bidirectional || c->sinusoidal || c->n_classes || c->mask_pad)
+        hn += snprintf(head + hn, sizeof head - (size_t)hn, "enc %d %d %d %d %d|", c->bidirectional,
+                       c->sinusoidal, c->n_classes, c->mask_pad, c->pad_id);
     size_t total = (size_t)hn + (size_t)c->vocab_size * 4;
     size_t n = cl_model_tensor_count(c);
     for (size_t i = 0; i < n; i++) {

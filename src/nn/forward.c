@@ -21,6 +21,7 @@ struct cl_forward {
     float *tmp;    /* [N, C] attn_out / mlp_out / token embeddings */
     float *h;      /* [N, F] feed-forward hidden */
     float *scratch;/* [N, C] contiguous copy for callbacks on q/k/v views */
+    unsigned char *keep; /* [N] key mask (mask_pad: 0 at padding) */
 };
 
 static const char *point_names[CL_NUM_HOOK_POINTS] = {
@@ -127,7 +128,8 @@ cl_forward *cl_forward_create(const cl_model *m, int max_B, int max_T) {
     f->tmp = f->z ? cl_trymalloc(N * C, sizeof(float), "block output") : NULL;
     f->h = f->tmp ? cl_trymalloc(N * 4 * C, sizeof(float), "feed-forward buffer") : NULL;
     f->scratch = f->h ? cl_trymalloc(N * C, sizeof(float), "hook scratch") : NULL;
-    if (!f->scratch) {
+    f->keep = f->scratch ? cl_trymalloc(N, 1, "key mask") : NULL;
+    if (!f->keep) {
         cl_forward_free(f);
         return NULL;
     }
@@ -144,6 +146,7 @@ void cl_forward_free(cl_forward *f) {
     free(f->tmp);
     free(f->h);
     free(f->scratch);
+    free(f->keep);
     free(f);
 }
 
@@ -240,7 +243,13 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
             return cl_error("forward: capture hook without an output buffer");
     }
     const size_t C = c->n_embd, F = 4 * C, V = c->vocab_size, N = (size_t)B * T;
+    const size_t NO = (size_t)cl_model_n_out(c); /* head outputs */
     const int H = c->n_head;
+    /* readout position of CL_LOGITS_LAST: [start] (0) for a classifier */
+    const size_t RP = c->n_classes > 0 ? 0 : (size_t)T - 1;
+    const int encoder = c->bidirectional || c->mask_pad;
+    if (c->mask_pad)
+        for (size_t i = 0; i < N; i++) f->keep[i] = tokens[i] != c->pad_id;
     const float scale = c->attn_scale == CL_SCALE_N_EMBD ? 1.0f / sqrtf((float)C) : 1.0f / sqrtf((float)(C / H));
     view full = {NULL, B, T, (int)C, C};
 
@@ -276,10 +285,14 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
             q.p = f->qkv + 2 * C;
             HOOK(CL_HOOK_V, l, q);
         }
-        attention_pattern_forward(f->att, f->qkv, B, T, (int)C, H, scale);
+        if (encoder)
+            attention_pattern_forward_masked(f->att, f->qkv, c->mask_pad ? f->keep : NULL, B, T, (int)C, H, scale,
+                                             !c->bidirectional);
+        else attention_pattern_forward(f->att, f->qkv, B, T, (int)C, H, scale);
         view pv = {f->att, B * H, T, T, (size_t)T};
         HOOK(CL_HOOK_PATTERN, l, pv);
-        attention_mix_forward(f->z, f->att, f->qkv, B, T, (int)C, H);
+        if (encoder) attention_mix_forward_full(f->z, f->att, f->qkv, B, T, (int)C, H);
+        else attention_mix_forward(f->z, f->att, f->qkv, B, T, (int)C, H);
         full.p = f->z;
         HOOK(CL_HOOK_Z, l, full);
         matmul_forward(f->tmp, f->z, p->proj_w + l * C * C, c->bias ? p->proj_b + l * C : NULL, N, (int)C, (int)C);
@@ -316,19 +329,20 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         layernorm_forward(f->ln, NULL, NULL, f->x, p->lnf_w, lnf_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN_FINAL_NORMALIZED, -1, full);
-        if (lmode == CL_LOGITS_ALL) matmul_forward(logits, f->ln, p->head_w, head_b, N, (int)C, (int)V);
+        if (lmode == CL_LOGITS_ALL) matmul_forward(logits, f->ln, p->head_w, head_b, N, (int)C, (int)NO);
         else if (lmode == CL_LOGITS_LAST) {
-            for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->ln + ((size_t)b * T + T - 1) * C, C * sizeof(float));
-            matmul_forward(logits, f->z, p->head_w, head_b, (size_t)B, (int)C, (int)V);
+            for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->ln + ((size_t)b * T + RP) * C, C * sizeof(float));
+            matmul_forward(logits, f->z, p->head_w, head_b, (size_t)B, (int)C, (int)NO);
         }
         return 0;
     }
-    /* Last position only: rows of length 1 (capture-last hooks see [B, C]). */
-    for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
+    /* Readout position only (the last; [start] for a classifier): rows of
+     * length 1 (capture-last hooks see [B, C]). */
+    for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->x + ((size_t)b * T + RP) * C, C * sizeof(float));
     layernorm_forward(f->ln, NULL, NULL, f->z, p->lnf_w, lnf_b, (size_t)B, (int)C, c->ln_eps);
     view lv = {f->ln, B, 1, (int)C, C};
     if (n_hooks && run_hooks(f, hooks, n_hooks, CL_HOOK_LN_FINAL_NORMALIZED, -1, lv, B, 1)) return -1;
-    if (lmode == CL_LOGITS_LAST) matmul_forward(logits, f->ln, p->head_w, head_b, (size_t)B, (int)C, (int)V);
+    if (lmode == CL_LOGITS_LAST) matmul_forward(logits, f->ln, p->head_w, head_b, (size_t)B, (int)C, (int)NO);
     return 0;
 }
 
@@ -340,13 +354,13 @@ void cl_unembed(const cl_model *m, const float *in, size_t N, float *out) {
         float row[16384];
         for (size_t i = 0; i < N; i++) {
             layernorm_forward(row, NULL, NULL, in + i * C, m->p.lnf_w, c->bias ? m->p.lnf_b : NULL, 1, (int)C, c->ln_eps);
-            matmul_forward(out + i * c->vocab_size, row, m->p.head_w, c->head_bias ? m->p.head_b : NULL, 1, (int)C,
-                           c->vocab_size);
+            matmul_forward(out + i * cl_model_n_out(c), row, m->p.head_w, c->head_bias ? m->p.head_b : NULL, 1,
+                           (int)C, cl_model_n_out(c));
         }
         return;
     }
     layernorm_forward(ln, NULL, NULL, in, m->p.lnf_w, c->bias ? m->p.lnf_b : NULL, N, (int)C, c->ln_eps);
-    matmul_forward(out, ln, m->p.head_w, c->head_bias ? m->p.head_b : NULL, N, (int)C, c->vocab_size);
+    matmul_forward(out, ln, m->p.head_w, c->head_bias ? m->p.head_b : NULL, N, (int)C, cl_model_n_out(c));
     free(ln);
 }
 

@@ -186,3 +186,65 @@ void l2normalize_rows(float *x, size_t N, int C) {
         for (int j = 0; j < C; j++) r[j] *= inv;
     }
 }
+
+/* ---- encoder attention: every key (bidirectional) and/or a key mask ---- */
+
+void attention_pattern_forward_masked(float *att, const float *qkv, const unsigned char *keep, int B, int T,
+                                      int C, int H, float scale, int causal) {
+    int hs = C / H;
+    size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                float *row = att + (((size_t)b * H + h) * T + t) * T;
+                int last = causal ? t : T - 1;
+                float mx = -FLT_MAX;
+                int any = 0;
+                for (int t2 = 0; t2 <= last; t2++) {
+                    if (keep && !keep[(size_t)b * T + t2]) continue;
+                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    float d = 0.0f;
+                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
+                    d *= scale;
+                    row[t2] = d;
+                    if (d > mx) mx = d;
+                    any = 1;
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 < T; t2++) {
+                    if (t2 > last || (keep && !keep[(size_t)b * T + t2]) || !any) {
+                        row[t2] = 0.0f;
+                        continue;
+                    }
+                    row[t2] = expf(row[t2] - mx);
+                    sum += row[t2];
+                }
+                if (any) {
+                    float inv = 1.0f / sum;
+                    for (int t2 = 0; t2 <= last; t2++) row[t2] *= inv;
+                }
+            }
+}
+
+void attention_mix_forward_full(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
+    int hs = C / H;
+    size_t C3 = 3 * (size_t)C;
+#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            memset(o, 0, (size_t)C * sizeof(float));
+            for (int h = 0; h < H; h++) {
+                const float *row = att + (((size_t)b * H + h) * T + t) * T;
+                float *oh = o + (size_t)h * hs;
+                for (int t2 = 0; t2 < T; t2++) {
+                    float a = row[t2];
+                    if (a == 0.0f) continue;
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    for (int i = 0; i < hs; i++) oh[i] += a * v[i];
+                }
+            }
+        }
+}

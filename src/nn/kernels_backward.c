@@ -154,3 +154,44 @@ void softmax_crossentropy_backward(float *dlogits, const float *probs, const int
         d[targets[i]] -= dloss;
     }
 }
+
+void attention_backward_full(float *dqkv, const float *dout, const float *qkv, const float *att,
+                             const float *attd, const float *mask, int B, int T, int C, int H, float scale) {
+    int hs = C / H;
+    size_t C3 = 3 * (size_t)C;
+    float datt[T > 0 ? T : 1];
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                size_t row = (((size_t)b * H + h) * T + t) * T;
+                const float *a = att + row, *ad = attd + row;
+                const float *mk = mask ? mask + row : NULL;
+                const float *dz = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
+                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                /* masked keys have a = 0: they get and give no gradient */
+                for (int t2 = 0; t2 < T; t2++) {
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                    float s = 0.0f, w = ad[t2];
+                    for (int i = 0; i < hs; i++) {
+                        s += dz[i] * v[i];
+                        dv[i] += w * dz[i];
+                    }
+                    datt[t2] = mk ? s * mk[t2] : s;
+                }
+                float dot = 0.0f;
+                for (int t2 = 0; t2 < T; t2++) dot += a[t2] * datt[t2];
+                for (int t2 = 0; t2 < T; t2++) {
+                    if (a[t2] == 0.0f) continue;
+                    float dp = a[t2] * (datt[t2] - dot) * scale;
+                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dp * k[i];
+                        dk[i] += dp * q[i];
+                    }
+                }
+            }
+}

@@ -58,7 +58,8 @@ struct cl_trainer {
     cl_params g;                    /* pointers into grads */
     acts a;
     float *act_mem;
-    int32_t *inputs, *targets; /* [N] */
+    int32_t *inputs, *targets; /* [N] (a classifier: targets[b] is row b's label) */
+    unsigned char *keep;       /* [N] key mask (mask_pad) */
 };
 
 static size_t acts_layout(const cl_config *c, int B, int T, int threads, float *base, acts *a) {
@@ -115,7 +116,8 @@ cl_trainer *cl_trainer_create(cl_model *m, int max_B, int T) {
     tr->act_mem = tr->adam_v ? cl_trycalloc(na, sizeof(float), "training activations") : NULL;
     tr->inputs = tr->act_mem ? cl_trymalloc(N, sizeof(int32_t), "batch inputs") : NULL;
     tr->targets = tr->inputs ? cl_trymalloc(N, sizeof(int32_t), "batch targets") : NULL;
-    if (!tr->targets) {
+    tr->keep = tr->targets ? cl_trymalloc(N, 1, "key mask") : NULL;
+    if (!tr->keep) {
         cl_trainer_free(tr);
         return NULL;
     }
@@ -132,6 +134,7 @@ void cl_trainer_free(cl_trainer *tr) {
     free(tr->act_mem);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->keep);
     free(tr);
 }
 
@@ -178,6 +181,9 @@ static double train_forward(cl_trainer *tr, int Bl, float p, uint64_t seed, long
     const size_t C = c->n_embd, F = 4 * C, V = c->vocab_size, N = (size_t)Bl * T;
     const size_t AT = (size_t)Bl * H * T * T;
     const float scale = attn_scale(c);
+    const int encoder = c->bidirectional || c->mask_pad;
+    if (c->mask_pad)
+        for (size_t i = 0; i < N; i++) tr->keep[i] = tr->inputs[i] != c->pad_id;
     /* embeddings */
     for (size_t i = 0; i < N; i++) {
         const float *te = w->wte + (size_t)tr->inputs[i] * C, *pe = w->wpe + (i % (size_t)T) * C;
@@ -196,7 +202,10 @@ static double train_forward(cl_trainer *tr, int Bl, float p, uint64_t seed, long
                           c->bias ? w->ln1_b + l * C : NULL, N, (int)C, c->ln_eps);
         tk_matmul_forward(qkv, ln1, w->qkv_w + l * 3 * C * C, c->qkv_bias ? w->qkv_b + l * 3 * C : NULL, N, (int)C,
                        (int)(3 * C));
-        tk_attention_pattern_forward(att, qkv, Bl, T, (int)C, H, scale);
+        if (encoder)
+            attention_pattern_forward_masked(att, qkv, c->mask_pad ? tr->keep : NULL, Bl, T, (int)C, H, scale,
+                                             !c->bidirectional);
+        else tk_attention_pattern_forward(att, qkv, Bl, T, (int)C, H, scale);
         const float *mixatt = att;
         if (p > 0.0f) {
             float *mk = a->attmask + (size_t)l * AT;
@@ -204,7 +213,8 @@ static double train_forward(cl_trainer *tr, int Bl, float p, uint64_t seed, long
             tk_dropout_apply(attd, att, mk, AT);
             mixatt = attd;
         }
-        tk_attention_mix_forward(z, mixatt, qkv, Bl, T, (int)C, H);
+        if (encoder) attention_mix_forward_full(z, mixatt, qkv, Bl, T, (int)C, H);
+        else tk_attention_mix_forward(z, mixatt, qkv, Bl, T, (int)C, H);
         tk_matmul_forward(a->tmp, z, w->proj_w + l * C * C, c->bias ? w->proj_b + l * C : NULL, N, (int)C, (int)C);
         if (p > 0.0f) {
             float *mk = a->projmask + lNC;
@@ -228,13 +238,35 @@ static double train_forward(cl_trainer *tr, int Bl, float p, uint64_t seed, long
     const float *xL = a->resid + (size_t)c->n_layer * N * C;
     tk_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, xL, w->lnf_w, c->bias ? w->lnf_b : NULL, N, (int)C,
                       c->ln_eps);
+    if (c->n_classes > 0) {
+        /* classifier: the head reads position 0 ([start]) of each row */
+        const size_t K = (size_t)c->n_classes;
+        for (int b = 0; b < Bl; b++) memcpy(a->tmp + (size_t)b * C, a->lnf + (size_t)b * T * C, C * sizeof(float));
+        tk_matmul_forward(a->logits, a->tmp, w->head_w, c->head_bias ? w->head_b : NULL, (size_t)Bl, (int)C, (int)K);
+        return softmax_crossentropy_forward(a->logits, NULL, a->logits, tr->targets, (size_t)Bl, (int)K);
+    }
     tk_matmul_forward(a->logits, a->lnf, w->head_w, c->head_bias ? w->head_b : NULL, N, (int)C, (int)V);
     return softmax_crossentropy_forward(a->logits, NULL, a->logits, tr->targets, N, (int)V);
 }
 
 static int load_rows(cl_trainer *tr, const int32_t *windows, int Bl) {
-    const int T = tr->T, V = tr->m->cfg.vocab_size;
+    const int T = tr->T, V = tr->m->cfg.vocab_size, K = tr->m->cfg.n_classes;
     if (Bl < 1 || Bl > tr->max_B) return cl_error("trainer: %d rows outside 1..%d", Bl, tr->max_B);
+    if (K > 0) { /* a classifier: T tokens, then the label */
+        for (size_t b = 0; b < (size_t)Bl; b++) {
+            for (size_t t = 0; t < (size_t)T; t++) {
+                int32_t tok = windows[b * (T + 1) + t];
+                if (tok < 0 || tok >= V)
+                    return cl_error("trainer: token id %d in row %zu position %zu is outside the vocabulary (0..%d)",
+                                    tok, b, t, V - 1);
+                tr->inputs[b * T + t] = tok;
+            }
+            int32_t y = windows[b * (T + 1) + T];
+            if (y < 0 || y >= K) return cl_error("trainer: label %d of row %zu is outside 0..%d", y, b, K - 1);
+            tr->targets[b] = y;
+        }
+        return 0;
+    }
     for (size_t b = 0; b < (size_t)Bl; b++)
         for (size_t t = 0; t <= (size_t)T; t++) {
             int32_t tok = windows[b * (T + 1) + t];
@@ -281,10 +313,23 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
     const float scale = attn_scale(c);
     memset(tr->grads, 0, tr->m->n_floats * sizeof(float));
 
-    softmax_crossentropy_backward(a->logits, a->logits, tr->targets, N, (int)V,
-                                  (float)(1.0 / ((double)global_rows * T)));
-    tk_matmul_backward(a->dln, g->head_w, c->head_bias ? g->head_b : NULL, a->logits, a->lnf, w->head_w, N, (int)C,
-                    (int)V);
+    if (c->n_classes > 0) {
+        /* classifier: mean over rows; only position 0 feeds the head */
+        const size_t K = (size_t)c->n_classes;
+        softmax_crossentropy_backward(a->logits, a->logits, tr->targets, (size_t)Bl, (int)K,
+                                      (float)(1.0 / (double)global_rows));
+        for (int b = 0; b < Bl; b++) memcpy(a->tmp + (size_t)b * C, a->lnf + (size_t)b * T * C, C * sizeof(float));
+        tk_matmul_backward(a->dtmp, g->head_w, c->head_bias ? g->head_b : NULL, a->logits, a->tmp, w->head_w,
+                           (size_t)Bl, (int)C, (int)K);
+        memset(a->dln, 0, N * C * sizeof(float));
+        for (int b = 0; b < Bl; b++) memcpy(a->dln + (size_t)b * T * C, a->dtmp + (size_t)b * C, C * sizeof(float));
+    } else {
+        softmax_crossentropy_backward(a->logits, a->logits, tr->targets, N, (int)V,
+                                      (float)(1.0 / ((double)global_rows * T)));
+        tk_matmul_backward(a->dln, g->head_w, c->head_bias ? g->head_b : NULL, a->logits, a->lnf, w->head_w, N,
+                           (int)C, (int)V);
+    }
+    const int encoder = c->bidirectional || c->mask_pad;
     memset(a->dres, 0, N * C * sizeof(float));
     tk_layernorm_backward(a->dres, g->lnf_w, c->bias ? g->lnf_b : NULL, a->dln, a->resid + (size_t)c->n_layer * N * C,
                        w->lnf_w, a->lnf_mean, a->lnf_rstd, N, (int)C);
@@ -317,7 +362,10 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
         }
         tk_matmul_backward(a->dz, g->proj_w + l * C * C, c->bias ? g->proj_b + l * C : NULL, d, z,
                         w->proj_w + l * C * C, N, (int)C, (int)C);
-        if (p > 0.0f)
+        if (encoder)
+            attention_backward_full(a->dqkv, a->dz, qkv, att, p > 0.0f ? a->attd + (size_t)l * AT : att,
+                                    p > 0.0f ? a->attmask + (size_t)l * AT : NULL, Bl, T, (int)C, H, scale);
+        else if (p > 0.0f)
             tk_attention_backward(a->dqkv, a->dz, qkv, att, a->attd + (size_t)l * AT, a->attmask + (size_t)l * AT,
                                   Bl, T, (int)C, H, scale, a->attbuf);
         else tk_attention_backward(a->dqkv, a->dz, qkv, att, att, NULL, Bl, T, (int)C, H, scale, a->attbuf);

@@ -4,3 +4,4 @@ cl_script_test(checkpoint_import torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_D
 cl_script_test(checkpoint_refusals torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint_import.py --refusals-only)
 # builds its own clang -fsanitize=fuzzer,address,undefined binaries: not for the ASan build
 cl_script_test(checkpoint_fuzz "torch;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/run_fuzz.sh)
+cl_script_test(checkpoint_dissect torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint_dissect.py)

@@ -219,7 +219,7 @@ def build_refusals(d):
     far = _patch_central(raw, "/data/1", 42, 0x7FFFFFF0)
     out.append(Refusal("local header outside", put("far-header.pt", far), [], "outside the file"))
     # a pickle that would call os.system
-    evil = b"\x80\x02cos\nsystem\nq\x00X\x0b\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03."
+    evil = b"\x80\x02cos\nsystem\nq\x00X\x0a\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03."
     p = os.path.join(d, "evil.pt")
     _zip_with(p, [("evil/data.pkl", evil), ("evil/version", b"3\n")])
     out.append(Refusal("os.system global", p, [], "refusing pickle global os.system"))
@@ -322,6 +322,16 @@ def build_fuzz_seeds(ckpt_dir, pickle_dir):
                           "optimizer": opt.state_dict(), "model_args": nano_model_args(nano),
                           "iter_num": 1, "best_val_loss": torch.tensor(2.5),
                           "config": {"lr": 1e-3, "compile": True, "betas": (0.9, 0.99)}})
+    # objects of other classes, for inspect's opaque reader: NEWOBJ + BUILD
+    # (Namespace), REDUCE + SETITEMS on a dict subclass (defaultdict,
+    # Counter), sets, bytes, a big integer
+    import argparse
+    others = {"model": lec.state_dict(), "opt": argparse.Namespace(lr=1e-3, layers=[2, 3], name="x"),
+              "counts": collections.Counter("abracadabra"),
+              "dd": collections.defaultdict(list, {"a": [torch.ones(2)]}),
+              "s": {1, 2}, "fs": frozenset({"a"}), "b": b"\x00\xff", "big": 2 ** 80}
+    save("objects.pt", others)
+    save("objects-p4.pt", others, pickle_protocol=4)
     buf = io.BytesIO()
     torch.save(lec.state_dict(), buf)
     with open(os.path.join(ckpt_dir, "fileobj.pt"), "wb") as f:

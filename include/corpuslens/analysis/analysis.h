@@ -100,5 +100,10 @@ void cl_pool_rows(const float *act, int T, int D, int last, double *out);
  * center is 1. out [n, n]; a zero vector gives NaN in its row and column.
  * 0, or -1 (k > D, n = 0, no memory). */
 int cl_cosine_matrix(const double *X, size_t n, size_t D, size_t k, int center, double *out);
+/* The K rows of E [N, D] most cosine-similar to row q (q itself and zero rows
+ * left out), most similar first (ties: lower row first): idx[K], sim[K];
+ * fewer than K found: idx (size_t)-1, sim NaN. 0, or -1 (1 <= K < N). */
+int cl_cosine_nearest(const double *E, size_t N, size_t D, size_t q, size_t K, size_t *idx,
+                      double *sim);
 
 #endif

@@ -9,6 +9,12 @@
  * converts (float16 / bfloat16 / float64 -> float32, any strides) straight into
  * the caller's buffer.
  *
+ * cl_ckpt_open_any reads any torch.save file for inspection: a global outside
+ * the allowlist (a framework's vocabulary class, argparse.Namespace, even
+ * os.system) is neither imported nor called but kept as an opaque placeholder
+ * with its module.class name and the arguments and state the pickle gives it.
+ * Only cl_ckpt_open (strict) may feed an import.
+ *
  * Every function returns 0 / a valid pointer, or -1 / NULL with a cl_error
  * message naming the file and the entry, tensor or offset at fault.
  */
@@ -59,6 +65,38 @@ cl_ckpt *cl_ckpt_open(const char *path);
  * source in messages. Used by the fuzzers. */
 cl_ckpt *cl_ckpt_open_mem(const void *data, size_t len, const char *label);
 void cl_ckpt_close(cl_ckpt *ck);
+/* Like cl_ckpt_open / _open_mem, but unknown pickle globals become opaque
+ * placeholders (listed by cl_ckpt_entry_at) instead of errors. */
+cl_ckpt *cl_ckpt_open_any(const char *path);
+cl_ckpt *cl_ckpt_open_mem_any(const void *data, size_t len, const char *label);
+
+/* Everything the file holds, flattened to dotted paths in file order (the
+ * tensors, and for torch files the other values too). A container is listed
+ * with its children below it; a list, tuple or set of plain values, and a
+ * dict of more than 256 plain values, is one VALUE entry (its rendering);
+ * an object appearing a second time is a REF to its first path. */
+typedef enum {
+    CL_ENTRY_TENSOR = 0, /* `tensor` indexes cl_ckpt_tensor_at; type is the dtype name */
+    CL_ENTRY_VALUE,      /* type: None bool int float str bytes global list tuple set dict */
+    CL_ENTRY_CONTAINER,  /* a dict, list, tuple or set whose items are listed below it */
+    CL_ENTRY_OBJECT,     /* type: "module.Class" (never imported); text: how it is made,
+                            "<os.system('echo hi')>"; its state and items are listed below */
+    CL_ENTRY_REF         /* text: the path where the same object was listed first */
+} cl_ckpt_entry_kind;
+
+typedef struct {
+    const char *path; /* "" for the root; components joined by '.' */
+    cl_ckpt_entry_kind kind;
+    const char *type;
+    const char *text; /* VALUE: Python-like rendering (cut at 160 bytes) */
+    size_t tensor;
+    int depth;        /* nesting depth of the pickled object (root 0) */
+} cl_ckpt_entry;
+
+size_t cl_ckpt_num_entries(const cl_ckpt *ck);
+const cl_ckpt_entry *cl_ckpt_entry_at(const cl_ckpt *ck, size_t i);
+/* Opaque placeholders (objects of classes outside the allowlist). */
+size_t cl_ckpt_num_objects(const cl_ckpt *ck);
 
 cl_ckpt_format cl_ckpt_get_format(const cl_ckpt *ck);
 /* Torch: the archive's top-level folder ("archive" for file objects); "" otherwise. */
@@ -80,6 +118,9 @@ int cl_ckpt_same_data(const cl_ckpt_tensor *a, const cl_ckpt_tensor *b);
 /* Convert a float tensor to float32, row-major, into out[numel]. Integer
  * tensors are refused (naming the tensor and its dtype). */
 int cl_ckpt_tensor_to_f32(const cl_ckpt_tensor *t, float *out);
+/* Convert a tensor of any dtype (integers and bools too) to float64,
+ * row-major, into out[numel]. */
+int cl_ckpt_tensor_to_f64(const cl_ckpt_tensor *t, double *out);
 
 /* Index of the first tensor (file order) holding the same data as tensor i
  * (i itself when none does): tied tensors point at their original. */

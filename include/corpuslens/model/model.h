@@ -17,6 +17,8 @@
  *                    vocab_size (int), activation ("relu"|"gelu"|"gelu_tanh"), bias,
  *                    qkv_bias, head_bias, tied_head (int 0/1),
  *                    attn_scale ("head_size"|"n_embd"), ln_eps (double),
+ *                    causal, sinusoidal, n_classes, mask_pad, pad_id (int;
+ *                    optional, absent = 1, 0, 0, 0, 0: a causal LM),
  *                    format ("corpuslens-model"), format_version (int)
  *   /vocab           [V] fixed-length UTF-8 strings (4 bytes, null-padded),
  *                    one character per token id (char-level models only)
@@ -55,7 +57,21 @@ typedef struct {
     int tied_head; /* lm_head.weight is token_embedding_table.weight */
     cl_attn_scale attn_scale; /* 1/sqrt(hs) (default) or 1/sqrt(C) (lecture-era) */
     float ln_eps;  /* 1e-5 */
+    /* Encoder / classifier options (all 0: the causal language model above) */
+    int bidirectional; /* 1: attention sees every position (config key causal=0) */
+    int sinusoidal;    /* 1: fixed sinusoidal positions (pos=sinusoidal): the
+                          position_embedding_table is computed, not saved or trained */
+    int n_classes;     /* > 0: a classifier: lm_head is [n_classes, C] (+ bias) and
+                          reads position 0 (the [start] token); logits are classes */
+    int mask_pad;      /* 1: keys holding token pad_id are masked out of attention */
+    int pad_id;        /* (config key pad_id=N sets mask_pad) */
 } cl_config;
+
+/* Outputs of the head: n_classes for a classifier, else vocab_size. */
+int cl_model_n_out(const cl_config *c);
+/* The fixed sinusoidal table (Vaswani et al.): pe[t, 2i] = sin(t / 10000^(2i/C)),
+ * pe[t, 2i+1] = cos(t / 10000^(2i/C)); out [T, C]. */
+void cl_sinusoidal_positions(float *out, int T, int C);
 
 /* The lecture model's defaults (6 x 384, 6 heads, block 256, vocab 65, relu,
  * bias, no qkv bias, head bias, untied, head-size scale, eps 1e-5). */

@@ -107,7 +107,8 @@ void cl_forward_free(cl_forward *f);
 typedef enum {
     CL_LOGITS_NONE = 0,
     CL_LOGITS_ALL,   /* logits [B, T, V] */
-    CL_LOGITS_LAST   /* logits [B, V] for position T-1 only */
+    CL_LOGITS_LAST   /* logits [B, V] for the readout position only: T-1, or 0 ([start])
+                        for a classifier (n_classes > 0; V is then n_classes) */
 } cl_logits_mode;
 
 /* Run the model on tokens [B, T] (ids checked against V). Hooks run in the

@@ -35,6 +35,13 @@ void attention_mix_forward(float *out, const float *att, const float *qkv, int B
 void attention_one_forward(float *out, float *att, const float *q, const float *const *keys,
                            const float *const *vals, int n, int C, int H, float scale);
 
+/* Encoder attention: like attention_pattern_forward, but with causal = 0
+ * every position attends to every key, and keep[B, T] (may be NULL) masks
+ * keys out (keep 0: weight 0, e.g. padding). A row without any key is 0. */
+void attention_pattern_forward_masked(float *att, const float *qkv, const unsigned char *keep, int B, int T,
+                                      int C, int H, float scale, int causal);
+/* out[B, T, C] = att @ v over all T keys (any pattern; zeros skipped). */
+void attention_mix_forward_full(float *out, const float *att, const float *qkv, int B, int T, int C, int H);
 void relu_forward(float *out, const float *inp, size_t n);
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
 void gelu_forward(float *out, const float *inp, size_t n);

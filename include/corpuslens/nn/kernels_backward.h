@@ -38,6 +38,10 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
  * (overwritten). scale as in attention_forward. */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                         const float *attd, const float *mask, int B, int T, int C, int H, float scale);
+/* The same over all T keys, for any pattern (bidirectional, key-masked):
+ * keys with att 0 get no gradient through the softmax. */
+void attention_backward_full(float *dqkv, const float *dout, const float *qkv, const float *att,
+                             const float *attd, const float *mask, int B, int T, int C, int H, float scale);
 
 /* dinp[n] = dout[n] * (inp[n] > 0) (dinp may equal dout). */
 void relu_backward(float *dinp, const float *dout, const float *inp, size_t n);
