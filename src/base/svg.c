@@ -86,11 +86,12 @@ void cl_svg_abort(cl_svg *s) {
 int cl_svg_close(cl_svg *s) {
     if (!s) return cl_error("no svg open");
     out(s, "</svg>\n");
-    int bad = s->failed;
-    if (fclose(s->fp)) bad = 1;
+    errno = 0;
+    int bad = s->failed || fflush(s->fp) != 0 || ferror(s->fp), e = bad ? (errno ? errno : EIO) : 0;
+    if (fclose(s->fp) && !bad) bad = 1, e = errno;
     s->fp = NULL;
     if (bad) {
-        cl_error("cannot write %s", s->tmp);
+        cl_error("cannot write %s: %s", s->tmp, strerror(e));
         cl_svg_abort(s);
         return -1;
     }

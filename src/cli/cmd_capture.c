@@ -108,7 +108,7 @@ static int run(int argc, char **argv) {
 
     file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (file < 0) {
-        cl_error("cannot create %s: %s", tmp, strerror(errno));
+        cl_h5_error("cannot create %s", tmp);
         goto out;
     }
     hsize_t td[2] = {(hsize_t)B, (hsize_t)T};
@@ -133,9 +133,8 @@ static int run(int argc, char **argv) {
         }
         if (cl_h5_write(file, path, H5T_NATIVE_FLOAT, rank, d, hooks[i].out)) goto out;
     }
-    if (H5Fclose(file) < 0) {
+    if (cl_h5_finish(file, tmp, 0)) {
         file = H5I_INVALID_HID;
-        cl_error("cannot finish writing %s", tmp);
         goto out;
     }
     file = H5I_INVALID_HID;
@@ -145,7 +144,7 @@ static int run(int argc, char **argv) {
     }
     rc = 0;
 out:
-    if (file >= 0) H5Fclose(file);
+    if (file >= 0) cl_h5_finish(file, tmp, 1);
     if (rc) {
         remove(tmp);
         cli_fail();

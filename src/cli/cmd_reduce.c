@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/reduce/reduce.h"
@@ -154,27 +155,21 @@ int cmd_reduce(int argc, char **argv) {
     int err = !s;
     if (!err && cl_reduce_params(s, thr, n_thr, w, n_w, tv, wv, kb)) err = 1;
     if (!err) err = !(texts = cl_scan_read_texts(s));
-    int any;
-    MPI_Allreduce(&err, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (any) goto done;
+    if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (n_compare) {
         cprobs = calloc(n_compare, sizeof *cprobs);
         err = !cprobs;
         for (size_t c = 0; !err && c < n_compare; c++) {
             cl_model *m = cl_model_load(compare[c]);
-            int lerr = !m, lany;
-            MPI_Allreduce(&lerr, &lany, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-            if (lany) {
-                if (!lerr) cl_error("%s: could not be loaded on another rank", compare[c]);
+            if (cl_par_agree(!m || cl_par_fault("reduce.load", MPI_COMM_WORLD), MPI_COMM_WORLD)) {
+                cl_error_prefix("--compare-model %s: ", compare[c]);
                 cl_model_free(m);
                 err = 1;
                 break;
             }
             cprobs[c] = rank == 0 ? malloc(s->P * (size_t)s->V * sizeof(float)) : NULL;
-            lerr = rank == 0 && !cprobs[c];
-            MPI_Allreduce(&lerr, &lany, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-            if (lany) {
-                cl_error("out of memory for %s's probabilities", compare[c]);
+            int lerr = rank == 0 && !cprobs[c] ? cl_error("out of memory for %s's probabilities", compare[c]) : 0;
+            if (cl_par_agree(lerr, MPI_COMM_WORLD)) {
                 cl_model_free(m);
                 err = 1;
                 break;
@@ -193,8 +188,7 @@ int cmd_reduce(int argc, char **argv) {
         cl_report_opts o = {.scan_path = scan_path, .examples = examples, .n_examples = n_ex};
         err = !r || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
     }
-    MPI_Bcast(&err, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (err) goto done;
+    if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (rank == 0) {
         printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty); n-gram %.4f, unigram %.4f",
                r->P, r->stats.mean, r->stats.std, r->stats.median, r->stats.n_empty,

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5schema.h"
@@ -786,6 +787,12 @@ int cmd_run(int argc, char **argv) {
         if (!s->fn) {
             if (rank == 0)
                 fprintf(stderr, "corpuslens run: this build has no '%s' command\n", s->argv.v[0]);
+            rc = 1;
+            free(key);
+            break;
+        }
+        if (cl_par_agree(cl_par_fault("run.stage", MPI_COMM_WORLD), MPI_COMM_WORLD)) {
+            if (rank == 0) cli_fail();
             rc = 1;
             free(key);
             break;

@@ -544,12 +544,12 @@ int cl_corpus_save(const cl_corpus *c, const char *path) {
     memcpy(tmp + plen, ".tmp", 5);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) {
-        cl_error("cannot create %s", tmp);
+        cl_h5_error("cannot create %s", tmp);
         free(tmp);
         return -1;
     }
     int rc = write_contents(f, c);
-    if (H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s (disk full?)", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc == 0 && rename(tmp, path) != 0)
         rc = cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
     if (rc != 0) {

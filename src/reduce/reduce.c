@@ -17,6 +17,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/base/rng.h"
+#include "corpuslens/par/par.h"
 
 #define MAX_LB 64
 /* Bytes of /freq/counts read per hyperslab. */
@@ -553,10 +554,8 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
     }
     cl_forward_free(fw);
     free(tok);
-    int any = err ? 1 : 0, all_err = 0;
-    MPI_Allreduce(&any, &all_err, 1, MPI_INT, MPI_MAX, comm);
-    if (all_err) {
-        if (!err) cl_error("another rank failed while running the model");
+    if (!err && cl_par_fault("reduce.compare", comm)) err = -1;
+    if (cl_par_agree(err, comm)) {
         free(mine);
         return -1;
     }
@@ -571,12 +570,9 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
                 dsp[q] = (int)(a * V);
             }
     }
-    int ok = rank != 0 || (cnt && dsp), ok_all = 0;
-    MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, comm);
-    if (ok_all)
-        MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
-    else
-        cl_error("out of memory");
+    int ok = rank != 0 || (cnt && dsp) || cl_error("out of memory gathering the probabilities") == 0;
+    int ok_all = !cl_par_agree(ok ? 0 : -1, comm);
+    if (ok_all) MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
     free(cnt);
     free(dsp);
     free(mine);

@@ -56,11 +56,12 @@ static int of_open_path(out_file *o, const char *path) {
 }
 
 static int of_close(out_file *o, int ok) {
-    int bad = ferror(o->f);
-    if (fclose(o->f)) bad = 1;
+    errno = 0;
+    int bad = fflush(o->f) != 0 || ferror(o->f), e = bad ? (errno ? errno : EIO) : 0;
+    if (fclose(o->f) && !bad) bad = 1, e = errno;
     if (!ok || bad) {
         remove(o->tmp);
-        return ok ? cl_error("cannot write %s", o->tmp) : -1;
+        return ok ? cl_error("cannot write %s: %s", o->tmp, strerror(e)) : -1;
     }
     if (rename(o->tmp, o->path)) {
         remove(o->tmp);
@@ -501,7 +502,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     snprintf(path, sizeof path, "%s/report.h5", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    if (f < 0) return cl_h5_error("cannot create %s", tmp);
     size_t P = r->P, Lb = (size_t)r->Lb, V = (size_t)r->V;
     hsize_t dP = P, dPV[2] = {P, V}, dPL[2] = {P, Lb};
     int rc = cl_h5_attr_write_str(f, "format", CL_REPORT_FORMAT) ||
@@ -540,13 +541,13 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         hid_t sp = H5Screate_simple(1, &dP, NULL);
         hid_t d = H5Dcreate2(f, "/prompts/text", t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
         if (d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, texts) < 0)
-            rc = cl_error("cannot write /prompts/text");
+            rc = cl_h5_error_in(f, "cannot write /prompts/text");
         if (d >= 0) H5Dclose(d);
         H5Sclose(sp);
         H5Pclose(lcpl);
         H5Tclose(t);
     }
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc) {
         remove(tmp);
         return cl_error_prefix("%s: ", path);

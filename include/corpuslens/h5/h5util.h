@@ -10,10 +10,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corpuslens/base/error.h"
 #include "corpuslens/base/hash.h" /* cl_sha256_*: most writers stamp files with it */
 
 /* Switch off HDF5's automatic error printing (call once at start). */
 void cl_h5_quiet(void);
+
+/* The cause HDF5 recorded for the call that just failed: its error stack is
+ * walked from the innermost entry; the operating system's reason when HDF5
+ * recorded one ("No space left on device"), else the innermost description.
+ * "" when the stack is empty. Call it right after the failing HDF5 call: the
+ * next HDF5 call clears the stack. */
+void cl_h5_cause(char *buf, size_t n);
+/* cl_error(fmt, ...) followed by ": <cause>" when HDF5 recorded one. Returns -1. */
+int cl_h5_error(const char *fmt, ...) CL_PRINTF(1, 2);
+/* The same, naming the file obj belongs to: "<message> in FILE: <cause>". */
+int cl_h5_error_in(hid_t obj, const char *fmt, ...) CL_PRINTF(2, 3);
+
+/* Finish a file being written as PATH (a .tmp): when !failed, close it (an
+ * error names PATH and HDF5's cause, e.g. "No space left on device"); when
+ * failed, or when the close fails, give its disk space back (truncated to 0
+ * first, so that HDF5's last flush finds room on a full disk and the file is
+ * really closed), close it and remove PATH. f may be invalid (PATH is then
+ * only removed when failed). Returns 0, or -1 (the first message is kept). */
+int cl_h5_finish(hid_t f, const char *path, int failed);
 
 /* Open an existing file read-only; error "cannot open PATH: not an HDF5 file" etc. */
 hid_t cl_h5_open_read(const char *path);
