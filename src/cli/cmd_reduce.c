@@ -192,9 +192,9 @@ int cmd_reduce(int argc, char **argv) {
     if (rank == 0) {
         printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty); n-gram %.4f, unigram %.4f",
                r->P, r->stats.mean, r->stats.std, r->stats.median, r->stats.n_empty,
-               r->baselines[2 * r->Lb].stats.mean, r->baselines[2 * r->Lb + 1].stats.mean);
+               r->baselines[r->b_ngram].stats.mean, r->baselines[r->b_unigram].stats.mean);
         for (size_t c = 0; c < n_compare; c++)
-            printf(", %s %.4f", r->baselines[2 * r->Lb + 2 + c].name, r->baselines[2 * r->Lb + 2 + c].stats.mean);
+            printf(", %s %.4f", r->baselines[r->b_compare + c].name, r->baselines[r->b_compare + c].stats.mean);
         printf("\nreduce: wrote %s/report.md, report.h5, hellinger_density.svg, block_matches.svg "
                "(%.2f s: models %.2f s, counts %.2f s)\n",
                outdir, MPI_Wtime() - t0, t1 - t0, r->seconds_read);

@@ -406,7 +406,7 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
             r->NB, s->bin_width, s->prefilter);
     if (o->command_line) fprintf(f, "Command: `%s`\n\n", o->command_line);
     fprintf(f, "| block |");
-    for (size_t i = 0; i < Lb; i++) fprintf(f, " %zu |", i);
+    for (size_t i = 0; i < Lb; i++) fprintf(f, " %zu |", (size_t)r->first_block + i);
     fprintf(f, "\n|---|");
     for (size_t i = 0; i < Lb; i++) fprintf(f, "---:|");
     fprintf(f, "\n| threshold |");
@@ -428,11 +428,11 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         snprintf(nm, sizeof nm, "%s (`%s`)", r->baselines[i].label, r->baselines[i].name);
         md_stats_row(f, nm, &r->baselines[i].stats);
     }
-    size_t nc = r->n_baselines - 2 * Lb - 2;
+    size_t nc = r->n_baselines - r->b_compare;
     if (nc > 0) {
         double *pool = cl_trymalloc(nc * P, sizeof *pool, "pooled");
         if (pool) {
-            for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[2 * Lb + 2 + c].hellinger, P * sizeof *pool);
+            for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[r->b_compare + c].hellinger, P * sizeof *pool);
             cl_stats st;
             if (cl_stats_compute(pool, nc * P, &st) == 0) md_stats_row(f, "noise floor: other models pooled", &st);
             free(pool);
@@ -448,7 +448,8 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         double tot = 0, above = 0;
         for (size_t k = 0; k < (size_t)r->NB; k++) tot += r->mean_matches_bin[bb * r->NB + k];
         for (size_t p = 0; p < P; p++) above += (double)r->n_matches[p * Lb + bb];
-        fprintf(f, "| %zu | %g | %.1f | %.1f |\n", bb, r->thresholds[bb], tot, above / (double)P);
+        fprintf(f, "| %zu | %g | %.1f | %.1f |\n", (size_t)r->first_block + bb, r->thresholds[bb], tot,
+                above / (double)P);
     }
     fprintf(f, "\n![Matches per block](%s)\n\n", bars_name);
     fprintf(f, "## Examples: Model Predictions / Approximation Predictions\n\n");
@@ -509,6 +510,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
              cl_h5_attr_write_int(f, "format_version", CL_REPORT_FORMAT_VERSION) ||
              cl_h5_attr_write_doubles(f, "thresholds", r->thresholds, Lb) ||
              cl_h5_attr_write_doubles(f, "weights", r->weights, Lb) ||
+             cl_h5_attr_write_int(f, "hook_first_block", r->first_block) ||
              cl_h5_attr_write_str(f, "scan_file", o->scan_path ? o->scan_path : s->path) ||
              cl_h5_attr_write_str(f, "scan_sha256", o->scan_sha256) ||
              cl_h5_attr_write_double(f, "prefilter", s->prefilter) ||
@@ -571,19 +573,20 @@ static int write_plots(const char *dir, const cl_scan *s, const cl_reduction *r,
     ser[n++] = (cl_svg_series){"approximation", r->hellinger, P, "black", 0};
     /* The lens at the last block is the model itself (H = 0): the plot shows
      * the best of the earlier blocks, which says how early the answer forms. */
-    size_t bb = best_of(r, 0, Lb), bl = best_of(r, Lb, Lb > 1 ? Lb - 1 : Lb);
-    snprintf(lab[1], sizeof lab[1], "best single block (%zu)", bb);
+    size_t NL = (size_t)r->NL;
+    size_t bb = best_of(r, 0, Lb), bl = best_of(r, r->b_lens, NL > 1 ? NL - 1 : NL);
+    snprintf(lab[1], sizeof lab[1], "best single block (%zu)", (size_t)r->first_block + bb);
     ser[n++] = (cl_svg_series){lab[1], r->baselines[bb].hellinger, P, "#1f77b4", 0};
-    snprintf(lab[2], sizeof lab[2], "best logit lens (block %zu)", bl - Lb);
+    snprintf(lab[2], sizeof lab[2], "best logit lens (block %zu)", bl - r->b_lens);
     ser[n++] = (cl_svg_series){lab[2], r->baselines[bl].hellinger, P, "#ff7f0e", 0};
-    ser[n++] = (cl_svg_series){"exact-string n-gram", r->baselines[2 * Lb].hellinger, P, "#2ca02c", 0};
-    ser[n++] = (cl_svg_series){"unigram", r->baselines[2 * Lb + 1].hellinger, P, "#7f7f7f", 0};
-    size_t nc = r->n_baselines - 2 * Lb - 2;
+    ser[n++] = (cl_svg_series){"exact-string n-gram", r->baselines[r->b_ngram].hellinger, P, "#2ca02c", 0};
+    ser[n++] = (cl_svg_series){"unigram", r->baselines[r->b_unigram].hellinger, P, "#7f7f7f", 0};
+    size_t nc = r->n_baselines - r->b_compare;
     double *pool = NULL;
     if (nc > 0) {
         pool = cl_trymalloc(nc * P, sizeof *pool, "pooled");
         if (!pool) return -1;
-        for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[2 * Lb + 2 + c].hellinger, P * sizeof *pool);
+        for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[r->b_compare + c].hellinger, P * sizeof *pool);
         snprintf(lab[5], sizeof lab[5], "noise floor (%zu other model%s)", nc, nc > 1 ? "s" : "");
         ser[n++] = (cl_svg_series){lab[5], pool, nc * P, "#d62728", 1};
     }
@@ -607,7 +610,7 @@ static int write_plots(const char *dir, const cl_scan *s, const cl_reduction *r,
         for (size_t k = 0; k < NB; k++) vals[b * 2] += r->mean_matches_bin[b * NB + k];
         for (size_t p = 0; p < P; p++) vals[b * 2 + 1] += (double)r->n_matches[p * Lb + b];
         vals[b * 2 + 1] /= (double)P;
-        snprintf(gl[b], 48, "%zu (> %g)", b, r->thresholds[b]);
+        snprintf(gl[b], 48, "%zu (> %g)", (size_t)r->first_block + b, r->thresholds[b]);
         groups[b] = gl[b];
     }
     snprintf(path, sizeof path, "%s/%s", dir, bname);

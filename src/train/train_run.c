@@ -273,7 +273,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             cl_train_state_free(&st);
         }
     }
-    if (agree(rc ? -1 : 0, comm)) goto done;
+    if ((rc = agree(rc, comm))) goto done;
 
     /* fixed evaluation windows: E train batches then E val batches */
     {
@@ -300,7 +300,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
                     rc = cl_train_loss(tr, evalwin + ((size_t)s * E + e) * Bl * (T + 1), Bl, &ls);
                     sums[s] += ls;
                 }
-            if (agree(rc, comm)) goto done;
+            if ((rc = agree(rc, comm))) goto done;
             MPI_Allreduce(sums, tot, 2, MPI_DOUBLE, MPI_SUM, comm);
             if (n_hist == cap_hist) {
                 cap_hist = cap_hist ? 2 * cap_hist : 64;
@@ -308,7 +308,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
                 if (!nh) rc = cl_error("out of memory for the loss history");
                 else hist = nh;
             }
-            if (agree(rc, comm)) goto done;
+            if ((rc = agree(rc, comm))) goto done;
             double denom = (double)E * B * T;
             hist[3 * n_hist] = (double)step;
             hist[3 * n_hist + 1] = tot[0] / denom;
@@ -339,12 +339,12 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         if (!rc) rc = cl_train_forward_backward(tr, win, Bl, (size_t)r0, (size_t)B, p, o->seed, step, &ls);
         /* agree before the gradient allreduce: a rank whose step failed must
          * not leave the others alone in it */
-        if (agree(rc, comm)) goto done;
+        if ((rc = agree(rc, comm))) goto done;
         rc = cl_train_allreduce_grads(tr, comm);
-        if (agree(rc, comm)) goto done;
+        if ((rc = agree(rc, comm))) goto done;
         MPI_Allreduce(&ls, &lt, 1, MPI_DOUBLE, MPI_SUM, comm);
         if (o->dump_grads && done_here == 0 && rank == 0) rc = dump_grads(o->dump_grads, tr, c, lt / ((double)B * T));
-        if (agree(rc, comm)) goto done;
+        if ((rc = agree(rc, comm))) goto done;
         step++;
         cl_train_adamw_step(tr, &hp, step);
         done_here++;

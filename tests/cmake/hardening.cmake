@@ -1,0 +1,7 @@
+# Hardening (issue 11): ranks fail together and say why, every scan hook
+# through reduce/tune/similar/report, a full disk, a killed rank resumes.
+# Fault injection: CORPUSLENS_FAULT=RANK:STEP[@N][:kill] (include/corpuslens/par/par.h).
+cl_script_test(faults_2ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 2)
+cl_script_test(faults_3ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 3)
+set_tests_properties(faults_2ranks faults_3ranks PROPERTIES TIMEOUT 900)
+cl_script_test(hook_blocks "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/hook_blocks.py)
