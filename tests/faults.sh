@@ -60,7 +60,8 @@ done
 CORPUSLENS_FAULT=0:scan.write expect "scan, scan.write on rank 0" "f.h5 f.h5.tmp" "$(inj 0 scan.write)" -- mpi "${SCAN[@]}"
 rm -rf f.h5.state
 
-TRAIN=(train --corpus demo.txt --init m.h5 --steps 4 --batch 4 --ctx 8 --eval-every 2 --eval-batches 1 -o t.h5)
+B=$((2 * N))
+TRAIN=(train --corpus demo.txt --init m.h5 --steps 4 --batch "$B" --ctx 8 --eval-every 2 --eval-batches 1 -o t.h5)
 for step in train.load train.step train.step@3 train.checkpoint; do
     s=${step%@*}
     CORPUSLENS_FAULT=$last:$step expect "train, $step on rank $last" "t.h5 t.h5.train.tmp" "$(inj $last $s)" -- mpi "${TRAIN[@]}"
@@ -68,15 +69,12 @@ done
 # a real fault: token 99 (outside the vocabulary) in the rows only the last rank trains on
 "$PY" - "$N" <<'PY'
 import sys, h5py, numpy as np
-n = int(sys.argv[1]); B = 4 if 4 % n == 0 else n * 2
+n = int(sys.argv[1]); B = 2 * n
 w = np.ones((4, B, 9), dtype=np.int32)
 w[1, B - 1, 3] = 99
 with h5py.File("bad_batches.h5", "w") as f:
     f["/windows"] = w
-with open("batch_rows", "w") as f:
-    f.write(str(B))
 PY
-B=$(cat batch_rows)
 expect "train, a bad token only rank $last sees (--batch-file)" "t.h5 t.h5.train.tmp" "rank $last: " -- \
     mpi train --corpus demo.txt --init m.h5 --steps 4 --batch "$B" --ctx 8 --eval-every 0 --batch-file bad_batches.h5 -o t.h5
 if grep -q "token\|vocab" err.txt; then ok "  ... the message names the token: $(grep 'rank' err.txt | head -1)"; else bad "  ... the message does not name the bad token"; fi
