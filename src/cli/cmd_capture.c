@@ -106,9 +106,8 @@ static int run(int argc, char **argv) {
     f = cl_forward_create(m, B, T);
     if (!f || cl_forward_run(f, tokens, B, T, hooks, n_hooks, last ? CL_LOGITS_LAST : CL_LOGITS_ALL, logits)) goto out;
 
-    file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    file = cl_h5_create(tmp);
     if (file < 0) {
-        cl_h5_error("cannot create %s", tmp);
         goto out;
     }
     hsize_t td[2] = {(hsize_t)B, (hsize_t)T};

@@ -542,9 +542,8 @@ int cl_corpus_save(const cl_corpus *c, const char *path) {
     if (!tmp) return -1;
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = cl_h5_create(tmp);
     if (f < 0) {
-        cl_h5_error("cannot create %s", tmp);
         free(tmp);
         return -1;
     }

@@ -1,10 +1,15 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fallocate */
+#endif
 #include "corpuslens/h5/h5util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
@@ -62,19 +67,48 @@ int cl_h5_error_in(hid_t obj, const char *fmt, ...) {
     return cl_error("%s%s%s%s%s", msg, name[0] ? " in " : "", name, cause[0] ? ": " : "", cause);
 }
 
-/* Close a file that failed: free its blocks first so that the flush inside
- * H5Fclose succeeds even on a full disk (a file whose close fails stays open
- * and HDF5 1.10 crashes closing it again at exit). */
-static void discard(hid_t f) {
-    hid_t fapl = H5Fget_access_plist(f);
+/* HDF5 1.10 cannot close a file whose flush failed ("slist already
+ * enabled?"): the file stays open, half torn down, and the library crashes
+ * closing it again at exit. So a file is never flushed onto a full disk:
+ * - a file that failed is discarded: its blocks are freed (truncated to 0)
+ *   before H5Fclose, whose flush then finds room;
+ * - a file that succeeded gets its blocks reserved (fallocate with FALLOC_FL_KEEP_SIZE, up to its
+ *   size plus a margin for the metadata written at close) before H5Fclose;
+ *   a reservation refused for want of space discards it instead. HDF5
+ *   writes within the reserved blocks; the size is unchanged.
+ * Our writers create files with the default (sec2) driver: the handle is an
+ * fd. A file that still cannot be closed is counted (cl_h5_stuck). */
+static int stuck = 0;
+
+int cl_h5_stuck(void) { return stuck; }
+
+static int file_fd(hid_t f) {
     void *h = NULL;
-    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2 && H5Fget_vfd_handle(f, fapl, &h) >= 0 && h) {
-        if (ftruncate(*(int *)h, 0)) { /* nothing more to free */
-        }
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
+    return *(int *)h;
+}
+
+static void discard(hid_t f) {
+    int fd = file_fd(f);
+    if (fd >= 0 && ftruncate(fd, 0)) { /* nothing more can be freed */
     }
-    if (fapl >= 0) H5Pclose(fapl);
-    H5Fclose(f);
+    if (H5Fclose(f) < 0) stuck++;
     H5Eclear2(H5E_DEFAULT);
+}
+
+hid_t cl_h5_dcpl(void) {
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(p, 0);
+    return p;
+}
+
+hid_t cl_h5_create(const char *path) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        cl_h5_error("cannot create %s", path);
+        remove(path); /* H5Fcreate may leave an empty file behind */
+    }
+    return f;
 }
 
 int cl_h5_finish(hid_t f, const char *path, int failed) {
@@ -83,8 +117,26 @@ int cl_h5_finish(hid_t f, const char *path, int failed) {
         return failed ? -1 : 0;
     }
     if (!failed) {
-        if (H5Fclose(f) >= 0) return 0;
+        int fd = file_fd(f);
+        hsize_t size = 0;
+        if (fd >= 0 && H5Fget_filesize(f, &size) >= 0) {
+            /* blocks only, the size stays (where the file system cannot, no reservation) */
+            int e = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size + (1 << 20)) ? errno : 0;
+            if (e == ENOSPC || e == EDQUOT) failed = cl_error("cannot write %s: %s", path ? path : "a file", strerror(e));
+        }
+    }
+    if (!failed) {
+        if (H5Fclose(f) >= 0) {
+            /* give back the reserved blocks past the end: shrinking frees them */
+            struct stat st;
+            if (path && !stat(path, &st) && !truncate(path, st.st_size + 1) && truncate(path, st.st_size)) {
+            }
+            return 0;
+        }
         cl_h5_error("cannot finish writing %s", path ? path : "a file");
+        stuck++;
+        if (path) remove(path);
+        return -1;
     }
     discard(f);
     if (path) remove(path);
@@ -246,8 +298,9 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
                 const void *data) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(file, path, memtype, s, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t s = H5Screate_simple(rank, dims, NULL), dcpl = cl_h5_dcpl();
+    hid_t d = H5Dcreate2(file, path, memtype, s, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     int rc = 0;
     if (d < 0) {
         rc = cl_h5_error_in(file, "cannot create dataset %s", path);

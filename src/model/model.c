@@ -359,8 +359,8 @@ fail:
 int cl_model_save(const cl_model *m, const char *path) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_h5_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     const cl_config *c = &m->cfg;
     int rc = 0;
     hid_t g = H5Gcreate2(f, "/config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);

@@ -502,8 +502,8 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/report.h5", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_h5_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     size_t P = r->P, Lb = (size_t)r->Lb, V = (size_t)r->V;
     hsize_t dP = P, dPV[2] = {P, V}, dPL[2] = {P, Lb};
     int rc = cl_h5_attr_write_str(f, "format", CL_REPORT_FORMAT) ||
@@ -631,7 +631,15 @@ int cl_report_write(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     if (mkdir_p(dir)) return -1;
     const char *dname = "hellinger_density.svg", *bname = "block_matches.svg";
     if (write_plots(dir, s, r, dname, bname) || write_h5(dir, s, r, texts, o) ||
-        write_md(dir, s, r, texts, o, dname, bname))
+        write_md(dir, s, r, texts, o, dname, bname)) {
+        /* no half report: the files already renamed go too */
+        const char *names[4] = {dname, bname, "report.h5", "report.md"};
+        for (int i = 0; i < 4; i++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+            remove(p);
+        }
         return -1;
+    }
     return 0;
 }

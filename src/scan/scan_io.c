@@ -110,9 +110,12 @@ int scan_state_begin(scan_ctx *x) {
                 remove_rank_files(x);
                 snprintf(tmp, sizeof tmp, "%s.tmp", p);
                 f = fopen(tmp, "wb");
-                if (!f || fputs(x->sig, f) < 0 || fclose(f) || rename(tmp, p)) {
+                int bad = !f || fputs(x->sig, f) < 0;
+                if (f && fclose(f) && !bad) bad = 1;
+                if (bad || rename(tmp, p)) {
                     err = 1;
                     cl_error("cannot write %s: %s", p, strerror(errno));
+                    remove(tmp);
                 }
             }
         }
@@ -210,7 +213,7 @@ static hid_t create_chunked(hid_t file, const char *path, hid_t type, int rank, 
     hsize_t maxd[8];
     for (int i = 0; i < rank; i++) maxd[i] = dims[i];
     if (extendible) maxd[0] = H5S_UNLIMITED;
-    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = cl_h5_dcpl(), lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_deflate(dcpl, 1);
@@ -258,8 +261,8 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
     int werr = 0; /* rank 0's write error; everyone keeps joining the collectives */
     int64_t *index = NULL, stored = 0;
     if (rank == 0) {
-        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-        if (file < 0) werr = (cl_h5_error("cannot create %s", tmp), 1);
+        file = cl_h5_create(tmp);
+        if (file < 0) werr = 1;
         index = cl_trycalloc(P * Lh * 2, sizeof *index, "match index");
         if (!index) werr = 1;
     }
@@ -470,7 +473,7 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
             cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
             (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled)))
             werr = 1;
-        if (!werr && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) werr = (cl_h5_error("cannot write %s", tmp), 1);
+        /* written last; the file is renamed only after a complete close */
         if (!werr && cl_h5_attr_write_int(file, "complete", 1)) werr = 1;
     }
     if (!werr && !lerr && cl_par_fault("scan.write", x->comm)) lerr = 1;

@@ -173,8 +173,8 @@ static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng 
 static int dump_grads(const char *path, cl_trainer *tr, const cl_config *c, double loss) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_h5_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     int rc = cl_h5_attr_write_double(f, "loss", loss);
     size_t count = cl_model_tensor_count(c);
     for (size_t i = 0; i < count && !rc; i++) {
