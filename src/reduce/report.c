@@ -541,7 +541,9 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
         H5Pset_create_intermediate_group(lcpl, 1);
         hid_t sp = H5Screate_simple(1, &dP, NULL);
-        hid_t d = H5Dcreate2(f, "/prompts/text", t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dcpl = cl_h5_dcpl();
+        hid_t d = H5Dcreate2(f, "/prompts/text", t, sp, lcpl, dcpl, H5P_DEFAULT);
+        H5Pclose(dcpl);
         if (d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, texts) < 0)
             rc = cl_h5_error_in(f, "cannot write /prompts/text");
         if (d >= 0) H5Dclose(d);

@@ -9,3 +9,7 @@ cl_script_test(hook_blocks "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/p
 # and the path, nonzero, no crash, nothing complete-looking left. 77: no mount.
 cl_script_test(full_disk "nosan" ${CMAKE_CURRENT_SOURCE_DIR}/full_disk.sh)
 set_tests_properties(full_disk PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900)
+# SIGKILL one rank half-way (scan, train, run): nonzero exit; the same command
+# again resumes and writes a byte-identical file (scan: wall_seconds zeroed).
+cl_script_test(kill_resume "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/kill_resume.sh)
+set_tests_properties(kill_resume PROPERTIES TIMEOUT 900)
