@@ -23,6 +23,9 @@ import tempfile
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import nanstrict  # noqa: E402
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -164,6 +167,7 @@ def shared_model(d):
 
 
 def main():
+    nanstrict.control()
     ap = argparse.ArgumentParser()
     ap.add_argument("--refusals-only", action="store_true")
     ap.add_argument("--cases-only", action="store_true")

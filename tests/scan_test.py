@@ -21,6 +21,9 @@ import tempfile
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import nanstrict  # noqa: E402
+
 EXE = os.environ.get("CORPUSLENS", "corpuslens")
 SHARED = os.environ.get("SHARED", "/work/shared")
 MPIRUN = shutil.which("mpirun") or "mpirun"
@@ -342,6 +345,7 @@ def test_refusals():
 
 
 if __name__ == "__main__":
+    nanstrict.control()
     mode = sys.argv[1]
     if mode == "reference":
         test_reference(sys.argv[2] if len(sys.argv) > 2 else "mlp_out")

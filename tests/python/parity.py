@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nanstrict  # noqa: E402
 import torch_models as tm  # noqa: E402
 
 TOL = 1e-4          # max |Δ| allowed for every activation and the logits
@@ -372,6 +373,7 @@ def cases():
 
 
 def main():
+    nanstrict.control()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", action="append", help="case name (repeatable; default all)")
     ap.add_argument("--ref", choices=["float64", "float32"], default="float64")
