@@ -10,7 +10,7 @@ usage: scan_test.py MODE [args]
   resume           stop after K shards (CORPUSLENS_SCAN_STOP_AFTER), rerun:
                    the same file as an uninterrupted run; other args start over
   refusals         the documented refusals: nonzero exit, one line, no output
-Environment: CORPUSLENS (binary), SHARED, PYTHON. Works in a temporary dir.
+Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
 import shutil
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyt
 import nanstrict  # noqa: E402
 
 EXE = os.environ.get("CORPUSLENS", "corpuslens")
-SHARED = os.environ.get("SHARED", "/work/shared")
+TESTDATA = os.environ.get("TESTDATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 MPIRUN = shutil.which("mpirun") or "mpirun"
 TOL = 1e-5
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -49,7 +49,7 @@ def run(args, ranks=None, ok=True, env=None):
 
 
 def setup(d, nchars=3000, L=6, prompts=24, block=16, text=None):
-    src = os.path.join(SHARED, "data", "tinyshakespeare.txt")
+    src = os.path.join(TESTDATA, "tinyshakespeare.txt")
     with open(src, encoding="utf-8") as f:
         t = f.read()[:nchars] if text is None else text
     txt = os.path.join(d, "small.txt")
