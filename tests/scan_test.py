@@ -341,6 +341,25 @@ def test_refusals():
     p = run(["scan", "--model", m, "--corpus", cp, "-o", out], ok=False)
     check(p.returncode != 0 and "prompts" in p.stderr and not os.path.exists(out),
           f"more prompts than substrings refused: {p.stderr.strip()!r}")
+    # counts past int32 (a corpus of more than 2^31 - 1 characters): two
+    # substrings followed 2^30 times each; the control with one stays accepted
+    for big, refused in ((2, True), (1, False)):
+        cb = os.path.join(d, f"cb{big}.h5")
+        shutil.copy(c, cb)
+        with h5py.File(cb, "r+") as f:
+            cnt = f["substrings/next/count"][()]
+            cnt[:big] = 1 << 30
+            f["substrings/next/count"][...] = cnt
+        p = run(["scan", "--model", m, "--corpus", cb, "--prefilter", "0.5", "--bin-width", "0.05", "-o", out],
+                ok=False)
+        if refused:
+            check(p.returncode != 0 and "int32 counts hold at most 2147483647" in p.stderr and not os.path.exists(out),
+                  f"counts past int32 refused: {p.stderr.strip()!r}")
+            print(f"refusal ok (counts past int32): {p.stderr.strip()}")
+        else:
+            check(p.returncode == 0, f"control: counts below 2^31 accepted ({p.stderr.strip()[-200:]!r})")
+            if os.path.exists(out):
+                os.remove(out)
     shutil.rmtree(d)
 
 
