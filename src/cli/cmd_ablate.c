@@ -213,7 +213,7 @@ int cmd_ablate(int argc, char **argv) {
             displs[r] = (int)(P * r / R * 2 * L);
         }
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     all_ok = ok;
     if (!ok) goto out;
     MPI_Gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -230,7 +230,7 @@ int cmd_ablate(int argc, char **argv) {
         }
         if (svg && write_bars(svg, L, ma, sa, mf, sf, mode_s, P)) ok = 0;
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     all_ok = ok;
 out:
     if (!all_ok && rank == 0) cli_fail();

@@ -269,7 +269,7 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
             displs[r] = (int)(P * r / R * per);
         }
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     if (!ok) {
         if (rank == 0) cli_fail();
         goto out;

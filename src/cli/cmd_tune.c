@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
 
@@ -120,6 +121,5 @@ int cmd_tune(int argc, char **argv) {
         if (err) cli_fail();
         cl_scan_close(s);
     }
-    MPI_Bcast(&err, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return err ? 1 : 0;
+    return cl_par_agree(err, MPI_COMM_WORLD) ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 /* The training loop (lecture recipe, data-parallel) and the checkpoint /train
  * group. Rank 0 writes files; every rank makes the same decisions and returns
- * the same status (errors are combined with MPI_Allreduce).
+ * the same status (cl_par_agree: the failing rank's message on every rank).
  *
  * Checkpoint = model file (cl_model_save: /config /vocab /weights) plus
  *   /train/adam_m, /train/adam_v  [n_floats] float32, flat, laid out like the
