@@ -16,7 +16,16 @@ static int has_rank_prefix(const char *m) {
     return m[0] == ':' && m[1] == ' ';
 }
 
+/* Commands that skip MPI_Init run as one process: rank 0 of 1. */
+static int mpi_up(void) {
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    if (up) MPI_Finalized(&down);
+    return up && !down;
+}
+
 int cl_par_agree(int rc, MPI_Comm comm) {
+    if (!mpi_up()) return rc ? -1 : 0;
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -61,7 +70,7 @@ int cl_par_fault(const char *step, MPI_Comm comm) {
         nth = strtol(at + 1, NULL, 10);
     }
     int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    if (mpi_up()) MPI_Comm_rank(comm, &rank);
     if (rank != want_rank || strcmp(name, step)) return 0;
     static long hits = 0;
     if (++hits != nth) return 0;

@@ -19,7 +19,8 @@
 #include <mpi.h>
 
 /* Collective over comm. rc: this rank's status (0 = fine, nonzero = failed,
- * its message in cl_last_error()). Returns 0 on every rank or -1 on every rank. */
+ * its message in cl_last_error()). Returns 0 on every rank or -1 on every rank.
+ * Without MPI_Init (a single-process command) it only maps rc to 0 / -1. */
 int cl_par_agree(int rc, MPI_Comm comm);
 
 /* 0, or -1 with the injected message when CORPUSLENS_FAULT names this rank of
