@@ -11,3 +11,6 @@ cl_script_test(slurm_pipeline "slurm;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/slu
 set_tests_properties(slurm_pipeline PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
 set_tests_properties(jobs_demo PROPERTIES TIMEOUT 900)
 set_tests_properties(jobs_tinyshakespeare PROPERTIES SKIP_RETURN_CODE 77)  # 77: no ../shared
+# issue 14: reference + alternative seeds, tune, ablate, the noise floor in the report
+cl_script_test(jobs_noise_floor "mpi;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_noise_floor.sh)
+set_tests_properties(jobs_noise_floor PROPERTIES TIMEOUT 900)

@@ -65,7 +65,9 @@
  *   root attributes thresholds [Lb], weights [Lb] (Lb = the scan's
  *   n_hook_blocks; entry b is the model's block hook_first_block + b, also a
  *   root attribute), scan_file, scan_sha256. block_<b> names the model's
- *   block; lens_<l> runs over all n_layer blocks.
+ *   block; lens_<l> runs over all n_layer blocks. With compare models,
+ *   /noise_floor (attributes n_models, means [n], mean, pooled_std, ratio;
+ *   see reduce/report.h).
  */
 #ifndef CORPUSLENS_H5SCHEMA_H
 #define CORPUSLENS_H5SCHEMA_H
@@ -74,6 +76,9 @@
 #define CL_SCAN_FORMAT_VERSION 1
 #define CL_REPORT_FORMAT "corpuslens-report"
 #define CL_REPORT_FORMAT_VERSION 1
+/* ablation.h5 (`ablate -o`) and tune.h5 (`tune --h5`): layouts in reduce/report.h */
+#define CL_ABLATION_FORMAT "corpuslens-ablation"
+#define CL_TUNE_FORMAT "corpuslens-tune"
 
 #define CL_SCAN_PROMPT_INDEX "/prompts/index"
 #define CL_SCAN_PROMPT_TEXT "/prompts/text"
