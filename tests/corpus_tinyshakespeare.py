@@ -3,7 +3,8 @@ checked against a plain-Python recomputation of everything in the file:
 the unique substrings in first-occurrence order, their first offsets and
 tokens, all next-token counts, the prompts and the attributes.
 
-Env: CORPUSLENS (binary), SHARED (shared data dir). Run with /usr/bin/python3.
+Env: CORPUSLENS (binary), TESTDATA (tests/data: the corpus), SHARED (../shared:
+the paper's prompt file; exit 77, skipped, without it). Run with /usr/bin/python3.
 """
 import collections
 import hashlib
@@ -18,8 +19,12 @@ import numpy as np
 
 CL = os.environ["CORPUSLENS"]
 SHARED = os.environ.get("SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-CORPUS = os.path.join(SHARED, "data", "tinyshakespeare.txt")
+TESTDATA = os.environ.get("TESTDATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+CORPUS = os.path.join(TESTDATA, "tinyshakespeare.txt")
 PROMPTS = os.path.join(SHARED, "data", "paper-prompts-L10.txt")
+if not os.path.exists(PROMPTS):
+    print(f"skip: the paper's prompt file {PROMPTS} is not there (SHARED names ../shared)")
+    sys.exit(77)  # CTest SKIP_RETURN_CODE
 L = 10
 
 failures = []

@@ -36,8 +36,12 @@ with h5py.File(f"{d}/scan.h5") as s:
 with h5py.File(f"{d}/report/report.h5") as r:
     h = r["hellinger"][()]
     assert h.shape == (P,), h.shape
-    ok = h[h >= 0]
-    assert len(ok) > 0.9 * P and np.all(ok <= 1)
+
+    def valid(h):  # NaN-strict: no NaN, >90 % non-empty (H >= 0), all <= 1
+        ok = h[h >= 0]
+        return not np.isnan(h).any() and len(ok) > 0.9 * len(h) and bool(np.all(ok <= 1))
+    assert not valid(np.array([np.nan] + [0.1] * 19)), "control: a NaN distance passed"
+    assert valid(h)
     mean = r["hellinger"].attrs["mean"]
     uni = r["baselines/unigram/hellinger"].attrs["mean"]
     # the approximation explains the trained model far better than character frequencies

@@ -8,6 +8,9 @@ set -uo pipefail
 CL=${CORPUSLENS:?CORPUSLENS must name the corpuslens binary}
 SRC=${SRC:?SRC must name the source tree}
 SHARED=${SHARED:?SHARED must name the shared data folder}
+for f in data/tinyshakespeare.txt data/paper-prompts-L10.txt models/lecture-tinyshakespeare-s1337.pt; do
+    [ -f "$SHARED/$f" ] || { echo "skip: $SHARED/$f is not there (SHARED names ../shared)"; exit 77; }
+done
 PY=${PYTHON:-/usr/bin/python3}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT

@@ -22,6 +22,9 @@ import tempfile
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import nanstrict  # noqa: E402
+
 CL = os.environ.get("CORPUSLENS")
 failures = []
 
@@ -212,6 +215,7 @@ def paper_size(P, out):
 
 
 def main():
+    nanstrict.control()
     if len(sys.argv) == 4 and sys.argv[1] == "--paper-size":
         paper_size(int(sys.argv[2]), sys.argv[3])
         return 0

@@ -10,7 +10,7 @@ usage: scan_test.py MODE [args]
   resume           stop after K shards (CORPUSLENS_SCAN_STOP_AFTER), rerun:
                    the same file as an uninterrupted run; other args start over
   refusals         the documented refusals: nonzero exit, one line, no output
-Environment: CORPUSLENS (binary), SHARED, PYTHON. Works in a temporary dir.
+Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
 import shutil
@@ -21,8 +21,11 @@ import tempfile
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import nanstrict  # noqa: E402
+
 EXE = os.environ.get("CORPUSLENS", "corpuslens")
-SHARED = os.environ.get("SHARED", "/work/shared")
+TESTDATA = os.environ.get("TESTDATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 MPIRUN = shutil.which("mpirun") or "mpirun"
 TOL = 1e-5
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -46,7 +49,7 @@ def run(args, ranks=None, ok=True, env=None):
 
 
 def setup(d, nchars=3000, L=6, prompts=24, block=16, text=None):
-    src = os.path.join(SHARED, "data", "tinyshakespeare.txt")
+    src = os.path.join(TESTDATA, "tinyshakespeare.txt")
     with open(src, encoding="utf-8") as f:
         t = f.read()[:nchars] if text is None else text
     txt = os.path.join(d, "small.txt")
@@ -338,10 +341,30 @@ def test_refusals():
     p = run(["scan", "--model", m, "--corpus", cp, "-o", out], ok=False)
     check(p.returncode != 0 and "prompts" in p.stderr and not os.path.exists(out),
           f"more prompts than substrings refused: {p.stderr.strip()!r}")
+    # counts past int32 (a corpus of more than 2^31 - 1 characters): two
+    # substrings followed 2^30 times each; the control with one stays accepted
+    for big, refused in ((2, True), (1, False)):
+        cb = os.path.join(d, f"cb{big}.h5")
+        shutil.copy(c, cb)
+        with h5py.File(cb, "r+") as f:
+            cnt = f["substrings/next/count"][()]
+            cnt[:big] = 1 << 30
+            f["substrings/next/count"][...] = cnt
+        p = run(["scan", "--model", m, "--corpus", cb, "--prefilter", "0.5", "--bin-width", "0.05", "-o", out],
+                ok=False)
+        if refused:
+            check(p.returncode != 0 and "int32 counts hold at most 2147483647" in p.stderr and not os.path.exists(out),
+                  f"counts past int32 refused: {p.stderr.strip()!r}")
+            print(f"refusal ok (counts past int32): {p.stderr.strip()}")
+        else:
+            check(p.returncode == 0, f"control: counts below 2^31 accepted ({p.stderr.strip()[-200:]!r})")
+            if os.path.exists(out):
+                os.remove(out)
     shutil.rmtree(d)
 
 
 if __name__ == "__main__":
+    nanstrict.control()
     mode = sys.argv[1]
     if mode == "reference":
         test_reference(sys.argv[2] if len(sys.argv) > 2 else "mlp_out")

@@ -11,10 +11,37 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/scan/scan.h"
 
+/* NaN-strict: every |a - b| <= 1e-4 + 1e-5 max|b| (a NaN anywhere fails);
+ * *mx and *ref receive max |a - b| and max |b| (NaN when there is one). */
+static int agree(const float *a, const float *b, size_t n, double *mx, double *ref) {
+    int nan = 0;
+    *mx = 0, *ref = 0;
+    for (size_t k = 0; k < n; k++) {
+        double d = fabs((double)a[k] - b[k]);
+        if (d != d || b[k] != b[k]) nan = 1;
+        if (d > *mx) *mx = d;
+        if (fabs(b[k]) > *ref) *ref = fabs(b[k]);
+    }
+    if (nan) *mx = NAN;
+    return !nan && *mx <= 1e-4 + 1e-5 * *ref;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s MODEL.h5 CORPUS.h5\n", argv[0]);
         return 2;
+    }
+    { /* negative control: a NaN fails the comparison */
+        float x[3] = {1, 2, 3}, y[3] = {1, 2, 3};
+        double mx, ref;
+        int pass = agree(x, y, 3, &mx, &ref);
+        x[1] = NAN;
+        int caught = !agree(x, y, 3, &mx, &ref);
+        x[1] = 2, y[2] = NAN;
+        caught &= !agree(x, y, 3, &mx, &ref);
+        printf("control: equal arrays pass (%s), a NaN on either side fails (%s)\n", pass ? "ok" : "FAIL",
+               caught ? "ok" : "FAIL");
+        if (!pass || !caught) return 1;
     }
     cl_model *m = cl_model_load(argv[1]);
     cl_corpus *c = m ? cl_corpus_load(argv[2]) : NULL;
@@ -52,12 +79,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         double mx = 0, ref = 0;
-        for (size_t k = 0; k < (size_t)NL * S * C; k++) {
-            double d = fabs((double)a[k] - b[k]);
-            if (d > mx) mx = d;
-            if (fabs(b[k]) > ref) ref = fabs(b[k]);
-        }
-        int ok = mx <= 1e-4 + 1e-5 * ref;
+        int ok = agree(a, b, (size_t)NL * S * C, &mx, &ref);
         fails += !ok;
         printf("%-10s S=%zu nodes=%zu (positions %zu): max |trie - plain| = %.3g (max |plain| %.3g) %s\n", names[i], S,
                M, S * L, mx, ref, ok ? "ok" : "FAIL");

@@ -15,14 +15,30 @@ static void fill(float *x, size_t n, uint64_t seed, double scale) {
     for (size_t i = 0; i < n; i++) x[i] = (float)cl_rng_normal(&r, 0.0, scale);
 }
 
+/* NaN-strict: the first element where |got - ref| <= atol + rtol |ref| does
+ * not hold (a NaN never satisfies it), or n when every element does. */
+static size_t first_far(const float *got, const double *ref, size_t n, double atol, double rtol) {
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(got[i] - ref[i]) <= atol + rtol * fabs(ref[i]))) return i;
+    return n;
+}
+
 static void expect_close(const float *got, const double *ref, size_t n, double atol, double rtol, const char *what) {
-    double worst = 0.0;
-    size_t at = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs(got[i] - ref[i]) - (atol + rtol * fabs(ref[i]));
-        if (d > worst) worst = d, at = i;
-    }
-    cr_expect(worst <= 0.0, "%s: element %zu differs: got %.8g, reference %.8g", what, at, got[at], ref[at]);
+    size_t at = first_far(got, ref, n, atol, rtol);
+    cr_expect(at == n, "%s: element %zu differs: got %.8g, reference %.8g", what, at, at < n ? got[at] : 0.0,
+              at < n ? ref[at] : 0.0);
+}
+
+/* Negative control: a NaN (in the result or in the reference) fails. */
+Test(kernels, comparison_fails_on_nan) {
+    float got[4] = {1, 2, 3, 4};
+    double ref[4] = {1, 2, 3, 4};
+    cr_expect(first_far(got, ref, 4, 1e-6, 1e-6) == 4, "equal arrays pass");
+    got[2] = NAN;
+    cr_expect(first_far(got, ref, 4, 1e-6, 1e-6) == 2, "a NaN result is caught at its index");
+    got[2] = 3;
+    ref[3] = NAN;
+    cr_expect(first_far(got, ref, 4, 1e-6, 1e-6) == 3, "a NaN reference is caught at its index");
 }
 
 Test(kernels, layernorm_matches_naive) {

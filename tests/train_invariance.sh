@@ -5,15 +5,16 @@
 #     within 1e-6 after 6 steps (with dropout 0.2 and without).
 #  2. 8 steps vs 4 steps + --resume to 8: bitwise identical weights and
 #     AdamW state (1 rank), and within 1e-6 for 2 ranks.
-# Environment: CORPUSLENS, SHARED (tinyshakespeare), PYTHON (with h5py).
+# Environment: CORPUSLENS, TESTDATA (tests/data: tinyshakespeare), PYTHON (with h5py).
 set -u
 : "${CORPUSLENS:?}" "${PYTHON:=/usr/bin/python3}"
 here=$(cd "$(dirname "$0")" && pwd)
 cmp="$PYTHON $here/train_compare.py"
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
-if [ -n "${SHARED:-}" ] && [ -f "$SHARED/data/tinyshakespeare.txt" ]; then
-    head -c 100000 "$SHARED/data/tinyshakespeare.txt" > "$d/corpus.txt"
+ts=${TESTDATA:-$(dirname "$0")/data}/tinyshakespeare.txt
+if [ -f "$ts" ]; then
+    head -c 100000 "$ts" > "$d/corpus.txt"
 else
     for i in $(seq 400); do echo "First Citizen: before we proceed any further, hear me speak $i."; done > "$d/corpus.txt"
 fi

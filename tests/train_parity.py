@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+import nanstrict  # noqa: E402
 import torch_models as tm  # noqa: E402
 
 ATOL, RTOL = 1e-5, 1e-3
@@ -73,7 +74,7 @@ def compare(title, got, ref, loose=None):
             tol = np.where(mask, allowed, tol)
             note = (f"  ({int(mask.sum())} elements with zero exact gradient: max|d| there "
                     f"{d[mask].max():.3g} <= {allowed:.3g})")
-        bad = d > tol
+        bad = ~(d <= tol)  # NaN-strict
         flag = "FAIL" if bad.any() else "ok"
         print(f"    {name:40s} max|d| {d.max():.3g}  max|ref| {np.abs(r).max():.3g}  {flag}{note}")
         ok &= not bad.any()
@@ -141,6 +142,7 @@ def run_case(name, model, vocab, d):
 
 
 def main():
+    nanstrict.control()
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep")
     a = ap.parse_args()

@@ -13,14 +13,14 @@
 struct cl_svg {
     FILE *fp;
     char *path, *tmp;
-    int failed;
+    int failed; /* errno of the first failed write, or EIO */
 };
 
 static void out(cl_svg *s, const char *fmt, ...) CL_PRINTF(2, 3);
 static void out(cl_svg *s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (vfprintf(s->fp, fmt, ap) < 0) s->failed = 1;
+    if (vfprintf(s->fp, fmt, ap) < 0 && !s->failed) s->failed = errno ? errno : EIO;
     va_end(ap);
 }
 
@@ -36,7 +36,7 @@ static void put_escaped(cl_svg *s, const char *t) {
         }
         if (r) out(s, "%s", r);
         else if ((unsigned char)*t < 0x20) out(s, "?"); /* not allowed in XML 1.0 */
-        else if (fputc(*t, s->fp) == EOF) s->failed = 1;
+        else if (fputc(*t, s->fp) == EOF && !s->failed) s->failed = errno ? errno : EIO;
     }
 }
 
@@ -86,11 +86,13 @@ void cl_svg_abort(cl_svg *s) {
 int cl_svg_close(cl_svg *s) {
     if (!s) return cl_error("no svg open");
     out(s, "</svg>\n");
-    int bad = s->failed;
-    if (fclose(s->fp)) bad = 1;
+    errno = 0;
+    int e = s->failed, bad = e != 0;
+    if (!bad && (fflush(s->fp) != 0 || ferror(s->fp))) bad = 1, e = errno ? errno : EIO;
+    if (fclose(s->fp) && !bad) bad = 1, e = errno;
     s->fp = NULL;
     if (bad) {
-        cl_error("cannot write %s", s->tmp);
+        cl_error("cannot write %s: %s", s->tmp, strerror(e));
         cl_svg_abort(s);
         return -1;
     }

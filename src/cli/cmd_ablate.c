@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
@@ -215,7 +216,7 @@ int cmd_ablate(int argc, char **argv) {
             if (cl_ablate_accumulate(f, m, tok, B, T, acc)) ok = 0;
         }
     }
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    all_ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD); /* the failing rank's message */
     if (!all_ok) goto out;
     if (mode == CL_ABLATE_MEAN) {
         MPI_Allreduce(acc, acc_all, (int)(2 * L * C), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
@@ -241,7 +242,8 @@ int cmd_ablate(int argc, char **argv) {
             memcpy(row + L, hf + (size_t)b * L, (size_t)L * sizeof(double));
         }
     }
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (ok && cl_par_fault("ablate.run", MPI_COMM_WORLD)) ok = 0;
+    all_ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     if (!all_ok) goto out;
     if (P * 2 * L > 2147483647u) {
         ok = all_ok = 0, cl_error("too many prompts for one gather (%zu)", P);
@@ -257,7 +259,7 @@ int cmd_ablate(int argc, char **argv) {
             displs[r] = (int)(P * r / R * 2 * L);
         }
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     all_ok = ok;
     if (!ok) goto out;
     MPI_Gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -281,10 +283,10 @@ int cmd_ablate(int argc, char **argv) {
             if (cl_ablation_write(out_h5, &ab)) ok = 0;
         }
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     all_ok = ok;
 out:
-    if (!ok) cli_fail();
+    if (!all_ok && rank == 0) cli_fail();
     cl_forward_free(f);
     cl_corpus_free(c);
     cl_model_free(m);

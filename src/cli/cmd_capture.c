@@ -109,9 +109,8 @@ static int run(int argc, char **argv) {
     f = cl_forward_create(m, B, T);
     if (!f || cl_forward_run(f, tokens, B, T, hooks, n_hooks, last ? CL_LOGITS_LAST : CL_LOGITS_ALL, logits)) goto out;
 
-    file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    file = cl_h5_create(tmp);
     if (file < 0) {
-        cl_error("cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
     hsize_t td[2] = {(hsize_t)B, (hsize_t)T};
@@ -136,9 +135,8 @@ static int run(int argc, char **argv) {
         }
         if (cl_h5_write(file, path, H5T_NATIVE_FLOAT, rank, d, hooks[i].out)) goto out;
     }
-    if (H5Fclose(file) < 0) {
+    if (cl_h5_finish(file, tmp, 0)) {
         file = H5I_INVALID_HID;
-        cl_error("cannot finish writing %s", tmp);
         goto out;
     }
     file = H5I_INVALID_HID;
@@ -148,7 +146,7 @@ static int run(int argc, char **argv) {
     }
     rc = 0;
 out:
-    if (file >= 0) H5Fclose(file);
+    if (file >= 0) cl_h5_finish(file, tmp, 1);
     if (rc) {
         remove(tmp);
         cli_fail();

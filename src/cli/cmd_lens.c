@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
@@ -253,10 +254,10 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
             }
         }
     }
-    int all_ok;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (ok && cl_par_fault("lens.prompts", MPI_COMM_WORLD)) ok = 0;
+    int all_ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD); /* the failing rank's message */
     if (!all_ok) {
-        if (!ok) cli_fail();
+        if (rank == 0) cli_fail();
         goto out;
     }
     /* Gather every prompt's statistics to rank 0 (prompt order). */
@@ -270,7 +271,7 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
             displs[r] = (int)(P * r / R * per);
         }
     }
-    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     if (!ok) {
         if (rank == 0) cli_fail();
         goto out;

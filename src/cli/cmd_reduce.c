@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/reduce/reduce.h"
@@ -109,23 +110,21 @@ int cmd_reduce(int argc, char **argv) {
     if (!err && cl_reduce_params(s, thr->set ? thr->v : NULL, thr->n, w->set ? w->v : NULL, w->n, tv, wv, kb))
         err = 1;
     if (!err) err = !(texts = cl_scan_read_texts(s));
-    if (cli_any(err)) goto done;
+    if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (n_compare) {
         cprobs = calloc(n_compare, sizeof *cprobs);
         err = !cprobs;
         for (size_t c = 0; !err && c < n_compare; c++) {
             cl_model *m = cl_model_load(compare[c]);
-            int lerr = !m;
-            if (cli_any(lerr)) {
-                if (!lerr) cl_error("%s: could not be loaded on another rank", compare[c]);
+            if (cl_par_agree(!m || cl_par_fault("reduce.load", MPI_COMM_WORLD), MPI_COMM_WORLD)) {
+                cl_error_prefix("--compare-model %s: ", compare[c]);
                 cl_model_free(m);
                 err = 1;
                 break;
             }
             cprobs[c] = rank == 0 ? malloc(s->P * (size_t)s->V * sizeof(float)) : NULL;
-            lerr = rank == 0 && !cprobs[c];
-            if (cli_any(lerr)) {
-                cl_error("out of memory for %s's probabilities", compare[c]);
+            int lerr = rank == 0 && !cprobs[c] ? cl_error("out of memory for %s's probabilities", compare[c]) : 0;
+            if (cl_par_agree(lerr, MPI_COMM_WORLD)) {
                 cl_model_free(m);
                 err = 1;
                 break;
@@ -152,13 +151,13 @@ int cmd_reduce(int argc, char **argv) {
             err = cl_error("%s: fitted for %d blocks, the scan has %d", tuned_path, tu.Lb, r->Lb) != 0;
         err = err || cl_sha256_file(scan_path, o.scan_sha256) || cl_report_write(outdir, s, r, texts, &o);
     }
-    if (cli_bcast_int(err)) goto done;
+    if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (rank == 0) {
         printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty); n-gram %.4f, unigram %.4f",
                r->P, r->stats.mean, r->stats.std, r->stats.median, r->stats.n_empty,
-               r->baselines[2 * r->Lb].stats.mean, r->baselines[2 * r->Lb + 1].stats.mean);
+               r->baselines[r->b_ngram].stats.mean, r->baselines[r->b_unigram].stats.mean);
         for (size_t c = 0; c < n_compare; c++)
-            printf(", %s %.4f", r->baselines[2 * r->Lb + 2 + c].name, r->baselines[2 * r->Lb + 2 + c].stats.mean);
+            printf(", %s %.4f", r->baselines[r->b_compare + c].name, r->baselines[r->b_compare + c].stats.mean);
         cl_noise_floor nf;
         if (!cl_noise_floor_of(r, &nf) && nf.n)
             printf("\nreduce: noise floor (mean over %zu other models) %.4f, approximation / noise floor %.2f "

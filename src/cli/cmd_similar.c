@@ -22,7 +22,7 @@
 
 typedef struct {
     hid_t f;
-    long long Lb, V, P, N, cap;
+    long long Lb, V, P, N, cap, first; /* Lb hooked blocks: the model's first .. first + Lb - 1 */
     double prefilter, match_thr[MAX_BLOCKS];
 } scan_file;
 
@@ -110,6 +110,16 @@ static int scan_open(const char *path, scan_file *s) {
         return cl_error_prefix("%s: ", path);
     if (s->Lb < 1 || s->Lb > MAX_BLOCKS || s->V < 1 || s->P < 1)
         return cl_error("%s: n_layer %lld, vocab_size %lld, n_prompts %lld out of range", path, s->Lb, s->V, s->P);
+    s->first = 0;
+    if (cl_h5_attr_exists(s->f, "n_hook_blocks")) { /* a scan of one block (embed, blocks.i.hook_...) */
+        long long nl = s->Lb;
+        if (cl_h5_attr_read_int(s->f, "n_hook_blocks", &s->Lb) ||
+            cl_h5_attr_read_int(s->f, "hook_first_block", &s->first))
+            return cl_error_prefix("%s: ", path);
+        if (s->Lb < 1 || s->first < 0 || s->first + s->Lb > nl)
+            return cl_error("%s: hooked blocks %lld..%lld outside the model's %lld", path, s->first,
+                            s->first + s->Lb - 1, nl);
+    }
     if (cl_h5_attr_exists(s->f, "match_cap") && cl_h5_attr_read_int(s->f, "match_cap", &s->cap))
         return cl_error_prefix("%s: ", path);
     if (read_attr_doubles(s->f, "match_thresholds", s->match_thr, (size_t)s->Lb)) return cl_error_prefix("%s: ", path);
@@ -204,7 +214,10 @@ static const char EPILOG[] =
     "A threshold must be > the scan's prefilter and >= the threshold above which\n"
     "the scan stored matches for that block (attribute match_thresholds);\n"
     "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
-    "the list is cut.\n";
+    "the list is cut.\n"
+    "\n"
+    "B is the model's block number; a scan of one block (--hook embed or\n"
+    "blocks.B.hook_...) has only that block, and --blocks all means it alone.\n";
 
 static int run(int argc, char **argv) {
     const char *scan = NULL, *corpus = NULL, *prompt = NULL, *blocks = NULL;
@@ -258,11 +271,12 @@ static int run(int argc, char **argv) {
     entry *em = NULL, *ea = NULL;
     double th[MAX_BLOCKS], w[MAX_BLOCKS];
     if (scan_open(scan, &s)) goto out;
-    int Lb = (int)s.Lb, V = (int)s.V;
-    if (!all && block >= Lb) {
-        cl_error("--block %ld: the scan has blocks 0..%d", block, Lb - 1);
+    int Lb = (int)s.Lb, V = (int)s.V, fb = (int)s.first; /* --block and the output name model blocks */
+    if (!all && (block < fb || block >= fb + Lb)) {
+        cl_error("--block %ld: the scan has blocks %d..%d", block, fb, fb + Lb - 1);
         goto out;
     }
+    if (!all) block -= fb;
     if (all) {
         if (!thr_s || !w_s) {
             double pt[] = CL_PAPER_THRESHOLDS, pw[] = CL_PAPER_WEIGHTS;
@@ -284,7 +298,7 @@ static int run(int argc, char **argv) {
     for (int b = 0; b < Lb; b++) {
         if (isnan(th[b]) || w[b] == 0) continue;
         if (!(th[b] > s.prefilter)) {
-            cl_error("threshold %g for block %d is not > the scan's prefilter %g", th[b], b, s.prefilter);
+            cl_error("threshold %g for block %d is not > the scan's prefilter %g", th[b], fb + b, s.prefilter);
             goto out;
         }
         if (th[b] < s.match_thr[b]) {
@@ -363,18 +377,18 @@ static int run(int argc, char **argv) {
         }
         if (s.cap > 0 && n >= s.cap)
             fprintf(stderr, "corpuslens similar: warning: block %d reached the scan's match_cap (%lld): the list "
-                            "and the distribution may miss strings\n", b, s.cap);
+                            "and the distribution may miss strings\n", fb + b, s.cap);
         if (cl_similar_accumulate(idx, sim, m, -2.0, w[b], c->next_indptr, c->next_token, c->next_count, c->n, V,
                                   counts))
             goto out;
         int64_t occ = 0;
         for (size_t k = 0; k < m; k++) occ += cl_corpus_next_total(c, (size_t)idx[k]);
         if (all) {
-            printf("%-6d %9.4f %8.4g %8zu %12lld\n", b, th[b], w[b], m, (long long)occ);
+            printf("%-6d %9.4f %8.4g %8zu %12lld\n", fb + b, th[b], w[b], m, (long long)occ);
             continue;
         }
-        printf("block %d, cosine similarity > %g: %zu similar string%s, %lld occurrences with a follower\n\n", b,
-               th[b], m, m == 1 ? "" : "s", (long long)occ);
+        printf("block %d, cosine similarity > %g: %zu similar string%s, %lld occurrences with a follower\n\n",
+               fb + b, th[b], m, m == 1 ? "" : "s", (long long)occ);
         size_t shown = show == 0 || (size_t)show > m ? m : (size_t)show;
         size_t cw = 0;
         char cell[16 * CL_CORPUS_MAX_LEN + 32];

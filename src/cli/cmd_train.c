@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
@@ -222,7 +223,9 @@ int cmd_train(int argc, char **argv) {
     cl_train_state st = {0};
     int have_st = 0;
     if (resume) {
-        if (cl_train_state_load(resume, &st, NULL, NULL, 0)) return cli_fail();
+        /* every rank reads it; they agree before going on (cl_par_agree) */
+        if (cl_par_agree(cl_train_state_load(resume, &st, NULL, NULL, 0), MPI_COMM_WORLD))
+            return rank == 0 ? cli_fail() : 1;
         have_st = 1;
         const cl_train_opts *a = &st.args;
         if (!corpus) corpus = a->corpus;
@@ -280,7 +283,10 @@ int cmd_train(int argc, char **argv) {
         free(vocab);
     }
     if (have_st) cl_train_state_free(&st);
-    if (!m) return cli_fail();
+    if (cl_par_agree(m && !cl_par_fault("train.load", MPI_COMM_WORLD) ? 0 : -1, MPI_COMM_WORLD)) {
+        cl_model_free(m);
+        return rank == 0 ? cli_fail() : 1;
+    }
 
     progress pg = {cli_stderr_is_tty(), o.batch, o.ctx, o.steps, 0, 0.0, o.steps / 20 > 0 ? o.steps / 20 : 1};
     if (rank == 0) {

@@ -96,10 +96,13 @@ static int run(int argc, char **argv) {
                 fprintf(f, "\nweights = ");
                 for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%.6g", b ? "," : "", r.weights[b]);
                 fprintf(f, "\n");
-                int bad = ferror(f);
-                if (fclose(f) || bad || rename(tmp, out)) {
+                errno = 0;
+                int bad = fflush(f) != 0 || ferror(f), e = bad ? (errno ? errno : EIO) : 0;
+                if (fclose(f) && !bad) bad = 1, e = errno;
+                if (bad || rename(tmp, out)) {
+                    if (!bad) e = errno;
                     remove(tmp);
-                    err = cl_error("cannot write %s", out) != 0;
+                    err = cl_error("cannot write %s: %s", bad ? tmp : out, strerror(e)) != 0;
                 } else {
                     printf("tune: wrote %s\n", out);
                 }

@@ -436,7 +436,7 @@ static int write_ds(hid_t file, const char *path, hid_t type, int rank, const hs
     for (int k = 0; k < rank; k++) total *= (size_t)dims[k];
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dcpl = cl_h5_dcpl();
     if (total > 0 && total * H5Tget_size(type) >= (64u << 10)) {
         hsize_t chunk[8];
         for (int k = 0; k < rank; k++) chunk[k] = dims[k];
@@ -452,11 +452,11 @@ static int write_ds(hid_t file, const char *path, hid_t type, int rank, const hs
     hid_t d = H5Dcreate2(file, path, type, s, lcpl, dcpl, H5P_DEFAULT);
     int rc = 0;
     if (d < 0) {
-        rc = cl_error("cannot create dataset %s", path);
+        rc = cl_h5_error_in(file, "cannot create dataset %s", path);
     } else {
         if (total > 0 && H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-            rc = cl_error("cannot write dataset %s (disk full?)", path);
-        H5Dclose(d);
+            rc = cl_h5_error_in(file, "cannot write dataset %s", path);
+        if (H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(file, "cannot write dataset %s", path);
     }
     H5Sclose(s);
     H5Pclose(dcpl);
@@ -542,14 +542,13 @@ int cl_corpus_save(const cl_corpus *c, const char *path) {
     if (!tmp) return -1;
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = cl_h5_create(tmp);
     if (f < 0) {
-        cl_error("cannot create %s", tmp);
         free(tmp);
         return -1;
     }
     int rc = write_contents(f, c);
-    if (H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s (disk full?)", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc == 0 && rename(tmp, path) != 0)
         rc = cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
     if (rc != 0) {

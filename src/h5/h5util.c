@@ -1,14 +1,147 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fallocate */
+#endif
 #include "corpuslens/h5/h5util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/utf8.h"
 
 void cl_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+typedef struct {
+    char inner[512], os[256];
+} cause_walk;
+
+static herr_t cause_cb(unsigned n, const H5E_error2_t *e, void *data) {
+    cause_walk *w = data;
+    const char *d = e && e->desc ? e->desc : "";
+    if (n == 0) snprintf(w->inner, sizeof w->inner, "%s", d);
+    /* HDF5's file drivers record errno as "..., error message = 'REASON', ..." */
+    const char *m = strstr(d, "error message = '");
+    if (m && !w->os[0]) {
+        m += strlen("error message = '");
+        const char *q = strchr(m, '\'');
+        size_t len = q ? (size_t)(q - m) : strlen(m);
+        if (len >= sizeof w->os) len = sizeof w->os - 1;
+        memcpy(w->os, m, len);
+        w->os[len] = '\0';
+    }
+    return 0;
+}
+
+void cl_h5_cause(char *buf, size_t n) {
+    cause_walk w = {"", ""};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, cause_cb, &w);
+    snprintf(buf, n, "%s", w.os[0] ? w.os : w.inner);
+}
+
+int cl_h5_error(const char *fmt, ...) {
+    char cause[512], msg[1536];
+    cl_h5_cause(cause, sizeof cause);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (cause[0]) return cl_error("%s: %s", msg, cause);
+    return cl_error("%s", msg);
+}
+
+int cl_h5_error_in(hid_t obj, const char *fmt, ...) {
+    char cause[512], msg[1536], name[1024] = "";
+    cl_h5_cause(cause, sizeof cause); /* before any other HDF5 call */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (obj >= 0 && H5Fget_name(obj, name, sizeof name) < 0) name[0] = '\0';
+    H5Eclear2(H5E_DEFAULT);
+    return cl_error("%s%s%s%s%s", msg, name[0] ? " in " : "", name, cause[0] ? ": " : "", cause);
+}
+
+/* HDF5 1.10 cannot close a file whose flush failed ("slist already
+ * enabled?"): the file stays open, half torn down, and the library crashes
+ * closing it again at exit. So a file is never flushed onto a full disk:
+ * - a file that failed is discarded: its blocks are freed (truncated to 0)
+ *   before H5Fclose, whose flush then finds room;
+ * - a file that succeeded gets its blocks reserved (fallocate with FALLOC_FL_KEEP_SIZE, up to its
+ *   size plus a margin for the metadata written at close) before H5Fclose;
+ *   a reservation refused for want of space discards it instead. HDF5
+ *   writes within the reserved blocks; the size is unchanged.
+ * Our writers create files with the default (sec2) driver: the handle is an
+ * fd. A file that still cannot be closed is counted (cl_h5_stuck). */
+static int stuck = 0;
+
+int cl_h5_stuck(void) { return stuck; }
+
+static int file_fd(hid_t f) {
+    void *h = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &h) < 0 || !h) return -1;
+    return *(int *)h;
+}
+
+static void discard(hid_t f) {
+    int fd = file_fd(f);
+    if (fd >= 0 && ftruncate(fd, 0)) { /* nothing more can be freed */
+    }
+    if (H5Fclose(f) < 0) stuck++;
+    H5Eclear2(H5E_DEFAULT);
+}
+
+hid_t cl_h5_dcpl(void) {
+    hid_t p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(p, 0);
+    return p;
+}
+
+hid_t cl_h5_create(const char *path) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        cl_h5_error("cannot create %s", path);
+        remove(path); /* H5Fcreate may leave an empty file behind */
+    }
+    return f;
+}
+
+int cl_h5_finish(hid_t f, const char *path, int failed) {
+    if (f < 0) {
+        if (failed && path) remove(path);
+        return failed ? -1 : 0;
+    }
+    if (!failed) {
+        int fd = file_fd(f);
+        hsize_t size = 0;
+        if (fd >= 0 && H5Fget_filesize(f, &size) >= 0) {
+            /* blocks only, the size stays (where the file system cannot, no reservation) */
+            int e = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size + (1 << 20)) ? errno : 0;
+            if (e == ENOSPC || e == EDQUOT) failed = cl_error("cannot write %s: %s", path ? path : "a file", strerror(e));
+        }
+    }
+    if (!failed) {
+        if (H5Fclose(f) >= 0) {
+            /* give back the reserved blocks past the end: shrinking frees them */
+            struct stat st;
+            if (path && !stat(path, &st) && !truncate(path, st.st_size + 1) && truncate(path, st.st_size)) {
+            }
+            return 0;
+        }
+        cl_h5_error("cannot finish writing %s", path ? path : "a file");
+        stuck++;
+        if (path) remove(path);
+        return -1;
+    }
+    discard(f);
+    if (path) remove(path);
+    return -1;
+}
 
 hid_t cl_h5_open_read(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -23,7 +156,7 @@ hid_t cl_h5_open_read(const char *path) {
         return H5I_INVALID_HID;
     }
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (id < 0) cl_error("cannot open %s: HDF5 could not read it (corrupt or truncated?)", path);
+    if (id < 0) cl_h5_error("cannot open %s: HDF5 could not read it (corrupt or truncated?)", path);
     return id;
 }
 
@@ -32,11 +165,11 @@ int cl_h5_attr_exists(hid_t obj, const char *name) { return H5Aexists(obj, name)
 static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, const void *v) {
     if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
     hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0) return cl_error("cannot create attribute %s", name);
+    if (a < 0) return cl_h5_error_in(obj, "cannot create attribute %s", name);
     herr_t st = H5Awrite(a, type, v);
+    int rc = st < 0 ? cl_h5_error_in(obj, "cannot write attribute %s", name) : 0;
     H5Aclose(a);
-    if (st < 0) return cl_error("cannot write attribute %s", name);
-    return 0;
+    return rc;
 }
 
 int cl_h5_attr_write_int(hid_t obj, const char *name, long long v) {
@@ -165,15 +298,16 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
                 const void *data) {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(file, path, memtype, s, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t s = H5Screate_simple(rank, dims, NULL), dcpl = cl_h5_dcpl();
+    hid_t d = H5Dcreate2(file, path, memtype, s, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     int rc = 0;
     if (d < 0) {
-        rc = cl_error("cannot create dataset %s", path);
+        rc = cl_h5_error_in(file, "cannot create dataset %s", path);
     } else {
         if (H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-            rc = cl_error("cannot write dataset %s", path);
-        H5Dclose(d);
+            rc = cl_h5_error_in(file, "cannot write dataset %s", path);
+        if (H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(file, "cannot write dataset %s", path);
     }
     H5Sclose(s);
     H5Pclose(lcpl);
@@ -220,7 +354,7 @@ int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, cons
     int rc = 0;
     if (fc != mc) rc = cl_error("dataset %s has the wrong type class", path);
     else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-        rc = cl_error("cannot read dataset %s (corrupt file?)", path);
+        rc = cl_h5_error("cannot read dataset %s (corrupt file?)", path);
     H5Dclose(d);
     return rc;
 }

@@ -37,6 +37,7 @@
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/job/job.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/par/par.h"
 
 /* ---- small helpers ---- */
 
@@ -826,6 +827,11 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         if (rank == 0 && !prep && i == ST_REDUCE) prep = mkdir_p(p.report_dir);
         if (!prep && !s->fn) prep = cl_error("no command to run stage '%s'", STAGE_NAMES[i]);
         if (bcast_int(prep, comm)) {
+            rc = 1;
+            free(key);
+            break;
+        }
+        if (cl_par_agree(cl_par_fault("run.stage", comm), comm)) { /* tests: a rank failing here */
             rc = 1;
             free(key);
             break;

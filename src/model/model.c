@@ -465,8 +465,8 @@ fail:
 int cl_model_save(const cl_model *m, const char *path) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s: %s", tmp, strerror(errno));
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     const cl_config *c = &m->cfg;
     int rc = 0;
     hid_t g = H5Gcreate2(f, "/config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -503,7 +503,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         hsize_t dims[2] = {t.shape[0], t.shape[1]};
         rc = cl_h5_write(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
     }
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot finish writing %s", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc) {
         remove(tmp);
         return cl_error_prefix("%s: ", path);

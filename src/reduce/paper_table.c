@@ -21,7 +21,7 @@
 
 int cl_noise_floor_of(const cl_reduction *r, cl_noise_floor *nf) {
     memset(nf, 0, sizeof *nf);
-    size_t first = 2 * (size_t)r->Lb + 2;
+    size_t first = r->b_compare;
     size_t n = r->n_baselines > first ? r->n_baselines - first : 0;
     if (n > 64) return cl_error("more than 64 compare models");
     nf->n = n;
@@ -181,7 +181,7 @@ void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o)
     fprintf(f, "| approximation H (mean ± std) | %.4f ± %.4f | %.4f ± %.4f |\n", PAPER_APPROX_MEAN,
             PAPER_APPROX_STD, r->stats.mean, r->stats.std);
     if (nf.n) {
-        size_t first = 2 * (size_t)r->Lb + 2;
+        size_t first = r->b_compare;
         for (size_t c = 0; c < nf.n; c++)
             fprintf(f, "| noise floor: H(model, %s) (mean ± std) | | %.4f ± %.4f |\n", r->baselines[first + c].label,
                     r->baselines[first + c].stats.mean, r->baselines[first + c].stats.std);

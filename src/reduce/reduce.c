@@ -17,6 +17,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/base/rng.h"
+#include "corpuslens/par/par.h"
 
 #define MAX_LB 64
 /* Bytes of /freq/counts read per hyperslab. */
@@ -90,7 +91,15 @@ cl_scan *cl_scan_open(const char *path) {
         goto fail;
     }
     if (read_int_attr(f, "n_layer", 1, MAX_LB, &v)) goto fail;
-    s->Lb = (int)v;
+    s->NL = s->Lb = (int)v;
+    s->first_block = 0;
+    /* the hooked blocks (older scans without the attributes hooked every block) */
+    if (cl_h5_attr_exists(f, "n_hook_blocks")) {
+        if (read_int_attr(f, "n_hook_blocks", 1, s->NL, &v)) goto fail;
+        s->Lb = (int)v;
+        if (read_int_attr(f, "hook_first_block", 0, s->NL - s->Lb, &v)) goto fail;
+        s->first_block = (int)v;
+    }
     if (read_int_attr(f, "vocab_size", 1, 1 << 21, &v)) goto fail;
     s->V = (int)v;
     if (read_int_attr(f, "n_bins", 1, 1 << 16, &v)) goto fail;
@@ -119,7 +128,7 @@ cl_scan *cl_scan_open(const char *path) {
         goto fail;
     }
     hsize_t dNB = (hsize_t)NB, dV = (hsize_t)V, dP = (hsize_t)P;
-    hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)Lb, (hsize_t)V};
+    hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)s->NL, (hsize_t)V};
     hsize_t dPLNV[4] = {P, (hsize_t)Lb, (hsize_t)NB, (hsize_t)V};
     hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
     if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) || check_shape(f, CL_SCAN_PROMPT_NEXT, 2, dPV) ||
@@ -355,8 +364,12 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     r->Lb = s->Lb;
     r->V = s->V;
     r->NB = s->NB;
+    r->NL = s->NL;
+    r->first_block = s->first_block;
+    const size_t NL = (size_t)s->NL;
+    r->b_lens = Lb, r->b_ngram = Lb + NL, r->b_unigram = Lb + NL + 1, r->b_compare = Lb + NL + 2;
     for (size_t b = 0; b < Lb; b++) r->thresholds[b] = thr[b], r->weights[b] = w[b];
-    size_t nbl = 2 * Lb + 2 + n_compare;
+    size_t nbl = r->b_compare + n_compare;
     size_t PB = read_block_prompts(s);
     int32_t *counts = NULL, *next = NULL;
     int64_t *nm = NULL, *unig = NULL;
@@ -371,7 +384,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
     counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
-    lens = cl_trymalloc(PB * Lb * V, sizeof(float), "lens block");
+    lens = cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
     next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
     unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
     unigram = cl_trymalloc(V, sizeof(double), "unigram");
@@ -388,19 +401,20 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         bl->empty = cl_trycalloc(P, 1, "baseline");
         if (!bl->hellinger || !bl->empty) goto fail;
         if (i < Lb) {
-            snprintf(bl->name, sizeof bl->name, "block_%zu", i);
-            snprintf(bl->label, sizeof bl->label, "block %zu alone (> %g)", i, thr[i]);
-        } else if (i < 2 * Lb) {
+            size_t mb = (size_t)s->first_block + i;
+            snprintf(bl->name, sizeof bl->name, "block_%zu", mb);
+            snprintf(bl->label, sizeof bl->label, "block %zu alone (> %g)", mb, thr[i]);
+        } else if (i < r->b_ngram) {
             snprintf(bl->name, sizeof bl->name, "lens_%zu", i - Lb);
             snprintf(bl->label, sizeof bl->label, "logit lens, block %zu", i - Lb);
-        } else if (i == 2 * Lb) {
+        } else if (i == r->b_ngram) {
             snprintf(bl->name, sizeof bl->name, "ngram");
             snprintf(bl->label, sizeof bl->label, "exact-string n-gram");
-        } else if (i == 2 * Lb + 1) {
+        } else if (i == r->b_unigram) {
             snprintf(bl->name, sizeof bl->name, "unigram");
             snprintf(bl->label, sizeof bl->label, "unigram");
         } else {
-            size_t c = i - 2 * Lb - 2;
+            size_t c = i - r->b_compare;
             snprintf(bl->name, sizeof bl->name, "compare_%zu", c);
             snprintf(bl->label, sizeof bl->label, "other model: %s",
                      compare_labels && compare_labels[c] ? compare_labels[c] : "?");
@@ -442,9 +456,11 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
                 double h = cl_hellinger_df(ab, q, V);
                 r->baselines[b].hellinger[p] = h;
                 r->baselines[b].empty[p] = h == CL_H_EMPTY;
-                h = hellinger_ff(lens + (i * Lb + b) * V, q, V, tmp);
-                r->baselines[Lb + b].hellinger[p] = h;
-                r->baselines[Lb + b].empty[p] = h == CL_H_EMPTY;
+            }
+            for (size_t l = 0; l < NL; l++) {
+                double h = hellinger_ff(lens + (i * NL + l) * V, q, V, tmp);
+                r->baselines[r->b_lens + l].hellinger[p] = h;
+                r->baselines[r->b_lens + l].empty[p] = h == CL_H_EMPTY;
             }
             double sum = 0;
             for (size_t v = 0; v < V; v++) sum += a[v];
@@ -457,15 +473,15 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
                 for (size_t v = 0; v < V; v++) a[v] = 0;
             for (size_t v = 0; v < V; v++) tmp[v] = (double)next[i * V + v];
             h = cl_hellinger_df(tmp, q, V);
-            r->baselines[2 * Lb].hellinger[p] = h;
-            r->baselines[2 * Lb].empty[p] = h == CL_H_EMPTY;
+            r->baselines[r->b_ngram].hellinger[p] = h;
+            r->baselines[r->b_ngram].empty[p] = h == CL_H_EMPTY;
             h = cl_hellinger_df(unigram, q, V);
-            r->baselines[2 * Lb + 1].hellinger[p] = h;
-            r->baselines[2 * Lb + 1].empty[p] = h == CL_H_EMPTY;
+            r->baselines[r->b_unigram].hellinger[p] = h;
+            r->baselines[r->b_unigram].empty[p] = h == CL_H_EMPTY;
             for (size_t c = 0; c < n_compare; c++) {
                 h = hellinger_ff(compare_probs[c] + p * V, q, V, tmp);
-                r->baselines[2 * Lb + 2 + c].hellinger[p] = h;
-                r->baselines[2 * Lb + 2 + c].empty[p] = h == CL_H_EMPTY;
+                r->baselines[r->b_compare + c].hellinger[p] = h;
+                r->baselines[r->b_compare + c].empty[p] = h == CL_H_EMPTY;
             }
         }
     }
@@ -567,10 +583,8 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
     }
     cl_forward_free(fw);
     free(tok);
-    int any = err ? 1 : 0, all_err = 0;
-    MPI_Allreduce(&any, &all_err, 1, MPI_INT, MPI_MAX, comm);
-    if (all_err) {
-        if (!err) cl_error("another rank failed while running the model");
+    if (!err && cl_par_fault("reduce.compare", comm)) err = -1;
+    if (cl_par_agree(err, comm)) {
         free(mine);
         return -1;
     }
@@ -586,12 +600,9 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
                 dsp[q] = (int)(a * V);
             }
     }
-    int ok = rank != 0 || (cnt && dsp), ok_all = 0;
-    MPI_Allreduce(&ok, &ok_all, 1, MPI_INT, MPI_MIN, comm);
-    if (ok_all)
-        MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
-    else
-        cl_error("out of memory");
+    int ok = rank != 0 || (cnt && dsp) || cl_error("out of memory gathering the probabilities") == 0;
+    int ok_all = !cl_par_agree(ok ? 0 : -1, comm);
+    if (ok_all) MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
     free(cnt);
     free(dsp);
     free(mine);

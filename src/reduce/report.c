@@ -56,11 +56,12 @@ static int of_open_path(out_file *o, const char *path) {
 }
 
 static int of_close(out_file *o, int ok) {
-    int bad = ferror(o->f);
-    if (fclose(o->f)) bad = 1;
+    errno = 0;
+    int bad = fflush(o->f) != 0 || ferror(o->f), e = bad ? (errno ? errno : EIO) : 0;
+    if (fclose(o->f) && !bad) bad = 1, e = errno;
     if (!ok || bad) {
         remove(o->tmp);
-        return ok ? cl_error("cannot write %s", o->tmp) : -1;
+        return ok ? cl_error("cannot write %s: %s", o->tmp, strerror(e)) : -1;
     }
     if (rename(o->tmp, o->path)) {
         remove(o->tmp);
@@ -396,7 +397,7 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
             r->NB, s->bin_width, s->prefilter);
     if (o->command_line) fprintf(f, "Command: `%s`\n\n", o->command_line);
     fprintf(f, "| block |");
-    for (size_t i = 0; i < Lb; i++) fprintf(f, " %zu |", i);
+    for (size_t i = 0; i < Lb; i++) fprintf(f, " %zu |", (size_t)r->first_block + i);
     fprintf(f, "\n|---|");
     for (size_t i = 0; i < Lb; i++) fprintf(f, "---:|");
     fprintf(f, "\n| threshold |");
@@ -418,11 +419,11 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         snprintf(nm, sizeof nm, "%s (`%s`)", r->baselines[i].label, r->baselines[i].name);
         md_stats_row(f, nm, &r->baselines[i].stats);
     }
-    size_t nc = r->n_baselines - 2 * Lb - 2;
+    size_t nc = r->n_baselines - r->b_compare;
     if (nc > 0) {
         double *pool = cl_trymalloc(nc * P, sizeof *pool, "pooled");
         if (pool) {
-            for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[2 * Lb + 2 + c].hellinger, P * sizeof *pool);
+            for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[r->b_compare + c].hellinger, P * sizeof *pool);
             cl_stats st;
             if (cl_stats_compute(pool, nc * P, &st) == 0) md_stats_row(f, "noise floor: other models pooled", &st);
             free(pool);
@@ -439,7 +440,8 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         double tot = 0, above = 0;
         for (size_t k = 0; k < (size_t)r->NB; k++) tot += r->mean_matches_bin[bb * r->NB + k];
         for (size_t p = 0; p < P; p++) above += (double)r->n_matches[p * Lb + bb];
-        fprintf(f, "| %zu | %g | %.1f | %.1f |\n", bb, r->thresholds[bb], tot, above / (double)P);
+        fprintf(f, "| %zu | %g | %.1f | %.1f |\n", (size_t)r->first_block + bb, r->thresholds[bb], tot,
+                above / (double)P);
     }
     fprintf(f, "\n![Matches per block](%s)\n\n", bars_name);
     fprintf(f, "## Examples: Model Predictions / Approximation Predictions\n\n");
@@ -492,14 +494,15 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     char path[4200], tmp[4210];
     snprintf(path, sizeof path, "%s/report.h5", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     size_t P = r->P, Lb = (size_t)r->Lb, V = (size_t)r->V;
     hsize_t dP = P, dPV[2] = {P, V}, dPL[2] = {P, Lb};
     int rc = cl_h5_attr_write_str(f, "format", CL_REPORT_FORMAT) ||
              cl_h5_attr_write_int(f, "format_version", CL_REPORT_FORMAT_VERSION) ||
              cl_h5_attr_write_doubles(f, "thresholds", r->thresholds, Lb) ||
              cl_h5_attr_write_doubles(f, "weights", r->weights, Lb) ||
+             cl_h5_attr_write_int(f, "hook_first_block", r->first_block) ||
              cl_h5_attr_write_str(f, "scan_file", o->scan_path ? o->scan_path : s->path) ||
              cl_h5_attr_write_str(f, "scan_sha256", o->scan_sha256) ||
              cl_h5_attr_write_double(f, "prefilter", s->prefilter) ||
@@ -540,15 +543,17 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
         H5Pset_create_intermediate_group(lcpl, 1);
         hid_t sp = H5Screate_simple(1, &dP, NULL);
-        hid_t d = H5Dcreate2(f, "/prompts/text", t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dcpl = cl_h5_dcpl();
+        hid_t d = H5Dcreate2(f, "/prompts/text", t, sp, lcpl, dcpl, H5P_DEFAULT);
+        H5Pclose(dcpl);
         if (d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, texts) < 0)
-            rc = cl_error("cannot write /prompts/text");
+            rc = cl_h5_error_in(f, "cannot write /prompts/text");
         if (d >= 0) H5Dclose(d);
         H5Sclose(sp);
         H5Pclose(lcpl);
         H5Tclose(t);
     }
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc) {
         remove(tmp);
         return cl_error_prefix("%s: ", path);
@@ -572,19 +577,20 @@ static int write_plots(const char *dir, const cl_scan *s, const cl_reduction *r,
     ser[n++] = (cl_svg_series){"approximation", r->hellinger, P, "black", 0};
     /* The lens at the last block is the model itself (H = 0): the plot shows
      * the best of the earlier blocks, which says how early the answer forms. */
-    size_t bb = best_of(r, 0, Lb), bl = best_of(r, Lb, Lb > 1 ? Lb - 1 : Lb);
-    snprintf(lab[1], sizeof lab[1], "best single block (%zu)", bb);
+    size_t NL = (size_t)r->NL;
+    size_t bb = best_of(r, 0, Lb), bl = best_of(r, r->b_lens, NL > 1 ? NL - 1 : NL);
+    snprintf(lab[1], sizeof lab[1], "best single block (%zu)", (size_t)r->first_block + bb);
     ser[n++] = (cl_svg_series){lab[1], r->baselines[bb].hellinger, P, "#1f77b4", 0};
-    snprintf(lab[2], sizeof lab[2], "best logit lens (block %zu)", bl - Lb);
+    snprintf(lab[2], sizeof lab[2], "best logit lens (block %zu)", bl - r->b_lens);
     ser[n++] = (cl_svg_series){lab[2], r->baselines[bl].hellinger, P, "#ff7f0e", 0};
-    ser[n++] = (cl_svg_series){"exact-string n-gram", r->baselines[2 * Lb].hellinger, P, "#2ca02c", 0};
-    ser[n++] = (cl_svg_series){"unigram", r->baselines[2 * Lb + 1].hellinger, P, "#7f7f7f", 0};
-    size_t nc = r->n_baselines - 2 * Lb - 2;
+    ser[n++] = (cl_svg_series){"exact-string n-gram", r->baselines[r->b_ngram].hellinger, P, "#2ca02c", 0};
+    ser[n++] = (cl_svg_series){"unigram", r->baselines[r->b_unigram].hellinger, P, "#7f7f7f", 0};
+    size_t nc = r->n_baselines - r->b_compare;
     double *pool = NULL;
     if (nc > 0) {
         pool = cl_trymalloc(nc * P, sizeof *pool, "pooled");
         if (!pool) return -1;
-        for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[2 * Lb + 2 + c].hellinger, P * sizeof *pool);
+        for (size_t c = 0; c < nc; c++) memcpy(pool + c * P, r->baselines[r->b_compare + c].hellinger, P * sizeof *pool);
         snprintf(lab[5], sizeof lab[5], "noise floor (%zu other model%s)", nc, nc > 1 ? "s" : "");
         ser[n++] = (cl_svg_series){lab[5], pool, nc * P, "#d62728", 1};
     }
@@ -608,7 +614,7 @@ static int write_plots(const char *dir, const cl_scan *s, const cl_reduction *r,
         for (size_t k = 0; k < NB; k++) vals[b * 2] += r->mean_matches_bin[b * NB + k];
         for (size_t p = 0; p < P; p++) vals[b * 2 + 1] += (double)r->n_matches[p * Lb + b];
         vals[b * 2 + 1] /= (double)P;
-        snprintf(gl[b], 48, "%zu (> %g)", b, r->thresholds[b]);
+        snprintf(gl[b], 48, "%zu (> %g)", (size_t)r->first_block + b, r->thresholds[b]);
         groups[b] = gl[b];
     }
     snprintf(path, sizeof path, "%s/%s", dir, bname);
@@ -629,7 +635,15 @@ int cl_report_write(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     if (mkdir_p(dir)) return -1;
     const char *dname = "hellinger_density.svg", *bname = "block_matches.svg";
     if (write_plots(dir, s, r, dname, bname) || write_h5(dir, s, r, texts, o) ||
-        write_md(dir, s, r, texts, o, dname, bname))
+        write_md(dir, s, r, texts, o, dname, bname)) {
+        /* no half report: the files already renamed go too */
+        const char *names[4] = {dname, bname, "report.h5", "report.md"};
+        for (int i = 0; i < 4; i++) {
+            char p[4200];
+            snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+            remove(p);
+        }
         return -1;
+    }
     return 0;
 }

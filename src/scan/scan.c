@@ -21,6 +21,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/nn/kernels.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/scan/scan.h"
 #include "scan/scan_internal.h"
 
@@ -34,12 +35,9 @@ void cl_scan_opts_default(cl_scan_opts *o) {
     o->checkpoint_seconds = 600;
 }
 
-/* Combine an error flag over ranks; returns the max (0 = all fine). */
-static int combine(int err, MPI_Comm comm) {
-    int g = err;
-    MPI_Allreduce(&err, &g, 1, MPI_INT, MPI_MAX, comm);
-    return g;
-}
+/* Ranks agree on an error flag (cl_par_agree: the failing rank's message on
+ * every rank); nonzero when any rank failed. */
+static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
 
 /* ---- setup: load, validate, plan ---- */
 
@@ -105,6 +103,16 @@ static int setup(scan_ctx *x) {
     if (cp->n_prompts > cp->n)
         return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
+    /* /freq/counts and /prompts/next_counts are int32, summed over substrings
+     * and ranks: a cell is at most the total of all next-token counts (each
+     * substring falls in one bin of a (prompt, block)), so that total bounds
+     * every sum. */
+    int64_t total = 0;
+    for (size_t e = 0; e < cp->nnz; e++) total += cp->next_count[e];
+    if (total > (int64_t)INT32_MAX)
+        return cl_error("%s has %lld substring occurrences with a follower; the scan's int32 counts hold at most "
+                        "%d (a corpus of at most 2^31 - 1 characters): scan a part of the corpus",
+                        o->corpus_path, (long long)total, INT32_MAX);
 
     /* thresholds */
     if (o->n_match_thresholds) {
@@ -192,7 +200,7 @@ static int prompts_forward(scan_ctx *x) {
     }
     cl_forward_free(f);
     free(cap), free(res), free(lg), free(logits), free(tok);
-    if (combine(err, x->comm)) return err ? -1 : cl_error("failed on another rank");
+    if (combine(err, x->comm)) return -1;
     if (scan_allreduce(x->pvec, (size_t)x->Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
         scan_allreduce(x->probs, P * V, MPI_FLOAT, sizeof(float), x->comm) ||
         scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))
@@ -312,12 +320,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     MPI_Comm_rank(comm, &x->rank);
     MPI_Comm_size(comm, &x->R);
     double t0 = scan_now();
-    int err = setup(x) ? 1 : 0;
-    int rc = -1;
-    if (combine(err, comm)) {
-        if (!err) cl_error("failed on another rank");
-        goto out;
-    }
+    int err = setup(x) || cl_par_fault("scan.setup", comm) ? 1 : 0;
+    int rc = -1, state_begun = 0;
+    if (combine(err, comm)) goto out;
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, N = cp->n, C = x->m->cfg.n_embd, V = cp->V;
     x->S = (size_t)o->shard_size;
@@ -336,11 +341,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
                  !(x->tf = cl_trie_fwd_create(x->m, cp->L, x->S))))
         err = 1;
-    if (combine(err, comm)) {
-        if (!err) cl_error("failed on another rank");
-        goto out;
-    }
+    if (combine(err, comm)) goto out;
     if (scan_state_begin(x)) goto out;
+    state_begun = 1;
     double tp = scan_now();
     if (prompts_forward(x)) goto out;
     x->t_prompts = scan_now() - tp;
@@ -361,7 +364,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     for (size_t i = x->done; i < mine; i++) {
         size_t shard = (size_t)x->rank + i * x->R;
         if (x->sampled) shard = shard * x->n_shards / x->sampled;
-        if (do_shard(x, shard)) {
+        if (cl_par_fault("scan.shard", comm) || do_shard(x, shard)) {
             err = 1;
             break;
         }
@@ -388,11 +391,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         }
     }
     if (!err && x->stopped && scan_state_save(x)) err = 1;
-    if (combine(err, comm)) {
-        if (!err) cl_error("failed on another rank");
-        goto out;
-    }
-    int stopped = combine(x->stopped, comm);
+    if (combine(err, comm)) goto out;
+    int stopped = 0; /* not an error: every rank stopped after its K shards */
+    MPI_Allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
     if (stopped) {
         res->stopped = 1;
         rc = 0;
@@ -418,6 +419,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->wall_seconds = scan_now() - t0;
     rc = 0;
 out:
+    /* a failed run after the state was set up: keep rank checkpoints (and
+     * say so), or remove the state this run began */
+    if (rc && state_begun && x->rank == 0) scan_state_after_failure(x);
     ctx_free(x);
     return rc;
 }

@@ -70,6 +70,9 @@ int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, M
 int scan_state_begin(scan_ctx *x);
 int scan_state_save(scan_ctx *x);
 void scan_state_remove(scan_ctx *x);
+/* After a failure (rank 0): when rank checkpoints exist, append to the
+ * message that they are kept and resume; otherwise remove the state. */
+void scan_state_after_failure(scan_ctx *x);
 /* Reduce and write the output (collective). */
 int scan_write(scan_ctx *x, cl_scan_result *res);
 

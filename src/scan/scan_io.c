@@ -13,6 +13,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/par/par.h"
 #include "scan/scan_internal.h"
 
 #define CKPT_MAGIC "CLSCAN01"
@@ -22,12 +23,7 @@ static void state_path(const scan_ctx *x, char *buf, size_t n, const char *leaf)
     else snprintf(buf, n, "%s.state", x->o->out_path);
 }
 
-static int combine_err(int err, MPI_Comm comm) {
-    int g = err;
-    MPI_Allreduce(&err, &g, 1, MPI_INT, MPI_MAX, comm);
-    if (g && !err) cl_error("failed on another rank");
-    return g ? -1 : 0;
-}
+static int combine_err(int err, MPI_Comm comm) { return cl_par_agree(err, comm); }
 
 static void remove_rank_files(const scan_ctx *x) {
     char dir[4200], p[4600];
@@ -50,6 +46,27 @@ void scan_state_remove(scan_ctx *x) {
     snprintf(p, sizeof p, "%s/args", dir);
     remove(p);
     rmdir(dir);
+}
+
+void scan_state_after_failure(scan_ctx *x) {
+    char dir[4200];
+    state_path(x, dir, sizeof dir, NULL);
+    DIR *d = opendir(dir);
+    int kept = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "rank", 4) && !strstr(e->d_name, ".tmp")) kept = 1;
+        closedir(d);
+    }
+    if (kept) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%.1400s (the checkpoint in %.500s/ is kept: the same command resumes from it)", cl_last_error(),
+                 dir);
+        cl_error("%s", msg);
+    } else {
+        scan_state_remove(x);
+    }
 }
 
 int scan_state_begin(scan_ctx *x) {
@@ -93,9 +110,12 @@ int scan_state_begin(scan_ctx *x) {
                 remove_rank_files(x);
                 snprintf(tmp, sizeof tmp, "%s.tmp", p);
                 f = fopen(tmp, "wb");
-                if (!f || fputs(x->sig, f) < 0 || fclose(f) || rename(tmp, p)) {
+                int bad = !f || fputs(x->sig, f) < 0;
+                if (f && fclose(f) && !bad) bad = 1;
+                if (bad || rename(tmp, p)) {
                     err = 1;
                     cl_error("cannot write %s: %s", p, strerror(errno));
+                    remove(tmp);
                 }
             }
         }
@@ -193,13 +213,13 @@ static hid_t create_chunked(hid_t file, const char *path, hid_t type, int rank, 
     hsize_t maxd[8];
     for (int i = 0; i < rank; i++) maxd[i] = dims[i];
     if (extendible) maxd[0] = H5S_UNLIMITED;
-    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = cl_h5_dcpl(), lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_deflate(dcpl, 1);
     hid_t ds = H5Dcreate2(file, path, type, sp, lcpl, dcpl, H5P_DEFAULT);
     H5Sclose(sp), H5Pclose(dcpl), H5Pclose(lcpl);
-    if (ds < 0) cl_error("cannot create dataset %s", path);
+    if (ds < 0) cl_h5_error_in(file, "cannot create dataset %s", path);
     return ds;
 }
 
@@ -213,14 +233,15 @@ static int write_rows(hid_t ds, hid_t memtype, int rank, const hsize_t *dims, hs
     hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(rank, count, NULL);
     herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     if (e >= 0) e = H5Dwrite(ds, memtype, ms, fs, H5P_DEFAULT, data);
+    int rc = e < 0 ? cl_h5_error_in(ds, "cannot write %s", name) : 0;
     H5Sclose(fs), H5Sclose(ms);
-    return e < 0 ? cl_error("cannot write %s", name) : 0;
+    return rc;
 }
 
 static int append_rows(hid_t ds, hid_t memtype, hsize_t *cur, hsize_t n, const void *data, const char *name) {
     if (n == 0) return 0;
     hsize_t nd = *cur + n;
-    if (H5Dset_extent(ds, &nd) < 0) return cl_error("cannot extend %s", name);
+    if (H5Dset_extent(ds, &nd) < 0) return cl_h5_error_in(ds, "cannot extend %s", name);
     if (write_rows(ds, memtype, 1, &nd, *cur, n, data, name)) return -1;
     *cur = nd;
     return 0;
@@ -240,8 +261,8 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
     int werr = 0; /* rank 0's write error; everyone keeps joining the collectives */
     int64_t *index = NULL, stored = 0;
     if (rank == 0) {
-        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-        if (file < 0) werr = (cl_error("cannot create %s", tmp), 1);
+        file = cl_h5_create(tmp);
+        if (file < 0) werr = 1;
         index = cl_trycalloc(P * Lh * 2, sizeof *index, "match index");
         if (!index) werr = 1;
     }
@@ -294,7 +315,8 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
                                                  CL_SCAN_FREQ_COUNTS))
                 werr = 1;
         }
-        if (dsc >= 0) H5Dclose(dsc), dsc = H5I_INVALID_HID;
+        if (dsc >= 0 && H5Dclose(dsc) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_FREQ_COUNTS), 1);
+        dsc = H5I_INVALID_HID;
         hsize_t dn[3] = {P, Lh, NB};
         if (scan_reduce0(x->nmatch, P * Lh * NB, MPI_INT64_T, sizeof(int64_t), rank, x->comm)) werr = 1;
         if (rank == 0 && !werr && cl_h5_write(file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dn, x->nmatch)) werr = 1;
@@ -416,8 +438,8 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
         if (cl_h5_write(file, CL_SCAN_MATCH_INDEX, H5T_NATIVE_INT64, 3, di, index)) werr = 1;
     }
     free(index);
-    if (dss >= 0) H5Dclose(dss);
-    if (dsm >= 0) H5Dclose(dsm);
+    if (dss >= 0 && H5Dclose(dss) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SUBSTRING), 1);
+    if (dsm >= 0 && H5Dclose(dsm) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SIMILARITY), 1);
     if (rank == 0 && !werr) {
         char hookname[128];
         cl_hook_name(x->point, x->lo, hookname, sizeof hookname);
@@ -451,16 +473,23 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
             cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
             (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled)))
             werr = 1;
-        if (!werr && (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 || cl_h5_attr_write_int(file, "complete", 1)))
-            werr = 1;
+        /* written last; the file is renamed only after a complete close */
+        if (!werr && cl_h5_attr_write_int(file, "complete", 1)) werr = 1;
     }
-    if (file >= 0 && H5Fclose(file) < 0 && !werr) werr = (cl_error("cannot finish writing %s", tmp), 1);
-    if (rank == 0) {
-        if (!werr && rename(tmp, o->out_path)) werr = (cl_error("cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno)), 1);
-        if (werr) remove(tmp);
+    if (!werr && !lerr && cl_par_fault("scan.write", x->comm)) lerr = 1;
+    /* rank 0 closes (or, after an error, discards) the .tmp; every rank
+     * agrees before rank 0 renames: no complete-looking output when any
+     * rank failed */
+    if (rank == 0 && cl_h5_finish(file, tmp, werr || lerr)) werr = 1;
+    if (combine_err(werr || lerr, x->comm)) {
+        if (rank == 0) remove(tmp);
+        return -1;
     }
-    int e = werr || lerr;
-    if (combine_err(e, x->comm)) return -1;
+    if (rank == 0 && rename(tmp, o->out_path)) {
+        werr = (cl_error("cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno)), 1);
+        remove(tmp);
+    }
+    if (combine_err(werr, x->comm)) return -1;
     MPI_Bcast(&stored, 1, MPI_INT64_T, 0, x->comm);
     res->n_matches = stored;
     return 0;

@@ -1,6 +1,6 @@
 /* The training loop (lecture recipe, data-parallel) and the checkpoint /train
  * group. Rank 0 writes files; every rank makes the same decisions and returns
- * the same status (errors are combined with MPI_Allreduce).
+ * the same status (cl_par_agree: the failing rank's message on every rank).
  *
  * Checkpoint = model file (cl_model_save: /config /vocab /weights) plus
  *   /train/adam_m, /train/adam_v  [n_floats] float32, flat, laid out like the
@@ -24,6 +24,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/train/train.h"
 
 static double now_s(void) {
@@ -32,22 +33,9 @@ static double now_s(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-/* Combine a local status over ranks: all ranks fail if any does; the message
- * of the lowest failing rank is broadcast so every rank reports the same. */
-static int agree(int rc, MPI_Comm comm) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    if (size == 1) return rc;
-    int mine = rc ? rank : size, first;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return 0;
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", cl_last_error());
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    if (rank != first) cl_error("%s", msg);
-    return -1;
-}
+/* Ranks agree on a local status (cl_par_agree: the failing rank's message
+ * on every rank). */
+static int agree(int rc, MPI_Comm comm) { return cl_par_agree(rc, comm); }
 
 void cl_train_state_free(cl_train_state *st) {
     free(st->loss);
@@ -127,7 +115,7 @@ int cl_train_state_load(const char *path, cl_train_state *st, float *m_out, floa
 static int write_train_group(const char *path, cl_trainer *tr, long step, const cl_rng *rng, const double *loss,
                              size_t n_loss, const cl_train_opts *o, int ranks) {
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot reopen %s to add the training state", path);
+    if (f < 0) return cl_h5_error("cannot reopen %s to add the training state", path);
     hsize_t n = cl_trainer_n_floats(tr), one = 1, four = 4, ld[2] = {n_loss, 3};
     long long st = step;
     int rc = cl_h5_write(f, "/train/adam_m", H5T_NATIVE_FLOAT, 1, &n, cl_trainer_adam_m(tr));
@@ -161,8 +149,7 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
             if (rc) rc = -1;
         }
     }
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot finish writing %s", path);
-    return rc;
+    return cl_h5_finish(f, path, rc != 0) || rc ? -1 : 0;
 }
 
 /* Rank 0 writes the model file with its /train group (tmp + rename). */
@@ -171,7 +158,8 @@ static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng 
     int rank, size, rc = 0;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    if (rank == 0) {
+    rc = cl_par_fault("train.checkpoint", comm);
+    if (rank == 0 && !rc) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.train.tmp", o->output);
         rc = cl_model_save(m, tmp);
@@ -185,8 +173,8 @@ static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng 
 static int dump_grads(const char *path, cl_trainer *tr, const cl_config *c, double loss) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     int rc = cl_h5_attr_write_double(f, "loss", loss);
     size_t count = cl_model_tensor_count(c);
     for (size_t i = 0; i < count && !rc; i++) {
@@ -198,7 +186,7 @@ static int dump_grads(const char *path, cl_trainer *tr, const cl_config *c, doub
         snprintf(name, sizeof name, "/grads/%s", t.name);
         rc = cl_h5_write(f, name, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
     }
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot finish %s", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (!rc && rename(tmp, path)) rc = cl_error("cannot rename %s to %s", tmp, path);
     return rc;
 }
@@ -285,7 +273,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             cl_train_state_free(&st);
         }
     }
-    if (agree(rc ? -1 : 0, comm)) goto done;
+    if ((rc = agree(rc, comm))) goto done;
 
     /* fixed evaluation windows: E train batches then E val batches */
     {
@@ -312,7 +300,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
                     rc = cl_train_loss(tr, evalwin + ((size_t)s * E + e) * Bl * (T + 1), Bl, &ls);
                     sums[s] += ls;
                 }
-            if (agree(rc, comm)) goto done;
+            if ((rc = agree(rc, comm))) goto done;
             MPI_Allreduce(sums, tot, 2, MPI_DOUBLE, MPI_SUM, comm);
             if (n_hist == cap_hist) {
                 cap_hist = cap_hist ? 2 * cap_hist : 64;
@@ -320,7 +308,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
                 if (!nh) rc = cl_error("out of memory for the loss history");
                 else hist = nh;
             }
-            if (agree(rc, comm)) goto done;
+            if ((rc = agree(rc, comm))) goto done;
             double denom = (double)E * B * T;
             hist[3 * n_hist] = (double)step;
             hist[3 * n_hist + 1] = tot[0] / denom;
@@ -347,12 +335,16 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         if (batchfile) memcpy(win, batchfile + ((size_t)step * B + r0) * (T + 1), (size_t)Bl * (T + 1) * sizeof(int32_t));
         else cl_train_draw(&data, 0, &rng, B, T, r0, r1, win);
         double ls, lt;
-        rc = cl_train_forward_backward(tr, win, Bl, (size_t)r0, (size_t)B, p, o->seed, step, &ls);
-        if (!rc) rc = cl_train_allreduce_grads(tr, comm);
-        if (agree(rc, comm)) goto done;
+        rc = cl_par_fault("train.step", comm);
+        if (!rc) rc = cl_train_forward_backward(tr, win, Bl, (size_t)r0, (size_t)B, p, o->seed, step, &ls);
+        /* agree before the gradient allreduce: a rank whose step failed must
+         * not leave the others alone in it */
+        if ((rc = agree(rc, comm))) goto done;
+        rc = cl_train_allreduce_grads(tr, comm);
+        if ((rc = agree(rc, comm))) goto done;
         MPI_Allreduce(&ls, &lt, 1, MPI_DOUBLE, MPI_SUM, comm);
         if (o->dump_grads && done_here == 0 && rank == 0) rc = dump_grads(o->dump_grads, tr, c, lt / ((double)B * T));
-        if (agree(rc, comm)) goto done;
+        if ((rc = agree(rc, comm))) goto done;
         step++;
         cl_train_adamw_step(tr, &hp, step);
         done_here++;

@@ -8,7 +8,7 @@
 set -e
 W=${1:-/tmp/scanbench}
 K=${2:-25}
-SHARED=${SHARED:-/work/shared}
+SHARED=${SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/../shared}
 E=${CORPUSLENS:-corpuslens}
 PY=${PYTHON:-/usr/bin/python3}
 HERE=$(cd "$(dirname "$0")" && pwd)

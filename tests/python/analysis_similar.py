@@ -11,6 +11,9 @@ import tempfile
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nanstrict  # noqa: E402
+
 CL = os.environ["CORPUSLENS"]
 FAILS = []
 
@@ -103,6 +106,7 @@ def parse(out):
 
 
 def main():
+    nanstrict.control()
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory() as d:
         txt = os.path.join(d, "c.txt")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nanstrict  # noqa: E402
 import torch_models as tm  # noqa: E402
 
 CL = os.environ["CORPUSLENS"]
@@ -85,6 +86,7 @@ TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 
 
 def main():
+    nanstrict.control()
     use_mpi = "--no-mpi" not in sys.argv
     vocab = tm.vocab_of(TEXT)
     V = len(vocab)

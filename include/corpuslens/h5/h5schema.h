@@ -2,7 +2,7 @@
  * outputs, in one place. The model file is described in model.h, the corpus
  * file in corpus.h; this header holds scan.h5 and report.h5.
  *
- * Dimension legend: P prompts, Lb = n_layer (blocks), NB bins, V vocab,
+ * Dimension legend: P prompts, Lb = n_hook_blocks (hooked blocks), NB bins, V vocab,
  * M stored matches, N substrings.
  *
  * ---- scan.h5 (written by `corpuslens scan`) ----
@@ -39,7 +39,7 @@
  *   /corpus/unigram      [V] int64: character counts of the corpus windows'
  *                        followers (sum of all next-token counts)
  *   /model/probs         [P, V] float32: the model's softmax at the last position
- *   /lens/probs          [P, Lb, V] float32: logit lens (ln_f + lm_head on each
+ *   /lens/probs          [P, n_layer, V] float32: logit lens (ln_f + lm_head on each
  *                        block's residual output at the last position)
  *   /freq/counts         [P, Lb, NB, V] int32: next-token counts summed over the
  *                        substrings whose similarity to the prompt in that block
@@ -62,9 +62,12 @@
  *   /baselines/<name>/hellinger [P] (names: block_<b>, lens_<b>, ngram,
  *   unigram, compare_<i>), statistics as attributes (count, n_empty, mean, std,
  *   min, p10, p25, median, p75, p90, max) on each hellinger dataset,
- *   root attributes thresholds [Lb], weights [Lb], scan_file, scan_sha256;
- *   with compare models, /noise_floor (attributes n_models, means [n], mean,
- *   pooled_std, ratio; see reduce/report.h).
+ *   root attributes thresholds [Lb], weights [Lb] (Lb = the scan's
+ *   n_hook_blocks; entry b is the model's block hook_first_block + b, also a
+ *   root attribute), scan_file, scan_sha256. block_<b> names the model's
+ *   block; lens_<l> runs over all n_layer blocks. With compare models,
+ *   /noise_floor (attributes n_models, means [n], mean, pooled_std, ratio;
+ *   see reduce/report.h).
  */
 #ifndef CORPUSLENS_H5SCHEMA_H
 #define CORPUSLENS_H5SCHEMA_H

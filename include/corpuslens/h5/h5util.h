@@ -10,10 +10,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corpuslens/base/error.h"
 #include "corpuslens/base/hash.h" /* cl_sha256_*: most writers stamp files with it */
 
 /* Switch off HDF5's automatic error printing (call once at start). */
 void cl_h5_quiet(void);
+
+/* The cause HDF5 recorded for the call that just failed: its error stack is
+ * walked from the innermost entry; the operating system's reason when HDF5
+ * recorded one ("No space left on device"), else the innermost description.
+ * "" when the stack is empty. Call it right after the failing HDF5 call: the
+ * next HDF5 call clears the stack. */
+void cl_h5_cause(char *buf, size_t n);
+/* cl_error(fmt, ...) followed by ": <cause>" when HDF5 recorded one. Returns -1. */
+int cl_h5_error(const char *fmt, ...) CL_PRINTF(1, 2);
+/* The same, naming the file obj belongs to: "<message> in FILE: <cause>". */
+int cl_h5_error_in(hid_t obj, const char *fmt, ...) CL_PRINTF(2, 3);
+
+/* Finish a file being written as PATH (a .tmp): when !failed, reserve the
+ * disk space its close needs and close it (an error names PATH and the cause,
+ * e.g. "No space left on device"); when failed, or when the space is not
+ * there, give its disk space back (truncated to 0 first, so that HDF5's last
+ * flush finds room and the file is really closed) and remove PATH. Never call
+ * H5Fflush on a file being written: a failed flush cannot be undone. f may be invalid (PATH is then
+ * only removed when failed). Returns 0, or -1 (the first message is kept). */
+int cl_h5_finish(hid_t f, const char *path, int failed);
+/* H5Fcreate(path, truncate); on failure the message names path and the cause,
+ * and the empty file H5Fcreate may leave is removed. */
+hid_t cl_h5_create(const char *path);
+/* A dataset creation property list without object times, so that the same
+ * contents give the same bytes (close it with H5Pclose). */
+hid_t cl_h5_dcpl(void);
+/* How many files could not be closed even so (HDF5 then crashes at exit
+ * closing them again: the CLI ends without finalising HDF5). */
+int cl_h5_stuck(void);
 
 /* Open an existing file read-only; error "cannot open PATH: not an HDF5 file" etc. */
 hid_t cl_h5_open_read(const char *path);

@@ -2,7 +2,10 @@
  * model's next-token distribution, its Hellinger distance to the model, the
  * baselines, statistics, and fitted thresholds/weights (`corpuslens tune`).
  *
- * Dimension legend: P prompts, Lb blocks (n_layer), NB bins, V vocab.
+ * Dimension legend: P prompts, Lb hooked blocks (the scan's n_hook_blocks:
+ * n_layer for a short hook name, 1 for embed or one full block hook name), NL
+ * the model's n_layer (the logit lens), NB bins, V vocab. Block b of /freq is
+ * the model's block first_block + b.
  *
  * The approximation (Pather 2024), per prompt p:
  *   above[b, v] = sum over bins k with bin_lower[k] >= threshold[b] of
@@ -41,7 +44,8 @@ typedef struct {
     hid_t file;           /* open read-only; closed by cl_scan_close */
     char path[4096];
     size_t P;             /* prompts */
-    int Lb, V, NB;        /* blocks, vocab, bins */
+    int Lb, V, NB;        /* hooked blocks (n_hook_blocks), vocab, bins */
+    int NL, first_block;  /* the model's n_layer (logit lens); block b is first_block + b */
     int L;                /* string length */
     double prefilter, bin_width;
     double *bin_lower;    /* [NB] */
@@ -79,9 +83,13 @@ typedef struct {
     cl_stats stats;
 } cl_baseline;
 
+/* Baselines, in order: block_<b> for b < Lb (label: the model's block
+ * first_block + b), lens_<l> for l < NL, ngram, unigram, compare_<i>. */
 typedef struct {
     size_t P;
     int Lb, V, NB;
+    int NL, first_block;
+    size_t b_lens, b_ngram, b_unigram, b_compare; /* indices into baselines */
     double thresholds[64], weights[64]; /* [Lb] */
     double *approx;       /* [P, V] normalised (zeros where empty) */
     double *hellinger;    /* [P], CL_H_EMPTY where empty */

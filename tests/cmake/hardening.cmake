@@ -1,0 +1,15 @@
+# Hardening (issue 11): ranks fail together and say why, every scan hook
+# through reduce/tune/similar/report, a full disk, a killed rank resumes.
+# Fault injection: CORPUSLENS_FAULT=RANK:STEP[@N][:kill] (include/corpuslens/par/par.h).
+cl_script_test(faults_2ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 2)
+cl_script_test(faults_3ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 3)
+set_tests_properties(faults_2ranks faults_3ranks PROPERTIES TIMEOUT 900)
+cl_script_test(hook_blocks "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/hook_blocks.py)
+# every writer onto a full tmpfs (and one with a little room): the OS's reason
+# and the path, nonzero, no crash, nothing complete-looking left. 77: no mount.
+cl_script_test(full_disk "nosan" ${CMAKE_CURRENT_SOURCE_DIR}/full_disk.sh)
+set_tests_properties(full_disk PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900)
+# SIGKILL one rank half-way (scan, train, run): nonzero exit; the same command
+# again resumes and writes a byte-identical file (scan: wall_seconds zeroed).
+cl_script_test(kill_resume "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/kill_resume.sh)
+set_tests_properties(kill_resume PROPERTIES TIMEOUT 900)
