@@ -15,7 +15,7 @@ static void help(void) {
     printf("usage: mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
            "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
            "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-           "                 [--checkpoint-every SECONDS]\n"
+           "                 [--checkpoint-every SECONDS] [--index-out INDEX.h5 [--index-dtype f16|f32]]\n"
            "\n"
            "Compares the hooked activation (last position) of every prompt with that of\n"
            "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
@@ -34,6 +34,9 @@ static void help(void) {
            "  --batch S            substrings per shard (the unit of work and of resume; part\n"
            "                       of the run's identity; default 2048)\n"
            "  --checkpoint-every T seconds between checkpoints in SCAN.h5.state/ (default 600)\n"
+           "  --index-out PATH     also write the activation index of `corpuslens index` from\n"
+           "                       the vectors the scan computes anyway (nothing computed twice)\n"
+           "  --index-dtype T      f16 (default) or f32 for --index-out\n"
            "\n"
            "A killed scan started again with the same arguments and rank count continues\n"
            "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
@@ -105,6 +108,12 @@ int cmd_scan(int argc, char **argv) {
             o.shard_size = lv, i++;
         } else if (!strcmp(a, "--checkpoint-every")) {
             if (cli_parse_double(CMD, a, v, 0, 1e9, &o.checkpoint_seconds)) return 2;
+            i++;
+        } else if (!strcmp(a, "--index-out")) o.index_out = v, i++;
+        else if (!strcmp(a, "--index-dtype")) {
+            if (!strcmp(v, "f16") || !strcmp(v, "float16")) o.index_dtype = 0;
+            else if (!strcmp(v, "f32") || !strcmp(v, "float32")) o.index_dtype = 1;
+            else return rank == 0 ? cli_usage_error(CMD, "--index-dtype: '%s' is not f16 or f32", v) : 2;
             i++;
         } else return rank == 0 ? cli_usage_error(CMD, "unknown argument '%s'", a) : 2;
     }
