@@ -33,6 +33,10 @@ static void help(void) {
         "  --prompt-file FILE  one 0-based substring index per line, instead of --prompts\n"
         "  --vocab-from M.h5   use the model's vocabulary (and check L <= block_size);\n"
         "                      default: the sorted unique characters of CORPUS\n"
+        "  --holdout-fraction F  keep the last F of the text out (the lecture's split:\n"
+        "                      training part = the first floor((1-F) * chars) characters);\n"
+        "                      substrings, counts and prompts come from the training part,\n"
+        "                      the rest is stored as /holdout/tokens (explain --eval-text)\n"
         "  -o, --output PATH   the corpus file to write (written as PATH.tmp, then renamed)\n",
         CL_CORPUS_MAX_LEN);
 }
@@ -59,9 +63,48 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
     return rc;
 }
 
+/* --holdout-fraction F: the lecture's split. The vocabulary is the whole
+ * text's (or the model's); the substrings come from the first
+ * n = floor((1 - F) * chars) characters; the rest is kept as /holdout/tokens. */
+static cl_corpus *from_text_holdout(const char *text, size_t len, int L, const uint32_t *vocab_in, int V_in,
+                                    double F) {
+    uint32_t *vocab = NULL;
+    int V = V_in;
+    if (vocab_in) {
+        vocab = malloc((size_t)V * sizeof *vocab);
+        if (!vocab) return cl_error("out of memory"), NULL;
+        memcpy(vocab, vocab_in, (size_t)V * sizeof *vocab);
+    } else if (cl_vocab_from_text(text, len, &vocab, &V)) return NULL;
+    int32_t *ids = cl_trymalloc(len ? len : 1, sizeof *ids, "token ids");
+    size_t n = 0;
+    cl_corpus *c = NULL;
+    if (ids && cl_vocab_encode(vocab, V, text, len, ids, len, &n) == 0) {
+        size_t ntr = (size_t)((1.0 - F) * (double)n);
+        if (ntr < (size_t)L || n - ntr < 1)
+            cl_error("--holdout-fraction %g leaves %zu training and %zu held-out characters (L = %d)", F, ntr, n - ntr, L);
+        else if ((c = cl_corpus_from_ids(ids, ntr, L, vocab, V))) {
+            c->n_holdout = n - ntr;
+            c->holdout_start = ntr;
+            c->holdout_fraction = F;
+            c->corpus_bytes = len;
+            c->corpus_chars = n;
+            if (!vocab_in) snprintf(c->vocab_source, sizeof c->vocab_source, "corpus");
+            if (!(c->holdout = cl_trymalloc(n - ntr, sizeof *c->holdout, "held-out text"))) {
+                cl_corpus_free(c);
+                c = NULL;
+            } else
+                memcpy(c->holdout, ids + ntr, (n - ntr) * sizeof *ids);
+        }
+    }
+    free(ids);
+    free(vocab);
+    return c;
+}
+
 static int run(int argc, char **argv) {
     const char *corpus_path = NULL, *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
     long L = -1, P = -1, seed = 1337;
+    double holdout = 0;
     int have_seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -78,7 +121,7 @@ static int run(int argc, char **argv) {
         const char *eq = strchr(a, '=');
         size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
         static const char *const known[] = {"--len", "--prompts", "--seed", "--prompt-file",
-                                            "--vocab-from", "--output", "-o"};
+                                            "--vocab-from", "--output", "-o", "--holdout-fraction"};
         const char *opt = NULL;
         for (size_t k = 0; k < sizeof known / sizeof *known; k++)
             if (strlen(known[k]) == nlen && !strncmp(a, known[k], nlen)) opt = known[k];
@@ -92,6 +135,8 @@ static int run(int argc, char **argv) {
         } else if (!strcmp(opt, "--seed")) {
             if (cli_parse_long(CMD, opt, val, 0, LONG_MAX, &seed) < 0) return 2;
             have_seed = 1;
+        } else if (!strcmp(opt, "--holdout-fraction")) {
+            if (cli_parse_double(CMD, opt, val, 1e-9, 0.999999, &holdout) < 0) return 2;
         } else if (!strcmp(opt, "--prompt-file")) {
             prompt_file = val;
         } else if (!strcmp(opt, "--vocab-from")) {
@@ -127,7 +172,8 @@ static int run(int argc, char **argv) {
         free(vocab);
         return cli_fail();
     }
-    cl_corpus *c = cl_corpus_from_text(text, len, (int)L, vocab, V);
+    cl_corpus *c = holdout > 0 ? from_text_holdout(text, len, (int)L, vocab, V, holdout)
+                               : cl_corpus_from_text(text, len, (int)L, vocab, V);
     if (!c) {
         cl_error_prefix("%s: ", corpus_path);
         free(text);
