@@ -151,10 +151,10 @@ def torch_reference(mpath, texts):
     sys.path.insert(0, os.path.join(SRC, "tests", "python"))
     import torch
     import torch_models as tm
-    model = tm.model_from_h5(mpath).double().eval()
-    with h5py.File(mpath) as f:
-        vocab = [x.decode() if isinstance(x, bytes) else x for x in f["/vocab"][()]]
-    vocab = [v.rstrip("\x00") for v in vocab]
+    model, vocab, _ = tm.model_from_h5(mpath)
+    model = model.double().eval()
+    vocab = [v.decode("utf-8") if isinstance(v, bytes) else v for v in vocab]
+    vocab = [v if isinstance(v, str) else chr(v) for v in vocab]
     stoi = {ch: i for i, ch in enumerate(vocab)}
     NL = model_layers(model)
     out = {}
@@ -365,7 +365,7 @@ def test_refusals():
         run(["index", "--model", m, "--corpus", c, "--batch", "300", "-o", ix])
         base = ["explain", "--index", ix, "--corpus", c, "--model", m, "--thresholds", THR, "--weights", W, "-o", e]
         refuse(base + ["First \u00e9"], ["not in the model's vocabulary", "prompt 1"], e)
-        refuse(base + ["ok", "x" * 17], ["prompt 2", "17 characters", "block_size"], e)
+        refuse(base + ["ok", "e" * 17], ["prompt 2", "17 characters", "block_size"], e)
         refuse(base[:-2] + ["--top", "-1", "abc"], ["--top"])
         # another model (same vocabulary and shape, other weights)
         m2 = os.path.join(d, "m2.h5")
