@@ -136,6 +136,37 @@ def test_reduce():
             print(f"thresholds {thr}: {n_eq} prompts bitwise equal to reduce, {n_near} with pairs within {NEAR} "
                   f"of a threshold (allowed), of {P}")
             check(n_eq >= P // 2, "too few comparable prompts")
+        # soft kernel: reduce from the bins (midpoint weights) against explain's exact kernel,
+        # within the bin-width bound; reduce's printed mean against the same formula in numpy
+        T, sw = [0.05, 0.1], [1.0, 0.5]
+        p = run(["reduce", s, "--thresholds", THR, "--weights", W, "--temperatures", "0.05,0.1", "--soft-weights",
+                 "1,0.5", "-o", rep])
+        line = [x for x in p.stdout.splitlines() if "soft kernel from the bins" in x]
+        check(len(line) == 1, "reduce printed no soft-kernel line")
+        run(["explain", "--index", ix, "--corpus", c, "--model", m, "--prompt-file", pf, "--thresholds", THR,
+             "--weights", W, "--temperatures", "0.05,0.1", "--soft-weights", "1,0.5", "--soft-floor", "0.7",
+             "--quiet", "-o", e])
+        with h5py.File(s) as f, h5py.File(e) as g:
+            counts = f["/freq/counts"][()].astype(np.float64)
+            lower, width = f["/freq/bin_lower"][()], float(f.attrs["bin_width"])
+            mp = f["/model/probs"][()].astype(np.float64)
+            exact = g["/soft/approx"][()]
+        hs, worst = [], 0.0
+        for p_ in range(counts.shape[0]):
+            a = sum(sw[b] * (np.exp((lower + width / 2 - 1) / T[b])[:, None] * counts[p_, b]).sum(axis=0)
+                    for b in range(2))
+            hs.append(hellinger(a, mp[p_]))
+            a = a / a.sum()
+            nz = exact[p_] > 1e-9
+            ratio = a[nz] / exact[p_][nz]
+            worst = max(worst, float(np.abs(np.log(ratio)).max()))
+        bound = width / min(T)  # each block sum within exp(+-width/2T): a ratio of two within exp(+-width/T)
+        check(worst <= bound + 1e-9, f"soft kernel from the bins differs from explain's exact one by a factor "
+              f"exp({worst:.4f}) > exp({bound:.4f})")
+        mean_line = float(line[0].split("mean H ")[1].split(",")[0]) if line else float("nan")
+        check(abs(mean_line - np.mean(hs)) <= 6e-5, f"reduce's soft mean H {mean_line} vs numpy {np.mean(hs):.6f}")
+        print(f"soft kernel: bins vs exact within a factor exp({worst:.4f}) (bound exp({bound:.4f})); "
+              f"mean H from the bins {np.mean(hs):.4f}")
         # negative control: other thresholds must change the numbers
         run(["explain", "--index", ix, "--corpus", c, "--model", m, "--prompt-file", pf, "--thresholds", "0.75,0.9",
              "--weights", W, "--quiet", "-o", e])

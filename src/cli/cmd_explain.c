@@ -443,6 +443,7 @@ int cmd_explain(int argc, char **argv) {
          cl_index_check(ix, msha, csha, model_path, corpus_path)))
         err = 1;
     if (!err && params && read_params(params, &par, &nt, &nw, &nT, &nsw)) err = 1;
+    if (nT || nsw) par.soft = 1;
     if (!err) {
         int Lh = ix->Lh;
         if (!nt && !nw) {

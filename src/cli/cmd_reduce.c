@@ -10,6 +10,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
 
 static const char *help =
@@ -34,6 +35,10 @@ static const char *help =
     "  --compare-model F  another model file with the same vocabulary (repeatable);\n"
     "                     its forward passes are split over the MPI ranks\n"
     "  --examples LIST    prompt indices to show in the examples table\n"
+    "  --temperatures LIST  also the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
+    "                     (weights: --soft-weights LIST, default the hard weights); its\n"
+    "                     statistics are printed with the bin-width error of the weights\n"
+    "                     (include/corpuslens/reduce/soft.h); `explain` computes it exactly\n"
     "  -o, --output DIR   output folder (created): report.md, report.h5,\n"
     "                     hellinger_density.svg, block_matches.svg\n"
     "\n"
@@ -73,8 +78,8 @@ int cmd_reduce(int argc, char **argv) {
     const char *scan_path = NULL, *outdir = NULL;
     const char *compare[64];
     size_t n_compare = 0;
-    double *thr = NULL, *w = NULL, *ex = NULL;
-    size_t n_thr = 0, n_w = 0, n_ex = 0;
+    double *thr = NULL, *w = NULL, *ex = NULL, *sT = NULL, *sW = NULL;
+    size_t n_thr = 0, n_w = 0, n_ex = 0, n_sT = 0, n_sW = 0;
     int rc = 2;
     char opt[64];
     for (int i = 1; i < argc; i++) {
@@ -98,6 +103,14 @@ int cmd_reduce(int argc, char **argv) {
         } else if (!strcmp(a, "--weights") && v) {
             free(w);
             if (parse_list("--weights", v, &w, &n_w)) goto out;
+            i += step;
+        } else if (!strcmp(a, "--temperatures") && v) {
+            free(sT);
+            if (parse_list("--temperatures", v, &sT, &n_sT)) goto out;
+            i += step;
+        } else if (!strcmp(a, "--soft-weights") && v) {
+            free(sW);
+            if (parse_list("--soft-weights", v, &sW, &n_sW)) goto out;
             i += step;
         } else if (!strcmp(a, "--examples") && v) {
             free(ex);
@@ -205,6 +218,27 @@ int cmd_reduce(int argc, char **argv) {
                "(%.2f s: models %.2f s, counts %.2f s)\n",
                outdir, MPI_Wtime() - t0, t1 - t0, r->seconds_read);
     }
+    if (rank == 0 && sT) {
+        /* the soft kernel from the bins (printed only; report.h5 is unchanged) */
+        size_t Lb = (size_t)s->Lb;
+        double *hs = malloc(s->P * sizeof *hs);
+        cl_stats st;
+        if (n_sT != Lb || (sW && n_sW != Lb)) {
+            cl_error("--temperatures/--soft-weights need %zu values (one per block)", Lb);
+            err = 1;
+        } else if (!hs || cl_soft_reduce(s, sT, sW ? sW : wv, hs) || cl_stats_compute(hs, s->P, &st)) {
+            err = 1;
+        } else {
+            printf("reduce: soft kernel from the bins: mean H %.4f, std %.4f, median %.4f (%zu empty); weight error "
+                   "from the bin width (exp(width / 2T) - 1):",
+                   st.mean, st.std, st.median, st.n_empty);
+            for (size_t b = 0; b < Lb; b++) printf(" %.1f%%", 100 * cl_soft_bin_error(s->bin_width, sT[b]));
+            printf("\n");
+        }
+        free(hs);
+    }
+    MPI_Bcast(&err, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (err) goto done;
     rc = 0;
 done:
     if (rc && rank == 0) cli_fail();
@@ -216,6 +250,8 @@ done:
     cl_scan_close(s);
     free(examples);
 out:
+    free(sT);
+    free(sW);
     free(thr);
     free(w);
     free(ex);

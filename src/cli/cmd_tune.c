@@ -8,10 +8,11 @@
 #include "cli/cli.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/soft.h"
 
 static const char *help =
     "usage: corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-    "                       [--max-train N] [-o SNIPPET.ini]\n"
+    "                       [--max-train N] [--soft] [-o SNIPPET.ini]\n"
     "\n"
     "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
     "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
@@ -33,6 +34,10 @@ static const char *help =
     "  --seed S            split and restart seed (1)\n"
     "  --restarts R        random restarts (2)\n"
     "  --max-train N       fit on at most N train prompts (memory cap; 0 = all)\n"
+    "  --soft              also fit the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
+    "                      (include/corpuslens/reduce/soft.h: method, bin-width error), on\n"
+    "                      the same split; adds an [explain] section (temperatures,\n"
+    "                      soft_weights) that `explain --params` reads\n"
     "  -o FILE             write the fitted values as a job-file snippet:\n"
     "                      [reduce] / thresholds = ... / weights = ...\n";
 
@@ -45,6 +50,8 @@ int cmd_tune(int argc, char **argv) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     const char *scan_path = NULL, *out = NULL;
+    int soft = 0;
+    cl_soft_tune_result sr;
     cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -64,6 +71,8 @@ int cmd_tune(int argc, char **argv) {
         } else if (!strcmp(a, "--max-train") && v) {
             if (cli_parse_long("tune", a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
             o.max_train = (size_t)l, i++;
+        } else if (!strcmp(a, "--soft")) {
+            soft = 1;
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
         else if (a[0] == '-' && a[1]) return cli_usage_error("tune", "unknown option or missing value '%s'", a);
         else if (!scan_path) scan_path = a;
@@ -91,6 +100,22 @@ int cmd_tune(int argc, char **argv) {
                 print_stats("paper, held-out", &r.paper_test);
             }
         }
+        if (!err && soft) {
+            err = cl_soft_tune(s, &o, &sr) != 0;
+            if (!err) {
+                printf("tune --soft: %zu fit / %zu held-out prompts, %d sweeps, fit objective %.4f\n", sr.n_fit,
+                       sr.n_test, sr.sweeps, sr.fit_objective);
+                printf("  temperatures =");
+                for (int b = 0; b < s->Lb; b++) printf("%s%g", b ? "," : " ", sr.T[b]);
+                printf("\n  soft_weights =");
+                for (int b = 0; b < s->Lb; b++) printf("%s%.6g", b ? "," : " ", sr.w[b]);
+                printf("\n  bin-width error of the weights (exp(width / 2T) - 1):");
+                for (int b = 0; b < s->Lb; b++) printf(" %.1f%%", 100 * cl_soft_bin_error(s->bin_width, sr.T[b]));
+                printf("\n");
+                print_stats("soft, held-out", &sr.test_soft);
+                if (sr.have_paper) print_stats("paper, held-out", &sr.test_paper);
+            }
+        }
         if (!err && out) {
             char tmp[4200];
             snprintf(tmp, sizeof tmp, "%s.tmp", out);
@@ -105,6 +130,14 @@ int cmd_tune(int argc, char **argv) {
                 fprintf(f, "\nweights = ");
                 for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%.6g", b ? "," : "", r.weights[b]);
                 fprintf(f, "\n");
+                if (soft) {
+                    fprintf(f, "# soft kernel (corpuslens tune --soft), held-out mean H %.4f\n[explain]\ntemperatures = ",
+                            sr.test_soft.mean);
+                    for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%g", b ? "," : "", sr.T[b]);
+                    fprintf(f, "\nsoft_weights = ");
+                    for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%.6g", b ? "," : "", sr.w[b]);
+                    fprintf(f, "\n");
+                }
                 int bad = ferror(f);
                 if (fclose(f) || bad || rename(tmp, out)) {
                     remove(tmp);
