@@ -12,6 +12,11 @@
 #      (float16): scan time against explain's (crossover), and float16 against
 #      the scan's float32 bins: (prompt, block) whose counts change, largest
 #      change in H.
+#   6. the same comparisons on the first 10 % of the corpus (111,539
+#      characters, 1,000 prompts sampled from it), cheap enough for a shared
+#      machine: index f16/f32 against the scan's trie forward; scan of 100 and
+#      1,000 prompts against explain of 1..1,000 (the crossover); float16
+#      against the scan's float32 bins, and float16 against a float32 index.
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
 # (STEPS: e.g. "12345"; env CORPUSLENS, SHARED). Everything runs under nice.
@@ -122,4 +127,61 @@ print(f"float16 index vs the scan's float32 bins, 1,000 paper prompts x 6 blocks
       f"reduce {r['/hellinger'][()].mean():.4f}")
 PEOF
 ;; esac
+case $STEPS in *6*)
+  echo "== 6. the first 10 % of the corpus (2 ranks)"
+  head -c 111539 "$SHARED/data/tinyshakespeare.txt" > s10.txt
+  [ -f c10.h5 ] || "$E" prepare s10.txt --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 -o c10.h5
+  [ -f c10p100.h5 ] || "$E" prepare s10.txt --len 10 --prompts 100 --seed 1337 --vocab-from ts.h5 -o c10p100.h5
+  t0=$(now); $MPI "$E" index --model ts.h5 --corpus c10.h5 -o ix10.h5 2> i10.log; t1=$(now)
+  echo "index f16: wall $(dt $t0 $t1) s, $(stat -c %s ix10.h5) bytes; $(tail -1 i10.log)"
+  t0=$(now); $MPI "$E" index --model ts.h5 --corpus c10.h5 --dtype f32 -o ix10f32.h5 2> i10f32.log; t1=$(now)
+  echo "index f32: wall $(dt $t0 $t1) s, $(stat -c %s ix10f32.h5) bytes"
+  t0=$(now); $MPI "$E" scan --model ts.h5 --corpus c10p100.h5 -o scan10p100.h5 2> s10p100.log; t1=$(now)
+  echo "scan of 100 prompts: wall $(dt $t0 $t1) s; $(grep 'time per rank' s10p100.log)"
+  t0=$(now); $MPI "$E" scan --model ts.h5 --corpus c10.h5 -o scan10.h5 --index-out ix10scan.h5 2> s10.log; t1=$(now)
+  echo "scan of 1,000 prompts (+ --index-out): wall $(dt $t0 $t1) s; $(grep 'time per rank' s10.log)"
+  cmp ix10scan.h5 ix10.h5 && echo "scan --index-out wrote the same bytes as index"
+  "$E" reduce scan10.h5 -o rep10 | head -1
+  "$PY" - <<'PEOF2'
+import h5py
+t = [x.decode() for x in h5py.File("c10.h5", "r")["/prompts/text"][()]]
+esc = lambda s: s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+for n in (1, 10, 100, 1000):
+    open(f"u{n}.txt", "w").write("".join(esc(s) + "\n" for s in t[:n]))
+PEOF2
+  for n in 1 10 100 1000; do
+    t0=$(now); $MPI "$E" explain --index ix10.h5 --corpus c10.h5 --model ts.h5 --prompt-file u$n.txt --quiet -o f$n.h5 \
+        > f$n.out 2> f$n.log; t1=$(now)
+    echo "explain P = $n (f16): wall $(dt $t0 $t1) s ($(tail -1 f$n.log))"
+  done
+  $MPI "$E" explain --index ix10f32.h5 --corpus c10.h5 --model ts.h5 --prompt-file u1000.txt --quiet -o g1000.h5 > g1000.out 2>&1
+  "$PY" - <<'PEOF2'
+import h5py, numpy as np
+s = h5py.File("scan10.h5", "r"); r = h5py.File("rep10/report.h5", "r")
+e16 = h5py.File("f1000.h5", "r"); e32 = h5py.File("g1000.h5", "r")
+thr = [0.95, 0.94, 0.85, 0.76, 0.81, 0.89]
+lower = s["/freq/bin_lower"][()]
+cnt = s["/freq/counts"][()].astype(np.int64)
+def diff(ec):
+    d = 0
+    for p in range(ec.shape[0]):
+        for b in range(6):
+            k = int(np.argmin(np.abs(lower - thr[b])))
+            d += not np.array_equal(cnt[p, b, k:].sum(axis=0), ec[p, b])
+    return d
+rh = r["/hellinger"][()]
+for name, e in (("float32 index", e32), ("float16 index", e16)):
+    ec = e["/blocks/counts"][()]
+    eh = e["/hellinger"][()]
+    dh = np.abs(rh - eh)
+    print(f"{name} vs scan + reduce (1,000 prompts x 6 blocks): {diff(ec)} (prompt, block) with other counts; "
+          f"pairs within 1e-5 of a threshold {int(e['/blocks/near_threshold'][()].sum())}; prompts with another H "
+          f"{int((dh > 0).sum())}; largest |dH| {dh.max():.3g}; mean H {eh.mean():.4f} (reduce {rh.mean():.4f})")
+n16, n32 = e16["/blocks/n_matches"][()], e32["/blocks/n_matches"][()]
+print(f"float16 vs float32 index: matched substrings differ in {int((n16 != n32).sum())} (prompt, block), "
+      f"by {int(np.abs(n16 - n32).sum())} substrings in all; largest |dH| "
+      f"{np.abs(e16['/hellinger'][()] - e32['/hellinger'][()]).max():.3g}")
+PEOF2
+;; esac
+
 echo "done: $(date)"
