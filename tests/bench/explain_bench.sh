@@ -17,6 +17,11 @@
 #      machine: index f16/f32 against the scan's trie forward; scan of 100 and
 #      1,000 prompts against explain of 1..1,000 (the crossover); float16
 #      against the scan's float32 bins, and float16 against a float32 index.
+#   7. held-out on a budget: the index of the first 111,540 characters (text
+#      the model trained on) and 1,000 windows of the last 111,540 (the
+#      lecture's held-out 10 %, unseen by the model and the index), beside
+#      1,000 prompts drawn from the indexed part: one corpus.h5 made of both
+#      parts with --holdout-fraction 0.5.
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
 # (STEPS: e.g. "12345"; env CORPUSLENS, SHARED). Everything runs under nice.
@@ -182,6 +187,33 @@ print(f"float16 vs float32 index: matched substrings differ in {int((n16 != n32)
       f"by {int(np.abs(n16 - n32).sum())} substrings in all; largest |dH| "
       f"{np.abs(e16['/hellinger'][()] - e32['/hellinger'][()]).max():.3g}")
 PEOF2
+;; esac
+
+case $STEPS in *7*)
+  echo "== 7. held-out windows against in-corpus prompts, index of the first 111,540 characters (2 ranks)"
+  "$PY" - "$SHARED/data/tinyshakespeare.txt" <<'PEOF3'
+import sys
+t = open(sys.argv[1], encoding="utf-8").read()
+n = int(0.9 * len(t))
+held = t[n:]
+open("split.txt", "w", encoding="utf-8").write(t[:len(held)] + held)
+PEOF3
+  [ -f csplit.h5 ] || "$E" prepare split.txt --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 --holdout-fraction 0.5 \
+      -o csplit.h5
+  t0=$(now); $MPI "$E" index --model ts.h5 --corpus csplit.h5 -o ixsplit.h5 2> isplit.log; t1=$(now)
+  echo "index of the first 111,540 characters: wall $(dt $t0 $t1) s, $(stat -c %s ixsplit.h5) bytes"
+  "$PY" - <<'PEOF3'
+import h5py
+t = [x.decode() for x in h5py.File("csplit.h5", "r")["/prompts/text"][()]]
+esc = lambda s: s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+open("tsplit.txt", "w").write("".join(esc(s) + "\n" for s in t))
+PEOF3
+  $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --eval-text 1000 --seed 1 --soft -o heldsplit.h5 \
+      > heldsplit.out 2> heldsplit.log
+  echo "1,000 held-out windows (the lecture's last 10 %):"; cat heldsplit.out
+  $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --prompt-file tsplit.txt --quiet --soft \
+      -o insplit.h5 > insplit.out 2> insplit.log
+  echo "1,000 in-corpus prompts (drawn from the indexed part):"; cat insplit.out
 ;; esac
 
 echo "done: $(date)"
