@@ -326,6 +326,16 @@ def test_reference():
             print(f"{dtype}: {n_cmp} prompts compared exactly, {n_skip} with a pair within {stol} of a threshold; "
                   f"model probs {dp:.2e}, lens {dl:.2e}, soft kernel {worst_soft:.2e}")
             check(n_cmp >= 3, f"{dtype}: too few prompts compared")
+        # float16 keys: exactly numpy's round-to-nearest-even of the float32 keys
+        with h5py.File(os.path.join(d, "if32.h5")) as f, h5py.File(os.path.join(d, "if16.h5")) as g:
+            v32, v16 = f["/vectors"][()], g["/vectors"][()]
+            check(g["/vectors"].dtype == np.float16, f"float16 index stored as {g['/vectors'].dtype}")
+            check(np.array_equal(v32.astype(np.float16).view(np.uint16), v16.view(np.uint16)),
+                  "float16 keys differ from numpy's rounding of the float32 keys")
+            check(not np.array_equal(v32.astype(np.float16).view(np.uint16), (v32 * 1.001).astype(np.float16).view(np.uint16)),
+                  "negative control: rounding comparison cannot fail")
+            nrm = np.abs(np.linalg.norm(v32.astype(np.float64), axis=-1) - 1).max()
+            check(nrm <= 1e-6, f"float32 keys are not unit vectors ({nrm})")
         # negative control: a reference with another threshold differs
         a_other = dense[sims[0, 0] > thr[0] - 0.1].sum(axis=0)
         with h5py.File(os.path.join(d, "ef32.h5")) as f:
