@@ -22,6 +22,10 @@
 #      lecture's held-out 10 %, unseen by the model and the index), beside
 #      1,000 prompts drawn from the indexed part: one corpus.h5 made of both
 #      parts with --holdout-fraction 0.5.
+#   8. does the soft kernel beat the paper's thresholds on held-out text?
+#      tune (hard) and tune --soft on step 6's scan (in-corpus prompts of the
+#      same first 10 %), then explain step 7's held-out windows with each.
+#      Needs the outputs of steps 6 and 7 in the same WORKDIR (or S6DIR/S7DIR).
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
 # (STEPS: e.g. "12345"; env CORPUSLENS, SHARED). Everything runs under nice.
@@ -214,6 +218,20 @@ PEOF3
   $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --prompt-file tsplit.txt --quiet --soft \
       -o insplit.h5 > insplit.out 2> insplit.log
   echo "1,000 in-corpus prompts (drawn from the indexed part):"; cat insplit.out
+;; esac
+
+case $STEPS in *8*)
+  echo "== 8. soft kernel vs the paper's thresholds on the held-out windows"
+  S6=${S6DIR:-.}; S7=${S7DIR:-.}
+  "$E" tune "$S6/scan10.h5" --soft -o fit10.ini
+  cat fit10.ini
+  for mode in paper fitted; do
+    if [ $mode = paper ]; then P=""; else P="--params fit10.ini"; fi
+    $MPI "$E" explain --index "$S7/ixsplit.h5" --corpus "$S7/csplit.h5" --model ts.h5 --eval-text 1000 --seed 1 --soft $P \
+        > held8$mode.out 2> held8$mode.log
+    echo "held-out windows, $mode thresholds/weights (soft: $( [ $mode = paper ] && echo 'T 0.05, the paper weights' || echo fitted)):"
+    grep -E "approximation|soft kernel" held8$mode.out
+  done
 ;; esac
 
 echo "done: $(date)"
