@@ -667,12 +667,15 @@ cl_index *cl_index_open(const char *path) {
     herr_t e = H5Dget_num_chunks(ix->vectors, fs, &nch);
     hsize_t want_ch = (hsize_t)ix->Lh * ((ix->N + ix->chunk_rows - 1) / ix->chunk_rows);
     haddr_t end = 0;
-    for (hsize_t i = 0; e >= 0 && i < nch; i++) {
-        hsize_t off[3];
+    /* the end of the data: the last chunk of each block (chunks are allocated
+       in shard order, so these are the last ones written); O(Lh) lookups */
+    for (int b = 0; e >= 0 && b < ix->Lh; b++) {
+        hsize_t off[3] = {(hsize_t)b, ((ix->N - 1) / ix->chunk_rows) * ix->chunk_rows, 0};
         unsigned mask;
         haddr_t addr;
         hsize_t size;
-        if ((e = H5Dget_chunk_info(ix->vectors, fs, i, off, &mask, &addr, &size)) >= 0 && addr + size > end)
+        if ((e = H5Dget_chunk_info_by_coord(ix->vectors, off, &mask, &addr, &size)) >= 0 && addr != HADDR_UNDEF &&
+            addr + size > end)
             end = addr + size;
     }
     H5Sclose(fs);
