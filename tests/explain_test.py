@@ -383,6 +383,14 @@ def test_resume():
         check("resuming: 6 of" in p.stderr, "the rerun did not resume: " + p.stderr[-300:])
         check(open(full, "rb").read() == open(part, "rb").read(), "the resumed index differs from an uninterrupted one")
         check(not os.path.exists(part + ".parts"), "the parts were not removed")
+        # scan --index-out stopped and resumed: the same index
+        sc, si = os.path.join(d, "s.h5"), os.path.join(d, "si.h5")
+        envs = dict(ENV, CORPUSLENS_SCAN_STOP_AFTER="2")
+        p = run(["scan", "--model", m, "--corpus", c, "--batch", "200", "-o", sc, "--index-out", si], ranks=2, ok=False,
+                env=envs)
+        check(p.returncode == 3 and not os.path.exists(si), f"scan stop-after: rc {p.returncode}, index written early")
+        run(["scan", "--model", m, "--corpus", c, "--batch", "200", "-o", sc, "--index-out", si], ranks=2)
+        check(open(full, "rb").read() == open(si, "rb").read(), "a resumed scan --index-out differs from index")
         # another argument (dtype) starts over and is still right
         run(["index", "--model", m, "--corpus", c, "--batch", "200", "-o", part], ranks=2, ok=False, env=env)
         p = run(["index", "--model", m, "--corpus", c, "--batch", "200", "--dtype", "f32", "-o", part], ranks=2)
