@@ -12,20 +12,16 @@
 #      (float16): scan time against explain's (crossover), and float16 against
 #      the scan's float32 bins: (prompt, block) whose counts change, largest
 #      change in H.
-#   6. the same comparisons on the first 10 % of the corpus (111,539
-#      characters, 1,000 prompts sampled from it), cheap enough for a shared
-#      machine: index f16/f32 against the scan's trie forward; scan of 100 and
-#      1,000 prompts against explain of 1..1,000 (the crossover); float16
-#      against the scan's float32 bins, and float16 against a float32 index.
-#   7. held-out on a budget: the index of the first 111,540 characters (text
-#      the model trained on) and 1,000 windows of the last 111,540 (the
-#      lecture's held-out 10 %, unseen by the model and the index), beside
-#      1,000 prompts drawn from the indexed part: one corpus.h5 made of both
-#      parts with --holdout-fraction 0.5.
-#   8. does the soft kernel beat the paper's thresholds on held-out text?
-#      tune (hard) and tune --soft on step 6's scan (in-corpus prompts of the
-#      same first 10 %), then explain step 7's held-out windows with each.
-#      Needs the outputs of steps 6 and 7 in the same WORKDIR (or S6DIR/S7DIR).
+#   6. on a budget, one forward pass of a smaller corpus: the first 111,540
+#      characters of TinyShakespeare (text the model trained on) + the
+#      lecture's held-out last 111,540 characters, prepared with
+#      --holdout-fraction 0.5 (substrings, counts and 1,000 prompts from the
+#      first part only). One scan of the 1,000 prompts with --index-out gives
+#      the float32 bins and the float16 index; then explain of 1..1,000 of
+#      the prompts (crossover against the scan), float16 against the scan's
+#      float32 bins, 1,000 held-out windows against the 1,000 in-corpus
+#      prompts, and tune / tune --soft on the scan applied to the windows
+#      (does the soft kernel beat the paper's thresholds on held-out text?).
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
 # (STEPS: e.g. "12345"; env CORPUSLENS, SHARED). Everything runs under nice.
@@ -137,101 +133,55 @@ print(f"float16 index vs the scan's float32 bins, 1,000 paper prompts x 6 blocks
 PEOF
 ;; esac
 case $STEPS in *6*)
-  echo "== 6. the first 10 % of the corpus (2 ranks)"
-  head -c 111539 "$SHARED/data/tinyshakespeare.txt" > s10.txt
-  [ -f c10.h5 ] || "$E" prepare s10.txt --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 -o c10.h5
-  [ -f c10p100.h5 ] || "$E" prepare s10.txt --len 10 --prompts 100 --seed 1337 --vocab-from ts.h5 -o c10p100.h5
-  t0=$(now); $MPI "$E" index --model ts.h5 --corpus c10.h5 -o ix10.h5 2> i10.log; t1=$(now)
-  echo "index f16: wall $(dt $t0 $t1) s, $(stat -c %s ix10.h5) bytes; $(tail -1 i10.log)"
-  t0=$(now); $MPI "$E" index --model ts.h5 --corpus c10.h5 --dtype f32 -o ix10f32.h5 2> i10f32.log; t1=$(now)
-  echo "index f32: wall $(dt $t0 $t1) s, $(stat -c %s ix10f32.h5) bytes"
-  t0=$(now); $MPI "$E" scan --model ts.h5 --corpus c10p100.h5 -o scan10p100.h5 2> s10p100.log; t1=$(now)
-  echo "scan of 100 prompts: wall $(dt $t0 $t1) s; $(grep 'time per rank' s10p100.log)"
-  t0=$(now); $MPI "$E" scan --model ts.h5 --corpus c10.h5 -o scan10.h5 --index-out ix10scan.h5 2> s10.log; t1=$(now)
-  echo "scan of 1,000 prompts (+ --index-out): wall $(dt $t0 $t1) s; $(grep 'time per rank' s10.log)"
-  cmp ix10scan.h5 ix10.h5 && echo "scan --index-out wrote the same bytes as index"
-  "$E" reduce scan10.h5 -o rep10 | head -1
-  "$PY" - <<'PEOF2'
-import h5py
-t = [x.decode() for x in h5py.File("c10.h5", "r")["/prompts/text"][()]]
-esc = lambda s: s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-for n in (1, 10, 100, 1000):
-    open(f"u{n}.txt", "w").write("".join(esc(s) + "\n" for s in t[:n]))
-PEOF2
-  for n in 1 10 100 1000; do
-    t0=$(now); $MPI "$E" explain --index ix10.h5 --corpus c10.h5 --model ts.h5 --prompt-file u$n.txt --quiet -o f$n.h5 \
-        > f$n.out 2> f$n.log; t1=$(now)
-    echo "explain P = $n (f16): wall $(dt $t0 $t1) s ($(tail -1 f$n.log))"
-  done
-  $MPI "$E" explain --index ix10f32.h5 --corpus c10.h5 --model ts.h5 --prompt-file u1000.txt --quiet -o g1000.h5 > g1000.out 2>&1
-  "$PY" - <<'PEOF2'
-import h5py, numpy as np
-s = h5py.File("scan10.h5", "r"); r = h5py.File("rep10/report.h5", "r")
-e16 = h5py.File("f1000.h5", "r"); e32 = h5py.File("g1000.h5", "r")
-thr = [0.95, 0.94, 0.85, 0.76, 0.81, 0.89]
-lower = s["/freq/bin_lower"][()]
-cnt = s["/freq/counts"][()].astype(np.int64)
-def diff(ec):
-    d = 0
-    for p in range(ec.shape[0]):
-        for b in range(6):
-            k = int(np.argmin(np.abs(lower - thr[b])))
-            d += not np.array_equal(cnt[p, b, k:].sum(axis=0), ec[p, b])
-    return d
-rh = r["/hellinger"][()]
-for name, e in (("float32 index", e32), ("float16 index", e16)):
-    ec = e["/blocks/counts"][()]
-    eh = e["/hellinger"][()]
-    dh = np.abs(rh - eh)
-    print(f"{name} vs scan + reduce (1,000 prompts x 6 blocks): {diff(ec)} (prompt, block) with other counts; "
-          f"pairs within 1e-5 of a threshold {int(e['/blocks/near_threshold'][()].sum())}; prompts with another H "
-          f"{int((dh > 0).sum())}; largest |dH| {dh.max():.3g}; mean H {eh.mean():.4f} (reduce {rh.mean():.4f})")
-n16, n32 = e16["/blocks/n_matches"][()], e32["/blocks/n_matches"][()]
-print(f"float16 vs float32 index: matched substrings differ in {int((n16 != n32).sum())} (prompt, block), "
-      f"by {int(np.abs(n16 - n32).sum())} substrings in all; largest |dH| "
-      f"{np.abs(e16['/hellinger'][()] - e32['/hellinger'][()]).max():.3g}")
-PEOF2
-;; esac
-
-case $STEPS in *7*)
-  echo "== 7. held-out windows against in-corpus prompts, index of the first 111,540 characters (2 ranks)"
+  echo "== 6. index of the first 111,540 characters; held-out = the lecture's last 111,540 (2 ranks)"
   "$PY" - "$SHARED/data/tinyshakespeare.txt" <<'PEOF3'
 import sys
 t = open(sys.argv[1], encoding="utf-8").read()
-n = int(0.9 * len(t))
-held = t[n:]
+held = t[int(0.9 * len(t)):]
 open("split.txt", "w", encoding="utf-8").write(t[:len(held)] + held)
 PEOF3
   [ -f csplit.h5 ] || "$E" prepare split.txt --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 --holdout-fraction 0.5 \
       -o csplit.h5
-  t0=$(now); $MPI "$E" index --model ts.h5 --corpus csplit.h5 -o ixsplit.h5 2> isplit.log; t1=$(now)
-  echo "index of the first 111,540 characters: wall $(dt $t0 $t1) s, $(stat -c %s ixsplit.h5) bytes"
+  t0=$(now); $MPI "$E" scan --model ts.h5 --corpus csplit.h5 -o scansplit.h5 --index-out ixsplit.h5 2> ssplit.log; t1=$(now)
+  grep -v '^scan: [0-9]*/' ssplit.log || true
+  echo "scan of 1,000 prompts + --index-out: wall $(dt $t0 $t1) s; index $(stat -c %s ixsplit.h5) bytes"
+  "$E" reduce scansplit.h5 -o repsplit | head -1
   "$PY" - <<'PEOF3'
 import h5py
 t = [x.decode() for x in h5py.File("csplit.h5", "r")["/prompts/text"][()]]
 esc = lambda s: s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-open("tsplit.txt", "w").write("".join(esc(s) + "\n" for s in t))
+for n in (1, 10, 100, 1000):
+    open(f"u{n}.txt", "w").write("".join(esc(s) + "\n" for s in t[:n]))
 PEOF3
-  $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --eval-text 1000 --seed 1 --soft -o heldsplit.h5 \
-      > heldsplit.out 2> heldsplit.log
-  echo "1,000 held-out windows (the lecture's last 10 %):"; cat heldsplit.out
-  $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --prompt-file tsplit.txt --quiet --soft \
-      -o insplit.h5 > insplit.out 2> insplit.log
-  echo "1,000 in-corpus prompts (drawn from the indexed part):"; cat insplit.out
-;; esac
-
-case $STEPS in *8*)
-  echo "== 8. soft kernel vs the paper's thresholds on the held-out windows"
-  S6=${S6DIR:-.}; S7=${S7DIR:-.}
-  "$E" tune "$S6/scan10.h5" --soft -o fit10.ini
-  cat fit10.ini
-  for mode in paper fitted; do
-    if [ $mode = paper ]; then P=""; else P="--params fit10.ini"; fi
-    $MPI "$E" explain --index "$S7/ixsplit.h5" --corpus "$S7/csplit.h5" --model ts.h5 --eval-text 1000 --seed 1 --soft $P \
-        > held8$mode.out 2> held8$mode.log
-    echo "held-out windows, $mode thresholds/weights (soft: $( [ $mode = paper ] && echo 'T 0.05, the paper weights' || echo fitted)):"
-    grep -E "approximation|soft kernel" held8$mode.out
+  for n in 1 10 100 1000; do
+    t0=$(now); $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --prompt-file u$n.txt --quiet \
+        -o f$n.h5 > f$n.out 2> f$n.log; t1=$(now)
+    echo "explain P = $n: wall $(dt $t0 $t1) s ($(tail -1 f$n.log))"
   done
+  echo "1,000 in-corpus prompts:"; cat f1000.out
+  "$PY" - <<'PEOF3'
+import h5py, numpy as np
+s = h5py.File("scansplit.h5", "r"); r = h5py.File("repsplit/report.h5", "r"); e = h5py.File("f1000.h5", "r")
+thr = [0.95, 0.94, 0.85, 0.76, 0.81, 0.89]
+lower = s["/freq/bin_lower"][()]
+cnt = s["/freq/counts"][()].astype(np.int64)
+ec = e["/blocks/counts"][()]
+d = sum(not np.array_equal(cnt[p, b, int(np.argmin(np.abs(lower - thr[b]))):].sum(axis=0), ec[p, b])
+        for p in range(ec.shape[0]) for b in range(6))
+rh, eh = r["/hellinger"][()], e["/hellinger"][()]
+dh = np.abs(rh - eh)
+print(f"float16 index vs the scan's float32 bins (1,000 prompts x 6 blocks): {d} (prompt, block) with other counts; "
+      f"{int((dh > 0).sum())} prompts with another H, largest |dH| {dh.max():.3g}; mean H {eh.mean():.4f} "
+      f"(scan + reduce {rh.mean():.4f})")
+PEOF3
+  t0=$(now); $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --eval-text 1000 --seed 1 --soft \
+      -o heldsplit.h5 > heldsplit.out 2> heldsplit.log; t1=$(now)
+  echo "1,000 held-out windows (wall $(dt $t0 $t1) s):"; cat heldsplit.out
+  "$E" tune scansplit.h5 --soft -o fit.ini
+  $MPI "$E" explain --index ixsplit.h5 --corpus csplit.h5 --model ts.h5 --eval-text 1000 --seed 1 --params fit.ini \
+      > heldfit.out 2> heldfit.log
+  echo "1,000 held-out windows with the fitted thresholds/weights and soft kernel (fit.ini):"
+  grep -E "approximation|soft kernel" heldfit.out
 ;; esac
 
 echo "done: $(date)"
