@@ -186,9 +186,12 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
     }
     printf("\"\n");
     print_top("model", NULL, r->model_probs + p * V, vocab, V, 6);
-    print_top("approximation", r->approx + p * V, NULL, vocab, V, 6);
-    if (r->hellinger[p] == CL_H_EMPTY) printf("  Hellinger distance: (empty: no string above any weighted threshold)\n");
-    else printf("  Hellinger distance: %.6f\n", r->hellinger[p]);
+    if (r->hellinger[p] == CL_H_EMPTY) {
+        printf("  approximation (empty: no string above any weighted threshold)\n");
+    } else {
+        print_top("approximation", r->approx + p * V, NULL, vocab, V, 6);
+        printf("  Hellinger distance: %.6f\n", r->hellinger[p]);
+    }
     if (r->soft_approx) {
         print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
         printf("  Hellinger distance (soft): %.6f\n", r->soft_hellinger[p]);
