@@ -434,6 +434,7 @@ int cmd_explain(int argc, char **argv) {
 
     /* ---- load (every rank: the library checks are collective) ---- */
     int err = 0;
+    double tl0 = MPI_Wtime();
     cl_model *m = cl_model_load(model_path);
     cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
     cl_index *ix = cp ? cl_index_open(index_path) : NULL;
@@ -441,10 +442,12 @@ int cmd_explain(int argc, char **argv) {
     else if (!cp) cl_error_prefix("%s: ", corpus_path);
     if (!m || !cp || !ix) err = 1;
     char msha[65] = "", csha[65] = "";
+    double tl1 = MPI_Wtime();
     if (!err && rank == 0 &&
         (cl_model_fingerprint(m, msha) || cl_sha256_file(corpus_path, csha) ||
          cl_index_check(ix, msha, csha, model_path, corpus_path)))
         err = 1;
+    double tl2 = MPI_Wtime();
     if (!err && params && read_params(params, &par, &nt, &nw, &nT, &nsw)) err = 1;
     if (nT || nsw) par.soft = 1;
     if (!err) {
@@ -620,10 +623,13 @@ int cmd_explain(int argc, char **argv) {
             for (size_t i = 0; i < P * (size_t)r->Lh; i++) near += r->near[i];
             printf("  pairs within %g of a threshold: %lld\n", CL_EXPLAIN_NEAR, near);
         }
-        fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: prompts %.3f s, search %.3f s, "
-                        "total %.3f s\n",
-                P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, r->seconds_prompts,
-                r->seconds_search, t1 - t0);
+        struct timespec cpu;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+        fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: load %.3f s (model, corpus, "
+                        "index), SHA-256 checks %.3f s, prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
+                        "CPU time %.3f s\n",
+                P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, tl1 - tl0, tl2 - tl1,
+                r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec);
         if (out && write_h5(out, r, &par, texts, ix, ngram, ngram_h)) rc = cli_fail();
     }
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
