@@ -8,6 +8,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_DIRECT 1
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +28,42 @@
 #define PBATCH 256
 
 typedef unsigned __int128 u128;
+
+/* ---- few prompts against a memory-mapped float16 index: one pass over the
+ * mapped chunks, halves widened in registers (F16C) and multiplied into
+ * float32 accumulators (FMA), so no row is copied. Used for P <= DIRECT_MAX
+ * (chosen by P alone: the same path for any rank count). ---- */
+#define DIRECT_MAX 8
+#if HAVE_DIRECT
+static int cpu_direct(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    }
+    return have;
+}
+
+/* out[i * ld + s] = dot(h[s, :], pv[i, :]) for s < rows, i < P (C % 8 == 0). */
+__attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, size_t rows, size_t C,
+                                                             const float *pv, size_t P, float *out, size_t ld) {
+    for (size_t s = 0; s < rows; s++) {
+        const uint16_t *row = h + s * C;
+        __m256 acc[DIRECT_MAX];
+        for (size_t i = 0; i < P; i++) acc[i] = _mm256_setzero_ps();
+        for (size_t c = 0; c < C; c += 8) {
+            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c)));
+            for (size_t i = 0; i < P; i++) acc[i] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pv + i * C + c), acc[i]);
+        }
+        for (size_t i = 0; i < P; i++) {
+            __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+            lo = _mm_hadd_ps(lo, lo);
+            lo = _mm_hadd_ps(lo, lo);
+            out[i * ld + s] = _mm_cvtss_f32(lo);
+        }
+    }
+}
+#endif
 
 /* Whether any of r[0..16) is > t (NaN is not). */
 static inline int any_above16(const float *r, float t) {
@@ -256,17 +296,31 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     /* ---- the search over this rank's rows: whole chunks, contiguous ---- */
     size_t nch = (N + cr - 1) / cr, c0 = nch * (size_t)rank / (size_t)R, c1 = nch * (size_t)(rank + 1) / (size_t)R;
     size_t row0 = c0 * cr, row1 = c1 * cr < N ? c1 * cr : N;
+    int direct = 0;
+#if HAVE_DIRECT
+    direct = ix->map && P <= DIRECT_MAX && C % 8 == 0 && cpu_direct();
+#endif
     for (size_t b = 0; !err && b < Lh; b++) {
         const double thr = par->thresholds[b], lo_near = thr - CL_EXPLAIN_NEAR;
         const double invT = par->soft ? 1.0 / par->T[b] : 0;
         for (size_t r0 = row0; !err && r0 < row1; r0 += RB) {
             size_t n = row1 - r0 < RB ? row1 - r0 : RB;
-            if (cl_index_read_rows(ix, (int)b, r0, n, rows, hbuf)) {
+            if (!direct && cl_index_read_rows(ix, (int)b, r0, n, rows, hbuf)) {
                 err = 1;
                 break;
             }
             for (size_t p0 = 0; p0 < P; p0 += PT) {
                 size_t np = P - p0 < PT ? P - p0 : PT;
+#if HAVE_DIRECT
+                if (direct) {
+                    /* row blocks start on chunk boundaries (whole chunks per rank, RB a multiple of them) */
+                    for (size_t c0 = r0; c0 < r0 + n; c0 += cr) {
+                        size_t nr = r0 + n - c0 < cr ? r0 + n - c0 : cr;
+                        dot_f16(cl_index_chunk_f16(ix, (int)b, c0 / cr), nr, C, pvec + b * P * C, P, sims + (c0 - r0),
+                                n);
+                    }
+                } else
+#endif
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)n, (blasint)C, 1.0f,
                             pvec + (b * P + p0) * C, (blasint)C, rows, (blasint)C, 0.0f, sims, (blasint)n);
                 for (size_t i = 0; i < np; i++) {

@@ -5,10 +5,12 @@
 #include "corpuslens/scan/index.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -560,6 +562,8 @@ out:
 
 void cl_index_close(cl_index *ix) {
     if (!ix) return;
+    if (ix->map) munmap((void *)ix->map, ix->map_size);
+    free(ix->chunk_off);
     if (ix->vectors >= 0) H5Dclose(ix->vectors);
     if (ix->file >= 0) H5Fclose(ix->file);
     free(ix->vocab);
@@ -689,6 +693,34 @@ cl_index *cl_index_open(const char *path) {
                  (unsigned long long)end);
         goto fail;
     }
+    /* float16: map the file and find every chunk (unfiltered, full size) */
+    /* CORPUSLENS_INDEX_NO_MMAP=1: read with H5Dread only (benchmarks compare the two) */
+    const char *nomap = getenv("CORPUSLENS_INDEX_NO_MMAP");
+    if (ix->dtype == CL_INDEX_F16 && !(nomap && *nomap == '1')) {
+        size_t nc = (ix->N + ix->chunk_rows - 1) / ix->chunk_rows, want = ix->chunk_rows * (size_t)ix->C * 2;
+        uint64_t *co = malloc((size_t)ix->Lh * nc * sizeof *co);
+        int ok = co != NULL;
+        for (size_t i = 0; ok && i < (size_t)ix->Lh * nc; i++) {
+            hsize_t off[3] = {i / nc, (i % nc) * ix->chunk_rows, 0};
+            unsigned mask = 1;
+            haddr_t addr = HADDR_UNDEF;
+            hsize_t size = 0;
+            ok = H5Dget_chunk_info_by_coord(ix->vectors, off, &mask, &addr, &size) >= 0 && mask == 0 &&
+                 addr != HADDR_UNDEF && size == want && addr + size <= (haddr_t)st.st_size;
+            if (ok) co[i] = (uint64_t)addr;
+        }
+        void *mp = MAP_FAILED;
+        if (ok) {
+            int fd = open(path, O_RDONLY);
+            if (fd >= 0) {
+                mp = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+                close(fd);
+            }
+        }
+        if (ok && mp != MAP_FAILED) {
+            ix->map = mp, ix->map_size = (size_t)st.st_size, ix->chunk_off = co, ix->n_chunks = nc;
+        } else free(co);
+    }
     return ix;
 fail:
     cl_error_prefix("%s: ", path);
@@ -707,6 +739,11 @@ int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus
                         "%.16s...",
                         ix->path, ix->corpus_h5_sha256, corpus_path ? corpus_path : "the corpus", corpus_h5_sha);
     return 0;
+}
+
+const uint16_t *cl_index_chunk_f16(const cl_index *ix, int b, size_t c) {
+    if (!ix->map || b < 0 || b >= ix->Lh || c >= ix->n_chunks) return NULL;
+    return (const uint16_t *)(ix->map + ix->chunk_off[(size_t)b * ix->n_chunks + c]);
 }
 
 int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf) {

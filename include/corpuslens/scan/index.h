@@ -136,6 +136,12 @@ typedef struct {
     uint32_t *vocab;       /* [V] */
     int32_t *substring;    /* [N] */
     char hook[64], model_sha256[80], corpus_h5_sha256[80];
+    /* float16: the file memory-mapped read-only (the page cache is the only
+       copy) and the file offset of every chunk [Lh, n_chunks]; NULL/0 when
+       mapping is not possible (then rows are read with H5Dread) */
+    const unsigned char *map;
+    size_t map_size, n_chunks;
+    uint64_t *chunk_off;
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
@@ -147,5 +153,8 @@ int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus
 /* Rows [r0, r0+n) of block b into out[n, C] float32; buf is scratch of
  * n*C*2 bytes for float16 (NULL for float32). 0 or -1. */
 int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf);
+/* float16 and mapped: the rows of chunk c of block b in place ([rows, C]
+ * halves, rows = chunk_rows or fewer at the end), or NULL. */
+const uint16_t *cl_index_chunk_f16(const cl_index *ix, int b, size_t c);
 
 #endif
