@@ -366,7 +366,7 @@ def test_ranks():
             e2 = os.path.join(d, f"enomap{dtype}.h5")
             run(["explain", "--index", os.path.join(d, f"i1{dtype}.h5"), "--corpus", c, "--model", m, "--prompt-file",
                  pf, "--thresholds", "0.7,0.8", "--weights", "1,1", "--soft", "--top", "7", "--quiet", "-o", e2],
-                env=dict(ENV, CORPUSLENS_INDEX_NO_MMAP="1"))
+                env=dict(ENV, CORPUSLENS_INDEX_MMAP="1"))
             with h5py.File(os.path.join(d, f"e1{dtype}.h5")) as f, h5py.File(e2) as g:
                 ds = np.abs(f["/matches/similarity"][()] - g["/matches/similarity"][()]).max()
                 check(ds <= 1e-5, f"{dtype}: mapped and read paths differ in similarity by {ds}")

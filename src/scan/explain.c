@@ -29,7 +29,7 @@
 
 typedef unsigned __int128 u128;
 
-/* ---- few prompts against a memory-mapped float16 index: one pass over the
+/* ---- few prompts against a memory-mapped float16 index (CORPUSLENS_INDEX_MMAP=1): one pass over the
  * mapped chunks, halves widened in registers (F16C) and multiplied into
  * float32 accumulators (FMA), so no row is copied. Used for P <= DIRECT_MAX
  * (chosen by P alone: the same path for any rank count). ---- */

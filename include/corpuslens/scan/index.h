@@ -136,9 +136,9 @@ typedef struct {
     uint32_t *vocab;       /* [V] */
     int32_t *substring;    /* [N] */
     char hook[64], model_sha256[80], corpus_h5_sha256[80];
-    /* float16: the file memory-mapped read-only (the page cache is the only
-       copy) and the file offset of every chunk [Lh, n_chunks]; NULL/0 when
-       mapping is not possible (then rows are read with H5Dread) */
+    /* float16 with CORPUSLENS_INDEX_MMAP=1: the file memory-mapped read-only
+       (the page cache is the only copy) and the file offset of every chunk
+       [Lh, n_chunks]; NULL/0 otherwise (rows are read with H5Dread) */
     const unsigned char *map;
     size_t map_size, n_chunks;
     uint64_t *chunk_off;
