@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Submit a corpuslens job file to Slurm as a chain of batch jobs:
 #   [train] -> prepare -> scan -> reduce     (train only when the job has no [model])
-# each starting when the previous one succeeded (--dependency=afterok, and
+# plus, when the job has [alternatives] seeds, ONE JOB ARRAY (sbatch --array=1-N,
+# slurm/alternatives.sbatch: task K trains the K-th seed), which starts at once
+# (or after the job that writes a generated corpus) and which the scan waits for
+# as a whole (afterok on the array); the reduce job also runs [tune] and [ablate].
+# Each job starts when the previous one succeeded (--dependency=afterok, and
 # --kill-on-invalid-dep=yes so that a failure cancels the rest instead of
 # leaving it pending forever). Every stage runs `corpuslens run JOB --stages S`,
 # so stages already complete for this job are skipped, and a resubmission after
@@ -67,6 +71,7 @@ submit() {
     local stage=$1 script=$2 dep=$3
     shift 3
     local args=("${common[@]}" --output="$out/slurm/$stage-%j.out")
+    [ "$stage" = alternatives ] && args=("${common[@]}" --output="$out/slurm/$stage-%A_%a.out")
     [ -n "$dep" ] && args+=(--dependency=afterok:"$dep")
     sbatch "${args[@]}" "$@" "${extra[@]}" "$here/$script" | cut -d';' -f1
 }
@@ -83,10 +88,28 @@ chain() {
     echo "$1 $dep"
     ids+=("$dep")
 }
+gen=
 if [[ $stages == *" train "* ]]; then
     chain train "$(setting CORPUSLENS_TRAIN_RANKS train_ranks)" "$(setting CORPUSLENS_TRAIN_TIME train_time)"
+    gen=$dep
 fi
 chain prepare 1 "$light_time"
+[ -z "$gen" ] && gen=$dep
+# the alternative seeds: one job array, resources of [train]; it needs the corpus
+# first only when the job generates it (the train job, else the prepare job)
+n_alt=$(get alternatives)
+if [ "$n_alt" -gt 0 ]; then
+    adep=
+    [[ $stages == *" generate "* ]] && adep=$gen
+    ar=$(setting CORPUSLENS_TRAIN_RANKS train_ranks)
+    aopts=(--array=1-"$n_alt" --ntasks="${ar:-1}")
+    t=$(setting CORPUSLENS_TRAIN_TIME train_time)
+    [ -n "$t" ] && aopts+=(--time="$t")
+    alt=$(submit alternatives alternatives.sbatch "$adep" "${aopts[@]}")
+    echo "alternatives $alt"
+    ids+=("$alt")
+    dep=$dep:$alt # the scan waits for prepare and the whole array
+fi
 chain scan "$(setting CORPUSLENS_SCAN_RANKS scan_ranks)" "$(setting CORPUSLENS_SCAN_TIME scan_time)"
 chain reduce 1 "$light_time"
 

@@ -61,14 +61,15 @@ fi
 
 # ---- refusals ----
 refuse "cannot sample 1000 prompts" "$T/c.txt" --len 3 --prompts 1000 --seed 1
-refuse "--prompts: '0' is not an integer" "$T/c.txt" --len 3 --prompts 0
-refuse "--prompts: '-5' is not an integer" "$T/c.txt" --len 3 --prompts -5
-refuse "--len: '0' is not an integer in [1, 256]" "$T/c.txt" --len 0 --prompts 1
-refuse "--len: '257' is not an integer in [1, 256]" "$T/c.txt" --len 257 --prompts 1
+refuse "--prompts: 0 is out of range 1.." "$T/c.txt" --len 3 --prompts 0
+refuse "--prompts: -5 is out of range 1.." "$T/c.txt" --len 3 --prompts -5
+refuse "--prompts: 'x' is not an integer" "$T/c.txt" --len 3 --prompts x
+refuse "--len: 0 is out of range 1..256" "$T/c.txt" --len 0 --prompts 1
+refuse "--len: 257 is out of range 1..256" "$T/c.txt" --len 257 --prompts 1
 refuse "--len is required" "$T/c.txt" --prompts 1
 refuse "give --prompts P or --prompt-file FILE" "$T/c.txt" --len 3
 refuse "--prompt-file excludes" "$T/c.txt" --len 3 --prompts 2 --prompt-file /dev/null
-refuse "unknown option '--bogus'" "$T/c.txt" --len 3 --prompts 2 --bogus 1
+refuse "unknown option --bogus" "$T/c.txt" --len 3 --prompts 2 --bogus 1
 refuse "cannot open $T/missing.txt" "$T/missing.txt" --len 3 --prompts 1
 : >"$T/empty.txt"
 refuse "corpus is empty" "$T/empty.txt" --len 3 --prompts 1

@@ -141,6 +141,17 @@ def hell(p, q):
     return np.where(empty, -1.0, np.minimum(h, 1.0)), empty
 
 
+def predict_probs(model, texts, V):
+    """[P, V] last-position probabilities from `corpuslens predict` (6 decimals)."""
+    out = np.zeros((len(texts), V))
+    for p, t in enumerate(texts):
+        r = run(["predict", "--model", model, "--top", "0", "--", t])
+        for line in r.stdout.splitlines():
+            pr, tid, _ = line.split("\t", 2)
+            out[p, int(tid)] = float(pr)
+    return out
+
+
 def check_stats(name, attrs, h):
     x = h[h >= 0]
     want = {"count": len(x), "n_empty": int((h < 0).sum())}
@@ -308,7 +319,30 @@ def main():
                     fail(f"compare_0 (the scanned model itself) has H up to {c0.max()} (want ~0)")
                 if c1.mean() < 0.01:
                     fail(f"compare_1 (another seed) has mean H {c1.mean()} (want > 0.01)")
+                # compare_1 against numpy on m2's probabilities from `corpuslens predict` (6 decimals)
+                h2, _ = hell(predict_probs(m2, texts, V), model_probs)
+                if not np.abs(c1 - h2).max() <= 2e-3:
+                    fail(f"compare_1 differs from numpy on predict's probabilities by {np.abs(c1 - h2).max()}")
+                # the noise-floor rows: mean of the models' means, pooled std, ratio (numpy)
+                nf = f["noise_floor"].attrs
+                means = np.array([c0[c0 >= 0].mean(), c1[c1 >= 0].mean()])
+                pooled = np.concatenate([c0[c0 >= 0], c1[c1 >= 0]])
+                want = {"n_models": 2, "mean": means.mean(), "pooled_std": pooled.std(ddof=0),
+                        "ratio": h_ref[h_ref >= 0].mean() / means.mean()}
+                for k, v in want.items():
+                    if not abs(float(nf[k]) - v) <= 1e-12 + 1e-12 * abs(v):
+                        fail(f"/noise_floor {k} = {nf[k]}, numpy says {v}")
+                if not np.allclose(nf["means"], means, rtol=1e-12, atol=1e-12):
+                    fail(f"/noise_floor means {nf['means']} != numpy {means}")
+                noise_md = (f"| {means.mean():.4f} ± {pooled.std(ddof=0):.4f} |",
+                            f"| {h_ref[h_ref >= 0].mean() / means.mean():.2f} |")
         md = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+        if i == 0:
+            for want in ["## Beside the paper", "**noise floor**", "| 0.106 ± 0.082 |", "| 1.58 |"] + list(noise_md):
+                if want not in md:
+                    fail(f"report.md lacks the noise-floor row text {want!r}")
+        elif "noise_floor" in h5py.File(os.path.join(out, "report.h5"), "r") or "Beside the paper" in md:
+            fail(f"set {i}: a noise floor without compare models")
         for want in ["Model Predictions", "Approximation Predictions", "| **approximation** |", "ngram",
                      "unigram", "Prompt 3 (chosen)", "(best)", "(worst)"]:
             if want not in md:
@@ -352,6 +386,37 @@ def main():
     m4 = os.path.join(tmp, "m4.h5")
     run(["init", "--config", cfg, "--vocab-from", os.path.join(tmp, "v2.txt"), "-o", m4])
     refuse(tmp, ["reduce", scan, "--compare-model", m4], "vocabulary")
+
+    # ---- ablation and tuning files beside the paper (reduce --ablation/--tuned) ----
+    abl = os.path.join(tmp, "ablation.h5")
+    am, asd, fm, fsd = rng.random(Lb) * 0.1, rng.random(Lb) * 0.05, rng.random(Lb) * 0.7, rng.random(Lb) * 0.1
+    with h5py.File(abl, "w") as f:
+        f.attrs["format"] = "corpuslens-ablation"
+        f.attrs["mode"], f.attrs["prompts"], f.attrs["n_layer"] = "zero", 123, Lb
+        f["attn_removed/mean"], f["attn_removed/std"], f["ffwd_removed/mean"], f["ffwd_removed/std"] = am, asd, fm, fsd
+    tuneh5 = os.path.join(tmp, "tune.h5")
+    r = run(["tune", scan, "--seed", "3", "--h5", tuneh5])
+    if r.returncode == 0:
+        with h5py.File(tuneh5, "r") as f:
+            ta = dict(f.attrs)
+        # the file holds what tune printed
+        m = [l for l in r.stdout.splitlines() if "fitted, held-out" in l or "paper, held-out" in l]
+        got = [float(l.split("mean ")[1].split()[0]) for l in m]
+        if len(got) != 2 or abs(got[0] - ta["fitted_test_mean"]) > 5e-5 or abs(got[1] - ta["paper_test_mean"]) > 5e-5:
+            fail(f"tune.h5 {ta.get('fitted_test_mean')}/{ta.get('paper_test_mean')} vs printed {got}")
+        out = os.path.join(tmp, "rep_paper")
+        r = run(["reduce", scan, "--ablation", abl, "--tuned", tuneh5, "-o", out])
+        if r.returncode == 0:
+            md = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+            rows = [f"| {b} | {am[b]:.4f} ± {asd[b]:.4f} | {fm[b]:.4f} ± {fsd[b]:.4f} |" for b in range(Lb)]
+            rows.append(f"| range, this run | {am.min():.2f}–{am.max():.2f} | {fm.min():.2f}–{fm.max():.2f} |")
+            rows.append(f"| {ta['fitted_train_mean']:.4f} | {ta['fitted_test_mean']:.4f} | {ta['fitted_test_std']:.4f} |")
+            rows.append(f"| {ta['paper_train_mean']:.4f} | {ta['paper_test_mean']:.4f} | {ta['paper_test_std']:.4f} |")
+            for want in rows:
+                if want not in md:
+                    fail(f"report.md lacks {want!r}")
+    refuse(tmp, ["reduce", scan, "--ablation", scan], "not a corpuslens-ablation file")
+    refuse(tmp, ["reduce", scan, "--tuned", abl], "not a corpuslens-tune file")
 
     # ---- tune ----
     snip = os.path.join(tmp, "fit.ini")

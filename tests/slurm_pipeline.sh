@@ -9,7 +9,9 @@
 #   submit again: every stage must be skipped. Then a tiny job whose scan
 #   stops after one shard per rank (CORPUSLENS_SCAN_STOP_AFTER=1, exit 3, and
 #   RequeueExit=3 here), launched with mpirun instead of srun: Slurm requeues
-#   scan.sbatch, which resumes and finishes.
+#   scan.sbatch, which resumes and finishes. Then tests/jobs/noise-floor-demo.ini:
+#   the 3 alternative seeds as one job array whose tasks stop at a checkpoint,
+#   are requeued and resume; the scan waits for the whole array.
 # Stops exactly the daemons it started, by pid, on any exit (trap).
 # Needs root and Debian's slurmctld slurmd slurm-client munge (CI:
 # CORPUSLENS_WITH_SLURM=1 .ci/install-deps); exit 77 (skipped) without them.
@@ -250,6 +252,46 @@ grep -q "(restart 1)" "$slog" || fail "the scan was not requeued: $(grep cl-scan
 grep -q "corpuslens run .*: 2 ranks" "$slog" || fail "the mpirun-launched scan did not run on 2 ranks"
 grep -q "resuming: [1-9]" "$slog" || fail "the requeued scan did not resume: $(grep -i resum "$slog")"
 [ -s "$D/tiny-out/report/report.h5" ] || fail "no report after the requeued scan"
+
+# ---- the alternative seeds as one job array (issue 14) ----
+# tests/jobs/noise-floor-demo.ini: reference + 3 seeds. Every training stops at
+# its first checkpoint (exit 3, RequeueExit=3): the array tasks are requeued and
+# resume; the scan starts only after the whole array; reduce (with tune and
+# ablate) writes the noise floor.
+export CORPUSLENS_OUT=$D/nf-out
+CORPUSLENS_LAUNCH=mpirun CORPUSLENS_TRAIN_STOP_AFTER=60 "$SRC/slurm/submit.sh" "$SRC/tests/jobs/noise-floor-demo.ini" \
+    >"$D/submit4.out" 2>"$D/submit4.err" || fail "noise-floor submit.sh failed: $(cat "$D/submit4.err")"
+cat "$D/submit4.out"
+alt=$(sed -n 's/^alternatives //p' "$D/submit4.out")
+[ -n "$alt" ] || fail "no alternatives job array submitted"
+mapfile -t jobids < <(grep -v '^alternatives ' "$D/submit4.out" | cut -d' ' -f2)
+s0=$(date +%s)
+wait_jobs "${jobids[@]}" "${alt}_1" "${alt}_2" "${alt}_3" | tee "$D/states4"
+echo "noise-floor demo through Slurm (array of 3): $(($(date +%s) - s0)) s"
+while read -r id st ec name; do
+    [ "$st" = COMPLETED ] && [ "$ec" = 0:0 ] || fail "array round: job $id ($name): $st exit $ec"
+done <"$D/states4"
+[ "$(grep -c ' cl-alt$' "$D/states4")" = 3 ] || fail "not 3 array tasks"
+scan_id=$(sed -n 's/^scan //p' "$D/submit4.out")
+scan_start=$(scontrol show job -o "$scan_id" | sed -n 's/.* StartTime=\([^ ]*\).*/\1/p')
+for k in 1 2 3; do
+    end=$(scontrol show job -o "${alt}_$k" | sed -n 's/.* EndTime=\([^ ]*\).*/\1/p')
+    [[ "$end" < "$scan_start" || "$end" == "$scan_start" ]] || fail "the scan started ($scan_start) before task $k ended ($end)"
+    log=$(ls "$D"/nf-out/slurm/alternatives-*_"$k".out 2>/dev/null | head -1)
+    grep -q "restart 1" "$log" || fail "array task $k was not requeued: $(grep cl-alt "$log")"
+    grep -q "resuming from its checkpoint" "$log" || fail "array task $k did not resume"
+    [ -s "$D/nf-out/model-seed$((k + 1)).h5" ] || fail "no model-seed$((k + 1)).h5"
+done
+"$PY" - "$D/nf-out/report/report.h5" <<'PYEOF' || fail "noise floor in the report"
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1]) as r:
+    nf = r["noise_floor"].attrs
+    hs = [r[f"baselines/compare_{c}/hellinger"][()] for c in range(3)]
+    m = np.mean([h[h >= 0].mean() for h in hs])
+    assert int(nf["n_models"]) == 3 and abs(nf["mean"] - m) <= 1e-12, (dict(nf), m)
+PYEOF
+grep -q "### Ablation" "$D/nf-out/report/report.md" && grep -q "| fitted |" "$D/nf-out/report/report.md" ||
+    fail "report.md lacks the ablation or the fitted table"
 
 echo "slurm_pipeline: $(($(date +%s) - t0)) s in all"
 [ "$failures" = 0 ] && echo "slurm_pipeline: all checks passed"

@@ -115,7 +115,7 @@ Test(substrings, long_windows_and_whole_text) {
     uint32_t *vocab = identity_vocab(V);
     size_t n = 600;
     int32_t *ids = malloc(n * sizeof *ids);
-    for (size_t p = 0; p < n; p++) ids[p] = (int32_t)(p < 300 ? cl_rng_below(&r, 3) : ids[p - 300]);
+    for (size_t p = 0; p < n; p++) ids[p] = p < 300 ? (int32_t)cl_rng_below(&r, 3) : ids[p - 300]; /* below 3 */
     int Ls[] = {64, 200, 255, 256};
     for (size_t k = 0; k < sizeof Ls / sizeof *Ls; k++) {
         cl_corpus *c = cl_corpus_from_ids(ids, n, Ls[k], vocab, V);

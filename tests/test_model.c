@@ -131,7 +131,7 @@ Test(hooks, names_round_trip_and_unknown_names_list_valid_ones) {
         char name[96];
         cl_hook_name(q, 3, name, sizeof name);
         cr_expect_eq(cl_hook_parse(name, 6, &p, &l), 0, "%s: %s", name, cl_last_error());
-        cr_expect_eq(p, q);
+        cr_expect_eq((int)p, q); /* an enum value, 0..CL_NUM_HOOK_POINTS-1 */
         cr_expect_eq(l, cl_hook_is_per_layer(q) ? 3 : -1);
     }
     cr_expect_eq(cl_hook_parse("mlp_out", 6, &p, &l), 0);

@@ -77,3 +77,11 @@ int cl_stats_compute(const double *x, size_t n, cl_stats *out) {
     free(y);
     return 0;
 }
+
+static int by_p_desc(const void *a, const void *b) {
+    const cl_token_p *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+void cl_token_p_sort(cl_token_p *e, size_t n) { qsort(e, n, sizeof *e, by_p_desc); }

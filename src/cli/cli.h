@@ -14,16 +14,29 @@ int cli_fail(void);
 /* Print "corpuslens <cmd>: <message>" and "Try 'corpuslens <cmd> --help'."; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);
 
-/* Strict numeric option parsing: the whole string must be a number in range;
- * otherwise a usage error naming the option. Return 0 / -1. */
-int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
-int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
-                     double *out);
-
 /* Run fn(argc, argv) on rank 0 only and give every rank its exit status:
  * for single-process commands started under mpirun (one writer, one
  * message). */
 int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv);
+
+/* MPI where the command runs without it (mpi_start.c decides at start-up):
+ * cli_mpi_active() is 1 when MPI_Init ran; cli_rank() is then the rank in
+ * MPI_COMM_WORLD, else 0; cli_rank0() is 1 on rank 0 or without MPI.
+ * cli_any(v): the maximum of v over the ranks (v without MPI);
+ * cli_bcast_int(v): rank 0's v on every rank (v without MPI). */
+int cli_mpi_active(void);
+int cli_rank(void);
+int cli_rank0(void);
+int cli_any(int v);
+int cli_bcast_int(int v);
+/* Wall-clock seconds (monotonic; MPI_Wtime needs MPI_Init). */
+double cli_wtime(void);
+/* 1 if `name` (a CLI_COMMANDS name) with these arguments needs MPI_Init:
+ * launched by mpirun/srun, or a multi-rank command (mpi_start.c). */
+int cli_mpi_wanted(const char *name, int argc, char **argv);
+/* 1 if this process was started by an MPI launcher (mpirun, mpiexec, srun
+ * with PMI/PMIx) as one of several ranks. */
+int cli_launched_by_mpi(void);
 
 /* 1 if stderr is a terminal (progress bars), 0 otherwise (plain lines). */
 int cli_stderr_is_tty(void);

@@ -9,34 +9,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/reduce/report.h"
 #include "corpuslens/base/svg.h"
-
-static const char *help =
-    "usage: mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
-    "                                     [--max P] [--svg BARS.svg]\n"
-    "\n"
-    "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
-    "default), the Hellinger distance between the model's next-token\n"
-    "distribution at the last position and the distribution with\n"
-    "  attention removed:    blocks.i.hook_attn_out ablated (x + ffwd(ln2(x)))\n"
-    "  feed-forward removed: blocks.i.hook_mlp_out ablated  (x + sa(ln1(x)))\n"
-    "one block and one part at a time; mean and standard deviation (population)\n"
-    "over the prompts (Pather 2024, Appendix IV).\n"
-    "\n"
-    "  --mode zero   set the output to 0 (default)\n"
-    "  --mode mean   set it, at every position, to its mean over every position of\n"
-    "                the P prompts (one vector per block and part, computed in a\n"
-    "                first pass; summed in fixed point so that it does not depend\n"
-    "                on the number of ranks)\n"
-    "  --svg FILE    bar chart of the means with +-1 std error bars\n"
-    "\n"
-    "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
-    "distances are gathered to rank 0 and reduced in prompt order, so the\n"
-    "output does not depend on the number of ranks.\n";
 
 #define CMD "ablate"
 #define ABL_BATCH 32
@@ -101,29 +80,50 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
     return cl_svg_close(s);
 }
 
+static const char USAGE[] =
+    "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
+    "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]";
+
+static const char ABOUT[] =
+    "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
+    "default), the Hellinger distance between the model's next-token\n"
+    "distribution at the last position and the distribution with\n"
+    "  attention removed:    blocks.i.hook_attn_out ablated (x + ffwd(ln2(x)))\n"
+    "  feed-forward removed: blocks.i.hook_mlp_out ablated  (x + sa(ln1(x)))\n"
+    "one block and one part at a time; mean and standard deviation (population)\n"
+    "over the prompts (Pather 2024, Appendix IV).\n";
+
+static const char EPILOG[] =
+    "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
+    "distances are gathered to rank 0 and reduced in prompt order, so the\n"
+    "output does not depend on the number of ranks.\n";
+
 int cmd_ablate(int argc, char **argv) {
-    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero";
+    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL;
     long max_p = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--corpus") && v) corpus = v, i++;
-        else if (!strcmp(a, "--svg") && v) svg = v, i++;
-        else if (!strcmp(a, "--mode") && v) mode_s = v, i++;
-        else if (!strcmp(a, "--max") && v) {
-            if (cli_parse_long(CMD, "--max", v, 1, 1L << 40, &max_p)) return 2;
-            i++;
-        } else if (a[0] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else return cli_usage_error(CMD, "unexpected argument '%s'", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &corpus, "the prompts (a prepared corpus file)"),
+        CLI_OPT_CHOICE("mode", 0, &mode_s, "zero|mean",
+                       "zero: set the output to 0; mean: set it, at every position,\n"
+                       "to its mean over every position of the P prompts (one vector\n"
+                       "per block and part, computed in a first pass; summed in fixed\n"
+                       "point so that it does not depend on the number of ranks)"),
+        CLI_OPT_INT("max", 0, "P", &max_p, 1, 1L << 40, "only the first P prompts (default: all)"),
+        CLI_OPT_STRING("svg", 0, "FILE", &svg, "bar chart of the means with +-1 std error bars"),
+        CLI_OPT_STRING("output", 'o', "FILE.h5", &out_h5,
+                       "the table as HDF5 (format corpuslens-ablation:\n"
+                       "/attn_removed/{mean,std}, /ffwd_removed/{mean,std} [L]);\n"
+                       "`reduce --ablation FILE.h5` sets it beside the paper's"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!model || !corpus) return cli_usage_error(CMD, "--model and --corpus are required");
     cl_ablate_mode mode;
     if (!strcmp(mode_s, "zero")) mode = CL_ABLATE_ZERO;
-    else if (!strcmp(mode_s, "mean")) mode = CL_ABLATE_MEAN;
-    else return cli_usage_error(CMD, "--mode: '%s' is not zero or mean", mode_s);
+    else mode = CL_ABLATE_MEAN;
 
     int rank, R;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -227,6 +227,13 @@ int cmd_ablate(int argc, char **argv) {
             printf("%-7d %10.6f +- %7.6f %10.6f +- %7.6f\n", l, ma[l], sa[l], mf[l], sf[l]);
         }
         if (svg && write_bars(svg, L, ma, sa, mf, sf, mode_s, P)) ok = 0;
+        if (ok && out_h5) {
+            cl_ablation ab = {.L = L, .prompts = (long long)P};
+            snprintf(ab.mode, sizeof ab.mode, "%s", mode_s);
+            memcpy(ab.attn_mean, ma, (size_t)L * sizeof(double)), memcpy(ab.attn_std, sa, (size_t)L * sizeof(double));
+            memcpy(ab.ffwd_mean, mf, (size_t)L * sizeof(double)), memcpy(ab.ffwd_std, sf, (size_t)L * sizeof(double));
+            if (cl_ablation_write(out_h5, &ab)) ok = 0;
+        }
     }
     MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
     all_ok = ok;

@@ -5,13 +5,17 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5util.h"
 
-static const char *help =
-    "usage: corpuslens capture --model MODEL.h5 -o ACTS.h5 [--hook NAME]... [--all-hooks] [--last] TEXT...\n"
-    "\n"
+#define MAX_CAP 4096
+
+static const char USAGE[] =
+    "corpuslens capture --model MODEL.h5 -o ACTS.h5 [--hook NAME]... [--all-hooks] [--last] TEXT...";
+
+static const char ABOUT[] =
     "Runs the model on the TEXTs (all of the same length in characters) and\n"
     "writes /tokens [B, T], /logits [B, T, V] and /hooks/<full hook name> for\n"
     "every hook asked for: [B, T, D] (attn.hook_pattern: [B, H, T, T]); with\n"
@@ -19,35 +23,33 @@ static const char *help =
     "NAME is a full hook name (blocks.2.hook_mlp_out) or a short name for every\n"
     "block (mlp_out, attn_out, resid_pre, resid_mid, resid_post, mlp_pre, mlp_post, attn_z).\n";
 
-#define MAX_CAP 4096
-
 static int run(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
-    const char *names[256];
-    const char *texts[4096];
-    int n_names = 0, n_texts = 0, all = 0, last = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
-        else if (!strcmp(a, "--hook") && v) {
-            if (n_names == 256) return cli_usage_error("capture", "too many --hook options");
-            names[n_names++] = v, i++;
-        } else if (!strcmp(a, "--all-hooks")) all = 1;
-        else if (!strcmp(a, "--last")) last = 1;
-        else if (!strcmp(a, "--")) {
-            while (++i < argc && n_texts < 4096) texts[n_texts++] = argv[i];
-        } else if (a[0] == '-' && a[1] == '-') return cli_usage_error("capture", "unknown option '%s'", a);
-        else if (n_texts < 4096) texts[n_texts++] = a;
-        else return cli_usage_error("capture", "at most 4096 texts");
+    cli_strings *names = calloc(1, sizeof *names);
+    int all = 0, last = 0;
+    if (!names) return cl_error("out of memory"), cli_fail();
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("output", 'o', "ACTS.h5", &out, "the file to write (as ACTS.h5.tmp, then renamed)"),
+        CLI_OPT_STRINGS("hook", 0, "NAME", names, 256, "capture this hook (repeatable)"),
+        CLI_OPT_FLAG("all-hooks", 0, &all, "capture every hook"),
+        CLI_OPT_FLAG("last", 0, &last, "only the last position"),
+        CLI_END,
+    };
+    const cli_command cmd = {"capture", USAGE, ABOUT, opts, NULL, "TEXT", 1, 4096, "give at least one TEXT"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    int urc = prc != CLI_PARSED ? prc : !model || !out ? cli_usage_error("capture", "--model and -o are required") : -1;
+    if (urc >= 0) {
+        free(names);
+        return urc;
     }
-    if (!model || !out) return cli_usage_error("capture", "--model and -o are required");
-    if (n_texts == 0) return cli_usage_error("capture", "give at least one TEXT");
+    const char **texts = (const char **)argv + first;
+    int n_texts = argc - first;
     cl_model *m = cl_model_load(model);
-    if (!m) return cli_fail();
+    if (!m) {
+        free(names);
+        return cli_fail();
+    }
     const cl_config *c = &m->cfg;
     int rc = 1, B = n_texts, T = 0, n_hooks = 0;
     int32_t *tokens = NULL;
@@ -86,10 +88,10 @@ static int run(int argc, char **argv) {
         for (int l = 0; l < nl && n_hooks < MAX_CAP; l++)
             hooks[n_hooks++] = (cl_hook){.point = p, .layer = cl_hook_is_per_layer(p) ? l : -1};
     }
-    for (int i = 0; i < n_names; i++) {
+    for (int i = 0; i < names->n; i++) {
         cl_hook_point p;
         int layer;
-        if (cl_hook_parse(names[i], c->n_layer, &p, &layer)) goto out;
+        if (cl_hook_parse(names->v[i], c->n_layer, &p, &layer)) goto out;
         int lo = layer, hi = layer;
         if (layer == -1 && cl_hook_is_per_layer(p)) lo = 0, hi = c->n_layer - 1;
         for (int l = lo; l <= hi && n_hooks < MAX_CAP; l++) hooks[n_hooks++] = (cl_hook){.point = p, .layer = l};
@@ -153,6 +155,7 @@ out:
     if (hooks)
         for (int i = 0; i < n_hooks; i++) free(hooks[i].out);
     free(hooks);
+    free(names);
     free(tokens);
     free(logits);
     cl_forward_free(f);

@@ -5,57 +5,48 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 
-static const char *help =
-    "usage: corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
-    "                            [--dims K] TEXT TEXT...\n"
-    "\n"
+#define CMD "embed-sim"
+#define MAX_TEXTS 1024
+
+static const char USAGE[] =
+    "corpuslens embed-sim --model MODEL.h5 --hook NAME [--pool mean|last] [--center]\n"
+    "                            [--dims K] TEXT TEXT...";
+
+static const char ABOUT[] =
     "Runs the model on each TEXT (texts may have different lengths; each runs on\n"
     "its own), takes the activation at hook NAME ([T, D]) and pools it to one\n"
-    "vector: the mean over positions (--pool mean, default) or the last\n"
-    "position (--pool last). Prints the cosine similarity matrix of the vectors.\n"
-    "  --center   subtract the mean vector over the texts first\n"
-    "  --dims K   use only the first K dimensions (default: all D)\n"
+    "vector. Prints the cosine similarity matrix of the vectors.\n";
+
+static const char EPILOG[] =
     "NAME is one hook point: hook_embed, hook_pos_embed, ln_final.hook_normalized,\n"
     "embed (the block-0 input: token + position embeddings) or a per-block name\n"
     "with its block, e.g. blocks.0.hook_mlp_out (not attn.hook_pattern).\n"
     "A vector that is zero (e.g. one text with --center) gives nan.\n";
 
-#define CMD "embed-sim"
-#define MAX_TEXTS 1024
-
-int cmd_embed_sim(int argc, char **argv) {
+static int run(int argc, char **argv) {
     const char *model = NULL, *hook = NULL, *pool = "mean";
-    const char *texts[MAX_TEXTS];
-    int n = 0, center = 0;
+    int center = 0;
     long dims = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--hook") && v) hook = v, i++;
-        else if (!strcmp(a, "--pool") && v) pool = v, i++;
-        else if (!strcmp(a, "--center")) center = 1;
-        else if (!strcmp(a, "--dims") && v) {
-            if (cli_parse_long(CMD, "--dims", v, 1, 1L << 30, &dims)) return 2;
-            i++;
-        } else if (!strcmp(a, "--")) {
-            while (++i < argc) {
-                if (n == MAX_TEXTS) return cli_usage_error(CMD, "at most %d texts", MAX_TEXTS);
-                texts[n++] = argv[i];
-            }
-        } else if (a[0] == '-' && a[1] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else if (n == MAX_TEXTS) return cli_usage_error(CMD, "at most %d texts", MAX_TEXTS);
-        else texts[n++] = a;
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("hook", 0, "NAME", &hook, "the hook point (see below)"),
+        CLI_OPT_CHOICE("pool", 0, &pool, "mean|last",
+                       "mean over positions, or the last position"),
+        CLI_OPT_FLAG("center", 0, &center, "subtract the mean vector over the texts first"),
+        CLI_OPT_INT("dims", 0, "K", &dims, 1, 1L << 30, "use only the first K dimensions (default: all D)"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "TEXT", 2, MAX_TEXTS, "give at least two TEXTs"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!model || !hook) return cli_usage_error(CMD, "--model and --hook are required");
-    if (strcmp(pool, "mean") && strcmp(pool, "last")) return cli_usage_error(CMD, "--pool: '%s' is not mean or last", pool);
-    if (n < 2) return cli_usage_error(CMD, "give at least two TEXTs");
+    const char *const *texts = (const char *const *)argv + first;
+    int n = argc - first;
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();
     const cl_config *c = &m->cfg;
@@ -130,3 +121,5 @@ out:
     cl_model_free(m);
     return rc;
 }
+
+int cmd_embed_sim(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
 #include "corpuslens/base/rng.h"
@@ -19,6 +20,19 @@
 #include "corpuslens/scan/explain.h"
 
 static const char *CMD = "explain";
+
+/* A number in [lo, hi] (the whole string); a usage error otherwise. */
+static int parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = s && *s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
+        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s ? s : "", lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 static void help(void) {
     printf(
@@ -400,7 +414,7 @@ int cmd_explain(int argc, char **argv) {
             par.soft = 1;
             break;
         case 'F':
-            if (cli_parse_double(CMD, "--soft-floor", optarg, -1, 0.999999, &par.soft_floor)) return 2;
+            if (parse_double(CMD, "--soft-floor", optarg, -1, 0.999999, &par.soft_floor)) return 2;
             break;
         case 'k':
             if (cli_parse_long(CMD, "--top", optarg, 0, 100000, &lv)) return 2;

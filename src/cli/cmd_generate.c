@@ -1,42 +1,37 @@
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/base/rng.h"
 
-static const char *help =
-    "usage: corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]\n"
-    "\n"
-    "Samples N characters (default 500) after TEXT (default: token 0, as the\n"
-    "lecture starts) from the model's softmax, the context cropped to the last\n"
-    "block_size characters. Prints the prompt followed by the sample.\n";
+static const char USAGE[] =
+    "corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]";
+
+static const char ABOUT[] =
+    "Samples N characters after TEXT from the model's softmax, the context cropped\n"
+    "to the last block_size characters. Prints the prompt followed by the sample.\n";
 
 static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long n = 500, seed = 1337;
     double temp = 1.0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--prompt") && v) prompt = v, i++;
-        else if (!strcmp(a, "-n") && v) {
-            if (cli_parse_long("generate", "-n", v, 0, 100000000, &n)) return 2;
-            i++;
-        } else if (!strcmp(a, "--seed") && v) {
-            if (cli_parse_long("generate", "--seed", v, 0, 0x7fffffffffffffffL, &seed)) return 2;
-            i++;
-        } else if (!strcmp(a, "--temperature") && v) {
-            if (cli_parse_double("generate", "--temperature", v, 1e-6, 100.0, &temp)) return 2;
-            i++;
-        } else return cli_usage_error("generate", "unexpected argument '%s'", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("prompt", 0, "TEXT", &prompt, "the text to continue (default: token 0, as the lecture starts)"),
+        CLI_OPT_INT("chars", 'n', "N", &n, 0, 100000000, "number of characters to sample"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "sampling seed"),
+        CLI_OPT_DOUBLE("temperature", 0, "T", &temp, 1e-6, 100.0, "divide the logits by T before the softmax"),
+        CLI_END,
+    };
+    const cli_command cmd = {"generate", USAGE, ABOUT, opts, NULL, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("generate", "--model is required");
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();

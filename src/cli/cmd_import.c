@@ -1,12 +1,12 @@
 /* corpuslens import: PyTorch (.pt) or safetensors checkpoint -> corpuslens
  * model file. One process does the work; under mpirun, rank 0 works and the
  * other ranks wait for its exit status. */
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
@@ -14,73 +14,51 @@
 
 static const char *CMD = "import";
 
-static void help(void) {
-    printf(
-        "usage: corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
-        "                         [--n-head N] [--attn-scale head_size|n_embd]\n"
-        "\n"
-        "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
-        "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
-        "model or of nanoGPT into a corpuslens model file. No Python is needed. Only\n"
-        "tensors, containers and numbers are read from the pickle (as\n"
-        "torch.load(weights_only=True)); any other pickle global is refused.\n"
-        "\n"
-        "  --corpus TEXT       the training text: the vocabulary is its sorted unique\n"
-        "                      characters (as the lecture builds it); its size must\n"
-        "                      equal the checkpoint's vocab size\n"
-        "  --vocab-file TEXT   the same, for a file listing the characters\n"
-        "  -o, --output PATH   the model file to write (written as PATH.tmp, then renamed)\n"
-        "  --n-head N          number of heads; required for a nanoGPT state dict without\n"
-        "                      model_args (it cannot be derived from the shapes)\n"
-        "  --attn-scale S      head_size (1/sqrt(C/H), default, current gpt.py and nanoGPT)\n"
-        "                      or n_embd (1/sqrt(C), the lecture-era gpt.py)\n");
-}
+static const char USAGE[] =
+    "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
+    "                         [--n-head N] [--attn-scale head_size|n_embd]";
+
+static const char ABOUT[] =
+    "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
+    "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
+    "model or of nanoGPT into a corpuslens model file. No Python is needed. Only\n"
+    "tensors, containers and numbers are read from the pickle (as\n"
+    "torch.load(weights_only=True)); any other pickle global is refused.\n";
 
 static int run(int argc, char **argv) {
-    const char *in = NULL, *vocab_path = NULL, *out = NULL;
+    const char *vocab_path = NULL, *vocab_file = NULL, *out = NULL, *attn_scale = NULL;
+    long n_head = 0;
     cl_import_opts opts = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        }
-        if (a[0] != '-' || !a[1]) {
-            if (in) return cli_usage_error(CMD, "more than one checkpoint: '%s'", a);
-            in = a;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-        static const char *const known[] = {"--corpus", "--vocab-file", "--output", "-o",
-                                            "--n-head", "--attn-scale"};
-        const char *opt = NULL;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
-            if (strlen(known[k]) == nlen && !strncmp(a, known[k], nlen)) opt = known[k];
-        if (!opt) return cli_usage_error(CMD, "unknown option '%s'", a);
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) return cli_usage_error(CMD, "%s needs a value", opt);
-        if (!strcmp(opt, "--corpus") || !strcmp(opt, "--vocab-file")) {
-            if (vocab_path) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
-            vocab_path = v;
-        } else if (!strcmp(opt, "--output") || !strcmp(opt, "-o")) {
-            out = v;
-        } else if (!strcmp(opt, "--n-head")) {
-            long h;
-            if (cli_parse_long(CMD, opt, v, 1, 16384, &h)) return 2;
-            opts.n_head = (int)h;
-        } else {
-            opts.attn_scale_set = 1;
-            if (!strcmp(v, "head_size")) opts.attn_scale = CL_SCALE_HEAD_SIZE;
-            else if (!strcmp(v, "n_embd")) opts.attn_scale = CL_SCALE_N_EMBD;
-            else return cli_usage_error(CMD, "--attn-scale: '%s' is not head_size or n_embd", v);
-        }
-    }
-    if (!in) return cli_usage_error(CMD, "no checkpoint given");
+    const cli_option table[] = {
+        CLI_OPT_STRING("corpus", 0, "TEXT", &vocab_path,
+                       "the training text: the vocabulary is its sorted unique\n"
+                       "characters (as the lecture builds it); its size must\n"
+                       "equal the checkpoint's vocab size"),
+        CLI_OPT_STRING("vocab-file", 0, "TEXT", &vocab_file, "the same, for a file listing the characters"),
+        CLI_OPT_STRING("output", 'o', "PATH", &out, "the model file to write (written as PATH.tmp, then renamed)"),
+        CLI_OPT_INT("n-head", 0, "N", &n_head, 1, 16384,
+                    "number of heads; required for a nanoGPT state dict without\n"
+                    "model_args (it cannot be derived from the shapes)"),
+        CLI_OPT_CHOICE("attn-scale", 0, &attn_scale, "head_size|n_embd",
+                       "head_size (1/sqrt(C/H), default, current gpt.py and nanoGPT)\n"
+                       "or n_embd (1/sqrt(C), the lecture-era gpt.py)"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, table, NULL, "CHECKPOINT", 1, 1, "no checkpoint given"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    const char *in = argv[first];
+    if (vocab_path && vocab_file) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
+    if (vocab_file) vocab_path = vocab_file;
     if (!vocab_path) return cli_usage_error(CMD, "--corpus (or --vocab-file) is required");
     if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
+    opts.n_head = (int)n_head;
+    if (attn_scale) {
+        opts.attn_scale_set = 1;
+        opts.attn_scale = !strcmp(attn_scale, "n_embd") ? CL_SCALE_N_EMBD : CL_SCALE_HEAD_SIZE;
+    }
 
-    double t0 = MPI_Wtime();
+    double t0 = cli_wtime();
     uint32_t *vocab = NULL;
     int V = 0;
     if (cl_vocab_from_file(vocab_path, &vocab, &V)) return cli_fail();
@@ -104,12 +82,12 @@ static int run(int argc, char **argv) {
     cl_ckpt_close(ck);
     free(vocab);
     if (!m) return cli_fail();
-    double t_read = MPI_Wtime() - t0;
+    double t_read = cli_wtime() - t0;
     if (cl_model_save(m, out)) {
         cl_model_free(m);
         return cli_fail();
     }
-    double t = MPI_Wtime() - t0;
+    double t = cli_wtime() - t0;
     printf("import: %s: %s layout, n_layer %d n_head %d n_embd %d block_size %d vocab %d, %s, "
            "%zu parameters (%zu in the checkpoint) -> %s in %.2f s (read + convert %.2f s)\n",
            in, cl_ckpt_layout_name(lay), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,

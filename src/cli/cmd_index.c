@@ -1,5 +1,6 @@
 /* corpuslens index: unit activations of every substring, per block -> index.h5
  * (MPI; design and layout: include/corpuslens/scan/index.h). */
+#include <errno.h>
 #include <getopt.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -8,10 +9,24 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/scan/index.h"
 
 static const char *CMD = "index";
+
+/* A number in [lo, hi] (the whole string); a usage error otherwise. */
+static int parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = s && *s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
+        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s ? s : "", lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 static void help(void) {
     printf("usage: mpirun -n R corpuslens index --model MODEL.h5 --corpus CORPUS.h5 -o INDEX.h5\n"
@@ -91,7 +106,7 @@ int cmd_index(int argc, char **argv) {
             o.shard_size = lv;
             break;
         case 't':
-            if (cli_parse_double(CMD, "--checkpoint-every", optarg, 0, 1e9, &o.checkpoint_seconds)) return 2;
+            if (parse_double(CMD, "--checkpoint-every", optarg, 0, 1e9, &o.checkpoint_seconds)) return 2;
             break;
         case 'h':
             if (rank == 0) help();

@@ -1,43 +1,38 @@
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
 
-static const char *help =
-    "usage: corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5\n"
-    "\n"
+static const char USAGE[] =
+    "corpuslens init [--config k=v,...] --vocab-from CORPUS.txt [--seed S] -o MODEL.h5";
+
+static const char ABOUT[] =
     "Writes a randomly initialised model (weights normal(0, 0.02), biases 0,\n"
     "LayerNorm weights 1) whose vocabulary is the sorted unique characters of\n"
-    "CORPUS.txt, as the lecture builds it.\n"
-    "\n"
-    "  --config SPEC   comma-separated key=value over the lecture defaults\n"
-    "                  (n_layer=6,n_head=6,n_embd=384,block_size=256,activation=relu,\n"
-    "                  bias=1,qkv_bias=0,head_bias=1,tied_head=0,attn_scale=head_size,\n"
-    "                  ln_eps=1e-5); vocab_size comes from the corpus\n"
-    "  --vocab-from F  text file whose characters make the vocabulary\n"
-    "  --seed S        initialisation seed (default 1337)\n"
-    "  -o, --output F  the model file to write\n";
+    "CORPUS.txt, as the lecture builds it.\n";
 
 static int run(int argc, char **argv) {
     const char *spec = NULL, *vocab_from = NULL, *out = NULL;
     long seed = 1337;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--config") && v) spec = v, i++;
-        else if (!strcmp(a, "--vocab-from") && v) vocab_from = v, i++;
-        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
-        else if (!strcmp(a, "--seed") && v) {
-            if (cli_parse_long("init", "--seed", v, 0, 0x7fffffffffffffffL, &seed)) return 2;
-            i++;
-        } else return cli_usage_error("init", "unexpected argument '%s'", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("config", 0, "SPEC", &spec,
+                       "comma-separated key=value over the lecture defaults\n"
+                       "(n_layer=6,n_head=6,n_embd=384,block_size=256,activation=relu,\n"
+                       "bias=1,qkv_bias=0,head_bias=1,tied_head=0,attn_scale=head_size,\n"
+                       "ln_eps=1e-5); vocab_size comes from the corpus"),
+        CLI_OPT_STRING("vocab-from", 0, "CORPUS.txt", &vocab_from, "text file whose characters make the vocabulary"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "initialisation seed"),
+        CLI_OPT_STRING("output", 'o', "MODEL.h5", &out, "the model file to write"),
+        CLI_END,
+    };
+    const cli_command cmd = {"init", USAGE, ABOUT, opts, NULL, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!vocab_from) return cli_usage_error("init", "--vocab-from is required");
     if (!out) return cli_usage_error("init", "-o is required");
     cl_config c = cl_config_lecture();

@@ -6,25 +6,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
 
 static const char *CMD = "inspect";
-
-static void help(void) {
-    printf(
-        "usage: corpuslens inspect FILE\n"
-        "\n"
-        "List every tensor of FILE with its dtype and shape, and count the parameters.\n"
-        "FILE is a torch.save checkpoint (.pt), a .safetensors file or a corpuslens\n"
-        "model (.h5); the kind is recognised from the content. Buffers (the lecture's\n"
-        "tril masks, nanoGPT's attn.bias mask) and tensors outside the state dict\n"
-        "(optimizer state, best_val_loss) are listed apart and not counted; tensors\n"
-        "sharing their data (a tied lm_head) are counted once. Views with a storage\n"
-        "offset or non-contiguous strides are marked.\n");
-}
 
 /* 10788929 -> "10,788,929" */
 static const char *commas(size_t v, char *buf) {
@@ -138,18 +126,24 @@ static int inspect_h5(const char *path) {
     return 0;
 }
 
+static const char USAGE[] =
+    "corpuslens inspect FILE";
+
+static const char ABOUT[] =
+    "List every tensor of FILE with its dtype and shape, and count the parameters.\n"
+    "FILE is a torch.save checkpoint (.pt), a .safetensors file or a corpuslens\n"
+    "model (.h5); the kind is recognised from the content. Buffers (the lecture's\n"
+    "tril masks, nanoGPT's attn.bias mask) and tensors outside the state dict\n"
+    "(optimizer state, best_val_loss) are listed apart and not counted; tensors\n"
+    "sharing their data (a tied lm_head) are counted once. Views with a storage\n"
+    "offset or non-contiguous strides are marked.\n";
+
 static int run(int argc, char **argv) {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            help();
-            return 0;
-        }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(CMD, "unknown option '%s'", argv[i]);
-        if (path) return cli_usage_error(CMD, "more than one file: '%s'", argv[i]);
-        path = argv[i];
-    }
-    if (!path) return cli_usage_error(CMD, "no file given");
+    const cli_option opts[] = {CLI_END};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "FILE", 1, 1, "no file given"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    const char *path = argv[first];
     unsigned char sig[8] = {0};
     FILE *f = fopen(path, "rb");
     if (!f) {

@@ -7,36 +7,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/base/svg.h"
-
-static const char *help =
-    "usage: corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
-    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]\n"
-    "\n"
-    "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
-    "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
-    "put through ln_final + lm_head and a softmax, at every position. The last\n"
-    "block's row is the model's own output.\n"
-    "\n"
-    "With TEXT it prints\n"
-    "  - the top token and its probability per layer x position (the column\n"
-    "    header is the input character; the prediction is for the next one),\n"
-    "  - per layer: Hellinger distance and KL(final || layer) in nats to the\n"
-    "    final distribution at the last position and averaged over positions,\n"
-    "    and the rank (1 = top) of the model's final top token at the last position,\n"
-    "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
-    "probability of the cell's top token, cell text = that token.\n"
-    "\n"
-    "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
-    "default), split across the MPI ranks in contiguous blocks, and prints the\n"
-    "per-layer means of the same statistics (plus the fraction of prompts whose\n"
-    "layer top token at the last position is the final top token). Per-prompt\n"
-    "values are gathered to rank 0 and summed in prompt order: the output does\n"
-    "not depend on the number of ranks.\n";
 
 #define CMD "lens"
 
@@ -309,35 +285,52 @@ out:
     return all_ok && ok ? 0 : -2;
 }
 
+static const char USAGE[] =
+    "corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
+    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]";
+
+static const char ABOUT[] =
+    "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
+    "hook_pos_embed) and each block's residual output (blocks.{i}.hook_resid_post)\n"
+    "put through ln_final + lm_head and a softmax, at every position. The last\n"
+    "block's row is the model's own output.\n"
+    "\n"
+    "With TEXT it prints\n"
+    "  - the top token and its probability per layer x position (the column\n"
+    "    header is the input character; the prediction is for the next one),\n"
+    "  - per layer: Hellinger distance and KL(final || layer) in nats to the\n"
+    "    final distribution at the last position and averaged over positions,\n"
+    "    and the rank (1 = top) of the model's final top token at the last position,\n"
+    "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
+    "probability of the cell's top token, cell text = that token.\n"
+    "\n"
+    "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
+    "default), split across the MPI ranks in contiguous blocks, and prints the\n"
+    "per-layer means of the same statistics (plus the fraction of prompts whose\n"
+    "layer top token at the last position is the final top token). Per-prompt\n"
+    "values are gathered to rank 0 and summed in prompt order: the output does\n"
+    "not depend on the number of ranks.\n";
+
 int cmd_lens(int argc, char **argv) {
-    const char *model = NULL, *text = NULL, *svg = NULL, *prompts = NULL;
+    const char *model = NULL, *svg = NULL, *prompts = NULL;
     long max_p = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--svg") && v) svg = v, i++;
-        else if (!strcmp(a, "--prompts") && v) prompts = v, i++;
-        else if (!strcmp(a, "--max") && v) {
-            if (cli_parse_long(CMD, "--max", v, 1, 1L << 40, &max_p)) return 2;
-            i++;
-        } else if (!strcmp(a, "--")) {
-            if (i + 1 < argc && !text) text = argv[++i];
-            if (i + 1 < argc) return cli_usage_error(CMD, "unexpected argument '%s'", argv[i + 1]);
-        } else if (a[0] == '-' && a[1] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else if (!text) text = a;
-        else return cli_usage_error(CMD, "unexpected argument '%s' (give one TEXT; quote it)", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_STRING("svg", 0, "HEAT.svg", &svg, "with TEXT: write the heatmap"),
+        CLI_OPT_STRING("prompts", 0, "CORPUS.h5", &prompts, "instead of TEXT: the prompts of this corpus file (MPI)"),
+        CLI_OPT_INT("max", 0, "P", &max_p, 1, 1L << 40, "with --prompts: only the first P prompts (default: all)"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "TEXT", 0, 1, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    const char *text = first < argc ? argv[first] : NULL;
     if (!model) return cli_usage_error(CMD, "--model is required");
     if (prompts && text) return cli_usage_error(CMD, "give either TEXT or --prompts, not both");
     if (!prompts && !text) return cli_usage_error(CMD, "TEXT or --prompts CORPUS.h5 is required");
     if (prompts && svg) return cli_usage_error(CMD, "--svg draws one TEXT's heatmap; it does not go with --prompts");
     if (!prompts && max_p) return cli_usage_error(CMD, "--max goes with --prompts");
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (!prompts && rank != 0) return 0; /* one text: rank 0 does it */
+    if (!prompts && !cli_rank0()) return 0; /* one text: rank 0 does it */
     cl_model *m = cl_model_load(model);
     int rc;
     if (prompts) { /* every rank joins, also after a failed load */

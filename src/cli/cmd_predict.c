@@ -3,54 +3,39 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
 
-static const char *help =
-    "usage: corpuslens predict --model MODEL.h5 [--top K] TEXT\n"
-    "\n"
+static const char USAGE[] =
+    "corpuslens predict --model MODEL.h5 [--top K] TEXT";
+
+static const char ABOUT[] =
     "Prints the model's next-token distribution after TEXT (softmax at the last\n"
-    "position), most likely first, K lines (default 10; 0 = all):\n"
+    "position), most likely first, K lines:\n"
     "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n";
 
-typedef struct {
-    float p;
-    int id;
-} entry;
-
-static int by_prob(const void *a, const void *b) {
-    const entry *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
-
 static int run(int argc, char **argv) {
-    const char *model = NULL, *text = NULL;
+    const char *model = NULL;
     long top = 10;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--top") && v) {
-            if (cli_parse_long("predict", "--top", v, 0, 1 << 21, &top)) return 2;
-            i++;
-        } else if (!strcmp(a, "--")) {
-            if (i + 1 < argc) text = argv[++i];
-        } else if (a[0] == '-' && a[1] == '-' && !text) return cli_usage_error("predict", "unknown option '%s'", a);
-        else if (!text) text = a;
-        else return cli_usage_error("predict", "unexpected argument '%s'", a);
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
+        CLI_OPT_INT("top", 0, "K", &top, 0, 1 << 21, "print the K most likely tokens; 0 = all"),
+        CLI_END,
+    };
+    const cli_command cmd = {"predict", USAGE, ABOUT, opts, NULL, "TEXT", 1, 1, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("predict", "--model is required");
-    if (!text) return cli_usage_error("predict", "TEXT is required");
+    const char *text = argv[first];
     cl_model *m = cl_model_load(model);
     if (!m) return cli_fail();
     int32_t *ids = NULL;
     size_t n;
     int V = m->cfg.vocab_size;
     float *logits = malloc((size_t)V * sizeof(float));
-    entry *e = malloc((size_t)V * sizeof(entry));
+    cl_token_p *e = malloc((size_t)V * sizeof *e);
     cl_forward *f = NULL;
     int rc = 1;
     if (!logits || !e) {
@@ -61,8 +46,8 @@ static int run(int argc, char **argv) {
     f = cl_forward_create(m, 1, (int)n);
     if (!f || cl_forward_run(f, ids, 1, (int)n, NULL, 0, CL_LOGITS_LAST, logits)) goto out;
     cl_softmax_rows(logits, 1, V);
-    for (int i = 0; i < V; i++) e[i] = (entry){logits[i], i};
-    qsort(e, (size_t)V, sizeof *e, by_prob);
+    for (int i = 0; i < V; i++) e[i] = (cl_token_p){logits[i], i}; /* float -> double: exact, same order */
+    cl_token_p_sort(e, (size_t)V);
     if (top == 0 || top > V) top = V;
     for (long i = 0; i < top; i++) {
         char esc[16];

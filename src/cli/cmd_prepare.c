@@ -3,12 +3,12 @@
  * the other ranks wait for its exit status (one writer, no concurrent I/O). */
 #include <errno.h>
 #include <limits.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
@@ -16,30 +16,6 @@
 #include "corpuslens/model/model.h"
 
 static const char *CMD = "prepare";
-
-static void help(void) {
-    printf(
-        "usage: corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
-        "                          [--vocab-from MODEL.h5] -o CORPUS.h5\n"
-        "\n"
-        "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
-        "of first occurrence), count the character that follows each occurrence, pick\n"
-        "the prompts, and write them all to CORPUS.h5.\n"
-        "\n"
-        "  --len L             substring length in characters, 1..%d\n"
-        "  --prompts P         sample P distinct substrings uniformly (partial\n"
-        "                      Fisher-Yates with xoshiro256**, see corpus.h)\n"
-        "  --seed S            seed for --prompts (default 1337)\n"
-        "  --prompt-file FILE  one 0-based substring index per line, instead of --prompts\n"
-        "  --vocab-from M.h5   use the model's vocabulary (and check L <= block_size);\n"
-        "                      default: the sorted unique characters of CORPUS\n"
-        "  --holdout-fraction F  keep the last F of the text out (the lecture's split:\n"
-        "                      training part = the first floor((1-F) * chars) characters);\n"
-        "                      substrings, counts and prompts come from the training part,\n"
-        "                      the rest is stored as /holdout/tokens (explain --eval-text)\n"
-        "  -o, --output PATH   the corpus file to write (written as PATH.tmp, then renamed)\n",
-        CL_CORPUS_MAX_LEN);
-}
 
 /* The vocabulary and block_size of a corpuslens model file. */
 static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *block_size) {
@@ -62,6 +38,15 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
     H5Fclose(f);
     return rc;
 }
+
+static const char USAGE[] =
+    "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
+    "                          [--vocab-from MODEL.h5] [--holdout-fraction F] -o CORPUS.h5";
+
+static const char ABOUT[] =
+    "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
+    "of first occurrence), count the character that follows each occurrence, pick\n"
+    "the prompts, and write them all to CORPUS.h5.\n";
 
 /* --holdout-fraction F: the lecture's split. The vocabulary is the whole
  * text's (or the model's); the substrings come from the first
@@ -102,50 +87,33 @@ static cl_corpus *from_text_holdout(const char *text, size_t len, int L, const u
 }
 
 static int run(int argc, char **argv) {
-    const char *corpus_path = NULL, *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
-    long L = -1, P = -1, seed = 1337;
+    const char *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
+    long L = -1, P = -1, seed = -1;
     double holdout = 0;
-    int have_seed = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        }
-        if (a[0] != '-' || !a[1]) {
-            if (corpus_path) return cli_usage_error(CMD, "more than one corpus: '%s'", a);
-            corpus_path = a;
-            continue;
-        }
-        /* options taking a value: "--opt value" or "--opt=value" */
-        const char *eq = strchr(a, '=');
-        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-        static const char *const known[] = {"--len", "--prompts", "--seed", "--prompt-file",
-                                            "--vocab-from", "--output", "-o", "--holdout-fraction"};
-        const char *opt = NULL;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
-            if (strlen(known[k]) == nlen && !strncmp(a, known[k], nlen)) opt = known[k];
-        if (!opt) return cli_usage_error(CMD, "unknown option '%s'", a);
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!val) return cli_usage_error(CMD, "%s needs a value", opt);
-        if (!strcmp(opt, "--len")) {
-            if (cli_parse_long(CMD, opt, val, 1, CL_CORPUS_MAX_LEN, &L) < 0) return 2;
-        } else if (!strcmp(opt, "--prompts")) {
-            if (cli_parse_long(CMD, opt, val, 1, LONG_MAX, &P) < 0) return 2;
-        } else if (!strcmp(opt, "--seed")) {
-            if (cli_parse_long(CMD, opt, val, 0, LONG_MAX, &seed) < 0) return 2;
-            have_seed = 1;
-        } else if (!strcmp(opt, "--holdout-fraction")) {
-            if (cli_parse_double(CMD, opt, val, 1e-9, 0.999999, &holdout) < 0) return 2;
-        } else if (!strcmp(opt, "--prompt-file")) {
-            prompt_file = val;
-        } else if (!strcmp(opt, "--vocab-from")) {
-            vocab_from = val;
-        } else {
-            out = val;
-        }
-    }
-    if (!corpus_path) return cli_usage_error(CMD, "no corpus file given");
+    const cli_option opts[] = {
+        CLI_OPT_INT("len", 0, "L", &L, 1, CL_CORPUS_MAX_LEN, "substring length in characters"),
+        CLI_OPT_INT("prompts", 0, "P", &P, 1, LONG_MAX,
+                    "sample P distinct substrings uniformly (partial\n"
+                    "Fisher-Yates with xoshiro256**, see corpus.h)"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "seed for --prompts (default 1337)"),
+        CLI_OPT_STRING("prompt-file", 0, "FILE", &prompt_file, "one 0-based substring index per line, instead of --prompts"),
+        CLI_OPT_STRING("vocab-from", 0, "M.h5", &vocab_from,
+                       "use the model's vocabulary (and check L <= block_size);\n"
+                       "default: the sorted unique characters of CORPUS"),
+        CLI_OPT_DOUBLE("holdout-fraction", 0, "F", &holdout, 0, 0.999999,
+                       "keep the last F of the text out (the lecture's split:\n"
+                       "training part = the first floor((1-F) * chars) characters);\n"
+                       "substrings, counts and prompts come from the training part,\n"
+                       "the rest is stored as /holdout/tokens (explain --eval-text)"),
+        CLI_OPT_STRING("output", 'o', "PATH", &out, "the corpus file to write (written as PATH.tmp, then renamed)"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "CORPUS", 1, 1, "no corpus file given"};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    const char *corpus_path = argv[first];
+    int have_seed = seed >= 0;
+    if (!have_seed) seed = 1337;
     if (L < 0) return cli_usage_error(CMD, "--len is required");
     if (!out) return cli_usage_error(CMD, "-o OUTPUT is required");
     if (prompt_file && (P >= 0 || have_seed))
@@ -153,7 +121,7 @@ static int run(int argc, char **argv) {
     if (!prompt_file && P < 0) return cli_usage_error(CMD, "give --prompts P or --prompt-file FILE");
     if (!strcmp(out, corpus_path)) return cli_usage_error(CMD, "the output would overwrite the corpus");
 
-    double t0 = MPI_Wtime();
+    double t0 = cli_wtime();
     uint32_t *vocab = NULL;
     int V = 0;
     long long block_size = 0;
@@ -192,7 +160,7 @@ static int run(int argc, char **argv) {
         }
     }
     free(vocab);
-    double t_build = MPI_Wtime() - t0;
+    double t_build = cli_wtime() - t0;
 
     int rc = prompt_file ? cl_corpus_read_prompt_file(c, prompt_file)
                          : cl_corpus_sample_prompts(c, (size_t)P, (uint64_t)seed);
@@ -201,7 +169,7 @@ static int run(int argc, char **argv) {
         cl_corpus_free(c);
         return cli_fail();
     }
-    double t = MPI_Wtime() - t0;
+    double t = cli_wtime() - t0;
     char from[64];
     snprintf(from, sizeof from, "seed %ld", seed);
     printf("prepare: %s: %llu characters (%llu bytes), L = %d: %zu unique substrings, "

@@ -6,42 +6,11 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/scan/scan.h"
 
 static const char *CMD = "scan";
-
-static void help(void) {
-    printf("usage: mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
-           "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
-           "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-           "                 [--checkpoint-every SECONDS] [--index-out INDEX.h5 [--index-dtype f16|f32]]\n"
-           "\n"
-           "Compares the hooked activation (last position) of every prompt with that of\n"
-           "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
-           "next-token counts of the substrings above the prefilter binned by similarity,\n"
-           "the stored matches, the model's and the logit lens's distributions (layout:\n"
-           "include/corpuslens/h5/h5schema.h; method: include/corpuslens/scan/scan.h).\n"
-           "\n"
-           "  --hook NAME          mlp_out (default), attn_out, resid_mid, resid_post,\n"
-           "                       resid_pre (every block), embed, or blocks.{i}.hook_<one of those>\n"
-           "  --prefilter X        count pairs with similarity > X; in (-1, 1)\n"
-           "  --bin-width W        grid of (1 - X) / W bins above the prefilter (a whole number)\n"
-           "  --match-thresholds   comma-separated, one per hooked block: store matches above\n"
-           "                       (default: the paper's thresholds for 6-block models, else X)\n"
-           "  --match-cap K        at most K stored matches per (prompt, block), most similar\n"
-           "                       first, ties by lower substring index; 0 = no cap (default 1000)\n"
-           "  --batch S            substrings per shard (the unit of work and of resume; part\n"
-           "                       of the run's identity; default 2048)\n"
-           "  --checkpoint-every T seconds between checkpoints in SCAN.h5.state/ (default 600)\n"
-           "  --index-out PATH     also write the activation index of `corpuslens index` from\n"
-           "                       the vectors the scan computes anyway (nothing computed twice)\n"
-           "  --index-dtype T      f16 (default) or f32 for --index-out\n"
-           "\n"
-           "A killed scan started again with the same arguments and rank count continues\n"
-           "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
-           "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n");
-}
 
 typedef struct {
     int tty, rank;
@@ -73,64 +42,77 @@ static void progress(void *user, size_t done, size_t total, double elapsed) {
 
 static void note(void *user, const char *msg) { fprintf(stderr, "corpuslens scan: %s\n", msg); }
 
+static const char USAGE[] =
+    "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
+    "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
+    "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
+    "                 [--checkpoint-every SECONDS] [--index-out INDEX.h5 [--index-dtype f16|f32]]";
+
+static const char ABOUT[] =
+    "Compares the hooked activation (last position) of every prompt with that of\n"
+    "every substring of CORPUS.h5, per block, by cosine similarity, and writes the\n"
+    "next-token counts of the substrings above the prefilter binned by similarity,\n"
+    "the stored matches, the model's and the logit lens's distributions (layout:\n"
+    "include/corpuslens/h5/h5schema.h; method: include/corpuslens/scan/scan.h).\n";
+
+static const char EPILOG[] =
+    "A killed scan started again with the same arguments and rank count continues\n"
+    "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
+    "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n";
+
 int cmd_scan(int argc, char **argv) {
     int rank = 0, R = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &R);
     cl_scan_opts o;
     cl_scan_opts_default(&o);
-    const char *thr = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long lv;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            if (rank == 0) help();
-            return 0;
-        }
-        if (!v && a[0] == '-') return rank == 0 ? cli_usage_error(CMD, "%s needs a value", a) : 2;
-        if (!strcmp(a, "--model")) o.model_path = v, i++;
-        else if (!strcmp(a, "--corpus")) o.corpus_path = v, i++;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_path = v, i++;
-        else if (!strcmp(a, "--hook")) o.hook = v, i++;
-        else if (!strcmp(a, "--prefilter")) {
-            /* range checked by the library with the documented message */
-            if (cli_parse_double(CMD, a, v, -1e300, 1e300, &o.prefilter)) return 2;
-            i++;
-        } else if (!strcmp(a, "--bin-width")) {
-            if (cli_parse_double(CMD, a, v, -1e300, 1e300, &o.bin_width)) return 2;
-            i++;
-        } else if (!strcmp(a, "--match-thresholds")) thr = v, i++;
-        else if (!strcmp(a, "--match-cap")) {
-            if (cli_parse_long(CMD, a, v, 0, 1L << 30, &lv)) return 2;
-            o.match_cap = lv, i++;
-        } else if (!strcmp(a, "--batch")) {
-            if (cli_parse_long(CMD, a, v, 1, 1L << 20, &lv)) return 2;
-            o.shard_size = lv, i++;
-        } else if (!strcmp(a, "--checkpoint-every")) {
-            if (cli_parse_double(CMD, a, v, 0, 1e9, &o.checkpoint_seconds)) return 2;
-            i++;
-        } else if (!strcmp(a, "--index-out")) o.index_out = v, i++;
-        else if (!strcmp(a, "--index-dtype")) {
-            if (!strcmp(v, "f16") || !strcmp(v, "float16")) o.index_dtype = 0;
-            else if (!strcmp(v, "f32") || !strcmp(v, "float32")) o.index_dtype = 1;
-            else return rank == 0 ? cli_usage_error(CMD, "--index-dtype: '%s' is not f16 or f32", v) : 2;
-            i++;
-        } else return rank == 0 ? cli_usage_error(CMD, "unknown argument '%s'", a) : 2;
+    long match_cap = o.match_cap, batch = o.shard_size;
+    const char *index_dtype = "f16";
+    cli_doubles *thr = calloc(1, sizeof *thr);
+    if (!thr) return cl_error("out of memory"), rank == 0 ? cli_fail() : 1;
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &o.model_path, "the model file"),
+        CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &o.corpus_path, "the prepared corpus (corpuslens prepare)"),
+        CLI_OPT_STRING("output", 'o', "SCAN.h5", &o.out_path, "the scan file to write"),
+        CLI_OPT_STRING("hook", 0, "NAME", &o.hook,
+                       "mlp_out, attn_out, resid_mid, resid_post, resid_pre (every\n"
+                       "block), embed, or blocks.{i}.hook_<one of those>"),
+        /* the range is checked by the library with the documented message */
+        CLI_OPT_DOUBLE("prefilter", 0, "X", &o.prefilter, -1e300, 1e300, "count pairs with similarity > X; in (-1, 1)"),
+        CLI_OPT_DOUBLE("bin-width", 0, "W", &o.bin_width, -1e300, 1e300,
+                       "grid of (1 - X) / W bins above the prefilter (a whole number)"),
+        CLI_OPT_DOUBLES("match-thresholds", 0, "a,b,...", thr,
+                        "one per hooked block: store matches above (default: the\n"
+                        "paper's thresholds for 6-block models, else X)"),
+        CLI_OPT_INT("match-cap", 0, "K", &match_cap, 0, 1L << 30,
+                    "at most K stored matches per (prompt, block), most similar\n"
+                    "first, ties by lower substring index; 0 = no cap"),
+        CLI_OPT_INT("batch", 0, "S", &batch, 1, 1L << 20,
+                    "substrings per shard (the unit of work and of resume; part\n"
+                    "of the run's identity)"),
+        CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
+                       "seconds between checkpoints in SCAN.h5.state/"),
+        CLI_OPT_STRING("index-out", 0, "INDEX.h5", &o.index_out,
+                       "also write the activation index of `corpuslens index` from\n"
+                       "the vectors the scan computes anyway (nothing computed twice)"),
+        CLI_OPT_CHOICE("index-dtype", 0, &index_dtype, "f16|f32", "float16 (default) or float32 for --index-out"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
+    /* every rank parses the same argv; rank 0 prints (cli_usage_error) */
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc == CLI_PARSED && (!o.model_path || !o.corpus_path || !o.out_path))
+        prc = cli_usage_error(CMD, "--model, --corpus and -o are required");
+    if (prc == CLI_PARSED && thr->n > CL_SCAN_MAX_BLOCKS) prc = cli_usage_error(CMD, "too many thresholds");
+    if (prc != CLI_PARSED) {
+        free(thr);
+        return prc;
     }
-    if (!o.model_path || !o.corpus_path || !o.out_path)
-        return rank == 0 ? cli_usage_error(CMD, "--model, --corpus and -o are required") : 2;
-    if (thr) {
-        const char *s = thr;
-        while (*s) {
-            char *end;
-            if (o.n_match_thresholds == CL_SCAN_MAX_BLOCKS) return rank == 0 ? cli_usage_error(CMD, "too many thresholds") : 2;
-            double d = strtod(s, &end);
-            if (end == s || (*end && *end != ','))
-                return rank == 0 ? cli_usage_error(CMD, "--match-thresholds: '%s' is not a list of numbers", thr) : 2;
-            o.match_thresholds[o.n_match_thresholds++] = d;
-            s = *end ? end + 1 : end;
-        }
-    }
+    o.match_cap = match_cap;
+    o.shard_size = batch;
+    o.index_dtype = index_dtype && !strcmp(index_dtype, "f32") ? 1 : 0;
+    for (size_t i = 0; i < thr->n; i++) o.match_thresholds[o.n_match_thresholds++] = thr->v[i];
+    free(thr);
     const char *stop = getenv("CORPUSLENS_SCAN_STOP_AFTER");
     if (stop && *stop) o.stop_after_shards = atol(stop);
     progress_state ps = {cli_stderr_is_tty(), rank, -1e9, ""};

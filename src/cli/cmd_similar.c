@@ -9,36 +9,13 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/analysis/analysis.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
-
-static const char *help =
-    "usage: corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"
-    "                          (--block B --threshold T | --blocks all [--thresholds LIST --weights LIST])\n"
-    "                          [--top K] [--show N] [--columns C]\n"
-    "\n"
-    "The prompt (found by its text in /prompts/text, or by its 0-based index) and\n"
-    "the corpus strings whose activation in block B has cosine similarity > T\n"
-    "with it (from /matches; the prompt matches itself), shown in C columns\n"
-    "(default 4, at most N strings, default 40, 0 = all), most similar first.\n"
-    "Their next-token counts (CORPUS.h5, the corpus the scan ran on), summed and\n"
-    "normalised, give the approximation; it is printed beside the model's\n"
-    "prediction (/model/probs), top K rows (default 10), with the Hellinger\n"
-    "distance between the two.\n"
-    "\n"
-    "--blocks all combines every block: the counts of the strings with\n"
-    "similarity > threshold[b], times weight[b], summed over blocks, then\n"
-    "normalised. Default thresholds and weights: the paper's (6 blocks)\n"
-    "  0.95 0.94 0.85 0.76 0.81 0.89 / 0.01 0.01 0.1 1.5 6 0.01;\n"
-    "--thresholds and --weights take comma-separated lists, one per block.\n"
-    "\n"
-    "A threshold must be > the scan's prefilter and >= the threshold above which\n"
-    "the scan stored matches for that block (attribute match_thresholds);\n"
-    "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
-    "the list is cut.\n";
 
 #define CMD "similar"
 #define MAX_BLOCKS 64
@@ -174,15 +151,9 @@ static long long find_prompt(const scan_file *s, const char *path, const char *t
     return found < 0 ? -1 : found;
 }
 
-static int parse_list(const char *s, double *out, int n, const char *opt) {
-    char *end;
-    for (int i = 0; i < n; i++) {
-        out[i] = strtod(s, &end);
-        if (end == s) return cl_error("%s: expected %d comma-separated numbers in '%s'", opt, n, s);
-        s = end;
-        if (i < n - 1 && *s++ != ',') return cl_error("%s: expected %d comma-separated numbers", opt, n);
-    }
-    if (*s) return cl_error("%s: more than %d values", opt, n);
+static int copy_list(const cli_doubles *l, double *out, int n, const char *opt) {
+    if (l->n != (size_t)n) return cl_error("%s: expected %d comma-separated numbers (one per block), got %zu", opt, n, l->n);
+    for (int i = 0; i < n; i++) out[i] = l->v[i];
     return 0;
 }
 
@@ -201,16 +172,7 @@ static void display(const char *utf8, char *out, size_t n, const cl_corpus *c, s
     out[k] = 0;
 }
 
-typedef struct {
-    double p;
-    int id;
-} entry;
-
-static int by_p(const void *a, const void *b) {
-    const entry *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
+typedef cl_token_p entry;
 
 static size_t utf8_width(const char *s) {
     size_t n = 0;
@@ -218,53 +180,72 @@ static size_t utf8_width(const char *s) {
     return n;
 }
 
-int cmd_similar(int argc, char **argv) {
-    const char *scan = NULL, *corpus = NULL, *prompt = NULL, *blocks = NULL, *thr_s = NULL, *w_s = NULL;
+static const char USAGE[] =
+    "corpuslens similar SCAN.h5 --corpus CORPUS.h5 (--prompt TEXT | --prompt-index I)\n"
+    "                          (--block B --threshold T | --blocks all [--thresholds LIST --weights LIST])\n"
+    "                          [--top K] [--show N] [--columns C]";
+
+static const char ABOUT[] =
+    "The prompt (found by its text in /prompts/text, or by its 0-based index) and\n"
+    "the corpus strings whose activation in block B has cosine similarity > T\n"
+    "with it (from /matches; the prompt matches itself), shown in C columns, most\n"
+    "similar first. Their next-token counts (CORPUS.h5, the corpus the scan ran\n"
+    "on), summed and normalised, give the approximation; it is printed beside the\n"
+    "model's prediction (/model/probs), top K rows, with the Hellinger distance\n"
+    "between the two.\n";
+
+static const char EPILOG[] =
+    "--blocks all combines every block: the counts of the strings with\n"
+    "similarity > threshold[b], times weight[b], summed over blocks, then\n"
+    "normalised. Default thresholds and weights: the paper's (6 blocks)\n"
+    "  0.95 0.94 0.85 0.76 0.81 0.89 / 0.01 0.01 0.1 1.5 6 0.01;\n"
+    "--thresholds and --weights take comma-separated lists, one per block.\n"
+    "\n"
+    "A threshold must be > the scan's prefilter and >= the threshold above which\n"
+    "the scan stored matches for that block (attribute match_thresholds);\n"
+    "when a (prompt, block) reached the scan's match_cap, a warning says that\n"
+    "the list is cut.\n";
+
+static int run(int argc, char **argv) {
+    const char *scan = NULL, *corpus = NULL, *prompt = NULL, *blocks = NULL;
     long pidx = -1, block = -1, top = 10, show = 40, cols = 4;
     double thr = NAN;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--corpus") && v) corpus = v, i++;
-        else if (!strcmp(a, "--prompt") && v) prompt = v, i++;
-        else if (!strcmp(a, "--blocks") && v) blocks = v, i++;
-        else if (!strcmp(a, "--thresholds") && v) thr_s = v, i++;
-        else if (!strcmp(a, "--weights") && v) w_s = v, i++;
-        else if (!strcmp(a, "--prompt-index") && v) {
-            if (cli_parse_long(CMD, a, v, 0, 1L << 40, &pidx)) return 2;
-            i++;
-        } else if (!strcmp(a, "--block") && v) {
-            if (cli_parse_long(CMD, a, v, 0, MAX_BLOCKS - 1, &block)) return 2;
-            i++;
-        } else if (!strcmp(a, "--threshold") && v) {
-            if (cli_parse_double(CMD, a, v, -1, 1, &thr)) return 2;
-            i++;
-        } else if (!strcmp(a, "--top") && v) {
-            if (cli_parse_long(CMD, a, v, 1, 1 << 20, &top)) return 2;
-            i++;
-        } else if (!strcmp(a, "--show") && v) {
-            if (cli_parse_long(CMD, a, v, 0, 1L << 40, &show)) return 2;
-            i++;
-        } else if (!strcmp(a, "--columns") && v) {
-            if (cli_parse_long(CMD, a, v, 1, 16, &cols)) return 2;
-            i++;
-        } else if (a[0] == '-') return cli_usage_error(CMD, "unknown option '%s' (or missing value)", a);
-        else if (!scan) scan = a;
-        else return cli_usage_error(CMD, "unexpected argument '%s'", a);
+    cli_doubles *thr_l = calloc(1, sizeof *thr_l), *w_l = calloc(1, sizeof *w_l);
+    const cli_option opts[] = {
+        CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &corpus, "the corpus the scan ran on"),
+        CLI_OPT_STRING("prompt", 0, "TEXT", &prompt, "the prompt, found by its text in /prompts/text"),
+        CLI_OPT_INT("prompt-index", 0, "I", &pidx, 0, 1L << 40, "the prompt, by its 0-based index"),
+        CLI_OPT_INT("block", 0, "B", &block, 0, MAX_BLOCKS - 1, "the block whose matches are shown"),
+        CLI_OPT_DOUBLE("threshold", 0, "T", &thr, -1, 1, "cosine similarity above which a string counts"),
+        CLI_OPT_CHOICE("blocks", 0, &blocks, "all", "combine every block (see below)"),
+        CLI_OPT_DOUBLES("thresholds", 0, "LIST", thr_l, "with --blocks all: one threshold per block"),
+        CLI_OPT_DOUBLES("weights", 0, "LIST", w_l, "with --blocks all: one weight per block"),
+        CLI_OPT_INT("top", 0, "K", &top, 1, 1 << 20, "rows of the distributions"),
+        CLI_OPT_INT("show", 0, "N", &show, 0, 1L << 40, "at most N strings; 0 = all"),
+        CLI_OPT_INT("columns", 0, "C", &cols, 1, 16, "columns of strings"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "SCAN.h5", 0, 1, NULL};
+    if (!thr_l || !w_l) {
+        free(thr_l);
+        free(w_l);
+        return cl_error("out of memory"), cli_fail();
     }
-    if (!scan || !corpus) return cli_usage_error(CMD, "SCAN.h5 and --corpus CORPUS.h5 are required");
-    if (!prompt == (pidx < 0)) return cli_usage_error(CMD, "give one of --prompt TEXT and --prompt-index I");
-    int all = 0;
-    if (blocks) {
-        if (strcmp(blocks, "all")) return cli_usage_error(CMD, "--blocks: only 'all' is understood");
-        if (block >= 0 || !isnan(thr)) return cli_usage_error(CMD, "--blocks all does not go with --block/--threshold");
-        all = 1;
-    } else {
-        if (block < 0 || isnan(thr)) return cli_usage_error(CMD, "give --block B and --threshold T, or --blocks all");
-        if (thr_s || w_s) return cli_usage_error(CMD, "--thresholds/--weights go with --blocks all");
+    int first, prc = cli_parse(&cmd, argc, argv, &first), urc = -1;
+    const char *thr_s = thr_l->set ? "" : NULL, *w_s = w_l->set ? "" : NULL;
+    if (prc != CLI_PARSED) urc = prc;
+    else if (first == argc || !corpus) urc = cli_usage_error(CMD, "SCAN.h5 and --corpus CORPUS.h5 are required");
+    else if (!prompt == (pidx < 0)) urc = cli_usage_error(CMD, "give one of --prompt TEXT and --prompt-index I");
+    else if (blocks && (block >= 0 || !isnan(thr))) urc = cli_usage_error(CMD, "--blocks all does not go with --block/--threshold");
+    else if (!blocks && (block < 0 || isnan(thr))) urc = cli_usage_error(CMD, "give --block B and --threshold T, or --blocks all");
+    else if (!blocks && (thr_s || w_s)) urc = cli_usage_error(CMD, "--thresholds/--weights go with --blocks all");
+    if (urc >= 0) {
+        free(thr_l);
+        free(w_l);
+        return urc;
     }
+    scan = argv[first];
+    int all = blocks != NULL;
 
     int rc = 1;
     scan_file s = {.f = H5I_INVALID_HID};
@@ -294,8 +275,8 @@ int cmd_similar(int argc, char **argv) {
             }
             for (int b = 0; b < n; b++) th[b] = pt[b], w[b] = pw[b];
         }
-        if (thr_s && parse_list(thr_s, th, Lb, "--thresholds")) goto out;
-        if (w_s && parse_list(w_s, w, Lb, "--weights")) goto out;
+        if (thr_s && copy_list(thr_l, th, Lb, "--thresholds")) goto out;
+        if (w_s && copy_list(w_l, w, Lb, "--weights")) goto out;
     } else {
         for (int b = 0; b < Lb; b++) th[b] = NAN, w[b] = 0;
         th[block] = thr, w[block] = 1;
@@ -425,8 +406,8 @@ int cmd_similar(int argc, char **argv) {
     ea = em ? cl_trymalloc((size_t)V, sizeof *ea, "entries") : NULL;
     if (!ea) goto out;
     for (int v = 0; v < V; v++) em[v] = (entry){model_p[v], v}, ea[v] = (entry){counts[v] / sum, v};
-    qsort(em, (size_t)V, sizeof *em, by_p);
-    qsort(ea, (size_t)V, sizeof *ea, by_p);
+    cl_token_p_sort(em, (size_t)V);
+    cl_token_p_sort(ea, (size_t)V);
     printf("%-20s %s\n", "Model Predictions", all ? "Approximation Predictions (all blocks)" : "Approximation Predictions");
     for (long k = 0; k < top && k < V; k++) {
         char t1[16], t2[16], l1[48];
@@ -451,5 +432,9 @@ out:
     free(counts);
     free(em);
     free(ea);
+    free(thr_l);
+    free(w_l);
     return rc;
 }
+
+int cmd_similar(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -7,47 +7,11 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
 #include "corpuslens/train/train.h"
-
-static const char *help =
-    "usage: [mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
-    "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
-    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5\n"
-    "\n"
-    "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
-    "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
-    "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
-    "dropout on the attention weights, the attention projection and the feed-forward\n"
-    "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
-    "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
-    "not depend on R beyond float rounding.\n"
-    "\n"
-    "  --corpus F          training text (UTF-8)\n"
-    "  --config SPEC       architecture over the lecture defaults (see 'corpuslens init\n"
-    "                      --help'); vocab_size comes from the corpus (sorted unique chars)\n"
-    "  --init M.h5         start from this model (its vocabulary; a corpus character\n"
-    "                      outside it is refused); excludes --config\n"
-    "  --steps N           total number of updates (a resumed run continues up to N)\n"
-    "  --batch B           rows per step over all ranks (divisible by the rank count)\n"
-    "  --ctx T             positions per row (<= block_size)\n"
-    "  --lr X              AdamW learning rate (default 3e-4)\n"
-    "  --dropout P         dropout probability while training (default 0.2; 0 = off)\n"
-    "  --eval-every K      train/val loss every K steps (default 100; 0 = first and\n"
-    "                      last only); always at step 0 and at the last step\n"
-    "  --eval-batches E    fixed batches per split for each evaluation (default 10)\n"
-    "  --seed S            initialisation, batch and dropout seed (default 1337)\n"
-    "  --resume CKPT.h5    continue a run from its checkpoint (weights, AdamW moments,\n"
-    "                      step, batch stream); options not given are taken from it\n"
-    "  --checkpoint-every K  write -o (with the training state) every K steps too\n"
-    "  -o, --output F      the model file: weights, /train/loss [K,3] (step, train, val)\n"
-    "                      and the training state (resumable)\n"
-    "\n"
-    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
-    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails right after the first\n"
-    "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
 
 typedef struct {
     int tty, B, T, steps, last_len;
@@ -87,40 +51,65 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
     fflush(stderr);
 }
 
+static const char USAGE[] =
+    "[mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
+    "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
+    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5";
+
+static const char ABOUT[] =
+    "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
+    "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
+    "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
+    "dropout on the attention weights, the attention projection and the feed-forward\n"
+    "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
+    "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
+    "not depend on R beyond float rounding.\n";
+
+static const char EPILOG[] =
+    "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
+    "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails (exit status 3) right after the first\n"
+    "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
+
 int cmd_train(int argc, char **argv) {
     const char *corpus = NULL, *spec = NULL, *init = NULL, *resume = NULL, *out = NULL, *batch_file = NULL,
                *dump = NULL;
+    /* -1: not given (a resumed run takes it from its checkpoint, else the default) */
     long steps = -1, batch = -1, ctx = -1, eval_every = -1, eval_batches = -1, seed = -1, ckpt_every = -1;
     double lr = -1, dropout = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int r = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help, stdout);
-            return 0;
-        }
-        if (!v) return cli_usage_error("train", "unexpected argument '%s' (or missing value)", a);
-        if (!strcmp(a, "--corpus")) corpus = v;
-        else if (!strcmp(a, "--config")) spec = v;
-        else if (!strcmp(a, "--init")) init = v;
-        else if (!strcmp(a, "--resume")) resume = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
-        else if (!strcmp(a, "--batch-file")) batch_file = v; /* hidden: tests */
-        else if (!strcmp(a, "--dump-grads")) dump = v;       /* hidden: tests */
-        else if (!strcmp(a, "--steps")) r = cli_parse_long("train", a, v, 0, 1000000000L, &steps);
-        else if (!strcmp(a, "--batch")) r = cli_parse_long("train", a, v, 0, 1000000L, &batch);
-        else if (!strcmp(a, "--ctx")) r = cli_parse_long("train", a, v, 1, 1000000L, &ctx);
-        else if (!strcmp(a, "--eval-every")) r = cli_parse_long("train", a, v, 0, 1000000000L, &eval_every);
-        else if (!strcmp(a, "--eval-batches")) r = cli_parse_long("train", a, v, 1, 1000000L, &eval_batches);
-        else if (!strcmp(a, "--seed")) r = cli_parse_long("train", a, v, 0, 0x7fffffffffffffffL, &seed);
-        else if (!strcmp(a, "--checkpoint-every")) r = cli_parse_long("train", a, v, 0, 1000000000L, &ckpt_every);
-        else if (!strcmp(a, "--lr")) r = cli_parse_double("train", a, v, 0.0, 10.0, &lr);
-        else if (!strcmp(a, "--dropout")) r = cli_parse_double("train", a, v, 0.0, 0.999, &dropout);
-        else return cli_usage_error("train", "unexpected argument '%s'", a);
-        if (r) return 2;
-        i++;
-    }
+    const cli_option opts[] = {
+        CLI_OPT_STRING("corpus", 0, "F", &corpus, "training text (UTF-8)"),
+        CLI_OPT_STRING("config", 0, "SPEC", &spec,
+                       "architecture over the lecture defaults (see 'corpuslens init\n"
+                       "--help'); vocab_size comes from the corpus (sorted unique chars)"),
+        CLI_OPT_STRING("init", 0, "M.h5", &init,
+                       "start from this model (its vocabulary; a corpus character\n"
+                       "outside it is refused); excludes --config"),
+        CLI_OPT_INT("steps", 0, "N", &steps, 0, 1000000000L, "total number of updates (a resumed run continues up to N)"),
+        CLI_OPT_INT("batch", 0, "B", &batch, 0, 1000000L, "rows per step over all ranks (divisible by the rank count)"),
+        CLI_OPT_INT("ctx", 0, "T", &ctx, 1, 1000000L, "positions per row (<= block_size)"),
+        CLI_OPT_DOUBLE("lr", 0, "X", &lr, 0.0, 10.0, "AdamW learning rate (default 3e-4)"),
+        CLI_OPT_DOUBLE("dropout", 0, "P", &dropout, 0.0, 0.999, "dropout probability while training (default 0.2; 0 = off)"),
+        CLI_OPT_INT("eval-every", 0, "K", &eval_every, 0, 1000000000L,
+                    "train/val loss every K steps (default 100; 0 = first and\n"
+                    "last only); always at step 0 and at the last step"),
+        CLI_OPT_INT("eval-batches", 0, "E", &eval_batches, 1, 1000000L,
+                    "fixed batches per split for each evaluation (default 10)"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "initialisation, batch and dropout seed (default 1337)"),
+        CLI_OPT_STRING("resume", 0, "CKPT.h5", &resume,
+                       "continue a run from its checkpoint (weights, AdamW moments,\n"
+                       "step, batch stream); options not given are taken from it"),
+        CLI_OPT_INT("checkpoint-every", 0, "K", &ckpt_every, 0, 1000000000L,
+                    "write -o (with the training state) every K steps too"),
+        CLI_OPT_STRING("output", 'o', "F", &out,
+                       "the model file: weights, /train/loss [K,3] (step, train, val)\n"
+                       "and the training state (resumable)"),
+        CLI_OPT_STRING("batch-file", 0, "F", &batch_file, NULL), /* hidden: tests */
+        CLI_OPT_STRING("dump-grads", 0, "F", &dump, NULL),       /* hidden: tests */
+        CLI_END,
+    };
+    const cli_command cmd = {"train", USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
     if (!out) return cli_usage_error("train", "-o is required");
     if (steps < 0) return cli_usage_error("train", "--steps is required");
     if (init && resume) return cli_usage_error("train", "--init and --resume exclude each other");
@@ -207,7 +196,14 @@ int cmd_train(int argc, char **argv) {
     }
     rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);
     cl_model_free(m);
-    if (rc) return rank == 0 ? cli_fail() : 1;
+    if (rc) {
+        /* stopped at a checkpoint by CORPUSLENS_TRAIN_STOP_AFTER (every rank has
+         * the same message): status 3, as a scan stopped with a checkpoint, so
+         * that a Slurm RequeueExit=3 requeues it and it resumes */
+        int stopped = o.stop_after > 0 && strstr(cl_last_error(), "CORPUSLENS_TRAIN_STOP_AFTER") != NULL;
+        if (rank == 0) cli_fail();
+        return stopped ? 3 : 1;
+    }
     if (rank == 0) printf("# wrote %s\n", out);
     return 0;
 }

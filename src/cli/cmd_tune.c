@@ -1,19 +1,26 @@
 /* corpuslens tune: fit block thresholds (on the grid) and weights. */
 #include <errno.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
 #include "corpuslens/reduce/soft.h"
+#include "corpuslens/reduce/report.h"
 
-static const char *help =
-    "usage: corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-    "                       [--max-train N] [--soft] [-o SNIPPET.ini]\n"
-    "\n"
+static void print_stats(const char *name, const cl_stats *s) {
+    printf("  %-22s mean %.4f  std %.4f  median %.4f  p90 %.4f  (n %zu, empty %zu)\n", name, s->mean, s->std,
+           s->median, s->p90, s->count, s->n_empty);
+}
+
+static const char USAGE[] =
+    "corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
+    "                       [--max-train N] [-o SNIPPET.ini] [--h5 TUNE.h5]";
+
+static const char ABOUT[] =
     "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
     "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
     "reduce --help`) on a random train split of the prompts, and reports the\n"
@@ -28,60 +35,43 @@ static const char *help =
     "golden section in log space; weights are rescaled to max 1; sweeps repeat\n"
     "until the objective gains < 1e-6 (at most 20). Starts: the paper's values,\n"
     "uniform weights at the median grid threshold, and R random starts; the best\n"
-    "train objective wins. Held-out statistics exclude empty prompts, as reduce does.\n"
-    "\n"
-    "  --train-fraction F  share of prompts in the train split, in (0, 1) (0.5)\n"
-    "  --seed S            split and restart seed (1)\n"
-    "  --restarts R        random restarts (2)\n"
-    "  --max-train N       fit on at most N train prompts (memory cap; 0 = all)\n"
-    "  --soft              also fit the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
-    "                      (include/corpuslens/reduce/soft.h: method, bin-width error), on\n"
-    "                      the same split; adds an [explain] section (temperatures,\n"
-    "                      soft_weights) that `explain --params` reads\n"
-    "  -o FILE             write the fitted values as a job-file snippet:\n"
-    "                      [reduce] / thresholds = ... / weights = ...\n";
+    "train objective wins. Held-out statistics exclude empty prompts, as reduce does.\n";
 
-static void print_stats(const char *name, const cl_stats *s) {
-    printf("  %-22s mean %.4f  std %.4f  median %.4f  p90 %.4f  (n %zu, empty %zu)\n", name, s->mean, s->std,
-           s->median, s->p90, s->count, s->n_empty);
-}
-
-int cmd_tune(int argc, char **argv) {
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    const char *scan_path = NULL, *out = NULL;
+static int run(int argc, char **argv) {
+    const char *out = NULL, *out_h5 = NULL;
+    cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
+    long seed = 1, restarts = 2, max_train = 0;
     int soft = 0;
     cl_soft_tune_result sr;
-    cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long l;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            if (rank == 0) fputs(help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--train-fraction") && v) {
-            if (cli_parse_double("tune", a, v, 1e-9, 1 - 1e-9, &o.train_fraction)) return 2;
-            i++;
-        } else if (!strcmp(a, "--seed") && v) {
-            if (cli_parse_long("tune", a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
-            o.seed = (uint64_t)l, i++;
-        } else if (!strcmp(a, "--restarts") && v) {
-            if (cli_parse_long("tune", a, v, 0, 1000, &l)) return 2;
-            o.restarts = (int)l, i++;
-        } else if (!strcmp(a, "--max-train") && v) {
-            if (cli_parse_long("tune", a, v, 0, 0x7fffffffffffffffL, &l)) return 2;
-            o.max_train = (size_t)l, i++;
-        } else if (!strcmp(a, "--soft")) {
-            soft = 1;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) out = v, i++;
-        else if (a[0] == '-' && a[1]) return cli_usage_error("tune", "unknown option or missing value '%s'", a);
-        else if (!scan_path) scan_path = a;
-        else return cli_usage_error("tune", "unexpected argument '%s'", a);
-    }
-    if (!scan_path) return cli_usage_error("tune", "SCAN.h5 is required");
-    /* One rank works; the others wait for its status. */
+    const cli_option opts[] = {
+        CLI_OPT_DOUBLE("train-fraction", 0, "F", &o.train_fraction, 1e-9, 1 - 1e-9,
+                       "share of prompts in the train split, in (0, 1)"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "split and restart seed"),
+        CLI_OPT_INT("restarts", 0, "R", &restarts, 0, 1000, "random restarts"),
+        CLI_OPT_INT("max-train", 0, "N", &max_train, 0, LONG_MAX, "fit on at most N train prompts (memory cap; 0 = all)"),
+        CLI_OPT_STRING("output", 'o', "FILE", &out,
+                       "write the fitted values as a job-file snippet:\n"
+                       "[reduce] / thresholds = ... / weights = ..."),
+        CLI_OPT_STRING("h5", 0, "FILE", &out_h5,
+                       "the fitted values and both splits' statistics as HDF5\n"
+                       "(format corpuslens-tune); `reduce --tuned FILE` sets them\n"
+                       "beside the paper's values"),
+        CLI_OPT_FLAG("soft", 0, &soft,
+                     "also fit the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
+                     "(include/corpuslens/reduce/soft.h: method, bin-width error) on\n"
+                     "the same split; -o then adds an [explain] section (temperatures,\n"
+                     "soft_weights) that `explain --params` reads"),
+        CLI_END,
+    };
+    const cli_command cmd = {"tune", USAGE, ABOUT, opts, NULL, "SCAN.h5", 1, 1, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    const char *scan_path = argv[first];
+    o.seed = (uint64_t)seed;
+    o.restarts = (int)restarts;
+    o.max_train = (size_t)max_train;
     int err = 0;
-    if (rank == 0) {
+    {
         cl_scan *s = cl_scan_open(scan_path);
         cl_tune_result r;
         err = !s || cl_tune(s, &o, &r);
@@ -147,9 +137,24 @@ int cmd_tune(int argc, char **argv) {
                 }
             }
         }
+        if (!err && out_h5) {
+            cl_tuned t = {.Lb = s->Lb, .have_paper = r.have_paper, .train_fraction = o.train_fraction,
+                          .seed = (long long)o.seed, .n_train = (long long)r.n_train, .n_test = (long long)r.n_test,
+                          .fit_train_mean = r.train.mean, .fit_test_mean = r.test.mean, .fit_test_std = r.test.std,
+                          .fit_test_median = r.test.median, .fit_test_empty = (long long)r.test.n_empty,
+                          .paper_train_mean = r.paper_train.mean, .paper_test_mean = r.paper_test.mean,
+                          .paper_test_std = r.paper_test.std, .paper_test_median = r.paper_test.median,
+                          .paper_test_empty = (long long)r.paper_test.n_empty};
+            memcpy(t.thresholds, r.thresholds, sizeof t.thresholds);
+            memcpy(t.weights, r.weights, sizeof t.weights);
+            if (cl_tuned_write(out_h5, &t)) err = 1;
+            else printf("tune: wrote %s\n", out_h5);
+        }
         if (err) cli_fail();
         cl_scan_close(s);
     }
-    MPI_Bcast(&err, 1, MPI_INT, 0, MPI_COMM_WORLD);
     return err ? 1 : 0;
 }
+
+/* One rank works; the others wait for its status. */
+int cmd_tune(int argc, char **argv) { return cli_on_rank0(run, argc, argv); }

@@ -1,4 +1,3 @@
-#include <errno.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@ int cli_fail(void) {
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    if (!cli_rank0()) return 2; /* every rank of a multi-rank command parses; rank 0 says it */
     va_list ap;
     fprintf(stderr, "corpuslens %s: ", cmd);
     va_start(ap, fmt);
@@ -26,49 +26,14 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
     return 2;
 }
 
-int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    if (!s || !*s) {
-        cli_usage_error(cmd, "%s needs a value", opt);
-        return -1;
-    }
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || errno || v < lo || v > hi) {
-        cli_usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
-                     double *out) {
-    char *end;
-    if (!s || !*s) {
-        cli_usage_error(cmd, "%s needs a value", opt);
-        return -1;
-    }
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*end || errno || !(v >= lo && v <= hi)) {
-        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int cli_stderr_is_tty(void) { return isatty(2); }
 
 int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int rc = rank == 0 ? fn(argc, argv) : 0;
+    if (!cli_mpi_active()) return fn(argc, argv);
+    int rc = cli_rank() == 0 ? fn(argc, argv) : 0;
     fflush(stdout);
     fflush(stderr);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return rc;
+    return cli_bcast_int(rc);
 }
 
 typedef struct {
@@ -115,14 +80,13 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (!command_is(argv[1], commands[i].name)) continue;
-        /* Every command runs inside MPI so that `mpirun -n R corpuslens X` works
-         * for all of them; single-process commands simply run on each rank's own
-         * (rank 0 prints). Commands that need MPI use MPI_COMM_WORLD. */
-        int provided;
-        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        /* MPI only where it is needed (mpi_start.c): single-process commands
+         * started without mpirun/srun do not pay for (or risk) its start-up. */
+        int mpi = cli_mpi_wanted(commands[i].name, argc - 1, argv + 1), provided;
+        if (mpi) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
         cl_h5_quiet();
         int rc = commands[i].fn(argc - 1, argv + 1);
-        MPI_Finalize();
+        if (mpi) MPI_Finalize();
         return rc;
     }
     fprintf(stderr, "corpuslens: unknown command '%s'\n", argv[1]);

@@ -64,6 +64,12 @@ static const keyspec KEYS[] = {
     {"train", "seed", K_INT, 0, 9e18, F(train_seed), F(has_train_seed)},
     {"train", "eval_every", K_INT, 0, 1e9, F(eval_every), F(has_eval_every)},
     {"train", "checkpoint_every", K_INT, 1, 1e9, F(train_checkpoint_every), NOFLAG},
+    {"alternatives", "seeds", K_INTLIST, 0, 9e18, F(alt_seeds), NOFLAG},
+    {"ablate", "max", K_INT, 1, 9e18, F(ablate_max), F(has_ablate_max)},
+    {"ablate", "mode", K_WORD, 0, 0, F(ablate_mode), NOFLAG},
+    {"tune", "train_fraction", K_NUM, 1e-9, 1 - 1e-9, F(tune_fraction), NOFLAG},
+    {"tune", "seed", K_INT, 0, 9e18, F(tune_seed), F(has_tune_seed)},
+    {"tune", "restarts", K_INT, 0, 1000, F(tune_restarts), F(has_tune_restarts)},
     {"scan", "hook", K_WORD, 0, 0, F(hook), NOFLAG},
     {"scan", "prefilter", K_NUM, -1, 0.999999, F(prefilter), NOFLAG},
     {"scan", "bin_width", K_NUM, 1e-6, 2, F(bin_width), NOFLAG},
@@ -87,8 +93,8 @@ static const keyspec KEYS[] = {
 };
 #undef F
 #define NKEYS (sizeof KEYS / sizeof *KEYS)
-static const char *const SECTIONS[] = {"corpus", "model", "train", "scan",
-                                       "reduce", "output", "slurm"};
+static const char *const SECTIONS[] = {"corpus", "model", "train", "alternatives", "scan", "ablate",
+                                       "tune", "reduce", "output", "slurm"};
 #define NSECTIONS (sizeof SECTIONS / sizeof *SECTIONS)
 
 /* ---- parse state ---- */
@@ -715,8 +721,8 @@ static void cross_checks(pstate *s, cl_job *job) {
     for (int i = 0; i < s->nsec; i++)
         if (!known_section(s->sec[i].name))
             add_err(s, s->sec[i].line,
-                    "unknown section [%s] (known: corpus, model, train, scan, reduce, output, "
-                    "slurm)", s->sec[i].name);
+                    "unknown section [%s] (known: corpus, model, train, alternatives, scan, ablate, "
+                    "tune, reduce, output, slurm)", s->sec[i].name);
     require(s, "output", "dir", "");
     require(s, "corpus", "len", "");
     if (!job->generate) require(s, "corpus", "path", "; or generate = demo");
@@ -738,6 +744,18 @@ static void cross_checks(pstate *s, cl_job *job) {
         add_err(s, line_of(s, "corpus", "seed"), "corpus.seed goes with prompts, not prompt_file");
     int have_model = section_line(s, "model") != 0;
     int have_train = section_line(s, "train") != 0;
+    int have_alt = section_line(s, "alternatives") != 0;
+    job->has_ablate = section_line(s, "ablate") != 0;
+    job->has_tune = section_line(s, "tune") != 0;
+    if (is_set(s, "ablate", "mode") && job->ablate_mode && strcmp(job->ablate_mode, "zero") &&
+        strcmp(job->ablate_mode, "mean"))
+        add_err(s, line_of(s, "ablate", "mode"), "ablate.mode: '%s' is not zero or mean", job->ablate_mode);
+    if (have_alt) {
+        require(s, "alternatives", "seeds", "");
+        if (!have_train)
+            add_err(s, section_line(s, "alternatives"),
+                    "[alternatives] needs a [train] section: the recipe the other seeds are trained with");
+    }
     if (have_model) {
         int mp = is_set(s, "model", "path"), mc = is_set(s, "model", "checkpoint");
         if (mp && mc)
@@ -751,9 +769,15 @@ static void cross_checks(pstate *s, cl_job *job) {
         if (mp && (is_set(s, "model", "n_head") || is_set(s, "model", "attn_scale")))
             add_err(s, line_of(s, "model", is_set(s, "model", "n_head") ? "n_head" : "attn_scale"),
                     "model.n_head and model.attn_scale go with model.checkpoint");
-        if (have_train)
+        if (have_train && !have_alt)
             add_err(s, section_line(s, "train"),
-                    "[train] and [model] exclude each other: give a model or train one");
+                    "[train] and [model] exclude each other: give a model or train one (with "
+                    "[alternatives], [train] is the recipe of the other seeds)");
+        if (have_train && have_alt) {
+            require(s, "train", "steps", "");
+            require(s, "train", "batch", "");
+            require(s, "train", "ctx", "");
+        }
     } else if (have_train) {
         require(s, "train", "steps", "");
         require(s, "train", "batch", "");
@@ -907,6 +931,9 @@ void cl_job_free(cl_job *job) {
     free(job->lr);
     free(job->dropout);
     free(job->hook);
+    free(job->alt_seeds);
+    free(job->ablate_mode);
+    free(job->tune_fraction);
     free(job->prefilter);
     free(job->bin_width);
     free(job->match_thresholds);

@@ -498,6 +498,18 @@ fail:
 
 /* ------------------------------------------------- other models' outputs */
 
+/* Rank q's prompts [*a, *b) of P: whole batches of `bmax` prompts, so that
+ * every batch (and with it every forward pass) is the same whatever the
+ * number of ranks: results do not depend on it (a different batch size can
+ * change the last bits of the sgemm inside). */
+static void probs_range(size_t P, size_t bmax, int q, int size, size_t *a, size_t *b) {
+    size_t nb = (P + bmax - 1) / bmax;
+    *a = nb * (size_t)q / (size_t)size * bmax;
+    *b = nb * (size_t)(q + 1) / (size_t)size * bmax;
+    if (*a > P) *a = P;
+    if (*b > P) *b = P;
+}
+
 int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI_Comm comm,
                           float *probs_out) {
     int rank, size;
@@ -509,8 +521,10 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
         err = cl_error("its vocabulary (%d tokens) differs from the scan's (%d tokens)",
                        m->cfg.vocab_size, s->V);
     if (!err && (P * V > 0x7fffffffu)) err = cl_error("too many prompts to gather (%zu)", P);
-    size_t lo = P * (size_t)rank / (size_t)size, hi = P * (size_t)(rank + 1) / (size_t)size;
-    size_t n = hi - lo, BMAX = 64;
+    const size_t BMAX = 64;
+    size_t lo, hi;
+    probs_range(P, BMAX, rank, size, &lo, &hi);
+    size_t n = hi - lo;
     int T = m->cfg.block_size;
     float *mine = NULL;
     int32_t *tok = NULL;
@@ -521,10 +535,10 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
         fw = mine && tok ? cl_forward_create(m, (int)BMAX, T) : NULL;
         if (!fw) err = -1;
     }
-    /* Batches of consecutive prompts of equal length. */
+    /* Batches of consecutive prompts of equal length, never across a multiple of BMAX. */
     for (size_t p = lo; !err && p < hi;) {
         size_t len0 = 0, B = 0;
-        while (p + B < hi && B < BMAX) {
+        while (p + B < hi && B < BMAX && (B == 0 || (p + B) % BMAX != 0)) {
             size_t nt;
             const char *t = texts[p + B];
             if (cl_vocab_encode(m->vocab, m->cfg.vocab_size, t, strlen(t), tok + B * (size_t)T,
@@ -566,7 +580,8 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
         dsp = malloc((size_t)size * sizeof(int));
         if (cnt && dsp)
             for (int q = 0; q < size; q++) {
-                size_t a = P * (size_t)q / (size_t)size, b = P * (size_t)(q + 1) / (size_t)size;
+                size_t a, b;
+                probs_range(P, BMAX, q, size, &a, &b);
                 cnt[q] = (int)((b - a) * V);
                 dsp[q] = (int)(a * V);
             }

@@ -328,16 +328,7 @@ static void md_stats_row(FILE *f, const char *name, const cl_stats *s) {
             s->count, s->n_empty, s->mean, s->std, s->min, s->p10, s->p25, s->median, s->p75, s->p90, s->max);
 }
 
-typedef struct {
-    double p;
-    int id;
-} tok_p;
-
-static int by_p(const void *a, const void *b) {
-    const tok_p *x = a, *y = b;
-    if (x->p != y->p) return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
-}
+typedef cl_token_p tok_p;
 
 static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **texts, size_t p,
                        const char *why, tok_p *a, tok_p *b) {
@@ -350,8 +341,8 @@ static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **
         a[v] = (tok_p){r->model_probs[p * V + v], (int)v};
         b[v] = (tok_p){r->approx[p * V + v], (int)v};
     }
-    qsort(a, V, sizeof *a, by_p);
-    qsort(b, V, sizeof *b, by_p);
+    cl_token_p_sort(a, V);
+    cl_token_p_sort(b, V);
     fprintf(f, "| Model Predictions | p | Approximation Predictions | p |\n|---|---:|---|---:|\n");
     for (size_t i = 0; i < 5 && i < V; i++) {
         fputs("| ", f);
@@ -439,6 +430,7 @@ static int write_md(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     }
     fprintf(f, "\nPaper (20,000 prompts): approximation mean 0.1677, std 0.1215, min 0.0013, max 0.9994; noise "
                "floor 0.106 ± 0.082.\n\n");
+    cl_report_paper_md(f, r, o);
     fprintf(f, "![Hellinger densities](%s)\n\n", density_name);
     fprintf(f, "## Matches per block\n\nMean number of corpus substrings per prompt above the prefilter and "
                "above the block's threshold.\n\n| block | threshold | above prefilter | above threshold |\n"
@@ -529,6 +521,16 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
             rc = d < 0 || cl_h5_attr_write_str(d, "label", r->baselines[i].label);
             if (d >= 0) H5Dclose(d);
         }
+    }
+    cl_noise_floor nf;
+    if (!rc) rc = cl_noise_floor_of(r, &nf);
+    if (!rc && nf.n) {
+        hid_t g = H5Gcreate2(f, "/noise_floor", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        rc = g < 0 || cl_h5_attr_write_int(g, "n_models", (long long)nf.n) ||
+             cl_h5_attr_write_doubles(g, "means", nf.means, nf.n) || cl_h5_attr_write_double(g, "mean", nf.mean) ||
+             cl_h5_attr_write_double(g, "pooled_std", nf.pooled_std) ||
+             cl_h5_attr_write_double(g, "ratio", nf.ratio);
+        if (g >= 0) H5Gclose(g);
     }
     if (!rc) {
         /* prompt texts, variable-length UTF-8 */

@@ -4,6 +4,7 @@
 #include "corpuslens/train/train.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/nn/kernels_backward.h"
+#include "corpuslens/nn/kernels_train.h"
 
 /* Activations of the training forward pass, one allocation (llm.c style). */
 typedef struct {
@@ -43,13 +45,15 @@ typedef struct {
     float *dz;       /* [N, C] */
     float *dqkv;     /* [N, 3C] */
     float *dfch;     /* [N, F] */
+    float *attbuf;   /* [threads, T, T] attention backward scratch */
 } acts;
 
-#define NUM_ACTS 28
+#define NUM_ACTS 29
 
 struct cl_trainer {
     cl_model *m;
     int max_B, T;
+    int threads; /* OpenMP threads the activations have scratch for */
     float *grads, *adam_m, *adam_v; /* like model->mem */
     cl_params g;                    /* pointers into grads */
     acts a;
@@ -57,18 +61,18 @@ struct cl_trainer {
     int32_t *inputs, *targets; /* [N] */
 };
 
-static size_t acts_layout(const cl_config *c, int B, int T, float *base, acts *a) {
+static size_t acts_layout(const cl_config *c, int B, int T, int threads, float *base, acts *a) {
     size_t L = c->n_layer, C = c->n_embd, F = 4 * C, V = c->vocab_size, H = c->n_head;
     size_t N = (size_t)B * T, AT = (size_t)B * H * T * T;
     size_t sizes[NUM_ACTS] = {(L + 1) * N * C, L * N * C, L * N, L * N, L * N * 3 * C, L * AT, L * AT, L * AT,
                               L * N * C, L * N * C, L * N * C, L * N * C, L * N, L * N, L * N * F, L * N * F,
                               L * N * C, N * C, N, N, N * V, N * C,
-                              N * C, N * C, N * C, N * C, N * 3 * C, N * F};
+                              N * C, N * C, N * C, N * C, N * 3 * C, N * F, (size_t)threads * T * T};
     float **ptrs[NUM_ACTS] = {&a->resid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->att, &a->attd,
                               &a->attmask, &a->z, &a->projmask, &a->resmid, &a->ln2, &a->ln2_mean,
                               &a->ln2_rstd, &a->fch, &a->fcha, &a->ffmask, &a->lnf, &a->lnf_mean,
                               &a->lnf_rstd, &a->logits, &a->tmp, &a->dres, &a->dln, &a->dtmp, &a->dz,
-                              &a->dqkv, &a->dfch};
+                              &a->dqkv, &a->dfch, &a->attbuf};
     size_t off = 0;
     for (int i = 0; i < NUM_ACTS; i++) {
         *ptrs[i] = base ? base + off : NULL;
@@ -101,7 +105,8 @@ cl_trainer *cl_trainer_create(cl_model *m, int max_B, int T) {
     tr->grads = cl_trycalloc(n, sizeof(float), "gradients");
     tr->adam_m = tr->grads ? cl_trycalloc(n, sizeof(float), "AdamW first moments") : NULL;
     tr->adam_v = tr->adam_m ? cl_trycalloc(n, sizeof(float), "AdamW second moments") : NULL;
-    size_t na = acts_layout(c, max_B, T, NULL, &tr->a);
+    tr->threads = omp_get_max_threads();
+    size_t na = acts_layout(c, max_B, T, tr->threads, NULL, &tr->a);
     tr->act_mem = tr->adam_v ? cl_trycalloc(na, sizeof(float), "training activations") : NULL;
     tr->inputs = tr->act_mem ? cl_trymalloc(N, sizeof(int32_t), "batch inputs") : NULL;
     tr->targets = tr->inputs ? cl_trymalloc(N, sizeof(int32_t), "batch targets") : NULL;
@@ -110,7 +115,7 @@ cl_trainer *cl_trainer_create(cl_model *m, int max_B, int T) {
         return NULL;
     }
     cl_params_layout(c, tr->grads, &tr->g);
-    acts_layout(c, max_B, T, tr->act_mem, &tr->a);
+    acts_layout(c, max_B, T, tr->threads, tr->act_mem, &tr->a);
     return tr;
 }
 
@@ -144,6 +149,7 @@ static void dropout_mask(float *mask, size_t rows, size_t width, float p, uint64
                          int site, size_t row0) {
     float keep = 1.0f / (1.0f - p);
     uint64_t base = mix64(mix64(mix64(seed) ^ (uint64_t)step) ^ (uint64_t)(layer * 4 + site));
+#pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         cl_rng rng;
         cl_rng_seed(&rng, mix64(base ^ (uint64_t)(row0 + r)));
@@ -181,43 +187,43 @@ static double train_forward(cl_trainer *tr, int Bl, float p, uint64_t seed, long
         float *z = a->z + lNC, *resmid = a->resmid + lNC, *ln2 = a->ln2 + lNC;
         float *fch = a->fch + (size_t)l * N * F, *fcha = a->fcha + (size_t)l * N * F;
         float *xout = a->resid + lNC + N * C;
-        layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N, xin, w->ln1_w + l * C,
+        tk_layernorm_forward(ln1, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N, xin, w->ln1_w + l * C,
                           c->bias ? w->ln1_b + l * C : NULL, N, (int)C, c->ln_eps);
-        matmul_forward(qkv, ln1, w->qkv_w + l * 3 * C * C, c->qkv_bias ? w->qkv_b + l * 3 * C : NULL, N, (int)C,
+        tk_matmul_forward(qkv, ln1, w->qkv_w + l * 3 * C * C, c->qkv_bias ? w->qkv_b + l * 3 * C : NULL, N, (int)C,
                        (int)(3 * C));
-        attention_pattern_forward(att, qkv, Bl, T, (int)C, H, scale);
+        tk_attention_pattern_forward(att, qkv, Bl, T, (int)C, H, scale);
         const float *mixatt = att;
         if (p > 0.0f) {
             float *mk = a->attmask + (size_t)l * AT;
             dropout_mask(mk, (size_t)Bl, (size_t)H * T * T, p, seed, step, l, 0, row0);
-            dropout_apply(attd, att, mk, AT);
+            tk_dropout_apply(attd, att, mk, AT);
             mixatt = attd;
         }
-        attention_mix_forward(z, mixatt, qkv, Bl, T, (int)C, H);
-        matmul_forward(a->tmp, z, w->proj_w + l * C * C, c->bias ? w->proj_b + l * C : NULL, N, (int)C, (int)C);
+        tk_attention_mix_forward(z, mixatt, qkv, Bl, T, (int)C, H);
+        tk_matmul_forward(a->tmp, z, w->proj_w + l * C * C, c->bias ? w->proj_b + l * C : NULL, N, (int)C, (int)C);
         if (p > 0.0f) {
             float *mk = a->projmask + lNC;
             dropout_mask(mk, (size_t)Bl, (size_t)T * C, p, seed, step, l, 1, row0);
-            dropout_apply(a->tmp, a->tmp, mk, N * C);
+            tk_dropout_apply(a->tmp, a->tmp, mk, N * C);
         }
-        for (size_t i = 0; i < N * C; i++) resmid[i] = xin[i] + a->tmp[i];
-        layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N, resmid, w->ln2_w + l * C,
+        tk_add(resmid, xin, a->tmp, N * C);
+        tk_layernorm_forward(ln2, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N, resmid, w->ln2_w + l * C,
                           c->bias ? w->ln2_b + l * C : NULL, N, (int)C, c->ln_eps);
-        matmul_forward(fch, ln2, w->fc_w + l * F * C, c->bias ? w->fc_b + l * F : NULL, N, (int)C, (int)F);
-        if (c->activation == CL_ACT_GELU) gelu_forward(fcha, fch, N * F);
-        else relu_forward(fcha, fch, N * F);
-        matmul_forward(a->tmp, fcha, w->fcp_w + l * C * F, c->bias ? w->fcp_b + l * C : NULL, N, (int)F, (int)C);
+        tk_matmul_forward(fch, ln2, w->fc_w + l * F * C, c->bias ? w->fc_b + l * F : NULL, N, (int)C, (int)F);
+        if (c->activation == CL_ACT_GELU) tk_gelu_forward(fcha, fch, N * F);
+        else tk_relu_forward(fcha, fch, N * F);
+        tk_matmul_forward(a->tmp, fcha, w->fcp_w + l * C * F, c->bias ? w->fcp_b + l * C : NULL, N, (int)F, (int)C);
         if (p > 0.0f) {
             float *mk = a->ffmask + lNC;
             dropout_mask(mk, (size_t)Bl, (size_t)T * C, p, seed, step, l, 2, row0);
-            dropout_apply(a->tmp, a->tmp, mk, N * C);
+            tk_dropout_apply(a->tmp, a->tmp, mk, N * C);
         }
-        for (size_t i = 0; i < N * C; i++) xout[i] = resmid[i] + a->tmp[i];
+        tk_add(xout, resmid, a->tmp, N * C);
     }
     const float *xL = a->resid + (size_t)c->n_layer * N * C;
-    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, xL, w->lnf_w, c->bias ? w->lnf_b : NULL, N, (int)C,
+    tk_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, xL, w->lnf_w, c->bias ? w->lnf_b : NULL, N, (int)C,
                       c->ln_eps);
-    matmul_forward(a->logits, a->lnf, w->head_w, c->head_bias ? w->head_b : NULL, N, (int)C, (int)V);
+    tk_matmul_forward(a->logits, a->lnf, w->head_w, c->head_bias ? w->head_b : NULL, N, (int)C, (int)V);
     return softmax_crossentropy_forward(a->logits, NULL, a->logits, tr->targets, N, (int)V);
 }
 
@@ -236,9 +242,19 @@ static int load_rows(cl_trainer *tr, const int32_t *windows, int Bl) {
     return 0;
 }
 
+/* One thread pool for a step (kernels_train.h), at most tr->threads wide
+ * (the attention scratch is sized for that many). */
+static cl_thread_state threads_begin(const cl_trainer *tr) {
+    cl_thread_state s = cl_train_threads_begin();
+    if (omp_get_max_threads() > tr->threads) omp_set_num_threads(tr->threads);
+    return s;
+}
+
 int cl_train_loss(cl_trainer *tr, const int32_t *windows, int Bl, double *loss_sum) {
     if (load_rows(tr, windows, Bl)) return -1;
+    cl_thread_state ts = threads_begin(tr);
     *loss_sum = train_forward(tr, Bl, 0.0f, 0, 0, 0);
+    cl_train_threads_end(ts);
     return 0;
 }
 
@@ -247,6 +263,7 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
     if (!(p >= 0.0f && p < 1.0f)) return cl_error("trainer: dropout %g outside [0, 1)", (double)p);
     if (global_rows < (size_t)Bl) return cl_error("trainer: global batch smaller than the local rows");
     if (load_rows(tr, windows, Bl)) return -1;
+    cl_thread_state ts = threads_begin(tr);
     *loss_sum = train_forward(tr, Bl, p, seed, step, row0);
 
     const cl_config *c = &tr->m->cfg;
@@ -261,10 +278,10 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
 
     softmax_crossentropy_backward(a->logits, a->logits, tr->targets, N, (int)V,
                                   (float)(1.0 / ((double)global_rows * T)));
-    matmul_backward(a->dln, g->head_w, c->head_bias ? g->head_b : NULL, a->logits, a->lnf, w->head_w, N, (int)C,
+    tk_matmul_backward(a->dln, g->head_w, c->head_bias ? g->head_b : NULL, a->logits, a->lnf, w->head_w, N, (int)C,
                     (int)V);
     memset(a->dres, 0, N * C * sizeof(float));
-    layernorm_backward(a->dres, g->lnf_w, c->bias ? g->lnf_b : NULL, a->dln, a->resid + (size_t)c->n_layer * N * C,
+    tk_layernorm_backward(a->dres, g->lnf_w, c->bias ? g->lnf_b : NULL, a->dln, a->resid + (size_t)c->n_layer * N * C,
                        w->lnf_w, a->lnf_mean, a->lnf_rstd, N, (int)C);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         size_t lNC = (size_t)l * N * C;
@@ -276,35 +293,36 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
         /* feed-forward: xout = resmid + drop(fcp(act(fc(ln2(resmid))))) */
         const float *d = a->dres;
         if (p > 0.0f) {
-            dropout_apply(a->dtmp, a->dres, a->ffmask + lNC, N * C);
+            tk_dropout_apply(a->dtmp, a->dres, a->ffmask + lNC, N * C);
             d = a->dtmp;
         }
-        matmul_backward(a->dfch, g->fcp_w + l * C * F, c->bias ? g->fcp_b + l * C : NULL, d, fcha,
+        tk_matmul_backward(a->dfch, g->fcp_w + l * C * F, c->bias ? g->fcp_b + l * C : NULL, d, fcha,
                         w->fcp_w + l * C * F, N, (int)F, (int)C);
-        if (c->activation == CL_ACT_GELU) gelu_backward(a->dfch, a->dfch, fch, N * F);
-        else relu_backward(a->dfch, a->dfch, fch, N * F);
-        matmul_backward(a->dln, g->fc_w + l * F * C, c->bias ? g->fc_b + l * F : NULL, a->dfch, ln2,
+        if (c->activation == CL_ACT_GELU) tk_gelu_backward(a->dfch, a->dfch, fch, N * F);
+        else tk_relu_backward(a->dfch, a->dfch, fch, N * F);
+        tk_matmul_backward(a->dln, g->fc_w + l * F * C, c->bias ? g->fc_b + l * F : NULL, a->dfch, ln2,
                         w->fc_w + l * F * C, N, (int)C, (int)F);
-        layernorm_backward(a->dres, g->ln2_w + l * C, c->bias ? g->ln2_b + l * C : NULL, a->dln, resmid,
+        tk_layernorm_backward(a->dres, g->ln2_w + l * C, c->bias ? g->ln2_b + l * C : NULL, a->dln, resmid,
                            w->ln2_w + l * C, a->ln2_mean + (size_t)l * N, a->ln2_rstd + (size_t)l * N, N, (int)C);
         /* attention: resmid = xin + drop(proj(attn(ln1(xin)))) */
         d = a->dres;
         if (p > 0.0f) {
-            dropout_apply(a->dtmp, a->dres, a->projmask + lNC, N * C);
+            tk_dropout_apply(a->dtmp, a->dres, a->projmask + lNC, N * C);
             d = a->dtmp;
         }
-        matmul_backward(a->dz, g->proj_w + l * C * C, c->bias ? g->proj_b + l * C : NULL, d, z,
+        tk_matmul_backward(a->dz, g->proj_w + l * C * C, c->bias ? g->proj_b + l * C : NULL, d, z,
                         w->proj_w + l * C * C, N, (int)C, (int)C);
         if (p > 0.0f)
-            attention_backward(a->dqkv, a->dz, qkv, att, a->attd + (size_t)l * AT, a->attmask + (size_t)l * AT, Bl,
-                               T, (int)C, H, scale);
-        else attention_backward(a->dqkv, a->dz, qkv, att, att, NULL, Bl, T, (int)C, H, scale);
-        matmul_backward(a->dln, g->qkv_w + l * 3 * C * C, c->qkv_bias ? g->qkv_b + l * 3 * C : NULL, a->dqkv, ln1,
+            tk_attention_backward(a->dqkv, a->dz, qkv, att, a->attd + (size_t)l * AT, a->attmask + (size_t)l * AT,
+                                  Bl, T, (int)C, H, scale, a->attbuf);
+        else tk_attention_backward(a->dqkv, a->dz, qkv, att, att, NULL, Bl, T, (int)C, H, scale, a->attbuf);
+        tk_matmul_backward(a->dln, g->qkv_w + l * 3 * C * C, c->qkv_bias ? g->qkv_b + l * 3 * C : NULL, a->dqkv, ln1,
                         w->qkv_w + l * 3 * C * C, N, (int)C, (int)(3 * C));
-        layernorm_backward(a->dres, g->ln1_w + l * C, c->bias ? g->ln1_b + l * C : NULL, a->dln, xin,
+        tk_layernorm_backward(a->dres, g->ln1_w + l * C, c->bias ? g->ln1_b + l * C : NULL, a->dln, xin,
                            w->ln1_w + l * C, a->ln1_mean + (size_t)l * N, a->ln1_rstd + (size_t)l * N, N, (int)C);
     }
     encoder_backward(g->wte, g->wpe, a->dres, tr->inputs, N, T, (int)C);
+    cl_train_threads_end(ts);
     return 0;
 }
 
@@ -335,6 +353,7 @@ void cl_train_adamw_step(cl_trainer *tr, const cl_adamw *hp, long step) {
         if (!t.present) continue;
         size_t off = (size_t)(t.data - tr->m->mem);
         float *pw = t.data, *gw = tr->grads + off, *m = tr->adam_m + off, *v = tr->adam_v + off;
+#pragma omp parallel for schedule(static) if (t.numel > 65536)
         for (size_t j = 0; j < t.numel; j++) {
             float gj = gw[j];
             pw[j] *= decay;

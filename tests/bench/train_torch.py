@@ -5,7 +5,7 @@ usage: train_torch.py CORPUS --layers L --embd C --heads H --ctx T --batch B
          --steps N [--lr 3e-4] [--dropout 0.2] [--eval-batches E] [--threads 2]
          [--seed S] [--warmup W]
 Prints 'torch tokens/s X' (training steps after W warm-up steps, evaluation
-excluded) and 'torch final val loss Y' (E fixed batches of the last 10%)."""
+excluded), 'torch median tokens/s M' (B*T / the median step time) and 'torch final val loss Y' (E fixed batches of the last 10%)."""
 import argparse
 import os
 import sys
@@ -68,17 +68,25 @@ def main():
     evalb = [get_batch("val", g) for _ in range(a.eval_batches)]
     m.train()
     t_start = None
+    dts = []
     for step in range(a.steps):
         if step == a.warmup:
             t_start = time.perf_counter()
+        t0 = time.perf_counter()
         x, y = get_batch("train")
         logits = m(x)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step >= a.warmup:
+            dts.append(time.perf_counter() - t0)
     dt = time.perf_counter() - t_start
     print(f"torch tokens/s {(a.steps - a.warmup) * B * T / dt:.0f}")
+    dts.sort()
+    k = len(dts)
+    med = dts[k // 2] if k % 2 else 0.5 * (dts[k // 2 - 1] + dts[k // 2])
+    print(f"torch median tokens/s {B * T / med:.1f}")
     m.eval()
     with torch.no_grad():
         tot = 0.0

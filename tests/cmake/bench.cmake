@@ -10,3 +10,11 @@ set_tests_properties(bench_forward_smoke PROPERTIES LABELS unit ENVIRONMENT "${C
 cl_script_test(forward_bench_smoke "torch" ${CMAKE_CURRENT_SOURCE_DIR}/bench/forward_bench.sh
                --build ${CMAKE_BINARY_DIR} --B 16 --T 6 --rounds 1
                --config n_layer=2,n_head=2,n_embd=32,block_size=16)
+# tests/bench/train_bench.sh runs bench_train beside PyTorch (issue 14).
+add_executable(bench_train ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_train.c)
+target_link_libraries(bench_train PRIVATE corpuslens_core)
+set_target_properties(bench_train PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+add_test(NAME bench_train_smoke
+         COMMAND bench_train --config n_layer=1,n_head=2,n_embd=32,block_size=80,vocab_size=11
+                 --B 3 --T 80 --steps 2 --warmup 1)
+set_tests_properties(bench_train_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_TEST_ENV}")

@@ -10,3 +10,6 @@ cl_script_test(slurm_pipeline "slurm;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/slu
 # exit 77: Slurm/munge not installed or not root (CORPUSLENS_WITH_SLURM=1 .ci/install-deps)
 set_tests_properties(slurm_pipeline PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
 set_tests_properties(jobs_demo PROPERTIES TIMEOUT 900)
+# issue 14: reference + alternative seeds, tune, ablate, the noise floor in the report
+cl_script_test(jobs_noise_floor "mpi;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_noise_floor.sh)
+set_tests_properties(jobs_noise_floor PROPERTIES TIMEOUT 900)

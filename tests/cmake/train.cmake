@@ -3,3 +3,4 @@
 cl_script_test(train_parity "torch;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/train_parity.py)
 cl_script_test(train_invariance "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/train_invariance.sh)
 cl_script_test(train_refusals "unit;mpi" ${CMAKE_CURRENT_SOURCE_DIR}/train_refusals.sh)
+cl_criterion_test(test_kernels_train test_kernels_train.c)

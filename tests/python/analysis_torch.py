@@ -210,7 +210,7 @@ def main():
         refuse(["lens", "--model", mh5, "e" * 40], r"block_size is 32", "lens: text longer than block_size")
         refuse(["lens", "--model", mh5, "--prompts", corpus, "--svg", "x.svg"], r"--svg", "lens: --svg with --prompts")
         refuse(["lens", "--model", mh5], r"TEXT or --prompts", "lens: nothing to do")
-        refuse(["ablate", "--model", mh5, "--corpus", corpus, "--mode", "half"], r"not zero or mean", "ablate: bad mode")
+        refuse(["ablate", "--model", mh5, "--corpus", corpus, "--mode", "half"], r"--mode: 'half' is not one of zero, mean", "ablate: bad mode")
         refuse(["ablate", "--model", mh5], r"--corpus", "ablate: no corpus")
         other = os.path.join(d, "o.h5")
         run("prepare", txt, "--len", "4", "--prompts", "3", "-o", other)

@@ -36,4 +36,12 @@ int cl_stats_compute(const double *x, size_t n, cl_stats *out);
 /* The quantile q of sorted[0..n-1] as above (n > 0). */
 double cl_quantile_sorted(const double *sorted, size_t n, double q);
 
+/* A token and its probability, for tables of the most likely tokens. */
+typedef struct {
+    double p;
+    int id;
+} cl_token_p;
+/* Sort e[0..n-1] most likely first; equal probabilities by lower id. */
+void cl_token_p_sort(cl_token_p *e, size_t n);
+
 #endif

@@ -62,7 +62,9 @@
  *   /baselines/<name>/hellinger [P] (names: block_<b>, lens_<b>, ngram,
  *   unigram, compare_<i>), statistics as attributes (count, n_empty, mean, std,
  *   min, p10, p25, median, p75, p90, max) on each hellinger dataset,
- *   root attributes thresholds [Lb], weights [Lb], scan_file, scan_sha256.
+ *   root attributes thresholds [Lb], weights [Lb], scan_file, scan_sha256;
+ *   with compare models, /noise_floor (attributes n_models, means [n], mean,
+ *   pooled_std, ratio; see reduce/report.h).
  *
  * ---- index.h5 (written by `corpuslens index` and `scan --index-out`) ----
  *   Documented with its reader in include/corpuslens/scan/index.h: /vocab,
@@ -99,6 +101,9 @@
 #define CL_SCAN_FORMAT_VERSION 1
 #define CL_REPORT_FORMAT "corpuslens-report"
 #define CL_REPORT_FORMAT_VERSION 1
+/* ablation.h5 (`ablate -o`) and tune.h5 (`tune --h5`): layouts in reduce/report.h */
+#define CL_ABLATION_FORMAT "corpuslens-ablation"
+#define CL_TUNE_FORMAT "corpuslens-tune"
 
 #define CL_SCAN_PROMPT_INDEX "/prompts/index"
 #define CL_SCAN_PROMPT_TEXT "/prompts/text"

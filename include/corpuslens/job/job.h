@@ -22,11 +22,22 @@
  *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every,
  *              checkpoint_every (steps; an interrupted training then resumes)
  *              (steps, batch, ctx required when there is no [model])
+ *   [alternatives] seeds   models trained with the [train] recipe but these
+ *                          seeds (comma- or blank-separated integers), into
+ *                          <output dir>/model-seed<S>.h5; reduce compares the
+ *                          model with each (the noise floor). With [model],
+ *                          [train] is then the recipe of the alternatives only.
  *   [scan]     hook, prefilter, bin_width, match_thresholds (numbers),
  *              match_cap, batch (substrings per shard), checkpoint_every (s)
  *   [reduce]   thresholds, weights (comma- or blank-separated numbers),
  *              compare_models (comma- or blank-separated model files), examples
  *              (prompt indices for the examples table)
+ *   [ablate]   max (prompts, default all), mode (zero | mean): `corpuslens
+ *              ablate` into <output dir>/ablation.h5 (+ ablation.svg); the
+ *              report sets its table beside the paper's
+ *   [tune]     train_fraction, seed, restarts: `corpuslens tune` into
+ *              <output dir>/tune.h5 (+ tune.ini); the report sets the fitted
+ *              values beside the paper's on the held-out prompts
  *   [output]   dir           the folder of every output (required)
  *   [slurm]    partition, account, scan_ranks, scan_time, train_ranks,
  *              train_time, light_time, mem_per_cpu (read by slurm/submit.sh)
@@ -84,6 +95,16 @@ typedef struct {
     long long train_checkpoint_every; /* 0 when unset */
     int has_steps, has_batch, has_ctx, has_train_seed, has_eval_every;
     char *lr, *dropout; /* validated numbers, kept as written */
+    /* [alternatives] */
+    char *alt_seeds; /* normalised "a,b,c"; NULL when none */
+    /* [ablate], [tune]: the stage runs when its section is present */
+    int has_ablate, has_tune;
+    long long ablate_max;
+    int has_ablate_max;
+    char *ablate_mode;
+    char *tune_fraction; /* validated number, kept as written */
+    long long tune_seed, tune_restarts;
+    int has_tune_seed, has_tune_restarts;
     /* [scan] */
     char *hook;
     char *prefilter, *bin_width; /* validated numbers, kept as written */

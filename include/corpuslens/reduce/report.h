@@ -23,16 +23,71 @@
 #define CORPUSLENS_REPORT_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "corpuslens/reduce/reduce.h"
 
+struct cl_ablation;
+struct cl_tuned;
 typedef struct {
     const char *scan_path;
     char scan_sha256[65];
     const size_t *examples;   /* prompt indices to show (may be NULL) */
     size_t n_examples;
     const char *command_line; /* recorded in report.md (may be NULL) */
+    const struct cl_ablation *ablation; /* "Beside the paper": ablation table (may be NULL) */
+    const struct cl_tuned *tuned;       /* "Beside the paper": fitted vs paper (may be NULL) */
 } cl_report_opts;
+
+/* ---- the paper's tables beside this run's (paper_table.c) ----
+ * report.md gains a section "Beside the paper" and report.h5 a group
+ * /noise_floor when there are compare models (other seeds):
+ *   noise floor  = mean over the compare models of each one's mean H to the
+ *                  scanned model (the "mean of means"); std = the population
+ *                  std of all their per-prompt H values pooled;
+ *   ratio        = approximation mean H / noise floor (the paper: 0.1677 /
+ *                  0.106 = 1.58).
+ * /noise_floor attributes: n_models, means [n] (each model's mean H),
+ * mean (of means), pooled_std, ratio. */
+typedef struct {
+    size_t n;          /* compare models; 0: no noise floor */
+    double means[64];  /* each model's mean H */
+    double mean, pooled_std, ratio;
+} cl_noise_floor;
+int cl_noise_floor_of(const cl_reduction *r, cl_noise_floor *nf);
+
+/* `corpuslens ablate -o ablation.h5` (format corpuslens-ablation): per block,
+ * mean and population std of H with the attention / feed-forward output
+ * removed. Attributes: format, mode, prompts, n_layer; datasets
+ * /attn_removed/{mean,std} [L], /ffwd_removed/{mean,std} [L] float64. */
+typedef struct cl_ablation {
+    int L;
+    long long prompts;
+    char mode[16];
+    double attn_mean[64], attn_std[64], ffwd_mean[64], ffwd_std[64];
+} cl_ablation;
+int cl_ablation_write(const char *path, const cl_ablation *a);
+int cl_ablation_read(const char *path, cl_ablation *a);
+
+/* `corpuslens tune --h5 tune.h5` (format corpuslens-tune), attributes only:
+ * thresholds, weights [Lb], train_fraction, seed, n_train, n_test,
+ * fitted_{train_mean,test_mean,test_std,test_median,test_empty} and, when the
+ * scan has 6 blocks, paper_{train_mean,test_mean,test_std,test_median,test_empty}. */
+typedef struct cl_tuned {
+    int Lb, have_paper;
+    double thresholds[64], weights[64];
+    double train_fraction;
+    long long seed, n_train, n_test;
+    double fit_train_mean, fit_test_mean, fit_test_std, fit_test_median;
+    double paper_train_mean, paper_test_mean, paper_test_std, paper_test_median;
+    long long fit_test_empty, paper_test_empty;
+} cl_tuned;
+int cl_tuned_write(const char *path, const cl_tuned *t);
+int cl_tuned_read(const char *path, cl_tuned *t);
+
+/* The "Beside the paper" section of report.md (nothing when there is nothing
+ * to set beside the paper: no compare models, ablation or tuning). */
+void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o);
 
 /* Write every file listed above into dir. texts: [P] prompt strings. */
 int cl_report_write(const char *dir, const cl_scan *s, const cl_reduction *r, char **texts,

@@ -1,0 +1,114 @@
+#!/bin/bash
+# The option parser (src/cli/options.c), once, generically: its errors and
+# both value spellings through one command, then every command's table
+# through its --help (every option the table declares is listed; an unknown
+# option is refused with the did-you-mean text), and that a single-process
+# command started without mpirun does not initialise MPI.
+set -u
+CL=${CORPUSLENS:?set CORPUSLENS to the binary}
+SRC=${SRC:?set SRC to the source tree}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_usage "what" "text on stderr" corpuslens-args...: exit status 2, the
+# text once on stderr, the "Try" line, nothing on stdout.
+expect_usage() {
+    local what=$1 text=$2
+    shift 2
+    "$CL" "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    [ "$rc" = 2 ] || fail "$what: exit status $rc, expected 2 ($(cat "$T/err"))"
+    local n
+    n=$(grep -cF -- "$text" "$T/err")
+    [ "$n" = 1 ] || fail "$what: expected '$text' once on stderr, got $n: $(cat "$T/err")"
+    grep -qF "Try 'corpuslens $1 --help'." "$T/err" || fail "$what: no 'Try' line: $(cat "$T/err")"
+    [ -s "$T/out" ] && fail "$what: wrote to stdout: $(cat "$T/out")"
+    return 0
+}
+
+# ---- the errors, once ----
+expect_usage "missing value" "corpuslens predict: --top needs a value" predict --model m.h5 x --top
+expect_usage "missing value (=)" "--top needs a value" predict --model m.h5 --top= x
+expect_usage "out of range" "corpuslens predict: --top: -1 is out of range 0..2097152" predict --model m.h5 --top -1 x
+expect_usage "out of range (=)" "--top: 2097153 is out of range 0..2097152" predict --model m.h5 --top=2097153 x
+expect_usage "not an integer" "--top: '3x' is not an integer" predict --model m.h5 --top 3x x
+expect_usage "overflow" "--seed: 99999999999999999999 is out of range 0..9223372036854775807" \
+    generate --model m.h5 --seed 99999999999999999999
+expect_usage "double out of range" "--temperature: 0 is out of range 1e-06..100" generate --model m.h5 --temperature 0
+expect_usage "double not a number" "--temperature: 'nan' is not a number" generate --model m.h5 --temperature nan
+expect_usage "typo" "unknown option --tpo (did you mean --top?)" predict --model m.h5 --tpo 3 x
+expect_usage "abbreviation" "unknown option --to (did you mean --top?)" predict --model m.h5 --to 3 x
+expect_usage "far off" "unknown option --zzzzzz" predict --model m.h5 --zzzzzz x
+grep -qF "did you mean" "$T/err" && fail "far off: suggested something: $(cat "$T/err")"
+expect_usage "unknown short" "unknown option -x" predict --model m.h5 -x y
+expect_usage "flag with a value" "--last takes no value" capture --model m.h5 -o a.h5 --last=1 x
+expect_usage "choice" "--pool: 'max' is not one of mean, last" embed-sim --model m.h5 --hook embed --pool max a b
+expect_usage "list" "--weights: '1,a' is not a comma-separated list of numbers" reduce s.h5 --weights 1,a -o d
+expect_usage "positional" "unexpected argument 'y'" predict --model m.h5 x y
+expect_usage "short missing value" "--output needs a value" init --vocab-from c.txt -o
+
+# ---- --opt=value and --opt value, options before and after the text ----
+printf 'And only love, and only lies.\n' >"$T/c.txt"
+"$CL" init --config n_layer=1,n_head=2,n_embd=16,block_size=16 --vocab-from "$T/c.txt" -o "$T/m.h5" >/dev/null ||
+    fail "init"
+"$CL" predict --model "$T/m.h5" --top 3 "And only" >"$T/a" || fail "predict --opt value"
+"$CL" predict "And only" --top=3 --model="$T/m.h5" >"$T/b" || fail "predict --opt=value"
+[ "$(wc -l <"$T/a")" = 3 ] || fail "--top 3 printed $(wc -l <"$T/a") lines"
+cmp -s "$T/a" "$T/b" || fail "--opt=value and --opt value differ"
+"$CL" predict --model "$T/m.h5" --top 2 -- "--top" >"$T/c" 2>"$T/err"
+grep -qF "needs a value" "$T/err" && fail "after --, '--top' was taken for an option"
+"$CL" generate --model "$T/m.h5" -n 5 --seed 3 >"$T/g1" || fail "generate -n"
+"$CL" generate --model="$T/m.h5" --chars=5 --seed=3 >"$T/g2" || fail "generate --chars="
+cmp -s "$T/g1" "$T/g2" || fail "-n and --chars differ"
+
+# ---- every command's table, through its --help ----
+cmds=$("$CL" --help | awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print $1}')
+[ "$(echo "$cmds" | wc -w)" -ge 17 ] || fail "corpuslens --help lists $(echo "$cmds" | wc -w) commands"
+for c in $cmds; do
+    file="$SRC/src/cli/cmd_${c//-/_}.c"
+    [ -f "$file" ] || { fail "$c: no $file"; continue; }
+    "$CL" "$c" --help >"$T/help" 2>"$T/err" || fail "$c --help: exit status $?"
+    [ -s "$T/err" ] && fail "$c --help wrote to stderr: $(cat "$T/err")"
+    head -1 "$T/help" | grep -q "^usage: .*corpuslens $c" || fail "$c --help: no usage line: $(head -1 "$T/help")"
+    "$CL" "$c" -h | cmp -s - "$T/help" || fail "$c: -h and --help differ"
+    # the table's options: CLI_OPT_<KIND>("name", ...; hidden ones say /* hidden
+    names=$(grep -E 'CLI_OPT_[A-Z]+\("' "$file" | grep -v '/\* hidden' | sed -E 's/.*CLI_OPT_[A-Z]+\("([^"]+)".*/\1/')
+    for o in $names; do
+        grep -qE -- "(^|[ ,])--$o( |$)" "$T/help" || fail "$c --help does not list --$o"
+    done
+    first=$(echo "$names" | head -1)
+    if [ -n "$first" ]; then
+        expect_usage "$c typo" "unknown option --${first}x (did you mean --$first?)" "$c" "--${first}x" 1
+    else
+        expect_usage "$c unknown" "unknown option --bogus" "$c" --bogus
+    fi
+done
+
+# ---- MPI only where needed ----
+# A bogus point-to-point component makes MPI_Init fail: a single-process
+# command must not call it; a command started "by mpirun" (its environment)
+# and a multi-rank one must (negative controls: they fail).
+export OMPI_MCA_pml=corpuslens_no_such_component
+"$CL" predict --model "$T/m.h5" --top 2 "And" >"$T/out" 2>"$T/err" ||
+    fail "predict without mpirun started MPI: $(tail -3 "$T/err")"
+"$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/c.h5" >/dev/null 2>"$T/err" ||
+    fail "prepare (HDF5 writes) without mpirun started MPI: $(tail -3 "$T/err")"
+if OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>&1; then
+    fail "negative control: predict 'under mpirun' did not start MPI"
+fi
+for launcher in "PMI_SIZE=2 PMI_RANK=0" "PMIX_RANK=0" "SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2"; do
+    if env $launcher "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>&1; then
+        fail "negative control: predict under '$launcher' did not start MPI"
+    fi
+done
+SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1 "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>"$T/err" ||
+    fail "predict as a one-task Slurm step started MPI: $(tail -3 "$T/err")"
+if "$CL" lens --model "$T/m.h5" --prompts "$T/c.h5" >/dev/null 2>&1; then
+    fail "negative control: lens --prompts did not start MPI"
+fi
+unset OMPI_MCA_pml
+
+[ "$failures" = 0 ] && echo "cli_options: all checks passed"
+exit $((failures > 0))
