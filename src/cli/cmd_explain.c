@@ -438,7 +438,7 @@ int cmd_explain(int argc, char **argv) {
             if (u) help();
             return 0;
         case ':': USAGE("%s needs a value", argv[optind - 1]);
-        default: USAGE("unknown option '%s'", argv[optind - 1]);
+        default: USAGE("unknown option %s", argv[optind - 1]);
         }
     }
     if (!index_path || !corpus_path || !model_path) USAGE("--index, --corpus and --model are required");

@@ -112,7 +112,7 @@ int cmd_index(int argc, char **argv) {
             if (rank == 0) help();
             return 0;
         case ':': return rank == 0 ? cli_usage_error(CMD, "%s needs a value", argv[optind - 1]) : 2;
-        default: return rank == 0 ? cli_usage_error(CMD, "unknown option '%s'", argv[optind - 1]) : 2;
+        default: return rank == 0 ? cli_usage_error(CMD, "unknown option %s", argv[optind - 1]) : 2;
         }
     }
     if (optind < argc) return rank == 0 ? cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]) : 2;
