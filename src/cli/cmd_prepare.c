@@ -44,16 +44,55 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
 
 static const char USAGE[] =
     "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
-    "                          [--vocab-from MODEL.h5] -o CORPUS.h5";
+    "                          [--vocab-from MODEL.h5] [--holdout-fraction F] -o CORPUS.h5";
 
 static const char ABOUT[] =
     "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
     "of first occurrence), count the character that follows each occurrence, pick\n"
     "the prompts, and write them all to CORPUS.h5.\n";
 
+/* --holdout-fraction F: the lecture's split. The vocabulary is the whole
+ * text's (or the model's); the substrings come from the first
+ * n = floor((1 - F) * chars) characters; the rest is kept as /holdout/tokens. */
+static cl_corpus *from_text_holdout(const char *text, size_t len, int L, const uint32_t *vocab_in, int V_in,
+                                    double F) {
+    uint32_t *vocab = NULL;
+    int V = V_in;
+    if (vocab_in) {
+        vocab = malloc((size_t)V * sizeof *vocab);
+        if (!vocab) return cl_error("out of memory"), NULL;
+        memcpy(vocab, vocab_in, (size_t)V * sizeof *vocab);
+    } else if (cl_vocab_from_text(text, len, &vocab, &V)) return NULL;
+    int32_t *ids = cl_trymalloc(len ? len : 1, sizeof *ids, "token ids");
+    size_t n = 0;
+    cl_corpus *c = NULL;
+    if (ids && cl_vocab_encode(vocab, V, text, len, ids, len, &n) == 0) {
+        size_t ntr = (size_t)((1.0 - F) * (double)n);
+        if (ntr < (size_t)L || n - ntr < 1)
+            cl_error("--holdout-fraction %g leaves %zu training and %zu held-out characters (L = %d)", F, ntr, n - ntr, L);
+        else if ((c = cl_corpus_from_ids(ids, ntr, L, vocab, V))) {
+            c->n_holdout = n - ntr;
+            c->holdout_start = ntr;
+            c->holdout_fraction = F;
+            c->corpus_bytes = len;
+            c->corpus_chars = n;
+            if (!vocab_in) snprintf(c->vocab_source, sizeof c->vocab_source, "corpus");
+            if (!(c->holdout = cl_trymalloc(n - ntr, sizeof *c->holdout, "held-out text"))) {
+                cl_corpus_free(c);
+                c = NULL;
+            } else
+                memcpy(c->holdout, ids + ntr, (n - ntr) * sizeof *ids);
+        }
+    }
+    free(ids);
+    free(vocab);
+    return c;
+}
+
 static int run(int argc, char **argv) {
     const char *out = NULL, *prompt_file = NULL, *vocab_from = NULL;
     long L = -1, P = -1, seed = -1;
+    double holdout = 0;
     const cli_option opts[] = {
         CLI_OPT_INT("len", 0, "L", &L, 1, CL_CORPUS_MAX_LEN, "substring length in characters"),
         CLI_OPT_INT("prompts", 0, "P", &P, 1, LONG_MAX,
@@ -64,6 +103,11 @@ static int run(int argc, char **argv) {
         CLI_OPT_STRING("vocab-from", 0, "M.h5", &vocab_from,
                        "use the model's vocabulary (and check L <= block_size);\n"
                        "default: the sorted unique characters of CORPUS"),
+        CLI_OPT_DOUBLE("holdout-fraction", 0, "F", &holdout, 0, 0.999999,
+                       "keep the last F of the text out (the lecture's split:\n"
+                       "training part = the first floor((1-F) * chars) characters);\n"
+                       "substrings, counts and prompts come from the training part,\n"
+                       "the rest is stored as /holdout/tokens (explain --eval-text)"),
         CLI_OPT_STRING("output", 'o', "PATH", &out, "the corpus file to write (written as PATH.tmp, then renamed)"),
         CLI_END,
     };
@@ -99,7 +143,8 @@ static int run(int argc, char **argv) {
         free(vocab);
         return cli_fail();
     }
-    cl_corpus *c = cl_corpus_from_text(text, len, (int)L, vocab, V);
+    cl_corpus *c = holdout > 0 ? from_text_holdout(text, len, (int)L, vocab, V, holdout)
+                               : cl_corpus_from_text(text, len, (int)L, vocab, V);
     if (!c) {
         cl_error_prefix("%s: ", corpus_path);
         free(text);

@@ -12,6 +12,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
 
 static const char USAGE[] =
@@ -42,9 +43,10 @@ int cmd_reduce(int argc, char **argv) {
     const char *scan_path = NULL, *outdir = NULL, *ablation_path = NULL, *tuned_path = NULL;
     cli_strings *compare_s = calloc(1, sizeof *compare_s);
     cli_doubles *thr = calloc(1, sizeof *thr), *w = calloc(1, sizeof *w), *ex = calloc(1, sizeof *ex);
+    cli_doubles *sT = calloc(1, sizeof *sT), *sW = calloc(1, sizeof *sW);
     size_t *examples = NULL;
     int rc = 2;
-    if (!compare_s || !thr || !w || !ex) {
+    if (!compare_s || !thr || !w || !ex || !sT || !sW) {
         cli_usage_error("reduce", "out of memory");
         goto out;
     }
@@ -62,6 +64,11 @@ int cmd_reduce(int argc, char **argv) {
                         "seeds: the noise floor = the mean of their mean H, and\n"
                         "approximation / noise floor, beside the paper's 1.58)"),
         CLI_OPT_DOUBLES("examples", 0, "LIST", ex, "prompt indices to show in the examples table"),
+        CLI_OPT_DOUBLES("temperatures", 0, "LIST", sT,
+                        "also the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
+                        "(printed with the bin-width error of its weights;\n"
+                        "include/corpuslens/reduce/soft.h); `explain` computes it exactly"),
+        CLI_OPT_DOUBLES("soft-weights", 0, "LIST", sW, "weights of the soft kernel (default: the hard weights)"),
         CLI_OPT_STRING("ablation", 0, "F", &ablation_path, "`ablate -o F`: its table beside the paper's ranges"),
         CLI_OPT_STRING("tuned", 0, "F", &tuned_path,
                        "`tune --h5 F`: fitted vs the paper's values on held-out prompts"),
@@ -167,6 +174,26 @@ int cmd_reduce(int argc, char **argv) {
                "(%.2f s: models %.2f s, counts %.2f s)\n",
                outdir, cli_wtime() - t0, t1 - t0, r->seconds_read);
     }
+    if (rank == 0 && sT->set) {
+        /* the soft kernel from the bins (printed only; report.h5 is unchanged) */
+        size_t Lb = (size_t)s->Lb;
+        double *hs = malloc(s->P * sizeof *hs);
+        cl_stats st;
+        if (sT->n != Lb || (sW->set && sW->n != Lb)) {
+            cl_error("--temperatures/--soft-weights need %zu values (one per block)", Lb);
+            err = 1;
+        } else if (!hs || cl_soft_reduce(s, sT->v, sW->set ? sW->v : wv, hs) || cl_stats_compute(hs, s->P, &st)) {
+            err = 1;
+        } else {
+            printf("reduce: soft kernel from the bins: mean H %.4f, std %.4f, median %.4f (%zu empty); weight error "
+                   "from the bin width (exp(width / 2T) - 1):",
+                   st.mean, st.std, st.median, st.n_empty);
+            for (size_t b = 0; b < Lb; b++) printf(" %.1f%%", 100 * cl_soft_bin_error(s->bin_width, sT->v[b]));
+            printf("\n");
+        }
+        free(hs);
+    }
+    if (cli_bcast_int(err)) goto done;
     rc = 0;
 done:
     if (rc && rank == 0) cli_fail();
@@ -177,6 +204,8 @@ done:
     cl_scan_texts_free(texts);
     cl_scan_close(s);
 out:
+    free(sT);
+    free(sW);
     free(examples);
     free(compare_s);
     free(thr);

@@ -46,7 +46,7 @@ static const char USAGE[] =
     "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
     "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
     "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-    "                 [--checkpoint-every SECONDS]";
+    "                 [--checkpoint-every SECONDS] [--index-out INDEX.h5 [--index-dtype f16|f32]]";
 
 static const char ABOUT[] =
     "Compares the hooked activation (last position) of every prompt with that of\n"
@@ -67,6 +67,7 @@ int cmd_scan(int argc, char **argv) {
     cl_scan_opts o;
     cl_scan_opts_default(&o);
     long match_cap = o.match_cap, batch = o.shard_size;
+    const char *index_dtype = "f16";
     cli_doubles *thr = calloc(1, sizeof *thr);
     if (!thr) return cl_error("out of memory"), rank == 0 ? cli_fail() : 1;
     const cli_option opts[] = {
@@ -91,6 +92,10 @@ int cmd_scan(int argc, char **argv) {
                     "of the run's identity)"),
         CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
                        "seconds between checkpoints in SCAN.h5.state/"),
+        CLI_OPT_STRING("index-out", 0, "INDEX.h5", &o.index_out,
+                       "also write the activation index of `corpuslens index` from\n"
+                       "the vectors the scan computes anyway (nothing computed twice)"),
+        CLI_OPT_CHOICE("index-dtype", 0, &index_dtype, "f16|f32", "float16 (default) or float32 for --index-out"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
@@ -105,6 +110,7 @@ int cmd_scan(int argc, char **argv) {
     }
     o.match_cap = match_cap;
     o.shard_size = batch;
+    o.index_dtype = index_dtype && !strcmp(index_dtype, "f32") ? 1 : 0;
     for (size_t i = 0; i < thr->n; i++) o.match_thresholds[o.n_match_thresholds++] = thr->v[i];
     free(thr);
     const char *stop = getenv("CORPUSLENS_SCAN_STOP_AFTER");

@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/reduce/reduce.h"
+#include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
 
 static void print_stats(const char *name, const cl_stats *s) {
@@ -40,6 +41,8 @@ static int run(int argc, char **argv) {
     const char *out = NULL, *out_h5 = NULL;
     cl_tune_opts o = {.train_fraction = 0.5, .seed = 1, .restarts = 2, .max_train = 0};
     long seed = 1, restarts = 2, max_train = 0;
+    int soft = 0;
+    cl_soft_tune_result sr;
     const cli_option opts[] = {
         CLI_OPT_DOUBLE("train-fraction", 0, "F", &o.train_fraction, 1e-9, 1 - 1e-9,
                        "share of prompts in the train split, in (0, 1)"),
@@ -53,6 +56,11 @@ static int run(int argc, char **argv) {
                        "the fitted values and both splits' statistics as HDF5\n"
                        "(format corpuslens-tune); `reduce --tuned FILE` sets them\n"
                        "beside the paper's values"),
+        CLI_OPT_FLAG("soft", 0, &soft,
+                     "also fit the soft kernel w_b exp((sim - 1) / T_b) from the bins\n"
+                     "(include/corpuslens/reduce/soft.h: method, bin-width error) on\n"
+                     "the same split; -o then adds an [explain] section (temperatures,\n"
+                     "soft_weights) that `explain --params` reads"),
         CLI_END,
     };
     const cli_command cmd = {"tune", USAGE, ABOUT, opts, NULL, "SCAN.h5", 1, 1, NULL};
@@ -82,6 +90,22 @@ static int run(int argc, char **argv) {
                 print_stats("paper, held-out", &r.paper_test);
             }
         }
+        if (!err && soft) {
+            err = cl_soft_tune(s, &o, &sr) != 0;
+            if (!err) {
+                printf("tune --soft: %zu fit / %zu held-out prompts, %d sweeps, fit objective %.4f\n", sr.n_fit,
+                       sr.n_test, sr.sweeps, sr.fit_objective);
+                printf("  temperatures =");
+                for (int b = 0; b < s->Lb; b++) printf("%s%g", b ? "," : " ", sr.T[b]);
+                printf("\n  soft_weights =");
+                for (int b = 0; b < s->Lb; b++) printf("%s%.6g", b ? "," : " ", sr.w[b]);
+                printf("\n  bin-width error of the weights (exp(width / 2T) - 1):");
+                for (int b = 0; b < s->Lb; b++) printf(" %.1f%%", 100 * cl_soft_bin_error(s->bin_width, sr.T[b]));
+                printf("\n");
+                print_stats("soft, held-out", &sr.test_soft);
+                if (sr.have_paper) print_stats("paper, held-out", &sr.test_paper);
+            }
+        }
         if (!err && out) {
             char tmp[4200];
             snprintf(tmp, sizeof tmp, "%s.tmp", out);
@@ -96,6 +120,14 @@ static int run(int argc, char **argv) {
                 fprintf(f, "\nweights = ");
                 for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%.6g", b ? "," : "", r.weights[b]);
                 fprintf(f, "\n");
+                if (soft) {
+                    fprintf(f, "# soft kernel (corpuslens tune --soft), held-out mean H %.4f\n[explain]\ntemperatures = ",
+                            sr.test_soft.mean);
+                    for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%g", b ? "," : "", sr.T[b]);
+                    fprintf(f, "\nsoft_weights = ");
+                    for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%.6g", b ? "," : "", sr.w[b]);
+                    fprintf(f, "\n");
+                }
                 errno = 0;
                 int bad = fflush(f) != 0 || ferror(f), e = bad ? (errno ? errno : EIO) : 0;
                 if (fclose(f) && !bad) bad = 1, e = errno;

@@ -76,6 +76,7 @@ void cl_corpus_free(cl_corpus *c) {
     free(c->next_token);
     free(c->next_count);
     free(c->prompt_index);
+    free(c->holdout);
     free(c);
 }
 
@@ -503,6 +504,10 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         return -1;
     if (write_ds(f, "/prompts/index", H5T_NATIVE_INT64, 1, &P, c->prompt_index) < 0) return -1;
     if (write_prompt_text(f, c) < 0) return -1;
+    if (c->n_holdout) {
+        hsize_t nh = c->n_holdout;
+        if (write_ds(f, "/holdout/tokens", H5T_NATIVE_INT32, 1, &nh, c->holdout) < 0) return -1;
+    }
 
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
@@ -529,6 +534,10 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         rc |= cl_h5_attr_write_str(root, "prompt_source", "file");
         rc |= cl_h5_attr_write_str(root, "prompt_file", c->prompt_file);
         rc |= cl_h5_attr_write_str(root, "prompt_file_sha256", c->prompt_file_sha256);
+    }
+    if (c->n_holdout) {
+        rc |= cl_h5_attr_write_double(root, "holdout_fraction", c->holdout_fraction);
+        rc |= cl_h5_attr_write_int(root, "holdout_start", (long long)c->holdout_start);
     }
     H5Gclose(root);
     return rc ? -1 : 0;
@@ -690,6 +699,26 @@ static int load_contents(hid_t f, cl_corpus *c) {
                      (long long)c->prompt_index[k]);
             goto done;
         }
+    if (cl_h5_exists(f, "/holdout/tokens")) {
+        hsize_t d[8];
+        long long hs = 0;
+        if (cl_h5_shape(f, "/holdout/tokens", d) != 1 || d[0] < 1) {
+            cl_error("/holdout/tokens is not a non-empty list");
+            goto done;
+        }
+        c->n_holdout = (size_t)d[0];
+        c->holdout = cl_trymalloc(c->n_holdout, sizeof *c->holdout, "held-out text");
+        if (!c->holdout || cl_h5_read_exact(f, "/holdout/tokens", H5T_NATIVE_INT32, 1, d, c->holdout) < 0) goto done;
+        for (size_t k = 0; k < c->n_holdout; k++)
+            if (c->holdout[k] < 0 || c->holdout[k] >= c->V) {
+                cl_error("/holdout/tokens: entry %zu (%d) is outside the vocabulary", k, c->holdout[k]);
+                goto done;
+            }
+        if (cl_h5_attr_exists(root, "holdout_fraction"))
+            cl_h5_attr_read_double(root, "holdout_fraction", &c->holdout_fraction);
+        if (cl_h5_attr_exists(root, "holdout_start") && cl_h5_attr_read_int(root, "holdout_start", &hs) == 0)
+            c->holdout_start = (uint64_t)hs;
+    }
     rc = 0;
 done:
     H5Gclose(root);

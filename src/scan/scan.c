@@ -22,6 +22,7 @@
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/par/par.h"
+#include "corpuslens/scan/index.h"
 #include "corpuslens/scan/scan.h"
 #include "scan/scan_internal.h"
 
@@ -248,6 +249,8 @@ static int do_shard(scan_ctx *x, size_t shard) {
     if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
     else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
+    /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
+    if (x->ixw && cl_index_writer_put(x->ixw, (shard - (size_t)x->rank) / (size_t)x->R, x->svec, S)) return -1;
     double tb = scan_now();
     x->t_forward += tb - ta;
     const float pf = (float)x->o->prefilter;
@@ -297,10 +300,30 @@ static int do_shard(scan_ctx *x, size_t shard) {
     return 0;
 }
 
+/* ---- --index-out: the index writer (index.c) fed by do_shard ---- */
+
+static int scan_index_open(scan_ctx *x) {
+    const cl_scan_opts *o = x->o;
+    int err = 0;
+    if (x->sampled || getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS"))
+        err = cl_error("--index-out needs a full scan (CORPUSLENS_SCAN_SAMPLE_SHARDS is set)");
+    if (!err && !strcmp(o->index_out, o->out_path)) err = cl_error("--index-out must differ from -o");
+    if (combine(err, x->comm)) return -1; /* every rank has the failing rank's message */
+    cl_index_meta meta = {.out_path = o->index_out, .model_path = o->model_path, .corpus_path = o->corpus_path,
+                          .hook = o->hook, .model_sha = x->model_sha, .corpus_h5_sha = x->corpus_h5_sha,
+                          .corpus_sha = x->cp->corpus_sha256, .dtype = (cl_index_dtype)o->index_dtype, .Lh = x->Lh,
+                          .first_block = x->lo, .n_layer = x->m->cfg.n_layer, .C = x->m->cfg.n_embd, .L = x->cp->L,
+                          .V = x->cp->V, .vocab = x->cp->vocab, .N = x->cp->n, .S = x->S, .n_shards = x->n_shards,
+                          .perm = x->perm};
+    x->ixw = cl_index_writer_open(&meta, x->rank, x->R, (long)x->done, NULL, x->comm);
+    return x->ixw ? 0 : -1;
+}
+
 /* ---- the run ---- */
 
 static void ctx_free(scan_ctx *x) {
     cl_trie_fwd_free(x->tf);
+    cl_index_writer_abort(x->ixw); /* parts kept for a resume */
     if (x->lists) {
         for (size_t i = 0; i < x->cp->n_prompts * (size_t)x->Lh; i++) free(x->lists[i].a);
         free(x->lists);
@@ -344,6 +367,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (combine(err, comm)) goto out;
     if (scan_state_begin(x)) goto out;
     state_begun = 1;
+    if (o->index_out && scan_index_open(x)) goto out;
     double tp = scan_now();
     if (prompts_forward(x)) goto out;
     x->t_prompts = scan_now() - tp;
@@ -383,14 +407,14 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
             break;
         }
         if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds && x->done < mine) {
-            if (scan_state_save(x)) {
+            if ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x)) {
                 err = 1;
                 break;
             }
             tlast = scan_now();
         }
     }
-    if (!err && x->stopped && scan_state_save(x)) err = 1;
+    if (!err && x->stopped && ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x))) err = 1;
     if (combine(err, comm)) goto out;
     int stopped = 0; /* not an error: every rank stopped after its K shards */
     MPI_Allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
@@ -414,6 +438,11 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->wall_seconds = scan_now() - t0;
     double tw = scan_now();
     if (scan_write(x, res)) goto out;
+    if (x->ixw) {
+        cl_index_writer *w = x->ixw;
+        x->ixw = NULL;
+        if (cl_index_writer_finish(w, 1, NULL, comm)) goto out;
+    }
     if (x->rank == 0) scan_state_remove(x);
     res->t_write = scan_now() - tw;
     res->wall_seconds = scan_now() - t0;

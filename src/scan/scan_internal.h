@@ -55,6 +55,7 @@ typedef struct {
     size_t sampled;     /* benchmark: shards sampled (0 = all) */
     char sig[2048];     /* run signature (resume) */
     char model_sha[65], corpus_h5_sha[65];
+    struct cl_index_writer *ixw; /* scan --index-out (index.h), NULL otherwise */
 } scan_ctx;
 
 /* scan_util.c */

@@ -42,6 +42,11 @@
  *     file; absent for "corpus"), n_substrings, nnz, n_prompts,
  *     prompt_source ("seed" | "file"), seed + sampler (seeded), or
  *     prompt_file + prompt_file_sha256 (file).
+ *   optional, with prepare --holdout-fraction F (the lecture's split: the
+ *   first n = floor((1 - F) * chars) characters are the training part):
+ *   /holdout/tokens           [n_holdout] int32 token ids of the held-out text
+ *   root attributes holdout_fraction, holdout_start (= n); the substrings,
+ *   counts and prompts then come from the training part only.
  * Large datasets are chunked and gzip-compressed (level 1).
  */
 #ifndef CORPUSLENS_CORPUS_H
@@ -84,6 +89,12 @@ typedef struct {
     uint64_t seed;           /* CL_PROMPTS_SEED */
     char prompt_file[1024];  /* CL_PROMPTS_FILE */
     char prompt_file_sha256[65];
+    /* held-out text (prepare --holdout-fraction): the substrings and counts
+       above come from the text BEFORE holdout_start only */
+    size_t n_holdout;        /* characters held out (0: none) */
+    int32_t *holdout;        /* [n_holdout] token ids; owned; NULL when none */
+    uint64_t holdout_start;  /* character offset of the held-out part */
+    double holdout_fraction;
 } cl_corpus;
 
 /* Build the substrings and counts of a token-id sequence ids[0..n_ids) whose

@@ -68,6 +68,34 @@
  *   block; lens_<l> runs over all n_layer blocks. With compare models,
  *   /noise_floor (attributes n_models, means [n], mean, pooled_std, ratio;
  *   see reduce/report.h).
+ *
+ * ---- index.h5 (written by `corpuslens index` and `scan --index-out`) ----
+ *   Documented with its reader in include/corpuslens/scan/index.h: /vocab,
+ *   /substring [N] int32, /vectors [Lh, N, C] float16 (or float32), chunks of
+ *   S rows; attributes format "corpuslens-index", complete, model_sha256,
+ *   corpus_h5_sha256, hook, dtype, ...
+ *
+ * ---- explain.h5 (written by `corpuslens explain -o`) ----
+ * root attributes: format "corpuslens-explain", format_version 1, thresholds
+ *   [Lh], weights [Lh], index_file, model_sha256, corpus_h5_sha256, hook,
+ *   top_k; with the soft kernel soft_temperatures [Lh], soft_weights [Lh],
+ *   soft_floor. No time stamps (the same bytes for any rank count).
+ *   /prompts/text            [P] variable-length UTF-8 strings
+ *   /model/probs             [P, V] float32 softmax at the last position
+ *   /lens/probs              [P, n_layer, V] float32 logit lens
+ *   /approx                  [P, V] float64 the approximation (zeros when empty)
+ *   /hellinger               [P] float64 (-1 when empty)
+ *   /blocks/counts           [P, Lh, V] int64 next-token counts above each threshold
+ *   /blocks/n_matches        [P, Lh] int64 substrings above each threshold
+ *   /blocks/near_threshold   [P, Lh] int64 of all pairs, those within 1e-5 of
+ *                            the threshold (where a scan may round differently)
+ *   /matches/substring       [P, Lh, K] int64 the K most similar substrings
+ *                            (corpus.h5 indices; -1 = none), most similar first
+ *   /matches/similarity      [P, Lh, K] float32 (NaN = none)
+ *   /soft/approx, /soft/hellinger   the soft kernel (when asked)
+ *   /ngram/counts            [P, V] int32 what follows the text's last L
+ *                            characters in the corpus (zeros when absent)
+ *   /ngram/hellinger         [P] float64 (-1 when empty)
  */
 #ifndef CORPUSLENS_H5SCHEMA_H
 #define CORPUSLENS_H5SCHEMA_H

@@ -120,6 +120,11 @@ typedef struct {
     void *progress_user;
     /* messages for the user (rank 0; may be NULL): "resuming ..." */
     void (*note)(void *user, const char *msg);
+    /* --index-out: also write the activation index (index.h, same layout as
+       `corpuslens index`) from the shard vectors the scan computes anyway;
+       NULL = no index. index_dtype: cl_index_dtype (0 float16, 1 float32). */
+    const char *index_out;
+    int index_dtype;
 } cl_scan_opts;
 
 void cl_scan_opts_default(cl_scan_opts *o);

@@ -1,0 +1,89 @@
+/* corpuslens explain: the paper's approximation for ANY text, from an index
+ * (index.h) instead of a scan. Dimension legend: P prompts, Lh hooked blocks,
+ * NL n_layer, V vocab, K top matches kept per (prompt, block), N index rows.
+ *
+ * Per prompt p (a text over the model's vocabulary, 1..block_size chars):
+ *   - the model's softmax at the last position, and the logit lens (ln_f +
+ *     lm_head of each block's residual output, softmax);
+ *   - its hooked activation at the last position per block, l2-normalised
+ *     (cl_forward_run, prompts of equal length batched 256 at a time, as the
+ *     scan does);
+ *   - per block b, the cosine similarity with every index row (one sgemm per
+ *     row block of 8192 rows; float16 rows widened exactly);
+ *   - hard kernel (the paper): counts[p, b, v] = sum of the next-token counts
+ *     of the substrings with sim > threshold[b];
+ *     a[v] = sum_b weight[b] * counts[p, b, v] (blocks in order, doubles),
+ *     approx = a / sum(a), H = Hellinger(approx, model). This is reduce's
+ *     formula (reduce.h); on a scan's grid it gives the same numbers except
+ *     for pairs whose similarity lies within 1e-5 of a threshold, where the
+ *     scan's and explain's float32 dot products may round differently: they
+ *     are counted in near_threshold[p, b];
+ *   - soft kernel (kNN-LM's weighting; when T is given): every substring with
+ *     sim > soft_floor (default 0.7, the scan's prefilter) contributes
+ *     count * soft_w[b] * exp((sim - 1) / T[b]) (= w_b exp(sim / T_b) with w_b
+ *     = soft_w[b] exp(-1/T_b): the same kernel, written so that it does not
+ *     overflow). Sums per (p, b, v) are kept in 128-bit fixed point (units of
+ *     2^-64 of one count at sim 1), so they are exact in any order;
+ *   - the K most similar substrings per block (similarity desc, then lower
+ *     substring index), with their next-token counts (from corpus.h5).
+ * Ranks split the index rows (whole chunks, contiguous per rank); integer and
+ * fixed-point sums and the top-K merge are exact, so the results do not
+ * depend on the rank count. The index is streamed in row blocks (one block of
+ * 8192 rows in memory per rank), never loaded whole.
+ */
+#ifndef CORPUSLENS_SCAN_EXPLAIN_H
+#define CORPUSLENS_SCAN_EXPLAIN_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/scan/index.h"
+
+#define CL_EXPLAIN_NEAR 1e-5
+
+typedef struct {
+    int Lh;
+    double thresholds[64], weights[64]; /* hard kernel */
+    int soft;                           /* 1: also the soft kernel */
+    double T[64], soft_w[64], soft_floor;
+    int top_k;                          /* default 10; 0 = none */
+} cl_explain_params;
+
+typedef struct {
+    size_t P;
+    int Lh, NL, V, K;
+    float *model_probs;    /* [P, V] */
+    float *lens;           /* [P, NL, V] */
+    int64_t *counts;       /* [P, Lh, V] hard-kernel counts per block */
+    int64_t *n_matches;    /* [P, Lh] substrings above the threshold */
+    int64_t *near;         /* [P, Lh] of them within CL_EXPLAIN_NEAR of the threshold (either side) */
+    double *approx;        /* [P, V] normalised (zeros when empty) */
+    double *hellinger;     /* [P] CL_H_EMPTY when empty */
+    double *soft_approx;   /* [P, V] (soft only) */
+    double *soft_hellinger;/* [P] (soft only) */
+    int64_t *top_sub;      /* [P, Lh, K] corpus substring index, -1 = none */
+    float *top_sim;        /* [P, Lh, K] NaN = none */
+    double seconds_prompts, seconds_search;
+} cl_explain_result;
+
+/* Collective over comm (every rank passes the same arguments). tokens:
+ * prompt p is tokens[off[p] .. off[p+1]) (ids in the model's vocabulary,
+ * 1..block_size of them; checked). The index must come from this model
+ * (vocabulary and shapes checked here; SHA-256 by cl_index_check). Results
+ * are complete on rank 0 (other ranks: NULL fields). NULL on error, on every
+ * rank. */
+cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
+                                  const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm);
+void cl_explain_result_free(cl_explain_result *r);
+
+/* Paper defaults for a 6-block hook of a 6-block model; -1 otherwise. */
+int cl_explain_params_paper(cl_explain_params *par, int Lh);
+
+/* Exact-string n-gram: the corpus substring equal to tok[0..L) (binary
+ * search over the index's lexicographic rows), or -1. */
+int64_t cl_explain_find(const cl_index *ix, const cl_corpus *cp, const int32_t *tok);
+
+#endif

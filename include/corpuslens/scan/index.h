@@ -1,0 +1,160 @@
+/* corpuslens index: the unit-normalised hooked activation (last position) of
+ * every unique substring of a corpus, per hooked block, written once and
+ * queried by `explain` (kNN-LM's datastore, for the paper's method).
+ *
+ * Dimension legend: N substrings, L length, C n_embd, Lh hooked blocks,
+ * S substrings per shard, P prompts, V vocab.
+ *
+ * ---- Build (cl_index_run, collective) ----
+ * The scan's shard plan and trie forward (scan.h): substrings sorted
+ * lexicographically by token ids, cut into shards of S (--batch, default
+ * 2048), shard j computed by rank j mod R, each shard's vectors from the same
+ * computation whoever runs it, then l2-normalised per row in float32 and, for
+ * float16, rounded to nearest even (software, exact). Each rank appends its
+ * shards to a part file "<out>.parts/rank<r>.bin" (fixed-size records of S
+ * rows, [Lh, S, C] each), fsync'ed at each checkpoint; at the end rank 0
+ * writes "<out>.tmp" shard by shard IN SHARD ORDER (reading shard j from rank
+ * j mod R's part), the attribute `complete` last, renames it to <out> and
+ * removes the parts. The HDF5 calls are the same whatever R, and no time
+ * stamps are stored (H5Pset_obj_track_times off), so 1, 2 or 3 ranks give the
+ * same bytes. The part files must be on a file system every rank sees (one
+ * node, or the shared output directory of a cluster).
+ * Resume: "<out>.parts/args" holds the run's signature (model and corpus
+ * SHA-256, hook, dtype, shard size, rank count); a rerun with the same
+ * signature keeps each rank's whole records and continues after them; another
+ * signature starts over.
+ *
+ * ---- index.h5 ----
+ * root attributes:
+ *   format "corpuslens-index", format_version 1, complete (1, written last)
+ *   model_file, model_sha256 (cl_model_fingerprint), corpus_h5_file,
+ *   corpus_h5_sha256 (SHA-256 of corpus.h5), corpus_sha256 (of the text)
+ *   hook (as given), hook_first_block, n_hook_blocks (Lh), n_layer, n_embd,
+ *   L, vocab_size, n_substrings, dtype ("float16" | "float32"), shard_size
+ * datasets:
+ *   /vocab      [V] as in model.h
+ *   /substring  [N] int32: the corpus.h5 substring index of row i (rows are
+ *               in lexicographic order of the substrings' token ids)
+ *   /vectors    [Lh, N, C] IEEE float16 (little-endian, 1-5-10) or float32:
+ *               row i of block b is the unit vector of substring
+ *               /substring[i] at hook block hook_first_block + b. Chunked
+ *               [1, S, C] (a chunk is S rows of substrings), no filter, so a
+ *               reader streams rows in blocks.
+ * Size: N Lh C 2 bytes (+ 4 N): TinyShakespeare L=10 with the lecture model,
+ * mlp_out: 858,923 x 6 x 384 x 2 = 3.96 GB (float32 7.9 GB).
+ *
+ * ---- Reading (cl_index_open) ----
+ * cl_index_open validates the format, `complete`, shapes, dtype and that
+ * the file size covers every chunk (a truncated file is refused), and
+ * cl_index_check refuses an index made from another model or corpus.h5
+ * (SHA-256). cl_index_read_rows streams rows [r0, r0+n) of one block as
+ * float32 (float16 widened exactly), so a query holds one row block at a
+ * time, never the whole index.
+ */
+#ifndef CORPUSLENS_SCAN_INDEX_H
+#define CORPUSLENS_SCAN_INDEX_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CL_INDEX_FORMAT "corpuslens-index"
+#define CL_INDEX_FORMAT_VERSION 1
+#define CL_INDEX_SUBSTRING "/substring"
+#define CL_INDEX_VECTORS "/vectors"
+
+typedef enum { CL_INDEX_F16 = 0, CL_INDEX_F32 = 1 } cl_index_dtype;
+
+typedef struct {
+    const char *model_path, *corpus_path, *out_path;
+    const char *hook;          /* default "mlp_out" */
+    cl_index_dtype dtype;      /* default float16 */
+    long shard_size;           /* default 2048 */
+    double checkpoint_seconds; /* default 60: fsync of the part files */
+    long stop_after_shards;    /* testing: each rank stops after this many new shards; 0 = off */
+    void (*progress)(void *user, size_t done, size_t total, double elapsed); /* rank 0, may be NULL */
+    void *progress_user;
+    void (*note)(void *user, const char *msg); /* rank 0, may be NULL */
+} cl_index_opts;
+
+void cl_index_opts_default(cl_index_opts *o);
+
+typedef struct {
+    double wall_seconds, t_forward, t_write; /* t_forward: max over ranks */
+    size_t n_nodes;                          /* trie node rows (all ranks) */
+    size_t bytes;                            /* size of the index file */
+    int stopped;
+} cl_index_result;
+
+/* Collective over comm. 0 on every rank, or -1 on every rank (the failing
+ * rank's own message; others "failed on another rank"). */
+int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res);
+
+/* float16 <-> float32, round to nearest even (exact inverse on halves). */
+uint16_t cl_f32_to_f16(float f);
+float cl_f16_to_f32(uint16_t h);
+/* n halves to floats (F16C where the CPU has it; the same values). */
+void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
+
+/* ---- the writer the scan shares (scan --index-out) ---- */
+typedef struct cl_index_writer cl_index_writer;
+typedef struct {
+    const char *out_path, *model_path, *corpus_path, *hook;
+    const char *model_sha, *corpus_h5_sha, *corpus_sha; /* hex */
+    cl_index_dtype dtype;
+    int Lh, first_block, n_layer, C, L, V;
+    const uint32_t *vocab;
+    size_t N, S, n_shards;
+    const int64_t *perm; /* [N] sorted position -> substring */
+} cl_index_meta;
+/* Collective: open this rank's part file. keep = shards of this rank already
+ * done (a resumed scan): the part must hold at least that many records (it
+ * is cut there); -1 = resume from the part itself when its signature file
+ * matches (the index command), *kept receives how many. */
+cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, long keep, size_t *kept,
+                                      MPI_Comm comm);
+/* This rank's i-th shard (shard rank + i R), S_rows valid rows of
+ * vec[Lh, S_rows, C] (normalised). Local; 0 or -1. */
+int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S_rows);
+/* Local: flush and fsync the part (a checkpoint). */
+int cl_index_writer_sync(cl_index_writer *w);
+/* Collective: rank 0 assembles <out> from the parts (see above); frees w on
+ * every rank. ok = 0 on a rank that failed (then nothing is written and the
+ * parts are kept). Returns 0 / -1 on every rank. */
+int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm comm);
+void cl_index_writer_abort(cl_index_writer *w); /* local: close, keep the parts */
+
+/* ---- reading ---- */
+typedef struct {
+    hid_t file, vectors;
+    char path[4096];
+    size_t N;
+    int Lh, first_block, n_layer, C, L, V;
+    cl_index_dtype dtype;
+    size_t chunk_rows;
+    uint32_t *vocab;       /* [V] */
+    int32_t *substring;    /* [N] */
+    char hook[64], model_sha256[80], corpus_h5_sha256[80];
+    /* float16 with CORPUSLENS_INDEX_MMAP=1: the file memory-mapped read-only
+       (the page cache is the only copy) and the file offset of every chunk
+       [Lh, n_chunks]; NULL/0 otherwise (rows are read with H5Dread) */
+    const unsigned char *map;
+    size_t map_size, n_chunks;
+    uint64_t *chunk_off;
+} cl_index;
+
+cl_index *cl_index_open(const char *path);
+void cl_index_close(cl_index *ix);
+/* Refuse an index made from another model (its fingerprint) or another
+ * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */
+int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,
+                   const char *corpus_path);
+/* Rows [r0, r0+n) of block b into out[n, C] float32; buf is scratch of
+ * n*C*2 bytes for float16 (NULL for float32). 0 or -1. */
+int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf);
+/* float16 and mapped: the rows of chunk c of block b in place ([rows, C]
+ * halves, rows = chunk_rows or fewer at the end), or NULL. */
+const uint16_t *cl_index_chunk_f16(const cl_index *ix, int b, size_t c);
+
+#endif

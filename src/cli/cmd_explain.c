@@ -1,0 +1,660 @@
+/* corpuslens explain: the approximation, similar strings and logit lens of any
+ * text, from an activation index (include/corpuslens/scan/explain.h). */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "cli/options.h"
+#include "corpuslens/par/par.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
+#include "corpuslens/base/rng.h"
+#include "corpuslens/base/stats.h"
+#include "corpuslens/base/utf8.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/scan/explain.h"
+
+static const char *CMD = "explain";
+
+/* A number in [lo, hi] (the whole string); a usage error otherwise. */
+static int parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = s && *s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
+        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s ? s : "", lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void help(void) {
+    printf(
+        "usage: [mpirun -n R] corpuslens explain --index INDEX.h5 --corpus CORPUS.h5 --model MODEL.h5\n"
+        "                 (TEXT... | --prompt-file FILE | --eval-text N [--eval-len L] [--seed S])\n"
+        "                 [--thresholds a,b,..] [--weights a,b,..] [--params FITTED.ini]\n"
+        "                 [--soft] [--temperatures a,b,..] [--soft-weights a,b,..] [--soft-floor 0.7]\n"
+        "                 [--top 10] [--show 8] [--quiet] [-o EXPLAIN.h5]\n"
+        "\n"
+        "For each TEXT (any string over the model's vocabulary, 1..block_size characters,\n"
+        "in the corpus or not): the model's prediction; the paper's approximation from the\n"
+        "corpus strings whose hooked activations are cosine-similar to the text's, with\n"
+        "its Hellinger distance; per block the most similar strings with their similarity\n"
+        "and next characters; the logit lens per block. Method: include/corpuslens/scan/explain.h.\n"
+        "\n"
+        "  --prompt-file FILE   one text per line, C escapes (\\n \\t \\\\ \\\" \\xHH)\n"
+        "  --eval-text N        N windows of --eval-len characters (default: the index's L)\n"
+        "                       drawn with --seed (default 1337) from the held-out text of\n"
+        "                       CORPUS.h5 (prepare --holdout-fraction); reports H beside the\n"
+        "                       baselines (model = 0, exact-string n-gram, logit lens per block)\n"
+        "  --thresholds, --weights  one per hooked block (default: the paper's for 6 blocks)\n"
+        "  --params FILE        thresholds/weights (and temperatures/soft_weights) from a\n"
+        "                       `corpuslens tune` snippet ([reduce] or [explain] section)\n"
+        "  --soft               also the soft kernel: weight soft_w[b] * exp((sim - 1) / T[b])\n"
+        "                       for every string with sim > --soft-floor (default T 0.05, w the\n"
+        "                       hard weights)\n"
+        "  --top K              keep the K most similar strings per block (default 10)\n"
+        "  --show N             print N of them per block (default 8; tables only for <= 10 texts)\n"
+        "  --quiet              no per-text tables, only the summary\n"
+        "  -o FILE              write the results (layout: README, `h5dump -H`)\n"
+        "\n"
+        "Ranks split the index rows; the results do not depend on the rank count.\n");
+}
+
+/* ---- small parsing helpers ---- */
+
+static int parse_list(const char *opt, const char *s, double *out, int *n) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        double d = strtod(s, &end);
+        if (end == s || errno || (*end && *end != ',') || *n >= 64)
+            return cli_usage_error(CMD, "%s: '%s' is not a comma-separated list of numbers", opt, s), -1;
+        out[(*n)++] = d;
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* Decode C escapes in place; 0 or -1 (message). */
+static int unescape(char *s, int line) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r != '\\') {
+            *w++ = *r;
+            continue;
+        }
+        r++;
+        switch (*r) {
+        case 'n': *w++ = '\n'; break;
+        case 't': *w++ = '\t'; break;
+        case 'r': *w++ = '\r'; break;
+        case '\\': *w++ = '\\'; break;
+        case '"': *w++ = '"'; break;
+        case '\'': *w++ = '\''; break;
+        case 'x': {
+            int v = 0, k = 0;
+            while (k < 2 && ((r[1] >= '0' && r[1] <= '9') || ((r[1] | 32) >= 'a' && (r[1] | 32) <= 'f'))) {
+                r++;
+                v = v * 16 + (*r <= '9' ? *r - '0' : (*r | 32) - 'a' + 10);
+                k++;
+            }
+            if (!k || !v) return cl_error("line %d: bad \\x escape", line);
+            *w++ = (char)v;
+            break;
+        }
+        default: return cl_error("line %d: unknown escape '\\%c'", line, *r ? *r : '0');
+        }
+    }
+    *w = 0;
+    return 0;
+}
+
+/* [reduce]/[explain] keys thresholds, weights, temperatures, soft_weights. */
+static int read_params(const char *path, cl_explain_params *par, int *nt, int *nw, int *nT, int *nsw) {
+    size_t len;
+    char *text = cl_read_file(path, 1 << 20, &len);
+    if (!text) return -1;
+    int rc = 0, ln = 0;
+    for (char *line = strtok(text, "\n"); line && !rc; line = strtok(NULL, "\n")) {
+        ln++;
+        while (*line == ' ' || *line == '\t') line++;
+        if (!*line || *line == '#' || *line == ';' || *line == '[') continue;
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        char *k = line, *ke = eq;
+        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) ke--;
+        *ke = 0;
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        for (char *e = v + strlen(v); e > v && (e[-1] == ' ' || e[-1] == '\r'); e--) e[-1] = 0;
+        double *dst = NULL;
+        int *n = NULL;
+        if (!strcmp(k, "thresholds")) dst = par->thresholds, n = nt;
+        else if (!strcmp(k, "weights")) dst = par->weights, n = nw;
+        else if (!strcmp(k, "temperatures")) dst = par->T, n = nT;
+        else if (!strcmp(k, "soft_weights")) dst = par->soft_w, n = nsw;
+        else continue;
+        if (parse_list(k, v, dst, n)) rc = cl_error("%s:%d: bad list for %s", path, ln, k);
+    }
+    free(text);
+    return rc;
+}
+
+/* ---- printing ---- */
+
+static void put_tok(uint32_t cp) {
+    char e[16];
+    cl_token_escape(cp, e);
+    printf("'%s'", e);
+}
+
+static void print_top(const char *title, const double *p, const float *pf, const uint32_t *vocab, int V, int n) {
+    int idx[8], m = n < 8 ? n : 8;
+    for (int k = 0; k < m; k++) {
+        int best = -1;
+        for (int v = 0; v < V; v++) {
+            int used = 0;
+            for (int j = 0; j < k; j++) used |= idx[j] == v;
+            double x = p ? p[v] : pf[v];
+            if (!used && (best < 0 || x > (p ? p[best] : pf[best]))) best = v;
+        }
+        idx[k] = best;
+    }
+    printf("  %-14s", title);
+    for (int k = 0; k < m; k++) {
+        put_tok(vocab[idx[k]]);
+        printf(" %.4f  ", p ? p[idx[k]] : pf[idx[k]]);
+    }
+    printf("\n");
+}
+
+static void print_string(const cl_corpus *cp, int64_t sub) {
+    char buf[4 * CL_CORPUS_MAX_LEN + 1];
+    cl_corpus_substring_text(cp, (size_t)sub, buf);
+    putchar('"');
+    for (char *c = buf; *c; c++) {
+        if (*c == '\n') printf("\\n");
+        else if (*c == '\t') printf("\\t");
+        else if (*c == '"') printf("\\\"");
+        else putchar(*c);
+    }
+    putchar('"');
+}
+
+static void print_explain(const cl_explain_result *r, const cl_explain_params *par, const cl_corpus *cp,
+                          const uint32_t *vocab, const char *text, size_t p, int show, int first_block) {
+    const int V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
+    printf("prompt %zu: \"", p + 1);
+    for (const char *c = text; *c; c++) {
+        if (*c == '\n') printf("\\n");
+        else if (*c == '\t') printf("\\t");
+        else putchar(*c);
+    }
+    printf("\"\n");
+    print_top("model", NULL, r->model_probs + p * V, vocab, V, 6);
+    if (r->hellinger[p] == CL_H_EMPTY) {
+        printf("  approximation (empty: no string above any weighted threshold)\n");
+    } else {
+        print_top("approximation", r->approx + p * V, NULL, vocab, V, 6);
+        printf("  Hellinger distance: %.6f\n", r->hellinger[p]);
+    }
+    if (r->soft_approx) {
+        print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
+        printf("  Hellinger distance (soft): %.6f\n", r->soft_hellinger[p]);
+    }
+    for (int b = 0; b < Lh; b++) {
+        size_t pb = p * (size_t)Lh + b;
+        printf("  block %d (> %g, weight %g): %lld similar strings", first_block + b, par->thresholds[b],
+               par->weights[b], (long long)r->n_matches[pb]);
+        if (r->near[pb]) printf(" (%lld within %g of the threshold)", (long long)r->near[pb], CL_EXPLAIN_NEAR);
+        printf("\n");
+        for (int k = 0; k < K && k < show; k++) {
+            int64_t sub = r->top_sub[pb * K + k];
+            if (sub < 0) break;
+            printf("    ");
+            print_string(cp, sub);
+            printf(" %.3f  next:", r->top_sim[pb * K + k]);
+            /* up to 3 most frequent followers */
+            int64_t a = cp->next_indptr[sub], e = cp->next_indptr[sub + 1];
+            int shown[3] = {-1, -1, -1};
+            for (int j = 0; j < 3; j++) {
+                int64_t best = -1;
+                for (int64_t q = a; q < e; q++) {
+                    if ((int)q == shown[0] || (int)q == shown[1]) continue;
+                    if (best < 0 || cp->next_count[q] > cp->next_count[best]) best = q;
+                }
+                if (best < 0) break;
+                shown[j] = (int)best;
+                printf(" ");
+                put_tok(cp->vocab[cp->next_token[best]]);
+                printf(" %d", cp->next_count[best]);
+            }
+            if (a == e) printf(" (none: end of corpus)");
+            printf("\n");
+        }
+    }
+    printf("  logit lens:");
+    double tmp[4096];
+    for (int l = 0; l < NL; l++) {
+        const float *lp = r->lens + (p * NL + l) * V;
+        int best = 0;
+        for (int v = 0; v < V && v < 4096; v++) {
+            tmp[v] = lp[v];
+            if (lp[v] > lp[best]) best = v;
+        }
+        printf(" block %d H %.3f top ", l, cl_hellinger_df(tmp, r->model_probs + p * V, V));
+        put_tok(vocab[best]);
+        printf(l + 1 < NL ? ";" : "\n");
+    }
+}
+
+/* ---- explain.h5 ---- */
+
+static int wr(hid_t f, const char *path, hid_t ft, hid_t mt, int rank, const hsize_t *d, const void *data) {
+    hid_t sp = H5Screate_simple(rank, d, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE),
+          lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_obj_track_times(dcpl, 0);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(f, path, ft, sp, lcpl, dcpl, H5P_DEFAULT);
+    herr_t st = ds >= 0 ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : -1;
+    if (ds >= 0) H5Dclose(ds);
+    H5Pclose(dcpl), H5Pclose(lcpl), H5Sclose(sp);
+    return st < 0 ? cl_error("cannot write %s", path) : 0;
+}
+
+static int write_h5(const char *out, const cl_explain_result *r, const cl_explain_params *par, char **texts,
+                    const cl_index *ix, const int32_t *ngram, const double *ngram_h) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    /* groups without time stamps: create them explicitly */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(gcpl, 0);
+    const char *groups[] = {"/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
+    for (int i = 0; i < 7; i++) {
+        if (i == 5 && !r->soft_approx) continue;
+        hid_t g = H5Gcreate2(f, groups[i], H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        if (g >= 0) H5Gclose(g);
+    }
+    H5Pclose(gcpl);
+    size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
+    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
+            dPBK[3] = {P, Lh, K ? K : 1};
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    H5Tset_cset(st, H5T_CSET_UTF8);
+    int rc = wr(f, "/prompts/text", st, st, 1, &dP, texts) ||
+             wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+             wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+             wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
+             wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
+             wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
+             wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
+             wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
+             (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
+                    wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
+             (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
+                                 wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP,
+                                    r->soft_hellinger))) ||
+             wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, ngram) ||
+             wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, ngram_h);
+    H5Tclose(st);
+    if (!rc)
+        rc = cl_h5_attr_write_str(f, "format", "corpuslens-explain") || cl_h5_attr_write_int(f, "format_version", 1) ||
+             cl_h5_attr_write_doubles(f, "thresholds", par->thresholds, Lh) ||
+             cl_h5_attr_write_doubles(f, "weights", par->weights, Lh) || cl_h5_attr_write_str(f, "index_file", ix->path) ||
+             cl_h5_attr_write_str(f, "model_sha256", ix->model_sha256) ||
+             cl_h5_attr_write_str(f, "corpus_h5_sha256", ix->corpus_h5_sha256) ||
+             cl_h5_attr_write_str(f, "hook", ix->hook) || cl_h5_attr_write_int(f, "top_k", (long long)K) ||
+             (r->soft_approx && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
+                                 cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
+                                 cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
+    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", tmp);
+    if (!rc && rename(tmp, out)) rc = cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    if (rc) remove(tmp);
+    return rc ? -1 : 0;
+}
+
+/* ---- held-out windows ---- */
+
+static int holdout_windows(const cl_corpus *cp, size_t n, int L, uint64_t seed, int32_t **tok, size_t **off) {
+    if (!cp->holdout || cp->n_holdout < (size_t)L)
+        return cl_error("the corpus file has no held-out text of at least %d characters (prepare --holdout-fraction)",
+                        L);
+    size_t nwin = cp->n_holdout - (size_t)L + 1;
+    *tok = cl_trymalloc(n * (size_t)L, sizeof(int32_t), "windows");
+    *off = cl_trymalloc(n + 1, sizeof(size_t), "windows");
+    if (!*tok || !*off) return -1;
+    cl_rng g;
+    cl_rng_seed(&g, seed);
+    for (size_t i = 0; i < n; i++) {
+        size_t s = (size_t)cl_rng_below(&g, nwin);
+        memcpy(*tok + i * L, cp->holdout + s, (size_t)L * sizeof(int32_t));
+        (*off)[i] = i * (size_t)L;
+    }
+    (*off)[n] = n * (size_t)L;
+    return 0;
+}
+
+static void print_stats_line(const char *name, const double *h, size_t n) {
+    cl_stats s;
+    if (cl_stats_compute(h, n, &s)) return;
+    printf("  %-28s mean %.4f  std %.4f  median %.4f  p90 %.4f  min %.4f  max %.4f  (n %zu, empty %zu)\n", name,
+           s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
+}
+
+int cmd_explain(int argc, char **argv) {
+    int rank = 0, R = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    const char *index_path = NULL, *corpus_path = NULL, *model_path = NULL, *prompt_file = NULL, *params = NULL,
+               *out = NULL;
+    cl_explain_params par;
+    memset(&par, 0, sizeof par);
+    par.top_k = 10;
+    par.soft_floor = 0.7;
+    int nt = 0, nw = 0, nT = 0, nsw = 0, show = 8, quiet = 0;
+    long lv, eval_n = 0, eval_len = 0;
+    unsigned long long seed = 1337;
+    static const struct option opts[] = {{"index", required_argument, 0, 'i'},
+                                         {"corpus", required_argument, 0, 'c'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"prompt-file", required_argument, 0, 'f'},
+                                         {"thresholds", required_argument, 0, 'T'},
+                                         {"weights", required_argument, 0, 'W'},
+                                         {"params", required_argument, 0, 'p'},
+                                         {"soft", no_argument, 0, 's'},
+                                         {"temperatures", required_argument, 0, 't'},
+                                         {"soft-weights", required_argument, 0, 'w'},
+                                         {"soft-floor", required_argument, 0, 'F'},
+                                         {"top", required_argument, 0, 'k'},
+                                         {"show", required_argument, 0, 'S'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"eval-text", required_argument, 0, 'e'},
+                                         {"eval-len", required_argument, 0, 'l'},
+                                         {"seed", required_argument, 0, 'r'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int ch, u = rank == 0;
+#define USAGE(...) return u ? cli_usage_error(CMD, __VA_ARGS__) : 2
+    while ((ch = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'i': index_path = optarg; break;
+        case 'c': corpus_path = optarg; break;
+        case 'm': model_path = optarg; break;
+        case 'f': prompt_file = optarg; break;
+        case 'p': params = optarg; break;
+        case 'o': out = optarg; break;
+        case 's': par.soft = 1; break;
+        case 'q': quiet = 1; break;
+        case 'T':
+            if (parse_list("--thresholds", optarg, par.thresholds, &nt)) return 2;
+            break;
+        case 'W':
+            if (parse_list("--weights", optarg, par.weights, &nw)) return 2;
+            break;
+        case 't':
+            if (parse_list("--temperatures", optarg, par.T, &nT)) return 2;
+            par.soft = 1;
+            break;
+        case 'w':
+            if (parse_list("--soft-weights", optarg, par.soft_w, &nsw)) return 2;
+            par.soft = 1;
+            break;
+        case 'F':
+            if (parse_double(CMD, "--soft-floor", optarg, -1, 0.999999, &par.soft_floor)) return 2;
+            break;
+        case 'k':
+            if (cli_parse_long(CMD, "--top", optarg, 0, 100000, &lv)) return 2;
+            par.top_k = (int)lv;
+            break;
+        case 'S':
+            if (cli_parse_long(CMD, "--show", optarg, 0, 100000, &lv)) return 2;
+            show = (int)lv;
+            break;
+        case 'e':
+            if (cli_parse_long(CMD, "--eval-text", optarg, 1, 1000000, &eval_n)) return 2;
+            break;
+        case 'l':
+            if (cli_parse_long(CMD, "--eval-len", optarg, 1, 1 << 20, &eval_len)) return 2;
+            break;
+        case 'r':
+            if (cli_parse_long(CMD, "--seed", optarg, 0, 0x7fffffffffffffffL, &lv)) return 2;
+            seed = (unsigned long long)lv;
+            break;
+        case 'h':
+            if (u) help();
+            return 0;
+        case ':': USAGE("%s needs a value", argv[optind - 1]);
+        default: USAGE("unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (!index_path || !corpus_path || !model_path) USAGE("--index, --corpus and --model are required");
+    int n_src = (optind < argc) + (prompt_file != NULL) + (eval_n > 0);
+    if (n_src != 1) USAGE("give the texts as arguments, or --prompt-file, or --eval-text (exactly one)");
+    if (params && (nt || nw)) USAGE("--params and --thresholds/--weights exclude each other");
+
+    /* ---- load (every rank: the library checks are collective) ---- */
+    int err = 0;
+    double tl0 = MPI_Wtime();
+    cl_model *m = cl_model_load(model_path);
+    cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
+    cl_index *ix = cp ? cl_index_open(index_path) : NULL;
+    if (!m) cl_error_prefix("%s: ", model_path);
+    else if (!cp) cl_error_prefix("%s: ", corpus_path);
+    if (!m || !cp || !ix) err = 1;
+    char msha[65] = "", csha[65] = "";
+    double tl1 = MPI_Wtime();
+    if (!err && rank == 0 &&
+        (cl_model_fingerprint(m, msha) || cl_sha256_file(corpus_path, csha) ||
+         cl_index_check(ix, msha, csha, model_path, corpus_path)))
+        err = 1;
+    double tl2 = MPI_Wtime();
+    if (!err && params && read_params(params, &par, &nt, &nw, &nT, &nsw)) err = 1;
+    if (nT || nsw) par.soft = 1;
+    if (!err) {
+        int Lh = ix->Lh;
+        if (!nt && !nw) {
+            if (cl_explain_params_paper(&par, Lh))
+                err = cl_error("the index has %d hooked blocks: the paper's thresholds and weights are for 6; give "
+                               "--thresholds and --weights (%d values each)",
+                               Lh, Lh);
+        } else if (nt != Lh || nw != Lh)
+            err = cl_error("%d thresholds and %d weights given; the index has %d hooked blocks (one each)", nt, nw, Lh);
+        par.Lh = Lh;
+        if (!err && par.soft) {
+            if (!nT) {
+                for (int b = 0; b < Lh; b++) par.T[b] = 0.05;
+                nT = Lh;
+            }
+            if (!nsw) {
+                for (int b = 0; b < Lh; b++) par.soft_w[b] = par.weights[b];
+                nsw = Lh;
+            }
+            if (nT != Lh || nsw != Lh)
+                err = cl_error("%d temperatures and %d soft weights given; the index has %d hooked blocks", nT, nsw, Lh);
+        }
+    }
+    /* ---- the texts ---- */
+    size_t P = 0;
+    char **texts = NULL;
+    int32_t *tok = NULL;
+    size_t *off = NULL;
+    char *filebuf = NULL;
+    if (!err && eval_n > 0) {
+        int L = eval_len ? (int)eval_len : ix->L;
+        if (holdout_windows(cp, (size_t)eval_n, L, seed, &tok, &off)) err = 1;
+        else {
+            P = (size_t)eval_n;
+            texts = cl_trycalloc(P, sizeof *texts, "texts");
+            for (size_t p = 0; texts && p < P; p++) {
+                texts[p] = cl_trymalloc(4 * (size_t)L + 1, 1, "text");
+                if (!texts[p]) break;
+                char *w = texts[p];
+                for (int t = 0; t < L; t++) w += cl_utf8_put(cp->vocab[tok[p * L + t]], w);
+                *w = 0;
+            }
+            if (!texts || !texts[P - 1]) err = 1;
+        }
+    } else if (!err) {
+        size_t cap = 0;
+        if (prompt_file) {
+            size_t len;
+            if (!(filebuf = cl_read_file(prompt_file, (size_t)1 << 30, &len))) err = 1;
+            int ln = 0;
+            for (char *s = filebuf, *nl; !err && s && *s; s = nl ? nl + 1 : NULL) {
+                nl = strchr(s, '\n');
+                if (nl) *nl = 0;
+                ln++;
+                size_t n = strlen(s);
+                if (n && s[n - 1] == '\r') s[n - 1] = 0;
+                if (!*s) continue;
+                if (unescape(s, ln)) {
+                    cl_error_prefix("%s: ", prompt_file);
+                    err = 1;
+                    break;
+                }
+                if (P == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    char **t2 = realloc(texts, cap * sizeof *texts);
+                    if (!t2) {
+                        err = cl_error("out of memory for prompts");
+                        break;
+                    }
+                    texts = t2;
+                }
+                texts[P++] = s;
+            }
+            if (!err && P == 0) err = cl_error("%s has no prompts", prompt_file);
+        } else {
+            P = (size_t)(argc - optind);
+            texts = cl_trycalloc(P, sizeof *texts, "texts");
+            if (!texts) err = 1;
+            for (size_t p = 0; texts && p < P; p++) texts[p] = argv[optind + p];
+        }
+        size_t tot = 0;
+        int32_t **ids = err ? NULL : cl_trycalloc(P, sizeof *ids, "token ids");
+        size_t *lens = err ? NULL : cl_trycalloc(P, sizeof *lens, "token ids");
+        if (!err && (!ids || !lens)) err = 1;
+        for (size_t p = 0; !err && p < P; p++) {
+            if (cli_encode(m, texts[p], &ids[p], &lens[p])) {
+                cl_error_prefix("prompt %zu: ", p + 1);
+                err = 1;
+            } else tot += lens[p];
+        }
+        if (!err) {
+            tok = cl_trymalloc(tot ? tot : 1, sizeof *tok, "token ids");
+            off = cl_trymalloc(P + 1, sizeof *off, "token ids");
+            if (!tok || !off) err = 1;
+            size_t o = 0;
+            for (size_t p = 0; !err && p < P; p++) {
+                off[p] = o;
+                memcpy(tok + o, ids[p], lens[p] * sizeof *tok);
+                o += lens[p];
+            }
+            if (!err) off[P] = o;
+        }
+        for (size_t p = 0; ids && p < P; p++) free(ids[p]);
+        free(ids);
+        free(lens);
+    }
+    int g = cl_par_agree(err, MPI_COMM_WORLD) != 0;
+    int rc = 1;
+    cl_explain_result *r = NULL;
+    int32_t *ngram = NULL;
+    double *ngram_h = NULL;
+    if (g) {
+        if (rank == 0) cli_fail();
+        goto done;
+    }
+    struct timespec c0;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    double t0 = MPI_Wtime();
+    r = cl_explain_run(ix, m, cp, tok, off, P, &par, MPI_COMM_WORLD);
+    double t1 = MPI_Wtime();
+    if (!r) {
+        if (rank == 0) cli_fail();
+        goto done;
+    }
+    rc = 0;
+    if (rank == 0) {
+        const size_t V = (size_t)r->V;
+        /* exact-string n-gram of the last L characters (when the text has L) */
+        ngram = cl_trycalloc(P * V, sizeof *ngram, "n-gram");
+        ngram_h = cl_trymalloc(P, sizeof *ngram_h, "n-gram");
+        double *tmp = cl_trymalloc(V, sizeof *tmp, "n-gram");
+        if (!ngram || !ngram_h || !tmp) {
+            free(tmp);
+            rc = cli_fail();
+            goto done;
+        }
+        for (size_t p = 0; p < P; p++) {
+            size_t T = off[p + 1] - off[p];
+            int64_t sub = T >= (size_t)cp->L ? cl_explain_find(ix, cp, tok + off[p + 1] - cp->L) : -1;
+            if (sub >= 0) cl_corpus_next_dense(cp, (size_t)sub, ngram + p * V);
+            for (size_t v = 0; v < V; v++) tmp[v] = ngram[p * V + v];
+            ngram_h[p] = cl_hellinger_df(tmp, r->model_probs + p * V, V);
+        }
+        free(tmp);
+        if (!quiet && P <= 10)
+            for (size_t p = 0; p < P; p++) {
+                print_explain(r, &par, cp, m->vocab, texts[p], p, show, ix->first_block);
+                printf("\n");
+            }
+        if (P > 1 || eval_n > 0) {
+            printf("%s: %zu %s\n", eval_n > 0 ? "held-out evaluation" : "summary", P,
+                   eval_n > 0 ? "windows of the held-out text" : "texts");
+            print_stats_line("approximation", r->hellinger, P);
+            if (r->soft_hellinger) print_stats_line("soft kernel", r->soft_hellinger, P);
+            print_stats_line("exact-string n-gram", ngram_h, P);
+            double *lh = cl_trymalloc(P, sizeof *lh, "lens");
+            double *tv = cl_trymalloc(V, sizeof *tv, "lens");
+            for (int l = 0; lh && tv && l < r->NL; l++) {
+                for (size_t p = 0; p < P; p++) {
+                    for (size_t v = 0; v < V; v++) tv[v] = r->lens[(p * r->NL + l) * V + v];
+                    lh[p] = cl_hellinger_df(tv, r->model_probs + p * V, V);
+                }
+                char name[64];
+                snprintf(name, sizeof name, "logit lens, block %d", l);
+                print_stats_line(name, lh, P);
+            }
+            free(lh), free(tv);
+            long long near = 0;
+            for (size_t i = 0; i < P * (size_t)r->Lh; i++) near += r->near[i];
+            printf("  pairs within %g of a threshold: %lld\n", CL_EXPLAIN_NEAR, near);
+        }
+        struct timespec cpu;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+        fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: load %.3f s (model, corpus, "
+                        "index), SHA-256 checks %.3f s, prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
+                        "CPU time %.3f s (explain %.3f s)\n",
+                P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, tl1 - tl0, tl2 - tl1,
+                r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
+                (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec));
+        if (out && write_h5(out, r, &par, texts, ix, ngram, ngram_h)) rc = cli_fail();
+    }
+    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+done:
+    if (eval_n > 0 && texts)
+        for (size_t p = 0; p < P; p++) free(texts[p]);
+    free(texts), free(tok), free(off), free(filebuf), free(ngram), free(ngram_h);
+    cl_explain_result_free(r);
+    cl_index_close(ix);
+    cl_corpus_free(cp);
+    cl_model_free(m);
+    return rc;
+#undef USAGE
+}

@@ -1,0 +1,462 @@
+/* explain: the approximation of any prompt from an activation index.
+ * Design: include/corpuslens/scan/explain.h. Dimensions: P prompts, Lh hooked
+ * blocks, NL n_layer, V vocab, C channels, K top matches, RB rows per block
+ * read, PT prompts per similarity tile. */
+#include "corpuslens/scan/explain.h"
+
+#include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_DIRECT 1
+#endif
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "corpuslens/par/par.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
+#include "corpuslens/h5/h5schema.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/nn/kernels.h"
+
+#define RB_TARGET 8192
+#define PT 512
+#define PBATCH 256
+
+typedef unsigned __int128 u128;
+
+/* ---- few prompts against a memory-mapped float16 index (CORPUSLENS_INDEX_MMAP=1): one pass over the
+ * mapped chunks, halves widened in registers (F16C) and multiplied into
+ * float32 accumulators (FMA), so no row is copied. Used for P <= DIRECT_MAX
+ * (chosen by P alone: the same path for any rank count). ---- */
+#define DIRECT_MAX 8
+#if HAVE_DIRECT
+static int cpu_direct(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    }
+    return have;
+}
+
+/* out[i * ld + s] = dot(h[s, :], pv[i, :]) for s < rows, i < P (C % 8 == 0). */
+__attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, size_t rows, size_t C,
+                                                             const float *pv, size_t P, float *out, size_t ld) {
+    for (size_t s = 0; s < rows; s++) {
+        const uint16_t *row = h + s * C;
+        __m256 acc[DIRECT_MAX];
+        for (size_t i = 0; i < P; i++) acc[i] = _mm256_setzero_ps();
+        for (size_t c = 0; c < C; c += 8) {
+            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c)));
+            for (size_t i = 0; i < P; i++) acc[i] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pv + i * C + c), acc[i]);
+        }
+        for (size_t i = 0; i < P; i++) {
+            __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
+            lo = _mm_hadd_ps(lo, lo);
+            lo = _mm_hadd_ps(lo, lo);
+            out[i * ld + s] = _mm_cvtss_f32(lo);
+        }
+    }
+}
+#endif
+
+/* Whether any of r[0..16) is > t (NaN is not). */
+static inline int any_above16(const float *r, float t) {
+#if defined(__SSE2__)
+    __m128 tv = _mm_set1_ps(t);
+    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
+    return _mm_movemask_ps(a) != 0;
+#else
+    for (int i = 0; i < 16; i++)
+        if (r[i] > t) return 1;
+    return 0;
+#endif
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Ranks agree through cl_par_agree: on failure every rank holds the failing
+ * rank's own message. */
+static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
+
+int cl_explain_params_paper(cl_explain_params *par, int Lh) {
+    static const double t[6] = CL_PAPER_THRESHOLDS, w[6] = CL_PAPER_WEIGHTS;
+    if (Lh != 6) return -1;
+    par->Lh = 6;
+    for (int b = 0; b < 6; b++) par->thresholds[b] = t[b], par->weights[b] = w[b];
+    return 0;
+}
+
+void cl_explain_result_free(cl_explain_result *r) {
+    if (!r) return;
+    free(r->model_probs), free(r->lens), free(r->counts), free(r->n_matches), free(r->near), free(r->approx);
+    free(r->hellinger), free(r->soft_approx), free(r->soft_hellinger), free(r->top_sub), free(r->top_sim);
+    free(r);
+}
+
+int64_t cl_explain_find(const cl_index *ix, const cl_corpus *cp, const int32_t *tok) {
+    size_t lo = 0, hi = ix->N;
+    const int L = cp->L;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const int32_t *s = cl_corpus_substring(cp, (size_t)ix->substring[mid]);
+        int c = 0;
+        for (int k = 0; k < L && !c; k++) c = s[k] < tok[k] ? -1 : s[k] > tok[k];
+        if (c == 0) return ix->substring[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* Top-K list of one (prompt, block): sorted by (sim desc, sub asc). */
+static inline int before(float s1, int64_t u1, float s2, int64_t u2) { return s1 > s2 || (s1 == s2 && u1 < u2); }
+
+static void top_insert(float *sim, int64_t *sub, int *n, int K, float s, int64_t u) {
+    if (*n == K && !before(s, u, sim[K - 1], sub[K - 1])) return;
+    int i = *n < K ? (*n)++ : K - 1;
+    while (i > 0 && before(s, u, sim[i - 1], sub[i - 1])) {
+        sim[i] = sim[i - 1], sub[i] = sub[i - 1];
+        i--;
+    }
+    sim[i] = s, sub[i] = u;
+}
+
+static void u128_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    (void)dt;
+    u128 *a = in, *b = inout;
+    for (int i = 0; i < *len; i++) {
+        u128 x, y;
+        memcpy(&x, a + i, sizeof x);
+        memcpy(&y, b + i, sizeof y);
+        y += x;
+        memcpy(b + i, &y, sizeof y);
+    }
+}
+
+/* Model probabilities, logit lens and normalised hooked vectors of the
+ * prompts: batches of up to PBATCH consecutive prompts of equal length,
+ * batch c on rank c mod R, summed over ranks (zero-filled: exact). */
+static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t *tokens, const size_t *off, size_t P,
+                           float *pvec, float *probs, float *lens, int rank, int R, MPI_Comm comm) {
+    const cl_config *c = &m->cfg;
+    const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh;
+    size_t Tmax = 1;
+    for (size_t p = 0; p < P; p++)
+        if (off[p + 1] - off[p] > Tmax) Tmax = off[p + 1] - off[p];
+    int Bmax = Tmax <= 16 ? PBATCH : (int)(4096 / Tmax > 0 ? 4096 / Tmax : 1);
+    int err = 0;
+    float *cap = cl_trymalloc(Lh * Bmax * C, sizeof(float), "prompt capture");
+    float *res = cl_trymalloc(NL * Bmax * C, sizeof(float), "prompt residuals");
+    float *lg = cl_trymalloc(Bmax * V, sizeof(float), "prompt lens logits");
+    float *logits = cl_trymalloc(Bmax * V, sizeof(float), "prompt logits");
+    int32_t *tok = cl_trymalloc((size_t)Bmax * Tmax, sizeof(int32_t), "prompt tokens");
+    cl_forward *f = NULL;
+    if (!cap || !res || !lg || !logits || !tok || !(f = cl_forward_create(m, Bmax, (int)Tmax))) err = 1;
+    size_t ch = 0;
+    for (size_t i0 = 0; !err && i0 < P; ch++) {
+        size_t T = off[i0 + 1] - off[i0];
+        int B = 1;
+        while (i0 + B < P && B < Bmax && off[i0 + B + 1] - off[i0 + B] == T) B++;
+        if ((int)(ch % (size_t)R) == rank) {
+            for (int b = 0; b < B; b++) memcpy(tok + (size_t)b * T, tokens + off[i0 + b], T * sizeof(int32_t));
+            int hook_layer = ix->Lh == c->n_layer ? -1 : ix->first_block;
+            cl_hook_point pt;
+            int layer;
+            cl_hook_parse(ix->hook, c->n_layer, &pt, &layer);
+            cl_hook hooks[2] = {{.point = pt, .layer = hook_layer, .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
+                                {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE_LAST, .out = res}};
+            if (cl_forward_run(f, tok, B, (int)T, hooks, 2, CL_LOGITS_LAST, logits)) {
+                err = 1;
+                break;
+            }
+            for (size_t h = 0; h < Lh; h++)
+                for (int b = 0; b < B; b++)
+                    memcpy(pvec + (h * P + i0 + b) * C, cap + (h * B + b) * C, C * sizeof(float));
+            softmax_forward(logits, (size_t)B, (int)V);
+            memcpy(probs + i0 * V, logits, (size_t)B * V * sizeof(float));
+            for (size_t l = 0; l < NL; l++) {
+                cl_unembed(m, res + l * B * C, (size_t)B, lg);
+                softmax_forward(lg, (size_t)B, (int)V);
+                for (int b = 0; b < B; b++)
+                    memcpy(lens + ((i0 + b) * NL + l) * V, lg + (size_t)b * V, V * sizeof(float));
+            }
+        }
+        i0 += (size_t)B;
+    }
+    cl_forward_free(f);
+    free(cap), free(res), free(lg), free(logits), free(tok);
+    if (combine(err, comm)) return -1;
+    if (R > 1) {
+        /* element counts stay far below INT_MAX for any sane prompt count (checked by the caller) */
+        MPI_Allreduce(MPI_IN_PLACE, pvec, (int)(Lh * P * C), MPI_FLOAT, MPI_SUM, comm);
+        MPI_Allreduce(MPI_IN_PLACE, probs, (int)(P * V), MPI_FLOAT, MPI_SUM, comm);
+        MPI_Allreduce(MPI_IN_PLACE, lens, (int)(P * NL * V), MPI_FLOAT, MPI_SUM, comm);
+    }
+    for (size_t h = 0; h < Lh; h++) l2normalize_rows(pvec + h * P * C, P, (int)C);
+    return 0;
+}
+
+cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
+                                  const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm) {
+    int rank, R;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &R);
+    const cl_config *c = &m->cfg;
+    const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh, N = ix->N;
+    const int K = par->top_k;
+    int err = 0;
+    /* ---- checks (the same on every rank) ---- */
+    if (ix->V != c->vocab_size || memcmp(ix->vocab, m->vocab, V * sizeof(uint32_t)))
+        err = cl_error("%s was built for another vocabulary (%d tokens; the model has %d)", ix->path, ix->V,
+                       c->vocab_size);
+    else if (ix->C != c->n_embd || ix->n_layer != c->n_layer)
+        err = cl_error("%s was built for another model shape (n_embd %d, n_layer %d)", ix->path, ix->C, ix->n_layer);
+    else if (cp->n != N || cp->V != ix->V || cp->L != ix->L)
+        err = cl_error("the corpus file has %zu substrings of length %d; %s has %zu of length %d", cp->n, cp->L,
+                       ix->path, N, ix->L);
+    else if (par->Lh != ix->Lh)
+        err = cl_error("%d thresholds/weights given; the index has %d hooked blocks", par->Lh, ix->Lh);
+    else if (P < 1 || P > 1000000 || Lh * P * C > 0x7fffffffu || P * NL * V > 0x7fffffffu)
+        err = cl_error("%zu prompts: give 1 to %zu", P, (size_t)(0x7fffffffu / (Lh * C > NL * V ? Lh * C : NL * V)));
+    else if (K < 0 || K > 100000)
+        err = cl_error("--top %d is outside 0..100000", K);
+    for (size_t p = 0; !err && p < P; p++) {
+        size_t T = off[p + 1] - off[p];
+        if (T < 1 || T > (size_t)c->block_size)
+            err = cl_error("prompt %zu has %zu characters; 1..%d (block_size) are allowed", p + 1, T, c->block_size);
+        for (size_t t = 0; !err && t < T; t++)
+            if (tokens[off[p] + t] < 0 || tokens[off[p] + t] >= (int32_t)V)
+                err = cl_error("prompt %zu: token id %d outside the vocabulary", p + 1, tokens[off[p] + t]);
+    }
+    for (size_t b = 0; !err && b < Lh; b++) {
+        if (!(par->thresholds[b] >= -1 && par->thresholds[b] <= 1))
+            err = cl_error("threshold %g of block %zu is outside [-1, 1]", par->thresholds[b], b);
+        else if (!(par->weights[b] >= 0) || !isfinite(par->weights[b]))
+            err = cl_error("weight %g of block %zu is negative", par->weights[b], b);
+        else if (par->soft && (!(par->T[b] > 0) || !isfinite(par->T[b]) || !(par->soft_w[b] >= 0)))
+            err = cl_error("soft kernel of block %zu: temperature %g must be > 0 and weight %g >= 0", b, par->T[b],
+                           par->soft_w[b]);
+    }
+    if (!err && par->soft && !(par->soft_floor >= -1 && par->soft_floor < 1))
+        err = cl_error("--soft-floor %g is outside [-1, 1)", par->soft_floor);
+    if (combine(err, comm)) return NULL;
+
+    cl_explain_result *r = cl_trycalloc(1, sizeof *r, "explain result");
+    float *pvec = NULL, *rows = NULL, *sims = NULL, *lsim = NULL, *gsim = NULL;
+    void *hbuf = NULL;
+    int64_t *lsub = NULL, *gsub = NULL;
+    int *lfill = NULL;
+    u128 *soft = NULL;
+    size_t cr = ix->chunk_rows, RB = cr * (RB_TARGET / cr > 0 ? RB_TARGET / cr : 1);
+    if (RB > N) RB = N;
+    if (r) {
+        r->P = P, r->Lh = (int)Lh, r->NL = (int)NL, r->V = (int)V, r->K = K;
+        r->model_probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
+        r->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+        r->counts = cl_trycalloc(P * Lh * V, sizeof(int64_t), "block counts");
+        r->n_matches = cl_trycalloc(P * Lh, sizeof(int64_t), "match counts");
+        r->near = cl_trycalloc(P * Lh, sizeof(int64_t), "near-threshold counts");
+        pvec = cl_trycalloc(Lh * P * C, sizeof(float), "prompt vectors");
+        rows = cl_trymalloc(RB * C, sizeof(float), "index rows");
+        hbuf = ix->dtype == CL_INDEX_F16 ? cl_trymalloc(RB * C, 2, "index rows (float16)") : NULL;
+        sims = cl_trymalloc((size_t)PT * RB, sizeof(float), "similarity tile");
+        if (K > 0) {
+            lsim = cl_trymalloc(P * Lh * K, sizeof(float), "top matches");
+            lsub = cl_trymalloc(P * Lh * K, sizeof(int64_t), "top matches");
+            lfill = cl_trycalloc(P * Lh, sizeof(int), "top matches");
+        }
+        if (par->soft) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
+    }
+    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !pvec || !rows ||
+        (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
+        (par->soft && !soft))
+        err = 1;
+    if (combine(err, comm)) goto fail;
+    double t0 = now_s();
+    if (prompts_forward(ix, m, tokens, off, P, pvec, r->model_probs, r->lens, rank, R, comm)) goto fail;
+    double t1 = now_s();
+    r->seconds_prompts = t1 - t0;
+
+    /* ---- the search over this rank's rows: whole chunks, contiguous ---- */
+    size_t nch = (N + cr - 1) / cr, c0 = nch * (size_t)rank / (size_t)R, c1 = nch * (size_t)(rank + 1) / (size_t)R;
+    size_t row0 = c0 * cr, row1 = c1 * cr < N ? c1 * cr : N;
+    int direct = 0;
+#if HAVE_DIRECT
+    direct = ix->map && P <= DIRECT_MAX && C % 8 == 0 && cpu_direct();
+#endif
+    for (size_t b = 0; !err && b < Lh; b++) {
+        const double thr = par->thresholds[b], lo_near = thr - CL_EXPLAIN_NEAR;
+        const double invT = par->soft ? 1.0 / par->T[b] : 0;
+        for (size_t r0 = row0; !err && r0 < row1; r0 += RB) {
+            size_t n = row1 - r0 < RB ? row1 - r0 : RB;
+            if (!direct && cl_index_read_rows(ix, (int)b, r0, n, rows, hbuf)) {
+                err = 1;
+                break;
+            }
+            for (size_t p0 = 0; p0 < P; p0 += PT) {
+                size_t np = P - p0 < PT ? P - p0 : PT;
+#if HAVE_DIRECT
+                if (direct) {
+                    /* row blocks start on chunk boundaries (whole chunks per rank, RB a multiple of them) */
+                    for (size_t c0 = r0; c0 < r0 + n; c0 += cr) {
+                        size_t nr = r0 + n - c0 < cr ? r0 + n - c0 : cr;
+                        dot_f16(cl_index_chunk_f16(ix, (int)b, c0 / cr), nr, C, pvec + b * P * C, P, sims + (c0 - r0),
+                                n);
+                    }
+                } else
+#endif
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)n, (blasint)C, 1.0f,
+                            pvec + (b * P + p0) * C, (blasint)C, rows, (blasint)C, 0.0f, sims, (blasint)n);
+                for (size_t i = 0; i < np; i++) {
+                    size_t p = p0 + i, pb = p * Lh + b;
+                    const float *row = sims + i * n;
+                    int64_t *cnt = r->counts + pb * V;
+                    u128 *sft = soft ? soft + pb * V : NULL;
+                    float *ts = K ? lsim + pb * K : NULL;
+                    int64_t *tu = K ? lsub + pb * K : NULL;
+                    /* gate: the smallest similarity any rule needs (pairs below it do nothing) */
+                    double gate = lo_near;
+                    if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
+                    for (size_t s16 = 0; s16 < n; s16 += 16) {
+                        /* skip 16 at a time below every rule's floor (scalar checks below are exact) */
+                        double g = gate;
+                        if (K) g = lfill[pb] < K ? -INFINITY : (ts[K - 1] < g ? ts[K - 1] : g);
+                        float gf = nextafterf((float)g, -INFINITY);
+                        if (s16 + 16 <= n && !any_above16(row + s16, gf)) continue;
+                        size_t e16 = s16 + 16 < n ? s16 + 16 : n;
+                        for (size_t s = s16; s < e16; s++) {
+                        float v = row[s];
+                        double vd = v;
+                        if (K && (lfill[pb] < K || before(v, ix->substring[r0 + s], ts[K - 1], tu[K - 1])))
+                            top_insert(ts, tu, &lfill[pb], K, v, ix->substring[r0 + s]);
+                        if (!(vd > gate)) continue;
+                        size_t sub = (size_t)ix->substring[r0 + s];
+                        if (vd > thr) {
+                            r->n_matches[pb]++;
+                            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
+                                cnt[cp->next_token[e]] += cp->next_count[e];
+                        }
+                        if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) r->near[pb]++;
+                        if (sft && vd > par->soft_floor) {
+                            u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
+                            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
+                                sft[cp->next_token[e]] += q * (u128)cp->next_count[e];
+                        }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (combine(err, comm)) goto fail;
+    r->seconds_search = now_s() - t1;
+
+    /* ---- merge on rank 0: exact sums, top-K by the total order ---- */
+    if (R > 1) {
+        MPI_Reduce(rank ? r->counts : MPI_IN_PLACE, r->counts, (int)(P * Lh * V), MPI_INT64_T, MPI_SUM, 0, comm);
+        MPI_Reduce(rank ? r->n_matches : MPI_IN_PLACE, r->n_matches, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
+        MPI_Reduce(rank ? r->near : MPI_IN_PLACE, r->near, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
+        if (soft) {
+            MPI_Datatype t16;
+            MPI_Op op;
+            MPI_Type_contiguous(16, MPI_BYTE, &t16);
+            MPI_Type_commit(&t16);
+            MPI_Op_create(u128_sum, 1, &op);
+            MPI_Reduce(rank ? soft : MPI_IN_PLACE, soft, (int)(P * Lh * V), t16, op, 0, comm);
+            MPI_Op_free(&op);
+            MPI_Type_free(&t16);
+        }
+    }
+    if (K > 0) {
+        size_t nk = P * Lh * (size_t)K;
+        for (size_t pb = 0; pb < P * Lh; pb++)
+            for (int k = lfill[pb]; k < K; k++) lsim[pb * K + k] = -INFINITY, lsub[pb * K + k] = INT64_MAX;
+        if (rank == 0) {
+            gsim = cl_trymalloc(nk * (size_t)R, sizeof(float), "top matches");
+            gsub = cl_trymalloc(nk * (size_t)R, sizeof(int64_t), "top matches");
+            r->top_sim = cl_trymalloc(nk, sizeof(float), "top matches");
+            r->top_sub = cl_trymalloc(nk, sizeof(int64_t), "top matches");
+            if (!gsim || !gsub || !r->top_sim || !r->top_sub) err = 1;
+        }
+        if (combine(err, comm)) goto fail;
+        if (nk * (size_t)R > 0x7fffffffu) {
+            err = cl_error("too many top matches to gather (%zu)", nk * (size_t)R);
+        }
+        if (combine(err, comm)) goto fail;
+        MPI_Gather(lsim, (int)nk, MPI_FLOAT, gsim, (int)nk, MPI_FLOAT, 0, comm);
+        MPI_Gather(lsub, (int)nk, MPI_INT64_T, gsub, (int)nk, MPI_INT64_T, 0, comm);
+        if (rank == 0) {
+            for (size_t pb = 0; pb < P * Lh; pb++) {
+                float *ts = r->top_sim + pb * K;
+                int64_t *tu = r->top_sub + pb * K;
+                int fill = 0;
+                for (int q = 0; q < R; q++)
+                    for (int k = 0; k < K; k++) {
+                        float s = gsim[(size_t)q * nk + pb * K + k];
+                        int64_t u = gsub[(size_t)q * nk + pb * K + k];
+                        if (u != INT64_MAX) top_insert(ts, tu, &fill, K, s, u);
+                    }
+                for (int k = fill; k < K; k++) ts[k] = NAN, tu[k] = -1;
+            }
+        }
+    }
+
+    /* ---- the approximations (rank 0): reduce's formula, blocks in order ---- */
+    if (rank == 0) {
+        r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
+        r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
+        if (soft) {
+            r->soft_approx = cl_trycalloc(P * V, sizeof(double), "soft approximation");
+            r->soft_hellinger = cl_trymalloc(P, sizeof(double), "soft hellinger");
+        }
+        if (!r->approx || !r->hellinger || (soft && (!r->soft_approx || !r->soft_hellinger))) err = 1;
+        for (size_t p = 0; !err && p < P; p++) {
+            const float *q = r->model_probs + p * V;
+            double *a = r->approx + p * V;
+            for (size_t b = 0; b < Lh; b++)
+                for (size_t v = 0; v < V; v++) a[v] += par->weights[b] * (double)r->counts[(p * Lh + b) * V + v];
+            double sum = 0;
+            for (size_t v = 0; v < V; v++) sum += a[v];
+            r->hellinger[p] = cl_hellinger_df(a, q, V);
+            for (size_t v = 0; v < V; v++) a[v] = sum > 0 ? a[v] / sum : 0;
+            if (soft) {
+                double *sa = r->soft_approx + p * V;
+                for (size_t b = 0; b < Lh; b++)
+                    for (size_t v = 0; v < V; v++)
+                        sa[v] += par->soft_w[b] * ldexp((double)soft[(p * Lh + b) * V + v], -64);
+                sum = 0;
+                for (size_t v = 0; v < V; v++) sum += sa[v];
+                r->soft_hellinger[p] = cl_hellinger_df(sa, q, V);
+                for (size_t v = 0; v < V; v++) sa[v] = sum > 0 ? sa[v] / sum : 0;
+            }
+        }
+    } else {
+        /* only rank 0 holds the results */
+        free(r->counts), free(r->n_matches), free(r->near), free(r->model_probs), free(r->lens);
+        r->counts = r->n_matches = r->near = NULL;
+        r->model_probs = r->lens = NULL;
+    }
+    if (combine(err, comm)) goto fail;
+    free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
+        free(gsub);
+    return r;
+fail:
+    free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
+        free(gsub);
+    cl_explain_result_free(r);
+    return NULL;
+}

@@ -1,0 +1,764 @@
+/* The activation index: build (shared shard plan and trie forward of the
+ * scan), part files, assembly into index.h5, and the reader. Design and
+ * layout: include/corpuslens/scan/index.h. Dimensions: N substrings, S shard
+ * size, Lh hooked blocks, C channels. */
+#include "corpuslens/scan/index.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "corpuslens/par/par.h"
+#include "corpuslens/base/error.h"
+#include "corpuslens/base/hash.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/model.h"
+#include "corpuslens/nn/forward.h"
+#include "corpuslens/nn/kernels.h"
+#include "corpuslens/scan/scan.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Ranks agree through cl_par_agree: on failure every rank holds the failing
+ * rank's own message. */
+static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
+
+/* ---------------------------------------------------------------- float16 */
+
+uint16_t cl_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
+    if (ax < 0x38800000u) {                                   /* half subnormal (or 0) */
+        if (ax <= 0x33000000u) return (uint16_t)sign;         /* <= 2^-25: ties to even 0 */
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, s = 126 - e;
+        uint32_t r = m >> s, rem = m & ((1u << s) - 1), half = 1u << (s - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = ax - 0x38000000u, rem = r & 0x1fffu;
+    r >>= 13;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
+    return (uint16_t)(sign | r);
+}
+
+float cl_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    if (e == 0) {
+        if (m == 0) x = sign;
+        else {
+            e = 113;
+            while (!(m & 0x400u)) m <<= 1, e--;
+            x = sign | (e << 23) | ((m & 0x3ffu) << 13);
+        }
+    } else if (e == 31) x = sign | 0x7f800000u | (m << 13);
+    else x = sign | ((e + 112) << 23) | (m << 13);
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *in, float *out, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+    for (; i < n; i++) out[i] = cl_f16_to_f32(in[i]);
+}
+#endif
+
+void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    }
+    if (have) {
+        f16_to_f32_f16c(in, out, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = cl_f16_to_f32(in[i]);
+}
+
+/* The file type of float16 vectors: IEEE binary16, little-endian. */
+static hid_t f16_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return t;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
+        H5Tset_ebias(t, 15) < 0) {
+        H5Tclose(t);
+        return H5I_INVALID_HID;
+    }
+    return t;
+}
+
+static size_t dtype_size(cl_index_dtype d) { return d == CL_INDEX_F16 ? 2 : 4; }
+
+/* ---------------------------------------------------------------- writer */
+
+struct cl_index_writer {
+    cl_index_meta m;
+    char dir[4200], part[4400];
+    FILE *f;
+    int rank, R;
+    size_t rec_bytes, n_mine;
+    unsigned char *rec; /* [Lh, S, C] one record */
+};
+
+static void part_path(const char *out, int r, char *buf, size_t n) { snprintf(buf, n, "%s.parts/rank%d.bin", out, r); }
+
+static void signature(const cl_index_meta *m, int R, char *buf, size_t n) {
+    snprintf(buf, n,
+             "corpuslens index parts v1\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\ndtype %s\nshard_size %zu\n"
+             "ranks %d\nn_substrings %zu\n",
+             m->model_sha, m->corpus_h5_sha, m->hook, m->dtype == CL_INDEX_F16 ? "float16" : "float32", m->S, R, m->N);
+}
+
+static void remove_parts(const char *out, int R_hint) {
+    char p[4400];
+    /* every rank file that may be there: the current rank count and a few more */
+    for (int r = 0; r < (R_hint > 64 ? R_hint : 64) + 64; r++) {
+        part_path(out, r, p, sizeof p);
+        remove(p);
+    }
+    snprintf(p, sizeof p, "%s.parts/args", out);
+    remove(p);
+    snprintf(p, sizeof p, "%s.parts", out);
+    rmdir(p);
+}
+
+void cl_index_writer_abort(cl_index_writer *w) {
+    if (!w) return;
+    if (w->f) fclose(w->f);
+    free(w->rec);
+    free(w);
+}
+
+cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, long keep, size_t *kept,
+                                      MPI_Comm comm) {
+    int err = 0, match = 0;
+    cl_index_writer *w = cl_trycalloc(1, sizeof *w, "index writer");
+    if (!w) err = 1;
+    char sig[1024];
+    signature(meta, R, sig, sizeof sig);
+    if (w) {
+        w->m = *meta;
+        w->rank = rank, w->R = R;
+        w->rec_bytes = (size_t)meta->Lh * meta->S * (size_t)meta->C * dtype_size(meta->dtype);
+        w->n_mine = meta->n_shards > (size_t)rank ? (meta->n_shards - rank + R - 1) / R : 0;
+        snprintf(w->dir, sizeof w->dir, "%s.parts", meta->out_path);
+        part_path(meta->out_path, rank, w->part, sizeof w->part);
+        if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record"))) err = 1;
+    }
+    long kmax = keep;
+    MPI_Allreduce(&keep, &kmax, 1, MPI_LONG, MPI_MAX, comm);
+    if (rank == 0 && !err) {
+        char args[4400], old[1024] = "";
+        snprintf(args, sizeof args, "%s/args", w->dir);
+        if (mkdir(w->dir, 0777) && errno != EEXIST) err = cl_error("cannot create %s: %s", w->dir, strerror(errno));
+        FILE *a = err ? NULL : fopen(args, "rb");
+        if (a) {
+            size_t n = fread(old, 1, sizeof old - 1, a);
+            old[n] = 0;
+            fclose(a);
+        }
+        match = !strcmp(old, sig);
+        if (!err && kmax > 0 && !match)
+            err = cl_error("%s does not belong to this run (another model, corpus, hook, dtype, shard size or rank "
+                           "count) but the scan resumes from its state: remove %s and the scan's state directory",
+                           w->dir, w->dir);
+        if (!err && !match) {
+            remove_parts(meta->out_path, R);
+            if (mkdir(w->dir, 0777) && errno != EEXIST) err = cl_error("cannot create %s: %s", w->dir, strerror(errno));
+            a = err ? NULL : fopen(args, "wb");
+            if (!err && (!a || fputs(sig, a) < 0)) err = cl_error("cannot write %s", args);
+            if (a && fclose(a)) err = cl_error("cannot write %s", args);
+        }
+    }
+    if (combine(err, comm)) {
+        cl_index_writer_abort(w);
+        return NULL;
+    }
+    MPI_Bcast(&match, 1, MPI_INT, 0, comm);
+    /* this rank's part: keep whole records (all of them on resume, `keep` for a scan) */
+    w->f = fopen(w->part, "r+b");
+    if (!w->f) w->f = fopen(w->part, "w+b");
+    size_t have = 0, k = 0;
+    if (!w->f) err = cl_error("cannot open %s: %s", w->part, strerror(errno));
+    else {
+        struct stat st;
+        if (fstat(fileno(w->f), &st) == 0) have = (size_t)st.st_size / w->rec_bytes;
+        if (keep < 0) k = match ? have : 0;
+        else k = (size_t)keep;
+        if (k > w->n_mine) k = w->n_mine;
+        if (k > have) err = cl_error("%s holds %zu shards, the resumed scan needs %zu: remove it and the scan's state",
+                                     w->part, have, k);
+        else if (ftruncate(fileno(w->f), (off_t)(k * w->rec_bytes)))
+            err = cl_error("cannot truncate %s: %s", w->part, strerror(errno));
+    }
+    if (combine(err, comm)) {
+        cl_index_writer_abort(w);
+        return NULL;
+    }
+    if (kept) *kept = k;
+    return w;
+}
+
+int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S_rows) {
+    const size_t S = w->m.S, C = (size_t)w->m.C, Lh = (size_t)w->m.Lh;
+    memset(w->rec, 0, w->rec_bytes);
+    for (size_t h = 0; h < Lh; h++) {
+        const float *src = vec + h * S_rows * C;
+        if (w->m.dtype == CL_INDEX_F16) {
+            uint16_t *dst = (uint16_t *)w->rec + h * S * C;
+            for (size_t j = 0; j < S_rows * C; j++) dst[j] = cl_f32_to_f16(src[j]);
+        } else {
+            memcpy((float *)w->rec + h * S * C, src, S_rows * C * sizeof(float));
+        }
+    }
+    if (fseeko(w->f, (off_t)(i * w->rec_bytes), SEEK_SET) || fwrite(w->rec, 1, w->rec_bytes, w->f) != w->rec_bytes)
+        return cl_error("cannot write %s: %s", w->part, strerror(errno));
+    return 0;
+}
+
+int cl_index_writer_sync(cl_index_writer *w) {
+    if (fflush(w->f) || fsync(fileno(w->f))) return cl_error("cannot write %s: %s", w->part, strerror(errno));
+    return 0;
+}
+
+static hid_t create_ds(hid_t f, const char *path, hid_t type, int rank, const hsize_t *dims, const hsize_t *chunk) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0); /* no time stamps: the same bytes on every run */
+    if (chunk) H5Pset_chunk(dcpl, rank, chunk);
+    hid_t d = H5Dcreate2(f, path, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (d < 0) cl_error("cannot create dataset %s", path);
+    return d;
+}
+
+static int write_all(hid_t f, const char *path, hid_t ftype, hid_t mtype, int rank, const hsize_t *dims,
+                     const void *data) {
+    hid_t d = create_ds(f, path, ftype, rank, dims, NULL);
+    if (d < 0) return -1;
+    herr_t st = H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    return st < 0 ? cl_error("cannot write %s", path) : 0;
+}
+
+static int assemble(cl_index_writer *w, const char *tmp) {
+    const cl_index_meta *m = &w->m;
+    const size_t S = m->S, C = (size_t)m->C, Lh = (size_t)m->Lh, N = m->N;
+    int rc = -1;
+    FILE **parts = cl_trycalloc((size_t)w->R, sizeof *parts, "part files");
+    int32_t *sub = cl_trymalloc(N ? N : 1, sizeof *sub, "substring order");
+    char *vbuf = cl_trycalloc((size_t)m->V, 4, "vocabulary");
+    hid_t f = H5I_INVALID_HID, vt = H5I_INVALID_HID, d = H5I_INVALID_HID, ft = H5I_INVALID_HID;
+    if (!parts || !sub || !vbuf) goto done;
+    for (int r = 0; r < w->R; r++) {
+        char p[4400];
+        part_path(m->out_path, r, p, sizeof p);
+        if (!(parts[r] = fopen(p, "rb"))) {
+            cl_error("cannot open %s: %s", p, strerror(errno));
+            goto done;
+        }
+        struct stat st;
+        size_t need = m->n_shards > (size_t)r ? (m->n_shards - r + w->R - 1) / w->R : 0;
+        if (fstat(fileno(parts[r]), &st) || (size_t)st.st_size < need * w->rec_bytes) {
+            cl_error("%s holds fewer shards than rank %d computed", p, r);
+            goto done;
+        }
+    }
+    f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        cl_error("cannot create %s", tmp);
+        goto done;
+    }
+    if (cl_h5_attr_write_str(f, "format", CL_INDEX_FORMAT) ||
+        cl_h5_attr_write_int(f, "format_version", CL_INDEX_FORMAT_VERSION) ||
+        cl_h5_attr_write_int(f, "complete", 0) || cl_h5_attr_write_str(f, "model_file", m->model_path) ||
+        cl_h5_attr_write_str(f, "model_sha256", m->model_sha) ||
+        cl_h5_attr_write_str(f, "corpus_h5_file", m->corpus_path) ||
+        cl_h5_attr_write_str(f, "corpus_h5_sha256", m->corpus_h5_sha) ||
+        cl_h5_attr_write_str(f, "corpus_sha256", m->corpus_sha) || cl_h5_attr_write_str(f, "hook", m->hook) ||
+        cl_h5_attr_write_int(f, "hook_first_block", m->first_block) ||
+        cl_h5_attr_write_int(f, "n_hook_blocks", m->Lh) || cl_h5_attr_write_int(f, "n_layer", m->n_layer) ||
+        cl_h5_attr_write_int(f, "n_embd", m->C) || cl_h5_attr_write_int(f, "L", m->L) ||
+        cl_h5_attr_write_int(f, "vocab_size", m->V) || cl_h5_attr_write_int(f, "n_substrings", (long long)N) ||
+        cl_h5_attr_write_str(f, "dtype", m->dtype == CL_INDEX_F16 ? "float16" : "float32") ||
+        cl_h5_attr_write_int(f, "shard_size", (long long)S))
+        goto done;
+    for (int i = 0; i < m->V; i++) {
+        char t[4] = {0};
+        int n = cl_utf8_put(m->vocab[i], t);
+        memcpy(vbuf + 4 * (size_t)i, t, (size_t)n);
+    }
+    vt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(vt, 4);
+    H5Tset_strpad(vt, H5T_STR_NULLPAD);
+    H5Tset_cset(vt, H5T_CSET_UTF8);
+    hsize_t dV = (hsize_t)m->V, dN = N;
+    for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
+    if (write_all(f, "/vocab", vt, vt, 1, &dV, vbuf) ||
+        write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
+        goto done;
+    ft = m->dtype == CL_INDEX_F16 ? f16_type() : H5Tcopy(H5T_IEEE_F32LE);
+    hsize_t dims[3] = {Lh, N, C}, chunk[3] = {1, S, C};
+    if (ft < 0 || (d = create_ds(f, CL_INDEX_VECTORS, ft, 3, dims, chunk)) < 0) goto done;
+    hid_t mt = m->dtype == CL_INDEX_F16 ? ft : H5T_NATIVE_FLOAT;
+    for (size_t j = 0; j < m->n_shards; j++) {
+        FILE *p = parts[j % (size_t)w->R];
+        size_t rows = N - j * S < S ? N - j * S : S;
+        if (fseeko(p, (off_t)((j / (size_t)w->R) * w->rec_bytes), SEEK_SET) ||
+            fread(w->rec, 1, w->rec_bytes, p) != w->rec_bytes) {
+            cl_error("cannot read shard %zu from the part of rank %zu", j, j % (size_t)w->R);
+            goto done;
+        }
+        for (size_t h = 0; h < Lh; h++) {
+            hsize_t start[3] = {h, j * S, 0}, count[3] = {1, rows, C};
+            hid_t fs = H5Dget_space(d), ms = H5Screate_simple(3, count, NULL);
+            herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+            if (st >= 0)
+                st = H5Dwrite(d, mt, ms, fs, H5P_DEFAULT, w->rec + h * S * C * dtype_size(m->dtype));
+            H5Sclose(ms);
+            H5Sclose(fs);
+            if (st < 0) {
+                cl_error("cannot write %s rows of shard %zu", CL_INDEX_VECTORS, j);
+                goto done;
+            }
+        }
+    }
+    H5Dclose(d);
+    d = H5I_INVALID_HID;
+    /* `complete` last */
+    if (H5Adelete(f, "complete") < 0 || cl_h5_attr_write_int(f, "complete", 1)) goto done;
+    rc = 0;
+done:
+    if (d >= 0) H5Dclose(d);
+    if (ft >= 0) H5Tclose(ft);
+    if (vt >= 0) H5Tclose(vt);
+    if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s", tmp);
+    if (parts)
+        for (int r = 0; r < w->R; r++)
+            if (parts[r]) fclose(parts[r]);
+    free(parts);
+    free(sub);
+    free(vbuf);
+    return rc;
+}
+
+int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm comm) {
+    int err = ok ? 0 : 1;
+    if (!err && cl_index_writer_sync(w)) err = 1;
+    if (combine(err, comm)) {
+        cl_index_writer_abort(w);
+        return -1;
+    }
+    unsigned long long sz = 0;
+    if (w->rank == 0) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", w->m.out_path);
+        if (assemble(w, tmp)) {
+            err = 1;
+            remove(tmp);
+        } else if (rename(tmp, w->m.out_path)) {
+            err = cl_error("cannot rename %s to %s: %s", tmp, w->m.out_path, strerror(errno));
+            remove(tmp);
+        } else {
+            struct stat st;
+            if (stat(w->m.out_path, &st) == 0) sz = (unsigned long long)st.st_size;
+        }
+    }
+    if (w->f) fclose(w->f);
+    w->f = NULL;
+    int g = combine(err, comm);
+    if (!g && w->rank == 0) remove_parts(w->m.out_path, w->R);
+    MPI_Bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
+    if (bytes) *bytes = (size_t)sz;
+    cl_index_writer_abort(w);
+    return g ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- build */
+
+void cl_index_opts_default(cl_index_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->hook = "mlp_out";
+    o->dtype = CL_INDEX_F16;
+    o->shard_size = 2048;
+    o->checkpoint_seconds = 60;
+}
+
+static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus **cpp, int *point, int *lo, int *hi) {
+    if (!o->model_path || !o->corpus_path || !o->out_path) return cl_error("index: model, corpus and output are required");
+    if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
+    if (o->dtype != CL_INDEX_F16 && o->dtype != CL_INDEX_F32) return cl_error("unknown index dtype");
+    cl_model *m = *mp = cl_model_load(o->model_path);
+    if (!m) return cl_error_prefix("%s: ", o->model_path);
+    const cl_config *c = &m->cfg;
+    cl_hook_point pt;
+    int layer;
+    if (cl_hook_parse(o->hook, c->n_layer, &pt, &layer)) return -1;
+    if (pt != CL_HOOK_RESID_PRE && pt != CL_HOOK_ATTN_OUT && pt != CL_HOOK_RESID_MID && pt != CL_HOOK_MLP_OUT &&
+        pt != CL_HOOK_RESID_POST)
+        return cl_error("hook '%s' is not supported by index; valid: mlp_out, attn_out, resid_mid, resid_post, "
+                        "resid_pre, embed, or blocks.{i}.hook_<one of those>",
+                        o->hook);
+    *point = pt;
+    *lo = layer < 0 ? 0 : layer;
+    *hi = layer < 0 ? c->n_layer - 1 : layer;
+    cl_corpus *cp = *cpp = cl_corpus_load(o->corpus_path);
+    if (!cp) return cl_error_prefix("%s: ", o->corpus_path);
+    if (cp->L > c->block_size)
+        return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
+                        c->block_size);
+    if (cp->V != c->vocab_size || memcmp(cp->vocab, m->vocab, (size_t)cp->V * sizeof *cp->vocab))
+        return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
+                        "run prepare again with --vocab-from %s",
+                        o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
+    if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
+    return 0;
+}
+
+int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
+    int rank, R, point = 0, lo = 0, hi = 0, rc = -1;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &R);
+    memset(res, 0, sizeof *res);
+    double t0 = now_s();
+    cl_model *m = NULL;
+    cl_corpus *cp = NULL;
+    int64_t *perm = NULL;
+    int32_t *stok = NULL;
+    float *svec = NULL;
+    cl_trie_fwd *tf = NULL;
+    cl_index_writer *w = NULL;
+    char model_sha[65] = "", corpus_h5_sha[65] = "";
+    int err = setup_model_corpus(o, &m, &cp, &point, &lo, &hi) ? 1 : 0;
+    if (!err && rank == 0 && (cl_model_fingerprint(m, model_sha) || cl_sha256_file(o->corpus_path, corpus_h5_sha)))
+        err = 1;
+    if (combine(err, comm)) goto out;
+    MPI_Bcast(model_sha, 65, MPI_CHAR, 0, comm);
+    MPI_Bcast(corpus_h5_sha, 65, MPI_CHAR, 0, comm);
+    const size_t N = cp->n, C = (size_t)m->cfg.n_embd;
+    const int L = cp->L, Lh = hi - lo + 1;
+    size_t S = (size_t)o->shard_size < N ? (size_t)o->shard_size : N;
+    size_t n_shards = (N + S - 1) / S;
+    if (!(perm = cl_scan_sort(cp)) || !(stok = cl_trymalloc(S * (size_t)L, sizeof *stok, "shard tokens")) ||
+        !(svec = cl_trymalloc((size_t)Lh * S * C, sizeof *svec, "shard vectors")) ||
+        !(tf = cl_trie_fwd_create(m, L, S)))
+        err = 1;
+    if (combine(err, comm)) goto out;
+    cl_index_meta meta = {.out_path = o->out_path, .model_path = o->model_path, .corpus_path = o->corpus_path,
+                          .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
+                          .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
+                          .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .N = N,
+                          .S = S, .n_shards = n_shards, .perm = perm};
+    size_t done = 0;
+    if (!(w = cl_index_writer_open(&meta, rank, R, -1, &done, comm))) goto out;
+    size_t mine = n_shards > (size_t)rank ? (n_shards - rank + R - 1) / R : 0;
+    unsigned long long dsum = done, dtot = 0;
+    MPI_Reduce(&dsum, &dtot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, comm);
+    if (rank == 0 && dtot > 0 && o->note) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "resuming: %llu of %zu shards already done", dtot, n_shards);
+        o->note(o->progress_user, msg);
+    }
+    double tlast = now_s(), tstart = tlast, tf_sum = 0;
+    size_t done0 = done, nodes = 0;
+    long new_done = 0;
+    for (size_t i = done; i < mine && !err; i++) {
+        size_t j = (size_t)rank + i * (size_t)R, s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
+        for (size_t s = 0; s < rows; s++)
+            memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
+        double ta = now_s();
+        if (cl_trie_fwd_run(tf, stok, rows, point, lo, hi, svec, &M)) {
+            err = 1;
+            break;
+        }
+        for (int h = 0; h < Lh; h++) l2normalize_rows(svec + (size_t)h * rows * C, rows, (int)C);
+        tf_sum += now_s() - ta;
+        nodes += M;
+        if (cl_index_writer_put(w, i, svec, rows)) {
+            err = 1;
+            break;
+        }
+        done = i + 1;
+        new_done++;
+        double now = now_s();
+        if (rank == 0 && o->progress) {
+            size_t base = done0 * R * S, d = done * R * S;
+            if (base > N) base = N;
+            if (d > N) d = N;
+            o->progress(o->progress_user, d - base, N - base, now - tstart);
+        }
+        if (o->stop_after_shards > 0 && new_done >= o->stop_after_shards && done < mine) {
+            res->stopped = 1;
+            break;
+        }
+        if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds) {
+            if (cl_index_writer_sync(w)) err = 1;
+            tlast = now_s();
+        }
+    }
+    if (!err && res->stopped && cl_index_writer_sync(w)) err = 1;
+    if (combine(err, comm)) {
+        cl_index_writer_abort(w);
+        w = NULL;
+        goto out;
+    }
+    int stopped = res->stopped, gst = 0;
+    MPI_Allreduce(&stopped, &gst, 1, MPI_INT, MPI_MAX, comm);
+    if (gst) {
+        res->stopped = 1;
+        cl_index_writer_abort(w);
+        w = NULL;
+        rc = 0;
+        goto out;
+    }
+    double tw = now_s();
+    MPI_Reduce(rank ? &tf_sum : MPI_IN_PLACE, &tf_sum, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
+    unsigned long long nn = nodes, ntot = 0;
+    MPI_Allreduce(&nn, &ntot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
+    res->t_forward = tf_sum;
+    res->n_nodes = (size_t)ntot;
+    int frc = cl_index_writer_finish(w, 1, &res->bytes, comm);
+    w = NULL;
+    if (frc) goto out;
+    res->t_write = now_s() - tw;
+    res->wall_seconds = now_s() - t0;
+    rc = 0;
+out:
+    if (w) cl_index_writer_abort(w);
+    cl_trie_fwd_free(tf);
+    free(perm), free(stok), free(svec);
+    cl_corpus_free(cp);
+    cl_model_free(m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reader */
+
+void cl_index_close(cl_index *ix) {
+    if (!ix) return;
+    if (ix->map) munmap((void *)ix->map, ix->map_size);
+    free(ix->chunk_off);
+    if (ix->vectors >= 0) H5Dclose(ix->vectors);
+    if (ix->file >= 0) H5Fclose(ix->file);
+    free(ix->vocab);
+    free(ix->substring);
+    free(ix);
+}
+
+static int rd_int(hid_t f, const char *name, long long lo, long long hi, long long *v) {
+    if (!cl_h5_attr_exists(f, name)) return cl_error("attribute %s is missing", name);
+    if (cl_h5_attr_read_int(f, name, v)) return -1;
+    if (*v < lo || *v > hi) return cl_error("attribute %s = %lld is outside [%lld, %lld]", name, *v, lo, hi);
+    return 0;
+}
+
+cl_index *cl_index_open(const char *path) {
+    cl_index *ix = cl_trycalloc(1, sizeof *ix, "index");
+    if (!ix) return NULL;
+    ix->file = ix->vectors = H5I_INVALID_HID;
+    snprintf(ix->path, sizeof ix->path, "%s", path);
+    struct stat st;
+    if (stat(path, &st)) {
+        cl_error("cannot open %s: %s", path, strerror(errno));
+        goto fail_np;
+    }
+    hid_t f = ix->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        cl_error("cannot open %s: not a readable HDF5 file (truncated or corrupt?)", path);
+        goto fail_np;
+    }
+    char fmt[64] = "", dt[32] = "";
+    long long v, complete = 0;
+    if (!cl_h5_attr_exists(f, "format") || cl_h5_attr_read_str(f, "format", fmt, sizeof fmt) ||
+        strcmp(fmt, CL_INDEX_FORMAT)) {
+        cl_error("not a corpuslens index (root attribute format is not \"%s\")", CL_INDEX_FORMAT);
+        goto fail;
+    }
+    if (rd_int(f, "format_version", CL_INDEX_FORMAT_VERSION, CL_INDEX_FORMAT_VERSION, &v)) goto fail;
+    if (!cl_h5_attr_exists(f, "complete") || cl_h5_attr_read_int(f, "complete", &complete) || complete != 1) {
+        cl_error("the index is incomplete (attribute complete is not 1): its build was interrupted; run index again");
+        goto fail;
+    }
+    if (rd_int(f, "n_substrings", 1, INT32_MAX, &v)) goto fail;
+    ix->N = (size_t)v;
+    if (rd_int(f, "n_hook_blocks", 1, 64, &v)) goto fail;
+    ix->Lh = (int)v;
+    if (rd_int(f, "hook_first_block", 0, 63, &v)) goto fail;
+    ix->first_block = (int)v;
+    if (rd_int(f, "n_layer", 1, 64, &v)) goto fail;
+    ix->n_layer = (int)v;
+    if (rd_int(f, "n_embd", 1, 1 << 16, &v)) goto fail;
+    ix->C = (int)v;
+    if (rd_int(f, "L", 1, CL_CORPUS_MAX_LEN, &v)) goto fail;
+    ix->L = (int)v;
+    if (rd_int(f, "vocab_size", 1, 1 << 21, &v)) goto fail;
+    ix->V = (int)v;
+    if (rd_int(f, "shard_size", 1, 1 << 20, &v)) goto fail;
+    ix->chunk_rows = (size_t)v;
+    if (cl_h5_attr_read_str(f, "dtype", dt, sizeof dt) || cl_h5_attr_read_str(f, "hook", ix->hook, sizeof ix->hook) ||
+        cl_h5_attr_read_str(f, "model_sha256", ix->model_sha256, sizeof ix->model_sha256) ||
+        cl_h5_attr_read_str(f, "corpus_h5_sha256", ix->corpus_h5_sha256, sizeof ix->corpus_h5_sha256))
+        goto fail;
+    if (!strcmp(dt, "float16")) ix->dtype = CL_INDEX_F16;
+    else if (!strcmp(dt, "float32")) ix->dtype = CL_INDEX_F32;
+    else {
+        cl_error("attribute dtype \"%s\" is not float16 or float32", dt);
+        goto fail;
+    }
+    if (ix->first_block + ix->Lh > ix->n_layer) {
+        cl_error("hooked blocks %d..%d exceed n_layer %d", ix->first_block, ix->first_block + ix->Lh - 1, ix->n_layer);
+        goto fail;
+    }
+    int Vv;
+    if (cl_h5_read_vocab(f, "/vocab", &ix->vocab, &Vv)) goto fail;
+    if (Vv != ix->V) {
+        cl_error("/vocab has %d entries but vocab_size is %d", Vv, ix->V);
+        goto fail;
+    }
+    hsize_t dN = ix->N;
+    ix->substring = cl_trymalloc(ix->N, sizeof(int32_t), "index rows");
+    if (!ix->substring || cl_h5_read_exact(f, CL_INDEX_SUBSTRING, H5T_NATIVE_INT32, 1, &dN, ix->substring)) goto fail;
+    hsize_t d[8];
+    int r = cl_h5_shape(f, CL_INDEX_VECTORS, d);
+    if (r != 3 || d[0] != (hsize_t)ix->Lh || d[1] != ix->N || d[2] != (hsize_t)ix->C) {
+        cl_error("%s is missing or not [%d, %zu, %d]", CL_INDEX_VECTORS, ix->Lh, ix->N, ix->C);
+        goto fail;
+    }
+    ix->vectors = H5Dopen2(f, CL_INDEX_VECTORS, H5P_DEFAULT);
+    hid_t t = ix->vectors >= 0 ? H5Dget_type(ix->vectors) : H5I_INVALID_HID;
+    size_t want = dtype_size(ix->dtype);
+    int tok = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == want;
+    if (tok && ix->dtype == CL_INDEX_F16) {
+        hid_t ref = f16_type();
+        tok = H5Tequal(t, ref) > 0;
+        H5Tclose(ref);
+    }
+    if (t >= 0) H5Tclose(t);
+    if (!tok) {
+        cl_error("%s is not %s", CL_INDEX_VECTORS, dt);
+        goto fail;
+    }
+    /* Every chunk must lie inside the file: a truncated copy is refused here,
+       not by a read error in the middle of a query. */
+    hid_t fs = H5Dget_space(ix->vectors);
+    hsize_t nch = 0;
+    herr_t e = H5Dget_num_chunks(ix->vectors, fs, &nch);
+    hsize_t want_ch = (hsize_t)ix->Lh * ((ix->N + ix->chunk_rows - 1) / ix->chunk_rows);
+    haddr_t end = 0;
+    /* the end of the data: the last chunk of each block (chunks are allocated
+       in shard order, so these are the last ones written); O(Lh) lookups */
+    for (int b = 0; e >= 0 && b < ix->Lh; b++) {
+        hsize_t off[3] = {(hsize_t)b, ((ix->N - 1) / ix->chunk_rows) * ix->chunk_rows, 0};
+        unsigned mask;
+        haddr_t addr;
+        hsize_t size;
+        if ((e = H5Dget_chunk_info_by_coord(ix->vectors, off, &mask, &addr, &size)) >= 0 && addr != HADDR_UNDEF &&
+            addr + size > end)
+            end = addr + size;
+    }
+    H5Sclose(fs);
+    if (e < 0 || nch != want_ch) {
+        cl_error("%s has %llu of its %llu chunks: the index is incomplete", CL_INDEX_VECTORS, (unsigned long long)nch,
+                 (unsigned long long)want_ch);
+        goto fail;
+    }
+    if ((unsigned long long)end > (unsigned long long)st.st_size) {
+        cl_error("the file is truncated (%lld bytes; its data reach byte %llu)", (long long)st.st_size,
+                 (unsigned long long)end);
+        goto fail;
+    }
+    /* float16: map the file and find every chunk (unfiltered, full size) */
+    /* CORPUSLENS_INDEX_MMAP=1: map the file (explain of <= 8 prompts then computes
+       in place). Off by default: on the development VM, page faults over a 4 GB
+       mapping cost more CPU than H5Dread's copy (README, Performance). */
+    const char *usemap = getenv("CORPUSLENS_INDEX_MMAP");
+    if (ix->dtype == CL_INDEX_F16 && usemap && *usemap == '1') {
+        size_t nc = (ix->N + ix->chunk_rows - 1) / ix->chunk_rows, want = ix->chunk_rows * (size_t)ix->C * 2;
+        uint64_t *co = malloc((size_t)ix->Lh * nc * sizeof *co);
+        int ok = co != NULL;
+        for (size_t i = 0; ok && i < (size_t)ix->Lh * nc; i++) {
+            hsize_t off[3] = {i / nc, (i % nc) * ix->chunk_rows, 0};
+            unsigned mask = 1;
+            haddr_t addr = HADDR_UNDEF;
+            hsize_t size = 0;
+            ok = H5Dget_chunk_info_by_coord(ix->vectors, off, &mask, &addr, &size) >= 0 && mask == 0 &&
+                 addr != HADDR_UNDEF && size == want && addr + size <= (haddr_t)st.st_size;
+            if (ok) co[i] = (uint64_t)addr;
+        }
+        void *mp = MAP_FAILED;
+        if (ok) {
+            int fd = open(path, O_RDONLY);
+            if (fd >= 0) {
+                mp = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+                close(fd);
+            }
+        }
+        if (ok && mp != MAP_FAILED) {
+            ix->map = mp, ix->map_size = (size_t)st.st_size, ix->chunk_off = co, ix->n_chunks = nc;
+        } else free(co);
+    }
+    return ix;
+fail:
+    cl_error_prefix("%s: ", path);
+fail_np:
+    cl_index_close(ix);
+    return NULL;
+}
+
+int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,
+                   const char *corpus_path) {
+    if (model_sha && strcmp(model_sha, ix->model_sha256))
+        return cl_error("%s was built from another model: its model_sha256 %.16s... differs from %s's %.16s...",
+                        ix->path, ix->model_sha256, model_path ? model_path : "the model", model_sha);
+    if (corpus_h5_sha && strcmp(corpus_h5_sha, ix->corpus_h5_sha256))
+        return cl_error("%s was built from another corpus file: its corpus_h5_sha256 %.16s... differs from %s's "
+                        "%.16s...",
+                        ix->path, ix->corpus_h5_sha256, corpus_path ? corpus_path : "the corpus", corpus_h5_sha);
+    return 0;
+}
+
+const uint16_t *cl_index_chunk_f16(const cl_index *ix, int b, size_t c) {
+    if (!ix->map || b < 0 || b >= ix->Lh || c >= ix->n_chunks) return NULL;
+    return (const uint16_t *)(ix->map + ix->chunk_off[(size_t)b * ix->n_chunks + c]);
+}
+
+int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf) {
+    if (b < 0 || b >= ix->Lh || r0 + n > ix->N) return cl_error("index rows %zu..%zu of block %d out of range", r0, r0 + n, b);
+    hsize_t start[3] = {(hsize_t)b, r0, 0}, count[3] = {1, n, (hsize_t)ix->C};
+    hid_t fs = H5Dget_space(ix->vectors), ms = H5Screate_simple(3, count, NULL);
+    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t mt = H5I_INVALID_HID;
+    if (ix->dtype == CL_INDEX_F16) mt = f16_type();
+    if (st >= 0) st = H5Dread(ix->vectors, ix->dtype == CL_INDEX_F16 ? mt : H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT,
+                              ix->dtype == CL_INDEX_F16 ? buf : (void *)out);
+    if (mt >= 0) H5Tclose(mt);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (st < 0) return cl_error("%s: cannot read %s rows %zu..%zu of block %d", ix->path, CL_INDEX_VECTORS, r0, r0 + n, b);
+    if (ix->dtype == CL_INDEX_F16) cl_f16_to_f32_n(buf, out, n * (size_t)ix->C);
+    return 0;
+}

@@ -1,0 +1,8 @@
+# corpuslens index / explain (include/corpuslens/scan/index.h, explain.h): equality with
+# scan + reduce, PyTorch float64 reference, rank invariance, resume, refusals, held-out.
+cl_script_test(explain_reduce "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py reduce)
+cl_script_test(explain_reference "torch" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py reference)
+cl_script_test(explain_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py ranks)
+cl_script_test(explain_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py resume)
+cl_script_test(explain_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py refusals)
+cl_script_test(explain_holdout "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py holdout)
