@@ -170,11 +170,14 @@ Test(safetensors, overlaps_holes_and_bad_json_refused) {
         {"{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", "8 bytes for 3"},
         {"{\"a\": {\"dtype\": \"F8_E4M3\", \"shape\": [1], \"data_offsets\": [0, 1]}}", "unsupported dtype"},
         {"{\"a\": {\"dtype\": \"F32\", \"shape\": [-1], \"data_offsets\": [0, 4]}}", "non-negative"},
-        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}", "expected '}'"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}", "'}' expected"},
         {"{\"a\": {\"dtype\": \"F32\", \"data_offsets\": [0, 16]}}", "lacks shape"},
-        {"{\"a\\ud800\": 1}", "surrogate"},
+        {"{\"a\\ud800\": 1}", "invalid Unicode"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+         " \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", "duplicate"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [2.0], \"data_offsets\": [0, 8]}}", "non-negative integer"},
         {"{\"a\": {\"dtype\": \"F32\", \"shape\": [99999999999999999999], \"data_offsets\": [0, 4]}}",
-         "too large"},
+         "too big integer"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         size_t len;

@@ -44,7 +44,9 @@ Test(model, config_parse_refuses_unknown_keys_and_bad_values) {
     cr_expect(strstr(cl_last_error(), "unknown key 'n_layers'"), "%s", cl_last_error());
     cr_expect_eq(cl_config_parse(&c, "n_layer=x"), -1);
     cr_expect_eq(cl_config_parse(&c, "activation=tanh"), -1);
-    cr_expect(strstr(cl_last_error(), "relu or gelu"), "%s", cl_last_error());
+    cr_expect(strstr(cl_last_error(), "relu, gelu or gelu_tanh"), "%s", cl_last_error());
+    cr_expect_eq(cl_config_parse(&c, "activation=gelu_tanh"), 0);
+    cr_expect_eq(c.activation, CL_ACT_GELU_TANH);
     c = cl_config_lecture();
     c.n_head = 5;
     cr_expect_eq(cl_config_validate(&c), -1);

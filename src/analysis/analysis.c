@@ -71,6 +71,57 @@ int cl_logit_lens(cl_forward *f, const cl_model *m, const int32_t *tokens, int B
     return rc;
 }
 
+int cl_logit_lens_text(cl_forward *f, const cl_model *m, const int32_t *tokens, int T, int32_t *top_id,
+                       float *top_p, const cl_lens_stats *out) {
+    const cl_config *c = &m->cfg;
+    size_t L = c->n_layer, C = c->n_embd, V = c->vocab_size, Tz = (size_t)T;
+    float *res = cl_trymalloc((L + 1) * Tz * C, sizeof(float), "logit lens residuals");
+    float *fin = res ? cl_trymalloc(Tz * V, sizeof(float), "logit lens final distribution") : NULL;
+    float *pl = fin ? cl_trymalloc(Tz * V, sizeof(float), "logit lens distribution") : NULL;
+    if (!pl) {
+        free(res);
+        free(fin);
+        return -1;
+    }
+    cl_hook hooks[2] = {
+        {.point = CL_HOOK_RESID_PRE, .layer = 0, .mode = CL_HOOK_CAPTURE, .out = res},
+        {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE, .out = res + Tz * C},
+    };
+    int rc = cl_forward_run(f, tokens, 1, T, hooks, 2, CL_LOGITS_NONE, NULL);
+    if (rc == 0) {
+        cl_unembed(m, res + L * Tz * C, Tz, fin);
+        cl_softmax_rows(fin, Tz, (int)V);
+    }
+    size_t top = rc == 0 ? cl_prob_argmax(fin + (Tz - 1) * V, V) : 0;
+    for (size_t l = 0; rc == 0 && l <= L; l++) {
+        float *p = pl;
+        if (l == L) p = fin;
+        else {
+            cl_unembed(m, res + l * Tz * C, Tz, pl);
+            cl_softmax_rows(pl, Tz, (int)V);
+        }
+        double hs = 0, ks = 0;
+        for (size_t t = 0; t < Tz; t++) {
+            hs += cl_prob_hellinger(fin + t * V, p + t * V, V);
+            ks += cl_prob_kl(fin + t * V, p + t * V, V);
+            size_t k = cl_prob_argmax(p + t * V, V);
+            top_id[l * Tz + t] = (int32_t)k;
+            top_p[l * Tz + t] = p[t * V + k];
+        }
+        const float *last = p + (Tz - 1) * V, *flast = fin + (Tz - 1) * V;
+        out->h_last[l] = cl_prob_hellinger(flast, last, V);
+        out->kl_last[l] = cl_prob_kl(flast, last, V);
+        out->h_mean[l] = hs / T;
+        out->kl_mean[l] = ks / T;
+        out->rank_last[l] = (double)cl_prob_rank(last, V, top);
+        out->agree_last[l] = cl_prob_argmax(last, V) == top ? 1.0 : 0.0;
+    }
+    free(res);
+    free(fin);
+    free(pl);
+    return rc;
+}
+
 void cl_lens_stats_compute(const float *probs, int L1, int T, int V, const cl_lens_stats *out) {
     size_t Tz = T, Vz = V;
     const float *fin = probs + (size_t)(L1 - 1) * Tz * Vz; /* [T, V] */

@@ -56,7 +56,7 @@ int cli_parens_lens(const char *model, const char *s, const char *attn_svg);
 
 #define CLI_COMMANDS(X)                                                                         \
     X(init, "write a randomly initialised model file")                                        \
-    X(import, "convert a PyTorch .pt or .safetensors checkpoint into a model file")           \
+    X(import, "convert a .pt/.safetensors checkpoint or a Hugging Face GPT-2 folder into a model file")\
     X(inspect, "list the tensors and parameter count of a .pt, .safetensors or .h5")          \
     X(predict, "print the model's next-token distribution for a text")                        \
     X(generate, "sample text from the model")                                                 \

@@ -83,7 +83,8 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
 
 static const char USAGE[] =
     "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
-    "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]";
+    "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]\n"
+    "       corpuslens ablate --model MODEL.h5 [--mode zero|mean] [--svg BARS.svg] [-o ABLATION.h5] TEXT...";
 
 static const char ABOUT[] =
     "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
@@ -95,6 +96,9 @@ static const char ABOUT[] =
     "over the prompts (Pather 2024, Appendix IV).\n";
 
 static const char EPILOG[] =
+    "With TEXTs (all of the same length in tokens) instead of --corpus, they are\n"
+    "the prompts: the way for GPT-2 BPE models, which have no corpus.h5.\n"
+    "\n"
     "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
     "output does not depend on the number of ranks.\n";
@@ -135,10 +139,13 @@ int cmd_ablate(int argc, char **argv) {
                        "`reduce --ablation FILE.h5` sets it beside the paper's"),
         CLI_END,
     };
-    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
+    const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "TEXT", 0, 4096, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_PARSED) return prc;
-    if (!model || !corpus) return cli_usage_error(CMD, "--model and --corpus are required");
+    const char *const *texts = (const char *const *)argv + first;
+    int n_texts = argc - first;
+    if (!model || (!corpus && !n_texts)) return cli_usage_error(CMD, "--model and --corpus (or TEXTs) are required");
+    if (corpus && n_texts) return cli_usage_error(CMD, "give --corpus or TEXTs, not both");
     cl_ablate_mode mode;
     if (!strcmp(mode_s, "zero")) mode = CL_ABLATE_ZERO;
     else mode = CL_ABLATE_MEAN;
@@ -155,18 +162,38 @@ int cmd_ablate(int argc, char **argv) {
     float *mean = NULL;
     double *h = NULL, *h_all = NULL;
     int *counts = NULL, *displs = NULL;
+    int32_t *ptok = NULL; /* the TEXTs' tokens [P, T] */
     cl_model *m = cl_model_load(model);
     if (!m) ok = 0;
-    if (ok && !(c = cl_corpus_load(corpus))) ok = 0;
-    if (ok && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
+    if (ok && n_texts) { /* every rank encodes the same texts */
+        for (int b = 0; ok && b < n_texts; b++) {
+            int32_t *ids;
+            size_t n;
+            if (cli_encode(m, texts[b], &ids, &n)) {
+                ok = 0, cl_error_prefix("text %d: ", b + 1);
+                break;
+            }
+            if (b == 0) {
+                T = (int)n;
+                if (!(ptok = cl_trymalloc((size_t)n_texts * n, sizeof *ptok, "tokens"))) ok = 0;
+            } else if ((int)n != T) {
+                ok = 0, cl_error("text %d has %zu tokens, text 1 has %d: all texts must have the same length", b + 1,
+                                 n, T);
+            }
+            if (ok) memcpy(ptok + (size_t)b * T, ids, (size_t)T * sizeof *ids);
+            free(ids);
+        }
+    }
+    if (ok && !n_texts && !(c = cl_corpus_load(corpus))) ok = 0;
+    if (ok && c && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
         ok = 0, cl_error("%s: its vocabulary (%d characters) is not the model's (%d)", corpus, c->V,
                          m->cfg.vocab_size);
     if (ok && m->cfg.n_layer > 64) ok = 0, cl_error("ablate supports at most 64 blocks");
-    if (ok && c->L > m->cfg.block_size)
+    if (ok && c && c->L > m->cfg.block_size)
         ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus, c->L, m->cfg.block_size);
     if (ok) {
-        L = m->cfg.n_layer, T = c->L, C = (size_t)m->cfg.n_embd;
-        P = c->n_prompts;
+        L = m->cfg.n_layer, T = c ? c->L : T, C = (size_t)m->cfg.n_embd;
+        P = c ? c->n_prompts : (size_t)n_texts;
         if (max_p > 0 && (size_t)max_p < P) P = (size_t)max_p;
         lo = P * rank / R, hi = P * (rank + 1) / R;
         tok = cl_trymalloc((size_t)ABL_BATCH * T, sizeof *tok, "tokens");
@@ -183,7 +210,8 @@ int cmd_ablate(int argc, char **argv) {
         for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
             int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
             for (int b = 0; b < B; b++)
-                memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
+                memcpy(tok + (size_t)b * T,
+                       c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
                        (size_t)T * sizeof *tok);
             if (cl_ablate_accumulate(f, m, tok, B, T, acc)) ok = 0;
         }
@@ -199,7 +227,8 @@ int cmd_ablate(int argc, char **argv) {
     for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
         int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
         for (int b = 0; b < B; b++)
-            memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
+            memcpy(tok + (size_t)b * T,
+                   c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
                    (size_t)T * sizeof *tok);
         /* h [n_mine, 2, L]: attention then feed-forward per prompt */
         double ha[ABL_BATCH * 64], hf[ABL_BATCH * 64];
@@ -236,8 +265,8 @@ int cmd_ablate(int argc, char **argv) {
     MPI_Gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         double ma[64], sa[64], mf[64], sf[64];
-        printf("block ablation (%s) over %zu prompts of %s (%d characters), %d rank%s\n", mode_s, P, corpus, T, R,
-               R == 1 ? "" : "s");
+        printf("block ablation (%s) over %zu prompts of %s (%d %s), %d rank%s\n", mode_s, P,
+               corpus ? corpus : "the texts", T, m->bpe ? "tokens" : "characters", R, R == 1 ? "" : "s");
         printf("Hellinger distance to the normal output at the last position: mean +- std\n");
         printf("%-7s %21s %21s\n", "block", "attention removed", "feed-forward removed");
         for (int l = 0; l < L; l++) {
@@ -262,6 +291,7 @@ out:
     cl_corpus_free(c);
     cl_model_free(m);
     free(tok);
+    free(ptok);
     free(acc);
     free(acc_all);
     free(mean);

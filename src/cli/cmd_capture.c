@@ -76,7 +76,8 @@ static int run(int argc, char **argv) {
             }
         } else if ((int)n != T) {
             free(ids);
-            cl_error("text %d has %zu characters, text 1 has %d: all texts must have the same length", b + 1, n, T);
+            cl_error("text %d has %zu %s, text 1 has %d: all texts must have the same length", b + 1, n,
+                     m->bpe ? "tokens" : "characters", T);
             goto out;
         }
         memcpy(tokens + (size_t)b * T, ids, (size_t)T * sizeof *ids);

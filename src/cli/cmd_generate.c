@@ -9,13 +9,16 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/base/rng.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char USAGE[] =
     "corpuslens generate --model MODEL.h5 [--prompt TEXT] [-n N] [--seed S] [--temperature T]";
 
 static const char ABOUT[] =
     "Samples N characters after TEXT from the model's softmax, the context cropped\n"
-    "to the last block_size characters. Prints the prompt followed by the sample.\n";
+    "to the last block_size characters. Prints the prompt followed by the sample.\n"
+    "A GPT-2 BPE model samples N tokens; without --prompt it starts from\n"
+    "<|endoftext|>, as GPT-2 does.\n";
 
 static int run(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
@@ -46,8 +49,19 @@ static int run(int argc, char **argv) {
     ctx = cl_trymalloc(cap, sizeof *ctx, "context");
     if (!ctx) goto out;
     if (prompt && *prompt) {
-        if (cl_vocab_encode(m->vocab, V, prompt, strlen(prompt), ctx, cap, &len)) goto out;
+        int32_t *ids;
+        if (cl_tok_encode(m, prompt, strlen(prompt), &ids, &len)) goto out;
+        memcpy(ctx, ids, len * sizeof *ids);
+        free(ids);
         fputs(prompt, stdout);
+    } else if (cl_tok_is_bpe(m)) { /* GPT-2 starts from <|endoftext|> (not printed) */
+        const char *eot = cl_bpe_token(m->bpe, V - 1);
+        if (!eot || strcmp(eot, "<|endoftext|>")) {
+            cl_error("this BPE model has no <|endoftext|> token to start from: give --prompt");
+            goto out;
+        }
+        ctx[0] = V - 1;
+        len = 1;
     } else {
         ctx[0] = 0;
         len = 1;
@@ -73,9 +87,9 @@ static int run(int argc, char **argv) {
             }
         }
         ctx[len++] = next;
-        char buf[8];
-        int k = cl_utf8_put(m->vocab[next], buf);
-        fwrite(buf, 1, (size_t)k, stdout);
+        char buf[256];
+        size_t k = cl_tok_bytes(m, next, buf, sizeof buf);
+        fwrite(buf, 1, k, stdout);
         fflush(stdout);
     }
     fputc('\n', stdout);

@@ -11,19 +11,26 @@
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char *CMD = "import";
 
 static const char USAGE[] =
     "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
-    "                         [--n-head N] [--attn-scale head_size|n_embd]";
+    "                         [--n-head N] [--attn-scale head_size|n_embd]\n"
+    "       corpuslens import HF_FOLDER -o MODEL.h5";
 
 static const char ABOUT[] =
     "Convert a torch.save file (.pt: a state dict, or a nanoGPT training checkpoint\n"
     "{'model': ..., 'model_args': ...}) or a .safetensors file of the lecture gpt.py\n"
     "model or of nanoGPT into a corpuslens model file. No Python is needed. Only\n"
     "tensors, containers and numbers are read from the pickle (as\n"
-    "torch.load(weights_only=True)); any other pickle global is refused.\n";
+    "torch.load(weights_only=True)); any other pickle global is refused.\n"
+    "\n"
+    "HF_FOLDER is a Hugging Face GPT-2 model folder (gpt2, distilgpt2, gpt2-medium, ...):\n"
+    "config.json, model.safetensors (or pytorch_model.bin), vocab.json and merges.txt.\n"
+    "The GPT-2 BPE tokenizer goes into the model file, so `predict \"any text\"` works\n"
+    "from it; --corpus, --vocab-file, --n-head and --attn-scale do not apply.\n";
 
 static int run(int argc, char **argv) {
     const char *vocab_path = NULL, *vocab_file = NULL, *out = NULL, *attn_scale = NULL;
@@ -50,6 +57,32 @@ static int run(int argc, char **argv) {
     const char *in = argv[first];
     if (vocab_path && vocab_file) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
     if (vocab_file) vocab_path = vocab_file;
+    if (cl_hf_is_folder(in)) {
+        if (vocab_path || n_head || attn_scale)
+            return cli_usage_error(CMD, "%s is a Hugging Face folder: its config.json and tokenizer files say "
+                                        "everything; drop --corpus/--vocab-file/--n-head/--attn-scale", in);
+        if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
+        double t0 = cli_wtime();
+        cl_hf_info info;
+        cl_model *m = cl_hf_import(in, &info);
+        if (!m) return cli_fail();
+        double t_read = cli_wtime() - t0;
+        if (cl_model_save(m, out)) {
+            cl_model_free(m);
+            return cli_fail();
+        }
+        const cl_config *c = &m->cfg;
+        printf("import: %s: Hugging Face GPT-2 (%s), n_layer %d n_head %d n_embd %d block_size %d vocab %d "
+               "(BPE, %zu merges), %s, %s, %zu parameters (%zu in the checkpoint) -> %s in %.2f s (read + convert "
+               "%.2f s)\n",
+               in, info.weights, c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size,
+               cl_bpe_num_merges(m->bpe),
+               c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : c->activation == CL_ACT_GELU ? "gelu" : "relu",
+               c->tied_head ? "tied head" : "untied head", cl_model_num_params(c), info.n_params_ckpt, out,
+               cli_wtime() - t0, t_read);
+        cl_model_free(m);
+        return 0;
+    }
     if (!vocab_path) return cli_usage_error(CMD, "--corpus (or --vocab-file) is required");
     if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
     opts.n_head = (int)n_head;

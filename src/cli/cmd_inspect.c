@@ -15,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/h5/h5util.h"
@@ -104,7 +105,7 @@ static void print_header(const cl_ckpt *ck, const char *path) {
         printf("layout: %s (n_layer %d, n_head %d, n_embd %d, block_size %d, vocab %d, %s, bias %d, "
                "qkv_bias %d, head_bias %d, %s head)\n",
                cl_ckpt_layout_name(lay), cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size,
-               cfg.vocab_size, cfg.activation == CL_ACT_GELU ? "gelu" : "relu", cfg.bias,
+               cfg.vocab_size, cfg.activation == CL_ACT_GELU ? "gelu" : cfg.activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", cfg.bias,
                cfg.qkv_bias, cfg.head_bias, cfg.tied_head ? "tied" : "untied");
     else
         printf("layout: not importable as is: %s\n", cl_last_error());
@@ -518,9 +519,11 @@ static int inspect_h5(const char *path) {
     printf("config: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab %d, %s, bias %d, "
            "qkv_bias %d, head_bias %d, %s head, attn_scale %s, ln_eps %g\n",
            c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size,
-           c->activation == CL_ACT_GELU ? "gelu" : "relu", c->bias, c->qkv_bias, c->head_bias,
+           c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->bias, c->qkv_bias, c->head_bias,
            c->tied_head ? "tied" : "untied",
            c->attn_scale == CL_SCALE_N_EMBD ? "n_embd" : "head_size", c->ln_eps);
+    if (m->bpe) printf("tokenizer: GPT-2 byte-level BPE, %d tokens, %zu merges\n", c->vocab_size, cl_bpe_num_merges(m->bpe));
+    else printf("tokenizer: char-level, %d characters\n", c->vocab_size);
     printf("parameters:\n");
     for (size_t i = 0; i < n; i++) {
         cl_tensor_info t;

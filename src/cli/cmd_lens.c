@@ -14,13 +14,17 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/base/svg.h"
+#include "corpuslens/model/tokenizer.h"
 
 #define CMD "lens"
 
-/* Display form of a token: C-escaped, a space shown as the open box. */
-static void token_display(uint32_t cp, char *buf) {
-    if (cp == ' ') strcpy(buf, "\xe2\x90\xa3");
-    else cl_token_escape(cp, buf);
+/* Display form of a token: C-escaped, a space shown as the open box (at the
+ * start of a BPE token too: GPT-2 tokens carry their leading space). */
+static void token_display(const cl_model *m, int id, char *buf, size_t n) {
+    char tmp[48];
+    cl_tok_display(m, id, tmp, sizeof tmp);
+    if (tmp[0] == ' ') snprintf(buf, n, "\xe2\x90\xa3%s", tmp + 1);
+    else snprintf(buf, n, "%s", tmp);
 }
 
 /* The C-escaped form of a UTF-8 text (invalid bytes as \xNN) into out[n]. */
@@ -55,16 +59,31 @@ static void layer_label(int l, char *buf, size_t n) {
     else snprintf(buf, n, "block %d", l - 1);
 }
 
-static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids, int T, const float *probs,
-                         const char *text) {
-    int L1 = m->cfg.n_layer + 1;
-    size_t V = m->cfg.vocab_size;
-    double cw = 52, ch = 34, left = 96, top = 92, right = 120, bottom = 44;
+static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids, int T, const int32_t *top_id,
+                         const float *top_p, const char *text) {
+    int L1 = m->cfg.n_layer + 1, bpe = cl_tok_is_bpe(m);
+    char buf[512], tok[64];
+    /* cells as wide as the longest token shown (BPE tokens are words) */
+    size_t wmax = 1;
+    for (int t = 0; t < T; t++) {
+        token_display(m, ids[t], tok, sizeof tok);
+        if (utf8_width(tok) > wmax) wmax = utf8_width(tok);
+    }
+    for (size_t i = 0; i < (size_t)L1 * T; i++) {
+        token_display(m, top_id[i], tok, sizeof tok);
+        if (utf8_width(tok) > wmax) wmax = utf8_width(tok);
+    }
+    double cw = 52, ch = 34, left = 96, top = 92, right = 120, bottom = 44, fs = 15;
+    if (bpe) {
+        if (wmax > 16) wmax = 16;
+        cw = 14 + 8.2 * (double)wmax;
+        if (cw < 52) cw = 52;
+        fs = 13;
+    }
     double W = left + cw * T + right, H = top + ch * L1 + bottom;
     if (W < 520) W = 520;
     cl_svg *s = cl_svg_open(path, W, H);
     if (!s) return -1;
-    char buf[512], tok[16];
     char esc[400];
     text_escape(text, esc, sizeof esc);
     snprintf(buf, sizeof buf, "Logit lens: \"%s\"", esc);
@@ -73,10 +92,10 @@ static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids
                 "cell: top next-token at that layer and position; colour: its probability");
     for (int t = 0; t < T; t++) {
         double x = left + cw * t + cw / 2;
-        token_display(m->vocab[ids[t]], tok);
+        token_display(m, ids[t], tok, bpe ? 17 + 3 : sizeof tok);
         snprintf(buf, sizeof buf, "%d", t);
         cl_svg_text(s, x, top - 28, 11, "middle", "#777777", 0, 0, 0, buf);
-        cl_svg_text(s, x, top - 10, 15, "middle", "#111111", 0, 1, 1, tok);
+        cl_svg_text(s, x, top - 10, fs, "middle", "#111111", 0, 1, 1, tok);
     }
     cl_svg_text(s, left - 10, top - 28, 11, "end", "#777777", 0, 0, 0, "position");
     cl_svg_text(s, left - 10, top - 10, 12, "end", "#111111", 0, 0, 0, "input");
@@ -85,19 +104,19 @@ static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids
         layer_label(l, buf, sizeof buf);
         cl_svg_text(s, left - 10, y + ch / 2 + 4, 13, "end", "#111111", 0, 0, 0, buf);
         for (int t = 0; t < T; t++) {
-            const float *p = probs + ((size_t)l * T + t) * V;
-            size_t k = cl_prob_argmax(p, V);
+            float p = top_p[(size_t)l * T + t];
             char col[8];
             int dark;
-            cl_svg_viridis(p[k], col, &dark);
+            cl_svg_viridis(p, col, &dark);
             double x = left + cw * t;
             cl_svg_rect(s, x, y, cw, ch, col, "#ffffff");
-            token_display(m->vocab[k], tok);
-            cl_svg_text(s, x + cw / 2, y + ch / 2 + 5, 15, "middle", dark ? "#ffffff" : "#000000", 0, 1, 1, tok);
+            token_display(m, top_id[(size_t)l * T + t], tok, sizeof tok);
+            cl_svg_text(s, x + cw / 2, y + ch / 2 + 5, fs, "middle", dark ? "#ffffff" : "#000000", 0, 1, 1, tok);
         }
     }
     cl_svg_text(s, left + cw * T / 2, top + ch * L1 + 24, 12, "middle", "#333333", 0, 0, 0,
-                "position (input character) \xe2\x86\x92 prediction of the next character");
+                bpe ? "position (input token) \xe2\x86\x92 prediction of the next token"
+                    : "position (input character) \xe2\x86\x92 prediction of the next character");
     cl_svg_text(s, 22, top + ch * L1 / 2, 12, "middle", "#333333", -90, 0, 0, "layer (residual stream)");
     /* legend: colour bar 0..1 */
     double lx = left + cw * T + 30, ly = top, lh = ch * L1;
@@ -118,48 +137,51 @@ static int write_heatmap(const char *path, const cl_model *m, const int32_t *ids
 }
 
 static int lens_text(const cl_model *m, const char *text, const char *svg) {
-    int L1 = m->cfg.n_layer + 1, V = m->cfg.vocab_size, rc = -1;
-    int32_t *ids = NULL;
+    int L1 = m->cfg.n_layer + 1, rc = -1;
+    int32_t *ids = NULL, *top_id = NULL;
     size_t n;
-    float *probs = NULL;
+    float *top_p = NULL;
     double *st = NULL;
     cl_forward *f = NULL;
     if (cli_encode(m, text, &ids, &n)) return -1;
     int T = (int)n;
-    probs = cl_trymalloc((size_t)L1 * T * V, sizeof(float), "lens probabilities");
-    st = probs ? cl_trymalloc((size_t)CL_LENS_NSTATS * L1, sizeof(double), "lens statistics") : NULL;
+    top_id = cl_trymalloc((size_t)L1 * T, sizeof *top_id, "lens top tokens");
+    top_p = top_id ? cl_trymalloc((size_t)L1 * T, sizeof *top_p, "lens top probabilities") : NULL;
+    st = top_p ? cl_trymalloc((size_t)CL_LENS_NSTATS * L1, sizeof(double), "lens statistics") : NULL;
     if (!st) goto out;
     f = cl_forward_create(m, 1, T);
-    if (!f || cl_logit_lens(f, m, ids, 1, T, probs)) goto out;
     cl_lens_stats ls = {st, st + L1, st + 2 * L1, st + 3 * L1, st + 4 * L1, st + 5 * L1};
-    cl_lens_stats_compute(probs, L1, T, V, &ls);
-
-    char tok[16], lab[32], esc[4200];
+    if (!f || cl_logit_lens_text(f, m, ids, T, top_id, top_p, &ls)) goto out;
+    size_t wcol = 8; /* column width: the longest token shown (BPE), at least 8 */
+    char tok[64], lab[32], esc[4200];
+    for (size_t i = 0; i < (size_t)L1 * T + T; i++) {
+        token_display(m, i < (size_t)T ? ids[i] : top_id[i - T], tok, sizeof tok);
+        size_t w = utf8_width(tok) + (i < (size_t)T ? 0 : 6);
+        if (w > wcol) wcol = w;
+    }
     text_escape(text, esc, sizeof esc);
-    printf("logit lens of \"%s\" (%d positions): top next token and its probability\n", esc, T);
+    printf("logit lens of \"%s\" (%d %s): top next token and its probability\n", esc, T,
+           cl_tok_is_bpe(m) ? "tokens" : "positions");
     print_padded("input", 9);
     for (int t = 0; t < T; t++) {
-        token_display(m->vocab[ids[t]], tok);
+        token_display(m, ids[t], tok, sizeof tok);
         printf(" ");
-        print_padded(tok, 8);
+        print_padded(tok, wcol);
     }
     printf("\n");
     for (int l = 0; l < L1; l++) {
         layer_label(l, lab, sizeof lab);
         print_padded(lab, 9);
         for (int t = 0; t < T; t++) {
-            const float *p = probs + ((size_t)l * T + t) * V;
-            size_t k = cl_prob_argmax(p, V);
-            char cell[40];
-            token_display(m->vocab[k], tok);
-            snprintf(cell, sizeof cell, "%s %.3f", tok, p[k]);
+            char cell[96];
+            token_display(m, top_id[(size_t)l * T + t], tok, sizeof tok);
+            snprintf(cell, sizeof cell, "%s %.3f", tok, top_p[(size_t)l * T + t]);
             printf(" ");
-            print_padded(cell, 8);
+            print_padded(cell, wcol);
         }
         printf("\n");
     }
-    size_t top = cl_prob_argmax(probs + ((size_t)(L1 - 1) * T + T - 1) * V, V);
-    token_display(m->vocab[top], tok);
+    token_display(m, top_id[(size_t)(L1 - 1) * T + T - 1], tok, sizeof tok);
     printf("\ndistance to the final distribution; rank of the final top token '%s' at the last position\n", tok);
     printf("%-9s %9s %9s %9s %9s %6s\n", "layer", "H_last", "KL_last", "H_mean", "KL_mean", "rank");
     for (int l = 0; l < L1; l++) {
@@ -167,12 +189,13 @@ static int lens_text(const cl_model *m, const char *text, const char *svg) {
         printf("%-9s %9.6f %9.6f %9.6f %9.6f %6.0f\n", lab, ls.h_last[l], ls.kl_last[l], ls.h_mean[l],
                ls.kl_mean[l], ls.rank_last[l]);
     }
-    if (svg && write_heatmap(svg, m, ids, T, probs, text)) goto out;
+    if (svg && write_heatmap(svg, m, ids, T, top_id, top_p, text)) goto out;
     rc = 0;
 out:
     cl_forward_free(f);
     free(ids);
-    free(probs);
+    free(top_id);
+    free(top_p);
     free(st);
     return rc;
 }
@@ -192,6 +215,9 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &R);
     int ok = m != NULL, L1 = m ? m->cfg.n_layer + 1 : 1, V = m ? m->cfg.vocab_size : 1;
+    if (m && cl_tok_is_bpe(m))
+        ok = 0, cl_error("lens --prompts reads a corpus.h5 of a char-level model; %s uses GPT-2 BPE: give a TEXT",
+                         "this model");
     size_t P = 0, lo = 0, hi = 0, per = (size_t)CL_LENS_NSTATS * L1;
     double *mine = NULL, *all = NULL;
     float *probs = NULL;
@@ -304,6 +330,9 @@ static const char ABOUT[] =
     "    and the rank (1 = top) of the model's final top token at the last position,\n"
     "and with --svg a heatmap: positions across, layers down, cell colour = the\n"
     "probability of the cell's top token, cell text = that token.\n"
+    "On a GPT-2 BPE model the columns are the prompt's tokens (a leading space\n"
+    "shown as \xe2\x90\xa3) and the cells the decoded top tokens; the lens holds two\n"
+    "[T, V] distributions at a time. --prompts needs a char-level model.\n"
     "\n"
     "With --prompts it runs over the first P prompts of CORPUS.h5 (all by\n"
     "default), split across the MPI ranks in contiguous blocks, and prints the\n"

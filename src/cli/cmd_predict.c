@@ -7,6 +7,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char USAGE[] =
     "corpuslens predict --model MODEL.h5 [--top K] TEXT";
@@ -14,7 +15,9 @@ static const char USAGE[] =
 static const char ABOUT[] =
     "Prints the model's next-token distribution after TEXT (softmax at the last\n"
     "position), most likely first, K lines:\n"
-    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n";
+    "  <probability, 6 decimals> TAB <token id> TAB <token, C-escaped>\n"
+    "A GPT-2 BPE model encodes TEXT with its own tokenizer (any text); its tokens\n"
+    "are shown as their bytes (a leading space is part of the token).\n";
 
 static int run(int argc, char **argv) {
     const char *model = NULL;
@@ -50,8 +53,8 @@ static int run(int argc, char **argv) {
     cl_token_p_sort(e, (size_t)V);
     if (top == 0 || top > V) top = V;
     for (long i = 0; i < top; i++) {
-        char esc[16];
-        cl_token_escape(m->vocab[e[i].id], esc);
+        char esc[256];
+        cl_tok_display(m, e[i].id, esc, sizeof esc);
         printf("%.6f\t%d\t%s\n", e[i].p, e[i].id, esc);
     }
     rc = 0;

@@ -28,6 +28,9 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
         strcmp(fmt, CL_MODEL_FORMAT) != 0) {
         cl_error("%s: not a corpuslens model file (no /config format \"%s\")", path,
                  CL_MODEL_FORMAT);
+    } else if (cl_h5_exists(f, "/tokenizer")) {
+        cl_error("%s uses GPT-2 BPE (V in the tens of thousands): prepare and scan work on char-level models "
+                 "only for now (the dense per-prompt tensors would be about 1.4 TB at paper scale)", path);
     } else if (cl_h5_attr_read_int(g, "block_size", block_size) < 0 ||
                cl_h5_read_vocab(f, "/vocab", vocab, V) < 0) {
         cl_error_prefix("%s: ", path);

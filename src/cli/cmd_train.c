@@ -293,7 +293,7 @@ int cmd_train(int argc, char **argv) {
         const cl_config *c = &m->cfg;
         printf("# train: %d layers x %d (%d heads, %s), vocab %d, %zu parameters; %d ranks x %d rows, ctx %d, "
                "lr %g, dropout %g, seed %llu%s%s\n",
-               c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : "relu", c->vocab_size,
+               c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->vocab_size,
                cl_model_num_params(c), size, size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
                (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
         printf("%8s  %10s  %10s\n", "step", "train", "val");

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
 #include "corpuslens/h5/h5util.h"
@@ -99,21 +100,17 @@ int main(int argc, char **argv) {
 }
 
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n) {
-    size_t len = strlen(text);
-    int32_t *buf = cl_trymalloc(len ? len : 1, sizeof *buf, "token ids");
-    if (!buf) return -1;
-    if (cl_vocab_encode(m->vocab, m->cfg.vocab_size, text, len, buf, len, n)) {
-        free(buf);
-        return -1;
-    }
+    const char *unit = cl_tok_is_bpe(m) ? "tokens" : "characters";
+    if (cl_tok_encode(m, text, strlen(text), ids, n)) return -1;
     if (*n == 0) {
-        free(buf);
+        free(*ids);
+        *ids = NULL;
         return cl_error("the text is empty");
     }
     if (*n > (size_t)m->cfg.block_size) {
-        free(buf);
-        return cl_error("the text has %zu characters; the model's block_size is %d", *n, m->cfg.block_size);
+        free(*ids);
+        *ids = NULL;
+        return cl_error("the text has %zu %s; the model's block_size is %d", *n, unit, m->cfg.block_size);
     }
-    *ids = buf;
     return 0;
 }

@@ -435,3 +435,62 @@ int cl_h5_read_vocab(hid_t file, const char *path, uint32_t **vocab, int *V) {
     *V = (int)n;
     return 0;
 }
+
+int cl_h5_write_strings(hid_t file, const char *path, const char *const *s, size_t n) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hsize_t d = n;
+    int rc = cl_h5_write(file, path, t, 1, &d, s);
+    H5Tclose(t);
+    return rc;
+}
+
+int cl_h5_read_strings(hid_t file, const char *path, char ***out, size_t *n_out) {
+    hsize_t dims[8];
+    int r = cl_h5_shape(file, path, dims);
+    if (r < 0) return -1;
+    if (r != 1 || dims[0] > (1u << 24)) return cl_error("%s: not a list of strings", path);
+    hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
+    hid_t ft = H5Dget_type(d);
+    int ok = H5Tget_class(ft) == H5T_STRING && H5Tis_variable_str(ft) > 0;
+    H5T_cset_t cset = ok ? H5Tget_cset(ft) : H5T_CSET_UTF8;
+    H5Tclose(ft);
+    if (!ok) {
+        H5Dclose(d);
+        return cl_error("%s: expected variable-length strings", path);
+    }
+    size_t n = dims[0];
+    char **raw = cl_trycalloc(n + 1, sizeof *raw, "strings");
+    char **res = raw ? cl_trycalloc(n + 1, sizeof *res, "strings") : NULL;
+    if (!res) {
+        free(raw);
+        H5Dclose(d);
+        return -1;
+    }
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, cset);
+    int rc = n ? (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0 ? -1 : 0) : 0;
+    if (rc) cl_error("%s: cannot read the strings", path);
+    for (size_t i = 0; i < n && !rc; i++) {
+        res[i] = strdup(raw[i] ? raw[i] : "");
+        if (!res[i]) rc = cl_error("out of memory reading %s", path);
+    }
+    if (n) {
+        hid_t sp = H5Dget_space(d);
+        H5Dvlen_reclaim(t, sp, H5P_DEFAULT, raw);
+        H5Sclose(sp);
+    }
+    H5Tclose(t);
+    H5Dclose(d);
+    free(raw);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(res[i]);
+        free(res);
+        return -1;
+    }
+    *out = res;
+    *n_out = n;
+    return 0;
+}

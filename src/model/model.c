@@ -9,6 +9,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/base/rng.h"
+#include "corpuslens/model/tokenizer.h"
 
 cl_config cl_config_lecture(void) {
     cl_config c = {.n_layer = 6, .n_head = 6, .n_embd = 384, .block_size = 256, .vocab_size = 65,
@@ -26,7 +27,8 @@ int cl_config_validate(const cl_config *c) {
         return cl_error("block_size must be in [1, 65536], got %d", c->block_size);
     if (c->vocab_size < 1 || c->vocab_size > (1 << 21))
         return cl_error("vocab_size must be in [1, 2097152], got %d", c->vocab_size);
-    if (c->activation != CL_ACT_RELU && c->activation != CL_ACT_GELU) return cl_error("activation must be relu or gelu");
+    if (c->activation != CL_ACT_RELU && c->activation != CL_ACT_GELU && c->activation != CL_ACT_GELU_TANH)
+        return cl_error("activation must be relu, gelu or gelu_tanh");
     if (c->attn_scale != CL_SCALE_HEAD_SIZE && c->attn_scale != CL_SCALE_N_EMBD)
         return cl_error("attn_scale must be head_size or n_embd");
     if (!(c->ln_eps > 0.0f && c->ln_eps < 1.0f)) return cl_error("ln_eps must be in (0, 1), got %g", c->ln_eps);
@@ -74,7 +76,8 @@ int cl_config_parse(cl_config *c, const char *spec) {
         else if (!strcmp(k, "activation")) {
             if (!strcmp(v, "relu")) c->activation = CL_ACT_RELU;
             else if (!strcmp(v, "gelu")) c->activation = CL_ACT_GELU;
-            else rc = cl_error("config: activation=%s: expected relu or gelu", v);
+            else if (!strcmp(v, "gelu_tanh")) c->activation = CL_ACT_GELU_TANH;
+            else rc = cl_error("config: activation=%s: expected relu, gelu or gelu_tanh", v);
         } else if (!strcmp(k, "attn_scale")) {
             if (!strcmp(v, "head_size")) c->attn_scale = CL_SCALE_HEAD_SIZE;
             else if (!strcmp(v, "n_embd")) c->attn_scale = CL_SCALE_N_EMBD;
@@ -266,6 +269,7 @@ void cl_model_free(cl_model *m) {
     if (!m) return;
     free(m->mem);
     free(m->vocab);
+    cl_bpe_free(m->bpe);
     free(m);
 }
 
@@ -290,7 +294,9 @@ void cl_model_init_random(cl_model *m, uint64_t seed) {
 
 /* ---- HDF5 file ---- */
 
-static const char *act_name(cl_activation a) { return a == CL_ACT_GELU ? "gelu" : "relu"; }
+static const char *act_name(cl_activation a) {
+    return a == CL_ACT_GELU ? "gelu" : a == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu";
+}
 static const char *scale_name(cl_attn_scale s) { return s == CL_SCALE_N_EMBD ? "n_embd" : "head_size"; }
 
 static int read_config(hid_t f, const char *path, cl_config *c) {
@@ -321,11 +327,12 @@ static int read_config(hid_t f, const char *path, cl_config *c) {
         *ints[i].dst = (int)v;
     }
     char s[32];
-    if (cl_h5_attr_read_str(g, "activation", s, sizeof s) || (strcmp(s, "relu") && strcmp(s, "gelu"))) {
-        rc = cl_error("%s: /config activation must be 'relu' or 'gelu'", path);
+    if (cl_h5_attr_read_str(g, "activation", s, sizeof s) ||
+        (strcmp(s, "relu") && strcmp(s, "gelu") && strcmp(s, "gelu_tanh"))) {
+        rc = cl_error("%s: /config activation must be 'relu', 'gelu' or 'gelu_tanh'", path);
         goto out;
     }
-    c->activation = strcmp(s, "gelu") ? CL_ACT_RELU : CL_ACT_GELU;
+    c->activation = !strcmp(s, "gelu") ? CL_ACT_GELU : !strcmp(s, "gelu_tanh") ? CL_ACT_GELU_TANH : CL_ACT_RELU;
     if (cl_h5_attr_read_str(g, "attn_scale", s, sizeof s) || (strcmp(s, "head_size") && strcmp(s, "n_embd"))) {
         rc = cl_error("%s: /config attn_scale must be 'head_size' or 'n_embd'", path);
         goto out;
@@ -356,6 +363,57 @@ out:
     return rc;
 }
 
+static void free_strings(char **s, size_t n) {
+    for (size_t i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}
+
+/* /tokenizer of a GPT-2 BPE model (see model.h). */
+static int read_tokenizer(hid_t f, const char *path, cl_model *m) {
+    hid_t g = H5Gopen2(f, "/tokenizer", H5P_DEFAULT);
+    char type[32] = "";
+    int bad = g < 0 || cl_h5_attr_read_str(g, "type", type, sizeof type) || strcmp(type, "gpt2-bpe");
+    if (g >= 0) H5Gclose(g);
+    if (bad) return cl_error("%s: /tokenizer type is not 'gpt2-bpe'", path);
+    char **tok = NULL, **mer = NULL;
+    size_t V = 0, M = 0;
+    int rc = -1;
+    if (cl_h5_read_strings(f, "/tokenizer/tokens", &tok, &V) || cl_h5_read_strings(f, "/tokenizer/merges", &mer, &M)) {
+        cl_error_prefix("%s: ", path);
+    } else if (V != (size_t)m->cfg.vocab_size) {
+        cl_error("%s: /tokenizer/tokens has %zu entries but vocab_size is %d", path, V, m->cfg.vocab_size);
+    } else if ((m->bpe = cl_bpe_create((const char *const *)tok, (int)V, (const char *const *)mer, M))) {
+        rc = 0;
+    } else {
+        cl_error_prefix("%s: /tokenizer: ", path);
+    }
+    free_strings(tok, V);
+    free_strings(mer, M);
+    return rc;
+}
+
+static int write_tokenizer(hid_t f, const cl_model *m) {
+    const cl_bpe *b = m->bpe;
+    int V = cl_bpe_vocab_size(b);
+    size_t M = cl_bpe_num_merges(b);
+    if (V != m->cfg.vocab_size)
+        return cl_error("the tokenizer has %d tokens but vocab_size is %d", V, m->cfg.vocab_size);
+    const char **tok = cl_trymalloc((size_t)V, sizeof *tok, "tokenizer"), **mer = cl_trymalloc(M + 1, sizeof *mer, "tokenizer");
+    int rc = -1;
+    if (tok && mer) {
+        for (int i = 0; i < V; i++) tok[i] = cl_bpe_token(b, i);
+        for (size_t i = 0; i < M; i++) mer[i] = cl_bpe_merge(b, i);
+        hid_t g = H5Gcreate2(f, "/tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        rc = g < 0 ? cl_error("cannot create /tokenizer") : cl_h5_attr_write_str(g, "type", "gpt2-bpe");
+        if (g >= 0) H5Gclose(g);
+        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/tokens", tok, (size_t)V);
+        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/merges", mer, M);
+    }
+    free(tok);
+    free(mer);
+    return rc;
+}
+
 cl_model *cl_model_load(const char *path) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
@@ -364,16 +422,20 @@ cl_model *cl_model_load(const char *path) {
     if (read_config(f, path, &c)) goto fail;
     m = cl_model_create(&c);
     if (!m) goto fail;
-    free(m->vocab);
-    m->vocab = NULL;
-    int V;
-    if (cl_h5_read_vocab(f, "/vocab", &m->vocab, &V)) {
-        cl_error_prefix("%s: ", path);
-        goto fail;
-    }
-    if (V != c.vocab_size) {
-        cl_error("%s: /vocab has %d entries but vocab_size is %d", path, V, c.vocab_size);
-        goto fail;
+    if (cl_h5_exists(f, "/tokenizer")) {
+        if (read_tokenizer(f, path, m)) goto fail;
+    } else {
+        free(m->vocab);
+        m->vocab = NULL;
+        int V;
+        if (cl_h5_read_vocab(f, "/vocab", &m->vocab, &V)) {
+            cl_error_prefix("%s: ", path);
+            goto fail;
+        }
+        if (V != c.vocab_size) {
+            cl_error("%s: /vocab has %d entries but vocab_size is %d", path, V, c.vocab_size);
+            goto fail;
+        }
     }
     size_t n = cl_model_tensor_count(&c);
     for (size_t i = 0; i < n; i++) {
@@ -430,7 +492,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         rc |= cl_h5_attr_write_int(g, "pad_id", c->pad_id);
     }
     H5Gclose(g);
-    if (!rc) rc = cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
+    if (!rc) rc = m->bpe ? write_tokenizer(f, m) : cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
     size_t n = cl_model_tensor_count(c);
     for (size_t i = 0; i < n && !rc; i++) {
         cl_tensor_info t;

@@ -308,6 +308,7 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         view hv = {f->h, B, T, (int)F, F};
         HOOK(CL_HOOK_MLP_PRE, l, hv);
         if (c->activation == CL_ACT_GELU) gelu_forward(f->h, f->h, N * F);
+        else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(f->h, f->h, N * F);
         else relu_forward(f->h, f->h, N * F);
         HOOK(CL_HOOK_MLP_POST, l, hv);
         matmul_forward(f->tmp, f->h, p->fcp_w + l * C * F, c->bias ? p->fcp_b + l * C : NULL, N, (int)F, (int)C);

@@ -146,6 +146,15 @@ void gelu_forward(float *out, const float *inp, size_t n) {
     }
 }
 
+void gelu_tanh_forward(float *out, const float *inp, size_t n) {
+    const float s = 0.7978845608028654f; /* sqrt(2 / pi) */
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+    }
+}
+
 void residual_add(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static) if (n > 262144)
     for (size_t i = 0; i < n; i++) out[i] += inp[i];

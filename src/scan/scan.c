@@ -60,6 +60,10 @@ static int setup(scan_ctx *x) {
 
     x->m = cl_model_load(o->model_path);
     if (!x->m) return cl_error_prefix("%s: ", o->model_path);
+    if (x->m->bpe)
+        return cl_error("%s uses GPT-2 BPE (V = %d): scan works on char-level models only for now (its dense "
+                        "[P, blocks, bins, V] counts would be about 1.4 TB at paper scale)",
+                        o->model_path, x->m->cfg.vocab_size);
     const cl_config *c = &x->m->cfg;
     cl_hook_point pt;
     int layer;

@@ -176,6 +176,7 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
             matmul_forward(t->h, t->ln + r0 * C, p->fc_w + l * F * C, c->bias ? p->fc_b + l * F : NULL, nr, (int)C,
                            (int)F);
             if (c->activation == CL_ACT_GELU) gelu_forward(t->h, t->h, nr * F);
+            else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(t->h, t->h, nr * F);
             else relu_forward(t->h, t->h, nr * F);
             matmul_forward(t->tmp + r0 * C, t->h, p->fcp_w + l * C * F, c->bias ? p->fcp_b + l * C : NULL, nr,
                            (int)F, (int)C);

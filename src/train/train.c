@@ -93,6 +93,11 @@ cl_trainer *cl_trainer_create(cl_model *m, int max_B, int T) {
         cl_error("trainer: batch rows %d must be >= 1", max_B);
         return NULL;
     }
+    if (c->activation == CL_ACT_GELU_TANH || m->bpe) {
+        cl_error("trainer: training supports char-level models with relu or gelu (this model has %s)",
+                 m->bpe ? "a GPT-2 BPE tokenizer" : "activation gelu_tanh");
+        return NULL;
+    }
     if (T < 1 || T > c->block_size) {
         cl_error("trainer: context %d is outside 1..block_size (%d)", T, c->block_size);
         return NULL;

@@ -27,9 +27,9 @@ flags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 # and the layers below it.
 ckpt=("$SRC"/src/ckpt/*.c "$SRC"/src/base/{error,fileio}.c)
 model=("$SRC"/src/model/*.c "$SRC"/src/h5/*.c "$SRC"/src/base/{rng,utf8,hash}.c)
-read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle) -lm"
+read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle jansson libpcre2-8) -lm"
 "$CC" "${flags[@]}" -o "$work/fuzz_ckpt" "$SRC/tests/fuzz/fuzz_ckpt.c" "${ckpt[@]}" "${model[@]}" "${libs[@]}"
-"$CC" "${flags[@]}" -o "$work/fuzz_pickle" "$SRC/tests/fuzz/fuzz_pickle.c" "${ckpt[@]}"
+"$CC" "${flags[@]}" -o "$work/fuzz_pickle" "$SRC/tests/fuzz/fuzz_pickle.c" "${ckpt[@]}" $(pkg-config --libs jansson)
 
 "$PYTHON" "$SRC/tests/python/make_checkpoints.py" --fuzz-seeds "$work/seed_ckpt" "$work/seed_pickle"
 mkdir -p "$work/corpus_ckpt" "$work/corpus_pickle"

@@ -52,6 +52,14 @@ typedef struct {
 /* Fills the six arrays of `out` (each [L1], caller-owned). */
 void cl_lens_stats_compute(const float *probs, int L1, int T, int V, const cl_lens_stats *out);
 
+/* One text's lens without the [L1, T, V] tensor (2 x [T, V] at a time, for
+ * large vocabularies and long texts): tokens [T] (f sized for 1 x T); per
+ * layer and position the top token top_id [L1, T] and its probability
+ * top_p [L1, T]; the statistics of cl_lens_stats_compute in out (the same
+ * numbers). 0 or -1. */
+int cl_logit_lens_text(cl_forward *f, const cl_model *m, const int32_t *tokens, int T, int32_t *top_id,
+                       float *top_p, const cl_lens_stats *out);
+
 /* ---- block ablation (Appendix IV) ---- */
 
 typedef enum { CL_ABLATE_ZERO = 0, CL_ABLATE_MEAN = 1 } cl_ablate_mode;

@@ -76,5 +76,11 @@ int cl_h5_write_vocab(hid_t file, const char *path, const uint32_t *vocab, int V
 /* Reads into a malloc'ed array; *V receives the size. */
 int cl_h5_read_vocab(hid_t file, const char *path, uint32_t **vocab, int *V);
 
+/* [n] variable-length UTF-8 strings (NUL-terminated, no embedded NUL). */
+int cl_h5_write_strings(hid_t file, const char *path, const char *const *s, size_t n);
+/* Reads a 1-D dataset of variable-length strings: *s is a malloc'ed array of
+ * n malloc'ed copies (free each, then the array); *n receives the count. */
+int cl_h5_read_strings(hid_t file, const char *path, char ***s, size_t *n);
+
 
 #endif

@@ -31,4 +31,25 @@ int cl_ckpt_config(const cl_ckpt *ck, const cl_import_opts *opts, cl_ckpt_layout
 cl_model *cl_ckpt_import(const cl_ckpt *ck, const cl_import_opts *opts, const uint32_t *vocab,
                          int V);
 
+/* ---- Hugging Face GPT-2 model folders ---- */
+
+/* 1 if path is a directory (then import reads it as a Hugging Face folder). */
+int cl_hf_is_folder(const char *path);
+
+typedef struct {
+    char weights[4096];   /* the weights file read (model.safetensors or pytorch_model.bin) */
+    size_t n_params_ckpt; /* parameters in it (tied tensors once) */
+} cl_hf_info;
+
+/* Import a Hugging Face GPT-2 folder: config.json (n_layer, n_head, n_embd,
+ * vocab_size, n_positions, layer_norm_epsilon, activation_function gelu_new |
+ * gelu | relu, tie_word_embeddings), model.safetensors (else
+ * pytorch_model.bin) with GPT2LMHeadModel / GPT2Model names (with or without
+ * "transformer."), Conv1D weights [in, out] transposed to [out, in], the
+ * attn.bias / attn.masked_bias buffers ignored, lm_head.weight tied to wte
+ * (a stored copy must equal it); the tokenizer from vocab.json + merges.txt
+ * (or encoder.json + vocab.bpe) goes into m->bpe. Every other tensor, a
+ * missing or misshapen one, is an error naming it. */
+cl_model *cl_hf_import(const char *dir, cl_hf_info *info);
+
 #endif

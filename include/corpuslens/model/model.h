@@ -14,14 +14,20 @@
  *
  * The model file (HDF5):
  *   /config          group; attributes n_layer n_head n_embd block_size
- *                    vocab_size (int), activation ("relu"|"gelu"), bias,
+ *                    vocab_size (int), activation ("relu"|"gelu"|"gelu_tanh"), bias,
  *                    qkv_bias, head_bias, tied_head (int 0/1),
  *                    attn_scale ("head_size"|"n_embd"), ln_eps (double),
  *                    causal, sinusoidal, n_classes, mask_pad, pad_id (int;
  *                    optional, absent = 1, 0, 0, 0, 0: a causal LM),
  *                    format ("corpuslens-model"), format_version (int)
  *   /vocab           [V] fixed-length UTF-8 strings (4 bytes, null-padded),
- *                    one character per token id
+ *                    one character per token id (char-level models only)
+ *   /tokenizer       GPT-2 BPE models only (then there is no /vocab): group,
+ *                    attribute type = "gpt2-bpe";
+ *                    tokens [V] variable-length UTF-8 strings, id order, in
+ *                    GPT-2's byte-to-unicode form (encoder.json's keys);
+ *                    merges [M] variable-length strings "a b", rank order
+ *                    (vocab.bpe / merges.txt without the #version line)
  *   /weights/<name>  one float32 dataset per present tensor, named and shaped
  *                    as listed by cl_model_tensor() (PyTorch state_dict names;
  *                    attention q,k,v fused as blocks.N.sa.qkv.weight [3C, C],
@@ -38,12 +44,13 @@
 #define CL_MODEL_FORMAT "corpuslens-model"
 #define CL_MODEL_FORMAT_VERSION 1
 
-typedef enum { CL_ACT_RELU = 0, CL_ACT_GELU = 1 } cl_activation;
+typedef enum { CL_ACT_RELU = 0, CL_ACT_GELU = 1, CL_ACT_GELU_TANH = 2 } cl_activation;
 typedef enum { CL_SCALE_HEAD_SIZE = 0, CL_SCALE_N_EMBD = 1 } cl_attn_scale;
 
 typedef struct {
     int n_layer, n_head, n_embd, block_size, vocab_size;
-    cl_activation activation; /* relu (lecture) | gelu, exact erf (nanoGPT) */
+    cl_activation activation; /* relu (lecture) | gelu, exact erf (nanoGPT) |
+                                 gelu_tanh, the tanh approximation (GPT-2's gelu_new) */
     int bias;      /* LayerNorm, sa.proj and ffwd biases present */
     int qkv_bias;  /* bias on the fused q,k,v projection present */
     int head_bias; /* lm_head.bias present */
@@ -73,7 +80,7 @@ cl_config cl_config_lecture(void);
 /* Checks ranges and divisibility; on error records a message naming the field. */
 int cl_config_validate(const cl_config *c);
 
-/* Parse "key=value,key=value" (keys as the struct fields; activation=relu|gelu,
+/* Parse "key=value,key=value" (keys as the struct fields; activation=relu|gelu|gelu_tanh,
  * attn_scale=head_size|n_embd) over *c. Unknown keys and bad values are errors. */
 int cl_config_parse(cl_config *c, const char *spec);
 
@@ -103,7 +110,9 @@ typedef struct {
 
 typedef struct {
     cl_config cfg;
-    uint32_t *vocab;  /* [V] Unicode code points, token id order; owned */
+    uint32_t *vocab;  /* [V] Unicode code points, token id order; owned
+                         (char-level; unused by a BPE model) */
+    struct cl_bpe *bpe; /* GPT-2 byte-level BPE (tokenizer.h); NULL: char-level */
     cl_params p;
     float *mem;       /* the one allocation; owned */
     size_t n_floats;  /* floats in mem */

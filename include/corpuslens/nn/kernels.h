@@ -45,6 +45,9 @@ void attention_mix_forward_full(float *out, const float *att, const float *qkv, 
 void relu_forward(float *out, const float *inp, size_t n);
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
 void gelu_forward(float *out, const float *inp, size_t n);
+/* Tanh GELU (GPT-2's gelu_new, PyTorch approximate='tanh'):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+void gelu_tanh_forward(float *out, const float *inp, size_t n);
 
 /* out[n] += inp[n] */
 void residual_add(float *out, const float *inp, size_t n);

