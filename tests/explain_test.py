@@ -23,7 +23,7 @@ usage: explain_test.py MODE
              lecture splits them; explain --eval-text samples windows of the
              held-out part (checked against the same sampler in Python: the
              prompts' texts) and reports the statistics
-Environment: CORPUSLENS (binary), SHARED, SRC. Works in a temporary directory.
+Environment: CORPUSLENS (binary), TESTDATA (tests/data), SRC. Works in a temporary directory.
 """
 import os
 import shutil
@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 EXE = os.environ.get("CORPUSLENS", "corpuslens")
-SHARED = os.environ.get("SHARED", "/work/shared")
+TESTDATA = os.environ.get("TESTDATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 SRC = os.environ.get("SRC", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MPIRUN = shutil.which("mpirun") or "mpirun"
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -60,7 +60,7 @@ def run(args, ranks=None, ok=True, env=None):
 
 
 def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=None):
-    src = os.path.join(SHARED, "data", "tinyshakespeare.txt")
+    src = os.path.join(TESTDATA, "tinyshakespeare.txt")
     with open(src, encoding="utf-8") as f:
         t = f.read()[:nchars]
     txt = os.path.join(d, "small.txt")
@@ -502,9 +502,6 @@ def test_holdout():
 
 
 def main():
-    if not os.path.exists(os.path.join(SHARED, "data", "tinyshakespeare.txt")):
-        print("SKIP: shared data not found at", SHARED)
-        sys.exit(77)
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     tests = {"reduce": test_reduce, "reference": test_reference, "ranks": test_ranks, "resume": test_resume,
              "refusals": test_refusals, "holdout": test_holdout}

@@ -28,7 +28,7 @@
 set -e
 W=${1:-/tmp/explainbench}
 STEPS=${2:-12345}
-SHARED=${SHARED:-/work/shared}
+SHARED=${SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/../shared}
 E=${CORPUSLENS:-corpuslens}
 PY=${PYTHON:-/usr/bin/python3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
