@@ -22,12 +22,10 @@ int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv);
 /* MPI where the command runs without it (mpi_start.c decides at start-up):
  * cli_mpi_active() is 1 when MPI_Init ran; cli_rank() is then the rank in
  * MPI_COMM_WORLD, else 0; cli_rank0() is 1 on rank 0 or without MPI.
- * cli_any(v): the maximum of v over the ranks (v without MPI);
  * cli_bcast_int(v): rank 0's v on every rank (v without MPI). */
 int cli_mpi_active(void);
 int cli_rank(void);
 int cli_rank0(void);
-int cli_any(int v);
 int cli_bcast_int(int v);
 /* Wall-clock seconds (monotonic; MPI_Wtime needs MPI_Init). */
 double cli_wtime(void);

@@ -67,12 +67,6 @@ int cli_rank(void) {
 
 int cli_rank0(void) { return cli_rank() == 0; }
 
-int cli_any(int v) {
-    int all = v;
-    if (cli_mpi_active()) MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    return all;
-}
-
 int cli_bcast_int(int v) {
     if (cli_mpi_active()) MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD);
     return v;

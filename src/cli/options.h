@@ -39,7 +39,7 @@
  *   3. if it runs on one process, add it to the list in src/cli/mpi_start.c
  *      (commands not listed there start MPI) and run it through
  *      cli_on_rank0 (cli.h) so that under mpirun one rank works; code that
- *      runs with and without MPI uses cli_rank(), cli_any(), cli_bcast_int().
+ *      runs with and without MPI uses cli_rank(), cli_bcast_int().
  */
 #ifndef CORPUSLENS_CLI_OPTIONS_H
 #define CORPUSLENS_CLI_OPTIONS_H
