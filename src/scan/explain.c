@@ -23,6 +23,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/kernels.h"
+#include "scan/scan_internal.h"
 
 #define RB_TARGET 8192
 #define PT 512
@@ -65,22 +66,6 @@ __attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, s
     }
 }
 #endif
-
-/* Whether any of r[0..16) is > t (NaN is not). */
-static inline int any_above16(const float *r, float t) {
-#if defined(__SSE2__)
-    __m128 tv = _mm_set1_ps(t);
-    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
-    return _mm_movemask_ps(a) != 0;
-#else
-    for (int i = 0; i < 16; i++)
-        if (r[i] > t) return 1;
-    return 0;
-#endif
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -336,7 +321,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                         double g = gate;
                         if (K) g = lfill[pb] < K ? -INFINITY : (ts[K - 1] < g ? ts[K - 1] : g);
                         float gf = nextafterf((float)g, -INFINITY);
-                        if (s16 + 16 <= n && !any_above16(row + s16, gf)) continue;
+                        if (s16 + 16 <= n && !scan_any_above16(row + s16, gf)) continue;
                         size_t e16 = s16 + 16 < n ? s16 + 16 : n;
                         for (size_t s = s16; s < e16; s++) {
                         float v = row[s];

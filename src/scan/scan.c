@@ -214,22 +214,6 @@ static int prompts_forward(scan_ctx *x) {
 
 /* ---- one shard ---- */
 
-/* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips. */
-static inline int any_above16(const float *r, float t) {
-#if defined(__SSE2__)
-    __m128 tv = _mm_set1_ps(t);
-    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
-    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
-    return _mm_movemask_ps(a) != 0;
-#else
-    for (int i = 0; i < 16; i++)
-        if (r[i] > t) return 1;
-    return 0;
-#endif
-}
-
 #define PTILE 1024
 
 static int do_shard(scan_ctx *x, size_t shard) {
@@ -272,7 +256,7 @@ static int do_shard(scan_ctx *x, size_t shard) {
                 if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
                 for (size_t s = 0; s < S; s++) {
                     /* most of a row is below the prefilter: skip 16 at a time */
-                    if ((s & 15) == 0 && s + 16 <= S && !any_above16(row + s, pf)) {
+                    if ((s & 15) == 0 && s + 16 <= S && !scan_any_above16(row + s, pf)) {
                         s += 15;
                         continue;
                     }

@@ -5,6 +5,9 @@
 
 #include <mpi.h>
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/model/model.h"
@@ -57,6 +60,23 @@ typedef struct {
     char model_sha[65], corpus_h5_sha[65];
     struct cl_index_writer *ixw; /* scan --index-out (index.h), NULL otherwise */
 } scan_ctx;
+
+/* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips):
+ * the 16-wide prefilter of the scan (scan.c) and of explain (explain.c). */
+static inline int scan_any_above16(const float *r, float t) {
+#if defined(__SSE2__)
+    __m128 tv = _mm_set1_ps(t);
+    __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(r), tv);
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv));
+    a = _mm_or_ps(a, _mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv));
+    return _mm_movemask_ps(a) != 0;
+#else
+    for (int i = 0; i < 16; i++)
+        if (r[i] > t) return 1;
+    return 0;
+#endif
+}
 
 /* scan_util.c */
 double scan_now(void);
