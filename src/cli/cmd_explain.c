@@ -13,6 +13,7 @@
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
+#include "corpuslens/base/hash.h"
 #include "corpuslens/base/rng.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/base/utf8.h"
@@ -331,6 +332,12 @@ static void print_stats_line(const char *name, const double *h, size_t n) {
            s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
 }
 
+/* cl_sha256_cached's computation of the model's fingerprint (user: the loaded model) */
+static int fingerprint(const char *path, char out[65], void *user) {
+    (void)path;
+    return cl_model_fingerprint(user, out);
+}
+
 /* a list option into one of the params' arrays (at most 64 values) */
 static int take_list(const char *opt, const cli_doubles *d, double *dst, int *n) {
     if (!d->set) return 0;
@@ -409,15 +416,19 @@ int cmd_explain(int argc, char **argv) {
     int err = 0;
     double tl0 = cli_wtime();
     cl_model *m = cl_model_load(model_path);
+    double tlm = cli_wtime();
     cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
+    double tlc = cli_wtime();
     cl_index *ix = cp ? cl_index_open(index_path) : NULL;
     if (!m) cl_error_prefix("%s: ", model_path);
     else if (!cp) cl_error_prefix("%s: ", corpus_path);
     if (!m || !cp || !ix) err = 1;
     char msha[65] = "", csha[65] = "";
+    int hit_m = 0, hit_c = 0;
     double tl1 = cli_wtime();
     if (!err && rank == 0 &&
-        (cl_model_fingerprint(m, msha) || cl_sha256_file(corpus_path, csha) ||
+        (cl_sha256_cached(model_path, "model-fingerprint-v1", fingerprint, m, msha, &hit_m) ||
+         cl_sha256_file_cached(corpus_path, csha, &hit_c) ||
          cl_index_check(ix, msha, csha, model_path, corpus_path)))
         err = 1;
     double tl2 = cli_wtime();
@@ -597,11 +608,11 @@ int cmd_explain(int argc, char **argv) {
         struct timespec cpu;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
         fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: load %.3f s (model, corpus, "
-                        "index), SHA-256 checks %.3f s, prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
-                        "CPU time %.3f s (explain %.3f s); ",
+                        "index), SHA-256 checks %.3f s (%s), prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
+                        "CPU time %.3f s (explain %.3f s); load: model %.3f s, corpus %.3f s, index %.3f s; ",
                 P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, tl1 - tl0, tl2 - tl1,
-                r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
-                (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec));
+                hit_m && hit_c ? "cached" : hit_m || hit_c ? "one cached" : "computed", r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
+                (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec), tlm - tl0, tlc - tlm, tl1 - tlc);
         if (r->sketch) {
             fprintf(stderr, "sketch (k = %d): rows computed per block", ix->sketch->k);
             for (int b = 0; b < r->Lh; b++) fprintf(stderr, " %.2f%%", 100.0 * (double)r->checked[b] / (double)ix->N);
