@@ -12,7 +12,9 @@
 #include <immintrin.h>
 #define HAVE_DIRECT 1
 #endif
+#include <errno.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +39,7 @@ typedef unsigned __int128 u128;
  * float32 accumulators (FMA), so no row is copied. Used for P <= DIRECT_MAX
  * (chosen by P alone: the same path for any rank count). ---- */
 #define DIRECT_MAX 8
+#define SK_ROWS 16384 /* sketch rows read at a time */
 #if HAVE_DIRECT
 static int cpu_direct(void) {
     static int have = -1;
@@ -279,6 +282,20 @@ static void bound(const float *co, const float *re, size_t rows, int k, const fl
         }
 }
 
+/* n bytes at off of fd (the index file): 0, or -1 (message) */
+static int pread_row(int fd, void *buf, size_t n, unsigned long long off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            return cl_error("cannot read an index row at byte %llu: %s", off, r < 0 ? strerror(errno) : "end of file");
+        }
+        p += r, n -= (size_t)r, off += (unsigned long long)r;
+    }
+    return 0;
+}
+
 /* The search of block b over rows [row0, row1) with the sketch (sketch.h):
  * 1. the bound of every row for every prompt; 2. per prompt, the exact
  * similarity of the K rows with the largest bounds: their K-th best is a
@@ -290,16 +307,27 @@ static void bound(const float *co, const float *re, size_t rows, int k, const fl
 static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const float *pv, size_t P, size_t row0,
                         size_t row1, double thr, double gate, double invT, int64_t *checked) {
     const cl_sketch *sk = ix->sketch;
-    const size_t C = (size_t)ix->C, N = ix->N, n = row1 - row0, cr = ix->chunk_rows, Lh = x->Lh;
+    const size_t C = (size_t)ix->C, n = row1 - row0, cr = ix->chunk_rows, Lh = x->Lh;
     const int k = sk->k, K = x->K;
     *checked = 0;
     if (n == 0) return 0;
     float *ub = cl_trymalloc(P * n, sizeof(float), "sketch bounds");
+    float *co = cl_trymalloc(SK_ROWS * (size_t)k, sizeof(float), "sketch rows");
+    float *re = cl_trymalloc(SK_ROWS, sizeof(float), "sketch rows");
     float cq[DIRECT_MAX * 256], rq[DIRECT_MAX], sim[DIRECT_MAX];
     double floor_[DIRECT_MAX];
-    if (!ub) return -1;
+    int rc = -1;
+    uint16_t rowbuf[4096];
+    /* surviving rows by pread: on the development VM a page fault per row of
+       the 4 GB mapping cost 2.6x the CPU time of a pread (README, Performance) */
+    int use_pread = sk->fd >= 0 && C <= 4096;
+    if (!ub || !co || !re) goto done;
     for (size_t i = 0; i < P; i++) cl_sketch_query(sk, b, pv + i * C, cq + i * k, &rq[i]);
-    bound(sk->coords + ((size_t)b * N + row0) * k, sk->resid + (size_t)b * N + row0, n, k, cq, rq, P, ub, n);
+    for (size_t s0 = 0; s0 < n; s0 += SK_ROWS) {
+        size_t m = n - s0 < SK_ROWS ? n - s0 : SK_ROWS;
+        if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
+        bound(co, re, m, k, cq, rq, P, ub + s0, n);
+    }
 #define ROW(s) (cl_index_chunk_f16(ix, b, (s) / cr) + ((s) % cr) * C)
     for (size_t i = 0; i < P; i++) {
         double g = gate;
@@ -335,13 +363,20 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         if (!any) continue;
         cnt++;
         size_t row = row0 + s;
-        dot_f16(ROW(row), 1, C, pv, P, sim, 1);
+        const uint16_t *h = ROW(row);
+        if (use_pread) {
+            if (pread_row(sk->fd, rowbuf, C * 2, (unsigned long long)((const unsigned char *)h - ix->map))) goto done;
+            h = rowbuf;
+        }
+        dot_f16(h, 1, C, pv, P, sim, 1);
         for (size_t i = 0; i < P; i++) visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
     }
 #undef ROW
     *checked = cnt;
-    free(ub);
-    return 0;
+    rc = 0;
+done:
+    free(ub), free(co), free(re);
+    return rc;
 }
 #endif
 

@@ -735,7 +735,7 @@ cl_index *cl_index_open(const char *path) {
             ix->map = mp, ix->map_size = (size_t)st.st_size, ix->chunk_off = co, ix->n_chunks = nc;
         } else free(co);
     }
-    if (has_sketch && cl_sketch_open(f, ix, ix->map, ix->map_size, &ix->sketch)) goto fail;
+    if (has_sketch && cl_sketch_open(f, ix, path, (size_t)st.st_size, &ix->sketch)) goto fail;
     /* without the mapping (it failed) the sketch cannot be used: rows are read */
     if (ix->sketch && !ix->map) {
         cl_sketch_free(ix->sketch);

@@ -9,7 +9,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
@@ -212,24 +215,25 @@ done:
 
 void cl_sketch_free(cl_sketch *s) {
     if (!s) return;
+    if (s->fd >= 0) close(s->fd);
     free(s->proj);
     free(s->owned);
     free(s);
 }
 
-/* The mapped address of a contiguous float32 dataset of `count` values, or
- * NULL (not contiguous, not allocated, misaligned, outside the file). */
-static const float *mapped(hid_t d, const unsigned char *map, size_t map_size, size_t count) {
-    if (!map) return NULL;
-    hid_t dcpl = H5Dget_create_plist(d);
-    int cont = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+/* The file offset of a contiguous little-endian float32 dataset of `count`
+ * values inside the file, or HADDR_UNDEF. */
+static haddr_t offset_of(hid_t d, size_t file_size, size_t count) {
+    hid_t dcpl = H5Dget_create_plist(d), t = H5Dget_type(d);
+    int ok = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS && t >= 0 && H5Tequal(t, H5T_IEEE_F32LE) > 0;
     if (dcpl >= 0) H5Pclose(dcpl);
-    haddr_t a = cont ? H5Dget_offset(d) : HADDR_UNDEF;
-    if (a == HADDR_UNDEF || a % sizeof(float) || a + count * sizeof(float) > map_size) return NULL;
-    return (const float *)(map + a);
+    if (t >= 0) H5Tclose(t);
+    haddr_t a = ok ? H5Dget_offset(d) : HADDR_UNDEF;
+    if (a == HADDR_UNDEF || a + count * sizeof(float) > file_size) return HADDR_UNDEF;
+    return a;
 }
 
-int cl_sketch_open(hid_t file, const cl_index *ix, const unsigned char *map, size_t map_size, cl_sketch **out) {
+int cl_sketch_open(hid_t file, const cl_index *ix, const char *path, size_t file_size, cl_sketch **out) {
     *out = NULL;
     if (H5Lexists(file, "/sketch", H5P_DEFAULT) <= 0) return 0;
     hid_t g = H5Gopen2(file, "/sketch", H5P_DEFAULT);
@@ -250,29 +254,26 @@ int cl_sketch_open(hid_t file, const cl_index *ix, const unsigned char *map, siz
         return cl_error("/sketch: datasets missing or of the wrong shape for k = %lld", k);
     cl_sketch *s = cl_trycalloc(1, sizeof *s, "sketch");
     if (!s) return -1;
+    s->fd = -1;
     s->k = (int)k, s->Lh = (int)Lh, s->C = (int)C, s->N = N;
     s->slack = 2.0 * (double)(C + K + 8) * ldexp(1.0, -24) + 2e-6;
     hsize_t dp[3] = {Lh, K, C};
     s->proj = cl_trymalloc(Lh * K * C, sizeof(double), "sketch projection");
     if (!s->proj || cl_h5_read_exact(file, "/sketch/proj", H5T_NATIVE_DOUBLE, 3, dp, s->proj)) goto fail;
     hid_t dc = H5Dopen2(file, "/sketch/coords", H5P_DEFAULT), dr = H5Dopen2(file, "/sketch/resid", H5P_DEFAULT);
-    hid_t tc = dc >= 0 ? H5Dget_type(dc) : H5I_INVALID_HID, tr = dr >= 0 ? H5Dget_type(dr) : H5I_INVALID_HID;
-    int le = tc >= 0 && tr >= 0 && H5Tequal(tc, H5T_IEEE_F32LE) > 0 && H5Tequal(tr, H5T_IEEE_F32LE) > 0;
-    const float *co = le ? mapped(dc, map, map_size, Lh * N * K) : NULL;
-    const float *re = le ? mapped(dr, map, map_size, Lh * N) : NULL;
-    if (tc >= 0) H5Tclose(tc);
-    if (tr >= 0) H5Tclose(tr);
+    haddr_t oc = dc >= 0 ? offset_of(dc, file_size, Lh * N * K) : HADDR_UNDEF;
+    haddr_t orr = dr >= 0 ? offset_of(dr, file_size, Lh * N) : HADDR_UNDEF;
     if (dc >= 0) H5Dclose(dc);
     if (dr >= 0) H5Dclose(dr);
-    if (co && re) {
-        s->coords = co, s->resid = re;
+    if (oc != HADDR_UNDEF && orr != HADDR_UNDEF) s->fd = open(path, O_RDONLY);
+    if (s->fd >= 0) {
+        s->coords_off = oc, s->resid_off = orr;
     } else {
         hsize_t dcs[3] = {Lh, N, K}, drs[2] = {Lh, N};
         s->owned = cl_trymalloc(Lh * N * (K + 1), sizeof(float), "sketch coordinates");
         if (!s->owned || cl_h5_read_exact(file, "/sketch/coords", H5T_NATIVE_FLOAT, 3, dcs, s->owned) ||
             cl_h5_read_exact(file, "/sketch/resid", H5T_NATIVE_FLOAT, 2, drs, s->owned + Lh * N * K))
             goto fail;
-        s->coords = s->owned, s->resid = s->owned + Lh * N * K;
     }
     /* the projection must be orthonormal (the bound relies on it) */
     for (size_t b = 0; b < Lh; b++)
@@ -291,6 +292,36 @@ int cl_sketch_open(hid_t file, const cl_index *ix, const unsigned char *map, siz
 fail:
     cl_sketch_free(s);
     return -1;
+}
+
+static int pread_all(int fd, void *buf, size_t n, unsigned long long off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            return -1;
+        }
+        p += r, n -= (size_t)r, off += (unsigned long long)r;
+    }
+    return 0;
+}
+
+int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, float *re) {
+    const size_t N = s->N, k = (size_t)s->k, i0 = (size_t)b * N + r0;
+    if (b < 0 || b >= s->Lh || r0 + n > N) return cl_error("sketch rows %zu..%zu of block %d out of range", r0, r0 + n, b);
+    if (s->owned) {
+        memcpy(co, s->owned + i0 * k, n * k * sizeof(float));
+        memcpy(re, s->owned + (size_t)s->Lh * N * k + i0, n * sizeof(float));
+        return 0;
+    }
+    if (pread_all(s->fd, co, n * k * sizeof(float), s->coords_off + i0 * k * sizeof(float)) ||
+        pread_all(s->fd, re, n * sizeof(float), s->resid_off + i0 * sizeof(float)))
+        return cl_error("cannot read the sketch rows %zu..%zu of block %d: %s", r0, r0 + n, b, strerror(errno));
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the sketch is read as little-endian float32"
+#endif
+    return 0;
 }
 
 void cl_sketch_query(const cl_sketch *s, int b, const float *q, float *cq, float *rq) {

@@ -43,9 +43,12 @@ struct cl_sketch {
     int k, Lh, C;
     size_t N;
     double *proj;        /* [Lh, k, C] */
-    const float *coords; /* [Lh, N, k] (into the mapping, or owned) */
-    const float *resid;  /* [Lh, N] */
-    float *owned;        /* non-NULL when coords/resid were read instead of mapped */
+    /* coords [Lh, N, k] and resid [Lh, N]: read from the file in pieces
+       (pread at their offsets: no page faults over a mapping), or, when the
+       datasets are not plain little-endian contiguous, held in `owned` */
+    int fd;
+    unsigned long long coords_off, resid_off;
+    float *owned; /* [Lh, N, k] then [Lh, N], or NULL */
     double slack;
 };
 
@@ -59,11 +62,14 @@ typedef struct {
  * (one process). k in 1..min(256, C). 0 or -1 (message). */
 int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
 
-/* Reader (cl_index_open): the sketch of an open index whose file is mapped
- * at map (size map_size; NULL: read the arrays instead). *out = NULL when the
- * file has no complete sketch. 0 or -1 (a sketch that is present but broken). */
-int cl_sketch_open(hid_t file, const cl_index *ix, const unsigned char *map, size_t map_size, cl_sketch **out);
+/* Reader (cl_index_open): the sketch of an open index (file at path, size
+ * file_size). *out = NULL when the file has no complete sketch. 0 or -1 (a
+ * sketch that is present but broken). */
+int cl_sketch_open(hid_t file, const cl_index *ix, const char *path, size_t file_size, cl_sketch **out);
 void cl_sketch_free(cl_sketch *s);
+
+/* Rows [r0, r0+n) of block b: co[n, k], re[n]. 0 or -1 (message). */
+int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, float *re);
 
 /* The query's coordinates cq[k] (float32, rounded) and its residual norm
  * (rounded up) in block b's projection. */
