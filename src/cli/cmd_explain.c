@@ -44,7 +44,7 @@ static const char EPILOG[] =
     "texts skip the rows that cannot reach a threshold or the top list (exact:\n"
     "the same results as reading every row); CORPUSLENS_SKETCH=0 reads every row.\n"
     "The SHA-256 identity checks of the model and corpus are cached by file\n"
-    "(device, inode, size, times; README, Performance); CORPUSLENS_HASH_CACHE=0\n"
+    "(device, inode, size, times; README, 'Identity checks'); CORPUSLENS_HASH_CACHE=0\n"
     "hashes every time.\n";
 
 /* ---- small parsing helpers ---- */

@@ -73,15 +73,16 @@ int cmd_index(int argc, char **argv) {
         CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &o.corpus_path, "`corpuslens prepare` output"),
         CLI_OPT_STRING("output", 'o', "INDEX.h5", &o.out_path, "the index to write"),
         CLI_OPT_STRING("hook", 0, "NAME", &o.hook,
-                       "mlp_out (default), attn_out, resid_mid, resid_post,\n"
-                       "resid_pre, embed, or blocks.{i}.hook_<one of those>"),
+                       "mlp_out, attn_out, resid_mid, resid_post, resid_pre,\n"
+                       "embed, or blocks.{i}.hook_<one of those>"),
         CLI_OPT_CHOICE("dtype", 0, &dtype, "f16|f32|float16|float32",
-                       "float16 (default) or float32 (exactly the scan's vectors)"),
+                       "float16 or float32 (exactly the scan's vectors)"),
         CLI_OPT_INT("batch", 0, "S", &batch, 1, 1L << 20, "substrings per shard and per HDF5 chunk"),
         CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
                        "seconds between fsyncs of the part files"),
         CLI_OPT_INT("sketch-dim", 0, "K", &kdim, 0, 256,
-                    "dimensions of the pruning sketch (float16 indexes; 0 = none)"),
+                    "dimensions of the pruning sketch (float16 indexes; at\n"
+                    "most n_embd/4 unless given otherwise; 0 = none)"),
         CLI_OPT_STRING("add-sketch", 0, "INDEX.h5", &add,
                        "only add the sketch to an existing index (in place; no\n"
                        "--model/--corpus needed; one process)"),
