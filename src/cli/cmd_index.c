@@ -101,7 +101,7 @@ int cmd_index(int argc, char **argv) {
         if (R > 1) return rank == 0 ? cli_usage_error(CMD, "--add-sketch runs on one process (no mpirun)") : 2;
         double t0 = cli_wtime();
         cl_sketch_stats st;
-        if (cl_index_add_sketch(add, (int)kdim, &st)) return cli_fail();
+        if (cl_index_add_sketch(add, kdim == CL_SKETCH_DEFAULT_DIM ? 0 : (int)kdim, &st)) return cli_fail();
         fprintf(stderr, "index: sketch of %d dimensions added to %s in %.1f s (%zu bytes); variance kept per block:",
                 st.k, add, cli_wtime() - t0, st.bytes);
         for (int b = 0; b < st.Lh; b++) fprintf(stderr, " %.3f", st.variance_kept[b]);

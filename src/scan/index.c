@@ -378,13 +378,12 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
     if (w->rank == 0) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", w->m.out_path);
-        int k = w->m.sketch_dim == 0 ? (w->m.C / 4 < CL_SKETCH_DEFAULT_DIM ? w->m.C / 4 : CL_SKETCH_DEFAULT_DIM)
-                                     : w->m.sketch_dim;
+        int k = w->m.sketch_dim; /* 0: the default (sketch.h); -1: none */
         cl_sketch_stats sst;
         if (assemble(w, tmp)) {
             err = 1;
             remove(tmp);
-        } else if (w->m.dtype == CL_INDEX_F16 && k > 0 && cl_index_add_sketch(tmp, k, &sst)) {
+        } else if (w->m.dtype == CL_INDEX_F16 && k >= 0 && cl_index_add_sketch(tmp, k, &sst)) {
             err = 1;
             remove(tmp);
         } else if (rename(tmp, w->m.out_path)) {
@@ -444,7 +443,7 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
-    if (o->dtype == CL_INDEX_F16 && o->sketch_dim > c->n_embd)
+    if (o->dtype == CL_INDEX_F16 && o->sketch_dim != CL_SKETCH_DEFAULT_DIM && o->sketch_dim > c->n_embd)
         return cl_error("--sketch-dim %d exceeds n_embd %d", o->sketch_dim, c->n_embd);
     return 0;
 }

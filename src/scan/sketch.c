@@ -129,6 +129,7 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
     if (!ix) return -1;
     const int C = ix->C, Lh = ix->Lh;
     const size_t N = ix->N, cr = ix->chunk_rows;
+    if (k == 0) k = C / 4 < CL_SKETCH_DEFAULT_DIM ? (C / 4 > 0 ? C / 4 : 1) : CL_SKETCH_DEFAULT_DIM;
     if (ix->dtype != CL_INDEX_F16) {
         cl_index_close(ix);
         return cl_error("%s: only float16 indexes get a sketch (this one is float32)", path);

@@ -59,7 +59,8 @@ typedef struct {
 } cl_sketch_stats;
 
 /* Adds (or replaces) /sketch in the complete float16 index at path, in place
- * (one process). k in 1..min(256, C). 0 or -1 (message). */
+ * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
+ * -1 (message). */
 int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
 
 /* Reader (cl_index_open): the sketch of an open index (file at path, size
