@@ -101,7 +101,7 @@ void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n) {
 }
 
 /* The file type of float16 vectors: IEEE binary16, little-endian. */
-static hid_t f16_type(void) {
+hid_t cl_index_f16_type(void) {
     hid_t t = H5Tcopy(H5T_IEEE_F32LE);
     if (t < 0) return t;
     if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
@@ -322,7 +322,7 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     if (write_all(f, "/vocab", vt, vt, 1, &dV, vbuf) ||
         write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
         goto done;
-    ft = m->dtype == CL_INDEX_F16 ? f16_type() : H5Tcopy(H5T_IEEE_F32LE);
+    ft = m->dtype == CL_INDEX_F16 ? cl_index_f16_type() : H5Tcopy(H5T_IEEE_F32LE);
     hsize_t dims[3] = {Lh, N, C}, chunk[3] = {1, S, C};
     if (ft < 0 || (d = create_ds(f, CL_INDEX_VECTORS, ft, 3, dims, chunk)) < 0) goto done;
     hid_t mt = m->dtype == CL_INDEX_F16 ? ft : H5T_NATIVE_FLOAT;
@@ -665,7 +665,7 @@ cl_index *cl_index_open(const char *path) {
     size_t want = dtype_size(ix->dtype);
     int tok = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == want;
     if (tok && ix->dtype == CL_INDEX_F16) {
-        hid_t ref = f16_type();
+        hid_t ref = cl_index_f16_type();
         tok = H5Tequal(t, ref) > 0;
         H5Tclose(ref);
     }
@@ -771,7 +771,7 @@ int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *ou
     hid_t fs = H5Dget_space(ix->vectors), ms = H5Screate_simple(3, count, NULL);
     herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t mt = H5I_INVALID_HID;
-    if (ix->dtype == CL_INDEX_F16) mt = f16_type();
+    if (ix->dtype == CL_INDEX_F16) mt = cl_index_f16_type();
     if (st >= 0) st = H5Dread(ix->vectors, ix->dtype == CL_INDEX_F16 ? mt : H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT,
                               ix->dtype == CL_INDEX_F16 ? buf : (void *)out);
     if (mt >= 0) H5Tclose(mt);

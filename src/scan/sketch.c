@@ -100,13 +100,13 @@ static float round_up(double v) {
 
 /* coords [n, k] and residual norms [n] of rows [n, C] (float32, exact halves) */
 static void project_rows(const float *rows, size_t n, int C, int k, const double *P, double *X, double *Y,
-                         float *coords, float *resid) {
+                         uint16_t *coords, float *resid) {
     for (size_t i = 0; i < n * (size_t)C; i++) X[i] = rows[i];
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, k, C, 1.0, X, C, P, C, 0.0, Y, k);
     for (size_t s = 0; s < n; s++) {
         double a2 = 0, c2 = 0;
         for (int c = 0; c < C; c++) a2 += X[s * C + c] * X[s * C + c];
-        for (int j = 0; j < k; j++) c2 += Y[s * k + j] * Y[s * k + j], coords[s * k + j] = (float)Y[s * k + j];
+        for (int j = 0; j < k; j++) c2 += Y[s * k + j] * Y[s * k + j], coords[s * k + j] = cl_f32_to_f16((float)Y[s * k + j]);
         resid[s] = round_up(sqrt(a2 - c2 > 0 ? a2 - c2 : 0));
     }
 }
@@ -145,10 +145,10 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
     double *X = cl_trymalloc(cr * C, sizeof(double), "sketch rows");
     double *Y = cl_trymalloc(cr * k, sizeof(double), "sketch rows");
     double *P = cl_trymalloc((size_t)Lh * k * C, sizeof(double), "sketch projection");
-    float *coords = cl_trymalloc((size_t)Lh * N * k, sizeof(float), "sketch coordinates");
+    uint16_t *coords = cl_trymalloc((size_t)Lh * N * k, sizeof(uint16_t), "sketch coordinates");
     float *resid = cl_trymalloc((size_t)Lh * N, sizeof(float), "sketch residuals");
-    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID;
-    if (!rows || !hbuf || !X || !Y || !P || !coords || !resid) goto done;
+    hid_t f = H5I_INVALID_HID, g = H5I_INVALID_HID, ht = cl_index_f16_type();
+    if (ht < 0 || !rows || !hbuf || !X || !Y || !P || !coords || !resid) goto done;
     for (int b = 0; b < Lh; b++) {
         double *Pb = P + (size_t)b * k * C;
         if (block_projection(ix, b, k, Pb, &st->variance_kept[b], rows, hbuf)) goto done;
@@ -187,7 +187,7 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
         const hsize_t *dims;
         const void *data;
     } ds[4] = {{"proj", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 3, dp, P},
-               {"coords", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dc, coords},
+               {"coords", ht, ht, 3, dc, coords},
                {"resid", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dr, resid},
                {"variance_kept", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dv, st->variance_kept}};
     for (int i = 0; i < 4; i++) {
@@ -203,6 +203,7 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
     if (cl_h5_attr_write_int(g, "k", k) || cl_h5_attr_write_int(g, "complete", 1)) goto done;
     rc = 0;
 done:
+    if (ht >= 0) H5Tclose(ht);
     if (g >= 0) H5Gclose(g);
     if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s", path);
     cl_index_close(ix);
@@ -222,15 +223,15 @@ void cl_sketch_free(cl_sketch *s) {
     free(s);
 }
 
-/* The file offset of a contiguous little-endian float32 dataset of `count`
- * values inside the file, or HADDR_UNDEF. */
-static haddr_t offset_of(hid_t d, size_t file_size, size_t count) {
+/* The file offset of a contiguous dataset of `count` values of file type
+ * `want` (size bytes each) inside the file, or HADDR_UNDEF. */
+static haddr_t offset_of(hid_t d, hid_t want, size_t size, size_t file_size, size_t count) {
     hid_t dcpl = H5Dget_create_plist(d), t = H5Dget_type(d);
-    int ok = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS && t >= 0 && H5Tequal(t, H5T_IEEE_F32LE) > 0;
+    int ok = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS && t >= 0 && want >= 0 && H5Tequal(t, want) > 0;
     if (dcpl >= 0) H5Pclose(dcpl);
     if (t >= 0) H5Tclose(t);
     haddr_t a = ok ? H5Dget_offset(d) : HADDR_UNDEF;
-    if (a == HADDR_UNDEF || a + count * sizeof(float) > file_size) return HADDR_UNDEF;
+    if (a == HADDR_UNDEF || a + count * size > file_size) return HADDR_UNDEF;
     return a;
 }
 
@@ -257,13 +258,15 @@ int cl_sketch_open(hid_t file, const cl_index *ix, const char *path, size_t file
     if (!s) return -1;
     s->fd = -1;
     s->k = (int)k, s->Lh = (int)Lh, s->C = (int)C, s->N = N;
-    s->slack = 2.0 * (double)(C + K + 8) * ldexp(1.0, -24) + 2e-6;
+    s->slack = 2.0 * (double)(C + K + 8) * ldexp(1.0, -24) + 2e-6 + 1.01 * ldexp(1.0, -11) + (double)K * ldexp(1.0, -24);
     hsize_t dp[3] = {Lh, K, C};
     s->proj = cl_trymalloc(Lh * K * C, sizeof(double), "sketch projection");
     if (!s->proj || cl_h5_read_exact(file, "/sketch/proj", H5T_NATIVE_DOUBLE, 3, dp, s->proj)) goto fail;
     hid_t dc = H5Dopen2(file, "/sketch/coords", H5P_DEFAULT), dr = H5Dopen2(file, "/sketch/resid", H5P_DEFAULT);
-    haddr_t oc = dc >= 0 ? offset_of(dc, file_size, Lh * N * K) : HADDR_UNDEF;
-    haddr_t orr = dr >= 0 ? offset_of(dr, file_size, Lh * N) : HADDR_UNDEF;
+    hid_t ht = cl_index_f16_type();
+    haddr_t oc = dc >= 0 ? offset_of(dc, ht, 2, file_size, Lh * N * K) : HADDR_UNDEF;
+    haddr_t orr = dr >= 0 ? offset_of(dr, H5T_IEEE_F32LE, 4, file_size, Lh * N) : HADDR_UNDEF;
+    if (ht >= 0) H5Tclose(ht);
     if (dc >= 0) H5Dclose(dc);
     if (dr >= 0) H5Dclose(dr);
     if (oc != HADDR_UNDEF && orr != HADDR_UNDEF) s->fd = open(path, O_RDONLY);
@@ -316,9 +319,15 @@ int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, fl
         memcpy(re, s->owned + (size_t)s->Lh * N * k + i0, n * sizeof(float));
         return 0;
     }
-    if (pread_all(s->fd, co, n * k * sizeof(float), s->coords_off + i0 * k * sizeof(float)) ||
-        pread_all(s->fd, re, n * sizeof(float), s->resid_off + i0 * sizeof(float)))
+    uint16_t *h = cl_trymalloc(n * k, sizeof(uint16_t), "sketch rows");
+    if (!h) return -1;
+    if (pread_all(s->fd, h, n * k * sizeof(uint16_t), s->coords_off + i0 * k * sizeof(uint16_t)) ||
+        pread_all(s->fd, re, n * sizeof(float), s->resid_off + i0 * sizeof(float))) {
+        free(h);
         return cl_error("cannot read the sketch rows %zu..%zu of block %d: %s", r0, r0 + n, b, strerror(errno));
+    }
+    cl_f16_to_f32_n(h, co, n * k);
+    free(h);
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the sketch is read as little-endian float32"
 #endif

@@ -99,6 +99,9 @@ uint16_t cl_f32_to_f16(float f);
 float cl_f16_to_f32(uint16_t h);
 /* n halves to floats (F16C where the CPU has it; the same values). */
 void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
+/* The HDF5 file type of float16 values: IEEE binary16, little-endian (the
+ * caller closes it); H5I_INVALID_HID on failure. */
+hid_t cl_index_f16_type(void);
 
 /* ---- the writer the scan shares (scan --index-out) ---- */
 typedef struct cl_index_writer cl_index_writer;
