@@ -3,7 +3,6 @@
  * kernels, sums of <= 64 terms of O(1) values). */
 #include <criterion/criterion.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,39 +67,24 @@ Test(kernels, layernorm_matches_naive) {
     expect_close(out, ref, N * C, 1e-5, 1e-4, "layernorm (no bias)");
 }
 
-/* Both paths: few rows (<= MATMUL_FEW_ROWS: dot products, with a tail of
- * IC % 8 columns and of OC % 4 outputs) and sgemm (more rows). */
 Test(kernels, matmul_matches_naive) {
-    enum { NMAX = 40, ICMAX = 64, OC = 17 };
-    const int Ns[] = {1, 3, 13, MATMUL_FEW_ROWS, MATMUL_FEW_ROWS + 1, NMAX}, ICs[] = {21, ICMAX};
-    static float x[NMAX * ICMAX], W[OC * ICMAX], bias[OC], out[NMAX * OC];
-    static double ref[NMAX * OC];
-    for (int a = 0; a < 6; a++)
-        for (int b = 0; b < 2; b++) {
-            int N = Ns[a], IC = ICs[b];
-            fill(x, (size_t)N * IC, 4, 1.0);
-            fill(W, (size_t)OC * IC, 5, 1.0);
-            fill(bias, OC, 6, 1.0);
-            matmul_forward(out, x, W, bias, N, IC, OC);
-            for (int i = 0; i < N; i++)
-                for (int o = 0; o < OC; o++) {
-                    double s = bias[o];
-                    for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
-                    ref[i * OC + o] = s;
-                }
-            char what[64];
-            snprintf(what, sizeof what, "matmul %d x %d x %d", N, IC, OC);
-            expect_close(out, ref, (size_t)N * OC, 1e-5, 1e-4, what);
-            matmul_forward(out, x, W, NULL, N, IC, OC);
-            for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
-            snprintf(what, sizeof what, "matmul %d x %d x %d (no bias)", N, IC, OC);
-            expect_close(out, ref, (size_t)N * OC, 1e-5, 1e-4, what);
-            /* negative control: a NaN in one weight row reaches its outputs only */
-            W[3 * IC + 2] = NAN;
-            matmul_forward(out, x, W, NULL, N, IC, OC);
-            cr_expect(first_far(out, ref, (size_t)N * OC, 1e-5, 1e-4) == 3, "%s: the NaN of output 3 is not caught",
-                      what);
+    enum { N = 13, IC = 21, OC = 17 };
+    float x[N * IC], W[OC * IC], bias[OC], out[N * OC];
+    double ref[N * OC];
+    fill(x, N * IC, 4, 1.0);
+    fill(W, OC * IC, 5, 1.0);
+    fill(bias, OC, 6, 1.0);
+    matmul_forward(out, x, W, bias, N, IC, OC);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias[o];
+            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
+            ref[i * OC + o] = s;
         }
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul");
+    matmul_forward(out, x, W, NULL, N, IC, OC);
+    for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul (no bias)");
 }
 
 /* Naive causal attention in double. */

@@ -34,59 +34,9 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-/* out[N, OC] = inp[N, IC] W[OC, IC]^T (+ bias) for a few rows, without the
- * copy of W into packed panels that sgemm makes first (for a handful of rows
- * that copy costs more than the products): four rows of W at a time, read
- * once from memory and kept in L1 while every input row passes; eight partial
- * sums per dot product so that the loop vectorises. Built for AVX2 and for the
- * baseline, chosen when the program starts. */
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void matmul_few_rows(float *out, const float *inp, const float *W, const float *bias, size_t N, int IC,
-                            int OC) {
-    const int K8 = IC - IC % 8;
-    int o = 0;
-    for (; o + 4 <= OC; o += 4) {
-        const float *w0 = W + (size_t)o * IC, *w1 = w0 + IC, *w2 = w1 + IC, *w3 = w2 + IC;
-        for (size_t i = 0; i < N; i++) {
-            const float *x = inp + i * IC;
-            float a[4][8] = {{0}};
-            for (int k = 0; k < K8; k += 8)
-                for (int j = 0; j < 8; j++) {
-                    float xv = x[k + j];
-                    a[0][j] += w0[k + j] * xv;
-                    a[1][j] += w1[k + j] * xv;
-                    a[2][j] += w2[k + j] * xv;
-                    a[3][j] += w3[k + j] * xv;
-                }
-            const float *ws[4] = {w0, w1, w2, w3};
-            for (int r = 0; r < 4; r++) {
-                const float *ar = a[r];
-                float t = ((ar[0] + ar[4]) + (ar[1] + ar[5])) + ((ar[2] + ar[6]) + (ar[3] + ar[7]));
-                for (int k = K8; k < IC; k++) t += ws[r][k] * x[k];
-                out[i * OC + o + r] = bias ? bias[o + r] + t : t;
-            }
-        }
-    }
-    for (; o < OC; o++) {
-        const float *w = W + (size_t)o * IC;
-        for (size_t i = 0; i < N; i++) {
-            const float *x = inp + i * IC;
-            float t = 0.0f;
-            for (int k = 0; k < IC; k++) t += w[k] * x[k];
-            out[i * OC + o] = bias ? bias[o] + t : t;
-        }
-    }
-}
-
 void matmul_forward(float *out, const float *inp, const float *W, const float *bias, size_t N, int IC,
                     int OC) {
     if (N == 0) return;
-    if (N <= MATMUL_FEW_ROWS) {
-        matmul_few_rows(out, inp, W, bias, N, IC, OC);
-        return;
-    }
     float beta = 0.0f;
     if (bias) {
         for (size_t i = 0; i < N; i++) memcpy(out + i * OC, bias, (size_t)OC * sizeof(float));

@@ -13,12 +13,7 @@
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps);
 
-/* out[N, OC] = inp[N, IC] @ W[OC, IC]^T + bias[OC] (bias may be NULL). sgemm;
- * up to MATMUL_FEW_ROWS rows (a single prompt), dot products that read each
- * row of W once and do not copy it (the sums are the same to float rounding). */
-#ifndef MATMUL_FEW_ROWS
-#define MATMUL_FEW_ROWS 16
-#endif
+/* out[N, OC] = inp[N, IC] @ W[OC, IC]^T + bias[OC] (bias may be NULL). sgemm. */
 void matmul_forward(float *out, const float *inp, const float *W, const float *bias, size_t N,
                     int IC, int OC);
 
