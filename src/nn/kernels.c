@@ -7,28 +7,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels_rows.h"
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps) {
 #pragma omp parallel for schedule(static) if (N * (size_t)C > 65536)
     for (size_t i = 0; i < N; i++) {
-        const float *x = inp + i * C;
-        double m = 0.0;
-        for (int j = 0; j < C; j++) m += x[j];
-        m /= C;
-        double v = 0.0;
-        for (int j = 0; j < C; j++) {
-            double d = x[j] - m;
-            v += d * d;
-        }
-        v /= C;
-        float s = (float)(1.0 / sqrt(v + eps));
-        float mf = (float)m;
-        float *o = out + i * C;
-        if (b) {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j] + b[j];
-        } else {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j];
-        }
+        float mf, s;
+        layernorm_row(out + i * C, &mf, &s, inp + i * C, w, b, C, eps);
         if (mean) mean[i] = mf;
         if (rstd) rstd[i] = s;
     }
@@ -75,7 +61,9 @@ void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C
             }
 }
 
-void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
+/* out[B, T, C] = att @ v per head; causal: keys 0..t of row t, else every key
+ * with a nonzero weight (masked keys have weight 0). */
+static void attention_mix(float *out, const float *att, const float *qkv, int B, int T, int C, int H, int causal) {
     int hs = C / H;
     size_t C3 = 3 * (size_t)C;
 #pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
@@ -83,16 +71,22 @@ void attention_mix_forward(float *out, const float *att, const float *qkv, int B
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
             memset(o, 0, (size_t)C * sizeof(float));
+            int last = causal ? t : T - 1;
             for (int h = 0; h < H; h++) {
                 const float *row = att + (((size_t)b * H + h) * T + t) * T;
                 float *oh = o + (size_t)h * hs;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                for (int t2 = 0; t2 <= last; t2++) {
                     float a = row[t2];
+                    if (!causal && a == 0.0f) continue;
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
                     for (int i = 0; i < hs; i++) oh[i] += a * v[i];
                 }
             }
         }
+}
+
+void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
+    attention_mix(out, att, qkv, B, T, C, H, 1);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H, float scale) {
@@ -229,22 +223,5 @@ void attention_pattern_forward_masked(float *att, const float *qkv, const unsign
 }
 
 void attention_mix_forward_full(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
-    int hs = C / H;
-    size_t C3 = 3 * (size_t)C;
-#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * C;
-            memset(o, 0, (size_t)C * sizeof(float));
-            for (int h = 0; h < H; h++) {
-                const float *row = att + (((size_t)b * H + h) * T + t) * T;
-                float *oh = o + (size_t)h * hs;
-                for (int t2 = 0; t2 < T; t2++) {
-                    float a = row[t2];
-                    if (a == 0.0f) continue;
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    for (int i = 0; i < hs; i++) oh[i] += a * v[i];
-                }
-            }
-        }
+    attention_mix(out, att, qkv, B, T, C, H, 0);
 }
