@@ -109,6 +109,14 @@ static const char EPILOG[] =
     "block's attention or feed-forward output zeroed, and with each head's output\n"
     "zeroed, beside the intact model's. One process.\n";
 
+/* tok[B, T] = prompts i0 .. i0+B-1: of the corpus c, or of the encoded TEXTs ptok [P, T]. */
+static void prompt_batch(int32_t *tok, const cl_corpus *c, const int32_t *ptok, size_t i0, int B, int T) {
+    for (int b = 0; b < B; b++)
+        memcpy(tok + (size_t)b * T,
+               c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
+               (size_t)T * sizeof *tok);
+}
+
 int cmd_ablate(int argc, char **argv) {
     const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL, *data = NULL,
                *split = NULL;
@@ -209,10 +217,7 @@ int cmd_ablate(int argc, char **argv) {
         if (!mean) ok = 0;
         for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
             int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
-            for (int b = 0; b < B; b++)
-                memcpy(tok + (size_t)b * T,
-                       c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
-                       (size_t)T * sizeof *tok);
+            prompt_batch(tok, c, ptok, i0, B, T);
             if (cl_ablate_accumulate(f, m, tok, B, T, acc)) ok = 0;
         }
     }
@@ -226,10 +231,7 @@ int cmd_ablate(int argc, char **argv) {
     /* Pass 2: the 2L ablations of every prompt. */
     for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
         int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
-        for (int b = 0; b < B; b++)
-            memcpy(tok + (size_t)b * T,
-                   c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
-                   (size_t)T * sizeof *tok);
+        prompt_batch(tok, c, ptok, i0, B, T);
         /* h [n_mine, 2, L]: attention then feed-forward per prompt */
         double ha[ABL_BATCH * 64], hf[ABL_BATCH * 64];
         if (cl_ablate_run(f, m, tok, B, T, mode, mean, ha, hf)) {
