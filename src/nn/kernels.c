@@ -33,32 +33,7 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
 }
 
 void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale) {
-    int hs = C / H;
-    size_t C3 = 3 * (size_t)C;
-#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                float *row = att + (((size_t)b * H + h) * T + t) * T;
-                float mx = -FLT_MAX;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    float d = 0.0f;
-                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
-                    d *= scale;
-                    row[t2] = d;
-                    if (d > mx) mx = d;
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = expf(row[t2] - mx);
-                    sum += row[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
-            }
+    attention_pattern_forward_masked(att, qkv, NULL, B, T, C, H, scale, 1); /* the same sums, in the same order */
 }
 
 /* out[B, T, C] = att @ v per head; causal: keys 0..t of row t, else every key
@@ -134,10 +109,7 @@ void relu_forward(float *out, const float *inp, size_t n) {
 
 void gelu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
 }
 
 void gelu_tanh_forward(float *out, const float *inp, size_t n) {

@@ -107,13 +107,7 @@ void relu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
 }
 
 void dropout_apply(float *out, const float *inp, const float *mask, size_t n) {

@@ -48,4 +48,13 @@ static inline void layernorm_row_backward(float *dx, const float *d, const float
     }
 }
 
+/* GELU (exact, erf) and its derivative at x. */
+static inline float gelu_value(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+static inline float gelu_grad(float x) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+    float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
 #endif

@@ -228,10 +228,7 @@ void tk_relu_forward(float *out, const float *inp, size_t n) {
 
 void tk_gelu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
 }
 
 void tk_relu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
@@ -240,14 +237,8 @@ void tk_relu_backward(float *dinp, const float *dout, const float *inp, size_t n
 }
 
 void tk_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
 }
 
 void tk_dropout_apply(float *out, const float *inp, const float *mask, size_t n) {
