@@ -328,6 +328,12 @@ size_t cl_scan_block_prompts(const cl_scan *s) {
     return pb;
 }
 
+void cl_sqrt_probs(const float *q, size_t V, double *sq) {
+    double sum = 0;
+    for (size_t v = 0; v < V; v++) sum += q[v] > 0 ? q[v] : 0;
+    for (size_t v = 0; v < V; v++) sq[v] = sum > 0 && q[v] > 0 ? sqrt(q[v] / sum) : 0;
+}
+
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
     if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts)) return -1;
     return cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q);
@@ -474,6 +480,11 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     if (cl_stats_compute(r->hellinger, P, &r->stats)) goto fail;
     for (size_t i = 0; i < nbl; i++)
         if (cl_stats_compute(r->baselines[i].hellinger, P, &r->baselines[i].stats)) goto fail;
+    goto done;
+fail:
+    cl_reduction_free(r);
+    r = NULL;
+done:
     free(counts);
     free(nm);
     free(lens);
@@ -483,17 +494,6 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     free(above);
     free(tmp);
     return r;
-fail:
-    free(counts);
-    free(nm);
-    free(lens);
-    free(next);
-    free(unig);
-    free(unigram);
-    free(above);
-    free(tmp);
-    cl_reduction_free(r);
-    return NULL;
 }
 
 /* ------------------------------------------------- other models' outputs */
@@ -792,10 +792,7 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
         if (cl_scan_read_block(s, p0, n, counts, q)) goto done;
         for (size_t i = 0; i < n; i++) {
             if (mask[p0 + i] != 1) continue;
-            double sum = 0;
-            for (size_t v = 0; v < V; v++) sum += q[i * V + v] > 0 ? q[i * V + v] : 0;
-            for (size_t v = 0; v < V; v++)
-                t.sq[r * V + v] = sum > 0 && q[i * V + v] > 0 ? sqrt(q[i * V + v] / sum) : 0;
+            cl_sqrt_probs(q + i * V, V, t.sq + r * V);
             for (size_t b = 0; b < Lb; b++) {
                 int32_t *dst = t.S + (r * Lb + b) * NB * V;
                 const int32_t *src = counts + (i * Lb + b) * NB * V;

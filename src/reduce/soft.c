@@ -146,9 +146,7 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
         for (size_t i = 0; i < n; i++) {
             if (mask[p0 + i] != 1) continue;
             memcpy(t.cnt + r * Lb * NB * V, c + i * Lb * NB * V, Lb * NB * V * sizeof(int32_t));
-            double sum = 0;
-            for (size_t v = 0; v < V; v++) sum += q[i * V + v] > 0 ? q[i * V + v] : 0;
-            for (size_t v = 0; v < V; v++) t.sq[r * V + v] = sum > 0 ? sqrt((q[i * V + v] > 0 ? q[i * V + v] : 0) / sum) : 0;
+            cl_sqrt_probs(q + i * V, V, t.sq + r * V);
             r++;
         }
     }
