@@ -10,7 +10,9 @@
  * over layers ([L, ...]), as in llm.c. Linear weights are [out, in] as in
  * PyTorch. Tensors that the config switches off (biases, an untied head) are
  * still allocated (zeros / aliased) so that the forward pass has no branches,
- * but they are "absent": not saved, not counted, not trained.
+ * but they are "absent": not saved, not counted, not trained. A model from
+ * cl_model_map reads its present tensors from the mapped file instead (see
+ * cl_model: map, data), through cl_model_weights / cl_model_data.
  *
  * The model file (HDF5):
  *   /config          group; attributes n_layer n_head n_embd block_size
