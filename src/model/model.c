@@ -10,6 +10,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#ifndef MAP_POPULATE
+#define MAP_POPULATE 0 /* not Linux: the pages are mapped on first use */
+#endif
+
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/base/rng.h"
@@ -447,10 +451,10 @@ static int write_tokenizer(hid_t f, const cl_model *m) {
     return rc;
 }
 
-/* Map the whole model file read-only (page tables filled up front: the
- * forward pass reads every page). 0, or -1 with m->map NULL: read instead. A
- * file with a user block is not mapped (dataset offsets would not be file
- * offsets). */
+/* Map the whole model file read-only into m->map (page tables filled up
+ * front: the forward pass reads every page). Where that fails m->map stays
+ * NULL and every tensor is read. A file with a user block is not mapped
+ * (dataset offsets would not be file offsets). */
 static void map_file(cl_model *m, hid_t f, const char *path) {
     hid_t fcpl = H5Fget_create_plist(f);
     hsize_t ub = 1;
