@@ -415,7 +415,7 @@ int cmd_explain(int argc, char **argv) {
     /* ---- load (every rank: the library checks are collective) ---- */
     int err = 0;
     double tl0 = cli_wtime();
-    cl_model *m = cl_model_load(model_path);
+    cl_model *m = cl_model_map(model_path); /* read-only: explain never writes weights */
     double tlm = cli_wtime();
     cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
     double tlc = cli_wtime();
