@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/utf8.h"
@@ -359,6 +360,105 @@ static void shape_str(char *buf, size_t n, int rank, const hsize_t *dims) {
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
+/* Fast path of cl_h5_read_exact for the layout corpuslens writes (write_ds in
+ * corpus.c and the like): chunked by rows only, filters [shuffle,] deflate,
+ * file type equal to memtype. Each chunk is read raw (H5Dread_chunk), inflated
+ * into one reused buffer of exactly the chunk's size and unshuffled straight
+ * into `data`. H5Dread does the same work but its deflate filter grows its
+ * output buffer by doubling realloc (a copy per doubling plus fresh pages per
+ * chunk), which dominated loading a 34 MB corpus. Returns 1 when done, 0 when
+ * the dataset does not qualify (the caller then uses H5Dread), -1 on error. */
+static int read_chunks_direct(hid_t d, const char *path, hid_t memtype, int rank, const hsize_t *dims, void *data) {
+    if (rank < 1 || rank > 8) return 0;
+    hid_t dcpl = H5Dget_create_plist(d), ft = H5Dget_type(d);
+    int ok = dcpl >= 0 && ft >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Tequal(ft, memtype) > 0;
+    hsize_t chunk[8];
+    int shuffle = 0;
+    if (ok) ok = H5Pget_chunk(dcpl, rank, chunk) == rank;
+    for (int k = 1; ok && k < rank; k++) ok = chunk[k] == dims[k];
+    int nf = ok ? H5Pget_nfilters(dcpl) : 0;
+    if (ok) ok = nf == 1 || nf == 2;
+    for (int i = 0; ok && i < nf; i++) {
+        unsigned flags, cd[8];
+        size_t ncd = 8;
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, 0, NULL, NULL);
+        if (i == nf - 1) ok = id == H5Z_FILTER_DEFLATE;
+        else ok = id == H5Z_FILTER_SHUFFLE, shuffle = 1;
+    }
+    const size_t es = ok ? H5Tget_size(ft) : 0;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (ft >= 0) H5Tclose(ft);
+    if (!ok || es == 0 || chunk[0] == 0) return 0;
+    size_t row = es;
+    for (int k = 1; k < rank; k++) row *= (size_t)dims[k];
+    const size_t cbytes = (size_t)chunk[0] * row, nel = cbytes / es;
+    const size_t nch = ((size_t)dims[0] + (size_t)chunk[0] - 1) / (size_t)chunk[0];
+    unsigned char *raw = NULL, *un = shuffle ? cl_trymalloc(cbytes ? cbytes : 1, 1, "chunk buffer") : NULL;
+    size_t rawcap = 0;
+    int rc = 1;
+    if (shuffle && !un) return -1;
+    for (size_t c = 0; rc == 1 && c < nch; c++) {
+        hsize_t off[8] = {0};
+        off[0] = (hsize_t)(c * (size_t)chunk[0]);
+        hsize_t csize = 0;
+        uint32_t mask = 0;
+        if (H5Dget_chunk_storage_size(d, off, &csize) < 0 || csize == 0) {
+            rc = 0; /* not stored (fill value) or unknown: let H5Dread decide */
+            break;
+        }
+        if (csize > rawcap) {
+            unsigned char *r2 = realloc(raw, (size_t)csize);
+            if (!r2) {
+                rc = cl_error("out of memory reading dataset %s", path);
+                break;
+            }
+            raw = r2, rawcap = (size_t)csize;
+        }
+        if (H5Dread_chunk(d, H5P_DEFAULT, off, &mask, raw) < 0) {
+            rc = cl_h5_error("cannot read dataset %s (corrupt file?)", path);
+            break;
+        }
+        if (mask != 0) {
+            rc = 0; /* a filter was skipped for this chunk: H5Dread handles it */
+            break;
+        }
+        size_t rows = (size_t)dims[0] - c * (size_t)chunk[0];
+        if (rows > chunk[0]) rows = (size_t)chunk[0];
+        unsigned char *dst = (unsigned char *)data + c * (size_t)chunk[0] * row;
+        /* without shuffle a full chunk inflates in place; a partial one via un */
+        unsigned char *out = shuffle || rows < chunk[0] ? un : dst;
+        if (!out && !(out = un = cl_trymalloc(cbytes, 1, "chunk buffer"))) {
+            rc = -1;
+            break;
+        }
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        int zr = inflateInit(&z);
+        if (zr == Z_OK) {
+            z.next_in = raw, z.avail_in = (uInt)csize, z.next_out = out, z.avail_out = (uInt)cbytes;
+            zr = inflate(&z, Z_FINISH);
+            if (zr == Z_STREAM_END && z.total_out != cbytes) zr = Z_DATA_ERROR;
+            inflateEnd(&z);
+        }
+        if (zr != Z_STREAM_END) {
+            rc = cl_error("cannot read dataset %s: chunk %zu does not inflate to %zu bytes (corrupt file?)", path, c,
+                          cbytes);
+            break;
+        }
+        if (shuffle) {
+            const size_t n = rows * row / es;
+            for (size_t b = 0; b < es; b++) {
+                const unsigned char *src = out + b * nel;
+                unsigned char *o = dst + b;
+                for (size_t j = 0; j < n; j++) o[j * es] = src[j];
+            }
+        } else if (out != dst)
+            memcpy(dst, out, rows * row);
+    }
+    free(raw), free(un);
+    return rc;
+}
+
 int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
                      void *data) {
     hsize_t got[8];
@@ -377,7 +477,9 @@ int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, cons
     H5T_class_t fc = H5Tget_class(t), mc = H5Tget_class(memtype);
     H5Tclose(t);
     int rc = 0;
+    int direct = 0;
     if (fc != mc) rc = cl_error("dataset %s has the wrong type class", path);
+    else if ((direct = read_chunks_direct(d, path, memtype, rank, dims, data)) != 0) rc = direct < 0 ? -1 : 0;
     else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         rc = cl_h5_error("cannot read dataset %s (corrupt file?)", path);
     H5Dclose(d);
