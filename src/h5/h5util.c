@@ -445,7 +445,22 @@ static int read_chunks_direct(hid_t d, const char *path, hid_t memtype, int rank
                           cbytes);
             break;
         }
-        if (shuffle) {
+        if (shuffle && es == 4) { /* the common cases, one store per element */
+            const size_t n = rows * row / 4;
+            const unsigned char *s0 = out, *s1 = out + nel, *s2 = out + 2 * nel, *s3 = out + 3 * nel;
+            for (size_t j = 0; j < n; j++) {
+                unsigned char t[4] = {s0[j], s1[j], s2[j], s3[j]};
+                memcpy(dst + 4 * j, t, 4);
+            }
+        } else if (shuffle && es == 8) {
+            const size_t n = rows * row / 8;
+            const unsigned char *s0 = out;
+            for (size_t j = 0; j < n; j++) {
+                unsigned char t[8];
+                for (int b = 0; b < 8; b++) t[b] = s0[b * nel + j];
+                memcpy(dst + 8 * j, t, 8);
+            }
+        } else if (shuffle) {
             const size_t n = rows * row / es;
             for (size_t b = 0; b < es; b++) {
                 const unsigned char *src = out + b * nel;
