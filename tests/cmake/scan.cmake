@@ -1,4 +1,4 @@
-# corpuslens scan (include/corpuslens/scan/scan.h): trie forward vs plain forward,
+# corpuslens scan (include/corpuslens/scan/scan.h): trie forward vs plain forward, pruning bound vs brute force,
 # numpy reference per hook, rank invariance, resume, refusals.
 add_executable(scan_trie_check ${CMAKE_CURRENT_SOURCE_DIR}/scan_trie_check.c)
 target_link_libraries(scan_trie_check PRIVATE corpuslens_core)
@@ -12,3 +12,4 @@ cl_script_test(scan_reference_embed "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.
 cl_script_test(scan_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
 cl_script_test(scan_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
 cl_script_test(scan_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py refusals)
+cl_script_test(scan_prune "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py prune)
