@@ -2,7 +2,8 @@
 """Tests of `corpuslens scan` against a naive numpy reference.
 
 usage: scan_test.py MODE [args]
-  reference HOOK   plain float64 forward of every substring (no sharing, no
+  reference HOOK [RANK]  (RANK: with CORPUSLENS_SCAN_PRUNE_RANK=RANK)
+                   plain float64 forward of every substring (no sharing, no
                    tiling), brute-force cosine: identical frequency tensors and
                    match sets (pairs within TOL of a bin edge/threshold may
                    differ: counted and allowed), model and lens probabilities
@@ -480,6 +481,8 @@ if __name__ == "__main__":
     nanstrict.control()
     mode = sys.argv[1]
     if mode == "reference":
+        if len(sys.argv) > 3:  # reference HOOK RANK: with the pruning bound of that rank
+            ENV["CORPUSLENS_SCAN_PRUNE_RANK"] = sys.argv[3]
         test_reference(sys.argv[2] if len(sys.argv) > 2 else "mlp_out")
     elif mode == "ranks":
         test_ranks()

@@ -265,6 +265,9 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
     const int r = x->prune_r, K = r + 1;
     const float cut = (float)x->o->prefilter - SCAN_PRUNE_MARGIN;
     const scan_dot_fn dot = scan_dot_pick();
+    const scan_dot4_fn dot4 = scan_dot4_pick();
+    int32_t ci[PRUNE_SBLOCK];
+    float cv[PRUNE_SBLOCK];
     for (size_t h = 0; h < Lh; h++) {
         const float *sv = x->svec + h * S * C;
         scan_prune_project(x->prune_U + h * r * C, r, sv, S, (int)C, x->sproj, x->prune_tmp);
@@ -288,16 +291,27 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
                     const float *pv = x->pvec + (h * P + p) * C;
                     size_t self = x->inv[cp->prompt_index[p]];
                     if (self >= s0 + sb && self < s0 + se) row[self - s0] = 2.0f; /* always a candidate */
+                    /* the row's candidates in this block, their dot products
+                       four at a time, then binned in substring order */
+                    int nc = 0;
                     for (size_t s = sb; s < se; s++) {
                         if ((s & 15) == 0 && s + 16 <= se && !scan_any_above16(row + s, cut)) {
                             s += 15;
                             continue;
                         }
-                        if (!(row[s] > cut)) continue;
-                        cand++;
-                        float v = s0 + s == self ? 2.0f : dot(pv, sv + s * C, (int)C);
-                        if (take_pair(x, p, h, s0, s, v)) return -1;
+                        if (row[s] > cut) ci[nc++] = (int32_t)s;
                     }
+                    int q = 0;
+                    for (; q + 4 <= nc; q += 4) {
+                        const float *b4[4] = {sv + ci[q] * C, sv + ci[q + 1] * C, sv + ci[q + 2] * C, sv + ci[q + 3] * C};
+                        dot4(pv, b4, (int)C, cv + q);
+                    }
+                    for (; q < nc; q++) cv[q] = dot(pv, sv + ci[q] * C, (int)C);
+                    for (q = 0; q < nc; q++) {
+                        size_t s = (size_t)ci[q];
+                        if (take_pair(x, p, h, s0, s, s0 + s == self ? 2.0f : cv[q])) return -1;
+                    }
+                    cand += nc;
                 }
             }
             x->flops_cosine += 2.0 * cand * C;

@@ -100,6 +100,9 @@ int scan_prune_basis(const float *v, size_t n, int C, int r, float *U);
 int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp);
 typedef float (*scan_dot_fn)(const float *a, const float *b, int C);
 scan_dot_fn scan_dot_pick(void);
+/* four dot products of a with b[0..3] into out[0..3], each with scan_dot's bits */
+typedef void (*scan_dot4_fn)(const float *a, const float *const *b, int C, float *out);
+scan_dot4_fn scan_dot4_pick(void);
 
 /* scan_util.c */
 double scan_now(void);
