@@ -122,7 +122,19 @@ expect_usage "ablate --split" "--split: 'dev' is not one of train, val, test" ab
 # A bogus point-to-point component makes MPI_Init fail: a single-process
 # command must not call it; a command started "by mpirun" (its environment)
 # and a multi-rank one must (negative controls: they fail).
+# explain of a few texts and index --add-sketch run without MPI too; index
+# (the build) does not (negative control). Their inputs are made first.
+"$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/ci.h5" >/dev/null 2>&1 || fail "prepare for index"
+"$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" --sketch-dim 0 -o "$T/i.h5" >/dev/null 2>&1 || fail "index"
 export OMPI_MCA_pml=corpuslens_no_such_component
+"$CL" index --add-sketch "$T/i.h5" --sketch-dim 4 >/dev/null 2>"$T/err" ||
+    fail "index --add-sketch without mpirun started MPI: $(tail -3 "$T/err")"
+"$CL" explain --index "$T/i.h5" --corpus "$T/ci.h5" --model "$T/m.h5" --thresholds 0.5 --weights 1 "And" \
+    >/dev/null 2>"$T/err" || fail "explain without mpirun started MPI: $(tail -3 "$T/err")"
+grep -qF "sketch (k = 4)" "$T/err" || fail "explain did not use the added sketch: $(tail -3 "$T/err")"
+if "$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" -o "$T/i2.h5" >/dev/null 2>&1; then
+    fail "negative control: index (the build) did not start MPI"
+fi
 "$CL" predict --model "$T/m.h5" --top 2 "And" >"$T/out" 2>"$T/err" ||
     fail "predict without mpirun started MPI: $(tail -3 "$T/err")"
 "$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/c.h5" >/dev/null 2>"$T/err" ||
