@@ -250,8 +250,16 @@ static int reduce_write(scan_ctx *x, const void *buf, size_t p0, size_t np, size
 }
 
 /* A slice of the frequency tensors holds at most 2^24 elements (64 MB of
- * int32): the reduce buffer of a rank is at most that / R. */
-#define FSLICE ((size_t)1 << 24)
+ * int32): the reduce buffer of a rank is at most that / R. Tests lower it
+ * (and the match round below) with CORPUSLENS_SCAN_IO_SLICE=ELEMENTS and
+ * CORPUSLENS_SCAN_IO_ROUND=PROMPTS, so that a small scan crosses many slices
+ * and rounds; neither changes the file. */
+static size_t knob(const char *name, size_t dflt) {
+    const char *v = getenv(name);
+    long n = v ? atol(v) : 0;
+    return n > 0 ? (size_t)n : dflt;
+}
+#define FSLICE knob("CORPUSLENS_SCAN_IO_SLICE", (size_t)1 << 24)
 
 static int write_freq(scan_ctx *x, hid_t file) {
     const size_t P = x->cp->n_prompts, V = x->cp->V, Lh = x->Lh, NB = x->NB;
@@ -266,8 +274,9 @@ static int write_freq(scan_ctx *x, hid_t file) {
         int chunked;
     } ts[2] = {{CL_SCAN_FREQ_COUNTS, x->counts, Lh * NB * V, sizeof(int32_t), MPI_INT32_T, H5T_NATIVE_INT32, 1},
                {CL_SCAN_FREQ_N_MATCHES, x->nmatch, Lh * NB, sizeof(int64_t), MPI_INT64_T, H5T_NATIVE_INT64, 0}};
+    const size_t slice = FSLICE;
     for (int k = 0; k < 2; k++) {
-        size_t row = ts[k].row, ps = FSLICE / row;
+        size_t row = ts[k].row, ps = slice / row;
         if (ps < 1) ps = 1;
         /* this rank's share of a slice: at most ceil(ps / R) prompts */
         void *recv = rcn ? cl_trymalloc((ps + x->R - 1) / x->R * row + 1, ts[k].el, "reduce buffer") : NULL;
@@ -299,7 +308,7 @@ static int write_freq(scan_ctx *x, hid_t file) {
 
 /* Prompts per round of the match exchange: bounds what a rank receives in a
  * round (the round's lists of its prompts from every rank, each capped). */
-#define MROUND 256
+#define MROUND knob("CORPUSLENS_SCAN_IO_ROUND", 256)
 
 typedef struct {
     int64_t *sub;
@@ -351,7 +360,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
         sc[d] = (int)(by > INT_MAX ? 0 : by);
         tot += by;
     }
-    if (tot > INT_MAX) err = cl_error("too many matches in one round of %d prompts (%lld bytes); use --match-cap", MROUND, tot);
+    if (tot > INT_MAX) err = cl_error("too many matches in one round of %zu prompts (%lld bytes); use --match-cap", np, tot);
     char *pack = err ? NULL : malloc(tot ? (size_t)tot : 1);
     if (!err && !pack) err = cl_error("out of memory packing matches");
     if (pack)
@@ -376,7 +385,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
         rtot += rc[s];
     }
     if (!err && rtot > INT_MAX)
-        err = cl_error("too many matches for one rank in one round of %d prompts (%lld bytes); use --match-cap", MROUND,
+        err = cl_error("too many matches for one rank in one round of %zu prompts (%lld bytes); use --match-cap", np,
                        rtot);
     char *all = err ? NULL : malloc(rtot ? (size_t)rtot : 1);
     if (!err && !all) err = cl_error("out of memory receiving matches");
@@ -404,12 +413,12 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
 static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
     const size_t P = x->cp->n_prompts, Lh = x->Lh;
     const int R = x->R;
-    const size_t rounds = (P + MROUND - 1) / MROUND;
+    const size_t G = MROUND, rounds = (P + G - 1) / G;
     owned_matches o = {0};
     int *sc = cl_trymalloc((size_t)R * 4, sizeof(int), "match exchange counts");
     size_t a, b, mine = 0;
-    for (size_t p0 = 0; p0 < P; p0 += MROUND) {
-        share(p0, P - p0 < MROUND ? P - p0 : MROUND, x->rank, R, &a, &b);
+    for (size_t p0 = 0; p0 < P; p0 += G) {
+        share(p0, P - p0 < G ? P - p0 : G, x->rank, R, &a, &b);
         mine += b - a;
     }
     o.index = cl_trycalloc(mine * Lh * 2 + 2, sizeof(int64_t), "match index");
@@ -423,7 +432,7 @@ static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
     hid_t dss = H5I_INVALID_HID, dsm = H5I_INVALID_HID, dsi = H5I_INVALID_HID;
     if (cl_par_agree(err, x->comm)) goto out;
     for (size_t k = 0; k < rounds && !err; k++) {
-        size_t p0 = k * MROUND, np = P - p0 < MROUND ? P - p0 : MROUND;
+        size_t p0 = k * G, np = P - p0 < G ? P - p0 : G;
         int rc = exchange_round(x, p0, np, k, &o, sc, sc + R, sc + 2 * R, sc + 3 * R);
         err = cl_par_agree(rc, x->comm);
     }
