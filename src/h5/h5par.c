@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
@@ -18,6 +19,23 @@ static int any(int flag, MPI_Comm comm) {
     int in = flag != 0, out = 0;
     MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, comm);
     return out;
+}
+
+int cl_h5p_write_error(hid_t obj, const char *what) {
+    char cause[512], name[1024] = "";
+    cl_h5_cause(cause, sizeof cause); /* before any other HDF5 call */
+    if (obj < 0 || H5Fget_name(obj, name, sizeof name) < 0) name[0] = '\0';
+    H5Eclear2(H5E_DEFAULT);
+    int fd = name[0] ? open(name, O_WRONLY) : -1;
+    struct stat st;
+    if (fd >= 0 && !fstat(fd, &st)) {
+        int e = fallocate(fd, FALLOC_FL_KEEP_SIZE, st.st_size, 1 << 16) ? errno : 0;
+        if (!e && ftruncate(fd, st.st_size)) { /* the reservation past the end is given back */
+        }
+        if (e == ENOSPC || e == EDQUOT) snprintf(cause, sizeof cause, "%s", strerror(e));
+    }
+    if (fd >= 0) close(fd);
+    return cl_error("%s%s%s%s%s", what, name[0] ? " in " : "", name, cause[0] ? ": " : "", cause);
 }
 
 hid_t cl_h5p_create(const char *path, MPI_Comm comm) {
@@ -87,7 +105,9 @@ int cl_h5p_write_rows(hid_t ds, hid_t memtype, size_t n, const hsize_t *r0, cons
     hid_t dx = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
     if (e >= 0) e = H5Dwrite(ds, memtype, ms, fs, dx, total ? data : dummy);
-    int rc = e < 0 ? cl_h5_error_in(ds, "cannot write %s", name) : 0;
+    char what[512];
+    snprintf(what, sizeof what, "cannot write %s", name);
+    int rc = e < 0 ? cl_h5p_write_error(ds, what) : 0;
     H5Pclose(dx), H5Sclose(ms), H5Sclose(fs);
     return rc;
 }
@@ -103,7 +123,11 @@ int cl_h5p_write_from(hid_t file, const char *path, hid_t memtype, int rank, con
     }
     hsize_t r0 = 0, nr = dims[0];
     int rc = cl_h5p_write_rows(ds, memtype, me == root ? 1 : 0, &r0, &nr, data, path);
-    if (H5Dclose(ds) < 0 && !rc) rc = cl_h5_error_in(file, "cannot write dataset %s", path);
+    if (H5Dclose(ds) < 0 && !rc) {
+        char what[512];
+        snprintf(what, sizeof what, "cannot write dataset %s", path);
+        rc = cl_h5p_write_error(file, what);
+    }
     return rc;
 }
 
@@ -138,7 +162,15 @@ int cl_h5p_finish(hid_t f, const char *path, int failed, MPI_Comm comm) {
         if (rank == 0 && path) remove(path);
         return -1;
     }
-    if (H5Fclose(f) < 0) mine = cl_h5_error("cannot finish writing %s", path ? path : "a file");
+    if (H5Fclose(f) < 0) {
+        /* the name is gone with the file: the reason from the file system */
+        char cause[512];
+        cl_h5_cause(cause, sizeof cause);
+        H5Eclear2(H5E_DEFAULT);
+        struct statvfs vs;
+        if (path && !statvfs(path, &vs) && vs.f_bavail == 0) snprintf(cause, sizeof cause, "%s", strerror(ENOSPC));
+        mine = cl_error("cannot finish writing %s%s%s", path ? path : "a file", cause[0] ? ": " : "", cause);
+    }
     if (any(mine, comm)) {
         if (rank == 0 && path) remove(path);
         return mine;

@@ -297,9 +297,11 @@ static int write_freq(scan_ctx *x, hid_t file) {
                                   ts[k].name);
             err = cl_par_agree(rc, x->comm);
         }
-        if (H5Dclose(ds) < 0 && !err) err = cl_h5_error_in(file, "cannot write %s", ts[k].name);
+        char what[256];
+        snprintf(what, sizeof what, "cannot write %s", ts[k].name);
+        int rc = H5Dclose(ds) < 0 ? cl_h5p_write_error(file, what) : 0;
         free(recv);
-        if (!err && cl_par_agree(0, x->comm)) err = -1;
+        if (!err) err = cl_par_agree(rc, x->comm); /* err is already the same on every rank */
         if (err) break;
     }
     free(rcn);
@@ -469,9 +471,9 @@ static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
     err = cl_par_agree(rc, x->comm);
 out:
     rc = 0;
-    if (dsi >= 0 && H5Dclose(dsi) < 0) rc = cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_INDEX);
-    if (dss >= 0 && H5Dclose(dss) < 0) rc = cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SUBSTRING);
-    if (dsm >= 0 && H5Dclose(dsm) < 0) rc = cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SIMILARITY);
+    if (dsi >= 0 && H5Dclose(dsi) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_INDEX);
+    if (dss >= 0 && H5Dclose(dss) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SUBSTRING);
+    if (dsm >= 0 && H5Dclose(dsm) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SIMILARITY);
     if (!err) err = cl_par_agree(rc, x->comm);
     free(sc), free(o.sub), free(o.sim), free(o.index), free(o.round_n), free(o.round_p0), free(o.round_np);
     free(before), free(rtot), free(m0), free(mn);

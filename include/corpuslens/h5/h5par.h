@@ -52,6 +52,15 @@ int cl_h5p_write_rows(hid_t ds, hid_t memtype, size_t n, const hsize_t *r0, cons
 int cl_h5p_write_from(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims, const void *data,
                       int root, MPI_Comm comm);
 
+/* The message of a failed write (or dataset close) into obj's file:
+ * "WHAT in FILE: REASON". MPI-IO does not pass the operating system's reason
+ * up through HDF5 ("file write failed"), so the file system is asked: when
+ * 64 KiB more cannot be reserved for the file, the reason is the file
+ * system's (No space left on device, Disk quota exceeded); otherwise HDF5's
+ * innermost description. Call it right after the failing HDF5 call. Not
+ * collective. Returns -1. */
+int cl_h5p_write_error(hid_t obj, const char *what);
+
 /* Finish PATH, a file of cl_h5p_create. failed: the ranks' agreed verdict
  * (the same on every rank: cl_par_agree first). When failed: discard
  * (truncate to 0, close, remove) and return -1 everywhere. Otherwise reserve
