@@ -29,8 +29,8 @@ for k in 1 2 4; do
 done
 cat > rt.sh <<'SEOF'
 #!/bin/sh
-# one rank under GNU time: its peak RSS (KB) and wall seconds
-exec /usr/bin/time -f "%M %e" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" "$@"
+# one rank under GNU time: its peak RSS (KB), wall, user and system seconds
+exec /usr/bin/time -f "%M %e %U %S" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" "$@"
 SEOF
 chmod +x rt.sh
 run() { # ranks corpus tag
@@ -48,12 +48,14 @@ echo "load after: $(cat /proc/loadavg)"
 import sys, glob, re, shutil, h5py, filecmp
 P = int(sys.argv[1])
 def stats(tag):
-    rss = [int(open(f).read().split()[0]) / 1024 for f in glob.glob(f"rt.{tag}.*")]
+    rt = [open(f).read().split() for f in glob.glob(f"rt.{tag}.*")]
+    rss = [int(r[0]) / 1024 for r in rt]
+    cpu = [float(r[2]) + float(r[3]) for r in rt if len(r) >= 4] or [float("nan")]
     s, e = map(float, open(f"wall.{tag}").read().split())
     log = open(f"log.{tag}").read()
     ph = dict(re.findall(r"(prompts|trie forward|similarity sgemm|selection/binning|reduce\+write) ([0-9.]+) s", log))
     a = h5py.File(f"s.{tag}.h5", "r").attrs
-    return dict(rss_max=max(rss), rss_min=min(rss), wall=e - s, ph={k: float(v) for k, v in ph.items()},
+    return dict(rss_max=max(rss), rss_min=min(rss), wall=e - s, cpu=max(cpu), ph={k: float(v) for k, v in ph.items()},
                 N=int(a["n_substrings"]), pairs=int(a["n_prefiltered_pairs"]), stored=int(a["n_stored_matches"]),
                 nodes=int(a["n_trie_nodes"]))
 def zero(tag):
@@ -62,20 +64,21 @@ def zero(tag):
         f.attrs.modify("wall_seconds", 0.0)
     return f"z.{tag}.h5"
 print(f"A. ranks (corpus c1, P = {P}): peak RSS per rank, MB (max / min over ranks), wall, reduce+write")
-print("ranks  N        RSS max  RSS min  wall s  write s  bytes = 1 rank")
+print("ranks  N        RSS max  RSS min  wall s  CPU s/rank  write s  bytes = 1 rank")
 z1 = zero("r1")
 for r in (1, 2, 4, 8):
     t = stats(f"r{r}")
     same = filecmp.cmp(z1, zero(f"r{r}"), shallow=False)
-    print(f"{r:<6} {t['N']:<8} {t['rss_max']:8.1f} {t['rss_min']:8.1f} {t['wall']:7.1f} {t['ph'].get('reduce+write', 0):8.2f}  {same}")
+    print(f"{r:<6} {t['N']:<8} {t['rss_max']:8.1f} {t['rss_min']:8.1f} {t['wall']:7.1f} {t['cpu']:10.1f} "
+          f"{t['ph'].get('reduce+write', 0):8.2f}  {same}")
 print(f"B. corpus size on 2 ranks (P = {P}): time and peak RSS per rank")
-print("size  chars-x  N        nodes     pairs       stored   wall s  forward s  sgemm s  select s  write s  RSS max MB")
+print("size  N        nodes     pairs       stored   wall s  CPU s/rank  forward s  sgemm s  select s  write s  RSS max MB")
 rows = []
 for k, tag in ((1, "r2"), (2, "k2"), (4, "k4")):
     t = stats(tag)
     rows.append((k, t))
     ph = t["ph"]
-    print(f"{k}x    {k:<8} {t['N']:<8} {t['nodes']:<9} {t['pairs']:<11} {t['stored']:<8} {t['wall']:7.1f} "
+    print(f"{k}x    {t['N']:<8} {t['nodes']:<9} {t['pairs']:<11} {t['stored']:<8} {t['wall']:7.1f} {t['cpu']:10.1f} "
           f"{ph.get('trie forward', 0):9.2f} {ph.get('similarity sgemm', 0):8.2f} {ph.get('selection/binning', 0):8.2f} "
           f"{ph.get('reduce+write', 0):8.2f} {t['rss_max']:10.1f}")
 # per-rank constants: seconds per (substring x rank share), MB per substring
@@ -84,7 +87,8 @@ dN = b["N"] - a["N"]
 fwd = (b["ph"]["trie forward"] - a["ph"]["trie forward"]) * 2 / dN
 sg = (b["ph"]["similarity sgemm"] + b["ph"]["selection/binning"] - a["ph"]["similarity sgemm"] - a["ph"]["selection/binning"]) * 2 / dN / P
 mem = (b["rss_max"] - a["rss_max"]) / dN
+cpu = (b["cpu"] - a["cpu"]) * 2 / dN
 print(f"fit (1x -> 4x, 2 ranks): forward {fwd * 1e3:.3f} ms per substring, similarity+selection "
-      f"{sg * 1e9:.1f} ns per (substring x prompt) (6 blocks), RSS +{mem * 1e6:.0f} bytes per substring per rank, "
-      f"RSS at 1x {a['rss_max']:.0f} MB")
+      f"{sg * 1e9:.1f} ns per (substring x prompt) (6 blocks), CPU {cpu * 1e3:.3f} ms per substring (both ranks), "
+      f"RSS +{mem * 1e6:.0f} bytes per substring per rank, RSS at 1x {a['rss_max']:.0f} MB")
 PEOF
