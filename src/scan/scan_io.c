@@ -214,14 +214,15 @@ int scan_state_save(scan_ctx *x) {
  *   MPI_Reduce_scatter gives each rank the sums of its part (a block of the
  *   slice's prompts), which it writes (collective write). No rank holds a
  *   second copy of the tensor;
- * - matches: prompt rounds of MROUND prompts; per round, every rank sends the
- *   capped lists of each prompt to its owner (a block of the round's prompts,
- *   MPI_Alltoallv), which merges, sorts and caps them. After the last round,
- *   offsets come from an MPI_Exscan of the per-round counts (in canonical
- *   order: round, then prompt, then block), and every rank writes its slabs
- *   of /matches/substring, /matches/similarity and its rows of /matches/index
- *   in one collective write each. Nothing is sized by the rank count beyond
- *   R-long count arrays. */
+ * - matches: rank r owns the prompt block [P r / R, P (r + 1) / R). In rounds
+ *   of MROUND prompts, every rank sends the capped lists of each prompt to
+ *   its owner (MPI_Alltoallv), which merges, sorts and caps them. After the
+ *   last round, an MPI_Exscan of the owned match counts gives each rank the
+ *   offset of its slab (canonical order: prompt, block, similarity desc,
+ *   substring asc), and every rank writes its slab of /matches/substring,
+ *   /matches/similarity and its rows of /matches/index in one collective
+ *   write each. Nothing is sized by the rank count beyond R-long count
+ *   arrays. */
 
 /* Prompts [*a, *b) of rank r among np prompts starting at p0. */
 static void share(size_t p0, size_t np, int r, int R, size_t *a, size_t *b) {
@@ -308,18 +309,30 @@ static int write_freq(scan_ctx *x, hid_t file) {
     return err ? -1 : 0;
 }
 
-/* Prompts per round of the match exchange: bounds what a rank receives in a
- * round (the round's lists of its prompts from every rank, each capped). */
+/* Prompts per round of the match exchange: bounds what is packed and
+ * received in a round (the round's lists, each capped, from every rank). */
 #define MROUND knob("CORPUSLENS_SCAN_IO_ROUND", 256)
+
+/* The prompts whose matches rank r merges and writes: one block
+ * [P r / R, P (r + 1) / R), in rank order, so that the ranks' slabs of the
+ * match arrays follow each other in rank order. (HDF5 allocates the chunks
+ * of a collective filtered write rank by rank, each rank's in chunk order:
+ * with rank-ordered slabs that is chunk order whatever R. Slabs interleaved
+ * by round would place the chunks differently for every R.) The part of it
+ * within round [p0, p0 + np) is [*a, *b) (empty: *a == *b). */
+static void owned_in(size_t P, int r, int R, size_t p0, size_t np, size_t *a, size_t *b) {
+    size_t lo = P * (size_t)r / (size_t)R, hi = P * ((size_t)r + 1) / (size_t)R;
+    *a = lo > p0 ? lo : p0;
+    *b = hi < p0 + np ? hi : p0 + np;
+    if (*b < *a) *b = *a;
+}
 
 typedef struct {
     int64_t *sub;
     float *sim;
     size_t n, alloc;
-    int64_t *index;      /* [owned lists, 2]: count filled here, start later */
+    int64_t *index;      /* [owned lists, 2]: count filled by the merge, start later */
     size_t n_lists;
-    int64_t *round_n;    /* [rounds] matches this rank owns per round */
-    hsize_t *round_p0, *round_np; /* [rounds] this rank's prompts per round */
 } owned_matches;
 
 static int owned_push(void *user, const scan_mlist *l) {
@@ -340,11 +353,10 @@ static int owned_push(void *user, const scan_mlist *l) {
 }
 
 /* One round: prompts [p0, p0 + np). Sends every local list to its owner,
- * merges the received ones into o. This rank's result (agreed inside before
- * the exchange, so no rank skips it). */
-static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned_matches *o, int *sc, int *sd,
-                          int *rc, int *rd) {
-    const size_t Lh = x->Lh;
+ * merges the received ones into o. This rank's result (errors before the
+ * exchange are agreed inside, so no rank skips it). */
+static int exchange_round(scan_ctx *x, size_t p0, size_t np, owned_matches *o, int *sc, int *sd, int *rc, int *rd) {
+    const size_t Lh = x->Lh, P = x->cp->n_prompts;
     const long cap = x->o->match_cap;
     const int R = x->R;
     int err = 0;
@@ -352,7 +364,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
     long long tot = 0;
     for (int d = 0; d < R; d++) {
         size_t a, b, ne = 0;
-        share(p0, np, d, R, &a, &b);
+        owned_in(P, d, R, p0, np, &a, &b);
         for (size_t i = a * Lh; i < b * Lh; i++) {
             scan_mlist_sort_cap(&x->lists[i], cap);
             ne += x->lists[i].n;
@@ -368,7 +380,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
     if (pack)
         for (int d = 0; d < R; d++) {
             size_t a, b;
-            share(p0, np, d, R, &a, &b);
+            owned_in(P, d, R, p0, np, &a, &b);
             uint32_t *cnt = (uint32_t *)(pack + sd[d]);
             scan_match *e = (scan_match *)(pack + sd[d] + (b - a) * Lh * sizeof(uint32_t));
             for (size_t i = a * Lh, j = 0; i < b * Lh; i++, j++) {
@@ -399,15 +411,12 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
     free(pack);
     /* merge this rank's lists: source s's block holds [nown] counts, then entries */
     size_t a, b;
-    share(p0, np, x->rank, R, &a, &b);
+    owned_in(P, x->rank, R, p0, np, &a, &b);
     size_t nown = (b - a) * Lh;
-    o->round_p0[round] = a, o->round_np[round] = b - a;
-    size_t n0 = o->n;
     if (nown) {
         err = scan_merge_sources(all, rd, R, nown, cap, o->index + 2 * o->n_lists, owned_push, o);
         o->n_lists += nown;
     }
-    o->round_n[round] = (int64_t)(o->n - n0);
     free(all);
     return err;
 }
@@ -415,59 +424,45 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, size_t round, owned
 static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
     const size_t P = x->cp->n_prompts, Lh = x->Lh;
     const int R = x->R;
-    const size_t G = MROUND, rounds = (P + G - 1) / G;
+    const size_t G = MROUND;
     owned_matches o = {0};
+    size_t A, B;
+    owned_in(P, x->rank, R, 0, P, &A, &B);
     int *sc = cl_trymalloc((size_t)R * 4, sizeof(int), "match exchange counts");
-    size_t a, b, mine = 0;
-    for (size_t p0 = 0; p0 < P; p0 += G) {
-        share(p0, P - p0 < G ? P - p0 : G, x->rank, R, &a, &b);
-        mine += b - a;
-    }
-    o.index = cl_trycalloc(mine * Lh * 2 + 2, sizeof(int64_t), "match index");
-    o.round_n = cl_trycalloc(rounds, sizeof(int64_t), "round counts");
-    int64_t *before = cl_trycalloc(rounds, sizeof(int64_t), "round offsets"),
-            *rtot = cl_trycalloc(rounds, sizeof(int64_t), "round totals");
-    o.round_p0 = cl_trycalloc(rounds, sizeof(hsize_t), "round prompts");
-    o.round_np = cl_trycalloc(rounds, sizeof(hsize_t), "round prompts");
-    hsize_t *m0 = cl_trycalloc(rounds, sizeof(hsize_t), "match slabs"), *mn = cl_trycalloc(rounds, sizeof(hsize_t), "match slabs");
-    int err = !sc || !o.index || !o.round_n || !before || !rtot || !o.round_p0 || !o.round_np || !m0 || !mn, rc;
+    o.index = cl_trycalloc((B - A) * Lh * 2 + 2, sizeof(int64_t), "match index");
+    int err = !sc || !o.index, rc;
     hid_t dss = H5I_INVALID_HID, dsm = H5I_INVALID_HID, dsi = H5I_INVALID_HID;
     if (cl_par_agree(err, x->comm)) goto out;
-    for (size_t k = 0; k < rounds && !err; k++) {
-        size_t p0 = k * G, np = P - p0 < G ? P - p0 : G;
-        int rc = exchange_round(x, p0, np, k, &o, sc, sc + R, sc + 2 * R, sc + 3 * R);
+    for (size_t p0 = 0; p0 < P && !err; p0 += G) {
+        size_t np = P - p0 < G ? P - p0 : G;
+        rc = exchange_round(x, p0, np, &o, sc, sc + R, sc + 2 * R, sc + 3 * R);
         err = cl_par_agree(rc, x->comm);
     }
     if (err) goto out;
-    /* canonical order: round by round; within a round, rank by rank (their
-       prompts are consecutive blocks), within a rank (prompt, block) */
-    MPI_Exscan(o.round_n, before, (int)rounds, MPI_INT64_T, MPI_SUM, x->comm);
-    if (x->rank == 0) memset(before, 0, rounds * sizeof *before);
-    MPI_Allreduce(o.round_n, rtot, (int)rounds, MPI_INT64_T, MPI_SUM, x->comm);
-    int64_t base = 0;
-    size_t li = 0;
-    for (size_t k = 0; k < rounds; k++) {
-        int64_t at = base + before[k];
-        m0[k] = (hsize_t)at, mn[k] = (hsize_t)o.round_n[k];
-        for (size_t i = 0; i < o.round_np[k] * Lh; i++, li++) {
-            o.index[2 * li] = at;
-            at += o.index[2 * li + 1];
-        }
-        base += rtot[k];
+    /* canonical order: rank by rank (their prompt blocks follow each other),
+       within a rank (prompt, block), within a list (similarity desc, substring) */
+    int64_t mine = (int64_t)o.n, start = 0, total = 0;
+    MPI_Exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    if (x->rank == 0) start = 0;
+    MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    int64_t at = start;
+    for (size_t i = 0; i < o.n_lists; i++) {
+        o.index[2 * i] = at;
+        at += o.index[2 * i + 1];
     }
-    *stored = base;
-    hsize_t dm = (hsize_t)base, ch = 65536;
+    *stored = total;
+    hsize_t dm = (hsize_t)total, ch = 65536, m0 = (hsize_t)start, mn = (hsize_t)mine, p0 = A, np = B - A;
     dss = cl_h5p_dataset(file, CL_SCAN_MATCH_SUBSTRING, H5T_NATIVE_INT64, 1, &dm, &ch);
     dsm = cl_h5p_dataset(file, CL_SCAN_MATCH_SIMILARITY, H5T_NATIVE_FLOAT, 1, &dm, &ch);
     if ((err = cl_par_agree(dss < 0 || dsm < 0, x->comm))) goto out;
-    rc = cl_h5p_write_rows(dss, H5T_NATIVE_INT64, rounds, m0, mn, o.sub, CL_SCAN_MATCH_SUBSTRING);
+    rc = cl_h5p_write_rows(dss, H5T_NATIVE_INT64, 1, &m0, &mn, o.sub, CL_SCAN_MATCH_SUBSTRING);
     if ((err = cl_par_agree(rc, x->comm))) goto out;
-    rc = cl_h5p_write_rows(dsm, H5T_NATIVE_FLOAT, rounds, m0, mn, o.sim, CL_SCAN_MATCH_SIMILARITY);
+    rc = cl_h5p_write_rows(dsm, H5T_NATIVE_FLOAT, 1, &m0, &mn, o.sim, CL_SCAN_MATCH_SIMILARITY);
     if ((err = cl_par_agree(rc, x->comm))) goto out;
     hsize_t di[3] = {P, Lh, 2};
     dsi = cl_h5p_dataset(file, CL_SCAN_MATCH_INDEX, H5T_NATIVE_INT64, 3, di, NULL);
     if ((err = cl_par_agree(dsi < 0, x->comm))) goto out;
-    rc = cl_h5p_write_rows(dsi, H5T_NATIVE_INT64, rounds, o.round_p0, o.round_np, o.index, CL_SCAN_MATCH_INDEX);
+    rc = cl_h5p_write_rows(dsi, H5T_NATIVE_INT64, 1, &p0, &np, o.index, CL_SCAN_MATCH_INDEX);
     err = cl_par_agree(rc, x->comm);
 out:
     rc = 0;
@@ -475,8 +470,7 @@ out:
     if (dss >= 0 && H5Dclose(dss) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SUBSTRING);
     if (dsm >= 0 && H5Dclose(dsm) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SIMILARITY);
     if (!err) err = cl_par_agree(rc, x->comm);
-    free(sc), free(o.sub), free(o.sim), free(o.index), free(o.round_n), free(o.round_p0), free(o.round_np);
-    free(before), free(rtot), free(m0), free(mn);
+    free(sc), free(o.sub), free(o.sim), free(o.index);
     return err ? -1 : 0;
 }
 
