@@ -28,7 +28,7 @@ static int sink(void *u, const scan_mlist *l) {
         s->a = realloc(s->a, s->alloc * sizeof *s->a);
         if (!s->a) return -1;
     }
-    memcpy(s->a + s->n, l->a, l->n * sizeof *l->a);
+    if (l->n) memcpy(s->a + s->n, l->a, l->n * sizeof *l->a);
     s->n += l->n;
     s->count[s->nl++] = l->n;
     return 0;
@@ -85,7 +85,7 @@ static void make(fixture *f, long cap) {
         for (int i = 0; i < NLISTS; i++) {
             scan_mlist *l = &ls[s * NLISTS + i];
             cnt[i] = l->n;
-            memcpy(f->buf + at, l->a, l->n * sizeof *l->a);
+            if (l->n) memcpy(f->buf + at, l->a, l->n * sizeof *l->a);
             at += l->n * sizeof *l->a;
             free(l->a);
         }
