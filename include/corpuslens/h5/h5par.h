@@ -7,10 +7,12 @@
  * Same bytes whatever the rank count: the HDF5 calls (dataset creation,
  * collective writes, attributes) are made in the same order with the same
  * shapes on every rank count, only the split of the rows of each collective
- * write among the ranks differs; HDF5 allocates the chunks of a collective
- * (filtered) write in chunk order, so the file layout does not depend on who
- * wrote which row (tested: tests/scan_ranks_bytes.sh). No object times are
- * stored (cl_h5_dcpl).
+ * write among the ranks differs. HDF5 1.10 allocates the chunks of a
+ * collective filtered write rank by rank, each rank's in chunk order, so the
+ * caller must give the ranks their rows in rank order (rank r's rows before
+ * rank r + 1's); then the chunks land in chunk order whatever the split
+ * (tested: tests/scan_ranks_bytes.sh, which fails with interleaved slabs).
+ * No object times are stored (cl_h5_dcpl).
  *
  * Full disk: as cl_h5_finish (h5util.h): a file that succeeded gets its disk
  * blocks reserved before the close (rank 0, fallocate on its own descriptor),

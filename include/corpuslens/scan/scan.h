@@ -65,12 +65,14 @@
  * collectively). /freq/counts and /freq/n_matches: in prompt slices of
  * 2^24 elements, MPI_Reduce_scatter hands each rank the sums of a block of
  * the slice's prompts, which it writes; no rank holds a second copy of the
- * tensor. Matches: in rounds of 256 prompts, every rank sends each prompt's
- * capped lists to the prompt's owner (a block of the round's prompts,
- * MPI_Alltoallv), which merges, sorts and caps them; after the last round an
- * MPI_Exscan of the per-round counts gives each rank the offsets of its slabs
- * of /matches/{substring,similarity} (canonical order: prompt, block,
- * similarity desc, substring asc) and of its rows of /matches/index, each
+ * tensor. Matches: rank r owns the prompt block [P r / R, P (r + 1) / R)
+ * (blocks in rank order: HDF5 places a collective write's chunks rank by
+ * rank, h5par.h); in rounds of 256 prompts every rank sends each prompt's
+ * capped lists to the prompt's owner (MPI_Alltoallv), which merges, sorts
+ * and caps them; then an MPI_Exscan of the owned match counts gives each
+ * rank the offset of its slab of /matches/{substring,similarity}
+ * (canonical order: prompt, block, similarity desc, substring asc) and its
+ * rows of /matches/index, each
  * written in one collective write. Nothing is sized by the rank count beyond
  * R-long count arrays (the old writer merged at most 1024 ranks and silently
  * dropped the matches of the others). The small datasets come from rank 0.
