@@ -96,6 +96,11 @@ static inline int scan_any_above16(const float *r, float t) {
  * tmp: [SCAN_PRUNE_CHUNK, C] scratch. */
 #define SCAN_PRUNE_MARGIN 1e-4f
 int scan_prune_basis(const float *v, size_t n, int C, int r, float *U);
+/* sketch.c: the top-k eigenvectors of a symmetric C x C matrix M as the rows
+ * of P [k, C] (subspace iteration from a fixed start), and the fraction of
+ * M's trace they keep (kept may be NULL). Shared by the sketch and the
+ * scan's pruning basis. */
+int scan_top_subspace(const double *M, int C, int k, double *P, double *kept);
 #define SCAN_PRUNE_CHUNK 2048
 int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp);
 typedef float (*scan_dot_fn)(const float *a, const float *b, int C);

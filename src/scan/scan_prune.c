@@ -22,41 +22,13 @@
 #include "corpuslens/base/error.h"
 #include "scan/scan_internal.h"
 
-/* Orthonormalise the columns of Q [C, r] (column j at Q[i * r + j]) by
- * modified Gram-Schmidt, twice; a column that vanishes is replaced by the
- * first unit vector e_i that is independent of the columns before it. */
-static void orthonormalise(double *Q, int C, int r) {
-    for (int j = 0; j < r; j++) {
-        for (int e = -1; e < C; e++) {
-            if (e >= 0)
-                for (int i = 0; i < C; i++) Q[(size_t)i * r + j] = i == e;
-            for (int pass = 0; pass < 2; pass++)
-                for (int k = 0; k < j; k++) {
-                    double d = 0;
-                    for (int i = 0; i < C; i++) d += Q[(size_t)i * r + k] * Q[(size_t)i * r + j];
-                    for (int i = 0; i < C; i++) Q[(size_t)i * r + j] -= d * Q[(size_t)i * r + k];
-                }
-            double n = 0;
-            for (int i = 0; i < C; i++) n += Q[(size_t)i * r + j] * Q[(size_t)i * r + j];
-            n = sqrt(n);
-            if (n > 1e-6) {
-                for (int i = 0; i < C; i++) Q[(size_t)i * r + j] /= n;
-                break;
-            }
-        }
-    }
-}
-
 int scan_prune_basis(const float *v, size_t n, int C, int r, float *U) {
     if (r < 1 || r > C) return cl_error("scan: pruning rank %d outside 1..%d", r, C);
     double *G = cl_trycalloc((size_t)C * C, sizeof(double), "prune Gram matrix");
-    double *Q = cl_trymalloc((size_t)C * r, sizeof(double), "prune basis");
-    double *Z = cl_trymalloc((size_t)C * r, sizeof(double), "prune basis");
+    double *P = cl_trymalloc((size_t)C * r, sizeof(double), "prune basis");
     double *row = cl_trymalloc((size_t)SCAN_PRUNE_CHUNK * C, sizeof(double), "prune rows");
-    if (!G || !Q || !Z || !row) {
-        free(G), free(Q), free(Z), free(row);
-        return -1;
-    }
+    int rc = -1;
+    if (!G || !P || !row) goto done;
     for (size_t i0 = 0; i0 < n; i0 += SCAN_PRUNE_CHUNK) {
         size_t m = n - i0 < SCAN_PRUNE_CHUNK ? n - i0 : SCAN_PRUNE_CHUNK;
         for (size_t k = 0; k < m * C; k++) row[k] = v[i0 * C + k];
@@ -64,20 +36,12 @@ int scan_prune_basis(const float *v, size_t n, int C, int r, float *U) {
     }
     for (int i = 0; i < C; i++)
         for (int j = 0; j < i; j++) G[(size_t)i * C + j] = G[(size_t)j * C + i];
-    /* start: the columns of G with the largest diagonal entries, i.e. r
-       deterministic columns; then subspace iteration Q <- orth(G Q) */
-    for (int i = 0; i < C; i++)
-        for (int j = 0; j < r; j++) Q[(size_t)i * r + j] = G[(size_t)i * C + (j * C) / r] + (i == (j * C) / r);
-    orthonormalise(Q, C, r);
-    for (int it = 0; it < 30; it++) {
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, r, C, 1.0, G, C, Q, r, 0.0, Z, r);
-        memcpy(Q, Z, (size_t)C * r * sizeof(double));
-        orthonormalise(Q, C, r);
-    }
-    for (int j = 0; j < r; j++)
-        for (int i = 0; i < C; i++) U[(size_t)j * C + i] = (float)Q[(size_t)i * r + j];
-    free(G), free(Q), free(Z), free(row);
-    return 0;
+    if (scan_top_subspace(G, C, r, P, NULL)) goto done;
+    for (size_t i = 0; i < (size_t)r * C; i++) U[i] = (float)P[i];
+    rc = 0;
+done:
+    free(G), free(P), free(row);
+    return rc;
 }
 
 int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp) {
