@@ -23,7 +23,7 @@ expect_usage() {
     local n
     n=$(grep -cF -- "$text" "$T/err")
     [ "$n" = 1 ] || fail "$what: expected '$text' once on stderr, got $n: $(cat "$T/err")"
-    grep -qF "Try 'corpuslens $1 --help'." "$T/err" || fail "$what: no 'Try' line: $(cat "$T/err")"
+    grep -qF "Try 'corpuslens ${TRY:-$1} --help'." "$T/err" || fail "$what: no 'Try' line: $(cat "$T/err")"
     [ -s "$T/out" ] && fail "$what: wrote to stdout: $(cat "$T/out")"
     return 0
 }
@@ -66,31 +66,75 @@ cmp -s "$T/g1" "$T/g2" || fail "-n and --chars differ"
 # ---- every command's table, through its --help ----
 cmds=$("$CL" --help | awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print $1}')
 [ "$(echo "$cmds" | wc -w)" -ge 17 ] || fail "corpuslens --help lists $(echo "$cmds" | wc -w) commands"
+# A file may hold more than one table: a table whose opening line says
+# /* table of: ARGS */ is the one of `corpuslens ARGS --help` (a variant such
+# as `train --task parens`); any other is the command's own.
+# tables FILE CMD: one line per option, "ARGS<TAB>name" (hidden ones left out)
+tables() {
+    awk -v c="$2" '
+        /cli_option [a-z_]*\[\] = \{/ {
+            args = c
+            if (match($0, /table of: [^*]*/)) { args = substr($0, RSTART + 10, RLENGTH - 10); sub(/ +$/, "", args) }
+            on = 1
+        }
+        on && /CLI_OPT_[A-Z]+\("/ && !/\/\* hidden/ { n = $0; sub(/.*CLI_OPT_[A-Z]+\("/, "", n); sub(/".*/, "", n); print args "\t" n }
+        on && /CLI_END/ { on = 0 }' "$1"
+}
+# check_help "ARGS" names...: ARGS --help lists every name; a typo of the
+# first is refused with the did-you-mean text
+check_help() {
+    local args=$1 c=${1%% *}
+    shift
+    $CL $args --help >"$T/help" 2>"$T/err" || fail "$args --help: exit status $?"
+    [ -s "$T/err" ] && fail "$args --help wrote to stderr: $(cat "$T/err")"
+    head -1 "$T/help" | grep -q "^usage: .*corpuslens $args" || fail "$args --help: no usage line: $(head -1 "$T/help")"
+    $CL $args -h | cmp -s - "$T/help" || fail "$args: -h and --help differ"
+    for o in "$@"; do
+        grep -qE -- "(^|[ ,])--$o( |$)" "$T/help" || fail "$args --help does not list --$o"
+    done
+    if [ $# -gt 0 ]; then
+        # shellcheck disable=SC2086
+        TRY=$args expect_usage "$args typo" "unknown option --${1}x (did you mean --$1?)" $args "--${1}x" 1
+    else
+        TRY=$args expect_usage "$args unknown" "unknown option --bogus" $args --bogus
+    fi
+}
+variants=0
 for c in $cmds; do
     file="$SRC/src/cli/cmd_${c//-/_}.c"
     [ -f "$file" ] || { fail "$c: no $file"; continue; }
-    "$CL" "$c" --help >"$T/help" 2>"$T/err" || fail "$c --help: exit status $?"
-    [ -s "$T/err" ] && fail "$c --help wrote to stderr: $(cat "$T/err")"
-    head -1 "$T/help" | grep -q "^usage: .*corpuslens $c" || fail "$c --help: no usage line: $(head -1 "$T/help")"
-    "$CL" "$c" -h | cmp -s - "$T/help" || fail "$c: -h and --help differ"
-    # the table's options: CLI_OPT_<KIND>("name", ...; hidden ones say /* hidden
-    names=$(grep -E 'CLI_OPT_[A-Z]+\("' "$file" | grep -v '/\* hidden' | sed -E 's/.*CLI_OPT_[A-Z]+\("([^"]+)".*/\1/')
-    for o in $names; do
-        grep -qE -- "(^|[ ,])--$o( |$)" "$T/help" || fail "$c --help does not list --$o"
-    done
-    first=$(echo "$names" | head -1)
-    if [ -n "$first" ]; then
-        expect_usage "$c typo" "unknown option --${first}x (did you mean --$first?)" "$c" "--${first}x" 1
-    else
-        expect_usage "$c unknown" "unknown option --bogus" "$c" --bogus
-    fi
+    tables "$file" "$c" >"$T/tables"
+    [ -s "$T/tables" ] || echo "$c	" >"$T/tables" # a command without options
+    while IFS= read -r args; do
+        [ "$args" = "$c" ] || variants=$((variants + 1))
+        # shellcheck disable=SC2046
+        check_help "$args" $(awk -F '\t' -v a="$args" '$1 == a && $2 != "" {print $2}' "$T/tables")
+    done < <(cut -f1 "$T/tables" | awk '!seen[$0]++')
 done
+# the variants with their own table: train --task parens, demo-corpus parens
+[ "$variants" -ge 2 ] || fail "found $variants command variants with their own table, expected 2 or more"
+TRY="train --task parens" expect_usage "train --task" "--task: 'lm' is not one of parens" train --task lm -o m.h5
+expect_usage "lens --attn-svg alone" "--attn-svg goes with --parens" lens --model m.h5 --attn-svg a.svg x
+expect_usage "ablate --data with --corpus" "--data takes no --corpus" ablate --model m.h5 --data d.tsv --corpus c.h5
+expect_usage "ablate --split" "--split: 'dev' is not one of train, val, test" ablate --model m.h5 --data d.tsv --split dev
 
 # ---- MPI only where needed ----
 # A bogus point-to-point component makes MPI_Init fail: a single-process
 # command must not call it; a command started "by mpirun" (its environment)
 # and a multi-rank one must (negative controls: they fail).
+# explain of a few texts and index --add-sketch run without MPI too; index
+# (the build) does not (negative control). Their inputs are made first.
+"$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/ci.h5" >/dev/null 2>&1 || fail "prepare for index"
+"$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" --sketch-dim 0 -o "$T/i.h5" >/dev/null 2>&1 || fail "index"
 export OMPI_MCA_pml=corpuslens_no_such_component
+"$CL" index --add-sketch "$T/i.h5" --sketch-dim 4 >/dev/null 2>"$T/err" ||
+    fail "index --add-sketch without mpirun started MPI: $(tail -3 "$T/err")"
+"$CL" explain --index "$T/i.h5" --corpus "$T/ci.h5" --model "$T/m.h5" --thresholds 0.5 --weights 1 "And" \
+    >/dev/null 2>"$T/err" || fail "explain without mpirun started MPI: $(tail -3 "$T/err")"
+grep -qF "sketch (k = 4)" "$T/err" || fail "explain did not use the added sketch: $(tail -3 "$T/err")"
+if "$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" -o "$T/i2.h5" >/dev/null 2>&1; then
+    fail "negative control: index (the build) did not start MPI"
+fi
 "$CL" predict --model "$T/m.h5" --top 2 "And" >"$T/out" 2>"$T/err" ||
     fail "predict without mpirun started MPI: $(tail -3 "$T/err")"
 "$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/c.h5" >/dev/null 2>"$T/err" ||

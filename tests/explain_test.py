@@ -19,6 +19,15 @@ usage: explain_test.py MODE
   refusals   characters outside the vocabulary, a prompt longer than block_size,
              an index from another model / another corpus (SHA-256), a truncated
              or incomplete index: nonzero exit, one clear line, no output file
+  sketch     the pruning sketch (include/corpuslens/scan/sketch.h): explain with the
+             sketch writes the same explain.h5 bytes as the full pass over every row
+             (CORPUSLENS_SKETCH=0) for several thresholds, the soft kernel and top
+             lists, on 1 and 2 ranks, while skipping rows; `index --add-sketch` on an
+             index built without one gives the bytes of an index built with one;
+             refusals (float32 index, a sketch that is not orthonormal); negative
+             control: a sketch with understated residual norms loses matches. The
+             SHA-256 cache: a second run is answered from the cache, a model file
+             rewritten in place is still refused (another model)
   holdout    prepare --holdout-fraction: training part / held-out tokens as the
              lecture splits them; explain --eval-text samples windows of the
              held-out part (checked against the same sampler in Python: the
@@ -362,12 +371,16 @@ def test_ranks():
                 exps.append(open(e, "rb").read())
             check(outs[0] == outs[1] == outs[2], f"{dtype}: index bytes differ between 1, 2, 3 ranks")
             check(exps[0] == exps[1] == exps[2], f"{dtype}: explain.h5 bytes differ between 1, 2, 3 ranks")
-            # the mapped float16 path (few prompts: F16C dot products on the mapped chunks) against H5Dread + sgemm
-            e2 = os.path.join(d, f"enomap{dtype}.h5")
-            run(["explain", "--index", os.path.join(d, f"i1{dtype}.h5"), "--corpus", c, "--model", m, "--prompt-file",
-                 pf, "--thresholds", "0.7,0.8", "--weights", "1,1", "--soft", "--top", "7", "--quiet", "-o", e2],
-                env=dict(ENV, CORPUSLENS_INDEX_MMAP="1"))
-            with h5py.File(os.path.join(d, f"e1{dtype}.h5")) as f, h5py.File(e2) as g:
+            # the mapped float16 path (few prompts: F16C dot products on the mapped chunks) against H5Dread + sgemm,
+            # on an index without the sketch (with one, explain of few prompts always takes the mapped path)
+            ns, e2, e3 = (os.path.join(d, f"{x}{dtype}.h5") for x in ("inosk", "emap", "eread"))
+            run(["index", "--model", m, "--corpus", c, "--batch", "200", "--dtype", dtype, "--sketch-dim", "0",
+                 "-o", ns])
+            args = ["explain", "--index", ns, "--corpus", c, "--model", m, "--prompt-file", pf, "--thresholds",
+                    "0.7,0.8", "--weights", "1,1", "--soft", "--top", "7", "--quiet"]
+            run(args + ["-o", e2], env=dict(ENV, CORPUSLENS_INDEX_MMAP="1"))
+            run(args + ["-o", e3])
+            with h5py.File(e3) as f, h5py.File(e2) as g:
                 ds = np.abs(f["/matches/similarity"][()] - g["/matches/similarity"][()]).max()
                 check(ds <= 1e-5, f"{dtype}: mapped and read paths differ in similarity by {ds}")
                 same = np.array_equal(f["/blocks/counts"][()], g["/blocks/counts"][()])
@@ -464,6 +477,101 @@ def test_refusals():
                 "--eval-text", "5"], ["held-out"])
 
 
+def test_sketch():
+    import time
+    with tempfile.TemporaryDirectory() as d:
+        m, c, text = setup(d, nchars=20000, L=6, prompts=5)
+        ix, ix0 = os.path.join(d, "i.h5"), os.path.join(d, "i0.h5")
+        run(["index", "--model", m, "--corpus", c, "--batch", "256", "--sketch-dim", "8", "-o", ix])
+        run(["index", "--model", m, "--corpus", c, "--batch", "256", "--sketch-dim", "0", "-o", ix0])
+        with h5py.File(ix0) as f:
+            check("sketch" not in f, "--sketch-dim 0 wrote a sketch")
+        p = run(["index", "--add-sketch", ix0, "--sketch-dim", "8"])
+        check("variance kept" in p.stderr, "index --add-sketch printed no summary: " + p.stderr[-200:])
+        check(open(ix, "rb").read() == open(ix0, "rb").read(), "index --add-sketch differs from a build with the sketch")
+        with h5py.File(ix) as f:
+            P_ = f["/sketch/proj"][()]
+            co, re = f["/sketch/coords"][()], f["/sketch/resid"][()]
+            v = f["/vectors"][()].astype(np.float64)
+            for b in range(P_.shape[0]):
+                g = P_[b] @ P_[b].T
+                check(np.abs(g - np.eye(g.shape[0])).max() <= 1e-12, f"block {b}: projection not orthonormal")
+                ref = v[b] @ P_[b].T
+                check(co.dtype == np.float16, f"coordinates stored as {co.dtype}, not float16")
+                dc = np.abs(co[b].astype(np.float64) - ref) - (2.0 ** -11 * np.abs(ref) + 2.0 ** -25)
+                check(bool((dc <= 1e-12).all()), f"block {b}: coordinates are not numpy's rounded to float16 "
+                      f"(worst excess {dc.max():.3g})")
+                r = np.sqrt(np.maximum((v[b] ** 2).sum(1) - (ref ** 2).sum(1), 0))
+                check(bool((re[b] >= r * (1 - 1e-6)).all()) and np.abs(re[b] - r).max() <= 1e-5,
+                      f"block {b}: residual norms are not numpy's rounded up")
+        pf = os.path.join(d, "p.txt")
+        write_prompts(pf, ["First C", "zebra", "the kin", "O", "citizens, sp", "What say y"])
+        settings = [["--thresholds", "0.7,0.8", "--weights", "1,1", "--top", "7"],
+                    ["--thresholds", "0.9,0.95", "--weights", "1,2", "--top", "10"],
+                    ["--thresholds", "0.8,0.9", "--weights", "1,1", "--soft", "--soft-floor", "0.6", "--top", "3"],
+                    ["--thresholds", "0.97,0.99", "--weights", "1,1", "--top", "0"]]
+        pruned = 0
+        for i, st in enumerate(settings):
+            e1, e2, e3 = (os.path.join(d, f"e{i}{x}.h5") for x in "abc")
+            base = ["explain", "--index", ix, "--corpus", c, "--model", m, "--prompt-file", pf, "--quiet"] + st
+            p1 = run(base + ["-o", e1])
+            run(base + ["-o", e2], env=dict(ENV, CORPUSLENS_SKETCH="0"))
+            run(base + ["-o", e3], ranks=2)
+            line = [x for x in p1.stderr.splitlines() if "sketch (k = 8): rows computed per block" in x]
+            check(len(line) == 1, f"setting {i}: the sketch was not used: {p1.stderr[-300:]}")
+            if line:
+                fr = [float(x.rstrip("%")) for x in line[0].split("per block")[1].split()]
+                pruned += any(x < 100 for x in fr)
+            check(open(e1, "rb").read() == open(e2, "rb").read(), f"setting {i}: explain with the sketch differs "
+                  "from the full pass")
+            check(open(e1, "rb").read() == open(e3, "rb").read(), f"setting {i}: the sketch on 2 ranks differs")
+        check(pruned >= 2, f"the sketch skipped rows in only {pruned} settings")
+        # negative control: residual norms understated -> true matches are skipped
+        bad = os.path.join(d, "bad.h5")
+        shutil.copy(ix, bad)
+        with h5py.File(bad, "a") as f:
+            f["/sketch/resid"][...] = f["/sketch/resid"][()] * 0.3
+        st = settings[0]
+        eb, eg = os.path.join(d, "eb.h5"), os.path.join(d, "eg.h5")
+        run(["explain", "--index", bad, "--corpus", c, "--model", m, "--prompt-file", pf, "--quiet", "-o", eb] + st)
+        run(["explain", "--index", ix, "--corpus", c, "--model", m, "--prompt-file", pf, "--quiet", "-o", eg] + st)
+        with h5py.File(eb) as f, h5py.File(eg) as g:
+            check(not np.array_equal(f["/blocks/counts"][()], g["/blocks/counts"][()]),
+                  "negative control: a wrong sketch gave the same counts (the comparison cannot fail)")
+        # refusals: a sketch that is not orthonormal; a float32 index
+        with h5py.File(bad, "a") as f:
+            f["/sketch/proj"][...] = f["/sketch/proj"][()] * 1.01
+        refuse(["explain", "--index", bad, "--corpus", c, "--model", m, "First"] + st, ["not orthonormal"])
+        i32 = os.path.join(d, "i32.h5")
+        run(["index", "--model", m, "--corpus", c, "--batch", "256", "--dtype", "f32", "-o", i32])
+        refuse(["index", "--add-sketch", i32], ["float16"])
+        refuse(["index", "--add-sketch", ix, "--sketch-dim", "33"], ["sketch dimension"])
+        # SHA-256 cache: the second run is answered from it; a model rewritten in place is refused
+        hc = os.path.join(d, "hashcache")
+        env = dict(ENV, CORPUSLENS_HASH_CACHE=hc)
+        past = time.time() - 3600
+        for fpath in (m, c):
+            os.utime(fpath, (past, past))
+        time.sleep(3.1)  # ctime more than 2 s old: the entry is stored
+        base = ["explain", "--index", ix, "--corpus", c, "--model", m, "--quiet", "First"] + st
+        run(base, env=env)
+        p = run(base, env=env)
+        check("(cached)" in p.stderr, "the second run did not use the hash cache: " + p.stderr[-300:])
+        check(len(os.listdir(hc)) == 2, f"hash cache holds {len(os.listdir(hc))} entries, expected 2")
+        m2 = os.path.join(d, "m2.h5")
+        run(["init", "--config", "n_layer=2,n_embd=32,n_head=4,block_size=16", "--vocab-from",
+             os.path.join(d, "small.txt"), "--seed", "8", "-o", m2])
+        with open(m2, "rb") as fi, open(m, "r+b") as fo:  # in place: the same inode
+            data = fi.read()
+            fo.seek(0)
+            fo.write(data)
+            fo.truncate()
+        os.utime(m, (past, past))  # the old mtime again: only ctime tells the change
+        p = run(base, ok=False, env=env)
+        check(p.returncode != 0 and "another model" in p.stderr, "a model rewritten in place was accepted through "
+              f"the hash cache: rc {p.returncode} {p.stderr[-300:]}")
+
+
 def test_holdout():
     with tempfile.TemporaryDirectory() as d:
         m, c, text = setup(d, nchars=5000, holdout=0.1)
@@ -504,7 +612,7 @@ def test_holdout():
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     tests = {"reduce": test_reduce, "reference": test_reference, "ranks": test_ranks, "resume": test_resume,
-             "refusals": test_refusals, "holdout": test_holdout}
+             "refusals": test_refusals, "holdout": test_holdout, "sketch": test_sketch}
     if mode not in tests:
         raise SystemExit(__doc__)
     tests[mode]()

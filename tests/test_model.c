@@ -204,3 +204,137 @@ Test(forward, logits_last_equals_last_row_of_all_and_bad_ids_are_refused) {
     cl_forward_free(f);
     cl_model_free(m);
 }
+
+/* cl_model_map: the weights of a model file, mapped read-only, are the saved
+ * weights (tensor by tensor, bit for bit), the forward pass over them gives
+ * the logits of the copied model bit for bit, and p holds no stale pointer to
+ * the zeros left in mem. A tensor stored otherwise (float64, chunked) is read
+ * instead, with the same values. Two configs: tied head + qkv bias + gelu
+ * (aliased tensors) and the lecture layout (absent qkv bias). */
+static void save_tmp(const cl_model *m, char *path) {
+    int fd = mkstemp(path);
+    close(fd);
+    cr_assert_eq(cl_model_save(m, path), 0, "%s", cl_last_error());
+}
+
+static void expect_same_model(const cl_model *m, const cl_model *r, const char *what) {
+    size_t n = cl_model_tensor_count(&m->cfg);
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(&m->cfg, m->mem, i, &t);
+        if (!t.present) continue; /* not saved (tied head: wte's data, checked as wte) */
+        cr_expect_eq(memcmp(cl_model_data(r, i), t.data, t.numel * sizeof(float)), 0, "%s: tensor %s differs",
+                     what, t.name);
+    }
+    int32_t tok[2 * 6] = {1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 5};
+    float a[2 * 6 * 7], b[2 * 6 * 7];
+    cl_forward *fa = cl_forward_create(m, 2, 6), *fb = cl_forward_create(r, 2, 6);
+    cr_assert(fa && fb);
+    cr_assert_eq(cl_forward_run(fa, tok, 2, 6, NULL, 0, CL_LOGITS_ALL, a), 0, "%s", cl_last_error());
+    cr_assert_eq(cl_forward_run(fb, tok, 2, 6, NULL, 0, CL_LOGITS_ALL, b), 0, "%s", cl_last_error());
+    cr_expect_eq(memcmp(a, b, sizeof a), 0, "%s: logits differ", what);
+    char f1[65], f2[65];
+    cr_assert_eq(cl_model_fingerprint(m, f1), 0);
+    cr_assert_eq(cl_model_fingerprint(r, f2), 0);
+    cr_expect_str_eq(f1, f2, "%s: fingerprint", what);
+    cl_forward_free(fa);
+    cl_forward_free(fb);
+}
+
+static int in_map(const cl_model *m, const float *p) {
+    const char *lo = m->map, *q = (const char *)p;
+    return lo && q >= lo && q < lo + m->map_len;
+}
+
+Test(model, mapped_weights_equal_the_saved_ones) {
+    cl_h5_quiet();
+    const char *specs[2] = {"n_layer=2,n_embd=16,n_head=2,block_size=8,vocab_size=7,tied_head=1,qkv_bias=1,"
+                            "activation=gelu",
+                            "n_layer=2,n_embd=16,n_head=2,block_size=8,vocab_size=7"};
+    for (int s = 0; s < 2; s++) {
+        cl_config c = cl_config_lecture();
+        cr_assert_eq(cl_config_parse(&c, specs[s]), 0, "%s", cl_last_error());
+        cl_model *m = cl_model_create(&c);
+        cr_assert(m);
+        cl_model_init_random(m, 5);
+        for (size_t i = 0; i < m->n_floats; i++) m->mem[i] += 0.05f * (float)((i * 7919) % 13) / 13.0f;
+        char path[] = "/tmp/cl_map_XXXXXX";
+        save_tmp(m, path);
+        cl_model *r = cl_model_map(path);
+        cr_assert(r, "%s", cl_last_error());
+        cr_assert(r->map && r->data, "the file was not mapped");
+        long qkv = cl_model_tensor_find(&c, "blocks.1.sa.qkv.weight"), wte = cl_model_tensor_find(&c, "token_embedding_table.weight");
+        cr_expect(in_map(r, cl_model_data(r, (size_t)qkv)) && in_map(r, cl_model_data(r, (size_t)wte)),
+                  "config %d: weights were copied, not mapped", s);
+        cr_expect(r->p.qkv_w == NULL && r->p.wte == NULL && r->p.head_w == NULL,
+                  "config %d: p still points at mem for a mapped kind", s);
+        cr_expect(!c.qkv_bias == !in_map(r, cl_model_data(r, (size_t)cl_model_tensor_find(&c, "blocks.0.sa.qkv.bias"))),
+                  "config %d: an absent tensor must come from mem, a present one from the file", s);
+        expect_same_model(m, r, specs[s]);
+        cl_model_free(r);
+        /* negative control: a changed weight in the file is seen through the map */
+        cl_tensor_info t;
+        cl_model_tensor(&c, m->mem, (size_t)qkv, &t);
+        t.data[5] += 0.25f;
+        cl_model *copy = cl_model_load(path);
+        cr_assert(copy);
+        cr_expect_neq(memcmp(cl_model_data(copy, (size_t)qkv), t.data, t.numel * sizeof(float)), 0,
+                      "the comparison would not see a changed weight");
+        cl_model_free(copy);
+        t.data[5] -= 0.25f;
+        cl_model_free(m);
+        unlink(path);
+    }
+}
+
+/* Rewrite one dataset of a model file as float64, or chunked float32. */
+static void rewrite_dataset(const char *path, const char *name, const float *data, size_t rows, size_t cols,
+                            int as_double) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    cr_assert(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {rows, cols};
+    int rank = cols ? 2 : 1;
+    hid_t sp = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (!as_double) {
+        hsize_t chunk[2] = {1, cols ? cols : 1};
+        H5Pset_chunk(dcpl, rank, chunk);
+    }
+    hid_t d = H5Dcreate2(f, name, as_double ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, dcpl,
+                         H5P_DEFAULT);
+    cr_assert(d >= 0);
+    cr_assert(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+
+Test(model, mapped_model_reads_what_it_cannot_map) {
+    cl_h5_quiet();
+    cl_model *m = tiny_model();
+    char path[] = "/tmp/cl_map_XXXXXX";
+    save_tmp(m, path);
+    long fc = cl_model_tensor_find(&m->cfg, "blocks.0.ffwd.net.0.weight"), b = cl_model_tensor_find(&m->cfg, "ln_f.bias");
+    cl_tensor_info tf, tb;
+    cl_model_tensor(&m->cfg, m->mem, (size_t)fc, &tf);
+    cl_model_tensor(&m->cfg, m->mem, (size_t)b, &tb);
+    rewrite_dataset(path, "/weights/blocks.0.ffwd.net.0.weight", tf.data, tf.shape[0], tf.shape[1], 0);
+    rewrite_dataset(path, "/weights/ln_f.bias", tb.data, tb.shape[0], 0, 1);
+    cl_model *r = cl_model_map(path);
+    cr_assert(r, "%s", cl_last_error());
+    cr_expect(!in_map(r, cl_model_data(r, (size_t)fc)), "a chunked dataset was mapped");
+    cr_expect(!in_map(r, cl_model_data(r, (size_t)b)), "a float64 dataset was mapped");
+    cr_expect(in_map(r, cl_model_data(r, (size_t)cl_model_tensor_find(&m->cfg, "blocks.1.ffwd.net.0.weight"))),
+              "the other layer's dataset was not mapped");
+    cr_expect(r->p.fc_w == NULL, "a kind with one mapped layer keeps its stacked pointer");
+    expect_same_model(m, r, "partly mapped");
+    cl_model_free(r);
+    /* a wrong shape is refused as cl_model_load refuses it */
+    cl_model_tensor(&m->cfg, m->mem, (size_t)fc, &tf);
+    rewrite_dataset(path, "/weights/blocks.0.ffwd.net.0.weight", tf.data, tf.shape[1], tf.shape[0], 0);
+    cr_expect(cl_model_map(path) == NULL, "a transposed tensor was accepted");
+    cr_expect(strstr(cl_last_error(), "blocks.0.ffwd.net.0.weight"), "%s", cl_last_error());
+    cl_model_free(m);
+    unlink(path);
+}

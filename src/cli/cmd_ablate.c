@@ -84,7 +84,8 @@ static int write_bars(const char *path, int L, const double *ma, const double *s
 static const char USAGE[] =
     "mpirun -n R corpuslens ablate --model MODEL.h5 --corpus CORPUS.h5 [--mode zero|mean]\n"
     "                                     [--max P] [--svg BARS.svg] [-o ABLATION.h5]\n"
-    "       corpuslens ablate --model MODEL.h5 [--mode zero|mean] [--svg BARS.svg] [-o ABLATION.h5] TEXT...";
+    "       corpuslens ablate --model MODEL.h5 [--mode zero|mean] [--svg BARS.svg] [-o ABLATION.h5] TEXT...\n"
+    "       corpuslens ablate --model PARENS.h5 --data PARENS.tsv [--split train|val|test]";
 
 static const char ABOUT[] =
     "For each block i and each of the first P prompts of CORPUS.h5 (all by\n"
@@ -101,27 +102,24 @@ static const char EPILOG[] =
     "\n"
     "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
-    "output does not depend on the number of ranks.\n";
+    "output does not depend on the number of ranks.\n"
+    "\n"
+    "With --data, on a balanced-parentheses classifier (train --task parens) and\n"
+    "its data set (demo-corpus parens): the accuracy on one split with each\n"
+    "block's attention or feed-forward output zeroed, and with each head's output\n"
+    "zeroed, beside the intact model's. One process.\n";
 
-/* ablate --model M.h5 --data PARENS.tsv [--split test]: the classifier's table */
-static int ablate_parens(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *split = "test";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--data") && v) data = v, i++;
-        else if (!strcmp(a, "--split") && v) split = v, i++;
-        else return cli_usage_error("ablate", "with --data: unknown argument '%s' (or missing value)", a);
-    }
-    if (!model) return cli_usage_error("ablate", "--model is required");
-    return cli_parens_ablate(model, data, split);
+/* tok[B, T] = prompts i0 .. i0+B-1: of the corpus c, or of the encoded TEXTs ptok [P, T]. */
+static void prompt_batch(int32_t *tok, const cl_corpus *c, const int32_t *ptok, size_t i0, int B, int T) {
+    for (int b = 0; b < B; b++)
+        memcpy(tok + (size_t)b * T,
+               c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
+               (size_t)T * sizeof *tok);
 }
 
 int cmd_ablate(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--data")) return cli_on_rank0(ablate_parens, argc, argv);
-
-    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL;
+    const char *model = NULL, *corpus = NULL, *svg = NULL, *mode_s = "zero", *out_h5 = NULL, *data = NULL,
+               *split = NULL;
     long max_p = 0;
     const cli_option opts[] = {
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
@@ -137,6 +135,8 @@ int cmd_ablate(int argc, char **argv) {
                        "the table as HDF5 (format corpuslens-ablation:\n"
                        "/attn_removed/{mean,std}, /ffwd_removed/{mean,std} [L]);\n"
                        "`reduce --ablation FILE.h5` sets it beside the paper's"),
+        CLI_OPT_STRING("data", 0, "PARENS.tsv", &data, "instead of --corpus: a parentheses data set (see above)"),
+        CLI_OPT_CHOICE("split", 0, &split, "train|val|test", "with --data: the split to score (default test)"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, "TEXT", 0, 4096, NULL};
@@ -144,6 +144,14 @@ int cmd_ablate(int argc, char **argv) {
     if (prc != CLI_PARSED) return prc;
     const char *const *texts = (const char *const *)argv + first;
     int n_texts = argc - first;
+    if (split && !data) return cli_usage_error(CMD, "--split goes with --data");
+    if (data) {
+        if (!model) return cli_usage_error(CMD, "--model is required");
+        if (corpus || n_texts || strcmp(mode_s, "zero") || max_p || svg || out_h5)
+            return cli_usage_error(CMD, "--data takes no --corpus, TEXT, --mode, --max, --svg or -o");
+        int rc = cli_rank0() ? cli_parens_ablate(model, data, split ? split : "test") : 0; /* rank 0 does it */
+        return cli_bcast_int(rc);
+    }
     if (!model || (!corpus && !n_texts)) return cli_usage_error(CMD, "--model and --corpus (or TEXTs) are required");
     if (corpus && n_texts) return cli_usage_error(CMD, "give --corpus or TEXTs, not both");
     cl_ablate_mode mode;
@@ -209,10 +217,7 @@ int cmd_ablate(int argc, char **argv) {
         if (!mean) ok = 0;
         for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
             int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
-            for (int b = 0; b < B; b++)
-                memcpy(tok + (size_t)b * T,
-                       c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
-                       (size_t)T * sizeof *tok);
+            prompt_batch(tok, c, ptok, i0, B, T);
             if (cl_ablate_accumulate(f, m, tok, B, T, acc)) ok = 0;
         }
     }
@@ -226,10 +231,7 @@ int cmd_ablate(int argc, char **argv) {
     /* Pass 2: the 2L ablations of every prompt. */
     for (size_t i0 = lo; ok && i0 < hi; i0 += ABL_BATCH) {
         int B = (int)(hi - i0 < ABL_BATCH ? hi - i0 : ABL_BATCH);
-        for (int b = 0; b < B; b++)
-            memcpy(tok + (size_t)b * T,
-                   c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
-                   (size_t)T * sizeof *tok);
+        prompt_batch(tok, c, ptok, i0, B, T);
         /* h [n_mine, 2, L]: attention then feed-forward per prompt */
         double ha[ABL_BATCH * 64], hf[ABL_BATCH * 64];
         if (cl_ablate_run(f, m, tok, B, T, mode, mean, ha, hf)) {

@@ -44,45 +44,36 @@ static const char ABOUT[] =
     "the previous line and answers that follow from it). Deterministic: the same\n"
     "seed and size give the same bytes on every machine. ASCII, whole lines.\n";
 
-static const char PARENS_HELP[] =
-    "usage: corpuslens demo-corpus parens [--seed S] [--n N] [--val N] [--test N] -o DATA.tsv\n"
-    "\n"
+static const char USAGE_PARENS[] = "corpuslens demo-corpus parens [--seed S] [--n N] [--val N] [--test N] -o DATA.tsv";
+
+static const char ABOUT_PARENS[] =
     "Write the balanced-parentheses data set (labelled, seeded): N strings of '('\n"
-    "and ')' (default 60000), half balanced (label 1) and half not (label 0); even\n"
-    "lengths 2..40 equally likely; a balanced string's nesting depth uniform over\n"
-    "1..length/2; an unbalanced one passes exactly one of the count test and the\n"
-    "never-negative test (half each). --val and --test examples (default 5000\n"
-    "each) form those splits, the rest train. Lines: split<TAB>label<TAB>string.\n";
+    "and ')', half balanced (label 1) and half not (label 0); even lengths 2..40\n"
+    "equally likely; a balanced string's nesting depth uniform over 1..length/2; an\n"
+    "unbalanced one passes exactly one of the count test and the never-negative\n"
+    "test (half each). --val and --test examples form those splits, the rest\n"
+    "train. Lines: split<TAB>label<TAB>string.\n";
 
 #include "corpuslens/corpus/parens.h"
 
+/* argv[0] is "parens" (demo-corpus's first argument) */
 static int run_parens(int argc, char **argv) {
+    static const char *CMDP = "demo-corpus parens";
     const char *out = NULL;
     long seed = 1, n = 60000, nval = 5000, ntest = 5000;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(PARENS_HELP, stdout);
-            return 0;
-        }
-        if (!v) return cli_usage_error(CMD, "unknown argument or missing value: '%s'", a);
-        if (!strcmp(a, "--seed")) {
-            if (cli_parse_long(CMD, a, v, 0, LONG_MAX, &seed) < 0) return 2;
-        } else if (!strcmp(a, "--n")) {
-            if (cli_parse_long(CMD, a, v, 2, 100000000L, &n) < 0) return 2;
-        } else if (!strcmp(a, "--val")) {
-            if (cli_parse_long(CMD, a, v, 0, 100000000L, &nval) < 0) return 2;
-        } else if (!strcmp(a, "--test")) {
-            if (cli_parse_long(CMD, a, v, 0, 100000000L, &ntest) < 0) return 2;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            out = v;
-        } else {
-            return cli_usage_error(CMD, "unknown argument '%s'", a);
-        }
-        i++;
-    }
-    if (!out) return cli_usage_error(CMD, "-o OUTPUT is required");
-    if (nval + ntest >= n) return cli_usage_error(CMD, "--val + --test (%ld) must be below --n (%ld)", nval + ntest, n);
+    const cli_option opts[] = { /* table of: demo-corpus parens */
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "generator seed"),
+        CLI_OPT_INT("n", 0, "N", &n, 2, 100000000L, "number of strings"),
+        CLI_OPT_INT("val", 0, "N", &nval, 0, 100000000L, "of them in the validation split"),
+        CLI_OPT_INT("test", 0, "N", &ntest, 0, 100000000L, "of them in the test split"),
+        CLI_OPT_STRING("output", 'o', "PATH", &out, "the data set to write (written as PATH.tmp, then renamed)"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMDP, USAGE_PARENS, ABOUT_PARENS, opts, NULL, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    if (!out) return cli_usage_error(CMDP, "-o OUTPUT is required");
+    if (nval + ntest >= n) return cli_usage_error(CMDP, "--val + --test (%ld) must be below --n (%ld)", nval + ntest, n);
     cl_parens_set d;
     if (cl_parens_generate((uint64_t)seed, (size_t)n, (size_t)nval, (size_t)ntest, &d)) return cli_fail();
     int rc = cl_parens_write(&d, out, (uint64_t)seed);
@@ -95,7 +86,7 @@ static int run_parens(int argc, char **argv) {
 
 
 static int run(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "parens")) return run_parens(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "parens")) return run_parens(argc - 1, argv + 1);
     const char *out = NULL;
     long seed = 1, chars = 300000;
     const cli_option opts[] = {

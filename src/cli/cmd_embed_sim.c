@@ -65,6 +65,24 @@ static char **read_vocab(const char *path, size_t *n, char **text) {
     return w;
 }
 
+/* The n x n similarity table: columns and rows labelled [1]..[n], 6 decimals. */
+static void print_matrix(const double *S, int n) {
+    printf("%5s", "");
+    for (int j = 0; j < n; j++) printf(" %8s%d]", "[", j + 1);
+    printf("\n");
+    for (int i = 0; i < n; i++) {
+        char lab[16];
+        snprintf(lab, sizeof lab, "[%d]", i + 1);
+        printf("%-5s", lab);
+        for (int j = 0; j < n; j++) {
+            double v = S[(size_t)i * n + j];
+            if (isnan(v)) printf(" %10s", "nan");
+            else printf(" %10.6f", v);
+        }
+        printf("\n");
+    }
+}
+
 static int embed_ckpt(const char *ckpath, const char *tname, const char *vpath, long nearest,
                       const char *const *words, int n) {
     int rc = 1;
@@ -115,20 +133,7 @@ static int embed_ckpt(const char *ckpath, const char *tname, const char *vpath, 
     if (cl_cosine_matrix(X, (size_t)n, D, D, 0, S)) goto out;
     printf("cosine similarity of rows of %s %s [%zu, %zu]\n", ckpath, t->name, N, D);
     for (int i = 0; i < n; i++) printf("[%d] %s (row %zu)\n", i + 1, words[i], row[i]);
-    printf("%5s", "");
-    for (int j = 0; j < n; j++) printf(" %8s%d]", "[", j + 1);
-    printf("\n");
-    for (int i = 0; i < n; i++) {
-        char lab[16];
-        snprintf(lab, sizeof lab, "[%d]", i + 1);
-        printf("%-5s", lab);
-        for (int j = 0; j < n; j++) {
-            double v = S[(size_t)i * n + j];
-            if (isnan(v)) printf(" %10s", "nan");
-            else printf(" %10.6f", v);
-        }
-        printf("\n");
-    }
+    print_matrix(S, n);
     if (nearest > 0) {
         idx = cl_trymalloc((size_t)nearest, sizeof *idx, "nearest");
         sim = idx ? cl_trymalloc((size_t)nearest, sizeof *sim, "nearest") : NULL;
@@ -239,20 +244,7 @@ static int run(int argc, char **argv) {
     printf("cosine similarity of %s (%s%s, %zu of %zu dimensions)\n", name,
            last ? "last position" : "mean over positions", center ? ", centred over the texts" : "", k, D);
     for (int i = 0; i < n; i++) printf("[%d] \"%s\"\n", i + 1, texts[i]);
-    printf("%5s", "");
-    for (int j = 0; j < n; j++) printf(" %8s%d]", "[", j + 1);
-    printf("\n");
-    for (int i = 0; i < n; i++) {
-        char lab[16];
-        snprintf(lab, sizeof lab, "[%d]", i + 1);
-        printf("%-5s", lab);
-        for (int j = 0; j < n; j++) {
-            double s = S[(size_t)i * n + j];
-            if (isnan(s)) printf(" %10s", "nan");
-            else printf(" %10.6f", s);
-        }
-        printf("\n");
-    }
+    print_matrix(S, n);
     rc = 0;
 out:
     if (rc) cli_fail();

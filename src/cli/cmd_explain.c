@@ -1,7 +1,6 @@
 /* corpuslens explain: the approximation, similar strings and logit lens of any
  * text, from an activation index (include/corpuslens/scan/explain.h). */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -14,59 +13,39 @@
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
+#include "corpuslens/base/hash.h"
 #include "corpuslens/base/rng.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/base/utf8.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/scan/explain.h"
+#include "corpuslens/scan/sketch.h"
 
 static const char *CMD = "explain";
 
-/* A number in [lo, hi] (the whole string); a usage error otherwise. */
-static int parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = s && *s ? strtod(s, &end) : 0;
-    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
-        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s ? s : "", lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+static const char USAGE[] =
+    "[mpirun -n R] corpuslens explain --index INDEX.h5 --corpus CORPUS.h5 --model MODEL.h5\n"
+    "                 (TEXT... | --prompt-file FILE | --eval-text N [--eval-len L] [--seed S])\n"
+    "                 [--thresholds a,b,..] [--weights a,b,..] [--params FITTED.ini]\n"
+    "                 [--soft] [--temperatures a,b,..] [--soft-weights a,b,..] [--soft-floor 0.7]\n"
+    "                 [--top 10] [--show 8] [--quiet] [-o EXPLAIN.h5]";
 
-static void help(void) {
-    printf(
-        "usage: [mpirun -n R] corpuslens explain --index INDEX.h5 --corpus CORPUS.h5 --model MODEL.h5\n"
-        "                 (TEXT... | --prompt-file FILE | --eval-text N [--eval-len L] [--seed S])\n"
-        "                 [--thresholds a,b,..] [--weights a,b,..] [--params FITTED.ini]\n"
-        "                 [--soft] [--temperatures a,b,..] [--soft-weights a,b,..] [--soft-floor 0.7]\n"
-        "                 [--top 10] [--show 8] [--quiet] [-o EXPLAIN.h5]\n"
-        "\n"
-        "For each TEXT (any string over the model's vocabulary, 1..block_size characters,\n"
-        "in the corpus or not): the model's prediction; the paper's approximation from the\n"
-        "corpus strings whose hooked activations are cosine-similar to the text's, with\n"
-        "its Hellinger distance; per block the most similar strings with their similarity\n"
-        "and next characters; the logit lens per block. Method: include/corpuslens/scan/explain.h.\n"
-        "\n"
-        "  --prompt-file FILE   one text per line, C escapes (\\n \\t \\\\ \\\" \\xHH)\n"
-        "  --eval-text N        N windows of --eval-len characters (default: the index's L)\n"
-        "                       drawn with --seed (default 1337) from the held-out text of\n"
-        "                       CORPUS.h5 (prepare --holdout-fraction); reports H beside the\n"
-        "                       baselines (model = 0, exact-string n-gram, logit lens per block)\n"
-        "  --thresholds, --weights  one per hooked block (default: the paper's for 6 blocks)\n"
-        "  --params FILE        thresholds/weights (and temperatures/soft_weights) from a\n"
-        "                       `corpuslens tune` snippet ([reduce] or [explain] section)\n"
-        "  --soft               also the soft kernel: weight soft_w[b] * exp((sim - 1) / T[b])\n"
-        "                       for every string with sim > --soft-floor (default T 0.05, w the\n"
-        "                       hard weights)\n"
-        "  --top K              keep the K most similar strings per block (default 10)\n"
-        "  --show N             print N of them per block (default 8; tables only for <= 10 texts)\n"
-        "  --quiet              no per-text tables, only the summary\n"
-        "  -o FILE              write the results (layout: README, `h5dump -H`)\n"
-        "\n"
-        "Ranks split the index rows; the results do not depend on the rank count.\n");
-}
+static const char ABOUT[] =
+    "For each TEXT (any string over the model's vocabulary, 1..block_size characters,\n"
+    "in the corpus or not): the model's prediction; the paper's approximation from the\n"
+    "corpus strings whose hooked activations are cosine-similar to the text's, with\n"
+    "its Hellinger distance; per block the most similar strings with their similarity\n"
+    "and next characters; the logit lens per block. Method: include/corpuslens/scan/explain.h.\n";
+
+static const char EPILOG[] =
+    "Without mpirun, explain runs on one process and does not start MPI; under\n"
+    "mpirun the ranks split the index rows; the results do not depend on the rank\n"
+    "count. An index with a sketch (index --add-sketch) lets explain of up to 8\n"
+    "texts skip the rows that cannot reach a threshold or the top list (exact:\n"
+    "the same results as reading every row); CORPUSLENS_SKETCH=0 reads every row.\n"
+    "The SHA-256 identity checks of the model and corpus are cached by file\n"
+    "(device, inode, size, times; README, 'Identity checks'); CORPUSLENS_HASH_CACHE=0\n"
+    "hashes every time.\n";
 
 /* ---- small parsing helpers ---- */
 
@@ -353,116 +332,106 @@ static void print_stats_line(const char *name, const double *h, size_t n) {
            s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
 }
 
+/* cl_sha256_cached's computation of the model's fingerprint (user: the loaded model) */
+static int fingerprint(const char *path, char out[65], void *user) {
+    (void)path;
+    return cl_model_fingerprint(user, out);
+}
+
+/* a list option into one of the params' arrays (at most 64 values) */
+static int take_list(const char *opt, const cli_doubles *d, double *dst, int *n) {
+    if (!d->set) return 0;
+    if (d->n > 64) return cli_usage_error(CMD, "%s: %zu values; at most 64 (one per hooked block)", opt, d->n), -1;
+    for (size_t i = 0; i < d->n; i++) dst[i] = d->v[i];
+    *n = (int)d->n;
+    return 0;
+}
+
 int cmd_explain(int argc, char **argv) {
-    int rank = 0, R = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    int rank = cli_rank(), R = 1;
+    if (cli_mpi_active()) MPI_Comm_size(MPI_COMM_WORLD, &R);
     const char *index_path = NULL, *corpus_path = NULL, *model_path = NULL, *prompt_file = NULL, *params = NULL,
                *out = NULL;
     cl_explain_params par;
     memset(&par, 0, sizeof par);
     par.top_k = 10;
     par.soft_floor = 0.7;
-    int nt = 0, nw = 0, nT = 0, nsw = 0, show = 8, quiet = 0;
-    long lv, eval_n = 0, eval_len = 0;
-    unsigned long long seed = 1337;
-    static const struct option opts[] = {{"index", required_argument, 0, 'i'},
-                                         {"corpus", required_argument, 0, 'c'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"prompt-file", required_argument, 0, 'f'},
-                                         {"thresholds", required_argument, 0, 'T'},
-                                         {"weights", required_argument, 0, 'W'},
-                                         {"params", required_argument, 0, 'p'},
-                                         {"soft", no_argument, 0, 's'},
-                                         {"temperatures", required_argument, 0, 't'},
-                                         {"soft-weights", required_argument, 0, 'w'},
-                                         {"soft-floor", required_argument, 0, 'F'},
-                                         {"top", required_argument, 0, 'k'},
-                                         {"show", required_argument, 0, 'S'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"eval-text", required_argument, 0, 'e'},
-                                         {"eval-len", required_argument, 0, 'l'},
-                                         {"seed", required_argument, 0, 'r'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    optind = 1;
-    opterr = 0;
-    int ch, u = rank == 0;
-#define USAGE(...) return u ? cli_usage_error(CMD, __VA_ARGS__) : 2
-    while ((ch = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'i': index_path = optarg; break;
-        case 'c': corpus_path = optarg; break;
-        case 'm': model_path = optarg; break;
-        case 'f': prompt_file = optarg; break;
-        case 'p': params = optarg; break;
-        case 'o': out = optarg; break;
-        case 's': par.soft = 1; break;
-        case 'q': quiet = 1; break;
-        case 'T':
-            if (parse_list("--thresholds", optarg, par.thresholds, &nt)) return 2;
-            break;
-        case 'W':
-            if (parse_list("--weights", optarg, par.weights, &nw)) return 2;
-            break;
-        case 't':
-            if (parse_list("--temperatures", optarg, par.T, &nT)) return 2;
-            par.soft = 1;
-            break;
-        case 'w':
-            if (parse_list("--soft-weights", optarg, par.soft_w, &nsw)) return 2;
-            par.soft = 1;
-            break;
-        case 'F':
-            if (parse_double(CMD, "--soft-floor", optarg, -1, 0.999999, &par.soft_floor)) return 2;
-            break;
-        case 'k':
-            if (cli_parse_long(CMD, "--top", optarg, 0, 100000, &lv)) return 2;
-            par.top_k = (int)lv;
-            break;
-        case 'S':
-            if (cli_parse_long(CMD, "--show", optarg, 0, 100000, &lv)) return 2;
-            show = (int)lv;
-            break;
-        case 'e':
-            if (cli_parse_long(CMD, "--eval-text", optarg, 1, 1000000, &eval_n)) return 2;
-            break;
-        case 'l':
-            if (cli_parse_long(CMD, "--eval-len", optarg, 1, 1 << 20, &eval_len)) return 2;
-            break;
-        case 'r':
-            if (cli_parse_long(CMD, "--seed", optarg, 0, 0x7fffffffffffffffL, &lv)) return 2;
-            seed = (unsigned long long)lv;
-            break;
-        case 'h':
-            if (u) help();
-            return 0;
-        case ':': USAGE("%s needs a value", argv[optind - 1]);
-        default: USAGE("unknown option %s", argv[optind - 1]);
-        }
+    int nt = 0, nw = 0, nT = 0, nsw = 0, quiet = 0, soft = 0;
+    long eval_n = 0, eval_len = 0, show = 8, top = 10, seed_l = 1337;
+    cli_doubles *lists = calloc(4, sizeof *lists);
+    if (!lists) return cli_usage_error(CMD, "out of memory");
+    cli_doubles *thr = lists, *wts = lists + 1, *temps = lists + 2, *sws = lists + 3;
+    const cli_option opts[] = {
+        CLI_OPT_STRING("index", 0, "INDEX.h5", &index_path, "the index (`corpuslens index`)"),
+        CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &corpus_path, "the corpus file the index was built from"),
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &model_path, "the model the index was built from"),
+        CLI_OPT_STRING("prompt-file", 0, "FILE", &prompt_file, "one text per line, C escapes (\\n \\t \\\\ \\\" \\xHH)"),
+        CLI_OPT_INT("eval-text", 0, "N", &eval_n, 1, 1000000,
+                    "N windows of --eval-len characters drawn with --seed from\n"
+                    "the held-out text of CORPUS.h5 (prepare --holdout-fraction);\n"
+                    "reports H beside the baselines (model = 0, exact-string\n"
+                    "n-gram, logit lens per block)"),
+        CLI_OPT_INT("eval-len", 0, "L", &eval_len, 1, 1 << 20, "window length (default: the index's L)"),
+        CLI_OPT_INT("seed", 0, "S", &seed_l, 0, 0x7fffffffffffffffL, "seed of the held-out windows"),
+        CLI_OPT_DOUBLES("thresholds", 0, "LIST", thr, "one per hooked block (default: the paper's for 6 blocks)"),
+        CLI_OPT_DOUBLES("weights", 0, "LIST", wts, "one per hooked block (default: the paper's for 6 blocks)"),
+        CLI_OPT_STRING("params", 0, "FITTED.ini", &params,
+                       "thresholds/weights (and temperatures/soft_weights) from a\n"
+                       "`corpuslens tune` snippet ([reduce] or [explain] section)"),
+        CLI_OPT_FLAG("soft", 0, &soft,
+                     "also the soft kernel: weight soft_w[b] * exp((sim - 1) / T[b])\n"
+                     "for every string with sim > --soft-floor (default T 0.05, w the\n"
+                     "hard weights)"),
+        CLI_OPT_DOUBLES("temperatures", 0, "LIST", temps, "soft-kernel temperatures, one per block (implies --soft)"),
+        CLI_OPT_DOUBLES("soft-weights", 0, "LIST", sws, "soft-kernel weights, one per block (implies --soft)"),
+        CLI_OPT_DOUBLE("soft-floor", 0, "S", &par.soft_floor, -1, 0.999999, "smallest similarity the soft kernel counts"),
+        CLI_OPT_INT("top", 0, "K", &top, 0, 100000, "keep the K most similar strings per block"),
+        CLI_OPT_INT("show", 0, "N", &show, 0, 100000, "print N of them per block (tables only for <= 10 texts)"),
+        CLI_OPT_FLAG("quiet", 0, &quiet, "no per-text tables, only the summary"),
+        CLI_OPT_STRING("output", 'o', "FILE", &out, "write the results (layout: README, `h5dump -H`)"),
+        CLI_END,
+    };
+    const cli_command cmd = {"explain", USAGE, ABOUT, opts, EPILOG, "TEXT", 0, -1, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) {
+        free(lists);
+        return prc;
     }
-    if (!index_path || !corpus_path || !model_path) USAGE("--index, --corpus and --model are required");
-    int n_src = (optind < argc) + (prompt_file != NULL) + (eval_n > 0);
-    if (n_src != 1) USAGE("give the texts as arguments, or --prompt-file, or --eval-text (exactly one)");
-    if (params && (nt || nw)) USAGE("--params and --thresholds/--weights exclude each other");
+    int lrc = take_list("--thresholds", thr, par.thresholds, &nt) || take_list("--weights", wts, par.weights, &nw) ||
+              take_list("--temperatures", temps, par.T, &nT) || take_list("--soft-weights", sws, par.soft_w, &nsw);
+    free(lists);
+    if (lrc) return 2;
+    par.soft = soft || nT || nsw;
+    par.top_k = (int)top;
+    unsigned long long seed = (unsigned long long)seed_l;
+    int u = rank == 0;
+#define USAGE_ERR(...) return u ? cli_usage_error(CMD, __VA_ARGS__) : 2
+    if (!index_path || !corpus_path || !model_path) USAGE_ERR("--index, --corpus and --model are required");
+    int n_src = (first < argc) + (prompt_file != NULL) + (eval_n > 0);
+    if (n_src != 1) USAGE_ERR("give the texts as arguments, or --prompt-file, or --eval-text (exactly one)");
+    if (params && (nt || nw)) USAGE_ERR("--params and --thresholds/--weights exclude each other");
+    const int optind_ = first;
 
     /* ---- load (every rank: the library checks are collective) ---- */
     int err = 0;
-    double tl0 = MPI_Wtime();
+    double tl0 = cli_wtime();
     cl_model *m = cl_model_load(model_path);
+    double tlm = cli_wtime();
     cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
+    double tlc = cli_wtime();
     cl_index *ix = cp ? cl_index_open(index_path) : NULL;
     if (!m) cl_error_prefix("%s: ", model_path);
     else if (!cp) cl_error_prefix("%s: ", corpus_path);
     if (!m || !cp || !ix) err = 1;
     char msha[65] = "", csha[65] = "";
-    double tl1 = MPI_Wtime();
+    int hit_m = 0, hit_c = 0;
+    double tl1 = cli_wtime();
     if (!err && rank == 0 &&
-        (cl_model_fingerprint(m, msha) || cl_sha256_file(corpus_path, csha) ||
+        (cl_sha256_cached(model_path, "model-fingerprint-v1", fingerprint, m, msha, &hit_m) ||
+         cl_sha256_file_cached(corpus_path, csha, &hit_c) ||
          cl_index_check(ix, msha, csha, model_path, corpus_path)))
         err = 1;
-    double tl2 = MPI_Wtime();
+    double tl2 = cli_wtime();
     if (!err && params && read_params(params, &par, &nt, &nw, &nT, &nsw)) err = 1;
     if (nT || nsw) par.soft = 1;
     if (!err) {
@@ -540,10 +509,10 @@ int cmd_explain(int argc, char **argv) {
             }
             if (!err && P == 0) err = cl_error("%s has no prompts", prompt_file);
         } else {
-            P = (size_t)(argc - optind);
+            P = (size_t)(argc - optind_);
             texts = cl_trycalloc(P, sizeof *texts, "texts");
             if (!texts) err = 1;
-            for (size_t p = 0; texts && p < P; p++) texts[p] = argv[optind + p];
+            for (size_t p = 0; texts && p < P; p++) texts[p] = argv[optind_ + p];
         }
         size_t tot = 0;
         int32_t **ids = err ? NULL : cl_trycalloc(P, sizeof *ids, "token ids");
@@ -582,9 +551,9 @@ int cmd_explain(int argc, char **argv) {
     }
     struct timespec c0;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
-    double t0 = MPI_Wtime();
+    double t0 = cli_wtime();
     r = cl_explain_run(ix, m, cp, tok, off, P, &par, MPI_COMM_WORLD);
-    double t1 = MPI_Wtime();
+    double t1 = cli_wtime();
     if (!r) {
         if (rank == 0) cli_fail();
         goto done;
@@ -639,14 +608,19 @@ int cmd_explain(int argc, char **argv) {
         struct timespec cpu;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
         fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: load %.3f s (model, corpus, "
-                        "index), SHA-256 checks %.3f s, prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
-                        "CPU time %.3f s (explain %.3f s)\n",
+                        "index), SHA-256 checks %.3f s (%s), prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
+                        "CPU time %.3f s (explain %.3f s); load: model %.3f s, corpus %.3f s, index %.3f s; ",
                 P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, tl1 - tl0, tl2 - tl1,
-                r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
-                (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec));
+                hit_m && hit_c ? "cached" : hit_m || hit_c ? "one cached" : "computed", r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
+                (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec), tlm - tl0, tlc - tlm, tl1 - tlc);
+        if (r->sketch) {
+            fprintf(stderr, "sketch (k = %d): rows computed per block", ix->sketch->k);
+            for (int b = 0; b < r->Lh; b++) fprintf(stderr, " %.2f%%", 100.0 * (double)r->checked[b] / (double)ix->N);
+            fprintf(stderr, "\n");
+        } else fprintf(stderr, "every row computed%s\n", ix->sketch ? " (sketch not used)" : " (no sketch)");
         if (out && write_h5(out, r, &par, texts, ix, ngram, ngram_h)) rc = cli_fail();
     }
-    MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    rc = cli_bcast_int(rc);
 done:
     if (eval_n > 0 && texts)
         for (size_t p = 0; p < P; p++) free(texts[p]);
@@ -656,5 +630,5 @@ done:
     cl_corpus_free(cp);
     cl_model_free(m);
     return rc;
-#undef USAGE
+#undef USAGE_ERR
 }

@@ -36,7 +36,7 @@ static int run(int argc, char **argv) {
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("generate", "--model is required");
-    cl_model *m = cl_model_load(model);
+    cl_model *m = cl_model_map(model); /* read-only: the weights stay in the file */
     if (!m) return cli_fail();
     const int T = m->cfg.block_size, V = m->cfg.vocab_size;
     int32_t *ctx = NULL;

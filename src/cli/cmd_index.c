@@ -1,7 +1,6 @@
 /* corpuslens index: unit activations of every substring, per block -> index.h5
  * (MPI; design and layout: include/corpuslens/scan/index.h). */
 #include <errno.h>
-#include <getopt.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,43 +11,34 @@
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/scan/index.h"
+#include "corpuslens/scan/sketch.h"
 
 static const char *CMD = "index";
 
-/* A number in [lo, hi] (the whole string); a usage error otherwise. */
-static int parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = s && *s ? strtod(s, &end) : 0;
-    if (!s || !*s || *end || errno || !(v >= lo && v <= hi)) {
-        cli_usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s ? s : "", lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+static const char USAGE[] =
+    "mpirun -n R corpuslens index --model MODEL.h5 --corpus CORPUS.h5 -o INDEX.h5\n"
+    "                 [--hook mlp_out] [--dtype f16|f32] [--batch 2048] [--checkpoint-every 60]\n"
+    "                 [--sketch-dim 32]\n"
+    "       corpuslens index --add-sketch INDEX.h5 [--sketch-dim 32]";
 
-static void help(void) {
-    printf("usage: mpirun -n R corpuslens index --model MODEL.h5 --corpus CORPUS.h5 -o INDEX.h5\n"
-           "                 [--hook mlp_out] [--dtype f16|f32] [--batch 2048] [--checkpoint-every 60]\n"
-           "\n"
-           "Runs the model over every unique substring of CORPUS.h5 (the scan's shards and\n"
-           "prefix-sharing forward) and stores, per hooked block, the unit-normalised\n"
-           "activation at the last position of each: the index that `corpuslens explain`\n"
-           "queries. The same bytes for any rank count. Layout: include/corpuslens/scan/index.h\n"
-           "(h5dump -H INDEX.h5). TinyShakespeare L=10, lecture model: 3.96 GB in float16.\n"
-           "\n"
-           "  --hook NAME            mlp_out (default), attn_out, resid_mid, resid_post,\n"
-           "                         resid_pre, embed, or blocks.{i}.hook_<one of those>\n"
-           "  --dtype f16|f32        float16 (default) or float32 (exactly the scan's vectors)\n"
-           "  --batch S              substrings per shard and per HDF5 chunk (default 2048)\n"
-           "  --checkpoint-every T   seconds between fsyncs of the part files (default 60)\n"
-           "\n"
-           "Ranks write their shards to INDEX.h5.parts/; a killed build started again with\n"
-           "the same arguments and rank count continues from them; rank 0 then writes\n"
-           "INDEX.h5.tmp in shard order and renames it. CORPUSLENS_INDEX_STOP_AFTER=K stops\n"
-           "each rank after K shards (tests; exit status 3, no output).\n");
-}
+static const char ABOUT[] =
+    "Runs the model over every unique substring of CORPUS.h5 (the scan's shards and\n"
+    "prefix-sharing forward) and stores, per hooked block, the unit-normalised\n"
+    "activation at the last position of each: the index that `corpuslens explain`\n"
+    "queries. The same bytes for any rank count. Layout: include/corpuslens/scan/index.h\n"
+    "(h5dump -H INDEX.h5). TinyShakespeare L=10, lecture model: 3.96 GB in float16.\n";
+
+static const char EPILOG[] =
+    "Ranks write their shards to INDEX.h5.parts/; a killed build started again with\n"
+    "the same arguments and rank count continues from them; rank 0 then writes\n"
+    "INDEX.h5.tmp in shard order, adds the sketch (float16 only) and renames it.\n"
+    "The sketch (include/corpuslens/scan/sketch.h): per block a K-dim PCA\n"
+    "projection and every row's projected coordinates and residual norm, so that\n"
+    "explain of a few texts skips, exactly, the rows that cannot reach a threshold.\n"
+    "--add-sketch adds (or replaces) it in an existing index in place, on one\n"
+    "process (copy the index first if it cannot be rebuilt).\n"
+    "CORPUSLENS_INDEX_STOP_AFTER=K stops each rank after K shards (tests; exit\n"
+    "status 3, no output).\n";
 
 typedef struct {
     int tty;
@@ -72,50 +62,52 @@ static void note(void *user, const char *msg) {
 }
 
 int cmd_index(int argc, char **argv) {
-    int rank = 0, R = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    int rank = cli_rank(), R = 1;
+    if (cli_mpi_active()) MPI_Comm_size(MPI_COMM_WORLD, &R);
     cl_index_opts o;
     cl_index_opts_default(&o);
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"corpus", required_argument, 0, 'c'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"hook", required_argument, 0, 'k'},
-                                         {"dtype", required_argument, 0, 'd'},
-                                         {"batch", required_argument, 0, 'b'},
-                                         {"checkpoint-every", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    optind = 1;
-    opterr = 0;
-    int ch;
-    long lv;
-    while ((ch = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'm': o.model_path = optarg; break;
-        case 'c': o.corpus_path = optarg; break;
-        case 'o': o.out_path = optarg; break;
-        case 'k': o.hook = optarg; break;
-        case 'd':
-            if (!strcmp(optarg, "f16") || !strcmp(optarg, "float16")) o.dtype = CL_INDEX_F16;
-            else if (!strcmp(optarg, "f32") || !strcmp(optarg, "float32")) o.dtype = CL_INDEX_F32;
-            else return rank == 0 ? cli_usage_error(CMD, "--dtype: '%s' is not f16 or f32", optarg) : 2;
-            break;
-        case 'b':
-            if (cli_parse_long(CMD, "--batch", optarg, 1, 1L << 20, &lv)) return 2;
-            o.shard_size = lv;
-            break;
-        case 't':
-            if (parse_double(CMD, "--checkpoint-every", optarg, 0, 1e9, &o.checkpoint_seconds)) return 2;
-            break;
-        case 'h':
-            if (rank == 0) help();
-            return 0;
-        case ':': return rank == 0 ? cli_usage_error(CMD, "%s needs a value", argv[optind - 1]) : 2;
-        default: return rank == 0 ? cli_usage_error(CMD, "unknown option %s", argv[optind - 1]) : 2;
-        }
+    const char *dtype = "f16", *add = NULL;
+    long batch = o.shard_size, kdim = o.sketch_dim;
+    const cli_option opts[] = {
+        CLI_OPT_STRING("model", 0, "MODEL.h5", &o.model_path, "the model"),
+        CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &o.corpus_path, "`corpuslens prepare` output"),
+        CLI_OPT_STRING("output", 'o', "INDEX.h5", &o.out_path, "the index to write"),
+        CLI_OPT_STRING("hook", 0, "NAME", &o.hook,
+                       "mlp_out, attn_out, resid_mid, resid_post, resid_pre,\n"
+                       "embed, or blocks.{i}.hook_<one of those>"),
+        CLI_OPT_CHOICE("dtype", 0, &dtype, "f16|f32|float16|float32",
+                       "float16 or float32 (exactly the scan's vectors)"),
+        CLI_OPT_INT("batch", 0, "S", &batch, 1, 1L << 20, "substrings per shard and per HDF5 chunk"),
+        CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
+                       "seconds between fsyncs of the part files"),
+        CLI_OPT_INT("sketch-dim", 0, "K", &kdim, 0, 256,
+                    "dimensions of the pruning sketch (float16 indexes; at\n"
+                    "most n_embd/4 unless given otherwise; 0 = none)"),
+        CLI_OPT_STRING("add-sketch", 0, "INDEX.h5", &add,
+                       "only add the sketch to an existing index (in place; no\n"
+                       "--model/--corpus needed; one process)"),
+        CLI_END,
+    };
+    const cli_command cmd = {"index", USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    o.dtype = dtype[1] == '3' || !strcmp(dtype, "float32") ? CL_INDEX_F32 : CL_INDEX_F16;
+    o.shard_size = batch;
+    o.sketch_dim = (int)kdim;
+    if (add) {
+        if (o.model_path || o.corpus_path || o.out_path)
+            return rank == 0 ? cli_usage_error(CMD, "--add-sketch takes no --model, --corpus or -o") : 2;
+        if (kdim < 1) return rank == 0 ? cli_usage_error(CMD, "--add-sketch needs --sketch-dim >= 1") : 2;
+        if (R > 1) return rank == 0 ? cli_usage_error(CMD, "--add-sketch runs on one process (no mpirun)") : 2;
+        double t0 = cli_wtime();
+        cl_sketch_stats st;
+        if (cl_index_add_sketch(add, kdim == CL_SKETCH_DEFAULT_DIM ? 0 : (int)kdim, &st)) return cli_fail();
+        fprintf(stderr, "index: sketch of %d dimensions added to %s in %.1f s (%zu bytes); variance kept per block:",
+                st.k, add, cli_wtime() - t0, st.bytes);
+        for (int b = 0; b < st.Lh; b++) fprintf(stderr, " %.3f", st.variance_kept[b]);
+        fprintf(stderr, "\n");
+        return 0;
     }
-    if (optind < argc) return rank == 0 ? cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]) : 2;
     if (!o.model_path || !o.corpus_path || !o.out_path)
         return rank == 0 ? cli_usage_error(CMD, "--model, --corpus and -o are required") : 2;
     const char *stop = getenv("CORPUSLENS_INDEX_STOP_AFTER");
@@ -131,8 +123,8 @@ int cmd_index(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    long rss = ru.ru_maxrss, maxrss = 0;
-    MPI_Reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    long rss = ru.ru_maxrss, maxrss = rss;
+    if (R > 1) MPI_Reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
     if (rank == 0)
         fprintf(stderr,
                 "index: %zu trie nodes, trie forward %.1f s (max over ranks), assembly %.1f s, wall %.1f s, %zu bytes, "

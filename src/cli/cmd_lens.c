@@ -314,7 +314,8 @@ out:
 
 static const char USAGE[] =
     "corpuslens lens --model MODEL.h5 [--svg HEAT.svg] TEXT\n"
-    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]";
+    "       mpirun -n R corpuslens lens --model MODEL.h5 --prompts CORPUS.h5 [--max P]\n"
+    "       corpuslens lens --model PARENS.h5 --parens STRING [--attn-svg PATTERNS.svg]";
 
 static const char ABOUT[] =
     "The logit lens: the embedding (the block-0 input residual, hook_embed +\n"
@@ -339,33 +340,25 @@ static const char ABOUT[] =
     "per-layer means of the same statistics (plus the fraction of prompts whose\n"
     "layer top token at the last position is the final top token). Per-prompt\n"
     "values are gathered to rank 0 and summed in prompt order: the output does\n"
-    "not depend on the number of ranks.\n";
-
-/* lens --model PARENS.h5 --parens STRING [--attn-svg F.svg] */
-static int lens_parens(int argc, char **argv) {
-    const char *model = NULL, *s = NULL, *svg = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--model") && v) model = v, i++;
-        else if (!strcmp(a, "--parens") && v) s = v, i++;
-        else if (!strcmp(a, "--attn-svg") && v) svg = v, i++;
-        else return cli_usage_error("lens", "with --parens: unknown argument '%s' (or missing value)", a);
-    }
-    if (!model) return cli_usage_error("lens", "--model is required");
-    return cli_parens_lens(model, s, svg);
-}
+    "not depend on the number of ranks.\n"
+    "\n"
+    "With --parens, on a balanced-parentheses classifier (train --task parens):\n"
+    "at [start], the probability of 'balanced' that the residual stream after the\n"
+    "embedding and after each block gives through ln_f + head, and the model's own;\n"
+    "--attn-svg draws every head's attention pattern on the string.\n";
 
 int cmd_lens(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--parens")) return cli_on_rank0(lens_parens, argc, argv);
-
-    const char *model = NULL, *svg = NULL, *prompts = NULL;
+    const char *model = NULL, *svg = NULL, *prompts = NULL, *parens = NULL, *attn_svg = NULL;
     long max_p = 0;
     const cli_option opts[] = {
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model, "the model file"),
         CLI_OPT_STRING("svg", 0, "HEAT.svg", &svg, "with TEXT: write the heatmap"),
         CLI_OPT_STRING("prompts", 0, "CORPUS.h5", &prompts, "instead of TEXT: the prompts of this corpus file (MPI)"),
         CLI_OPT_INT("max", 0, "P", &max_p, 1, 1L << 40, "with --prompts: only the first P prompts (default: all)"),
+        CLI_OPT_STRING("parens", 0, "STRING", &parens,
+                       "instead of TEXT: a string of ( and ) for a parentheses\n"
+                       "classifier (see above)"),
+        CLI_OPT_STRING("attn-svg", 0, "F.svg", &attn_svg, "with --parens: write the attention patterns"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "TEXT", 0, 1, NULL};
@@ -373,6 +366,13 @@ int cmd_lens(int argc, char **argv) {
     if (prc != CLI_PARSED) return prc;
     const char *text = first < argc ? argv[first] : NULL;
     if (!model) return cli_usage_error(CMD, "--model is required");
+    if (attn_svg && !parens) return cli_usage_error(CMD, "--attn-svg goes with --parens");
+    if (parens) {
+        if (text || prompts || svg || max_p)
+            return cli_usage_error(CMD, "--parens takes no TEXT, --prompts, --svg or --max");
+        int rc = cli_rank0() ? cli_parens_lens(model, parens, attn_svg) : 0; /* one string: rank 0 does it */
+        return cli_bcast_int(rc);
+    }
     if (prompts && text) return cli_usage_error(CMD, "give either TEXT or --prompts, not both");
     if (!prompts && !text) return cli_usage_error(CMD, "TEXT or --prompts CORPUS.h5 is required");
     if (prompts && svg) return cli_usage_error(CMD, "--svg draws one TEXT's heatmap; it does not go with --prompts");

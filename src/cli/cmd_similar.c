@@ -43,53 +43,27 @@ static int read_attr_doubles(hid_t obj, const char *name, double *out, size_t n)
 /* Read rows [start, start+count) of a 1-D dataset. */
 static int read_slab(hid_t f, const char *path, hid_t mt, hsize_t start, hsize_t count, void *out) {
     if (count == 0) return 0;
-    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    if (d < 0) return cl_error("dataset %s is missing", path);
-    hid_t fs = H5Dget_space(d);
-    hsize_t dim;
-    int rc = 0;
-    if (H5Sget_simple_extent_ndims(fs) != 1 || H5Sget_simple_extent_dims(fs, &dim, NULL) < 0 || start + count > dim)
-        rc = cl_error("%s: rows %llu..%llu are outside the dataset", path, (unsigned long long)start,
-                      (unsigned long long)(start + count));
-    hid_t ms = H5I_INVALID_HID;
-    if (!rc) {
-        ms = H5Screate_simple(1, &count, NULL);
-        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-            H5Dread(d, mt, ms, fs, H5P_DEFAULT, out) < 0)
-            rc = cl_error("cannot read %s", path);
-    }
-    if (ms >= 0) H5Sclose(ms);
-    H5Sclose(fs);
-    H5Dclose(d);
-    return rc;
+    hsize_t dims[8];
+    int r = cl_h5_shape(f, path, dims);
+    if (r < 0) return -1;
+    if (r != 1 || start + count > dims[0])
+        return cl_error("%s: rows %llu..%llu are outside the dataset", path, (unsigned long long)start,
+                        (unsigned long long)(start + count));
+    return cl_h5_read_rows(f, path, mt, start, count, out) ? cl_error("cannot read %s", path) : 0;
 }
 
 /* Read one row of a 2-D or 3-D dataset: out = ds[i] (row floats/ints of `row` elements). */
 static int read_row(hid_t f, const char *path, hid_t mt, int rank, hsize_t i, hsize_t row, void *out) {
-    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    if (d < 0) return cl_error("dataset %s is missing", path);
-    hid_t fs = H5Dget_space(d);
-    hsize_t dims[4] = {0}, start[4] = {0}, cnt[4];
-    int rc = 0;
-    if (H5Sget_simple_extent_ndims(fs) != rank || H5Sget_simple_extent_dims(fs, dims, NULL) < 0 || i >= dims[0])
-        rc = cl_error("%s: row %llu is outside the dataset (or its rank is not %d)", path, (unsigned long long)i, rank);
+    hsize_t dims[8];
+    int r = cl_h5_shape(f, path, dims);
+    if (r < 0) return -1;
+    if (r != rank || i >= dims[0])
+        return cl_error("%s: row %llu is outside the dataset (or its rank is not %d)", path, (unsigned long long)i, rank);
     hsize_t n = 1;
     for (int k = 1; k < rank; k++) n *= dims[k];
-    if (!rc && n != row) rc = cl_error("%s: rows have %llu values, expected %llu", path, (unsigned long long)n,
-                                       (unsigned long long)row);
-    hid_t ms = H5I_INVALID_HID;
-    if (!rc) {
-        start[0] = i, cnt[0] = 1;
-        for (int k = 1; k < rank; k++) cnt[k] = dims[k];
-        ms = H5Screate_simple(1, &row, NULL);
-        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL) < 0 ||
-            H5Dread(d, mt, ms, fs, H5P_DEFAULT, out) < 0)
-            rc = cl_error("cannot read %s", path);
-    }
-    if (ms >= 0) H5Sclose(ms);
-    H5Sclose(fs);
-    H5Dclose(d);
-    return rc;
+    if (n != row)
+        return cl_error("%s: rows have %llu values, expected %llu", path, (unsigned long long)n, (unsigned long long)row);
+    return cl_h5_read_rows(f, path, mt, i, 1, out) ? cl_error("cannot read %s", path) : 0;
 }
 
 static int scan_open(const char *path, scan_file *s) {

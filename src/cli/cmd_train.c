@@ -55,7 +55,8 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
 static const char USAGE[] =
     "[mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
     "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
-    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5";
+    "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5\n"
+    "       corpuslens train --task parens --data DATA.tsv ... -o MODEL.h5  (see train --task parens --help)";
 
 static const char ABOUT[] =
     "Trains a char-level GPT with the lecture's recipe: random windows of T characters\n"
@@ -73,21 +74,19 @@ static const char EPILOG[] =
 
 #include "corpuslens/train/parens_train.h"
 
-static const char *help_parens =
-    "usage: corpuslens train --task parens --data DATA.tsv [--config k=v,...] [--steps 6000]\n"
+static const char USAGE_PARENS[] =
+    "corpuslens train --task parens --data DATA.tsv [--config k=v,...] [--steps 6000]\n"
     "         [--batch 64] [--lr 1e-3] [--dropout 0] [--seed 1] [--eval-every 100]\n"
-    "         [--cosine] [--goal 0.99] [--stop-at-goal] -o MODEL.h5\n"
-    "\n"
+    "         [--cosine] [--goal 0.99] [--stop-at-goal] -o MODEL.h5";
+
+static const char ABOUT_PARENS[] =
     "Trains the balanced-parentheses classifier on a `demo-corpus parens` file: the\n"
     "model with the encoder options (causal=0, pos=sinusoidal, n_classes=2, pad_id=4;\n"
     "3 layers, 2 heads, n_embd 56, block 42 by default; --config changes them), the\n"
     "string read as ^ string $ padded with _ (vocabulary $ ( ) ^ _), cross-entropy on\n"
     "the label read at [start], AdamW. Prints step, loss and validation accuracy every\n"
     "K steps, the first step and wall time at which validation accuracy reached\n"
-    "--goal, and the test accuracy at the end. Single process.\n"
-    "  --cosine            learning rate from --lr down to lr/10 on a cosine\n"
-    "  --dump-first F.h5   tests: the first batch, its class probabilities and the\n"
-    "                      first step's gradients\n";
+    "--goal, and the test accuracy at the end. Single process.\n";
 
 static void parens_event(void *user, const cl_parens_event *ev) {
     (void)user;
@@ -97,60 +96,37 @@ static void parens_event(void *user, const cl_parens_event *ev) {
     }
 }
 
-static int parse_dbl(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !(x >= lo && x <= hi)) return cli_usage_error(cmd, "%s %s: not a number in [%g, %g]", opt, v, lo, hi);
-    *out = x;
-    return 0;
-}
-
 static int train_parens(int argc, char **argv) {
     cl_parens_train_opts o = {.steps = 6000, .batch = 64, .eval_every = 100, .lr = 1e-3, .goal = 0.99, .seed = 1};
     static const char *CMDP = "train --task parens";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long x;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(help_parens, stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--stop-at-goal")) {
-            o.stop_at_goal = 1;
-            continue;
-        }
-        if (!strcmp(a, "--cosine")) {
-            o.cosine = 1;
-            continue;
-        }
-        if (!v) return cli_usage_error(CMDP, "unknown option or missing value: '%s'", a);
-        i++;
-        if (!strcmp(a, "--task")) {
-            if (strcmp(v, "parens")) return cli_usage_error(CMDP, "--task %s: only 'parens'", v);
-        } else if (!strcmp(a, "--data")) o.data = v;
-        else if (!strcmp(a, "--config")) o.config = v;
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.output = v;
-        else if (!strcmp(a, "--dump-first")) o.dump_first = v;
-        else if (!strcmp(a, "--steps")) {
-            if (cli_parse_long(CMDP, a, v, 1, 100000000L, &x)) return 2;
-            o.steps = (int)x;
-        } else if (!strcmp(a, "--batch")) {
-            if (cli_parse_long(CMDP, a, v, 1, 1000000L, &x)) return 2;
-            o.batch = (int)x;
-        } else if (!strcmp(a, "--eval-every")) {
-            if (cli_parse_long(CMDP, a, v, 0, 100000000L, &x)) return 2;
-            o.eval_every = (int)x;
-        } else if (!strcmp(a, "--seed")) {
-            if (cli_parse_long(CMDP, a, v, 0, 0x7fffffffL, &x)) return 2;
-            o.seed = (uint64_t)x;
-        } else if (!strcmp(a, "--lr")) {
-            if (parse_dbl(CMDP, a, v, 0, 10, &o.lr)) return 2;
-        } else if (!strcmp(a, "--dropout")) {
-            if (parse_dbl(CMDP, a, v, 0, 0.99, &o.dropout)) return 2;
-        } else if (!strcmp(a, "--goal")) {
-            if (parse_dbl(CMDP, a, v, 0, 1, &o.goal)) return 2;
-        } else return cli_usage_error(CMDP, "unknown option '%s'", a);
-    }
+    const char *task = NULL;
+    long steps = o.steps, batch = o.batch, eval_every = o.eval_every, seed = (long)o.seed;
+    const cli_option opts[] = { /* table of: train --task parens */
+        CLI_OPT_CHOICE("task", 0, &task, "parens", "the balanced-parentheses classifier"),
+        CLI_OPT_STRING("data", 0, "DATA.tsv", &o.data, "the data set (demo-corpus parens)"),
+        CLI_OPT_STRING("config", 0, "SPEC", &o.config, "architecture over the classifier's defaults"),
+        CLI_OPT_INT("steps", 0, "N", &steps, 1, 100000000L, "number of updates"),
+        CLI_OPT_INT("batch", 0, "B", &batch, 1, 1000000L, "rows per step"),
+        CLI_OPT_DOUBLE("lr", 0, "X", &o.lr, 0.0, 10.0, "AdamW learning rate"),
+        CLI_OPT_FLAG("cosine", 0, &o.cosine, "learning rate from --lr down to lr/10 on a cosine"),
+        CLI_OPT_DOUBLE("dropout", 0, "P", &o.dropout, 0.0, 0.99, "dropout probability while training"),
+        CLI_OPT_INT("seed", 0, "S", &seed, 0, 0x7fffffffL, "initialisation, batch and dropout seed"),
+        CLI_OPT_INT("eval-every", 0, "K", &eval_every, 0, 100000000L, "validation accuracy every K steps"),
+        CLI_OPT_DOUBLE("goal", 0, "A", &o.goal, 0.0, 1.0, "report the first step with validation accuracy >= A"),
+        CLI_OPT_FLAG("stop-at-goal", 0, &o.stop_at_goal, "stop there"),
+        CLI_OPT_STRING("dump-first", 0, "F.h5", &o.dump_first,
+                       "tests: the first batch, its class probabilities and the\n"
+                       "first step's gradients"),
+        CLI_OPT_STRING("output", 'o', "MODEL.h5", &o.output, "the model file"),
+        CLI_END,
+    };
+    const cli_command cmd = {CMDP, USAGE_PARENS, ABOUT_PARENS, opts, NULL, NULL, 0, 0, NULL};
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_PARSED) return prc;
+    o.steps = (int)steps;
+    o.batch = (int)batch;
+    o.eval_every = (int)eval_every;
+    o.seed = (uint64_t)seed;
     if (!o.data || !o.output) return cli_usage_error(CMDP, "--data and -o are required");
     cl_parens_result r;
     if (cl_parens_train(&o, parens_event, NULL, &r)) return cli_fail();
@@ -164,12 +140,7 @@ static int train_parens(int argc, char **argv) {
 }
 
 int cmd_train(int argc, char **argv) {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--task")) {
-            if (!strcmp(argv[i + 1], "parens")) return cli_on_rank0(train_parens, argc, argv);
-            return cli_usage_error("train", "--task %s: the only task is parens (without --task: a language model)",
-                                   argv[i + 1]);
-        }
+    if (cli_argv_has(argc, argv, "task")) return cli_on_rank0(train_parens, argc, argv);
 
     const char *corpus = NULL, *spec = NULL, *init = NULL, *resume = NULL, *out = NULL, *batch_file = NULL,
                *dump = NULL;

@@ -11,6 +11,13 @@
 #include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
 
+/* "LABEL v0,v1,...\n": %g, or %.6g for weights. */
+static void print_list(const char *label, const double *v, int n, int weights) {
+    printf("%s", label);
+    for (int b = 0; b < n; b++) printf(weights ? "%s%.6g" : "%s%g", b ? "," : " ", v[b]);
+    printf("\n");
+}
+
 static void print_stats(const char *name, const cl_stats *s) {
     printf("  %-22s mean %.4f  std %.4f  median %.4f  p90 %.4f  (n %zu, empty %zu)\n", name, s->mean, s->std,
            s->median, s->p90, s->count, s->n_empty);
@@ -78,11 +85,8 @@ static int run(int argc, char **argv) {
         if (!err) {
             printf("tune: %zu train / %zu held-out prompts, %d sweeps, train objective %.4f\n", r.n_train,
                    r.n_test, r.sweeps, r.train_objective);
-            printf("  thresholds =");
-            for (int b = 0; b < s->Lb; b++) printf("%s%g", b ? "," : " ", r.thresholds[b]);
-            printf("\n  weights    =");
-            for (int b = 0; b < s->Lb; b++) printf("%s%.6g", b ? "," : " ", r.weights[b]);
-            printf("\n");
+            print_list("  thresholds =", r.thresholds, s->Lb, 0);
+            print_list("  weights    =", r.weights, s->Lb, 1);
             print_stats("fitted, train", &r.train);
             print_stats("fitted, held-out", &r.test);
             if (r.have_paper) {
@@ -95,11 +99,9 @@ static int run(int argc, char **argv) {
             if (!err) {
                 printf("tune --soft: %zu fit / %zu held-out prompts, %d sweeps, fit objective %.4f\n", sr.n_fit,
                        sr.n_test, sr.sweeps, sr.fit_objective);
-                printf("  temperatures =");
-                for (int b = 0; b < s->Lb; b++) printf("%s%g", b ? "," : " ", sr.T[b]);
-                printf("\n  soft_weights =");
-                for (int b = 0; b < s->Lb; b++) printf("%s%.6g", b ? "," : " ", sr.w[b]);
-                printf("\n  bin-width error of the weights (exp(width / 2T) - 1):");
+                print_list("  temperatures =", sr.T, s->Lb, 0);
+                print_list("  soft_weights =", sr.w, s->Lb, 1);
+                printf("  bin-width error of the weights (exp(width / 2T) - 1):");
                 for (int b = 0; b < s->Lb; b++) printf(" %.1f%%", 100 * cl_soft_bin_error(s->bin_width, sr.T[b]));
                 printf("\n");
                 print_stats("soft, held-out", &sr.test_soft);

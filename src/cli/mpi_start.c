@@ -48,7 +48,11 @@ int cli_mpi_wanted(const char *name, int argc, char **argv) {
     /* one process unless the options spread work over ranks */
     if (!strcmp(name, "reduce")) return cli_argv_has(argc, argv, "compare-model");
     if (!strcmp(name, "lens")) return cli_argv_has(argc, argv, "prompts");
+    if (!strcmp(name, "ablate")) return !cli_argv_has(argc, argv, "data"); /* the parentheses table */
+    if (!strcmp(name, "train")) return !cli_argv_has(argc, argv, "task"); /* --task parens */
     if (!strcmp(name, "run")) return !cli_argv_has(argc, argv, "get"); /* --get reads the job file only */
+    if (!strcmp(name, "explain")) return 0;                          /* ranks only when mpirun starts them */
+    if (!strcmp(name, "index")) return !cli_argv_has(argc, argv, "add-sketch");
     return 1; /* scan, train, run, ablate, and commands not listed */
 }
 

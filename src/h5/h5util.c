@@ -314,6 +314,31 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
     return rc;
 }
 
+int cl_h5_read_rows(hid_t f, const char *path, hid_t memtype, size_t p0, size_t n, void *buf) {
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    if (d < 0) return cl_error("cannot open %s", path);
+    hid_t fs = H5Dget_space(d);
+    int r = H5Sget_simple_extent_ndims(fs);
+    if (r < 1 || r > 8) {
+        H5Sclose(fs);
+        H5Dclose(d);
+        return cl_error("%s: rank %d, expected 1..8", path, r);
+    }
+    hsize_t dims[8], start[8] = {0}, count[8];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    for (int i = 0; i < r; i++) count[i] = dims[i];
+    start[0] = p0;
+    count[0] = n;
+    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(r, count, NULL);
+    if (st >= 0) st = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    if (st < 0) return cl_error("cannot read %s rows %zu..%zu", path, p0, p0 + n);
+    return 0;
+}
+
 int cl_h5_shape(hid_t file, const char *path, hsize_t *dims) {
     if (!cl_h5_exists(file, path)) return cl_error("dataset %s is missing", path);
     hid_t d = H5Dopen2(file, path, H5P_DEFAULT);

@@ -5,6 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#ifndef MAP_POPULATE
+#define MAP_POPULATE 0 /* not Linux: the pages are mapped on first use */
+#endif
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
@@ -227,6 +235,33 @@ void cl_model_tensor(const cl_config *c, float *base, size_t i, cl_tensor_info *
     out->data = starts[k] ? starts[k] + (layer > 0 ? (size_t)layer * out->numel : 0) : NULL;
 }
 
+static size_t kind_index(const cl_config *c, int k, int layer) {
+    if (k < K_LN1W) return (size_t)k;
+    if (kinds[k].per_layer) return 2 + 12 * (size_t)layer + (size_t)(k - K_LN1W);
+    return 2 + 12 * (size_t)c->n_layer + (size_t)(k - K_LNFW);
+}
+
+const float *cl_model_data(const cl_model *m, size_t i) {
+    if (m->data) return m->data[i];
+    cl_tensor_info t;
+    cl_model_tensor(&m->cfg, m->mem, i, &t);
+    return t.data;
+}
+
+void cl_model_weights(const cl_model *m, int layer, cl_weights *w) {
+    const float **out[CL_NUM_PARAM_KINDS] = {&w->wte, &w->wpe, &w->ln1_w, &w->ln1_b, &w->qkv_w, &w->qkv_b,
+                                             &w->proj_w, &w->proj_b, &w->ln2_w, &w->ln2_b, &w->fc_w, &w->fc_b,
+                                             &w->fcp_w, &w->fcp_b, &w->lnf_w, &w->lnf_b, &w->head_w, &w->head_b};
+    const cl_params *p = &m->p;
+    const float *stacked[CL_NUM_PARAM_KINDS] = {p->wte, p->wpe, p->ln1_w, p->ln1_b, p->qkv_w, p->qkv_b,
+                                                p->proj_w, p->proj_b, p->ln2_w, p->ln2_b, p->fc_w, p->fc_b,
+                                                p->fcp_w, p->fcp_b, p->lnf_w, p->lnf_b, p->head_w, p->head_b};
+    for (int k = 0; k < CL_NUM_PARAM_KINDS; k++) {
+        if (m->data) *out[k] = m->data[kind_index(&m->cfg, k, layer)];
+        else *out[k] = stacked[k] + (kinds[k].per_layer ? (size_t)layer * kind_numel(&m->cfg, k) : 0);
+    }
+}
+
 long cl_model_tensor_find(const cl_config *c, const char *name) {
     size_t n = cl_model_tensor_count(c);
     for (size_t i = 0; i < n; i++) {
@@ -267,6 +302,8 @@ cl_model *cl_model_create(const cl_config *c) {
 
 void cl_model_free(cl_model *m) {
     if (!m) return;
+    if (m->map) munmap(m->map, m->map_len);
+    free(m->data);
     free(m->mem);
     free(m->vocab);
     cl_bpe_free(m->bpe);
@@ -414,7 +451,79 @@ static int write_tokenizer(hid_t f, const cl_model *m) {
     return rc;
 }
 
-cl_model *cl_model_load(const char *path) {
+/* Map the whole model file read-only into m->map (page tables filled up
+ * front: the forward pass reads every page). Where that fails m->map stays
+ * NULL and every tensor is read. A file with a user block is not mapped
+ * (dataset offsets would not be file offsets). */
+static void map_file(cl_model *m, hid_t f, const char *path) {
+    hid_t fcpl = H5Fget_create_plist(f);
+    hsize_t ub = 1;
+    if (fcpl >= 0) {
+        if (H5Pget_userblock(fcpl, &ub) < 0) ub = 1;
+        H5Pclose(fcpl);
+    }
+    if (ub != 0) return;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return;
+    struct stat st;
+    if (!fstat(fd, &st) && st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (p != MAP_FAILED) {
+            m->map = p;
+            m->map_len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+}
+
+/* Address of tensor t's data inside the mapped file, or NULL when it is not
+ * stored there as t.numel native floats, contiguous and unfiltered, at an
+ * aligned offset (then it is read, and the read reports what is wrong). */
+static const float *mapped_tensor(const cl_model *m, hid_t f, const char *dpath, const cl_tensor_info *t) {
+    hsize_t dims[8];
+    int r = cl_h5_shape(f, dpath, dims);
+    if (r != t->ndim || dims[0] != t->shape[0] || (r == 2 && dims[1] != t->shape[1])) {
+        cl_error_clear();
+        return NULL;
+    }
+    hid_t d = H5Dopen2(f, dpath, H5P_DEFAULT);
+    if (d < 0) return NULL;
+    const float *out = NULL;
+    hid_t type = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
+    size_t bytes = t->numel * sizeof(float);
+    if (type >= 0 && dcpl >= 0 && H5Tequal(type, H5T_NATIVE_FLOAT) > 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS &&
+        H5Pget_nfilters(dcpl) == 0 && H5Dget_storage_size(d) == bytes) {
+        haddr_t off = H5Dget_offset(d);
+        if (off != HADDR_UNDEF && off % sizeof(float) == 0 && off <= m->map_len && bytes <= m->map_len - off)
+            out = (const float *)((const char *)m->map + off);
+    }
+    if (type >= 0) H5Tclose(type);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    H5Dclose(d);
+    return out;
+}
+
+/* p's stacked field of every kind that has a mapped tensor becomes NULL (mem
+ * holds zeros there), so that code reading p instead of cl_model_weights fails
+ * loudly instead of computing with zeros. */
+static void unlink_mapped_kinds(cl_model *m) {
+    cl_params *p = &m->p;
+    float **ptrs[CL_NUM_PARAM_KINDS] = {&p->wte, &p->wpe, &p->ln1_w, &p->ln1_b, &p->qkv_w, &p->qkv_b,
+                                        &p->proj_w, &p->proj_b, &p->ln2_w, &p->ln2_b, &p->fc_w, &p->fc_b,
+                                        &p->fcp_w, &p->fcp_b, &p->lnf_w, &p->lnf_b, &p->head_w, &p->head_b};
+    const char *lo = m->map, *hi = lo + m->map_len;
+    size_t n = cl_model_tensor_count(&m->cfg);
+    for (size_t i = 0; i < n; i++) {
+        const char *d = (const char *)m->data[i];
+        if (d < lo || d >= hi) continue;
+        int k, layer;
+        index_to_kind(&m->cfg, i, &k, &layer);
+        *ptrs[k] = NULL;
+    }
+    if (m->cfg.tied_head) p->head_w = p->wte;
+}
+
+static cl_model *load(const char *path, int map) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_config c;
@@ -422,6 +531,11 @@ cl_model *cl_model_load(const char *path) {
     if (read_config(f, path, &c)) goto fail;
     m = cl_model_create(&c);
     if (!m) goto fail;
+    if (map) {
+        m->data = cl_trycalloc(cl_model_tensor_count(&c), sizeof *m->data, "tensor table");
+        if (!m->data) goto fail;
+        map_file(m, f, path);
+    }
     if (cl_h5_exists(f, "/tokenizer")) {
         if (read_tokenizer(f, path, m)) goto fail;
     } else {
@@ -448,11 +562,21 @@ cl_model *cl_model_load(const char *path) {
             cl_error("%s: tensor %s is missing", path, t.name);
             goto fail;
         }
+        if (m->map && (m->data[i] = mapped_tensor(m, f, dpath, &t))) continue;
         hsize_t dims[2] = {t.shape[0], t.shape[1]};
         if (cl_h5_read_exact(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, t.data)) {
             cl_error_prefix("%s: tensor %s: ", path, t.name);
             goto fail;
         }
+    }
+    if (m->data) {
+        for (size_t i = 0; i < n; i++) { /* read, absent (zeros, sinusoidal) and aliased tensors: in mem */
+            cl_tensor_info t;
+            cl_model_tensor(&c, m->mem, i, &t);
+            if (!m->data[i]) m->data[i] = t.data;
+        }
+        if (c.tied_head) m->data[kind_index(&c, K_HEADW, -1)] = m->data[kind_index(&c, K_WTE, -1)];
+        if (m->map) unlink_mapped_kinds(m);
     }
     H5Fclose(f);
     return m;
@@ -461,6 +585,9 @@ fail:
     H5Fclose(f);
     return NULL;
 }
+
+cl_model *cl_model_load(const char *path) { return load(path, 0); }
+cl_model *cl_model_map(const char *path) { return load(path, 1); }
 
 int cl_model_save(const cl_model *m, const char *path) {
     char tmp[4096];
@@ -501,7 +628,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         char dpath[128];
         snprintf(dpath, sizeof dpath, "/weights/%s", t.name);
         hsize_t dims[2] = {t.shape[0], t.shape[1]};
-        rc = cl_h5_write(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
+        rc = cl_h5_write(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims, cl_model_data(m, i));
     }
     if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (rc) {
@@ -546,7 +673,7 @@ int cl_model_fingerprint(const cl_model *m, char out[65]) {
         if (!t.present) continue;
         memcpy(buf + off, t.name, strlen(t.name));
         off += strlen(t.name);
-        memcpy(buf + off, t.data, t.numel * sizeof(float));
+        memcpy(buf + off, cl_model_data(m, i), t.numel * sizeof(float));
         off += t.numel * sizeof(float);
     }
     cl_sha256_mem(buf, off, out);

@@ -231,7 +231,8 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
                    cl_logits_mode lmode, float *logits) {
     const cl_model *m = f->m;
     const cl_config *c = &m->cfg;
-    const cl_params *p = &m->p;
+    cl_weights w; /* the global tensors, and block l's inside the loop */
+    cl_model_weights(m, 0, &w);
     if (B < 1 || T < 1 || B > f->max_B || T > f->max_T)
         return cl_error("forward: batch %d x %d exceeds the workspace (%d x %d)", B, T, f->max_B, f->max_T);
     if (lmode != CL_LOGITS_NONE && !logits) return cl_error("forward: logits requested without a buffer");
@@ -259,8 +260,8 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         if (tok < 0 || (size_t)tok >= V)
             return cl_error("forward: token id %d at row %zu position %zu is outside the vocabulary (0..%zu)",
                             tok, i / T, i % T, V - 1);
-        memcpy(f->tmp + i * C, p->wte + (size_t)tok * C, C * sizeof(float));
-        memcpy(f->ln + i * C, p->wpe + (i % T) * C, C * sizeof(float));
+        memcpy(f->tmp + i * C, w.wte + (size_t)tok * C, C * sizeof(float));
+        memcpy(f->ln + i * C, w.wpe + (i % T) * C, C * sizeof(float));
     }
     full.p = f->tmp;
     HOOK(CL_HOOK_EMBED, -1, full);
@@ -269,13 +270,14 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
     for (size_t i = 0; i < N * C; i++) f->x[i] = f->tmp[i] + f->ln[i];
 
     for (int l = 0; l < c->n_layer; l++) {
-        const float *ln1_b = c->bias ? p->ln1_b + l * C : NULL, *ln2_b = c->bias ? p->ln2_b + l * C : NULL;
+        cl_model_weights(m, l, &w);
+        const float *ln1_b = c->bias ? w.ln1_b : NULL, *ln2_b = c->bias ? w.ln2_b : NULL;
         full.p = f->x;
         HOOK(CL_HOOK_RESID_PRE, l, full);
-        layernorm_forward(f->ln, NULL, NULL, f->x, p->ln1_w + l * C, ln1_b, N, (int)C, c->ln_eps);
+        layernorm_forward(f->ln, NULL, NULL, f->x, w.ln1_w, ln1_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN1_NORMALIZED, l, full);
-        matmul_forward(f->qkv, f->ln, p->qkv_w + l * 3 * C * C, c->qkv_bias ? p->qkv_b + l * 3 * C : NULL, N,
+        matmul_forward(f->qkv, f->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, N,
                        (int)C, (int)(3 * C));
         if (n_hooks) {
             view q = {f->qkv, B, T, (int)C, 3 * C};
@@ -295,23 +297,23 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         else attention_mix_forward(f->z, f->att, f->qkv, B, T, (int)C, H);
         full.p = f->z;
         HOOK(CL_HOOK_Z, l, full);
-        matmul_forward(f->tmp, f->z, p->proj_w + l * C * C, c->bias ? p->proj_b + l * C : NULL, N, (int)C, (int)C);
+        matmul_forward(f->tmp, f->z, w.proj_w, c->bias ? w.proj_b : NULL, N, (int)C, (int)C);
         full.p = f->tmp;
         HOOK(CL_HOOK_ATTN_OUT, l, full);
         residual_add(f->x, f->tmp, N * C);
         full.p = f->x;
         HOOK(CL_HOOK_RESID_MID, l, full);
-        layernorm_forward(f->ln, NULL, NULL, f->x, p->ln2_w + l * C, ln2_b, N, (int)C, c->ln_eps);
+        layernorm_forward(f->ln, NULL, NULL, f->x, w.ln2_w, ln2_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN2_NORMALIZED, l, full);
-        matmul_forward(f->h, f->ln, p->fc_w + l * F * C, c->bias ? p->fc_b + l * F : NULL, N, (int)C, (int)F);
+        matmul_forward(f->h, f->ln, w.fc_w, c->bias ? w.fc_b : NULL, N, (int)C, (int)F);
         view hv = {f->h, B, T, (int)F, F};
         HOOK(CL_HOOK_MLP_PRE, l, hv);
         if (c->activation == CL_ACT_GELU) gelu_forward(f->h, f->h, N * F);
         else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(f->h, f->h, N * F);
         else relu_forward(f->h, f->h, N * F);
         HOOK(CL_HOOK_MLP_POST, l, hv);
-        matmul_forward(f->tmp, f->h, p->fcp_w + l * C * F, c->bias ? p->fcp_b + l * C : NULL, N, (int)F, (int)C);
+        matmul_forward(f->tmp, f->h, w.fcp_w, c->bias ? w.fcp_b : NULL, N, (int)F, (int)C);
         full.p = f->tmp;
         HOOK(CL_HOOK_MLP_OUT, l, full);
         residual_add(f->x, f->tmp, N * C);
@@ -323,44 +325,46 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
     int need_all = lmode == CL_LOGITS_ALL || wants_point(hooks, n_hooks, CL_HOOK_LN_FINAL_NORMALIZED, 1);
     int need_last = lmode == CL_LOGITS_LAST || wants_point(hooks, n_hooks, CL_HOOK_LN_FINAL_NORMALIZED, 0);
     if (!need_all && !need_last) return 0;
-    const float *lnf_b = c->bias ? p->lnf_b : NULL;
-    const float *head_b = c->head_bias ? p->head_b : NULL;
+    const float *lnf_b = c->bias ? w.lnf_b : NULL;
+    const float *head_b = c->head_bias ? w.head_b : NULL;
     if (need_all) {
-        layernorm_forward(f->ln, NULL, NULL, f->x, p->lnf_w, lnf_b, N, (int)C, c->ln_eps);
+        layernorm_forward(f->ln, NULL, NULL, f->x, w.lnf_w, lnf_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN_FINAL_NORMALIZED, -1, full);
-        if (lmode == CL_LOGITS_ALL) matmul_forward(logits, f->ln, p->head_w, head_b, N, (int)C, (int)NO);
+        if (lmode == CL_LOGITS_ALL) matmul_forward(logits, f->ln, w.head_w, head_b, N, (int)C, (int)NO);
         else if (lmode == CL_LOGITS_LAST) {
             for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->ln + ((size_t)b * T + RP) * C, C * sizeof(float));
-            matmul_forward(logits, f->z, p->head_w, head_b, (size_t)B, (int)C, (int)NO);
+            matmul_forward(logits, f->z, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
         }
         return 0;
     }
     /* Readout position only (the last; [start] for a classifier): rows of
      * length 1 (capture-last hooks see [B, C]). */
     for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->x + ((size_t)b * T + RP) * C, C * sizeof(float));
-    layernorm_forward(f->ln, NULL, NULL, f->z, p->lnf_w, lnf_b, (size_t)B, (int)C, c->ln_eps);
+    layernorm_forward(f->ln, NULL, NULL, f->z, w.lnf_w, lnf_b, (size_t)B, (int)C, c->ln_eps);
     view lv = {f->ln, B, 1, (int)C, C};
     if (n_hooks && run_hooks(f, hooks, n_hooks, CL_HOOK_LN_FINAL_NORMALIZED, -1, lv, B, 1)) return -1;
-    if (lmode == CL_LOGITS_LAST) matmul_forward(logits, f->ln, p->head_w, head_b, (size_t)B, (int)C, (int)NO);
+    if (lmode == CL_LOGITS_LAST) matmul_forward(logits, f->ln, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
     return 0;
 }
 
 void cl_unembed(const cl_model *m, const float *in, size_t N, float *out) {
     const cl_config *c = &m->cfg;
     size_t C = c->n_embd;
+    cl_weights w;
+    cl_model_weights(m, 0, &w);
     float *ln = malloc(N * C * sizeof(float));
     if (!ln) { /* fall back row by row */
         float row[16384];
         for (size_t i = 0; i < N; i++) {
-            layernorm_forward(row, NULL, NULL, in + i * C, m->p.lnf_w, c->bias ? m->p.lnf_b : NULL, 1, (int)C, c->ln_eps);
-            matmul_forward(out + i * cl_model_n_out(c), row, m->p.head_w, c->head_bias ? m->p.head_b : NULL, 1,
+            layernorm_forward(row, NULL, NULL, in + i * C, w.lnf_w, c->bias ? w.lnf_b : NULL, 1, (int)C, c->ln_eps);
+            matmul_forward(out + i * cl_model_n_out(c), row, w.head_w, c->head_bias ? w.head_b : NULL, 1,
                            (int)C, cl_model_n_out(c));
         }
         return;
     }
-    layernorm_forward(ln, NULL, NULL, in, m->p.lnf_w, c->bias ? m->p.lnf_b : NULL, N, (int)C, c->ln_eps);
-    matmul_forward(out, ln, m->p.head_w, c->head_bias ? m->p.head_b : NULL, N, (int)C, cl_model_n_out(c));
+    layernorm_forward(ln, NULL, NULL, in, w.lnf_w, c->bias ? w.lnf_b : NULL, N, (int)C, c->ln_eps);
+    matmul_forward(out, ln, w.head_w, c->head_bias ? w.head_b : NULL, N, (int)C, cl_model_n_out(c));
     free(ln);
 }
 

@@ -7,28 +7,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels_rows.h"
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps) {
 #pragma omp parallel for schedule(static) if (N * (size_t)C > 65536)
     for (size_t i = 0; i < N; i++) {
-        const float *x = inp + i * C;
-        double m = 0.0;
-        for (int j = 0; j < C; j++) m += x[j];
-        m /= C;
-        double v = 0.0;
-        for (int j = 0; j < C; j++) {
-            double d = x[j] - m;
-            v += d * d;
-        }
-        v /= C;
-        float s = (float)(1.0 / sqrt(v + eps));
-        float mf = (float)m;
-        float *o = out + i * C;
-        if (b) {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j] + b[j];
-        } else {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j];
-        }
+        float mf, s;
+        layernorm_row(out + i * C, &mf, &s, inp + i * C, w, b, C, eps);
         if (mean) mean[i] = mf;
         if (rstd) rstd[i] = s;
     }
@@ -47,35 +33,12 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
 }
 
 void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale) {
-    int hs = C / H;
-    size_t C3 = 3 * (size_t)C;
-#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                float *row = att + (((size_t)b * H + h) * T + t) * T;
-                float mx = -FLT_MAX;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    float d = 0.0f;
-                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
-                    d *= scale;
-                    row[t2] = d;
-                    if (d > mx) mx = d;
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    row[t2] = expf(row[t2] - mx);
-                    sum += row[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
-            }
+    attention_pattern_forward_masked(att, qkv, NULL, B, T, C, H, scale, 1); /* the same sums, in the same order */
 }
 
-void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
+/* out[B, T, C] = att @ v per head; causal: keys 0..t of row t, else every key
+ * with a nonzero weight (masked keys have weight 0). */
+static void attention_mix(float *out, const float *att, const float *qkv, int B, int T, int C, int H, int causal) {
     int hs = C / H;
     size_t C3 = 3 * (size_t)C;
 #pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
@@ -83,16 +46,22 @@ void attention_mix_forward(float *out, const float *att, const float *qkv, int B
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
             memset(o, 0, (size_t)C * sizeof(float));
+            int last = causal ? t : T - 1;
             for (int h = 0; h < H; h++) {
                 const float *row = att + (((size_t)b * H + h) * T + t) * T;
                 float *oh = o + (size_t)h * hs;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
+                for (int t2 = 0; t2 <= last; t2++) {
                     float a = row[t2];
+                    if (!causal && a == 0.0f) continue;
+                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
                     for (int i = 0; i < hs; i++) oh[i] += a * v[i];
                 }
             }
         }
+}
+
+void attention_mix_forward(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
+    attention_mix(out, att, qkv, B, T, C, H, 1);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H, float scale) {
@@ -140,10 +109,7 @@ void relu_forward(float *out, const float *inp, size_t n) {
 
 void gelu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
 }
 
 void gelu_tanh_forward(float *out, const float *inp, size_t n) {
@@ -229,22 +195,5 @@ void attention_pattern_forward_masked(float *att, const float *qkv, const unsign
 }
 
 void attention_mix_forward_full(float *out, const float *att, const float *qkv, int B, int T, int C, int H) {
-    int hs = C / H;
-    size_t C3 = 3 * (size_t)C;
-#pragma omp parallel for schedule(static) if ((size_t)B * T * T * C > 65536)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * C;
-            memset(o, 0, (size_t)C * sizeof(float));
-            for (int h = 0; h < H; h++) {
-                const float *row = att + (((size_t)b * H + h) * T + t) * T;
-                float *oh = o + (size_t)h * hs;
-                for (int t2 = 0; t2 < T; t2++) {
-                    float a = row[t2];
-                    if (a == 0.0f) continue;
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    for (int i = 0; i < hs; i++) oh[i] += a * v[i];
-                }
-            }
-        }
+    attention_mix(out, att, qkv, B, T, C, H, 0);
 }

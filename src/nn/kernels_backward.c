@@ -8,6 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels_rows.h"
+
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, size_t N, int T,
                       int C) {
     for (size_t i = 0; i < N; i++) {
@@ -25,22 +27,10 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
                         const float *w, const float *mean, const float *rstd, size_t N, int C) {
     for (size_t i = 0; i < N; i++) {
         const float *d = dout + i * C, *x = inp + i * C;
-        float *dx = dinp + i * C;
         float m = mean[i], s = rstd[i];
-        /* two reductions: mean(w*d) and mean(w*d*norm) */
-        double a = 0.0, b = 0.0;
+        layernorm_row_backward(dinp + i * C, d, x, w, m, s, C);
         for (int j = 0; j < C; j++) {
-            float norm = (x[j] - m) * s;
-            float wd = w[j] * d[j];
-            a += wd;
-            b += (double)wd * norm;
-        }
-        float ma = (float)(a / C), mb = (float)(b / C);
-        for (int j = 0; j < C; j++) {
-            float norm = (x[j] - m) * s;
-            float wd = w[j] * d[j];
-            dx[j] += (wd - ma - norm * mb) * s;
-            dw[j] += d[j] * norm;
+            dw[j] += d[j] * ((x[j] - m) * s);
             if (db) db[j] += d[j];
         }
     }
@@ -62,8 +52,10 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
         }
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                        const float *attd, const float *mask, int B, int T, int C, int H, float scale) {
+/* causal: keys 0..t of row t; else every key, masked keys (weight 0) giving
+ * and getting no gradient. */
+static void attention_grad(float *dqkv, const float *dout, const float *qkv, const float *att, const float *attd,
+                           const float *mask, int B, int T, int C, int H, float scale, int causal) {
     int hs = C / H;
     size_t C3 = 3 * (size_t)C;
     float datt[T > 0 ? T : 1];
@@ -77,8 +69,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 const float *dz = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
                 const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
                 float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
+                int last = causal ? t : T - 1;
                 /* mix: z_t = sum_t2 attd[t2] v_t2 */
-                for (int t2 = 0; t2 <= t; t2++) {
+                for (int t2 = 0; t2 <= last; t2++) {
                     const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
                     float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
                     float s = 0.0f, w = ad[t2];
@@ -90,8 +83,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 }
                 /* softmax: dpre = a * (datt - sum a*datt) */
                 float dot = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) dot += a[t2] * datt[t2];
-                for (int t2 = 0; t2 <= t; t2++) {
+                for (int t2 = 0; t2 <= last; t2++) dot += a[t2] * datt[t2];
+                for (int t2 = 0; t2 <= last; t2++) {
+                    if (!causal && a[t2] == 0.0f) continue;
                     float dp = a[t2] * (datt[t2] - dot) * scale;
                     const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
                     float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
@@ -103,18 +97,17 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             }
 }
 
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        const float *attd, const float *mask, int B, int T, int C, int H, float scale) {
+    attention_grad(dqkv, dout, qkv, att, attd, mask, B, T, C, H, scale, 1);
+}
+
 void relu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
 }
 
 void dropout_apply(float *out, const float *inp, const float *mask, size_t n) {
@@ -157,41 +150,5 @@ void softmax_crossentropy_backward(float *dlogits, const float *probs, const int
 
 void attention_backward_full(float *dqkv, const float *dout, const float *qkv, const float *att,
                              const float *attd, const float *mask, int B, int T, int C, int H, float scale) {
-    int hs = C / H;
-    size_t C3 = 3 * (size_t)C;
-    float datt[T > 0 ? T : 1];
-    memset(dqkv, 0, (size_t)B * T * C3 * sizeof(float));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                size_t row = (((size_t)b * H + h) * T + t) * T;
-                const float *a = att + row, *ad = attd + row;
-                const float *mk = mask ? mask + row : NULL;
-                const float *dz = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-                const float *q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                float *dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * hs;
-                /* masked keys have a = 0: they get and give no gradient */
-                for (int t2 = 0; t2 < T; t2++) {
-                    const float *v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float *dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float s = 0.0f, w = ad[t2];
-                    for (int i = 0; i < hs; i++) {
-                        s += dz[i] * v[i];
-                        dv[i] += w * dz[i];
-                    }
-                    datt[t2] = mk ? s * mk[t2] : s;
-                }
-                float dot = 0.0f;
-                for (int t2 = 0; t2 < T; t2++) dot += a[t2] * datt[t2];
-                for (int t2 = 0; t2 < T; t2++) {
-                    if (a[t2] == 0.0f) continue;
-                    float dp = a[t2] * (datt[t2] - dot) * scale;
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    float *dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * hs;
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += dp * k[i];
-                        dk[i] += dp * q[i];
-                    }
-                }
-            }
+    attention_grad(dqkv, dout, qkv, att, attd, mask, B, T, C, H, scale, 0);
 }

@@ -9,6 +9,8 @@
 #include <omp.h>
 #include <string.h>
 
+#include "kernels_rows.h"
+
 /* Query/key rows per attention block: block i of queries meets keys 0..end of
  * block i only. */
 #define ATT_BLOCK 64
@@ -185,24 +187,8 @@ void tk_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
                           size_t N, int C, float eps) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N; i++) {
-        const float *x = inp + i * C;
-        double m = 0.0;
-        for (int j = 0; j < C; j++) m += x[j];
-        m /= C;
-        double v = 0.0;
-        for (int j = 0; j < C; j++) {
-            double d = x[j] - m;
-            v += d * d;
-        }
-        v /= C;
-        float s = (float)(1.0 / sqrt(v + eps));
-        float mf = (float)m;
-        float *o = out + i * C;
-        if (b) {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j] + b[j];
-        } else {
-            for (int j = 0; j < C; j++) o[j] = (x[j] - mf) * s * w[j];
-        }
+        float mf, s;
+        layernorm_row(out + i * C, &mf, &s, inp + i * C, w, b, C, eps);
         if (mean) mean[i] = mf;
         if (rstd) rstd[i] = s;
     }
@@ -214,23 +200,8 @@ void tk_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
     {
         /* rows: dinp */
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < N; i++) {
-            const float *d = dout + i * C, *x = inp + i * C;
-            float *dx = dinp + i * C;
-            float m = mean[i], s = rstd[i];
-            double a = 0.0, bb = 0.0;
-            for (int j = 0; j < C; j++) {
-                float norm = (x[j] - m) * s;
-                float wd = w[j] * d[j];
-                a += wd;
-                bb += (double)wd * norm;
-            }
-            float ma = (float)(a / C), mb = (float)(bb / C);
-            for (int j = 0; j < C; j++) {
-                float norm = (x[j] - m) * s;
-                dx[j] += (w[j] * d[j] - ma - norm * mb) * s;
-            }
-        }
+        for (size_t i = 0; i < N; i++)
+            layernorm_row_backward(dinp + i * C, dout + i * C, inp + i * C, w, mean[i], rstd[i], C);
         /* columns: dw, db (the sum over rows in row order, in one thread) */
         size_t lo, hi;
         part((size_t)C, omp_get_thread_num(), omp_get_num_threads(), 16, &lo, &hi);
@@ -257,10 +228,7 @@ void tk_relu_forward(float *out, const float *inp, size_t n) {
 
 void tk_gelu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
 }
 
 void tk_relu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
@@ -269,14 +237,8 @@ void tk_relu_backward(float *dinp, const float *dout, const float *inp, size_t n
 }
 
 void tk_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
 }
 
 void tk_dropout_apply(float *out, const float *inp, const float *mask, size_t n) {

@@ -156,27 +156,6 @@ fail:
     return NULL;
 }
 
-/* Read rows [p0, p0+n) of a dataset whose first dimension is P. */
-static int read_rows(hid_t f, const char *path, hid_t memtype, size_t p0, size_t n, void *buf) {
-    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    if (d < 0) return cl_error("cannot open %s", path);
-    hid_t fs = H5Dget_space(d);
-    int r = H5Sget_simple_extent_ndims(fs);
-    hsize_t dims[8], start[8] = {0}, count[8];
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    for (int i = 0; i < r; i++) count[i] = dims[i];
-    start[0] = p0;
-    count[0] = n;
-    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t ms = H5Screate_simple(r, count, NULL);
-    if (st >= 0) st = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    H5Dclose(d);
-    if (st < 0) return cl_error("cannot read %s rows %zu..%zu", path, p0, p0 + n);
-    return 0;
-}
-
 char **cl_scan_read_texts(const cl_scan *s) {
     size_t P = s->P;
     hid_t d = H5Dopen2(s->file, CL_SCAN_PROMPT_TEXT, H5P_DEFAULT);
@@ -341,12 +320,23 @@ void cl_reduction_free(cl_reduction *r) {
     free(r);
 }
 
-static size_t read_block_prompts(const cl_scan *s) {
+size_t cl_scan_block_prompts(const cl_scan *s) {
     size_t row = (size_t)s->Lb * (size_t)s->NB * (size_t)s->V * sizeof(int32_t);
     size_t pb = READ_BLOCK_BYTES / (row ? row : 1);
     if (pb < 1) pb = 1;
     if (pb > s->P) pb = s->P;
     return pb;
+}
+
+void cl_sqrt_probs(const float *q, size_t V, double *sq) {
+    double sum = 0;
+    for (size_t v = 0; v < V; v++) sum += q[v] > 0 ? q[v] : 0;
+    for (size_t v = 0; v < V; v++) sq[v] = sum > 0 && q[v] > 0 ? sqrt(q[v] / sum) : 0;
+}
+
+int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
+    if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts)) return -1;
+    return cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q);
 }
 
 static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp) {
@@ -370,7 +360,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     r->b_lens = Lb, r->b_ngram = Lb + NL, r->b_unigram = Lb + NL + 1, r->b_compare = Lb + NL + 2;
     for (size_t b = 0; b < Lb; b++) r->thresholds[b] = thr[b], r->weights[b] = w[b];
     size_t nbl = r->b_compare + n_compare;
-    size_t PB = read_block_prompts(s);
+    size_t PB = cl_scan_block_prompts(s);
     int32_t *counts = NULL, *next = NULL;
     int64_t *nm = NULL, *unig = NULL;
     float *lens = NULL;
@@ -429,10 +419,10 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     double t0 = now_s();
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
-            read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
-            read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
-            read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next))
+        if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+            cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
+            cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+            cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next))
             goto fail;
         for (size_t i = 0; i < n; i++) {
             size_t p = p0 + i;
@@ -490,6 +480,11 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     if (cl_stats_compute(r->hellinger, P, &r->stats)) goto fail;
     for (size_t i = 0; i < nbl; i++)
         if (cl_stats_compute(r->baselines[i].hellinger, P, &r->baselines[i].stats)) goto fail;
+    goto done;
+fail:
+    cl_reduction_free(r);
+    r = NULL;
+done:
     free(counts);
     free(nm);
     free(lens);
@@ -499,17 +494,6 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     free(above);
     free(tmp);
     return r;
-fail:
-    free(counts);
-    free(nm);
-    free(lens);
-    free(next);
-    free(unig);
-    free(unigram);
-    free(above);
-    free(tmp);
-    cl_reduction_free(r);
-    return NULL;
 }
 
 /* ------------------------------------------------- other models' outputs */
@@ -727,7 +711,7 @@ static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
 
 /* H of every prompt for (kb, w), streaming /freq/counts. */
 static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
-    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, PB = read_block_prompts(s);
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, PB = cl_scan_block_prompts(s);
     int32_t *counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     float *q = cl_trymalloc(PB * V, sizeof(float), "model block");
     double *a = cl_trymalloc(V, sizeof(double), "scratch");
@@ -735,9 +719,7 @@ static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, do
     if (!counts || !q || !a) goto done;
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
-            read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
-            goto done;
+        if (cl_scan_read_block(s, p0, n, counts, q)) goto done;
         for (size_t i = 0; i < n; i++) {
             for (size_t v = 0; v < V; v++) a[v] = 0;
             for (size_t b = 0; b < Lb; b++)
@@ -800,22 +782,17 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     t.S = cl_trymalloc(n_fit * Lb * NB, V * sizeof(int32_t), "train tensor (reduce --max-train)");
     t.sq = cl_trymalloc(n_fit * V, sizeof(double), "train probabilities");
     t.base = cl_trymalloc(n_fit * V, sizeof(double), "train scratch");
-    size_t PB = read_block_prompts(s);
+    size_t PB = cl_scan_block_prompts(s);
     counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     q = cl_trymalloc(PB * V, sizeof(float), "model block");
     if (!t.S || !t.sq || !t.base || !counts || !q) goto done;
     size_t r = 0;
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
-            read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
-            goto done;
+        if (cl_scan_read_block(s, p0, n, counts, q)) goto done;
         for (size_t i = 0; i < n; i++) {
             if (mask[p0 + i] != 1) continue;
-            double sum = 0;
-            for (size_t v = 0; v < V; v++) sum += q[i * V + v] > 0 ? q[i * V + v] : 0;
-            for (size_t v = 0; v < V; v++)
-                t.sq[r * V + v] = sum > 0 && q[i * V + v] > 0 ? sqrt(q[i * V + v] / sum) : 0;
+            cl_sqrt_probs(q + i * V, V, t.sq + r * V);
             for (size_t b = 0; b < Lb; b++) {
                 int32_t *dst = t.S + (r * Lb + b) * NB * V;
                 const int32_t *src = counts + (i * Lb + b) * NB * V;

@@ -88,6 +88,18 @@ static void svg_text_esc(FILE *f, const char *s) {
     }
 }
 
+/* The opening of a plot: the svg element, a white background, the title
+ * centred at x = cx. */
+static void svg_begin(FILE *f, double W, double H, double cx, const char *title) {
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
+            W, H, W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.1f\" y=\"25\" font-size=\"16\" text-anchor=\"middle\">", cx);
+    svg_text_esc(f, title);
+    fputs("</text>\n", f);
+}
+
 /* Silverman bandwidth from the values in [0, 1]. */
 static double kde_bandwidth(const double *x, size_t n) {
     double s = 0, ss = 0;
@@ -155,13 +167,7 @@ int cl_svg_density(const char *path, const char *title, const cl_svg_series *s, 
         return -1;
     }
     FILE *f = o.f;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
-            W, H, W, H);
-    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.1f\" y=\"25\" font-size=\"16\" text-anchor=\"middle\">", ml + pw / 2);
-    svg_text_esc(f, title);
-    fputs("</text>\n", f);
+    svg_begin(f, W, H, ml + pw / 2, title);
     /* grid + ticks */
     for (int i = 0; i <= 10; i++) {
         double x = ml + pw * i / 10.0;
@@ -232,13 +238,7 @@ int cl_svg_bars(const char *path, const char *title, const char *ylabel, const c
     out_file o;
     if (of_open_path(&o, path)) return -1;
     FILE *f = o.f;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n",
-            W, H, W, H);
-    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.1f\" y=\"25\" font-size=\"16\" text-anchor=\"middle\">", ml + pw / 2);
-    svg_text_esc(f, title);
-    fputs("</text>\n", f);
+    svg_begin(f, W, H, ml + pw / 2, title);
 #define YPOS(v) (mt + ph - ph * (log10(v) - d0) / (double)(d1 - d0))
     for (int d = d0; d <= d1; d++) {
         double y = YPOS(pow(10, d));

@@ -10,39 +10,14 @@
 #include "corpuslens/base/rng.h"
 #include "corpuslens/h5/h5schema.h"
 
-#define BLOCK_BYTES (16u << 20)
-
 double cl_soft_bin_error(double width, double T) { return expm1(width / (2 * T)); }
-
-/* Rows [p0, p0+n) of a dataset whose first dimension is P. */
-static int rows(hid_t f, const char *path, hid_t mt, size_t p0, size_t n, void *buf) {
-    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
-    if (d < 0) return cl_error("cannot open %s", path);
-    hid_t fs = H5Dget_space(d);
-    int r = H5Sget_simple_extent_ndims(fs);
-    hsize_t dims[8], start[8] = {0}, count[8];
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    for (int i = 0; i < r; i++) count[i] = dims[i];
-    start[0] = p0, count[0] = n;
-    herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t ms = H5Screate_simple(r, count, NULL);
-    if (st >= 0) st = H5Dread(d, mt, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms), H5Sclose(fs), H5Dclose(d);
-    return st < 0 ? cl_error("cannot read %s rows %zu..%zu", path, p0, p0 + n) : 0;
-}
-
-static size_t block_prompts(const cl_scan *s) {
-    size_t row = (size_t)s->Lb * s->NB * s->V * sizeof(int32_t), pb = BLOCK_BYTES / (row ? row : 1);
-    if (pb < 1) pb = 1;
-    return pb > s->P ? s->P : pb;
-}
 
 static void kernel_weights(const cl_scan *s, double T, double *kw) {
     for (int k = 0; k < s->NB; k++) kw[k] = exp((s->bin_lower[k] + s->bin_width / 2 - 1.0) / T);
 }
 
 int cl_soft_reduce(const cl_scan *s, const double *T, const double *w, double *h) {
-    size_t P = s->P, Lb = s->Lb, NB = s->NB, V = s->V, PB = block_prompts(s);
+    size_t P = s->P, Lb = s->Lb, NB = s->NB, V = s->V, PB = cl_scan_block_prompts(s);
     for (size_t b = 0; b < Lb; b++)
         if (!(T[b] > 0) || !isfinite(T[b]) || !(w[b] >= 0) || !isfinite(w[b]))
             return cl_error("soft kernel of block %zu: temperature %g must be > 0 and weight %g >= 0", b, T[b], w[b]);
@@ -54,9 +29,7 @@ int cl_soft_reduce(const cl_scan *s, const double *T, const double *w, double *h
     for (size_t b = 0; b < Lb; b++) kernel_weights(s, T[b], kw + b * NB);
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, c) ||
-            rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
-            goto done;
+        if (cl_scan_read_block(s, p0, n, c, q)) goto done;
         for (size_t i = 0; i < n; i++) {
             memset(a, 0, V * sizeof *a);
             for (size_t b = 0; b < Lb; b++)
@@ -142,7 +115,7 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     size_t *perm = cl_trymalloc(P, sizeof *perm, "split");
     uint8_t *mask = cl_trycalloc(P, 1, "split");
     fitset t = {.n = n_fit, .Lb = Lb, .NB = NB, .V = V};
-    size_t PB = block_prompts(s);
+    size_t PB = cl_scan_block_prompts(s);
     int32_t *c = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     float *q = cl_trymalloc(PB * V, sizeof(float), "model block");
     double *Ab = NULL, *hs = NULL, *hp = NULL, *a = NULL;
@@ -169,15 +142,11 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     size_t r = 0;
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, c) ||
-            rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q))
-            goto done;
+        if (cl_scan_read_block(s, p0, n, c, q)) goto done;
         for (size_t i = 0; i < n; i++) {
             if (mask[p0 + i] != 1) continue;
             memcpy(t.cnt + r * Lb * NB * V, c + i * Lb * NB * V, Lb * NB * V * sizeof(int32_t));
-            double sum = 0;
-            for (size_t v = 0; v < V; v++) sum += q[i * V + v] > 0 ? q[i * V + v] : 0;
-            for (size_t v = 0; v < V; v++) t.sq[r * V + v] = sum > 0 ? sqrt((q[i * V + v] > 0 ? q[i * V + v] : 0) / sum) : 0;
+            cl_sqrt_probs(q + i * V, V, t.sq + r * V);
             r++;
         }
     }
@@ -239,8 +208,7 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     size_t m = 0;
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, c) ||
-            rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q)) {
+        if (cl_scan_read_block(s, p0, n, c, q)) {
             free(kws);
             goto done;
         }

@@ -12,7 +12,9 @@
 #include <immintrin.h>
 #define HAVE_DIRECT 1
 #endif
+#include <errno.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,6 +25,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/kernels.h"
+#include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
 
 #define RB_TARGET 8192
@@ -36,6 +39,7 @@ typedef unsigned __int128 u128;
  * float32 accumulators (FMA), so no row is copied. Used for P <= DIRECT_MAX
  * (chosen by P alone: the same path for any rank count). ---- */
 #define DIRECT_MAX 8
+#define SK_ROWS 16384 /* sketch rows read at a time */
 #if HAVE_DIRECT
 static int cpu_direct(void) {
     static int have = -1;
@@ -77,6 +81,16 @@ static double now_s(void) {
  * rank's own message. */
 static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
 
+/* Rank and size of comm; 0 of 1 without MPI_Init (explain of a few prompts
+ * started without mpirun runs without MPI: no collective is called then). */
+static void rank_size(MPI_Comm comm, int *rank, int *R) {
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    if (up) MPI_Finalized(&down);
+    *rank = 0, *R = 1;
+    if (up && !down) MPI_Comm_rank(comm, rank), MPI_Comm_size(comm, R);
+}
+
 int cl_explain_params_paper(cl_explain_params *par, int Lh) {
     static const double t[6] = CL_PAPER_THRESHOLDS, w[6] = CL_PAPER_WEIGHTS;
     if (Lh != 6) return -1;
@@ -89,6 +103,7 @@ void cl_explain_result_free(cl_explain_result *r) {
     if (!r) return;
     free(r->model_probs), free(r->lens), free(r->counts), free(r->n_matches), free(r->near), free(r->approx);
     free(r->hellinger), free(r->soft_approx), free(r->soft_hellinger), free(r->top_sub), free(r->top_sim);
+    free(r->checked);
     free(r);
 }
 
@@ -195,11 +210,180 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
     return 0;
 }
 
+/* What one (prompt, block) does with one index row of similarity v: the
+ * top-K list, the hard kernel's counts, the near-threshold count, the soft
+ * kernel. Exact, and independent of the order rows come in. */
+typedef struct {
+    const cl_explain_params *par;
+    const cl_corpus *cp;
+    cl_explain_result *r;
+    u128 *soft;
+    float *lsim;
+    int64_t *lsub;
+    int *lfill;
+    int K;
+    size_t V, Lh;
+} visit_ctx;
+
+static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, int64_t sub) {
+    const int K = x->K;
+    const cl_corpus *cp = x->cp;
+    if (K) {
+        float *ts = x->lsim + pb * K;
+        int64_t *tu = x->lsub + pb * K;
+        if (x->lfill[pb] < K || before(v, sub, ts[K - 1], tu[K - 1])) top_insert(ts, tu, &x->lfill[pb], K, v, sub);
+    }
+    double vd = v;
+    if (!(vd > gate)) return;
+    if (vd > thr) {
+        int64_t *cnt = x->r->counts + pb * x->V;
+        x->r->n_matches[pb]++;
+        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+    }
+    if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) x->r->near[pb]++;
+    if (x->soft && vd > x->par->soft_floor) {
+        u128 *sft = x->soft + pb * x->V;
+        u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
+        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
+            sft[cp->next_token[e]] += q * (u128)cp->next_count[e];
+    }
+}
+
+#if HAVE_DIRECT
+/* ub[i * ld + s] = coords[s] . cq[i] + resid[s] rq[i] for s < rows, i < P (k % 8 == 0) */
+__attribute__((target("avx,fma"))) static void bound_avx(const float *co, const float *re, size_t rows, int k,
+                                                          const float *cq, const float *rq, size_t P, float *ub,
+                                                          size_t ld) {
+    for (size_t s = 0; s < rows; s++) {
+        const float *a = co + s * (size_t)k;
+        for (size_t i = 0; i < P; i++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int j = 0; j < k; j += 8)
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(cq + i * k + j), acc);
+            __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            lo = _mm_hadd_ps(lo, lo);
+            lo = _mm_hadd_ps(lo, lo);
+            ub[i * ld + s] = _mm_cvtss_f32(lo) + re[s] * rq[i];
+        }
+    }
+}
+
+static void bound(const float *co, const float *re, size_t rows, int k, const float *cq, const float *rq, size_t P,
+                  float *ub, size_t ld) {
+    if (k % 8 == 0) {
+        bound_avx(co, re, rows, k, cq, rq, P, ub, ld);
+        return;
+    }
+    for (size_t s = 0; s < rows; s++)
+        for (size_t i = 0; i < P; i++) {
+            float d = 0;
+            for (int j = 0; j < k; j++) d += co[s * k + j] * cq[i * k + j];
+            ub[i * ld + s] = d + re[s] * rq[i];
+        }
+}
+
+/* n bytes at off of fd (the index file): 0, or -1 (message) */
+static int pread_row(int fd, void *buf, size_t n, unsigned long long off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            return cl_error("cannot read an index row at byte %llu: %s", off, r < 0 ? strerror(errno) : "end of file");
+        }
+        p += r, n -= (size_t)r, off += (unsigned long long)r;
+    }
+    return 0;
+}
+
+/* The search of block b over rows [row0, row1) with the sketch (sketch.h):
+ * 1. the bound of every row for every prompt; 2. per prompt, the exact
+ * similarity of the K rows with the largest bounds: their K-th best is a
+ * lower bound of the final K-th best, so rows below it cannot enter the top
+ * list; 3. every row whose bound (+ slack) reaches some prompt's floor (the
+ * gate, the K-th best of step 2) gets the same exact dot product as the full
+ * path (dot_f16: per prompt the same operations whatever P) and is visited
+ * for every prompt. *checked = rows of step 3. */
+static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const float *pv, size_t P, size_t row0,
+                        size_t row1, double thr, double gate, double invT, int64_t *checked) {
+    const cl_sketch *sk = ix->sketch;
+    const size_t C = (size_t)ix->C, n = row1 - row0, cr = ix->chunk_rows, Lh = x->Lh;
+    const int k = sk->k, K = x->K;
+    *checked = 0;
+    if (n == 0) return 0;
+    float *ub = cl_trymalloc(P * n, sizeof(float), "sketch bounds");
+    float *co = cl_trymalloc(SK_ROWS * (size_t)k, sizeof(float), "sketch rows");
+    float *re = cl_trymalloc(SK_ROWS, sizeof(float), "sketch rows");
+    float cq[DIRECT_MAX * 256], rq[DIRECT_MAX], sim[DIRECT_MAX];
+    double floor_[DIRECT_MAX];
+    int rc = -1;
+    uint16_t rowbuf[4096];
+    /* surviving rows by pread: on the development VM a page fault per row of
+       the 4 GB mapping cost 2.6x the CPU time of a pread (README, Performance) */
+    int use_pread = sk->fd >= 0 && C <= 4096;
+    if (!ub || !co || !re) goto done;
+    for (size_t i = 0; i < P; i++) cl_sketch_query(sk, b, pv + i * C, cq + i * k, &rq[i]);
+    for (size_t s0 = 0; s0 < n; s0 += SK_ROWS) {
+        size_t m = n - s0 < SK_ROWS ? n - s0 : SK_ROWS;
+        if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
+        bound(co, re, m, k, cq, rq, P, ub + s0, n);
+    }
+#define ROW(s) (cl_index_chunk_f16(ix, b, (s) / cr) + ((s) % cr) * C)
+    for (size_t i = 0; i < P; i++) {
+        double g = gate;
+        if (K > 0) {
+            /* the K rows with the largest bounds (ties: lower row), exactly */
+            float bv[256];
+            size_t bs[256];
+            int nb = 0, KK = K < 256 ? K : 256;
+            const float *u = ub + i * n;
+            for (size_t s = 0; s < n; s++) {
+                if (nb == KK && !(u[s] > bv[KK - 1])) continue;
+                int j = nb < KK ? nb++ : KK - 1;
+                while (j > 0 && u[s] > bv[j - 1]) bv[j] = bv[j - 1], bs[j] = bs[j - 1], j--;
+                bv[j] = u[s], bs[j] = s;
+            }
+            if (nb == K) {
+                float kth = INFINITY;
+                for (int j = 0; j < nb; j++) {
+                    float v;
+                    size_t s = row0 + bs[j];
+                    dot_f16(ROW(s), 1, C, pv + i * C, 1, &v, 1);
+                    if (v < kth) kth = v;
+                }
+                if (kth < g) g = kth;
+            } else g = -INFINITY; /* fewer rows than K (or K > 256): no floor from the top list */
+        }
+        floor_[i] = g - sk->slack;
+    }
+    int64_t cnt = 0;
+    for (size_t s = 0; s < n; s++) {
+        int any = 0;
+        for (size_t i = 0; i < P; i++) any |= ub[i * n + s] >= floor_[i];
+        if (!any) continue;
+        cnt++;
+        size_t row = row0 + s;
+        const uint16_t *h = ROW(row);
+        if (use_pread) {
+            if (pread_row(sk->fd, rowbuf, C * 2, (unsigned long long)((const unsigned char *)h - ix->map))) goto done;
+            h = rowbuf;
+        }
+        dot_f16(h, 1, C, pv, P, sim, 1);
+        for (size_t i = 0; i < P; i++) visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
+    }
+#undef ROW
+    *checked = cnt;
+    rc = 0;
+done:
+    free(ub), free(co), free(re);
+    return rc;
+}
+#endif
+
 cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
                                   const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm) {
     int rank, R;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &R);
+    rank_size(comm, &rank, &R);
     const cl_config *c = &m->cfg;
     const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh, N = ix->N;
     const int K = par->top_k;
@@ -255,6 +439,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         r->counts = cl_trycalloc(P * Lh * V, sizeof(int64_t), "block counts");
         r->n_matches = cl_trycalloc(P * Lh, sizeof(int64_t), "match counts");
         r->near = cl_trycalloc(P * Lh, sizeof(int64_t), "near-threshold counts");
+        r->checked = cl_trycalloc(Lh, sizeof(int64_t), "rows checked");
         pvec = cl_trycalloc(Lh * P * C, sizeof(float), "prompt vectors");
         rows = cl_trymalloc(RB * C, sizeof(float), "index rows");
         hbuf = ix->dtype == CL_INDEX_F16 ? cl_trymalloc(RB * C, 2, "index rows (float16)") : NULL;
@@ -266,7 +451,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         }
         if (par->soft) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
     }
-    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !pvec || !rows ||
+    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !r->checked || !pvec || !rows ||
         (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
         (par->soft && !soft))
         err = 1;
@@ -279,13 +464,28 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     /* ---- the search over this rank's rows: whole chunks, contiguous ---- */
     size_t nch = (N + cr - 1) / cr, c0 = nch * (size_t)rank / (size_t)R, c1 = nch * (size_t)(rank + 1) / (size_t)R;
     size_t row0 = c0 * cr, row1 = c1 * cr < N ? c1 * cr : N;
-    int direct = 0;
+    int direct = 0, use_sketch = 0;
 #if HAVE_DIRECT
     direct = ix->map && P <= DIRECT_MAX && C % 8 == 0 && cpu_direct();
+    const char *sk_env = getenv("CORPUSLENS_SKETCH");
+    use_sketch = direct && ix->sketch && !(sk_env && *sk_env == '0');
 #endif
+    r->sketch = use_sketch;
+    visit_ctx vc = {.par = par, .cp = cp, .r = r, .soft = soft, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
+                    .V = V, .Lh = Lh};
     for (size_t b = 0; !err && b < Lh; b++) {
         const double thr = par->thresholds[b], lo_near = thr - CL_EXPLAIN_NEAR;
         const double invT = par->soft ? 1.0 / par->T[b] : 0;
+        /* gate: the smallest similarity any rule needs (pairs below it do nothing) */
+        double gate = lo_near;
+        if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
+#if HAVE_DIRECT
+        if (use_sketch) {
+            if (sketch_block(ix, &vc, (int)b, pvec + b * P * C, P, row0, row1, thr, gate, invT, &r->checked[b])) err = 1;
+            continue;
+        }
+#endif
+        r->checked[b] = (int64_t)(row1 - row0);
         for (size_t r0 = row0; !err && r0 < row1; r0 += RB) {
             size_t n = row1 - r0 < RB ? row1 - r0 : RB;
             if (!direct && cl_index_read_rows(ix, (int)b, r0, n, rows, hbuf)) {
@@ -309,39 +509,16 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                 for (size_t i = 0; i < np; i++) {
                     size_t p = p0 + i, pb = p * Lh + b;
                     const float *row = sims + i * n;
-                    int64_t *cnt = r->counts + pb * V;
-                    u128 *sft = soft ? soft + pb * V : NULL;
                     float *ts = K ? lsim + pb * K : NULL;
-                    int64_t *tu = K ? lsub + pb * K : NULL;
-                    /* gate: the smallest similarity any rule needs (pairs below it do nothing) */
-                    double gate = lo_near;
-                    if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
                     for (size_t s16 = 0; s16 < n; s16 += 16) {
-                        /* skip 16 at a time below every rule's floor (scalar checks below are exact) */
+                        /* skip 16 at a time below every rule's floor (visit is exact) */
                         double g = gate;
                         if (K) g = lfill[pb] < K ? -INFINITY : (ts[K - 1] < g ? ts[K - 1] : g);
                         float gf = nextafterf((float)g, -INFINITY);
                         if (s16 + 16 <= n && !scan_any_above16(row + s16, gf)) continue;
                         size_t e16 = s16 + 16 < n ? s16 + 16 : n;
-                        for (size_t s = s16; s < e16; s++) {
-                        float v = row[s];
-                        double vd = v;
-                        if (K && (lfill[pb] < K || before(v, ix->substring[r0 + s], ts[K - 1], tu[K - 1])))
-                            top_insert(ts, tu, &lfill[pb], K, v, ix->substring[r0 + s]);
-                        if (!(vd > gate)) continue;
-                        size_t sub = (size_t)ix->substring[r0 + s];
-                        if (vd > thr) {
-                            r->n_matches[pb]++;
-                            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-                                cnt[cp->next_token[e]] += cp->next_count[e];
-                        }
-                        if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) r->near[pb]++;
-                        if (sft && vd > par->soft_floor) {
-                            u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
-                            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-                                sft[cp->next_token[e]] += q * (u128)cp->next_count[e];
-                        }
-                        }
+                        for (size_t s = s16; s < e16; s++)
+                            visit(&vc, pb, thr, gate, invT, row[s], ix->substring[r0 + s]);
                     }
                 }
             }
@@ -355,6 +532,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         MPI_Reduce(rank ? r->counts : MPI_IN_PLACE, r->counts, (int)(P * Lh * V), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->n_matches : MPI_IN_PLACE, r->n_matches, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->near : MPI_IN_PLACE, r->near, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
+        MPI_Reduce(rank ? r->checked : MPI_IN_PLACE, r->checked, (int)Lh, MPI_INT64_T, MPI_SUM, 0, comm);
         if (soft) {
             MPI_Datatype t16;
             MPI_Op op;
@@ -382,8 +560,13 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             err = cl_error("too many top matches to gather (%zu)", nk * (size_t)R);
         }
         if (combine(err, comm)) goto fail;
-        MPI_Gather(lsim, (int)nk, MPI_FLOAT, gsim, (int)nk, MPI_FLOAT, 0, comm);
-        MPI_Gather(lsub, (int)nk, MPI_INT64_T, gsub, (int)nk, MPI_INT64_T, 0, comm);
+        if (R > 1) {
+            MPI_Gather(lsim, (int)nk, MPI_FLOAT, gsim, (int)nk, MPI_FLOAT, 0, comm);
+            MPI_Gather(lsub, (int)nk, MPI_INT64_T, gsub, (int)nk, MPI_INT64_T, 0, comm);
+        } else {
+            memcpy(gsim, lsim, nk * sizeof *gsim);
+            memcpy(gsub, lsub, nk * sizeof *gsub);
+        }
         if (rank == 0) {
             for (size_t pb = 0; pb < P * Lh; pb++) {
                 float *ts = r->top_sim + pb * K;

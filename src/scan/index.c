@@ -27,6 +27,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/scan.h"
+#include "corpuslens/scan/sketch.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -100,7 +101,7 @@ void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n) {
 }
 
 /* The file type of float16 vectors: IEEE binary16, little-endian. */
-static hid_t f16_type(void) {
+hid_t cl_index_f16_type(void) {
     hid_t t = H5Tcopy(H5T_IEEE_F32LE);
     if (t < 0) return t;
     if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
@@ -321,7 +322,7 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     if (write_all(f, "/vocab", vt, vt, 1, &dV, vbuf) ||
         write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
         goto done;
-    ft = m->dtype == CL_INDEX_F16 ? f16_type() : H5Tcopy(H5T_IEEE_F32LE);
+    ft = m->dtype == CL_INDEX_F16 ? cl_index_f16_type() : H5Tcopy(H5T_IEEE_F32LE);
     hsize_t dims[3] = {Lh, N, C}, chunk[3] = {1, S, C};
     if (ft < 0 || (d = create_ds(f, CL_INDEX_VECTORS, ft, 3, dims, chunk)) < 0) goto done;
     hid_t mt = m->dtype == CL_INDEX_F16 ? ft : H5T_NATIVE_FLOAT;
@@ -377,7 +378,12 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
     if (w->rank == 0) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", w->m.out_path);
+        int k = w->m.sketch_dim; /* 0: the default (sketch.h); -1: none */
+        cl_sketch_stats sst;
         if (assemble(w, tmp)) {
+            err = 1;
+            remove(tmp);
+        } else if (w->m.dtype == CL_INDEX_F16 && k >= 0 && cl_index_add_sketch(tmp, k, &sst)) {
             err = 1;
             remove(tmp);
         } else if (rename(tmp, w->m.out_path)) {
@@ -406,6 +412,7 @@ void cl_index_opts_default(cl_index_opts *o) {
     o->dtype = CL_INDEX_F16;
     o->shard_size = 2048;
     o->checkpoint_seconds = 60;
+    o->sketch_dim = CL_SKETCH_DEFAULT_DIM;
 }
 
 static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus **cpp, int *point, int *lo, int *hi) {
@@ -436,6 +443,8 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
+    if (o->dtype == CL_INDEX_F16 && o->sketch_dim != CL_SKETCH_DEFAULT_DIM && o->sketch_dim > c->n_embd)
+        return cl_error("--sketch-dim %d exceeds n_embd %d", o->sketch_dim, c->n_embd);
     return 0;
 }
 
@@ -472,7 +481,9 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
                           .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
                           .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .N = N,
-                          .S = S, .n_shards = n_shards, .perm = perm};
+                          .S = S, .n_shards = n_shards, .perm = perm,
+                          .sketch_dim = o->sketch_dim <= 0 ? -1
+                                        : o->sketch_dim == CL_SKETCH_DEFAULT_DIM ? 0 : o->sketch_dim};
     size_t done = 0;
     if (!(w = cl_index_writer_open(&meta, rank, R, -1, &done, comm))) goto out;
     size_t mine = n_shards > (size_t)rank ? (n_shards - rank + R - 1) / R : 0;
@@ -560,6 +571,7 @@ out:
 
 void cl_index_close(cl_index *ix) {
     if (!ix) return;
+    cl_sketch_free(ix->sketch);
     if (ix->map) munmap((void *)ix->map, ix->map_size);
     free(ix->chunk_off);
     if (ix->vectors >= 0) H5Dclose(ix->vectors);
@@ -653,7 +665,7 @@ cl_index *cl_index_open(const char *path) {
     size_t want = dtype_size(ix->dtype);
     int tok = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == want;
     if (tok && ix->dtype == CL_INDEX_F16) {
-        hid_t ref = f16_type();
+        hid_t ref = cl_index_f16_type();
         tok = H5Tequal(t, ref) > 0;
         H5Tclose(ref);
     }
@@ -696,7 +708,8 @@ cl_index *cl_index_open(const char *path) {
        in place). Off by default: on the development VM, page faults over a 4 GB
        mapping cost more CPU than H5Dread's copy (README, Performance). */
     const char *usemap = getenv("CORPUSLENS_INDEX_MMAP");
-    if (ix->dtype == CL_INDEX_F16 && usemap && *usemap == '1') {
+    int has_sketch = ix->dtype == CL_INDEX_F16 && H5Lexists(f, "/sketch", H5P_DEFAULT) > 0;
+    if (ix->dtype == CL_INDEX_F16 && ((usemap && *usemap == '1') || has_sketch)) {
         size_t nc = (ix->N + ix->chunk_rows - 1) / ix->chunk_rows, want = ix->chunk_rows * (size_t)ix->C * 2;
         uint64_t *co = malloc((size_t)ix->Lh * nc * sizeof *co);
         int ok = co != NULL;
@@ -720,6 +733,12 @@ cl_index *cl_index_open(const char *path) {
         if (ok && mp != MAP_FAILED) {
             ix->map = mp, ix->map_size = (size_t)st.st_size, ix->chunk_off = co, ix->n_chunks = nc;
         } else free(co);
+    }
+    if (has_sketch && cl_sketch_open(f, ix, path, (size_t)st.st_size, &ix->sketch)) goto fail;
+    /* without the mapping (it failed) the sketch cannot be used: rows are read */
+    if (ix->sketch && !ix->map) {
+        cl_sketch_free(ix->sketch);
+        ix->sketch = NULL;
     }
     return ix;
 fail:
@@ -752,7 +771,7 @@ int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *ou
     hid_t fs = H5Dget_space(ix->vectors), ms = H5Screate_simple(3, count, NULL);
     herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t mt = H5I_INVALID_HID;
-    if (ix->dtype == CL_INDEX_F16) mt = f16_type();
+    if (ix->dtype == CL_INDEX_F16) mt = cl_index_f16_type();
     if (st >= 0) st = H5Dread(ix->vectors, ix->dtype == CL_INDEX_F16 ? mt : H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT,
                               ix->dtype == CL_INDEX_F16 ? buf : (void *)out);
     if (mt >= 0) H5Tclose(mt);

@@ -22,9 +22,18 @@
 #      float32 bins, 1,000 held-out windows against the 1,000 in-corpus
 #      prompts, and tune / tune --soft on the scan applied to the windows
 #      (does the soft kernel beat the paper's thresholds on held-out text?).
+#   7. the pruning sketch against an EXISTING index (nothing is rebuilt):
+#      ix.h5 is copied to ixs.h5 once and `index --add-sketch` adds the sketch
+#      to the copy (time, size); then one new prompt, single process (no
+#      mpirun): cold (ixs.h5 evicted) and warm, with the sketch and without
+#      (CORPUSLENS_SKETCH=0: every row, same mapped kernel) side by side, the
+#      fraction of rows computed per block, the ratio; explain.h5 of the
+#      sketch and of the full pass compared byte for byte for the new prompt
+#      and 7 paper prompts (8 texts: the most the sketch path takes).
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
-# (STEPS: e.g. "12345"; env CORPUSLENS, SHARED). Everything runs under nice.
+# (STEPS: e.g. "12345", "7" for the sketch on an existing WORKDIR/ix.h5; env
+# CORPUSLENS, SHARED). Everything runs under nice.
 set -e
 W=${1:-/tmp/explainbench}
 STEPS=${2:-12345}
@@ -182,6 +191,49 @@ PEOF3
       > heldfit.out 2> heldfit.log
   echo "1,000 held-out windows with the fitted thresholds/weights and soft kernel (fit.ini):"
   grep -E "approximation|soft kernel" heldfit.out
+;; esac
+
+case $STEPS in *7*)
+  echo "== 7. the pruning sketch on the existing index (single process, no mpirun)"
+  if [ ! -f ixs.h5 ]; then
+    cp ix.h5 ixs.h5
+    t0=$(now); nice "$E" index --add-sketch ixs.h5 2> addsketch.log; t1=$(now)
+    cat addsketch.log; echo "add-sketch: wall $(dt $t0 $t1) s; index $(stat -c %s ix.h5) -> $(stat -c %s ixs.h5) bytes"
+  fi
+  NEW="Thou art a wick"
+  one() { # label env... : one explain of NEW, prints wall, CPU and the timing line
+    label=$1; shift
+    t0=$(now); env "$@" nice "$E" explain --index ixs.h5 --corpus c1000.h5 --model ts.h5 --quiet "$NEW" \
+        2> one.log >/dev/null; t1=$(now)
+    echo "$label: wall $(dt $t0 $t1) s; $(tail -1 one.log)"
+    echo "$label $(dt $t0 $t1)" >> sk_walls.txt
+  }
+  rm -f sk_walls.txt
+  evict ixs.h5; one "cold, sketch" CORPUSLENS_SKETCH=1
+  evict ixs.h5; one "cold, every row" CORPUSLENS_SKETCH=0
+  one "warm-up" CORPUSLENS_SKETCH=0
+  for i in 1 2 3; do
+    one "warm $i, sketch" CORPUSLENS_SKETCH=1
+    one "warm $i, every row" CORPUSLENS_SKETCH=0
+  done
+  "$PY" - <<'PEOF7'
+import statistics
+w = {}
+for line in open("sk_walls.txt"):
+    label, t = line.rsplit(" ", 1)
+    w.setdefault(label.split(",")[-1].strip() if label.startswith("warm ") else label, []).append(float(t))
+s, f = statistics.median(w["sketch"]), statistics.median(w["every row"])
+print(f"warm median wall: sketch {s:.2f} s, every row {f:.2f} s: every row / sketch = {f / s:.2f}")
+PEOF7
+  # exactness on the full index: the sketch and the full pass write the same bytes
+  head -7 t10.txt > t8.txt
+  echo "$NEW" >> t8.txt
+  for mode in 1 0; do
+    CORPUSLENS_SKETCH=$mode nice "$E" explain --index ixs.h5 --corpus c1000.h5 --model ts.h5 --prompt-file t8.txt \
+        --quiet --top 10 -o sk$mode.h5 > /dev/null 2> sk$mode.log
+    tail -1 sk$mode.log
+  done
+  cmp sk1.h5 sk0.h5 && echo "sketch vs every row, 8 prompts (7 paper prompts + the new one): explain.h5 byte-identical"
 ;; esac
 
 echo "done: $(date)"

@@ -6,3 +6,4 @@ cl_script_test(explain_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py r
 cl_script_test(explain_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py resume)
 cl_script_test(explain_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py refusals)
 cl_script_test(explain_holdout "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py holdout)
+cl_script_test(explain_sketch "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py sketch)

@@ -9,4 +9,19 @@
 int cl_sha256_file(const char *path, char out[65]);
 void cl_sha256_mem(const void *data, size_t len, char out[65]);
 
+/* A file's digest from a cache keyed by (kind, device, inode, size, mtime,
+ * ctime) of the file: compute(path, out, user) on a miss, stored (atomically:
+ * temporary file + rename) only when the file did not change while it was
+ * hashed and its times are more than 2 s old. A changed file (new bytes mean
+ * a new mtime and ctime; ctime cannot be set back) misses, so a changed file
+ * is hashed again. The cache lives in $CORPUSLENS_HASH_CACHE (a directory;
+ * "0" turns it off), else $XDG_CACHE_HOME/corpuslens/sha256, else
+ * ~/.cache/corpuslens/sha256; an unusable cache is silently skipped. kind
+ * names what is hashed (with a version when it is not the file's bytes:
+ * "model-fingerprint-v1"). *hit (may be NULL) says whether the cache answered. */
+int cl_sha256_cached(const char *path, const char *kind, int (*compute)(const char *path, char out[65], void *user),
+                     void *user, char out[65], int *hit);
+/* cl_sha256_file through that cache. */
+int cl_sha256_file_cached(const char *path, char out[65], int *hit);
+
 #endif

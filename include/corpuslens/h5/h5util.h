@@ -67,6 +67,9 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
  * names the dataset and both shapes. */
 int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
                      void *data);
+/* Rows [p0, p0+n) (the first dimension) of a dataset of any rank, whole in
+ * the other dimensions, into buf as memtype. 0 or -1 with a message. */
+int cl_h5_read_rows(hid_t file, const char *path, hid_t memtype, size_t p0, size_t n, void *buf);
 /* Shape of a dataset: fills dims (up to 8) and returns the rank, or -1. */
 int cl_h5_shape(hid_t file, const char *path, hsize_t *dims);
 int cl_h5_exists(hid_t file, const char *path);

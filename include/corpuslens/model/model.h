@@ -10,7 +10,9 @@
  * over layers ([L, ...]), as in llm.c. Linear weights are [out, in] as in
  * PyTorch. Tensors that the config switches off (biases, an untied head) are
  * still allocated (zeros / aliased) so that the forward pass has no branches,
- * but they are "absent": not saved, not counted, not trained.
+ * but they are "absent": not saved, not counted, not trained. A model from
+ * cl_model_map reads its present tensors from the mapped file instead (see
+ * cl_model: map, data), through cl_model_weights / cl_model_data.
  *
  * The model file (HDF5):
  *   /config          group; attributes n_layer n_head n_embd block_size
@@ -116,7 +118,36 @@ typedef struct {
     cl_params p;
     float *mem;       /* the one allocation; owned */
     size_t n_floats;  /* floats in mem */
+    /* A model from cl_model_map only (NULL otherwise): the model file mapped
+     * read-only, and the address of every file tensor (index as
+     * cl_model_tensor): inside the map, or inside mem for a tensor that could
+     * not be mapped or is absent. The fields of p of a mapped kind are then
+     * NULL, and mem holds zeros in its place: read the weights through
+     * cl_model_data / cl_model_weights only. */
+    void *map;
+    size_t map_len;
+    const float **data;
 } cl_model;
+
+/* The weights as the forward pass reads them: the global tensors and those of
+ * one block (the layer passed to cl_model_weights), shapes as in cl_params
+ * without the leading [L]. Read-only. */
+typedef struct {
+    const float *wte, *wpe;                     /* [V, C], [block_size, C] */
+    const float *ln1_w, *ln1_b;                 /* [C] */
+    const float *qkv_w, *qkv_b;                 /* [3C, C], [3C] */
+    const float *proj_w, *proj_b;               /* [C, C], [C] */
+    const float *ln2_w, *ln2_b;                 /* [C] */
+    const float *fc_w, *fc_b;                   /* [F, C], [F] */
+    const float *fcp_w, *fcp_b;                 /* [C, F], [C] */
+    const float *lnf_w, *lnf_b;                 /* [C] */
+    const float *head_w, *head_b;               /* [n_out, C], [n_out] */
+} cl_weights;
+
+/* Fill w for block `layer` (0 <= layer < n_layer), of a copied or mapped model. */
+void cl_model_weights(const cl_model *m, int layer, cl_weights *w);
+/* Data of file tensor i (index as cl_model_tensor), of a copied or mapped model. */
+const float *cl_model_data(const cl_model *m, size_t i);
 
 /* One tensor as it appears in the model file / state_dict. */
 typedef struct {
@@ -155,6 +186,14 @@ void cl_model_init_random(cl_model *m, uint64_t seed);
  * model, a missing tensor or a wrong shape, naming the tensor. Save writes to
  * "<path>.tmp" and renames, so no half-written file carries the final name. */
 cl_model *cl_model_load(const char *path);
+/* The same checks, but the weights stay in the file, mapped read-only
+ * (no copy: for commands that only run the forward pass). A tensor stored
+ * contiguous, unfiltered, as native float32 at an aligned offset is mapped;
+ * any other is read into mem as cl_model_load does. The file must not be
+ * modified in place while the model is in use (model files are replaced by
+ * rename, which is safe). Never pass a mapped model to code that writes
+ * weights (training, ablation) or reads p / mem directly. */
+cl_model *cl_model_map(const char *path);
 int cl_model_save(const cl_model *m, const char *path);
 
 /* SHA-256 of the weights and config as saved (hex, 64 chars + NUL): identifies

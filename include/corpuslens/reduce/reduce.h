@@ -68,6 +68,17 @@ void cl_scan_close(cl_scan *s);
 int cl_reduce_params(const cl_scan *s, const double *thr, size_t n_thr, const double *w,
                      size_t n_w, double *thr_out, double *w_out, int *kbin_out);
 
+/* The block-wise readers: prompts per block (as many as 16 MiB of counts
+ * hold; at least 1, at most P), and rows [p0, p0+n) of the binned counts
+ * (CL_SCAN_FREQ_COUNTS, [n, Lb, NB, V]) and of the model's probabilities
+ * (CL_SCAN_MODEL_PROBS, [n, V]). 0 or -1 with a message naming the dataset. */
+size_t cl_scan_block_prompts(const cl_scan *s);
+int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q);
+
+/* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
+ * nothing is positive: the square roots the Hellinger fits compare with. */
+void cl_sqrt_probs(const float *q, size_t V, double *sq);
+
 /* Prompt texts ([P] strings, each malloc'ed in one block: texts[i] points into
  * it; free with cl_scan_texts_free). */
 char **cl_scan_read_texts(const cl_scan *s);

@@ -26,6 +26,12 @@
  *     2^-64 of one count at sim 1), so they are exact in any order;
  *   - the K most similar substrings per block (similarity desc, then lower
  *     substring index), with their next-token counts (from corpus.h5).
+ * Few prompts (P <= 8) on a float16 index with a sketch (sketch.h): per block
+ * the rows whose upper bound cannot reach the gate (threshold - 1e-5, the
+ * soft floor, a proven lower bound of the K-th best) are skipped; the others
+ * get the same exact similarity, so the results equal the full pass's
+ * (CORPUSLENS_SKETCH=0, with the index mapped) bit for bit.
+ * Without MPI_Init (explain started without mpirun) it runs as rank 0 of 1.
  * Ranks split the index rows (whole chunks, contiguous per rank); integer and
  * fixed-point sums and the top-K merge are exact, so the results do not
  * depend on the rank count. The index is streamed in row blocks (one block of
@@ -67,6 +73,9 @@ typedef struct {
     int64_t *top_sub;      /* [P, Lh, K] corpus substring index, -1 = none */
     float *top_sim;        /* [P, Lh, K] NaN = none */
     double seconds_prompts, seconds_search;
+    int sketch;            /* 1: the search used the index's sketch (sketch.h) */
+    int64_t *checked;      /* [Lh] index rows whose similarity was computed (rank 0: all ranks);
+                              N per block without the sketch */
 } cl_explain_result;
 
 /* Collective over comm (every rank passes the same arguments). tokens:

@@ -43,6 +43,8 @@
  * Size: N Lh C 2 bytes (+ 4 N): TinyShakespeare L=10 with the lecture model,
  * mlp_out: 858,923 x 6 x 384 x 2 = 3.96 GB (float32 7.9 GB).
  *
+ *   /sketch     the pruning sketch (float16 only): include/corpuslens/scan/sketch.h
+ *
  * ---- Reading (cl_index_open) ----
  * cl_index_open validates the format, `complete`, shapes, dtype and that
  * the file size covers every chunk (a truncated file is refused), and
@@ -73,6 +75,7 @@ typedef struct {
     long shard_size;           /* default 2048 */
     double checkpoint_seconds; /* default 60: fsync of the part files */
     long stop_after_shards;    /* testing: each rank stops after this many new shards; 0 = off */
+    int sketch_dim;            /* default CL_SKETCH_DEFAULT_DIM (sketch.h) capped at n_embd/4; 0 = no sketch */
     void (*progress)(void *user, size_t done, size_t total, double elapsed); /* rank 0, may be NULL */
     void *progress_user;
     void (*note)(void *user, const char *msg); /* rank 0, may be NULL */
@@ -96,6 +99,9 @@ uint16_t cl_f32_to_f16(float f);
 float cl_f16_to_f32(uint16_t h);
 /* n halves to floats (F16C where the CPU has it; the same values). */
 void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
+/* The HDF5 file type of float16 values: IEEE binary16, little-endian (the
+ * caller closes it); H5I_INVALID_HID on failure. */
+hid_t cl_index_f16_type(void);
 
 /* ---- the writer the scan shares (scan --index-out) ---- */
 typedef struct cl_index_writer cl_index_writer;
@@ -107,6 +113,8 @@ typedef struct {
     const uint32_t *vocab;
     size_t N, S, n_shards;
     const int64_t *perm; /* [N] sorted position -> substring */
+    int sketch_dim;      /* float16: the sketch added before the rename (sketch.h); 0 = the default
+                            (min(32, C/4)), -1 = none */
 } cl_index_meta;
 /* Collective: open this rank's part file. keep = shards of this rank already
  * done (a resumed scan): the part must hold at least that many records (it
@@ -126,6 +134,7 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
 void cl_index_writer_abort(cl_index_writer *w); /* local: close, keep the parts */
 
 /* ---- reading ---- */
+typedef struct cl_sketch cl_sketch; /* sketch.h */
 typedef struct {
     hid_t file, vectors;
     char path[4096];
@@ -142,6 +151,10 @@ typedef struct {
     const unsigned char *map;
     size_t map_size, n_chunks;
     uint64_t *chunk_off;
+    /* the pruning sketch (sketch.h) when the file has a complete one: then a
+       float16 index is always mapped (explain reads the surviving rows in
+       place); NULL otherwise */
+    cl_sketch *sketch;
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
