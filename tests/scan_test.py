@@ -249,7 +249,7 @@ def test_ranks():
             check(np.array_equal(base[k], data[k]), f"{k}: 1 rank vs {r} ranks")
         check(match_set(base) == match_set(data), f"match sets 1 vs {r} ranks")
         check(attrs["n_prefiltered_pairs"] == battrs["n_prefiltered_pairs"], f"pairs 1 vs {r}")
-        check(attrs["ranks"] == r, "ranks attribute")
+        check("ranks" not in attrs, "no ranks attribute (the file does not depend on the rank count)")
     print(f"ranks: pairs={battrs['n_prefiltered_pairs']} stored={len(base['matches/substring'])}")
     shutil.rmtree(d)
 

@@ -83,7 +83,14 @@ double scan_now(void);
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
 void scan_mlist_sort_cap(scan_mlist *l, long cap);
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm);
-int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, MPI_Comm comm);
+/* Merge nlists match lists sent by nsrc ranks (any number: nothing here is
+ * sized by it): source s's block starts at buf + displ[s] with nlists uint32
+ * counts, then the entries of list 0, 1, ... back to back. List i is the
+ * concatenation over sources, sorted and capped (scan_mlist_sort_cap: the
+ * same list whatever the split, as every source kept its own top-cap), its
+ * count stored in index2[2 i + 1], then handed to sink. 0 or -1. */
+int scan_merge_sources(const char *buf, const int *displ, int nsrc, size_t nlists, long cap, int64_t *index2,
+                       int (*sink)(void *user, const scan_mlist *l), void *user);
 
 /* Resume (scan_io.c): begin = compute the signature, check/prepare the state
  * directory, load this rank's checkpoint (collective). save = this rank's
