@@ -54,11 +54,23 @@ typedef struct {
     double flops_forward, flops_cosine, flops_prompts;
     size_t done;        /* shards of this rank finished (its i-th shard: rank + i R) */
     int stopped;
-    double t_forward, t_sgemm, t_select, t_prompts; /* seconds, this run */
+    double t_forward, t_sgemm, t_select, t_prompts; /* CPU seconds, this run */
     size_t sampled;     /* benchmark: shards sampled (0 = all) */
     char sig[2048];     /* run signature (resume) */
     char model_sha[65], corpus_h5_sha[65];
     struct cl_index_writer *ixw; /* scan --index-out (index.h), NULL otherwise */
+    /* the pruning bound (scan_prune.c); prune_r = 0: brute force */
+    int prune_r;
+    float *prune_U;     /* [Lh, r, C] */
+    float *pproj;       /* [Lh, P, r + 1] projected prompts and remainder norms */
+    float *sproj;       /* [S, r + 1] the same for the shard's substrings (one block) */
+    float *prune_tmp;   /* [SCAN_PRUNE_CHUNK, C] */
+    /* the shard's next-token lists in shard order (cache-resident in the
+       selection): followers of sorted position s0 + s at [loc_ptr[s], loc_ptr[s + 1]) */
+    int32_t *loc_ptr;   /* [S + 1] */
+    int32_t *loc_tok, *loc_cnt;
+    size_t loc_cap;
+    int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
 } scan_ctx;
 
 /* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips):
@@ -78,8 +90,23 @@ static inline int scan_any_above16(const float *r, float t) {
 #endif
 }
 
+/* scan_prune.c: the exact pruning bound (see there). basis: U [r, C], the
+ * top-r principal directions of v [n, C] (orthonormal rows). project:
+ * out [n, r + 1] = [U v, |v - U^T U v| rounded up] for each row of v;
+ * tmp: [SCAN_PRUNE_CHUNK, C] scratch. */
+#define SCAN_PRUNE_MARGIN 1e-4f
+int scan_prune_basis(const float *v, size_t n, int C, int r, float *U);
+#define SCAN_PRUNE_CHUNK 2048
+int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp);
+typedef float (*scan_dot_fn)(const float *a, const float *b, int C);
+scan_dot_fn scan_dot_pick(void);
+/* four dot products of a with b[0..3] into out[0..3], each with scan_dot's bits */
+typedef void (*scan_dot4_fn)(const float *a, const float *const *b, int C, float *out);
+scan_dot4_fn scan_dot4_pick(void);
+
 /* scan_util.c */
 double scan_now(void);
+double scan_cpu_now(void); /* this process's CPU seconds (phase times) */
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
 void scan_mlist_sort_cap(scan_mlist *l, long cap);
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm);

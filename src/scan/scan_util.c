@@ -13,6 +13,15 @@ double scan_now(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* This process's CPU seconds (all its threads): the phase times (t_forward,
+ * t_sgemm, t_select, t_prompts), which on a shared machine should not count
+ * the time other processes held the cores. */
+double scan_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 /* ---- match lists ---- */
 
 static int match_cmp(const void *a, const void *b) {

@@ -151,7 +151,14 @@ typedef struct {
     int64_t n_matches;     /* stored matches */
     double wall_seconds, flops, forward_flops, cosine_flops;
     size_t n_nodes;        /* trie node rows forwarded (all ranks) */
-    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks) */
+    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks): the
+                                     first four in process CPU time, t_write wall */
+    /* the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK; 0 = brute force): per
+       hooked block, pairs whose exact similarity was computed (candidates)
+       out of the pairs searched; t_sgemm is then the bound's sgemm, t_select
+       the bound pass, the candidates' dot products and the binning */
+    int prune_rank, n_blocks;
+    int64_t n_candidates[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS];
     int stopped;           /* 1 when stop_after_shards stopped the run (no output) */
 } cl_scan_result;
 
