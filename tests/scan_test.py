@@ -2,7 +2,8 @@
 """Tests of `corpuslens scan` against a naive numpy reference.
 
 usage: scan_test.py MODE [args]
-  reference HOOK   plain float64 forward of every substring (no sharing, no
+  reference HOOK [RANK]  (RANK: with CORPUSLENS_SCAN_PRUNE_RANK=RANK)
+                   plain float64 forward of every substring (no sharing, no
                    tiling), brute-force cosine: identical frequency tensors and
                    match sets (pairs within TOL of a bin edge/threshold may
                    differ: counted and allowed), model and lens probabilities
@@ -10,6 +11,10 @@ usage: scan_test.py MODE [args]
   resume           stop after K shards (CORPUSLENS_SCAN_STOP_AFTER), rerun:
                    the same file as an uninterrupted run; other args start over
   refusals         the documented refusals: nonzero exit, one line, no output
+  prune            the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK=8, 31) against
+                   brute force (the default): the same counts and matches
+                   except pairs within TOL of an edge (counted); the portable
+                   dot product gives the same bytes; bad ranks are refused
 Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
@@ -249,7 +254,7 @@ def test_ranks():
             check(np.array_equal(base[k], data[k]), f"{k}: 1 rank vs {r} ranks")
         check(match_set(base) == match_set(data), f"match sets 1 vs {r} ranks")
         check(attrs["n_prefiltered_pairs"] == battrs["n_prefiltered_pairs"], f"pairs 1 vs {r}")
-        check(attrs["ranks"] == r, "ranks attribute")
+        check("ranks" not in attrs, "no ranks attribute (the file does not depend on the rank count)")
     print(f"ranks: pairs={battrs['n_prefiltered_pairs']} stored={len(base['matches/substring'])}")
     shutil.rmtree(d)
 
@@ -363,10 +368,121 @@ def test_refusals():
     shutil.rmtree(d)
 
 
+def prune_problems(a, b, near, ok_bins_fn, label):
+    """Differences between two scans a, b (read_all dicts) that no pair near
+    an edge explains: near[(p, blk)] = set of substrings within TOL of an edge;
+    ok_bins_fn(p, blk) = bins no near pair can touch."""
+    bad = []
+    ca, cb = a["freq/counts"], b["freq/counts"]
+    na, nb = a["freq/n_matches"], b["freq/n_matches"]
+    if ca.shape != cb.shape or na.shape != nb.shape:
+        return [f"{label}: shapes {ca.shape} {cb.shape}"]
+    P, Lh = ca.shape[:2]
+    for p in range(P):
+        for blk in range(Lh):
+            ok = ok_bins_fn(p, blk)
+            if not ((ca[p, blk][ok] == cb[p, blk][ok]).all() and (na[p, blk][ok] == nb[p, blk][ok]).all()):
+                bad.append(f"{label}: counts p={p} b={blk}")
+            if abs(int(na[p, blk].sum()) - int(nb[p, blk].sum())) > len(near[(p, blk)]):
+                bad.append(f"{label}: n_matches p={p} b={blk}")
+    ma = {(p, blk, sub): sim for p, blk, sub, sim in match_set(a)}
+    mb = {(p, blk, sub): sim for p, blk, sub, sim in match_set(b)}
+    for k in set(ma) ^ set(mb):
+        if k[2] not in near[(k[0], k[1])]:
+            bad.append(f"{label}: match {k} in one scan only")
+    for k in set(ma) & set(mb):
+        if not (abs(ma[k] - mb[k]) <= 1e-5):
+            bad.append(f"{label}: match {k} similarity {ma[k]} vs {mb[k]}")
+    return bad
+
+
+def test_prune():
+    d = tempfile.mkdtemp(prefix="scanprune-")
+    m, c = setup(d, nchars=6000, prompts=40)
+    pf, bw = 0.5, 0.05
+    args = ["scan", "--model", m, "--corpus", c, "--prefilter", str(pf), "--bin-width", str(bw), "--batch", "97",
+            "--match-cap", "0", "--match-thresholds", "0.6,0.7"]
+    outs = {}
+    for name, extra in (("brute", {}), ("pruned", {"CORPUSLENS_SCAN_PRUNE_RANK": "8"}),
+                        ("portable", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT_PORTABLE": "1"}),
+                        ("rank31", {"CORPUSLENS_SCAN_PRUNE_RANK": "31"})):
+        out = os.path.join(d, name + ".h5")
+        p = run(args + ["-o", out], ranks=2, env=dict(ENV, **extra))
+        pr = [ln for ln in p.stderr.splitlines() if "pairs pruned per block" in ln]
+        check(len(pr) == 1, f"{name}: the pruned fraction is printed")
+        outs[name] = (read_all(out)[0], pr[0] if pr else "")
+        print(name + ":", outs[name][1])
+    fr = [float(v.rstrip("%")) for v in outs["pruned"][1].split(":")[-1].split()]
+    check(len(fr) == 2 and max(fr) > 0, f"the bound prunes some pairs here: {fr}")
+    check(outs["brute"][1].split(":")[-1].split() == ["0.0%", "0.0%"], "brute force by default")
+    # float64 reference similarities: which pairs lie within TOL of an edge
+    cfg, w = load_model(m)
+    cf = h5py.File(c, "r")
+    toks = cf["substrings/tokens"][()]
+    pidx = cf["prompts/index"][()]
+    vecs = np.stack(forward(cfg, w, toks)["mlp_out"])
+    nrm = vecs / np.maximum(np.linalg.norm(vecs, axis=-1, keepdims=True), 1e-300)
+    brute = outs["brute"][0]
+    NB = brute["freq/counts"].shape[2]
+    lower = brute["freq/bin_lower"]
+    edges = np.concatenate([lower, [lower[-1] + bw], [0.6, 0.7]])
+    near, kb = {}, {}
+    for blk in range(vecs.shape[0]):
+        sim = nrm[blk][pidx] @ nrm[blk].T
+        for p in range(len(pidx)):
+            dist = np.min(np.abs(sim[p][:, None] - edges[None, :]), axis=1)
+            nz = set(np.nonzero(dist < TOL)[0].tolist()) - {int(pidx[p])}
+            near[(p, blk)] = nz
+            kb[(p, blk)] = [int(np.clip(np.ceil((sim[p][i] - pf) / bw) - 1, 0, NB - 1)) for i in nz]
+
+    def ok_bins(p, blk):
+        ok = np.ones(NB, bool)
+        for k in kb[(p, blk)]:
+            ok[max(k - 1, 0):k + 2] = False
+        return ok
+
+    n_near = sum(len(v) for v in near.values())
+    for name in ("pruned", "rank31"):
+        bad = prune_problems(brute, outs[name][0], near, ok_bins, name)
+        for b in bad[:10]:
+            check(False, b)
+        ma = {k[:3] for k in match_set(brute)}
+        mb = {k[:3] for k in match_set(outs[name][0])}
+        cells = int((brute["freq/n_matches"] != outs[name][0]["freq/n_matches"]).sum())
+        print(f"{name} vs brute force: {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
+              f"differ; {n_near} pairs lie within {TOL} of an edge (allowed to differ)")
+    # the portable dot product: the same bytes as the vector one
+    pa, pb = outs["pruned"][0], outs["portable"][0]
+    check(sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa), "portable dot: same datasets")
+    # negative controls: the comparison sees a changed count and a lost match
+    ok_cells = [(p, blk, k) for (p, blk) in near for k in np.nonzero(ok_bins(p, blk))[0]
+                if brute["freq/n_matches"][p, blk, k] > 0]
+    check(len(ok_cells) > 0, "negative control: a bin to change")
+    if ok_cells:
+        alt = dict(outs["pruned"][0])
+        alt["freq/n_matches"] = alt["freq/n_matches"].copy()
+        p, blk, k = ok_cells[0]
+        alt["freq/n_matches"][p, blk, k] += 1
+        check(len(prune_problems(brute, alt, near, ok_bins, "control")) > 0, "negative control: changed count seen")
+        alt = dict(outs["pruned"][0])
+        alt["matches/similarity"] = alt["matches/similarity"].copy()
+        alt["matches/similarity"][0] += 1e-3
+        check(len(prune_problems(brute, alt, near, ok_bins, "control")) > 0, "negative control: changed similarity seen")
+    # refusals of a bad rank
+    for bad in ("abc", "-1", "32"):
+        p = run(args + ["-o", os.path.join(d, "bad.h5")], ranks=2, ok=False,
+                env=dict(ENV, CORPUSLENS_SCAN_PRUNE_RANK=bad))
+        check(p.returncode != 0 and "CORPUSLENS_SCAN_PRUNE_RANK" in p.stderr, f"rank {bad} refused: {p.stderr}")
+        check(not os.path.exists(os.path.join(d, "bad.h5")), f"rank {bad}: no output")
+    shutil.rmtree(d)
+
+
 if __name__ == "__main__":
     nanstrict.control()
     mode = sys.argv[1]
     if mode == "reference":
+        if len(sys.argv) > 3:  # reference HOOK RANK: with the pruning bound of that rank
+            ENV["CORPUSLENS_SCAN_PRUNE_RANK"] = sys.argv[3]
         test_reference(sys.argv[2] if len(sys.argv) > 2 else "mlp_out")
     elif mode == "ranks":
         test_ranks()
@@ -374,6 +490,8 @@ if __name__ == "__main__":
         test_resume()
     elif mode == "refusals":
         test_refusals()
+    elif mode == "prune":
+        test_prune()
     else:
         raise SystemExit("unknown mode " + mode)
     if FAIL:

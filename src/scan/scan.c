@@ -140,6 +140,20 @@ static int setup(scan_ctx *x) {
                  "substring index; the self pair has sim 1");
     }
     for (int k = 0; k < x->NB; k++) x->lower[k] = o->prefilter + k * o->bin_width;
+    /* the pruning bound's rank (prune_setup); off by default: on the shared
+       2-core benchmark machine the candidates' dot products cost about what
+       the bound saves in sgemm (tests/bench/scan_bench.sh measures both) */
+    const int C = c->n_embd;
+    x->prune_r = 0;
+    const char *e = getenv("CORPUSLENS_SCAN_PRUNE_RANK");
+    if (e && *e) {
+        char *end;
+        errno = 0;
+        long v = strtol(e, &end, 10);
+        if (*end || errno || v < 0 || v >= C)
+            return cl_error("CORPUSLENS_SCAN_PRUNE_RANK=%s: expected an integer in 0..%d (0: brute force)", e, C - 1);
+        x->prune_r = (int)v;
+    }
     return 0;
 }
 
@@ -214,40 +228,119 @@ static int prompts_forward(scan_ctx *x) {
 
 /* ---- one shard ---- */
 
-#define PTILE 1024
-
-static int do_shard(scan_ctx *x, size_t shard) {
-    const cl_corpus *cp = x->cp;
-    const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, V = cp->V, NB = x->NB, Lh = x->Lh;
-    const int L = cp->L;
-    size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
-    for (size_t s = 0; s < S; s++)
-        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
-    size_t M = 0;
-    double ta = scan_now();
-    if (cl_trie_fwd_run(x->tf, x->stok, S, x->point, x->lo, x->hi, x->svec, &M)) return -1;
-    x->n_nodes += M;
-    double Cd = (double)C;
-    /* every node through the blocks before the last needed one; in that one,
-       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
-    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
-    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
-    for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
-    /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
-    if (x->ixw && cl_index_writer_put(x->ixw, (shard - (size_t)x->rank) / (size_t)x->R, x->svec, S)) return -1;
-    double tb = scan_now();
-    x->t_forward += tb - ta;
+/* A pair (prompt p, block h, sorted position s0 + s) with similarity v (2.0f: the
+ * self pair): counted when above the prefilter, binned, listed as a match
+ * above the block's threshold. */
+static inline int take_pair(scan_ctx *x, size_t p, size_t h, size_t s0, size_t s, float v) {
     const float pf = (float)x->o->prefilter;
-    const double pfd = x->o->prefilter;
+    if (!(v > pf)) return 0;
+    double vd = v;
+    if (!(vd > x->o->prefilter)) return 0;
+    const size_t V = x->cp->V, NB = x->NB;
+    int k;
+    if (v == 2.0f) v = 1.0f, k = (int)NB - 1;
+    else k = bin_of(x, vd);
+    size_t sub = (size_t)x->perm[s0 + s];
+    size_t pb = p * x->Lh + h;
+    int32_t *crow = x->counts + (pb * NB + k) * V;
+    for (int32_t e = x->loc_ptr[s]; e < x->loc_ptr[s + 1]; e++) crow[x->loc_tok[e]] += x->loc_cnt[e];
+    x->nmatch[pb * NB + k]++;
+    x->n_pairs++;
+    if ((double)v > x->thr[h] && scan_mlist_add(&x->lists[pb], v, (int32_t)sub, x->o->match_cap)) return -1;
+    return 0;
+}
+
+/* Prompt rows per bound tile: [PRUNE_PTILE, S] floats stay in L2. */
+#define PRUNE_PTILE 32
+/* Substring rows per candidate block: [PRUNE_SBLOCK, C] floats stay in L2. */
+#define PRUNE_SBLOCK 128
+
+/* The similarity search with the pruning bound (scan_prune.c): one sgemm of
+ * K = r + 1 gives every pair's bound in a tile that stays in cache; only the
+ * candidates (bound > prefilter - SCAN_PRUNE_MARGIN, and the self pair) get
+ * their exact dot product. svec is normalised; tb: the clock at entry. */
+__attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t S, double tb) {
+    const cl_corpus *cp = x->cp;
+    const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, Lh = x->Lh;
+    const int r = x->prune_r, K = r + 1;
+    const float cut = (float)x->o->prefilter - SCAN_PRUNE_MARGIN;
+    const scan_dot_fn dot = scan_dot_pick();
+    const scan_dot4_fn dot4 = scan_dot4_pick();
+    int32_t ci[PRUNE_SBLOCK];
+    float cv[PRUNE_SBLOCK];
     for (size_t h = 0; h < Lh; h++) {
         const float *sv = x->svec + h * S * C;
-        const double thr = x->thr[h];
+        scan_prune_project(x->prune_U + h * r * C, r, sv, S, (int)C, x->sproj, x->prune_tmp);
+        x->flops_cosine += 4.0 * S * C * r;
+        for (size_t p0 = 0; p0 < P; p0 += PRUNE_PTILE) {
+            size_t np = P - p0 < PRUNE_PTILE ? P - p0 : PRUNE_PTILE;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)K, 1.0f,
+                        x->pproj + (h * P + p0) * K, (blasint)K, x->sproj, (blasint)K, 0.0f, x->sims, (blasint)S);
+            x->flops_cosine += 2.0 * np * S * K;
+            double tc = scan_cpu_now();
+            x->t_sgemm += tc - tb;
+            int64_t cand = 0;
+            /* candidates by column blocks: PRUNE_SBLOCK substring rows and the
+               tile's prompt rows stay in L2 for their dot products; each
+               (prompt, block) still sees its pairs in substring order */
+            for (size_t sb = 0; sb < S; sb += PRUNE_SBLOCK) {
+                size_t se = S - sb < PRUNE_SBLOCK ? S : sb + PRUNE_SBLOCK;
+                for (size_t i = 0; i < np; i++) {
+                    size_t p = p0 + i;
+                    float *row = x->sims + i * S;
+                    const float *pv = x->pvec + (h * P + p) * C;
+                    size_t self = x->inv[cp->prompt_index[p]];
+                    if (self >= s0 + sb && self < s0 + se) row[self - s0] = 2.0f; /* always a candidate */
+                    /* the row's candidates in this block, their dot products
+                       four at a time, then binned in substring order */
+                    int nc = 0;
+                    for (size_t s = sb; s < se; s++) {
+                        if ((s & 15) == 0 && s + 16 <= se && !scan_any_above16(row + s, cut)) {
+                            s += 15;
+                            continue;
+                        }
+                        if (row[s] > cut) ci[nc++] = (int32_t)s;
+                    }
+                    int q = 0;
+                    for (; q + 4 <= nc; q += 4) {
+                        const float *b4[4] = {sv + ci[q] * C, sv + ci[q + 1] * C, sv + ci[q + 2] * C, sv + ci[q + 3] * C};
+                        dot4(pv, b4, (int)C, cv + q);
+                    }
+                    for (; q < nc; q++) cv[q] = dot(pv, sv + ci[q] * C, (int)C);
+                    for (q = 0; q < nc; q++) {
+                        size_t s = (size_t)ci[q];
+                        if (take_pair(x, p, h, s0, s, s0 + s == self ? 2.0f : cv[q])) return -1;
+                    }
+                    cand += nc;
+                }
+            }
+            x->flops_cosine += 2.0 * cand * C;
+            x->n_cand[h] += cand;
+            x->n_tested[h] += (int64_t)(np * S);
+            tb = scan_cpu_now();
+            x->t_select += tb - tc;
+        }
+    }
+    return 0;
+}
+
+#define PTILE 1024
+
+/* The brute-force similarity search (CORPUSLENS_SCAN_PRUNE_RANK=0): the
+ * sgemm of every pair, then a pass over the tile. */
+__attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t S, double tb) {
+    const cl_corpus *cp = x->cp;
+    const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, Lh = x->Lh;
+    const double Cd = (double)C;
+    const float pf = (float)x->o->prefilter;
+    for (size_t h = 0; h < Lh; h++) {
+        const float *sv = x->svec + h * S * C;
         for (size_t p0 = 0; p0 < P; p0 += PTILE) {
             size_t np = P - p0 < PTILE ? P - p0 : PTILE;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)C, 1.0f,
                         x->pvec + (h * P + p0) * C, (blasint)C, sv, (blasint)C, 0.0f, x->sims, (blasint)S);
             x->flops_cosine += 2.0 * np * S * Cd;
-            double tc = scan_now();
+            double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
             for (size_t i = 0; i < np; i++) {
                 size_t p = p0 + i;
@@ -260,28 +353,61 @@ static int do_shard(scan_ctx *x, size_t shard) {
                         s += 15;
                         continue;
                     }
-                    float v = row[s];
-                    if (!(v > pf)) continue;
-                    double vd = v;
-                    if (!(vd > pfd)) continue;
-                    int k;
-                    if (v == 2.0f) v = 1.0f, k = (int)NB - 1;
-                    else k = bin_of(x, vd);
-                    size_t sub = (size_t)x->perm[s0 + s];
-                    size_t pb = p * Lh + h;
-                    int32_t *crow = x->counts + (pb * NB + k) * V;
-                    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-                        crow[cp->next_token[e]] += cp->next_count[e];
-                    x->nmatch[pb * NB + k]++;
-                    x->n_pairs++;
-                    if ((double)v > thr && scan_mlist_add(&x->lists[pb], v, (int32_t)sub, x->o->match_cap)) return -1;
+                    if (take_pair(x, p, h, s0, s, row[s])) return -1;
                 }
             }
-            tb = scan_now();
+            x->n_tested[h] += (int64_t)(np * S);
+            x->n_cand[h] += (int64_t)(np * S);
+            tb = scan_cpu_now();
             x->t_select += tb - tc;
         }
     }
     return 0;
+}
+
+static int do_shard(scan_ctx *x, size_t shard) {
+    const cl_corpus *cp = x->cp;
+    const size_t C = x->m->cfg.n_embd, Lh = x->Lh;
+    const int L = cp->L;
+    size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
+    for (size_t s = 0; s < S; s++)
+        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
+    size_t nnz = 0;
+    for (size_t s = 0; s < S; s++) {
+        size_t sub = (size_t)x->perm[s0 + s];
+        nnz += (size_t)(cp->next_indptr[sub + 1] - cp->next_indptr[sub]);
+    }
+    if (nnz > (size_t)INT32_MAX) return cl_error("scan: a shard has too many next-token entries (%zu)", nnz);
+    if (nnz > x->loc_cap) {
+        size_t cap = nnz + nnz / 2;
+        int32_t *a = realloc(x->loc_tok, cap * sizeof *a), *b = a ? realloc(x->loc_cnt, cap * sizeof *b) : NULL;
+        if (a) x->loc_tok = a;
+        if (b) x->loc_cnt = b;
+        if (!a || !b) return cl_error("out of memory for a shard's next-token lists (%zu entries)", cap);
+        x->loc_cap = cap;
+    }
+    x->loc_ptr[0] = 0;
+    for (size_t s = 0, n = 0; s < S; s++) {
+        size_t sub = (size_t)x->perm[s0 + s];
+        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++, n++)
+            x->loc_tok[n] = cp->next_token[e], x->loc_cnt[n] = cp->next_count[e];
+        x->loc_ptr[s + 1] = (int32_t)n;
+    }
+    size_t M = 0;
+    double ta = scan_cpu_now();
+    if (cl_trie_fwd_run(x->tf, x->stok, S, x->point, x->lo, x->hi, x->svec, &M)) return -1;
+    x->n_nodes += M;
+    double Cd = (double)C;
+    /* every node through the blocks before the last needed one; in that one,
+       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
+    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
+    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
+    for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
+    /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
+    if (x->ixw && cl_index_writer_put(x->ixw, (shard - (size_t)x->rank) / (size_t)x->R, x->svec, S)) return -1;
+    double tb = scan_cpu_now();
+    x->t_forward += tb - ta;
+    return x->prune_r ? shard_pruned(x, s0, S, tb) : shard_brute(x, s0, S, tb);
 }
 
 /* ---- --index-out: the index writer (index.c) fed by do_shard ---- */
@@ -303,6 +429,32 @@ static int scan_index_open(scan_ctx *x) {
     return x->ixw ? 0 : -1;
 }
 
+/* ---- the pruning bound: rank, basis, projected prompts ---- */
+
+/* CORPUSLENS_SCAN_PRUNE_RANK=r sets the rank of the bound (setup; 0, the
+ * default: brute force, the sgemm of every pair; 31 or 47: K = 32 or 48). Every
+ * rank computes the same basis from the same prompt vectors (the output does
+ * not depend on it anyway). Collective only through combine. */
+static int prune_setup(scan_ctx *x) {
+    const size_t C = x->m->cfg.n_embd, P = x->cp->n_prompts;
+    int r = x->prune_r, err = 0;
+    if (r > 0) {
+        size_t K = (size_t)r + 1;
+        if (!(x->prune_U = cl_trymalloc((size_t)x->Lh * r * C, sizeof(float), "prune basis")) ||
+            !(x->pproj = cl_trymalloc((size_t)x->Lh * P * K, sizeof(float), "projected prompts")) ||
+            !(x->sproj = cl_trymalloc(x->S * K, sizeof(float), "projected substrings")) ||
+            !(x->prune_tmp = cl_trymalloc((size_t)SCAN_PRUNE_CHUNK * C, sizeof(float), "prune scratch")))
+            err = 1;
+        for (int h = 0; !err && h < x->Lh; h++) {
+            const float *pv = x->pvec + (size_t)h * P * C;
+            float *U = x->prune_U + (size_t)h * r * C;
+            if (scan_prune_basis(pv, P, (int)C, r, U)) err = 1;
+            else scan_prune_project(U, r, pv, P, (int)C, x->pproj + (size_t)h * P * K, x->prune_tmp);
+        }
+    }
+    return combine(err, x->comm) ? -1 : 0;
+}
+
 /* ---- the run ---- */
 
 static void ctx_free(scan_ctx *x) {
@@ -312,6 +464,8 @@ static void ctx_free(scan_ctx *x) {
         for (size_t i = 0; i < x->cp->n_prompts * (size_t)x->Lh; i++) free(x->lists[i].a);
         free(x->lists);
     }
+    free(x->prune_U), free(x->pproj), free(x->sproj), free(x->prune_tmp), free(x->loc_ptr), free(x->loc_tok),
+        free(x->loc_cnt);
     free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
     cl_corpus_free(x->cp);
@@ -343,6 +497,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (!err && (!(x->stok = cl_trymalloc(x->S * cp->L, sizeof(int32_t), "shard tokens")) ||
                  !(x->svec = cl_trymalloc((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
                  !(x->sims = cl_trymalloc((size_t)PTILE * x->S, sizeof(float), "similarity tile")) ||
+                 !(x->loc_ptr = cl_trymalloc(x->S + 1, sizeof(int32_t), "shard next-token lists")) ||
                  !(x->counts = cl_trycalloc(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
                  !(x->nmatch = cl_trycalloc(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
@@ -352,9 +507,10 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (scan_state_begin(x)) goto out;
     state_begun = 1;
     if (o->index_out && scan_index_open(x)) goto out;
-    double tp = scan_now();
+    double tp = scan_cpu_now();
     if (prompts_forward(x)) goto out;
-    x->t_prompts = scan_now() - tp;
+    if (prune_setup(x)) goto out;
+    x->t_prompts = scan_cpu_now() - tp;
 
     /* Shards of this rank: rank, rank + R, ... ; x->done of them already finished. */
     /* Benchmarks: CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread
@@ -416,6 +572,10 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->cosine_flops = g[1];
     res->flops = res->forward_flops + res->cosine_flops;
     res->n_nodes = (size_t)g[2];
+    MPI_Allreduce(x->n_cand, res->n_candidates, x->Lh, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(x->n_tested, res->n_tested, x->Lh, MPI_INT64_T, MPI_SUM, comm);
+    res->prune_rank = x->prune_r;
+    res->n_blocks = x->Lh;
     double tt[4] = {x->t_forward, x->t_sgemm, x->t_select, x->t_prompts};
     MPI_Reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
     res->t_forward = tt[0], res->t_sgemm = tt[1], res->t_select = tt[2], res->t_prompts = tt[3];

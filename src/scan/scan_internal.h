@@ -54,11 +54,23 @@ typedef struct {
     double flops_forward, flops_cosine, flops_prompts;
     size_t done;        /* shards of this rank finished (its i-th shard: rank + i R) */
     int stopped;
-    double t_forward, t_sgemm, t_select, t_prompts; /* seconds, this run */
+    double t_forward, t_sgemm, t_select, t_prompts; /* CPU seconds, this run */
     size_t sampled;     /* benchmark: shards sampled (0 = all) */
     char sig[2048];     /* run signature (resume) */
     char model_sha[65], corpus_h5_sha[65];
     struct cl_index_writer *ixw; /* scan --index-out (index.h), NULL otherwise */
+    /* the pruning bound (scan_prune.c); prune_r = 0: brute force */
+    int prune_r;
+    float *prune_U;     /* [Lh, r, C] */
+    float *pproj;       /* [Lh, P, r + 1] projected prompts and remainder norms */
+    float *sproj;       /* [S, r + 1] the same for the shard's substrings (one block) */
+    float *prune_tmp;   /* [SCAN_PRUNE_CHUNK, C] */
+    /* the shard's next-token lists in shard order (cache-resident in the
+       selection): followers of sorted position s0 + s at [loc_ptr[s], loc_ptr[s + 1]) */
+    int32_t *loc_ptr;   /* [S + 1] */
+    int32_t *loc_tok, *loc_cnt;
+    size_t loc_cap;
+    int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
 } scan_ctx;
 
 /* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips):
@@ -78,12 +90,39 @@ static inline int scan_any_above16(const float *r, float t) {
 #endif
 }
 
+/* scan_prune.c: the exact pruning bound (see there). basis: U [r, C], the
+ * top-r principal directions of v [n, C] (orthonormal rows). project:
+ * out [n, r + 1] = [U v, |v - U^T U v| rounded up] for each row of v;
+ * tmp: [SCAN_PRUNE_CHUNK, C] scratch. */
+#define SCAN_PRUNE_MARGIN 1e-4f
+int scan_prune_basis(const float *v, size_t n, int C, int r, float *U);
+/* sketch.c: the top-k eigenvectors of a symmetric C x C matrix M as the rows
+ * of P [k, C] (subspace iteration from a fixed start), and the fraction of
+ * M's trace they keep (kept may be NULL). Shared by the sketch and the
+ * scan's pruning basis. */
+int scan_top_subspace(const double *M, int C, int k, double *P, double *kept);
+#define SCAN_PRUNE_CHUNK 2048
+int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp);
+typedef float (*scan_dot_fn)(const float *a, const float *b, int C);
+scan_dot_fn scan_dot_pick(void);
+/* four dot products of a with b[0..3] into out[0..3], each with scan_dot's bits */
+typedef void (*scan_dot4_fn)(const float *a, const float *const *b, int C, float *out);
+scan_dot4_fn scan_dot4_pick(void);
+
 /* scan_util.c */
 double scan_now(void);
+double scan_cpu_now(void); /* this process's CPU seconds (phase times) */
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
 void scan_mlist_sort_cap(scan_mlist *l, long cap);
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm);
-int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, MPI_Comm comm);
+/* Merge nlists match lists sent by nsrc ranks (any number: nothing here is
+ * sized by it): source s's block starts at buf + displ[s] with nlists uint32
+ * counts, then the entries of list 0, 1, ... back to back. List i is the
+ * concatenation over sources, sorted and capped (scan_mlist_sort_cap: the
+ * same list whatever the split, as every source kept its own top-cap), its
+ * count stored in index2[2 i + 1], then handed to sink. 0 or -1. */
+int scan_merge_sources(const char *buf, const int *displ, int nsrc, size_t nlists, long cap, int64_t *index2,
+                       int (*sink)(void *user, const scan_mlist *l), void *user);
 
 /* Resume (scan_io.c): begin = compute the signature, check/prepare the state
  * directory, load this rank's checkpoint (collective). save = this rank's

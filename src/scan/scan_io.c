@@ -12,6 +12,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
+#include "corpuslens/h5/h5par.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/par/par.h"
 #include "scan/scan_internal.h"
@@ -204,78 +205,293 @@ int scan_state_save(scan_ctx *x) {
     return 0;
 }
 
-/* ---- output ---- */
+/* ---- output ----
+ * Every rank writes its share of scan.h5 through parallel HDF5 (h5par.h);
+ * the calls and their shapes do not depend on the rank count, so the file's
+ * bytes do not either (wall_seconds aside).
+ * - small datasets (vocab, prompts, probabilities, lens, bins): rank 0's data;
+ * - /freq/counts, /freq/n_matches: prompt slices of a fixed size; per slice,
+ *   MPI_Reduce_scatter gives each rank the sums of its part (a block of the
+ *   slice's prompts), which it writes (collective write). No rank holds a
+ *   second copy of the tensor;
+ * - matches: rank r owns the prompt block [P r / R, P (r + 1) / R). In rounds
+ *   of MROUND prompts, every rank sends the capped lists of each prompt to
+ *   its owner (MPI_Alltoallv), which merges, sorts and caps them. After the
+ *   last round, an MPI_Exscan of the owned match counts gives each rank the
+ *   offset of its slab (canonical order: prompt, block, similarity desc,
+ *   substring asc), and every rank writes its slab of /matches/substring,
+ *   /matches/similarity and its rows of /matches/index in one collective
+ *   write each. Nothing is sized by the rank count beyond R-long count
+ *   arrays. */
 
-/* Chunked, gzip-compressed dataset of `rank` dims (maxdims unlimited on dim 0
- * when extendible). */
-static hid_t create_chunked(hid_t file, const char *path, hid_t type, int rank, const hsize_t *dims,
-                            const hsize_t *chunk, int extendible) {
-    hsize_t maxd[8];
-    for (int i = 0; i < rank; i++) maxd[i] = dims[i];
-    if (extendible) maxd[0] = H5S_UNLIMITED;
-    hid_t sp = H5Screate_simple(rank, dims, maxd), dcpl = cl_h5_dcpl(), lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    H5Pset_chunk(dcpl, rank, chunk);
-    H5Pset_deflate(dcpl, 1);
-    hid_t ds = H5Dcreate2(file, path, type, sp, lcpl, dcpl, H5P_DEFAULT);
-    H5Sclose(sp), H5Pclose(dcpl), H5Pclose(lcpl);
-    if (ds < 0) cl_h5_error_in(file, "cannot create dataset %s", path);
-    return ds;
+/* Prompts [*a, *b) of rank r among np prompts starting at p0. */
+static void share(size_t p0, size_t np, int r, int R, size_t *a, size_t *b) {
+    *a = p0 + np * (size_t)r / (size_t)R;
+    *b = p0 + np * ((size_t)r + 1) / (size_t)R;
 }
 
-/* Write rows [r0, r0+nr) of a dataset whose row has `rowel` elements. */
-static int write_rows(hid_t ds, hid_t memtype, int rank, const hsize_t *dims, hsize_t r0, hsize_t nr,
-                      const void *data, const char *name) {
-    if (nr == 0) return 0;
-    hsize_t start[8] = {0}, count[8];
-    for (int i = 0; i < rank; i++) count[i] = dims[i];
-    start[0] = r0, count[0] = nr;
-    hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(rank, count, NULL);
-    herr_t e = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (e >= 0) e = H5Dwrite(ds, memtype, ms, fs, H5P_DEFAULT, data);
-    int rc = e < 0 ? cl_h5_error_in(ds, "cannot write %s", name) : 0;
-    H5Sclose(fs), H5Sclose(ms);
+/* MPI_Reduce_scatter of np prompts of `row` elements each (starting at
+ * prompt p0 of buf) into recv (this rank's share), then a collective write of
+ * the share into ds. 0 or -1 (this rank's result). */
+static int reduce_write(scan_ctx *x, const void *buf, size_t p0, size_t np, size_t row, MPI_Datatype t, size_t el,
+                        hid_t memtype, hid_t ds, int *rc_counts, void *recv, const char *name) {
+    for (int r = 0; r < x->R; r++) {
+        size_t a, b;
+        share(p0, np, r, x->R, &a, &b);
+        rc_counts[r] = (int)((b - a) * row);
+    }
+    size_t a, b;
+    share(p0, np, x->rank, x->R, &a, &b);
+    int rc = 0;
+    if (MPI_Reduce_scatter((const char *)buf + p0 * row * el, recv, rc_counts, t, MPI_SUM, x->comm) != MPI_SUCCESS)
+        rc = cl_error("MPI_Reduce_scatter failed");
+    hsize_t r0 = a, nr = b - a;
+    if (cl_h5p_write_rows(ds, memtype, 1, &r0, &nr, recv, name)) rc = -1;
     return rc;
 }
 
-static int append_rows(hid_t ds, hid_t memtype, hsize_t *cur, hsize_t n, const void *data, const char *name) {
-    if (n == 0) return 0;
-    hsize_t nd = *cur + n;
-    if (H5Dset_extent(ds, &nd) < 0) return cl_h5_error_in(ds, "cannot extend %s", name);
-    if (write_rows(ds, memtype, 1, &nd, *cur, n, data, name)) return -1;
-    *cur = nd;
+/* A slice of the frequency tensors holds at most 2^24 elements (64 MB of
+ * int32): the reduce buffer of a rank is at most that / R. Tests lower it
+ * (and the match round below) with CORPUSLENS_SCAN_IO_SLICE=ELEMENTS and
+ * CORPUSLENS_SCAN_IO_ROUND=PROMPTS, so that a small scan crosses many slices
+ * and rounds; neither changes the file. */
+static size_t knob(const char *name, size_t dflt) {
+    const char *v = getenv(name);
+    long n = v ? atol(v) : 0;
+    return n > 0 ? (size_t)n : dflt;
+}
+#define FSLICE knob("CORPUSLENS_SCAN_IO_SLICE", (size_t)1 << 24)
+
+static int write_freq(scan_ctx *x, hid_t file) {
+    const size_t P = x->cp->n_prompts, V = x->cp->V, Lh = x->Lh, NB = x->NB;
+    int err = 0;
+    int *rcn = cl_trymalloc((size_t)x->R, sizeof(int), "reduce counts");
+    struct {
+        const char *name;
+        void *buf;
+        size_t row, el;
+        MPI_Datatype t;
+        hid_t memtype;
+        int chunked;
+    } ts[2] = {{CL_SCAN_FREQ_COUNTS, x->counts, Lh * NB * V, sizeof(int32_t), MPI_INT32_T, H5T_NATIVE_INT32, 1},
+               {CL_SCAN_FREQ_N_MATCHES, x->nmatch, Lh * NB, sizeof(int64_t), MPI_INT64_T, H5T_NATIVE_INT64, 0}};
+    const size_t slice = FSLICE;
+    for (int k = 0; k < 2; k++) {
+        size_t row = ts[k].row, ps = slice / row;
+        if (ps < 1) ps = 1;
+        /* this rank's share of a slice: at most ceil(ps / R) prompts */
+        void *recv = rcn ? cl_trymalloc((ps + x->R - 1) / x->R * row + 1, ts[k].el, "reduce buffer") : NULL;
+        if (cl_par_agree(!recv, x->comm)) {
+            free(recv), free(rcn);
+            return -1;
+        }
+        hsize_t dims[4] = {P, Lh, NB, V}, chunk[4] = {1, Lh, NB, V};
+        hid_t ds = cl_h5p_dataset(file, ts[k].name, ts[k].memtype, k == 0 ? 4 : 3, dims, ts[k].chunked ? chunk : NULL);
+        if (cl_par_agree(ds < 0, x->comm)) {
+            if (ds >= 0) H5Dclose(ds);
+            free(recv), free(rcn);
+            return -1;
+        }
+        for (size_t p0 = 0; p0 < P && !err; p0 += ps) {
+            size_t np = P - p0 < ps ? P - p0 : ps;
+            int rc = reduce_write(x, ts[k].buf, p0, np, row, ts[k].t, ts[k].el, ts[k].memtype, ds, rcn, recv,
+                                  ts[k].name);
+            err = cl_par_agree(rc, x->comm);
+        }
+        char what[256];
+        snprintf(what, sizeof what, "cannot write %s", ts[k].name);
+        int rc = H5Dclose(ds) < 0 ? cl_h5p_write_error(file, what) : 0;
+        free(recv);
+        if (!err) err = cl_par_agree(rc, x->comm); /* err is already the same on every rank */
+        if (err) break;
+    }
+    free(rcn);
+    return err ? -1 : 0;
+}
+
+/* Prompts per round of the match exchange: bounds what is packed and
+ * received in a round (the round's lists, each capped, from every rank). */
+#define MROUND knob("CORPUSLENS_SCAN_IO_ROUND", 256)
+
+/* The prompts whose matches rank r merges and writes: one block
+ * [P r / R, P (r + 1) / R), in rank order, so that the ranks' slabs of the
+ * match arrays follow each other in rank order. (HDF5 allocates the chunks
+ * of a collective filtered write rank by rank, each rank's in chunk order:
+ * with rank-ordered slabs that is chunk order whatever R. Slabs interleaved
+ * by round would place the chunks differently for every R.) The part of it
+ * within round [p0, p0 + np) is [*a, *b) (empty: *a == *b). */
+static void owned_in(size_t P, int r, int R, size_t p0, size_t np, size_t *a, size_t *b) {
+    size_t lo = P * (size_t)r / (size_t)R, hi = P * ((size_t)r + 1) / (size_t)R;
+    *a = lo > p0 ? lo : p0;
+    *b = hi < p0 + np ? hi : p0 + np;
+    if (*b < *a) *b = *a;
+}
+
+typedef struct {
+    int64_t *sub;
+    float *sim;
+    size_t n, alloc;
+    int64_t *index;      /* [owned lists, 2]: count filled by the merge, start later */
+    size_t n_lists;
+} owned_matches;
+
+static int owned_push(void *user, const scan_mlist *l) {
+    owned_matches *o = user;
+    if (o->n + l->n > o->alloc) {
+        size_t na = o->alloc ? o->alloc : 1024;
+        while (na < o->n + l->n) na *= 2;
+        int64_t *s = realloc(o->sub, na * sizeof *s);
+        if (s) o->sub = s;
+        float *f = s ? realloc(o->sim, na * sizeof *f) : NULL;
+        if (f) o->sim = f;
+        if (!s || !f) return cl_error("out of memory gathering matches (%zu)", na);
+        o->alloc = na;
+    }
+    for (uint32_t j = 0; j < l->n; j++) o->sub[o->n + j] = l->a[j].sub, o->sim[o->n + j] = l->a[j].sim;
+    o->n += l->n;
     return 0;
 }
 
-#define MCHUNK 256
-
-int scan_write(scan_ctx *x, cl_scan_result *res) {
-    const cl_scan_opts *o = x->o;
-    const cl_corpus *cp = x->cp;
-    const cl_config *c = &x->m->cfg;
-    const size_t P = cp->n_prompts, V = cp->V, Lh = x->Lh, NB = x->NB, NL = c->n_layer;
-    const int rank = x->rank, R = x->R;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
-    hid_t file = H5I_INVALID_HID, dsc = H5I_INVALID_HID, dss = H5I_INVALID_HID, dsm = H5I_INVALID_HID;
-    int werr = 0; /* rank 0's write error; everyone keeps joining the collectives */
-    int64_t *index = NULL, stored = 0;
-    if (rank == 0) {
-        file = cl_h5_create(tmp);
-        if (file < 0) werr = 1;
-        index = cl_trycalloc(P * Lh * 2, sizeof *index, "match index");
-        if (!index) werr = 1;
+/* One round: prompts [p0, p0 + np). Sends every local list to its owner,
+ * merges the received ones into o. This rank's result (errors before the
+ * exchange are agreed inside, so no rank skips it). */
+static int exchange_round(scan_ctx *x, size_t p0, size_t np, owned_matches *o, int *sc, int *sd, int *rc, int *rd) {
+    const size_t Lh = x->Lh, P = x->cp->n_prompts;
+    const long cap = x->o->match_cap;
+    const int R = x->R;
+    int err = 0;
+    /* pack per destination: [its lists] uint32 counts, then the entries */
+    long long tot = 0;
+    for (int d = 0; d < R; d++) {
+        size_t a, b, ne = 0;
+        owned_in(P, d, R, p0, np, &a, &b);
+        for (size_t i = a * Lh; i < b * Lh; i++) {
+            scan_mlist_sort_cap(&x->lists[i], cap);
+            ne += x->lists[i].n;
+        }
+        long long by = (long long)((b - a) * Lh * sizeof(uint32_t) + ne * sizeof(scan_match));
+        sd[d] = (int)(tot > INT_MAX ? 0 : tot);
+        sc[d] = (int)(by > INT_MAX ? 0 : by);
+        tot += by;
     }
-    /* Small datasets (rank 0 only). */
-    if (rank == 0 && !werr) {
-        hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB;
-        int32_t *nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts");
-        int64_t *uni = cl_trycalloc(V, sizeof *uni, "unigram");
-        double *lower = cl_trymalloc(NB, sizeof *lower, "bin_lower");
-        size_t tl = 4 * (size_t)cp->L;
-        char *text = cl_trycalloc(P, tl, "prompt text");
-        if (!nc || !uni || !lower || !text) werr = 1;
-        if (!werr) {
+    if (tot > INT_MAX) err = cl_error("too many matches in one round of %zu prompts (%lld bytes); use --match-cap", np, tot);
+    char *pack = err ? NULL : malloc(tot ? (size_t)tot : 1);
+    if (!err && !pack) err = cl_error("out of memory packing matches");
+    if (pack)
+        for (int d = 0; d < R; d++) {
+            size_t a, b;
+            owned_in(P, d, R, p0, np, &a, &b);
+            uint32_t *cnt = (uint32_t *)(pack + sd[d]);
+            scan_match *e = (scan_match *)(pack + sd[d] + (b - a) * Lh * sizeof(uint32_t));
+            for (size_t i = a * Lh, j = 0; i < b * Lh; i++, j++) {
+                scan_mlist *l = &x->lists[i];
+                cnt[j] = l->n;
+                if (l->n) memcpy(e, l->a, l->n * sizeof *e);
+                e += l->n;
+                free(l->a);
+                l->a = NULL, l->n = l->alloc = 0;
+            }
+        }
+    MPI_Alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
+    long long rtot = 0;
+    for (int s = 0; s < R; s++) {
+        rd[s] = (int)(rtot > INT_MAX ? 0 : rtot);
+        rtot += rc[s];
+    }
+    if (!err && rtot > INT_MAX)
+        err = cl_error("too many matches for one rank in one round of %zu prompts (%lld bytes); use --match-cap", np,
+                       rtot);
+    char *all = err ? NULL : malloc(rtot ? (size_t)rtot : 1);
+    if (!err && !all) err = cl_error("out of memory receiving matches");
+    if (cl_par_agree(err, x->comm)) {
+        free(pack), free(all);
+        return -1;
+    }
+    MPI_Alltoallv(pack, sc, sd, MPI_BYTE, all, rc, rd, MPI_BYTE, x->comm);
+    free(pack);
+    /* merge this rank's lists: source s's block holds [nown] counts, then entries */
+    size_t a, b;
+    owned_in(P, x->rank, R, p0, np, &a, &b);
+    size_t nown = (b - a) * Lh;
+    if (nown) {
+        err = scan_merge_sources(all, rd, R, nown, cap, o->index + 2 * o->n_lists, owned_push, o);
+        o->n_lists += nown;
+    }
+    free(all);
+    return err;
+}
+
+static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
+    const size_t P = x->cp->n_prompts, Lh = x->Lh;
+    const int R = x->R;
+    const size_t G = MROUND;
+    owned_matches o = {0};
+    size_t A, B;
+    owned_in(P, x->rank, R, 0, P, &A, &B);
+    int *sc = cl_trymalloc((size_t)R * 4, sizeof(int), "match exchange counts");
+    o.index = cl_trycalloc((B - A) * Lh * 2 + 2, sizeof(int64_t), "match index");
+    int err = !sc || !o.index, rc;
+    hid_t dss = H5I_INVALID_HID, dsm = H5I_INVALID_HID, dsi = H5I_INVALID_HID;
+    if (cl_par_agree(err, x->comm)) goto out;
+    for (size_t p0 = 0; p0 < P && !err; p0 += G) {
+        size_t np = P - p0 < G ? P - p0 : G;
+        rc = exchange_round(x, p0, np, &o, sc, sc + R, sc + 2 * R, sc + 3 * R);
+        err = cl_par_agree(rc, x->comm);
+    }
+    if (err) goto out;
+    /* canonical order: rank by rank (their prompt blocks follow each other),
+       within a rank (prompt, block), within a list (similarity desc, substring) */
+    int64_t mine = (int64_t)o.n, start = 0, total = 0;
+    MPI_Exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    if (x->rank == 0) start = 0;
+    MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    int64_t at = start;
+    for (size_t i = 0; i < o.n_lists; i++) {
+        o.index[2 * i] = at;
+        at += o.index[2 * i + 1];
+    }
+    *stored = total;
+    hsize_t dm = (hsize_t)total, ch = 65536, m0 = (hsize_t)start, mn = (hsize_t)mine, p0 = A, np = B - A;
+    dss = cl_h5p_dataset(file, CL_SCAN_MATCH_SUBSTRING, H5T_NATIVE_INT64, 1, &dm, &ch);
+    dsm = cl_h5p_dataset(file, CL_SCAN_MATCH_SIMILARITY, H5T_NATIVE_FLOAT, 1, &dm, &ch);
+    if ((err = cl_par_agree(dss < 0 || dsm < 0, x->comm))) goto out;
+    rc = cl_h5p_write_rows(dss, H5T_NATIVE_INT64, 1, &m0, &mn, o.sub, CL_SCAN_MATCH_SUBSTRING);
+    if ((err = cl_par_agree(rc, x->comm))) goto out;
+    rc = cl_h5p_write_rows(dsm, H5T_NATIVE_FLOAT, 1, &m0, &mn, o.sim, CL_SCAN_MATCH_SIMILARITY);
+    if ((err = cl_par_agree(rc, x->comm))) goto out;
+    hsize_t di[3] = {P, Lh, 2};
+    dsi = cl_h5p_dataset(file, CL_SCAN_MATCH_INDEX, H5T_NATIVE_INT64, 3, di, NULL);
+    if ((err = cl_par_agree(dsi < 0, x->comm))) goto out;
+    rc = cl_h5p_write_rows(dsi, H5T_NATIVE_INT64, 1, &p0, &np, o.index, CL_SCAN_MATCH_INDEX);
+    err = cl_par_agree(rc, x->comm);
+out:
+    rc = 0;
+    if (dsi >= 0 && H5Dclose(dsi) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_INDEX);
+    if (dss >= 0 && H5Dclose(dss) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SUBSTRING);
+    if (dsm >= 0 && H5Dclose(dsm) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_MATCH_SIMILARITY);
+    if (!err) err = cl_par_agree(rc, x->comm);
+    free(sc), free(o.sub), free(o.sim), free(o.index);
+    return err ? -1 : 0;
+}
+
+/* The small datasets, from rank 0's data. This rank's result. */
+static int write_small(scan_ctx *x, hid_t file) {
+    const cl_corpus *cp = x->cp;
+    const size_t P = cp->n_prompts, V = cp->V, NB = x->NB, NL = x->m->cfg.n_layer;
+    int err = 0;
+    hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB;
+    int32_t *nc = NULL;
+    int64_t *uni = NULL;
+    double *lower = NULL;
+    size_t tl = 4 * (size_t)cp->L;
+    char *text = NULL;
+    if (x->rank == 0) {
+        nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts");
+        uni = cl_trycalloc(V, sizeof *uni, "unigram");
+        lower = cl_trymalloc(NB, sizeof *lower, "bin_lower");
+        text = cl_trycalloc(P, tl, "prompt text");
+        if (!nc || !uni || !lower || !text) err = 1;
+        if (!err) {
             char buf[4 * CL_CORPUS_MAX_LEN + 1];
             for (size_t i = 0; i < P; i++) {
                 cl_corpus_next_dense(cp, (size_t)cp->prompt_index[i], nc + i * V);
@@ -284,213 +500,95 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
             }
             for (size_t e = 0; e < cp->nnz; e++) uni[cp->next_token[e]] += cp->next_count[e];
             for (size_t k = 0; k < NB; k++) lower[k] = x->lower[k];
-            hid_t st = H5Tcopy(H5T_C_S1);
-            H5Tset_size(st, tl);
-            H5Tset_strpad(st, H5T_STR_NULLPAD);
-            H5Tset_cset(st, H5T_CSET_UTF8);
-            if (cl_h5_write_vocab(file, "/vocab", cp->vocab, cp->V) ||
-                cl_h5_write(file, CL_SCAN_PROMPT_INDEX, H5T_NATIVE_INT64, 1, &d1, cp->prompt_index) ||
-                cl_h5_write(file, CL_SCAN_PROMPT_TEXT, st, 1, &d1, text) ||
-                cl_h5_write(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc) ||
-                cl_h5_write(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni) ||
-                cl_h5_write(file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, d2, x->probs) ||
-                cl_h5_write(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens) ||
-                cl_h5_write(file, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &db, lower))
-                werr = 1;
-            H5Tclose(st);
         }
-        free(nc), free(uni), free(lower), free(text);
     }
-    /* Frequency counts: reduced to rank 0 in prompt slices, written per slice. */
-    {
-        hsize_t dims[4] = {P, Lh, NB, V}, chunk[4] = {1, Lh, NB, V};
-        if (rank == 0 && !werr && (dsc = create_chunked(file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, 4, dims, chunk, 0)) < 0)
-            werr = 1;
-        size_t row = Lh * NB * V, ps = ((size_t)1 << 24) / row;
-        if (ps < 1) ps = 1;
-        for (size_t p0 = 0; p0 < P; p0 += ps) {
-            size_t np = P - p0 < ps ? P - p0 : ps;
-            if (scan_reduce0(x->counts + p0 * row, np * row, MPI_INT32_T, sizeof(int32_t), rank, x->comm)) werr = 1;
-            if (rank == 0 && !werr && write_rows(dsc, H5T_NATIVE_INT32, 4, dims, p0, np, x->counts + p0 * row,
-                                                 CL_SCAN_FREQ_COUNTS))
-                werr = 1;
-        }
-        if (dsc >= 0 && H5Dclose(dsc) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_FREQ_COUNTS), 1);
-        dsc = H5I_INVALID_HID;
-        hsize_t dn[3] = {P, Lh, NB};
-        if (scan_reduce0(x->nmatch, P * Lh * NB, MPI_INT64_T, sizeof(int64_t), rank, x->comm)) werr = 1;
-        if (rank == 0 && !werr && cl_h5_write(file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dn, x->nmatch)) werr = 1;
+    if (!cl_par_agree(err, x->comm)) {
+        hid_t st = H5Tcopy(H5T_C_S1);
+        H5Tset_size(st, tl);
+        H5Tset_strpad(st, H5T_STR_NULLPAD);
+        H5Tset_cset(st, H5T_CSET_UTF8);
+        MPI_Comm c = x->comm;
+        /* every rank has the vocabulary (a few hundred bytes) */
+        err = cl_par_agree(cl_h5_write_vocab(file, "/vocab", cp->vocab, cp->V), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_INDEX, H5T_NATIVE_INT64, 1, &d1, cp->prompt_index, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_TEXT, st, 1, &d1, text, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, d2, x->probs, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &db, lower, 0, c), c);
+        H5Tclose(st);
+    } else {
+        err = 1;
     }
-    /* Matches: per prompt chunk, every rank's capped lists go to rank 0, which
-     * merges, sorts, caps and appends. */
-    hsize_t cur_s = 0, cur_m = 0;
-    if (rank == 0 && !werr) {
-        hsize_t d0 = 0, ch = 65536;
-        if ((dss = create_chunked(file, CL_SCAN_MATCH_SUBSTRING, H5T_NATIVE_INT64, 1, &d0, &ch, 1)) < 0 ||
-            (dsm = create_chunked(file, CL_SCAN_MATCH_SIMILARITY, H5T_NATIVE_FLOAT, 1, &d0, &ch, 1)) < 0)
-            werr = 1;
-    }
-    int *rcounts = rank == 0 ? calloc(R, sizeof(int)) : NULL, *displs = rank == 0 ? calloc(R, sizeof(int)) : NULL;
-    if (rank == 0 && (!rcounts || !displs)) werr = (cl_error("out of memory"), 1);
-    int lerr = 0;
-    for (size_t p0 = 0; p0 < P; p0 += MCHUNK) {
-        size_t np = P - p0 < MCHUNK ? P - p0 : MCHUNK, nl = np * Lh;
-        /* pack: [nl] uint32 counts, then entries */
-        size_t ne = 0;
-        for (size_t i = 0; i < nl; i++) {
-            scan_mlist_sort_cap(&x->lists[p0 * Lh + i], o->match_cap);
-            ne += x->lists[p0 * Lh + i].n;
-        }
-        size_t bytes = nl * sizeof(uint32_t) + ne * sizeof(scan_match);
-        char *pack = NULL;
-        if (bytes > INT_MAX) lerr = (cl_error("too many matches in one prompt chunk (%zu bytes); use --match-cap", bytes), 1);
-        else if (!(pack = malloc(bytes ? bytes : 1))) lerr = (cl_error("out of memory packing matches"), 1);
-        int mybytes = lerr ? 0 : (int)bytes;
-        if (pack) {
-            uint32_t *cnt = (uint32_t *)pack;
-            scan_match *e = (scan_match *)(pack + nl * sizeof(uint32_t));
-            for (size_t i = 0; i < nl; i++) {
-                scan_mlist *l = &x->lists[p0 * Lh + i];
-                cnt[i] = l->n;
-                if (l->n) memcpy(e, l->a, l->n * sizeof *e);
-                e += l->n;
-                free(l->a);
-                l->a = NULL, l->n = l->alloc = 0;
-            }
-        }
-        MPI_Gather(&mybytes, 1, MPI_INT, rcounts, 1, MPI_INT, 0, x->comm);
-        char *all = NULL;
-        long long tot = 0;
-        if (rank == 0) {
-            for (int r = 0; r < R; r++) {
-                if (tot + rcounts[r] > INT_MAX) werr = (cl_error("too many matches in one prompt chunk; use --match-cap"), 1);
-                displs[r] = (int)(tot > INT_MAX ? 0 : tot);
-                tot += rcounts[r];
-            }
-            if (tot > INT_MAX) {
-                for (int r = 0; r < R; r++) rcounts[r] = 0, displs[r] = 0;
-                tot = 0;
-            }
-            all = malloc(tot ? (size_t)tot : 1);
-            if (!all) werr = 1;
-        }
-        MPI_Gatherv(pack, mybytes, MPI_BYTE, all, rcounts, displs, MPI_BYTE, 0, x->comm);
-        free(pack);
-        if (rank == 0 && !werr) {
-            /* per rank: cursors */
-            const uint32_t *cnt[1024];
-            const scan_match *ent[1024];
-            int nr = 0;
-            for (int r = 0; r < R && r < 1024; r++) {
-                if (!rcounts[r]) continue;
-                cnt[nr] = (const uint32_t *)(all + displs[r]);
-                ent[nr] = (const scan_match *)(all + displs[r] + nl * sizeof(uint32_t));
-                nr++;
-            }
-            scan_mlist merged = {0};
-            int64_t *subs = NULL;
-            float *sims = NULL;
-            size_t cap_buf = 0;
-            for (size_t i = 0; i < nl && !werr; i++) {
-                merged.n = 0;
-                merged.capped = 0;
-                for (int r = 0; r < nr; r++) {
-                    uint32_t k = cnt[r][i];
-                    if (merged.alloc < merged.n + k) {
-                        scan_match *a = realloc(merged.a, (size_t)(merged.n + k) * sizeof *a);
-                        if (!a) {
-                            werr = (cl_error("out of memory merging matches"), 1);
-                            break;
-                        }
-                        merged.a = a, merged.alloc = merged.n + k;
-                    }
-                    memcpy(merged.a + merged.n, ent[r], (size_t)k * sizeof *ent[r]);
-                    merged.n += k;
-                    ent[r] += k;
-                }
-                if (werr) break;
-                scan_mlist_sort_cap(&merged, o->match_cap);
-                if (cap_buf < merged.n) {
-                    free(subs), free(sims);
-                    cap_buf = merged.n;
-                    subs = malloc(cap_buf * sizeof *subs);
-                    sims = malloc(cap_buf * sizeof *sims);
-                    if (!subs || !sims) {
-                        werr = (cl_error("out of memory writing matches"), 1);
-                        break;
-                    }
-                }
-                for (uint32_t j = 0; j < merged.n; j++) subs[j] = merged.a[j].sub, sims[j] = merged.a[j].sim;
-                index[((p0 * Lh) + i) * 2] = (int64_t)cur_s;
-                index[((p0 * Lh) + i) * 2 + 1] = merged.n;
-                if (append_rows(dss, H5T_NATIVE_INT64, &cur_s, merged.n, subs, CL_SCAN_MATCH_SUBSTRING) ||
-                    append_rows(dsm, H5T_NATIVE_FLOAT, &cur_m, merged.n, sims, CL_SCAN_MATCH_SIMILARITY))
-                    werr = 1;
-            }
-            free(merged.a), free(subs), free(sims);
-        }
-        free(all);
-    }
-    free(rcounts), free(displs);
-    stored = (int64_t)cur_s;
-    if (rank == 0 && !werr) {
-        hsize_t di[3] = {P, Lh, 2};
-        if (cl_h5_write(file, CL_SCAN_MATCH_INDEX, H5T_NATIVE_INT64, 3, di, index)) werr = 1;
-    }
-    free(index);
-    if (dss >= 0 && H5Dclose(dss) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SUBSTRING), 1);
-    if (dsm >= 0 && H5Dclose(dsm) < 0 && !werr) werr = (cl_h5_error_in(file, "cannot write %s", CL_SCAN_MATCH_SIMILARITY), 1);
-    if (rank == 0 && !werr) {
-        char hookname[128];
-        cl_hook_name(x->point, x->lo, hookname, sizeof hookname);
-        double thr[CL_SCAN_MAX_BLOCKS];
-        for (int b = 0; b < x->Lh; b++) thr[b] = x->thr[b];
-        if (cl_h5_attr_write_str(file, "format", CL_SCAN_FORMAT) ||
-            cl_h5_attr_write_int(file, "format_version", CL_SCAN_FORMAT_VERSION) ||
-            cl_h5_attr_write_int(file, "complete", 0) || cl_h5_attr_write_str(file, "model_file", o->model_path) ||
-            cl_h5_attr_write_str(file, "model_sha256", x->model_sha) ||
-            cl_h5_attr_write_str(file, "corpus_file", cp->corpus_file) ||
-            cl_h5_attr_write_str(file, "corpus_sha256", cp->corpus_sha256) ||
-            cl_h5_attr_write_str(file, "corpus_h5_file", o->corpus_path) ||
-            cl_h5_attr_write_str(file, "corpus_h5_sha256", x->corpus_h5_sha) ||
-            cl_h5_attr_write_str(file, "hook", o->hook) || cl_h5_attr_write_str(file, "hook_first", hookname) ||
-            cl_h5_attr_write_int(file, "hook_first_block", x->lo) ||
-            cl_h5_attr_write_int(file, "n_hook_blocks", x->Lh) ||
-            cl_h5_attr_write_double(file, "prefilter", o->prefilter) ||
-            cl_h5_attr_write_double(file, "bin_width", o->bin_width) ||
-            cl_h5_attr_write_int(file, "n_bins", x->NB) || cl_h5_attr_write_int(file, "L", cp->L) ||
-            cl_h5_attr_write_int(file, "n_layer", c->n_layer) || cl_h5_attr_write_int(file, "vocab_size", cp->V) ||
-            cl_h5_attr_write_int(file, "n_substrings", (long long)cp->n) ||
-            cl_h5_attr_write_int(file, "n_prompts", (long long)P) ||
-            cl_h5_attr_write_str(file, "match_rule", x->match_rule) ||
-            cl_h5_attr_write_doubles(file, "match_thresholds", thr, x->Lh) ||
-            cl_h5_attr_write_int(file, "match_cap", o->match_cap) ||
-            cl_h5_attr_write_int(file, "n_stored_matches", stored) || cl_h5_attr_write_int(file, "ranks", R) ||
-            cl_h5_attr_write_int(file, "shard_size", (long long)x->S) ||
-            cl_h5_attr_write_int(file, "n_trie_nodes", (long long)res->n_nodes) ||
-            cl_h5_attr_write_double(file, "wall_seconds", res->wall_seconds) ||
-            cl_h5_attr_write_double(file, "flops", res->flops) ||
-            cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
-            (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled)))
-            werr = 1;
-        /* written last; the file is renamed only after a complete close */
-        if (!werr && cl_h5_attr_write_int(file, "complete", 1)) werr = 1;
-    }
-    if (!werr && !lerr && cl_par_fault("scan.write", x->comm)) lerr = 1;
-    /* rank 0 closes (or, after an error, discards) the .tmp; every rank
-     * agrees before rank 0 renames: no complete-looking output when any
-     * rank failed */
-    if (rank == 0 && cl_h5_finish(file, tmp, werr || lerr)) werr = 1;
-    if (combine_err(werr || lerr, x->comm)) {
-        if (rank == 0) remove(tmp);
-        return -1;
-    }
-    if (rank == 0 && rename(tmp, o->out_path)) {
-        werr = (cl_error("cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno)), 1);
+    free(nc), free(uni), free(lower), free(text);
+    return err ? -1 : 0;
+}
+
+/* Root attributes: the same values on every rank (collective). */
+static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64_t stored) {
+    const cl_scan_opts *o = x->o;
+    const cl_corpus *cp = x->cp;
+    char hookname[128];
+    cl_hook_name(x->point, x->lo, hookname, sizeof hookname);
+    double thr[CL_SCAN_MAX_BLOCKS];
+    for (int b = 0; b < x->Lh; b++) thr[b] = x->thr[b];
+    return cl_h5_attr_write_str(file, "format", CL_SCAN_FORMAT) ||
+                   cl_h5_attr_write_int(file, "format_version", CL_SCAN_FORMAT_VERSION) ||
+                   cl_h5_attr_write_int(file, "complete", 0) || cl_h5_attr_write_str(file, "model_file", o->model_path) ||
+                   cl_h5_attr_write_str(file, "model_sha256", x->model_sha) ||
+                   cl_h5_attr_write_str(file, "corpus_file", cp->corpus_file) ||
+                   cl_h5_attr_write_str(file, "corpus_sha256", cp->corpus_sha256) ||
+                   cl_h5_attr_write_str(file, "corpus_h5_file", o->corpus_path) ||
+                   cl_h5_attr_write_str(file, "corpus_h5_sha256", x->corpus_h5_sha) ||
+                   cl_h5_attr_write_str(file, "hook", o->hook) || cl_h5_attr_write_str(file, "hook_first", hookname) ||
+                   cl_h5_attr_write_int(file, "hook_first_block", x->lo) ||
+                   cl_h5_attr_write_int(file, "n_hook_blocks", x->Lh) ||
+                   cl_h5_attr_write_double(file, "prefilter", o->prefilter) ||
+                   cl_h5_attr_write_double(file, "bin_width", o->bin_width) ||
+                   cl_h5_attr_write_int(file, "n_bins", x->NB) || cl_h5_attr_write_int(file, "L", cp->L) ||
+                   cl_h5_attr_write_int(file, "n_layer", x->m->cfg.n_layer) ||
+                   cl_h5_attr_write_int(file, "vocab_size", cp->V) ||
+                   cl_h5_attr_write_int(file, "n_substrings", (long long)cp->n) ||
+                   cl_h5_attr_write_int(file, "n_prompts", (long long)cp->n_prompts) ||
+                   cl_h5_attr_write_str(file, "match_rule", x->match_rule) ||
+                   cl_h5_attr_write_doubles(file, "match_thresholds", thr, x->Lh) ||
+                   cl_h5_attr_write_int(file, "match_cap", o->match_cap) ||
+                   cl_h5_attr_write_int(file, "n_stored_matches", stored) ||
+                   cl_h5_attr_write_int(file, "shard_size", (long long)x->S) ||
+                   cl_h5_attr_write_int(file, "n_trie_nodes", (long long)res->n_nodes) ||
+                   cl_h5_attr_write_double(file, "wall_seconds", res->wall_seconds) ||
+                   cl_h5_attr_write_double(file, "flops", res->flops) ||
+                   cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
+                   (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled))
+               ? -1
+               : 0;
+}
+
+int scan_write(scan_ctx *x, cl_scan_result *res) {
+    const cl_scan_opts *o = x->o;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
+    /* attributes are written collectively: rank 0's wall time on every rank */
+    MPI_Bcast(&res->wall_seconds, 1, MPI_DOUBLE, 0, x->comm);
+    hid_t file = cl_h5p_create(tmp, x->comm);
+    if (cl_par_agree(file < 0, x->comm)) return -1;
+    int64_t stored = 0;
+    int err = write_small(x, file) || write_freq(x, file) || write_matches(x, file, &stored);
+    if (!err) err = cl_par_agree(write_attrs(x, file, res, stored), x->comm);
+    /* written last; the file is renamed only after a complete close */
+    if (!err) err = cl_par_agree(cl_h5_attr_write_int(file, "complete", 1), x->comm);
+    if (!err) err = cl_par_agree(cl_par_fault("scan.write", x->comm), x->comm);
+    /* close (or, after an error, discard) the .tmp; rename only when every
+       rank agrees: no complete-looking output when any rank failed */
+    int rc = cl_h5p_finish(file, tmp, err, x->comm);
+    if (err || cl_par_agree(rc, x->comm)) return -1;
+    rc = 0;
+    if (x->rank == 0 && rename(tmp, o->out_path)) {
+        rc = cl_error("cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno));
         remove(tmp);
     }
-    if (combine_err(werr, x->comm)) return -1;
-    MPI_Bcast(&stored, 1, MPI_INT64_T, 0, x->comm);
+    if (cl_par_agree(rc, x->comm)) return -1;
     res->n_matches = stored;
     return 0;
 }

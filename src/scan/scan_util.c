@@ -1,6 +1,7 @@
 /* Pieces the scan's compute (scan.c) and its writer (scan_io.c) both use:
  * the clock, capped match lists, and MPI sums in slices. */
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "corpuslens/base/error.h"
@@ -9,6 +10,15 @@
 double scan_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* This process's CPU seconds (all its threads): the phase times (t_forward,
+ * t_sgemm, t_select, t_prompts), which on a shared machine should not count
+ * the time other processes held the cores. */
+double scan_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
@@ -52,9 +62,48 @@ int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap) {
     return 0;
 }
 
+int scan_merge_sources(const char *buf, const int *displ, int nsrc, size_t nlists, long cap, int64_t *index2,
+                       int (*sink)(void *user, const scan_mlist *l), void *user) {
+    const char **ent = malloc((nsrc ? (size_t)nsrc : 1) * sizeof *ent);
+    if (!ent) return cl_error("out of memory merging matches (%d sources)", nsrc);
+    for (int s = 0; s < nsrc; s++) ent[s] = buf + displ[s] + nlists * sizeof(uint32_t);
+    scan_mlist m = {0};
+    int rc = 0;
+    for (size_t i = 0; i < nlists && !rc; i++) {
+        m.n = 0, m.capped = 0;
+        for (int s = 0; s < nsrc; s++) {
+            uint32_t k;
+            memcpy(&k, buf + displ[s] + i * sizeof(uint32_t), sizeof k);
+            if (!k) continue;
+            if ((uint64_t)m.n + k > UINT32_MAX) {
+                rc = cl_error("too many matches for one (prompt, block); use --match-cap");
+                break;
+            }
+            if (m.alloc < m.n + k) {
+                scan_match *a = realloc(m.a, (size_t)(m.n + k) * sizeof *a);
+                if (!a) {
+                    rc = cl_error("out of memory merging matches");
+                    break;
+                }
+                m.a = a, m.alloc = m.n + k;
+            }
+            memcpy(m.a + m.n, ent[s], (size_t)k * sizeof *m.a);
+            m.n += k;
+            ent[s] += (size_t)k * sizeof(scan_match);
+        }
+        if (rc) break;
+        scan_mlist_sort_cap(&m, cap);
+        index2[2 * i + 1] = m.n;
+        rc = sink(user, &m);
+    }
+    free(m.a);
+    free(ent);
+    return rc;
+}
+
 /* ---- helpers ---- */
 
-/* MPI_Allreduce / MPI_Reduce in slices (counts beyond INT_MAX). */
+/* MPI_Allreduce in slices (counts beyond INT_MAX). */
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm) {
     const size_t step = (size_t)1 << 26;
     for (size_t i = 0; i < n; i += step) {
@@ -64,16 +113,3 @@ int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm 
     }
     return 0;
 }
-
-int scan_reduce0(void *buf, size_t n, MPI_Datatype t, size_t elsize, int rank, MPI_Comm comm) {
-    const size_t step = (size_t)1 << 26;
-    for (size_t i = 0; i < n; i += step) {
-        int k = (int)(n - i < step ? n - i : step);
-        char *p = (char *)buf + i * elsize;
-        int rc = rank == 0 ? MPI_Reduce(MPI_IN_PLACE, p, k, t, MPI_SUM, 0, comm)
-                           : MPI_Reduce(p, NULL, k, t, MPI_SUM, 0, comm);
-        if (rc != MPI_SUCCESS) return cl_error("MPI_Reduce failed");
-    }
-    return 0;
-}
-

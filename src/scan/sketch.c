@@ -16,6 +16,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
+#include "scan/scan_internal.h"
 
 #define SAMPLE_CHUNKS 16
 #define ITERS 60
@@ -48,26 +49,18 @@ static void orthonormalise(double *Q, int C, int k) {
         }
 }
 
-/* P [k, C] of one block: the top-k eigenvectors of M = sum over the sample
- * of a a^T (subspace iteration). Returns the variance kept. */
-static int block_projection(const cl_index *ix, int b, int k, double *P, double *kept, float *rows, void *hbuf) {
-    const int C = ix->C;
-    const size_t cr = ix->chunk_rows, nch = (ix->N + cr - 1) / cr;
-    const size_t step = nch > SAMPLE_CHUNKS ? nch / SAMPLE_CHUNKS : 1;
-    float *Mf = cl_trycalloc((size_t)C * C, sizeof(float), "sketch moments");
-    double *M = cl_trymalloc((size_t)C * C, sizeof(double), "sketch moments");
-    double *Q = cl_trymalloc((size_t)C * k, sizeof(double), "sketch basis");
-    double *Z = cl_trymalloc((size_t)C * k, sizeof(double), "sketch basis");
-    int rc = -1;
-    if (!Mf || !M || !Q || !Z) goto done;
-    for (size_t c = 0; c < nch; c += step) {
-        size_t r0 = c * cr, n = ix->N - r0 < cr ? ix->N - r0 : cr;
-        if (cl_index_read_rows(ix, b, r0, n, rows, hbuf)) goto done;
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, (blasint)n, 1.0f, rows, C, 1.0f, Mf, C);
+/* The top-k eigenvectors of a symmetric C x C matrix M (double, row-major)
+ * as the rows of P [k, C], by subspace iteration from a fixed pseudo-random
+ * start, and the fraction of M's trace they keep. Used by the sketch (M: the
+ * second moments of the index rows) and by the scan's pruning bound (M: the
+ * Gram matrix of the prompt vectors), scan_internal.h. */
+int scan_top_subspace(const double *M, int C, int k, double *P, double *kept) {
+    double *Q = cl_trymalloc((size_t)C * k, sizeof(double), "subspace basis");
+    double *Z = cl_trymalloc((size_t)C * k, sizeof(double), "subspace basis");
+    if (!Q || !Z) {
+        free(Q), free(Z);
+        return -1;
     }
-    for (int i = 0; i < C; i++)
-        for (int j = 0; j < C; j++) M[i * C + j] = i <= j ? Mf[i * C + j] : Mf[j * C + i];
-    /* fixed start: a deterministic pseudo-random matrix */
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < (size_t)C * k; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -83,12 +76,33 @@ static int block_projection(const cl_index *ix, int b, int k, double *P, double 
     for (int i = 0; i < C; i++) tr += M[i * C + i];
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, k, C, 1.0, M, C, Q, k, 0.0, Z, k);
     for (int i = 0; i < C * k; i++) in += Q[i] * Z[i];
-    *kept = tr > 0 ? in / tr : 0;
+    if (kept) *kept = tr > 0 ? in / tr : 0;
     for (int j = 0; j < k; j++)
         for (int c = 0; c < C; c++) P[(size_t)j * C + c] = Q[c * k + j];
-    rc = 0;
+    free(Q), free(Z);
+    return 0;
+}
+
+/* P [k, C] of one block: the top-k eigenvectors of M = sum over the sample
+ * of a a^T. Returns the variance kept. */
+static int block_projection(const cl_index *ix, int b, int k, double *P, double *kept, float *rows, void *hbuf) {
+    const int C = ix->C;
+    const size_t cr = ix->chunk_rows, nch = (ix->N + cr - 1) / cr;
+    const size_t step = nch > SAMPLE_CHUNKS ? nch / SAMPLE_CHUNKS : 1;
+    float *Mf = cl_trycalloc((size_t)C * C, sizeof(float), "sketch moments");
+    double *M = cl_trymalloc((size_t)C * C, sizeof(double), "sketch moments");
+    int rc = -1;
+    if (!Mf || !M) goto done;
+    for (size_t c = 0; c < nch; c += step) {
+        size_t r0 = c * cr, n = ix->N - r0 < cr ? ix->N - r0 : cr;
+        if (cl_index_read_rows(ix, b, r0, n, rows, hbuf)) goto done;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, (blasint)n, 1.0f, rows, C, 1.0f, Mf, C);
+    }
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < C; j++) M[i * C + j] = i <= j ? Mf[i * C + j] : Mf[j * C + i];
+    rc = scan_top_subspace(M, C, k, P, kept);
 done:
-    free(Mf), free(M), free(Q), free(Z);
+    free(Mf), free(M);
     return rc;
 }
 

@@ -3,8 +3,10 @@
 # L=10 scan on 2 ranks (1000 prompts x K sampled shards of 2048 substrings),
 # extrapolated to the full 858,923 x 20,000 x 6 scan; GFLOPS against a
 # cblas_sgemm measured in the same run; peak RSS; the same slice in plain
-# PyTorch (2 threads) for the throughput ratio.
-# usage: tests/bench/scan_bench.sh [WORKDIR] [K]   (env CORPUSLENS, SHARED)
+# PyTorch (2 threads) for the throughput ratio; the same slice again with the
+# pruning bound (PRUNE_RANK=r, default 31; 0 skips it): phase times side by
+# side, fraction pruned per block, and how many bins differ.
+# usage: tests/bench/scan_bench.sh [WORKDIR] [K]   (env CORPUSLENS, SHARED, PRUNE_RANK)
 set -e
 W=${1:-/tmp/scanbench}
 K=${2:-25}
@@ -45,6 +47,13 @@ start=$(date +%s.%N)
 CORPUSLENS_SCAN_SAMPLE_SHARDS=$K mpirun -n 2 -x OPENBLAS_NUM_THREADS -x CORPUSLENS_SCAN_SAMPLE_SHARDS \
     "$E" scan --model ts.h5 --corpus c1000.h5 -o slice.h5 2> scan.log
 end=$(date +%s.%N)
+# the same slice with the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK, 0 = skip)
+PR=${PRUNE_RANK:-31}
+if [ "$PR" != 0 ]; then
+    CORPUSLENS_SCAN_PRUNE_RANK=$PR CORPUSLENS_SCAN_SAMPLE_SHARDS=$K mpirun -n 2 -x OPENBLAS_NUM_THREADS \
+        -x CORPUSLENS_SCAN_SAMPLE_SHARDS -x CORPUSLENS_SCAN_PRUNE_RANK "$E" scan --model ts.h5 --corpus c1000.h5 \
+        -o slice-pruned.h5 2> scan-pruned.log
+fi
 SG2=$(./sg)
 grep -v '^scan: [0-9]*/' scan.log
 echo "sgemm (1 thread, 4096x1536x384) before/after: $SG1 / $SG2 GFLOPS per core"
@@ -74,6 +83,28 @@ print(f"slice: {P} prompts x {nsub} substrings x 6 blocks on 2 ranks: wall {wall
 print(f"extrapolated full scan (858,923 x 20,000 x 6, 2 ranks): forward {full_fwd / 60:.1f} min + cosine/selection "
       f"{full_cos / 60:.1f} min + prompts {full_prompts / 60:.1f} min = {full / 60:.1f} min")
 PEOF
+if [ "$PR" != 0 ]; then
+    echo "with the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK=$PR):"
+    grep -v '^scan: [0-9]*/' scan-pruned.log
+    $PY - <<'PEOF'
+import re
+def phases(f):
+    m = re.search(r"similarity sgemm ([0-9.]+) s, selection/binning ([0-9.]+) s", open(f).read())
+    return float(m.group(1)), float(m.group(2))
+b, p = phases("scan.log"), phases("scan-pruned.log")
+print(f"similarity sgemm + selection (CPU s per rank): brute force {b[0]:.1f} + {b[1]:.1f} = {sum(b):.1f}, "
+      f"pruned {p[0]:.1f} + {p[1]:.1f} = {sum(p):.1f}: ratio brute/pruned {sum(b) / max(sum(p), 1e-9):.2f}")
+PEOF
+    $PY - <<'PEOF'
+import h5py, numpy as np
+a, b = h5py.File("slice.h5", "r"), h5py.File("slice-pruned.h5", "r")
+d = int((a["freq/n_matches"][()] != b["freq/n_matches"][()]).sum())
+c = int((a["freq/counts"][()] != b["freq/counts"][()]).any(-1).sum())
+print(f"pruned vs brute force: {d} (prompt, block, bin) match counts and {c} count rows differ "
+      f"(pairs within ~1e-6 of a bin edge); prefiltered pairs {int(a.attrs['n_prefiltered_pairs'])} vs "
+      f"{int(b.attrs['n_prefiltered_pairs'])}")
+PEOF
+fi
 echo "torch slice:"
 start=$(date +%s.%N)
 $PY "$HERE/scan_torch.py" ts.h5 c1000.h5 "$K" 2048 2

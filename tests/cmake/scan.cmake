@@ -1,4 +1,4 @@
-# corpuslens scan (include/corpuslens/scan/scan.h): trie forward vs plain forward,
+# corpuslens scan (include/corpuslens/scan/scan.h): trie forward vs plain forward, pruning bound vs brute force,
 # numpy reference per hook, rank invariance, resume, refusals.
 add_executable(scan_trie_check ${CMAKE_CURRENT_SOURCE_DIR}/scan_trie_check.c)
 target_link_libraries(scan_trie_check PRIVATE corpuslens_core)
@@ -12,3 +12,10 @@ cl_script_test(scan_reference_embed "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.
 cl_script_test(scan_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
 cl_script_test(scan_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
 cl_script_test(scan_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py refusals)
+cl_script_test(scan_prune "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py prune)
+cl_script_test(scan_reference_pruned "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference mlp_out 8)
+# the writer's merge of match lists from any number of ranks (1,500: past the old 1024 limit) vs naive
+cl_criterion_test(test_scan_merge ${CMAKE_CURRENT_SOURCE_DIR}/test_scan_merge.c)
+# 1, 2, 4, 8 ranks (oversubscribed) write byte-identical scan.h5 (parallel HDF5), wall_seconds zeroed
+cl_script_test(scan_ranks_bytes "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_ranks_bytes.sh)
+set_tests_properties(scan_ranks_bytes PROPERTIES TIMEOUT 900)

@@ -20,7 +20,9 @@
  *   match_thresholds    [Lb] doubles: a match is stored when sim > threshold[b]
  *   match_cap           int: at most this many per (prompt, block), the most
  *                       similar first (ties: lower substring index); 0 = no cap
- *   ranks, wall_seconds, flops, n_prefiltered_pairs (int64: pairs > prefilter)
+ *   wall_seconds, flops, n_prefiltered_pairs (int64: pairs > prefilter);
+ *                       no rank count: the file's bytes do not depend on it
+ *                       (wall_seconds aside; files before issue 15 had `ranks`)
  *   n_hook_blocks, hook_first_block, hook_first: the hooked blocks. In /freq
  *                       and /matches, Lb = n_hook_blocks: n_layer for a short
  *                       hook name (mlp_out, attn_out, resid_mid, resid_post,

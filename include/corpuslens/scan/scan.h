@@ -15,8 +15,9 @@
  * identical computation whoever runs it; bin counts are integer sums (exact in
  * any order, MPI_SUM on int32/int64); the stored matches are a set under a
  * total order (similarity desc, substring asc) whose per-rank truncation to
- * the cap keeps every member of the global top-cap. So 1, 2 or 3 ranks give
- * bitwise identical frequency tensors and identical match sets.
+ * the cap keeps every member of the global top-cap. So any rank count gives
+ * bitwise identical frequency tensors and identical match sets, and (see
+ * Output) the same file bytes.
  *
  * ---- Forward with prefix sharing (layer-major trie forward) ----
  * Within a shard the sorted substrings form a trie: node = distinct prefix,
@@ -58,16 +59,30 @@
  * block) (default 1000; 0 = no cap), the most similar first, ties by lower
  * substring index. Sorted per h5schema.h, with /matches/index.
  *
- * ---- Output ----
- * Gather to rank 0, which writes scan.h5 with serial HDF5 (gzip filters on
- * chunked datasets; parallel HDF5 would need collective filtered writes for a
- * file that is written once at the end and is dominated by the 1-2 GB count
- * tensor that must be reduced across ranks anyway). Counts are MPI_Reduce'd
- * in place in slices; matches are merged per prompt chunk (MPI_Gatherv of 256
- * prompts at a time), so rank 0 never holds every rank's matches at once.
- * The file is written as "<out>.tmp", the `complete` attribute last, then
- * renamed. Errors on any rank are combined (MPI_Allreduce of a flag) and
- * reported once by rank 0.
+ * ---- Output (scan_io.c; parallel HDF5, h5par.h) ----
+ * Every rank writes its share of "<out>.tmp" through MPI-IO (collective
+ * writes; the chunked datasets keep gzip: HDF5 1.10 writes filtered chunks
+ * collectively). /freq/counts and /freq/n_matches: in prompt slices of
+ * 2^24 elements, MPI_Reduce_scatter hands each rank the sums of a block of
+ * the slice's prompts, which it writes; no rank holds a second copy of the
+ * tensor. Matches: rank r owns the prompt block [P r / R, P (r + 1) / R)
+ * (blocks in rank order: HDF5 places a collective write's chunks rank by
+ * rank, h5par.h); in rounds of 256 prompts every rank sends each prompt's
+ * capped lists to the prompt's owner (MPI_Alltoallv), which merges, sorts
+ * and caps them; then an MPI_Exscan of the owned match counts gives each
+ * rank the offset of its slab of /matches/{substring,similarity}
+ * (canonical order: prompt, block, similarity desc, substring asc) and its
+ * rows of /matches/index, each
+ * written in one collective write. Nothing is sized by the rank count beyond
+ * R-long count arrays (the old writer merged at most 1024 ranks and silently
+ * dropped the matches of the others). The small datasets come from rank 0.
+ * The HDF5 calls and shapes do not depend on the rank count and no rank count
+ * is stored, so 1, 2, 4 or 8 ranks write the same bytes (wall_seconds aside:
+ * tests/scan_ranks_bytes.sh). The `complete` attribute is written last, the
+ * file renamed once every rank agrees (cl_par_agree), else discarded.
+ * Multi-node: "<out>" must be on a file system every rank sees (MPI-IO).
+ * Testing knobs (the file does not change): CORPUSLENS_SCAN_IO_SLICE
+ * (elements per reduce slice), CORPUSLENS_SCAN_IO_ROUND (prompts per round).
  *
  * ---- Resume ----
  * "<out>.state/" holds `args` (the run's signature: model and corpus SHA-256,
@@ -84,7 +99,9 @@
  * capped list grows to 1.5 x cap before it is sorted and cut: at most
  * P x Lh x 1.5 cap x 8 bytes = 1.4 GB at cap 1000, usually far less) + the
  * trie workspace (S x L x 7C floats: 220 MB at S 2048) + the similarity tile
- * (1024 x S floats). Rank 0 reduces the counts in place (no second copy).
+ * (1024 x S floats). Writing adds at most 2^24 / R count elements (the reduce
+ * buffer) and the rank's own share of the merged matches (about 1/R of the
+ * stored ones). Cost model for larger corpora and more nodes: README.md.
  *
  * ---- Benchmark hook ----
  * CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread evenly over the
@@ -134,7 +151,14 @@ typedef struct {
     int64_t n_matches;     /* stored matches */
     double wall_seconds, flops, forward_flops, cosine_flops;
     size_t n_nodes;        /* trie node rows forwarded (all ranks) */
-    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks) */
+    double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks): the
+                                     first four in process CPU time, t_write wall */
+    /* the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK; 0 = brute force): per
+       hooked block, pairs whose exact similarity was computed (candidates)
+       out of the pairs searched; t_sgemm is then the bound's sgemm, t_select
+       the bound pass, the candidates' dot products and the binning */
+    int prune_rank, n_blocks;
+    int64_t n_candidates[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS];
     int stopped;           /* 1 when stop_after_shards stopped the run (no output) */
 } cl_scan_result;
 
