@@ -521,3 +521,129 @@ Test(corpus_file, prompt_file_is_recorded) {
     remove(pf);
     remove(path);
 }
+
+/* A corpus whose /substrings/tokens spans several chunks (the last partial):
+ * random ids, so nearly every window is unique. */
+static cl_corpus *chunked_corpus(const char *path) {
+    const size_t n = 150000;
+    const int V = 20, L = 8;
+    int32_t *ids = malloc(n * sizeof *ids);
+    cl_rng r;
+    cl_rng_seed(&r, 2026);
+    for (size_t i = 0; i < n; i++) ids[i] = (int32_t)cl_rng_below(&r, (uint64_t)V);
+    uint32_t *vocab = identity_vocab(V);
+    cl_corpus *c = cl_corpus_from_ids(ids, n, L, vocab, V);
+    cr_assert_not_null(c, "%s", cl_last_error());
+    free(ids), free(vocab);
+    cr_assert_eq(cl_corpus_sample_prompts(c, 5, 3), 0);
+    cr_assert_eq(cl_corpus_save(c, path), 0, "%s", cl_last_error());
+    cr_assert_gt(c->n * (size_t)L * 4, 3u << 20, "tokens must span several 1 MB chunks");
+    return c;
+}
+
+Test(corpus_file, open_reads_rows_on_demand_like_load) {
+    cl_h5_quiet();
+    char path[256];
+    tmpname(path, sizeof path, "lazy");
+    cl_corpus *c = chunked_corpus(path);
+    cl_corpus *d = cl_corpus_load(path); /* raw chunk reads (cl_h5_read_exact) */
+    cr_assert_not_null(d, "%s", cl_last_error());
+    cr_assert_arr_eq(d->tokens, c->tokens, c->n * (size_t)c->L * sizeof *c->tokens);
+    cr_assert_arr_eq(d->first_offset, c->first_offset, c->n * sizeof *c->first_offset);
+    cr_assert_arr_eq(d->next_indptr, c->next_indptr, (c->n + 1) * sizeof *c->next_indptr);
+    cl_corpus *o = cl_corpus_open(path);
+    cr_assert_not_null(o, "%s", cl_last_error());
+    cr_assert(o->tokens == NULL && o->first_offset == NULL);
+    cr_assert_eq(o->n, c->n);
+    cr_assert_eq(o->nnz, c->nnz);
+    cr_assert_arr_eq(o->next_indptr, c->next_indptr, (c->n + 1) * sizeof *c->next_indptr);
+    cr_assert_arr_eq(o->next_token, c->next_token, c->nnz * sizeof *c->next_token);
+    cr_assert_arr_eq(o->next_count, c->next_count, c->nnz * sizeof *c->next_count);
+    int32_t row[CL_CORPUS_MAX_LEN];
+    char t1[4 * CL_CORPUS_MAX_LEN + 1], t2[4 * CL_CORPUS_MAX_LEN + 1];
+    /* every row in order, then 2,000 that jump between chunks, then backwards */
+    for (size_t i = 0; i < c->n; i++) {
+        cr_assert_eq(cl_corpus_row(o, i, row), 0, "%s", cl_last_error());
+        cr_assert_arr_eq(row, cl_corpus_substring(c, i), (size_t)c->L * sizeof *row, "row %zu", i);
+    }
+    for (size_t k = 0; k < 2000; k++) {
+        size_t i = (k * 104729) % c->n;
+        cr_assert_eq(cl_corpus_row(o, i, row), 0, "%s", cl_last_error());
+        cr_assert_arr_eq(row, cl_corpus_substring(c, i), (size_t)c->L * sizeof *row, "row %zu", i);
+    }
+    for (size_t i = c->n; i-- > c->n - 100;) {
+        cr_assert_eq(cl_corpus_row(o, i, row), 0);
+        cr_assert_arr_eq(row, cl_corpus_substring(c, i), (size_t)c->L * sizeof *row);
+        long nb = cl_corpus_row_text(o, i, t1);
+        cr_assert_eq((size_t)nb, cl_corpus_substring_text(c, i, t2));
+        cr_assert_str_eq(t1, t2);
+    }
+    cr_assert_eq(cl_corpus_row(o, c->n, row), -1, "a row past the end must be refused");
+    cl_corpus_free(o);
+    cl_corpus_free(d);
+    cl_corpus_free(c);
+    remove(path);
+}
+
+Test(corpus_file, open_and_load_refuse_corrupt_or_truncated_tokens) {
+    cl_h5_quiet();
+    char path[256], bad[256];
+    tmpname(path, sizeof path, "lz");
+    tmpname(bad, sizeof bad, "lzbad");
+    cl_corpus *c = chunked_corpus(path);
+    /* where chunk 1 of /substrings/tokens lies */
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, "/substrings/tokens", H5P_DEFAULT);
+    hsize_t chunk[2];
+    hid_t dcpl = H5Dget_create_plist(ds);
+    cr_assert_eq(H5Pget_chunk(dcpl, 2, chunk), 2);
+    H5Pclose(dcpl);
+    hsize_t off[2] = {chunk[0], 0}, size = 0;
+    unsigned mask;
+    haddr_t addr;
+    cr_assert_geq(H5Dget_chunk_info_by_coord(ds, off, &mask, &addr, &size), 0);
+    H5Dclose(ds);
+    H5Fclose(f);
+    size_t len;
+    FILE *in = fopen(path, "rb");
+    fseek(in, 0, SEEK_END);
+    len = (size_t)ftell(in);
+    rewind(in);
+    unsigned char *data = malloc(len);
+    cr_assert_eq(fread(data, 1, len, in), len);
+    fclose(in);
+    int32_t row[CL_CORPUS_MAX_LEN];
+    /* control: the intact copy reads */
+    FILE *out = fopen(bad, "wb");
+    fwrite(data, 1, len, out);
+    fclose(out);
+    cl_corpus *o = cl_corpus_open(bad);
+    cr_assert_not_null(o, "%s", cl_last_error());
+    cr_assert_eq(cl_corpus_row(o, (size_t)chunk[0] + 5, row), 0, "%s", cl_last_error());
+    cl_corpus_free(o);
+    /* one byte flipped in the middle of chunk 1 */
+    data[addr + size / 2] ^= 0x5a;
+    out = fopen(bad, "wb");
+    fwrite(data, 1, len, out);
+    fclose(out);
+    cr_assert_null(cl_corpus_load(bad), "a corrupt tokens chunk must be refused by load");
+    cr_assert(strstr(cl_last_error(), "/substrings/tokens") && strstr(cl_last_error(), "corrupt"), "%s",
+              cl_last_error());
+    o = cl_corpus_open(bad);
+    cr_assert_not_null(o, "%s", cl_last_error());
+    cr_assert_eq(cl_corpus_row(o, 3, row), 0, "chunk 0 is intact: %s", cl_last_error());
+    cr_assert_eq(cl_corpus_row(o, (size_t)chunk[0] + 5, row), -1, "a row of the corrupt chunk must be refused");
+    cr_assert(strstr(cl_last_error(), "corrupt"), "%s", cl_last_error());
+    cl_corpus_free(o);
+    /* truncated inside the tokens' last chunk */
+    data[addr + size / 2] ^= 0x5a;
+    out = fopen(bad, "wb");
+    fwrite(data, 1, len * 3 / 4, out);
+    fclose(out);
+    cr_assert_null(cl_corpus_open(bad), "a truncated corpus must be refused by open");
+    cr_assert_null(cl_corpus_load(bad), "a truncated corpus must be refused by load");
+    free(data);
+    cl_corpus_free(c);
+    remove(path);
+    remove(bad);
+}

@@ -156,9 +156,12 @@ static void print_top(const char *title, const double *p, const float *pf, const
     printf("\n");
 }
 
+/* set when a corpus row could not be read while printing (the command fails) */
+static int cli_row_error;
+
 static void print_string(const cl_corpus *cp, int64_t sub) {
     char buf[4 * CL_CORPUS_MAX_LEN + 1];
-    cl_corpus_substring_text(cp, (size_t)sub, buf);
+    if (cl_corpus_row_text(cp, (size_t)sub, buf) < 0) snprintf(buf, sizeof buf, "?"), cli_row_error = 1;
     putchar('"');
     for (char *c = buf; *c; c++) {
         if (*c == '\n') printf("\\n");
@@ -415,9 +418,10 @@ int cmd_explain(int argc, char **argv) {
     /* ---- load (every rank: the library checks are collective) ---- */
     int err = 0;
     double tl0 = cli_wtime();
-    cl_model *m = cl_model_load(model_path);
+    cl_model *m = cl_model_map(model_path); /* read-only: explain never writes weights */
     double tlm = cli_wtime();
-    cl_corpus *cp = m ? cl_corpus_load(corpus_path) : NULL;
+    /* the counts whole; the tokens of the few rows looked up or printed from the file */
+    cl_corpus *cp = m ? cl_corpus_open(corpus_path) : NULL;
     double tlc = cli_wtime();
     cl_index *ix = cp ? cl_index_open(index_path) : NULL;
     if (!m) cl_error_prefix("%s: ", model_path);
@@ -573,6 +577,11 @@ int cmd_explain(int argc, char **argv) {
         for (size_t p = 0; p < P; p++) {
             size_t T = off[p + 1] - off[p];
             int64_t sub = T >= (size_t)cp->L ? cl_explain_find(ix, cp, tok + off[p + 1] - cp->L) : -1;
+            if (sub == -2) { /* a corrupt corpus row: fail (on every rank, below) */
+                free(tmp);
+                rc = cli_fail();
+                goto bcast;
+            }
             if (sub >= 0) cl_corpus_next_dense(cp, (size_t)sub, ngram + p * V);
             for (size_t v = 0; v < V; v++) tmp[v] = ngram[p * V + v];
             ngram_h[p] = cl_hellinger_df(tmp, r->model_probs + p * V, V);
@@ -583,6 +592,10 @@ int cmd_explain(int argc, char **argv) {
                 print_explain(r, &par, cp, m->vocab, texts[p], p, show, ix->first_block);
                 printf("\n");
             }
+        if (cli_row_error) {
+            rc = cli_fail();
+            goto bcast;
+        }
         if (P > 1 || eval_n > 0) {
             printf("%s: %zu %s\n", eval_n > 0 ? "held-out evaluation" : "summary", P,
                    eval_n > 0 ? "windows of the held-out text" : "texts");
@@ -620,6 +633,7 @@ int cmd_explain(int argc, char **argv) {
         } else fprintf(stderr, "every row computed%s\n", ix->sketch ? " (sketch not used)" : " (no sketch)");
         if (out && write_h5(out, r, &par, texts, ix, ngram, ngram_h)) rc = cli_fail();
     }
+bcast:
     rc = cli_bcast_int(rc);
 done:
     if (eval_n > 0 && texts)

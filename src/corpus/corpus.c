@@ -77,6 +77,7 @@ void cl_corpus_free(cl_corpus *c) {
     free(c->next_count);
     free(c->prompt_index);
     free(c->holdout);
+    cl_h5_rows_close(c->token_rows);
     free(c);
 }
 
@@ -418,6 +419,28 @@ int64_t cl_corpus_next_total(const cl_corpus *c, size_t i) {
     return s;
 }
 
+int cl_corpus_row(const cl_corpus *c, size_t i, int32_t *out) {
+    if (i >= c->n) return cl_error("substring %zu is out of range (%zu substrings)", i, c->n);
+    if (c->tokens) {
+        memcpy(out, c->tokens + i * (size_t)c->L, (size_t)c->L * sizeof *out);
+        return 0;
+    }
+    if (!c->token_rows || cl_h5_rows_read(c->token_rows, i, out) < 0) return -1;
+    for (int k = 0; k < c->L; k++)
+        if (out[k] < 0 || out[k] >= c->V)
+            return cl_error("/substrings/tokens: id %d at row %zu is outside the vocabulary", (int)out[k], i);
+    return 0;
+}
+
+long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf) {
+    int32_t t[CL_CORPUS_MAX_LEN];
+    if (cl_corpus_row(c, i, t) < 0) return -1;
+    size_t n = 0;
+    for (int k = 0; k < c->L; k++) n += (size_t)cl_utf8_put(c->vocab[t[k]], buf + n);
+    buf[n] = '\0';
+    return (long)n;
+}
+
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf) {
     const int32_t *t = cl_corpus_substring(c, i);
     size_t n = 0;
@@ -582,7 +605,7 @@ static int read_count(hid_t root, const char *name, long long lo, long long hi, 
     return 0;
 }
 
-static int load_contents(hid_t f, cl_corpus *c) {
+static int load_contents(hid_t f, cl_corpus *c, int lazy) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
     char fmt[64];
@@ -638,19 +661,26 @@ static int load_contents(hid_t f, cl_corpus *c) {
         goto done;
     }
     size_t Ns = c->n, Ls = (size_t)L;
-    c->tokens = cl_trymalloc(Ns, Ls * sizeof *c->tokens, "substring tokens");
-    c->first_offset = cl_trymalloc(Ns, sizeof *c->first_offset, "first offsets");
+    hsize_t dNL[2] = {Ns, Ls}, dN = Ns, dN1 = Ns + 1, dnnz = c->nnz, dP = c->n_prompts;
+    if (lazy) {
+        hsize_t sh[8];
+        if (!(c->token_rows = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
+            cl_h5_shape(f, "/substrings/first_offset", sh) != 1 || sh[0] != dN) {
+            if (c->token_rows) cl_error("dataset /substrings/first_offset is missing or not [%zu]", Ns);
+            goto done;
+        }
+    } else {
+        c->tokens = cl_trymalloc(Ns, Ls * sizeof *c->tokens, "substring tokens");
+        c->first_offset = cl_trymalloc(Ns, sizeof *c->first_offset, "first offsets");
+        if (!c->tokens || !c->first_offset) goto done;
+    }
     c->next_indptr = cl_trymalloc(Ns + 1, sizeof *c->next_indptr, "next-token row pointers");
     c->next_token = cl_trymalloc(c->nnz, sizeof *c->next_token, "next tokens");
     c->next_count = cl_trymalloc(c->nnz, sizeof *c->next_count, "next-token counts");
     c->prompt_index = cl_trymalloc(c->n_prompts, sizeof *c->prompt_index, "prompt indices");
-    if (!c->tokens || !c->first_offset || !c->next_indptr || !c->next_token || !c->next_count ||
-        !c->prompt_index)
-        goto done;
-    hsize_t dNL[2] = {Ns, Ls}, dN = Ns, dN1 = Ns + 1, dnnz = c->nnz, dP = c->n_prompts;
-    if (cl_h5_read_exact(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0 ||
-        cl_h5_read_exact(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &dN,
-                         c->first_offset) < 0 ||
+    if (!c->next_indptr || !c->next_token || !c->next_count || !c->prompt_index) goto done;
+    if ((!lazy && (cl_h5_read_exact(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0 ||
+                   cl_h5_read_exact(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &dN, c->first_offset) < 0)) ||
         cl_h5_read_exact(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1,
                          c->next_indptr) < 0 ||
         cl_h5_read_exact(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz,
@@ -664,14 +694,14 @@ static int load_contents(hid_t f, cl_corpus *c) {
         goto done;
     }
 
-    /* Values. */
-    for (size_t k = 0; k < Ns * Ls; k++)
+    /* Values (of the tokens and offsets read). */
+    for (size_t k = 0; c->tokens && k < Ns * Ls; k++)
         if (c->tokens[k] < 0 || c->tokens[k] >= Vr) {
             cl_error("/substrings/tokens: id %d at row %zu is outside the vocabulary",
                      (int)c->tokens[k], k / Ls);
             goto done;
         }
-    for (size_t i = 0; i < Ns; i++)
+    for (size_t i = 0; c->first_offset && i < Ns; i++)
         if (c->first_offset[i] < 0 || (i > 0 && c->first_offset[i] <= c->first_offset[i - 1])) {
             cl_error("/substrings/first_offset: row %zu is not increasing", i);
             goto done;
@@ -725,11 +755,13 @@ done:
     return rc;
 }
 
-cl_corpus *cl_corpus_load(const char *path) {
+static cl_corpus *load(const char *path, int lazy) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_corpus *c = corpus_new();
-    if (!c || load_contents(f, c) < 0) {
+    /* lazy: the row reader keeps its dataset, and so the file, open after
+       H5Fclose (the default weak close degree) */
+    if (!c || load_contents(f, c, lazy) < 0) {
         if (c) cl_error_prefix("%s: ", path);
         cl_corpus_free(c);
         c = NULL;
@@ -737,3 +769,7 @@ cl_corpus *cl_corpus_load(const char *path) {
     H5Fclose(f);
     return c;
 }
+
+cl_corpus *cl_corpus_load(const char *path) { return load(path, 0); }
+
+cl_corpus *cl_corpus_open(const char *path) { return load(path, 1); }

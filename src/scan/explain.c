@@ -110,9 +110,10 @@ void cl_explain_result_free(cl_explain_result *r) {
 int64_t cl_explain_find(const cl_index *ix, const cl_corpus *cp, const int32_t *tok) {
     size_t lo = 0, hi = ix->N;
     const int L = cp->L;
+    int32_t s[CL_CORPUS_MAX_LEN];
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const int32_t *s = cl_corpus_substring(cp, (size_t)ix->substring[mid]);
+        if (cl_corpus_row(cp, (size_t)ix->substring[mid], s)) return -2;
         int c = 0;
         for (int k = 0; k < L && !c; k++) c = s[k] < tok[k] ? -1 : s[k] > tok[k];
         if (c == 0) return ix->substring[mid];

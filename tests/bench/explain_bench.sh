@@ -30,6 +30,8 @@
 #      fraction of rows computed per block, the ratio; explain.h5 of the
 #      sketch and of the full pass compared byte for byte for the new prompt
 #      and 7 paper prompts (8 texts: the most the sketch path takes).
+#      The whole command of two builds side by side (CPU and wall, best of N
+#      alternated): tests/bench/explain_load_bench.sh BASE_BIN NEW_BIN WORKDIR.
 # Steps run in this order and each prints its figures, so a slice is usable
 # if the run is stopped. usage: tests/bench/explain_bench.sh [WORKDIR] [STEPS]
 # (STEPS: e.g. "12345", "7" for the sketch on an existing WORKDIR/ix.h5; env

@@ -69,8 +69,9 @@ typedef struct {
     /* substrings */
     int L;
     size_t n;                /* N */
-    int32_t *tokens;         /* [N, L]; owned */
-    int64_t *first_offset;   /* [N]; owned */
+    int32_t *tokens;         /* [N, L]; owned; NULL from cl_corpus_open */
+    int64_t *first_offset;   /* [N]; owned; NULL from cl_corpus_open */
+    struct cl_h5_rows *token_rows; /* cl_corpus_open: /substrings/tokens in the file */
     /* next-token counts, CSR */
     size_t nnz;
     int64_t *next_indptr;    /* [N+1]; owned */
@@ -137,6 +138,16 @@ int cl_corpus_save(const cl_corpus *c, const char *path);
  * Returns a new corpus (free with cl_corpus_free) or NULL with cl_error. */
 cl_corpus *cl_corpus_load(const char *path);
 
+/* As cl_corpus_load, for commands that need the counts but only a few
+ * substrings' tokens (explain): /substrings/tokens stays in the file and its
+ * rows are read on demand by cl_corpus_row (tokens is NULL), and
+ * /substrings/first_offset is not read (first_offset is NULL). The same
+ * checks as cl_corpus_load except those of the rows not read: every tokens
+ * chunk must lie inside the file (a truncated file is refused here), and a
+ * row's ids are checked when it is read. Do not use cl_corpus_substring or
+ * cl_corpus_substring_text on it. */
+cl_corpus *cl_corpus_open(const char *path);
+
 void cl_corpus_free(cl_corpus *c);
 
 /* Substring i's tokens: c->tokens + i * L ([L]). */
@@ -148,6 +159,12 @@ static inline const int32_t *cl_corpus_substring(const cl_corpus *c, size_t i) {
 void cl_corpus_next_dense(const cl_corpus *c, size_t i, int32_t *row);
 /* Number of occurrences of substring i that have a follower (sum of its counts). */
 int64_t cl_corpus_next_total(const cl_corpus *c, size_t i);
+
+/* Substring i's tokens into out[0..L), from memory or (cl_corpus_open) the
+ * file. 0 or -1 (cl_error: a corrupt chunk, an id outside the vocabulary). */
+int cl_corpus_row(const cl_corpus *c, size_t i, int32_t *out);
+/* cl_corpus_substring_text through cl_corpus_row: the byte length or -1. */
+long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf);
 
 /* UTF-8 text of substring i into buf (NUL-terminated; needs 4*L+1 bytes).
  * Returns the byte length. */

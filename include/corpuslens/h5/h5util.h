@@ -67,6 +67,17 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
  * names the dataset and both shapes. */
 int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
                      void *data);
+/* Row-at-a-time reader of a dataset whose shape must equal dims (rank 1..8):
+ * for one row (dims[1..] elements of memtype) of a big dataset without
+ * reading it whole. A dataset chunked by rows with [shuffle,] deflate (as
+ * corpuslens writes them) inflates only the chunk holding the row (the last
+ * one is kept); open checks that every chunk is stored inside the file, so a
+ * truncated file is refused there. Any other layout is read whole at open.
+ * open: NULL with cl_error; read: 0 or -1 (a corrupt chunk). */
+typedef struct cl_h5_rows cl_h5_rows;
+cl_h5_rows *cl_h5_rows_open(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims);
+int cl_h5_rows_read(cl_h5_rows *r, size_t row, void *out);
+void cl_h5_rows_close(cl_h5_rows *r);
 /* Rows [p0, p0+n) (the first dimension) of a dataset of any rank, whole in
  * the other dimensions, into buf as memtype. 0 or -1 with a message. */
 int cl_h5_read_rows(hid_t file, const char *path, hid_t memtype, size_t p0, size_t n, void *buf);

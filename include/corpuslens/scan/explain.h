@@ -92,7 +92,8 @@ void cl_explain_result_free(cl_explain_result *r);
 int cl_explain_params_paper(cl_explain_params *par, int Lh);
 
 /* Exact-string n-gram: the corpus substring equal to tok[0..L) (binary
- * search over the index's lexicographic rows), or -1. */
+ * search over the index's lexicographic rows), or -1; -2 with cl_error when
+ * a row of the corpus cannot be read (cl_corpus_open reads them on demand). */
 int64_t cl_explain_find(const cl_index *ix, const cl_corpus *cp, const int32_t *tok);
 
 #endif
