@@ -189,7 +189,7 @@ import sys, h5py
 d = sys.argv[1]
 with h5py.File(f"{d}/scan.h5") as s:
     assert s.attrs["complete"] == 1
-    assert s.attrs["ranks"] == 2, s.attrs["ranks"]
+    assert "ranks" not in s.attrs  # the file does not depend on the rank count (the log above shows 2 ranks)
 with h5py.File(f"{d}/corpus.h5") as c:
     P = int(c.attrs["n_prompts"])
 with h5py.File(f"{d}/report/report.h5") as r:
