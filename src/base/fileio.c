@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "corpuslens/base/error.h"
 
@@ -55,3 +57,19 @@ fail:
     fclose(f);
     return NULL;
 }
+
+int cl_pread_exact(int fd, void *buf, size_t n, unsigned long long off) {
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            if (r == 0) errno = 0;
+            return -1;
+        }
+        p += r, n -= (size_t)r, off += (unsigned long long)r;
+    }
+    return 0;
+}
+
+const char *cl_pread_reason(void) { return errno ? strerror(errno) : "end of file"; }

@@ -21,6 +21,7 @@
 
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/nn/forward.h"
@@ -284,16 +285,9 @@ static void bound(const float *co, const float *re, size_t rows, int k, const fl
 }
 
 /* n bytes at off of fd (the index file): 0, or -1 (message) */
-static int pread_row(int fd, void *buf, size_t n, unsigned long long off) {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            return cl_error("cannot read an index row at byte %llu: %s", off, r < 0 ? strerror(errno) : "end of file");
-        }
-        p += r, n -= (size_t)r, off += (unsigned long long)r;
-    }
+static int pread_index_row(int fd, void *buf, size_t n, unsigned long long off) {
+    if (cl_pread_exact(fd, buf, n, off))
+        return cl_error("cannot read an index row at byte %llu: %s", off, cl_pread_reason());
     return 0;
 }
 
@@ -366,7 +360,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         size_t row = row0 + s;
         const uint16_t *h = ROW(row);
         if (use_pread) {
-            if (pread_row(sk->fd, rowbuf, C * 2, (unsigned long long)((const unsigned char *)h - ix->map))) goto done;
+            if (pread_index_row(sk->fd, rowbuf, C * 2, (unsigned long long)((const unsigned char *)h - ix->map))) goto done;
             h = rowbuf;
         }
         dot_f16(h, 1, C, pv, P, sim, 1);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "scan/scan_internal.h"
 
@@ -312,19 +313,6 @@ fail:
     return -1;
 }
 
-static int pread_all(int fd, void *buf, size_t n, unsigned long long off) {
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            return -1;
-        }
-        p += r, n -= (size_t)r, off += (unsigned long long)r;
-    }
-    return 0;
-}
-
 int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, float *re) {
     const size_t N = s->N, k = (size_t)s->k, i0 = (size_t)b * N + r0;
     if (b < 0 || b >= s->Lh || r0 + n > N) return cl_error("sketch rows %zu..%zu of block %d out of range", r0, r0 + n, b);
@@ -335,10 +323,10 @@ int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, fl
     }
     uint16_t *h = cl_trymalloc(n * k, sizeof(uint16_t), "sketch rows");
     if (!h) return -1;
-    if (pread_all(s->fd, h, n * k * sizeof(uint16_t), s->coords_off + i0 * k * sizeof(uint16_t)) ||
-        pread_all(s->fd, re, n * sizeof(float), s->resid_off + i0 * sizeof(float))) {
+    if (cl_pread_exact(s->fd, h, n * k * sizeof(uint16_t), s->coords_off + i0 * k * sizeof(uint16_t)) ||
+        cl_pread_exact(s->fd, re, n * sizeof(float), s->resid_off + i0 * sizeof(float))) {
         free(h);
-        return cl_error("cannot read the sketch rows %zu..%zu of block %d: %s", r0, r0 + n, b, strerror(errno));
+        return cl_error("cannot read the sketch rows %zu..%zu of block %d: %s", r0, r0 + n, b, cl_pread_reason());
     }
     cl_f16_to_f32_n(h, co, n * k);
     free(h);
