@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "corpuslens/base/clock.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
@@ -20,12 +21,6 @@ typedef struct {
     long every;
 } progress;
 
-static double wall(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 static void on_event(void *user, int kind, const cl_train_event *ev) {
     progress *pg = user;
     if (kind == 1) {
@@ -34,7 +29,7 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
         fflush(stdout);
         return;
     }
-    double t = wall();
+    double t = cl_wall_seconds();
     int last = ev->step == pg->steps;
     if (pg->tty ? (t - pg->last_print < 0.2 && !last) : (ev->step % pg->every != 0 && !last)) return;
     pg->last_print = t;

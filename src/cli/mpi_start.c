@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "corpuslens/base/clock.h"
 #include "cli/cli.h"
 #include "cli/options.h"
 
@@ -76,8 +77,4 @@ int cli_bcast_int(int v) {
     return v;
 }
 
-double cli_wtime(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double cli_wtime(void) { return cl_wall_seconds(); }

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "corpuslens/base/clock.h"
 #include "corpuslens/job/runner.h"
 #include "corpuslens/base/hash.h"
 #include "corpuslens/corpus/corpus.h"
@@ -722,12 +723,6 @@ static int bcast_int(int v, MPI_Comm comm) {
     return v;
 }
 
-static double wall(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
     int rank = 0, R = 1;
     MPI_Comm_rank(comm, &rank);
@@ -746,7 +741,7 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         plan_free(&p);
         return 2;
     }
-    double t_all = wall();
+    double t_all = cl_wall_seconds();
     stage *flat[ST_N + MAX_ALT];
     int n_enabled = flat_stages(&p, flat);
     if (log) {
@@ -837,14 +832,14 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
             break;
         }
         MPI_Barrier(comm);
-        double t0 = wall();
+        double t0 = cl_wall_seconds();
         /* the command may keep pointers into argv and reorder it: give it a private copy */
         char *args[96];
         for (int a = 0; a <= cmd->n; a++) args[a] = cmd->v[a];
         int src = s->fn(cmd->n, args);
         int worst = src;
         MPI_Allreduce(&src, &worst, 1, MPI_INT, MPI_MAX, comm);
-        double dt = wall() - t0;
+        double dt = cl_wall_seconds() - t0;
         fflush(stdout);
         fflush(stderr);
         if (worst != 0) {
@@ -877,7 +872,7 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         }
     }
     if (log && !rc && !dry) {
-        double dt = wall() - t_all;
+        double dt = cl_wall_seconds() - t_all;
         fprintf(log, "\n== done in %.1f s: %d stage%s run, %d skipped\n", dt, ran, ran == 1 ? "" : "s", skipped);
         if (file_exists(p.report_h5)) print_report(log, &p);
         fprintf(log, "\nfiles:\n");

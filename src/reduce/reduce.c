@@ -4,6 +4,7 @@
  * Dimension legend: P prompts, Lb blocks, NB bins, V vocab, PB prompts per
  * read block (hyperslab of /freq/counts).
  */
+#include "corpuslens/base/clock.h"
 #include "corpuslens/reduce/reduce.h"
 
 #include <math.h>
@@ -22,12 +23,6 @@
 #define MAX_LB 64
 /* Bytes of /freq/counts read per hyperslab. */
 #define READ_BLOCK_BYTES (16u << 20)
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- scan.h5 */
 
@@ -416,7 +411,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         goto fail;
     for (size_t v = 0; v < V; v++) unigram[v] = (double)unig[v];
 
-    double t0 = now_s();
+    double t0 = cl_wall_seconds();
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
         if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
@@ -475,7 +470,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
             }
         }
     }
-    r->seconds_read = now_s() - t0;
+    r->seconds_read = cl_wall_seconds() - t0;
     for (size_t k = 0; k < Lb * NB; k++) r->mean_matches_bin[k] /= (double)P;
     if (cl_stats_compute(r->hellinger, P, &r->stats)) goto fail;
     for (size_t i = 0; i < nbl; i++)

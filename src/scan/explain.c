@@ -2,6 +2,7 @@
  * Design: include/corpuslens/scan/explain.h. Dimensions: P prompts, Lh hooked
  * blocks, NL n_layer, V vocab, C channels, K top matches, RB rows per block
  * read, PT prompts per similarity tile. */
+#include "corpuslens/base/clock.h"
 #include "corpuslens/scan/explain.h"
 
 #include <cblas.h>
@@ -71,12 +72,6 @@ __attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, s
     }
 }
 #endif
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 /* Ranks agree through cl_par_agree: on failure every rank holds the failing
  * rank's own message. */
@@ -451,9 +446,9 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         (par->soft && !soft))
         err = 1;
     if (combine(err, comm)) goto fail;
-    double t0 = now_s();
+    double t0 = cl_wall_seconds();
     if (prompts_forward(ix, m, tokens, off, P, pvec, r->model_probs, r->lens, rank, R, comm)) goto fail;
-    double t1 = now_s();
+    double t1 = cl_wall_seconds();
     r->seconds_prompts = t1 - t0;
 
     /* ---- the search over this rank's rows: whole chunks, contiguous ---- */
@@ -520,7 +515,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         }
     }
     if (combine(err, comm)) goto fail;
-    r->seconds_search = now_s() - t1;
+    r->seconds_search = cl_wall_seconds() - t1;
 
     /* ---- merge on rank 0: exact sums, top-K by the total order ---- */
     if (R > 1) {

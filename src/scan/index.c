@@ -2,6 +2,7 @@
  * scan), part files, assembly into index.h5, and the reader. Design and
  * layout: include/corpuslens/scan/index.h. Dimensions: N substrings, S shard
  * size, Lh hooked blocks, C channels. */
+#include "corpuslens/base/clock.h"
 #include "corpuslens/scan/index.h"
 
 #include <errno.h>
@@ -28,12 +29,6 @@
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/scan.h"
 #include "corpuslens/scan/sketch.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 /* Ranks agree through cl_par_agree: on failure every rank holds the failing
  * rank's own message. */
@@ -453,7 +448,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &R);
     memset(res, 0, sizeof *res);
-    double t0 = now_s();
+    double t0 = cl_wall_seconds();
     cl_model *m = NULL;
     cl_corpus *cp = NULL;
     int64_t *perm = NULL;
@@ -494,20 +489,20 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         snprintf(msg, sizeof msg, "resuming: %llu of %zu shards already done", dtot, n_shards);
         o->note(o->progress_user, msg);
     }
-    double tlast = now_s(), tstart = tlast, tf_sum = 0;
+    double tlast = cl_wall_seconds(), tstart = tlast, tf_sum = 0;
     size_t done0 = done, nodes = 0;
     long new_done = 0;
     for (size_t i = done; i < mine && !err; i++) {
         size_t j = (size_t)rank + i * (size_t)R, s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
         for (size_t s = 0; s < rows; s++)
             memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
-        double ta = now_s();
+        double ta = cl_wall_seconds();
         if (cl_trie_fwd_run(tf, stok, rows, point, lo, hi, svec, &M)) {
             err = 1;
             break;
         }
         for (int h = 0; h < Lh; h++) l2normalize_rows(svec + (size_t)h * rows * C, rows, (int)C);
-        tf_sum += now_s() - ta;
+        tf_sum += cl_wall_seconds() - ta;
         nodes += M;
         if (cl_index_writer_put(w, i, svec, rows)) {
             err = 1;
@@ -515,7 +510,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         }
         done = i + 1;
         new_done++;
-        double now = now_s();
+        double now = cl_wall_seconds();
         if (rank == 0 && o->progress) {
             size_t base = done0 * R * S, d = done * R * S;
             if (base > N) base = N;
@@ -528,7 +523,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         }
         if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds) {
             if (cl_index_writer_sync(w)) err = 1;
-            tlast = now_s();
+            tlast = cl_wall_seconds();
         }
     }
     if (!err && res->stopped && cl_index_writer_sync(w)) err = 1;
@@ -546,7 +541,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         rc = 0;
         goto out;
     }
-    double tw = now_s();
+    double tw = cl_wall_seconds();
     MPI_Reduce(rank ? &tf_sum : MPI_IN_PLACE, &tf_sum, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
     unsigned long long nn = nodes, ntot = 0;
     MPI_Allreduce(&nn, &ntot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
@@ -555,8 +550,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     int frc = cl_index_writer_finish(w, 1, &res->bytes, comm);
     w = NULL;
     if (frc) goto out;
-    res->t_write = now_s() - tw;
-    res->wall_seconds = now_s() - t0;
+    res->t_write = cl_wall_seconds() - tw;
+    res->wall_seconds = cl_wall_seconds() - t0;
     rc = 0;
 out:
     if (w) cl_index_writer_abort(w);

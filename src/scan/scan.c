@@ -480,7 +480,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     x->comm = comm;
     MPI_Comm_rank(comm, &x->rank);
     MPI_Comm_size(comm, &x->R);
-    double t0 = scan_now();
+    double t0 = cl_wall_seconds();
     int err = setup(x) || cl_par_fault("scan.setup", comm) ? 1 : 0;
     int rc = -1, state_begun = 0;
     if (combine(err, comm)) goto out;
@@ -521,7 +521,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
     size_t total = x->sampled ? x->sampled * x->S : N;
     size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
-    double tlast = scan_now(), tstart = tlast;
+    double tlast = cl_wall_seconds(), tstart = tlast;
     size_t done0 = x->done;
     long new_done = 0;
     err = 0;
@@ -534,7 +534,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         }
         x->done = i + 1;
         new_done++;
-        double now = scan_now();
+        double now = cl_wall_seconds();
         if (x->rank == 0 && o->progress) {
             /* rank 0's share extrapolated to the job; counts this run's work only */
             size_t base = done0 * x->R * x->S, d = x->done * x->R * x->S;
@@ -551,7 +551,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
                 err = 1;
                 break;
             }
-            tlast = scan_now();
+            tlast = cl_wall_seconds();
         }
     }
     if (!err && x->stopped && ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x))) err = 1;
@@ -579,8 +579,8 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     double tt[4] = {x->t_forward, x->t_sgemm, x->t_select, x->t_prompts};
     MPI_Reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
     res->t_forward = tt[0], res->t_sgemm = tt[1], res->t_select = tt[2], res->t_prompts = tt[3];
-    res->wall_seconds = scan_now() - t0;
-    double tw = scan_now();
+    res->wall_seconds = cl_wall_seconds() - t0;
+    double tw = cl_wall_seconds();
     if (scan_write(x, res)) goto out;
     if (x->ixw) {
         cl_index_writer *w = x->ixw;
@@ -588,8 +588,8 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         if (cl_index_writer_finish(w, 1, NULL, comm)) goto out;
     }
     if (x->rank == 0) scan_state_remove(x);
-    res->t_write = scan_now() - tw;
-    res->wall_seconds = scan_now() - t0;
+    res->t_write = cl_wall_seconds() - tw;
+    res->wall_seconds = cl_wall_seconds() - t0;
     rc = 0;
 out:
     /* a failed run after the state was set up: keep rank checkpoints (and

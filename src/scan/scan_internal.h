@@ -9,6 +9,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "corpuslens/base/clock.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/model/model.h"
 #include "corpuslens/scan/scan.h"
@@ -110,7 +111,6 @@ typedef void (*scan_dot4_fn)(const float *a, const float *const *b, int C, float
 scan_dot4_fn scan_dot4_pick(void);
 
 /* scan_util.c */
-double scan_now(void);
 double scan_cpu_now(void); /* this process's CPU seconds (phase times) */
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
 void scan_mlist_sort_cap(scan_mlist *l, long cap);

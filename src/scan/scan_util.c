@@ -5,13 +5,9 @@
 #include <time.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/clock.h"
 #include "scan/scan_internal.h"
 
-double scan_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 /* This process's CPU seconds (all its threads): the phase times (t_forward,
  * t_sgemm, t_select, t_prompts), which on a shared machine should not count

@@ -1,4 +1,5 @@
 /* train --task parens: see include/corpuslens/train/parens_train.h. */
+#include "corpuslens/base/clock.h"
 #include "corpuslens/train/parens_train.h"
 
 #include <errno.h>
@@ -18,12 +19,6 @@
 #include "corpuslens/train/train.h"
 
 #define PARENS_CONFIG "n_layer=3,n_head=2,n_embd=56,block_size=42,causal=0,pos=sinusoidal,n_classes=2,pad_id=4"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 /* rows of split s: ids [n, T], labels [n] */
 static int encode_split(const cl_parens_set *d, int s, int32_t **ids, unsigned char **lab, size_t *n) {
@@ -121,7 +116,7 @@ int cl_parens_train(const cl_parens_train_opts *o, void (*on_event)(void *, cons
     hp.lr = (float)o->lr;
     cl_rng g;
     cl_rng_seed(&g, o->seed ^ 0x7061726e73ULL);
-    double t0 = now();
+    double t0 = cl_wall_seconds();
     for (long step = 1; step <= o->steps; step++) {
         for (int b = 0; b < o->batch; b++) {
             size_t r = (size_t)cl_rng_below(&g, ntr);
@@ -137,14 +132,14 @@ int cl_parens_train(const cl_parens_train_opts *o, void (*on_event)(void *, cons
             hp.lr = (float)(o->lr * (0.1 + 0.45 * (1.0 + cos(M_PI * (double)(step - 1) / (double)o->steps))));
         cl_train_adamw_step(tr, &hp, step);
         res->steps = step;
-        cl_parens_event ev = {step, loss / o->batch, -1.0, now() - t0};
+        cl_parens_event ev = {step, loss / o->batch, -1.0, cl_wall_seconds() - t0};
         int last = step == o->steps;
         if ((o->eval_every > 0 && step % o->eval_every == 0) || last) {
             /* periodic: the first 1000 validation rows; the last: all */
             size_t ok, nv = last || nva < 1000 ? nva : 1000;
             if (cl_classify(m, va_ids, va_lab, nv, T, NULL, 0, &ok, NULL)) goto out;
             ev.val_acc = (double)ok / (double)nv;
-            ev.seconds = now() - t0;
+            ev.seconds = cl_wall_seconds() - t0;
             res->val_acc = ev.val_acc;
             if (o->goal > 0 && ev.val_acc >= o->goal && res->goal_step < 0) {
                 res->goal_step = step;
@@ -159,7 +154,7 @@ int cl_parens_train(const cl_parens_train_opts *o, void (*on_event)(void *, cons
             break;
         }
     }
-    res->seconds = now() - t0;
+    res->seconds = cl_wall_seconds() - t0;
     size_t ok;
     if (cl_classify(m, te_ids, te_lab, nte, T, NULL, 0, &ok, NULL)) goto out;
     res->test_acc = (double)ok / (double)nte;

@@ -22,16 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "corpuslens/base/clock.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/train/train.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 /* Ranks agree on a local status (cl_par_agree: the failing rank's message
  * on every rank). */
@@ -286,11 +281,11 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     cl_adamw hp = cl_adamw_defaults();
     hp.lr = (float)o->lr;
     const float p = (float)o->dropout;
-    double t0 = now_s();
+    double t0 = cl_wall_seconds();
     long start_step = step, done_here = 0;
     double paused = 0.0; /* seconds spent in evaluations and checkpoints (not in the rates) */
     for (;;) {
-        double tp = now_s();
+        double tp = cl_wall_seconds();
         int want_eval = step == 0 || step == o->steps || (o->eval_every > 0 && step % o->eval_every == 0);
         if (want_eval && !(n_hist && (long)hist[3 * (n_hist - 1)] == step)) {
             double sums[2] = {0, 0}, tot[2];
@@ -315,7 +310,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             hist[3 * n_hist + 2] = tot[1] / denom;
             n_hist++;
             if (rank == 0 && cb) {
-                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, now_s() - t0 - paused, done_here};
+                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, cl_wall_seconds() - t0 - paused, done_here};
                 cb(user, 1, &ev);
             }
         }
@@ -329,7 +324,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             rc = cl_error("stopped after step %ld by CORPUSLENS_TRAIN_STOP_AFTER; %s resumes it", step, o->output);
             goto done;
         }
-        paused += now_s() - tp;
+        paused += cl_wall_seconds() - tp;
         if (step >= o->steps) break;
         /* one update */
         if (batchfile) memcpy(win, batchfile + ((size_t)step * B + r0) * (T + 1), (size_t)Bl * (T + 1) * sizeof(int32_t));
@@ -349,7 +344,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         cl_train_adamw_step(tr, &hp, step);
         done_here++;
         if (rank == 0 && cb) {
-            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), now_s() - t0 - paused, done_here};
+            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), cl_wall_seconds() - t0 - paused, done_here};
             cb(user, 0, &ev);
         }
     }
