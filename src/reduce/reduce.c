@@ -323,6 +323,16 @@ size_t cl_scan_block_prompts(const cl_scan *s) {
     return pb;
 }
 
+void cl_tune_split(cl_rng *rng, size_t P, size_t n_fit, size_t n_train, size_t *perm, uint8_t *mask) {
+    for (size_t i = 0; i < P; i++) perm[i] = i;
+    for (size_t i = P - 1; i > 0; i--) {
+        size_t j = (size_t)cl_rng_below(rng, i + 1), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (size_t i = 0; i < P; i++) mask[perm[i]] = i < n_fit ? 1 : i < n_train ? 2 : 0;
+}
+
 void cl_sqrt_probs(const float *q, size_t V, double *sq) {
     double sum = 0;
     for (size_t v = 0; v < V; v++) sum += q[v] > 0 ? q[v] : 0;
@@ -762,14 +772,8 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     if (!perm || !mask || !row || !h || !tmp) goto done;
     cl_rng rng;
     cl_rng_seed(&rng, o->seed);
-    for (size_t i = 0; i < P; i++) perm[i] = i;
-    for (size_t i = P - 1; i > 0; i--) {
-        size_t j = (size_t)cl_rng_below(&rng, i + 1), x = perm[i];
-        perm[i] = perm[j];
-        perm[j] = x;
-    }
     size_t n_fit = o->max_train && o->max_train < n_train ? o->max_train : n_train;
-    for (size_t i = 0; i < P; i++) mask[perm[i]] = i < n_fit ? 1 : i < n_train ? 2 : 0;
+    cl_tune_split(&rng, P, n_fit, n_train, perm, mask);
     out->n_train = n_train;
     out->n_test = P - n_train;
     /* Load the fit set's suffix sums. */

@@ -133,12 +133,7 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     if (!perm || !mask || !c || !q || !t.kw || !t.cnt || !t.sq || !t.A || !t.base || !Ab || !hs || !hp || !a) goto done;
     cl_rng rng;
     cl_rng_seed(&rng, o->seed);
-    for (size_t i = 0; i < P; i++) perm[i] = i;
-    for (size_t i = P - 1; i > 0; i--) {
-        size_t j = (size_t)cl_rng_below(&rng, i + 1), x = perm[i];
-        perm[i] = perm[j], perm[j] = x;
-    }
-    for (size_t i = 0; i < P; i++) mask[perm[i]] = i < n_fit ? 1 : i < n_train ? 2 : 0;
+    cl_tune_split(&rng, P, n_fit, n_train, perm, mask);
     size_t r = 0;
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;

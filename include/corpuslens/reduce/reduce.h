@@ -36,6 +36,7 @@
 
 #include "corpuslens/model/model.h"
 
+#include "corpuslens/base/rng.h"
 #include "corpuslens/base/stats.h"
 
 /* ---- scan.h5 ---- */
@@ -78,6 +79,12 @@ int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, f
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */
 void cl_sqrt_probs(const float *q, size_t V, double *sq);
+
+/* The prompt split of tune and tune --soft: a permutation of the P prompts
+ * drawn from rng (seeded by the caller, who may draw on from it); mask[p] = 1
+ * for the first n_fit of it (fitted), 2 for the rest of the first n_train
+ * (train, unused), 0 for the others (held out). perm: P entries of scratch. */
+void cl_tune_split(cl_rng *rng, size_t P, size_t n_fit, size_t n_train, size_t *perm, uint8_t *mask);
 
 /* Prompt texts ([P] strings, each malloc'ed in one block: texts[i] points into
  * it; free with cl_scan_texts_free). */
