@@ -140,8 +140,8 @@ int cmd_scan(int argc, char **argv) {
                 res.forward_flops / 1e9, res.cosine_flops / 1e9, res.flops / 1e9 / res.wall_seconds, maxrss / 1024.0,
                 R, o.out_path);
     if (rank == 0)
-        fprintf(stderr, "scan: time per rank (max; CPU seconds, reduce+write wall): prompts %.1f s, trie forward %.1f s, similarity sgemm %.1f s, "
-                        "selection/binning %.1f s, reduce+write %.1f s\n",
+        fprintf(stderr, "scan: time per rank (max; CPU seconds, reduce+write wall): prompts %.2f s, trie forward %.2f s, similarity sgemm %.2f s, "
+                        "selection/binning %.2f s, reduce+write %.2f s\n",
                 res.t_prompts, res.t_forward, res.t_sgemm, res.t_select, res.t_write);
     if (rank == 0) {
         fprintf(stderr, "scan: pruning bound rank %d: pairs pruned per block (exact similarity skipped):", res.prune_rank);
