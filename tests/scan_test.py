@@ -14,7 +14,8 @@ usage: scan_test.py MODE [args]
   prune            the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK=8, 31) against
                    brute force (the default): the same counts and matches
                    except pairs within TOL of an edge (counted); the portable
-                   dot product gives the same bytes; bad ranks are refused
+                   and AVX2 dot products give the same bytes as the default
+                   (AVX-512 where the CPU has it); bad ranks are refused
 Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
@@ -404,7 +405,8 @@ def test_prune():
             "--match-cap", "0", "--match-thresholds", "0.6,0.7"]
     outs = {}
     for name, extra in (("brute", {}), ("pruned", {"CORPUSLENS_SCAN_PRUNE_RANK": "8"}),
-                        ("portable", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT_PORTABLE": "1"}),
+                        ("portable", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "portable"}),
+                        ("avx2", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "avx2"}),
                         ("rank31", {"CORPUSLENS_SCAN_PRUNE_RANK": "31"})):
         out = os.path.join(d, name + ".h5")
         p = run(args + ["-o", out], ranks=2, env=dict(ENV, **extra))
@@ -451,9 +453,10 @@ def test_prune():
         cells = int((brute["freq/n_matches"] != outs[name][0]["freq/n_matches"]).sum())
         print(f"{name} vs brute force: {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
               f"differ; {n_near} pairs lie within {TOL} of an edge (allowed to differ)")
-    # the portable dot product: the same bytes as the vector one
-    pa, pb = outs["pruned"][0], outs["portable"][0]
-    check(sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa), "portable dot: same datasets")
+    # the portable and AVX2 dot products: the same bytes as the default (AVX-512 where the CPU has it)
+    for name in ("portable", "avx2"):
+        pa, pb = outs["pruned"][0], outs[name][0]
+        check(sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa), f"{name} dot: same datasets")
     # negative controls: the comparison sees a changed count and a lost match
     ok_cells = [(p, blk, k) for (p, blk) in near for k in np.nonzero(ok_bins(p, blk))[0]
                 if brute["freq/n_matches"][p, blk, k] > 0]

@@ -133,3 +133,46 @@ Test(scan_merge, uncapped_1500_sources_equal_naive) {
     cr_expect(!merge_matches_naive(&f, 1024, 0), "dropping sources >= 1024 went unnoticed");
     drop(&f);
 }
+
+/* A capped list fed one entry at a time (scan_mlist_add cuts it back to its
+ * best cap whenever it reaches 1.5 cap; scan_mlist_sort_cap at the end) holds
+ * the naive top-cap of everything fed, in order. Coarse similarities (many
+ * ties, broken by substring), orders that are random, ascending and
+ * descending, several caps; a negative control (a list cut to cap + 1
+ * entries) is caught. */
+static int capped_equals_naive(const scan_match *in, size_t n, long cap, long keep) {
+    scan_mlist l = {0};
+    for (size_t i = 0; i < n; i++) cr_assert(scan_mlist_add(&l, in[i].sim, in[i].sub, cap) == 0);
+    scan_mlist_sort_cap(&l, keep);
+    scan_match *ref = malloc(n * sizeof *ref);
+    cr_assert(ref);
+    memcpy(ref, in, n * sizeof *ref);
+    qsort(ref, n, sizeof *ref, naive_cmp);
+    size_t want = n > (size_t)cap ? (size_t)cap : n;
+    int same = l.n == want;
+    for (size_t j = 0; j < want && same; j++) same = l.a[j].sub == ref[j].sub && !(l.a[j].sim != ref[j].sim);
+    free(ref), free(l.a);
+    return same;
+}
+
+Test(scan_merge, capped_list_adds_equal_naive) {
+    cl_rng r;
+    cl_rng_seed(&r, 7);
+    const size_t n = 20000;
+    scan_match *in = malloc(n * sizeof *in);
+    cr_assert(in);
+    const long caps[] = {1, 2, 3, 5, 30, 1000};
+    for (int order = 0; order < 3; order++)
+        for (size_t c = 0; c < sizeof caps / sizeof *caps; c++) {
+            for (size_t i = 0; i < n; i++) {
+                size_t v = order == 0 ? (size_t)cl_rng_below(&r, 40) : order == 1 ? i * 40 / n : 39 - i * 40 / n;
+                in[i].sim = 0.7f + 0.0075f * (float)v;
+                in[i].sub = (int32_t)((i * 7919) % n); /* distinct */
+            }
+            cr_expect(capped_equals_naive(in, n, caps[c], caps[c]), "order %d cap %ld: not the naive top-cap", order,
+                      caps[c]);
+        }
+    /* negative control: the list not cut at the end (up to 1.5 cap entries) is caught */
+    cr_expect(!capped_equals_naive(in, n, 30, 0), "an uncut list went unnoticed");
+    free(in);
+}

@@ -40,6 +40,19 @@ void cl_scan_opts_default(cl_scan_opts *o) {
  * every rank); nonzero when any rank failed. */
 static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
 
+/* Prompt rows per similarity tile of brute force: [PTILE, S] floats. */
+#define PTILE 1024
+/* Prompt rows per bound tile: [prune_ptile, S] floats stay in L2
+ * (CORPUSLENS_SCAN_PRUNE_PTILE for benchmarks, 1..PTILE). */
+#define PRUNE_PTILE 32
+
+/* The largest float <= d: for a float v, v > d exactly when v > float_below(d). */
+static float float_below(double d) {
+    float f = (float)d;
+    if ((double)f > d) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
 /* ---- setup: load, validate, plan ---- */
 
 static int setup(scan_ctx *x) {
@@ -139,7 +152,10 @@ static int setup(scan_ctx *x) {
                  "sim > prefilter, at most match_cap per (prompt, block), most similar first, ties by lower "
                  "substring index; the self pair has sim 1");
     }
-    for (int k = 0; k < x->NB; k++) x->lower[k] = o->prefilter + k * o->bin_width;
+    for (int k = 0; k < x->NB; k++) x->lower[k] = o->prefilter + k * o->bin_width, x->lowf[k] = float_below(x->lower[k]);
+    x->pf_lo = float_below(o->prefilter);
+    for (int b = 0; b < x->Lh; b++) x->thr_lo[b] = float_below(x->thr[b]);
+    x->bin_inv = (float)(1.0 / o->bin_width);
     /* the pruning bound's rank (prune_setup); off by default: on the shared
        2-core benchmark machine the candidates' dot products cost about what
        the bound saves in sgemm (tests/bench/scan_bench.sh measures both) */
@@ -154,16 +170,29 @@ static int setup(scan_ctx *x) {
             return cl_error("CORPUSLENS_SCAN_PRUNE_RANK=%s: expected an integer in 0..%d (0: brute force)", e, C - 1);
         x->prune_r = (int)v;
     }
+    x->prune_ptile = PRUNE_PTILE;
+    const char *ptv = getenv("CORPUSLENS_SCAN_PRUNE_PTILE");
+    if (ptv && *ptv) {
+        char *end;
+        errno = 0;
+        long v = strtol(ptv, &end, 10);
+        if (*end || errno || v < 1 || v > PTILE)
+            return cl_error("CORPUSLENS_SCAN_PRUNE_PTILE=%s: expected an integer in 1..%d", ptv, PTILE);
+        x->prune_ptile = (size_t)v;
+    }
     return 0;
 }
 
-/* Bin of a similarity above the prefilter (see h5schema.h). */
-static inline int bin_of(const scan_ctx *x, double v) {
-    int k = (int)ceil((v - x->o->prefilter) / x->o->bin_width) - 1;
+/* Bin of a float similarity above the prefilter (see h5schema.h): the k with
+ * lower[k] < v <= lower[k + 1] (clamped to 0..NB-1), compared as floats
+ * against lowf (the same answer as in double). The guess only saves steps. */
+static inline int bin_of(const scan_ctx *x, float v) {
+    const int last = x->NB - 1;
+    float g = (v - x->pf_lo) * x->bin_inv;
+    int k = g < (float)last ? (int)g : last;
     if (k < 0) k = 0;
-    if (k > x->NB - 1) k = x->NB - 1;
-    while (k > 0 && v <= x->lower[k]) k--;
-    while (k < x->NB - 1 && v > x->lower[k + 1]) k++;
+    while (k > 0 && !(v > x->lowf[k])) k--;
+    while (k < last && v > x->lowf[k + 1]) k++;
     return k;
 }
 
@@ -228,52 +257,110 @@ static int prompts_forward(scan_ctx *x) {
 
 /* ---- one shard ---- */
 
-/* A pair (prompt p, block h, sorted position s0 + s) with similarity v (2.0f: the
- * self pair): counted when above the prefilter, binned, listed as a match
- * above the block's threshold. */
-static inline int take_pair(scan_ctx *x, size_t p, size_t h, size_t s0, size_t s, float v) {
-    const float pf = (float)x->o->prefilter;
-    if (!(v > pf)) return 0;
-    double vd = v;
-    if (!(vd > x->o->prefilter)) return 0;
-    const size_t V = x->cp->V, NB = x->NB;
-    int k;
-    if (v == 2.0f) v = 1.0f, k = (int)NB - 1;
-    else k = bin_of(x, vd);
-    size_t sub = (size_t)x->perm[s0 + s];
+/* The cells of one (prompt, block) that its pairs update. */
+typedef struct {
+    int32_t *counts;   /* [NB, V] */
+    int64_t *nmatch;   /* [NB] */
+    scan_mlist *list;
+    float thr;         /* the block's match threshold, rounded down (thr_lo) */
+} pair_row;
+
+static inline pair_row row_of(scan_ctx *x, size_t p, size_t h) {
     size_t pb = p * x->Lh + h;
-    int32_t *crow = x->counts + (pb * NB + k) * V;
-    for (int32_t e = x->loc_ptr[s]; e < x->loc_ptr[s + 1]; e++) crow[x->loc_tok[e]] += x->loc_cnt[e];
-    x->nmatch[pb * NB + k]++;
-    x->n_pairs++;
-    if ((double)v > x->thr[h] && scan_mlist_add(&x->lists[pb], v, (int32_t)sub, x->o->match_cap)) return -1;
+    pair_row r = {x->counts + pb * x->NB * x->cp->V, x->nmatch + pb * x->NB, &x->lists[pb], x->thr_lo[h]};
+    return r;
+}
+
+#if defined(__GNUC__)
+#define PREFETCH_W(a) __builtin_prefetch((a), 1)
+#else
+#define PREFETCH_W(a) ((void)(a))
+#endif
+
+/* The pairs of prompt p in block h: sorted positions s0 + pos[j] with
+ * similarities val[j] (2.0f: the self pair). Those above the prefilter are
+ * counted, binned, and listed as matches above the block's threshold. Two
+ * passes: first the bins, with a prefetch of every count cell the pairs will
+ * add to, then the adds. The [P, Lh, NB, V] counts are far larger than the
+ * caches and a row's cells are far apart, so without the prefetches nearly
+ * every add waits for memory on its own. kb: scratch [n]; val is changed. */
+static int take_row(scan_ctx *x, size_t p, size_t h, size_t s0, const int32_t *pos, float *val, int32_t *kb, int n) {
+    const pair_row r = row_of(x, p, h);
+    const size_t V = x->cp->V;
+    const int32_t *tok = x->loc_tok, *cnt = x->loc_cnt, *ptr = x->loc_ptr;
+    for (int j = 0; j < n; j++) {
+        float v = val[j];
+        int k = -1;
+        if (v > x->pf_lo) {
+            if (v == 2.0f) val[j] = 1.0f, k = x->NB - 1;
+            else k = bin_of(x, v);
+            const int32_t *crow = r.counts + (size_t)k * V;
+            for (int32_t e = ptr[pos[j]], e1 = ptr[pos[j] + 1]; e < e1; e++) PREFETCH_W(crow + tok[e]);
+            PREFETCH_W(r.nmatch + k);
+        }
+        kb[j] = k;
+    }
+    for (int j = 0; j < n; j++) {
+        const int k = kb[j];
+        if (k < 0) continue;
+        int32_t *crow = r.counts + (size_t)k * V;
+        for (int32_t e = ptr[pos[j]], e1 = ptr[pos[j] + 1]; e < e1; e++) crow[tok[e]] += cnt[e];
+        r.nmatch[k]++;
+        x->n_pairs++;
+        if (val[j] > r.thr && scan_mlist_add(r.list, val[j], (int32_t)x->perm[s0 + (size_t)pos[j]], x->o->match_cap))
+            return -1;
+    }
     return 0;
 }
 
-/* Prompt rows per bound tile: [PRUNE_PTILE, S] floats stay in L2. */
-#define PRUNE_PTILE 32
+/* The selection over a tile of similarities: rows p0 .. p0 + np - 1 of
+ * block h against the shard's S sorted positions from s0, row i at
+ * x->sims + i S; the self pair is marked 2.0f here. Most of a row is below the
+ * prefilter: 16 compared at once. */
+static int select_tile(scan_ctx *x, size_t h, size_t p0, size_t np, size_t s0, size_t S) {
+    const float pf = x->pf_lo;
+    for (size_t i = 0; i < np; i++) {
+        size_t p = p0 + i;
+        float *row = x->sims + i * S;
+        size_t self = x->inv[x->cp->prompt_index[p]];
+        if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
+        int n = 0;
+        size_t s = 0;
+        for (; s + 16 <= S; s += 16)
+            for (unsigned mk = scan_above16_mask(row + s, pf); mk; mk &= mk - 1) {
+                size_t q = s + (size_t)scan_ctz(mk);
+                x->row_pos[n] = (int32_t)q, x->row_val[n++] = row[q];
+            }
+        for (; s < S; s++)
+            if (row[s] > pf) x->row_pos[n] = (int32_t)s, x->row_val[n++] = row[s];
+        if (take_row(x, p, h, s0, x->row_pos, x->row_val, x->row_k, n)) return -1;
+    }
+    return 0;
+}
+
 /* Substring rows per candidate block: [PRUNE_SBLOCK, C] floats stay in L2. */
 #define PRUNE_SBLOCK 128
 
 /* The similarity search with the pruning bound (scan_prune.c): one sgemm of
  * K = r + 1 gives every pair's bound in a tile that stays in cache; only the
  * candidates (bound > prefilter - SCAN_PRUNE_MARGIN, and the self pair) get
- * their exact dot product. svec is normalised; tb: the clock at entry. */
+ * their exact dot product, eight at a time. svec is normalised; tb: the clock
+ * at entry. */
 __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t S, double tb) {
     const cl_corpus *cp = x->cp;
     const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, Lh = x->Lh;
     const int r = x->prune_r, K = r + 1;
     const float cut = (float)x->o->prefilter - SCAN_PRUNE_MARGIN;
-    const scan_dot_fn dot = scan_dot_pick();
-    const scan_dot4_fn dot4 = scan_dot4_pick();
+    const scan_dot8_fn dot8 = scan_dot8_pick();
+    const size_t PT = x->prune_ptile;
     int32_t ci[PRUNE_SBLOCK];
-    float cv[PRUNE_SBLOCK];
+    float cv[8];
     for (size_t h = 0; h < Lh; h++) {
         const float *sv = x->svec + h * S * C;
         scan_prune_project(x->prune_U + h * r * C, r, sv, S, (int)C, x->sproj, x->prune_tmp);
         x->flops_cosine += 4.0 * S * C * r;
-        for (size_t p0 = 0; p0 < P; p0 += PRUNE_PTILE) {
-            size_t np = P - p0 < PRUNE_PTILE ? P - p0 : PRUNE_PTILE;
+        for (size_t p0 = 0; p0 < P; p0 += PT) {
+            size_t np = P - p0 < PT ? P - p0 : PT;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)K, 1.0f,
                         x->pproj + (h * P + p0) * K, (blasint)K, x->sproj, (blasint)K, 0.0f, x->sims, (blasint)S);
             x->flops_cosine += 2.0 * np * S * K;
@@ -281,39 +368,36 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
             x->t_sgemm += tc - tb;
             int64_t cand = 0;
             /* candidates by column blocks: PRUNE_SBLOCK substring rows and the
-               tile's prompt rows stay in L2 for their dot products; each
-               (prompt, block) still sees its pairs in substring order */
+               tile's prompt rows stay in L2 for their dot products */
             for (size_t sb = 0; sb < S; sb += PRUNE_SBLOCK) {
                 size_t se = S - sb < PRUNE_SBLOCK ? S : sb + PRUNE_SBLOCK;
                 for (size_t i = 0; i < np; i++) {
                     size_t p = p0 + i;
                     float *row = x->sims + i * S;
                     const float *pv = x->pvec + (h * P + p) * C;
-                    size_t self = x->inv[cp->prompt_index[p]];
-                    if (self >= s0 + sb && self < s0 + se) row[self - s0] = 2.0f; /* always a candidate */
-                    /* the row's candidates in this block, their dot products
-                       four at a time, then binned in substring order */
+                    /* the row's candidates in this block, 16 bounds per compare */
                     int nc = 0;
-                    for (size_t s = sb; s < se; s++) {
-                        if ((s & 15) == 0 && s + 16 <= se && !scan_any_above16(row + s, cut)) {
-                            s += 15;
-                            continue;
-                        }
+                    size_t s = sb;
+                    for (; s + 16 <= se; s += 16)
+                        for (unsigned mk = scan_above16_mask(row + s, cut); mk; mk &= mk - 1)
+                            ci[nc++] = (int32_t)(s + (size_t)scan_ctz(mk));
+                    for (; s < se; s++)
                         if (row[s] > cut) ci[nc++] = (int32_t)s;
-                    }
-                    int q = 0;
-                    for (; q + 4 <= nc; q += 4) {
-                        const float *b4[4] = {sv + ci[q] * C, sv + ci[q + 1] * C, sv + ci[q + 2] * C, sv + ci[q + 3] * C};
-                        dot4(pv, b4, (int)C, cv + q);
-                    }
-                    for (; q < nc; q++) cv[q] = dot(pv, sv + ci[q] * C, (int)C);
-                    for (q = 0; q < nc; q++) {
-                        size_t s = (size_t)ci[q];
-                        if (take_pair(x, p, h, s0, s, s0 + s == self ? 2.0f : cv[q])) return -1;
+                    if (!nc) continue;
+                    /* their dot products eight at a time (the last group
+                       padded with the last candidate), written over their
+                       bounds; the pruned pairs keep bounds below the prefilter */
+                    for (int q = 0; q < nc; q += 8) {
+                        const float *b8[8];
+                        for (int u = 0; u < 8; u++) b8[u] = sv + (size_t)ci[q + u < nc ? q + u : nc - 1] * C;
+                        dot8(pv, b8, (int)C, cv);
+                        for (int u = 0; u < 8 && q + u < nc; u++) row[ci[q + u]] = cv[u];
                     }
                     cand += nc;
                 }
             }
+            /* the self pair is a candidate too (select_tile marks it) */
+            if (select_tile(x, h, p0, np, s0, S)) return -1;
             x->flops_cosine += 2.0 * cand * C;
             x->n_cand[h] += cand;
             x->n_tested[h] += (int64_t)(np * S);
@@ -324,15 +408,12 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
     return 0;
 }
 
-#define PTILE 1024
-
 /* The brute-force similarity search (CORPUSLENS_SCAN_PRUNE_RANK=0): the
  * sgemm of every pair, then a pass over the tile. */
 __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t S, double tb) {
     const cl_corpus *cp = x->cp;
     const size_t C = x->m->cfg.n_embd, P = cp->n_prompts, Lh = x->Lh;
     const double Cd = (double)C;
-    const float pf = (float)x->o->prefilter;
     for (size_t h = 0; h < Lh; h++) {
         const float *sv = x->svec + h * S * C;
         for (size_t p0 = 0; p0 < P; p0 += PTILE) {
@@ -342,20 +423,7 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
             x->flops_cosine += 2.0 * np * S * Cd;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
-            for (size_t i = 0; i < np; i++) {
-                size_t p = p0 + i;
-                float *row = x->sims + i * S;
-                size_t self = x->inv[cp->prompt_index[p]];
-                if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
-                for (size_t s = 0; s < S; s++) {
-                    /* most of a row is below the prefilter: skip 16 at a time */
-                    if ((s & 15) == 0 && s + 16 <= S && !scan_any_above16(row + s, pf)) {
-                        s += 15;
-                        continue;
-                    }
-                    if (take_pair(x, p, h, s0, s, row[s])) return -1;
-                }
-            }
+            if (select_tile(x, h, p0, np, s0, S)) return -1;
             x->n_tested[h] += (int64_t)(np * S);
             x->n_cand[h] += (int64_t)(np * S);
             tb = scan_cpu_now();
@@ -464,7 +532,8 @@ static void ctx_free(scan_ctx *x) {
         for (size_t i = 0; i < x->cp->n_prompts * (size_t)x->Lh; i++) free(x->lists[i].a);
         free(x->lists);
     }
-    free(x->prune_U), free(x->pproj), free(x->sproj), free(x->prune_tmp), free(x->loc_ptr), free(x->loc_tok),
+    free(x->prune_U), free(x->pproj), free(x->sproj), free(x->prune_tmp), free(x->loc_ptr), free(x->loc_tok), free(x->row_pos),
+        free(x->row_k), free(x->row_val),
         free(x->loc_cnt);
     free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
@@ -498,6 +567,9 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
                  !(x->svec = cl_trymalloc((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
                  !(x->sims = cl_trymalloc((size_t)PTILE * x->S, sizeof(float), "similarity tile")) ||
                  !(x->loc_ptr = cl_trymalloc(x->S + 1, sizeof(int32_t), "shard next-token lists")) ||
+                 !(x->row_pos = cl_trymalloc(x->S, sizeof(int32_t), "row pairs")) ||
+                 !(x->row_k = cl_trymalloc(x->S, sizeof(int32_t), "row bins")) ||
+                 !(x->row_val = cl_trymalloc(x->S, sizeof(float), "row similarities")) ||
                  !(x->counts = cl_trycalloc(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
                  !(x->nmatch = cl_trycalloc(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||

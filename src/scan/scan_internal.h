@@ -36,6 +36,10 @@ typedef struct {
     int point, lo, hi, Lh, NB;
     double thr[CL_SCAN_MAX_BLOCKS];
     double lower[10000]; /* bin lower edges (NB <= 10000) */
+    /* the same edges as floats rounded down: for a float v, v > lower[k]
+       exactly when v > lowf[k] (likewise the prefilter and the thresholds),
+       so the selection compares floats and gets the double comparison's answer */
+    float lowf[10000], pf_lo, thr_lo[CL_SCAN_MAX_BLOCKS], bin_inv;
     char match_rule[512];
     size_t S, n_shards;
     int64_t *perm;      /* [N] sorted position -> substring */
@@ -62,6 +66,7 @@ typedef struct {
     struct cl_index_writer *ixw; /* scan --index-out (index.h), NULL otherwise */
     /* the pruning bound (scan_prune.c); prune_r = 0: brute force */
     int prune_r;
+    size_t prune_ptile; /* prompt rows per bound tile */
     float *prune_U;     /* [Lh, r, C] */
     float *pproj;       /* [Lh, P, r + 1] projected prompts and remainder norms */
     float *sproj;       /* [S, r + 1] the same for the shard's substrings (one block) */
@@ -71,6 +76,8 @@ typedef struct {
     int32_t *loc_ptr;   /* [S + 1] */
     int32_t *loc_tok, *loc_cnt;
     size_t loc_cap;
+    int32_t *row_pos, *row_k; /* [S] one row's pairs above the prefilter (brute force) */
+    float *row_val;           /* [S] */
     int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
 } scan_ctx;
 
@@ -91,6 +98,33 @@ static inline int scan_any_above16(const float *r, float t) {
 #endif
 }
 
+/* Bit i of the result: r[i] > t (NaN is not), i < 16. */
+static inline unsigned scan_above16_mask(const float *r, float t) {
+#if defined(__SSE2__)
+    __m128 tv = _mm_set1_ps(t);
+    unsigned m = (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(r), tv));
+    m |= (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(r + 4), tv)) << 4;
+    m |= (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(r + 8), tv)) << 8;
+    m |= (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(r + 12), tv)) << 12;
+    return m;
+#else
+    unsigned m = 0;
+    for (int i = 0; i < 16; i++) m |= (unsigned)(r[i] > t) << i;
+    return m;
+#endif
+}
+
+/* The lowest set bit of a nonzero m. */
+static inline int scan_ctz(unsigned m) {
+#if defined(__GNUC__)
+    return __builtin_ctz(m);
+#else
+    int i = 0;
+    while (!(m & 1u)) m >>= 1, i++;
+    return i;
+#endif
+}
+
 /* scan_prune.c: the exact pruning bound (see there). basis: U [r, C], the
  * top-r principal directions of v [n, C] (orthonormal rows). project:
  * out [n, r + 1] = [U v, |v - U^T U v| rounded up] for each row of v;
@@ -104,11 +138,10 @@ int scan_prune_basis(const float *v, size_t n, int C, int r, float *U);
 int scan_top_subspace(const double *M, int C, int k, double *P, double *kept);
 #define SCAN_PRUNE_CHUNK 2048
 int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, float *out, float *tmp);
-typedef float (*scan_dot_fn)(const float *a, const float *b, int C);
-scan_dot_fn scan_dot_pick(void);
-/* four dot products of a with b[0..3] into out[0..3], each with scan_dot's bits */
-typedef void (*scan_dot4_fn)(const float *a, const float *const *b, int C, float *out);
-scan_dot4_fn scan_dot4_pick(void);
+/* eight dot products of a with b[0..7] into out[0..7], each summed in one
+ * fixed order (the same bits from every version; scan_prune.c) */
+typedef void (*scan_dot8_fn)(const float *a, const float *const *b, int C, float *out);
+scan_dot8_fn scan_dot8_pick(void);
 
 /* scan_util.c */
 double scan_cpu_now(void); /* this process's CPU seconds (phase times) */

@@ -65,9 +65,11 @@ int scan_prune_project(const float *U, int r, const float *v, size_t n, int C, f
     return 0;
 }
 
-/* ---- the exact dot product of a candidate ----
- * 32 lanes summed in a fixed order, multiply then add (never fused): the
- * AVX2 and the portable versions give the same bits. */
+/* ---- the exact dot products of the candidates ----
+ * 32 lanes (lane l sums the products of elements l, l + 32, l + 64, ...),
+ * multiply then add (never fused), the lanes then summed as a tree (16, 8, 4,
+ * 2, 1; lanes_sum): the portable, AVX2 and AVX-512 versions give the same
+ * bits. The vector versions sum the tree in registers. */
 
 __attribute__((optimize("fp-contract=off"))) static float lanes_sum(float *acc, const float *a, const float *b, int i, int C) {
     for (int l = 0; i < C; i++, l++) {
@@ -90,29 +92,24 @@ __attribute__((optimize("fp-contract=off"))) static float dot_portable(const flo
     return lanes_sum(acc, a, b, i, C);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"))) static float dot_avx2(const float *a, const float *b, int C) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 32 <= C; i += 32) {
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
-        s2 = _mm256_add_ps(s2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16)));
-        s3 = _mm256_add_ps(s3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24)));
-    }
-    float acc[32];
-    _mm256_storeu_ps(acc, s0);
-    _mm256_storeu_ps(acc + 8, s1);
-    _mm256_storeu_ps(acc + 16, s2);
-    _mm256_storeu_ps(acc + 24, s3);
-    return lanes_sum(acc, a, b, i, C);
+static void dot8_portable(const float *a, const float *const *b, int C, float *out) {
+    for (int q = 0; q < 8; q++) out[q] = dot_portable(a, b[q], C);
 }
-#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
-/* Four dot products of a with b[0..3] at once (more loads in flight), each
- * summed exactly as dot_avx2. */
-__attribute__((target("avx2"))) static void dot4_avx2(const float *a, const float *const *b, int C, float *out) {
+/* lanes_sum's tree over s0..s3 (lanes 0-7, 8-15, 16-23, 24-31) */
+__attribute__((target("avx2"), optimize("fp-contract=off"))) static inline float tree_avx2(__m256 s0, __m256 s1, __m256 s2,
+                                                                                          __m256 s3) {
+    __m256 u = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3)); /* w = 16, then 8 */
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1)); /* 4 */
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));                                       /* 2 */
+    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));                                   /* 1 */
+    return _mm_cvtss_f32(v);
+}
+
+/* Four dot products of a with b[0..3] at once (more loads in flight). */
+__attribute__((target("avx2"), optimize("fp-contract=off"))) static void dot4_avx2(const float *a, const float *const *b,
+                                                                                  int C, float *out) {
     __m256 s[4][4];
     for (int q = 0; q < 4; q++)
         for (int u = 0; u < 4; u++) s[q][u] = _mm256_setzero_ps();
@@ -123,27 +120,67 @@ __attribute__((target("avx2"))) static void dot4_avx2(const float *a, const floa
             for (int q = 0; q < 4; q++) s[q][u] = _mm256_add_ps(s[q][u], _mm256_mul_ps(av, _mm256_loadu_ps(b[q] + i + 8 * u)));
         }
     for (int q = 0; q < 4; q++) {
-        float acc[32];
+        if (i == C) {
+            out[q] = tree_avx2(s[q][0], s[q][1], s[q][2], s[q][3]);
+            continue;
+        }
+        float acc[32]; /* C not a multiple of 32: the tail lane by lane */
         for (int u = 0; u < 4; u++) _mm256_storeu_ps(acc + 8 * u, s[q][u]);
+        out[q] = lanes_sum(acc, a, b[q], i, C);
+    }
+}
+
+static void dot8_avx2(const float *a, const float *const *b, int C, float *out) {
+    dot4_avx2(a, b, C, out);
+    dot4_avx2(a, b + 4, C, out + 4);
+}
+
+/* lanes_sum's tree over z0, z1 (lanes 0-15, 16-31) */
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) static inline float tree_avx512(__m512 z0, __m512 z1) {
+    __m512 t = _mm512_add_ps(z0, z1); /* w = 16 */
+    __m256 u = _mm256_add_ps(_mm512_castps512_ps256(t),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1))); /* 8 */
+    __m128 v = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));          /* 4 */
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));                                                  /* 2 */
+    v = _mm_add_ss(v, _mm_shuffle_ps(v, v, 1));                                              /* 1 */
+    return _mm_cvtss_f32(v);
+}
+
+/* Eight dot products of a with b[0..7] at once: 16 accumulators of 16 lanes. */
+__attribute__((target("avx512f"), optimize("fp-contract=off"))) static void dot8_avx512(const float *a,
+                                                                                       const float *const *b, int C,
+                                                                                       float *out) {
+    __m512 s[8][2];
+    for (int q = 0; q < 8; q++) s[q][0] = s[q][1] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= C; i += 32) {
+        __m512 a0 = _mm512_loadu_ps(a + i), a1 = _mm512_loadu_ps(a + i + 16);
+        for (int q = 0; q < 8; q++) {
+            s[q][0] = _mm512_add_ps(s[q][0], _mm512_mul_ps(a0, _mm512_loadu_ps(b[q] + i)));
+            s[q][1] = _mm512_add_ps(s[q][1], _mm512_mul_ps(a1, _mm512_loadu_ps(b[q] + i + 16)));
+        }
+    }
+    for (int q = 0; q < 8; q++) {
+        if (i == C) {
+            out[q] = tree_avx512(s[q][0], s[q][1]);
+            continue;
+        }
+        float acc[32];
+        _mm512_storeu_ps(acc, s[q][0]);
+        _mm512_storeu_ps(acc + 16, s[q][1]);
         out[q] = lanes_sum(acc, a, b[q], i, C);
     }
 }
 #endif
 
-static void dot4_portable(const float *a, const float *const *b, int C, float *out) {
-    for (int q = 0; q < 4; q++) out[q] = dot_portable(a, b[q], C);
-}
-
-scan_dot4_fn scan_dot4_pick(void) {
+/* AVX-512 where the CPU has it, else AVX2, else portable;
+ * CORPUSLENS_SCAN_DOT=portable or avx2 picks a lower one (tests). */
+scan_dot8_fn scan_dot8_pick(void) {
+    const char *e = getenv("CORPUSLENS_SCAN_DOT");
+    if (e && !strcmp(e, "portable")) return dot8_portable;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (!getenv("CORPUSLENS_SCAN_DOT_PORTABLE") && __builtin_cpu_supports("avx2")) return dot4_avx2;
+    if (!(e && !strcmp(e, "avx2")) && __builtin_cpu_supports("avx512f")) return dot8_avx512;
+    if (__builtin_cpu_supports("avx2")) return dot8_avx2;
 #endif
-    return dot4_portable;
-}
-
-scan_dot_fn scan_dot_pick(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (!getenv("CORPUSLENS_SCAN_DOT_PORTABLE") && __builtin_cpu_supports("avx2")) return dot_avx2;
-#endif
-    return dot_portable;
+    return dot8_portable;
 }

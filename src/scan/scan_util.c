@@ -35,13 +35,57 @@ void scan_mlist_sort_cap(scan_mlist *l, long cap) {
     }
 }
 
+/* Whether x comes before y in match_cmp's order (higher similarity, then
+ * lower substring index). */
+static inline int match_before(const scan_match *x, const scan_match *y) {
+    return x->sim > y->sim || (x->sim == y->sim && x->sub < y->sub);
+}
+
+/* Reorder a[0..n) so that a[k] is the element match_cmp's sort would put
+ * there, those before it ahead and those after it behind (quickselect,
+ * median-of-three pivots; a sort of the rest past 64 rounds). The entries of
+ * a list are distinct (one per substring), so the order is total. */
+static void match_select(scan_match *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    for (int round = 0; hi > lo; round++) {
+        if (round == 64) {
+            qsort(a + lo, hi - lo + 1, sizeof *a, match_cmp);
+            return;
+        }
+        size_t mid = lo + (hi - lo) / 2;
+        scan_match t;
+#define MSWAP(i, j) (t = a[i], a[i] = a[j], a[j] = t)
+        if (match_before(&a[mid], &a[lo])) MSWAP(mid, lo);
+        if (match_before(&a[hi], &a[lo])) MSWAP(hi, lo);
+        if (match_before(&a[hi], &a[mid])) MSWAP(hi, mid);
+        if (hi - lo < 3) return; /* three or fewer: sorted by the swaps */
+        const scan_match pv = a[mid];
+        /* a[lo] is before the pivot and a[hi] after it: the scans stop there */
+        size_t i = lo, j = hi;
+        for (;;) {
+            do i++; while (match_before(&a[i], &pv));
+            do j--; while (match_before(&pv, &a[j]));
+            if (i >= j) break;
+            MSWAP(i, j);
+        }
+#undef MSWAP
+        /* a[lo .. j] before or at the pivot, a[j + 1 .. hi] at or after it */
+        if (k <= j) hi = j;
+        else lo = j + 1;
+    }
+}
+
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap) {
     if (l->capped && sim < l->floor) return 0;
-    /* a capped list grows to 1.5 cap, then is sorted and cut back to cap */
+    /* a capped list grows to 1.5 cap, then is cut back to its best cap
+       (the same entries and floor as sorting it, in linear time) */
     const uint32_t lim = cap > 0 ? (uint32_t)cap + (uint32_t)cap / 2 + 1 : 0;
     if (l->n == l->alloc) {
         if (cap > 0 && l->n >= lim) {
-            scan_mlist_sort_cap(l, cap);
+            match_select(l->a, l->n, (size_t)cap - 1);
+            l->n = (uint32_t)cap;
+            l->floor = l->a[cap - 1].sim;
+            l->capped = 1;
             if (sim < l->floor) return 0;
         } else {
             uint32_t na = l->alloc ? l->alloc * 2 : 8;

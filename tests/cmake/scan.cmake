@@ -19,3 +19,5 @@ cl_criterion_test(test_scan_merge ${CMAKE_CURRENT_SOURCE_DIR}/test_scan_merge.c)
 # 1, 2, 4, 8 ranks (oversubscribed) write byte-identical scan.h5 (parallel HDF5), wall_seconds zeroed
 cl_script_test(scan_ranks_bytes "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_ranks_bytes.sh)
 set_tests_properties(scan_ranks_bytes PROPERTIES TIMEOUT 900)
+# the pruned scan's dot products: AVX-512, AVX2 and portable give the same bits for every length
+cl_criterion_test(test_scan_dot ${CMAKE_CURRENT_SOURCE_DIR}/test_scan_dot.c)
