@@ -9,9 +9,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,9 +44,29 @@ static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 
 
 /* Prompt rows per similarity tile of brute force: [PTILE, S] floats. */
 #define PTILE 1024
-/* Prompt rows per bound tile: [prune_ptile, S] floats stay in L2
- * (CORPUSLENS_SCAN_PRUNE_PTILE for benchmarks, 1..PTILE). */
-#define PRUNE_PTILE 32
+/* Prompt rows per bound tile (CORPUSLENS_SCAN_PRUNE_PTILE for benchmarks,
+ * 1..PTILE): each substring row of a candidate block is the candidate of
+ * about PRUNE_PTILE x 5 % prompts while it is in cache (paper slice: 256 beat
+ * 32 and 128, 512 no better). */
+#define PRUNE_PTILE 256
+
+/* A zeroed array for cells the selection updates at random (the counts):
+ * 2 MiB aligned and marked for transparent huge pages where the system has
+ * them, so that its updates do not miss the TLB as well as the caches. Freed
+ * with free(). */
+static void *calloc_huge(size_t n, size_t size, const char *what) {
+    if (n && size > SIZE_MAX / n) return cl_trycalloc(n, size, what);
+    size_t bytes = n * size, huge = (size_t)2 << 20;
+    if (bytes < huge) return cl_trycalloc(n, size, what);
+    bytes = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, bytes)) return cl_trycalloc(n, size, what);
+#if defined(MADV_HUGEPAGE)
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: without it the pages are small */
+#endif
+    memset(p, 0, bytes);
+    return p;
+}
 
 /* The largest float <= d: for a float v, v > d exactly when v > float_below(d). */
 static float float_below(double d) {
@@ -205,7 +227,7 @@ static int prompts_forward(scan_ctx *x) {
     const cl_corpus *cp = x->cp;
     size_t P = cp->n_prompts, C = c->n_embd, V = c->vocab_size, NL = c->n_layer;
     int L = cp->L, err = 0;
-    x->pvec = cl_trycalloc((size_t)x->Lh * P * C, sizeof(float), "prompt vectors");
+    x->pvec = calloc_huge((size_t)x->Lh * P * C, sizeof(float), "prompt vectors");
     x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
     x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
     float *cap = cl_trymalloc((size_t)x->Lh * PCHUNK * C, sizeof(float), "prompt capture");
@@ -315,13 +337,13 @@ static int take_row(scan_ctx *x, size_t p, size_t h, size_t s0, const int32_t *p
 
 /* The selection over a tile of similarities: rows p0 .. p0 + np - 1 of
  * block h against the shard's S sorted positions from s0, row i at
- * x->sims + i S; the self pair is marked 2.0f here. Most of a row is below the
+ * x->sims + i ld; the self pair is marked 2.0f here. Most of a row is below the
  * prefilter: 16 compared at once. */
-static int select_tile(scan_ctx *x, size_t h, size_t p0, size_t np, size_t s0, size_t S) {
+static int select_tile(scan_ctx *x, size_t h, size_t p0, size_t np, size_t s0, size_t S, size_t ld) {
     const float pf = x->pf_lo;
     for (size_t i = 0; i < np; i++) {
         size_t p = p0 + i;
-        float *row = x->sims + i * S;
+        float *row = x->sims + i * ld;
         size_t self = x->inv[x->cp->prompt_index[p]];
         if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
         int n = 0;
@@ -353,6 +375,10 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
     const float cut = (float)x->o->prefilter - SCAN_PRUNE_MARGIN;
     const scan_dot8_fn dot8 = scan_dot8_pick();
     const size_t PT = x->prune_ptile;
+    /* the tile's rows S + 16 floats apart: the column blocks read
+       [PT, PRUNE_SBLOCK] pieces of them, which with S a multiple of 1024
+       (the default 2048) would otherwise fall into the same few cache sets */
+    const size_t ld = S + 16;
     int32_t ci[PRUNE_SBLOCK];
     float cv[8];
     for (size_t h = 0; h < Lh; h++) {
@@ -362,18 +388,19 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
         for (size_t p0 = 0; p0 < P; p0 += PT) {
             size_t np = P - p0 < PT ? P - p0 : PT;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)K, 1.0f,
-                        x->pproj + (h * P + p0) * K, (blasint)K, x->sproj, (blasint)K, 0.0f, x->sims, (blasint)S);
+                        x->pproj + (h * P + p0) * K, (blasint)K, x->sproj, (blasint)K, 0.0f, x->sims, (blasint)ld);
             x->flops_cosine += 2.0 * np * S * K;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
             int64_t cand = 0;
             /* candidates by column blocks: PRUNE_SBLOCK substring rows and the
-               tile's prompt rows stay in L2 for their dot products */
+               tile's prompt rows stay in L2 for their dot products (huge
+               pages for svec and pvec: no TLB miss per row) */
             for (size_t sb = 0; sb < S; sb += PRUNE_SBLOCK) {
                 size_t se = S - sb < PRUNE_SBLOCK ? S : sb + PRUNE_SBLOCK;
                 for (size_t i = 0; i < np; i++) {
                     size_t p = p0 + i;
-                    float *row = x->sims + i * S;
+                    float *row = x->sims + i * ld;
                     const float *pv = x->pvec + (h * P + p) * C;
                     /* the row's candidates in this block, 16 bounds per compare */
                     int nc = 0;
@@ -397,7 +424,7 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
                 }
             }
             /* the self pair is a candidate too (select_tile marks it) */
-            if (select_tile(x, h, p0, np, s0, S)) return -1;
+            if (select_tile(x, h, p0, np, s0, S, ld)) return -1;
             x->flops_cosine += 2.0 * cand * C;
             x->n_cand[h] += cand;
             x->n_tested[h] += (int64_t)(np * S);
@@ -423,7 +450,7 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
             x->flops_cosine += 2.0 * np * S * Cd;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
-            if (select_tile(x, h, p0, np, s0, S)) return -1;
+            if (select_tile(x, h, p0, np, s0, S, S)) return -1;
             x->n_tested[h] += (int64_t)(np * S);
             x->n_cand[h] += (int64_t)(np * S);
             tb = scan_cpu_now();
@@ -564,14 +591,14 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (!err)
         for (size_t i = 0; i < N; i++) x->inv[x->perm[i]] = i;
     if (!err && (!(x->stok = cl_trymalloc(x->S * cp->L, sizeof(int32_t), "shard tokens")) ||
-                 !(x->svec = cl_trymalloc((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
-                 !(x->sims = cl_trymalloc((size_t)PTILE * x->S, sizeof(float), "similarity tile")) ||
+                 !(x->svec = calloc_huge((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
+                 !(x->sims = calloc_huge((size_t)PTILE * (x->S + 16), sizeof(float), "similarity tile")) ||
                  !(x->loc_ptr = cl_trymalloc(x->S + 1, sizeof(int32_t), "shard next-token lists")) ||
                  !(x->row_pos = cl_trymalloc(x->S, sizeof(int32_t), "row pairs")) ||
                  !(x->row_k = cl_trymalloc(x->S, sizeof(int32_t), "row bins")) ||
                  !(x->row_val = cl_trymalloc(x->S, sizeof(float), "row similarities")) ||
-                 !(x->counts = cl_trycalloc(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
-                 !(x->nmatch = cl_trycalloc(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
+                 !(x->counts = calloc_huge(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
+                 !(x->nmatch = calloc_huge(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
                  !(x->tf = cl_trie_fwd_create(x->m, cp->L, x->S))))
         err = 1;
