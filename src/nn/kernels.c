@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "corpuslens/nn/gemm.h"
 #include "kernels_rows.h"
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
@@ -28,8 +29,7 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
         for (size_t i = 0; i < N; i++) memcpy(out + i * OC, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, IC, 1.0f, inp, IC, W, IC, beta, out,
-                OC);
+    cl_sgemm_nt(N, (size_t)OC, (size_t)IC, inp, (size_t)IC, W, (size_t)IC, out, (size_t)OC, beta != 0.0f);
 }
 
 void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale) {

@@ -26,6 +26,7 @@
 #include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
@@ -493,8 +494,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                     }
                 } else
 #endif
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)n, (blasint)C, 1.0f,
-                            pvec + (b * P + p0) * C, (blasint)C, rows, (blasint)C, 0.0f, sims, (blasint)n);
+                cl_sgemm_nt(np, n, C, pvec + (b * P + p0) * C, C, rows, C, sims, n, 0);
                 for (size_t i = 0; i < np; i++) {
                     size_t p = p0 + i, pb = p * Lh + b;
                     const float *row = sims + i * n;

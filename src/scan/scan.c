@@ -20,6 +20,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/scan/index.h"
@@ -337,8 +338,7 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
         const float *sv = x->svec + h * S * C;
         for (size_t p0 = 0; p0 < P; p0 += PTILE) {
             size_t np = P - p0 < PTILE ? P - p0 : PTILE;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)C, 1.0f,
-                        x->pvec + (h * P + p0) * C, (blasint)C, sv, (blasint)C, 0.0f, x->sims, (blasint)S);
+            cl_sgemm_nt(np, S, C, x->pvec + (h * P + p0) * C, C, sv, C, x->sims, S, 0);
             x->flops_cosine += 2.0 * np * S * Cd;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
