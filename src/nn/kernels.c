@@ -80,6 +80,9 @@ void attention_one_forward(float *out, float *att, const float *q, const float *
         for (int j = 0; j < n; j++) {
             const float *k = keys[j] + (size_t)h * hs;
             float d = 0.0f;
+            /* vector partial sums: a dependent chain of hs adds was ~6 % of
+               the scan's trie forward */
+#pragma omp simd reduction(+ : d)
             for (int i = 0; i < hs; i++) d += qh[i] * k[i];
             d *= scale;
             w[j] = d;
