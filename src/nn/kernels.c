@@ -9,6 +9,10 @@
 
 #include "kernels_rows.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h> /* matmul_forward_few's AVX2 path, chosen at run time */
+#endif
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps) {
 #pragma omp parallel for schedule(static) if (N * (size_t)C > 65536)
@@ -30,6 +34,81 @@ void matmul_forward(float *out, const float *inp, const float *W, const float *b
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)N, OC, IC, 1.0f, inp, IC, W, IC, beta, out,
                 OC);
+}
+
+/* matmul_forward_few: out[r, o] = dot(inp[r], W[o]) + bias[o], W read once
+ * straight from where it lies (no packing: sgemm copies all of W into its
+ * panels first, which for a few rows costs more than the products). Each dot
+ * product is summed in 8 lanes (k = j mod 8), the lanes added pairwise, then
+ * the tail k >= IC - IC % 8, then the bias: the same order for every row and
+ * every N, so a row's result does not depend on the rows beside it. */
+#define FEW_ROWS 4
+#ifndef FEW_PREFETCH
+#define FEW_PREFETCH 2048
+#endif
+static float lanes_sum(const float l[8]) {
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static float few_tail(float s, const float *a, const float *w, int k0, int IC, const float *bias, int o) {
+    for (int k = k0; k < IC; k++) s += a[k] * w[k];
+    return bias ? s + bias[o] : s;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void few_avx2(float *out, const float *inp, const float *W,
+                                                          const float *bias, size_t N, int IC, int OC) {
+    const int K8 = IC & ~7;
+    for (int o = 0; o < OC; o++) { /* row o of W stays in L1 for every group of rows */
+        const float *w = W + (size_t)o * IC;
+        for (size_t r0 = 0; r0 < N; r0 += FEW_ROWS) {
+            const float *a[FEW_ROWS]; /* rows past N repeat the last row; their sums are dropped */
+            for (int i = 0; i < FEW_ROWS; i++) a[i] = inp + (r0 + i < N ? r0 + i : N - 1) * (size_t)IC;
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            for (int k = 0; k < K8; k += 8) {
+                if (r0 == 0) _mm_prefetch((const char *)(w + k + FEW_PREFETCH), _MM_HINT_T0);
+                __m256 wk = _mm256_loadu_ps(w + k);
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a[0] + k), wk, s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a[1] + k), wk, s1);
+                s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a[2] + k), wk, s2);
+                s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a[3] + k), wk, s3);
+            }
+            float l[FEW_ROWS][8];
+            _mm256_storeu_ps(l[0], s0);
+            _mm256_storeu_ps(l[1], s1);
+            _mm256_storeu_ps(l[2], s2);
+            _mm256_storeu_ps(l[3], s3);
+            for (int i = 0; i < FEW_ROWS && r0 + i < N; i++)
+                out[(r0 + i) * OC + o] = few_tail(lanes_sum(l[i]), a[i], w, K8, IC, bias, o);
+        }
+    }
+}
+#endif
+
+static void few_plain(float *out, const float *inp, const float *W, const float *bias, size_t N, int IC, int OC) {
+    const int K8 = IC & ~7;
+    for (int o = 0; o < OC; o++) {
+        const float *w = W + (size_t)o * IC;
+        for (size_t r = 0; r < N; r++) {
+            const float *a = inp + r * IC;
+            float l[8] = {0};
+            for (int k = 0; k < K8; k += 8)
+                for (int j = 0; j < 8; j++) l[j] += a[k + j] * w[k + j];
+            out[r * OC + o] = few_tail(lanes_sum(l), a, w, K8, IC, bias, o);
+        }
+    }
+}
+
+void matmul_forward_few(float *out, const float *inp, const float *W, const float *bias, size_t N, int IC,
+                        int OC) {
+    if (N == 0) return;
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        few_avx2(out, inp, W, bias, N, IC, OC);
+        return;
+    }
+#endif
+    few_plain(out, inp, W, bias, N, IC, OC);
 }
 
 void attention_pattern_forward(float *att, const float *qkv, int B, int T, int C, int H, float scale) {
