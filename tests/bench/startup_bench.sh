@@ -7,7 +7,9 @@
 # best of the rounds (wall time, and CPU time = user + sys, which a busy
 # machine inflates less), and the ratio is printed. The two must print the same
 # distribution. The same for `corpuslens predict --help` (start-up alone: no
-# model read, no forward pass). A benchmark, not a test.
+# model read, no forward pass), and the number of shared libraries each loads.
+# OPENBLAS_CORETYPE is passed on as it is set (the same for both). A benchmark,
+# not a test.
 #
 # usage: tests/bench/startup_bench.sh --before BIN --after BIN [--model M.h5] [--rounds N]
 # Default model: the shared lecture model imported into a temporary file.
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
     --after) after=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "startup_bench.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -59,9 +61,13 @@ done
 row() { # label before after
   awk -v l="$1" -v b="$2" -v a="$3" 'BEGIN { printf "  %-34s %9.1f %9.1f %7.1fx\n", l, b / 1000, a / 1000, b / a }'
 }
-echo "best of $rounds runs each, in ms (load average: $(cut -d' ' -f1 /proc/loadavg)):"
+echo "best of $rounds runs each, in ms (load average: $(cut -d' ' -f1 /proc/loadavg);" \
+     "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, the same for both):"
 printf "  %-34s %9s %9s %8s\n" "" before after ratio
 row "predict, wall" "${best[pb_w]}" "${best[pa_w]}"
 row "predict, CPU (user + sys)" "${best[pb_c]}" "${best[pa_c]}"
 row "predict --help (start-up), wall" "${best[hb_w]}" "${best[ha_w]}"
 row "predict --help (start-up), CPU" "${best[hb_c]}" "${best[ha_c]}"
+# what the dynamic loader maps at every start
+libs() { ldd "$1" 2>/dev/null | grep -c '=>\|ld-linux' || true; }
+printf "  %-34s %9s %9s\n" "shared libraries loaded" "$(libs "$before")" "$(libs "$after")"
