@@ -4,8 +4,8 @@
 # for two binaries side by side (e.g. one that starts MPI for every command
 # and one that starts it only where needed), alternating one run each per
 # round so that a change in machine load hits both alike; each figure is the
-# best of the rounds (wall time, and CPU time = user + sys, which a busy
-# machine inflates less), and the ratio is printed. The two must print the same
+# best of the rounds (wall time, and CPU time: perf's task-clock, else user +
+# sys; a busy machine inflates it less), and the ratio is printed. The two must print the same
 # distribution. The same for `corpuslens predict --help` (start-up alone: no
 # model read, no forward pass), and the number of shared libraries each loads.
 # OPENBLAS_CORETYPE is passed on as it is set (the same for both). A benchmark,
@@ -36,15 +36,26 @@ if [ -z "$model" ]; then
   "$after" import "$shared/models/lecture-tinyshakespeare-s1337.pt" --corpus "$shared/data/tinyshakespeare.txt" \
       -o "$model" >/dev/null
 fi
-# one timed run: wall (ns clock) and CPU (user + sys, /usr/bin/time) in microseconds
+# one timed run: wall (ns clock) and CPU in microseconds: perf's task-clock
+# where perf runs (to the microsecond), else user + sys from /usr/bin/time (to
+# 10 ms only: too coarse for --help)
+if perf stat -x, -e task-clock -o "$T/cpu" -- true 2>/dev/null; then use_perf=1; else use_perf=0; fi
 timed() { # out-file args...
   local out=$1 t0 t1
   shift
   t0=$(date +%s%N)
-  /usr/bin/time -f "%U %S" -o "$T/cpu" "$@" >"$out"
+  if [ $use_perf = 1 ]; then
+    perf stat -x, -e task-clock -o "$T/cpu" -- "$@" >"$out"
+  else
+    /usr/bin/time -f "%U %S" -o "$T/cpu" "$@" >"$out"
+  fi
   t1=$(date +%s%N)
   wall=$(((t1 - t0) / 1000))
-  cpu=$(awk '{printf "%d", ($1 + $2) * 1e6}' "$T/cpu")
+  if [ $use_perf = 1 ]; then # "12.34,msec,task-clock,..."
+    cpu=$(awk -F, '$3 ~ /task-clock/ {printf "%d", $1 * 1000}' "$T/cpu")
+  else
+    cpu=$(awk '{printf "%d", ($1 + $2) * 1e6}' "$T/cpu")
+  fi
 }
 declare -A best
 keep() { # key value
@@ -65,7 +76,7 @@ echo "best of $rounds runs each, in ms (load average: $(cut -d' ' -f1 /proc/load
      "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, the same for both):"
 printf "  %-34s %9s %9s %8s\n" "" before after ratio
 row "predict, wall" "${best[pb_w]}" "${best[pa_w]}"
-row "predict, CPU (user + sys)" "${best[pb_c]}" "${best[pa_c]}"
+row "predict, CPU" "${best[pb_c]}" "${best[pa_c]}"
 row "predict --help (start-up), wall" "${best[hb_w]}" "${best[ha_w]}"
 row "predict --help (start-up), CPU" "${best[hb_c]}" "${best[ha_c]}"
 # what the dynamic loader maps at every start
