@@ -39,20 +39,22 @@ fi
 # one timed run: wall (ns clock) and CPU in microseconds: perf's task-clock
 # where perf runs (to the microsecond), else user + sys from /usr/bin/time (to
 # 10 ms only: too coarse for --help)
-if perf stat -x, -e task-clock -o "$T/cpu" -- true 2>/dev/null; then use_perf=1; else use_perf=0; fi
+# (and then the wall time from perf's duration_time, which leaves out perf's own start)
+if perf stat -x, -e task-clock,duration_time -o "$T/cpu" -- true 2>/dev/null; then use_perf=1; else use_perf=0; fi
 timed() { # out-file args...
   local out=$1 t0 t1
   shift
   t0=$(date +%s%N)
   if [ $use_perf = 1 ]; then
-    perf stat -x, -e task-clock -o "$T/cpu" -- "$@" >"$out"
+    perf stat -x, -e task-clock,duration_time -o "$T/cpu" -- "$@" >"$out"
   else
     /usr/bin/time -f "%U %S" -o "$T/cpu" "$@" >"$out"
   fi
   t1=$(date +%s%N)
   wall=$(((t1 - t0) / 1000))
-  if [ $use_perf = 1 ]; then # "12.34,msec,task-clock,..."
+  if [ $use_perf = 1 ]; then # "12.34,msec,task-clock,..." and "12345678,ns,duration_time,..."
     cpu=$(awk -F, '$3 ~ /task-clock/ {printf "%d", $1 * 1000}' "$T/cpu")
+    wall=$(awk -F, '$3 ~ /duration_time/ {printf "%d", $1 / 1000}' "$T/cpu")
   else
     cpu=$(awk '{printf "%d", ($1 + $2) * 1e6}' "$T/cpu")
   fi
