@@ -457,12 +457,25 @@ static int write_tokenizer(hid_t f, const cl_model *m) {
  * NULL and every tensor is read. A file with a user block is not mapped
  * (dataset offsets would not be file offsets). */
 /* The whole file in private memory on transparent huge pages (2 MiB), read
- * with pread, or NULL (THP off, no memory, a read error: the caller maps the
- * file instead). On the development VM a 4 KiB page costs ~2 us at its first
- * touch in every process, even after MAP_POPULATE (43 MB: ~20 ms), a huge
- * page the same once; reading the page cache into huge pages costs less. The
+ * with pread, or NULL (THP off, no huge page to be had, no memory, a read
+ * error: the caller maps the file instead). On the development VM a 4 KiB
+ * page costs ~2 us at its first touch in every process, even after
+ * MAP_POPULATE (43 MB: ~20 ms), a huge page the same once; reading the page
+ * cache into huge pages costs less. The
  * mapping is trimmed to whole 4 KiB pages after len, so munmap(p, len) frees
  * it all. */
+/* AnonHugePages of this process in kB (/proc/self/smaps_rollup), -1 if unknown. */
+static long anon_huge_kb(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
+
 static void *read_huge(int fd, size_t len) {
     const size_t huge = (size_t)2 << 20, small = 4096;
     char mode[128] = "";
@@ -479,7 +492,15 @@ static void *read_huge(int fd, size_t len) {
     if (p > raw) munmap(raw, (size_t)(p - raw));
     munmap(p + span, (size_t)(raw + span + huge - (p + span)));
     size_t keep = (len + small - 1) & ~(small - 1);
-    if (madvise(p, span, MADV_HUGEPAGE)) {
+    /* Probe the first 2 MiB: where the kernel has no huge page to give (memory
+     * fragmented), 4 KiB anonymous pages cost more than the mapped file. */
+    long before = anon_huge_kb();
+    if (before < 0 || madvise(p, span, MADV_HUGEPAGE)) {
+        munmap(p, span);
+        return NULL;
+    }
+    p[0] = 0;
+    if (anon_huge_kb() - before < (long)(huge >> 10)) {
         munmap(p, span);
         return NULL;
     }
