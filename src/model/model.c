@@ -544,14 +544,20 @@ static void map_file(cl_model *m, hid_t f, const char *path, int copy) {
  * stored there as t.numel native floats, contiguous and unfiltered, at an
  * aligned offset (then it is read, and the read reports what is wrong). */
 static const float *mapped_tensor(const cl_model *m, hid_t f, const char *dpath, const cl_tensor_info *t) {
-    hsize_t dims[8];
-    int r = cl_h5_shape(f, dpath, dims);
-    if (r != t->ndim || dims[0] != t->shape[0] || (r == 2 && dims[1] != t->shape[1])) {
-        cl_error_clear();
+    hid_t d = H5Dopen2(f, dpath, H5P_DEFAULT); /* opened once: the shape from this handle */
+    if (d < 0) {
+        H5Eclear2(H5E_DEFAULT);
         return NULL;
     }
-    hid_t d = H5Dopen2(f, dpath, H5P_DEFAULT);
-    if (d < 0) return NULL;
+    hsize_t dims[8] = {0, 0};
+    hid_t space = H5Dget_space(d);
+    int r = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (r >= 1 && r <= 8) H5Sget_simple_extent_dims(space, dims, NULL);
+    if (space >= 0) H5Sclose(space);
+    if (r != t->ndim || dims[0] != t->shape[0] || (r == 2 && dims[1] != t->shape[1])) {
+        H5Dclose(d);
+        return NULL;
+    }
     const float *out = NULL;
     hid_t type = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
     size_t bytes = t->numel * sizeof(float);
