@@ -88,6 +88,37 @@ Test(kernels, matmul_matches_naive) {
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul (no bias)");
 }
 
+/* The few-rows product: against the naive sum (IC = 21: two 8-lane blocks and
+ * a tail; N = 13: groups of 4 rows and a partial one), and each row the same
+ * bits whatever the rows beside it (computed alone, N = 1). */
+Test(kernels, matmul_few_matches_naive_and_rows_stand_alone) {
+    enum { N = 13, IC = 21, OC = 17 };
+    float x[N * IC], W[OC * IC], bias[OC], out[N * OC], one[OC];
+    double ref[N * OC];
+    fill(x, N * IC, 4, 1.0);
+    fill(W, OC * IC, 5, 1.0);
+    fill(bias, OC, 6, 1.0);
+    matmul_forward_few(out, x, W, bias, N, IC, OC);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias[o];
+            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
+            ref[i * OC + o] = s;
+        }
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few");
+    for (int i = 0; i < N; i++) {
+        matmul_forward_few(one, x + i * IC, W, bias, 1, IC, OC);
+        cr_expect(!memcmp(one, out + i * OC, sizeof one), "row %d alone differs from row %d of %d", i, i, N);
+    }
+    matmul_forward_few(out, x, W, NULL, N, IC, OC);
+    for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few (no bias)");
+    /* negative control: a changed weight is seen */
+    W[3 * IC + 20] += 1.0f;
+    matmul_forward_few(out, x, W, NULL, N, IC, OC);
+    cr_expect(first_far(out, ref, N * OC, 1e-5, 1e-4) < N * OC, "a changed weight goes unnoticed");
+}
+
 /* Naive causal attention in double. */
 static void attention_ref(double *out, double *att, const float *qkv, int B, int T, int C, int H, double scale) {
     int hs = C / H;
