@@ -68,6 +68,16 @@ Test(kernels, layernorm_matches_naive) {
     expect_close(out, ref, N * C, 1e-5, 1e-4, "layernorm (no bias)");
 }
 
+/* ref[N, OC] = x[N, IC] . W[OC, IC]^T + bias, in double */
+static void matmul_ref(double *ref, const float *x, const float *W, const float *bias, int N, int IC, int OC) {
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias[o];
+            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
+            ref[i * OC + o] = s;
+        }
+}
+
 Test(kernels, matmul_matches_naive) {
     enum { N = 13, IC = 21, OC = 17 };
     float x[N * IC], W[OC * IC], bias[OC], out[N * OC];
@@ -76,12 +86,7 @@ Test(kernels, matmul_matches_naive) {
     fill(W, OC * IC, 5, 1.0);
     fill(bias, OC, 6, 1.0);
     matmul_forward(out, x, W, bias, N, IC, OC);
-    for (int i = 0; i < N; i++)
-        for (int o = 0; o < OC; o++) {
-            double s = bias[o];
-            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
-            ref[i * OC + o] = s;
-        }
+    matmul_ref(ref, x, W, bias, N, IC, OC);
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul");
     matmul_forward(out, x, W, NULL, N, IC, OC);
     for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
@@ -99,12 +104,7 @@ Test(kernels, matmul_few_matches_naive_and_rows_stand_alone) {
     fill(W, OC * IC, 5, 1.0);
     fill(bias, OC, 6, 1.0);
     matmul_forward_few(out, x, W, bias, N, IC, OC);
-    for (int i = 0; i < N; i++)
-        for (int o = 0; o < OC; o++) {
-            double s = bias[o];
-            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
-            ref[i * OC + o] = s;
-        }
+    matmul_ref(ref, x, W, bias, N, IC, OC);
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few");
     for (int i = 0; i < N; i++) {
         matmul_forward_few(one, x + i * IC, W, bias, 1, IC, OC);
