@@ -15,7 +15,9 @@ usage: scan_test.py MODE [args]
                    brute force (the default): the same counts and matches
                    except pairs within TOL of an edge (counted); the portable
                    and AVX2 dot products give the same bytes as the default
-                   (AVX-512 where the CPU has it); bad ranks are refused
+                   (AVX-512 where the CPU has it); bad ranks are refused;
+                   and brute force through OpenBLAS (CORPUSLENS_GEMM=blas)
+                   against the AVX-512 kernel, the same way
 Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
@@ -407,7 +409,9 @@ def test_prune():
     for name, extra in (("brute", {}), ("pruned", {"CORPUSLENS_SCAN_PRUNE_RANK": "8"}),
                         ("portable", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "portable"}),
                         ("avx2", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "avx2"}),
-                        ("rank31", {"CORPUSLENS_SCAN_PRUNE_RANK": "31"})):
+                        ("rank31", {"CORPUSLENS_SCAN_PRUNE_RANK": "31"}),
+                        # brute force through OpenBLAS instead of the AVX-512 kernel (nn/gemm.h)
+                        ("blas", {"CORPUSLENS_GEMM": "blas", "CORPUSLENS_SCAN_PRUNE_RANK": "0"})):
         out = os.path.join(d, name + ".h5")
         p = run(args + ["-o", out], ranks=2, env=dict(ENV, **extra))
         pr = [ln for ln in p.stderr.splitlines() if "pairs pruned per block" in ln]
@@ -444,14 +448,14 @@ def test_prune():
         return ok
 
     n_near = sum(len(v) for v in near.values())
-    for name in ("pruned", "rank31"):
+    for name in ("pruned", "rank31", "blas"):
         bad = prune_problems(brute, outs[name][0], near, ok_bins, name)
         for b in bad[:10]:
             check(False, b)
         ma = {k[:3] for k in match_set(brute)}
         mb = {k[:3] for k in match_set(outs[name][0])}
         cells = int((brute["freq/n_matches"] != outs[name][0]["freq/n_matches"]).sum())
-        print(f"{name} vs brute force: {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
+        print(f"{name} vs brute force ({'other sums' if name == 'blas' else 'the bound'}): {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
               f"differ; {n_near} pairs lie within {TOL} of an edge (allowed to differ)")
     # the portable and AVX2 dot products: the same bytes as the default (AVX-512 where the CPU has it)
     for name in ("portable", "avx2"):

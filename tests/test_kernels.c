@@ -3,6 +3,7 @@
  * kernels, sums of <= 64 terms of O(1) values). */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,16 @@ Test(kernels, layernorm_matches_naive) {
     expect_close(out, ref, N * C, 1e-5, 1e-4, "layernorm (no bias)");
 }
 
+/* ref[N, OC] = x[N, IC] . W[OC, IC]^T + bias, in double */
+static void matmul_ref(double *ref, const float *x, const float *W, const float *bias, int N, int IC, int OC) {
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias[o];
+            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
+            ref[i * OC + o] = s;
+        }
+}
+
 Test(kernels, matmul_matches_naive) {
     enum { N = 13, IC = 21, OC = 17 };
     float x[N * IC], W[OC * IC], bias[OC], out[N * OC];
@@ -75,16 +86,37 @@ Test(kernels, matmul_matches_naive) {
     fill(W, OC * IC, 5, 1.0);
     fill(bias, OC, 6, 1.0);
     matmul_forward(out, x, W, bias, N, IC, OC);
-    for (int i = 0; i < N; i++)
-        for (int o = 0; o < OC; o++) {
-            double s = bias[o];
-            for (int k = 0; k < IC; k++) s += (double)x[i * IC + k] * W[o * IC + k];
-            ref[i * OC + o] = s;
-        }
+    matmul_ref(ref, x, W, bias, N, IC, OC);
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul");
     matmul_forward(out, x, W, NULL, N, IC, OC);
     for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul (no bias)");
+}
+
+/* The few-rows product: against the naive sum (IC = 21: two 8-lane blocks and
+ * a tail; N = 13: groups of 4 rows and a partial one), and each row the same
+ * bits whatever the rows beside it (computed alone, N = 1). */
+Test(kernels, matmul_few_matches_naive_and_rows_stand_alone) {
+    enum { N = 13, IC = 21, OC = 17 };
+    float x[N * IC], W[OC * IC], bias[OC], out[N * OC], one[OC];
+    double ref[N * OC];
+    fill(x, N * IC, 4, 1.0);
+    fill(W, OC * IC, 5, 1.0);
+    fill(bias, OC, 6, 1.0);
+    matmul_forward_few(out, x, W, bias, N, IC, OC);
+    matmul_ref(ref, x, W, bias, N, IC, OC);
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few");
+    for (int i = 0; i < N; i++) {
+        matmul_forward_few(one, x + i * IC, W, bias, 1, IC, OC);
+        cr_expect(!memcmp(one, out + i * OC, sizeof one), "row %d alone differs from row %d of %d", i, i, N);
+    }
+    matmul_forward_few(out, x, W, NULL, N, IC, OC);
+    for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
+    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few (no bias)");
+    /* negative control: a changed weight is seen */
+    W[3 * IC + 20] += 1.0f;
+    matmul_forward_few(out, x, W, NULL, N, IC, OC);
+    cr_expect(first_far(out, ref, N * OC, 1e-5, 1e-4) < N * OC, "a changed weight goes unnoticed");
 }
 
 /* Naive causal attention in double. */
@@ -199,4 +231,86 @@ Test(kernels, l2normalize_rows_unit_norm_and_zero_row) {
         if (i == 1) cr_expect(s == 0.0, "zero row stays zero");
         else cr_expect(fabs(s - 1.0) < 1e-6, "row %d norm^2 %g", i, s);
     }
+}
+
+/* cl_sgemm_nt (gemm.h) against double loops, on shapes around its blocking:
+ * M across the 12-row tile and the CL_GEMM_MIN_ROWS switch to BLAS, N across
+ * the 32-column panel and the 448-row block, K across the 384-wide k block;
+ * with and without accumulating into C. Tolerance per element: float32
+ * partial sums round at about 6e-8 of their size, and their size is at most
+ * sum_k |a_k b_k| (+ |C|): |got - ref| <= 1e-6 (1 + sum |terms|), ~16 units of
+ * rounding of the largest partial sum; an index or packing error is O(1). */
+#include "corpuslens/nn/gemm.h"
+
+static void gemm_case(size_t M, size_t N, size_t K, int accumulate) {
+    size_t lda = K + 3, ldb = K + 5, ldc = N + 7; /* strides wider than the rows */
+    float *A = malloc(M * lda * sizeof(float)), *B = malloc(N * ldb * sizeof(float));
+    float *C = malloc(M * ldc * sizeof(float));
+    double *ref = malloc(M * N * sizeof(double)), *mag = malloc(M * N * sizeof(double));
+    float *got = malloc(M * N * sizeof(float));
+    fill(A, M * lda, 11 + M, 1.0);
+    fill(B, N * ldb, 13 + N, 1.0);
+    fill(C, M * ldc, 17 + K, 1.0);
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double s = accumulate ? C[i * ldc + j] : 0.0, m = fabs(s);
+            for (size_t k = 0; k < K; k++) {
+                double t = (double)A[i * lda + k] * B[j * ldb + k];
+                s += t, m += fabs(t);
+            }
+            ref[i * N + j] = s, mag[i * N + j] = m;
+        }
+    float pad = C[N]; /* a float beyond row 0's N columns: must stay */
+    cl_sgemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    for (size_t i = 0; i < M; i++) memcpy(got + i * N, C + i * ldc, N * sizeof(float));
+    char what[128];
+    snprintf(what, sizeof what, "gemm %zux%zux%zu%s (%s)", M, N, K, accumulate ? " +C" : "", cl_gemm_kernel_name());
+    size_t bad = M * N;
+    for (size_t e = 0; e < M * N && bad == M * N; e++)
+        if (!(fabs(got[e] - ref[e]) <= 1e-6 * (1.0 + mag[e]))) bad = e;
+    cr_expect(bad == M * N, "%s: element %zu differs: got %.8g, reference %.8g (sum of |terms| %.3g)", what, bad,
+              bad < M * N ? got[bad] : 0.0, bad < M * N ? ref[bad] : 0.0, bad < M * N ? mag[bad] : 0.0);
+    cr_expect(C[N] == pad || (C[N] != C[N] && pad != pad), "%s: wrote past the row's N columns", what);
+    free(A), free(B), free(C), free(ref), free(mag), free(got);
+}
+
+Test(kernels, gemm_nt_shapes) {
+    const size_t Ms[] = {1, 31, 32, 37, 100}, Ns[] = {1, 17, 32, 65, 460}, Ks[] = {1, 40, 384, 400, 800};
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 5; b++)
+            for (size_t c = 0; c < 5; c++) gemm_case(Ms[a], Ns[b], Ks[c], (a + b + c) % 2);
+}
+
+/* Negative control: the comparison catches one wrong element of a product. */
+Test(kernels, gemm_nt_catches_a_wrong_element) {
+    size_t M = 40, N = 40, K = 50;
+    float *A = malloc(M * K * sizeof(float)), *B = malloc(N * K * sizeof(float)), *C = malloc(M * N * sizeof(float));
+    double *ref = malloc(M * N * sizeof(double));
+    fill(A, M * K, 1, 1.0), fill(B, N * K, 2, 1.0);
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double s = 0;
+            for (size_t k = 0; k < K; k++) s += (double)A[i * K + k] * B[j * K + k];
+            ref[i * N + j] = s;
+        }
+    cl_sgemm_nt(M, N, K, A, K, B, K, C, N, 0);
+    cr_expect(first_far(C, ref, M * N, 1e-5, 1e-4) == M * N, "the product passes");
+    C[5 * N + 33] += 1e-2f;
+    cr_expect(first_far(C, ref, M * N, 1e-5, 1e-4) == 5 * N + 33, "a changed element is caught");
+    free(A), free(B), free(C), free(ref);
+}
+
+/* Every element summed in the same order whatever M: a row's result is the
+ * same bits alone (M = 1 .. the BLAS switch aside) as inside a large product. */
+Test(kernels, gemm_nt_rows_independent_of_m) {
+    if (strcmp(cl_gemm_kernel_name(), "avx512")) /* OpenBLAS's sums depend on its tiling */
+        cr_skip_test("cl_sgemm_nt calls BLAS on this CPU (no AVX-512 F) or with CORPUSLENS_GEMM=blas");
+    size_t M = 150, N = 70, K = 500;
+    float *A = malloc(M * K * sizeof(float)), *B = malloc(N * K * sizeof(float));
+    float *C1 = malloc(M * N * sizeof(float)), *C2 = malloc(M * N * sizeof(float));
+    fill(A, M * K, 3, 1.0), fill(B, N * K, 4, 1.0);
+    cl_sgemm_nt(M, N, K, A, K, B, K, C1, N, 0);
+    cl_sgemm_nt(M - 50, N, K, A + 50 * K, K, B, K, C2, N, 0); /* rows 50.. in another tiling */
+    cr_expect(memcmp(C1 + 50 * N, C2, (M - 50) * N * sizeof(float)) == 0, "rows 50..149 differ when computed apart");
+    free(A), free(B), free(C1), free(C2);
 }

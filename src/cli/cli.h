@@ -40,6 +40,19 @@ int cli_launched_by_mpi(void);
 int cli_stderr_is_tty(void);
 
 #include <stddef.h>
+
+/* A progress line for cl_scan_opts/cl_index_opts.progress (progress.c):
+ * "what [#####.....] 12.5% done/total unit  rate/s  ETA" on a terminal, redrawn
+ * at most every 0.5 s; otherwise a plain line every 30 s. Start with
+ * last = -1e9 so that the first call prints. */
+typedef struct {
+    const char *what, *unit;
+    int tty;
+    double last;
+} cli_progress;
+void cli_progress_line(void *user, size_t done, size_t total, double elapsed);
+
+#include <stddef.h>
 #include <stdint.h>
 
 #include "corpuslens/model/model.h"

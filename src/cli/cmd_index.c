@@ -40,22 +40,6 @@ static const char EPILOG[] =
     "CORPUSLENS_INDEX_STOP_AFTER=K stops each rank after K shards (tests; exit\n"
     "status 3, no output).\n";
 
-typedef struct {
-    int tty;
-    double last;
-} progress_state;
-
-static void progress(void *user, size_t done, size_t total, double elapsed) {
-    progress_state *s = user;
-    int final = done >= total;
-    if (!final && elapsed - s->last < (s->tty ? 0.5 : 30.0)) return;
-    s->last = elapsed;
-    double rate = elapsed > 0 ? done / elapsed : 0, eta = rate > 0 ? (total - done) / rate : 0;
-    fprintf(stderr, "%sindex: %zu/%zu substrings (%.1f%%), %.0f/s, elapsed %.0f s, ETA %.0f s%s", s->tty ? "\r" : "",
-            done, total, total ? 100.0 * done / total : 100.0, rate, elapsed, eta, s->tty && !final ? " " : "\n");
-    fflush(stderr);
-}
-
 static void note(void *user, const char *msg) {
     (void)user;
     fprintf(stderr, "corpuslens index: %s\n", msg);
@@ -112,8 +96,8 @@ int cmd_index(int argc, char **argv) {
         return rank == 0 ? cli_usage_error(CMD, "--model, --corpus and -o are required") : 2;
     const char *stop = getenv("CORPUSLENS_INDEX_STOP_AFTER");
     if (stop && *stop) o.stop_after_shards = atol(stop);
-    progress_state ps = {cli_stderr_is_tty(), -1e9};
-    if (rank == 0) o.progress = progress, o.note = note;
+    cli_progress ps = {"index", "substrings", cli_stderr_is_tty(), -1e9};
+    if (rank == 0) o.progress = cli_progress_line, o.note = note;
     o.progress_user = &ps;
     cl_index_result res;
     if (cl_index_run(&o, MPI_COMM_WORLD, &res)) return rank == 0 ? cli_fail() : 1;

@@ -32,7 +32,7 @@ static int run(int argc, char **argv) {
     if (prc != CLI_PARSED) return prc;
     if (!model) return cli_usage_error("predict", "--model is required");
     const char *text = argv[first];
-    cl_model *m = cl_model_map(model);
+    cl_model *m = cl_model_map_copy(model); /* one forward: huge pages beat mapped 4 KiB pages */
     if (!m) return cli_fail();
     int32_t *ids = NULL;
     size_t n;
@@ -47,6 +47,7 @@ static int run(int argc, char **argv) {
     }
     if (cli_encode(m, text, &ids, &n)) goto out;
     f = cl_forward_create(m, 1, (int)n);
+    if (f) cl_forward_few_rows(f, 1); /* one short prompt: latency (forward.h) */
     if (!f || cl_forward_run(f, ids, 1, (int)n, NULL, 0, CL_LOGITS_LAST, logits)) goto out;
     cl_softmax_rows(logits, 1, V);
     for (int i = 0; i < V; i++) e[i] = (cl_token_p){logits[i], i}; /* float -> double: exact, same order */

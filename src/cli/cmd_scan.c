@@ -12,34 +12,6 @@
 
 static const char *CMD = "scan";
 
-typedef struct {
-    int tty, rank;
-    double last;
-    char line[256];
-} progress_state;
-
-static void progress(void *user, size_t done, size_t total, double elapsed) {
-    progress_state *s = user;
-    int final = done >= total;
-    if (!final && elapsed - s->last < (s->tty ? 0.5 : 30.0)) return;
-    s->last = elapsed;
-    double rate = elapsed > 0 ? done / elapsed : 0, eta = rate > 0 ? (total - done) / rate : 0;
-    double frac = total ? (double)done / total : 1;
-    if (s->tty) {
-        char bar[31];
-        int k = (int)(frac * 30);
-        for (int i = 0; i < 30; i++) bar[i] = i < k ? '#' : '.';
-        bar[30] = 0;
-        fprintf(stderr, "\rscan [%s] %5.1f%% %zu/%zu substrings  %.0f/s  ETA %02d:%02d:%02d ", bar, 100 * frac, done,
-                total, rate, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
-        if (final) fputc('\n', stderr);
-    } else {
-        fprintf(stderr, "scan: %zu/%zu substrings (%.1f%%), %.0f/s, elapsed %.0f s, ETA %.0f s\n", done, total,
-                100 * frac, rate, elapsed, eta);
-    }
-    fflush(stderr);
-}
-
 static void note(void *user, const char *msg) { fprintf(stderr, "corpuslens scan: %s\n", msg); }
 
 static const char USAGE[] =
@@ -115,9 +87,9 @@ int cmd_scan(int argc, char **argv) {
     free(thr);
     const char *stop = getenv("CORPUSLENS_SCAN_STOP_AFTER");
     if (stop && *stop) o.stop_after_shards = atol(stop);
-    progress_state ps = {cli_stderr_is_tty(), rank, -1e9, ""};
+    cli_progress ps = {"scan", "substrings", cli_stderr_is_tty(), -1e9};
     if (rank == 0) {
-        o.progress = progress;
+        o.progress = cli_progress_line;
         o.note = note;
     }
     o.progress_user = &ps;

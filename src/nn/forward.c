@@ -22,6 +22,7 @@ struct cl_forward {
     float *h;      /* [N, F] feed-forward hidden */
     float *scratch;/* [N, C] contiguous copy for callbacks on q/k/v views */
     unsigned char *keep; /* [N] key mask (mask_pad: 0 at padding) */
+    int few;       /* cl_forward_few_rows: matmul_forward_few for batches of few rows */
 };
 
 static const char *point_names[CL_NUM_HOOK_POINTS] = {
@@ -227,6 +228,16 @@ static int wants_point(const cl_hook *hooks, int n_hooks, cl_hook_point p, int m
         if (n_hooks && run_hooks(f, hooks, n_hooks, point, layer, vw, B, T)) return -1; \
     } while (0)
 
+void cl_forward_few_rows(cl_forward *f, int on) { f->few = on != 0; }
+
+/* out[N, OC] = inp @ W^T + bias: sgemm, or with cl_forward_few_rows the
+ * unpacked kernel when N is small. */
+static void mm(const cl_forward *f, float *out, const float *inp, const float *W, const float *bias, size_t N,
+               int IC, int OC) {
+    if (f->few && N <= MATMUL_FEW_MAX) matmul_forward_few(out, inp, W, bias, N, IC, OC);
+    else matmul_forward(out, inp, W, bias, N, IC, OC);
+}
+
 int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_hook *hooks, int n_hooks,
                    cl_logits_mode lmode, float *logits) {
     const cl_model *m = f->m;
@@ -277,7 +288,7 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         layernorm_forward(f->ln, NULL, NULL, f->x, w.ln1_w, ln1_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN1_NORMALIZED, l, full);
-        matmul_forward(f->qkv, f->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, N,
+        mm(f, f->qkv, f->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, N,
                        (int)C, (int)(3 * C));
         if (n_hooks) {
             view q = {f->qkv, B, T, (int)C, 3 * C};
@@ -297,7 +308,7 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         else attention_mix_forward(f->z, f->att, f->qkv, B, T, (int)C, H);
         full.p = f->z;
         HOOK(CL_HOOK_Z, l, full);
-        matmul_forward(f->tmp, f->z, w.proj_w, c->bias ? w.proj_b : NULL, N, (int)C, (int)C);
+        mm(f, f->tmp, f->z, w.proj_w, c->bias ? w.proj_b : NULL, N, (int)C, (int)C);
         full.p = f->tmp;
         HOOK(CL_HOOK_ATTN_OUT, l, full);
         residual_add(f->x, f->tmp, N * C);
@@ -306,14 +317,14 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         layernorm_forward(f->ln, NULL, NULL, f->x, w.ln2_w, ln2_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN2_NORMALIZED, l, full);
-        matmul_forward(f->h, f->ln, w.fc_w, c->bias ? w.fc_b : NULL, N, (int)C, (int)F);
+        mm(f, f->h, f->ln, w.fc_w, c->bias ? w.fc_b : NULL, N, (int)C, (int)F);
         view hv = {f->h, B, T, (int)F, F};
         HOOK(CL_HOOK_MLP_PRE, l, hv);
         if (c->activation == CL_ACT_GELU) gelu_forward(f->h, f->h, N * F);
         else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(f->h, f->h, N * F);
         else relu_forward(f->h, f->h, N * F);
         HOOK(CL_HOOK_MLP_POST, l, hv);
-        matmul_forward(f->tmp, f->h, w.fcp_w, c->bias ? w.fcp_b : NULL, N, (int)F, (int)C);
+        mm(f, f->tmp, f->h, w.fcp_w, c->bias ? w.fcp_b : NULL, N, (int)F, (int)C);
         full.p = f->tmp;
         HOOK(CL_HOOK_MLP_OUT, l, full);
         residual_add(f->x, f->tmp, N * C);
@@ -331,10 +342,10 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
         layernorm_forward(f->ln, NULL, NULL, f->x, w.lnf_w, lnf_b, N, (int)C, c->ln_eps);
         full.p = f->ln;
         HOOK(CL_HOOK_LN_FINAL_NORMALIZED, -1, full);
-        if (lmode == CL_LOGITS_ALL) matmul_forward(logits, f->ln, w.head_w, head_b, N, (int)C, (int)NO);
+        if (lmode == CL_LOGITS_ALL) mm(f, logits, f->ln, w.head_w, head_b, N, (int)C, (int)NO);
         else if (lmode == CL_LOGITS_LAST) {
             for (int b = 0; b < B; b++) memcpy(f->z + (size_t)b * C, f->ln + ((size_t)b * T + RP) * C, C * sizeof(float));
-            matmul_forward(logits, f->z, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
+            mm(f, logits, f->z, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
         }
         return 0;
     }
@@ -344,7 +355,7 @@ int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_
     layernorm_forward(f->ln, NULL, NULL, f->z, w.lnf_w, lnf_b, (size_t)B, (int)C, c->ln_eps);
     view lv = {f->ln, B, 1, (int)C, C};
     if (n_hooks && run_hooks(f, hooks, n_hooks, CL_HOOK_LN_FINAL_NORMALIZED, -1, lv, B, 1)) return -1;
-    if (lmode == CL_LOGITS_LAST) matmul_forward(logits, f->ln, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
+    if (lmode == CL_LOGITS_LAST) mm(f, logits, f->ln, w.head_w, head_b, (size_t)B, (int)C, (int)NO);
     return 0;
 }
 

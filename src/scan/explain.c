@@ -26,6 +26,7 @@
 #include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/nn/forward.h"
+#include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
@@ -73,9 +74,8 @@ __attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, s
 }
 #endif
 
-/* Ranks agree through cl_par_agree: on failure every rank holds the failing
- * rank's own message. */
-static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
+/* Ranks agree through cl_par_agree (par.h): on failure every rank holds the
+ * failing rank's own message. */
 
 /* Rank and size of comm; 0 of 1 without MPI_Init (explain of a few prompts
  * started without mpirun runs without MPI: no collective is called then). */
@@ -196,7 +196,7 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
     }
     cl_forward_free(f);
     free(cap), free(res), free(lg), free(logits), free(tok);
-    if (combine(err, comm)) return -1;
+    if (cl_par_agree(err, comm)) return -1;
     if (R > 1) {
         /* element counts stay far below INT_MAX for any sane prompt count (checked by the caller) */
         MPI_Allreduce(MPI_IN_PLACE, pvec, (int)(Lh * P * C), MPI_FLOAT, MPI_SUM, comm);
@@ -412,7 +412,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     }
     if (!err && par->soft && !(par->soft_floor >= -1 && par->soft_floor < 1))
         err = cl_error("--soft-floor %g is outside [-1, 1)", par->soft_floor);
-    if (combine(err, comm)) return NULL;
+    if (cl_par_agree(err, comm)) return NULL;
 
     cl_explain_result *r = cl_trycalloc(1, sizeof *r, "explain result");
     float *pvec = NULL, *rows = NULL, *sims = NULL, *lsim = NULL, *gsim = NULL;
@@ -445,7 +445,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
         (par->soft && !soft))
         err = 1;
-    if (combine(err, comm)) goto fail;
+    if (cl_par_agree(err, comm)) goto fail;
     double t0 = cl_wall_seconds();
     if (prompts_forward(ix, m, tokens, off, P, pvec, r->model_probs, r->lens, rank, R, comm)) goto fail;
     double t1 = cl_wall_seconds();
@@ -494,8 +494,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                     }
                 } else
 #endif
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)n, (blasint)C, 1.0f,
-                            pvec + (b * P + p0) * C, (blasint)C, rows, (blasint)C, 0.0f, sims, (blasint)n);
+                cl_sgemm_nt(np, n, C, pvec + (b * P + p0) * C, C, rows, C, sims, n, 0);
                 for (size_t i = 0; i < np; i++) {
                     size_t p = p0 + i, pb = p * Lh + b;
                     const float *row = sims + i * n;
@@ -514,7 +513,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             }
         }
     }
-    if (combine(err, comm)) goto fail;
+    if (cl_par_agree(err, comm)) goto fail;
     r->seconds_search = cl_wall_seconds() - t1;
 
     /* ---- merge on rank 0: exact sums, top-K by the total order ---- */
@@ -545,11 +544,11 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             r->top_sub = cl_trymalloc(nk, sizeof(int64_t), "top matches");
             if (!gsim || !gsub || !r->top_sim || !r->top_sub) err = 1;
         }
-        if (combine(err, comm)) goto fail;
+        if (cl_par_agree(err, comm)) goto fail;
         if (nk * (size_t)R > 0x7fffffffu) {
             err = cl_error("too many top matches to gather (%zu)", nk * (size_t)R);
         }
-        if (combine(err, comm)) goto fail;
+        if (cl_par_agree(err, comm)) goto fail;
         if (R > 1) {
             MPI_Gather(lsim, (int)nk, MPI_FLOAT, gsim, (int)nk, MPI_FLOAT, 0, comm);
             MPI_Gather(lsub, (int)nk, MPI_INT64_T, gsub, (int)nk, MPI_INT64_T, 0, comm);
@@ -608,7 +607,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         r->counts = r->n_matches = r->near = NULL;
         r->model_probs = r->lens = NULL;
     }
-    if (combine(err, comm)) goto fail;
+    if (cl_par_agree(err, comm)) goto fail;
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
         free(gsub);
     return r;

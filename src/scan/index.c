@@ -30,9 +30,8 @@
 #include "corpuslens/scan/scan.h"
 #include "corpuslens/scan/sketch.h"
 
-/* Ranks agree through cl_par_agree: on failure every rank holds the failing
- * rank's own message. */
-static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
+/* Ranks agree through cl_par_agree (par.h): on failure every rank holds the
+ * failing rank's own message. */
 
 /* ---------------------------------------------------------------- float16 */
 
@@ -190,7 +189,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
             if (a && fclose(a)) err = cl_error("cannot write %s", args);
         }
     }
-    if (combine(err, comm)) {
+    if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         return NULL;
     }
@@ -211,7 +210,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         else if (ftruncate(fileno(w->f), (off_t)(k * w->rec_bytes)))
             err = cl_error("cannot truncate %s: %s", w->part, strerror(errno));
     }
-    if (combine(err, comm)) {
+    if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         return NULL;
     }
@@ -365,7 +364,7 @@ done:
 int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm comm) {
     int err = ok ? 0 : 1;
     if (!err && cl_index_writer_sync(w)) err = 1;
-    if (combine(err, comm)) {
+    if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         return -1;
     }
@@ -391,7 +390,7 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
     }
     if (w->f) fclose(w->f);
     w->f = NULL;
-    int g = combine(err, comm);
+    int g = cl_par_agree(err, comm);
     if (!g && w->rank == 0) remove_parts(w->m.out_path, w->R);
     MPI_Bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
     if (bytes) *bytes = (size_t)sz;
@@ -460,7 +459,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     int err = setup_model_corpus(o, &m, &cp, &point, &lo, &hi) ? 1 : 0;
     if (!err && rank == 0 && (cl_model_fingerprint(m, model_sha) || cl_sha256_file(o->corpus_path, corpus_h5_sha)))
         err = 1;
-    if (combine(err, comm)) goto out;
+    if (cl_par_agree(err, comm)) goto out;
     MPI_Bcast(model_sha, 65, MPI_CHAR, 0, comm);
     MPI_Bcast(corpus_h5_sha, 65, MPI_CHAR, 0, comm);
     const size_t N = cp->n, C = (size_t)m->cfg.n_embd;
@@ -471,7 +470,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         !(svec = cl_trymalloc((size_t)Lh * S * C, sizeof *svec, "shard vectors")) ||
         !(tf = cl_trie_fwd_create(m, L, S)))
         err = 1;
-    if (combine(err, comm)) goto out;
+    if (cl_par_agree(err, comm)) goto out;
     cl_index_meta meta = {.out_path = o->out_path, .model_path = o->model_path, .corpus_path = o->corpus_path,
                           .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
@@ -527,7 +526,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         }
     }
     if (!err && res->stopped && cl_index_writer_sync(w)) err = 1;
-    if (combine(err, comm)) {
+    if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         w = NULL;
         goto out;

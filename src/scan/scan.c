@@ -22,6 +22,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/scan/index.h"
@@ -387,8 +388,7 @@ __attribute__((noinline)) static int shard_pruned(scan_ctx *x, size_t s0, size_t
         x->flops_cosine += 4.0 * S * C * r;
         for (size_t p0 = 0; p0 < P; p0 += PT) {
             size_t np = P - p0 < PT ? P - p0 : PT;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)K, 1.0f,
-                        x->pproj + (h * P + p0) * K, (blasint)K, x->sproj, (blasint)K, 0.0f, x->sims, (blasint)ld);
+            cl_sgemm_nt(np, S, (size_t)K, x->pproj + (h * P + p0) * K, (size_t)K, x->sproj, (size_t)K, x->sims, ld, 0);
             x->flops_cosine += 2.0 * np * S * K;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;
@@ -445,8 +445,7 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
         const float *sv = x->svec + h * S * C;
         for (size_t p0 = 0; p0 < P; p0 += PTILE) {
             size_t np = P - p0 < PTILE ? P - p0 : PTILE;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)np, (blasint)S, (blasint)C, 1.0f,
-                        x->pvec + (h * P + p0) * C, (blasint)C, sv, (blasint)C, 0.0f, x->sims, (blasint)S);
+            cl_sgemm_nt(np, S, C, x->pvec + (h * P + p0) * C, C, sv, C, x->sims, S, 0);
             x->flops_cosine += 2.0 * np * S * Cd;
             double tc = scan_cpu_now();
             x->t_sgemm += tc - tb;

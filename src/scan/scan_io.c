@@ -24,8 +24,6 @@ static void state_path(const scan_ctx *x, char *buf, size_t n, const char *leaf)
     else snprintf(buf, n, "%s.state", x->o->out_path);
 }
 
-static int combine_err(int err, MPI_Comm comm) { return cl_par_agree(err, comm); }
-
 static void remove_rank_files(const scan_ctx *x) {
     char dir[4200], p[4600];
     state_path(x, dir, sizeof dir, NULL);
@@ -77,7 +75,7 @@ int scan_state_begin(scan_ctx *x) {
     if (x->rank == 0) {
         if (cl_model_fingerprint(x->m, x->model_sha) || cl_sha256_file(o->corpus_path, x->corpus_h5_sha)) err = 1;
     }
-    if (combine_err(err, x->comm)) return -1;
+    if (cl_par_agree(err, x->comm)) return -1;
     MPI_Bcast(x->model_sha, 65, MPI_CHAR, 0, x->comm);
     MPI_Bcast(x->corpus_h5_sha, 65, MPI_CHAR, 0, x->comm);
     int n = snprintf(x->sig, sizeof x->sig,
@@ -121,7 +119,7 @@ int scan_state_begin(scan_ctx *x) {
             }
         }
     }
-    if (combine_err(err, x->comm)) return -1;
+    if (cl_par_agree(err, x->comm)) return -1;
     MPI_Bcast(&resume, 1, MPI_INT, 0, x->comm);
     if (!resume) return 0;
     /* Load this rank's checkpoint, if any. */
@@ -165,7 +163,7 @@ int scan_state_begin(scan_ctx *x) {
             x->flops_cosine = d[1];
         }
     }
-    if (combine_err(err, x->comm)) return -1;
+    if (cl_par_agree(err, x->comm)) return -1;
     long long dn = (long long)x->done, tot = 0;
     MPI_Reduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, 0, x->comm);
     if (x->rank == 0 && o->note) {

@@ -18,3 +18,9 @@ add_test(NAME bench_train_smoke
          COMMAND bench_train --config n_layer=1,n_head=2,n_embd=32,block_size=80,vocab_size=11
                  --B 3 --T 80 --steps 2 --warmup 1)
 set_tests_properties(bench_train_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_TEST_ENV}")
+# bench_gemm: the AVX-512 sgemm (nn/gemm.h) beside OpenBLAS on the scan's shapes.
+add_executable(bench_gemm ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_gemm.c)
+target_link_libraries(bench_gemm PRIVATE corpuslens_core)
+set_target_properties(bench_gemm PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+add_test(NAME bench_gemm_smoke COMMAND bench_gemm --rounds 1 --shape 40x33x70)
+set_tests_properties(bench_gemm_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_TEST_ENV}")

@@ -194,6 +194,11 @@ cl_model *cl_model_load(const char *path);
  * rename, which is safe). Never pass a mapped model to code that writes
  * weights (training, ablation) or reads p / mem directly. */
 cl_model *cl_model_map(const char *path);
+/* cl_model_map for one short run (predict): the file is read whole into
+ * private memory on transparent huge pages, where the first touch of 4 KiB
+ * file pages costs more than the copy (model.c, read_huge); a mapped file
+ * where huge pages are off or the read fails. Memory: the file's size. */
+cl_model *cl_model_map_copy(const char *path);
 int cl_model_save(const cl_model *m, const char *path);
 
 /* SHA-256 of the weights and config as saved (hex, 64 chars + NUL): identifies

@@ -17,6 +17,14 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 void matmul_forward(float *out, const float *inp, const float *W, const float *bias, size_t N,
                     int IC, int OC);
 
+/* The same product for a few rows (MATMUL_FEW_MAX or fewer): W is read once
+ * where it lies, without sgemm's packing; each output's sum has a fixed order
+ * (independent of N and of the rows beside it). Its last bits differ from
+ * matmul_forward's. */
+#define MATMUL_FEW_MAX 16
+void matmul_forward_few(float *out, const float *inp, const float *W, const float *bias, size_t N,
+                        int IC, int OC);
+
 /* Causal self-attention over qkv[B, T, 3C] (q | k | v, heads of hs = C/H in
  * order inside each). out[B, T, C] = concatenated head outputs (before proj).
  * att[B, H, T, T] receives the softmax weights (row t, cols 0..t; the rest 0).
