@@ -16,6 +16,7 @@
 #endif
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/base/rng.h"
 #include "corpuslens/model/tokenizer.h"
@@ -452,18 +453,6 @@ static int write_tokenizer(hid_t f, const cl_model *m) {
     return rc;
 }
 
-/* Map the whole model file read-only into m->map (page tables filled up
- * front: the forward pass reads every page). Where that fails m->map stays
- * NULL and every tensor is read. A file with a user block is not mapped
- * (dataset offsets would not be file offsets). */
-/* The whole file in private memory on transparent huge pages (2 MiB), read
- * with pread, or NULL (THP off, no huge page to be had, no memory, a read
- * error: the caller maps the file instead). On the development VM a 4 KiB
- * page costs ~2 us at its first touch in every process, even after
- * MAP_POPULATE (43 MB: ~20 ms), a huge page the same once; reading the page
- * cache into huge pages costs less. The
- * mapping is trimmed to whole 4 KiB pages after len, so munmap(p, len) frees
- * it all. */
 /* AnonHugePages of this process in kB (/proc/self/smaps_rollup), -1 if unknown. */
 static long anon_huge_kb(void) {
     FILE *f = fopen("/proc/self/smaps_rollup", "r");
@@ -476,6 +465,14 @@ static long anon_huge_kb(void) {
     return kb;
 }
 
+/* The whole file in private memory on transparent huge pages (2 MiB), read
+ * with pread, or NULL (THP off, no huge page to be had, no memory, a read
+ * error: the caller maps the file instead). On the development VM a 4 KiB
+ * page costs ~2 us at its first touch in every process, even after
+ * MAP_POPULATE (43 MB: ~20 ms), a huge page the same once; reading the page
+ * cache into huge pages costs less. The
+ * mapping is trimmed to whole 4 KiB pages after len, so munmap(p, len) frees
+ * it all. */
 static void *read_huge(int fd, size_t len) {
     const size_t huge = (size_t)2 << 20, small = 4096;
     char mode[128] = "";
@@ -504,20 +501,20 @@ static void *read_huge(int fd, size_t len) {
         munmap(p, span);
         return NULL;
     }
-    for (size_t got = 0; got < len;) {
-        ssize_t r = pread(fd, p + got, len - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            munmap(p, span);
-            return NULL;
-        }
-        got += (size_t)r;
+    if (cl_pread_exact(fd, p, len, 0)) {
+        munmap(p, span);
+        return NULL;
     }
     if (keep < span) munmap(p + keep, span - keep);
     mprotect(p, keep, PROT_READ);
     return p;
 }
 
+/* Map the whole model file read-only into m->map (page tables filled up
+ * front: the forward pass reads every page). Where that fails m->map stays
+ * NULL and every tensor is read. A file with a user block is not mapped
+ * (dataset offsets would not be file offsets). copy: read it into huge
+ * pages instead (read_huge) where that works. */
 static void map_file(cl_model *m, hid_t f, const char *path, int copy) {
     hid_t fcpl = H5Fget_create_plist(f);
     hsize_t ub = 1;

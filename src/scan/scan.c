@@ -39,10 +39,6 @@ void cl_scan_opts_default(cl_scan_opts *o) {
     o->checkpoint_seconds = 600;
 }
 
-/* Ranks agree on an error flag (cl_par_agree: the failing rank's message on
- * every rank); nonzero when any rank failed. */
-static int combine(int err, MPI_Comm comm) { return cl_par_agree(err, comm) ? 1 : 0; }
-
 /* Prompt rows per similarity tile of brute force: [PTILE, S] floats. */
 #define PTILE 1024
 /* Prompt rows per bound tile (CORPUSLENS_SCAN_PRUNE_PTILE for benchmarks,
@@ -267,7 +263,7 @@ static int prompts_forward(scan_ctx *x) {
     }
     cl_forward_free(f);
     free(cap), free(res), free(lg), free(logits), free(tok);
-    if (combine(err, x->comm)) return -1;
+    if (cl_par_agree(err, x->comm)) return -1;
     if (scan_allreduce(x->pvec, (size_t)x->Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
         scan_allreduce(x->probs, P * V, MPI_FLOAT, sizeof(float), x->comm) ||
         scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))
@@ -512,7 +508,7 @@ static int scan_index_open(scan_ctx *x) {
     if (x->sampled || getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS"))
         err = cl_error("--index-out needs a full scan (CORPUSLENS_SCAN_SAMPLE_SHARDS is set)");
     if (!err && !strcmp(o->index_out, o->out_path)) err = cl_error("--index-out must differ from -o");
-    if (combine(err, x->comm)) return -1; /* every rank has the failing rank's message */
+    if (cl_par_agree(err, x->comm)) return -1; /* every rank has the failing rank's message */
     cl_index_meta meta = {.out_path = o->index_out, .model_path = o->model_path, .corpus_path = o->corpus_path,
                           .hook = o->hook, .model_sha = x->model_sha, .corpus_h5_sha = x->corpus_h5_sha,
                           .corpus_sha = x->cp->corpus_sha256, .dtype = (cl_index_dtype)o->index_dtype, .Lh = x->Lh,
@@ -546,7 +542,7 @@ static int prune_setup(scan_ctx *x) {
             else scan_prune_project(U, r, pv, P, (int)C, x->pproj + (size_t)h * P * K, x->prune_tmp);
         }
     }
-    return combine(err, x->comm) ? -1 : 0;
+    return cl_par_agree(err, x->comm);
 }
 
 /* ---- the run ---- */
@@ -578,7 +574,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     double t0 = cl_wall_seconds();
     int err = setup(x) || cl_par_fault("scan.setup", comm) ? 1 : 0;
     int rc = -1, state_begun = 0;
-    if (combine(err, comm)) goto out;
+    if (cl_par_agree(err, comm)) goto out;
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, N = cp->n, C = x->m->cfg.n_embd, V = cp->V;
     x->S = (size_t)o->shard_size;
@@ -601,7 +597,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
                  !(x->tf = cl_trie_fwd_create(x->m, cp->L, x->S))))
         err = 1;
-    if (combine(err, comm)) goto out;
+    if (cl_par_agree(err, comm)) goto out;
     if (scan_state_begin(x)) goto out;
     state_begun = 1;
     if (o->index_out && scan_index_open(x)) goto out;
@@ -653,7 +649,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         }
     }
     if (!err && x->stopped && ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x))) err = 1;
-    if (combine(err, comm)) goto out;
+    if (cl_par_agree(err, comm)) goto out;
     int stopped = 0; /* not an error: every rank stopped after its K shards */
     MPI_Allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
     if (stopped) {
