@@ -15,7 +15,8 @@
 # Stops exactly the daemons it started, by pid, on any exit (trap).
 # Needs root and Debian's slurmctld slurmd slurm-client munge (CI:
 # CORPUSLENS_WITH_SLURM=1 .ci/install-deps); exit 77 (skipped) without them.
-# Env: CORPUSLENS (binary), SRC (source tree), PYTHON (h5py).
+# Env: CORPUSLENS (binary), SRC (source tree), PYTHON (h5py), KEEP (keep the
+# temporary folder with the daemons' logs and every job's output).
 set -uo pipefail
 CL=${CORPUSLENS:?CORPUSLENS must name the corpuslens binary}
 SRC=${SRC:?SRC must name the source tree}
@@ -42,12 +43,12 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$p" 2>/dev/null
     done
-    if [ "$rc" != 0 ] && [ -z "${KEEP:-}" ]; then
-        for f in "$D"/slurmctld.log "$D"/slurmd.log "$D"/out/slurm/*.out; do
+    if [ "$rc" != 0 ]; then
+        for f in "$D"/slurmctld.log "$D"/slurmd.log "$D"/*/slurm/*.out; do
             [ -f "$f" ] && { echo "---- $f (tail)"; tail -25 "$f"; }
         done
     fi
-    rm -rf "$D"
+    if [ -n "${KEEP:-}" ]; then echo "kept $D (KEEP is set)"; else rm -rf "$D"; fi
     exit "$rc"
 }
 trap cleanup EXIT
