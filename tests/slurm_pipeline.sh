@@ -147,17 +147,28 @@ export CORPUSLENS_BIN=$CL CORPUSLENS_OUT=$D/out
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 # wait_jobs ID...: poll until every job has ended; prints "ID STATE EXIT" lines
 wait_jobs() {
-    local deadline=$(($(date +%s) + LIMIT)) id line st all
+    local deadline=$(($(date +%s) + LIMIT)) id line st all now
+    local -A held=()
     while :; do
         all=1
         for id in "$@"; do
             line=$(scontrol show job -o "$id" 2>/dev/null)
             st=$(sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p' <<<"$line")
             case $st in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED) ;; *) all=0 ;; esac
-            # a requeued job waits (BeginTime, about 2 minutes) before it may
-            # start again: let it start now
+            # A requeued job waits (BeginTime, the credential lifetime: 2
+            # minutes here) before it may start again: let it start sooner,
+            # but not in the second of its requeue. slurmd revoked the job's
+            # credential then, and refuses (kills the job) any new one whose
+            # time stamp is not later, in whole seconds: CI saw an array task
+            # end FAILED that way. So start it 2 s after it is first seen
+            # pending, which is after its requeue.
             if [ "$st" = PENDING ] && grep -q "Reason=BeginTime" <<<"$line"; then
-                scontrol update JobId="$id" StartTime=now >/dev/null 2>&1
+                now=$(date +%s)
+                if [ -z "${held[$id]:-}" ]; then
+                    held[$id]=$now
+                elif [ "$now" -ge $((held[$id] + 2)) ]; then
+                    scontrol update JobId="$id" StartTime=now >/dev/null 2>&1 && unset "held[$id]"
+                fi
             fi
         done
         [ $all = 1 ] && break
