@@ -8,10 +8,13 @@
 #     TinyShakespeare, L = 10, the same P prompts) on 2 ranks.
 # The lecture model (6 blocks, C 384, V 65) from ../shared; hook mlp_out
 # (6 blocks), prefilter 0.7, bins 0.01, cap 1000: the paper's settings.
-# Each rank runs under GNU time (its own peak RSS). Prints one table per part
-# and the fitted per-substring constants.
+#  FULL=1 adds the whole of TinyShakespeare (N = 858,923) on 2 ranks to B
+#     (about 5 min of 2 cores more).
+# Each rank runs under GNU time (its own peak RSS). Prints one table per part,
+# the fitted per-substring constants, and the README's cost model beside each
+# point of B (its constants: env MODEL_A_MS, MODEL_B_NS, MODEL_T0_S).
 # usage: tests/bench/scan_scale_bench.sh [WORKDIR] [CHARS_1X] [PROMPTS]
-#        (env CORPUSLENS, SHARED, PYTHON; defaults /tmp/scanscale 25000 1000)
+#        (env CORPUSLENS, SHARED, PYTHON, FULL; defaults /tmp/scanscale 25000 1000)
 set -e
 W=${1:-/tmp/scanscale}
 B=${2:-25000}
@@ -27,6 +30,9 @@ for k in 1 2 4; do
     head -c $((B * k)) "$SHARED/data/tinyshakespeare.txt" > t$k.txt
     [ -f c$k.h5 ] || "$E" prepare t$k.txt --len 10 --prompts "$P" --seed 1 --vocab-from ts.h5 -o c$k.h5 >/dev/null
 done
+if [ -n "${FULL:-}" ]; then
+    [ -f cfull.h5 ] || "$E" prepare "$SHARED/data/tinyshakespeare.txt" --len 10 --prompts "$P" --seed 1 --vocab-from ts.h5 -o cfull.h5 >/dev/null
+fi
 cat > rt.sh <<'SEOF'
 #!/bin/sh
 # one rank under GNU time: its peak RSS (KB), wall, user and system seconds
@@ -43,10 +49,13 @@ run() { # ranks corpus tag
 echo "load before: $(cat /proc/loadavg)"
 for r in 1 2 4 8; do run $r c1.h5 r$r; done
 for k in 2 4; do run 2 c$k.h5 k$k; done
+rm -f rt.full.*
+[ -n "${FULL:-}" ] && run 2 cfull.h5 full
 echo "load after: $(cat /proc/loadavg)"
-"$PY" - "$P" <<'PEOF'
+"$PY" - "$P" "${MODEL_A_MS:-0.65}" "${MODEL_B_NS:-33}" "${MODEL_T0_S:-3}" <<'PEOF'
 import sys, glob, re, shutil, h5py, filecmp
 P = int(sys.argv[1])
+model_a, model_b, model_t0 = float(sys.argv[2]) * 1e-3, float(sys.argv[3]) * 1e-9, float(sys.argv[4])
 def stats(tag):
     rt = [open(f).read().split() for f in glob.glob(f"rt.{tag}.*")]
     rss = [int(r[0]) / 1024 for r in rt]
@@ -72,15 +81,18 @@ for r in (1, 2, 4, 8):
     print(f"{r:<6} {t['N']:<8} {t['rss_max']:8.1f} {t['rss_min']:8.1f} {t['wall']:7.1f} {t['cpu']:10.1f} "
           f"{t['ph'].get('reduce+write', 0):8.2f}  {same}")
 print(f"B. corpus size on 2 ranks (P = {P}): time and peak RSS per rank")
-print("size  N        nodes     pairs       stored   wall s  CPU s/rank  forward s  sgemm s  select s  write s  RSS max MB")
+print("size  N        nodes     pairs       stored   wall s  CPU s/rank  model s  forward s  sgemm s  select s  write s  RSS max MB")
 rows = []
-for k, tag in ((1, "r2"), (2, "k2"), (4, "k4")):
+sizes = [("1x", "r2"), ("2x", "k2"), ("4x", "k4")] + ([("full", "full")] if glob.glob("rt.full.*") else [])
+for k, tag in sizes:
     t = stats(tag)
     rows.append((k, t))
     ph = t["ph"]
-    print(f"{k}x    {t['N']:<8} {t['nodes']:<9} {t['pairs']:<11} {t['stored']:<8} {t['wall']:7.1f} {t['cpu']:10.1f} "
-          f"{ph.get('trie forward', 0):9.2f} {ph.get('similarity sgemm', 0):8.2f} {ph.get('selection/binning', 0):8.2f} "
-          f"{ph.get('reduce+write', 0):8.2f} {t['rss_max']:10.1f}")
+    model = model_t0 + (model_a + model_b * P) * t["N"] / 2
+    print(f"{k:<5} {t['N']:<8} {t['nodes']:<9} {t['pairs']:<11} {t['stored']:<8} {t['wall']:7.1f} {t['cpu']:10.1f} "
+          f"{model:8.1f} {ph.get('trie forward', 0):9.2f} {ph.get('similarity sgemm', 0):8.2f} "
+          f"{ph.get('selection/binning', 0):8.2f} {ph.get('reduce+write', 0):8.2f} {t['rss_max']:10.1f}")
+rows = rows[:3]  # the fit below: 1x -> 4x
 # per-rank constants: seconds per (substring x rank share), MB per substring
 (k1, a), (k4, b) = rows[0], rows[-1]
 dN = b["N"] - a["N"]
