@@ -49,13 +49,13 @@ run() { # ranks corpus tag
 echo "load before: $(cat /proc/loadavg)"
 for r in 1 2 4 8; do run $r c1.h5 r$r; done
 for k in 2 4; do run 2 c$k.h5 k$k; done
-rm -f rt.full.*
 [ -n "${FULL:-}" ] && run 2 cfull.h5 full
 echo "load after: $(cat /proc/loadavg)"
-"$PY" - "$P" "${MODEL_A_MS:-0.65}" "${MODEL_B_NS:-33}" "${MODEL_T0_S:-3}" <<'PEOF'
+"$PY" - "$P" "${MODEL_A_MS:-0.65}" "${MODEL_B_NS:-33}" "${MODEL_T0_S:-3}" "${FULL:+1}" <<'PEOF'
 import sys, glob, re, shutil, h5py, filecmp
 P = int(sys.argv[1])
 model_a, model_b, model_t0 = float(sys.argv[2]) * 1e-3, float(sys.argv[3]) * 1e-9, float(sys.argv[4])
+full = sys.argv[5] == "1"
 def stats(tag):
     rt = [open(f).read().split() for f in glob.glob(f"rt.{tag}.*")]
     rss = [int(r[0]) / 1024 for r in rt]
@@ -83,7 +83,7 @@ for r in (1, 2, 4, 8):
 print(f"B. corpus size on 2 ranks (P = {P}): time and peak RSS per rank")
 print("size  N        nodes     pairs       stored   wall s  CPU s/rank  model s  forward s  sgemm s  select s  write s  RSS max MB")
 rows = []
-sizes = [("1x", "r2"), ("2x", "k2"), ("4x", "k4")] + ([("full", "full")] if glob.glob("rt.full.*") else [])
+sizes = [("1x", "r2"), ("2x", "k2"), ("4x", "k4")] + ([("full", "full")] if full else [])
 for k, tag in sizes:
     t = stats(tag)
     rows.append((k, t))
