@@ -14,8 +14,11 @@
  * shards to a part file "<out>.parts/rank<r>.bin" (fixed-size records of S
  * rows, [Lh, S, C] each), fsync'ed at each checkpoint; at the end rank 0
  * writes "<out>.tmp" shard by shard IN SHARD ORDER (reading shard j from rank
- * j mod R's part), the attribute `complete` last, renames it to <out> and
- * removes the parts. The HDF5 calls are the same whatever R, and no time
+ * j mod R's part) with `complete` = 0 and closes it (every close checked);
+ * only then it sets `complete` = 1 (and adds the sketch), fsyncs the file,
+ * renames it to <out>, fsyncs the directory, and removes the parts. When any
+ * of that fails (a full disk) the parts stay and the same command again
+ * assembles them. The HDF5 calls are the same whatever R, and no time
  * stamps are stored (H5Pset_obj_track_times off), so 1, 2 or 3 ranks give the
  * same bytes. The part files must be on a file system every rank sees (one
  * node, or the shared output directory of a cluster).
