@@ -703,11 +703,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         remove(tmp);
         return cl_error_prefix("%s: ", path);
     }
-    if (rename(tmp, path)) {
-        remove(tmp);
-        return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(tmp, path); /* fsync, rename, fsync the directory */
 }
 
 int cl_model_fingerprint(const cl_model *m, char out[65]) {

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
@@ -63,11 +64,7 @@ static int of_close(out_file *o, int ok) {
         remove(o->tmp);
         return ok ? cl_error("cannot write %s: %s", o->tmp, strerror(e)) : -1;
     }
-    if (rename(o->tmp, o->path)) {
-        remove(o->tmp);
-        return cl_error("cannot rename %s: %s", o->tmp, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(o->tmp, o->path);
 }
 
 /* ------------------------------------------------------------------- SVG */
@@ -558,11 +555,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         remove(tmp);
         return cl_error_prefix("%s: ", path);
     }
-    if (rename(tmp, path)) {
-        remove(tmp);
-        return cl_error("cannot rename %s: %s", tmp, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(tmp, path);
 }
 
 /* ------------------------------------------------------------------ plots */

@@ -24,6 +24,7 @@
 
 #include "corpuslens/base/clock.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/train/train.h"
@@ -159,7 +160,7 @@ static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng 
         snprintf(tmp, sizeof tmp, "%s.train.tmp", o->output);
         rc = cl_model_save(m, tmp);
         if (!rc) rc = write_train_group(tmp, tr, step, rng, loss, n_loss, o, size);
-        if (!rc && rename(tmp, o->output)) rc = cl_error("cannot rename %s to %s: %s", tmp, o->output, strerror(errno));
+        if (!rc) rc = cl_commit_file(tmp, o->output); /* fsync, rename, fsync the directory */
         if (rc) remove(tmp);
     }
     return agree(rc, comm);
@@ -182,7 +183,7 @@ static int dump_grads(const char *path, cl_trainer *tr, const cl_config *c, doub
         rc = cl_h5_write(f, name, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
     }
     if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
-    if (!rc && rename(tmp, path)) rc = cl_error("cannot rename %s to %s", tmp, path);
+    if (!rc) rc = cl_commit_file(tmp, path);
     return rc;
 }
 
