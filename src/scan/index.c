@@ -113,14 +113,19 @@ static size_t dtype_size(cl_index_dtype d) { return d == CL_INDEX_F16 ? 2 : 4; }
 
 struct cl_index_writer {
     cl_index_meta m;
-    char dir[4200], part[4400];
+    char dir[4200], part[4400], synced[4420];
     FILE *f;
     int rank, R;
-    size_t rec_bytes, n_mine;
+    size_t rec_bytes, n_mine, n_put; /* n_put: records 0..n_put-1 are in the part */
     unsigned char *rec; /* [Lh, S, C] one record */
 };
 
 static void part_path(const char *out, int r, char *buf, size_t n) { snprintf(buf, n, "%s.parts/rank%d.bin", out, r); }
+/* "<part>.synced": how many records of the part the last checkpoint fsynced
+ * (a resume trusts no more: records past it may not be on disk) */
+static void synced_path(const char *out, int r, char *buf, size_t n) {
+    snprintf(buf, n, "%s.parts/rank%d.bin.synced", out, r);
+}
 
 static void signature(const cl_index_meta *m, int R, char *buf, size_t n) {
     snprintf(buf, n,
@@ -134,6 +139,10 @@ static void remove_parts(const char *out, int R_hint) {
     /* every rank file that may be there: the current rank count and a few more */
     for (int r = 0; r < (R_hint > 64 ? R_hint : 64) + 64; r++) {
         part_path(out, r, p, sizeof p);
+        remove(p);
+        synced_path(out, r, p, sizeof p);
+        remove(p);
+        strncat(p, ".tmp", sizeof p - strlen(p) - 1);
         remove(p);
     }
     snprintf(p, sizeof p, "%s.parts/args", out);
@@ -163,6 +172,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         w->n_mine = meta->n_shards > (size_t)rank ? (meta->n_shards - rank + R - 1) / R : 0;
         snprintf(w->dir, sizeof w->dir, "%s.parts", meta->out_path);
         part_path(meta->out_path, rank, w->part, sizeof w->part);
+        synced_path(meta->out_path, rank, w->synced, sizeof w->synced);
         if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record"))) err = 1;
     }
     long kmax = keep;
@@ -204,6 +214,13 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
     else {
         struct stat st;
         if (fstat(fileno(w->f), &st) == 0) have = (size_t)st.st_size / w->rec_bytes;
+        if (keep < 0 && match) { /* only what the last checkpoint fsynced */
+            unsigned long long ns = 0;
+            FILE *sf = fopen(w->synced, "rb");
+            if (!sf || fscanf(sf, "%llu", &ns) != 1) ns = 0;
+            if (sf) fclose(sf);
+            if (ns < have) have = (size_t)ns;
+        }
         if (keep < 0) k = match ? have : 0;
         else k = (size_t)keep;
         if (k > w->n_mine) k = w->n_mine;
@@ -216,6 +233,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         cl_index_writer_abort(w);
         return NULL;
     }
+    w->n_put = k;
     if (kept) *kept = k;
     return w;
 }
@@ -234,12 +252,24 @@ int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S
     }
     if (fseeko(w->f, (off_t)(i * w->rec_bytes), SEEK_SET) || fwrite(w->rec, 1, w->rec_bytes, w->f) != w->rec_bytes)
         return cl_error("cannot write %s: %s", w->part, strerror(errno));
+    if (i + 1 > w->n_put) w->n_put = i + 1;
     return 0;
 }
 
 int cl_index_writer_sync(cl_index_writer *w) {
     if (fflush(w->f) || fsync(fileno(w->f))) return cl_error("cannot write %s: %s", w->part, strerror(errno));
-    return 0;
+    /* then the count of records now on disk: tmp, fsync, rename, fsync of the directory */
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s.tmp", w->synced);
+    FILE *sf = fopen(tmp, "wb");
+    int bad = !sf || fprintf(sf, "%zu\n", w->n_put) < 0;
+    if (sf && fclose(sf)) bad = 1;
+    if (bad) {
+        int e = errno;
+        remove(tmp);
+        return cl_error("cannot write %s: %s", w->synced, strerror(e));
+    }
+    return cl_commit_file(tmp, w->synced);
 }
 
 static hid_t create_ds(hid_t f, const char *path, hid_t type, int rank, const hsize_t *dims, const hsize_t *chunk) {
@@ -520,7 +550,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         for (int h = 0; h < Lh; h++) l2normalize_rows(svec + (size_t)h * rows * C, rows, (int)C);
         tf_sum += cl_wall_seconds() - ta;
         nodes += M;
-        if (cl_index_writer_put(w, i, svec, rows)) {
+        if (cl_par_fault("index.shard", comm) || cl_index_writer_put(w, i, svec, rows)) {
             err = 1;
             break;
         }
