@@ -4,7 +4,9 @@
 # that a crash or power loss never leaves a renamed output whose blocks are
 # not on disk. Each writer runs under strace -f -y; for every rename of
 # X.tmp (or X.train.tmp) onto X the trace must show an fsync of X.tmp before
-# it and an fsync of X's directory after it. Exit 77 without strace.
+# it and an fsync of X's directory after it. And `run` never reopens a
+# finished output for writing (its job stamp goes beside it). Exit 77
+# without strace.
 # Env: CORPUSLENS, PYTHON (python3-torch for the inspect case).
 set -u
 E=${CORPUSLENS:?CORPUSLENS must name the binary}
@@ -93,6 +95,39 @@ PY
     traced "inspect --dump" "$o/t.h5" -- "$E" inspect lecture.pt --dump blocks.0.ffwd.net.0.weight -o "$o/t.h5"
 else
     echo "note: no torch for $PY: inspect --dump not tried"
+fi
+# run: a finished output is never opened for writing again (the job stamp
+# goes beside it, "<output>.stamp"): a kill or a full disk there would damage
+# a complete file. Every open of a stage output (not its .tmp) is read-only.
+cat > job.ini <<JOB
+[corpus]
+path = $d/demo.txt
+len = 6
+prompts = 64
+seed = 1
+[model]
+path = $d/m.h5
+[scan]
+prefilter = 0.5
+bin_width = 0.01
+[reduce]
+thresholds = 0.8, 0.8
+weights = 1, 1
+[output]
+dir = $d/job
+JOB
+if ! strace -f -qq -e trace=open,openat -o trace "$E" run job.ini >out.txt 2>err.txt; then
+    bad "run: failed:"; sed 's/^/      /' err.txt | tail -3
+else
+    rw=$(grep -E '"[^"]*/job/(corpus|scan|model)\.h5"|"[^"]*/job/report/report\.h5"' trace | grep -E 'O_RDWR|O_WRONLY' | head -3)
+    stamps=$(ls "$d"/job/*.stamp "$d"/job/report/*.stamp 2>/dev/null | wc -l)
+    if [ -n "$rw" ]; then
+        bad "run: a finished output was opened for writing: $rw"
+    elif [ "$stamps" -lt 3 ]; then
+        bad "run: $stamps stamp files beside the outputs, expected corpus, scan and report"
+    else
+        ok "run: every stage output opened read-only after its rename; $stamps stamps beside them"
+    fi
 fi
 if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
 echo "all passed"
