@@ -562,7 +562,7 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         rc |= cl_h5_attr_write_double(root, "holdout_fraction", c->holdout_fraction);
         rc |= cl_h5_attr_write_int(root, "holdout_start", (long long)c->holdout_start);
     }
-    H5Gclose(root);
+    if (H5Gclose(root) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write the corpus attributes");
     return rc ? -1 : 0;
 }
 

@@ -199,7 +199,7 @@ static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, cons
     if (a < 0) return cl_h5_error_in(obj, "cannot create attribute %s", name);
     herr_t st = H5Awrite(a, type, v);
     int rc = st < 0 ? cl_h5_error_in(obj, "cannot write attribute %s", name) : 0;
-    H5Aclose(a);
+    if (H5Aclose(a) < 0 && !rc) rc = cl_h5_error_in(obj, "cannot write attribute %s", name);
     return rc;
 }
 

@@ -123,7 +123,7 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
         if (d < 0 || cl_h5_attr_write_int(d, "has_spare", rng->has_spare) ||
             cl_h5_attr_write_double(d, "spare", rng->spare))
             rc = cl_error("cannot write the rng attributes");
-        if (d >= 0) H5Dclose(d);
+        if (d >= 0 && H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /train/rng_state");
     }
     if (!rc) rc = cl_h5_write(f, "/train/loss", H5T_NATIVE_DOUBLE, 2, ld, loss);
     if (!rc) {
@@ -141,7 +141,7 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
             rc |= cl_h5_attr_write_int(g, "seed", (long long)o->seed);
             rc |= cl_h5_attr_write_int(g, "checkpoint_every", o->checkpoint_every);
             rc |= cl_h5_attr_write_int(g, "ranks", ranks);
-            H5Gclose(g);
+            if (H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /train/args");
             if (rc) rc = -1;
         }
     }
