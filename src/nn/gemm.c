@@ -113,55 +113,57 @@ __attribute__((target("avx512f"))) static void tile512(size_t kc, const float *A
     }
 }
 
-/* The chains of C[0..M, j0 .. j0+nj] (nj <= 12, M <= 16 * G) with A packed
- * k-major G*16 lanes wide (At) and B's rows read in place. */
+/* The chains of C[0..M, j0 .. j0+nj] (nj <= NS, M <= 16 * G) with A packed
+ * k-major G*16 lanes wide (At) and B's rows read in place: G * NS zmm
+ * accumulators (<= 24), G + NS loads per k. */
 __attribute__((target("avx512f"), always_inline)) static inline void skinny512_group(
-    int G, size_t M, size_t K, const float *At, const float *B, size_t ldb, float *C, size_t ldc, size_t j0,
-    size_t nj, int acc) {
-    enum { NS = 12 };
-    __m512 c[NS][2];
-    const float *b[NS];
-    float t[32] __attribute__((aligned(64)));
+    const int G, const int NS, size_t M, size_t K, const float *At, const float *B, size_t ldb, float *C, size_t ldc,
+    size_t j0, size_t nj, int acc) {
+    __m512 c[12][4];
+    const float *b[12];
+    float t[64] __attribute__((aligned(64)));
+    const size_t W = 16 * (size_t)G;
+#pragma GCC unroll 12
     for (int jj = 0; jj < NS; jj++) {
         size_t j = j0 + ((size_t)jj < nj ? (size_t)jj : 0); /* past nj: a copy of row j0, dropped */
         b[jj] = B + j * ldb;
         if (acc && (size_t)jj < nj) {
-            for (size_t i = 0; i < 32; i++) t[i] = i < M ? C[i * ldc + j] : 0.0f;
-            c[jj][0] = _mm512_load_ps(t), c[jj][1] = _mm512_load_ps(t + 16);
-        } else c[jj][0] = _mm512_setzero_ps(), c[jj][1] = _mm512_setzero_ps();
-    }
-    if (G == 1) {
-        for (size_t k = 0; k < K; k++) {
-            __m512 a0 = _mm512_load_ps(At + k * 16);
-#pragma GCC unroll 12
-            for (int jj = 0; jj < NS; jj++) c[jj][0] = _mm512_fmadd_ps(a0, _mm512_set1_ps(b[jj][k]), c[jj][0]);
+            for (size_t i = 0; i < W; i++) t[i] = i < M ? C[i * ldc + j] : 0.0f;
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) c[jj][g] = _mm512_load_ps(t + 16 * g);
+        } else {
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) c[jj][g] = _mm512_setzero_ps();
         }
-    } else {
-        for (size_t k = 0; k < K; k++) {
-            __m512 a0 = _mm512_load_ps(At + k * 32), a1 = _mm512_load_ps(At + k * 32 + 16);
+    }
+    for (size_t k = 0; k < K; k++) {
+        __m512 a[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) a[g] = _mm512_load_ps(At + k * W + 16 * g);
 #pragma GCC unroll 12
-            for (int jj = 0; jj < NS; jj++) {
-                __m512 bj = _mm512_set1_ps(b[jj][k]);
-                c[jj][0] = _mm512_fmadd_ps(a0, bj, c[jj][0]);
-                c[jj][1] = _mm512_fmadd_ps(a1, bj, c[jj][1]);
-            }
+        for (int jj = 0; jj < NS; jj++) {
+            __m512 bj = _mm512_set1_ps(b[jj][k]);
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) c[jj][g] = _mm512_fmadd_ps(a[g], bj, c[jj][g]);
         }
     }
     for (size_t jj = 0; jj < nj; jj++) {
-        _mm512_store_ps(t, c[jj][0]);
-        if (G > 1) _mm512_store_ps(t + 16, c[jj][1]);
+        for (int g = 0; g < G; g++) _mm512_store_ps(t + 16 * g, c[jj][g]);
         for (size_t i = 0; i < M; i++) C[i * ldc + j0 + jj] = t[i];
     }
 }
 
 __attribute__((target("avx512f"))) static void skinny512(size_t M, size_t N, size_t K, const float *At,
                                                          const float *B, size_t ldb, float *C, size_t ldc, int acc) {
-    long groups = (long)((N + 11) / 12);
+    const size_t ns = M <= 32 ? 12 : M <= 48 ? 8 : 6; /* rows of B per group */
+    long groups = (long)((N + ns - 1) / ns);
 #pragma omp parallel for schedule(static) if (M * N * K > PAR_MIN)
     for (long g = 0; g < groups; g++) {
-        size_t j0 = (size_t)g * 12, nj = N - j0 < 12 ? N - j0 : 12;
-        if (M <= 16) skinny512_group(1, M, K, At, B, ldb, C, ldc, j0, nj, acc);
-        else skinny512_group(2, M, K, At, B, ldb, C, ldc, j0, nj, acc);
+        size_t j0 = (size_t)g * ns, nj = N - j0 < ns ? N - j0 : ns;
+        if (M <= 16) skinny512_group(1, 12, M, K, At, B, ldb, C, ldc, j0, nj, acc);
+        else if (M <= 32) skinny512_group(2, 12, M, K, At, B, ldb, C, ldc, j0, nj, acc);
+        else if (M <= 48) skinny512_group(3, 8, M, K, At, B, ldb, C, ldc, j0, nj, acc);
+        else skinny512_group(4, 6, M, K, At, B, ldb, C, ldc, j0, nj, acc);
     }
 }
 
@@ -284,7 +286,7 @@ static int tiled_nt(tile_fn tile, size_t MR, size_t NR, size_t M, size_t N, size
 
 static int skinny_nt(int kind, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, size_t ldb,
                      float *C, size_t ldc, int accumulate) {
-    size_t w = kind == GEMM_AVX512 ? (M <= 16 ? 16 : 32) : (M <= 8 ? 8 : 16);
+    size_t w = kind == GEMM_AVX512 ? (M + 15) / 16 * 16 : (M <= 8 ? 8 : 16);
     float *At = aligned_alloc(64, (K * w * sizeof(float) + 63) / 64 * 64);
     if (!At) return -1;
     pack_a(At, A, lda, M, K, w);

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 /* Up to these many rows of A the code without B's packing is used. */
-#define CL_GEMM_SKINNY_AVX512 32
+#define CL_GEMM_SKINNY_AVX512 64
 #define CL_GEMM_SKINNY_AVX2 16
 
 /* C[M, N] (row stride ldc) = A[M, K] (lda) . B[N, K]^T (ldb), plus the old C
