@@ -52,7 +52,7 @@ for f in many alias; do
   same=no
   cmp -s "$T/out.before" "$T/out.after" && same=yes
   printf '%-10s %7.2fs %7.2fs %8.1fx   %7.2fs %7.2fs %8.1fx   %s (%s bytes)\n' "$f.pt" "$bw" "$aw" \
-    "$(awk -v a="$bw" -v b="$aw" 'BEGIN { print b > 0 ? a / b : 0 }')" "$bc" "$ac" \
-    "$(awk -v a="$bc" -v b="$ac" 'BEGIN { print b > 0 ? a / b : 0 }')" "$same" "$size"
+    "$(awk -v a="$bw" -v b="$aw" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$bc" "$ac" \
+    "$(awk -v a="$bc" -v b="$ac" 'BEGIN { print (b > 0 ? a / b : 0) }')" "$same" "$size"
   [ "$same" = yes ] || { echo "inspect_bench.sh: the outputs of $f.pt differ" >&2; exit 1; }
 done
