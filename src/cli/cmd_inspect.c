@@ -27,8 +27,8 @@ static const char *CMD = "inspect";
 
 static const char USAGE[] =
     "corpuslens inspect FILE [--depth N] [--json] [--flat]\n"
-    "corpuslens inspect FILE --tensor NAME\n"
-    "corpuslens inspect FILE --dump NAME -o OUT.h5";
+    "corpuslens inspect FILE --tensor NAME [--force]\n"
+    "corpuslens inspect FILE --dump NAME -o OUT.h5 [--force]";
 
 static const char ABOUT[] =
     "Take a checkpoint apart: FILE is any torch.save file (.pt: a state dict, a\n"
@@ -441,7 +441,27 @@ static const cl_ckpt_tensor *find_tensor(const cl_ckpt *ck, const char *name) {
     return t;
 }
 
-static double *tensor_f64(const cl_ckpt_tensor *t) {
+/* A view may repeat its storage's elements (stride 0: torch's expand), so a
+ * tiny file can describe a huge tensor. --tensor and --dump expand a view to
+ * at most EXPAND_RATIO times its storage's elements, or EXPAND_FLOOR elements
+ * when that is more; --force lifts the cap. */
+#define EXPAND_RATIO 16
+#define EXPAND_FLOOR ((size_t)1 << 20)
+
+static int check_expansion(const cl_ckpt *ck, const cl_ckpt_tensor *t, int force) {
+    size_t cap = t->storage_numel > EXPAND_FLOOR / EXPAND_RATIO ? t->storage_numel : EXPAND_FLOOR / EXPAND_RATIO;
+    cap = cap > ((size_t)-1) / EXPAND_RATIO ? (size_t)-1 : cap * EXPAND_RATIO;
+    if (force || t->numel <= cap) return 0;
+    char b1[32], b2[32], b3[32], b4[32];
+    return cl_error("%s: tensor '%s' is a view of %s elements over a storage of %s: more than the cap of %s "
+                    "elements (%d x its storage, at least %s) that --tensor and --dump expand; "
+                    "--force expands it anyway",
+                    cl_ckpt_label(ck), t->name, commas(t->numel, b1), commas(t->storage_numel, b2),
+                    commas(cap, b3), EXPAND_RATIO, commas(EXPAND_FLOOR, b4));
+}
+
+static double *tensor_f64(const cl_ckpt *ck, const cl_ckpt_tensor *t, int force) {
+    if (check_expansion(ck, t, force)) return NULL;
     double *x = cl_trymalloc(t->numel ? t->numel : 1, sizeof *x, "tensor values");
     if (x && cl_ckpt_tensor_to_f64(t, x)) {
         free(x);
@@ -450,10 +470,10 @@ static double *tensor_f64(const cl_ckpt_tensor *t) {
     return x;
 }
 
-static int tensor_stats(const cl_ckpt *ck, const char *name) {
+static int tensor_stats(const cl_ckpt *ck, const char *name, int force) {
     const cl_ckpt_tensor *t = find_tensor(ck, name);
     if (!t) return -1;
-    double *x = tensor_f64(t);
+    double *x = tensor_f64(ck, t, force);
     if (!x) return -1;
     size_t n = t->numel, nan = 0, inf = 0, k = 0;
     double mean = 0, m2 = 0, mn = INFINITY, mx = -INFINITY, ss = 0;
@@ -490,10 +510,10 @@ static int tensor_stats(const cl_ckpt *ck, const char *name) {
     return 0;
 }
 
-static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out) {
+static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out, int force) {
     const cl_ckpt_tensor *t = find_tensor(ck, name);
     if (!t) return -1;
-    double *x = tensor_f64(t);
+    double *x = tensor_f64(ck, t, force);
     if (!x) return -1;
     int rc = -1;
     size_t n = t->numel ? t->numel : 1;
@@ -626,7 +646,7 @@ static int inspect_h5(const char *path) {
 
 static int run(int argc, char **argv) {
     const char *path = NULL, *tensor = NULL, *dump = NULL, *out = NULL;
-    int json = 0, flat = 0;
+    int json = 0, flat = 0, force = 0;
     long depth = -1;
     const cli_option opts[] = {
         CLI_OPT_INT("depth", 0, "N", &depth, 0, 1000, "show the tree down to depth N (totals still cover all)"),
@@ -641,6 +661,10 @@ static int run(int argc, char **argv) {
                        "float64, int64 for integers, uint8 for bools and bytes, float32\n"
                        "otherwise; attributes name, dtype, source)"),
         CLI_OPT_STRING("output", 'o', "OUT.h5", &out, "the file of --dump"),
+        CLI_OPT_FLAG("force", 0, &force,
+                     "--tensor, --dump: expand a view however many times it repeats its\n"
+                     "storage (by default at most 16 x the storage's elements, or\n"
+                     "1,048,576 elements when that is more)"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "FILE", 1, 1, "no file given"};
@@ -653,6 +677,7 @@ static int run(int argc, char **argv) {
     if (json && flat) return cli_usage_error(CMD, "--json and --flat exclude each other");
     if (dump && !out) return cli_usage_error(CMD, "--dump needs -o OUT.h5");
     if (out && !dump) return cli_usage_error(CMD, "-o is only for --dump");
+    if (force && !tensor && !dump) return cli_usage_error(CMD, "--force is only for --tensor and --dump");
     unsigned char sig[8] = {0};
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -670,8 +695,8 @@ static int run(int argc, char **argv) {
     cl_ckpt *ck = cl_ckpt_open_any(path);
     if (!ck) return cli_fail();
     int rc;
-    if (tensor) rc = tensor_stats(ck, tensor);
-    else if (dump) rc = tensor_dump(ck, dump, out);
+    if (tensor) rc = tensor_stats(ck, tensor, force);
+    else if (dump) rc = tensor_dump(ck, dump, out, force);
     else if (flat) rc = inspect_flat(ck, path);
     else rc = inspect_tree(ck, path, (int)depth, json);
     cl_ckpt_close(ck);
