@@ -236,6 +236,32 @@ dir = o
 INI
 refuse counts "counts.ini:9: reduce.weights has 1 numbers but reduce.thresholds has 2"
 
+# [alternatives] seeds: the same seed twice, however written, is refused (issue 21)
+mk dup-seeds <<'INI'
+[corpus]
+path = c.txt
+len = 4
+prompts = 3
+[train]
+steps = 2
+batch = 2
+ctx = 4
+[alternatives]
+seeds = 1, 1, 01
+[output]
+dir = o
+INI
+refuse dup-seeds "dup-seeds.ini:10: alternatives.seeds: item 2 '1' is seed 1 again (item 1 '1')"
+sed -i 's/^seeds = .*/seeds = 7, 3, 007/' "$T/dup-seeds.ini"
+refuse dup-seeds "dup-seeds.ini:10: alternatives.seeds: item 3 '007' is seed 7 again (item 1 '7')"
+# control: distinct seeds are accepted, one training stage each
+sed -i 's/^seeds = .*/seeds = 7, 3, 70/' "$T/dup-seeds.ini"
+if T_OUT=$T "$CL" run "$T/dup-seeds.ini" --dry-run >"$T/stdout" 2>"$T/stderr"; then
+    for s in 7 3 70; do grep -qF "model-seed$s.h5" "$T/stdout" || fail "distinct seeds: no model-seed$s.h5 in the plan"; done
+else
+    fail "distinct seeds refused: $(cat "$T/stderr")"
+fi
+
 refuse missing-file-does-not-exist "job file: cannot open"
 "$CL" run >/dev/null 2>"$T/stderr" && fail "run without a job accepted"
 grep -qF "no job file given" "$T/stderr" || fail "no job: $(cat "$T/stderr")"

@@ -58,7 +58,9 @@ void cli_progress_line(void *user, size_t done, size_t total, double elapsed);
 #include "corpuslens/model/model.h"
 
 /* Encode a text for a model: checks the vocabulary (message names the
- * character and position) and 1 <= length <= block_size. *ids is malloc'ed. */
+ * character and position) and 1 <= length <= block_size; a text too long for
+ * block_size tokens of the longest kind is refused before it is encoded.
+ * *ids is malloc'ed. */
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
 
 /* The parentheses classifier's analyses (parens_analysis.c), from ablate and lens. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +27,8 @@ static const char *CMD = "inspect";
 
 static const char USAGE[] =
     "corpuslens inspect FILE [--depth N] [--json] [--flat]\n"
-    "corpuslens inspect FILE --tensor NAME\n"
-    "corpuslens inspect FILE --dump NAME -o OUT.h5";
+    "corpuslens inspect FILE --tensor NAME [--force]\n"
+    "corpuslens inspect FILE --dump NAME -o OUT.h5 [--force]";
 
 static const char ABOUT[] =
     "Take a checkpoint apart: FILE is any torch.save file (.pt: a state dict, a\n"
@@ -115,6 +116,8 @@ static void print_header(const cl_ckpt *ck, const char *path) {
 
 typedef struct {
     char *name;         /* one path component ("" for the root) */
+    size_t name_len;
+    uint64_t hash;      /* of (parent, name): the key in tree.slot */
     long entry;         /* the entry listed at exactly this path, or -1 */
     long parent, first, last, next;
     int depth;
@@ -122,12 +125,44 @@ typedef struct {
     size_t n_tensors;
 } tnode;
 
+/* Nodes, and a hash map (parent, component) -> child, open addressing with
+ * linear probing: slot[] holds node index + 1, 0 = empty; kept at most half
+ * full. A checkpoint's tens of thousands of keys under one dict are found in
+ * O(1) each, not by a scan of the siblings. */
 typedef struct {
     tnode *v;
     size_t n, cap;
+    long *slot;
+    size_t nslot; /* a power of two */
 } tree;
 
-static long tree_add(tree *t, long parent, const char *name, size_t len) {
+/* FNV-1a over the parent index and the bytes, then a murmur3 finaliser. */
+static uint64_t key_hash(uint64_t a, const void *p, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 8; i++, a >>= 8) h = (h ^ (a & 0xff)) * 1099511628211ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+static int tree_rehash(tree *t, size_t nslot) {
+    long *s = cl_trycalloc(nslot, sizeof *s, "the tree's index");
+    if (!s) return -1;
+    for (size_t i = 1; i < t->n; i++) { /* the root (0) is nobody's child */
+        size_t j = (size_t)t->v[i].hash & (nslot - 1);
+        while (s[j]) j = (j + 1) & (nslot - 1);
+        s[j] = (long)i + 1;
+    }
+    free(t->slot);
+    t->slot = s;
+    t->nslot = nslot;
+    return 0;
+}
+
+static long tree_add(tree *t, long parent, const char *name, size_t len, uint64_t h) {
     if (t->n == t->cap) {
         size_t nc = t->cap ? 2 * t->cap : 256;
         tnode *v = realloc(t->v, nc * sizeof *v);
@@ -135,10 +170,13 @@ static long tree_add(tree *t, long parent, const char *name, size_t len) {
         t->v = v;
         t->cap = nc;
     }
+    if (2 * (t->n + 1) > t->nslot && tree_rehash(t, t->nslot ? 2 * t->nslot : 512)) return -1;
     tnode *x = &t->v[t->n];
     memset(x, 0, sizeof *x);
     x->name = strndup(name, len);
     if (!x->name) return cl_error("out of memory building the tree");
+    x->name_len = len;
+    x->hash = h;
     x->entry = -1;
     x->parent = parent;
     x->first = x->last = x->next = -1;
@@ -147,33 +185,75 @@ static long tree_add(tree *t, long parent, const char *name, size_t len) {
         if (t->v[parent].last >= 0) t->v[t->v[parent].last].next = (long)t->n;
         else t->v[parent].first = (long)t->n;
         t->v[parent].last = (long)t->n;
+        size_t j = (size_t)h & (t->nslot - 1);
+        while (t->slot[j]) j = (j + 1) & (t->nslot - 1);
+        t->slot[j] = (long)t->n + 1;
     }
     return (long)t->n++;
 }
 
+/* The child of `parent` called name[0..len), added when it is new. */
 static long tree_child(tree *t, long parent, const char *name, size_t len) {
-    for (long c = t->v[parent].first; c >= 0; c = t->v[c].next)
-        if (strlen(t->v[c].name) == len && !memcmp(t->v[c].name, name, len)) return c;
-    return tree_add(t, parent, name, len);
+    uint64_t h = key_hash((uint64_t)parent, name, len);
+    if (t->nslot)
+        for (size_t j = (size_t)h & (t->nslot - 1); t->slot[j]; j = (j + 1) & (t->nslot - 1)) {
+            const tnode *c = &t->v[t->slot[j] - 1];
+            if (c->hash == h && c->parent == parent && c->name_len == len && !memcmp(c->name, name, len))
+                return t->slot[j] - 1;
+        }
+    return tree_add(t, parent, name, len, h);
 }
 
 static void tree_free(tree *t) {
     for (size_t i = 0; i < t->n; i++) free(t->v[i].name);
     free(t->v);
+    free(t->slot);
 }
 
-static int is_ancestor(const tree *t, long a, long x) {
-    for (; x >= 0; x = t->v[x].parent)
-        if (x == a) return 1;
-    return 0;
+/* A set of (alias group, node) pairs: the nodes that already count a group's
+ * data. Open addressing, at most half full; keys stored +1 (0 = empty). */
+typedef struct {
+    uint64_t (*k)[2];
+    size_t n, cap; /* cap: a power of two */
+} pairset;
+
+/* Insert (a, x); returns 1 if it was new, 0 if already there, -1 out of memory. */
+static int pairset_add(pairset *s, uint64_t a, uint64_t x) {
+    if (2 * (s->n + 1) > s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 1024;
+        uint64_t(*k)[2] = cl_trycalloc(nc, sizeof *k, "the alias totals");
+        if (!k) return -1;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->k[i][0]) {
+                size_t j = (size_t)key_hash(s->k[i][0], &s->k[i][1], sizeof s->k[i][1]) & (nc - 1);
+                while (k[j][0]) j = (j + 1) & (nc - 1);
+                k[j][0] = s->k[i][0], k[j][1] = s->k[i][1];
+            }
+        free(s->k);
+        s->k = k;
+        s->cap = nc;
+    }
+    a++, x++;
+    size_t j = (size_t)key_hash(a, &x, sizeof x) & (s->cap - 1);
+    for (; s->k[j][0]; j = (j + 1) & (s->cap - 1))
+        if (s->k[j][0] == a && s->k[j][1] == x) return 0;
+    s->k[j][0] = a, s->k[j][1] = x;
+    s->n++;
+    return 1;
 }
 
 static int tree_build(const cl_ckpt *ck, tree *t) {
     memset(t, 0, sizeof *t);
-    if (tree_add(t, -1, "", 0) < 0) return -1;
+    if (tree_add(t, -1, "", 0, 0) < 0) return -1;
     size_t ne = cl_ckpt_num_entries(ck), nt = cl_ckpt_num_tensors(ck);
     long *tnode_of = calloc(nt ? nt : 1, sizeof *tnode_of);
-    if (!tnode_of) return cl_error("out of memory building the tree");
+    size_t *group_size = calloc(nt ? nt : 1, sizeof *group_size);
+    pairset held = {0};
+    int rc = -1;
+    if (!tnode_of || !group_size) {
+        cl_error("out of memory building the tree");
+        goto out;
+    }
     for (size_t i = 0; i < ne; i++) {
         const cl_ckpt_entry *e = cl_ckpt_entry_at(ck, i);
         long at = 0;
@@ -182,32 +262,36 @@ static int tree_build(const cl_ckpt *ck, tree *t) {
             const char *dot = strchr(p, '.');
             size_t len = dot ? (size_t)(dot - p) : strlen(p);
             at = tree_child(t, at, p, len);
-            if (at < 0) {
-                free(tnode_of);
-                return -1;
-            }
+            if (at < 0) goto out;
             p += len + (dot ? 1 : 0);
         }
         if (t->v[at].entry < 0) t->v[at].entry = (long)i;
-        if (e->kind == CL_ENTRY_TENSOR) tnode_of[e->tensor] = at;
+        if (e->kind == CL_ENTRY_TENSOR && e->tensor < nt) tnode_of[e->tensor] = at;
     }
+    for (size_t i = 0; i < nt; i++) group_size[cl_ckpt_first_alias(ck, i)]++;
     /* totals: a tensor adds its elements to each ancestor, except those that
-     * already hold an earlier tensor with the same data */
+     * already hold an earlier tensor with the same data. The nodes holding a
+     * group are the ancestors of its earlier members: a set of (group, node),
+     * closed upwards, so the walk up stops at the first node in it. */
     for (size_t i = 0; i < nt; i++) {
         const cl_ckpt_tensor *ti = cl_ckpt_tensor_at(ck, i);
         size_t a = cl_ckpt_first_alias(ck, i);
         for (long x = tnode_of[i]; x >= 0; x = t->v[x].parent) {
-            int held = 0;
-            if (a != i)
-                for (size_t j = a; j < i && !held; j++)
-                    if (cl_ckpt_first_alias(ck, j) == a && is_ancestor(t, x, tnode_of[j])) held = 1;
-            if (held) break;
+            if (group_size[a] > 1) {
+                int r = pairset_add(&held, a, (uint64_t)x);
+                if (r < 0) goto out;
+                if (r == 0) break;
+            }
             t->v[x].numel += ti->numel;
             t->v[x].n_tensors++;
         }
     }
+    rc = 0;
+out:
+    free(held.k);
+    free(group_size);
     free(tnode_of);
-    return 0;
+    return rc;
 }
 
 static void print_shape_into(char *buf, size_t n, const cl_ckpt_tensor *t) { shape_str(buf, n, t->ndim, t->shape); }
@@ -357,7 +441,27 @@ static const cl_ckpt_tensor *find_tensor(const cl_ckpt *ck, const char *name) {
     return t;
 }
 
-static double *tensor_f64(const cl_ckpt_tensor *t) {
+/* A view may repeat its storage's elements (stride 0: torch's expand), so a
+ * tiny file can describe a huge tensor. --tensor and --dump expand a view to
+ * at most EXPAND_RATIO times its storage's elements, or EXPAND_FLOOR elements
+ * when that is more; --force lifts the cap. */
+#define EXPAND_RATIO 16
+#define EXPAND_FLOOR ((size_t)1 << 20)
+
+static int check_expansion(const cl_ckpt *ck, const cl_ckpt_tensor *t, int force) {
+    size_t cap = t->storage_numel > EXPAND_FLOOR / EXPAND_RATIO ? t->storage_numel : EXPAND_FLOOR / EXPAND_RATIO;
+    cap = cap > ((size_t)-1) / EXPAND_RATIO ? (size_t)-1 : cap * EXPAND_RATIO;
+    if (force || t->numel <= cap) return 0;
+    char b1[32], b2[32], b3[32], b4[32];
+    return cl_error("%s: tensor '%s' is a view of %s elements over a storage of %s: more than the cap of %s "
+                    "elements (%d x its storage, at least %s) that --tensor and --dump expand; "
+                    "--force expands it anyway",
+                    cl_ckpt_label(ck), t->name, commas(t->numel, b1), commas(t->storage_numel, b2),
+                    commas(cap, b3), EXPAND_RATIO, commas(EXPAND_FLOOR, b4));
+}
+
+static double *tensor_f64(const cl_ckpt *ck, const cl_ckpt_tensor *t, int force) {
+    if (check_expansion(ck, t, force)) return NULL;
     double *x = cl_trymalloc(t->numel ? t->numel : 1, sizeof *x, "tensor values");
     if (x && cl_ckpt_tensor_to_f64(t, x)) {
         free(x);
@@ -366,10 +470,10 @@ static double *tensor_f64(const cl_ckpt_tensor *t) {
     return x;
 }
 
-static int tensor_stats(const cl_ckpt *ck, const char *name) {
+static int tensor_stats(const cl_ckpt *ck, const char *name, int force) {
     const cl_ckpt_tensor *t = find_tensor(ck, name);
     if (!t) return -1;
-    double *x = tensor_f64(t);
+    double *x = tensor_f64(ck, t, force);
     if (!x) return -1;
     size_t n = t->numel, nan = 0, inf = 0, k = 0;
     double mean = 0, m2 = 0, mn = INFINITY, mx = -INFINITY, ss = 0;
@@ -406,10 +510,10 @@ static int tensor_stats(const cl_ckpt *ck, const char *name) {
     return 0;
 }
 
-static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out) {
+static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out, int force) {
     const cl_ckpt_tensor *t = find_tensor(ck, name);
     if (!t) return -1;
-    double *x = tensor_f64(t);
+    double *x = tensor_f64(ck, t, force);
     if (!x) return -1;
     int rc = -1;
     size_t n = t->numel ? t->numel : 1;
@@ -529,7 +633,7 @@ static int inspect_h5(const char *path) {
 
 static int run(int argc, char **argv) {
     const char *path = NULL, *tensor = NULL, *dump = NULL, *out = NULL;
-    int json = 0, flat = 0;
+    int json = 0, flat = 0, force = 0;
     long depth = -1;
     const cli_option opts[] = {
         CLI_OPT_INT("depth", 0, "N", &depth, 0, 1000, "show the tree down to depth N (totals still cover all)"),
@@ -544,6 +648,10 @@ static int run(int argc, char **argv) {
                        "float64, int64 for integers, uint8 for bools and bytes, float32\n"
                        "otherwise; attributes name, dtype, source)"),
         CLI_OPT_STRING("output", 'o', "OUT.h5", &out, "the file of --dump"),
+        CLI_OPT_FLAG("force", 0, &force,
+                     "--tensor, --dump: expand a view however many times it repeats its\n"
+                     "storage (by default at most 16 x the storage's elements, or\n"
+                     "1,048,576 elements when that is more)"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, NULL, "FILE", 1, 1, "no file given"};
@@ -556,6 +664,7 @@ static int run(int argc, char **argv) {
     if (json && flat) return cli_usage_error(CMD, "--json and --flat exclude each other");
     if (dump && !out) return cli_usage_error(CMD, "--dump needs -o OUT.h5");
     if (out && !dump) return cli_usage_error(CMD, "-o is only for --dump");
+    if (force && !tensor && !dump) return cli_usage_error(CMD, "--force is only for --tensor and --dump");
     unsigned char sig[8] = {0};
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -573,8 +682,8 @@ static int run(int argc, char **argv) {
     cl_ckpt *ck = cl_ckpt_open_any(path);
     if (!ck) return cli_fail();
     int rc;
-    if (tensor) rc = tensor_stats(ck, tensor);
-    else if (dump) rc = tensor_dump(ck, dump, out);
+    if (tensor) rc = tensor_stats(ck, tensor, force);
+    else if (dump) rc = tensor_dump(ck, dump, out, force);
     else if (flat) rc = inspect_flat(ck, path);
     else rc = inspect_tree(ck, path, (int)depth, json);
     cl_ckpt_close(ck);

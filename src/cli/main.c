@@ -101,7 +101,14 @@ int main(int argc, char **argv) {
 
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n) {
     const char *unit = cl_tok_is_bpe(m) ? "tokens" : "characters";
-    if (cl_tok_encode(m, text, strlen(text), ids, n)) return -1;
+    /* refused before it is encoded when even tokens of the longest kind
+     * could not fit: encoding costs time and 4 bytes an id per byte */
+    size_t len = strlen(text), maxb = cl_tok_max_bytes(m);
+    if (len / maxb > (size_t)m->cfg.block_size)
+        return cl_error("the text has %zu bytes, more than the model's block_size of %d %s can hold (at most %zu "
+                        "byte%s each)",
+                        len, m->cfg.block_size, unit, maxb, maxb == 1 ? "" : "s");
+    if (cl_tok_encode(m, text, len, ids, n)) return -1;
     if (*n == 0) {
         free(*ids);
         *ids = NULL;

@@ -200,14 +200,22 @@ int cl_parens_read(const char *path, cl_parens_set *out) {
         if (!nl) nl = end;
         *nl = '\0';
         if (*p && *p != '#') {
-            char sp[8], s[64];
-            int lab, k = 0;
-            if (sscanf(p, "%7[a-z]\t%d\t%63[()]%n", sp, &lab, s, &k) != 3 || p[k] != '\0' || strlen(s) > L ||
-                strlen(s) < 1 || (lab != 0 && lab != 1)) {
+            /* exactly three fields, one TAB between each: a split name, the
+             * label 0 or 1, then 1..L parentheses; nothing else on the line
+             * (no blanks, signs, leading zeros, missing TABs or NUL bytes) */
+            char *t1 = strchr(p, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+            size_t sl = t2 ? strlen(t2 + 1) : 0;
+            if (!t1 || !t2 || t1 == p || t1 - p > 7 || t2 - t1 != 2 || (t1[1] != '0' && t1[1] != '1') ||
+                sl < 1 || sl > L || strspn(t2 + 1, "()") != sl || t2 + 1 + sl != nl) {
                 rc = cl_error("%s:%zu: not 'split<TAB>label<TAB>string' (label 0/1, 1..%d parentheses)", path,
                               lineno + 1, L);
                 break;
             }
+            char sp[8], s[L + 1];
+            memcpy(sp, p, (size_t)(t1 - p));
+            sp[t1 - p] = '\0';
+            int lab = t1[1] - '0';
+            memcpy(s, t2 + 1, sl + 1);
             int si = -1;
             for (int q = 0; q < 3; q++)
                 if (!strcmp(sp, split_names[q])) si = q;

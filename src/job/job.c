@@ -619,6 +619,20 @@ static void store(pstate *s, cl_job *job, entry *e) {
             free_list(it);
             return;
         }
+        /* each seed names one model file (model-seed<N>.h5) and one compare
+         * model: the same seed twice, however written, would train it twice */
+        if (k->off == offsetof(cl_job, alt_seeds))
+            for (long i = 1; i < n; i++)
+                for (long j = 0; j < i; j++) {
+                    long long a, b;
+                    if (parse_ll(it[i], &a) == 0 && parse_ll(it[j], &b) == 0 && a == b) {
+                        add_err(s, line, "%s.%s: item %ld '%s' is seed %lld again (item %ld '%s'): each seed "
+                                "is one model (model-seed%lld.h5), give it once",
+                                k->section, k->key, i + 1, it[i], a, j + 1, it[j], a);
+                        free_list(it);
+                        return;
+                    }
+                }
         char *joined = malloc(total);
         if (!joined) {
             free_list(it);

@@ -32,6 +32,7 @@ struct cl_bpe {
     char **tok;            /* [V] byte-to-unicode strings */
     unsigned char **bytes; /* [V] raw bytes */
     size_t *nbytes;        /* [V] */
+    size_t max_nbytes;     /* the longest token's bytes */
     size_t M;
     char **merge;          /* [M] "a b" */
     int32_t byte_id[256];  /* the token of each single byte */
@@ -171,6 +172,7 @@ cl_bpe *cl_bpe_create(const char *const *tokens, int V, const char *const *merge
             at += (size_t)w;
         }
         b->nbytes[id] = k;
+        if (k > b->max_nbytes) b->max_nbytes = k;
         if (vocab_find(b, s, n) >= 0) {
             cl_error("BPE token '%s' appears twice (ids %ld and %d)", s, vocab_find(b, s, n), id);
             goto fail;
@@ -249,6 +251,7 @@ fail:
 
 int cl_bpe_vocab_size(const cl_bpe *b) { return b->V; }
 size_t cl_bpe_num_merges(const cl_bpe *b) { return b->M; }
+size_t cl_bpe_max_token_bytes(const cl_bpe *b) { return b->max_nbytes; }
 const char *cl_bpe_token(const cl_bpe *b, int id) { return id >= 0 && id < b->V ? b->tok[id] : NULL; }
 const char *cl_bpe_merge(const cl_bpe *b, size_t i) { return i < b->M ? b->merge[i] : NULL; }
 const unsigned char *cl_bpe_token_bytes(const cl_bpe *b, int id, size_t *len) {
@@ -492,6 +495,17 @@ int cl_tok_encode(const cl_model *m, const char *text, size_t len, int32_t **ids
     }
     *ids = buf;
     return 0;
+}
+
+size_t cl_tok_max_bytes(const cl_model *m) {
+    if (m->bpe) return m->bpe->max_nbytes;
+    size_t mx = 1;
+    char tmp[4];
+    for (int i = 0; i < m->cfg.vocab_size; i++) {
+        size_t n = (size_t)cl_utf8_put(m->vocab[i], tmp);
+        if (n > mx) mx = n;
+    }
+    return mx;
 }
 
 size_t cl_tok_bytes(const cl_model *m, int id, char *buf, size_t cap) {

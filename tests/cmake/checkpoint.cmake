@@ -8,3 +8,7 @@ cl_script_test(checkpoint_refusals torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE
 # builds its own clang -fsanitize=fuzzer,address,undefined binaries: not for the ASan build
 cl_script_test(checkpoint_fuzz "torch;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/run_fuzz.sh)
 cl_script_test(checkpoint_dissect torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint_dissect.py)
+# inspect on 20,000 tensors and a pickle of 20,000 aliases: the tree against torch's own grouping (issue 21)
+cl_script_test(inspect_scale torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/inspect_scale.py)
+# inspect --tensor/--dump refuse a view that repeats its storage past the cap, unless --force (issue 21)
+cl_script_test(inspect_expand torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/inspect_expand.py)

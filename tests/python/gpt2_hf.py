@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -511,6 +512,16 @@ def refusals(work, tok_small, ck, small_h5):
     r = subprocess.run([EXE, "predict", "--model", small_h5, b"ab\xffcd"], capture_output=True)
     err = r.stderr.decode("utf-8", "replace")
     ck.expect(r.returncode != 0 and "invalid UTF-8 at byte 2" in err, f"predict: invalid UTF-8 refused: {err.strip()[:100]}")
+    # a text too long for block_size tokens of the longest kind is refused
+    # before it is encoded: the invalid byte at its end is never reached (issue 21)
+    maxb = max(len(t.encode("utf-8")) for t in json.load(open(tf[0], encoding="utf-8")))  # >= the raw bytes
+    _, info, _ = run(["inspect", small_h5])
+    T = int(re.search(r"block_size (\d+)", info).group(1))
+    for extra, want in ((maxb * (T + 1), "bytes, more than the model's block_size"), (T + 1, "invalid UTF-8")):
+        r = subprocess.run([EXE, "predict", "--model", small_h5, b"a" * extra + b"\xff"], capture_output=True)
+        err = r.stderr.decode("utf-8", "replace")
+        ck.expect(r.returncode != 0 and want in err and len(err.strip().splitlines()) == 1,
+                  f"predict: a text of {extra + 1} bytes refused with '{want}': {err.strip()[:120]}")
 
 
 def negative_control(work, tok_small, ck):

@@ -10,7 +10,9 @@
  * never-negative test (no prefix has more ')' than '(') — half of each kind.
  *
  * The file (text, one example a line after '#' comment lines):
- *   split<TAB>label<TAB>string      split is train, val or test
+ *   split<TAB>label<TAB>string      split is train, val or test; label 0 or 1;
+ *                                   one TAB between fields, nothing else (the
+ *                                   reader refuses blanks, "train1()", "+1", "01")
  *
  * The model reads "^" + string + "$", padded with "_" to 42 tokens: the
  * vocabulary is $ ( ) ^ _ (ids 0..4: [end], '(', ')', [start], [pad]).

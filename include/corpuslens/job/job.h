@@ -23,7 +23,8 @@
  *              checkpoint_every (steps; an interrupted training then resumes)
  *              (steps, batch, ctx required when there is no [model])
  *   [alternatives] seeds   models trained with the [train] recipe but these
- *                          seeds (comma- or blank-separated integers), into
+ *                          seeds (comma- or blank-separated integers, each once:
+ *                          "1, 01" is refused), into
  *                          <output dir>/model-seed<S>.h5; reduce compares the
  *                          model with each (the noise floor). With [model],
  *                          [train] is then the recipe of the alternatives only.

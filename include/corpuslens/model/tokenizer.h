@@ -40,6 +40,9 @@ void cl_bpe_free(cl_bpe *b);
 
 int cl_bpe_vocab_size(const cl_bpe *b);
 size_t cl_bpe_num_merges(const cl_bpe *b);
+/* Bytes of the longest token (a text of N bytes has at least N / this many
+ * tokens). */
+size_t cl_bpe_max_token_bytes(const cl_bpe *b);
 /* Token id's string (byte-to-unicode form) / merge i's "a b" line. */
 const char *cl_bpe_token(const cl_bpe *b, int id);
 const char *cl_bpe_merge(const cl_bpe *b, size_t i);
@@ -60,6 +63,10 @@ int cl_bpe_decode(const cl_bpe *b, const int32_t *ids, size_t n, char **text, si
 int cl_tok_is_bpe(const cl_model *m);
 /* Encode a text for m (char-level: cl_vocab_encode). *ids malloc'ed. */
 int cl_tok_encode(const cl_model *m, const char *text, size_t len, int32_t **ids, size_t *n);
+/* Bytes of the model's longest token (char-level: of its widest character's
+ * UTF-8): a text of N bytes has at least N / this many tokens, so a text too
+ * long for a context can be refused before it is encoded. */
+size_t cl_tok_max_bytes(const cl_model *m);
 /* The raw bytes of one token (char-level: the character's UTF-8) into buf
  * (cap >= 4 for char-level); returns the byte count written (truncated at cap). */
 size_t cl_tok_bytes(const cl_model *m, int id, char *buf, size_t cap);
