@@ -26,11 +26,18 @@
  *     2^-64 of one count at sim 1), so they are exact in any order;
  *   - the K most similar substrings per block (similarity desc, then lower
  *     substring index), with their next-token counts (from corpus.h5).
- * Few prompts (P <= 8) on a float16 index with a sketch (sketch.h): per block
- * the rows whose upper bound cannot reach the gate (threshold - 1e-5, the
- * soft floor, a proven lower bound of the K-th best) are skipped; the others
- * get the same exact similarity, so the results equal the full pass's
- * (CORPUSLENS_SKETCH=0, with the index mapped) bit for bit.
+ * On a float16 index with a sketch (sketch.h): per block the rows whose
+ * upper bound cannot reach the gate (threshold - 1e-5, the soft floor, a
+ * proven lower bound of the K-th best) are skipped; the others get the same
+ * exact similarity, so the results equal the full pass's (CORPUSLENS_SKETCH=0,
+ * with the index mapped) bit for bit. Up to 8 prompts: the bound row by row;
+ * more (a passage's windows, a prompt file): the bounds of a tile of 256
+ * prompts against 32768 rows as one matrix product, then the exact dot
+ * products of the surviving (prompt, row) pairs only, grouped by row.
+ * On a mapped float16 index (any index with a sketch) each prompt's float32
+ * dot product is the same operations whatever the other prompts, so with the
+ * sketch or without, a prompt's search result does not depend on its batch
+ * (explain.c; the forward pass's batch invariance is nn/gemm.h's).
  * Without MPI_Init (explain started without mpirun) it runs as rank 0 of 1.
  * Ranks split the index rows (whole chunks, contiguous per rank); integer and
  * fixed-point sums and the top-K merge are exact, so the results do not
@@ -76,6 +83,8 @@ typedef struct {
     int sketch;            /* 1: the search used the index's sketch (sketch.h) */
     int64_t *checked;      /* [Lh] index rows whose similarity was computed (rank 0: all ranks);
                               N per block without the sketch */
+    int64_t *pairs;        /* [Lh] (prompt, row) pairs whose similarity was computed (rank 0: all ranks);
+                              P N per block without the sketch */
 } cl_explain_result;
 
 /* Collective over comm (every rank passes the same arguments). tokens:
