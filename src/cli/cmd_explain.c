@@ -47,9 +47,10 @@ static const char ABOUT[] =
 static const char EPILOG[] =
     "Without mpirun, explain runs on one process and does not start MPI; under\n"
     "mpirun the ranks split the index rows; the results do not depend on the rank\n"
-    "count. An index with a sketch (index --add-sketch) lets explain of up to 8\n"
-    "texts skip the rows that cannot reach a threshold or the top list (exact:\n"
-    "the same results as reading every row); CORPUSLENS_SKETCH=0 reads every row.\n"
+    "count. An index with a sketch (index --add-sketch) lets explain skip the rows\n"
+    "that cannot reach a threshold or the top list (exact: the same results as\n"
+    "reading every row; more than 8 texts, e.g. a passage's windows, share one\n"
+    "bound product); CORPUSLENS_SKETCH=0 reads every row.\n"
     "The SHA-256 identity checks of the model and corpus are cached by file\n"
     "(device, inode, size, times; README, 'Identity checks'); CORPUSLENS_HASH_CACHE=0\n"
     "hashes every time.\n";
