@@ -18,14 +18,17 @@
 #include "corpuslens/base/stats.h"
 #include "corpuslens/base/utf8.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/scan/explain.h"
+#include "corpuslens/scan/passage.h"
 #include "corpuslens/scan/sketch.h"
 
 static const char *CMD = "explain";
 
 static const char USAGE[] =
     "[mpirun -n R] corpuslens explain --index INDEX.h5 --corpus CORPUS.h5 --model MODEL.h5\n"
-    "                 (TEXT... | --prompt-file FILE | --eval-text N [--eval-len L] [--seed S])\n"
+    "                 (TEXT... | --prompt-file FILE | --eval-text N [--eval-len L] [--seed S]\n"
+    "                  | --passage TEXT | --passage-file FILE [--at LIST])\n"
     "                 [--thresholds a,b,..] [--weights a,b,..] [--params FITTED.ini]\n"
     "                 [--soft] [--temperatures a,b,..] [--soft-weights a,b,..] [--soft-floor 0.7]\n"
     "                 [--top 10] [--show 8] [--quiet] [-o EXPLAIN.h5]";
@@ -35,14 +38,19 @@ static const char ABOUT[] =
     "in the corpus or not): the model's prediction; the paper's approximation from the\n"
     "corpus strings whose hooked activations are cosine-similar to the text's, with\n"
     "its Hellinger distance; per block the most similar strings with their similarity\n"
-    "and next characters; the logit lens per block. Method: include/corpuslens/scan/explain.h.\n";
+    "and next characters; the logit lens per block. Method: include/corpuslens/scan/explain.h.\n"
+    "--passage: the same at EVERY position of one text of any length, each from the\n"
+    "window of at most L (the index's string length) characters ending there, as if\n"
+    "explained alone (bit for bit); a table row per position, the details of the\n"
+    "positions --at, the mean H (docs/passage.md, include/corpuslens/scan/passage.h).\n";
 
 static const char EPILOG[] =
     "Without mpirun, explain runs on one process and does not start MPI; under\n"
     "mpirun the ranks split the index rows; the results do not depend on the rank\n"
-    "count. An index with a sketch (index --add-sketch) lets explain of up to 8\n"
-    "texts skip the rows that cannot reach a threshold or the top list (exact:\n"
-    "the same results as reading every row); CORPUSLENS_SKETCH=0 reads every row.\n"
+    "count. An index with a sketch (index --add-sketch) lets explain skip the rows\n"
+    "that cannot reach a threshold or the top list (exact: the same results as\n"
+    "reading every row; more than 8 texts, e.g. a passage's windows, share one\n"
+    "bound product); CORPUSLENS_SKETCH=0 reads every row.\n"
     "The SHA-256 identity checks of the model and corpus are cached by file\n"
     "(device, inode, size, times; README, 'Identity checks'); CORPUSLENS_HASH_CACHE=0\n"
     "hashes every time.\n";
@@ -337,6 +345,289 @@ static void print_stats_line(const char *name, const double *h, size_t n) {
            s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
 }
 
+/* ---- explain --passage: every position of one text (include/corpuslens/scan/passage.h) ----
+ * The presenters of cl_passage_result: a table, the details of a few
+ * positions, passage.h5. Every figure comes from the result.
+ *
+ * passage.h5 (attribute format = "corpuslens-passage", format_version 1):
+ * n positions, position i = the prediction after the first i + 1 characters,
+ * made from the window of at most L characters ending at character i.
+ *   /passage/text        [1] string   the passage (UTF-8)
+ *   /passage/tokens      [n] int32    its token ids
+ *   /passage/next        [n] int32    the actual next token (-1 at the last position)
+ *   /passage/win_start   [n] int64    first character of position i's window
+ *   /prompts/text        [n] string   the window of each position
+ *   then explain.h5's datasets for the n windows, with the same names,
+ *   shapes and meaning: /model/probs [n, V], /lens/probs [n, NL, V],
+ *   /approx [n, V], /hellinger [n] (-1 = empty), /blocks/counts [n, Lh, V],
+ *   /blocks/n_matches, /blocks/near_threshold [n, Lh], /matches/substring and
+ *   /matches/similarity [n, Lh, K] (when --top > 0), /soft/approx and
+ *   /soft/hellinger (--soft), /ngram/counts [n, V] int32, /ngram/hellinger [n]
+ *   and
+ *   /ngram/substring     [n] int64    the corpus substring equal to the window (-1: none)
+ *   /lens/hellinger      [n, NL] f64  H(logit lens of block l, model)
+ *   attributes: explain.h5's (thresholds, weights, index_file, model_sha256,
+ *   corpus_h5_sha256, hook, top_k, soft_*) and L, mean_hellinger (over the
+ *   non-empty positions; -1 when all are empty), n_empty.
+ * Written as OUT.tmp (every close checked, removed on failure), then renamed. */
+
+/* a group without time stamps (the same contents give the same bytes) */
+static int passage_group(hid_t f, const char *path) {
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(gcpl, 0);
+    hid_t g = H5Gcreate2(f, path, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    int rc = g < 0 ? cl_h5_error_in(f, "cannot create %s", path) : 0;
+    if (g >= 0 && H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot create %s", path);
+    H5Pclose(gcpl);
+    return rc;
+}
+
+static int write_passage_h5(const char *out, const cl_passage_result *pr, const char *text, char **wins,
+                            const cl_explain_params *par, const cl_index *ix) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
+    const cl_explain_result *r = pr->ex;
+    int rc = 0;
+    const char *groups[] = {"/passage", "/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
+    for (int i = 0; i < 8 && !rc; i++)
+        if ((i != 5 || r->K) && (i != 6 || r->soft_approx)) rc = passage_group(f, groups[i]);
+    size_t n = pr->n, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
+    hsize_t d1 = 1, dP = n, dPV[2] = {n, V}, dPLV[3] = {n, NL, V}, dPBV[3] = {n, Lh, V}, dPB[2] = {n, Lh},
+            dPL[2] = {n, NL}, dPBK[3] = {n, Lh, K ? K : 1};
+    int64_t *ws = cl_trymalloc(n, sizeof *ws, "passage");
+    for (size_t i = 0; ws && i < n; i++) ws[i] = (int64_t)pr->win_start[i];
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    H5Tset_cset(st, H5T_CSET_UTF8);
+    rc = rc || !ws || wr(f, "/passage/text", st, st, 1, &d1, &text) ||
+         wr(f, "/passage/tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dP, pr->tokens) ||
+         wr(f, "/passage/next", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dP, pr->next) ||
+         wr(f, "/passage/win_start", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, ws) ||
+         wr(f, "/prompts/text", st, st, 1, &dP, wins) ||
+         wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+         wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+         wr(f, "/lens/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPL, pr->lens_h) ||
+         wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
+         wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
+         wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
+         wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
+         wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
+         (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
+                wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
+         (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
+                             wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->soft_hellinger))) ||
+         wr(f, "/ngram/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, pr->ngram_sub) ||
+         wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, pr->ngram_counts) ||
+         wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, pr->ngram_h);
+    H5Tclose(st);
+    free(ws);
+    rc = rc || cl_h5_attr_write_str(f, "format", "corpuslens-passage") ||
+         cl_h5_attr_write_int(f, "format_version", 1) || cl_h5_attr_write_int(f, "L", pr->L) ||
+         cl_h5_attr_write_double(f, "mean_hellinger", pr->mean_h) ||
+         cl_h5_attr_write_int(f, "n_empty", (long long)pr->n_empty) ||
+         cl_h5_attr_write_doubles(f, "thresholds", par->thresholds, Lh) ||
+         cl_h5_attr_write_doubles(f, "weights", par->weights, Lh) || cl_h5_attr_write_str(f, "index_file", ix->path) ||
+         cl_h5_attr_write_str(f, "model_sha256", ix->model_sha256) ||
+         cl_h5_attr_write_str(f, "corpus_h5_sha256", ix->corpus_h5_sha256) || cl_h5_attr_write_str(f, "hook", ix->hook) ||
+         cl_h5_attr_write_int(f, "top_k", (long long)K) ||
+         (r->soft_approx && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
+                             cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
+                             cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
+    if (cl_h5_finish(f, tmp, rc != 0)) return -1;
+    if (!rc && rename(tmp, out)) rc = cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    if (rc) remove(tmp);
+    return rc ? -1 : 0;
+}
+
+/* the m most probable tokens of p (or pf), best first (ties: lower id) */
+static int top_ids(const double *p, const float *pf, int V, int m, int *idx) {
+    int k = 0;
+    for (; k < m; k++) {
+        int best = -1;
+        for (int v = 0; v < V; v++) {
+            int used = 0;
+            for (int j = 0; j < k; j++) used |= idx[j] == v;
+            double x = p ? p[v] : pf[v];
+            if (!used && (best < 0 || x > (p ? p[best] : pf[best]))) best = v;
+        }
+        if (best < 0) break;
+        idx[k] = best;
+    }
+    return k;
+}
+
+static void put_top3(const double *p, const float *pf, const uint32_t *vocab, int V) {
+    int idx[3], k = top_ids(p, pf, V, 3, idx);
+    for (int j = 0; j < k; j++) {
+        char e[16], q[20];
+        cl_token_escape(vocab[idx[j]], e);
+        snprintf(q, sizeof q, "'%s'", e);
+        printf(" %-6s %.3f", q, p ? p[idx[j]] : pf[idx[j]]);
+    }
+}
+
+static void print_passage(const cl_passage_result *pr, const cl_explain_params *par, const cl_corpus *cp,
+                          const uint32_t *vocab, char **wins, const long *at, size_t n_at, int show, int first_block) {
+    const cl_explain_result *r = pr->ex;
+    const int V = r->V, Lh = r->Lh;
+    printf("passage: %zu positions (window: the last %d characters at most); position i predicts character i + 1\n",
+           pr->n, pr->L);
+    printf("%6s %-6s %-6s | %-35s | %-35s | %-8s | %-8s | matches per block\n", "pos", "char", "next", "model top 3",
+           "approximation top 3", "H", "n-gram H");
+    for (size_t i = 0; i < pr->n; i++) {
+        char e[16], c[20], nx[20] = "-";
+        cl_token_escape(vocab[pr->tokens[i]], e);
+        snprintf(c, sizeof c, "'%s'", e);
+        if (pr->next[i] >= 0) cl_token_escape(vocab[pr->next[i]], e), snprintf(nx, sizeof nx, "'%s'", e);
+        printf("%6zu %-6s %-6s |", i, c, nx);
+        put_top3(NULL, r->model_probs + i * V, vocab, V);
+        printf(" |");
+        if (r->hellinger[i] == CL_H_EMPTY) printf(" %-34s | %-8s |", "(empty)", "empty");
+        else {
+            put_top3(r->approx + i * V, NULL, vocab, V);
+            printf(" | %.6f |", r->hellinger[i]);
+        }
+        if (pr->ngram_h[i] == CL_H_EMPTY) printf(" %-8s |", "none");
+        else printf(" %.6f |", pr->ngram_h[i]);
+        for (int b = 0; b < Lh; b++) printf(" %lld", (long long)r->n_matches[i * (size_t)Lh + b]);
+        printf("\n");
+    }
+    for (size_t j = 0; j < n_at; j++) {
+        printf("\nposition %ld (window of %zu characters):\n", at[j], (size_t)at[j] + 1 - pr->win_start[at[j]]);
+        print_explain(r, par, cp, vocab, wins[at[j]], (size_t)at[j], show, first_block);
+    }
+    if (pr->mean_h == CL_H_EMPTY) printf("\nmean H: empty (no position has an approximation)\n");
+    else printf("\nmean H over %zu positions: %.6f (%zu empty)\n", pr->n - pr->n_empty, pr->mean_h, pr->n_empty);
+}
+
+/* The passage's text: --passage TEXT, or the whole file (`-`: stdin), as is. */
+static char *passage_text(const char *text, const char *path) {
+    if (text) {
+        char *s = strdup(text);
+        if (!s) cl_error("out of memory for the passage");
+        return s;
+    }
+    if (strcmp(path, "-")) {
+        size_t len;
+        char *s = cl_read_file(path, (size_t)1 << 26, &len);
+        if (s && strlen(s) != len) {
+            free(s);
+            return cl_error("%s: the passage holds a NUL byte", path), NULL;
+        }
+        return s;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *s = malloc(cap);
+    while (s) {
+        if (len + 1 == cap) {
+            if (cap >= (size_t)1 << 26) {
+                free(s);
+                return cl_error("stdin: the passage is longer than %zu bytes", cap), NULL;
+            }
+            char *t = realloc(s, cap *= 2);
+            if (!t) break;
+            s = t;
+        }
+        size_t got = fread(s + len, 1, cap - 1 - len, stdin);
+        len += got;
+        if (got == 0) {
+            if (ferror(stdin)) {
+                free(s);
+                return cl_error("cannot read the passage from stdin: %s", strerror(errno)), NULL;
+            }
+            s[len] = 0;
+            if (strlen(s) != len) {
+                free(s);
+                return cl_error("stdin: the passage holds a NUL byte"), NULL;
+            }
+            return s;
+        }
+    }
+    free(s);
+    cl_error("out of memory for the passage");
+    return NULL;
+}
+
+/* --at LIST: 0-based positions (negative: from the end); 0 or -1 (message) */
+static int parse_at(const char *s, size_t n, long *at, size_t *n_at) {
+    *n_at = 0;
+    while (s && *s) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (end == s || errno || (*end && *end != ',') || *n_at >= 64)
+            return cl_error("--at: '%s' is not a comma-separated list of at most 64 positions", s);
+        if (v < 0) v += (long)n;
+        if (v < 0 || (size_t)v >= n) return cl_error("--at: position %ld is outside the passage (0..%zu)", v, n - 1);
+        at[(*n_at)++] = v;
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* explain --passage: rank 0 prints and writes; collective. 0 or 1 (rank 0 printed the message). */
+static int explain_passage(const char *text, const char *at_s, const cl_index *ix, const cl_model *m,
+                           const cl_corpus *cp, const cl_explain_params *par, int show, int quiet, const char *out) {
+    int rank = cli_rank(), err = 0;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (cl_tok_encode(m, text, strlen(text), &ids, &n)) err = 1, cl_error_prefix("passage: ");
+    else if (n == 0) err = cl_error("passage: the text is empty");
+    long at[64];
+    size_t n_at = 0;
+    if (!err && at_s && parse_at(at_s, n, at, &n_at)) err = 1;
+    if (!err && !at_s) at[0] = (long)n - 1, n_at = 1; /* default: the last position */
+    if (cl_par_agree(err, MPI_COMM_WORLD)) {
+        free(ids);
+        return rank == 0 ? cli_fail() : 1;
+    }
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    double t0 = cli_wtime();
+    cl_passage_result *pr = cl_passage_explain(ix, m, cp, ids, n, par, MPI_COMM_WORLD);
+    double t1 = cli_wtime();
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    free(ids);
+    if (!pr) return rank == 0 ? cli_fail() : 1;
+    int rc = 0;
+    if (rank == 0) {
+        char **wins = cl_trycalloc(n, sizeof *wins, "windows");
+        for (size_t i = 0; wins && i < n; i++) {
+            size_t s = pr->win_start[i];
+            if (!(wins[i] = cl_trymalloc(4 * (i + 1 - s) + 1, 1, "windows"))) break;
+            char *w = wins[i];
+            for (size_t t = s; t <= i; t++) w += cl_utf8_put(m->vocab[pr->tokens[t]], w);
+            *w = 0;
+        }
+        if (!wins || !wins[n - 1]) rc = cli_fail();
+        if (!rc && !quiet) print_passage(pr, par, cp, m->vocab, wins, at, n_at, show, ix->first_block);
+        else if (!rc) {
+            if (pr->mean_h == CL_H_EMPTY) printf("mean H: empty (no position has an approximation)\n");
+            else printf("mean H over %zu positions: %.6f (%zu empty)\n", pr->n - pr->n_empty, pr->mean_h, pr->n_empty);
+        }
+        if (!rc && cli_row_error) rc = cli_fail();
+        if (!rc) {
+            const cl_explain_result *r = pr->ex;
+            fprintf(stderr, "explain --passage: %zu positions, %zu index rows x %d blocks: prompts %.3f s, search %.3f s, "
+                            "total %.3f s (rank 0 CPU %.3f s); ", n, ix->N, r->Lh, r->seconds_prompts, r->seconds_search, t1 - t0,
+                    (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec));
+            if (r->sketch) {
+                fprintf(stderr, "sketch (k = %d): (position, row) pairs computed per block", ix->sketch->k);
+                for (int b = 0; b < r->Lh; b++)
+                    fprintf(stderr, " %.2f%%", 100.0 * (double)r->pairs[b] / ((double)ix->N * (double)n));
+                fprintf(stderr, "\n");
+            } else fprintf(stderr, "every row computed%s\n", ix->sketch ? " (sketch not used)" : " (no sketch)");
+        }
+        if (!rc && out && write_passage_h5(out, pr, text, wins, par, ix)) rc = cli_fail();
+        for (size_t i = 0; wins && i < n; i++) free(wins[i]);
+        free(wins);
+    }
+    cl_passage_free(pr);
+    return cli_bcast_int(rc);
+}
+
 /* cl_sha256_cached's computation of the model's fingerprint (user: the loaded model) */
 static int fingerprint(const char *path, char out[65], void *user) {
     (void)path;
@@ -356,7 +647,7 @@ int cmd_explain(int argc, char **argv) {
     int rank = cli_rank(), R = 1;
     if (cli_mpi_active()) MPI_Comm_size(MPI_COMM_WORLD, &R);
     const char *index_path = NULL, *corpus_path = NULL, *model_path = NULL, *prompt_file = NULL, *params = NULL,
-               *out = NULL;
+               *out = NULL, *passage = NULL, *passage_file = NULL, *at_s = NULL;
     cl_explain_params par;
     memset(&par, 0, sizeof par);
     par.top_k = 10;
@@ -371,6 +662,14 @@ int cmd_explain(int argc, char **argv) {
         CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &corpus_path, "the corpus file the index was built from"),
         CLI_OPT_STRING("model", 0, "MODEL.h5", &model_path, "the model the index was built from"),
         CLI_OPT_STRING("prompt-file", 0, "FILE", &prompt_file, "one text per line, C escapes (\\n \\t \\\\ \\\" \\xHH)"),
+        CLI_OPT_STRING("passage", 0, "TEXT", &passage,
+                       "explain every position of TEXT (any length), each from the\n"
+                       "window of at most L characters ending there"),
+        CLI_OPT_STRING("passage-file", 0, "FILE", &passage_file,
+                       "--passage with the whole of FILE, as is (- = stdin)"),
+        CLI_OPT_STRING("at", 0, "LIST", &at_s,
+                       "--passage: the positions (0-based, negative from the end)\n"
+                       "whose similar strings are printed (default: the last)"),
         CLI_OPT_INT("eval-text", 0, "N", &eval_n, 1, 1000000,
                     "N windows of --eval-len characters drawn with --seed from\n"
                     "the held-out text of CORPUS.h5 (prepare --holdout-fraction);\n"
@@ -412,8 +711,20 @@ int cmd_explain(int argc, char **argv) {
     int u = rank == 0;
 #define USAGE_ERR(...) return u ? cli_usage_error(CMD, __VA_ARGS__) : 2
     if (!index_path || !corpus_path || !model_path) USAGE_ERR("--index, --corpus and --model are required");
-    int n_src = (first < argc) + (prompt_file != NULL) + (eval_n > 0);
-    if (n_src != 1) USAGE_ERR("give the texts as arguments, or --prompt-file, or --eval-text (exactly one)");
+    int n_src = (first < argc) + (prompt_file != NULL) + (eval_n > 0) + (passage != NULL) + (passage_file != NULL);
+    if (n_src != 1)
+        USAGE_ERR("give the texts as arguments, or --prompt-file, or --eval-text, or --passage, or --passage-file "
+                  "(exactly one)");
+    if (at_s && !passage && !passage_file) USAGE_ERR("--at goes with --passage or --passage-file");
+    char *ptext = NULL; /* the passage (every rank reads it: stdin reaches rank 0 only under mpirun) */
+    if (passage || passage_file) {
+        if (passage_file && !strcmp(passage_file, "-") && R > 1) USAGE_ERR("--passage-file -: stdin under mpirun");
+        if (!(ptext = passage_text(passage, passage_file))) return u ? cli_fail() : 1;
+        if (!*ptext) {
+            free(ptext);
+            USAGE_ERR("the passage is empty");
+        }
+    }
     if (params && (nt || nw)) USAGE_ERR("--params and --thresholds/--weights exclude each other");
     const int optind_ = first;
 
@@ -484,7 +795,7 @@ int cmd_explain(int argc, char **argv) {
             }
             if (!texts || !texts[P - 1]) err = 1;
         }
-    } else if (!err) {
+    } else if (!err && !ptext) {
         size_t cap = 0;
         if (prompt_file) {
             size_t len;
@@ -553,6 +864,10 @@ int cmd_explain(int argc, char **argv) {
     double *ngram_h = NULL;
     if (g) {
         if (rank == 0) cli_fail();
+        goto done;
+    }
+    if (ptext) {
+        rc = explain_passage(ptext, at_s, ix, m, cp, &par, (int)show, quiet, out);
         goto done;
     }
     struct timespec c0;
@@ -640,7 +955,7 @@ bcast:
 done:
     if (eval_n > 0 && texts)
         for (size_t p = 0; p < P; p++) free(texts[p]);
-    free(texts), free(tok), free(off), free(filebuf), free(ngram), free(ngram_h);
+    free(texts), free(tok), free(off), free(filebuf), free(ngram), free(ngram_h), free(ptext);
     cl_explain_result_free(r);
     cl_index_close(ix);
     cl_corpus_free(cp);

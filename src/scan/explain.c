@@ -49,7 +49,7 @@ static int cpu_direct(void) {
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+        have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
     }
     return have;
 }
@@ -87,7 +87,7 @@ void cl_explain_result_free(cl_explain_result *r) {
     if (!r) return;
     free(r->model_probs), free(r->lens), free(r->counts), free(r->n_matches), free(r->near), free(r->approx);
     free(r->hellinger), free(r->soft_approx), free(r->soft_hellinger), free(r->top_sub), free(r->top_sim);
-    free(r->checked);
+    free(r->checked), free(r->pairs);
     free(r);
 }
 
@@ -366,6 +366,217 @@ done:
     free(ub), free(co), free(re), free(rows16);
     return rc;
 }
+
+/* ---- many prompts with the sketch (P > DIRECT_MAX: a passage's windows, a prompt file) ----
+ * Per tile of up to QT prompts and per SKB rows of block b:
+ *   1. the bounds of every (prompt, row): ONE product of the tile's sketch
+ *      coordinates with the rows' (cl_sgemm_nt), plus |r_a| |r_q|. Its
+ *      float32 rounding, in whatever order the product sums, is within the
+ *      slack (sketch.h: k + 2 terms);
+ *   2. seeding: for each prompt whose floor is still below the gate (its top
+ *      list not full, or its K-th best below the gate), the K rows of the
+ *      piece with the largest bounds get their exact similarity first, so
+ *      that the top list's K-th best (a lower bound of the final K-th best:
+ *      the list only improves) raises the floor;
+ *   3. every (prompt, row) whose bound reaches the prompt's floor (min(gate,
+ *      K-th best so far) - slack) gets its exact similarity.
+ * Steps 2 and 3 visit each (prompt, row) at most once, grouped by row (a row
+ * read once for all its prompts), with dot_f16_lanes: per prompt the very
+ * operations of dot_f16 (and so of explain of that prompt alone). Skipped
+ * rows are below the final K-th best and below the gate, so the results are
+ * the full pass's, and each prompt's equal its result alone, bit for bit. */
+#define QT 256
+#define SKB 32768
+
+/* out[j] = dot(row, q[j]) for j < n <= DIRECT_MAX, q[j] = base + off[j]:
+ * per prompt exactly dot_f16's operations, i.e. cl_sgemm_nt_f16's chain (gemm.h:
+ * fused multiply-adds over c in increasing order, from 0), so each prompt's
+ * similarity is the bits of explain of that prompt alone. Lanes are prompts;
+ * each lane's chain runs over c in order. */
+__attribute__((target("avx2,f16c,fma"))) static void dot_f16_lanes(const uint16_t *row, size_t C, const float *base,
+                                                                   const int32_t *off, size_t n, float *out) {
+    int32_t idx[8];
+    for (size_t i = 0; i < 8; i++) idx[i] = off[i < n ? i : 0];
+    const __m256i vi = _mm256_loadu_si256((const __m256i *)idx);
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t c = 0; c < C; c += 8) {
+        __m256 x8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c)));
+        for (int j = 0; j < 8; j++) {
+            __m256 x = _mm256_permutevar8x32_ps(x8, _mm256_set1_epi32(j));
+            __m256 q = _mm256_i32gather_ps(base + c + (size_t)j, vi, 4);
+            acc = _mm256_fmadd_ps(x, q, acc);
+        }
+    }
+    float t[8];
+    _mm256_storeu_ps(t, acc);
+    for (size_t i = 0; i < n; i++) out[i] = t[i];
+}
+
+typedef struct {
+    uint32_t *ps, *pq; /* pairs: row in the piece, prompt in the tile */
+    size_t np, cap;
+    uint32_t *cnt, *ord; /* counting sort by row: cnt[SKB + 1], ord[cap] */
+    uint16_t *span;      /* rows read by one pread: up to one chunk */
+    int64_t rows, pairs; /* computed */
+} batch_ws;
+
+static int add_pair(batch_ws *w, size_t s, size_t q) {
+    if (w->np == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 65536;
+        uint32_t *a = realloc(w->ps, cap * sizeof *a), *b2 = a ? realloc(w->pq, cap * sizeof *b2) : NULL;
+        if (a) w->ps = a;
+        if (b2) w->pq = b2;
+        uint32_t *o = b2 ? realloc(w->ord, cap * sizeof *o) : NULL;
+        if (!o) return cl_error("out of memory for the sketch's candidate pairs (%zu)", cap);
+        w->ord = o, w->cap = cap;
+    }
+    w->ps[w->np] = (uint32_t)s, w->pq[w->np] = (uint32_t)q, w->np++;
+    return 0;
+}
+
+/* The exact similarity and visit of every pair of w (rows of the piece
+ * starting at index row r0, m rows; prompts of the tile starting at q0).
+ * Rows come by pread (one read per run of needed rows of a chunk when they
+ * are dense there) or from the mapping. 0 or -1. */
+static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const float *pv, size_t q0, size_t r0, size_t m,
+                       batch_ws *w, double thr, double gate, double invT) {
+    const cl_sketch *sk = ix->sketch;
+    const size_t C = (size_t)ix->C, cr = ix->chunk_rows, Lh = x->Lh;
+    if (!w->np) return 0;
+    memset(w->cnt, 0, (m + 1) * sizeof *w->cnt);
+    for (size_t j = 0; j < w->np; j++) w->cnt[w->ps[j] + 1]++;
+    for (size_t s = 0; s < m; s++) w->cnt[s + 1] += w->cnt[s];
+    for (size_t j = 0; j < w->np; j++) w->ord[w->cnt[w->ps[j]]++] = w->pq[j];
+    for (size_t s = m; s > 0; s--) w->cnt[s] = w->cnt[s - 1]; /* back to starts */
+    w->cnt[0] = 0;
+    int use_pread = sk->fd >= 0;
+    size_t span0 = 0, span1 = 0; /* rows [span0, span1) of the piece held in w->span */
+#define ROWP(row) (cl_index_chunk_f16(ix, b, (row) / cr) + ((row) % cr) * C)
+    for (size_t s = 0; s < m; s++) {
+        uint32_t a = w->cnt[s], e = w->cnt[s + 1];
+        if (a == e) continue;
+        size_t row = r0 + s;
+        const uint16_t *h = ROWP(row);
+        if (use_pread) {
+            if (s >= span1) {
+                /* the needed rows of this chunk from s on: one read when they fill at least 1/8 of their span */
+                size_t cend = (row / cr + 1) * cr - r0, last = s, need = 0;
+                if (cend > m) cend = m;
+                for (size_t t = s; t < cend; t++)
+                    if (w->cnt[t + 1] > w->cnt[t]) last = t, need++;
+                span0 = s, span1 = last + 1;
+                if (need < 2 || (span1 - span0) > 8 * need) span1 = s + 1;
+                if (pread_index_row(sk->fd, w->span, (span1 - span0) * C * 2,
+                                    (unsigned long long)((const unsigned char *)h - ix->map)))
+                    return -1;
+            }
+            h = w->span + (s - span0) * C;
+        }
+        w->rows++;
+        for (uint32_t j = a; j < e; j += DIRECT_MAX) {
+            size_t g = e - j < DIRECT_MAX ? e - j : DIRECT_MAX;
+            int32_t off[DIRECT_MAX];
+            float sim[DIRECT_MAX];
+            for (size_t i = 0; i < g; i++) off[i] = (int32_t)((size_t)w->ord[j + i] * C);
+            dot_f16_lanes(h, C, pv + q0 * C, off, g, sim);
+            for (size_t i = 0; i < g; i++)
+                visit(x, (q0 + w->ord[j + i]) * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
+        }
+        w->pairs += e - a;
+    }
+#undef ROWP
+    w->np = 0;
+    return 0;
+}
+
+static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const float *pv, size_t P, size_t row0,
+                        size_t row1, double thr, double gate, double invT, int64_t *checked, int64_t *pairs) {
+    const cl_sketch *sk = ix->sketch;
+    const size_t C = (size_t)ix->C, n = row1 - row0, Lh = x->Lh, k = (size_t)sk->k;
+    const int K = x->K, KK = K < 256 ? K : 256;
+    *checked = *pairs = 0;
+    if (n == 0) return 0;
+    size_t mmax = n < SKB ? n : SKB;
+    float *cq = cl_trymalloc(QT * k, sizeof(float), "sketch queries");
+    float *rq = cl_trymalloc(QT, sizeof(float), "sketch queries");
+    float *ub = cl_trymalloc(QT * mmax, sizeof(float), "sketch bounds");
+    float *co = cl_trymalloc(mmax * k, sizeof(float), "sketch rows");
+    float *re = cl_trymalloc(mmax, sizeof(float), "sketch rows");
+    float *ff = cl_trymalloc(QT, sizeof(float), "sketch floors");
+    batch_ws w = {0};
+    w.cnt = cl_trymalloc(mmax + 1, sizeof *w.cnt, "sketch pairs");
+    w.span = cl_trymalloc(ix->chunk_rows * C, sizeof(uint16_t), "index rows");
+    int rc = -1;
+    if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span) goto done;
+    for (size_t q0 = 0; q0 < P; q0 += QT) {
+        size_t nq = P - q0 < QT ? P - q0 : QT;
+        for (size_t i = 0; i < nq; i++) cl_sketch_query(sk, b, pv + (q0 + i) * C, cq + i * k, &rq[i]);
+        for (size_t s0 = 0; s0 < n; s0 += SKB) {
+            size_t m = n - s0 < SKB ? n - s0 : SKB;
+            if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
+            cl_sgemm_nt(nq, m, k, cq, k, co, k, ub, m, 0);
+            for (size_t i = 0; i < nq; i++) {
+                float *u = ub + i * m;
+                for (size_t s = 0; s < m; s++) u[s] += re[s] * rq[i];
+            }
+            /* 2. seeding: the KK largest bounds of the piece (ties: any), marked done (NaN) */
+            for (size_t i = 0; KK > 0 && i < nq; i++) {
+                size_t pb = (q0 + i) * Lh + (size_t)b;
+                if (x->lfill[pb] == K && x->lsim[pb * K + K - 1] >= gate) continue;
+                float bv[256];
+                size_t bs[256];
+                int nb = 0;
+                float *u = ub + i * m;
+                for (size_t s = 0; s < m; s++) {
+                    if (nb == KK) {
+                        if (s % 16 == 0 && s + 16 <= m && !scan_any_above16(u + s, bv[KK - 1])) {
+                            s += 15;
+                            continue;
+                        }
+                        if (!(u[s] > bv[KK - 1])) continue;
+                    }
+                    int j = nb < KK ? nb++ : KK - 1;
+                    while (j > 0 && u[s] > bv[j - 1]) bv[j] = bv[j - 1], bs[j] = bs[j - 1], j--;
+                    bv[j] = u[s], bs[j] = s;
+                }
+                for (int j = 0; j < nb; j++) {
+                    if (add_pair(&w, bs[j], i)) goto done;
+                    u[bs[j]] = NAN;
+                }
+            }
+            if (batch_exact(ix, x, b, pv, q0, row0 + s0, m, &w, thr, gate, invT)) goto done;
+            /* 3. the floors, then every pair whose bound reaches its floor (NaN: done in 2) */
+            for (size_t i = 0; i < nq; i++) {
+                size_t pb = (q0 + i) * Lh + (size_t)b;
+                double g = gate;
+                if (K > 0) {
+                    double kth = x->lfill[pb] < K ? -INFINITY : x->lsim[pb * K + K - 1];
+                    if (kth < g) g = kth;
+                }
+                g -= sk->slack;
+                float f = (float)g;
+                if ((double)f > g) f = nextafterf(f, -INFINITY); /* f <= g: keeps at least the rows g keeps */
+                ff[i] = f;
+            }
+            for (size_t i = 0; i < nq; i++) {
+                const float *u = ub + i * m, below = nextafterf(ff[i], -INFINITY);
+                for (size_t s16 = 0; s16 < m; s16 += 16) {
+                    if (s16 + 16 <= m && !scan_any_above16(u + s16, below)) continue;
+                    size_t e16 = s16 + 16 < m ? s16 + 16 : m;
+                    for (size_t s = s16; s < e16; s++)
+                        if (u[s] >= ff[i] && add_pair(&w, s, i)) goto done;
+                }
+            }
+            if (batch_exact(ix, x, b, pv, q0, row0 + s0, m, &w, thr, gate, invT)) goto done;
+        }
+    }
+    *checked = w.rows, *pairs = w.pairs;
+    rc = 0;
+done:
+    free(cq), free(rq), free(ub), free(co), free(re), free(ff);
+    free(w.ps), free(w.pq), free(w.cnt), free(w.ord), free(w.span);
+    return rc;
+}
 #endif
 
 cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
@@ -428,6 +639,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         r->n_matches = cl_trycalloc(P * Lh, sizeof(int64_t), "match counts");
         r->near = cl_trycalloc(P * Lh, sizeof(int64_t), "near-threshold counts");
         r->checked = cl_trycalloc(Lh, sizeof(int64_t), "rows checked");
+        r->pairs = cl_trycalloc(Lh, sizeof(int64_t), "pairs checked");
         pvec = cl_trycalloc(Lh * P * C, sizeof(float), "prompt vectors");
         rows = cl_trymalloc(RB * C, sizeof(float), "index rows");
         hbuf = ix->dtype == CL_INDEX_F16 ? cl_trymalloc(RB * C, 2, "index rows (float16)") : NULL;
@@ -439,7 +651,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         }
         if (par->soft) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
     }
-    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !r->checked || !pvec || !rows ||
+    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !r->checked || !r->pairs || !pvec || !rows ||
         (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
         (par->soft && !soft))
         err = 1;
@@ -454,7 +666,11 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     size_t row0 = c0 * cr, row1 = c1 * cr < N ? c1 * cr : N;
     int direct = 0, use_sketch = 0;
 #if HAVE_DIRECT
-    direct = ix->map && P <= DIRECT_MAX && C % 8 == 0 && cpu_direct();
+    /* any P: dot_f16 gives each prompt the same float32 dot product whatever
+       the other prompts (groups of DIRECT_MAX), so a prompt's result does not
+       depend on its batch; the sketch's bound for more prompts is one product
+       (sketch_batch) */
+    direct = ix->map && C % 8 == 0 && cpu_direct();
     const char *sk_env = getenv("CORPUSLENS_SKETCH");
     use_sketch = direct && ix->sketch && !(sk_env && *sk_env == '0');
 #endif
@@ -468,12 +684,20 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         double gate = lo_near;
         if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
 #if HAVE_DIRECT
-        if (use_sketch) {
+        if (use_sketch && P <= DIRECT_MAX) {
             if (sketch_block(ix, &vc, (int)b, pvec + b * P * C, P, row0, row1, thr, gate, invT, &r->checked[b])) err = 1;
+            r->pairs[b] = r->checked[b] * (int64_t)P;
+            continue;
+        }
+        if (use_sketch) {
+            if (sketch_batch(ix, &vc, (int)b, pvec + b * P * C, P, row0, row1, thr, gate, invT, &r->checked[b],
+                             &r->pairs[b]))
+                err = 1;
             continue;
         }
 #endif
         r->checked[b] = (int64_t)(row1 - row0);
+        r->pairs[b] = r->checked[b] * (int64_t)P;
         for (size_t r0 = row0; !err && r0 < row1; r0 += RB) {
             size_t n = row1 - r0 < RB ? row1 - r0 : RB;
             if (!direct && cl_index_read_rows(ix, (int)b, r0, n, rows, hbuf)) {
@@ -487,8 +711,9 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                     /* row blocks start on chunk boundaries (whole chunks per rank, RB a multiple of them) */
                     for (size_t c0 = r0; c0 < r0 + n; c0 += cr) {
                         size_t nr = r0 + n - c0 < cr ? r0 + n - c0 : cr;
-                        dot_f16(cl_index_chunk_f16(ix, (int)b, c0 / cr), nr, C, pvec + b * P * C, P, sims + (c0 - r0),
-                                n);
+                        for (size_t g0 = 0; g0 < np; g0 += DIRECT_MAX)
+                            dot_f16(cl_index_chunk_f16(ix, (int)b, c0 / cr), nr, C, pvec + (b * P + p0 + g0) * C,
+                                    np - g0 < DIRECT_MAX ? np - g0 : DIRECT_MAX, sims + g0 * n + (c0 - r0), n);
                     }
                 } else
 #endif
@@ -520,6 +745,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         MPI_Reduce(rank ? r->n_matches : MPI_IN_PLACE, r->n_matches, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->near : MPI_IN_PLACE, r->near, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->checked : MPI_IN_PLACE, r->checked, (int)Lh, MPI_INT64_T, MPI_SUM, 0, comm);
+        MPI_Reduce(rank ? r->pairs : MPI_IN_PLACE, r->pairs, (int)Lh, MPI_INT64_T, MPI_SUM, 0, comm);
         if (soft) {
             MPI_Datatype t16;
             MPI_Op op;

@@ -9,3 +9,8 @@ cl_script_test(explain_holdout "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.p
 cl_script_test(explain_sketch "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py sketch)
 # a text's explanation does not depend on the batch it is explained in (issue 21, defect 7)
 cl_script_test(explain_batch "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py batch)
+# explain --passage (include/corpuslens/scan/passage.h, docs/passage.md) and the batched sketch search
+cl_script_test(explain_passage_search "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/passage_test.py search)
+cl_script_test(explain_passage_alone "unit" ${CMAKE_CURRENT_SOURCE_DIR}/passage_test.py alone)
+set_tests_properties(explain_passage_alone PROPERTIES SKIP_RETURN_CODE 77)
+cl_script_test(explain_passage_cli "unit" ${CMAKE_CURRENT_SOURCE_DIR}/passage_test.py cli)

@@ -26,16 +26,19 @@
  *     2^-64 of one count at sim 1), so they are exact in any order;
  *   - the K most similar substrings per block (similarity desc, then lower
  *     substring index), with their next-token counts (from corpus.h5).
- * Few prompts (P <= 8) on a float16 index with a sketch (sketch.h): per block
- * the rows whose upper bound cannot reach the gate (threshold - 1e-5, the
- * soft floor, a proven lower bound of the K-th best) are skipped; the others
- * get the same exact similarity, so the results equal the full pass's
- * (CORPUSLENS_SKETCH=0, with the index mapped) bit for bit.
+ * On a float16 index with a sketch (sketch.h): per block the rows whose
+ * upper bound cannot reach the gate (threshold - 1e-5, the soft floor, a
+ * proven lower bound of the K-th best) are skipped; the others get the same
+ * exact similarity, so the results equal the full pass's (CORPUSLENS_SKETCH=0,
+ * with the index mapped) bit for bit. Up to 8 prompts: the bound row by row;
+ * more (a passage's windows, a prompt file): the bounds of a tile of 256
+ * prompts against 32768 rows as one matrix product, then the exact dot
+ * products of the surviving (prompt, row) pairs only, grouped by row.
  * A prompt's results are the same bits whatever the other prompts explained
  * with it: every row of the forward pass is computed alone (nn/gemm.h: one
  * chain of fused multiply-adds per element, whatever the batch), and each
  * similarity is the same chain in the full pass, the direct one and the
- * sketch's (test explain_batch).
+ * sketch's, batched or not (tests explain_batch, explain_passage_alone).
  * Without MPI_Init (explain started without mpirun) it runs as rank 0 of 1.
  * Ranks split the index rows (whole chunks, contiguous per rank); integer and
  * fixed-point sums and the top-K merge are exact, so the results do not
@@ -81,6 +84,8 @@ typedef struct {
     int sketch;            /* 1: the search used the index's sketch (sketch.h) */
     int64_t *checked;      /* [Lh] index rows whose similarity was computed (rank 0: all ranks);
                               N per block without the sketch */
+    int64_t *pairs;        /* [Lh] (prompt, row) pairs whose similarity was computed (rank 0: all ranks);
+                              P N per block without the sketch */
 } cl_explain_result;
 
 /* Collective over comm (every rank passes the same arguments). tokens:
