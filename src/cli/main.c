@@ -104,7 +104,12 @@ int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n) {
     /* refused before it is encoded when even tokens of the longest kind
      * could not fit: encoding costs time and 4 bytes an id per byte */
     size_t len = strlen(text), maxb = cl_tok_max_bytes(m);
-    if (len / maxb > (size_t)m->cfg.block_size)
+    if (!cl_tok_is_bpe(m)) { /* characters: counted without encoding (UTF-8 lead bytes) */
+        size_t chars = 0;
+        for (const unsigned char *c = (const unsigned char *)text; *c; c++) chars += (*c & 0xC0) != 0x80;
+        if (chars > (size_t)m->cfg.block_size)
+            return cl_error("the text has %zu %s; the model's block_size is %d", chars, unit, m->cfg.block_size);
+    } else if (len / maxb > (size_t)m->cfg.block_size)
         return cl_error("the text has %zu bytes, more than the model's block_size of %d %s can hold (at most %zu "
                         "byte%s each)",
                         len, m->cfg.block_size, unit, maxb, maxb == 1 ? "" : "s");
