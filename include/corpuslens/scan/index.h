@@ -61,6 +61,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corpuslens/scan/half.h"   /* float16 values (cl_f32_to_f16, cl_index_f16_type) */
+#include "corpuslens/scan/sketch.h" /* the pruning sketch the reader opens */
+
 #define CL_INDEX_FORMAT "corpuslens-index"
 #define CL_INDEX_FORMAT_VERSION 1
 #define CL_INDEX_SUBSTRING "/substring"
@@ -94,15 +97,6 @@ typedef struct {
  * rank's own message; others "failed on another rank"). */
 int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res);
 
-/* float16 <-> float32, round to nearest even (exact inverse on halves). */
-uint16_t cl_f32_to_f16(float f);
-float cl_f16_to_f32(uint16_t h);
-/* n halves to floats (F16C where the CPU has it; the same values). */
-void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
-/* The HDF5 file type of float16 values: IEEE binary16, little-endian (the
- * caller closes it); H5I_INVALID_HID on failure. */
-hid_t cl_index_f16_type(void);
-
 /* ---- the writer the scan shares (scan --index-out) ---- */
 typedef struct cl_index_writer cl_index_writer;
 typedef struct {
@@ -134,7 +128,6 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
 void cl_index_writer_abort(cl_index_writer *w); /* local: close, keep the parts */
 
 /* ---- reading ---- */
-typedef struct cl_sketch cl_sketch; /* sketch.h */
 typedef struct {
     hid_t file, vectors;
     char path[4096];
@@ -163,6 +156,18 @@ void cl_index_close(cl_index *ix);
  * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */
 int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,
                    const char *corpus_path);
+/* ---- the sketch (sketch.h) of an existing index ---- */
+typedef struct {
+    int k, Lh;
+    size_t bytes; /* of the index file afterwards */
+    double variance_kept[64];
+} cl_sketch_stats;
+
+/* Adds (or replaces) /sketch in the complete float16 index at path, in place
+ * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
+ * -1 (message). */
+int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
+
 /* Rows [r0, r0+n) of block b into out[n, C] float32; buf is scratch of
  * n*C*2 bytes for float16 (NULL for float32). 0 or -1. */
 int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf);

@@ -38,11 +38,11 @@
 
 #include <hdf5.h>
 #include <stddef.h>
-
-#include "corpuslens/scan/index.h"
+#include <stdint.h>
 
 #define CL_SKETCH_DEFAULT_DIM 32
 
+typedef struct cl_sketch cl_sketch;
 struct cl_sketch {
     int k, Lh, C;
     size_t N;
@@ -57,21 +57,11 @@ struct cl_sketch {
     double slack;
 };
 
-typedef struct {
-    int k, Lh;
-    size_t bytes; /* of the index file afterwards */
-    double variance_kept[64];
-} cl_sketch_stats;
-
-/* Adds (or replaces) /sketch in the complete float16 index at path, in place
- * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
- * -1 (message). */
-int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
-
-/* Reader (cl_index_open): the sketch of an open index (file at path, size
- * file_size). *out = NULL when the file has no complete sketch. 0 or -1 (a
- * sketch that is present but broken). */
-int cl_sketch_open(hid_t file, const cl_index *ix, const char *path, size_t file_size, cl_sketch **out);
+/* Reader (cl_index_open calls it): the sketch in the open HDF5 file `file`
+ * (at path, file_size bytes) of an index of Lh blocks, N rows, C channels.
+ * *out = NULL when the file has no complete sketch. 0 or -1 (a sketch that is
+ * present but broken). Knows nothing of the index beyond those numbers. */
+int cl_sketch_open(hid_t file, int Lh, size_t N, int C, const char *path, size_t file_size, cl_sketch **out);
 void cl_sketch_free(cl_sketch *s);
 
 /* Rows [r0, r0+n) of block b: co[n, k] (widened exactly), re[n]. 0 or -1 (message). */
