@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/hash.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
@@ -75,7 +76,7 @@ static hid_t contiguous(hid_t g, const char *name, hid_t type, int rank, const h
 
 int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
     memset(st, 0, sizeof *st);
-    cl_index *ix = cl_index_open(path);
+    cl_index *ix = cl_index_open_no_sketch(path); /* the sketch is replaced, whatever it holds */
     if (!ix) return -1;
     const int C = ix->C, Lh = ix->Lh;
     const size_t N = ix->N, cr = ix->chunk_rows;
@@ -150,7 +151,18 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
             goto done;
         }
     }
-    if (cl_h5_attr_write_int(g, "k", k) || cl_h5_attr_write_int(g, "complete", 1)) goto done;
+    /* the checksum explain verifies at open (sketch.h): the datasets' bytes as
+       stored (little-endian: this host's order, checked in sketch.c) */
+    char sha[65];
+    cl_sha256 *h = cl_sha256_begin();
+    if (!h) goto done;
+    cl_sha256_update(h, P, (size_t)Lh * k * C * sizeof(double));
+    cl_sha256_update(h, coords, (size_t)Lh * N * k * sizeof(uint16_t));
+    cl_sha256_update(h, resid, (size_t)Lh * N * sizeof(float));
+    cl_sha256_end(h, sha);
+    if (cl_h5_attr_write_int(g, "k", k) || cl_h5_attr_write_str(g, "sha256", sha) ||
+        cl_h5_attr_write_int(g, "complete", 1))
+        goto done;
     rc = 0;
 done:
     if (ht >= 0) H5Tclose(ht);

@@ -17,6 +17,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
+#include "corpuslens/base/hash.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/scan/half.h"
 #include "scan/scan_internal.h"
@@ -111,6 +112,63 @@ static haddr_t offset_of(hid_t d, hid_t want, size_t size, size_t file_size, siz
     return a;
 }
 
+/* ---- the checksum (sha256 attribute of /sketch) ---- */
+
+typedef struct {
+    hid_t file;
+    const cl_sketch *s;
+    size_t Lh, N, K, C;
+} sum_job;
+
+/* SHA-256 of the sketch's bytes as stored: proj [Lh, k, C] float64 LE,
+ * coords [Lh, N, k] float16 LE, resid [Lh, N] float32 LE. Read in pieces
+ * (pread at the datasets' offsets), or whole through HDF5 for another
+ * layout. */
+static int sketch_digest(const char *path, char out[65], void *user) {
+    const sum_job *j = user;
+    const cl_sketch *s = j->s;
+    cl_sha256 *h = cl_sha256_begin();
+    if (!h) return -1;
+    cl_sha256_update(h, s->proj, j->Lh * j->K * j->C * sizeof(double));
+    int rc = 0;
+    if (s->fd >= 0) {
+        const size_t piece = (size_t)1 << 22;
+        unsigned char *buf = cl_trymalloc(piece, 1, "sketch checksum");
+        const unsigned long long off[2] = {s->coords_off, s->resid_off};
+        const size_t len[2] = {j->Lh * j->N * j->K * 2, j->Lh * j->N * 4};
+        rc = buf ? 0 : -1;
+        for (int d = 0; !rc && d < 2; d++)
+            for (size_t o = 0; !rc && o < len[d]; o += piece) {
+                size_t n = len[d] - o < piece ? len[d] - o : piece;
+                if (cl_pread_exact(s->fd, buf, n, off[d] + o))
+                    rc = cl_error("%s: cannot read the sketch: %s", path, cl_pread_reason());
+                else cl_sha256_update(h, buf, n);
+            }
+        free(buf);
+    } else {
+        hid_t ht = cl_index_f16_type();
+        size_t nc = j->Lh * j->N * j->K;
+        unsigned char *buf = cl_trymalloc(nc * 2 > j->Lh * j->N * 4 ? nc * 2 : j->Lh * j->N * 4, 1, "sketch checksum");
+        hid_t dc = H5Dopen2(j->file, "/sketch/coords", H5P_DEFAULT), dr = H5Dopen2(j->file, "/sketch/resid", H5P_DEFAULT);
+        if (!buf || ht < 0 || dc < 0 || dr < 0 || H5Dread(dc, ht, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+            rc = cl_error("%s: cannot read /sketch/coords", path);
+        else {
+            cl_sha256_update(h, buf, nc * 2);
+            if (H5Dread(dr, H5T_IEEE_F32LE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+                rc = cl_error("%s: cannot read /sketch/resid", path);
+            else cl_sha256_update(h, buf, j->Lh * j->N * 4);
+        }
+        if (ht >= 0) H5Tclose(ht);
+        if (dc >= 0) H5Dclose(dc);
+        if (dr >= 0) H5Dclose(dr);
+        free(buf);
+    }
+    char dg[65];
+    cl_sha256_end(h, dg);
+    if (!rc) memcpy(out, dg, 65);
+    return rc;
+}
+
 int cl_sketch_open(hid_t file, int Lh_, size_t N_, int C_, const char *path, size_t file_size, cl_sketch **out) {
     *out = NULL;
     if (H5Lexists(file, "/sketch", H5P_DEFAULT) <= 0) return 0;
@@ -154,6 +212,30 @@ int cl_sketch_open(hid_t file, int Lh_, size_t N_, int C_, const char *path, siz
         if (!s->owned || cl_h5_read_exact(file, "/sketch/coords", H5T_NATIVE_FLOAT, 3, dcs, s->owned) ||
             cl_h5_read_exact(file, "/sketch/resid", H5T_NATIVE_FLOAT, 2, drs, s->owned + Lh * N * K))
             goto fail;
+    }
+    /* the checksum written with the sketch: a changed coordinate, residual or
+       projection would silently prune rows that belong in the result. Cached
+       by the file's identity (hash.h), so only the first open after a change
+       reads the whole sketch. */
+    {
+        char want[80] = "", got[65];
+        hid_t gg = H5Gopen2(file, "/sketch", H5P_DEFAULT);
+        int has = gg >= 0 && cl_h5_attr_exists(gg, "sha256") && !cl_h5_attr_read_str(gg, "sha256", want, sizeof want);
+        if (gg >= 0) H5Gclose(gg);
+        if (!has || strlen(want) != 64) {
+            cl_error("/sketch has no sha256 attribute (a sketch written before checksums, or tampered with): run "
+                     "`corpuslens index --add-sketch %s` to rewrite it",
+                     path);
+            goto fail;
+        }
+        sum_job j = {file, s, Lh, N, K, C};
+        if (cl_sha256_cached(path, "index-sketch-v1", sketch_digest, &j, got, NULL)) goto fail;
+        if (strcmp(got, want)) {
+            cl_error("/sketch does not match its checksum (sha256 %.16s..., the data %.16s...): the sketch is corrupt; "
+                     "rewrite it with `corpuslens index --add-sketch %s`",
+                     want, got, path);
+            goto fail;
+        }
     }
     /* the projection must be orthonormal (the bound relies on it) */
     for (size_t b = 0; b < Lh; b++)

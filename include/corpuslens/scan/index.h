@@ -78,7 +78,8 @@ typedef struct {
     long shard_size;           /* default 2048 */
     double checkpoint_seconds; /* default 60: fsync of the part files */
     long stop_after_shards;    /* testing: each rank stops after this many new shards; 0 = off */
-    int sketch_dim;            /* default CL_SKETCH_DEFAULT_DIM (sketch.h) capped at n_embd/4; 0 = no sketch */
+    int sketch_dim;            /* CL_SKETCH_DIM_UNSET (default): min(CL_SKETCH_DEFAULT_DIM, n_embd/4) (sketch.h);
+                                  0 = no sketch; k = exactly k (1..min(n_embd, 256)) */
     void (*progress)(void *user, size_t done, size_t total, double elapsed); /* rank 0, may be NULL */
     void *progress_user;
     void (*note)(void *user, const char *msg); /* rank 0, may be NULL */
@@ -138,6 +139,7 @@ typedef struct {
     uint32_t *vocab;       /* [V] */
     int32_t *substring;    /* [N] */
     char hook[64], model_sha256[80], corpus_h5_sha256[80];
+    int hook_point, hook_layer; /* the hook parsed and checked (cl_hook_point, forward.h; layer -1 = every block) */
     /* float16 with CORPUSLENS_INDEX_MMAP=1: the file memory-mapped read-only
        (the page cache is the only copy) and the file offset of every chunk
        [Lh, n_chunks]; NULL/0 otherwise (rows are read with H5Dread) */
@@ -151,6 +153,9 @@ typedef struct {
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
+/* As cl_index_open, without reading or checking /sketch (sketch is NULL):
+ * for --add-sketch, which replaces it. */
+cl_index *cl_index_open_no_sketch(const char *path);
 void cl_index_close(cl_index *ix);
 /* Refuse an index made from another model (its fingerprint) or another
  * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */
@@ -167,6 +172,17 @@ typedef struct {
  * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
  * -1 (message). */
 int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
+
+/* The rows' order against the corpus the index was built from (call it
+ * after cl_index_check has matched the corpus's SHA-256): row i's substring
+ * sorts strictly before row i+1's by token ids, as the layout promises (the
+ * n-gram lookup, cl_explain_find, binary-searches it). Reads
+ * /substrings/tokens of corpus_path whole (N L 4 bytes, freed before it
+ * returns). The result is cached like a SHA-256 (hash.h: by the index file's
+ * device, inode, size and times, and the corpus's SHA-256), so only the first
+ * start after the index changed pays for it; *cached (may be NULL) says
+ * whether the cache answered. 0 or -1 (message). */
+int cl_index_check_order(const cl_index *ix, const char *corpus_path, int *cached);
 
 /* Rows [r0, r0+n) of block b into out[n, C] float32; buf is scratch of
  * n*C*2 bytes for float16 (NULL for float32). 0 or -1. */

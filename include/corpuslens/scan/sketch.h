@@ -41,6 +41,9 @@
 #include <stdint.h>
 
 #define CL_SKETCH_DEFAULT_DIM 32
+/* "no --sketch-dim given" (then the default: min(CL_SKETCH_DEFAULT_DIM, C/4));
+ * distinct from every dimension a user can give, 32 included */
+#define CL_SKETCH_DIM_UNSET (-1)
 
 typedef struct cl_sketch cl_sketch;
 struct cl_sketch {

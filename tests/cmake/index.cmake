@@ -1,0 +1,6 @@
+# index.h5 as a hostile file (issue 21, "trust no file"): every attribute and
+# dataset of a small real index tampered with in turn; explain must refuse each
+# with one clear message, exit 1..127, no sanitizer report, no output file
+# (tests/python/hostile_index.py; what the reader promises: docs/index-integrity.md).
+cl_script_test(index_hostile "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/hostile_index.py)
+set_tests_properties(index_hostile PROPERTIES TIMEOUT 900)
