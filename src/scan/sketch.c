@@ -213,6 +213,18 @@ int cl_sketch_open(hid_t file, int Lh_, size_t N_, int C_, const char *path, siz
             cl_h5_read_exact(file, "/sketch/resid", H5T_NATIVE_FLOAT, 2, drs, s->owned + Lh * N * K))
             goto fail;
     }
+    /* the projection must be orthonormal (the bound relies on it) */
+    for (size_t b = 0; b < Lh; b++)
+        for (size_t i = 0; i < K; i++)
+            for (size_t j = 0; j <= i; j++) {
+                const double *pi = s->proj + (b * K + i) * C, *pj = s->proj + (b * K + j) * C;
+                double dd = 0;
+                for (size_t c = 0; c < C; c++) dd += pi[c] * pj[c];
+                if (!(fabs(dd - (i == j)) <= 1e-9)) {
+                    cl_error("/sketch/proj of block %zu is not orthonormal (row %zu . row %zu = %g)", b, i, j, dd);
+                    goto fail;
+                }
+            }
     /* the checksum written with the sketch: a changed coordinate, residual or
        projection would silently prune rows that belong in the result. Cached
        by the file's identity (hash.h), so only the first open after a change
@@ -237,18 +249,6 @@ int cl_sketch_open(hid_t file, int Lh_, size_t N_, int C_, const char *path, siz
             goto fail;
         }
     }
-    /* the projection must be orthonormal (the bound relies on it) */
-    for (size_t b = 0; b < Lh; b++)
-        for (size_t i = 0; i < K; i++)
-            for (size_t j = 0; j <= i; j++) {
-                const double *pi = s->proj + (b * K + i) * C, *pj = s->proj + (b * K + j) * C;
-                double dd = 0;
-                for (size_t c = 0; c < C; c++) dd += pi[c] * pj[c];
-                if (!(fabs(dd - (i == j)) <= 1e-9)) {
-                    cl_error("/sketch/proj of block %zu is not orthonormal (row %zu . row %zu = %g)", b, i, j, dd);
-                    goto fail;
-                }
-            }
     *out = s;
     return 0;
 fail:

@@ -4,3 +4,6 @@
 # (tests/python/hostile_index.py; what the reader promises: docs/index-integrity.md).
 cl_script_test(index_hostile "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/hostile_index.py)
 set_tests_properties(index_hostile PROPERTIES TIMEOUT 900)
+# explain's logit lens for V = 5000 (> the old fixed 4096) against its own -o
+# output, and index --sketch-dim 32 taken as given (issue 21, defects 3 and 8)
+cl_script_test(explain_vocab "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/explain_vocab.py)
