@@ -41,7 +41,7 @@ float cl_f16_to_f32(uint16_t h) {
     return f;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) /* clang 14 lacks __builtin_cpu_supports("f16c") */
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *in, float *out, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -51,7 +51,7 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
 #endif
 
 void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) /* clang 14 lacks __builtin_cpu_supports("f16c") */
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();

@@ -45,11 +45,17 @@
  *
  *   /sketch     the pruning sketch (float16 only): include/corpuslens/scan/sketch.h
  *
- * ---- Reading (cl_index_open) ----
- * cl_index_open validates the format, `complete`, shapes, dtype and that
- * the file size covers every chunk (a truncated file is refused), and
- * cl_index_check refuses an index made from another model or corpus.h5
- * (SHA-256). cl_index_read_rows streams rows [r0, r0+n) of one block as
+ * ---- Reading (cl_index_open): trust no file (docs/index-integrity.md) ----
+ * cl_index_open validates, before it allocates anything sized by the file:
+ * the format, `complete`, every size attribute's range, the hook (a point
+ * `index` writes, width C, for the blocks the attributes name), that the data
+ * the attributes imply fit in the file's size and every dataset's shape
+ * matches them; then every /substring id (0 <= id < N, each once), /vectors'
+ * type and layout (chunks [1, S, C], unfiltered, all inside the file), and the
+ * sketch (its shapes, an orthonormal projection, its SHA-256). cl_index_check
+ * refuses an index made from another model or corpus.h5 (SHA-256), and
+ * cl_index_check_order the rows' order against the corpus's tokens. What is
+ * not promised: the vectors carry no checksum. cl_index_read_rows streams rows [r0, r0+n) of one block as
  * float32 (float16 widened exactly), so a query holds one row block at a
  * time, never the whole index.
  */

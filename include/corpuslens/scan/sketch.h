@@ -20,7 +20,12 @@
  * spare (slack = 5.5e-4 for C = 384, k = 32).
  *
  * ---- in index.h5 (group /sketch, written after the vectors) ----
- *   attributes: k, complete (1, written last)
+ *   attributes: k, sha256, complete (1, written last)
+ *   sha256: hex SHA-256 of proj, coords and resid as stored (little-endian
+ *     float64, float16, float32, in that order). A tampered or corrupt sketch
+ *     would prune rows silently, so the reader verifies it (the result cached
+ *     by the file's identity, hash.h) and refuses a mismatch, or a sketch
+ *     without it (`index --add-sketch` rewrites it); docs/index-integrity.md.
  *   /sketch/proj    [Lh, k, C] float64: the rows of P_b
  *   /sketch/coords  [Lh, N, k] float16 (IEEE, little-endian), contiguous (read
  *                   by explain with pread at its file offset)
