@@ -486,6 +486,16 @@ def test_refusals():
                 "--eval-text", "5"], ["held-out"])
 
 
+def sketch_sha256(f):
+    """The checksum of an index's sketch (sketch.h): proj, coords, resid as stored (little-endian)."""
+    import hashlib
+    h = hashlib.sha256()
+    h.update(f["/sketch/proj"][()].astype("<f8").tobytes())
+    h.update(f["/sketch/coords"][()].astype("<f2").tobytes())
+    h.update(f["/sketch/resid"][()].astype("<f4").tobytes())
+    return h.hexdigest()
+
+
 def test_sketch():
     import time
     with tempfile.TemporaryDirectory() as d:
@@ -539,7 +549,15 @@ def test_sketch():
         bad = os.path.join(d, "bad.h5")
         shutil.copy(ix, bad)
         with h5py.File(bad, "a") as f:
+            check(f["/sketch"].attrs["sha256"].decode() == sketch_sha256(f), "/sketch's sha256 attribute is not "
+                  "the SHA-256 of proj, coords and resid as stored (sketch.h)")
             f["/sketch/resid"][...] = f["/sketch/resid"][()] * 0.3
+        p = run(["explain", "--index", bad, "--corpus", c, "--model", m, "First"] + settings[0], ok=False)
+        check(p.returncode == 1 and "checksum" in p.stderr, "a sketch that does not match its sha256 was accepted: "
+              f"rc {p.returncode} {p.stderr[-300:]}")
+        with h5py.File(bad, "a") as f:  # the checksum of the wrong sketch: only the bound can catch it now
+            del f["/sketch"].attrs["sha256"]
+            f["/sketch"].attrs["sha256"] = np.bytes_(sketch_sha256(f))
         st = settings[0]
         eb, eg = os.path.join(d, "eb.h5"), os.path.join(d, "eg.h5")
         run(["explain", "--index", bad, "--corpus", c, "--model", m, "--prompt-file", pf, "--quiet", "-o", eb] + st)
@@ -559,14 +577,15 @@ def test_sketch():
         hc = os.path.join(d, "hashcache")
         env = dict(ENV, CORPUSLENS_HASH_CACHE=hc)
         past = time.time() - 3600
-        for fpath in (m, c):
+        for fpath in (m, c, ix):
             os.utime(fpath, (past, past))
         time.sleep(3.1)  # ctime more than 2 s old: the entry is stored
         base = ["explain", "--index", ix, "--corpus", c, "--model", m, "--quiet", "First"] + st
         run(base, env=env)
         p = run(base, env=env)
         check("(cached)" in p.stderr, "the second run did not use the hash cache: " + p.stderr[-300:])
-        check(len(os.listdir(hc)) == 2, f"hash cache holds {len(os.listdir(hc))} entries, expected 2")
+        # model and corpus SHA-256, the index's row order and its sketch's checksum
+        check(len(os.listdir(hc)) == 4, f"hash cache holds {len(os.listdir(hc))} entries, expected 4")
         m2 = os.path.join(d, "m2.h5")
         run(["init", "--config", "n_layer=2,n_embd=32,n_head=4,block_size=16", "--vocab-from",
              os.path.join(d, "small.txt"), "--seed", "8", "-o", m2])

@@ -48,6 +48,25 @@ void cl_sha256_mem(const void *data, size_t len, char out[65]) {
     hex(d, out);
 }
 
+struct cl_sha256 {
+    struct sha256_ctx ctx;
+};
+
+cl_sha256 *cl_sha256_begin(void) {
+    cl_sha256 *h = cl_trymalloc(1, sizeof *h, "SHA-256 state");
+    if (h) sha256_init(&h->ctx);
+    return h;
+}
+
+void cl_sha256_update(cl_sha256 *h, const void *data, size_t len) { sha256_update(&h->ctx, len, data); }
+
+void cl_sha256_end(cl_sha256 *h, char out[65]) {
+    uint8_t d[32];
+    sha256_digest(&h->ctx, 32, d);
+    hex(d, out);
+    free(h);
+}
+
 /* ---- the cache of file digests (hash.h) ---- */
 
 static int cache_dir(char *buf, size_t n) {

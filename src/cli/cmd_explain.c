@@ -233,11 +233,16 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         }
     }
     printf("  logit lens:");
-    double tmp[4096];
+    double *tmp = cl_trymalloc((size_t)V, sizeof *tmp, "logit lens"); /* [V]: any vocabulary size */
+    if (!tmp) {
+        printf(" (out of memory)\n");
+        cli_row_error = 1;
+        return;
+    }
     for (int l = 0; l < NL; l++) {
         const float *lp = r->lens + (p * NL + l) * V;
         int best = 0;
-        for (int v = 0; v < V && v < 4096; v++) {
+        for (int v = 0; v < V; v++) {
             tmp[v] = lp[v];
             if (lp[v] > lp[best]) best = v;
         }
@@ -245,6 +250,7 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         put_tok(vocab[best]);
         printf(l + 1 < NL ? ";" : "\n");
     }
+    free(tmp);
 }
 
 /* ---- explain.h5 ---- */
@@ -746,7 +752,7 @@ int cmd_explain(int argc, char **argv) {
     if (!err && rank == 0 &&
         (cl_sha256_cached(model_path, "model-fingerprint-v1", fingerprint, m, msha, &hit_m) ||
          cl_sha256_file_cached(corpus_path, csha, &hit_c) ||
-         cl_index_check(ix, msha, csha, model_path, corpus_path)))
+         cl_index_check(ix, msha, csha, model_path, corpus_path) || cl_index_check_order(ix, corpus_path, NULL)))
         err = 1;
     double tl2 = cli_wtime();
     if (!err && params && read_params(params, &par, &nt, &nw, &nT, &nsw)) err = 1;

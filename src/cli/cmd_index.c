@@ -18,8 +18,8 @@ static const char *CMD = "index";
 static const char USAGE[] =
     "mpirun -n R corpuslens index --model MODEL.h5 --corpus CORPUS.h5 -o INDEX.h5\n"
     "                 [--hook mlp_out] [--dtype f16|f32] [--batch 2048] [--checkpoint-every 60]\n"
-    "                 [--sketch-dim 32]\n"
-    "       corpuslens index --add-sketch INDEX.h5 [--sketch-dim 32]";
+    "                 [--sketch-dim K]\n"
+    "       corpuslens index --add-sketch INDEX.h5 [--sketch-dim K]";
 
 static const char ABOUT[] =
     "Runs the model over every unique substring of CORPUS.h5 (the scan's shards and\n"
@@ -65,8 +65,8 @@ int cmd_index(int argc, char **argv) {
         CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
                        "seconds between fsyncs of the part files"),
         CLI_OPT_INT("sketch-dim", 0, "K", &kdim, 0, 256,
-                    "dimensions of the pruning sketch (float16 indexes; at\n"
-                    "most n_embd/4 unless given otherwise; 0 = none)"),
+                    "dimensions of the pruning sketch (float16 indexes;\n"
+                    "default min(32, n_embd/4); 0 = none)"),
         CLI_OPT_STRING("add-sketch", 0, "INDEX.h5", &add,
                        "only add the sketch to an existing index (in place; no\n"
                        "--model/--corpus needed; one process)"),
@@ -81,11 +81,11 @@ int cmd_index(int argc, char **argv) {
     if (add) {
         if (o.model_path || o.corpus_path || o.out_path)
             return rank == 0 ? cli_usage_error(CMD, "--add-sketch takes no --model, --corpus or -o") : 2;
-        if (kdim < 1) return rank == 0 ? cli_usage_error(CMD, "--add-sketch needs --sketch-dim >= 1") : 2;
+        if (kdim == 0) return rank == 0 ? cli_usage_error(CMD, "--add-sketch needs --sketch-dim >= 1") : 2;
         if (R > 1) return rank == 0 ? cli_usage_error(CMD, "--add-sketch runs on one process (no mpirun)") : 2;
         double t0 = cli_wtime();
         cl_sketch_stats st;
-        if (cl_index_add_sketch(add, kdim == CL_SKETCH_DEFAULT_DIM ? 0 : (int)kdim, &st)) return cli_fail();
+        if (cl_index_add_sketch(add, kdim == CL_SKETCH_DIM_UNSET ? 0 : (int)kdim, &st)) return cli_fail();
         fprintf(stderr, "index: sketch of %d dimensions added to %s in %.1f s (%zu bytes); variance kept per block:",
                 st.k, add, cli_wtime() - t0, st.bytes);
         for (int b = 0; b < st.Lh; b++) fprintf(stderr, " %.3f", st.variance_kept[b]);

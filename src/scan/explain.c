@@ -158,11 +158,9 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
         while (i0 + B < P && B < Bmax && off[i0 + B + 1] - off[i0 + B] == T) B++;
         if ((int)(ch % (size_t)R) == rank) {
             for (int b = 0; b < B; b++) memcpy(tok + (size_t)b * T, tokens + off[i0 + b], T * sizeof(int32_t));
-            int hook_layer = ix->Lh == c->n_layer ? -1 : ix->first_block;
-            cl_hook_point pt;
-            int layer;
-            cl_hook_parse(ix->hook, c->n_layer, &pt, &layer);
-            cl_hook hooks[2] = {{.point = pt, .layer = hook_layer, .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
+            /* the hook cl_index_open parsed and checked (a point of width C; cl_explain_run checks the width) */
+            cl_hook hooks[2] = {{.point = (cl_hook_point)ix->hook_point, .layer = ix->hook_layer,
+                                 .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
                                 {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE_LAST, .out = res}};
             if (cl_forward_run(f, tok, B, (int)T, hooks, 2, CL_LOGITS_LAST, logits)) {
                 err = 1;
@@ -593,6 +591,11 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                        c->vocab_size);
     else if (ix->C != c->n_embd || ix->n_layer != c->n_layer)
         err = cl_error("%s was built for another model shape (n_embd %d, n_layer %d)", ix->path, ix->C, ix->n_layer);
+    else if (cl_hook_width(c, (cl_hook_point)ix->hook_point) != ix->C || ix->hook_layer >= c->n_layer ||
+             (ix->hook_layer < 0 ? ix->Lh != c->n_layer : ix->Lh != 1))
+        err = cl_error("%s: hook \"%s\" (width %d, %d blocks) does not fit vectors of %d channels in %d blocks", ix->path,
+                       ix->hook, cl_hook_width(c, (cl_hook_point)ix->hook_point), ix->hook_layer < 0 ? c->n_layer : 1,
+                       ix->C, ix->Lh);
     else if (cp->n != N || cp->V != ix->V || cp->L != ix->L)
         err = cl_error("the corpus file has %zu substrings of length %d; %s has %zu of length %d", cp->n, cp->L,
                        ix->path, N, ix->L);

@@ -15,9 +15,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
@@ -33,79 +30,6 @@
 
 /* Ranks agree through cl_par_agree (par.h): on failure every rank holds the
  * failing rank's own message. */
-
-/* ---------------------------------------------------------------- float16 */
-
-uint16_t cl_f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
-    if (ax < 0x38800000u) {                                   /* half subnormal (or 0) */
-        if (ax <= 0x33000000u) return (uint16_t)sign;         /* <= 2^-25: ties to even 0 */
-        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, s = 126 - e;
-        uint32_t r = m >> s, rem = m & ((1u << s) - 1), half = 1u << (s - 1);
-        if (rem > half || (rem == half && (r & 1))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = ax - 0x38000000u, rem = r & 0x1fffu;
-    r >>= 13;
-    if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) r++;
-    return (uint16_t)(sign | r);
-}
-
-float cl_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
-    if (e == 0) {
-        if (m == 0) x = sign;
-        else {
-            e = 113;
-            while (!(m & 0x400u)) m <<= 1, e--;
-            x = sign | (e << 23) | ((m & 0x3ffu) << 13);
-        }
-    } else if (e == 31) x = sign | 0x7f800000u | (m << 13);
-    else x = sign | ((e + 112) << 23) | (m << 13);
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *in, float *out, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
-    for (; i < n; i++) out[i] = cl_f16_to_f32(in[i]);
-}
-#endif
-
-void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-    }
-    if (have) {
-        f16_to_f32_f16c(in, out, n);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) out[i] = cl_f16_to_f32(in[i]);
-}
-
-/* The file type of float16 vectors: IEEE binary16, little-endian. */
-hid_t cl_index_f16_type(void) {
-    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-    if (t < 0) return t;
-    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
-        H5Tset_ebias(t, 15) < 0) {
-        H5Tclose(t);
-        return H5I_INVALID_HID;
-    }
-    return t;
-}
 
 static size_t dtype_size(cl_index_dtype d) { return d == CL_INDEX_F16 ? 2 : 4; }
 
@@ -453,7 +377,7 @@ void cl_index_opts_default(cl_index_opts *o) {
     o->dtype = CL_INDEX_F16;
     o->shard_size = 2048;
     o->checkpoint_seconds = 60;
-    o->sketch_dim = CL_SKETCH_DEFAULT_DIM;
+    o->sketch_dim = CL_SKETCH_DIM_UNSET;
 }
 
 static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus **cpp, int *point, int *lo, int *hi) {
@@ -484,7 +408,9 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
-    if (o->dtype == CL_INDEX_F16 && o->sketch_dim != CL_SKETCH_DEFAULT_DIM && o->sketch_dim > c->n_embd)
+    if (o->sketch_dim != CL_SKETCH_DIM_UNSET && (o->sketch_dim < 0 || o->sketch_dim > 256))
+        return cl_error("--sketch-dim %d: give 0 (none) or 1..256", o->sketch_dim);
+    if (o->dtype == CL_INDEX_F16 && o->sketch_dim > c->n_embd)
         return cl_error("--sketch-dim %d exceeds n_embd %d", o->sketch_dim, c->n_embd);
     return 0;
 }
@@ -523,8 +449,9 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
                           .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .N = N,
                           .S = S, .n_shards = n_shards, .perm = perm,
-                          .sketch_dim = o->sketch_dim <= 0 ? -1
-                                        : o->sketch_dim == CL_SKETCH_DEFAULT_DIM ? 0 : o->sketch_dim};
+                          .sketch_dim = o->sketch_dim == CL_SKETCH_DIM_UNSET ? 0
+                                        : o->sketch_dim == 0                   ? -1
+                                                                               : o->sketch_dim};
     size_t done = 0;
     if (!(w = cl_index_writer_open(&meta, rank, R, -1, &done, comm))) goto out;
     size_t mine = n_shards > (size_t)rank ? (n_shards - rank + R - 1) / R : 0;
@@ -629,7 +556,89 @@ static int rd_int(hid_t f, const char *name, long long lo, long long hi, long lo
     return 0;
 }
 
-cl_index *cl_index_open(const char *path) {
+/* The hook attribute: a point `index` writes (width C, the residual
+ * stream's), for the blocks the attributes name: every block (a short name)
+ * or the one block of blocks.{i}.hook_<point>. */
+static int check_hook(cl_index *ix) {
+    cl_hook_point pt;
+    int layer;
+    if (!ix->hook[0]) return cl_error("attribute hook is empty");
+    if (cl_hook_parse(ix->hook, ix->n_layer, &pt, &layer)) return cl_error_prefix("attribute hook: ");
+    if (pt != CL_HOOK_RESID_PRE && pt != CL_HOOK_ATTN_OUT && pt != CL_HOOK_RESID_MID && pt != CL_HOOK_MLP_OUT &&
+        pt != CL_HOOK_RESID_POST)
+        return cl_error("attribute hook \"%s\" is not a point `index` writes (mlp_out, attn_out, resid_mid, "
+                        "resid_post, resid_pre, embed, or blocks.{i}.hook_<one of those>)",
+                        ix->hook);
+    int lo = layer < 0 ? 0 : layer, n = layer < 0 ? ix->n_layer : 1;
+    if (ix->first_block != lo || ix->Lh != n)
+        return cl_error("attribute hook \"%s\" names blocks %d..%d but hook_first_block %d and n_hook_blocks %d say "
+                        "%d..%d",
+                        ix->hook, lo, lo + n - 1, ix->first_block, ix->Lh, ix->first_block,
+                        ix->first_block + ix->Lh - 1);
+    ix->hook_point = (int)pt, ix->hook_layer = layer;
+    return 0;
+}
+
+/* A dataset's shape against the attributes that give it (named in the message). */
+static int check_extent(hid_t f, const char *path, int rank, const hsize_t *want, const char *attrs) {
+    hsize_t d[8];
+    int r = cl_h5_shape(f, path, d);
+    if (r < 0) return -1;
+    int same = r == rank;
+    for (int i = 0; same && i < rank; i++) same = d[i] == want[i];
+    if (!same) {
+        char a[96] = "", b[96] = "";
+        for (int i = 0; i < rank; i++) snprintf(a + strlen(a), sizeof a - strlen(a), "%s%llu", i ? ", " : "", (unsigned long long)want[i]);
+        for (int i = 0; i < r; i++) snprintf(b + strlen(b), sizeof b - strlen(b), "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
+        return cl_error("%s is [%s]; the attributes (%s) say [%s]", path, b, attrs, a);
+    }
+    return 0;
+}
+
+/* /substring: 32-bit integers, stored in full (as written: no filter, no
+ * unallocated chunk read back as fill values). */
+static int check_substring_storage(hid_t f, size_t N) {
+    hid_t d = H5Dopen2(f, CL_INDEX_SUBSTRING, H5P_DEFAULT);
+    if (d < 0) return cl_error("%s is not a dataset", CL_INDEX_SUBSTRING);
+    hid_t t = H5Dget_type(d), pl = H5Dget_create_plist(d);
+    int ok_t = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 4 && H5Tget_sign(t) == H5T_SGN_2;
+    int nf = pl >= 0 ? H5Pget_nfilters(pl) : -1;
+    hsize_t stored = H5Dget_storage_size(d);
+    if (t >= 0) H5Tclose(t);
+    if (pl >= 0) H5Pclose(pl);
+    H5Dclose(d);
+    if (!ok_t) return cl_error("%s is not int32", CL_INDEX_SUBSTRING);
+    if (nf != 0 || stored < (hsize_t)N * 4)
+        return cl_error("%s is filtered or not stored in full (%llu of %zu bytes)", CL_INDEX_SUBSTRING,
+                        (unsigned long long)stored, N * 4);
+    return 0;
+}
+
+/* Every row id in 0 <= id < N, each once: the rows are a permutation of the
+ * corpus's substrings (their order is checked against the corpus's tokens by
+ * cl_index_check_order). */
+static int check_ids(const int32_t *sub, size_t N) {
+    uint64_t *seen = cl_trycalloc((N + 63) / 64, sizeof *seen, "row ids");
+    if (!seen) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < N; i++) {
+        int32_t v = sub[i];
+        if (v < 0 || (size_t)v >= N) {
+            rc = cl_error("%s[%zu] = %d is outside 0..%zu (n_substrings %zu)", CL_INDEX_SUBSTRING, i, v, N - 1, N);
+            break;
+        }
+        uint64_t bit = 1ull << (v & 63);
+        if (seen[v >> 6] & bit) {
+            rc = cl_error("%s lists substring %d twice (again in row %zu)", CL_INDEX_SUBSTRING, v, i);
+            break;
+        }
+        seen[v >> 6] |= bit;
+    }
+    free(seen);
+    return rc;
+}
+
+static cl_index *open_index(const char *path, int with_sketch) {
     cl_index *ix = cl_trycalloc(1, sizeof *ix, "index");
     if (!ix) return NULL;
     ix->file = ix->vectors = H5I_INVALID_HID;
@@ -686,6 +695,26 @@ cl_index *cl_index_open(const char *path) {
         cl_error("hooked blocks %d..%d exceed n_layer %d", ix->first_block, ix->first_block + ix->Lh - 1, ix->n_layer);
         goto fail;
     }
+    if (check_hook(ix)) goto fail;
+    /* Every extent the attributes imply, against the datasets and the file's
+       size, before anything is allocated: a small file cannot make the reader
+       allocate more than the data it holds. */
+    {
+        const unsigned long long N = ix->N, Lh = (unsigned long long)ix->Lh, C = (unsigned long long)ix->C;
+        unsigned long long need = 4 * N + Lh * N * C * dtype_size(ix->dtype) + 4ull * (unsigned long long)ix->V;
+        if (need > (unsigned long long)st.st_size) {
+            cl_error("the attributes describe %zu rows of %d blocks x %d channels (%llu bytes of data) but the file has "
+                     "%lld bytes",
+                     ix->N, ix->Lh, ix->C, need, (long long)st.st_size);
+            goto fail;
+        }
+        hsize_t dv = (hsize_t)ix->V, dn = ix->N, dx[3] = {(hsize_t)ix->Lh, ix->N, (hsize_t)ix->C};
+        if (check_extent(f, "/vocab", 1, &dv, "vocab_size") ||
+            check_extent(f, CL_INDEX_SUBSTRING, 1, &dn, "n_substrings") ||
+            check_extent(f, CL_INDEX_VECTORS, 3, dx, "n_hook_blocks, n_substrings, n_embd"))
+            goto fail;
+        if (check_substring_storage(f, ix->N)) goto fail;
+    }
     int Vv;
     if (cl_h5_read_vocab(f, "/vocab", &ix->vocab, &Vv)) goto fail;
     if (Vv != ix->V) {
@@ -695,6 +724,7 @@ cl_index *cl_index_open(const char *path) {
     hsize_t dN = ix->N;
     ix->substring = cl_trymalloc(ix->N, sizeof(int32_t), "index rows");
     if (!ix->substring || cl_h5_read_exact(f, CL_INDEX_SUBSTRING, H5T_NATIVE_INT32, 1, &dN, ix->substring)) goto fail;
+    if (check_ids(ix->substring, ix->N)) goto fail;
     hsize_t d[8];
     int r = cl_h5_shape(f, CL_INDEX_VECTORS, d);
     if (r != 3 || d[0] != (hsize_t)ix->Lh || d[1] != ix->N || d[2] != (hsize_t)ix->C) {
@@ -714,6 +744,22 @@ cl_index *cl_index_open(const char *path) {
     if (!tok) {
         cl_error("%s is not %s", CL_INDEX_VECTORS, dt);
         goto fail;
+    }
+    /* the layout the readers rely on: chunks of [1, shard_size, C], unfiltered */
+    {
+        hid_t pl = H5Dget_create_plist(ix->vectors);
+        hsize_t cd[3] = {0, 0, 0};
+        int chunked = pl >= 0 && H5Pget_layout(pl) == H5D_CHUNKED && H5Pget_chunk(pl, 3, cd) == 3;
+        int nf = pl >= 0 ? H5Pget_nfilters(pl) : -1;
+        if (pl >= 0) H5Pclose(pl);
+        if (!chunked || cd[0] != 1 || cd[1] != ix->chunk_rows || cd[2] != (hsize_t)ix->C) {
+            cl_error("%s is not chunked [1, %zu, %d] (shard_size, n_embd)", CL_INDEX_VECTORS, ix->chunk_rows, ix->C);
+            goto fail;
+        }
+        if (nf != 0) {
+            cl_error("%s is compressed or filtered (the layout has no filter)", CL_INDEX_VECTORS);
+            goto fail;
+        }
     }
     /* Every chunk must lie inside the file: a truncated copy is refused here,
        not by a read error in the middle of a query. */
@@ -749,7 +795,7 @@ cl_index *cl_index_open(const char *path) {
        in place). Off by default: on the development VM, page faults over a 4 GB
        mapping cost more CPU than H5Dread's copy (README, Performance). */
     const char *usemap = getenv("CORPUSLENS_INDEX_MMAP");
-    int has_sketch = ix->dtype == CL_INDEX_F16 && H5Lexists(f, "/sketch", H5P_DEFAULT) > 0;
+    int has_sketch = with_sketch && ix->dtype == CL_INDEX_F16 && H5Lexists(f, "/sketch", H5P_DEFAULT) > 0;
     if (ix->dtype == CL_INDEX_F16 && ((usemap && *usemap == '1') || has_sketch)) {
         size_t nc = (ix->N + ix->chunk_rows - 1) / ix->chunk_rows, want = ix->chunk_rows * (size_t)ix->C * 2;
         uint64_t *co = malloc((size_t)ix->Lh * nc * sizeof *co);
@@ -775,7 +821,7 @@ cl_index *cl_index_open(const char *path) {
             ix->map = mp, ix->map_size = (size_t)st.st_size, ix->chunk_off = co, ix->n_chunks = nc;
         } else free(co);
     }
-    if (has_sketch && cl_sketch_open(f, ix, path, (size_t)st.st_size, &ix->sketch)) goto fail;
+    if (has_sketch && cl_sketch_open(f, ix->Lh, ix->N, ix->C, path, (size_t)st.st_size, &ix->sketch)) goto fail;
     /* without the mapping (it failed) the sketch cannot be used: rows are read */
     if (ix->sketch && !ix->map) {
         cl_sketch_free(ix->sketch);
@@ -789,6 +835,10 @@ fail_np:
     return NULL;
 }
 
+cl_index *cl_index_open(const char *path) { return open_index(path, 1); }
+
+cl_index *cl_index_open_no_sketch(const char *path) { return open_index(path, 0); }
+
 int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,
                    const char *corpus_path) {
     if (model_sha && strcmp(model_sha, ix->model_sha256))
@@ -798,6 +848,68 @@ int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus
         return cl_error("%s was built from another corpus file: its corpus_h5_sha256 %.16s... differs from %s's "
                         "%.16s...",
                         ix->path, ix->corpus_h5_sha256, corpus_path ? corpus_path : "the corpus", corpus_h5_sha);
+    return 0;
+}
+
+/* ---- the rows' order against the corpus's tokens ---- */
+
+typedef struct {
+    const cl_index *ix;
+    const char *corpus_path;
+} order_job;
+
+/* cl_sha256_cached's computation: the check itself; the "digest" cached for
+ * the index file is the corpus's SHA-256 (its identity, part of the kind). */
+static int order_compute(const char *path, char out[65], void *user) {
+    (void)path;
+    const order_job *j = user;
+    const cl_index *ix = j->ix;
+    const size_t N = ix->N, L = (size_t)ix->L;
+    hid_t f = H5Fopen(j->corpus_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return cl_error("cannot open %s", j->corpus_path);
+    int rc = -1;
+    int32_t *tok = NULL;
+    hsize_t d[8];
+    int r = cl_h5_shape(f, "/substrings/tokens", d);
+    if (r < 0) goto done;
+    if (r != 2 || d[0] != N || d[1] != L) {
+        cl_error("%s: /substrings/tokens is not [%zu, %zu] (the index's n_substrings, L)", j->corpus_path, N, L);
+        goto done;
+    }
+    /* the whole [N, L] (N L 4 bytes; freed below), in slabs of rows */
+    if (!(tok = cl_trymalloc(N * L, sizeof *tok, "corpus tokens"))) goto done;
+    for (size_t p0 = 0; p0 < N; p0 += 1 << 16) {
+        size_t n = N - p0 < (1 << 16) ? N - p0 : (1 << 16);
+        if (cl_h5_read_rows(f, "/substrings/tokens", H5T_NATIVE_INT32, p0, n, tok + p0 * L)) goto done;
+    }
+    for (size_t i = 1; i < N; i++) {
+        const int32_t *a = tok + (size_t)ix->substring[i - 1] * L, *b = tok + (size_t)ix->substring[i] * L;
+        size_t k = 0;
+        while (k < L && a[k] == b[k]) k++;
+        if (k == L || a[k] > b[k]) {
+            cl_error("%s: rows %zu and %zu (substrings %d and %d) are not in the lexicographic order of their tokens "
+                     "in %s",
+                     ix->path, i - 1, i, ix->substring[i - 1], ix->substring[i], j->corpus_path);
+            goto done;
+        }
+    }
+    memcpy(out, ix->corpus_h5_sha256, 64);
+    out[64] = 0;
+    rc = 0;
+done:
+    free(tok);
+    H5Fclose(f);
+    return rc;
+}
+
+int cl_index_check_order(const cl_index *ix, const char *corpus_path, int *cached) {
+    char kind[128], got[65];
+    if (cached) *cached = 0;
+    if (strlen(ix->corpus_h5_sha256) != 64) return cl_error("%s: attribute corpus_h5_sha256 is not a SHA-256", ix->path);
+    snprintf(kind, sizeof kind, "index-order-v1 %s", ix->corpus_h5_sha256);
+    order_job j = {ix, corpus_path};
+    if (cl_sha256_cached(ix->path, kind, order_compute, &j, got, cached)) return -1;
+    if (strcmp(got, ix->corpus_h5_sha256)) return cl_error("%s: the cached order check names another corpus", ix->path);
     return 0;
 }
 

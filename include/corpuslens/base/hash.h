@@ -8,6 +8,12 @@
  * cl_sha256_file returns 0, or -1 with a message naming the path. */
 int cl_sha256_file(const char *path, char out[65]);
 void cl_sha256_mem(const void *data, size_t len, char out[65]);
+/* Incremental: begin (NULL when out of memory, with a message), update any
+ * number of times, end writes the hex digest and frees the context. */
+typedef struct cl_sha256 cl_sha256;
+cl_sha256 *cl_sha256_begin(void);
+void cl_sha256_update(cl_sha256 *h, const void *data, size_t len);
+void cl_sha256_end(cl_sha256 *h, char out[65]);
 
 /* A file's digest from a cache keyed by (kind, device, inode, size, mtime,
  * ctime) of the file: compute(path, out, user) on a miss, stored (atomically:

@@ -50,11 +50,17 @@
  *
  *   /sketch     the pruning sketch (float16 only): include/corpuslens/scan/sketch.h
  *
- * ---- Reading (cl_index_open) ----
- * cl_index_open validates the format, `complete`, shapes, dtype and that
- * the file size covers every chunk (a truncated file is refused), and
- * cl_index_check refuses an index made from another model or corpus.h5
- * (SHA-256). cl_index_read_rows streams rows [r0, r0+n) of one block as
+ * ---- Reading (cl_index_open): trust no file (docs/index-integrity.md) ----
+ * cl_index_open validates, before it allocates anything sized by the file:
+ * the format, `complete`, every size attribute's range, the hook (a point
+ * `index` writes, width C, for the blocks the attributes name), that the data
+ * the attributes imply fit in the file's size and every dataset's shape
+ * matches them; then every /substring id (0 <= id < N, each once), /vectors'
+ * type and layout (chunks [1, S, C], unfiltered, all inside the file), and the
+ * sketch (its shapes, an orthonormal projection, its SHA-256). cl_index_check
+ * refuses an index made from another model or corpus.h5 (SHA-256), and
+ * cl_index_check_order the rows' order against the corpus's tokens. What is
+ * not promised: the vectors carry no checksum. cl_index_read_rows streams rows [r0, r0+n) of one block as
  * float32 (float16 widened exactly), so a query holds one row block at a
  * time, never the whole index.
  */
@@ -65,6 +71,9 @@
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "corpuslens/scan/half.h"   /* float16 values (cl_f32_to_f16, cl_index_f16_type) */
+#include "corpuslens/scan/sketch.h" /* the pruning sketch the reader opens */
 
 #define CL_INDEX_FORMAT "corpuslens-index"
 #define CL_INDEX_FORMAT_VERSION 1
@@ -80,7 +89,8 @@ typedef struct {
     long shard_size;           /* default 2048 */
     double checkpoint_seconds; /* default 60: fsync of the part files */
     long stop_after_shards;    /* testing: each rank stops after this many new shards; 0 = off */
-    int sketch_dim;            /* default CL_SKETCH_DEFAULT_DIM (sketch.h) capped at n_embd/4; 0 = no sketch */
+    int sketch_dim;            /* CL_SKETCH_DIM_UNSET (default): min(CL_SKETCH_DEFAULT_DIM, n_embd/4) (sketch.h);
+                                  0 = no sketch; k = exactly k (1..min(n_embd, 256)) */
     void (*progress)(void *user, size_t done, size_t total, double elapsed); /* rank 0, may be NULL */
     void *progress_user;
     void (*note)(void *user, const char *msg); /* rank 0, may be NULL */
@@ -98,15 +108,6 @@ typedef struct {
 /* Collective over comm. 0 on every rank, or -1 on every rank (the failing
  * rank's own message; others "failed on another rank"). */
 int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res);
-
-/* float16 <-> float32, round to nearest even (exact inverse on halves). */
-uint16_t cl_f32_to_f16(float f);
-float cl_f16_to_f32(uint16_t h);
-/* n halves to floats (F16C where the CPU has it; the same values). */
-void cl_f16_to_f32_n(const uint16_t *in, float *out, size_t n);
-/* The HDF5 file type of float16 values: IEEE binary16, little-endian (the
- * caller closes it); H5I_INVALID_HID on failure. */
-hid_t cl_index_f16_type(void);
 
 /* ---- the writer the scan shares (scan --index-out) ---- */
 typedef struct cl_index_writer cl_index_writer;
@@ -141,7 +142,6 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
 void cl_index_writer_abort(cl_index_writer *w); /* local: close, keep the parts */
 
 /* ---- reading ---- */
-typedef struct cl_sketch cl_sketch; /* sketch.h */
 typedef struct {
     hid_t file, vectors;
     char path[4096];
@@ -152,6 +152,7 @@ typedef struct {
     uint32_t *vocab;       /* [V] */
     int32_t *substring;    /* [N] */
     char hook[64], model_sha256[80], corpus_h5_sha256[80];
+    int hook_point, hook_layer; /* the hook parsed and checked (cl_hook_point, forward.h; layer -1 = every block) */
     /* float16 with CORPUSLENS_INDEX_MMAP=1: the file memory-mapped read-only
        (the page cache is the only copy) and the file offset of every chunk
        [Lh, n_chunks]; NULL/0 otherwise (rows are read with H5Dread) */
@@ -165,11 +166,37 @@ typedef struct {
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
+/* As cl_index_open, without reading or checking /sketch (sketch is NULL):
+ * for --add-sketch, which replaces it. */
+cl_index *cl_index_open_no_sketch(const char *path);
 void cl_index_close(cl_index *ix);
 /* Refuse an index made from another model (its fingerprint) or another
  * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */
 int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,
                    const char *corpus_path);
+/* ---- the sketch (sketch.h) of an existing index ---- */
+typedef struct {
+    int k, Lh;
+    size_t bytes; /* of the index file afterwards */
+    double variance_kept[64];
+} cl_sketch_stats;
+
+/* Adds (or replaces) /sketch in the complete float16 index at path, in place
+ * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
+ * -1 (message). */
+int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
+
+/* The rows' order against the corpus the index was built from (call it
+ * after cl_index_check has matched the corpus's SHA-256): row i's substring
+ * sorts strictly before row i+1's by token ids, as the layout promises (the
+ * n-gram lookup, cl_explain_find, binary-searches it). Reads
+ * /substrings/tokens of corpus_path whole (N L 4 bytes, freed before it
+ * returns). The result is cached like a SHA-256 (hash.h: by the index file's
+ * device, inode, size and times, and the corpus's SHA-256), so only the first
+ * start after the index changed pays for it; *cached (may be NULL) says
+ * whether the cache answered. 0 or -1 (message). */
+int cl_index_check_order(const cl_index *ix, const char *corpus_path, int *cached);
+
 /* Rows [r0, r0+n) of block b into out[n, C] float32; buf is scratch of
  * n*C*2 bytes for float16 (NULL for float32). 0 or -1. */
 int cl_index_read_rows(const cl_index *ix, int b, size_t r0, size_t n, float *out, void *buf);

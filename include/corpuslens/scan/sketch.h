@@ -20,7 +20,12 @@
  * spare (slack = 5.5e-4 for C = 384, k = 32).
  *
  * ---- in index.h5 (group /sketch, written after the vectors) ----
- *   attributes: k, complete (1, written last)
+ *   attributes: k, sha256, complete (1, written last)
+ *   sha256: hex SHA-256 of proj, coords and resid as stored (little-endian
+ *     float64, float16, float32, in that order). A tampered or corrupt sketch
+ *     would prune rows silently, so the reader verifies it (the result cached
+ *     by the file's identity, hash.h) and refuses a mismatch, or a sketch
+ *     without it (`index --add-sketch` rewrites it); docs/index-integrity.md.
  *   /sketch/proj    [Lh, k, C] float64: the rows of P_b
  *   /sketch/coords  [Lh, N, k] float16 (IEEE, little-endian), contiguous (read
  *                   by explain with pread at its file offset)
@@ -38,11 +43,14 @@
 
 #include <hdf5.h>
 #include <stddef.h>
-
-#include "corpuslens/scan/index.h"
+#include <stdint.h>
 
 #define CL_SKETCH_DEFAULT_DIM 32
+/* "no --sketch-dim given" (then the default: min(CL_SKETCH_DEFAULT_DIM, C/4));
+ * distinct from every dimension a user can give, 32 included */
+#define CL_SKETCH_DIM_UNSET (-1)
 
+typedef struct cl_sketch cl_sketch;
 struct cl_sketch {
     int k, Lh, C;
     size_t N;
@@ -57,21 +65,11 @@ struct cl_sketch {
     double slack;
 };
 
-typedef struct {
-    int k, Lh;
-    size_t bytes; /* of the index file afterwards */
-    double variance_kept[64];
-} cl_sketch_stats;
-
-/* Adds (or replaces) /sketch in the complete float16 index at path, in place
- * (one process). k in 1..min(256, C), or 0: the default, min(32, C/4). 0 or
- * -1 (message). */
-int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st);
-
-/* Reader (cl_index_open): the sketch of an open index (file at path, size
- * file_size). *out = NULL when the file has no complete sketch. 0 or -1 (a
- * sketch that is present but broken). */
-int cl_sketch_open(hid_t file, const cl_index *ix, const char *path, size_t file_size, cl_sketch **out);
+/* Reader (cl_index_open calls it): the sketch in the open HDF5 file `file`
+ * (at path, file_size bytes) of an index of Lh blocks, N rows, C channels.
+ * *out = NULL when the file has no complete sketch. 0 or -1 (a sketch that is
+ * present but broken). Knows nothing of the index beyond those numbers. */
+int cl_sketch_open(hid_t file, int Lh, size_t N, int C, const char *path, size_t file_size, cl_sketch **out);
 void cl_sketch_free(cl_sketch *s);
 
 /* Rows [r0, r0+n) of block b: co[n, k] (widened exactly), re[n]. 0 or -1 (message). */
