@@ -155,6 +155,14 @@ def test_search():
         shutil.copy(ix, bad)
         with h5py.File(bad, "a") as f:
             f["/sketch/resid"][...] = f["/sketch/resid"][()] * 0.3
+            # a consistent checksum, so that the bound itself is what goes wrong (sketch.h)
+            import hashlib
+            h = hashlib.sha256()
+            h.update(f["/sketch/proj"][()].astype("<f8").tobytes())
+            h.update(f["/sketch/coords"][()].astype("<f2").tobytes())
+            h.update(f["/sketch/resid"][()].astype("<f4").tobytes())
+            del f["/sketch"].attrs["sha256"]
+            f["/sketch"].attrs["sha256"] = np.bytes_(h.hexdigest())
         pb = os.path.join(d, "pbad.h5")
         run(["explain", "--index", bad, "--corpus", c, "--model", m, "--quiet", "--passage", PASSAGE, "-o", pb]
             + SETTINGS[0])

@@ -394,7 +394,11 @@ static void widen(float *dst, const uint16_t *src, size_t n) {
     static int f16c = -1;
     if (f16c < 0) {
         __builtin_cpu_init();
+#if defined(__clang__) /* clang 14 lacks __builtin_cpu_supports("f16c"): the portable widening (same values) */
+        f16c = 0;
+#else
         f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#endif
     }
     if (f16c) {
         widen_f16c(dst, src, n);

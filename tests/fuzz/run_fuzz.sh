@@ -26,7 +26,7 @@ flags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
 # src/base): no HDF5, no MPI. fuzz_ckpt also imports into a model: src/model
 # and the layers below it.
 ckpt=("$SRC"/src/ckpt/*.c "$SRC"/src/base/{error,fileio}.c)
-model=("$SRC"/src/model/*.c "$SRC"/src/h5/*.c "$SRC"/src/base/{rng,utf8,hash}.c)
+model=("$SRC"/src/model/*.c "$SRC"/src/h5/*.c "$SRC"/src/par/*.c "$SRC"/src/base/{rng,utf8,hash}.c)
 read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle jansson libpcre2-8 zlib) -lm"
 "$CC" "${flags[@]}" -o "$work/fuzz_ckpt" "$SRC/tests/fuzz/fuzz_ckpt.c" "${ckpt[@]}" "${model[@]}" "${libs[@]}"
 "$CC" "${flags[@]}" -o "$work/fuzz_pickle" "$SRC/tests/fuzz/fuzz_pickle.c" "${ckpt[@]}" $(pkg-config --libs jansson)
