@@ -267,7 +267,7 @@ done:
             uint32_t cp;
             int nb = cl_utf8_get(t + k, len - k, &cp);
             if (nb <= 0) {
-                cl_error("%s: text %zu is not valid UTF-8", CL_SCAN_PROMPT_TEXT, i);
+                cl_error("%s: %s: text %zu is not valid UTF-8", s->path, CL_SCAN_PROMPT_TEXT, i);
                 cl_scan_texts_free(out);
                 return NULL;
             }
@@ -388,34 +388,36 @@ void cl_sqrt_probs(const float *q, size_t V, double *sq) {
 /* Values read from scan.h5 (n of them, row = elements per prompt, from
  * prompt p0): counts are >= 0, probabilities finite in [0, 1]. 0 or -1 with
  * a message naming the dataset and the prompt. */
-static int check_counts32(const int32_t *x, size_t n, size_t row, size_t p0, int64_t max, const char *what) {
+static int check_counts32(const cl_scan *s, const int32_t *x, size_t n, size_t row, size_t p0, int64_t max,
+                          const char *what) {
     for (size_t i = 0; i < n; i++)
         if (x[i] < 0 || x[i] > max)
-            return cl_error("%s: count %d at prompt %zu is outside [0, %lld]", what, (int)x[i], p0 + i / row,
-                            (long long)max);
+            return cl_error("%s: %s: count %d at prompt %zu is outside [0, %lld]", s->path, what, (int)x[i],
+                            p0 + i / row, (long long)max);
     return 0;
 }
-static int check_counts64(const int64_t *x, size_t n, size_t row, size_t p0, int64_t max, const char *what) {
+static int check_counts64(const cl_scan *s, const int64_t *x, size_t n, size_t row, size_t p0, int64_t max,
+                          const char *what) {
     for (size_t i = 0; i < n; i++)
         if (x[i] < 0 || x[i] > max)
-            return cl_error("%s: count %lld at prompt %zu is outside [0, %lld]", what, (long long)x[i], p0 + i / row,
-                            (long long)max);
+            return cl_error("%s: %s: count %lld at prompt %zu is outside [0, %lld]", s->path, what, (long long)x[i],
+                            p0 + i / row, (long long)max);
     return 0;
 }
-static int check_probs(const float *x, size_t n, size_t row, size_t p0, const char *what) {
+static int check_probs(const cl_scan *s, const float *x, size_t n, size_t row, size_t p0, const char *what) {
     for (size_t i = 0; i < n; i++)
         if (!(x[i] >= 0 && x[i] <= 1))
-            return cl_error("%s: %g at prompt %zu is not a probability", what, (double)x[i], p0 + i / row);
+            return cl_error("%s: %s: %g at prompt %zu is not a probability", s->path, what, (double)x[i], p0 + i / row);
     return 0;
 }
 
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
     size_t V = (size_t)s->V, row = (size_t)s->Lb * (size_t)s->NB * V;
     if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
-        check_counts32(counts, n * row, row, p0, s->n_followers, CL_SCAN_FREQ_COUNTS))
+        check_counts32(s, counts, n * row, row, p0, s->n_followers, CL_SCAN_FREQ_COUNTS))
         return -1;
     if (cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-        check_probs(q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
+        check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
         return -1;
     return 0;
 }
@@ -494,7 +496,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     hsize_t dV = V, dPV[2] = {P, V};
     if (cl_h5_read_exact(s->file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV, unig) ||
         cl_h5_read_exact(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
-        check_probs(r->model_probs, P * V, V, 0, CL_SCAN_MODEL_PROBS))
+        check_probs(s, r->model_probs, P * V, V, 0, CL_SCAN_MODEL_PROBS))
         goto fail;
     for (size_t v = 0; v < V; v++) unigram[v] = (double)unig[v];
 
@@ -505,10 +507,10 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
             cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
             cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
             cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next) ||
-            check_counts32(counts, n * Lb * NB * V, Lb * NB * V, p0, s->n_followers, CL_SCAN_FREQ_COUNTS) ||
-            check_counts64(nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
-            check_probs(lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
-            check_counts32(next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))
+            check_counts32(s, counts, n * Lb * NB * V, Lb * NB * V, p0, s->n_followers, CL_SCAN_FREQ_COUNTS) ||
+            check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
+            check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
+            check_counts32(s, next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))
             goto fail;
         for (size_t i = 0; i < n; i++) {
             size_t p = p0 + i;
