@@ -5,7 +5,7 @@
 foreach(kind model corpus scan)
   cl_script_test(hostile_${kind} "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/hostile_files.py
                  --kind ${kind})
-  set_tests_properties(hostile_${kind} PROPERTIES TIMEOUT 2400)
+  set_tests_properties(hostile_${kind} PROPERTIES TIMEOUT 3600)  # ASan, loaded 2 cores: up to 19 min
 endforeach()
 # libFuzzer on the corpus.h5 opener (tests/fuzz/fuzz_corpus.c): builds its own
 # clang -fsanitize=fuzzer,address,undefined binary, so not for the ASan build.
