@@ -604,6 +604,41 @@ static int read_count(hid_t root, const char *name, long long lo, long long hi, 
     return 0;
 }
 
+/* /prompts/text (fixed-length UTF-8, as written) holds each prompt's
+ * substring: a file whose texts disagree with its tokens is refused. */
+static int check_prompt_text(hid_t f, const cl_corpus *c) {
+    hid_t d = H5Dopen2(f, "/prompts/text", H5P_DEFAULT);
+    if (d < 0) return cl_error("cannot open /prompts/text");
+    hid_t ft = H5Dget_type(d);
+    size_t w = ft >= 0 && H5Tis_variable_str(ft) == 0 ? H5Tget_size(ft) : 0;
+    int rc = 0;
+    char *buf = NULL;
+    if (w == 0 || w > 4 * (size_t)CL_CORPUS_MAX_LEN + 1)
+        rc = cl_error("/prompts/text is not a fixed-length string of at most %d bytes", 4 * CL_CORPUS_MAX_LEN + 1);
+    else if (!(buf = cl_trymalloc(c->n_prompts, w, "prompt texts")))
+        rc = -1;
+    if (!rc) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, w);
+        H5Tset_strpad(mt, H5T_STR_NULLPAD);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) rc = cl_h5_error("cannot read /prompts/text");
+        H5Tclose(mt);
+    }
+    char want[4 * CL_CORPUS_MAX_LEN + 1];
+    for (size_t k = 0; !rc && k < c->n_prompts; k++) {
+        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], want);
+        const char *got = buf + k * w;
+        if (n > w || memcmp(got, want, n) || (n < w && got[n]))
+            rc = cl_error("/prompts/text: entry %zu is not the text of prompt substring %lld", k,
+                          (long long)c->prompt_index[k]);
+    }
+    free(buf);
+    if (ft >= 0) H5Tclose(ft);
+    H5Dclose(d);
+    return rc;
+}
+
 static int load_contents(hid_t f, cl_corpus *c, int lazy) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
@@ -661,6 +696,15 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
     }
     size_t Ns = c->n, Ls = (size_t)L;
     hsize_t dNL[2] = {Ns, Ls}, dN = Ns, dN1 = Ns + 1, dnnz = c->nnz, dP = c->n_prompts;
+    /* every dataset is stored with the shape the attributes give before
+       anything is sized by them */
+    struct { const char *path; hid_t type; int rank; const hsize_t *dims; } ds[] = {
+        {"/substrings/tokens", H5T_NATIVE_INT32, 2, dNL}, {"/substrings/first_offset", H5T_NATIVE_INT64, 1, &dN},
+        {"/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1}, {"/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz},
+        {"/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz}, {"/prompts/index", H5T_NATIVE_INT64, 1, &dP},
+        {"/prompts/text", H5T_C_S1, 1, &dP}};
+    for (size_t k = 0; k < sizeof ds / sizeof *ds; k++)
+        if (cl_h5_check_data(f, ds[k].path, ds[k].type, ds[k].rank, ds[k].dims) < 0) goto done;
     if (lazy) {
         hsize_t sh[8];
         if (!(c->token_rows = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
@@ -688,10 +732,6 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
                          c->next_count) < 0 ||
         cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
         goto done;
-    if (!cl_h5_exists(f, "/prompts/text")) {
-        cl_error("dataset /prompts/text is missing");
-        goto done;
-    }
 
     /* Values (of the tokens and offsets read). */
     for (size_t k = 0; c->tokens && k < Ns * Ls; k++)
@@ -728,6 +768,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
                      (long long)c->prompt_index[k]);
             goto done;
         }
+    if (c->tokens && check_prompt_text(f, c) < 0) goto done;
     if (cl_h5_exists(f, "/holdout/tokens")) {
         hsize_t d[8];
         long long hs = 0;
@@ -735,6 +776,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
             cl_error("/holdout/tokens is not a non-empty list");
             goto done;
         }
+        if (cl_h5_check_data(f, "/holdout/tokens", H5T_NATIVE_INT32, 1, d) < 0) goto done;
         c->n_holdout = (size_t)d[0];
         c->holdout = cl_trymalloc(c->n_holdout, sizeof *c->holdout, "held-out text");
         if (!c->holdout || cl_h5_read_exact(f, "/holdout/tokens", H5T_NATIVE_INT32, 1, d, c->holdout) < 0) goto done;

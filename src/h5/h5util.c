@@ -551,19 +551,99 @@ static int read_chunks_direct(hid_t d, const char *path, hid_t memtype, int rank
     return rc;
 }
 
-cl_h5_rows *cl_h5_rows_open(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims) {
+/* Is the data of dataset d (npoints elements of es bytes) stored in the
+ * file of fsize bytes? 0 or -1 with a message (see h5util.h). */
+static int check_stored(hid_t d, const char *path, hsize_t npoints, size_t es, hsize_t fsize) {
+    if (npoints == 0) return 0;
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) return cl_h5_error("dataset %s: cannot read its storage properties", path);
+    const hsize_t logical = npoints * (hsize_t)es;
+    int rc = 0;
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    hsize_t stored = H5Dget_storage_size(d);
+    if (lay == H5D_COMPACT) {
+        /* in the object header: read with it */
+    } else if (lay == H5D_CONTIGUOUS) {
+        haddr_t off = H5Dget_offset(d);
+        if (H5Pget_external_count(dcpl) != 0)
+            rc = cl_error("dataset %s is stored in external files: not accepted", path);
+        else if (stored < logical || off == HADDR_UNDEF)
+            rc = cl_error("dataset %s: %llu of its %llu bytes are stored (unwritten or truncated)", path,
+                          (unsigned long long)stored, (unsigned long long)logical);
+        else if (off > fsize || logical > fsize - off)
+            rc = cl_error("dataset %s lies past the end of the file (%llu bytes; truncated?)", path,
+                          (unsigned long long)fsize);
+    } else if (lay == H5D_CHUNKED) {
+        hid_t sp = H5Dget_space(d);
+        hsize_t dims[8], chunk[8], want = 1, have = 0;
+        int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+        if (rank >= 1 && rank <= 8) H5Sget_simple_extent_dims(sp, dims, NULL);
+        int deflate = 0, nf = H5Pget_nfilters(dcpl);
+        for (int i = 0; !rc && i < nf; i++) {
+            unsigned flags, cd[8];
+            size_t ncd = 8;
+            H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, 0, NULL, NULL);
+            if (id == H5Z_FILTER_DEFLATE) deflate = 1;
+            else if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32)
+                rc = cl_error("dataset %s uses HDF5 filter %d: only shuffle, deflate and fletcher32 are accepted", path,
+                              (int)id);
+        }
+        if (!rc && (rank < 1 || rank > 8 || H5Pget_chunk(dcpl, rank, chunk) != rank))
+            rc = cl_error("dataset %s: unreadable chunk layout", path);
+        for (int k = 0; !rc && k < rank; k++) {
+            if (chunk[k] == 0) rc = cl_error("dataset %s: a chunk dimension is 0", path);
+            else want *= (dims[k] + chunk[k] - 1) / chunk[k];
+        }
+        if (!rc && (H5Dget_num_chunks(d, sp, &have) < 0 || have != want))
+            rc = cl_error("dataset %s: %llu of its %llu chunks are stored (unwritten or truncated)", path,
+                          (unsigned long long)have, (unsigned long long)want);
+        if (sp >= 0) H5Sclose(sp);
+        /* deflate inflates at most 1032:1 (zlib); unfiltered chunks are whole */
+        if (!rc && (stored > fsize || (deflate ? logical / 1032 > stored : logical > stored)))
+            rc = cl_error("dataset %s: %llu stored bytes cannot hold %llu bytes of data (corrupt file?)", path,
+                          (unsigned long long)stored, (unsigned long long)logical);
+    } else {
+        rc = cl_error("dataset %s has a virtual or unknown layout: not accepted", path);
+    }
+    H5Pclose(dcpl);
+    return rc;
+}
+
+int cl_h5_check_data(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims) {
     hsize_t got[8];
-    int rk = cl_h5_shape(file, path, got);
-    if (rk < 0) return NULL;
-    int same = rk == rank;
+    int r = cl_h5_shape(file, path, got);
+    if (r < 0) return -1;
+    int same = r == rank && rank >= 1 && rank <= 8;
     for (int i = 0; same && i < rank; i++) same = got[i] == dims[i];
-    if (!same || rank < 1 || rank > 8) {
+    if (!same) {
         char want[128], have[128];
         shape_str(want, sizeof want, rank, dims);
-        shape_str(have, sizeof have, rk, got);
-        cl_error("dataset %s has shape %s, expected %s", path, have, want);
-        return NULL;
+        shape_str(have, sizeof have, r, got);
+        return cl_error("dataset %s has shape %s, expected %s", path, have, want);
     }
+    hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
+    if (d < 0) return cl_h5_error("cannot open dataset %s", path);
+    hid_t t = H5Dget_type(d);
+    int rc = 0;
+    if (t < 0 || H5Tget_class(t) != H5Tget_class(memtype)) rc = cl_error("dataset %s has the wrong type class", path);
+    size_t es = t >= 0 ? H5Tget_size(t) : 0;
+    if (t >= 0) H5Tclose(t);
+    hsize_t np = 1, fsize = 0;
+    for (int i = 0; i < rank && !rc; i++) {
+        if (dims[i] && np > (hsize_t)SIZE_MAX / 16 / dims[i]) rc = cl_error("dataset %s is too large", path);
+        np *= dims[i];
+    }
+    if (!rc && es && np > (hsize_t)SIZE_MAX / 16 / es) rc = cl_error("dataset %s is too large", path);
+    hid_t f = rc ? H5I_INVALID_HID : H5Iget_file_id(d);
+    if (!rc && (f < 0 || H5Fget_filesize(f, &fsize) < 0)) rc = cl_h5_error("dataset %s: cannot size its file", path);
+    if (f >= 0) H5Fclose(f);
+    if (!rc) rc = check_stored(d, path, np, es, fsize);
+    H5Dclose(d);
+    return rc;
+}
+
+cl_h5_rows *cl_h5_rows_open(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims) {
+    if (cl_h5_check_data(file, path, memtype, rank, dims)) return NULL;
     cl_h5_rows *r = cl_trycalloc(1, sizeof *r, "row reader");
     if (!r) return NULL;
     snprintf(r->path, sizeof r->path, "%s", path);
@@ -661,25 +741,12 @@ void cl_h5_rows_close(cl_h5_rows *r) {
 
 int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
                      void *data) {
-    hsize_t got[8];
-    int r = cl_h5_shape(file, path, got);
-    if (r < 0) return -1;
-    int same = r == rank;
-    for (int i = 0; same && i < rank; i++) same = got[i] == dims[i];
-    if (!same) {
-        char want[128], have[128];
-        shape_str(want, sizeof want, rank, dims);
-        shape_str(have, sizeof have, r, got);
-        return cl_error("dataset %s has shape %s, expected %s", path, have, want);
-    }
+    if (cl_h5_check_data(file, path, memtype, rank, dims)) return -1;
     hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
-    hid_t t = H5Dget_type(d);
-    H5T_class_t fc = H5Tget_class(t), mc = H5Tget_class(memtype);
-    H5Tclose(t);
+    if (d < 0) return cl_h5_error("cannot open dataset %s", path);
     int rc = 0;
     int direct = 0;
-    if (fc != mc) rc = cl_error("dataset %s has the wrong type class", path);
-    else if ((direct = read_chunks_direct(d, path, memtype, rank, dims, data)) != 0) rc = direct < 0 ? -1 : 0;
+    if ((direct = read_chunks_direct(d, path, memtype, rank, dims, data)) != 0) rc = direct < 0 ? -1 : 0;
     else if (H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         rc = cl_h5_error("cannot read dataset %s (corrupt file?)", path);
     H5Dclose(d);
@@ -758,6 +825,20 @@ int cl_h5_read_vocab(hid_t file, const char *path, uint32_t **vocab, int *V) {
         v[i] = cp;
     }
     free(buf);
+    /* one id per character: a repeated one makes encoding ambiguous */
+    unsigned char *seen = cl_trycalloc((0x10FFFF >> 3) + 1, 1, "vocabulary check");
+    int rc = seen ? 0 : -1;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (v[i] > 0x10FFFF) rc = cl_error("%s: entry %zu is not a Unicode character", path, i);
+        else if (seen[v[i] >> 3] & (1u << (v[i] & 7)))
+            rc = cl_error("%s: entry %zu (U+%04X) repeats an earlier entry", path, i, (unsigned)v[i]);
+        else seen[v[i] >> 3] |= (unsigned char)(1u << (v[i] & 7));
+    }
+    free(seen);
+    if (rc) {
+        free(v);
+        return -1;
+    }
     *vocab = v;
     *V = (int)n;
     return 0;

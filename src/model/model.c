@@ -49,6 +49,11 @@ int cl_config_validate(const cl_config *c) {
     if (c->tied_head && c->head_bias) {
         /* allowed: a tied head with its own bias */
     }
+    struct { const char *name; int v; } flags[] = {{"bias", c->bias}, {"qkv_bias", c->qkv_bias},
+        {"head_bias", c->head_bias}, {"tied_head", c->tied_head}, {"causal", !c->bidirectional},
+        {"sinusoidal", c->sinusoidal}, {"mask_pad", c->mask_pad}};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        if (flags[i].v != 0 && flags[i].v != 1) return cl_error("%s must be 0 or 1, got %d", flags[i].name, flags[i].v);
     return 0;
 }
 
@@ -590,12 +595,72 @@ static void unlink_mapped_kinds(cl_model *m) {
     if (m->cfg.tied_head) p->head_w = p->wte;
 }
 
+/* Before anything is allocated by the config: every tensor it implies is
+ * stored in the file with its shape (cl_h5_check_data: a float class, every
+ * byte stored), and /weights holds nothing else (a tensor the config does
+ * not use means the config and the weights disagree). */
+static int check_tensors(hid_t f, const char *path, const cl_config *c) {
+    size_t n = cl_model_tensor_count(c), present = 0;
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(c, NULL, i, &t);
+        if (!t.present) continue;
+        present++;
+        char dpath[128];
+        snprintf(dpath, sizeof dpath, "/weights/%s", t.name);
+        if (!cl_h5_exists(f, dpath)) return cl_error("%s: tensor %s is missing", path, t.name);
+        hsize_t dims[2] = {t.shape[0], t.shape[1]};
+        if (cl_h5_check_data(f, dpath, H5T_NATIVE_FLOAT, t.ndim, dims))
+            return cl_error_prefix("%s: tensor %s: ", path, t.name);
+    }
+    H5G_info_t gi;
+    hid_t g = H5Gopen2(f, "/weights", H5P_DEFAULT);
+    int ok = g >= 0 && H5Gget_info(g, &gi) >= 0;
+    if (ok && gi.nlinks != present) {
+        char name[256] = "";
+        for (hsize_t k = 0; k < gi.nlinks; k++) {
+            if (H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, k, name, sizeof name, H5P_DEFAULT) < 0) break;
+            long j = cl_model_tensor_find(c, name);
+            cl_tensor_info t;
+            if (j >= 0) cl_model_tensor(c, NULL, (size_t)j, &t);
+            if (j < 0 || !t.present) break;
+            name[0] = '\0';
+        }
+        H5Gclose(g);
+        return cl_error("%s: /weights holds %llu entries but the config implies %zu tensors%s%s%s", path,
+                        (unsigned long long)gi.nlinks, present, name[0] ? " (" : "", name,
+                        name[0] ? " is not one of them)" : "");
+    }
+    if (g >= 0) H5Gclose(g);
+    if (!ok) return cl_error("%s: /weights is not a group", path);
+    return 0;
+}
+
+/* The first non-finite value of n floats, or -1. */
+static long first_nonfinite(const float *x, size_t n) {
+    const size_t B = 4096;
+    for (size_t i0 = 0; i0 < n; i0 += B) {
+        size_t e = i0 + B < n ? i0 + B : n;
+        uint32_t bad = 0;
+        for (size_t i = i0; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, x + i, 4);
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (size_t i = i0; i < e; i++)
+                if (!isfinite(x[i])) return (long)i;
+    }
+    return -1;
+}
+
 static cl_model *load(const char *path, int map) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_config c;
     cl_model *m = NULL;
     if (read_config(f, path, &c)) goto fail;
+    if (check_tensors(f, path, &c)) goto fail;
     m = cl_model_create(&c);
     if (!m) goto fail;
     if (map) {
@@ -644,6 +709,16 @@ static cl_model *load(const char *path, int map) {
         }
         if (c.tied_head) m->data[kind_index(&c, K_HEADW, -1)] = m->data[kind_index(&c, K_WTE, -1)];
         if (m->map) unlink_mapped_kinds(m);
+    }
+    for (size_t i = 0; i < n; i++) {
+        cl_tensor_info t;
+        cl_model_tensor(&c, m->mem, i, &t);
+        long bad = t.present ? first_nonfinite(cl_model_data(m, i), t.numel) : -1;
+        if (bad >= 0) {
+            cl_error("%s: tensor %s has a non-finite value (%g at element %ld)", path, t.name,
+                     (double)cl_model_data(m, i)[bad], bad);
+            goto fail;
+        }
     }
     H5Fclose(f);
     return m;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/utf8.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
@@ -106,7 +107,9 @@ cl_scan *cl_scan_open(const char *path) {
     if (cl_h5_attr_read_double(f, "prefilter", &s->prefilter) ||
         cl_h5_attr_read_double(f, "bin_width", &s->bin_width))
         goto fail;
-    if (!(s->prefilter >= -1 && s->prefilter < 1) || !(s->bin_width > 0)) {
+    if (read_int_attr(f, "n_substrings", 1, INT64_MAX, &v)) goto fail;
+    s->n_substrings = v;
+    if (!(s->prefilter >= -1 && s->prefilter < 1) || !(s->bin_width > 0 && s->bin_width <= 2)) {
         cl_error("attributes prefilter = %g, bin_width = %g are not a valid grid", s->prefilter, s->bin_width);
         goto fail;
     }
@@ -126,16 +129,22 @@ cl_scan *cl_scan_open(const char *path) {
     hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)s->NL, (hsize_t)V};
     hsize_t dPLNV[4] = {P, (hsize_t)Lb, (hsize_t)NB, (hsize_t)V};
     hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
-    if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) || check_shape(f, CL_SCAN_PROMPT_NEXT, 2, dPV) ||
-        check_shape(f, CL_SCAN_UNIGRAM, 1, &dV) || check_shape(f, CL_SCAN_MODEL_PROBS, 2, dPV) ||
-        check_shape(f, CL_SCAN_LENS_PROBS, 3, dPLV) || check_shape(f, CL_SCAN_FREQ_COUNTS, 4, dPLNV) ||
-        check_shape(f, CL_SCAN_FREQ_N_MATCHES, 3, dPLN) || check_shape(f, CL_SCAN_FREQ_BIN_LOWER, 1, &dNB))
+    /* shapes, type classes and stored data, before anything is sized by P */
+    if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) ||
+        cl_h5_check_data(f, CL_SCAN_PROMPT_TEXT, H5T_C_S1, 1, &dP) ||
+        cl_h5_check_data(f, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, dPV) ||
+        cl_h5_check_data(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV) ||
+        cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV) ||
+        cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV) ||
+        cl_h5_check_data(f, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, 4, dPLNV) ||
+        cl_h5_check_data(f, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dPLN) ||
+        cl_h5_check_data(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB))
         goto fail;
     s->bin_lower = cl_trymalloc((size_t)NB, sizeof(double), "bin_lower");
     if (!s->bin_lower ||
         cl_h5_read_exact(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB, s->bin_lower))
         goto fail;
-    if (fabs(s->bin_lower[0] - s->prefilter) > CL_GRID_TOL) {
+    if (!(fabs(s->bin_lower[0] - s->prefilter) <= CL_GRID_TOL)) {
         cl_error("%s[0] = %.9g differs from prefilter %.9g", CL_SCAN_FREQ_BIN_LOWER, s->bin_lower[0], s->prefilter);
         goto fail;
     }
@@ -144,6 +153,28 @@ cl_scan *cl_scan_open(const char *path) {
             cl_error("%s is not increasing within [prefilter, 1] at bin %d", CL_SCAN_FREQ_BIN_LOWER, k);
             goto fail;
         }
+    /* the scan's grid: lower[k] = prefilter + k bin_width */
+    for (int k = 0; k < NB; k++)
+        if (!(fabs(s->bin_lower[k] - (s->prefilter + k * s->bin_width)) <= CL_GRID_TOL)) {
+            cl_error("%s[%d] = %.9g is not prefilter + %d bin_width = %.9g", CL_SCAN_FREQ_BIN_LOWER, k,
+                     s->bin_lower[k], k, s->prefilter + k * s->bin_width);
+            goto fail;
+        }
+    int64_t *unig = cl_trymalloc((size_t)V, sizeof *unig, "unigram");
+    if (!unig || cl_h5_read_exact(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV, unig)) {
+        free(unig);
+        goto fail;
+    }
+    s->n_followers = 0;
+    for (int t = 0; t < V; t++) {
+        if (unig[t] < 0 || unig[t] > INT64_MAX - s->n_followers) {
+            cl_error("%s: entry %d (%lld) is not a count", CL_SCAN_UNIGRAM, t, (long long)unig[t]);
+            free(unig);
+            goto fail;
+        }
+        s->n_followers += unig[t];
+    }
+    free(unig);
     return s;
 fail:
     cl_error_prefix("%s: ", path);
@@ -228,6 +259,21 @@ char **cl_scan_read_texts(const cl_scan *s) {
 done:
     H5Tclose(ft);
     H5Dclose(d);
+    /* each text is UTF-8 (it is printed in the report and encoded again) */
+    for (size_t i = 0; out && i < P; i++) {
+        const unsigned char *t = (const unsigned char *)out[i];
+        size_t len = strlen(out[i]);
+        for (size_t k = 0; k < len;) {
+            uint32_t cp;
+            int nb = cl_utf8_get(t + k, len - k, &cp);
+            if (nb <= 0) {
+                cl_error("%s: %s: text %zu is not valid UTF-8", s->path, CL_SCAN_PROMPT_TEXT, i);
+                cl_scan_texts_free(out);
+                return NULL;
+            }
+            k += (size_t)nb;
+        }
+    }
     return out;
 }
 
@@ -339,9 +385,41 @@ void cl_sqrt_probs(const float *q, size_t V, double *sq) {
     for (size_t v = 0; v < V; v++) sq[v] = sum > 0 && q[v] > 0 ? sqrt(q[v] / sum) : 0;
 }
 
+/* Values read from scan.h5 (n of them, row = elements per prompt, from
+ * prompt p0): counts are >= 0, probabilities finite in [0, 1]. 0 or -1 with
+ * a message naming the dataset and the prompt. */
+static int check_counts32(const cl_scan *s, const int32_t *x, size_t n, size_t row, size_t p0, int64_t max,
+                          const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (x[i] < 0 || x[i] > max)
+            return cl_error("%s: %s: count %d at prompt %zu is outside [0, %lld]", s->path, what, (int)x[i],
+                            p0 + i / row, (long long)max);
+    return 0;
+}
+static int check_counts64(const cl_scan *s, const int64_t *x, size_t n, size_t row, size_t p0, int64_t max,
+                          const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (x[i] < 0 || x[i] > max)
+            return cl_error("%s: %s: count %lld at prompt %zu is outside [0, %lld]", s->path, what, (long long)x[i],
+                            p0 + i / row, (long long)max);
+    return 0;
+}
+static int check_probs(const cl_scan *s, const float *x, size_t n, size_t row, size_t p0, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] >= 0 && x[i] <= 1))
+            return cl_error("%s: %s: %g at prompt %zu is not a probability", s->path, what, (double)x[i], p0 + i / row);
+    return 0;
+}
+
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
-    if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts)) return -1;
-    return cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q);
+    size_t V = (size_t)s->V, row = (size_t)s->Lb * (size_t)s->NB * V;
+    if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+        check_counts32(s, counts, n * row, row, p0, s->n_followers, CL_SCAN_FREQ_COUNTS))
+        return -1;
+    if (cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
+        check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
+        return -1;
+    return 0;
 }
 
 static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp) {
@@ -417,7 +495,8 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     }
     hsize_t dV = V, dPV[2] = {P, V};
     if (cl_h5_read_exact(s->file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV, unig) ||
-        cl_h5_read_exact(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs))
+        cl_h5_read_exact(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+        check_probs(s, r->model_probs, P * V, V, 0, CL_SCAN_MODEL_PROBS))
         goto fail;
     for (size_t v = 0; v < V; v++) unigram[v] = (double)unig[v];
 
@@ -427,7 +506,11 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
             cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
             cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
-            cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next))
+            cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next) ||
+            check_counts32(s, counts, n * Lb * NB * V, Lb * NB * V, p0, s->n_followers, CL_SCAN_FREQ_COUNTS) ||
+            check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
+            check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
+            check_counts32(s, next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))
             goto fail;
         for (size_t i = 0; i < n; i++) {
             size_t p = p0 + i;

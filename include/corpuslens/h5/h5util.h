@@ -81,6 +81,15 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
  * names the dataset and both shapes. */
 int cl_h5_read_exact(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims,
                      void *data);
+/* Trust no file: before a reader sizes an allocation by a dataset, this
+ * checks that the dataset exists with exactly this shape (rank 1..8), its
+ * type is of memtype's class, and its data is stored in the file: every byte
+ * of a contiguous dataset (inside the file's size), every chunk of a chunked
+ * one (filters: shuffle, deflate, fletcher32 only; no more than deflate's
+ * 1032:1 bound beyond what is stored), no external or virtual storage. So a
+ * small file cannot claim a large dataset that reads as fill values. 0 or -1
+ * with a message naming the dataset. cl_h5_read_exact calls it. */
+int cl_h5_check_data(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims);
 /* Row-at-a-time reader of a dataset whose shape must equal dims (rank 1..8):
  * for one row (dims[1..] elements of memtype) of a big dataset without
  * reading it whole. A dataset chunked by rows with [shuffle,] deflate (as

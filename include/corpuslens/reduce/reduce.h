@@ -53,11 +53,16 @@ typedef struct {
     uint32_t *vocab;      /* [V] code points */
     char hook[64];
     char model_sha256[80];
+    int64_t n_followers;  /* sum of /corpus/unigram: no count exceeds it */
+    int64_t n_substrings; /* no match count exceeds it */
 } cl_scan;
 
 /* Open and validate a scan file: format "corpuslens-scan", format_version
- * CL_SCAN_FORMAT_VERSION, complete == 1, the attributes and the shapes of
- * every dataset the reducer reads, an increasing grid starting at prefilter.
+ * CL_SCAN_FORMAT_VERSION, complete == 1, the attributes and the shapes, type
+ * classes and stored data of every dataset the reducer reads, the grid
+ * prefilter + k bin_width, /corpus/unigram >= 0. The readers below check the
+ * values they read (counts in [0, n_followers], match counts in
+ * [0, n_substrings], probabilities in [0, 1]).
  * NULL with a message on error. */
 cl_scan *cl_scan_open(const char *path);
 void cl_scan_close(cl_scan *s);
