@@ -549,6 +549,9 @@ int cl_serve_run(const cl_serve_opts *o, volatile sig_atomic_t *stop) {
         goto out;
     }
     have_watch = 1;
+    /* tests only: hold the loading state this many seconds (to see /api/health answer 503) */
+    const char *delay = getenv("CORPUSLENS_SERVE_TEST_LOAD_DELAY");
+    if (delay && atof(delay) > 0 && atof(delay) < 60) usleep((useconds_t)(atof(delay) * 1e6));
     if (load(s)) goto out;
     pthread_mutex_lock(&s->mu);
     s->ready = 1;
