@@ -21,13 +21,19 @@ usage: serve_test.py MODE
            errors, every explain answer equal to the first one for its text; /metrics
            parses as Prometheus text and counts them; SIGTERM: exit 0 (leak-checked
            under ASan)
-Environment: CORPUSLENS (binary), TESTDATA (tests/data). Works in a temporary directory.
+  browser  the page in Debian's chromium (headless, driven by puppeteer-core, pinned, installed
+           by tests/serve/install_puppeteer.sh into $BUILD/npm-serve): /?text=..., hover and
+           click a position: the panel shows the API's H to 4 decimals and one of its similar
+           strings; locate; a screenshot in $BUILD/serve-screenshot.png. Skips (77) with the
+           reason when chromium, node or the npm registry is missing
+Environment: CORPUSLENS (binary), TESTDATA (tests/data), BUILD. Works in a temporary directory.
 """
 import http.client
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -524,9 +530,58 @@ def test_load():
         srv.stop()
 
 
+def test_browser():
+    here = os.path.dirname(os.path.abspath(__file__))
+    build = os.path.abspath(os.environ.get("BUILD", "build"))
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not os.access(chromium, os.X_OK):
+        print(f"SKIP: {chromium} not found (Debian: apt install chromium; CI installs it)")
+        sys.exit(77)
+    node = shutil.which("node") or shutil.which("nodejs")
+    if not node:
+        print("SKIP: node not installed (Debian: nodejs)")
+        sys.exit(77)
+    npm_dir = os.path.join(build, "npm-serve")
+    r = subprocess.run([os.path.join(here, "serve", "install_puppeteer.sh"), npm_dir], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("SKIP:", r.stderr.strip() or "puppeteer-core could not be installed")
+        sys.exit(77)
+    with tempfile.TemporaryDirectory() as d:
+        m, c, ix, corpus = setup(d)
+        srv = Server(m, c, ix)
+        srv.wait_ready()
+        try:
+            text = corpus[200:280]
+            st, _, body = srv.explain({"text": text, "top": 5})
+            check(st == 200, "explain")
+            api = json.loads(body)
+            # a position with an approximation and similar strings, past the first window
+            cand = [i for i, p in enumerate(api["positions"]) if i >= 8 and p["hellinger"] is not None and
+                    any(b["similar"] for b in p["blocks"])]
+            check(bool(cand), "no position with similar strings")
+            i = cand[len(cand) // 2]
+            p = api["positions"][i]
+            sims = [s["text"].replace("\n", "\u21b5").replace("\t", "\u21e5") for b in p["blocks"]
+                    for s in b["similar"]]
+            shot = os.path.join(build, "serve-screenshot.png")
+            env = dict(ENV, PUPPETEER_DIR=os.path.join(npm_dir, "node_modules"), CHROMIUM=chromium,
+                       URL=f"{srv.base}/?text={urllib.parse.quote(text)}", POS=str(i),
+                       WANT_H=f"{p['hellinger']:.4f}", WANT_MEAN=f"{api['mean_hellinger']:.4f}",
+                       WANT_SIMILAR=json.dumps(sims), SCREENSHOT=shot, PROFILE=os.path.join(d, "profile"))
+            r = subprocess.run([node, os.path.join(here, "serve", "browser_test.mjs")], capture_output=True,
+                               text=True, env=env, timeout=300)
+            print(r.stdout.strip())
+            if r.returncode != 0:
+                print(r.stderr[-3000:])
+            check(r.returncode == 0, "the browser test failed")
+            check(os.path.getsize(shot) > 10000 if os.path.exists(shot) else False, "no screenshot")
+        finally:
+            srv.stop()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
-    {"api": test_api, "limits": test_limits, "load": test_load}[mode]()
+    {"api": test_api, "limits": test_limits, "load": test_load, "browser": test_browser}[mode]()
     if FAIL:
         print(f"{len(FAIL)} failures")
         sys.exit(1)

@@ -25,6 +25,8 @@ function visible(c) {
   return c;
 }
 function quoted(s) { return s.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5"); }
+// one character on its own (a distribution's row, a next character): the space made visible too
+function label(c) { return c === " " ? "\u2423" : quoted(c); }
 
 // H in [0, 1] -> a colour from green (0) through yellow to red (1)
 function colour(h) {
@@ -112,7 +114,7 @@ function distTable(tab, list, cls) {
   const max = list[0].p;
   for (const e of list) {
     const tr = el("tr");
-    tr.appendChild(el("td", "", "")).appendChild(el("code", "", quoted(e.char)));
+    tr.appendChild(el("td", "", "")).appendChild(el("code", "", label(e.char)));
     tr.appendChild(el("td", "num", e.p.toFixed(4)));
     const bar = el("td", "bar");
     const f = el("div", "barfill");
@@ -136,7 +138,7 @@ function show(i) {
   $("sel-window").textContent = quoted(win);
   $("sel-pos").textContent = i;
   $("sel-h").textContent = fmt4(p.hellinger);
-  $("sel-next").textContent = p.next === null ? "(end)" : quoted(p.next);
+  $("sel-next").textContent = p.next === null ? "(end)" : label(p.next);
   $("sel-ngram").textContent = p.ngram_hellinger === null ? "none (window not in the corpus)" : fmt4(p.ngram_hellinger);
   distTable($("dist-model"), p.model, "model");
   distTable($("dist-approx"), p.approx, "approx");
@@ -153,7 +155,7 @@ function show(i) {
       row.title = "show where this string occurs in the corpus";
       row.appendChild(el("span", "s", s.similarity.toFixed(3)));
       row.appendChild(el("code", "", quoted(s.text)));
-      const nx = s.next.map((n) => `${quoted(n.char) === " " ? "␣" : quoted(n.char)} ${n.count}`).join(", ");
+      const nx = s.next.map((n) => `${label(n.char)} ${n.count}`).join(", ");
       row.appendChild(el("span", "nx", s.next_total ? `→ ${nx}` : "→ (end of corpus)"));
       row.addEventListener("click", () => locate(s.substring));
       d.appendChild(row);
@@ -171,7 +173,7 @@ function show(i) {
     tr.appendChild(el("td", "num", l.hellinger.toFixed(4)));
     const td = el("td");
     for (const t of l.top) {
-      td.appendChild(el("code", "", quoted(t.char)));
+      td.appendChild(el("code", "", label(t.char)));
       td.appendChild(document.createTextNode(` ${t.p.toFixed(3)}  `));
     }
     tr.appendChild(td);
@@ -194,9 +196,9 @@ async function locate(sub) {
     $("loc-count").textContent = `${j.total} in the corpus` + (j.returned < j.total ? `, first ${j.returned} shown` : "");
     for (const o of j.occurrences) {
       const li = el("li");
-      li.appendChild(el("span", "", o.before));
-      li.appendChild(el("mark", "", o.match));
-      li.appendChild(el("span", "", o.after));
+      li.appendChild(el("span", "", quoted(o.before)));
+      li.appendChild(el("mark", "", quoted(o.match)));
+      li.appendChild(el("span", "", quoted(o.after)));
       li.title = `character ${o.offset}`;
       list.appendChild(li);
     }
