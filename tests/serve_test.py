@@ -445,9 +445,28 @@ def test_limits():
         _, err = p.communicate(timeout=60)
         check("WARNING" in err and "not loopback" in err, "no warning when binding 0.0.0.0")
         check(p.returncode == 0, f"serve --host 0.0.0.0: exit {p.returncode}")
+        # --thresholds/--weights: the requests' defaults
+        thr, w = "0.5,0.55,0.6,0.65,0.7,0.75", "1,0.5,2,1,0,3"
+        srv = Server(m, c, ix, ["--thresholds", thr, "--weights", w])
+        srv.wait_ready()
+        try:
+            a = srv.explain({"text": corpus[:30], "top": 3})
+            b = srv.explain({"text": corpus[:30], "top": 3, "thresholds": [float(x) for x in thr.split(",")],
+                             "weights": [float(x) for x in w.split(",")]})
+            p = srv.explain({"text": corpus[:30], "top": 3, "thresholds": [0.95, 0.94, 0.85, 0.76, 0.72, 0.74],
+                             "weights": [0.01, 0.01, 0.1, 1.5, 6, 0.01]})
+            check(a[0] == 200 and a[2] == b[2], "--thresholds/--weights are not the requests' defaults")
+            check(p[0] == 200 and p[2] != a[2], "negative control: the paper's thresholds answer the same")
+            info = json.loads(srv.get("/api/info")[2])
+            check(info["weights"] == [float(x) for x in w.split(",")], "/api/info: weights")
+        finally:
+            srv.stop()
         # refusals at start-up
         for args, needle in ((["--host", "localhost"], "numeric"), (["--port", "70000"], "out of range"),
-                             (["--queue", "0"], "out of range")):
+                             (["--queue", "0"], "out of range"),
+                             (["--thresholds", "0.5,0.5", "--weights", "1,1"], "6 hooked blocks"),
+                             (["--thresholds", "0.5,0.5"], "go together"),
+                             (["--text", os.path.join(d, "m.h5")], "not the text")):
             r = run(["serve", "--index", ix, "--corpus", c, "--model", m] + args, ok=False)
             check(r.returncode != 0 and needle in r.stderr, f"serve {args}: exit {r.returncode} {r.stderr!r}")
 

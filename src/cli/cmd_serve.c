@@ -66,6 +66,7 @@ int cmd_serve(int argc, char **argv) {
          max_chars = (long)o.max_chars, max_occ = o.max_occurrences, max_ctx = o.max_context,
          max_conn = o.max_connections;
     double timeout = o.timeout_s;
+    static cli_doubles thr, wts; /* large (1024 values): not on the stack */
     const cli_option opts[] = {
         CLI_OPT_STRING("index", 0, "INDEX.h5", &o.index_path, "the index (`corpuslens index`)"),
         CLI_OPT_STRING("corpus", 0, "CORPUS.h5", &o.corpus_path, "the corpus file the index was built from"),
@@ -80,6 +81,10 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_INT("max-occurrences", 0, "N", &max_occ, 1, 1000, "locate: most occurrences returned"),
         CLI_OPT_INT("max-context", 0, "N", &max_ctx, 0, 10000, "locate: most context characters each side"),
         CLI_OPT_INT("max-connections", 0, "N", &max_conn, 1, 100000, "open connections at most"),
+        CLI_OPT_DOUBLES("thresholds", 0, "LIST", &thr,
+                        "the requests' default thresholds, one per hooked block\n"
+                        "(default: the paper's for 6 blocks; none otherwise)"),
+        CLI_OPT_DOUBLES("weights", 0, "LIST", &wts, "the requests' default weights (with --thresholds)"),
         CLI_OPT_STRING("text", 0, "CORPUS.txt", &o.text_path,
                        "the corpus text for locate (default: corpus.h5's corpus_file;\n"
                        "checked against its SHA-256)"),
@@ -90,6 +95,10 @@ int cmd_serve(int argc, char **argv) {
     if (prc != CLI_PARSED) return prc;
     if (!o.index_path || !o.corpus_path || !o.model_path)
         return cli_usage_error(CMD, "--index, --corpus and --model are required");
+    if (thr.set != wts.set || thr.n != wts.n || thr.n > 64)
+        return cli_usage_error(CMD, "--thresholds and --weights go together, one value each per hooked block (<= 64)");
+    o.n_default = (int)thr.n;
+    for (size_t b = 0; b < thr.n; b++) o.thresholds[b] = thr.v[b], o.weights[b] = wts.v[b];
     o.port = (int)port, o.threads = (int)threads, o.queue = (int)queue, o.timeout_s = timeout;
     o.max_body = (size_t)max_body, o.max_chars = (size_t)max_chars, o.max_occurrences = (int)max_occ;
     o.max_context = (int)max_ctx, o.max_connections = (int)max_conn;

@@ -451,7 +451,15 @@ static int load(server *s) {
     for (int v = 0; v < V; v++)
         if (st->cp->vocab[v] != st->m->vocab[v]) return cl_error("the corpus and the model have different vocabularies");
     memset(&st->defaults, 0, sizeof st->defaults);
-    st->have_defaults = cl_explain_params_paper(&st->defaults, st->ix->Lh) == 0;
+    if (o->n_default) {
+        if (o->n_default != st->ix->Lh)
+            return cl_error("--thresholds/--weights: %d values given; the index has %d hooked blocks", o->n_default,
+                            st->ix->Lh);
+        for (int b = 0; b < o->n_default; b++)
+            st->defaults.thresholds[b] = o->thresholds[b], st->defaults.weights[b] = o->weights[b];
+        st->have_defaults = 1;
+    } else
+        st->have_defaults = cl_explain_params_paper(&st->defaults, st->ix->Lh) == 0;
     /* code point -> id */
     st->V = V;
     uint64_t *pairs = malloc((size_t)V * sizeof *pairs);

@@ -41,6 +41,10 @@ typedef struct {
     int max_occurrences;    /* locate: occurrences returned, default 50 (cap 1000) */
     int max_context;        /* locate: context characters each side, cap, default 200 */
     int max_connections;    /* open connections, default 64 */
+    /* the requests' default thresholds and weights (one per hooked block); n = 0: the paper's
+       for a 6-block hook, none otherwise (then every request must give them) */
+    int n_default;
+    double thresholds[64], weights[64];
     /* called once the socket listens (before loading), with the bound port */
     void (*listening)(void *user, const char *host, int port);
     void *user;
