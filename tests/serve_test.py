@@ -341,7 +341,9 @@ def test_limits():
     with tempfile.TemporaryDirectory() as d:
         m, c, ix, corpus = setup(d)
         srv = Server(m, c, ix, ["--max-body", "2048", "--max-chars", "50"])
+        srv2 = Server(m, c, ix)
         srv.wait_ready()
+        srv2.wait_ready()
         try:
             good = srv.explain({"text": corpus[:20], "top": 2})
             check(good[0] == 200, "the first explain")
@@ -368,6 +370,8 @@ def test_limits():
                  lambda: srv.explain({"text": "abc", "thresholds": ["x"] * 6, "weights": [1] * 6}), 400, None),
                 ("top out of range", lambda: srv.explain({"text": "abc", "top": 51}), 400, None),
                 ("top negative", lambda: srv.explain({"text": "abc", "top": -1}), 400, None),
+                ("similar strings over the answer's cap (700 positions x 6 blocks x top 50 > 200,000)",
+                 lambda: srv2.explain({"text": corpus[:700], "top": 50}), 400, None),
                 ("soft not a boolean", lambda: srv.explain({"text": "abc", "soft": 1}), 400, None),
                 ("a NUL in the text", lambda: srv.explain(raw=b'{"text":"ab\\u0000c"}'), 400, None),
                 ("a lone surrogate", lambda: srv.explain(raw=b'{"text":"ab\\ud800c"}'), 400, None),
@@ -403,6 +407,7 @@ def test_limits():
                             body.decode()) is not None, "/metrics does not count the two 413")
         finally:
             srv.stop()
+            srv2.stop()
         # 503 when the queue is full; 504 past the time limit. A passage of 300
         # characters keeps the compute thread busy while more requests come.
         long_text = corpus[:300]

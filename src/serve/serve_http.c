@@ -2,6 +2,7 @@
  * loop, metrics (include/corpuslens/serve/serve.h). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -521,6 +522,7 @@ static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, i
 int cl_serve_run(const cl_serve_opts *o, volatile sig_atomic_t *stop) {
     if (o->threads < 1 || o->queue < 1 || !(o->timeout_s > 0) || o->max_body < 1 || o->max_chars < 1)
         return cl_error("serve: threads, queue, timeout, max body and max chars must be positive");
+    json_object_seed(0); /* jansson's hash seed, once, before any thread makes an object */
     server *s = calloc(1, sizeof *s);
     if (!s) return cl_error("out of memory");
     s->o = o;

@@ -15,6 +15,7 @@
 
 #define SV_MAX_TOP 50       /* similar strings per block a request may ask for */
 #define SV_TOP_CHARS 10     /* next characters listed per distribution */
+#define SV_MAX_SIMILAR 200000 /* similar strings in one answer (positions x blocks x top): bounds its size */
 
 typedef struct {
     cl_model *m;

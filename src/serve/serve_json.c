@@ -157,6 +157,12 @@ int sv_parse_explain(const sv_state *s, const char *body, size_t len, sv_explain
         rc = fail(err, msg, (long long)s->o->max_chars);
         goto out;
     }
+    if ((double)nch * (double)Lh * (double)rq->par.top_k > SV_MAX_SIMILAR) {
+        snprintf(msg, sizeof msg, "%zu positions x %d blocks x top %d similar strings is more than %d in one answer: "
+                 "ask for fewer (top) or a shorter text", nch, Lh, rq->par.top_k, SV_MAX_SIMILAR);
+        rc = fail(err, msg, -1);
+        goto out;
+    }
     rq->tokens = malloc(nch * sizeof *rq->tokens);
     if (!rq->tokens) {
         rc = fail(err, "out of memory", -1);
