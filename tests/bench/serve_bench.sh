@@ -13,6 +13,9 @@
 #   3. 2 concurrent clients for DURATION seconds, each sending windows of L
 #      characters back to back: requests, throughput, errors (any non-200);
 #   4. the server's RSS (VmRSS and the peak VmHWM from /proc).
+# Beside each wall time, the server's CPU time per request (/proc/PID/stat):
+# on a shared, busy machine the wall times grow with the load, the CPU times
+# much less; the load average is printed.
 # usage: serve_bench.sh INDEX.h5 CORPUS.h5 MODEL.h5 [TEXT.txt]
 # environment: CORPUSLENS (default build/corpuslens), N (200), DURATION (60),
 #   THREADS (4), PYTHON (/usr/bin/python3)
@@ -56,6 +59,10 @@ def get(path):
     c.close()
     return r.status, b
 
+def cpu():
+    """the server's CPU seconds (user + system), from /proc: figures that a busy machine does not inflate"""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 t0 = time.time()
 while get("/api/health")[0] != 200:
     time.sleep(0.2)
@@ -76,7 +83,7 @@ def window(n):
     return "".join(rng.choice(vocab) for _ in range(n))
 post(window(L))  # warm
 def lat(n, label):
-    ts, bad = [], 0
+    ts, bad, c0 = [], 0, cpu()
     for _ in range(N):
         st, dt, _ = post(window(n))
         bad += st != 200
@@ -84,15 +91,18 @@ def lat(n, label):
     ts.sort()
     p50, p99 = ts[len(ts) // 2], ts[min(len(ts) - 1, int(0.99 * len(ts)))]
     print(f"{label}: {N} requests, p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, mean "
-          f"{1e3 * statistics.mean(ts):.1f} ms, {bad} errors")
+          f"{1e3 * statistics.mean(ts):.1f} ms, {bad} errors; server CPU {1e3 * (cpu() - c0) / N:.1f} ms per request")
 lat(1, "one window of 1 character (1 position)")
 lat(L, f"one window of L = {L} characters ({L} positions)")
 passage = text[-200:] if text else window(200)
+c0 = cpu()
 res = [post(passage) for _ in range(3)]
+pc = (cpu() - c0) / 3
 ts = sorted(r[1] for r in res)
 mh = json.loads(res[0][2])["mean_hellinger"] if res[0][0] == 200 else None
 print(f"passage of 200 characters (200 positions): min {ts[0]:.3f} s, median {ts[1]:.3f} s, "
-      f"{ts[1] / 200 * 1e3:.1f} ms per position, mean H {mh}, statuses {[r[0] for r in res]}")
+      f"{ts[1] / 200 * 1e3:.1f} ms per position, server CPU {pc:.3f} s per passage, mean H {mh}, "
+      f"statuses {[r[0] for r in res]}")
 counts, errs = [0, 0], [0, 0]
 stop = time.time() + DURATION
 def client(k):
@@ -108,12 +118,14 @@ def client(k):
         counts[k] += 1
         errs[k] += st != 200
 th = [threading.Thread(target=client, args=(k,)) for k in range(2)]
-t0 = time.time()
+t0, c0 = time.time(), cpu()
 for t in th: t.start()
 for t in th: t.join()
 dt = time.time() - t0
 print(f"2 concurrent clients for {dt:.0f} s, windows of {L} characters: {sum(counts)} requests, "
-      f"{sum(counts) / dt:.2f} requests/s, {sum(errs)} errors")
+      f"{sum(counts) / dt:.2f} requests/s, {sum(errs)} errors; server CPU {1e3 * (cpu() - c0) / max(1, sum(counts)):.1f} "
+      f"ms per request")
+print(f"machine load average (1, 5, 15 min): {os.getloadavg()}")
 st = open(f"/proc/{pid}/status").read()
 rss = {l.split(":")[0]: l.split(":")[1].strip() for l in st.splitlines() if l.startswith(("VmRSS", "VmHWM"))}
 print(f"server RSS {rss['VmRSS']} (peak {rss['VmHWM']}); the index is memory-mapped: its pages count once read")
