@@ -466,6 +466,12 @@ def test_limits():
             check(info["weights"] == [float(x) for x in w.split(",")], "/api/info: weights")
         finally:
             srv.stop()
+        # under mpirun with 2 ranks: refused (one server, on one process)
+        if shutil.which("mpirun"):
+            r = subprocess.run(["mpirun", "-n", "2", "--oversubscribe", EXE, "serve", "--index", ix, "--corpus", c,
+                                "--model", m, "--port", "0"], capture_output=True, text=True, timeout=120,
+                               env=dict(ENV, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+            check(r.returncode != 0 and "one process" in r.stderr, f"serve under mpirun -n 2: exit {r.returncode}")
         # refusals at start-up
         for args, needle in ((["--host", "localhost"], "numeric"), (["--port", "70000"], "out of range"),
                              (["--queue", "0"], "out of range"),

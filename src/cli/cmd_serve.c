@@ -1,5 +1,6 @@
 /* corpuslens serve: explain any passage over HTTP, with a web page
  * (include/corpuslens/serve/serve.h, docs/serve.md). */
+#include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,6 +95,11 @@ int cmd_serve(int argc, char **argv) {
     const cli_command cmd = {"serve", USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_PARSED) return prc;
+    if (cli_mpi_active()) { /* started by mpirun: one server, on one process */
+        int R = 1;
+        MPI_Comm_size(MPI_COMM_WORLD, &R);
+        if (R > 1) return cli_usage_error(CMD, "serve runs on one process: start it without mpirun (%d ranks)", R);
+    }
     if (!o.index_path || !o.corpus_path || !o.model_path)
         return cli_usage_error(CMD, "--index, --corpus and --model are required");
     if (thr.set != wts.set || thr.n != wts.n || thr.n > 64)
