@@ -18,7 +18,8 @@
 # much less; the load average is printed.
 # usage: serve_bench.sh INDEX.h5 CORPUS.h5 MODEL.h5 [TEXT.txt]
 # environment: CORPUSLENS (default build/corpuslens), N (200), DURATION (60),
-#   THREADS (4), PYTHON (/usr/bin/python3)
+#   THREADS (4), PYTHON (/usr/bin/python3), N1 (requests of one character,
+#   default N; 0 skips), PASSAGES (3)
 set -eu
 [ $# -ge 3 ] || { sed -n 2,19p "$0"; exit 2; }
 INDEX=$1 CORPUS=$2 MODEL=$3 TEXT=${4:-}
@@ -35,7 +36,7 @@ for i in $(seq 1 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sle
 port=$(sed -n 's/.*:\([0-9]*\)\/$/\1/p' "$tmp/out")
 [ -n "$port" ] || { cat "$tmp/err"; echo "serve did not start" >&2; exit 1; }
 echo "serve_bench: $EXE serve on port $port, pid $pid; index $INDEX; $(nproc) cores; $(date -u +%FT%TZ)"
-N=${N:-200} DURATION=${DURATION:-60} PORT=$port PID=$pid "$PY" - <<'EOF'
+N=${N:-200} N1=${N1:-${N:-200}} PASSAGES=${PASSAGES:-3} DURATION=${DURATION:-60} PORT=$port PID=$pid "$PY" - <<'EOF'
 import http.client, json, os, random, statistics, threading, time
 port, pid = int(os.environ["PORT"]), os.environ["PID"]
 N, DURATION = int(os.environ["N"]), float(os.environ["DURATION"])
@@ -82,7 +83,9 @@ def window(n):
         return text[s:s + n]
     return "".join(rng.choice(vocab) for _ in range(n))
 post(window(L))  # warm
-def lat(n, label):
+def lat(n, label, N):
+    if N <= 0:
+        return
     ts, bad, c0 = [], 0, cpu()
     for _ in range(N):
         st, dt, _ = post(window(n))
@@ -92,16 +95,17 @@ def lat(n, label):
     p50, p99 = ts[len(ts) // 2], ts[min(len(ts) - 1, int(0.99 * len(ts)))]
     print(f"{label}: {N} requests, p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, mean "
           f"{1e3 * statistics.mean(ts):.1f} ms, {bad} errors; server CPU {1e3 * (cpu() - c0) / N:.1f} ms per request")
-lat(1, "one window of 1 character (1 position)")
-lat(L, f"one window of L = {L} characters ({L} positions)")
+lat(1, "one window of 1 character (1 position)", int(os.environ["N1"]))
+lat(L, f"one window of L = {L} characters ({L} positions)", N)
 passage = text[-200:] if text else window(200)
 c0 = cpu()
-res = [post(passage) for _ in range(3)]
-pc = (cpu() - c0) / 3
+NP = int(os.environ["PASSAGES"])
+res = [post(passage) for _ in range(NP)]
+pc = (cpu() - c0) / NP
 ts = sorted(r[1] for r in res)
 mh = json.loads(res[0][2])["mean_hellinger"] if res[0][0] == 200 else None
-print(f"passage of 200 characters (200 positions): min {ts[0]:.3f} s, median {ts[1]:.3f} s, "
-      f"{ts[1] / 200 * 1e3:.1f} ms per position, server CPU {pc:.3f} s per passage, mean H {mh}, "
+print(f"passage of 200 characters (200 positions), {NP} requests: min {ts[0]:.3f} s, median {ts[NP // 2]:.3f} s, "
+      f"{ts[NP // 2] / 200 * 1e3:.1f} ms per position, server CPU {pc:.3f} s per passage, mean H {mh}, "
       f"statuses {[r[0] for r in res]}")
 counts, errs = [0, 0], [0, 0]
 stop = time.time() + DURATION
