@@ -28,7 +28,7 @@ PY=${PYTHON:-/usr/bin/python3}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-set -- --index "$INDEX" --corpus "$CORPUS" --model "$MODEL" --port 0 --threads "${THREADS:-4}" --max-chars 1000
+set -- --index "$INDEX" --corpus "$CORPUS" --model "$MODEL" --port 0 --threads "${THREADS:-4}" --max-chars 1000 --timeout 600
 [ -n "$TEXT" ] && set -- "$@" --text "$TEXT"
 "$EXE" serve "$@" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
