@@ -86,7 +86,8 @@ int cli_parens_lens(const char *model, const char *s, const char *attn_svg);
     X(similar, "the article's demo: strings similar to a prompt (scan.h5), their distribution vs the model")\
     X(embed_sim, "cosine similarity matrix of hooked vectors of texts (any hook)")                \
     X(index, "activation index of every corpus substring -> index.h5 (MPI), for explain")      \
-    X(explain, "explain any text from index.h5: approximation, similar strings, logit lens")
+    X(explain, "explain any text from index.h5: approximation, similar strings, logit lens")  \
+    X(serve, "HTTP server and web page: explain every position of a passage (index.h5)")
 /* CLI_COMMANDS_END: add `X(name, "summary")` lines above; keep one per line. */
 
 #define CLI_DECLARE(name, summary) int cmd_##name(int argc, char **argv);

@@ -40,7 +40,7 @@ int cli_launched_by_mpi(void) {
 /* Commands that always run on one process (rank 0 under mpirun). A command
  * not named here or below starts MPI: add a new single-process command here. */
 static const char *const single[] = {"init", "import", "inspect", "predict", "generate", "capture",
-                                     "demo_corpus", "prepare", "similar", "embed_sim", "tune"};
+                                     "demo_corpus", "prepare", "similar", "embed_sim", "tune", "serve"};
 
 int cli_mpi_wanted(const char *name, int argc, char **argv) {
     if (cli_launched_by_mpi()) return 1;
