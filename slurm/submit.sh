@@ -21,7 +21,10 @@
 # Paths and launch:
 #   CORPUSLENS_BIN     the corpuslens binary (default: corpuslens on PATH, else
 #                      build/corpuslens beside this folder)
-#   CORPUSLENS_LAUNCH  srun (default; srun --mpi=$CORPUSLENS_SRUN_MPI, default pmix) or mpirun
+#   CORPUSLENS_LAUNCH  srun (default; srun --mpi=$CORPUSLENS_SRUN_MPI, default pmix) or mpirun,
+#                      for stages of several ranks (each with an Open MPI session
+#                      directory of its own); a one-rank stage runs the binary
+#                      itself and starts no MPI (slurm/launch.sh)
 #   variables the job file uses (${CORPUSLENS_DATA}, ...) are passed to the jobs
 #   (sbatch --export=ALL), so they expand the same way on the compute nodes.
 # Logs: OUTPUT_DIR/slurm/<stage>-<jobid>.out (OUTPUT_DIR from the job's [output] dir).
@@ -44,7 +47,7 @@ if [ -z "$cl" ]; then
     else echo "submit.sh: set CORPUSLENS_BIN (no corpuslens on PATH or in build/)" >&2; exit 2; fi
 fi
 case $cl in /*) ;; *) cl=$(cd "$(dirname "$cl")" && pwd)/$(basename "$cl") ;; esac
-export CORPUSLENS_BIN=$cl CORPUSLENS_JOB=$job
+export CORPUSLENS_BIN=$cl CORPUSLENS_JOB=$job CORPUSLENS_SLURM_DIR=$here # the scripts source $here/launch.sh
 
 # Refuse a bad job file now, not in a queued job.
 "$cl" run "$job" --dry-run >/dev/null || { echo "submit.sh: $job is not a valid job (see above)" >&2; exit 1; }

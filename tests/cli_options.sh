@@ -118,12 +118,13 @@ expect_usage "lens --attn-svg alone" "--attn-svg goes with --parens" lens --mode
 expect_usage "ablate --data with --corpus" "--data takes no --corpus" ablate --model m.h5 --data d.tsv --corpus c.h5
 expect_usage "ablate --split" "--split: 'dev' is not one of train, val, test" ablate --model m.h5 --data d.tsv --split dev
 
-# ---- MPI only where needed ----
-# A bogus point-to-point component makes MPI_Init fail: a single-process
-# command must not call it; a command started "by mpirun" (its environment)
-# and a multi-rank one must (negative controls: they fail).
-# explain of a few texts and index --add-sketch run without MPI too; index
-# (the build) does not (negative control). Their inputs are made first.
+# ---- MPI only as one of several ranks ----
+# A bogus point-to-point component makes MPI_Init fail: a command on one
+# process must not call it, whatever the command (index, lens --prompts and
+# a job's multi-rank stages too: several one-rank jobs starting together on
+# one node raced on Open MPI's session directory); a command started "by
+# mpirun" as one of several ranks (its environment) must (negative controls:
+# they fail). Their inputs are made first.
 "$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/ci.h5" >/dev/null 2>&1 || fail "prepare for index"
 "$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" --sketch-dim 0 -o "$T/i.h5" >/dev/null 2>&1 || fail "index"
 export OMPI_MCA_pml=corpuslens_no_such_component
@@ -132,9 +133,8 @@ export OMPI_MCA_pml=corpuslens_no_such_component
 "$CL" explain --index "$T/i.h5" --corpus "$T/ci.h5" --model "$T/m.h5" --thresholds 0.5 --weights 1 "And" \
     >/dev/null 2>"$T/err" || fail "explain without mpirun started MPI: $(tail -3 "$T/err")"
 grep -qF "sketch (k = 4)" "$T/err" || fail "explain did not use the added sketch: $(tail -3 "$T/err")"
-if "$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" -o "$T/i2.h5" >/dev/null 2>&1; then
-    fail "negative control: index (the build) did not start MPI"
-fi
+"$CL" index --model "$T/m.h5" --corpus "$T/ci.h5" -o "$T/i2.h5" >/dev/null 2>"$T/err" ||
+    fail "index (the build) on one process started MPI: $(tail -3 "$T/err")"
 "$CL" predict --model "$T/m.h5" --top 2 "And" >"$T/out" 2>"$T/err" ||
     fail "predict without mpirun started MPI: $(tail -3 "$T/err")"
 "$CL" prepare "$T/c.txt" --len 3 --prompts 2 -o "$T/c.h5" >/dev/null 2>"$T/err" ||
@@ -149,8 +149,44 @@ for launcher in "PMI_SIZE=2 PMI_RANK=0" "PMIX_RANK=0" "SLURM_PROCID=0 SLURM_STEP
 done
 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1 "$CL" predict --model "$T/m.h5" "And" >/dev/null 2>"$T/err" ||
     fail "predict as a one-task Slurm step started MPI: $(tail -3 "$T/err")"
-if "$CL" lens --model "$T/m.h5" --prompts "$T/c.h5" >/dev/null 2>&1; then
-    fail "negative control: lens --prompts did not start MPI"
+"$CL" lens --model "$T/m.h5" --prompts "$T/c.h5" >/dev/null 2>"$T/err" ||
+    fail "lens --prompts on one process started MPI: $(tail -3 "$T/err")"
+# a job on one process: train, an alternative seed (the Slurm array task of
+# one rank), scan, ablate, reduce with a compare model; the same under
+# `mpirun -n 1` (its environment) and as a one-task Slurm step
+cat >"$T/j.ini" <<'INI'
+[corpus]
+generate = demo
+chars = 3000
+len = 4
+prompts = 6
+[train]
+config = n_layer=1,n_embd=16,n_head=2,block_size=8
+steps = 2
+batch = 2
+ctx = 8
+eval_every = 0
+checkpoint_every = 1
+[alternatives]
+seeds = 2
+[scan]
+prefilter = 0.5
+bin_width = 0.05
+[ablate]
+max = 4
+[reduce]
+thresholds = 0.8
+weights = 1
+[output]
+dir = ${CLI_T}/job
+INI
+for launcher in "" "OMPI_COMM_WORLD_SIZE=1 OMPI_COMM_WORLD_RANK=0 PMIX_RANK=0" "SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=1"; do
+    env $launcher CLI_T="$T" "$CL" run "$T/j.ini" --force >"$T/out" 2>"$T/err" ||
+        fail "run (every stage) on one process${launcher:+ ($launcher)} started MPI: $(tail -3 "$T/err")"
+done
+grep -q "7 stages run" "$T/out" || fail "run: not every stage ran: $(tail -3 "$T/out")"
+if OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 CLI_T="$T" "$CL" run "$T/j.ini" --force >/dev/null 2>&1; then
+    fail "negative control: run 'as one of 2 ranks' did not start MPI"
 fi
 unset OMPI_MCA_pml
 

@@ -8,33 +8,17 @@
 
 #include <stdio.h>
 
+#include "cli/mpi_start.h" /* cli_rank(), cli_rank0(), ... */
+#include "cli/options.h" /* cli_usage_error(), the option tables */
+
 /* Print "corpuslens: <cl_last_error()>" (prefixed by the context, if any) on
  * stderr once; returns 1. */
 int cli_fail(void);
-/* Print "corpuslens <cmd>: <message>" and "Try 'corpuslens <cmd> --help'."; returns 2. */
-int cli_usage_error(const char *cmd, const char *fmt, ...);
 
 /* Run fn(argc, argv) on rank 0 only and give every rank its exit status:
  * for single-process commands started under mpirun (one writer, one
  * message). */
 int cli_on_rank0(int (*fn)(int, char **), int argc, char **argv);
-
-/* MPI where the command runs without it (mpi_start.c decides at start-up):
- * cli_mpi_active() is 1 when MPI_Init ran; cli_rank() is then the rank in
- * MPI_COMM_WORLD, else 0; cli_rank0() is 1 on rank 0 or without MPI.
- * cli_bcast_int(v): rank 0's v on every rank (v without MPI). */
-int cli_mpi_active(void);
-int cli_rank(void);
-int cli_rank0(void);
-int cli_bcast_int(int v);
-/* Wall-clock seconds (monotonic; MPI_Wtime needs MPI_Init). */
-double cli_wtime(void);
-/* 1 if `name` (a CLI_COMMANDS name) with these arguments needs MPI_Init:
- * launched by mpirun/srun, or a multi-rank command (mpi_start.c). */
-int cli_mpi_wanted(const char *name, int argc, char **argv);
-/* 1 if this process was started by an MPI launcher (mpirun, mpiexec, srun
- * with PMI/PMIx) as one of several ranks. */
-int cli_launched_by_mpi(void);
 
 /* 1 if stderr is a terminal (progress bars), 0 otherwise (plain lines). */
 int cli_stderr_is_tty(void);

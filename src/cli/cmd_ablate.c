@@ -159,8 +159,8 @@ int cmd_ablate(int argc, char **argv) {
     else mode = CL_ABLATE_MEAN;
 
     int rank, R;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    cl_par_comm_rank(MPI_COMM_WORLD, &rank);
+    cl_par_comm_size(MPI_COMM_WORLD, &R);
     int ok = 1, all_ok = 0, L = 0, T = 0;
     size_t P = 0, lo = 0, hi = 0, C = 0;
     cl_corpus *c = NULL;
@@ -224,7 +224,7 @@ int cmd_ablate(int argc, char **argv) {
     all_ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD); /* the failing rank's message */
     if (!all_ok) goto out;
     if (mode == CL_ABLATE_MEAN) {
-        MPI_Allreduce(acc, acc_all, (int)(2 * L * C), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+        cl_par_allreduce(acc, acc_all, (int)(2 * L * C), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
         double n = (double)P * T * CL_ABLATE_FIXED_SCALE;
         for (size_t k = 0; k < 2 * L * C; k++) mean[k] = (float)((double)acc_all[k] / n);
     }
@@ -264,7 +264,7 @@ int cmd_ablate(int argc, char **argv) {
     ok = !cl_par_agree(ok ? 0 : -1, MPI_COMM_WORLD);
     all_ok = ok;
     if (!ok) goto out;
-    MPI_Gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    cl_par_gatherv(h, (int)((hi - lo) * 2 * L), MPI_DOUBLE, h_all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         double ma[64], sa[64], mf[64], sf[64];
         printf("block ablation (%s) over %zu prompts of %s (%d %s), %d rank%s\n", mode_s, P,

@@ -212,8 +212,8 @@ static int same_vocab(const cl_model *m, const cl_corpus *c, const char *corpus)
 
 static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
     int rank, R;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    cl_par_comm_rank(MPI_COMM_WORLD, &rank);
+    cl_par_comm_size(MPI_COMM_WORLD, &R);
     int ok = m != NULL, L1 = m ? m->cfg.n_layer + 1 : 1, V = m ? m->cfg.vocab_size : 1;
     if (m && cl_tok_is_bpe(m))
         ok = 0, cl_error("lens --prompts reads a corpus.h5 of a char-level model; %s uses GPT-2 BPE: give a TEXT",
@@ -281,7 +281,7 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
         ok = 0;
         goto out;
     }
-    MPI_Gatherv(mine, (int)((hi - lo) * per), MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    cl_par_gatherv(mine, (int)((hi - lo) * per), MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         double sum[CL_LENS_NSTATS][64] = {{0}};
         int Lp = L1 < 64 ? L1 : 64;

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/scan/scan.h"
 
 static const char *CMD = "scan";
@@ -34,8 +35,8 @@ static const char EPILOG[] =
 
 int cmd_scan(int argc, char **argv) {
     int rank = 0, R = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    cl_par_comm_rank(MPI_COMM_WORLD, &rank);
+    cl_par_comm_size(MPI_COMM_WORLD, &R);
     cl_scan_opts o;
     cl_scan_opts_default(&o);
     long match_cap = o.match_cap, batch = o.shard_size;
@@ -99,7 +100,7 @@ int cmd_scan(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     long rss = ru.ru_maxrss, maxrss = 0;
-    MPI_Reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    cl_par_reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
     if (res.stopped) {
         if (rank == 0) fprintf(stderr, "corpuslens scan: stopped after CORPUSLENS_SCAN_STOP_AFTER shards per rank (state kept)\n");
         return 3;

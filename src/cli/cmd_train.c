@@ -182,8 +182,8 @@ int cmd_train(int argc, char **argv) {
     if (spec && (init || resume)) return cli_usage_error("train", "--config cannot change a loaded model's architecture");
 
     int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    cl_par_comm_rank(MPI_COMM_WORLD, &rank);
+    cl_par_comm_size(MPI_COMM_WORLD, &size);
     cl_h5_quiet();
     cl_train_opts o = {0};
     cl_train_state st = {0};

@@ -1,5 +1,4 @@
 #include <mpi.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +13,6 @@
 int cli_fail(void) {
     fprintf(stderr, "corpuslens: %s\n", cl_last_error()[0] ? cl_last_error() : "unknown error");
     return 1;
-}
-
-int cli_usage_error(const char *cmd, const char *fmt, ...) {
-    if (!cli_rank0()) return 2; /* every rank of a multi-rank command parses; rank 0 says it */
-    va_list ap;
-    fprintf(stderr, "corpuslens %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'corpuslens %s --help'.\n", cmd);
-    return 2;
 }
 
 int cli_stderr_is_tty(void) { return isatty(2); }
@@ -81,9 +69,9 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (!command_is(argv[1], commands[i].name)) continue;
-        /* MPI only where it is needed (mpi_start.c): single-process commands
-         * started without mpirun/srun do not pay for (or risk) its start-up. */
-        int mpi = cli_mpi_wanted(commands[i].name, argc - 1, argv + 1), provided;
+        /* MPI only as one of several ranks (mpi_start.c): a command on one
+         * process does not pay for (or risk) its start-up. */
+        int mpi = cli_launched_by_mpi(), provided;
         if (mpi) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
         cl_h5_quiet();
         int rc = commands[i].fn(argc - 1, argv + 1);

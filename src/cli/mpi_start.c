@@ -1,17 +1,19 @@
-/* Does a command line need MPI? MPI_Init costs a singleton start-up (about
- * 0.4 s with Open MPI, seconds on a machine without /etc/hosts, and it can
- * fail: "Unable to start a daemon on the local node"), so single-process
- * commands started without a launcher run without it. Parallel HDF5 does not
- * need MPI_Init for files opened with the default (sec2) driver, which is how
- * every single-process command opens its files. */
+/* Does this process start MPI? Only as one of several ranks of an MPI
+ * launcher. MPI_Init costs a singleton start-up (about 0.4 s with Open MPI,
+ * seconds on a machine without /etc/hosts), it can fail ("Unable to start a
+ * daemon on the local node"), and one-rank jobs starting together on one node
+ * raced on Open MPI's session directory ("mkdir .../ompi.HOST.UID: File
+ * exists", "orte_session_dir failed": a Slurm array of one-rank trainings).
+ * So a command on one process, whatever it is, runs without MPI as rank 0 of
+ * 1: the library's collectives go through corpuslens/par/par.h, and parallel
+ * HDF5 files are written through the default (sec2) driver, as every
+ * single-process command opens its files. */
+#include "cli/mpi_start.h"
+
 #include <mpi.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
 #include "corpuslens/base/clock.h"
-#include "cli/cli.h"
-#include "cli/options.h"
 
 static long env_long(const char *name) {
     const char *v = getenv(name);
@@ -35,26 +37,6 @@ int cli_launched_by_mpi(void) {
         return n > 1;
     }
     return 0;
-}
-
-/* Commands that always run on one process (rank 0 under mpirun). A command
- * not named here or below starts MPI: add a new single-process command here. */
-static const char *const single[] = {"init", "import", "inspect", "predict", "generate", "capture",
-                                     "demo_corpus", "prepare", "similar", "embed_sim", "tune", "serve"};
-
-int cli_mpi_wanted(const char *name, int argc, char **argv) {
-    if (cli_launched_by_mpi()) return 1;
-    for (size_t i = 0; i < sizeof single / sizeof *single; i++)
-        if (!strcmp(name, single[i])) return 0;
-    /* one process unless the options spread work over ranks */
-    if (!strcmp(name, "reduce")) return cli_argv_has(argc, argv, "compare-model");
-    if (!strcmp(name, "lens")) return cli_argv_has(argc, argv, "prompts");
-    if (!strcmp(name, "ablate")) return !cli_argv_has(argc, argv, "data"); /* the parentheses table */
-    if (!strcmp(name, "train")) return !cli_argv_has(argc, argv, "task"); /* --task parens */
-    if (!strcmp(name, "run")) return !cli_argv_has(argc, argv, "get"); /* --get reads the job file only */
-    if (!strcmp(name, "explain")) return 0;                          /* ranks only when mpirun starts them */
-    if (!strcmp(name, "index")) return !cli_argv_has(argc, argv, "add-sketch");
-    return 1; /* scan, train, run, ablate, and commands not listed */
 }
 
 int cli_mpi_active(void) {

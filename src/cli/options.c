@@ -4,10 +4,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/mpi_start.h"
 
 /* The default of an option: its variable's value before parsing. */
 typedef union {
@@ -96,6 +99,17 @@ static void print_help(const cli_command *cmd, FILE *f, const snapshot *snap) {
     }
     print_row(f, "-h, --help", "print this help and exit", "", col);
     if (cmd->epilog) fprintf(f, "\n%s", cmd->epilog);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    if (!cli_rank0()) return 2; /* every rank of a multi-rank command parses; rank 0 says it */
+    va_list ap;
+    fprintf(stderr, "corpuslens %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'corpuslens %s --help'.\n", cmd);
+    return 2;
 }
 
 void cli_print_help(const cli_command *cmd, FILE *f) { print_help(cmd, f, NULL); }

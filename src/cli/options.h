@@ -36,10 +36,10 @@
  *            if (rc != CLI_PARSED) return rc;
  *            ... argv[first .. argc-1] are the positional arguments ...
  *   2. an X(name, "summary") line in CLI_COMMANDS (cli.h);
- *   3. if it runs on one process, add it to the list in src/cli/mpi_start.c
- *      (commands not listed there start MPI) and run it through
- *      cli_on_rank0 (cli.h) so that under mpirun one rank works; code that
- *      runs with and without MPI uses cli_rank(), cli_bcast_int().
+ *   3. MPI starts only under a launcher of several ranks (mpi_start.h): a
+ *      command that works on one process runs through cli_on_rank0 (cli.h)
+ *      so that under mpirun one rank works; code that runs with and without
+ *      MPI uses cli_rank(), cli_bcast_int() and corpuslens/par/par.h.
  */
 #ifndef CORPUSLENS_CLI_OPTIONS_H
 #define CORPUSLENS_CLI_OPTIONS_H
@@ -123,6 +123,10 @@ typedef struct {
  * so commands can run one after another in one process (corpuslens run). */
 int cli_parse(const cli_command *cmd, int argc, char **argv, int *first);
 
+/* Print "corpuslens <cmd>: <message>" and "Try 'corpuslens <cmd> --help'."
+ * on stderr (rank 0 only under MPI); returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...);
+
 /* Print the command's --help on f. */
 void cli_print_help(const cli_command *cmd, FILE *f);
 
@@ -131,8 +135,8 @@ void cli_print_help(const cli_command *cmd, FILE *f);
 int cli_parse_long(const char *cmd, const char *what, const char *s, long lo, long hi, long *out);
 
 /* 1 if argv[1..] names option `name` (without "--"; as --name or
- * --name=...) before any "--": for decisions taken before parsing (does
- * this command line need MPI?). */
+ * --name=...) before any "--": for decisions taken before parsing (which
+ * option table?). */
 int cli_argv_has(int argc, char **argv, const char *name);
 
 #endif

@@ -772,14 +772,14 @@ static int flat_stages(plan *p, stage **out) {
 }
 
 static int bcast_int(int v, MPI_Comm comm) {
-    MPI_Bcast(&v, 1, MPI_INT, 0, comm);
+    cl_par_bcast(&v, 1, MPI_INT, 0, comm);
     return v;
 }
 
 int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
     int rank = 0, R = 1;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &R);
+    cl_par_comm_rank(comm, &rank);
+    cl_par_comm_size(comm, &R);
     FILE *log = rank == 0 ? o->log : NULL;
     const char *stages = o->stages;
     int force = o->force, dry = o->dry_run;
@@ -888,14 +888,14 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
             free(key);
             break;
         }
-        MPI_Barrier(comm);
+        cl_par_barrier(comm);
         double t0 = cl_wall_seconds();
         /* the command may keep pointers into argv and reorder it: give it a private copy */
         char *args[96];
         for (int a = 0; a <= cmd->n; a++) args[a] = cmd->v[a];
         int src = s->fn(cmd->n, args);
         int worst = src;
-        MPI_Allreduce(&src, &worst, 1, MPI_INT, MPI_MAX, comm);
+        cl_par_allreduce(&src, &worst, 1, MPI_INT, MPI_MAX, comm);
         double dt = cl_wall_seconds() - t0;
         fflush(stdout);
         fflush(stderr);

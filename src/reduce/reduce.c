@@ -601,8 +601,8 @@ static void probs_range(size_t P, size_t bmax, int q, int size, size_t *a, size_
 int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI_Comm comm,
                           float *probs_out) {
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    cl_par_comm_rank(comm, &rank);
+    cl_par_comm_size(comm, &size);
     size_t P = s->P, V = (size_t)s->V;
     int err = 0;
     if (m->cfg.vocab_size != s->V || memcmp(m->vocab, s->vocab, V * sizeof(uint32_t)))
@@ -674,7 +674,7 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
     }
     int ok = rank != 0 || (cnt && dsp) || cl_error("out of memory gathering the probabilities") == 0;
     int ok_all = !cl_par_agree(ok ? 0 : -1, comm);
-    if (ok_all) MPI_Gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
+    if (ok_all) cl_par_gatherv(mine, (int)(n * V), MPI_FLOAT, probs_out, cnt, dsp, MPI_FLOAT, 0, comm);
     free(cnt);
     free(dsp);
     free(mine);

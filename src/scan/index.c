@@ -100,7 +100,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record"))) err = 1;
     }
     long kmax = keep;
-    MPI_Allreduce(&keep, &kmax, 1, MPI_LONG, MPI_MAX, comm);
+    cl_par_allreduce(&keep, &kmax, 1, MPI_LONG, MPI_MAX, comm);
     if (rank == 0 && !err) {
         char args[4400], old[1024] = "";
         snprintf(args, sizeof args, "%s/args", w->dir);
@@ -129,7 +129,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         cl_index_writer_abort(w);
         return NULL;
     }
-    MPI_Bcast(&match, 1, MPI_INT, 0, comm);
+    cl_par_bcast(&match, 1, MPI_INT, 0, comm);
     /* this rank's part: keep whole records (all of them on resume, `keep` for a scan) */
     w->f = fopen(w->part, "r+b");
     if (!w->f) w->f = fopen(w->part, "w+b");
@@ -363,7 +363,7 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
         remove_parts(w->m.out_path, w->R);
         cl_fsync_dir_of(w->m.out_path); /* the parts' removal on disk (a failure here loses nothing) */
     }
-    MPI_Bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
+    cl_par_bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
     if (bytes) *bytes = (size_t)sz;
     cl_index_writer_abort(w);
     return g ? -1 : 0;
@@ -417,8 +417,8 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
 
 int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     int rank, R, point = 0, lo = 0, hi = 0, rc = -1;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &R);
+    cl_par_comm_rank(comm, &rank);
+    cl_par_comm_size(comm, &R);
     memset(res, 0, sizeof *res);
     double t0 = cl_wall_seconds();
     cl_model *m = NULL;
@@ -433,8 +433,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (!err && rank == 0 && (cl_model_fingerprint(m, model_sha) || cl_sha256_file(o->corpus_path, corpus_h5_sha)))
         err = 1;
     if (cl_par_agree(err, comm)) goto out;
-    MPI_Bcast(model_sha, 65, MPI_CHAR, 0, comm);
-    MPI_Bcast(corpus_h5_sha, 65, MPI_CHAR, 0, comm);
+    cl_par_bcast(model_sha, 65, MPI_CHAR, 0, comm);
+    cl_par_bcast(corpus_h5_sha, 65, MPI_CHAR, 0, comm);
     const size_t N = cp->n, C = (size_t)m->cfg.n_embd;
     const int L = cp->L, Lh = hi - lo + 1;
     size_t S = (size_t)o->shard_size < N ? (size_t)o->shard_size : N;
@@ -456,7 +456,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (!(w = cl_index_writer_open(&meta, rank, R, -1, &done, comm))) goto out;
     size_t mine = n_shards > (size_t)rank ? (n_shards - rank + R - 1) / R : 0;
     unsigned long long dsum = done, dtot = 0;
-    MPI_Reduce(&dsum, &dtot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, comm);
+    cl_par_reduce(&dsum, &dtot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, comm);
     if (rank == 0 && dtot > 0 && o->note) {
         char msg[256];
         snprintf(msg, sizeof msg, "resuming: %llu of %zu shards already done", dtot, n_shards);
@@ -506,7 +506,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         goto out;
     }
     int stopped = res->stopped, gst = 0;
-    MPI_Allreduce(&stopped, &gst, 1, MPI_INT, MPI_MAX, comm);
+    cl_par_allreduce(&stopped, &gst, 1, MPI_INT, MPI_MAX, comm);
     if (gst) {
         res->stopped = 1;
         cl_index_writer_abort(w);
@@ -515,9 +515,9 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         goto out;
     }
     double tw = cl_wall_seconds();
-    MPI_Reduce(rank ? &tf_sum : MPI_IN_PLACE, &tf_sum, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
+    cl_par_reduce(rank ? &tf_sum : MPI_IN_PLACE, &tf_sum, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
     unsigned long long nn = nodes, ntot = 0;
-    MPI_Allreduce(&nn, &ntot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
+    cl_par_allreduce(&nn, &ntot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
     res->t_forward = tf_sum;
     res->n_nodes = (size_t)ntot;
     int frc = cl_index_writer_finish(w, 1, &res->bytes, comm);

@@ -269,7 +269,7 @@ static int prompts_forward(scan_ctx *x) {
         scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))
         return -1;
     double fl = x->flops_prompts;
-    MPI_Allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
+    cl_par_allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
     for (int h = 0; h < x->Lh; h++) l2normalize_rows(x->pvec + (size_t)h * P * C, P, (int)C);
     return 0;
 }
@@ -569,8 +569,8 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     memset(res, 0, sizeof *res);
     x->o = o;
     x->comm = comm;
-    MPI_Comm_rank(comm, &x->rank);
-    MPI_Comm_size(comm, &x->R);
+    cl_par_comm_rank(comm, &x->rank);
+    cl_par_comm_size(comm, &x->R);
     double t0 = cl_wall_seconds();
     int err = setup(x) || cl_par_fault("scan.setup", comm) ? 1 : 0;
     int rc = -1, state_begun = 0;
@@ -651,7 +651,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (!err && x->stopped && ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x))) err = 1;
     if (cl_par_agree(err, comm)) goto out;
     int stopped = 0; /* not an error: every rank stopped after its K shards */
-    MPI_Allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
+    cl_par_allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
     if (stopped) {
         res->stopped = 1;
         rc = 0;
@@ -659,19 +659,19 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     }
     /* totals */
     int64_t pairs = x->n_pairs;
-    MPI_Allreduce(&pairs, &res->n_pairs, 1, MPI_INT64_T, MPI_SUM, comm);
+    cl_par_allreduce(&pairs, &res->n_pairs, 1, MPI_INT64_T, MPI_SUM, comm);
     double fl[3] = {x->flops_forward, x->flops_cosine, (double)x->n_nodes}, g[3];
-    MPI_Allreduce(fl, g, 3, MPI_DOUBLE, MPI_SUM, comm);
+    cl_par_allreduce(fl, g, 3, MPI_DOUBLE, MPI_SUM, comm);
     res->forward_flops = g[0] + x->flops_prompts;
     res->cosine_flops = g[1];
     res->flops = res->forward_flops + res->cosine_flops;
     res->n_nodes = (size_t)g[2];
-    MPI_Allreduce(x->n_cand, res->n_candidates, x->Lh, MPI_INT64_T, MPI_SUM, comm);
-    MPI_Allreduce(x->n_tested, res->n_tested, x->Lh, MPI_INT64_T, MPI_SUM, comm);
+    cl_par_allreduce(x->n_cand, res->n_candidates, x->Lh, MPI_INT64_T, MPI_SUM, comm);
+    cl_par_allreduce(x->n_tested, res->n_tested, x->Lh, MPI_INT64_T, MPI_SUM, comm);
     res->prune_rank = x->prune_r;
     res->n_blocks = x->Lh;
     double tt[4] = {x->t_forward, x->t_sgemm, x->t_select, x->t_prompts};
-    MPI_Reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
+    cl_par_reduce(x->rank ? tt : MPI_IN_PLACE, tt, 4, MPI_DOUBLE, MPI_MAX, 0, comm);
     res->t_forward = tt[0], res->t_sgemm = tt[1], res->t_select = tt[2], res->t_prompts = tt[3];
     res->wall_seconds = cl_wall_seconds() - t0;
     double tw = cl_wall_seconds();

@@ -77,8 +77,8 @@ int scan_state_begin(scan_ctx *x) {
         if (cl_model_fingerprint(x->m, x->model_sha) || cl_sha256_file(o->corpus_path, x->corpus_h5_sha)) err = 1;
     }
     if (cl_par_agree(err, x->comm)) return -1;
-    MPI_Bcast(x->model_sha, 65, MPI_CHAR, 0, x->comm);
-    MPI_Bcast(x->corpus_h5_sha, 65, MPI_CHAR, 0, x->comm);
+    cl_par_bcast(x->model_sha, 65, MPI_CHAR, 0, x->comm);
+    cl_par_bcast(x->corpus_h5_sha, 65, MPI_CHAR, 0, x->comm);
     int n = snprintf(x->sig, sizeof x->sig,
                      "corpuslens scan state v1\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\nprefilter %.17g\n"
                      "bin_width %.17g\nmatch_cap %ld\nshard_size %zu\nranks %d\nmatch_thresholds",
@@ -123,7 +123,7 @@ int scan_state_begin(scan_ctx *x) {
         }
     }
     if (cl_par_agree(err, x->comm)) return -1;
-    MPI_Bcast(&resume, 1, MPI_INT, 0, x->comm);
+    cl_par_bcast(&resume, 1, MPI_INT, 0, x->comm);
     if (!resume) return 0;
     /* Load this rank's checkpoint, if any. */
     char leaf[64], p[4400], sha[65];
@@ -168,7 +168,7 @@ int scan_state_begin(scan_ctx *x) {
     }
     if (cl_par_agree(err, x->comm)) return -1;
     long long dn = (long long)x->done, tot = 0;
-    MPI_Reduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, 0, x->comm);
+    cl_par_reduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, 0, x->comm);
     if (x->rank == 0 && o->note) {
         char msg[256];
         snprintf(msg, sizeof msg, "resuming: %lld of %zu shards already done", tot, x->n_shards);
@@ -245,7 +245,7 @@ static int reduce_write(scan_ctx *x, const void *buf, size_t p0, size_t np, size
     size_t a, b;
     share(p0, np, x->rank, x->R, &a, &b);
     int rc = 0;
-    if (MPI_Reduce_scatter((const char *)buf + p0 * row * el, recv, rc_counts, t, MPI_SUM, x->comm) != MPI_SUCCESS)
+    if (cl_par_reduce_scatter((const char *)buf + p0 * row * el, recv, rc_counts, t, MPI_SUM, x->comm) != MPI_SUCCESS)
         rc = cl_error("MPI_Reduce_scatter failed");
     hsize_t r0 = a, nr = b - a;
     if (cl_h5p_write_rows(ds, memtype, 1, &r0, &nr, recv, name)) rc = -1;
@@ -394,7 +394,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, owned_matches *o, i
                 l->a = NULL, l->n = l->alloc = 0;
             }
         }
-    MPI_Alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
+    cl_par_alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
     long long rtot = 0;
     for (int s = 0; s < R; s++) {
         rd[s] = (int)(rtot > INT_MAX ? 0 : rtot);
@@ -409,7 +409,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, owned_matches *o, i
         free(pack), free(all);
         return -1;
     }
-    MPI_Alltoallv(pack, sc, sd, MPI_BYTE, all, rc, rd, MPI_BYTE, x->comm);
+    cl_par_alltoallv(pack, sc, sd, MPI_BYTE, all, rc, rd, MPI_BYTE, x->comm);
     free(pack);
     /* merge this rank's lists: source s's block holds [nown] counts, then entries */
     size_t a, b;
@@ -444,9 +444,9 @@ static int write_matches(scan_ctx *x, hid_t file, int64_t *stored) {
     /* canonical order: rank by rank (their prompt blocks follow each other),
        within a rank (prompt, block), within a list (similarity desc, substring) */
     int64_t mine = (int64_t)o.n, start = 0, total = 0;
-    MPI_Exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    cl_par_exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
     if (x->rank == 0) start = 0;
-    MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, x->comm);
+    cl_par_allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, x->comm);
     int64_t at = start;
     for (size_t i = 0; i < o.n_lists; i++) {
         o.index[2 * i] = at;
@@ -572,7 +572,7 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
     /* attributes are written collectively: rank 0's wall time on every rank */
-    MPI_Bcast(&res->wall_seconds, 1, MPI_DOUBLE, 0, x->comm);
+    cl_par_bcast(&res->wall_seconds, 1, MPI_DOUBLE, 0, x->comm);
     hid_t file = cl_h5p_create(tmp, x->comm);
     if (cl_par_agree(file < 0, x->comm)) return -1;
     int64_t stored = 0;

@@ -6,6 +6,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/clock.h"
+#include "corpuslens/par/par.h"
 #include "scan/scan_internal.h"
 
 
@@ -148,7 +149,7 @@ int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm 
     const size_t step = (size_t)1 << 26;
     for (size_t i = 0; i < n; i += step) {
         int k = (int)(n - i < step ? n - i : step);
-        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * elsize, k, t, MPI_SUM, comm) != MPI_SUCCESS)
+        if (cl_par_allreduce(MPI_IN_PLACE, (char *)buf + i * elsize, k, t, MPI_SUM, comm) != MPI_SUCCESS)
             return cl_error("MPI_Allreduce failed");
     }
     return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/par/par.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/nn/kernels_backward.h"
 #include "corpuslens/nn/kernels_train.h"
@@ -381,12 +382,12 @@ int cl_train_forward_backward(cl_trainer *tr, const int32_t *windows, int Bl, si
 
 int cl_train_allreduce_grads(cl_trainer *tr, MPI_Comm comm) {
     int size = 1;
-    MPI_Comm_size(comm, &size);
+    cl_par_comm_size(comm, &size);
     if (size == 1) return 0;
     size_t n = tr->m->n_floats, chunk = (size_t)1 << 30;
     for (size_t off = 0; off < n; off += chunk) {
         size_t k = n - off < chunk ? n - off : chunk;
-        if (MPI_Allreduce(MPI_IN_PLACE, tr->grads + off, (int)k, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS)
+        if (cl_par_allreduce(MPI_IN_PLACE, tr->grads + off, (int)k, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS)
             return cl_error("MPI_Allreduce of the gradients failed");
     }
     return 0;

@@ -152,8 +152,8 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
 static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng *rng, const double *loss,
                            size_t n_loss, const cl_train_opts *o, MPI_Comm comm) {
     int rank, size, rc = 0;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    cl_par_comm_rank(comm, &rank);
+    cl_par_comm_size(comm, &size);
     rc = cl_par_fault("train.checkpoint", comm);
     if (rank == 0 && !rc) {
         char tmp[4096];
@@ -207,8 +207,8 @@ static int read_batch_file(const char *path, int steps, int B, int T, int32_t **
 int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Comm comm, cl_train_callback cb,
                  void *user) {
     int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    cl_par_comm_rank(comm, &rank);
+    cl_par_comm_size(comm, &size);
     const cl_config *c = &m->cfg;
     int rc = 0;
     /* ---- refusals, before any training ---- */
@@ -297,7 +297,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
                     sums[s] += ls;
                 }
             if ((rc = agree(rc, comm))) goto done;
-            MPI_Allreduce(sums, tot, 2, MPI_DOUBLE, MPI_SUM, comm);
+            cl_par_allreduce(sums, tot, 2, MPI_DOUBLE, MPI_SUM, comm);
             if (n_hist == cap_hist) {
                 cap_hist = cap_hist ? 2 * cap_hist : 64;
                 double *nh = realloc(hist, cap_hist * 3 * sizeof(double));
@@ -338,7 +338,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         if ((rc = agree(rc, comm))) goto done;
         rc = cl_train_allreduce_grads(tr, comm);
         if ((rc = agree(rc, comm))) goto done;
-        MPI_Allreduce(&ls, &lt, 1, MPI_DOUBLE, MPI_SUM, comm);
+        cl_par_allreduce(&ls, &lt, 1, MPI_DOUBLE, MPI_SUM, comm);
         if (o->dump_grads && done_here == 0 && rank == 0) rc = dump_grads(o->dump_grads, tr, c, lt / ((double)B * T));
         if ((rc = agree(rc, comm))) goto done;
         step++;

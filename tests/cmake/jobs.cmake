@@ -14,3 +14,7 @@ set_tests_properties(jobs_tinyshakespeare PROPERTIES SKIP_RETURN_CODE 77)  # 77:
 # issue 14: reference + alternative seeds, tune, ablate, the noise floor in the report
 cl_script_test(jobs_noise_floor "mpi;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_noise_floor.sh)
 set_tests_properties(jobs_noise_floor PROPERTIES TIMEOUT 900)
+# issue 21 (12): the sbatch stages started together, again and again, under load:
+# no one-rank stage starts MPI, each MPI stage has its own session directory
+cl_script_test(slurm_start_race "mpi;slow" ${CMAKE_CURRENT_SOURCE_DIR}/slurm_start_race.sh)
+set_tests_properties(slurm_start_race PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)

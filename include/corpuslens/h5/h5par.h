@@ -12,7 +12,9 @@
  * caller must give the ranks their rows in rank order (rank r's rows before
  * rank r + 1's); then the chunks land in chunk order whatever the split
  * (tested: tests/scan_ranks_bytes.sh, which fails with interleaved slabs).
- * No object times are stored (cl_h5_dcpl).
+ * No object times are stored (cl_h5_dcpl). A process that runs without
+ * MPI_Init (one rank: par.h) writes the same calls through HDF5's default
+ * driver, one file by one process.
  *
  * Full disk: as cl_h5_finish (h5util.h): a file that succeeded gets its disk
  * blocks reserved before the close (rank 0, fallocate on its own descriptor),

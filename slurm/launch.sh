@@ -1,0 +1,35 @@
+# Sourced by the sbatch scripts (not a job of its own). cl_launch NAME ARGS...
+# runs `$CL ARGS...` on the job's SLURM_NTASKS ranks and returns its exit status:
+#  - one rank: the binary itself, without a launcher. A command on one process
+#    does not start MPI (src/cli/mpi_start.c), and nothing of Open MPI starts
+#    either (no mpirun daemons, no session directory): one-rank jobs that
+#    start together on one node (a job array of one-rank trainings) raced on
+#    Open MPI's session directory ("mkdir .../ompi.HOST.UID: File exists").
+#  - several: srun --mpi=$CORPUSLENS_SRUN_MPI (default pmix) or mpirun
+#    (CORPUSLENS_LAUNCH), with an Open MPI session directory of the job's own:
+#    OMPI_MCA_orte_tmpdir_base set to a folder under the inherited one (else
+#    TMPDIR, else /tmp) named after SLURM_JOB_ID, SLURM_ARRAY_TASK_ID and the
+#    restart count, created before the launch and removed after it.
+cl_launch() {
+    local name=$1 n=${SLURM_NTASKS:-1} rc=0
+    shift
+    case ${CORPUSLENS_LAUNCH:-srun} in
+    srun | mpirun) ;;
+    *) echo "$name: CORPUSLENS_LAUNCH must be srun or mpirun" >&2; return 2 ;;
+    esac
+    if [ "$n" = 1 ]; then
+        "$CL" "$@" || rc=$?
+        return $rc
+    fi
+    CL_OMPI_DIR=${OMPI_MCA_orte_tmpdir_base:-${TMPDIR:-/tmp}}/cl-ompi-${SLURM_JOB_ID:-$$}${SLURM_ARRAY_TASK_ID:+-task$SLURM_ARRAY_TASK_ID}-r${SLURM_RESTART_COUNT:-0}
+    mkdir -p "$CL_OMPI_DIR" || { echo "$name: cannot create $CL_OMPI_DIR" >&2; return 1; }
+    # removed however the script ends (scancel: SIGTERM, after the launcher)
+    trap 'rm -rf "$CL_OMPI_DIR"' EXIT
+    trap 'exit 143' TERM
+    case ${CORPUSLENS_LAUNCH:-srun} in
+    srun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR srun --mpi="${CORPUSLENS_SRUN_MPI:-pmix}" "$CL" "$@" || rc=$? ;;
+    mpirun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR mpirun -n "$n" "$CL" "$@" || rc=$? ;;
+    esac
+    rm -rf "$CL_OMPI_DIR"
+    return $rc
+}
