@@ -33,9 +33,8 @@ static const char EPILOG[] =
     "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n";
 
 int cmd_scan(int argc, char **argv) {
-    int rank = 0, R = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    int rank = cli_rank(), R = 1; /* --help (and the manual's generation) run without MPI */
+    if (cli_mpi_active()) MPI_Comm_size(MPI_COMM_WORLD, &R);
     cl_scan_opts o;
     cl_scan_opts_default(&o);
     long match_cap = o.match_cap, batch = o.shard_size;
