@@ -33,8 +33,9 @@ for c in $cmds; do
   [ -n "$sec" ] || fail "no section for $c in the manual"
   line=$(grep -E "^        $c\) opts='" "$comp") || fail "no completion for $c"
   for o in $opts; do
-    esc=${o//-/\\-}
-    grep -qF -- "$esc" <<<"$sec" || fail "$c: $o is in --help but not in the manual"
+    # an option's own entry: ".B \-o, \-\-output FILE" (not a mention in a text)
+    esc=${o//-/\\\\-}
+    grep -qE -- "^\.B (\\\\-[a-zA-Z], )?$esc( |\$)" <<<"$sec" || fail "$c: $o is in --help but has no entry in the manual"
     grep -qE -- "[ ']$o( |')" <<<"$line" || fail "$c: $o is in --help but not in the completion"
     checked=$((checked + 1))
   done
