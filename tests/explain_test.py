@@ -28,6 +28,15 @@ usage: explain_test.py MODE
              control: a sketch with understated residual norms loses matches. The
              SHA-256 cache: a second run is answered from the cache, a model file
              rewritten in place is still refused (another model)
+  batch      a text's explanation does not depend on the texts explained with it:
+             each text alone equals its row in batches of 1, 7, 31, 32 and 100
+             texts (and 31 from elsewhere in the list), bit for bit in every
+             per-text dataset of explain.h5 (model and lens probabilities,
+             counts, similarities, approximation, H, soft kernel, n-gram), with a
+             float16 index (sketch and direct search for few texts, the product
+             for many) and a float32 one; n_embd 128, so the MLP's product has
+             K = 512 (past the GEMM's 384-wide k block); negative control: the
+             rows of two texts differ
   holdout    prepare --holdout-fraction: training part / held-out tokens as the
              lecture splits them; explain --eval-text samples windows of the
              held-out part (checked against the same sampler in Python: the
@@ -68,7 +77,7 @@ def run(args, ranks=None, ok=True, env=None):
     return p
 
 
-def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=None):
+def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=None, embd=32):
     src = os.path.join(TESTDATA, "tinyshakespeare.txt")
     with open(src, encoding="utf-8") as f:
         t = f.read()[:nchars]
@@ -76,7 +85,7 @@ def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=N
     with open(txt, "w", encoding="utf-8") as f:
         f.write(t)
     m, c = os.path.join(d, "m.h5"), os.path.join(d, "c.h5")
-    run(["init", "--config", f"n_layer={layers},n_embd=32,n_head=4,block_size={block}", "--vocab-from", txt,
+    run(["init", "--config", f"n_layer={layers},n_embd={embd},n_head=4,block_size={block}", "--vocab-from", txt,
          "--seed", str(seed), "-o", m])
     extra = ["--holdout-fraction", str(holdout)] if holdout else []
     run(["prepare", txt, "--len", str(L), "--prompts", str(prompts), "--seed", "3", "--vocab-from", m,
@@ -609,10 +618,72 @@ def test_holdout():
         check(got3 != got, "another seed gave the same windows")
 
 
+def per_text(path, P):
+    """Every dataset of explain.h5 with one row per text: name -> array."""
+    out = {}
+    with h5py.File(path) as f:
+        def take(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.shape and obj.shape[0] == P and name != "prompts/text":
+                out[name] = obj[()]
+        f.visititems(take)
+    return out
+
+
+def test_batch():
+    with tempfile.TemporaryDirectory() as d:
+        m, c, text = setup(d, nchars=3000, L=6, embd=128, block=16)
+        ix16, ix32 = os.path.join(d, "i16.h5"), os.path.join(d, "i32.h5")
+        run(["index", "--model", m, "--corpus", c, "--batch", "256", "-o", ix16])
+        run(["index", "--model", m, "--corpus", c, "--batch", "256", "--dtype", "f32", "-o", ix32])
+        with h5py.File(ix16) as f:
+            check("sketch" in f, "the float16 index has no sketch: the sketch path is not tested")
+        # 100 texts: windows of the corpus and of other text, 12 characters
+        # (one forward batch), texts 40..44 of 5 (a second batch of another length)
+        texts = []
+        for i in range(100):
+            n = 5 if 40 <= i < 45 else 12
+            t = text[(i * 97) % (len(text) - 20):][:n] if i % 3 else "zebra " * 3
+            texts.append(t[:n] if i % 3 else (t[i % 5:] + "the kings")[:n])
+        batches = [(0, 1), (0, 7), (0, 31), (0, 32), (0, 100), (37, 68)]
+        alone = [0, 5, 6, 11, 12, 30, 31, 42, 50, 67, 99]
+        settings = ["--thresholds", "0.5,0.6", "--weights", "1,2", "--top", "5", "--soft", "--soft-floor", "0.3"]
+        for ix in (ix16, ix32):
+            def explain(lo, hi, tag):
+                pf, e = os.path.join(d, f"p{tag}.txt"), os.path.join(d, f"e{tag}.h5")
+                write_prompts(pf, texts[lo:hi])
+                run(["explain", "--index", ix, "--corpus", c, "--model", m, "--prompt-file", pf, "--quiet",
+                     "-o", e] + settings)
+                return per_text(e, hi - lo)
+            kind = "float16" if ix == ix16 else "float32"
+            got = {b: explain(b[0], b[1], f"{b[0]}_{b[1]}") for b in batches}
+            fields = sorted(got[(0, 100)])
+            check(len(fields) >= 10 and "matches/similarity" in fields and "model/probs" in fields
+                  and "lens/probs" in fields and "hellinger" in fields, f"{kind}: per-text datasets {fields}")
+            check(bool((got[(0, 100)]["blocks/n_matches"] > 0).any()), f"{kind}: no text has a match")
+            for i in alone:
+                one = explain(i, i + 1, f"a{i}")
+                check(sorted(one) == fields, f"{kind}: text {i} alone has datasets {sorted(one)}")
+                for (lo, hi), res in got.items():
+                    if not lo <= i < hi:
+                        continue
+                    for name in fields:
+                        a, b = one[name][0], res[name][i - lo]
+                        if a.tobytes() != b.tobytes():
+                            diff = (np.abs(a.astype(np.float64) - b.astype(np.float64)).max()
+                                    if a.dtype.kind in "fiu" else "?")
+                            check(False, f"{kind}: text {i} alone and in the batch of texts {lo}..{hi - 1}: "
+                                  f"{name} differs (max |difference| {diff})")
+            # negative control: the comparison sees different texts
+            r = got[(0, 100)]
+            check(r["model/probs"][1].tobytes() != r["model/probs"][2].tobytes()
+                  and r["matches/similarity"][1].tobytes() != r["matches/similarity"][2].tobytes(),
+                  f"{kind}: texts 1 and 2 give the same bytes: the comparison could not fail")
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     tests = {"reduce": test_reduce, "reference": test_reference, "ranks": test_ranks, "resume": test_resume,
-             "refusals": test_refusals, "holdout": test_holdout, "sketch": test_sketch}
+             "refusals": test_refusals, "holdout": test_holdout, "sketch": test_sketch, "batch": test_batch}
     if mode not in tests:
         raise SystemExit(__doc__)
     tests[mode]()

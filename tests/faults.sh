@@ -53,7 +53,7 @@ expect() {
 inj() { echo "rank $1: injected fault at $2 on rank $1 (CORPUSLENS_FAULT)"; }
 last=$((N - 1))
 SCAN=(scan --model m.h5 --corpus c.h5 --prefilter 0.5 --bin-width 0.05 --batch 100 -o f.h5)
-for step in scan.setup scan.shard scan.shard@3 scan.write; do
+for step in scan.setup scan.shard scan.shard@3 scan.write h5p.select h5p.select@2; do
     s=${step%@*}
     CORPUSLENS_FAULT=$last:$step expect "scan, $step on rank $last" "f.h5 f.h5.tmp" "$(inj $last $s)" -- mpi "${SCAN[@]}"
 done

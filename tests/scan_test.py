@@ -16,8 +16,9 @@ usage: scan_test.py MODE [args]
                    except pairs within TOL of an edge (counted); the portable
                    and AVX2 dot products give the same bytes as the default
                    (AVX-512 where the CPU has it); bad ranks are refused;
-                   and brute force through OpenBLAS (CORPUSLENS_GEMM=blas)
-                   against the AVX-512 kernel, the same way
+                   and brute force through the AVX2 and the portable codes of
+                   the GEMM (CORPUSLENS_GEMM=avx2, =portable; nn/gemm.h): the
+                   same bytes as the default
 Environment: CORPUSLENS (binary), TESTDATA (tests/data), PYTHON. Works in a temporary dir.
 """
 import os
@@ -410,8 +411,9 @@ def test_prune():
                         ("portable", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "portable"}),
                         ("avx2", {"CORPUSLENS_SCAN_PRUNE_RANK": "8", "CORPUSLENS_SCAN_DOT": "avx2"}),
                         ("rank31", {"CORPUSLENS_SCAN_PRUNE_RANK": "31"}),
-                        # brute force through OpenBLAS instead of the AVX-512 kernel (nn/gemm.h)
-                        ("blas", {"CORPUSLENS_GEMM": "blas", "CORPUSLENS_SCAN_PRUNE_RANK": "0"})):
+                        # brute force through the other codes of the GEMM (nn/gemm.h: the same chains)
+                        ("gemm_avx2", {"CORPUSLENS_GEMM": "avx2", "CORPUSLENS_SCAN_PRUNE_RANK": "0"}),
+                        ("gemm_portable", {"CORPUSLENS_GEMM": "portable", "CORPUSLENS_SCAN_PRUNE_RANK": "0"})):
         out = os.path.join(d, name + ".h5")
         p = run(args + ["-o", out], ranks=2, env=dict(ENV, **extra))
         pr = [ln for ln in p.stderr.splitlines() if "pairs pruned per block" in ln]
@@ -448,19 +450,24 @@ def test_prune():
         return ok
 
     n_near = sum(len(v) for v in near.values())
-    for name in ("pruned", "rank31", "blas"):
+    for name in ("pruned", "rank31"):
         bad = prune_problems(brute, outs[name][0], near, ok_bins, name)
         for b in bad[:10]:
             check(False, b)
         ma = {k[:3] for k in match_set(brute)}
         mb = {k[:3] for k in match_set(outs[name][0])}
         cells = int((brute["freq/n_matches"] != outs[name][0]["freq/n_matches"]).sum())
-        print(f"{name} vs brute force ({'other sums' if name == 'blas' else 'the bound'}): {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
+        print(f"{name} vs brute force (the bound): {len(ma ^ mb)} matches differ, {cells} (prompt, block, bin) match counts "
               f"differ; {n_near} pairs lie within {TOL} of an edge (allowed to differ)")
     # the portable and AVX2 dot products: the same bytes as the default (AVX-512 where the CPU has it)
     for name in ("portable", "avx2"):
         pa, pb = outs["pruned"][0], outs[name][0]
         check(sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa), f"{name} dot: same datasets")
+    # the AVX2 and portable GEMM: the same bytes as the default (every code runs the same chains)
+    for name in ("gemm_avx2", "gemm_portable"):
+        pa, pb = outs["brute"][0], outs[name][0]
+        same = sorted(pa) == sorted(pb) and all(pa[k].tobytes() == pb[k].tobytes() for k in pa)
+        check(same, f"{name}: the scan's bytes differ from the default GEMM's")
     # negative controls: the comparison sees a changed count and a lost match
     ok_cells = [(p, blk, k) for (p, blk) in near for k in np.nonzero(ok_bins(p, blk))[0]
                 if brute["freq/n_matches"][p, blk, k] > 0]

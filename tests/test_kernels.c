@@ -93,32 +93,6 @@ Test(kernels, matmul_matches_naive) {
     expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul (no bias)");
 }
 
-/* The few-rows product: against the naive sum (IC = 21: two 8-lane blocks and
- * a tail; N = 13: groups of 4 rows and a partial one), and each row the same
- * bits whatever the rows beside it (computed alone, N = 1). */
-Test(kernels, matmul_few_matches_naive_and_rows_stand_alone) {
-    enum { N = 13, IC = 21, OC = 17 };
-    float x[N * IC], W[OC * IC], bias[OC], out[N * OC], one[OC];
-    double ref[N * OC];
-    fill(x, N * IC, 4, 1.0);
-    fill(W, OC * IC, 5, 1.0);
-    fill(bias, OC, 6, 1.0);
-    matmul_forward_few(out, x, W, bias, N, IC, OC);
-    matmul_ref(ref, x, W, bias, N, IC, OC);
-    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few");
-    for (int i = 0; i < N; i++) {
-        matmul_forward_few(one, x + i * IC, W, bias, 1, IC, OC);
-        cr_expect(!memcmp(one, out + i * OC, sizeof one), "row %d alone differs from row %d of %d", i, i, N);
-    }
-    matmul_forward_few(out, x, W, NULL, N, IC, OC);
-    for (int i = 0; i < N * OC; i++) ref[i] -= bias[i % OC];
-    expect_close(out, ref, N * OC, 1e-5, 1e-4, "matmul_few (no bias)");
-    /* negative control: a changed weight is seen */
-    W[3 * IC + 20] += 1.0f;
-    matmul_forward_few(out, x, W, NULL, N, IC, OC);
-    cr_expect(first_far(out, ref, N * OC, 1e-5, 1e-4) < N * OC, "a changed weight goes unnoticed");
-}
-
 /* Naive causal attention in double. */
 static void attention_ref(double *out, double *att, const float *qkv, int B, int T, int C, int H, double scale) {
     int hs = C / H;
@@ -234,7 +208,7 @@ Test(kernels, l2normalize_rows_unit_norm_and_zero_row) {
 }
 
 /* cl_sgemm_nt (gemm.h) against double loops, on shapes around its blocking:
- * M across the 12-row tile and the CL_GEMM_MIN_ROWS switch to BLAS, N across
+ * M across the 12-row tile and the skinny / tiled switch, N across
  * the 32-column panel and the 448-row block, K across the 384-wide k block;
  * with and without accumulating into C. Tolerance per element: float32
  * partial sums round at about 6e-8 of their size, and their size is at most
@@ -274,11 +248,17 @@ static void gemm_case(size_t M, size_t N, size_t K, int accumulate) {
     free(A), free(B), free(C), free(ref), free(mag), free(got);
 }
 
+/* The codes this CPU runs (gemm.h: the same arithmetic in each). */
+static const char *gemm_kernels[] = {"avx512", "avx2", "portable"};
+
 Test(kernels, gemm_nt_shapes) {
-    const size_t Ms[] = {1, 31, 32, 37, 100}, Ns[] = {1, 17, 32, 65, 460}, Ks[] = {1, 40, 384, 400, 800};
-    for (size_t a = 0; a < 5; a++)
-        for (size_t b = 0; b < 5; b++)
-            for (size_t c = 0; c < 5; c++) gemm_case(Ms[a], Ns[b], Ks[c], (a + b + c) % 2);
+    const size_t Ms[] = {1, 16, 17, 31, 32, 33, 100}, Ns[] = {1, 17, 32, 65, 460}, Ks[] = {1, 40, 384, 400, 800};
+    for (size_t g = 0; g < 3; g++) {
+        if (cl_gemm_use(gemm_kernels[g])) continue;
+        for (size_t a = 0; a < 7; a++)
+            for (size_t b = 0; b < 5; b++)
+                for (size_t c = 0; c < 5; c++) gemm_case(Ms[a], Ns[b], Ks[c], (a + b + c) % 2);
+    }
 }
 
 /* Negative control: the comparison catches one wrong element of a product. */
@@ -300,17 +280,123 @@ Test(kernels, gemm_nt_catches_a_wrong_element) {
     free(A), free(B), free(C), free(ref);
 }
 
-/* Every element summed in the same order whatever M: a row's result is the
- * same bits alone (M = 1 .. the BLAS switch aside) as inside a large product. */
+/* The chain of gemm.h, element by element: c = fma(a_k, b_k, c), k increasing. */
+static float chain(const float *a, const float *b, size_t K, float c) {
+    for (size_t k = 0; k < K; k++) c = fmaf(a[k], b[k], c);
+    return c;
+}
+
+/* First element of C[M, N] (ldc) that is not the chain of A's and B's rows
+ * (from init[i * N + j], or 0 when init is NULL); M * N when all are. */
+static size_t first_not_chain(const float *C, size_t ldc, const float *A, const float *B, const float *init, size_t M,
+                              size_t N, size_t K) {
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float want = chain(A + i * K, B + j * K, K, init ? init[i * N + j] : 0.0f);
+            if (memcmp(&want, C + i * ldc + j, sizeof want)) return i * N + j;
+        }
+    return M * N;
+}
+
+/* A row of the product is the same bits whatever the number of rows beside it
+ * (M = 1 .. 130, across the skinny / tiled switch and the 12-row tiles) and
+ * wherever it lies in A, for K below and above the 384-wide k block, with
+ * and without accumulating; and every element is the chain of gemm.h (so the
+ * codes agree with each other: the same bits on every CPU). */
 Test(kernels, gemm_nt_rows_independent_of_m) {
-    if (strcmp(cl_gemm_kernel_name(), "avx512")) /* OpenBLAS's sums depend on its tiling */
-        cr_skip_test("cl_sgemm_nt calls BLAS on this CPU (no AVX-512 F) or with CORPUSLENS_GEMM=blas");
-    size_t M = 150, N = 70, K = 500;
-    float *A = malloc(M * K * sizeof(float)), *B = malloc(N * K * sizeof(float));
-    float *C1 = malloc(M * N * sizeof(float)), *C2 = malloc(M * N * sizeof(float));
-    fill(A, M * K, 3, 1.0), fill(B, N * K, 4, 1.0);
-    cl_sgemm_nt(M, N, K, A, K, B, K, C1, N, 0);
-    cl_sgemm_nt(M - 50, N, K, A + 50 * K, K, B, K, C2, N, 0); /* rows 50.. in another tiling */
-    cr_expect(memcmp(C1 + 50 * N, C2, (M - 50) * N * sizeof(float)) == 0, "rows 50..149 differ when computed apart");
-    free(A), free(B), free(C1), free(C2);
+    enum { MMAX = 130, N = 40 };
+    const size_t Ks[] = {40, 500};
+    int ran = 0;
+    for (size_t g = 0; g < 3; g++) {
+        if (cl_gemm_use(gemm_kernels[g])) continue;
+        ran++;
+        for (size_t kk = 0; kk < 2; kk++) {
+            size_t K = Ks[kk];
+            float *A = malloc(MMAX * K * sizeof(float)), *B = malloc(N * K * sizeof(float));
+            float *full = malloc(MMAX * N * sizeof(float)), *part = malloc(MMAX * N * sizeof(float));
+            float *init = malloc(MMAX * N * sizeof(float));
+            fill(A, MMAX * K, 3 + K, 1.0), fill(B, N * K, 4 + K, 1.0), fill(init, MMAX * N, 5, 1.0);
+            cl_sgemm_nt(MMAX, N, K, A, K, B, K, full, N, 0);
+            size_t e = first_not_chain(full, N, A, B, NULL, MMAX, N, K);
+            cr_expect(e == MMAX * N, "%s, K = %zu: element %zu is not the chain of fused multiply-adds",
+                      gemm_kernels[g], K, e);
+            size_t bad = 0;
+            for (size_t M = 1; M <= MMAX; M++) {
+                size_t o = (M * 37) % (MMAX - M + 1); /* rows o .. o+M of A */
+                cl_sgemm_nt(M, N, K, A + o * K, K, B, K, part, N, 0);
+                if (memcmp(part, full + o * N, M * N * sizeof(float))) {
+                    if (!bad++)
+                        cr_expect(0, "%s, K = %zu: rows %zu..%zu computed as a product of %zu rows differ from the "
+                                  "same rows of a product of %d", gemm_kernels[g], K, o, o + M - 1, M, MMAX);
+                }
+            }
+            /* accumulating: the chains start from the old C */
+            memcpy(full, init, MMAX * N * sizeof(float));
+            cl_sgemm_nt(MMAX, N, K, A, K, B, K, full, N, 1);
+            e = first_not_chain(full, N, A, B, init, MMAX, N, K);
+            cr_expect(e == MMAX * N, "%s, K = %zu, accumulating: element %zu is not the chain", gemm_kernels[g], K, e);
+            for (size_t M = 1; M <= MMAX; M += 3) {
+                memcpy(part, init + (MMAX - M) * N, M * N * sizeof(float));
+                cl_sgemm_nt(M, N, K, A + (MMAX - M) * K, K, B, K, part, N, 1);
+                cr_expect(!memcmp(part, full + (MMAX - M) * N, M * N * sizeof(float)),
+                          "%s, K = %zu, accumulating: the last %zu rows alone differ", gemm_kernels[g], K, M);
+            }
+            free(A), free(B), free(full), free(part), free(init);
+        }
+    }
+    cr_expect(ran >= 2, "only %d code(s) ran: the portable one runs everywhere, and one vector code", ran);
+}
+
+/* Negative control of the bitwise checks: one changed last bit is seen. */
+Test(kernels, gemm_nt_bitwise_check_sees_one_ulp) {
+    enum { M = 20, N = 9, K = 450 };
+    float *A = malloc(M * K * sizeof(float)), *B = malloc(N * K * sizeof(float)), C[M * N];
+    fill(A, M * K, 6, 1.0), fill(B, N * K, 7, 1.0);
+    cl_sgemm_nt(M, N, K, A, K, B, K, C, N, 0);
+    cr_expect(first_not_chain(C, N, A, B, NULL, M, N, K) == M * N, "the product is the chain");
+    C[7 * N + 4] = nextafterf(C[7 * N + 4], INFINITY);
+    cr_expect(first_not_chain(C, N, A, B, NULL, M, N, K) == 7 * N + 4, "a one-ulp change is caught");
+    /* the sum of two 384-wide blocks (the former kernel's order) is not the chain somewhere */
+    size_t differ = 0;
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float lo = chain(A + i * K, B + j * K, 384, 0.0f), hi = chain(A + i * K + 384, B + j * K + 384, K - 384, 0.0f);
+            differ += lo + hi != chain(A + i * K, B + j * K, K, 0.0f);
+        }
+    cr_expect(differ > 0, "blocked sums equal the chain everywhere: the check could not see a blocked order");
+    free(A), free(B);
+}
+
+/* IEEE half -> float (test side): h = sign, 5-bit exponent, 10-bit mantissa. */
+static float half_value(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(1024 + m), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* The float16 variant: the same bits as the float product of the widened rows. */
+Test(kernels, gemm_nt_f16_equals_widened_rows) {
+    const size_t Ms[] = {1, 3, 8, 17, 40}, Ns[] = {1, 5, 64, 65, 130}, K = 392;
+    for (size_t g = 0; g < 3; g++) {
+        if (cl_gemm_use(gemm_kernels[g])) continue;
+        for (size_t a = 0; a < 5; a++)
+            for (size_t b = 0; b < 5; b++) {
+                size_t M = Ms[a], N = Ns[b];
+                float *A = malloc(M * K * sizeof(float)), *W = malloc(N * K * sizeof(float));
+                float *C1 = malloc(M * N * sizeof(float)), *C2 = malloc(M * N * sizeof(float));
+                uint16_t *H = malloc(N * K * sizeof(uint16_t));
+                fill(A, M * K, 8, 1.0);
+                for (size_t i = 0; i < N * K; i++) {
+                    /* finite halves of every exponent, subnormals and signed zeros included */
+                    uint16_t h = (uint16_t)((i * 2654435761u) >> 7);
+                    if (((h >> 10) & 31) == 31) h &= 0xBFFF;
+                    H[i] = h, W[i] = half_value(h);
+                }
+                cl_sgemm_nt_f16(M, N, K, A, K, H, K, C1, N);
+                cl_sgemm_nt(M, N, K, A, K, W, K, C2, N, 0);
+                cr_expect(!memcmp(C1, C2, M * N * sizeof(float)), "%s: float16 %zux%zux%zu differs from the widened rows",
+                          gemm_kernels[g], M, N, K);
+                free(A), free(W), free(C1), free(C2), free(H);
+            }
+    }
 }

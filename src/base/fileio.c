@@ -1,6 +1,7 @@
 #include "corpuslens/base/fileio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,3 +76,40 @@ int cl_pread_exact(int fd, void *buf, size_t n, unsigned long long off) {
 }
 
 const char *cl_pread_reason(void) { return errno ? strerror(errno) : "end of file"; }
+
+int cl_fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cl_error("cannot open %s: %s", path, strerror(errno));
+    int e = fsync(fd) ? errno : 0;
+    close(fd);
+    if (e) return cl_error("cannot write %s: %s", path, strerror(e));
+    return 0;
+}
+
+int cl_fsync_dir_of(const char *path) {
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) >= sizeof dir) return cl_error("path too long: %s", path);
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return cl_error("cannot open the directory %s: %s", dir, strerror(errno));
+    int e = fsync(fd) ? errno : 0;
+    close(fd);
+    if (e && e != EINVAL) return cl_error("cannot write the directory %s: %s", dir, strerror(e));
+    return 0;
+}
+
+int cl_commit_file(const char *tmp, const char *path) {
+    if (cl_fsync_path(tmp)) {
+        remove(tmp);
+        return -1;
+    }
+    if (rename(tmp, path)) {
+        int e = errno;
+        remove(tmp);
+        return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    return cl_fsync_dir_of(path);
+}

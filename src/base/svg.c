@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 
 struct cl_svg {
     FILE *fp;
@@ -96,8 +97,7 @@ int cl_svg_close(cl_svg *s) {
         cl_svg_abort(s);
         return -1;
     }
-    if (rename(s->tmp, s->path)) {
-        cl_error("cannot rename %s to %s: %s", s->tmp, s->path, strerror(errno));
+    if (cl_commit_file(s->tmp, s->path)) {
         cl_svg_abort(s);
         return -1;
     }

@@ -135,15 +135,9 @@ static int run(int argc, char **argv) {
         }
         if (cl_h5_write(file, path, H5T_NATIVE_FLOAT, rank, d, hooks[i].out)) goto out;
     }
-    if (cl_h5_finish(file, tmp, 0)) {
-        file = H5I_INVALID_HID;
-        goto out;
-    }
+    hid_t done = file;
     file = H5I_INVALID_HID;
-    if (rename(tmp, out)) {
-        cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        goto out;
-    }
+    if (cl_h5_commit(done, tmp, out, 0)) goto out;
     rc = 0;
 out:
     if (file >= 0) cl_h5_finish(file, tmp, 1);

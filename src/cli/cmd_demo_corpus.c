@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/corpus/corpus.h"
 
 static const char *CMD = "demo-corpus";
@@ -26,12 +27,7 @@ static int write_file(const char *path, const char *text, size_t len) {
         remove(tmp);
         return cl_error("cannot write %s: %s", tmp, strerror(errno));
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(e));
-    }
-    return 0;
+    return cl_commit_file(tmp, path);
 }
 
 static const char USAGE[] =

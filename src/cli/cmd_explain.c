@@ -242,40 +242,45 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
 /* ---- explain.h5 ---- */
 
 static int wr(hid_t f, const char *path, hid_t ft, hid_t mt, int rank, const hsize_t *d, const void *data) {
-    hid_t sp = H5Screate_simple(rank, d, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE),
-          lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_obj_track_times(dcpl, 0);
+    hid_t sp = H5Screate_simple(rank, d, NULL), dcpl = cl_h5_dcpl(), lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t ds = H5Dcreate2(f, path, ft, sp, lcpl, dcpl, H5P_DEFAULT);
-    herr_t st = ds >= 0 ? H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : -1;
-    if (ds >= 0) H5Dclose(ds);
+    int rc = ds < 0 ? cl_h5_error_in(f, "cannot create %s", path) : 0;
+    if (!rc && H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) rc = cl_h5_error_in(f, "cannot write %s", path);
+    if (ds >= 0 && H5Dclose(ds) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write %s", path);
     H5Pclose(dcpl), H5Pclose(lcpl), H5Sclose(sp);
-    return st < 0 ? cl_error("cannot write %s", path) : 0;
+    return rc;
+}
+
+/* Groups without time stamps (the same contents give the same bytes). */
+static int mkgroup(hid_t f, const char *path) {
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(gcpl, 0);
+    hid_t g = H5Gcreate2(f, path, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    int rc = g < 0 ? cl_h5_error_in(f, "cannot create %s", path) : 0;
+    if (g >= 0 && H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot create %s", path);
+    H5Pclose(gcpl);
+    return rc;
 }
 
 static int write_h5(const char *out, const cl_explain_result *r, const cl_explain_params *par, char **texts,
                     const cl_index *ix, const int32_t *ngram, const double *ngram_h) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    /* groups without time stamps: create them explicitly */
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    H5Pset_obj_track_times(gcpl, 0);
+    /* the safe writer: OUT.tmp, every close checked, then cl_h5_commit */
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
+    int rc = 0;
     const char *groups[] = {"/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
-    for (int i = 0; i < 7; i++) {
-        if (i == 5 && !r->soft_approx) continue;
-        hid_t g = H5Gcreate2(f, groups[i], H5P_DEFAULT, gcpl, H5P_DEFAULT);
-        if (g >= 0) H5Gclose(g);
-    }
-    H5Pclose(gcpl);
+    for (int i = 0; i < 7 && !rc; i++)
+        if (i != 5 || r->soft_approx) rc = mkgroup(f, groups[i]);
     size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
     hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
             dPBK[3] = {P, Lh, K ? K : 1};
     hid_t st = H5Tcopy(H5T_C_S1);
     H5Tset_size(st, H5T_VARIABLE);
     H5Tset_cset(st, H5T_CSET_UTF8);
-    int rc = wr(f, "/prompts/text", st, st, 1, &dP, texts) ||
+    rc = rc || wr(f, "/prompts/text", st, st, 1, &dP, texts) ||
              wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
              wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
              wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
@@ -301,10 +306,7 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
              (r->soft_approx && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
                                  cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
                                  cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", tmp);
-    if (!rc && rename(tmp, out)) rc = cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
-    if (rc) remove(tmp);
-    return rc ? -1 : 0;
+    return cl_h5_commit(f, tmp, out, rc != 0);
 }
 
 /* ---- held-out windows ---- */

@@ -439,21 +439,20 @@ static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out) {
         goto out;
     }
     cl_h5_quiet();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        cl_error("cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
+    hid_t f = cl_h5_create(tmp); /* the safe writer: cl_h5_commit below */
+    if (f < 0) goto out;
     hsize_t dims[CL_CKPT_MAX_DIMS];
     for (int d = 0; d < t->ndim; d++) dims[d] = t->shape[d];
     int bad = 0;
     if (t->ndim == 0) {
         hid_t sp = H5Screate(H5S_SCALAR);
-        hid_t ds = H5Dcreate2(f, "/tensor", mt, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        bad = ds < 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf ? buf : x) < 0;
-        if (ds >= 0) H5Dclose(ds);
+        hid_t dcpl = cl_h5_dcpl();
+        hid_t ds = H5Dcreate2(f, "/tensor", mt, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        if (ds < 0 || H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf ? buf : x) < 0)
+            bad = 1, cl_h5_error_in(f, "cannot write /tensor");
+        if (ds >= 0 && H5Dclose(ds) < 0 && !bad) bad = 1, cl_h5_error_in(f, "cannot write /tensor");
+        H5Pclose(dcpl);
         H5Sclose(sp);
-        if (bad) cl_error("cannot write /tensor to %s", tmp);
     } else {
         bad = cl_h5_write(f, "/tensor", mt, t->ndim, dims, buf ? buf : x) != 0;
     }
@@ -462,21 +461,9 @@ static int tensor_dump(const cl_ckpt *ck, const char *name, const char *out) {
         bad = ds < 0 || cl_h5_attr_write_str(ds, "name", t->name) ||
               cl_h5_attr_write_str(ds, "dtype", cl_dtype_name(t->dtype)) ||
               cl_h5_attr_write_str(ds, "source", cl_ckpt_label(ck));
-        if (ds >= 0) H5Dclose(ds);
+        if (ds >= 0 && H5Dclose(ds) < 0 && !bad) bad = 1, cl_h5_error_in(f, "cannot write /tensor");
     }
-    if (H5Fclose(f) < 0 && !bad) {
-        cl_error("cannot finish writing %s", tmp);
-        bad = 1;
-    }
-    if (bad) {
-        remove(tmp);
-        goto out;
-    }
-    if (rename(tmp, out)) {
-        cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        remove(tmp);
-        goto out;
-    }
+    if (cl_h5_commit(f, tmp, out, bad)) goto out;
     printf("wrote %s: /tensor = %s %s [", out, t->name, cl_dtype_name(t->dtype));
     for (int d = 0; d < t->ndim; d++) printf("%s%zu", d ? ", " : "", t->shape[d]);
     printf("]\n");

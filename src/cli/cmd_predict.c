@@ -47,7 +47,6 @@ static int run(int argc, char **argv) {
     }
     if (cli_encode(m, text, &ids, &n)) goto out;
     f = cl_forward_create(m, 1, (int)n);
-    if (f) cl_forward_few_rows(f, 1); /* one short prompt: latency (forward.h) */
     if (!f || cl_forward_run(f, ids, 1, (int)n, NULL, 0, CL_LOGITS_LAST, logits)) goto out;
     cl_softmax_rows(logits, 1, V);
     for (int i = 0; i < V; i++) e[i] = (cl_token_p){logits[i], i}; /* float -> double: exact, same order */

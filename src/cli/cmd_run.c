@@ -41,8 +41,8 @@ static const char ABOUT[] =
     "checkpoint) or train (no [model]) -> alternatives (one training per\n"
     "[alternatives] seed) -> prepare -> scan -> tune ([tune]) -> ablate ([ablate])\n"
     "-> reduce, each stage the command of the same name, on every rank. A stage whose complete output already\n"
-    "matches the job (its settings and input hashes, recorded in the output's\n"
-    "job_stamp attribute) is skipped, so running the same command again after a\n"
+    "matches the job (its settings and input hashes, recorded beside the output\n"
+    "in OUTPUT.stamp) is skipped, so running the same command again after a\n"
     "failure resumes where it stopped (an interrupted scan, or a training with\n"
     "checkpoint_every, continues from its checkpoint).\n";
 

@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/reduce/reduce.h"
 #include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
@@ -133,10 +134,11 @@ static int run(int argc, char **argv) {
                 errno = 0;
                 int bad = fflush(f) != 0 || ferror(f), e = bad ? (errno ? errno : EIO) : 0;
                 if (fclose(f) && !bad) bad = 1, e = errno;
-                if (bad || rename(tmp, out)) {
-                    if (!bad) e = errno;
+                if (bad) {
                     remove(tmp);
-                    err = cl_error("cannot write %s: %s", bad ? tmp : out, strerror(e)) != 0;
+                    err = cl_error("cannot write %s: %s", tmp, strerror(e)) != 0;
+                } else if (cl_commit_file(tmp, out)) {
+                    err = 1;
                 } else {
                     printf("tune: wrote %s\n", out);
                 }

@@ -562,7 +562,7 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         rc |= cl_h5_attr_write_double(root, "holdout_fraction", c->holdout_fraction);
         rc |= cl_h5_attr_write_int(root, "holdout_start", (long long)c->holdout_start);
     }
-    H5Gclose(root);
+    if (H5Gclose(root) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write the corpus attributes");
     return rc ? -1 : 0;
 }
 
@@ -581,8 +581,7 @@ int cl_corpus_save(const cl_corpus *c, const char *path) {
     }
     int rc = write_contents(f, c);
     if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc == 0 && cl_commit_file(tmp, path)) rc = -1; /* fsync, rename, fsync the directory */
     if (rc != 0) {
         remove(tmp);
         cl_error_prefix("%s: ", path);

@@ -173,12 +173,13 @@ int cl_parens_write(const cl_parens_set *d, const char *path, uint64_t seed) {
                "# split<TAB>label (1 balanced)<TAB>string\n",
             (unsigned long long)seed, d->n);
     for (size_t i = 0; i < d->n; i++) fprintf(f, "%s\t%d\t%s\n", split_names[d->split[i]], d->label[i], d->s[i]);
-    int bad = ferror(f) != 0;
+    int bad = fflush(f) != 0 || ferror(f) != 0;
     if (fclose(f)) bad = 1;
-    if (bad || rename(tmp, path)) {
+    if (bad) {
         remove(tmp);
         return cl_error("cannot write %s: %s", path, strerror(errno));
     }
+    if (cl_commit_file(tmp, path)) return -1;
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/par/par.h"
 
 static int any(int flag, MPI_Comm comm) {
     int in = flag != 0, out = 0;
@@ -77,39 +78,66 @@ hid_t cl_h5p_dataset(hid_t file, const char *path, hid_t type, int rank, const h
     return ds;
 }
 
+/* The communicator of obj's file (a duplicate: MPI_Comm_free it), or
+ * MPI_COMM_NULL when the file is not an MPI-IO file. */
+static MPI_Comm file_comm(hid_t obj) {
+    MPI_Comm c = MPI_COMM_NULL;
+    MPI_Info info = MPI_INFO_NULL;
+    hid_t f = H5Iget_file_id(obj);
+    hid_t fapl = f >= 0 ? H5Fget_access_plist(f) : H5I_INVALID_HID;
+    if (fapl >= 0 && H5Pget_driver(fapl) == H5FD_MPIO && H5Pget_fapl_mpio(fapl, &c, &info) < 0) c = MPI_COMM_NULL;
+    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f >= 0) H5Fclose(f);
+    H5Eclear2(H5E_DEFAULT);
+    return c;
+}
+
 int cl_h5p_write_rows(hid_t ds, hid_t memtype, size_t n, const hsize_t *r0, const hsize_t *nr, const void *data,
                       const char *name) {
-    hid_t fs = H5Dget_space(ds);
-    int nd = fs < 0 ? -1 : H5Sget_simple_extent_ndims(fs);
-    if (nd < 1 || nd > 8) {
-        if (fs >= 0) H5Sclose(fs);
-        /* still join the collective write with nothing, so no rank waits */
-        return cl_error("cannot write %s: no dataspace", name);
-    }
-    hsize_t dims[8], start[8] = {0}, count[8], total = 0;
-    H5Sget_simple_extent_dims(fs, dims, NULL);
-    herr_t e = H5Sselect_none(fs);
-    for (int i = 0; i < nd; i++) count[i] = dims[i];
-    for (size_t i = 0; i < n && e >= 0; i++) {
+    /* A rank that cannot set up its selection must not leave the others
+     * waiting in the collective H5Dwrite: the ranks agree first, and when one
+     * failed none writes (every rank then holds the failing rank's message). */
+    MPI_Comm comm = file_comm(ds);
+    hid_t fs = H5Dget_space(ds), ms = H5I_INVALID_HID;
+    int nd = fs < 0 ? -1 : H5Sget_simple_extent_ndims(fs), rc = 0;
+    hsize_t dims[8], start[8] = {0}, count[8], mcount[8], total = 0;
+    if (nd < 1 || nd > 8) rc = cl_error("cannot write %s: no dataspace", name);
+    if (!rc && (H5Sget_simple_extent_dims(fs, dims, NULL) < 0 || H5Sselect_none(fs) < 0))
+        rc = cl_h5_error("cannot write %s: no dataspace", name);
+    for (int i = 0; !rc && i < nd; i++) count[i] = mcount[i] = dims[i];
+    for (size_t i = 0; !rc && i < n; i++) {
         if (!nr[i]) continue;
         start[0] = r0[i], count[0] = nr[i];
-        e = H5Sselect_hyperslab(fs, H5S_SELECT_OR, start, NULL, count, NULL);
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_OR, start, NULL, count, NULL) < 0)
+            rc = cl_h5_error("cannot write %s: rows %llu..%llu are not in the dataset", name,
+                             (unsigned long long)r0[i], (unsigned long long)(r0[i] + nr[i]));
         total += nr[i];
     }
-    hsize_t mcount[8];
-    for (int i = 0; i < nd; i++) mcount[i] = dims[i];
-    mcount[0] = total;
-    hid_t ms = H5Screate_simple(nd, mcount, NULL);
-    if (!total) H5Sselect_none(ms);
-    static const char dummy[16];
-    hid_t dx = H5Pcreate(H5P_DATASET_XFER);
-    H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
-    if (e >= 0) e = H5Dwrite(ds, memtype, ms, fs, dx, total ? data : dummy);
-    char what[512];
-    snprintf(what, sizeof what, "cannot write %s", name);
-    int rc = e < 0 ? cl_h5p_write_error(ds, what) : 0;
-    H5Pclose(dx), H5Sclose(ms), H5Sclose(fs);
-    return rc;
+    if (!rc) {
+        mcount[0] = total;
+        ms = H5Screate_simple(nd, mcount, NULL);
+        if (ms < 0 || (!total && H5Sselect_none(ms) < 0)) rc = cl_h5_error("cannot write %s: no memory space", name);
+    }
+    if (!rc) rc = cl_par_fault("h5p.select", comm != MPI_COMM_NULL ? comm : MPI_COMM_WORLD);
+    if (comm != MPI_COMM_NULL) {
+        rc = cl_par_agree(rc, comm);
+        MPI_Comm_free(&comm);
+    }
+    if (!rc) {
+        static const char dummy[16];
+        hid_t dx = H5Pcreate(H5P_DATASET_XFER);
+        H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
+        if (H5Dwrite(ds, memtype, ms, fs, dx, total ? data : dummy) < 0) {
+            char what[512];
+            snprintf(what, sizeof what, "cannot write %s", name);
+            rc = cl_h5p_write_error(ds, what);
+        }
+        H5Pclose(dx);
+    }
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc ? -1 : 0;
 }
 
 int cl_h5p_write_from(hid_t file, const char *path, hid_t memtype, int rank, const hsize_t *dims, const void *data,

@@ -17,6 +17,7 @@
 #endif
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/base/utf8.h"
 
 void cl_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -147,6 +148,32 @@ int cl_h5_finish(hid_t f, const char *path, int failed) {
     return -1;
 }
 
+int cl_h5_close_rw(hid_t f, const char *path) {
+    const char *name = path ? path : "a file";
+    int rc = 0, fd = file_fd(f);
+    hsize_t size = 0;
+    if (fd >= 0 && H5Fget_filesize(f, &size) >= 0) {
+        int e = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size + (1 << 20)) ? errno : 0;
+        if (e == ENOSPC || e == EDQUOT) rc = cl_error("cannot write %s: %s", name, strerror(e));
+    }
+    if (H5Fclose(f) < 0) {
+        if (!rc) rc = cl_h5_error("cannot finish writing %s", name);
+        stuck++;
+        H5Eclear2(H5E_DEFAULT);
+    }
+    if (!rc && path) { /* give back the reserved blocks past the end */
+        struct stat st;
+        if (!stat(path, &st) && !truncate(path, st.st_size + 1) && truncate(path, st.st_size)) {
+        }
+    }
+    return rc ? -1 : 0;
+}
+
+int cl_h5_commit(hid_t f, const char *tmp, const char *path, int failed) {
+    if (cl_h5_finish(f, tmp, failed) || failed) return -1;
+    return cl_commit_file(tmp, path);
+}
+
 hid_t cl_h5_open_read(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -172,7 +199,7 @@ static int attr_write(hid_t obj, const char *name, hid_t type, hid_t space, cons
     if (a < 0) return cl_h5_error_in(obj, "cannot create attribute %s", name);
     herr_t st = H5Awrite(a, type, v);
     int rc = st < 0 ? cl_h5_error_in(obj, "cannot write attribute %s", name) : 0;
-    H5Aclose(a);
+    if (H5Aclose(a) < 0 && !rc) rc = cl_h5_error_in(obj, "cannot write attribute %s", name);
     return rc;
 }
 

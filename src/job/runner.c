@@ -7,13 +7,19 @@
  * with an argv built from the job; every rank calls every command
  * (prepare/train/reduce arrange rank 0 / MPI themselves).
  *
- * Skipping: after a stage succeeds, rank 0 writes three root attributes into
- * its HDF5 output: job_stamp (SHA-256 of the stage's key), job_stage, and
- * job_key (the key itself, for people: the stage's argv and the SHA-256 of
- * each input file, or the job_stamp of an input that is itself a stage output
- * too big to hash cheaply, i.e. scan.h5). A stage is skipped when its output
- * exists, has the expected format, is complete (a "complete" attribute, where
- * the format has one, is 1) and carries the job_stamp the job asks for now.
+ * Skipping: after a stage succeeds, rank 0 writes "<output>.stamp" beside its
+ * HDF5 output (text: the job_stamp, SHA-256 of the stage's key; job_stage;
+ * the output's size, mtime and inode when stamped; and job_key, the key
+ * itself, for people: the stage's argv and the SHA-256 of each input file,
+ * or the job_stamp of an input that is itself a stage output too big to hash
+ * cheaply, i.e. scan.h5). The finished output is never reopened for writing
+ * (a kill or a full disk there would damage a complete file); the stamp
+ * file is written durably (tmp, fsync, rename). A stamp describes its output
+ * only while size, mtime and inode are unchanged. Outputs of older versions
+ * carry job_stamp as a root attribute, which is still read. A stage is
+ * skipped when its output exists, has the expected format, is complete (a
+ * "complete" attribute, where the format has one, is 1) and carries the
+ * job_stamp the job asks for now.
  * Any change of settings or inputs changes the key, so the stage and every
  * later one run again. An incomplete scan.h5 is left in place for the scan's
  * own resume; a complete output with another stamp is removed first.
@@ -31,6 +37,7 @@
 
 #include "corpuslens/base/clock.h"
 #include "corpuslens/job/runner.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/base/hash.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/base/error.h"
@@ -390,6 +397,17 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
 
 /* ---- keys and stamps ---- */
 
+static void stamp_path(const char *out, char *buf, size_t n) { snprintf(buf, n, "%s.stamp", out); }
+
+/* The identity of OUT as a stamp records it: size, mtime (ns), inode. */
+static int out_identity(const char *out, char *buf, size_t n) {
+    struct stat st;
+    if (stat(out, &st)) return -1;
+    snprintf(buf, n, "%lld %lld.%09ld %llu", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             (long)st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+    return 0;
+}
+
 static int read_root_str(const char *path, const char *attr, char *buf, size_t n) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return -1;
@@ -397,6 +415,33 @@ static int read_root_str(const char *path, const char *attr, char *buf, size_t n
     if (rc < 0) cl_error_prefix("%s: ", path);
     H5Fclose(f);
     return rc;
+}
+
+/* The job stamp of OUT (65 bytes): from "OUT.stamp" when it describes OUT as
+ * it is now, else from the job_stamp attribute older versions wrote into OUT.
+ * 0, or -1 (no stamp; no message needed). */
+static int read_stamp(const char *out, char stamp[65]) {
+    char side[4200], line[256], want[160], id[256] = "", st[256] = "";
+    stamp_path(out, side, sizeof side);
+    FILE *f = fopen(side, "rb");
+    if (f) {
+        int ok = fgets(line, sizeof line, f) && !strcmp(line, "corpuslens-job-stamp 1\n");
+        while (ok && fgets(line, sizeof line, f) && strcmp(line, "key\n")) {
+            line[strcspn(line, "\n")] = '\0';
+            if (!strncmp(line, "job_stamp ", 10)) snprintf(st, sizeof st, "%s", line + 10);
+            else if (!strncmp(line, "file ", 5)) snprintf(id, sizeof id, "%s", line + 5);
+        }
+        fclose(f);
+        if (ok && strlen(st) == 64 && !out_identity(out, want, sizeof want) && !strcmp(id, want)) {
+            memcpy(stamp, st, 65);
+            return 0;
+        }
+        return -1; /* a stamp of another file (the output was replaced since) */
+    }
+    char h[128] = "";
+    if (read_root_str(out, "job_stamp", h, sizeof h) < 0 || strlen(h) != 64) return -1;
+    memcpy(stamp, h, 65);
+    return 0;
 }
 
 /* The key of a stage (malloc'ed text) and its SHA-256 (stamp). Needs the
@@ -446,17 +491,17 @@ static char *stage_key(const plan *p, const stage *s, char stamp[65]) {
     for (int i = 0; i < 2; i++) {
         const char *in = s->stamp_inputs[i];
         if (!in) continue;
-        char h[128] = "";
+        char h[65] = "";
         if (!file_exists(in)) {
             free(k);
             cl_error("stage %s needs %s, which does not exist (yet)", STAGE_NAMES[s->id], in);
             return NULL;
         }
-        if (read_root_str(in, "job_stamp", h, sizeof h) < 0) {
+        if (read_stamp(in, h) < 0) {
             free(k);
             cl_error("stage %s needs %s as written by this job's %s stage (%s)",
                      STAGE_NAMES[s->id], in, "scan",
-                     "no job_stamp attribute: run that stage first");
+                     "no job stamp describes it: run that stage first");
             return NULL;
         }
         KPUT("job_stamp %s %s\n", h, in);
@@ -488,7 +533,7 @@ static int output_state(const stage *s, const char *stamp, char *why, size_t nwh
         return OUT_INCOMPLETE;
     }
     int st = OUT_MATCHES;
-    char fmt[64] = "", have[128] = "";
+    char fmt[64] = "", have[65] = "";
     hid_t g = f;
     if (s->format_in_config)
         g = cl_h5_exists(f, "/config") ? H5Gopen2(f, "/config", H5P_DEFAULT) : H5I_INVALID_HID;
@@ -515,32 +560,40 @@ static int output_state(const stage *s, const char *stamp, char *why, size_t nwh
             st = OUT_INCOMPLETE;
         }
     }
+    if (g >= 0 && g != f) H5Gclose(g);
+    H5Fclose(f);
     if (st == OUT_MATCHES) {
-        if (cl_h5_attr_exists(f, "job_stamp") <= 0) {
+        if (read_stamp(s->out, have) < 0) {
             snprintf(why, nwhy, "%s was not made by this job", s->out);
             st = OUT_STALE;
-        } else if (cl_h5_attr_read_str(f, "job_stamp", have, sizeof have) < 0 ||
-                   strcmp(have, stamp)) {
+        } else if (strcmp(have, stamp)) {
             snprintf(why, nwhy, "%s was made with other settings or inputs", s->out);
             st = OUT_STALE;
         } else {
             snprintf(why, nwhy, "%s is complete and matches the job", s->out);
         }
     }
-    if (g >= 0 && g != f) H5Gclose(g);
-    H5Fclose(f);
     return st;
 }
 
+/* "<out>.stamp" beside the finished output (never the output itself). */
 static int write_stamp(const stage *s, const char *stamp, const char *key) {
-    hid_t f = H5Fopen(s->out, H5F_ACC_RDWR, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot open %s to record the job stamp", s->out);
-    int rc = cl_h5_attr_write_str(f, "job_stamp", stamp);
-    if (!rc) rc = cl_h5_attr_write_str(f, "job_stage", STAGE_NAMES[s->id]);
-    if (!rc) rc = cl_h5_attr_write_str(f, "job_key", key);
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", s->out);
-    if (rc) cl_error_prefix("%s: ", s->out);
-    return rc;
+    char side[4200], tmp[4220], id[160];
+    stamp_path(s->out, side, sizeof side);
+    snprintf(tmp, sizeof tmp, "%s.tmp", side);
+    if (out_identity(s->out, id, sizeof id)) return cl_error("cannot stat %s: %s", s->out, strerror(errno));
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return cl_error("cannot write %s: %s", tmp, strerror(errno));
+    int bad = fprintf(f, "corpuslens-job-stamp 1\njob_stamp %s\njob_stage %s\nfile %s\nkey\n%s", stamp,
+                      STAGE_NAMES[s->id], id, key) < 0;
+    bad |= fflush(f) != 0;
+    int e = errno;
+    if (fclose(f) && !bad) bad = 1, e = errno;
+    if (bad) {
+        remove(tmp);
+        return cl_error("cannot write %s: %s", side, strerror(e));
+    }
+    return cl_commit_file(tmp, side);
 }
 
 /* The generate stage: the text is cheap to make, so compare it directly. */
@@ -816,8 +869,12 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         /* A complete output of other settings goes; an incomplete scan stays
          * for the scan's own resume; other incomplete files are overwritten. */
         int prep = 0;
-        if (rank == 0 && !resume && (state == OUT_STALE || (force && state == OUT_MATCHES)))
+        if (rank == 0 && !resume && (state == OUT_STALE || (force && state == OUT_MATCHES))) {
+            char side[4200];
+            stamp_path(s->out, side, sizeof side);
+            remove(side);
             remove(s->out);
+        }
         if (rank == 0 && !resume && s->resume_argv.n) prep = write_sidecar(s, stamp);
         if (rank == 0 && !prep && i == ST_REDUCE) prep = mkdir_p(p.report_dir);
         if (!prep && !s->fn) prep = cl_error("no command to run stage '%s'", STAGE_NAMES[i]);

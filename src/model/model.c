@@ -696,7 +696,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         rc |= cl_h5_attr_write_int(g, "pad_id", c->pad_id);
     }
     if (c->trained_ctx > 0) rc |= cl_h5_attr_write_int(g, "trained_ctx", c->trained_ctx);
-    H5Gclose(g);
+    if (g < 0 || H5Gclose(g) < 0) rc = rc ? rc : cl_h5_error_in(f, "cannot write /config");
     if (!rc) rc = m->bpe ? write_tokenizer(f, m) : cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
     size_t n = cl_model_tensor_count(c);
     for (size_t i = 0; i < n && !rc; i++) {
@@ -713,11 +713,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         remove(tmp);
         return cl_error_prefix("%s: ", path);
     }
-    if (rename(tmp, path)) {
-        remove(tmp);
-        return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(tmp, path); /* fsync, rename, fsync the directory */
 }
 
 int cl_model_fingerprint(const cl_model *m, char out[65]) {

@@ -22,7 +22,6 @@ struct cl_forward {
     float *h;      /* [N, F] feed-forward hidden */
     float *scratch;/* [N, C] contiguous copy for callbacks on q/k/v views */
     unsigned char *keep; /* [N] key mask (mask_pad: 0 at padding) */
-    int few;       /* cl_forward_few_rows: matmul_forward_few for batches of few rows */
 };
 
 static const char *point_names[CL_NUM_HOOK_POINTS] = {
@@ -228,14 +227,12 @@ static int wants_point(const cl_hook *hooks, int n_hooks, cl_hook_point p, int m
         if (n_hooks && run_hooks(f, hooks, n_hooks, point, layer, vw, B, T)) return -1; \
     } while (0)
 
-void cl_forward_few_rows(cl_forward *f, int on) { f->few = on != 0; }
-
-/* out[N, OC] = inp @ W^T + bias: sgemm, or with cl_forward_few_rows the
- * unpacked kernel when N is small. */
+/* out[N, OC] = inp @ W^T + bias; every row the same bits whatever N and the
+ * other rows (gemm.h), so a prompt's result does not depend on its batch. */
 static void mm(const cl_forward *f, float *out, const float *inp, const float *W, const float *bias, size_t N,
                int IC, int OC) {
-    if (f->few && N <= MATMUL_FEW_MAX) matmul_forward_few(out, inp, W, bias, N, IC, OC);
-    else matmul_forward(out, inp, W, bias, N, IC, OC);
+    (void)f;
+    matmul_forward(out, inp, W, bias, N, IC, OC);
 }
 
 int cl_forward_run(cl_forward *f, const int32_t *tokens, int B, int T, const cl_hook *hooks, int n_hooks,

@@ -76,23 +76,23 @@ int cl_kv_step(cl_kvcache *kv, int32_t token, float *logits) {
         cl_model_weights(m, l, &w);
         float *K = kv->k + ((size_t)l * kv->max_T) * C, *Vc = kv->v + ((size_t)l * kv->max_T) * C;
         layernorm_forward(kv->ln, NULL, NULL, kv->x, w.ln1_w, c->bias ? w.ln1_b : NULL, 1, (int)C, c->ln_eps);
-        matmul_forward_few(kv->qkv, kv->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, 1, (int)C, (int)(3 * C));
+        matmul_forward(kv->qkv, kv->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, 1, (int)C, (int)(3 * C));
         memcpy(K + (size_t)t * C, kv->qkv + C, C * sizeof(float));
         memcpy(Vc + (size_t)t * C, kv->qkv + 2 * C, C * sizeof(float));
         for (int j = 0; j <= t; j++) kv->kp[j] = K + (size_t)j * C, kv->vp[j] = Vc + (size_t)j * C;
         attention_one_forward(kv->z, NULL, kv->qkv, kv->kp, kv->vp, t + 1, (int)C, H, scale);
-        matmul_forward_few(kv->tmp, kv->z, w.proj_w, c->bias ? w.proj_b : NULL, 1, (int)C, (int)C);
+        matmul_forward(kv->tmp, kv->z, w.proj_w, c->bias ? w.proj_b : NULL, 1, (int)C, (int)C);
         residual_add(kv->x, kv->tmp, C);
         layernorm_forward(kv->ln, NULL, NULL, kv->x, w.ln2_w, c->bias ? w.ln2_b : NULL, 1, (int)C, c->ln_eps);
-        matmul_forward_few(kv->h, kv->ln, w.fc_w, c->bias ? w.fc_b : NULL, 1, (int)C, (int)F);
+        matmul_forward(kv->h, kv->ln, w.fc_w, c->bias ? w.fc_b : NULL, 1, (int)C, (int)F);
         if (c->activation == CL_ACT_GELU) gelu_forward(kv->h, kv->h, F);
         else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(kv->h, kv->h, F);
         else relu_forward(kv->h, kv->h, F);
-        matmul_forward_few(kv->tmp, kv->h, w.fcp_w, c->bias ? w.fcp_b : NULL, 1, (int)F, (int)C);
+        matmul_forward(kv->tmp, kv->h, w.fcp_w, c->bias ? w.fcp_b : NULL, 1, (int)F, (int)C);
         residual_add(kv->x, kv->tmp, C);
     }
     layernorm_forward(kv->ln, NULL, NULL, kv->x, w.lnf_w, c->bias ? w.lnf_b : NULL, 1, (int)C, c->ln_eps);
-    matmul_forward_few(logits, kv->ln, w.head_w, c->head_bias ? w.head_b : NULL, 1, (int)C, (int)V);
+    matmul_forward(logits, kv->ln, w.head_w, c->head_bias ? w.head_b : NULL, 1, (int)C, (int)V);
     kv->n = t + 1;
     return 0;
 }

@@ -50,20 +50,15 @@ int cl_noise_floor_of(const cl_reduction *r, cl_noise_floor *nf) {
 /* ---- files ---- */
 
 static int finish(hid_t f, const char *tmp, const char *path, int rc) {
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot close %s", tmp);
-    if (!rc && rename(tmp, path)) rc = cl_error("cannot rename %s: %s", tmp, strerror(errno));
-    if (rc) {
-        remove(tmp);
-        return cl_error_prefix("%s: ", path);
-    }
+    if (cl_h5_commit(f, tmp, path, rc != 0)) return cl_error_prefix("%s: ", path);
     return 0;
 }
 
 int cl_ablation_write(const char *path, const cl_ablation *a) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     hsize_t dL = (hsize_t)a->L;
     int rc = cl_h5_attr_write_str(f, "format", CL_ABLATION_FORMAT) || cl_h5_attr_write_str(f, "mode", a->mode) ||
              cl_h5_attr_write_int(f, "prompts", a->prompts) || cl_h5_attr_write_int(f, "n_layer", a->L) ||
@@ -106,8 +101,8 @@ int cl_ablation_read(const char *path, cl_ablation *a) {
 int cl_tuned_write(const char *path, const cl_tuned *t) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     int rc = cl_h5_attr_write_str(f, "format", CL_TUNE_FORMAT) ||
              cl_h5_attr_write_doubles(f, "thresholds", t->thresholds, (size_t)t->Lb) ||
              cl_h5_attr_write_doubles(f, "weights", t->weights, (size_t)t->Lb) ||

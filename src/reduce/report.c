@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
@@ -63,11 +64,7 @@ static int of_close(out_file *o, int ok) {
         remove(o->tmp);
         return ok ? cl_error("cannot write %s: %s", o->tmp, strerror(e)) : -1;
     }
-    if (rename(o->tmp, o->path)) {
-        remove(o->tmp);
-        return cl_error("cannot rename %s: %s", o->tmp, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(o->tmp, o->path);
 }
 
 /* ------------------------------------------------------------------- SVG */
@@ -485,7 +482,7 @@ static int stats_attrs(hid_t f, const char *path, const cl_stats *s) {
              cl_h5_attr_write_double(d, "empty_value", CL_H_EMPTY) ||
              cl_h5_attr_write_str(d, "std_kind", "population (ddof 0)") ||
              cl_h5_attr_write_str(d, "quantile_method", "linear interpolation (numpy default)");
-    H5Dclose(d);
+    if (H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write %s", path);
     return rc ? -1 : 0;
 }
 
@@ -522,7 +519,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         if (!rc) {
             hid_t d = H5Dopen2(f, p1, H5P_DEFAULT);
             rc = d < 0 || cl_h5_attr_write_str(d, "label", r->baselines[i].label);
-            if (d >= 0) H5Dclose(d);
+            if (d >= 0 && H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write %s", p1);
         }
     }
     cl_noise_floor nf;
@@ -533,7 +530,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
              cl_h5_attr_write_doubles(g, "means", nf.means, nf.n) || cl_h5_attr_write_double(g, "mean", nf.mean) ||
              cl_h5_attr_write_double(g, "pooled_std", nf.pooled_std) ||
              cl_h5_attr_write_double(g, "ratio", nf.ratio);
-        if (g >= 0) H5Gclose(g);
+        if (g >= 0 && H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /noise_floor");
     }
     if (!rc) {
         /* prompt texts, variable-length UTF-8 */
@@ -548,7 +545,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         H5Pclose(dcpl);
         if (d < 0 || H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, texts) < 0)
             rc = cl_h5_error_in(f, "cannot write /prompts/text");
-        if (d >= 0) H5Dclose(d);
+        if (d >= 0 && H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /prompts/text");
         H5Sclose(sp);
         H5Pclose(lcpl);
         H5Tclose(t);
@@ -558,11 +555,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
         remove(tmp);
         return cl_error_prefix("%s: ", path);
     }
-    if (rename(tmp, path)) {
-        remove(tmp);
-        return cl_error("cannot rename %s: %s", tmp, strerror(errno));
-    }
-    return 0;
+    return cl_commit_file(tmp, path);
 }
 
 /* ------------------------------------------------------------------ plots */

@@ -43,6 +43,7 @@ typedef unsigned __int128 u128;
  * (chosen by P alone: the same path for any rank count). ---- */
 #define DIRECT_MAX 8
 #define SK_ROWS 16384 /* sketch rows read at a time */
+#define SK_DOT 64     /* surviving rows multiplied at a time */
 #if HAVE_DIRECT
 static int cpu_direct(void) {
     static int have = -1;
@@ -53,24 +54,11 @@ static int cpu_direct(void) {
     return have;
 }
 
-/* out[i * ld + s] = dot(h[s, :], pv[i, :]) for s < rows, i < P (C % 8 == 0). */
-__attribute__((target("avx,f16c,fma"))) static void dot_f16(const uint16_t *h, size_t rows, size_t C,
-                                                             const float *pv, size_t P, float *out, size_t ld) {
-    for (size_t s = 0; s < rows; s++) {
-        const uint16_t *row = h + s * C;
-        __m256 acc[DIRECT_MAX];
-        for (size_t i = 0; i < P; i++) acc[i] = _mm256_setzero_ps();
-        for (size_t c = 0; c < C; c += 8) {
-            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + c)));
-            for (size_t i = 0; i < P; i++) acc[i] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pv + i * C + c), acc[i]);
-        }
-        for (size_t i = 0; i < P; i++) {
-            __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
-            lo = _mm_hadd_ps(lo, lo);
-            lo = _mm_hadd_ps(lo, lo);
-            out[i * ld + s] = _mm_cvtss_f32(lo);
-        }
-    }
+/* out[i * ld + s] = dot(h[s, :], pv[i, :]) for s < rows, i < P: the same
+ * bits as the full path's cl_sgemm_nt on the widened rows (gemm.h), so a
+ * prompt's similarities do not depend on P nor on the path. */
+static void dot_f16(const uint16_t *h, size_t rows, size_t C, const float *pv, size_t P, float *out, size_t ld) {
+    cl_sgemm_nt_f16(P, rows, C, pv, C, h, C, out, ld);
 }
 #endif
 
@@ -304,14 +292,16 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
     float *ub = cl_trymalloc(P * n, sizeof(float), "sketch bounds");
     float *co = cl_trymalloc(SK_ROWS * (size_t)k, sizeof(float), "sketch rows");
     float *re = cl_trymalloc(SK_ROWS, sizeof(float), "sketch rows");
-    float cq[DIRECT_MAX * 256], rq[DIRECT_MAX], sim[DIRECT_MAX];
+    float cq[DIRECT_MAX * 256], rq[DIRECT_MAX], sim[DIRECT_MAX * SK_DOT], bsim[256];
     double floor_[DIRECT_MAX];
     int rc = -1;
-    uint16_t rowbuf[4096];
+    /* rows to multiply: SK_DOT (step 3) or up to 256 (step 2) */
+    _Static_assert(SK_DOT <= 256, "rows16 holds SK_DOT rows");
+    uint16_t *rows16 = cl_trymalloc(256 * C, 2, "sketch rows (float16)");
     /* surviving rows by pread: on the development VM a page fault per row of
        the 4 GB mapping cost 2.6x the CPU time of a pread (README, Performance) */
-    int use_pread = sk->fd >= 0 && C <= 4096;
-    if (!ub || !co || !re) goto done;
+    int use_pread = sk->fd >= 0;
+    if (!ub || !co || !re || !rows16) goto done;
     for (size_t i = 0; i < P; i++) cl_sketch_query(sk, b, pv + i * C, cq + i * k, &rq[i]);
     for (size_t s0 = 0; s0 < n; s0 += SK_ROWS) {
         size_t m = n - s0 < SK_ROWS ? n - s0 : SK_ROWS;
@@ -335,37 +325,45 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
             }
             if (nb == K) {
                 float kth = INFINITY;
-                for (int j = 0; j < nb; j++) {
-                    float v;
-                    size_t s = row0 + bs[j];
-                    dot_f16(ROW(s), 1, C, pv + i * C, 1, &v, 1);
-                    if (v < kth) kth = v;
-                }
+                for (int j = 0; j < nb; j++) memcpy(rows16 + (size_t)j * C, ROW(row0 + bs[j]), C * 2);
+                dot_f16(rows16, (size_t)nb, C, pv + i * C, 1, bsim, (size_t)nb);
+                for (int j = 0; j < nb; j++)
+                    if (bsim[j] < kth) kth = bsim[j];
                 if (kth < g) g = kth;
             } else g = -INFINITY; /* fewer rows than K (or K > 256): no floor from the top list */
         }
         floor_[i] = g - sk->slack;
     }
     int64_t cnt = 0;
-    for (size_t s = 0; s < n; s++) {
-        int any = 0;
-        for (size_t i = 0; i < P; i++) any |= ub[i * n + s] >= floor_[i];
-        if (!any) continue;
-        cnt++;
-        size_t row = row0 + s;
-        const uint16_t *h = ROW(row);
-        if (use_pread) {
-            if (pread_index_row(sk->fd, rowbuf, C * 2, (unsigned long long)((const unsigned char *)h - ix->map))) goto done;
-            h = rowbuf;
+    size_t nq = 0, qrow[SK_DOT]; /* surviving rows, multiplied SK_DOT at a time, visited in row order */
+    for (size_t s = 0; s <= n; s++) {
+        if (s < n) {
+            int any = 0;
+            for (size_t i = 0; i < P; i++) any |= ub[i * n + s] >= floor_[i];
+            if (!any) continue;
+            cnt++;
+            size_t row = row0 + s;
+            const uint16_t *h = ROW(row);
+            if (use_pread) {
+                if (pread_index_row(sk->fd, rows16 + nq * C, C * 2,
+                                    (unsigned long long)((const unsigned char *)h - ix->map)))
+                    goto done;
+            } else memcpy(rows16 + nq * C, h, C * 2);
+            qrow[nq++] = row;
+            if (nq < SK_DOT) continue;
         }
-        dot_f16(h, 1, C, pv, P, sim, 1);
-        for (size_t i = 0; i < P; i++) visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
+        if (!nq) continue;
+        dot_f16(rows16, nq, C, pv, P, sim, SK_DOT);
+        for (size_t q = 0; q < nq; q++)
+            for (size_t i = 0; i < P; i++)
+                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[qrow[q]]);
+        nq = 0;
     }
 #undef ROW
     *checked = cnt;
     rc = 0;
 done:
-    free(ub), free(co), free(re);
+    free(ub), free(co), free(re), free(rows16);
     return rc;
 }
 #endif

@@ -21,6 +21,7 @@
 
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/base/hash.h"
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/h5/h5util.h"
@@ -112,14 +113,19 @@ static size_t dtype_size(cl_index_dtype d) { return d == CL_INDEX_F16 ? 2 : 4; }
 
 struct cl_index_writer {
     cl_index_meta m;
-    char dir[4200], part[4400];
+    char dir[4200], part[4400], synced[4420];
     FILE *f;
     int rank, R;
-    size_t rec_bytes, n_mine;
+    size_t rec_bytes, n_mine, n_put; /* n_put: records 0..n_put-1 are in the part */
     unsigned char *rec; /* [Lh, S, C] one record */
 };
 
 static void part_path(const char *out, int r, char *buf, size_t n) { snprintf(buf, n, "%s.parts/rank%d.bin", out, r); }
+/* "<part>.synced": how many records of the part the last checkpoint fsynced
+ * (a resume trusts no more: records past it may not be on disk) */
+static void synced_path(const char *out, int r, char *buf, size_t n) {
+    snprintf(buf, n, "%s.parts/rank%d.bin.synced", out, r);
+}
 
 static void signature(const cl_index_meta *m, int R, char *buf, size_t n) {
     snprintf(buf, n,
@@ -133,6 +139,10 @@ static void remove_parts(const char *out, int R_hint) {
     /* every rank file that may be there: the current rank count and a few more */
     for (int r = 0; r < (R_hint > 64 ? R_hint : 64) + 64; r++) {
         part_path(out, r, p, sizeof p);
+        remove(p);
+        synced_path(out, r, p, sizeof p);
+        remove(p);
+        strncat(p, ".tmp", sizeof p - strlen(p) - 1);
         remove(p);
     }
     snprintf(p, sizeof p, "%s.parts/args", out);
@@ -162,6 +172,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         w->n_mine = meta->n_shards > (size_t)rank ? (meta->n_shards - rank + R - 1) / R : 0;
         snprintf(w->dir, sizeof w->dir, "%s.parts", meta->out_path);
         part_path(meta->out_path, rank, w->part, sizeof w->part);
+        synced_path(meta->out_path, rank, w->synced, sizeof w->synced);
         if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record"))) err = 1;
     }
     long kmax = keep;
@@ -185,8 +196,9 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
             remove_parts(meta->out_path, R);
             if (mkdir(w->dir, 0777) && errno != EEXIST) err = cl_error("cannot create %s: %s", w->dir, strerror(errno));
             a = err ? NULL : fopen(args, "wb");
-            if (!err && (!a || fputs(sig, a) < 0)) err = cl_error("cannot write %s", args);
-            if (a && fclose(a)) err = cl_error("cannot write %s", args);
+            if (!err && (!a || fputs(sig, a) < 0)) err = cl_error("cannot write %s: %s", args, strerror(errno));
+            if (a && fclose(a) && !err) err = cl_error("cannot write %s: %s", args, strerror(errno));
+            if (err) remove_parts(meta->out_path, R); /* nothing computed yet: nothing to keep */
         }
     }
     if (cl_par_agree(err, comm)) {
@@ -202,6 +214,13 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
     else {
         struct stat st;
         if (fstat(fileno(w->f), &st) == 0) have = (size_t)st.st_size / w->rec_bytes;
+        if (keep < 0 && match) { /* only what the last checkpoint fsynced */
+            unsigned long long ns = 0;
+            FILE *sf = fopen(w->synced, "rb");
+            if (!sf || fscanf(sf, "%llu", &ns) != 1) ns = 0;
+            if (sf) fclose(sf);
+            if (ns < have) have = (size_t)ns;
+        }
         if (keep < 0) k = match ? have : 0;
         else k = (size_t)keep;
         if (k > w->n_mine) k = w->n_mine;
@@ -214,6 +233,7 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         cl_index_writer_abort(w);
         return NULL;
     }
+    w->n_put = k;
     if (kept) *kept = k;
     return w;
 }
@@ -232,12 +252,24 @@ int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S
     }
     if (fseeko(w->f, (off_t)(i * w->rec_bytes), SEEK_SET) || fwrite(w->rec, 1, w->rec_bytes, w->f) != w->rec_bytes)
         return cl_error("cannot write %s: %s", w->part, strerror(errno));
+    if (i + 1 > w->n_put) w->n_put = i + 1;
     return 0;
 }
 
 int cl_index_writer_sync(cl_index_writer *w) {
     if (fflush(w->f) || fsync(fileno(w->f))) return cl_error("cannot write %s: %s", w->part, strerror(errno));
-    return 0;
+    /* then the count of records now on disk: tmp, fsync, rename, fsync of the directory */
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s.tmp", w->synced);
+    FILE *sf = fopen(tmp, "wb");
+    int bad = !sf || fprintf(sf, "%zu\n", w->n_put) < 0;
+    if (sf && fclose(sf)) bad = 1;
+    if (bad) {
+        int e = errno;
+        remove(tmp);
+        return cl_error("cannot write %s: %s", w->synced, strerror(e));
+    }
+    return cl_commit_file(tmp, w->synced);
 }
 
 static hid_t create_ds(hid_t f, const char *path, hid_t type, int rank, const hsize_t *dims, const hsize_t *chunk) {
@@ -245,9 +277,9 @@ static hid_t create_ds(hid_t f, const char *path, hid_t type, int rank, const hs
     H5Pset_obj_track_times(dcpl, 0); /* no time stamps: the same bytes on every run */
     if (chunk) H5Pset_chunk(dcpl, rank, chunk);
     hid_t d = H5Dcreate2(f, path, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (d < 0) cl_h5_error_in(f, "cannot create dataset %s", path);
     H5Pclose(dcpl);
     H5Sclose(sp);
-    if (d < 0) cl_error("cannot create dataset %s", path);
     return d;
 }
 
@@ -255,11 +287,13 @@ static int write_all(hid_t f, const char *path, hid_t ftype, hid_t mtype, int ra
                      const void *data) {
     hid_t d = create_ds(f, path, ftype, rank, dims, NULL);
     if (d < 0) return -1;
-    herr_t st = H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    H5Dclose(d);
-    return st < 0 ? cl_error("cannot write %s", path) : 0;
+    int rc = H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0 ? cl_h5_error_in(f, "cannot write %s", path) : 0;
+    if (H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write %s", path);
+    return rc;
 }
 
+/* Write the index into tmp with complete = 0 and close it (cl_h5_finish:
+ * every close checked, tmp removed on failure). */
 static int assemble(cl_index_writer *w, const char *tmp) {
     const cl_index_meta *m = &w->m;
     const size_t S = m->S, C = (size_t)m->C, Lh = (size_t)m->Lh, N = m->N;
@@ -283,11 +317,8 @@ static int assemble(cl_index_writer *w, const char *tmp) {
             goto done;
         }
     }
-    f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) {
-        cl_error("cannot create %s", tmp);
-        goto done;
-    }
+    f = cl_h5_create(tmp);
+    if (f < 0) goto done;
     if (cl_h5_attr_write_str(f, "format", CL_INDEX_FORMAT) ||
         cl_h5_attr_write_int(f, "format_version", CL_INDEX_FORMAT_VERSION) ||
         cl_h5_attr_write_int(f, "complete", 0) || cl_h5_attr_write_str(f, "model_file", m->model_path) ||
@@ -337,21 +368,24 @@ static int assemble(cl_index_writer *w, const char *tmp) {
             H5Sclose(ms);
             H5Sclose(fs);
             if (st < 0) {
-                cl_error("cannot write %s rows of shard %zu", CL_INDEX_VECTORS, j);
+                cl_h5_error_in(f, "cannot write %s rows of shard %zu", CL_INDEX_VECTORS, j);
                 goto done;
             }
         }
     }
-    H5Dclose(d);
+    /* the close flushes the chunk cache: on a full disk it fails here */
+    herr_t cst = H5Dclose(d);
     d = H5I_INVALID_HID;
-    /* `complete` last */
-    if (H5Adelete(f, "complete") < 0 || cl_h5_attr_write_int(f, "complete", 1)) goto done;
+    if (cst < 0) {
+        cl_h5_error_in(f, "cannot write %s", CL_INDEX_VECTORS);
+        goto done;
+    }
     rc = 0;
 done:
     if (d >= 0) H5Dclose(d);
     if (ft >= 0) H5Tclose(ft);
     if (vt >= 0) H5Tclose(vt);
-    if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s", tmp);
+    if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
     if (parts)
         for (int r = 0; r < w->R; r++)
             if (parts[r]) fclose(parts[r]);
@@ -361,6 +395,18 @@ done:
     return rc;
 }
 
+/* Set `complete` = 1 in tmp, a file assemble closed successfully: so the
+ * attribute is written only after every vector reached the file. */
+static int mark_complete(const char *tmp) {
+    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return cl_h5_error("cannot open %s", tmp);
+    int rc = H5Adelete(f, "complete") < 0 ? cl_h5_error_in(f, "cannot write the attribute complete") : 0;
+    if (!rc) rc = cl_h5_attr_write_int(f, "complete", 1);
+    return cl_h5_finish(f, tmp, rc != 0);
+}
+
+/* The parts go only once the index is on disk under its name: assembled,
+ * closed, fsynced, renamed, and its directory fsynced (cl_commit_file). */
 int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm comm) {
     int err = ok ? 0 : 1;
     if (!err && cl_index_writer_sync(w)) err = 1;
@@ -374,14 +420,12 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
         snprintf(tmp, sizeof tmp, "%s.tmp", w->m.out_path);
         int k = w->m.sketch_dim; /* 0: the default (sketch.h); -1: none */
         cl_sketch_stats sst;
-        if (assemble(w, tmp)) {
-            err = 1;
-            remove(tmp);
-        } else if (w->m.dtype == CL_INDEX_F16 && k >= 0 && cl_index_add_sketch(tmp, k, &sst)) {
-            err = 1;
-            remove(tmp);
-        } else if (rename(tmp, w->m.out_path)) {
-            err = cl_error("cannot rename %s to %s: %s", tmp, w->m.out_path, strerror(errno));
+        if (assemble(w, tmp) || mark_complete(tmp) ||
+            (w->m.dtype == CL_INDEX_F16 && k >= 0 && cl_index_add_sketch(tmp, k, &sst)) ||
+            cl_commit_file(tmp, w->m.out_path)) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", cl_last_error());
+            err = cl_error("%s; the computed parts stay in %s: the same command again assembles them", why, w->dir);
             remove(tmp);
         } else {
             struct stat st;
@@ -391,7 +435,10 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
     if (w->f) fclose(w->f);
     w->f = NULL;
     int g = cl_par_agree(err, comm);
-    if (!g && w->rank == 0) remove_parts(w->m.out_path, w->R);
+    if (!g && w->rank == 0) {
+        remove_parts(w->m.out_path, w->R);
+        cl_fsync_dir_of(w->m.out_path); /* the parts' removal on disk (a failure here loses nothing) */
+    }
     MPI_Bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
     if (bytes) *bytes = (size_t)sz;
     cl_index_writer_abort(w);
@@ -503,7 +550,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         for (int h = 0; h < Lh; h++) l2normalize_rows(svec + (size_t)h * rows * C, rows, (int)C);
         tf_sum += cl_wall_seconds() - ta;
         nodes += M;
-        if (cl_index_writer_put(w, i, svec, rows)) {
+        if (cl_par_fault("index.shard", comm) || cl_index_writer_put(w, i, svec, rows)) {
             err = 1;
             break;
         }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5par.h"
@@ -111,10 +112,12 @@ int scan_state_begin(scan_ctx *x) {
                 f = fopen(tmp, "wb");
                 int bad = !f || fputs(x->sig, f) < 0;
                 if (f && fclose(f) && !bad) bad = 1;
-                if (bad || rename(tmp, p)) {
+                if (bad) {
                     err = 1;
                     cl_error("cannot write %s: %s", p, strerror(errno));
                     remove(tmp);
+                } else if (cl_commit_file(tmp, p)) {
+                    err = 1;
                 }
             }
         }
@@ -196,11 +199,12 @@ int scan_state_save(scan_ctx *x) {
              (l->n == 0 || fwrite(l->a, sizeof *l->a, l->n, f) == l->n);
     }
     if (fclose(f)) ok = 0;
-    if (!ok || rename(tmp, p)) {
+    if (!ok) {
+        int e = errno;
         remove(tmp);
-        return cl_error("cannot write the checkpoint %s: %s", p, strerror(errno));
+        return cl_error("cannot write the checkpoint %s: %s", p, strerror(e));
     }
-    return 0;
+    return cl_commit_file(tmp, p); /* a resume trusts only what reached the disk */
 }
 
 /* ---- output ----
@@ -582,10 +586,7 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
     int rc = cl_h5p_finish(file, tmp, err, x->comm);
     if (err || cl_par_agree(rc, x->comm)) return -1;
     rc = 0;
-    if (x->rank == 0 && rename(tmp, o->out_path)) {
-        rc = cl_error("cannot rename %s to %s: %s", tmp, o->out_path, strerror(errno));
-        remove(tmp);
-    }
+    if (x->rank == 0 && cl_commit_file(tmp, o->out_path)) rc = -1;
     if (cl_par_agree(rc, x->comm)) return -1;
     res->n_matches = stored;
     return 0;

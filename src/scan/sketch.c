@@ -209,18 +209,16 @@ int cl_index_add_sketch(const char *path, int k, cl_sketch_stats *st) {
         hid_t d = contiguous(g, ds[i].name, ds[i].ft, ds[i].rank, ds[i].dims);
         if (d < 0) goto done;
         herr_t e = H5Dwrite(d, ds[i].mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds[i].data);
-        H5Dclose(d);
-        if (e < 0) {
-            cl_error("cannot write /sketch/%s", ds[i].name);
-            goto done;
-        }
+        if (e < 0) cl_h5_error_in(f, "cannot write /sketch/%s", ds[i].name);
+        if (H5Dclose(d) < 0 && e >= 0) e = cl_h5_error_in(f, "cannot write /sketch/%s", ds[i].name);
+        if (e < 0) goto done;
     }
     if (cl_h5_attr_write_int(g, "k", k) || cl_h5_attr_write_int(g, "complete", 1)) goto done;
     rc = 0;
 done:
     if (ht >= 0) H5Tclose(ht);
-    if (g >= 0) H5Gclose(g);
-    if (f >= 0 && H5Fclose(f) < 0 && rc == 0) rc = cl_error("cannot close %s", path);
+    if (g >= 0 && H5Gclose(g) < 0 && rc == 0) rc = cl_h5_error_in(f, "cannot write /sketch");
+    if (f >= 0 && cl_h5_close_rw(f, path)) rc = -1;
     cl_index_close(ix);
     free(rows), free(hbuf), free(X), free(Y), free(P), free(coords), free(resid);
     if (rc == 0) {

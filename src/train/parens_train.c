@@ -41,8 +41,8 @@ static int dump_first(const char *path, cl_model *m, cl_trainer *tr, const int32
     const int T = CL_PARENS_T;
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return cl_error("cannot create %s", tmp);
+    hid_t f = cl_h5_create(tmp);
+    if (f < 0) return -1;
     int32_t *ids = malloc((size_t)B * T * sizeof *ids);
     unsigned char *lab = malloc((size_t)B);
     int32_t *lab32 = malloc((size_t)B * sizeof *lab32);
@@ -73,10 +73,7 @@ static int dump_first(const char *path, cl_model *m, cl_trainer *tr, const int32
     free(lab);
     free(lab32);
     free(probs);
-    if (H5Fclose(f) < 0 && !rc) rc = cl_error("cannot finish writing %s", tmp);
-    if (!rc && rename(tmp, path)) rc = cl_error("cannot rename %s: %s", tmp, strerror(errno));
-    if (rc) remove(tmp);
-    return rc;
+    return cl_h5_commit(f, tmp, path, rc != 0);
 }
 
 int cl_parens_train(const cl_parens_train_opts *o, void (*on_event)(void *, const cl_parens_event *),

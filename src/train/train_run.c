@@ -24,6 +24,7 @@
 
 #include "corpuslens/base/clock.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/train/train.h"
@@ -122,7 +123,7 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
         if (d < 0 || cl_h5_attr_write_int(d, "has_spare", rng->has_spare) ||
             cl_h5_attr_write_double(d, "spare", rng->spare))
             rc = cl_error("cannot write the rng attributes");
-        if (d >= 0) H5Dclose(d);
+        if (d >= 0 && H5Dclose(d) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /train/rng_state");
     }
     if (!rc) rc = cl_h5_write(f, "/train/loss", H5T_NATIVE_DOUBLE, 2, ld, loss);
     if (!rc) {
@@ -140,7 +141,7 @@ static int write_train_group(const char *path, cl_trainer *tr, long step, const 
             rc |= cl_h5_attr_write_int(g, "seed", (long long)o->seed);
             rc |= cl_h5_attr_write_int(g, "checkpoint_every", o->checkpoint_every);
             rc |= cl_h5_attr_write_int(g, "ranks", ranks);
-            H5Gclose(g);
+            if (H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /train/args");
             if (rc) rc = -1;
         }
     }
@@ -159,7 +160,7 @@ static int save_checkpoint(cl_model *m, cl_trainer *tr, long step, const cl_rng 
         snprintf(tmp, sizeof tmp, "%s.train.tmp", o->output);
         rc = cl_model_save(m, tmp);
         if (!rc) rc = write_train_group(tmp, tr, step, rng, loss, n_loss, o, size);
-        if (!rc && rename(tmp, o->output)) rc = cl_error("cannot rename %s to %s: %s", tmp, o->output, strerror(errno));
+        if (!rc) rc = cl_commit_file(tmp, o->output); /* fsync, rename, fsync the directory */
         if (rc) remove(tmp);
     }
     return agree(rc, comm);
@@ -182,7 +183,7 @@ static int dump_grads(const char *path, cl_trainer *tr, const cl_config *c, doub
         rc = cl_h5_write(f, name, H5T_NATIVE_FLOAT, t.ndim, dims, t.data);
     }
     if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
-    if (!rc && rename(tmp, path)) rc = cl_error("cannot rename %s to %s", tmp, path);
+    if (!rc) rc = cl_commit_file(tmp, path);
     return rc;
 }
 

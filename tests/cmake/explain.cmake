@@ -7,3 +7,5 @@ cl_script_test(explain_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py 
 cl_script_test(explain_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py refusals)
 cl_script_test(explain_holdout "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py holdout)
 cl_script_test(explain_sketch "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py sketch)
+# a text's explanation does not depend on the batch it is explained in (issue 21, defect 7)
+cl_script_test(explain_batch "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py batch)

@@ -13,3 +13,13 @@ set_tests_properties(full_disk PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900)
 # again resumes and writes a byte-identical file (scan: wall_seconds zeroed).
 cl_script_test(kill_resume "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/kill_resume.sh)
 set_tests_properties(kill_resume PROPERTIES TIMEOUT 900)
+# index (1 and 2 ranks), explain -o and inspect --dump on a full tmpfs; an index
+# that does not fit keeps its parts and assembles them once there is room.
+cl_script_test(full_disk_outputs "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/full_disk_outputs.sh)
+set_tests_properties(full_disk_outputs PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900)
+# every writer fsyncs its .tmp before the rename and the directory after (strace; 77 without it)
+cl_script_test(fsync_order "" ${CMAKE_CURRENT_SOURCE_DIR}/fsync_order.sh)
+set_tests_properties(fsync_order PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)
+# index resumes only from the records its last checkpoint fsynced (1 and 2 ranks, a kill)
+cl_script_test(index_kill_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/index_kill_resume.sh)
+set_tests_properties(index_kill_resume PROPERTIES TIMEOUT 600)

@@ -16,4 +16,16 @@ char *cl_read_file(const char *path, size_t max_bytes, size_t *len);
 int cl_pread_exact(int fd, void *buf, size_t n, unsigned long long off);
 const char *cl_pread_reason(void);
 
+/* Durability (every writer's last step). cl_fsync_path: fsync the file PATH
+ * (data and size on disk). cl_fsync_dir_of: fsync the directory that holds
+ * PATH, so that a rename or remove in it is on disk (a file system that
+ * cannot fsync a directory, EINVAL, counts as done). 0, or -1 with cl_error
+ * ("cannot write PATH: reason"). */
+int cl_fsync_path(const char *path);
+int cl_fsync_dir_of(const char *path);
+/* Put a finished TMP in place as PATH: fsync TMP, rename it to PATH, fsync
+ * the directory. On failure TMP is removed (PATH is untouched) and the
+ * message names the cause. 0 or -1. */
+int cl_commit_file(const char *tmp, const char *path);
+
 #endif

@@ -43,8 +43,10 @@ hid_t cl_h5p_dataset(hid_t file, const char *path, hid_t type, int rank, const h
 /* Collective write of this rank's rows of a dataset with `rank` dims:
  * n ranges of dim-0 rows [r0[i], r0[i] + nr[i]) (increasing, disjoint; n may
  * be 0 and ranges may be empty), full along the other dims; data holds them
- * back to back. 0 or -1 with a message naming `name` (this rank's result:
- * agree on it). */
+ * back to back. The ranks agree on their selections before the collective
+ * write (a rank that cannot select its rows makes every rank return -1 with
+ * its message, none waits). 0 or -1 with a message naming `name` (this rank's
+ * result of the write itself: agree on it). Fault injection: h5p.select. */
 int cl_h5p_write_rows(hid_t ds, hid_t memtype, size_t n, const hsize_t *r0, const hsize_t *nr, const void *data,
                       const char *name);
 

@@ -35,6 +35,20 @@ int cl_h5_error_in(hid_t obj, const char *fmt, ...) CL_PRINTF(2, 3);
  * H5Fflush on a file being written: a failed flush cannot be undone. f may be invalid (PATH is then
  * only removed when failed). Returns 0, or -1 (the first message is kept). */
 int cl_h5_finish(hid_t f, const char *path, int failed);
+/* The safe writer's last step, for every output: f = cl_h5_create(tmp), the
+ * writes, then cl_h5_commit(f, tmp, path, failed): cl_h5_finish(f, tmp,
+ * failed) and, when that succeeded, cl_commit_file(tmp, path) (fsync, rename,
+ * fsync of the directory: fileio.h). Returns 0 with PATH in place, or -1 with
+ * the message (the first one kept) and no TMP left; PATH is then untouched
+ * (unless only the directory's fsync after the rename failed). */
+int cl_h5_commit(hid_t f, const char *tmp, const char *path, int failed);
+/* Close f, a file opened read-write (H5Fopen) and changed in place: its disk
+ * space is reserved first (as cl_h5_finish does), so that a full disk is met
+ * before the close rather than half way through its flush. PATH is never
+ * truncated nor removed (a file that could not be closed is counted in
+ * cl_h5_stuck). Prefer writing a new file (cl_h5_commit): an in-place change
+ * interrupted by a kill can still damage the file. 0, or -1 with a message. */
+int cl_h5_close_rw(hid_t f, const char *path);
 /* H5Fcreate(path, truncate); on failure the message names path and the cause,
  * and the empty file H5Fcreate may leave is removed. */
 hid_t cl_h5_create(const char *path);

@@ -103,13 +103,6 @@ typedef struct cl_forward cl_forward;
  * positions. NULL on error. The model must outlive the workspace. */
 cl_forward *cl_forward_create(const cl_model *m, int max_B, int max_T);
 void cl_forward_free(cl_forward *f);
-/* Latency over throughput for one short prompt (predict): batches of at most
- * MATMUL_FEW_MAX rows (B * T) multiply with matmul_forward_few, which reads the
- * weights once where they lie instead of packing them for sgemm (first
- * forward of "And only l" on the lecture model: best of 8, 38 -> 31 ms); the
- * logits' last bits differ from the sgemm path's. Off by default: commands that compare or merge results from
- * different batch sizes keep one arithmetic. */
-void cl_forward_few_rows(cl_forward *f, int on);
 
 typedef enum {
     CL_LOGITS_NONE = 0,

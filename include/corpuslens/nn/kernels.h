@@ -13,17 +13,12 @@
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, size_t N, int C, float eps);
 
-/* out[N, OC] = inp[N, IC] @ W[OC, IC]^T + bias[OC] (bias may be NULL). sgemm. */
+/* out[N, OC] = inp[N, IC] @ W[OC, IC]^T + bias[OC] (bias may be NULL):
+ * cl_sgemm_nt (gemm.h), each output the chain bias, + inp[r][0] W[o][0], ...
+ * of fused multiply-adds, so a row's result does not depend on N or on the
+ * rows beside it. */
 void matmul_forward(float *out, const float *inp, const float *W, const float *bias, size_t N,
                     int IC, int OC);
-
-/* The same product for a few rows (MATMUL_FEW_MAX or fewer): W is read once
- * where it lies, without sgemm's packing; each output's sum has a fixed order
- * (independent of N and of the rows beside it). Its last bits differ from
- * matmul_forward's. */
-#define MATMUL_FEW_MAX 16
-void matmul_forward_few(float *out, const float *inp, const float *W, const float *bias, size_t N,
-                        int IC, int OC);
 
 /* Causal self-attention over qkv[B, T, 3C] (q | k | v, heads of hs = C/H in
  * order inside each). out[B, T, C] = concatenated head outputs (before proj).

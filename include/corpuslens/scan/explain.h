@@ -31,6 +31,11 @@
  * soft floor, a proven lower bound of the K-th best) are skipped; the others
  * get the same exact similarity, so the results equal the full pass's
  * (CORPUSLENS_SKETCH=0, with the index mapped) bit for bit.
+ * A prompt's results are the same bits whatever the other prompts explained
+ * with it: every row of the forward pass is computed alone (nn/gemm.h: one
+ * chain of fused multiply-adds per element, whatever the batch), and each
+ * similarity is the same chain in the full pass, the direct one and the
+ * sketch's (test explain_batch).
  * Without MPI_Init (explain started without mpirun) it runs as rank 0 of 1.
  * Ranks split the index rows (whole chunks, contiguous per rank); integer and
  * fixed-point sums and the top-K merge are exact, so the results do not

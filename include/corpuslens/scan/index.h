@@ -14,15 +14,20 @@
  * shards to a part file "<out>.parts/rank<r>.bin" (fixed-size records of S
  * rows, [Lh, S, C] each), fsync'ed at each checkpoint; at the end rank 0
  * writes "<out>.tmp" shard by shard IN SHARD ORDER (reading shard j from rank
- * j mod R's part), the attribute `complete` last, renames it to <out> and
- * removes the parts. The HDF5 calls are the same whatever R, and no time
+ * j mod R's part) with `complete` = 0 and closes it (every close checked);
+ * only then it sets `complete` = 1 (and adds the sketch), fsyncs the file,
+ * renames it to <out>, fsyncs the directory, and removes the parts. When any
+ * of that fails (a full disk) the parts stay and the same command again
+ * assembles them. The HDF5 calls are the same whatever R, and no time
  * stamps are stored (H5Pset_obj_track_times off), so 1, 2 or 3 ranks give the
  * same bytes. The part files must be on a file system every rank sees (one
  * node, or the shared output directory of a cluster).
  * Resume: "<out>.parts/args" holds the run's signature (model and corpus
  * SHA-256, hook, dtype, shard size, rank count); a rerun with the same
- * signature keeps each rank's whole records and continues after them; another
- * signature starts over.
+ * signature keeps each rank's records that its last checkpoint fsynced
+ * ("<out>.parts/rank<r>.bin.synced" holds their count, written durably after
+ * the part's fsync; records past it may not be on disk) and continues after
+ * them; another signature starts over.
  *
  * ---- index.h5 ----
  * root attributes:
@@ -119,13 +124,15 @@ typedef struct {
 /* Collective: open this rank's part file. keep = shards of this rank already
  * done (a resumed scan): the part must hold at least that many records (it
  * is cut there); -1 = resume from the part itself when its signature file
- * matches (the index command), *kept receives how many. */
+ * matches (the index command), as far as its .synced count, *kept receives
+ * how many. */
 cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, long keep, size_t *kept,
                                       MPI_Comm comm);
 /* This rank's i-th shard (shard rank + i R), S_rows valid rows of
  * vec[Lh, S_rows, C] (normalised). Local; 0 or -1. */
 int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S_rows);
-/* Local: flush and fsync the part (a checkpoint). */
+/* Local: flush and fsync the part, then record durably how many records it
+ * holds (a checkpoint). */
 int cl_index_writer_sync(cl_index_writer *w);
 /* Collective: rank 0 assembles <out> from the parts (see above); frees w on
  * every rank. ok = 0 on a rank that failed (then nothing is written and the
