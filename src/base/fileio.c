@@ -12,7 +12,9 @@
 #include "corpuslens/base/error.h"
 
 char *cl_read_file(const char *path, size_t max_bytes, size_t *len) {
-    FILE *f = fopen(path, "rb");
+    int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (is_stdin) path = "standard input";
     if (!f) {
         cl_error("cannot open %s: %s", path, strerror(errno));
         return NULL;
@@ -43,7 +45,7 @@ char *cl_read_file(const char *path, size_t max_bytes, size_t *len) {
             break;
         }
     }
-    fclose(f);
+    if (!is_stdin) fclose(f);
     if (!buf) return NULL;
     if (max_bytes && n > max_bytes) {
         free(buf);
@@ -55,7 +57,7 @@ char *cl_read_file(const char *path, size_t max_bytes, size_t *len) {
     return buf;
 fail:
     free(buf);
-    fclose(f);
+    if (!is_stdin) fclose(f);
     return NULL;
 }
 

@@ -17,7 +17,7 @@ static const char *CMD = "import";
 
 static const char USAGE[] =
     "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
-    "                         [--n-head N] [--attn-scale head_size|n_embd]\n"
+    "                         [--n-head N] [--attn-scale head_size|n_embd] [--ctx T]\n"
     "       corpuslens import HF_FOLDER -o MODEL.h5";
 
 static const char ABOUT[] =
@@ -34,7 +34,7 @@ static const char ABOUT[] =
 
 static int run(int argc, char **argv) {
     const char *vocab_path = NULL, *vocab_file = NULL, *out = NULL, *attn_scale = NULL;
-    long n_head = 0;
+    long n_head = 0, ctx = 0;
     cl_import_opts opts = {0};
     const cli_option table[] = {
         CLI_OPT_STRING("corpus", 0, "TEXT", &vocab_path,
@@ -49,6 +49,11 @@ static int run(int argc, char **argv) {
         CLI_OPT_CHOICE("attn-scale", 0, &attn_scale, "head_size|n_embd",
                        "head_size (1/sqrt(C/H), default, current gpt.py and nanoGPT)\n"
                        "or n_embd (1/sqrt(C), the lecture-era gpt.py)"),
+        CLI_OPT_INT("ctx", 0, "T", &ctx, 1, 65536,
+                    "the context the model was trained on (the lecture's\n"
+                    "block_size at training time), saved with the model: generate\n"
+                    "crops its context to it (positions past it were never\n"
+                    "trained). Default: unknown (generate uses block_size)"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, table, NULL, "CHECKPOINT", 1, 1, "no checkpoint given"};
@@ -58,9 +63,9 @@ static int run(int argc, char **argv) {
     if (vocab_path && vocab_file) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
     if (vocab_file) vocab_path = vocab_file;
     if (cl_hf_is_folder(in)) {
-        if (vocab_path || n_head || attn_scale)
+        if (vocab_path || n_head || attn_scale || ctx)
             return cli_usage_error(CMD, "%s is a Hugging Face folder: its config.json and tokenizer files say "
-                                        "everything; drop --corpus/--vocab-file/--n-head/--attn-scale", in);
+                                        "everything; drop --corpus/--vocab-file/--n-head/--attn-scale/--ctx", in);
         if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
         double t0 = cli_wtime();
         cl_hf_info info;
@@ -115,6 +120,12 @@ static int run(int argc, char **argv) {
     cl_ckpt_close(ck);
     free(vocab);
     if (!m) return cli_fail();
+    if (ctx > m->cfg.block_size) {
+        int rc = cli_usage_error(CMD, "--ctx %ld is larger than the model's block_size (%d)", ctx, m->cfg.block_size);
+        cl_model_free(m);
+        return rc;
+    }
+    m->cfg.trained_ctx = (int)ctx;
     double t_read = cli_wtime() - t0;
     if (cl_model_save(m, out)) {
         cl_model_free(m);

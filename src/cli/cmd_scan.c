@@ -34,7 +34,7 @@ static const char EPILOG[] =
     "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n";
 
 int cmd_scan(int argc, char **argv) {
-    int rank = 0, R = 1;
+    int rank = 0, R = 1; /* --help (and the manual's generation) run without MPI: rank 0 of 1 */
     cl_par_comm_rank(MPI_COMM_WORLD, &rank);
     cl_par_comm_size(MPI_COMM_WORLD, &R);
     cl_scan_opts o;

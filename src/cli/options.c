@@ -114,8 +114,80 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 
 void cli_print_help(const cli_command *cmd, FILE *f) { print_help(cmd, f, NULL); }
 
+int cli_help_format = CLI_HELP_TEXT;
+
+/* roff: text with its backslashes, hyphens and line-leading dots escaped */
+static void roff_text(FILE *f, const char *s, int line_start) {
+    for (; *s; s++) {
+        if (line_start && (*s == '.' || *s == '\'')) fputs("\\&", f);
+        line_start = *s == '\n';
+        if (*s == '\\') fputs("\\e", f);
+        else if (*s == '-') fputs("\\-", f);
+        else fputc(*s, f);
+    }
+}
+
+/* The command's section of corpuslens(1), from the same table as --help. */
+static void print_man(const cli_command *cmd, FILE *f, const snapshot *snap) {
+    char shown[64];
+    snprintf(shown, sizeof shown, "%s", cmd->name);
+    for (char *c = shown; *c; c++)
+        if (*c == '_') *c = '-';
+    fprintf(f, ".SS corpuslens %s\n.nf\n", shown);
+    roff_text(f, cmd->usage, 1);
+    fprintf(f, "\n.fi\n");
+    if (cmd->about) {
+        fprintf(f, ".PP\n");
+        roff_text(f, cmd->about, 1);
+        fprintf(f, "\n");
+    }
+    size_t n = count_opts(cmd);
+    char label[128], dflt[160];
+    for (size_t i = 0; i < n; i++) {
+        const cli_option *o = &cmd->opts[i];
+        if (!o->help) continue;
+        option_label(o, label, sizeof label);
+        default_text(o, snap ? snap[i] : take(o), dflt, sizeof dflt);
+        fprintf(f, ".TP\n.B ");
+        roff_text(f, label, 0);
+        fprintf(f, "\n");
+        /* the help's own line breaks are the terminal's: join them */
+        for (const char *p = o->help; *p; p++) {
+            if (*p == '\n') fputc(' ', f);
+            else if (*p == '\\') fputs("\\e", f);
+            else if (*p == '-') fputs("\\-", f);
+            else if ((*p == '.' || *p == '\'') && p == o->help) fputs("\\&", f), fputc(*p, f);
+            else fputc(*p, f);
+        }
+        roff_text(f, dflt, 0);
+        fprintf(f, "\n");
+    }
+    fprintf(f, ".TP\n.B \\-h, \\-\\-help\nprint the command's help and exit\n");
+    if (cmd->epilog) {
+        fprintf(f, ".PP\n");
+        roff_text(f, cmd->epilog, 1);
+        fprintf(f, "\n");
+    }
+}
+
+/* One line: the command's name, then every option a shell may complete. */
+static void print_words(const cli_command *cmd, FILE *f) {
+    char shown[64];
+    snprintf(shown, sizeof shown, "%s", cmd->name);
+    for (char *c = shown; *c; c++)
+        if (*c == '_') *c = '-';
+    fprintf(f, "%s", shown);
+    for (size_t i = 0; i < count_opts(cmd); i++) {
+        const cli_option *o = &cmd->opts[i];
+        if (!o->help) continue;
+        fprintf(f, " --%s", o->name);
+        if (o->short_name) fprintf(f, " -%c", o->short_name);
+    }
+    fprintf(f, " --help\n");
+}
+
 /* Optimal string alignment distance (an adjacent swap costs 1). */
-static size_t edit_distance(const char *a, size_t la, const char *b) {
+size_t cli_edit_distance(const char *a, size_t la, const char *b) {
     size_t lb = strlen(b);
     if (la > 64 || lb > 64) return SIZE_MAX;
     size_t d[65][65];
@@ -139,7 +211,7 @@ static const char *closest(const cli_command *cmd, const char *typed, size_t len
     size_t best_d = SIZE_MAX;
     for (size_t i = 0; i < count_opts(cmd); i++) {
         const char *name = cmd->opts[i].name;
-        size_t d = edit_distance(typed, len, name);
+        size_t d = cli_edit_distance(typed, len, name);
         if (len >= 2 && !strncmp(name, typed, len)) d = 1; /* an abbreviation */
         if (d < best_d) best = name, best_d = d;
     }
@@ -271,7 +343,10 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
             continue;
         }
         if (c == 'h') {
-            if (cli_rank0()) print_help(cmd, stdout, snap);
+            if (!cli_rank0()) {
+            } else if (cli_help_format == CLI_HELP_MAN) print_man(cmd, stdout, snap);
+            else if (cli_help_format == CLI_HELP_WORDS) print_words(cmd, stdout);
+            else print_help(cmd, stdout, snap);
             rc = 0;
             break;
         }

@@ -127,6 +127,17 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, int *first);
  * on stderr (rank 0 only under MPI); returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);
 
+/* What --help prints (main.c sets it to build the manual and the shell
+ * completion from the option tables, so neither can drift from the code):
+ * the text; the command's section of corpuslens(1) in roff; or one line,
+ * "name --opt -o ... --help". */
+enum { CLI_HELP_TEXT, CLI_HELP_MAN, CLI_HELP_WORDS };
+extern int cli_help_format;
+
+/* Optimal string alignment distance between a[0..la) and b (an adjacent
+ * swap costs 1); SIZE_MAX past 64 characters. For "did you mean". */
+size_t cli_edit_distance(const char *a, size_t la, const char *b);
+
 /* Print the command's --help on f. */
 void cli_print_help(const cli_command *cmd, FILE *f);
 

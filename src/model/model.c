@@ -46,6 +46,9 @@ int cl_config_validate(const cl_config *c) {
     if (c->n_classes && c->tied_head) return cl_error("a classifier (n_classes > 0) cannot have a tied head");
     if (c->mask_pad && (c->pad_id < 0 || c->pad_id >= c->vocab_size))
         return cl_error("pad_id must be a token id in [0, %d), got %d", c->vocab_size, c->pad_id);
+    if (c->trained_ctx < 0 || c->trained_ctx > c->block_size)
+        return cl_error("trained_ctx must be in [0, block_size = %d] (0: unknown), got %d", c->block_size,
+                        c->trained_ctx);
     if (c->tied_head && c->head_bias) {
         /* allowed: a tied head with its own bias */
     }
@@ -401,6 +404,12 @@ static int read_config(hid_t f, const char *path, cl_config *c) {
         *opt[i].dst = (int)v;
     }
     c->bidirectional = !c->bidirectional; /* stored as causal */
+    v = 0; /* the trained context: optional metadata (absent in older files) */
+    if (cl_h5_attr_exists(g, "trained_ctx") && (cl_h5_attr_read_int(g, "trained_ctx", &v) || v < 0 || v > (1 << 22))) {
+        rc = cl_error("%s: /config attribute trained_ctx is invalid", path);
+        goto out;
+    }
+    c->trained_ctx = (int)v;
     if (cl_config_validate(c)) rc = cl_error_prefix("%s: ", path);
 out:
     H5Gclose(g);
@@ -761,6 +770,7 @@ int cl_model_save(const cl_model *m, const char *path) {
         rc |= cl_h5_attr_write_int(g, "mask_pad", c->mask_pad);
         rc |= cl_h5_attr_write_int(g, "pad_id", c->pad_id);
     }
+    if (c->trained_ctx > 0) rc |= cl_h5_attr_write_int(g, "trained_ctx", c->trained_ctx);
     if (g < 0 || H5Gclose(g) < 0) rc = rc ? rc : cl_h5_error_in(f, "cannot write /config");
     if (!rc) rc = m->bpe ? write_tokenizer(f, m) : cl_h5_write_vocab(f, "/vocab", m->vocab, c->vocab_size);
     size_t n = cl_model_tensor_count(c);

@@ -221,6 +221,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     else if (!(o->dropout >= 0.0 && o->dropout < 1.0)) rc = cl_error("--dropout %g is outside [0, 1)", o->dropout);
     else if (o->eval_batches < 1) rc = cl_error("--eval-batches %d must be >= 1", o->eval_batches);
     if (rc) return agree(rc, comm);
+    m->cfg.trained_ctx = o->ctx; /* saved with the model: generate crops its context to it */
     if (rank == 0) { /* output writable? */
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.train.tmp", o->output);

@@ -67,6 +67,11 @@ typedef struct {
                           reads position 0 (the [start] token); logits are classes */
     int mask_pad;      /* 1: keys holding token pad_id are masked out of attention */
     int pad_id;        /* (config key pad_id=N sets mask_pad) */
+    /* Metadata, not part of the model's identity (not in the fingerprint):
+       the context the model was trained on (train --ctx, import --ctx), at
+       most block_size; 0 = unknown. generate crops its context to it. Stored
+       as the optional /config attribute trained_ctx. */
+    int trained_ctx;
 } cl_config;
 
 /* Outputs of the head: n_classes for a classifier, else vocab_size. */
