@@ -9,3 +9,5 @@ cl_script_test(explain_holdout "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.p
 cl_script_test(explain_sketch "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py sketch)
 # a text's explanation does not depend on the batch it is explained in (issue 21, defect 7)
 cl_script_test(explain_batch "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py batch)
+# the ∞-gram and backoff n-gram rows of explain and reduce against a naive scan (issue 23)
+cl_script_test(explain_infgram "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py infgram)
