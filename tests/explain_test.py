@@ -671,7 +671,9 @@ def test_infgram():
                         check(not got.startswith("n/a") and abs(float(got) - want) <= 2e-6,
                               f"text {i} K {KK}: H {got}, naive {want:.6f}")
             check(inf[2].startswith("n/a"), "a text ending in a character absent from training matched")
-            check("∞-gram" in p.stdout.split("summary")[-1], "the summary has no ∞-gram row")
+            summ = p.stdout.split("summary")[-1]
+            check("∞-gram" in summ and "backoff n-gram (K = %d)" % K in summ and "unigram" in summ,
+                  "the summary has no ∞-gram, backoff or unigram row")
         # reduce: the rows in report.h5 equal the naive values on the scan's prompts
         s, rep = os.path.join(d, "s.h5"), os.path.join(d, "rep")
         run(["scan", "--model", m, "--corpus", c, "--prefilter", "0.7", "--bin-width", "0.01", "-o", s])

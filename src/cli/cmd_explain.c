@@ -675,6 +675,14 @@ int cmd_explain(int argc, char **argv) {
                 print_stats_line(name, bo_h, P);
             } else
                 printf("  %-28s %s\n  %-28s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
+            /* the unigram: the corpus's next-token counts summed (reduce's unigram row) */
+            double *uni = cl_trycalloc(V, sizeof *uni, "unigram"), *uh = cl_trymalloc(P, sizeof *uh, "unigram");
+            if (uni && uh) {
+                for (size_t e = 0; e < cp->nnz; e++) uni[cp->next_token[e]] += cp->next_count[e];
+                for (size_t p = 0; p < P; p++) uh[p] = cl_hellinger_df(uni, r->model_probs + p * V, V);
+                print_stats_line("unigram", uh, P);
+            }
+            free(uni), free(uh);
             double *lh = cl_trymalloc(P, sizeof *lh, "lens");
             double *tv = cl_trymalloc(V, sizeof *tv, "lens");
             for (int l = 0; lh && tv && l < r->NL; l++) {
