@@ -75,9 +75,9 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     r->n_baselines = nb;
     r->b_compare += 2;
     snprintf(b[at].name, sizeof b[at].name, "infgram");
-    snprintf(b[at].label, sizeof b[at].label, "∞-gram (longest suffix in the corpus)");
+    snprintf(b[at].label, sizeof b[at].label, "∞-gram");
     snprintf(b[at + 1].name, sizeof b[at + 1].name, "backoff");
-    snprintf(b[at + 1].label, sizeof b[at + 1].label, "backoff n-gram (longest suffix with >= %ld occurrences)", K);
+    snprintf(b[at + 1].label, sizeof b[at + 1].label, "backoff n-gram (K = %ld)", K);
     int32_t *cnt = malloc(V * sizeof *cnt), *ids = NULL;
     double *tmp = malloc(V * sizeof *tmp);
     int rc = !cnt || !tmp ? cl_error("out of memory for the baselines") : 0;
