@@ -77,10 +77,10 @@ def run(args, ranks=None, ok=True, env=None):
     return p
 
 
-def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=None, embd=32):
+def setup(d, nchars=3000, L=6, prompts=24, block=16, layers=2, seed=7, holdout=None, embd=32, tail=""):
     src = os.path.join(TESTDATA, "tinyshakespeare.txt")
     with open(src, encoding="utf-8") as f:
-        t = f.read()[:nchars]
+        t = f.read()[:nchars] + tail
     txt = os.path.join(d, "small.txt")
     with open(txt, "w", encoding="utf-8") as f:
         f.write(t)
@@ -637,6 +637,92 @@ def test_holdout():
         check(got3 != got, "another seed gave the same windows")
 
 
+def infgram_ref(train, w, K):
+    """naive: the longest suffix of w with >= K followed occurrences in train, its follower counts"""
+    best = None
+    for k in range(1, len(w) + 1):
+        suf = w[len(w) - k:]
+        fol = [train[p + k] for p in range(len(train) - k) if train.startswith(suf, p)]
+        if len(fol) < K:
+            break
+        best = fol
+    return best
+
+
+def ref_h(fol, vocab, q):
+    if not fol:
+        return None
+    c = np.array([fol.count(ch) for ch in vocab], dtype=np.float64)
+    return hellinger(c / c.sum(), q.astype(np.float64) / q.sum())
+
+
+def test_infgram():
+    """issue 23: the ∞-gram and backoff n-gram rows of explain and reduce against a naive scan of the
+    training text; "n/a (no match)" for an empty one; an old corpus.h5 without /text: "n/a"; reduce
+    with its corpus.h5 gone: the rows left out, said so"""
+    import re
+    with tempfile.TemporaryDirectory() as d:
+        m, c, text = setup(d, nchars=4000, holdout=0.1, prompts=30, tail="\n~ the end ~\n")
+        train = text[:int(0.9 * len(text))]
+        with h5py.File(c) as f:
+            vocab = [x.decode("utf-8").rstrip("\x00") for x in f["/vocab"][()]]
+            check(f["/text/tokens"].shape[0] == len(train), "/text/tokens is not the training text")
+        absent = next(ch for ch in vocab if ch not in train)  # in the model's vocabulary, never in training
+        texts = [train[100:116], text[-12:], "the king" + absent, "zzz", "ROMEO: to be", train[-9:]]
+        pf = os.path.join(d, "p.txt")
+        write_prompts(pf, texts)
+        ix, e = os.path.join(d, "i.h5"), os.path.join(d, "e.h5")
+        run(["index", "--model", m, "--corpus", c, "-o", ix])
+        for K in (1, 3, 10):
+            p = run(["explain", "--index", ix, "--corpus", c, "--model", m, "--thresholds", THR, "--weights", W,
+                     "--prompt-file", pf, "--backoff-min", str(K), "-o", e])
+            with h5py.File(e) as f:
+                q = f["/model/probs"][()]
+            inf = re.findall(r"    ∞-gram[^\n]*?: (n/a \(no match\)|[0-9.]+)\n", p.stdout)
+            bo = re.findall(r"    backoff n-gram[^\n]*?: (n/a \(no match\)|[0-9.]+)\n", p.stdout)
+            check(len(inf) == len(texts) and len(bo) == len(texts), "baseline lines missing: " + p.stdout[-600:])
+            for i, t in enumerate(texts[:len(inf)]):
+                for got, KK in ((inf[i], 1), (bo[i], K)):
+                    want = ref_h(infgram_ref(train, t, KK), vocab, q[i])
+                    if want is None:
+                        check(got.startswith("n/a (no match)"), f"text {i} K {KK}: {got}, expected no match")
+                    else:
+                        check(not got.startswith("n/a") and abs(float(got) - want) <= 2e-6,
+                              f"text {i} K {KK}: H {got}, naive {want:.6f}")
+            check(inf[2].startswith("n/a"), "a text ending in a character absent from training matched")
+            summ = p.stdout.split("summary")[-1]
+            check("∞-gram" in summ and "backoff n-gram (K = %d)" % K in summ and "unigram" in summ,
+                  "the summary has no ∞-gram, backoff or unigram row")
+        # reduce: the rows in report.h5 equal the naive values on the scan's prompts
+        s, rep = os.path.join(d, "s.h5"), os.path.join(d, "rep")
+        run(["scan", "--model", m, "--corpus", c, "--prefilter", "0.7", "--bin-width", "0.01", "-o", s])
+        p = run(["reduce", s, "--thresholds", THR, "--weights", W, "--backoff-min", "4", "-o", rep])
+        with h5py.File(s) as f:
+            ptexts = [x.decode() for x in f["/prompts/text"][:]]
+            q = f["/model/probs"][()]
+        with h5py.File(os.path.join(rep, "report.h5")) as f:
+            check("infgram" in f["/baselines"] and "backoff" in f["/baselines"], "report.h5 has no ∞-gram rows")
+            hi, hb = f["/baselines/infgram/hellinger"][()], f["/baselines/backoff/hellinger"][()]
+        for i, t in enumerate(ptexts):
+            for got, KK in ((hi[i], 1), (hb[i], 4)):
+                want = ref_h(infgram_ref(train, t, KK), vocab, q[i])
+                check((want is None and got == -1) or (want is not None and abs(got - want) <= 1e-9),
+                      f"reduce prompt {i} K {KK}: {got}, naive {want}")
+        check("∞-gram" in open(os.path.join(rep, "report.md"), encoding="utf-8").read(), "report.md has no ∞-gram row")
+        # an old corpus.h5 without /text: explain says n/a; reduce with the corpus gone: left out, said so
+        with h5py.File(c, "a") as f:
+            del f["/text"]
+        run(["index", "--model", m, "--corpus", c, "-o", ix + "2"])
+        p = run(["explain", "--index", ix + "2", "--corpus", c, "--model", m, "--thresholds", THR, "--weights", W,
+                 "--prompt-file", pf])
+        check("n/a (corpus.h5 has no suffix array: prepare it again)" in p.stdout, "old corpus: " + p.stdout[-400:])
+        os.rename(c, c + ".gone")
+        p = run(["reduce", s, "--thresholds", THR, "--weights", W, "-o", rep + "2"])
+        check("left out" in p.stdout, "reduce without its corpus.h5 did not say so: " + p.stdout)
+        with h5py.File(os.path.join(rep + "2", "report.h5")) as f:
+            check("infgram" not in f["/baselines"], "reduce without its corpus.h5 wrote an ∞-gram row")
+
+
 def per_text(path, P):
     """Every dataset of explain.h5 with one row per text: name -> array."""
     out = {}
@@ -702,7 +788,7 @@ def test_batch():
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     tests = {"reduce": test_reduce, "reference": test_reference, "ranks": test_ranks, "resume": test_resume,
-             "refusals": test_refusals, "holdout": test_holdout, "sketch": test_sketch, "batch": test_batch}
+             "refusals": test_refusals, "holdout": test_holdout, "infgram": test_infgram, "sketch": test_sketch, "batch": test_batch}
     if mode not in tests:
         raise SystemExit(__doc__)
     tests[mode]()

@@ -27,6 +27,25 @@ grep -q "^  approximation " "$T/out.txt" || fail "no summary line"
 for f in demo.txt model.h5 corpus.h5 scan.h5 report/report.md report/report.h5; do
     [ -s "$T/demo-out/$f" ] || fail "missing $f"
 done
+# issue 23: the index for explain/serve, one explained HELD-OUT window with its matched strings,
+# the baselines (∞-gram, backoff) with a line per row, and a verdict either way
+[ -s "$T/demo-out/index.h5" ] || fail "missing index.h5 (explain and serve need it)"
+grep -q "^one explained window of the HELD-OUT text" "$T/out.txt" || fail "no explained held-out window"
+sed -n '/^one explained window/,$p' "$T/out.txt" > "$T/window.txt"
+grep -qE '^  block 0 \(> .*similar strings' "$T/window.txt" || fail "the window shows no block header"
+grep -qE '^    ".*" [01]\.[0-9]{3}  next: ' "$T/window.txt" || fail "the window shows no matched string"
+grep -q '^    ∞-gram' "$T/window.txt" || fail "the window shows no ∞-gram line"
+for row in "^  ∞-gram " "^  backoff n-gram (K = 10) " "^  lens_B .*the model itself" "^verdict: the approximation"; do
+    grep -q "$row" "$T/out.txt" || fail "no summary line '$row'"
+done
+"$PY" - "$T/demo-out" <<'PYEOF2' || fail "held-out checks"
+import sys, h5py
+d = sys.argv[1]
+with h5py.File(f"{d}/corpus.h5") as c:
+    assert "holdout/tokens" in c and "text/suffix_array" in c, list(c)
+with h5py.File(f"{d}/report/report.h5") as r:
+    assert "infgram" in r["baselines"] and "backoff" in r["baselines"], list(r["baselines"])
+PYEOF2
 "$PY" - "$T/demo-out" <<'PYEOF' || fail "report checks"
 import sys, h5py, numpy as np
 d = sys.argv[1]

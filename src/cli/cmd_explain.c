@@ -19,6 +19,7 @@
 #include "corpuslens/base/utf8.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/tokenizer.h"
+#include "corpuslens/corpus/infgram.h"
 #include "corpuslens/scan/explain.h"
 #include "corpuslens/scan/passage.h"
 #include "corpuslens/scan/sketch.h"
@@ -347,8 +348,53 @@ static int holdout_windows(const cl_corpus *cp, size_t n, int L, uint64_t seed, 
 static void print_stats_line(const char *name, const double *h, size_t n) {
     cl_stats s;
     if (cl_stats_compute(h, n, &s)) return;
-    printf("  %-28s mean %.4f  std %.4f  median %.4f  p90 %.4f  min %.4f  max %.4f  (n %zu, empty %zu)\n", name,
-           s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
+    int cols = 0; /* display columns: UTF-8 continuation bytes take none */
+    for (const char *c = name; *c; c++) cols += ((unsigned char)*c & 0xC0) != 0x80;
+    printf("  %s%*s mean %.4f  std %.4f  median %.4f  p90 %.4f  min %.4f  max %.4f  (n %zu, empty %zu)\n", name,
+           cols < 28 ? 28 - cols : 0, "", s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
+}
+
+/* The suffix baselines (issue 23) of every text: the ∞-gram (min_occ 1) and
+   the backoff n-gram (min_occ K) as Hellinger distances to the model; k and
+   occ per text. 0, or -1 (out of memory). Needs cp->suffix_array. */
+static int suffix_baselines(const cl_corpus *cp, const int32_t *tok, const size_t *off, size_t P,
+                            const float *model_probs, int64_t K, double *h, int *k, int64_t *occ) {
+    const size_t V = (size_t)cp->V;
+    int32_t *cnt = cl_trymalloc(V, sizeof *cnt, "∞-gram");
+    double *tmp = cl_trymalloc(V, sizeof *tmp, "∞-gram");
+    if (!cnt || !tmp) {
+        free(cnt), free(tmp);
+        return -1;
+    }
+    for (size_t p = 0; p < P; p++) {
+        size_t T = off[p + 1] - off[p], cap = 4 * CL_CORPUS_MAX_LEN; /* a long text: its last cap characters */
+        size_t m = T < cap ? T : cap;
+        h[p] = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, tok + off[p + 1] - m, (int)m, K,
+                                    model_probs + p * V, cnt, tmp, &k[p], &occ[p]);
+    }
+    free(cnt), free(tmp);
+    return 0;
+}
+
+/* One text's baseline lines: the exact-string n-gram, the ∞-gram, the backoff n-gram. */
+static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const double *inf_h, const int *inf_k,
+                            const int64_t *inf_occ, const double *bo_h, const int *bo_k, const int64_t *bo_occ,
+                            long K, size_t p) {
+    printf("  baselines (Hellinger distance to the model):\n");
+    if (ngram_h == CL_H_EMPTY) printf("    exact-string n-gram (the last %d characters): n/a (no match)\n", L);
+    else printf("    exact-string n-gram (the last %d characters): %.6f\n", L, ngram_h);
+    if (!cp->suffix_array) {
+        printf("    ∞-gram: %s\n    backoff n-gram: %s\n", CL_INFGRAM_NA, CL_INFGRAM_NA);
+        return;
+    }
+    if (inf_h[p] == CL_H_EMPTY) printf("    ∞-gram: n/a (no match)\n");
+    else
+        printf("    ∞-gram (longest suffix in the corpus: %d characters, %lld occurrences): %.6f\n", inf_k[p],
+               (long long)inf_occ[p], inf_h[p]);
+    if (bo_h[p] == CL_H_EMPTY) printf("    backoff n-gram (>= %ld occurrences): n/a (no match)\n", K);
+    else
+        printf("    backoff n-gram (longest suffix with >= %ld occurrences: %d characters, %lld): %.6f\n", K,
+               bo_k[p], (long long)bo_occ[p], bo_h[p]);
 }
 
 /* ---- explain --passage: every position of one text (include/corpuslens/scan/passage.h) ----
@@ -659,7 +705,7 @@ int cmd_explain(int argc, char **argv) {
     par.top_k = 10;
     par.soft_floor = 0.7;
     int nt = 0, nw = 0, nT = 0, nsw = 0, quiet = 0, soft = 0;
-    long eval_n = 0, eval_len = 0, show = 8, top = 10, seed_l = 1337;
+    long eval_n = 0, eval_len = 0, show = 8, top = 10, seed_l = 1337, backoff_min = 10;
     cli_doubles *lists = calloc(4, sizeof *lists);
     if (!lists) return cli_usage_error(CMD, "out of memory");
     cli_doubles *thr = lists, *wts = lists + 1, *temps = lists + 2, *sws = lists + 3;
@@ -697,6 +743,9 @@ int cmd_explain(int argc, char **argv) {
         CLI_OPT_DOUBLE("soft-floor", 0, "S", &par.soft_floor, -1, 0.999999, "smallest similarity the soft kernel counts"),
         CLI_OPT_INT("top", 0, "K", &top, 0, 100000, "keep the K most similar strings per block"),
         CLI_OPT_INT("show", 0, "N", &show, 0, 100000, "print N of them per block (tables only for <= 10 texts)"),
+        CLI_OPT_INT("backoff-min", 0, "K", &backoff_min, 1, 1L << 40,
+                    "the backoff n-gram baseline: the longest suffix of the text\n"
+                    "with at least K occurrences in the corpus (default 10)"),
         CLI_OPT_FLAG("quiet", 0, &quiet, "no per-text tables, only the summary"),
         CLI_OPT_STRING("output", 'o', "FILE", &out, "write the results (layout: README, `h5dump -H`)"),
         CLI_END,
@@ -867,7 +916,9 @@ int cmd_explain(int argc, char **argv) {
     int rc = 1;
     cl_explain_result *r = NULL;
     int32_t *ngram = NULL;
-    double *ngram_h = NULL;
+    double *ngram_h = NULL, *inf_h = NULL, *bo_h = NULL;
+    int *inf_k = NULL, *bo_k = NULL;
+    int64_t *inf_occ = NULL, *bo_occ = NULL;
     if (g) {
         if (rank == 0) cli_fail();
         goto done;
@@ -910,9 +961,22 @@ int cmd_explain(int argc, char **argv) {
             ngram_h[p] = cl_hellinger_df(tmp, r->model_probs + p * V, V);
         }
         free(tmp);
+        /* the ∞-gram and the backoff n-gram (corpus.h5's /text, when there) */
+        if (cp->suffix_array) {
+            inf_h = cl_trymalloc(P, sizeof *inf_h, "∞-gram"), bo_h = cl_trymalloc(P, sizeof *bo_h, "∞-gram");
+            inf_k = cl_trymalloc(P, sizeof *inf_k, "∞-gram"), bo_k = cl_trymalloc(P, sizeof *bo_k, "∞-gram");
+            inf_occ = cl_trymalloc(P, sizeof *inf_occ, "∞-gram"), bo_occ = cl_trymalloc(P, sizeof *bo_occ, "∞-gram");
+            if (!inf_h || !bo_h || !inf_k || !bo_k || !inf_occ || !bo_occ ||
+                suffix_baselines(cp, tok, off, P, r->model_probs, 1, inf_h, inf_k, inf_occ) ||
+                suffix_baselines(cp, tok, off, P, r->model_probs, backoff_min, bo_h, bo_k, bo_occ)) {
+                rc = cli_fail();
+                goto bcast;
+            }
+        }
         if (!quiet && P <= 10)
             for (size_t p = 0; p < P; p++) {
                 print_explain(r, &par, cp, m->vocab, texts[p], p, show, ix->first_block);
+                print_baselines(cp, cp->L, ngram_h[p], inf_h, inf_k, inf_occ, bo_h, bo_k, bo_occ, backoff_min, p);
                 printf("\n");
             }
         if (cli_row_error) {
@@ -925,6 +989,21 @@ int cmd_explain(int argc, char **argv) {
             print_stats_line("approximation", r->hellinger, P);
             if (r->soft_hellinger) print_stats_line("soft kernel", r->soft_hellinger, P);
             print_stats_line("exact-string n-gram", ngram_h, P);
+            if (cp->suffix_array) {
+                char name[64];
+                print_stats_line("∞-gram", inf_h, P);
+                snprintf(name, sizeof name, "backoff n-gram (K = %ld)", backoff_min);
+                print_stats_line(name, bo_h, P);
+            } else
+                printf("  %-28s %s\n  %-28s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
+            /* the unigram: the corpus's next-token counts summed (reduce's unigram row) */
+            double *uni = cl_trycalloc(V, sizeof *uni, "unigram"), *uh = cl_trymalloc(P, sizeof *uh, "unigram");
+            if (uni && uh) {
+                for (size_t e = 0; e < cp->nnz; e++) uni[cp->next_token[e]] += cp->next_count[e];
+                for (size_t p = 0; p < P; p++) uh[p] = cl_hellinger_df(uni, r->model_probs + p * V, V);
+                print_stats_line("unigram", uh, P);
+            }
+            free(uni), free(uh);
             double *lh = cl_trymalloc(P, sizeof *lh, "lens");
             double *tv = cl_trymalloc(V, sizeof *tv, "lens");
             for (int l = 0; lh && tv && l < r->NL; l++) {
@@ -962,6 +1041,7 @@ done:
     if (eval_n > 0 && texts)
         for (size_t p = 0; p < P; p++) free(texts[p]);
     free(texts), free(tok), free(off), free(filebuf), free(ngram), free(ngram_h), free(ptext);
+    free(inf_h), free(bo_h), free(inf_k), free(bo_k), free(inf_occ), free(bo_occ);
     cl_explain_result_free(r);
     cl_index_close(ix);
     cl_corpus_free(cp);

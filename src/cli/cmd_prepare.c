@@ -167,6 +167,7 @@ static int run(int argc, char **argv) {
 
     int rc = prompt_file ? cl_corpus_read_prompt_file(c, prompt_file)
                          : cl_corpus_sample_prompts(c, (size_t)P, (uint64_t)seed);
+    if (rc == 0) rc = cl_corpus_build_suffix_array(c); /* the ∞-gram baselines (issue 23) */
     if (rc == 0) rc = cl_corpus_save(c, out);
     if (rc != 0) {
         cl_corpus_free(c);

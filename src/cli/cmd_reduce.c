@@ -14,6 +14,10 @@
 #include "corpuslens/reduce/reduce.h"
 #include "corpuslens/reduce/soft.h"
 #include "corpuslens/reduce/report.h"
+#include "corpuslens/base/hash.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/corpus/infgram.h"
+#include "corpuslens/model/model.h"
 
 static const char USAGE[] =
     "corpuslens reduce SCAN.h5 [--thresholds t0,t1,...] [--weights w0,w1,...]\n"
@@ -38,6 +42,70 @@ static const char EPILOG[] =
     "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
     "process.\n";
 
+/* The ∞-gram and backoff n-gram baselines (issue 23) of the scan's prompts,
+   from the corpus.h5 the scan names (attribute corpus_h5_file, checked against
+   corpus_h5_sha256), inserted before the compare models. A corpus that cannot
+   be reached, differs, or has no suffix array: a line says why and the rows
+   are left out (0). -1 only for out of memory. Rank 0. */
+static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts, long K) {
+    char path[4096] = "", sha[80] = "", got[65] = "";
+    if (!cl_h5_attr_exists(s->file, "corpus_h5_file") ||
+        cl_h5_attr_read_str(s->file, "corpus_h5_file", path, sizeof path) < 0 || !*path) {
+        printf("reduce: ∞-gram and backoff n-gram left out: the scan does not name its corpus.h5\n");
+        return 0;
+    }
+    if (cl_h5_attr_exists(s->file, "corpus_h5_sha256")) cl_h5_attr_read_str(s->file, "corpus_h5_sha256", sha, sizeof sha);
+    cl_corpus *cp = NULL;
+    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open(path)) ||
+        cp->V != r->V || !cp->suffix_array) {
+        const char *why = !*got ? cl_last_error() : (*sha && strcmp(sha, got)) ? "it changed since the scan"
+                          : !cp ? cl_last_error() : cp->V != r->V ? "another vocabulary"
+                          : "corpus.h5 has no suffix array: prepare it again";
+        printf("reduce: ∞-gram and backoff n-gram left out: %s: %s\n", path, why);
+        cl_corpus_free(cp);
+        return 0;
+    }
+    size_t P = r->P, V = (size_t)r->V, nb = r->n_baselines + 2;
+    cl_baseline *b = realloc(r->baselines, nb * sizeof *b);
+    if (!b) return cl_error("out of memory for the baselines"), cl_corpus_free(cp), -1;
+    r->baselines = b;
+    size_t at = r->b_compare;
+    memmove(b + at + 2, b + at, (r->n_baselines - at) * sizeof *b);
+    memset(b + at, 0, 2 * sizeof *b);
+    r->n_baselines = nb;
+    r->b_compare += 2;
+    snprintf(b[at].name, sizeof b[at].name, "infgram");
+    snprintf(b[at].label, sizeof b[at].label, "∞-gram");
+    snprintf(b[at + 1].name, sizeof b[at + 1].name, "backoff");
+    snprintf(b[at + 1].label, sizeof b[at + 1].label, "backoff n-gram (K = %ld)", K);
+    int32_t *cnt = malloc(V * sizeof *cnt), *ids = NULL;
+    double *tmp = malloc(V * sizeof *tmp);
+    int rc = !cnt || !tmp ? cl_error("out of memory for the baselines") : 0;
+    for (int j = 0; !rc && j < 2; j++) {
+        b[at + j].hellinger = malloc(P * sizeof(double));
+        b[at + j].empty = calloc(P, 1);
+        if (!b[at + j].hellinger || !b[at + j].empty) rc = cl_error("out of memory for the baselines");
+    }
+    for (size_t p = 0; !rc && p < P; p++) {
+        size_t len = strlen(texts[p]), n = 0;
+        free(ids);
+        if (!(ids = malloc((len ? len : 1) * sizeof *ids))) rc = cl_error("out of memory");
+        else if (cl_vocab_encode(cp->vocab, cp->V, texts[p], len, ids, len, &n) < 0 || n > (size_t)1 << 20)
+            rc = cl_error_prefix("prompt %zu: ", p);
+        for (int j = 0; !rc && j < 2; j++) {
+            double h = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, ids, (int)n, j ? K : 1,
+                                            r->model_probs + p * V, cnt, tmp, NULL, NULL);
+            b[at + j].hellinger[p] = h;
+            b[at + j].empty[p] = h == CL_H_EMPTY;
+        }
+    }
+    for (int j = 0; !rc && j < 2; j++)
+        if (cl_stats_compute(b[at + j].hellinger, P, &b[at + j].stats)) rc = -1;
+    free(ids), free(cnt), free(tmp);
+    cl_corpus_free(cp);
+    return rc;
+}
+
 int cmd_reduce(int argc, char **argv) {
     int rank = cli_rank();
     const char *scan_path = NULL, *outdir = NULL, *ablation_path = NULL, *tuned_path = NULL;
@@ -45,6 +113,7 @@ int cmd_reduce(int argc, char **argv) {
     cli_doubles *thr = calloc(1, sizeof *thr), *w = calloc(1, sizeof *w), *ex = calloc(1, sizeof *ex);
     cli_doubles *sT = calloc(1, sizeof *sT), *sW = calloc(1, sizeof *sW);
     size_t *examples = NULL;
+    long backoff_min = 10;
     int rc = 2;
     if (!compare_s || !thr || !w || !ex || !sT || !sW) {
         cli_usage_error("reduce", "out of memory");
@@ -69,6 +138,9 @@ int cmd_reduce(int argc, char **argv) {
                         "(printed with the bin-width error of its weights;\n"
                         "include/corpuslens/reduce/soft.h); `explain` computes it exactly"),
         CLI_OPT_DOUBLES("soft-weights", 0, "LIST", sW, "weights of the soft kernel (default: the hard weights)"),
+        CLI_OPT_INT("backoff-min", 0, "K", &backoff_min, 1, 1L << 40,
+                    "the backoff n-gram baseline: the longest suffix of the prompt\n"
+                    "with at least K occurrences in the corpus (default 10)"),
         CLI_OPT_STRING("ablation", 0, "F", &ablation_path, "`ablate -o F`: its table beside the paper's ranges"),
         CLI_OPT_STRING("tuned", 0, "F", &tuned_path,
                        "`tune --h5 F`: fitted vs the paper's values on held-out prompts"),
@@ -147,6 +219,10 @@ int cmd_reduce(int argc, char **argv) {
     double t1 = cli_wtime();
     if (rank == 0) {
         r = cl_reduce(s, tv, wv, kb, (const float *const *)cprobs, compare, n_compare);
+        if (r && add_suffix_baselines(s, r, texts, backoff_min)) {
+            cl_reduction_free(r);
+            r = NULL;
+        }
         cl_report_opts o = {.scan_path = scan_path, .examples = examples, .n_examples = n_ex};
         static cl_ablation ab;
         static cl_tuned tu;
@@ -163,6 +239,8 @@ int cmd_reduce(int argc, char **argv) {
         printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty); n-gram %.4f, unigram %.4f",
                r->P, r->stats.mean, r->stats.std, r->stats.median, r->stats.n_empty,
                r->baselines[r->b_ngram].stats.mean, r->baselines[r->b_unigram].stats.mean);
+        for (size_t i = r->b_unigram + 1; i < r->b_compare; i++) /* the ∞-gram and backoff rows, when there */
+            printf(", %s %.4f", r->baselines[i].name, r->baselines[i].stats.mean);
         for (size_t c = 0; c < n_compare; c++)
             printf(", %s %.4f", r->baselines[r->b_compare + c].name, r->baselines[r->b_compare + c].stats.mean);
         cl_noise_floor nf;

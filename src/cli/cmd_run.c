@@ -63,6 +63,7 @@ int cmd_run(int argc, char **argv) {
                                    [CL_STAGE_TUNE] = cmd_tune,
                                    [CL_STAGE_ABLATE] = cmd_ablate,
                                    [CL_STAGE_REDUCE] = cmd_reduce},
+                      .explain = cmd_explain,
                       .log = stdout};
     const char *get = NULL;
     long alt = 0;

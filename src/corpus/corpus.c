@@ -1,6 +1,7 @@
 /* Unique substrings, next-token counts, prompts and the corpus file.
  * See include/corpuslens/corpus/corpus.h for the contract and the file layout. */
 #include "corpuslens/corpus/corpus.h"
+#include "corpuslens/corpus/infgram.h"
 
 #include <errno.h>
 #include <hdf5.h>
@@ -77,6 +78,8 @@ void cl_corpus_free(cl_corpus *c) {
     free(c->next_count);
     free(c->prompt_index);
     free(c->holdout);
+    free(c->text);
+    free(c->suffix_array);
     cl_h5_rows_close(c->token_rows);
     free(c);
 }
@@ -229,6 +232,12 @@ cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uin
         if (t) c->next_count = t;
     }
     c->corpus_chars = n_ids;
+    if (!(c->text = cl_trymalloc(n_ids, sizeof *c->text, "training text"))) {
+        cl_corpus_free(c);
+        return NULL;
+    }
+    memcpy(c->text, ids, n_ids * sizeof *ids);
+    c->n_text = n_ids;
     return c;
 
 fail:
@@ -527,6 +536,12 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         return -1;
     if (write_ds(f, "/prompts/index", H5T_NATIVE_INT64, 1, &P, c->prompt_index) < 0) return -1;
     if (write_prompt_text(f, c) < 0) return -1;
+    if (c->suffix_array && c->text && c->n_text) {
+        hsize_t nt = c->n_text;
+        if (write_ds(f, "/text/tokens", H5T_NATIVE_INT32, 1, &nt, c->text) < 0 ||
+            write_ds(f, "/text/suffix_array", H5T_NATIVE_INT64, 1, &nt, c->suffix_array) < 0)
+            return -1;
+    }
     if (c->n_holdout) {
         hsize_t nh = c->n_holdout;
         if (write_ds(f, "/holdout/tokens", H5T_NATIVE_INT32, 1, &nh, c->holdout) < 0) return -1;
@@ -796,13 +811,45 @@ done:
     return rc;
 }
 
+/* /text/tokens and /text/suffix_array (optional; both or neither) */
+static int load_text(hid_t f, cl_corpus *c) {
+    int ht = cl_h5_exists(f, "/text/tokens"), hs = cl_h5_exists(f, "/text/suffix_array");
+    if (!ht && !hs) return 0;
+    if (!ht || !hs) return cl_error("%s without %s", ht ? "/text/tokens" : "/text/suffix_array",
+                                    ht ? "/text/suffix_array" : "/text/tokens");
+    hsize_t d[8], e[8];
+    if (cl_h5_shape(f, "/text/tokens", d) != 1 || d[0] < 1 || d[0] > (hsize_t)INT64_MAX / 8)
+        return cl_error("/text/tokens is not a non-empty list");
+    if (cl_h5_shape(f, "/text/suffix_array", e) != 1 || e[0] != d[0])
+        return cl_error("/text/suffix_array is not a list as long as /text/tokens (%llu)", (unsigned long long)d[0]);
+    size_t n = (size_t)d[0];
+    c->text = cl_trymalloc(n, sizeof *c->text, "training text");
+    c->suffix_array = cl_trymalloc(n, sizeof *c->suffix_array, "suffix array");
+    if (!c->text || !c->suffix_array || cl_h5_read_exact(f, "/text/tokens", H5T_NATIVE_INT32, 1, d, c->text) < 0 ||
+        cl_h5_read_exact(f, "/text/suffix_array", H5T_NATIVE_INT64, 1, d, c->suffix_array) < 0)
+        return -1;
+    for (size_t k = 0; k < n; k++)
+        if (c->text[k] < 0 || c->text[k] >= c->V)
+            return cl_error("/text/tokens: entry %zu (%d) is outside the vocabulary", k, c->text[k]);
+    if (cl_suffix_array_check(c->suffix_array, n, "/text/suffix_array") < 0) return -1;
+    c->n_text = n;
+    return 0;
+}
+
+int cl_corpus_build_suffix_array(cl_corpus *c) {
+    if (!c->text || !c->n_text) return cl_error("the corpus has no training text for a suffix array");
+    free(c->suffix_array);
+    c->suffix_array = cl_suffix_array(c->text, c->n_text, c->V);
+    return c->suffix_array ? 0 : -1;
+}
+
 static cl_corpus *load(const char *path, int lazy) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_corpus *c = corpus_new();
     /* lazy: the row reader keeps its dataset, and so the file, open after
        H5Fclose (the default weak close degree) */
-    if (!c || load_contents(f, c, lazy) < 0) {
+    if (!c || load_contents(f, c, lazy) < 0 || load_text(f, c) < 0) {
         if (c) cl_error_prefix("%s: ", path);
         cl_corpus_free(c);
         c = NULL;

@@ -51,6 +51,7 @@ static const keyspec KEYS[] = {
     {"corpus", "prompts", K_INT, 1, 9e18, F(prompts), F(has_prompts)},
     {"corpus", "seed", K_INT, 0, 9e18, F(seed), F(has_seed)},
     {"corpus", "prompt_file", K_PATH, 0, 0, F(prompt_file), NOFLAG},
+    {"corpus", "holdout_fraction", K_NUM, 1e-6, 0.999999, F(holdout_fraction), NOFLAG},
     {"model", "path", K_PATH, 0, 0, F(model_path), NOFLAG},
     {"model", "checkpoint", K_PATH, 0, 0, F(checkpoint), NOFLAG},
     {"model", "n_head", K_INT, 1, 4096, F(import_n_head), F(has_import_n_head)},
@@ -949,6 +950,7 @@ void cl_job_free(cl_job *job) {
     free(job->ablate_mode);
     free(job->tune_fraction);
     free(job->prefilter);
+    free(job->holdout_fraction);
     free(job->bin_width);
     free(job->match_thresholds);
     free(job->checkpoint_every);

@@ -305,6 +305,7 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
         rc |= av_add(&s->argv, "--prompts"), rc |= av_addf(&s->argv, "%lld", j->prompts);
         if (j->has_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->seed);
     }
+    if (j->holdout_fraction) rc |= av_add(&s->argv, "--holdout-fraction"), rc |= av_add(&s->argv, j->holdout_fraction);
     rc |= av_add(&s->argv, "--vocab-from");
     rc |= av_add(&s->argv, p->model);
     rc |= av_add(&s->argv, "-o");
@@ -331,6 +332,11 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     if (j->has_scan_batch) rc |= av_add(&s->argv, "--batch"), rc |= av_addf(&s->argv, "%lld", j->scan_batch);
     if (j->checkpoint_every)
         rc |= av_add(&s->argv, "--checkpoint-every"), rc |= av_add(&s->argv, j->checkpoint_every);
+    if (j->holdout_fraction) { /* the index too, for explain (the scan computes its vectors anyway) */
+        char *ix = path_join(j->out_dir, "index.h5");
+        rc |= !ix || av_add(&s->argv, "--index-out") || av_add(&s->argv, ix);
+        free(ix);
+    }
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->scan_h5);
 
@@ -679,8 +685,10 @@ static void print_stats(FILE *out, hid_t f, const char *dset, const char *label)
         char own[128] = "";
         if (cl_h5_attr_exists(d, "label") > 0 && cl_h5_attr_read_str(d, "label", own, sizeof own) == 0)
             label = own;
-        fprintf(out, "  %-32.32s %7.4f %7.4f %7.4f %7.4f %7.4f %7lld\n", label, mean, std, mn, med, mx,
-               count);
+        int extra = 0; /* UTF-8 continuation bytes (the ∞ sign) take no column */
+        for (const char *c = label; *c && c - label < 40; c++) extra += ((unsigned char)*c & 0xC0) == 0x80;
+        fprintf(out, "  %-*.*s %7.4f %7.4f %7.4f %7.4f %7.4f %7lld\n", 32 + extra, 32 + extra, label, mean, std, mn,
+                med, mx, count);
     }
     H5Dclose(d);
 }
@@ -695,6 +703,37 @@ static herr_t baseline_cb(hid_t g, const char *name, const H5L_info_t *info, voi
     return 0;
 }
 
+/* the mean attribute of dset, or -1 */
+static double stat_mean(hid_t f, const char *dset) {
+    double m = -1;
+    if (!cl_h5_exists(f, dset)) return -1;
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    if (d < 0) return -1;
+    if (cl_h5_attr_read_double(d, "mean", &m) < 0) m = -1;
+    H5Dclose(d);
+    return m;
+}
+
+/* One line: does the approximation beat every corpus baseline (mean H)? Said plainly either way. */
+static void print_verdict(FILE *out, hid_t f) {
+    static const char *const names[] = {"ngram", "infgram", "backoff", "unigram"};
+    double a = stat_mean(f, "/hellinger"), best = -1;
+    const char *bn = NULL;
+    for (int i = 0; i < 4; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/baselines/%s/hellinger", names[i]);
+        double m = stat_mean(f, path);
+        if (m >= 0 && (best < 0 || m < best)) best = m, bn = names[i];
+    }
+    if (!(a >= 0) || !bn) return;
+    if (a < best)
+        fprintf(out, "verdict: the approximation (mean H %.4f) is closer to the model than every corpus baseline "
+                     "(the best, %s: %.4f)\n", a, bn, best);
+    else
+        fprintf(out, "verdict: the approximation (mean H %.4f) does NOT beat the corpus baseline %s (%.4f) on these "
+                     "prompts\n", a, bn, best);
+}
+
 static void print_report(FILE *out, const plan *p) {
     hid_t f = cl_h5_open_read(p->report_h5);
     if (f < 0) return;
@@ -707,8 +746,51 @@ static void print_report(FILE *out, const plan *p) {
             H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, baseline_cb, out);
             H5Gclose(g);
         }
+        fprintf(out, "what the rows mean (lower is closer to the model):\n"
+                     "  approximation   the method: next characters of the training strings similar to the prompt, per block, weighted\n"
+                     "  block_B         the strings of block B alone\n"
+                     "  lens_B          the logit lens after block B; the last block's lens is the model itself (0)\n"
+                     "  ngram           the next characters after the prompt's exact string in the corpus\n"
+                     "  infgram         the ∞-gram: after the longest suffix of the prompt found in the corpus (= ngram\n"
+                     "                  for these prompts, which are corpus substrings; it differs on held-out text)\n"
+                     "  backoff         after the longest suffix with at least 10 occurrences\n"
+                     "  unigram         the corpus's character frequencies\n");
+        print_verdict(out, f);
     }
     H5Fclose(f);
+}
+
+/* The end of a run with a held-out part: one explained held-out window
+   (explain --eval-text 1), on every rank of comm. Nothing when the index is
+   missing; a failure is reported, not fatal (the stages are done). */
+static void explain_one(const plan *p, const cl_job *j, const cl_run_opts *o, FILE *log, MPI_Comm comm) {
+    char *ix = path_join(j->out_dir, "index.h5");
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    int ok = ix && file_exists(ix) && file_exists(p->corpus_h5) && file_exists(p->model);
+    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    argvec a = {0};
+    if (ok && (av_add(&a, "explain") || av_add(&a, "--index") || av_add(&a, ix) || av_add(&a, "--corpus") ||
+               av_add(&a, p->corpus_h5) || av_add(&a, "--model") || av_add(&a, p->model) ||
+               av_add(&a, "--eval-text") || av_add(&a, "1") || av_add(&a, "--show") || av_add(&a, "3") ||
+               (j->thresholds && (av_add(&a, "--thresholds") || av_add(&a, j->thresholds))) ||
+               (j->weights && (av_add(&a, "--weights") || av_add(&a, j->weights)))))
+        ok = 0;
+    if (ok) {
+        if (log) {
+            fprintf(log, "\none explained window of the HELD-OUT text (not in the corpus searched): the model's next\n"
+                         "characters, the approximation's, and per block the most similar training strings\n"
+                         "(similarity, then their next characters with counts):\n");
+            fflush(log);
+        }
+        char *args[96];
+        for (int k = 0; k <= a.n; k++) args[k] = a.v[k];
+        int src = o->explain(a.n, args);
+        fflush(stdout);
+        if (log && src) fprintf(log, "(explain failed with status %d: the stages' results above stand)\n", src);
+    }
+    av_free(&a);
+    free(ix);
 }
 
 /* ---- main ---- */
@@ -944,6 +1026,8 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         if (file_exists(p.report_h5)) fprintf(log, "  %-19s %s/report.md\n", "report (markdown)", p.report_dir);
         fflush(log);
     }
+    if (!rc && !dry && o->explain && job->holdout_fraction && (!stages || stage_selected(stages, ST_REDUCE)))
+        explain_one(&p, job, o, log, comm);
     plan_free(&p);
     return rc;
 }

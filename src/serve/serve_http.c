@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
+
+#include "serve/serve_mhd.h" /* after microhttpd.h: MHD_* through dlopen */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -541,7 +543,7 @@ int cl_serve_run(const cl_serve_opts *o, volatile sig_atomic_t *stop) {
         cl_error("out of memory");
         goto out;
     }
-    if (parse_addr(o->host, o->port, &ss, &v6)) goto out;
+    if (parse_addr(o->host, o->port, &ss, &v6) || cl_mhd_load()) goto out;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
     d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,

@@ -507,6 +507,8 @@ def main():
     ap.add_argument("--kind", action="append", choices=["model", "corpus", "scan"])
     ap.add_argument("--only", action="append", help="run cases whose label contains this")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--stride", type=int, default=1,
+                    help="run every N-th case only (the sanitizer build: every case runs in Release)")
     ap.add_argument("--keep")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
@@ -523,6 +525,7 @@ def main():
             cases = file_cases(kind, fixture)
             if a.only:
                 cases = [c for c in cases if any(o in c[0] for o in a.only)]
+            cases = cases[::max(1, a.stride)]
             if a.list:
                 for c in cases:
                     print(kind, c[0], "refuse" if c[2] else "tolerate")

@@ -224,7 +224,7 @@ def main():
             ("dtype bfloat16", set_str("dtype", "bfloat16"), ["dtype"]),
             ("format_version 2", set_attr("format_version", np.int64(2)), ["format_version"]),
             ("complete 0", set_attr("complete", np.int64(0)), ["incomplete"]),
-            ("/vocab other character", None, ["vocabulary"]),
+            ("/vocab other character", None, ["/vocab"]),
             ("/vocab longer", None, ["vocab"]),
             ("/vectors float64", None, ["/vectors"]),
             ("/vectors [Lh, N+1, C]", None, ["/vectors"]),

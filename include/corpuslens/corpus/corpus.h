@@ -47,6 +47,12 @@
  *   /holdout/tokens           [n_holdout] int32 token ids of the held-out text
  *   root attributes holdout_fraction, holdout_start (= n); the substrings,
  *   counts and prompts then come from the training part only.
+ *   optional, written by prepare (issue 23; files without them still open, and
+ *   the ∞-gram and backoff n-gram baselines are then "n/a"):
+ *   /text/tokens              [n_text] int32 token ids of the training text (the
+ *                             part before holdout_start, or all of it)
+ *   /text/suffix_array        [n_text] int64 its suffix array (infgram.h): a
+ *                             permutation of 0..n_text-1, checked on reading
  * Large datasets are chunked and gzip-compressed (level 1).
  */
 #ifndef CORPUSLENS_CORPUS_H
@@ -96,6 +102,13 @@ typedef struct {
     int32_t *holdout;        /* [n_holdout] token ids; owned; NULL when none */
     uint64_t holdout_start;  /* character offset of the held-out part */
     double holdout_fraction;
+    /* the training text and its suffix array (/text; both or neither): the
+       ∞-gram and backoff n-gram baselines. cl_corpus_from_ids keeps the text;
+       cl_corpus_build_suffix_array adds the array; cl_corpus_save writes both
+       only when the array is there */
+    size_t n_text;           /* 0: none */
+    int32_t *text;           /* [n_text] token ids; owned */
+    int64_t *suffix_array;   /* [n_text]; owned; NULL when none */
 } cl_corpus;
 
 /* Build the substrings and counts of a token-id sequence ids[0..n_ids) whose
@@ -127,6 +140,9 @@ int cl_prompts_parse(const char *text, size_t len, size_t N, const char *name, i
  * corpus's prompts are unchanged. */
 int cl_corpus_sample_prompts(cl_corpus *c, size_t P, uint64_t seed);
 int cl_corpus_read_prompt_file(cl_corpus *c, const char *path);
+
+/* Build the suffix array of c->text (cl_suffix_array). 0 or -1. */
+int cl_corpus_build_suffix_array(cl_corpus *c);
 
 /* Write the corpus file: to "<path>.tmp", then rename to path. On error the
  * temporary file is removed and path is left as it was. Needs P >= 1. */

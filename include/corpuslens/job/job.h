@@ -14,6 +14,9 @@
  *              len           substring length L (required)
  *              prompts, seed sample `prompts` substrings with `seed` (default 1337)
  *              prompt_file   or: one substring index per line
+ *              holdout_fraction  F: prepare --holdout-fraction F; the scan then also
+ *                            writes <output dir>/index.h5 and the run ends by
+ *                            explaining one held-out window (explain --eval-text 1)
  *   [model]    path          an existing corpuslens model file (.h5), or
  *              checkpoint    a PyTorch .pt / .safetensors file, imported (with
  *                            the corpus's vocabulary) into <output dir>/model.h5;
@@ -84,6 +87,7 @@ typedef struct {
     long long seed;
     int has_seed;
     char *prompt_file;
+    char *holdout_fraction; /* validated number, kept as written; NULL: none (prepare --holdout-fraction) */
     /* [model] */
     char *model_path; /* NULL: import or train one */
     char *checkpoint; /* to import; NULL when none */

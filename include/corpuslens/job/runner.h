@@ -54,6 +54,8 @@ typedef struct {
     int dry_run;          /* say what would run or be skipped, and why; run nothing */
     const char *job_path; /* named in the first line of the log */
     FILE *log;            /* rank 0's progress and summary (stdout for the CLI); NULL: none */
+    cl_stage_command explain; /* with [corpus] holdout_fraction: explains one held-out window at
+                                 the end (the scan also writes index.h5); NULL: not */
 } cl_run_opts;
 
 /* -1 with a message naming the first unknown stage of a --stages list. */
