@@ -766,9 +766,9 @@ static void print_report(FILE *out, const plan *p) {
 static void explain_one(const plan *p, const cl_job *j, const cl_run_opts *o, FILE *log, MPI_Comm comm) {
     char *ix = path_join(j->out_dir, "index.h5");
     int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    cl_par_comm_rank(comm, &rank); /* rank 0 of 1 without MPI (par.h) */
     int ok = ix && file_exists(ix) && file_exists(p->corpus_h5) && file_exists(p->model);
-    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    cl_par_bcast(&ok, 1, MPI_INT, 0, comm);
     argvec a = {0};
     if (ok && (av_add(&a, "explain") || av_add(&a, "--index") || av_add(&a, ix) || av_add(&a, "--corpus") ||
                av_add(&a, p->corpus_h5) || av_add(&a, "--model") || av_add(&a, p->model) ||
