@@ -1022,10 +1022,11 @@ int cmd_explain(int argc, char **argv) {
         }
         struct timespec cpu;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-        fprintf(stderr, "explain: %zu texts, %zu index rows x %d blocks (%s), %d ranks: load %.3f s (model, corpus, "
+        fprintf(stderr, "explain: %zu text%s, %zu index rows x %d blocks (%s), %d rank%s: load %.3f s (model, corpus, "
                         "index), SHA-256 checks %.3f s (%s), prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
                         "CPU time %.3f s (explain %.3f s); load: model %.3f s, corpus %.3f s, index %.3f s; ",
-                P, ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R, tl1 - tl0, tl2 - tl1,
+                P, P == 1 ? "" : "s", ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R,
+                R == 1 ? "" : "s", tl1 - tl0, tl2 - tl1,
                 hit_m && hit_c ? "cached" : hit_m || hit_c ? "one cached" : "computed", r->seconds_prompts, r->seconds_search, t1 - t0, cpu.tv_sec + 1e-9 * cpu.tv_nsec,
                 (cpu.tv_sec - c0.tv_sec) + 1e-9 * (cpu.tv_nsec - c0.tv_nsec), tlm - tl0, tlc - tlm, tl1 - tlc);
         if (r->sketch) {

@@ -112,7 +112,7 @@ int cmd_index(int argc, char **argv) {
     if (rank == 0)
         fprintf(stderr,
                 "index: %zu trie nodes, trie forward %.1f s (max over ranks), assembly %.1f s, wall %.1f s, %zu bytes, "
-                "peak RSS per rank %.0f MiB, %d ranks -> %s\n",
-                res.n_nodes, res.t_forward, res.t_write, res.wall_seconds, res.bytes, maxrss / 1024.0, R, o.out_path);
+                "peak RSS per rank %.0f MiB, %d rank%s -> %s\n",
+                res.n_nodes, res.t_forward, res.t_write, res.wall_seconds, res.bytes, maxrss / 1024.0, R, R == 1 ? "" : "s", o.out_path);
     return 0;
 }

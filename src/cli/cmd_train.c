@@ -257,10 +257,10 @@ int cmd_train(int argc, char **argv) {
     progress pg = {cli_stderr_is_tty(), o.batch, o.ctx, o.steps, 0, 0.0, o.steps / 20 > 0 ? o.steps / 20 : 1};
     if (rank == 0) {
         const cl_config *c = &m->cfg;
-        printf("# train: %d layers x %d (%d heads, %s), vocab %d, %zu parameters; %d ranks x %d rows, ctx %d, "
+        printf("# train: %d layers x %d (%d heads, %s), vocab %d, %zu parameters; %d rank%s x %d rows, ctx %d, "
                "lr %g, dropout %g, seed %llu%s%s\n",
                c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->vocab_size,
-               cl_model_num_params(c), size, size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
+               cl_model_num_params(c), size, size == 1 ? "" : "s", size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
                (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
         printf("%8s  %10s  %10s\n", "step", "train", "val");
         fflush(stdout);
