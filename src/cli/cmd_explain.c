@@ -278,6 +278,26 @@ static int mkgroup(hid_t f, const char *path) {
     return rc;
 }
 
+/* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
+ * (the groups exist already). 0, or nonzero after cl_error. */
+static int wr_result(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
+    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
+            dPBK[3] = {P, Lh, K ? K : 1};
+    return wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+           wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+           wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
+           wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
+           wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
+           wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
+           wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
+           (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
+                  wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
+           (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
+                               wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP,
+                                  r->soft_hellinger)));
+}
+
 static int write_h5(const char *out, const cl_explain_result *r, const cl_explain_params *par, char **texts,
                     const cl_index *ix, const int32_t *ngram, const double *ngram_h) {
     char tmp[4200];
@@ -289,25 +309,13 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
     const char *groups[] = {"/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
     for (int i = 0; i < 7 && !rc; i++)
         if (i != 5 || r->soft_approx) rc = mkgroup(f, groups[i]);
-    size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
-    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
-            dPBK[3] = {P, Lh, K ? K : 1};
+    size_t P = r->P, V = r->V, Lh = r->Lh, K = r->K;
+    hsize_t dP = P, dPV[2] = {P, V};
     hid_t st = H5Tcopy(H5T_C_S1);
     H5Tset_size(st, H5T_VARIABLE);
     H5Tset_cset(st, H5T_CSET_UTF8);
     rc = rc || wr(f, "/prompts/text", st, st, 1, &dP, texts) ||
-             wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
-             wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
-             wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
-             wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-             wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
-             wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
-             wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
-             (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
-                    wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
-             (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
-                                 wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP,
-                                    r->soft_hellinger))) ||
+             wr_result(f, r) ||
              wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, ngram) ||
              wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, ngram_h);
     H5Tclose(st);
@@ -446,8 +454,7 @@ static int write_passage_h5(const char *out, const cl_passage_result *pr, const 
     for (int i = 0; i < 8 && !rc; i++)
         if ((i != 5 || r->K) && (i != 6 || r->soft_approx)) rc = passage_group(f, groups[i]);
     size_t n = pr->n, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
-    hsize_t d1 = 1, dP = n, dPV[2] = {n, V}, dPLV[3] = {n, NL, V}, dPBV[3] = {n, Lh, V}, dPB[2] = {n, Lh},
-            dPL[2] = {n, NL}, dPBK[3] = {n, Lh, K ? K : 1};
+    hsize_t d1 = 1, dP = n, dPV[2] = {n, V}, dPL[2] = {n, NL};
     int64_t *ws = cl_trymalloc(n, sizeof *ws, "passage");
     for (size_t i = 0; ws && i < n; i++) ws[i] = (int64_t)pr->win_start[i];
     hid_t st = H5Tcopy(H5T_C_S1);
@@ -458,18 +465,8 @@ static int write_passage_h5(const char *out, const cl_passage_result *pr, const 
          wr(f, "/passage/next", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dP, pr->next) ||
          wr(f, "/passage/win_start", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, ws) ||
          wr(f, "/prompts/text", st, st, 1, &dP, wins) ||
-         wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
-         wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+         wr_result(f, r) ||
          wr(f, "/lens/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPL, pr->lens_h) ||
-         wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
-         wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-         wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
-         wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
-         wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
-         (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
-                wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
-         (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
-                             wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->soft_hellinger))) ||
          wr(f, "/ngram/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, pr->ngram_sub) ||
          wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, pr->ngram_counts) ||
          wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, pr->ngram_h);
