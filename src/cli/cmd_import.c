@@ -10,13 +10,14 @@
 #include "corpuslens/ckpt/checkpoint.h"
 #include "corpuslens/model/import.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
 #include "corpuslens/model/tokenizer.h"
 
 static const char *CMD = "import";
 
 static const char USAGE[] =
-    "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT) -o MODEL.h5\n"
+    "corpuslens import CHECKPOINT (--corpus TEXT | --vocab-file TEXT | --vocab-from M.h5) -o MODEL.h5\n"
     "                         [--n-head N] [--attn-scale head_size|n_embd] [--ctx T]\n"
     "       corpuslens import HF_FOLDER -o MODEL.h5";
 
@@ -32,8 +33,19 @@ static const char ABOUT[] =
     "The GPT-2 BPE tokenizer goes into the model file, so `predict \"any text\"` works\n"
     "from it; --corpus, --vocab-file, --n-head and --attn-scale do not apply.\n";
 
+/* The vocabulary of a corpuslens model file (its /vocab), checked as the model
+ * loader checks it. */
+static int model_vocab(const char *path, uint32_t **vocab, int *V) {
+    hid_t f = cl_h5_open_read(path);
+    if (f < 0) return -1;
+    int rc = cl_h5_read_vocab(f, "/vocab", vocab, V);
+    H5Fclose(f);
+    if (rc < 0) return cl_error_prefix("%s: ", path);
+    return 0;
+}
+
 static int run(int argc, char **argv) {
-    const char *vocab_path = NULL, *vocab_file = NULL, *out = NULL, *attn_scale = NULL;
+    const char *vocab_path = NULL, *vocab_file = NULL, *vocab_model = NULL, *out = NULL, *attn_scale = NULL;
     long n_head = 0, ctx = 0;
     cl_import_opts opts = {0};
     const cli_option table[] = {
@@ -42,6 +54,9 @@ static int run(int argc, char **argv) {
                        "characters (as the lecture builds it); its size must\n"
                        "equal the checkpoint's vocab size"),
         CLI_OPT_STRING("vocab-file", 0, "TEXT", &vocab_file, "the same, for a file listing the characters"),
+        CLI_OPT_STRING("vocab-from", 0, "M.h5", &vocab_model,
+                       "the vocabulary of a corpuslens model file (e.g. the\n"
+                       "same model imported before with the whole training text)"),
         CLI_OPT_STRING("output", 'o', "PATH", &out, "the model file to write (written as PATH.tmp, then renamed)"),
         CLI_OPT_INT("n-head", 0, "N", &n_head, 1, 16384,
                     "number of heads; required for a nanoGPT state dict without\n"
@@ -60,12 +75,14 @@ static int run(int argc, char **argv) {
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_PARSED) return prc;
     const char *in = argv[first];
-    if (vocab_path && vocab_file) return cli_usage_error(CMD, "give --corpus or --vocab-file once");
+    if (!!vocab_path + !!vocab_file + !!vocab_model > 1)
+        return cli_usage_error(CMD, "give one of --corpus, --vocab-file and --vocab-from");
     if (vocab_file) vocab_path = vocab_file;
+    if (vocab_model) vocab_path = vocab_model;
     if (cl_hf_is_folder(in)) {
         if (vocab_path || n_head || attn_scale || ctx)
             return cli_usage_error(CMD, "%s is a Hugging Face folder: its config.json and tokenizer files say "
-                                        "everything; drop --corpus/--vocab-file/--n-head/--attn-scale/--ctx", in);
+                                        "everything; drop --corpus/--vocab-file/--vocab-from/--n-head/--attn-scale/--ctx", in);
         if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
         double t0 = cli_wtime();
         cl_hf_info info;
@@ -88,7 +105,7 @@ static int run(int argc, char **argv) {
         cl_model_free(m);
         return 0;
     }
-    if (!vocab_path) return cli_usage_error(CMD, "--corpus (or --vocab-file) is required");
+    if (!vocab_path) return cli_usage_error(CMD, "--corpus (or --vocab-file or --vocab-from) is required");
     if (!out) return cli_usage_error(CMD, "-o MODEL.h5 is required");
     opts.n_head = (int)n_head;
     if (attn_scale) {
@@ -99,7 +116,8 @@ static int run(int argc, char **argv) {
     double t0 = cli_wtime();
     uint32_t *vocab = NULL;
     int V = 0;
-    if (cl_vocab_from_file(vocab_path, &vocab, &V)) return cli_fail();
+    if (vocab_model ? model_vocab(vocab_model, &vocab, &V) : cl_vocab_from_file(vocab_path, &vocab, &V))
+        return cli_fail();
     cl_ckpt *ck = cl_ckpt_open(in);
     if (!ck) {
         free(vocab);

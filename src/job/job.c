@@ -52,6 +52,7 @@ static const keyspec KEYS[] = {
     {"corpus", "seed", K_INT, 0, 9e18, F(seed), F(has_seed)},
     {"corpus", "prompt_file", K_PATH, 0, 0, F(prompt_file), NOFLAG},
     {"corpus", "holdout_fraction", K_NUM, 1e-6, 0.999999, F(holdout_fraction), NOFLAG},
+    {"corpus", "vocab_from", K_PATH, 0, 0, F(vocab_from), NOFLAG},
     {"model", "path", K_PATH, 0, 0, F(model_path), NOFLAG},
     {"model", "checkpoint", K_PATH, 0, 0, F(checkpoint), NOFLAG},
     {"model", "n_head", K_INT, 1, 4096, F(import_n_head), F(has_import_n_head)},
@@ -771,6 +772,10 @@ static void cross_checks(pstate *s, cl_job *job) {
             add_err(s, section_line(s, "alternatives"),
                     "[alternatives] needs a [train] section: the recipe the other seeds are trained with");
     }
+    if (!have_model && is_set(s, "corpus", "vocab_from"))
+        add_err(s, line_of(s, "corpus", "vocab_from"),
+                "corpus.vocab_from goes with [model] (path or checkpoint): a model trained by [train] "
+                "takes its corpus's characters");
     if (have_model) {
         int mp = is_set(s, "model", "path"), mc = is_set(s, "model", "checkpoint");
         if (mp && mc)
@@ -939,6 +944,7 @@ void cl_job_free(cl_job *job) {
     free(job->jobdir);
     free(job->corpus_path);
     free(job->prompt_file);
+    free(job->vocab_from);
     free(job->model_path);
     free(job->checkpoint);
     free(job->import_attn_scale);

@@ -103,6 +103,17 @@ static int mkdir_p(const char *path) {
 
 static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 
+/* 1: an HDF5 file (its 8-byte signature at offset 0), 0: another file, -1: unreadable. */
+static int is_hdf5(const char *path) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    FILE *f = fopen(path, "rb");
+    if (!f) return cl_error("cannot open %s: %s", path, strerror(errno));
+    unsigned char b[8];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    return n == sizeof b && memcmp(b, sig, sizeof sig) == 0;
+}
+
 /* ---- stages ---- */
 
 enum {
@@ -226,6 +237,16 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
         return cl_error("out of memory");
     int rc = 0;
     for (int i = 0; i < ST_N; i++) p->st[i].id = i;
+    /* [corpus] vocab_from: a model file (its vocabulary) or a text (its characters) */
+    int vocab_model = 0;
+    if (j->vocab_from) {
+        vocab_model = is_hdf5(j->vocab_from);
+        if (vocab_model < 0) return cl_error_prefix("corpus.vocab_from: ");
+        if (!vocab_model && j->model_path)
+            return cl_error("corpus.vocab_from: %s is a text, but with [model] path the vocabulary comes from a "
+                            "model file (give one, or leave vocab_from out: prepare then takes %s's)",
+                            j->vocab_from, j->model_path);
+    }
 
     stage *s = &p->st[ST_GENERATE];
     s->enabled = cl_stage_enabled(j, CL_STAGE_GENERATE);
@@ -244,11 +265,11 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     s->format = CL_MODEL_FORMAT;
     s->format_in_config = 1;
     s->hash_inputs[0] = j->checkpoint;
-    s->hash_inputs[1] = j->corpus_path;
+    s->hash_inputs[1] = j->vocab_from ? j->vocab_from : j->corpus_path;
     rc |= av_add(&s->argv, "import");
     rc |= av_add(&s->argv, j->checkpoint ? j->checkpoint : "");
-    rc |= av_add(&s->argv, "--corpus");
-    rc |= av_add(&s->argv, j->corpus_path);
+    rc |= av_add(&s->argv, !j->vocab_from ? "--corpus" : vocab_model ? "--vocab-from" : "--vocab-file");
+    rc |= av_add(&s->argv, j->vocab_from ? j->vocab_from : j->corpus_path);
     if (j->has_import_n_head) rc |= av_add(&s->argv, "--n-head"), rc |= av_addf(&s->argv, "%lld", j->import_n_head);
     if (j->import_attn_scale) rc |= av_add(&s->argv, "--attn-scale"), rc |= av_add(&s->argv, j->import_attn_scale);
     rc |= av_add(&s->argv, "-o");
@@ -295,6 +316,7 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     s->hash_inputs[0] = j->corpus_path;
     s->hash_inputs[1] = p->model;
     s->hash_inputs[2] = j->prompt_file;
+    s->hash_inputs[3] = vocab_model ? j->vocab_from : NULL;
     rc |= av_add(&s->argv, "prepare");
     rc |= av_add(&s->argv, j->corpus_path);
     rc |= av_add(&s->argv, "--len"), rc |= av_addf(&s->argv, "%lld", j->len);
@@ -306,8 +328,10 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
         if (j->has_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->seed);
     }
     if (j->holdout_fraction) rc |= av_add(&s->argv, "--holdout-fraction"), rc |= av_add(&s->argv, j->holdout_fraction);
+    /* the vocabulary: vocab_from's when it is a model, else the model's (an imported
+     * checkpoint's is vocab_from's text's) */
     rc |= av_add(&s->argv, "--vocab-from");
-    rc |= av_add(&s->argv, p->model);
+    rc |= av_add(&s->argv, vocab_model ? j->vocab_from : p->model);
     rc |= av_add(&s->argv, "-o");
     rc |= av_add(&s->argv, p->corpus_h5);
 

@@ -18,3 +18,6 @@ set_tests_properties(jobs_noise_floor PROPERTIES TIMEOUT 900)
 # no one-rank stage starts MPI, each MPI stage has its own session directory
 cl_script_test(slurm_start_race "mpi;slow" ${CMAKE_CURRENT_SOURCE_DIR}/slurm_start_race.sh)
 set_tests_properties(slurm_start_race PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)
+# issue 23: [corpus] vocab_from (a checkpoint explained on a slice of its text)
+cl_script_test(jobs_vocab_from "torch" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_vocab_from.sh)
+set_tests_properties(jobs_vocab_from PROPERTIES SKIP_RETURN_CODE 77)

@@ -17,6 +17,16 @@
  *              holdout_fraction  F: prepare --holdout-fraction F; the scan then also
  *                            writes <output dir>/index.h5 and the run ends by
  *                            explaining one held-out window (explain --eval-text 1)
+ *              vocab_from    the vocabulary: a corpuslens model file (.h5) or a
+ *                            UTF-8 text (its sorted unique characters, as the
+ *                            lecture builds it), e.g. the whole training text
+ *                            when `path` is a slice of it. It goes with [model]:
+ *                            a checkpoint is imported with it (default: the
+ *                            characters of `path`), and prepare encodes the
+ *                            corpus with it (default: the model's vocabulary;
+ *                            with [model] path it must be a model file). A
+ *                            corpus character the vocabulary lacks is refused
+ *                            by prepare, naming the character and its position.
  *   [model]    path          an existing corpuslens model file (.h5), or
  *              checkpoint    a PyTorch .pt / .safetensors file, imported (with
  *                            the corpus's vocabulary) into <output dir>/model.h5;
@@ -88,6 +98,7 @@ typedef struct {
     int has_seed;
     char *prompt_file;
     char *holdout_fraction; /* validated number, kept as written; NULL: none (prepare --holdout-fraction) */
+    char *vocab_from; /* a model file or a text: the vocabulary (NULL: the model's, or the corpus's for an import) */
     /* [model] */
     char *model_path; /* NULL: import or train one */
     char *checkpoint; /* to import; NULL when none */
