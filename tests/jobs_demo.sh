@@ -32,7 +32,7 @@ done
 [ -s "$T/demo-out/index.h5" ] || fail "missing index.h5 (explain and serve need it)"
 grep -q "^one explained window of the HELD-OUT text" "$T/out.txt" || fail "no explained held-out window"
 sed -n '/^one explained window/,$p' "$T/out.txt" > "$T/window.txt"
-grep -qE '^  block 0 \(> .*similar strings' "$T/window.txt" || fail "the window shows no block header"
+grep -qE '^  block 0 \(weight [0-9.e+-]+\): [0-9]+ strings? above ' "$T/window.txt" || fail "the window shows no block header"
 grep -qE '^    ".*" [01]\.[0-9]{3}  next: ' "$T/window.txt" || fail "the window shows no matched string"
 grep -q '^    ∞-gram' "$T/window.txt" || fail "the window shows no ∞-gram line"
 for row in "^  ∞-gram " "^  backoff n-gram (K = 10) " "^  lens_B .*the model itself" "^verdict: the approximation"; do

@@ -199,18 +199,26 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         printf("  Hellinger distance: %.6f\n", r->hellinger[p]);
     }
     if (r->soft_approx) {
-        print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
-        printf("  Hellinger distance (soft): %.6f\n", r->soft_hellinger[p]);
+        if (r->soft_hellinger[p] == CL_H_EMPTY) {
+            printf("  soft kernel (empty: no string above the soft floor)\n");
+        } else {
+            print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
+            printf("  Hellinger distance (soft): %.6f\n", r->soft_hellinger[p]);
+        }
     }
     for (int b = 0; b < Lh; b++) {
         size_t pb = p * (size_t)Lh + b;
-        printf("  block %d (> %g, weight %g): %lld similar strings", first_block + b, par->thresholds[b],
-               par->weights[b], (long long)r->n_matches[pb]);
+        long long above = (long long)r->n_matches[pb];
+        printf("  block %d (weight %g): %lld string%s above %g", first_block + b, par->weights[b], above,
+               above == 1 ? "" : "s", par->thresholds[b]);
         if (r->near[pb]) printf(" (%lld within %g of the threshold)", (long long)r->near[pb], CL_EXPLAIN_NEAR);
         printf("\n");
         for (int k = 0; k < K && k < show; k++) {
             int64_t sub = r->top_sub[pb * K + k];
             if (sub < 0) break;
+            /* the top list is ordered by similarity: its first `above` strings are
+               those above the threshold, the rest fill the list */
+            if (k == above) printf("    (below %g, not in the approximation:)\n", par->thresholds[b]);
             printf("    ");
             print_string(cp, sub);
             printf(" %.3f  next:", r->top_sim[pb * K + k]);
@@ -247,7 +255,8 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
             tmp[v] = lp[v];
             if (lp[v] > lp[best]) best = v;
         }
-        printf(" block %d H %.3f top ", l, cl_hellinger_df(tmp, r->model_probs + p * V, V));
+        printf(" block %d%s H %.3f top ", l, l == NL - 1 ? " (= the model)" : "",
+               cl_hellinger_df(tmp, r->model_probs + p * V, V));
         put_tok(vocab[best]);
         printf(l + 1 < NL ? ";" : "\n");
     }
@@ -358,8 +367,11 @@ static void print_stats_line(const char *name, const double *h, size_t n) {
     if (cl_stats_compute(h, n, &s)) return;
     int cols = 0; /* display columns: UTF-8 continuation bytes take none */
     for (const char *c = name; *c; c++) cols += ((unsigned char)*c & 0xC0) != 0x80;
-    printf("  %s%*s mean %.4f  std %.4f  median %.4f  p90 %.4f  min %.4f  max %.4f  (n %zu, empty %zu)\n", name,
-           cols < 28 ? 28 - cols : 0, "", s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
+    if (s.count == 0) /* every text empty: no statistics, never 0.0000 */
+        printf("  %s%*s n/a (no match)  (n 0, empty %zu)\n", name, cols < 34 ? 34 - cols : 0, "", s.n_empty);
+    else
+        printf("  %s%*s mean %.4f  std %.4f  median %.4f  p90 %.4f  min %.4f  max %.4f  (n %zu, empty %zu)\n", name,
+               cols < 34 ? 34 - cols : 0, "", s.mean, s.std, s.median, s.p90, s.min, s.max, s.count, s.n_empty);
 }
 
 /* The suffix baselines (issue 23) of every text: the ∞-gram (min_occ 1) and
@@ -992,7 +1004,7 @@ int cmd_explain(int argc, char **argv) {
                 snprintf(name, sizeof name, "backoff n-gram (K = %ld)", backoff_min);
                 print_stats_line(name, bo_h, P);
             } else
-                printf("  %-28s %s\n  %-28s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
+                printf("  %-36s %s\n  %-34s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
             /* the unigram: the corpus's next-token counts summed (reduce's unigram row) */
             double *uni = cl_trycalloc(V, sizeof *uni, "unigram"), *uh = cl_trymalloc(P, sizeof *uh, "unigram");
             if (uni && uh) {
@@ -1009,7 +1021,7 @@ int cmd_explain(int argc, char **argv) {
                     lh[p] = cl_hellinger_df(tv, r->model_probs + p * V, V);
                 }
                 char name[64];
-                snprintf(name, sizeof name, "logit lens, block %d", l);
+                snprintf(name, sizeof name, "logit lens, block %d%s", l, l == r->NL - 1 ? " (= the model)" : "");
                 print_stats_line(name, lh, P);
             }
             free(lh), free(tv);

@@ -106,6 +106,12 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     return rc;
 }
 
+/* " <label> MEAN" of a summary line; "n/a (no match)" when every prompt is empty. */
+static void print_mean(const char *label, const cl_stats *st) {
+    if (st->count == 0) printf("%s n/a (no match)", label);
+    else printf("%s %.4f", label, st->mean);
+}
+
 int cmd_reduce(int argc, char **argv) {
     int rank = cli_rank();
     const char *scan_path = NULL, *outdir = NULL, *ablation_path = NULL, *tuned_path = NULL;
@@ -236,13 +242,21 @@ int cmd_reduce(int argc, char **argv) {
     }
     if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (rank == 0) {
-        printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty); n-gram %.4f, unigram %.4f",
-               r->P, r->stats.mean, r->stats.std, r->stats.median, r->stats.n_empty,
-               r->baselines[r->b_ngram].stats.mean, r->baselines[r->b_unigram].stats.mean);
-        for (size_t i = r->b_unigram + 1; i < r->b_compare; i++) /* the ∞-gram and backoff rows, when there */
-            printf(", %s %.4f", r->baselines[i].name, r->baselines[i].stats.mean);
-        for (size_t c = 0; c < n_compare; c++)
-            printf(", %s %.4f", r->baselines[r->b_compare + c].name, r->baselines[r->b_compare + c].stats.mean);
+        if (r->stats.count == 0)
+            printf("reduce: %zu prompts, mean H n/a (no match: all %zu empty)", r->P, r->stats.n_empty);
+        else
+            printf("reduce: %zu prompts, mean H %.4f, std %.4f, median %.4f (%zu empty)", r->P, r->stats.mean,
+                   r->stats.std, r->stats.median, r->stats.n_empty);
+        print_mean("; n-gram", &r->baselines[r->b_ngram].stats);
+        print_mean(", unigram", &r->baselines[r->b_unigram].stats);
+        for (size_t i = r->b_unigram + 1; i < r->b_compare; i++) { /* the ∞-gram and backoff rows, when there */
+            printf(", %s", r->baselines[i].name);
+            print_mean("", &r->baselines[i].stats);
+        }
+        for (size_t c = 0; c < n_compare; c++) {
+            printf(", %s", r->baselines[r->b_compare + c].name);
+            print_mean("", &r->baselines[r->b_compare + c].stats);
+        }
         cl_noise_floor nf;
         if (!cl_noise_floor_of(r, &nf) && nf.n)
             printf("\nreduce: noise floor (mean over %zu other models) %.4f, approximation / noise floor %.2f "

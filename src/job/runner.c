@@ -711,8 +711,12 @@ static void print_stats(FILE *out, hid_t f, const char *dset, const char *label)
             label = own;
         int extra = 0; /* UTF-8 continuation bytes (the ∞ sign) take no column */
         for (const char *c = label; *c && c - label < 40; c++) extra += ((unsigned char)*c & 0xC0) == 0x80;
-        fprintf(out, "  %-*.*s %7.4f %7.4f %7.4f %7.4f %7.4f %7lld\n", 32 + extra, 32 + extra, label, mean, std, mn,
-                med, mx, count);
+        if (count == 0) /* every prompt empty: no statistics, never 0.0000 */
+            fprintf(out, "  %-*.*s %7s %7s %7s %7s %7s %7lld  n/a (no match)\n", 36 + extra, 36 + extra, label, "-", "-",
+                    "-", "-", "-", count);
+        else
+            fprintf(out, "  %-*.*s %7.4f %7.4f %7.4f %7.4f %7.4f %7lld\n", 36 + extra, 36 + extra, label, mean, std, mn,
+                    med, mx, count);
     }
     H5Dclose(d);
 }
@@ -762,7 +766,7 @@ static void print_report(FILE *out, const plan *p) {
     hid_t f = cl_h5_open_read(p->report_h5);
     if (f < 0) return;
     fprintf(out, "\nHellinger distance to the model's prediction (0 = same distribution, 1 = disjoint):\n");
-    fprintf(out, "  %-32s %7s %7s %7s %7s %7s %7s\n", "", "mean", "std", "min", "median", "max", "prompts");
+    fprintf(out, "  %-36s %7s %7s %7s %7s %7s %7s\n", "", "mean", "std", "min", "median", "max", "prompts");
     print_stats(out, f, "/hellinger", "approximation");
     if (cl_h5_exists(f, "/baselines")) {
         hid_t g = H5Gopen2(f, "/baselines", H5P_DEFAULT);

@@ -479,7 +479,8 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
             snprintf(bl->label, sizeof bl->label, "block %zu alone (> %g)", mb, thr[i]);
         } else if (i < r->b_ngram) {
             snprintf(bl->name, sizeof bl->name, "lens_%zu", i - Lb);
-            snprintf(bl->label, sizeof bl->label, "logit lens, block %zu", i - Lb);
+            snprintf(bl->label, sizeof bl->label, "logit lens, block %zu%s", i - Lb,
+                     i - Lb == NL - 1 ? " (= the model)" : ""); /* the last block's lens is the model's head */
         } else if (i == r->b_ngram) {
             snprintf(bl->name, sizeof bl->name, "ngram");
             snprintf(bl->label, sizeof bl->label, "exact-string n-gram");

@@ -322,6 +322,10 @@ static void md_token(FILE *f, uint32_t cp) {
 }
 
 static void md_stats_row(FILE *f, const char *name, const cl_stats *s) {
+    if (s->count == 0) { /* every prompt empty: no statistics, never 0.0000 */
+        fprintf(f, "| %s | 0 | %zu | n/a (no match) | | | | | | | | |\n", name, s->n_empty);
+        return;
+    }
     fprintf(f, "| %s | %zu | %zu | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f |\n", name,
             s->count, s->n_empty, s->mean, s->std, s->min, s->p10, s->p25, s->median, s->p75, s->p90, s->max);
 }

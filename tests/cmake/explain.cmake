@@ -15,3 +15,5 @@ cl_script_test(explain_passage_alone "unit" ${CMAKE_CURRENT_SOURCE_DIR}/passage_
 cl_script_test(explain_passage_cli "unit" ${CMAKE_CURRENT_SOURCE_DIR}/passage_test.py cli)
 # the ∞-gram and backoff n-gram rows of explain and reduce against a naive scan (issue 23)
 cl_script_test(explain_infgram "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py infgram)
+# explain/reduce/report wording (issue 23): strings above the threshold, n/a (no match), "(= the model)"
+cl_script_test(explain_wording "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_wording.sh)
