@@ -71,7 +71,7 @@ def main():
         check(lens.shape[2] == V, f"lens has {lens.shape[2]} entries, expected {V}")
         n_ok = n_cut_bad = 0
         for i, line in enumerate(lines):
-            printed = [float(x) for x in re.findall(r"block \d+ H ([0-9.]+)", line)]
+            printed = [float(x) for x in re.findall(r"block \d+(?: \(= the model\))? H ([0-9.]+)", line)]
             check(len(printed) == lens.shape[1], f"text {i}: {len(printed)} blocks in {line!r}")
             for b, h in enumerate(printed):
                 ref = hellinger(lens[i, b], model[i])
