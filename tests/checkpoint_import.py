@@ -125,7 +125,7 @@ def refusals(d):
         r = run(["import", rf.path, "--corpus", corpus, "-o", out] + args)
         msg = r.stderr.strip()
         check(r.returncode == 1 and rf.message in msg and msg.count("\n") == 0
-              and msg.startswith("corpuslens: "),
+              and msg.startswith("corpuslens import: "),
               f"refuses {rf.name}: rc {r.returncode}: {msg}")
         check(not os.path.exists(out) and not os.path.exists(out + ".tmp"),
               f"{rf.name}: no output file left behind")

@@ -118,6 +118,78 @@ expect_usage "lens --attn-svg alone" "--attn-svg goes with --parens" lens --mode
 expect_usage "ablate --data with --corpus" "--data takes no --corpus" ablate --model m.h5 --data d.tsv --corpus c.h5
 expect_usage "ablate --split" "--split: 'dev' is not one of train, val, test" ablate --model m.h5 --data d.tsv --split dev
 
+# ---- one message prefix: every line a command writes on stderr starts "corpuslens CMD: " ----
+# (the "Try 'corpuslens CMD --help'." line of a usage error goes with the line before it)
+# prefixed WHAT CMD: every line of $T/err but the Try line starts "corpuslens CMD: "
+prefixed() {
+    local bad
+    bad=$(grep -v "^Try 'corpuslens $2 --help'\.\$" "$T/err" | grep -v "^corpuslens $2: ")
+    [ -s "$T/err" ] || fail "$1: nothing on stderr"
+    [ -z "$bad" ] || fail "$1: stderr lines without 'corpuslens $2: ': $bad"
+    return 0
+}
+N=$T/no/such/file
+# one line per command: a run that fails on a file that does not exist (or cannot be written)
+while IFS='|' read -r c args; do
+    [ -n "$c" ] || continue
+    # shellcheck disable=SC2086
+    timeout 60 "$CL" $c $args >/dev/null 2>"$T/err"
+    rc=$?
+    [ "$rc" = 1 ] || fail "$c with a missing file: exit status $rc, expected 1: $(cat "$T/err")"
+    grep -qF "$N" "$T/err" || fail "$c: the message does not name $N: $(cat "$T/err")"
+    prefixed "$c with a missing file" "$c"
+    echo "$c" >>"$T/checked"
+    # a bad option: the usage error and its Try line
+    "$CL" $c --no-such-option >/dev/null 2>"$T/err"
+    prefixed "$c --no-such-option" "$c"
+done <<EOF2
+init|--config n_layer=1,n_head=2,n_embd=16,block_size=16 --vocab-from $N -o $T/p.h5
+import|$N --corpus $N -o $T/p.h5
+inspect|$N
+predict|--model $N x
+generate|--model $N
+capture|--model $N -o $T/p.h5 x
+demo-corpus|-o $N
+prepare|$N --len 3 --prompts 2 -o $T/p.h5
+train|--corpus $N --steps 1 --batch 1 --ctx 4 -o $T/p.h5
+scan|--model $N --corpus $N -o $T/p.h5
+reduce|$N -o $T/p
+tune|$N
+run|$N
+lens|--model $N x
+ablate|--model $N --corpus $N -o $T/p.h5
+similar|$N --corpus $N --prompt x --block 0 --threshold 0.5
+embed-sim|--model $N --hook embed a b
+index|--model $N --corpus $N -o $T/p.h5
+explain|--index $N --corpus $N --model $N x
+serve|--index $N --corpus $N --model $N --port 0
+EOF2
+for c in $cmds; do grep -qx "$c" "$T/checked" || fail "$c: no missing-file case in the prefix check"; done
+# progress and timing lines of commands that work (scan, index, explain, train, generate's progress)
+for i in 1 2 3 4 5; do printf 'And only love, and only lies; and only the end of it all.\n'; done >"$T/p.txt"
+"$CL" init --config n_layer=1,n_head=2,n_embd=16,block_size=16 --vocab-from "$T/p.txt" -o "$T/pm.h5" >/dev/null ||
+    fail "init"
+"$CL" prepare "$T/p.txt" --len 3 --prompts 4 --vocab-from "$T/pm.h5" -o "$T/pc.h5" >/dev/null || fail "prepare"
+"$CL" scan --model "$T/pm.h5" --corpus "$T/pc.h5" --prefilter 0.5 --bin-width 0.05 -o "$T/ps.h5" >/dev/null 2>"$T/err" ||
+    fail "scan: $(cat "$T/err")"
+prefixed "scan's progress and timing" scan
+"$CL" index --model "$T/pm.h5" --corpus "$T/pc.h5" --sketch-dim 0 -o "$T/pi.h5" >/dev/null 2>"$T/err" ||
+    fail "index: $(cat "$T/err")"
+prefixed "index's progress and timing" index
+"$CL" explain --index "$T/pi.h5" --corpus "$T/pc.h5" --model "$T/pm.h5" --thresholds 0.5 --weights 1 "And" \
+    >/dev/null 2>"$T/err" || fail "explain: $(cat "$T/err")"
+prefixed "explain's timing" explain
+"$CL" explain --index "$T/pi.h5" --corpus "$T/pc.h5" --model "$T/pm.h5" --thresholds 0.5 --weights 1 \
+    --passage "And only" >/dev/null 2>"$T/err" || fail "explain --passage: $(cat "$T/err")"
+prefixed "explain --passage's timing" explain
+"$CL" train --corpus "$T/p.txt" --init "$T/pm.h5" --steps 2 --batch 2 --ctx 8 --eval-every 0 -o "$T/pt.h5" \
+    >/dev/null 2>"$T/err" || fail "train: $(cat "$T/err")"
+grep -q "^corpuslens train: step 2/2 " "$T/err" || fail "train printed no progress line: $(cat "$T/err")"
+prefixed "train's progress" train
+"$CL" generate --model "$T/pm.h5" -n 1000 --seed 1 >/dev/null 2>"$T/err" || fail "generate: $(cat "$T/err")"
+grep -q "^corpuslens generate: 1000/1000 " "$T/err" || fail "generate printed no progress line: $(cat "$T/err")"
+prefixed "generate's progress" generate
+
 # ---- MPI only as one of several ranks ----
 # A bogus point-to-point component makes MPI_Init fail: a command on one
 # process must not call it, whatever the command (index, lens --prompts and

@@ -20,7 +20,7 @@ expect() { # name, expected message (grep -E), command...
     rm -f "$d/out.h5"
     "$@" > "$d/stdout" 2> "$d/stderr"
     local rc=$?
-    if [ $rc = 0 ] || ! grep -qE -- "$msg" "$d/stderr" || [ -e "$d/out.h5" ] || grep -q '^step ' "$d/stderr"; then
+    if [ $rc = 0 ] || ! grep -qE -- "$msg" "$d/stderr" || [ -e "$d/out.h5" ] || grep -q '^corpuslens train: step ' "$d/stderr"; then
         echo "FAIL $name (rc $rc): expected /$msg/"; sed 's/^/    /' "$d/stderr"; fail=1
     else
         echo "ok   $name: $(grep -E -- "$msg" "$d/stderr" | head -1)"

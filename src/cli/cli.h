@@ -11,8 +11,8 @@
 #include "cli/mpi_start.h" /* cli_rank(), cli_rank0(), ... */
 #include "cli/options.h" /* cli_usage_error(), the option tables */
 
-/* Print "corpuslens: <cl_last_error()>" (prefixed by the context, if any) on
- * stderr once; returns 1. */
+/* Print "corpuslens <command>: <cl_last_error()>" (cli_current_command(): the
+ * command that runs) on stderr once; returns 1. */
 int cli_fail(void);
 
 /* Run fn(argc, argv) on rank 0 only and give every rank its exit status:

@@ -671,7 +671,7 @@ static int explain_passage(const char *text, const char *at_s, const cl_index *i
         if (!rc && cli_row_error) rc = cli_fail();
         if (!rc) {
             const cl_explain_result *r = pr->ex;
-            fprintf(stderr, "explain --passage: %zu positions, %zu index rows x %d blocks: prompts %.3f s, search %.3f s, "
+            fprintf(stderr, "corpuslens explain: --passage: %zu positions, %zu index rows x %d blocks: prompts %.3f s, search %.3f s, "
                             "total %.3f s (rank 0 CPU %.3f s); ", n, ix->N, r->Lh, r->seconds_prompts, r->seconds_search, t1 - t0,
                     (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec));
             if (r->sketch) {
@@ -1031,7 +1031,7 @@ int cmd_explain(int argc, char **argv) {
         }
         struct timespec cpu;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-        fprintf(stderr, "explain: %zu text%s, %zu index rows x %d blocks (%s), %d rank%s: load %.3f s (model, corpus, "
+        fprintf(stderr, "corpuslens explain: %zu text%s, %zu index rows x %d blocks (%s), %d rank%s: load %.3f s (model, corpus, "
                         "index), SHA-256 checks %.3f s (%s), prompts %.3f s, search %.3f s, explain total %.3f s; rank 0 "
                         "CPU time %.3f s (explain %.3f s); load: model %.3f s, corpus %.3f s, index %.3f s; ",
                 P, P == 1 ? "" : "s", ix->N, ix->Lh, ix->dtype == CL_INDEX_F16 ? "float16" : "float32", R,

@@ -43,7 +43,7 @@ static void show(progress *p, long done, long total, int final) {
     if (!final && now - p->last < (p->tty ? 0.5 : 30.0)) return;
     p->last = now;
     double el = now - p->t0, rate = el > 0 ? done / el : 0;
-    fprintf(stderr, "%sgenerate: %ld/%ld (%.0f%%), %.0f/s%s", p->tty ? "\r" : "", done, total,
+    fprintf(stderr, "%scorpuslens generate: %ld/%ld (%.0f%%), %.0f/s%s", p->tty ? "\r" : "", done, total,
             total ? 100.0 * done / total : 100.0, rate, p->tty && !final ? "" : "\n");
     fflush(stderr);
 }

@@ -86,7 +86,7 @@ int cmd_index(int argc, char **argv) {
         double t0 = cli_wtime();
         cl_sketch_stats st;
         if (cl_index_add_sketch(add, kdim == CL_SKETCH_DIM_UNSET ? 0 : (int)kdim, &st)) return cli_fail();
-        fprintf(stderr, "index: sketch of %d dimensions added to %s in %.1f s (%zu bytes); variance kept per block:",
+        fprintf(stderr, "corpuslens index: sketch of %d dimensions added to %s in %.1f s (%zu bytes); variance kept per block:",
                 st.k, add, cli_wtime() - t0, st.bytes);
         for (int b = 0; b < st.Lh; b++) fprintf(stderr, " %.3f", st.variance_kept[b]);
         fprintf(stderr, "\n");
@@ -111,7 +111,7 @@ int cmd_index(int argc, char **argv) {
     if (R > 1) MPI_Reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
     if (rank == 0)
         fprintf(stderr,
-                "index: %zu trie nodes, trie forward %.1f s (max over ranks), assembly %.1f s, wall %.1f s, %zu bytes, "
+                "corpuslens index: %zu trie nodes, trie forward %.1f s (max over ranks), assembly %.1f s, wall %.1f s, %zu bytes, "
                 "peak RSS per rank %.0f MiB, %d rank%s -> %s\n",
                 res.n_nodes, res.t_forward, res.t_write, res.wall_seconds, res.bytes, maxrss / 1024.0, R, R == 1 ? "" : "s", o.out_path);
     return 0;

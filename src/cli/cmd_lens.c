@@ -277,7 +277,7 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
         goto out;
     }
     if (P * per > 2147483647u) {
-        if (rank == 0) fprintf(stderr, "corpuslens: too many prompts for one gather (%zu)\n", P);
+        if (rank == 0) fprintf(stderr, "corpuslens lens: too many prompts for one gather (%zu)\n", P);
         ok = 0;
         goto out;
     }

@@ -107,17 +107,17 @@ int cmd_scan(int argc, char **argv) {
     }
     if (rank == 0)
         fprintf(stderr,
-                "scan: %lld prefiltered pairs, %lld stored matches, %zu trie nodes, wall %.1f s, %.3g GFLOP "
+                "corpuslens scan: %lld prefiltered pairs, %lld stored matches, %zu trie nodes, wall %.1f s, %.3g GFLOP "
                 "(forward %.3g, cosine %.3g), %.1f GFLOPS, peak RSS per rank %.0f MiB, %d rank%s -> %s\n",
                 (long long)res.n_pairs, (long long)res.n_matches, res.n_nodes, res.wall_seconds, res.flops / 1e9,
                 res.forward_flops / 1e9, res.cosine_flops / 1e9, res.flops / 1e9 / res.wall_seconds, maxrss / 1024.0,
                 R, R == 1 ? "" : "s", o.out_path);
     if (rank == 0)
-        fprintf(stderr, "scan: time per rank (max; CPU seconds, reduce+write wall): prompts %.2f s, trie forward %.2f s, similarity sgemm %.2f s, "
+        fprintf(stderr, "corpuslens scan: time per rank (max; CPU seconds, reduce+write wall): prompts %.2f s, trie forward %.2f s, similarity sgemm %.2f s, "
                         "selection/binning %.2f s, reduce+write %.2f s\n",
                 res.t_prompts, res.t_forward, res.t_sgemm, res.t_select, res.t_write);
     if (rank == 0 && res.prune_rank > 0) { /* only when pruning is on (CORPUSLENS_SCAN_PRUNE_RANK) */
-        fprintf(stderr, "scan: pruning bound rank %d: pairs pruned per block (exact similarity skipped):", res.prune_rank);
+        fprintf(stderr, "corpuslens scan: pruning bound rank %d: pairs pruned per block (exact similarity skipped):", res.prune_rank);
         for (int b = 0; b < res.n_blocks; b++)
             fprintf(stderr, " %.1f%%",
                     res.n_tested[b] ? 100.0 * (double)(res.n_tested[b] - res.n_candidates[b]) / (double)res.n_tested[b]

@@ -58,7 +58,7 @@ static void listening(void *user, const char *host, int port) {
     int v6 = strchr(host, ':') != NULL;
     printf("serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
     fflush(stdout);
-    fprintf(stderr, "serve: loading the model, corpus and index (/api/health answers 503 until ready)\n");
+    fprintf(stderr, "corpuslens serve: loading the model, corpus and index (/api/health answers 503 until ready)\n");
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -111,7 +111,7 @@ int cmd_serve(int argc, char **argv) {
     o.max_context = (int)max_ctx, o.max_connections = (int)max_conn;
     o.listening = listening;
     if (strcmp(o.host, "127.0.0.1") && strcmp(o.host, "::1") && strncmp(o.host, "127.", 4))
-        fprintf(stderr, "serve: WARNING: binding %s, not loopback: anyone who can reach this address can use the "
+        fprintf(stderr, "corpuslens serve: WARNING: binding %s, not loopback: anyone who can reach this address can use the "
                         "server (it has no authentication)\n", o.host);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -121,6 +121,6 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (cl_serve_run(&o, &stop_flag)) return cli_fail();
-    fprintf(stderr, "serve: stopped\n");
+    fprintf(stderr, "corpuslens serve: stopped\n");
     return 0;
 }

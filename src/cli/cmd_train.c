@@ -36,7 +36,7 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
     double sps = ev->elapsed_s > 0 ? ev->steps_done_here / ev->elapsed_s : 0.0;
     double eta = sps > 0 ? (pg->steps - ev->step) / sps : 0.0;
     char line[256];
-    int n = snprintf(line, sizeof line, "step %ld/%d  loss %.4f  %.2f steps/s  %.0f tokens/s  ETA %dm%02ds",
+    int n = snprintf(line, sizeof line, "corpuslens train: step %ld/%d  loss %.4f  %.2f steps/s  %.0f tokens/s  ETA %dm%02ds",
                      ev->step, pg->steps, ev->step_loss, sps, sps * pg->B * pg->T, (int)(eta / 60),
                      (int)fmod(eta, 60.0));
     if (pg->tty) {

@@ -13,7 +13,9 @@
 #include "corpuslens/h5/h5util.h"
 
 int cli_fail(void) {
-    fprintf(stderr, "corpuslens: %s\n", cl_last_error()[0] ? cl_last_error() : "unknown error");
+    const char *cmd = cli_current_command();
+    fprintf(stderr, "corpuslens%s%s: %s\n", cmd ? " " : "", cmd ? cmd : "",
+            cl_last_error()[0] ? cl_last_error() : "unknown error");
     return 1;
 }
 

@@ -19,6 +19,10 @@ typedef union {
     const char *s;
 } snapshot;
 
+static const char *current_command;
+void cli_set_current_command(const char *name) { current_command = name; }
+const char *cli_current_command(void) { return current_command; }
+
 static size_t count_opts(const cli_command *cmd) {
     size_t n = 0;
     while (cmd->opts && cmd->opts[n].name) n++;
@@ -308,6 +312,7 @@ static int set_value(const cli_command *cmd, const cli_option *o, const char *v)
 }
 
 int cli_parse(const cli_command *cmd, int argc, char **argv, int *first) {
+    cli_set_current_command(cmd->name);
     size_t n = count_opts(cmd);
     struct option *lopts = calloc(n + 2, sizeof *lopts);
     snapshot *snap = calloc(n + 1, sizeof *snap);

@@ -123,6 +123,13 @@ typedef struct {
  * so commands can run one after another in one process (corpuslens run). */
 int cli_parse(const cli_command *cmd, int argc, char **argv, int *first);
 
+/* The command whose messages go to stderr now: every message on stderr (an
+ * error, a warning, progress) starts "corpuslens <command>: ". cli_parse sets
+ * it (so a stage that `run` calls in-process speaks as itself); NULL before
+ * any command ("corpuslens: "). */
+void cli_set_current_command(const char *name);
+const char *cli_current_command(void);
+
 /* Print "corpuslens <cmd>: <message>" and "Try 'corpuslens <cmd> --help'."
  * on stderr (rank 0 only under MPI); returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...);

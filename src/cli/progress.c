@@ -16,11 +16,11 @@ void cli_progress_line(void *user, size_t done, size_t total, double elapsed) {
         int k = (int)(frac * 30);
         for (int i = 0; i < 30; i++) bar[i] = i < k ? '#' : '.';
         bar[30] = 0;
-        fprintf(stderr, "\r%s [%s] %5.1f%% %zu/%zu %s  %.0f/s  ETA %02d:%02d:%02d ", s->what, bar, 100 * frac, done,
+        fprintf(stderr, "\rcorpuslens %s: [%s] %5.1f%% %zu/%zu %s  %.0f/s  ETA %02d:%02d:%02d ", s->what, bar, 100 * frac, done,
                 total, s->unit, rate, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
         if (final) fputc('\n', stderr);
     } else {
-        fprintf(stderr, "%s: %zu/%zu %s (%.1f%%), %.0f/s, elapsed %.0f s, ETA %.0f s\n", s->what, done, total, s->unit,
+        fprintf(stderr, "corpuslens %s: %zu/%zu %s (%.1f%%), %.0f/s, elapsed %.0f s, ETA %.0f s\n", s->what, done, total, s->unit,
                 100 * frac, rate, elapsed, eta);
     }
     fflush(stderr);

@@ -65,7 +65,7 @@ echo "machine: $(nproc) cores, load $(cat /proc/loadavg) (shared with other user
 case $STEPS in *1*)
   echo "== 1. index of the full corpus (float16, 2 ranks)"
   t0=$(now); $MPI "$E" index --model ts.h5 --corpus c1000.h5 -o ix.h5 2> index.log; t1=$(now)
-  grep -v '^index: [0-9]*/' index.log || true
+  grep -v '^corpuslens index: [0-9]*/' index.log || true
   echo "index: wall $(dt $t0 $t1) s, $(stat -c %s ix.h5) bytes"
 ;; esac
 
@@ -99,7 +99,7 @@ case $STEPS in *4*)
   [ -f ctrain.h5 ] || "$E" prepare "$SHARED/data/tinyshakespeare.txt" --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 \
       --holdout-fraction 0.1 -o ctrain.h5
   t0=$(now); $MPI "$E" index --model ts.h5 --corpus ctrain.h5 -o ixtrain.h5 2> itrain.log; t1=$(now)
-  grep -v '^index: [0-9]*/' itrain.log || true
+  grep -v '^corpuslens index: [0-9]*/' itrain.log || true
   echo "training-part index: wall $(dt $t0 $t1) s, $(stat -c %s ixtrain.h5) bytes"
   t0=$(now); $MPI "$E" explain --index ixtrain.h5 --corpus ctrain.h5 --model ts.h5 --eval-text 1000 --seed 1 --soft \
       -o heldout.h5 > heldout.out 2> heldout.log; t1=$(now)
@@ -120,7 +120,7 @@ PEOF
 case $STEPS in *5*)
   echo "== 5. batch scan of the same 1,000 paper prompts (2 ranks) with --index-out (float16)"
   t0=$(now); $MPI "$E" scan --model ts.h5 --corpus c1000.h5 -o scan1000.h5 --index-out ixscan.h5 2> scan.log; t1=$(now)
-  grep -v '^scan: [0-9]*/' scan.log || true
+  grep -v '^corpuslens scan: [0-9]*/' scan.log || true
   echo "scan + index-out: wall $(dt $t0 $t1) s"
   cmp ixscan.h5 ix.h5 && echo "scan --index-out wrote the same bytes as index"
   "$E" reduce scan1000.h5 -o rep1000 | tail -2
@@ -154,7 +154,7 @@ PEOF3
   [ -f csplit.h5 ] || "$E" prepare split.txt --len 10 --prompts 1000 --seed 1337 --vocab-from ts.h5 --holdout-fraction 0.5 \
       -o csplit.h5
   t0=$(now); $MPI "$E" scan --model ts.h5 --corpus csplit.h5 -o scansplit.h5 --index-out ixsplit.h5 2> ssplit.log; t1=$(now)
-  grep -v '^scan: [0-9]*/' ssplit.log || true
+  grep -v '^corpuslens scan: [0-9]*/' ssplit.log || true
   echo "scan of 1,000 prompts + --index-out: wall $(dt $t0 $t1) s; index $(stat -c %s ixsplit.h5) bytes"
   "$E" reduce scansplit.h5 -o repsplit | head -1
   "$PY" - <<'PEOF3'

@@ -49,7 +49,7 @@ PEOF
 while read -r i w; do
     txt=$(printf '%b' "$w")
     "$BIN" explain $B --quiet -o "$T/a.h5" -- "$txt" > /dev/null 2> "$T/a.err" || { cat "$T/a.err"; exit 1; }
-    echo "$i $(grep '^explain:' "$T/a.err" | sed 's/.*explain total \([0-9.]*\) s.*(explain \([0-9.]*\) s).*/\1 \2/')" >> "$T/alone"
+    echo "$i $(grep '^corpuslens explain:' "$T/a.err" | sed 's/.*explain total \([0-9.]*\) s.*(explain \([0-9.]*\) s).*/\1 \2/')" >> "$T/alone"
 done < "$T/wins"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PY" - "$T/together" "$T/alone" "$T/p.txt" "$L" "$T/line" <<'PEOF'

@@ -57,7 +57,7 @@ if [ "$PR" != 0 ]; then
         -o slice-pruned.h5 2> scan-pruned.log
 fi
 SG2=$(./sg)
-grep -v '^scan: [0-9]*/' scan.log
+grep -v '^corpuslens scan: [0-9]*/' scan.log
 echo "sgemm (1 thread, 4096x1536x384) before/after: $SG1 / $SG2 GFLOPS per core"
 $PY - "$start" "$end" "$SG1" "$SG2" <<'PEOF'
 import sys, h5py
@@ -87,7 +87,7 @@ print(f"extrapolated full scan (858,923 x 20,000 x 6, 2 ranks): forward {full_fw
 PEOF
 if [ "$PR" != 0 ]; then
     echo "with the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK=$PR):"
-    grep -v '^scan: [0-9]*/' scan-pruned.log
+    grep -v '^corpuslens scan: [0-9]*/' scan-pruned.log
     $PY - <<'PEOF'
 import re
 def phases(f):
