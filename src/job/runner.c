@@ -224,7 +224,8 @@ int cl_job_n_alternatives(const cl_job *j) {
     return n;
 }
 
-static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
+/* vocab_model: 1 when [corpus] vocab_from is a model file, 0 a text (or unset) */
+static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands, int vocab_model) {
     memset(p, 0, sizeof *p);
     p->job = j;
     p->out_dir = strdup(j->out_dir);
@@ -238,15 +239,10 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands) {
     int rc = 0;
     for (int i = 0; i < ST_N; i++) p->st[i].id = i;
     /* [corpus] vocab_from: a model file (its vocabulary) or a text (its characters) */
-    int vocab_model = 0;
-    if (j->vocab_from) {
-        vocab_model = is_hdf5(j->vocab_from);
-        if (vocab_model < 0) return cl_error_prefix("corpus.vocab_from: ");
-        if (!vocab_model && j->model_path)
-            return cl_error("corpus.vocab_from: %s is a text, but with [model] path the vocabulary comes from a "
-                            "model file (give one, or leave vocab_from out: prepare then takes %s's)",
-                            j->vocab_from, j->model_path);
-    }
+    if (j->vocab_from && !vocab_model && j->model_path)
+        return cl_error("corpus.vocab_from: %s is a text, but with [model] path the vocabulary comes from a "
+                        "model file (give one, or leave vocab_from out: prepare then takes %s's)",
+                        j->vocab_from, j->model_path);
 
     stage *s = &p->st[ST_GENERATE];
     s->enabled = cl_stage_enabled(j, CL_STAGE_GENERATE);
@@ -894,8 +890,22 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
     const char *stages = o->stages;
     int force = o->force, dry = o->dry_run;
     if (stages && cl_stage_list_check(stages)) return 2;
+    /* what vocab_from is: rank 0 looks, every rank follows (a file system
+       that shows it to some ranks only must not split them) */
+    int vocab_model = 0;
+    if (job->vocab_from) {
+        if (rank == 0) {
+            vocab_model = is_hdf5(job->vocab_from);
+            if (vocab_model < 0) cl_error_prefix("corpus.vocab_from: ");
+        }
+        cl_par_bcast(&vocab_model, 1, MPI_INT, 0, comm);
+        if (vocab_model < 0) {
+            if (rank != 0) cl_error("corpus.vocab_from: rank 0 cannot read %s", job->vocab_from);
+            return 1;
+        }
+    }
     plan p;
-    if (build_plan(&p, job, o->commands) < 0) {
+    if (build_plan(&p, job, o->commands, vocab_model) < 0) {
         plan_free(&p);
         return 1;
     }
