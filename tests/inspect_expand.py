@@ -11,7 +11,15 @@ few hundred bytes whose one tensor has 67,108,864 elements (stride 0). Checked:
   - a view below the cap (a storage of 1 element expanded 1,000 times) needs
     no --force;
   - --force without --tensor or --dump is a usage error.
+The other readers of untrusted tensors are bounded by the file's size too:
+  - embed-sim --checkpoint on a [2, 2**27] view of one stored element refuses it
+    (it would allocate 2 GB from a file of a few hundred bytes); a genuine
+    [2, 64] table is the control;
+  - import of a Hugging Face folder whose config.json asks for a model of
+    1.6 G parameters over a weights file of a few bytes refuses before
+    allocating.
 """
+import json
 import math
 import os
 import subprocess
@@ -109,6 +117,43 @@ def main():
 
         r = run(["inspect", small, "--force"])
         check(r.returncode != 0 and "--force" in r.stderr, f"--force alone: usage error ({r.stderr.strip()[:200]!r})")
+        # embed-sim: a table that repeats one stored element
+        words = os.path.join(d, "words.txt")
+        with open(words, "w") as f:
+            f.write("a\nb\n")
+        big = os.path.join(d, "emb-view.pt")
+        torch.save({"E": torch.randn(1, 1).expand(2, 2 ** 27)}, big)
+        r = run(["embed-sim", "--checkpoint", big, "--tensor", "E", "--vocab", words, "a", "b"])
+        check(r.returncode != 0 and "refusing" in r.stderr and "Sanitizer" not in r.stderr,
+              f"embed-sim on a [2, 2**27] view: refused ({r.stderr.strip()[:200]!r})")
+        good = os.path.join(d, "emb.pt")
+        torch.save({"E": torch.randn(2, 64)}, good)
+        r = run(["embed-sim", "--checkpoint", good, "--tensor", "E", "--vocab", words, "a", "b"])
+        check(r.returncode == 0, f"control: embed-sim on a genuine [2, 64] table ({r.stderr.strip()[:200]!r})")
+
+        # import of a Hugging Face folder: config.json's shapes against the weights file's size
+        hf = os.path.join(d, "hf")
+        os.mkdir(hf)
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({"model_type": "gpt2", "n_layer": 8, "n_head": 32, "n_embd": 4096, "vocab_size": 256,
+                       "n_positions": 64}, f)
+        # GPT-2's byte-to-unicode table: the printable bytes stand for themselves, the rest map above 255
+        keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+        extra = [b for b in range(256) if b not in keep]
+        char_of = {b: chr(b) for b in keep}
+        char_of.update({b: chr(256 + i) for i, b in enumerate(extra)})
+        byte_tokens = {char_of[b]: b for b in range(256)}
+        with open(os.path.join(hf, "vocab.json"), "w") as f:
+            json.dump(byte_tokens, f)
+        with open(os.path.join(hf, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\n")
+        hdr = b'{"__metadata__":{"format":"pt"}}'
+        with open(os.path.join(hf, "model.safetensors"), "wb") as f:
+            f.write(len(hdr).to_bytes(8, "little") + hdr)
+        out = os.path.join(d, "hf.h5")
+        r = run(["import", hf, "-o", out])
+        check(r.returncode != 0 and "refusing" in r.stderr and not os.path.exists(out),
+              f"import of a 1.6 G-parameter config over an empty weights file: refused ({r.stderr.strip()[:300]!r})")
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0
 

@@ -254,6 +254,12 @@ INI
 refuse dup-seeds "dup-seeds.ini:10: alternatives.seeds: item 2 '1' is seed 1 again (item 1 '1')"
 sed -i 's/^seeds = .*/seeds = 7, 3, 007/' "$T/dup-seeds.ini"
 refuse dup-seeds "dup-seeds.ini:10: alternatives.seeds: item 3 '007' is seed 7 again (item 1 '7')"
+# an alternative with the seed of the job's own model is that model again (noise floor 0)
+sed -i 's/^seeds = .*/seeds = 7, 1337/' "$T/dup-seeds.ini"
+refuse dup-seeds "dup-seeds.ini:10: alternatives.seeds: seed 1337 is the seed the job's own model is trained with (train's default seed)"
+sed -i 's/^seeds = .*/seeds = 3, 7/; s/^steps = 2$/steps = 2\nseed = 7/' "$T/dup-seeds.ini"
+refuse dup-seeds "alternatives.seeds: seed 7 is the seed the job's own model is trained with (train.seed)"
+sed -i '/^seed = 7$/d' "$T/dup-seeds.ini"
 # control: distinct seeds are accepted, one training stage each
 sed -i 's/^seeds = .*/seeds = 7, 3, 70/' "$T/dup-seeds.ini"
 if T_OUT=$T "$CL" run "$T/dup-seeds.ini" --dry-run >"$T/stdout" 2>"$T/stderr"; then

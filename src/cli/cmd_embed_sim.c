@@ -115,6 +115,14 @@ static int embed_ckpt(const char *ckpath, const char *tname, const char *vpath, 
         cl_error("--nearest %ld: the table has %zu rows", nearest, N);
         goto out;
     }
+    /* a view may repeat its storage (stride 0: torch's expand): never let a
+     * small file size the table beyond its own bytes */
+    if (D > cl_ckpt_file_size(ck) / N) {
+        cl_error("%s: tensor '%s' is %zu x %zu but the file has only %zu bytes: refusing (a repeating view, or "
+                 "corrupt shapes)",
+                 ckpath, tname, N, D, cl_ckpt_file_size(ck));
+        goto out;
+    }
     E = cl_trymalloc(N * D, sizeof *E, "embedding table");
     X = E ? cl_trymalloc((size_t)n * D, sizeof *X, "vectors") : NULL;
     S = X ? cl_trymalloc((size_t)n * n, sizeof *S, "similarities") : NULL;

@@ -771,6 +771,24 @@ static void cross_checks(pstate *s, cl_job *job) {
         if (!have_train)
             add_err(s, section_line(s, "alternatives"),
                     "[alternatives] needs a [train] section: the recipe the other seeds are trained with");
+        /* a job that trains its own model with [train]'s seed: an alternative
+         * with that seed is the same model again, and the noise floor it
+         * gives (H between a model and itself) is 0, not a floor */
+        long long own = job->has_train_seed ? job->train_seed : 1337; /* train's default */
+        if (have_train && !have_model && job->alt_seeds)
+            for (const char *q = job->alt_seeds; *q;) {
+                if (strtoll(q, NULL, 10) == own) {
+                    add_err(s, line_of(s, "alternatives", "seeds"),
+                            "alternatives.seeds: seed %lld is the seed the job's own model is trained with "
+                            "(%s): that alternative would be the same model, and the noise floor 0; "
+                            "choose another seed",
+                            own, job->has_train_seed ? "train.seed" : "train's default seed");
+                    break;
+                }
+                const char *c = strchr(q, ',');
+                if (!c) break;
+                q = c + 1;
+            }
     }
     if (!have_model && is_set(s, "corpus", "vocab_from"))
         add_err(s, line_of(s, "corpus", "vocab_from"),

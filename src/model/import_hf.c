@@ -170,6 +170,17 @@ cl_model *cl_hf_import(const char *dir, cl_hf_info *info) {
     const char *pre = cl_ckpt_find(ck, "transformer.wte.weight") ? "transformer." : "";
     const char *lab = cl_ckpt_label(ck);
     size_t nt = cl_ckpt_num_tensors(ck);
+    /* allocation bound, as for .pt imports: config.json's shapes never ask for
+     * more parameters than the weights file has bytes (a hostile config, or
+     * stride-0 views, cannot make a small file allocate gigabytes) */
+    if (cl_model_num_params(&cfg) > cl_ckpt_file_size(ck)) {
+        cl_error("%s: config.json's model has %zu parameters but %s has only %zu bytes: refusing (corrupt or "
+                 "hostile shapes)",
+                 dir, cl_model_num_params(&cfg), lab, cl_ckpt_file_size(ck));
+        cl_ckpt_close(ck);
+        cl_bpe_free(bpe);
+        return NULL;
+    }
     unsigned char *used = cl_trycalloc(nt + 1, 1, "tensor flags");
     size_t C = cfg.n_embd;
     float *tmp = used ? cl_trymalloc(4 * C * C, sizeof(float), "transpose buffer") : NULL;
