@@ -702,8 +702,8 @@ static int read_token_type(hid_t root) {
     char tt[32] = "char", lay[32] = CL_CORPUS_NEXT_LAYOUT;
     if (read_opt_str(root, "token_type", tt, sizeof tt) < 0 || read_opt_str(root, "next_layout", lay, sizeof lay) < 0)
         return -1;
-    if (!tt[0]) snprintf(tt, sizeof tt, "char");
-    if (!lay[0]) snprintf(lay, sizeof lay, CL_CORPUS_NEXT_LAYOUT);
+    if (!cl_h5_attr_exists(root, "token_type")) snprintf(tt, sizeof tt, "char");
+    if (!cl_h5_attr_exists(root, "next_layout")) snprintf(lay, sizeof lay, CL_CORPUS_NEXT_LAYOUT);
     if (strcmp(lay, CL_CORPUS_NEXT_LAYOUT))
         return cl_error("next_layout '%s' is not supported (expected '%s')", lay, CL_CORPUS_NEXT_LAYOUT);
     if (!strcmp(tt, "char")) return 0;

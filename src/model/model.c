@@ -416,33 +416,6 @@ out:
     return rc;
 }
 
-static void free_strings(char **s, size_t n) {
-    for (size_t i = 0; s && i < n; i++) free(s[i]);
-    free(s);
-}
-
-/* /tokenizer of a GPT-2 BPE model or corpus file (see model.h). */
-cl_bpe *cl_bpe_read_h5(int64_t f, const char *path) {
-    hid_t g = H5Gopen2(f, "/tokenizer", H5P_DEFAULT);
-    char type[32] = "";
-    int bad = g < 0 || cl_h5_attr_read_str(g, "type", type, sizeof type) || strcmp(type, "gpt2-bpe");
-    if (g >= 0) H5Gclose(g);
-    const char *pre = path ? path : "", *sep = path ? ": " : "";
-    if (bad) return cl_error("%s%s/tokenizer type is not 'gpt2-bpe'", pre, sep), NULL;
-    char **tok = NULL, **mer = NULL;
-    size_t V = 0, M = 0;
-    cl_bpe *b = NULL;
-    if (cl_h5_read_strings(f, "/tokenizer/tokens", &tok, &V) || cl_h5_read_strings(f, "/tokenizer/merges", &mer, &M)) {
-        cl_error_prefix("%s%s", pre, sep);
-    } else if (V < 1 || V > (1u << 21)) {
-        cl_error("%s%s/tokenizer/tokens has %zu entries (1..2097152 allowed)", pre, sep, V);
-    } else if (!(b = cl_bpe_create((const char *const *)tok, (int)V, (const char *const *)mer, M))) {
-        cl_error_prefix("%s%s/tokenizer: ", pre, sep);
-    }
-    free_strings(tok, V);
-    free_strings(mer, M);
-    return b;
-}
 
 static int read_tokenizer(hid_t f, const char *path, cl_model *m) {
     cl_bpe *b = cl_bpe_read_h5(f, path);
@@ -455,25 +428,6 @@ static int read_tokenizer(hid_t f, const char *path, cl_model *m) {
     }
     m->bpe = b;
     return 0;
-}
-
-int cl_bpe_write_h5(int64_t f, const cl_bpe *b) {
-    int V = cl_bpe_vocab_size(b);
-    size_t M = cl_bpe_num_merges(b);
-    const char **tok = cl_trymalloc((size_t)V, sizeof *tok, "tokenizer"), **mer = cl_trymalloc(M + 1, sizeof *mer, "tokenizer");
-    int rc = -1;
-    if (tok && mer) {
-        for (int i = 0; i < V; i++) tok[i] = cl_bpe_token(b, i);
-        for (size_t i = 0; i < M; i++) mer[i] = cl_bpe_merge(b, i);
-        hid_t g = H5Gcreate2(f, "/tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        rc = g < 0 ? cl_error("cannot create /tokenizer") : cl_h5_attr_write_str(g, "type", "gpt2-bpe");
-        if (g >= 0 && H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /tokenizer");
-        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/tokens", tok, (size_t)V);
-        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/merges", mer, M);
-    }
-    free(tok);
-    free(mer);
-    return rc;
 }
 
 static int write_tokenizer(hid_t f, const cl_model *m) {

@@ -19,3 +19,10 @@ set_tests_properties(gpt2_hf_124m PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
 # own tokenizer from the npm oracle (exit 77 = skip without it).
 cl_script_test(train_bpe_parity "torch;nosan" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_parity.py)
 set_tests_properties(train_bpe_parity PROPERTIES SKIP_RETURN_CODE 77)
+# issue 25: prepare on a BPE model (token n-grams, CSR next-token counts)
+# against a naive Python count on the oracle's tokens (77 = skip without npm);
+# the refusals (tokenizer files, vocabularies, invalid UTF-8, commands that do
+# not take a BPE corpus yet, hostile BPE corpus files) with a tiny tokenizer.
+cl_script_test(prepare_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/prepare_bpe.py)
+set_tests_properties(prepare_bpe PROPERTIES SKIP_RETURN_CODE 77)
+cl_script_test(bpe_refusals "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_refusals.py)
