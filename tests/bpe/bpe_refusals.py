@@ -3,8 +3,8 @@
 Needs no npm: a tiny byte-level BPE tokenizer (GPT-2's byte-to-unicode table,
 256 byte tokens and a few merges) is written here.
 
-Positive controls first: train --tokenizer and prepare --vocab-from work on
-the tiny tokenizer, corpus-check (cl_corpus_load_any) reads the BPE corpus,
+Positive controls first: train --tokenizer (and --resume of its output with
+the same tokenizer) and prepare --vocab-from work on the tiny tokenizer, corpus-check (cl_corpus_load_any) reads the BPE corpus,
 and a char corpus without the new attributes (as written before) still loads.
 Then each refusal must exit nonzero with one "corpuslens: ..." line naming the
 problem, and leave no output file:
@@ -163,6 +163,10 @@ def main():
         t5 = os.path.join(d, "tok-other")
         write_tokenizer(t5, extra=["o n"])
         refuse("train --init BPE.h5 --tokenizer OTHER", tr + ["--tokenizer", t5, "--init", bpe], "does not match", o)
+        refuse("train --resume BPE.h5 --tokenizer OTHER", ["train", "--resume", bpe, "--tokenizer", t5, "--steps", "4",
+                                                          "-o", o], "does not match", o)
+        expect_ok("train --resume BPE.h5 --tokenizer (the same)", ["train", "--resume", bpe, "--tokenizer", tok,
+                                                                   "--steps", "4", "-o", os.path.join(d, "bpe4.h5")])
         refuse("train --tokenizer --config vocab_size=300", tr + ["--tokenizer", tok, "--config", "vocab_size=300"],
                "vocab_size=300", o)
         refuse("train --tokenizer on invalid UTF-8", ["train", "--corpus", bad, "--tokenizer", tok] + cfg + small + ["-o", o],
