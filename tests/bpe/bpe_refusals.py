@@ -21,7 +21,6 @@ problem, and leave no output file:
   a /prompts/text that is not the decoded prompts, a merge of an unknown token):
   corpus-check refuses each with a message.
 Environment: CORPUSLENS, BUILD."""
-import json
 import os
 import shutil
 import subprocess
@@ -31,6 +30,8 @@ import tempfile
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 EXE = os.environ["CORPUSLENS"]
 TOOL = os.path.join(os.environ.get("BUILD", "build"), "bpe_tool")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -38,35 +39,7 @@ for k in ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK"):
     ENV.pop(k, None)
 
 
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-B2U = bytes_to_unicode()
-MERGES = ["t h", "th e", "\u0120 t", "h e", "\u0120t he", "e r", "i n", "o u", "\u0120 a", "a n", "an d"]
-
-
-def write_tokenizer(d, merges=MERGES, drop_byte=None, extra=()):
-    os.makedirs(d, exist_ok=True)
-    toks = [B2U[b] for b in range(256) if b != drop_byte]
-    for m in list(merges) + list(extra):
-        a, b = m.split(" ")
-        if a + b not in toks:
-            toks.append(a + b)
-    with open(os.path.join(d, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump({t: i for i, t in enumerate(toks)}, f, ensure_ascii=False)
-    with open(os.path.join(d, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "\n".join(list(merges) + list(extra)) + "\n")
-    return len(toks)
+from tiny_tokenizer import write_tokenizer  # noqa: E402
 
 
 FAILS = []
