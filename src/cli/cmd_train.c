@@ -24,10 +24,11 @@ typedef struct {
 
 static void on_event(void *user, int kind, const cl_train_event *ev) {
     progress *pg = user;
-    if (kind == 2) {
+    if (kind == 2) { /* the corpus is encoded: the loss table follows */
         if (pg->bpe)
             printf("# corpus: %zu GPT-2 BPE tokens: %zu training, %zu validation (the first 90%% / the rest)\n",
                    ev->n_train + ev->n_val, ev->n_train, ev->n_val);
+        printf("%8s  %10s  %10s\n", "step", "train", "val");
         fflush(stdout);
         return;
     }
@@ -309,7 +310,6 @@ int cmd_train(int argc, char **argv) {
                c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->vocab_size,
                cl_model_num_params(c), size, size == 1 ? "" : "s", size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
                (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
-        printf("%8s  %10s  %10s\n", "step", "train", "val");
         fflush(stdout);
     }
     rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);
