@@ -456,7 +456,7 @@ static size_t ngram_text(const cl_corpus *c, const int32_t *t, char *buf, size_t
             const unsigned char *b = cl_bpe_token_bytes(c->bpe, t[k], &len);
             if (!b) len = 0;
             if (len > cap - 1 - n) len = cap - 1 - n;
-            memcpy(buf + n, b, len);
+            if (len) memcpy(buf + n, b, len);
             n += len;
         } else {
             char u[4];
@@ -711,7 +711,8 @@ static int read_token_type(hid_t root) {
     return cl_error("token_type '%s' is not supported (expected 'char' or 'gpt2-bpe')", tt);
 }
 
-/* bpe_ok: 0 refuses a BPE corpus (CL_CORPUS_BPE_REFUSED); *refused is set then */
+/* bpe_ok: 0 refuses a BPE corpus (the message names the command, not
+ * prefixed with the path again: *refused is set then) */
 static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char *path, int *refused) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
