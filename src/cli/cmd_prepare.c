@@ -14,11 +14,13 @@
 #include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 
 static const char *CMD = "prepare";
 
-/* The vocabulary and block_size of a corpuslens model file. */
-static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *block_size) {
+/* The vocabulary (or GPT-2 BPE tokenizer: *bpe) and block_size of a
+ * corpuslens model file. */
+static int model_vocab(const char *path, uint32_t **vocab, int *V, cl_bpe **bpe, long long *block_size) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return -1;
     int rc = -1;
@@ -29,8 +31,18 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, long long *bl
         cl_error("%s: not a corpuslens model file (no /config format \"%s\")", path,
                  CL_MODEL_FORMAT);
     } else if (cl_h5_exists(f, "/tokenizer")) {
-        cl_error("%s uses GPT-2 BPE (V in the tens of thousands): prepare and scan work on char-level models "
-                 "only for now (the dense per-prompt tensors would be about 1.4 TB at paper scale)", path);
+        long long vs = 0;
+        if (cl_h5_attr_read_int(g, "block_size", block_size) < 0 || cl_h5_attr_read_int(g, "vocab_size", &vs) < 0) {
+            cl_error_prefix("%s: ", path);
+        } else if ((*bpe = cl_bpe_read_h5(f, path))) {
+            *V = cl_bpe_vocab_size(*bpe);
+            if (vs != *V) {
+                cl_error("%s: /tokenizer/tokens has %d entries but vocab_size is %lld", path, *V, vs);
+                cl_bpe_free(*bpe);
+                *bpe = NULL;
+            } else
+                rc = 0;
+        }
     } else if (cl_h5_attr_read_int(g, "block_size", block_size) < 0 ||
                cl_h5_read_vocab(f, "/vocab", vocab, V) < 0) {
         cl_error_prefix("%s: ", path);
@@ -49,11 +61,44 @@ static const char USAGE[] =
 static const char ABOUT[] =
     "Find every unique substring of L characters of the UTF-8 text CORPUS (in order\n"
     "of first occurrence), count the character that follows each occurrence, pick\n"
-    "the prompts, and write them all to CORPUS.h5.\n";
+    "the prompts, and write them all to CORPUS.h5. With --vocab-from a GPT-2 BPE\n"
+    "model (train --tokenizer, import of a GPT-2 folder) the text is encoded with\n"
+    "its tokenizer and the substrings are token n-grams of L tokens, with sparse\n"
+    "next-token counts; corpus.h5 then carries the tokenizer (token_type gpt2-bpe).\n";
 
 /* --holdout-fraction F: the lecture's split. The vocabulary is the whole
  * text's (or the model's); the substrings come from the first
  * n = floor((1 - F) * chars) characters; the rest is kept as /holdout/tokens. */
+/* The substrings of the ids (all of them, or the training part with
+ * F > 0) of a BPE-encoded text. */
+static cl_corpus *from_bpe(const char *text, size_t len, int L, cl_bpe *bpe, double F) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (cl_bpe_encode(bpe, text, len, &ids, &n)) return NULL;
+    cl_corpus *c = NULL;
+    size_t ntr = F > 0 ? (size_t)((1.0 - F) * (double)n) : n;
+    if (n < (size_t)L)
+        cl_error("the text has %zu GPT-2 BPE tokens, fewer than --len %d", n, L);
+    else if (F > 0 && (ntr < (size_t)L || n - ntr < 1))
+        cl_error("--holdout-fraction %g leaves %zu training and %zu held-out tokens (L = %d)", F, ntr, n - ntr, L);
+    else if ((c = cl_corpus_from_ids(ids, ntr, L, NULL, cl_bpe_vocab_size(bpe)))) {
+        c->corpus_bytes = len;
+        c->corpus_chars = n; /* tokens: written as corpus_tokens */
+        if (F > 0) {
+            c->n_holdout = n - ntr;
+            c->holdout_start = ntr;
+            c->holdout_fraction = F;
+            if (!(c->holdout = cl_trymalloc(n - ntr, sizeof *c->holdout, "held-out text"))) {
+                cl_corpus_free(c);
+                c = NULL;
+            } else
+                memcpy(c->holdout, ids + ntr, (n - ntr) * sizeof *ids);
+        }
+    }
+    free(ids);
+    return c;
+}
+
 static cl_corpus *from_text_holdout(const char *text, size_t len, int L, const uint32_t *vocab_in, int V_in,
                                     double F) {
     uint32_t *vocab = NULL;
@@ -102,7 +147,8 @@ static int run(int argc, char **argv) {
         CLI_OPT_STRING("prompt-file", 0, "FILE", &prompt_file, "one 0-based substring index per line, instead of --prompts"),
         CLI_OPT_STRING("vocab-from", 0, "M.h5", &vocab_from,
                        "use the model's vocabulary (and check L <= block_size);\n"
-                       "default: the sorted unique characters of CORPUS"),
+                       "default: the sorted unique characters of CORPUS; a GPT-2\n"
+                       "BPE model: token n-grams of L tokens"),
         CLI_OPT_DOUBLE("holdout-fraction", 0, "F", &holdout, 0, 0.999999,
                        "keep the last F of the text out (the lecture's split:\n"
                        "training part = the first floor((1-F) * chars) characters);\n"
@@ -128,10 +174,12 @@ static int run(int argc, char **argv) {
     uint32_t *vocab = NULL;
     int V = 0;
     long long block_size = 0;
+    cl_bpe *bpe = NULL;
     if (vocab_from) {
-        if (model_vocab(vocab_from, &vocab, &V, &block_size) < 0) return cli_fail();
+        if (model_vocab(vocab_from, &vocab, &V, &bpe, &block_size) < 0) return cli_fail();
         if (L > block_size) {
             free(vocab);
+            cl_bpe_free(bpe);
             cl_error("--len %ld exceeds the model's block_size %lld (%s)", L, block_size,
                      vocab_from);
             return cli_fail();
@@ -141,16 +189,21 @@ static int run(int argc, char **argv) {
     char *text = cl_read_file(corpus_path, 0, &len);
     if (!text) {
         free(vocab);
+        cl_bpe_free(bpe);
         return cli_fail();
     }
-    cl_corpus *c = holdout > 0 ? from_text_holdout(text, len, (int)L, vocab, V, holdout)
-                               : cl_corpus_from_text(text, len, (int)L, vocab, V);
+    cl_corpus *c = bpe           ? from_bpe(text, len, (int)L, bpe, holdout)
+                   : holdout > 0 ? from_text_holdout(text, len, (int)L, vocab, V, holdout)
+                                 : cl_corpus_from_text(text, len, (int)L, vocab, V);
     if (!c) {
         cl_error_prefix("%s: ", corpus_path);
         free(text);
         free(vocab);
+        cl_bpe_free(bpe);
         return cli_fail();
     }
+    c->bpe = bpe; /* the corpus owns it now */
+    bpe = NULL;
     cl_sha256_mem(text, len, c->corpus_sha256);
     free(text);
     snprintf(c->corpus_file, sizeof c->corpus_file, "%s", corpus_path);
@@ -176,11 +229,11 @@ static int run(int argc, char **argv) {
     double t = cli_wtime() - t0;
     char from[64];
     snprintf(from, sizeof from, "seed %ld", seed);
-    printf("prepare: %s: %llu characters (%llu bytes), L = %d: %zu unique substrings, "
+    printf("prepare: %s: %llu %s (%llu bytes), L = %d: %zu unique %s, "
            "V = %d, %zu next-token pairs, %zu prompts (%s) -> %s in %.2f s (substrings %.2f s)\n",
-           corpus_path, (unsigned long long)c->corpus_chars, (unsigned long long)c->corpus_bytes,
-           c->L, c->n, c->V, c->nnz, c->n_prompts, prompt_file ? prompt_file : from, out, t,
-           t_build);
+           corpus_path, (unsigned long long)c->corpus_chars, c->bpe ? "GPT-2 BPE tokens" : "characters",
+           (unsigned long long)c->corpus_bytes, c->L, c->n, c->bpe ? "token n-grams" : "substrings", c->V, c->nnz,
+           c->n_prompts, prompt_file ? prompt_file : from, out, t, t_build);
     cl_corpus_free(c);
     return 0;
 }

@@ -13,16 +13,25 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/train/train.h"
 
 typedef struct {
-    int tty, B, T, steps, last_len;
+    int tty, B, T, steps, last_len, bpe;
     double last_print;
     long every;
 } progress;
 
 static void on_event(void *user, int kind, const cl_train_event *ev) {
     progress *pg = user;
+    if (kind == 2) { /* the corpus is encoded: the loss table follows */
+        if (pg->bpe)
+            printf("# corpus: %zu GPT-2 BPE tokens: %zu training, %zu validation (the first 90%% / the rest)\n",
+                   ev->n_train + ev->n_val, ev->n_train, ev->n_val);
+        printf("%8s  %10s  %10s\n", "step", "train", "val");
+        fflush(stdout);
+        return;
+    }
     if (kind == 1) {
         if (pg->tty && pg->last_len) fprintf(stderr, "\r%*s\r", pg->last_len, ""), pg->last_len = 0;
         printf("%8ld  %10.4f  %10.4f\n", ev->step, ev->train_loss, ev->val_loss);
@@ -49,6 +58,7 @@ static void on_event(void *user, int kind, const cl_train_event *ev) {
 
 static const char USAGE[] =
     "[mpirun -n R] corpuslens train --corpus CORPUS.txt [--config k=v,...] [--init MODEL.h5]\n"
+    "         [--tokenizer DIR]\n"
     "         --steps N --batch B --ctx T [--lr 3e-4] [--dropout 0.2] [--eval-every K]\n"
     "         [--eval-batches E] [--seed S] [--resume CKPT.h5] [--checkpoint-every K] -o MODEL.h5\n"
     "       corpuslens train --task parens --data DATA.tsv ... -o MODEL.h5  (see train --task parens --help)";
@@ -58,7 +68,10 @@ static const char ABOUT[] =
     "from the first 90% of the corpus (the rest is validation), cross-entropy on every\n"
     "position, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0.01 on every tensor),\n"
     "dropout on the attention weights, the attention projection and the feed-forward\n"
-    "output. R ranks each take B/R rows of the same global batch (drawn from one\n"
+    "output. With --tokenizer DIR (GPT-2 BPE: vocab.json + merges.txt, or GPT-2's\n"
+    "encoder.json + vocab.bpe) the windows are of T tokens of the encoded text, the\n"
+    "head is over the tokenizer's V tokens and the model file carries /tokenizer.\n"
+    "R ranks each take B/R rows of the same global batch (drawn from one\n"
     "stream seeded by S) and average gradients with MPI_Allreduce: the result does\n"
     "not depend on R beyond float rounding.\n";
 
@@ -138,7 +151,7 @@ int cmd_train(int argc, char **argv) {
     if (cli_argv_has(argc, argv, "task")) return cli_on_rank0(train_parens, argc, argv);
 
     const char *corpus = NULL, *spec = NULL, *init = NULL, *resume = NULL, *out = NULL, *batch_file = NULL,
-               *dump = NULL;
+               *dump = NULL, *tokdir = NULL;
     /* -1: not given (a resumed run takes it from its checkpoint, else the default) */
     long steps = -1, batch = -1, ctx = -1, eval_every = -1, eval_batches = -1, seed = -1, ckpt_every = -1;
     double lr = -1, dropout = -1;
@@ -150,6 +163,10 @@ int cmd_train(int argc, char **argv) {
         CLI_OPT_STRING("init", 0, "M.h5", &init,
                        "start from this model (its vocabulary; a corpus character\n"
                        "outside it is refused); excludes --config"),
+        CLI_OPT_STRING("tokenizer", 0, "DIR", &tokdir,
+                       "train on GPT-2 BPE tokens: DIR holds vocab.json + merges.txt\n"
+                       "(or encoder.json + vocab.bpe); vocab_size is its V; with\n"
+                       "--init/--resume the model's tokenizer must be the same"),
         CLI_OPT_INT("steps", 0, "N", &steps, 0, 1000000000L, "total number of updates (a resumed run continues up to N)"),
         CLI_OPT_INT("batch", 0, "B", &batch, 0, 1000000L, "rows per step over all ranks (divisible by the rank count)"),
         CLI_OPT_INT("ctx", 0, "T", &ctx, 1, 1000000L, "positions per row (<= block_size)"),
@@ -232,8 +249,37 @@ int cmd_train(int argc, char **argv) {
     o.stop_after = (int)stop_after;
 
     cl_model *m = NULL;
-    if (resume || init) {
-        m = cl_model_load(resume ? resume : init);
+    cl_bpe *tok = NULL;
+    if (tokdir && !(tok = cl_bpe_from_dir(tokdir))) {
+        /* refused below, on every rank */
+    } else if (resume || init) {
+        const char *from = resume ? resume : init;
+        m = cl_model_load(from);
+        if (m && tok && !m->bpe) {
+            cl_error("%s is a char-level model (a vocabulary of %d characters); it does not match the tokenizer %s "
+                     "(%d GPT-2 BPE tokens)", from, m->cfg.vocab_size, tokdir, cl_bpe_vocab_size(tok));
+            cl_model_free(m);
+            m = NULL;
+        } else if (m && tok && !cl_bpe_equal(m->bpe, tok)) {
+            cl_error("the tokenizer of %s (%d tokens, %zu merges) does not match %s (%d tokens, %zu merges)", from,
+                     cl_bpe_vocab_size(m->bpe), cl_bpe_num_merges(m->bpe), tokdir, cl_bpe_vocab_size(tok),
+                     cl_bpe_num_merges(tok));
+            cl_model_free(m);
+            m = NULL;
+        }
+    } else if (tok) {
+        cl_config c = cl_config_lecture();
+        c.vocab_size = cl_bpe_vocab_size(tok);
+        if (!(spec && cl_config_parse(&c, spec))) {
+            if (spec && c.vocab_size != cl_bpe_vocab_size(tok))
+                cl_error("--config vocab_size=%d: the tokenizer %s has %d tokens", c.vocab_size, tokdir,
+                         cl_bpe_vocab_size(tok));
+            else if ((m = cl_model_create(&c))) {
+                m->bpe = tok; /* the model owns it now */
+                tok = NULL;
+                cl_model_init_random(m, o.seed);
+            }
+        }
     } else {
         cl_config c = cl_config_lecture();
         uint32_t *vocab = NULL;
@@ -248,13 +294,15 @@ int cmd_train(int argc, char **argv) {
         }
         free(vocab);
     }
+    cl_bpe_free(tok);
     if (have_st) cl_train_state_free(&st);
     if (cl_par_agree(m && !cl_par_fault("train.load", MPI_COMM_WORLD) ? 0 : -1, MPI_COMM_WORLD)) {
         cl_model_free(m);
         return rank == 0 ? cli_fail() : 1;
     }
 
-    progress pg = {cli_stderr_is_tty(), o.batch, o.ctx, o.steps, 0, 0.0, o.steps / 20 > 0 ? o.steps / 20 : 1};
+    progress pg = {cli_stderr_is_tty(), o.batch, o.ctx, o.steps, 0, m->bpe != NULL, 0.0,
+                   o.steps / 20 > 0 ? o.steps / 20 : 1};
     if (rank == 0) {
         const cl_config *c = &m->cfg;
         printf("# train: %d layers x %d (%d heads, %s), vocab %d, %zu parameters; %d rank%s x %d rows, ctx %d, "
@@ -262,7 +310,6 @@ int cmd_train(int argc, char **argv) {
                c->n_layer, c->n_embd, c->n_head, c->activation == CL_ACT_GELU ? "gelu" : c->activation == CL_ACT_GELU_TANH ? "gelu_tanh" : "relu", c->vocab_size,
                cl_model_num_params(c), size, size == 1 ? "" : "s", size ? o.batch / size : 0, o.ctx, o.lr, o.dropout,
                (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
-        printf("%8s  %10s  %10s\n", "step", "train", "val");
         fflush(stdout);
     }
     rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);

@@ -11,6 +11,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/model/model.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/corpus/corpus.h"
 
 int cli_fail(void) {
     const char *cmd = cli_current_command();
@@ -238,6 +239,7 @@ int main(int argc, char **argv) {
         int mpi = cli_launched_by_mpi(), provided;
         if (mpi) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
         cl_h5_quiet();
+        cl_corpus_set_reader(commands[i].name); /* named when it refuses a BPE corpus */
         int rc = commands[i].fn(argc - 1, argv + 1);
         if (cl_h5_stuck()) { /* HDF5 would crash closing that file again at exit */
             fflush(NULL);

@@ -13,6 +13,7 @@
 #include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/base/rng.h"
 
 /* ---- rolling hash modulo the Mersenne prime 2^61 - 1 ---- */
@@ -71,6 +72,7 @@ static cl_corpus *corpus_new(void) {
 void cl_corpus_free(cl_corpus *c) {
     if (!c) return;
     free(c->vocab);
+    cl_bpe_free(c->bpe);
     free(c->tokens);
     free(c->first_offset);
     free(c->next_indptr);
@@ -120,9 +122,11 @@ cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uin
     if (!c) return NULL;
     c->L = L;
     c->V = V;
-    c->vocab = cl_trymalloc((size_t)V, sizeof *c->vocab, "vocabulary");
-    if (!c->vocab) goto fail;
-    memcpy(c->vocab, vocab, (size_t)V * sizeof *vocab);
+    if (vocab) { /* NULL: BPE token ids (the caller sets c->bpe) */
+        c->vocab = cl_trymalloc((size_t)V, sizeof *c->vocab, "vocabulary");
+        if (!c->vocab) goto fail;
+        memcpy(c->vocab, vocab, (size_t)V * sizeof *vocab);
+    }
 
     /* Phase 1: number the windows in order of first occurrence. */
     size_t cap = 16;
@@ -441,21 +445,43 @@ int cl_corpus_row(const cl_corpus *c, size_t i, int32_t *out) {
     return 0;
 }
 
+/* The bytes of L token ids t into buf (at most cap - 1 bytes, then a NUL):
+ * code points' UTF-8 (char-level) or the tokens' bytes (BPE). Returns the
+ * byte count written. */
+static size_t ngram_text(const cl_corpus *c, const int32_t *t, char *buf, size_t cap) {
+    size_t n = 0;
+    for (int k = 0; k < c->L; k++) {
+        if (c->bpe) {
+            size_t len = 0;
+            const unsigned char *b = cl_bpe_token_bytes(c->bpe, t[k], &len);
+            if (!b) len = 0;
+            if (len > cap - 1 - n) len = cap - 1 - n;
+            if (len) memcpy(buf + n, b, len);
+            n += len;
+        } else {
+            char u[4];
+            size_t len = (size_t)cl_utf8_put(c->vocab[t[k]], u);
+            if (len > cap - 1 - n) break;
+            memcpy(buf + n, u, len);
+            n += len;
+        }
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+size_t cl_corpus_text_cap(const cl_corpus *c) {
+    return (size_t)c->L * (c->bpe ? cl_bpe_max_token_bytes(c->bpe) : 4) + 1;
+}
+
 long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf) {
     int32_t t[CL_CORPUS_MAX_LEN];
     if (cl_corpus_row(c, i, t) < 0) return -1;
-    size_t n = 0;
-    for (int k = 0; k < c->L; k++) n += (size_t)cl_utf8_put(c->vocab[t[k]], buf + n);
-    buf[n] = '\0';
-    return (long)n;
+    return (long)ngram_text(c, t, buf, 4 * (size_t)c->L + 1);
 }
 
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf) {
-    const int32_t *t = cl_corpus_substring(c, i);
-    size_t n = 0;
-    for (int k = 0; k < c->L; k++) n += (size_t)cl_utf8_put(c->vocab[t[k]], buf + n);
-    buf[n] = '\0';
-    return n;
+    return ngram_text(c, cl_corpus_substring(c, i), buf, 4 * (size_t)c->L + 1);
 }
 
 /* ---- the corpus file ---- */
@@ -498,18 +524,23 @@ static int write_ds(hid_t file, const char *path, hid_t type, int rank, const hs
 }
 
 static int write_prompt_text(hid_t file, const cl_corpus *c) {
-    size_t P = c->n_prompts, width = 1;
-    char tmp[4 * CL_CORPUS_MAX_LEN + 1];
+    size_t P = c->n_prompts, width = 1, cap = cl_corpus_text_cap(c);
+    char *tmp = cl_trymalloc(cap, 1, "prompt text");
+    if (!tmp) return -1;
     for (size_t k = 0; k < P; k++) {
-        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], tmp);
+        size_t n = ngram_text(c, cl_corpus_substring(c, (size_t)c->prompt_index[k]), tmp, cap);
         if (n > width) width = n;
     }
     char *buf = cl_trycalloc(P, width, "prompt texts");
-    if (!buf) return -1;
+    if (!buf) {
+        free(tmp);
+        return -1;
+    }
     for (size_t k = 0; k < P; k++) {
-        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], tmp);
+        size_t n = ngram_text(c, cl_corpus_substring(c, (size_t)c->prompt_index[k]), tmp, cap);
         memcpy(buf + k * width, tmp, n);
     }
+    free(tmp);
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, width);
     H5Tset_strpad(t, H5T_STR_NULLPAD);
@@ -524,7 +555,7 @@ static int write_prompt_text(hid_t file, const cl_corpus *c) {
 static int write_contents(hid_t f, const cl_corpus *c) {
     hsize_t N = c->n, L = (hsize_t)c->L, nnz = c->nnz, P = c->n_prompts;
     hsize_t dNL[2] = {N, L}, dN1 = N + 1;
-    if (cl_h5_write_vocab(f, "/vocab", c->vocab, c->V) < 0) return -1;
+    if (c->bpe ? cl_bpe_write_h5(f, c->bpe) < 0 : cl_h5_write_vocab(f, "/vocab", c->vocab, c->V) < 0) return -1;
     if (write_ds(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0) return -1;
     if (write_ds(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &N, c->first_offset) < 0)
         return -1;
@@ -554,7 +585,10 @@ static int write_contents(hid_t f, const cl_corpus *c) {
     rc |= cl_h5_attr_write_int(root, "format_version", CL_CORPUS_FORMAT_VERSION);
     rc |= cl_h5_attr_write_str(root, "corpus_file", c->corpus_file);
     rc |= cl_h5_attr_write_int(root, "corpus_bytes", (long long)c->corpus_bytes);
-    rc |= cl_h5_attr_write_int(root, "corpus_chars", (long long)c->corpus_chars);
+    /* BPE: the text's token count instead of its characters; offsets are in tokens */
+    rc |= cl_h5_attr_write_int(root, c->bpe ? "corpus_tokens" : "corpus_chars", (long long)c->corpus_chars);
+    rc |= cl_h5_attr_write_str(root, "token_type", c->bpe ? "gpt2-bpe" : "char");
+    rc |= cl_h5_attr_write_str(root, "next_layout", CL_CORPUS_NEXT_LAYOUT);
     rc |= cl_h5_attr_write_str(root, "corpus_sha256", c->corpus_sha256);
     rc |= cl_h5_attr_write_int(root, "L", c->L);
     rc |= cl_h5_attr_write_int(root, "vocab_size", c->V);
@@ -628,8 +662,12 @@ static int check_prompt_text(hid_t f, const cl_corpus *c) {
     size_t w = ft >= 0 && H5Tis_variable_str(ft) == 0 ? H5Tget_size(ft) : 0;
     int rc = 0;
     char *buf = NULL;
-    if (w == 0 || w > 4 * (size_t)CL_CORPUS_MAX_LEN + 1)
-        rc = cl_error("/prompts/text is not a fixed-length string of at most %d bytes", 4 * CL_CORPUS_MAX_LEN + 1);
+    size_t cap = cl_corpus_text_cap(c);
+    char *want = NULL;
+    if (w == 0 || w > cap)
+        rc = cl_error("/prompts/text is not a fixed-length string of at most %zu bytes", cap);
+    else if (!(want = cl_trymalloc(cap, 1, "prompt text")))
+        rc = -1;
     else if (!(buf = cl_trymalloc(c->n_prompts, w, "prompt texts")))
         rc = -1;
     if (!rc) {
@@ -640,21 +678,42 @@ static int check_prompt_text(hid_t f, const cl_corpus *c) {
         if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) rc = cl_h5_error("cannot read /prompts/text");
         H5Tclose(mt);
     }
-    char want[4 * CL_CORPUS_MAX_LEN + 1];
     for (size_t k = 0; !rc && k < c->n_prompts; k++) {
-        size_t n = cl_corpus_substring_text(c, (size_t)c->prompt_index[k], want);
+        size_t n = ngram_text(c, cl_corpus_substring(c, (size_t)c->prompt_index[k]), want, cap);
         const char *got = buf + k * w;
         if (n > w || memcmp(got, want, n) || (n < w && got[n]))
             rc = cl_error("/prompts/text: entry %zu is not the text of prompt substring %lld", k,
                           (long long)c->prompt_index[k]);
     }
     free(buf);
+    free(want);
     if (ft >= 0) H5Tclose(ft);
     H5Dclose(d);
     return rc;
 }
 
-static int load_contents(hid_t f, cl_corpus *c, int lazy) {
+static const char *reader_name = "this command";
+
+void cl_corpus_set_reader(const char *name) { reader_name = name && *name ? name : "this command"; }
+
+/* The corpus's token type (root attribute token_type; absent: char, as
+ * files written before BPE corpora) and layout: 1 BPE, 0 char, -1 error. */
+static int read_token_type(hid_t root) {
+    char tt[32] = "char", lay[32] = CL_CORPUS_NEXT_LAYOUT;
+    if (read_opt_str(root, "token_type", tt, sizeof tt) < 0 || read_opt_str(root, "next_layout", lay, sizeof lay) < 0)
+        return -1;
+    if (!cl_h5_attr_exists(root, "token_type")) snprintf(tt, sizeof tt, "char");
+    if (!cl_h5_attr_exists(root, "next_layout")) snprintf(lay, sizeof lay, CL_CORPUS_NEXT_LAYOUT);
+    if (strcmp(lay, CL_CORPUS_NEXT_LAYOUT))
+        return cl_error("next_layout '%s' is not supported (expected '%s')", lay, CL_CORPUS_NEXT_LAYOUT);
+    if (!strcmp(tt, "char")) return 0;
+    if (!strcmp(tt, "gpt2-bpe")) return 1;
+    return cl_error("token_type '%s' is not supported (expected 'char' or 'gpt2-bpe')", tt);
+}
+
+/* bpe_ok: 0 refuses a BPE corpus (the message names the command, not
+ * prefixed with the path again: *refused is set then) */
+static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char *path, int *refused) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
     char fmt[64];
@@ -670,6 +729,14 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
     if (version != CL_CORPUS_FORMAT_VERSION) {
         cl_error("corpus format_version %lld is not supported (expected %d)", version,
                  CL_CORPUS_FORMAT_VERSION);
+        goto done;
+    }
+    int is_bpe = read_token_type(root);
+    if (is_bpe < 0) goto done;
+    if (is_bpe && !bpe_ok) {
+        cl_error("%s: %s has BPE token n-grams (sparse counts); %s does not support them yet", reader_name, path,
+                 reader_name);
+        *refused = 1;
         goto done;
     }
     if (read_count(root, "L", 1, CL_CORPUS_MAX_LEN, &L) < 0 ||
@@ -691,7 +758,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
                      sizeof c->prompt_file_sha256) < 0)
         goto done;
     if (cl_h5_attr_read_int(root, "corpus_bytes", &v) == 0) c->corpus_bytes = (uint64_t)v;
-    if (cl_h5_attr_read_int(root, "corpus_chars", &v) == 0) c->corpus_chars = (uint64_t)v;
+    if (cl_h5_attr_read_int(root, is_bpe ? "corpus_tokens" : "corpus_chars", &v) == 0) c->corpus_chars = (uint64_t)v;
     char src[16];
     if (read_opt_str(root, "prompt_source", src, sizeof src) < 0) goto done;
     if (!strcmp(src, "seed")) {
@@ -703,10 +770,14 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy) {
     }
 
     int Vr = 0;
-    if (cl_h5_read_vocab(f, "/vocab", &c->vocab, &Vr) < 0) goto done;
+    if (is_bpe) {
+        if (!(c->bpe = cl_bpe_read_h5(f, NULL))) goto done;
+        Vr = cl_bpe_vocab_size(c->bpe);
+    } else if (cl_h5_read_vocab(f, "/vocab", &c->vocab, &Vr) < 0)
+        goto done;
     c->V = Vr;
     if (Vr != V) {
-        cl_error("/vocab has %d entries but vocab_size is %lld", Vr, V);
+        cl_error("%s has %d entries but vocab_size is %lld", is_bpe ? "/tokenizer/tokens" : "/vocab", Vr, V);
         goto done;
     }
     size_t Ns = c->n, Ls = (size_t)L;
@@ -843,14 +914,15 @@ int cl_corpus_build_suffix_array(cl_corpus *c) {
     return c->suffix_array ? 0 : -1;
 }
 
-static cl_corpus *load(const char *path, int lazy) {
+static cl_corpus *load(const char *path, int lazy, int bpe_ok) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_corpus *c = corpus_new();
+    int refused = 0;
     /* lazy: the row reader keeps its dataset, and so the file, open after
        H5Fclose (the default weak close degree) */
-    if (!c || load_contents(f, c, lazy) < 0 || load_text(f, c) < 0) {
-        if (c) cl_error_prefix("%s: ", path);
+    if (!c || load_contents(f, c, lazy, bpe_ok, path, &refused) < 0 || load_text(f, c) < 0) {
+        if (c && !refused) cl_error_prefix("%s: ", path);
         cl_corpus_free(c);
         c = NULL;
     }
@@ -858,6 +930,8 @@ static cl_corpus *load(const char *path, int lazy) {
     return c;
 }
 
-cl_corpus *cl_corpus_load(const char *path) { return load(path, 0); }
+cl_corpus *cl_corpus_load(const char *path) { return load(path, 0, 0); }
 
-cl_corpus *cl_corpus_open(const char *path) { return load(path, 1); }
+cl_corpus *cl_corpus_open(const char *path) { return load(path, 1, 0); }
+
+cl_corpus *cl_corpus_load_any(const char *path) { return load(path, 0, 1); }

@@ -10,6 +10,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
 #include "corpuslens/base/utf8.h"
+#include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/tokenizer.h"
 
 /* JavaScript's \s (ECMAScript WhiteSpace + LineTerminator): the oracle's. */
@@ -325,6 +326,90 @@ out:
     free(text);
     json_decref(root);
     return b;
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+cl_bpe *cl_bpe_from_dir(const char *dir) {
+    size_t n = strlen(dir) + 16;
+    char *a = cl_trymalloc(n, 1, "file name"), *b = cl_trymalloc(n, 1, "file name");
+    cl_bpe *t = NULL;
+    if (a && b) {
+        snprintf(a, n, "%s/vocab.json", dir);
+        snprintf(b, n, "%s/merges.txt", dir);
+        if (!file_exists(a) && !file_exists(b)) {
+            snprintf(a, n, "%s/encoder.json", dir);
+            snprintf(b, n, "%s/vocab.bpe", dir);
+        }
+        if (!file_exists(a) || !file_exists(b))
+            cl_error("%s: the tokenizer files vocab.json and merges.txt (or encoder.json and vocab.bpe) are missing",
+                     dir);
+        else t = cl_bpe_from_files(a, b);
+    }
+    free(a);
+    free(b);
+    return t;
+}
+
+int cl_bpe_equal(const cl_bpe *a, const cl_bpe *b) {
+    if (a->V != b->V || a->M != b->M) return 0;
+    for (int i = 0; i < a->V; i++)
+        if (strcmp(a->tok[i], b->tok[i])) return 0;
+    for (size_t i = 0; i < a->M; i++)
+        if (strcmp(a->merge[i], b->merge[i])) return 0;
+    return 1;
+}
+
+static void free_strings(char **s, size_t n) {
+    for (size_t i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}
+
+/* /tokenizer of a GPT-2 BPE model or corpus file (see model.h). */
+cl_bpe *cl_bpe_read_h5(int64_t f, const char *path) {
+    const char *pre = path ? path : "", *sep = path ? ": " : "";
+    if (!cl_h5_exists(f, "/tokenizer")) return cl_error("%s%shas no /tokenizer group", pre, sep), NULL;
+    hid_t g = H5Gopen2(f, "/tokenizer", H5P_DEFAULT);
+    char type[32] = "";
+    int bad = g < 0 || cl_h5_attr_read_str(g, "type", type, sizeof type) || strcmp(type, "gpt2-bpe");
+    if (g >= 0) H5Gclose(g);
+    if (bad) return cl_error("%s%s/tokenizer type is not 'gpt2-bpe'", pre, sep), NULL;
+    char **tok = NULL, **mer = NULL;
+    size_t V = 0, M = 0;
+    cl_bpe *b = NULL;
+    if (cl_h5_read_strings(f, "/tokenizer/tokens", &tok, &V) || cl_h5_read_strings(f, "/tokenizer/merges", &mer, &M)) {
+        cl_error_prefix("%s%s", pre, sep);
+    } else if (V < 1 || V > (1u << 21)) {
+        cl_error("%s%s/tokenizer/tokens has %zu entries (1..2097152 allowed)", pre, sep, V);
+    } else if (!(b = cl_bpe_create((const char *const *)tok, (int)V, (const char *const *)mer, M))) {
+        cl_error_prefix("%s%s/tokenizer: ", pre, sep);
+    }
+    free_strings(tok, V);
+    free_strings(mer, M);
+    return b;
+}
+
+int cl_bpe_write_h5(int64_t f, const cl_bpe *b) {
+    int V = cl_bpe_vocab_size(b);
+    size_t M = cl_bpe_num_merges(b);
+    const char **tok = cl_trymalloc((size_t)V, sizeof *tok, "tokenizer"), **mer = cl_trymalloc(M + 1, sizeof *mer, "tokenizer");
+    int rc = -1;
+    if (tok && mer) {
+        for (int i = 0; i < V; i++) tok[i] = cl_bpe_token(b, i);
+        for (size_t i = 0; i < M; i++) mer[i] = cl_bpe_merge(b, i);
+        hid_t g = H5Gcreate2(f, "/tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        rc = g < 0 ? cl_error("cannot create /tokenizer") : cl_h5_attr_write_str(g, "type", "gpt2-bpe");
+        if (g >= 0 && H5Gclose(g) < 0 && !rc) rc = cl_h5_error_in(f, "cannot write /tokenizer");
+        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/tokens", tok, (size_t)V);
+        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/merges", mer, M);
+    }
+    free(tok);
+    free(mer);
+    return rc;
 }
 
 /* ---- encode / decode ---- */

@@ -416,55 +416,25 @@ out:
     return rc;
 }
 
-static void free_strings(char **s, size_t n) {
-    for (size_t i = 0; s && i < n; i++) free(s[i]);
-    free(s);
-}
 
-/* /tokenizer of a GPT-2 BPE model (see model.h). */
 static int read_tokenizer(hid_t f, const char *path, cl_model *m) {
-    hid_t g = H5Gopen2(f, "/tokenizer", H5P_DEFAULT);
-    char type[32] = "";
-    int bad = g < 0 || cl_h5_attr_read_str(g, "type", type, sizeof type) || strcmp(type, "gpt2-bpe");
-    if (g >= 0) H5Gclose(g);
-    if (bad) return cl_error("%s: /tokenizer type is not 'gpt2-bpe'", path);
-    char **tok = NULL, **mer = NULL;
-    size_t V = 0, M = 0;
-    int rc = -1;
-    if (cl_h5_read_strings(f, "/tokenizer/tokens", &tok, &V) || cl_h5_read_strings(f, "/tokenizer/merges", &mer, &M)) {
-        cl_error_prefix("%s: ", path);
-    } else if (V != (size_t)m->cfg.vocab_size) {
-        cl_error("%s: /tokenizer/tokens has %zu entries but vocab_size is %d", path, V, m->cfg.vocab_size);
-    } else if ((m->bpe = cl_bpe_create((const char *const *)tok, (int)V, (const char *const *)mer, M))) {
-        rc = 0;
-    } else {
-        cl_error_prefix("%s: /tokenizer: ", path);
+    cl_bpe *b = cl_bpe_read_h5(f, path);
+    if (!b) return -1;
+    if (cl_bpe_vocab_size(b) != m->cfg.vocab_size) {
+        cl_error("%s: /tokenizer/tokens has %d entries but vocab_size is %d", path, cl_bpe_vocab_size(b),
+                 m->cfg.vocab_size);
+        cl_bpe_free(b);
+        return -1;
     }
-    free_strings(tok, V);
-    free_strings(mer, M);
-    return rc;
+    m->bpe = b;
+    return 0;
 }
 
 static int write_tokenizer(hid_t f, const cl_model *m) {
-    const cl_bpe *b = m->bpe;
-    int V = cl_bpe_vocab_size(b);
-    size_t M = cl_bpe_num_merges(b);
-    if (V != m->cfg.vocab_size)
-        return cl_error("the tokenizer has %d tokens but vocab_size is %d", V, m->cfg.vocab_size);
-    const char **tok = cl_trymalloc((size_t)V, sizeof *tok, "tokenizer"), **mer = cl_trymalloc(M + 1, sizeof *mer, "tokenizer");
-    int rc = -1;
-    if (tok && mer) {
-        for (int i = 0; i < V; i++) tok[i] = cl_bpe_token(b, i);
-        for (size_t i = 0; i < M; i++) mer[i] = cl_bpe_merge(b, i);
-        hid_t g = H5Gcreate2(f, "/tokenizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        rc = g < 0 ? cl_error("cannot create /tokenizer") : cl_h5_attr_write_str(g, "type", "gpt2-bpe");
-        if (g >= 0) H5Gclose(g);
-        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/tokens", tok, (size_t)V);
-        if (!rc) rc = cl_h5_write_strings(f, "/tokenizer/merges", mer, M);
-    }
-    free(tok);
-    free(mer);
-    return rc;
+    if (cl_bpe_vocab_size(m->bpe) != m->cfg.vocab_size)
+        return cl_error("the tokenizer has %d tokens but vocab_size is %d", cl_bpe_vocab_size(m->bpe),
+                        m->cfg.vocab_size);
+    return cl_bpe_write_h5(f, m->bpe);
 }
 
 /* AnonHugePages of this process in kB (/proc/self/smaps_rollup), -1 if unknown. */
@@ -814,7 +784,8 @@ int cl_model_fingerprint(const cl_model *m, char out[65]) {
     size_t off = 0;
     memcpy(buf, head, hn);
     off += hn;
-    memcpy(buf + off, m->vocab, (size_t)c->vocab_size * 4);
+    if (m->vocab) memcpy(buf + off, m->vocab, (size_t)c->vocab_size * 4);
+    else memset(buf + off, 0, (size_t)c->vocab_size * 4); /* a loaded BPE model has no code points */
     off += (size_t)c->vocab_size * 4;
     for (size_t i = 0; i < n; i++) {
         cl_tensor_info t;

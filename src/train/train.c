@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/nn/kernels_backward.h"
@@ -94,9 +95,8 @@ cl_trainer *cl_trainer_create(cl_model *m, int max_B, int T) {
         cl_error("trainer: batch rows %d must be >= 1", max_B);
         return NULL;
     }
-    if (c->activation == CL_ACT_GELU_TANH || m->bpe) {
-        cl_error("trainer: training supports char-level models with relu or gelu (this model has %s)",
-                 m->bpe ? "a GPT-2 BPE tokenizer" : "activation gelu_tanh");
+    if (c->activation == CL_ACT_GELU_TANH) {
+        cl_error("trainer: training supports models with relu or gelu (this model has activation gelu_tanh)");
         return NULL;
     }
     if (T < 1 || T > c->block_size) {
@@ -421,7 +421,7 @@ void cl_train_adamw_step(cl_trainer *tr, const cl_adamw *hp, long step) {
 
 /* ---- data ---- */
 
-int cl_train_data_load(cl_train_data *d, const char *path, const uint32_t *vocab, int V, int T) {
+int cl_train_data_load(cl_train_data *d, const char *path, const cl_model *m, int T) {
     memset(d, 0, sizeof *d);
     FILE *f = fopen(path, "rb");
     if (!f) return cl_error("cannot open corpus %s", path);
@@ -448,24 +448,29 @@ int cl_train_data_load(cl_train_data *d, const char *path, const uint32_t *vocab
         free(buf);
         return cl_error("cannot read corpus %s", path);
     }
-    d->tokens = cl_trymalloc(len ? len : 1, sizeof(int32_t), "encoded corpus");
-    if (!d->tokens) {
-        free(buf);
-        return -1;
+    int enc;
+    if (m->bpe) { /* GPT-2 BPE: the whole text at once, as nanoGPT's prepare.py (invalid UTF-8 is refused) */
+        enc = cl_bpe_encode(m->bpe, buf, len, &d->tokens, &d->n);
+    } else {
+        d->tokens = cl_trymalloc(len ? len : 1, sizeof(int32_t), "encoded corpus");
+        if (!d->tokens) {
+            free(buf);
+            return -1;
+        }
+        enc = cl_vocab_encode(m->vocab, m->cfg.vocab_size, buf, len, d->tokens, len, &d->n);
     }
-    if (cl_vocab_encode(vocab, V, buf, len, d->tokens, len, &d->n)) {
-        free(buf);
+    free(buf);
+    if (enc) {
         cl_train_data_free(d);
         return cl_error_prefix("%s: ", path);
     }
-    free(buf);
     d->n_train = (size_t)(0.9 * (double)d->n);
     if (d->n_train < (size_t)T + 1 || d->n - d->n_train < (size_t)T + 1) {
         size_t nt = d->n_train, nv = d->n - d->n_train;
         cl_train_data_free(d);
-        return cl_error("corpus %s is too short for --ctx %d: the training split has %zu characters and the "
+        return cl_error("corpus %s is too short for --ctx %d: the training split has %zu %s and the "
                         "validation split %zu; each needs at least T+1 = %d",
-                        path, T, nt, nv, T + 1);
+                        path, T, nt, m->bpe ? "tokens" : "characters", nv, T + 1);
     }
     return 0;
 }

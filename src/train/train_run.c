@@ -244,8 +244,12 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     long step = 0;
     cl_rng_seed(&rng, o->seed);
 
-    rc = cl_train_data_load(&data, o->corpus, m->vocab, c->vocab_size, T);
+    rc = cl_train_data_load(&data, o->corpus, m, T);
     if (agree(rc, comm)) return -1;
+    if (rank == 0 && cb) {
+        cl_train_event ev = {0, NAN, NAN, NAN, 0.0, 0, data.n_train, data.n - data.n_train};
+        cb(user, 2, &ev);
+    }
     if (!rc && o->batch_file) rc = read_batch_file(o->batch_file, o->steps, B, T, &batchfile);
     if (!rc) rc = !(tr = cl_trainer_create(m, Bl, T));
     if (!rc) rc = !(win = cl_trymalloc((size_t)Bl * (T + 1), sizeof(int32_t), "batch windows"));
@@ -312,7 +316,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             hist[3 * n_hist + 2] = tot[1] / denom;
             n_hist++;
             if (rank == 0 && cb) {
-                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, cl_wall_seconds() - t0 - paused, done_here};
+                cl_train_event ev = {step, tot[0] / denom, tot[1] / denom, NAN, cl_wall_seconds() - t0 - paused, done_here, 0, 0};
                 cb(user, 1, &ev);
             }
         }
@@ -346,7 +350,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
         cl_train_adamw_step(tr, &hp, step);
         done_here++;
         if (rank == 0 && cb) {
-            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), cl_wall_seconds() - t0 - paused, done_here};
+            cl_train_event ev = {step, NAN, NAN, lt / ((double)B * T), cl_wall_seconds() - t0 - paused, done_here, 0, 0};
             cb(user, 0, &ev);
         }
     }

@@ -5,6 +5,9 @@
  *                                                           id list (the bytes)
  *   bpe_tool ENCODER.json MERGES encode-file TEXT          -> ids, one line
  *   bpe_tool ENCODER.json MERGES bench TEXT REPS           -> "bytes seconds"
+ *   bpe_tool corpus-check CORPUS.h5                        -> cl_corpus_load_any
+ *                                                           (a BPE corpus too):
+ *                                                           one summary line
  * CASES.json is a JSON array of strings; IDS.json an array of arrays of ids.
  * Exit 1 with the library's message on stderr on any error. */
 #include <jansson.h>
@@ -15,6 +18,8 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
+#include "corpuslens/corpus/corpus.h"
+#include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/tokenizer.h"
 
 static int fail(void) {
@@ -23,6 +28,15 @@ static int fail(void) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "corpus-check")) {
+        cl_h5_quiet();
+        cl_corpus *c = cl_corpus_load_any(argv[2]);
+        if (!c) return fail();
+        printf("%s: L %d, V %d, %zu n-grams, nnz %zu, %zu prompts, text %zu, held out %zu, %s\n", argv[2], c->L,
+               c->V, c->n, c->nnz, c->n_prompts, c->n_text, c->n_holdout, c->bpe ? "gpt2-bpe" : "char");
+        cl_corpus_free(c);
+        return 0;
+    }
     if (argc < 5) {
         fprintf(stderr, "usage: bpe_tool ENCODER.json MERGES encode-json|decode-hex|encode-file|bench FILE [REPS]\n");
         return 2;

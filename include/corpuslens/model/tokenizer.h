@@ -36,7 +36,18 @@ cl_bpe *cl_bpe_create(const char *const *tokens, int V, const char *const *merge
  * 0..V-1 each once) and vocab.bpe / merges.txt (a "#version" first line is
  * skipped, as are empty lines). Messages name the file. */
 cl_bpe *cl_bpe_from_files(const char *encoder_json, const char *merges_txt);
+/* A tokenizer folder: vocab.json + merges.txt (a Hugging Face folder), else
+ * encoder.json + vocab.bpe (GPT-2's own names). A folder with neither pair
+ * is an error naming both. */
+cl_bpe *cl_bpe_from_dir(const char *dir);
 void cl_bpe_free(cl_bpe *b);
+/* 1 if a and b have the same tokens (in id order) and merges (in rank order). */
+int cl_bpe_equal(const cl_bpe *a, const cl_bpe *b);
+/* The /tokenizer group of a model or corpus file (type "gpt2-bpe", tokens,
+ * merges; model.h): read (validated by cl_bpe_create; `name` is the file's
+ * name for messages, NULL for none) and written. f is an open HDF5 file (hid_t). */
+cl_bpe *cl_bpe_read_h5(int64_t f, const char *name);
+int cl_bpe_write_h5(int64_t f, const cl_bpe *b);
 
 int cl_bpe_vocab_size(const cl_bpe *b);
 size_t cl_bpe_num_merges(const cl_bpe *b);

@@ -83,10 +83,11 @@ typedef struct {
     size_t n_train;   /* first 90 %: int(0.9 * n) as the lecture; the rest is validation */
 } cl_train_data;
 
-/* Read and encode a corpus with a vocabulary (a character outside it is an
- * error naming it and its position). Checks both splits hold at least T+1
- * characters. */
-int cl_train_data_load(cl_train_data *d, const char *path, const uint32_t *vocab, int V, int T);
+/* Read and encode a corpus for model m: char-level with its vocabulary (a
+ * character outside it is an error naming it and its position), GPT-2 BPE
+ * with its tokenizer, the whole text at once (invalid UTF-8 is an error
+ * naming the byte). Checks both splits hold at least T+1 tokens. */
+int cl_train_data_load(cl_train_data *d, const char *path, const cl_model *m, int T);
 void cl_train_data_free(cl_train_data *d);
 /* Draw B window starts of split (0 train, 1 val) and copy rows [r0, r1) into
  * windows[(r1-r0), T+1]. Always advances rng by B draws. */
@@ -120,9 +121,11 @@ typedef struct {
     double step_loss;   /* mean loss of the last step's batch */
     double elapsed_s;   /* training time of this process (evaluations and checkpoints excluded) */
     long steps_done_here; /* steps run by this process (for rates) */
+    size_t n_train, n_val; /* kind 2: tokens in each split */
 } cl_train_event;
 
-/* Called on rank 0 only: kind 0 progress (after each step), 1 evaluation. */
+/* Called on rank 0 only: kind 0 progress (after each step), 1 evaluation,
+ * 2 the corpus is encoded (n_train, n_val; once, before step 0's evaluation). */
 typedef void (*cl_train_callback)(void *user, int kind, const cl_train_event *ev);
 
 /* Run the loop: training state from `resume` (a checkpoint: weights, moments,
