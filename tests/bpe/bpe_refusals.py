@@ -60,7 +60,9 @@ def expect_ok(name, args):
 
 def refuse(name, args, want, out=None, cmd=None):
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120) if cmd else run(args, timeout=120)
-    lines = [ln for ln in r.stderr.strip().split("\n") if ln.startswith("corpuslens") or ln.startswith("bpe_tool")]
+    # the message lines; serve's progress line ("loading the model, ...") comes before its refusal
+    lines = [ln for ln in r.stderr.strip().split("\n") if (ln.startswith("corpuslens") or ln.startswith("bpe_tool"))
+             and "loading the model, corpus and index" not in ln]
     good = r.returncode != 0 and len(lines) == 1 and want in lines[0] and "Sanitizer" not in r.stderr
     if out and os.path.exists(out):
         good = False
