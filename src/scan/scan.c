@@ -38,6 +38,7 @@ void cl_scan_opts_default(cl_scan_opts *o) {
     o->match_cap = 1000;
     o->shard_size = 2048;
     o->checkpoint_seconds = 60;
+    o->checkpoint_share = 0.1;
 }
 
 /* Prompt rows per similarity tile of brute force: [PTILE, S] floats. */
@@ -616,7 +617,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
     size_t total = x->sampled ? x->sampled * x->S : N;
     size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
-    double tlast = cl_wall_seconds(), tstart = tlast;
+    double tlast = cl_wall_seconds(), tstart = tlast, ck_wait = o->checkpoint_seconds;
     size_t done0 = x->done;
     long new_done = 0;
     cl_par_stop stop;
@@ -647,12 +648,17 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
             x->stopped = 1;
             break;
         }
-        if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds && x->done < mine) {
+        if (o->checkpoint_seconds > 0 && now - tlast > ck_wait && x->done < mine) {
+            double tc = cl_wall_seconds();
             if ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x)) {
                 err = 1;
                 break;
             }
             tlast = cl_wall_seconds();
+            if (o->checkpoint_share > 0 && o->checkpoint_share < 1) { /* bound the time spent in checkpoints */
+                double w = (tlast - tc) * (1 / o->checkpoint_share - 1);
+                ck_wait = w > o->checkpoint_seconds ? w : o->checkpoint_seconds;
+            }
         }
     }
     int sig = cl_par_stop_close(&stop); /* collective: the same on every rank */

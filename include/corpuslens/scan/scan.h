@@ -131,6 +131,11 @@ typedef struct {
     long match_cap;             /* default 1000; 0 = no cap */
     long shard_size;            /* default 2048 substrings */
     double checkpoint_seconds;  /* default 60 (a killed run loses at most about this) */
+    double checkpoint_share;    /* default 0.1: after a checkpoint that took c seconds the
+                                   next waits at least c * (1/share - 1), so slow
+                                   checkpoints (0.94 GB per rank at paper scale) take
+                                   at most about this share of the time; 0 = exactly
+                                   checkpoint_seconds (the CLI's --checkpoint-every) */
     long stop_after_shards;     /* testing: each rank stops (checkpointed) after this
                                    many of its shards; 0 = off */
     /* progress (rank 0 only, may be NULL): done/total substrings (rank 0's
