@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/scan/index.h"
 #include "corpuslens/scan/sketch.h"
 
@@ -37,6 +38,12 @@ static const char EPILOG[] =
     "explain of a few texts skips, exactly, the rows that cannot reach a threshold.\n"
     "--add-sketch adds (or replaces) it in an existing index in place, on one\n"
     "process (copy the index first if it cannot be rebuilt).\n"
+    "SIGINT (Ctrl-C) or SIGTERM: each rank stops after its current shard, fsyncs\n"
+    "its part, and the build exits with status 130 (SIGINT) or 143 (SIGTERM),\n"
+    "saying how to resume (the same command again). Open MPI's mpirun passes Ctrl-C\n"
+    "on as SIGTERM to every rank after 1 s and SIGKILL 1 s later (N s each with\n"
+    "--mca odls_base_sigkill_timeout N); a killed rank keeps what its last fsync\n"
+    "(every 60 s) kept.\n"
     "CORPUSLENS_INDEX_STOP_AFTER=K stops each rank after K shards (tests; exit\n"
     "status 3, no output).\n";
 
@@ -63,7 +70,7 @@ int cmd_index(int argc, char **argv) {
                        "float16 or float32 (exactly the scan's vectors)"),
         CLI_OPT_INT("batch", 0, "S", &batch, 1, 1L << 20, "substrings per shard and per HDF5 chunk"),
         CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
-                       "seconds between fsyncs of the part files"),
+                       "seconds between fsyncs of the part files (default 60)"),
         CLI_OPT_INT("sketch-dim", 0, "K", &kdim, 0, 256,
                     "dimensions of the pruning sketch (float16 indexes;\n"
                     "default min(32, n_embd/4); 0 = none)"),
@@ -100,7 +107,17 @@ int cmd_index(int argc, char **argv) {
     if (rank == 0) o.progress = cli_progress_line, o.note = note;
     o.progress_user = &ps;
     cl_index_result res;
+    cl_interrupt_install(); /* SIGINT / SIGTERM: stop at a shard boundary, fsync, say how to resume */
     if (cl_index_run(&o, MPI_COMM_WORLD, &res)) return rank == 0 ? cli_fail() : 1;
+    if (res.stopped && res.interrupted) {
+        if (rank == 0)
+            fprintf(stderr,
+                    "corpuslens index: interrupted by %s: %lld of %lld shard%s done, kept in %s.parts/; run the same "
+                    "command again (%d rank%s) to resume\n",
+                    cl_interrupt_name(res.interrupted), res.shards_done, res.n_shards, res.n_shards == 1 ? "" : "s",
+                    o.out_path, R, R == 1 ? "" : "s");
+        return 128 + res.interrupted;
+    }
     if (res.stopped) {
         if (rank == 0) fprintf(stderr, "corpuslens index: stopped after CORPUSLENS_INDEX_STOP_AFTER shards (parts kept)\n");
         return 3;

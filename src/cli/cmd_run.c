@@ -48,7 +48,10 @@ static const char ABOUT[] =
 
 static const char EPILOG[] =
     "Exit status: 0, or that of the stage that failed (1 error, 2 usage, 3 a scan\n"
-    "stopped with a checkpoint), 1 for a bad job file.\n"
+    "stopped with a checkpoint, 130 / 143 interrupted by SIGINT / SIGTERM: the scan\n"
+    "and the training save their work, the same command resumes), 1 for a bad job file.\n"
+    "A stage run again over a complete output (--force, or changed settings)\n"
+    "leaves the old output in place until the new one is complete.\n"
     "\n"
     "Job file format: include/corpuslens/job/job.h; examples: jobs/demo.ini,\n"
     "jobs/tinyshakespeare.ini.\n";
@@ -76,7 +79,8 @@ int cmd_run(int argc, char **argv) {
         CLI_OPT_INT("alt", 0, "K", &alt, 0, 16,
                     "of the alternatives, only the K-th seed (1-based; one Slurm\n"
                     "array task each); 0 = all"),
-        CLI_OPT_FLAG("force", 0, &ro.force, "run the selected stages even if their outputs match"),
+        CLI_OPT_FLAG("force", 0, &ro.force, "run the selected stages even if their outputs match\n"
+                     "(the old outputs stay until their replacements are complete)"),
         CLI_OPT_FLAG("dry-run", 0, &ro.dry_run, "print what would run or be skipped, and why"),
         CLI_OPT_STRING("get", 0, "KEY", &get,
                        "print a job value after variable expansion (e.g. output.dir,\n"

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/scan/scan.h"
 
@@ -19,7 +20,7 @@ static const char USAGE[] =
     "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
     "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
     "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-    "                 [--checkpoint-every SECONDS] [--index-out INDEX.h5 [--index-dtype f16|f32]]";
+    "                 [--checkpoint-every 60] [--index-out INDEX.h5 [--index-dtype f16|f32]]";
 
 static const char ABOUT[] =
     "Compares the hooked activation (last position) of every prompt with that of\n"
@@ -30,8 +31,14 @@ static const char ABOUT[] =
 
 static const char EPILOG[] =
     "A killed scan started again with the same arguments and rank count continues\n"
-    "from its last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each\n"
-    "rank after K shards with a checkpoint (for tests; exit status 3, no output).\n";
+    "from its last checkpoint (every 60 s by default: a kill loses at most about\n"
+    "that, more where a checkpoint is slow). SIGINT (Ctrl-C) or SIGTERM: each rank\n"
+    "stops after its current shard, saves its checkpoint, and the scan exits with\n"
+    "status 130 (SIGINT) or 143 (SIGTERM), saying how to resume. Open MPI's mpirun\n"
+    "passes Ctrl-C on as SIGTERM to every rank after 1 s and SIGKILL 1 s later\n"
+    "(N s each with --mca odls_base_sigkill_timeout N); a killed rank keeps its\n"
+    "last checkpoint. Environment: CORPUSLENS_SCAN_STOP_AFTER=K stops each rank\n"
+    "after K shards with a checkpoint (for tests; exit status 3, no output).\n";
 
 int cmd_scan(int argc, char **argv) {
     int rank = 0, R = 1; /* --help (and the manual's generation) run without MPI: rank 0 of 1 */
@@ -41,6 +48,7 @@ int cmd_scan(int argc, char **argv) {
     cl_scan_opts_default(&o);
     long match_cap = o.match_cap, batch = o.shard_size;
     const char *index_dtype = "f16";
+    double ck_every = -1; /* -1: not given */
     cli_doubles *thr = calloc(1, sizeof *thr);
     if (!thr) return cl_error("out of memory"), rank == 0 ? cli_fail() : 1;
     const cli_option opts[] = {
@@ -63,8 +71,10 @@ int cmd_scan(int argc, char **argv) {
         CLI_OPT_INT("batch", 0, "S", &batch, 1, 1L << 20,
                     "substrings per shard (the unit of work and of resume; part\n"
                     "of the run's identity)"),
-        CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &o.checkpoint_seconds, 0, 1e9,
-                       "seconds between checkpoints in SCAN.h5.state/"),
+        CLI_OPT_DOUBLE("checkpoint-every", 0, "T", &ck_every, 0, 1e9,
+                       "seconds between checkpoints in SCAN.h5.state/ (default 60,\n"
+                       "longer when a checkpoint takes over 1/9 of that: at most\n"
+                       "~10% of the time; given: exactly T; 0 = only when stopped)"),
         CLI_OPT_STRING("index-out", 0, "INDEX.h5", &o.index_out,
                        "also write the activation index of `corpuslens index` from\n"
                        "the vectors the scan computes anyway (nothing computed twice)"),
@@ -81,6 +91,7 @@ int cmd_scan(int argc, char **argv) {
         free(thr);
         return prc;
     }
+    if (ck_every >= 0) o.checkpoint_seconds = ck_every, o.checkpoint_share = 0;
     o.match_cap = match_cap;
     o.shard_size = batch;
     o.index_dtype = index_dtype && !strcmp(index_dtype, "f32") ? 1 : 0;
@@ -95,12 +106,22 @@ int cmd_scan(int argc, char **argv) {
     }
     o.progress_user = &ps;
     cl_scan_result res;
+    cl_interrupt_install(); /* SIGINT / SIGTERM: stop at a shard boundary, save, say how to resume */
     int rc = cl_scan_run(&o, MPI_COMM_WORLD, &res);
     if (rc) return rank == 0 ? cli_fail() : 1;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     long rss = ru.ru_maxrss, maxrss = 0;
     cl_par_reduce(&rss, &maxrss, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    if (res.stopped && res.interrupted) {
+        if (rank == 0)
+            fprintf(stderr,
+                    "corpuslens scan: interrupted by %s: %lld of %lld shard%s done, saved in %s.state/; run the same "
+                    "command again (%d rank%s) to resume\n",
+                    cl_interrupt_name(res.interrupted), res.shards_done, res.n_shards, res.n_shards == 1 ? "" : "s",
+                    o.out_path, R, R == 1 ? "" : "s");
+        return 128 + res.interrupted;
+    }
     if (res.stopped) {
         if (rank == 0) fprintf(stderr, "corpuslens scan: stopped after CORPUSLENS_SCAN_STOP_AFTER shards per rank (state kept)\n");
         return 3;

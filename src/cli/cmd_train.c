@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/options.h"
 #include "corpuslens/base/clock.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5util.h"
@@ -77,6 +78,12 @@ static const char ABOUT[] =
 
 static const char EPILOG[] =
     "stdout: the loss table; stderr: a progress line (steps/s, tokens/s, ETA).\n"
+    "SIGINT (Ctrl-C) or SIGTERM: the ranks stop after the current step, write the\n"
+    "checkpoint to -o, print the command that resumes (train --resume MODEL.h5\n"
+    "--steps N -o MODEL.h5) and exit with status 130 (SIGINT) or 143 (SIGTERM).\n"
+    "Open MPI's mpirun passes Ctrl-C on as SIGTERM after 1 s and SIGKILL 1 s later\n"
+    "(N s each with --mca odls_base_sigkill_timeout N); --checkpoint-every K bounds\n"
+    "what a kill loses (default: only the final file is written).\n"
     "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails (exit status 3) right after the first\n"
     "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
 
@@ -145,6 +152,23 @@ static int train_parens(int argc, char **argv) {
     printf("steps %ld, %.1f s; validation accuracy %.4f; test accuracy %.4f -> %s\n", r.steps, r.seconds, r.val_acc,
            r.test_acc, o.output);
     return 0;
+}
+
+/* s as one shell word into buf (single quotes where needed); the length written */
+static int shell_word(char *buf, size_t n, const char *s) {
+    int plain = *s != 0;
+    for (const char *c = s; *c; c++)
+        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-+=:,@", *c)) plain = 0;
+    size_t k = 0;
+    if (plain) return snprintf(buf, n, "%s", s) >= (int)n ? (int)(n ? n - 1 : 0) : (int)strlen(s);
+    if (k + 1 < n) buf[k++] = '\'';
+    for (const char *c = s; *c && k + 5 < n; c++) {
+        if (*c == '\'') memcpy(buf + k, "'\\''", 4), k += 4;
+        else buf[k++] = *c;
+    }
+    if (k + 1 < n) buf[k++] = '\'';
+    if (n) buf[k < n ? k : n - 1] = 0;
+    return (int)k;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -312,8 +336,22 @@ int cmd_train(int argc, char **argv) {
                (unsigned long long)o.seed, resume ? "; resuming " : "", resume ? resume : "");
         fflush(stdout);
     }
+    cl_interrupt_install(); /* SIGINT / SIGTERM: stop after the step, checkpoint, say how to resume */
     rc = cl_train_run(m, &o, resume, MPI_COMM_WORLD, on_event, &pg);
     cl_model_free(m);
+    if (rc > 0) { /* interrupted: the checkpoint in `out` holds the steps done */
+        if (rank == 0) {
+            fflush(stdout);
+            char cmdline[9000];
+            int n = size > 1 ? snprintf(cmdline, sizeof cmdline, "mpirun -n %d ", size) : 0;
+            n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, "corpuslens train --resume ");
+            n += shell_word(cmdline + n, sizeof cmdline - (size_t)n, out);
+            n += snprintf(cmdline + n, sizeof cmdline - (size_t)n, " --steps %d -o ", o.steps);
+            shell_word(cmdline + n, sizeof cmdline - (size_t)n, out);
+            fprintf(stderr, "%scorpuslens train: %s; resume with:\n  %s\n", pg.tty ? "\n" : "", cl_last_error(), cmdline);
+        }
+        return 128 + rc;
+    }
     if (rc) {
         /* stopped at a checkpoint by CORPUSLENS_TRAIN_STOP_AFTER (every rank has
          * the same message): status 3, as a scan stopped with a checkpoint, so

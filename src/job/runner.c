@@ -22,10 +22,17 @@
  * job_stamp the job asks for now.
  * Any change of settings or inputs changes the key, so the stage and every
  * later one run again. An incomplete scan.h5 is left in place for the scan's
- * own resume; a complete output with another stamp is removed first.
+ * own resume; a complete output with another stamp, or any under --force,
+ * stays in place until its replacement is complete (replace_target below).
+ * SIGINT / SIGTERM: the stage stops (scan, index, train save their work) and
+ * the run exits with its status; a signal the stage did not see stops the
+ * run after that stage.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +52,7 @@
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/job/job.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 
 /* ---- small helpers ---- */
@@ -656,9 +664,9 @@ static char *sidecar_path(const char *out) {
     return p;
 }
 
-static int train_can_resume(const stage *s, const char *stamp) {
-    if (!s->resume_argv.n || !file_exists(s->out)) return 0;
-    char *side = sidecar_path(s->out);
+static int train_can_resume(const stage *s, const char *out, const char *stamp) {
+    if (!s->resume_argv.n || !file_exists(out)) return 0;
+    char *side = sidecar_path(out);
     if (!side) return 0;
     char have[80] = "";
     FILE *f = fopen(side, "r");
@@ -666,15 +674,15 @@ static int train_can_resume(const stage *s, const char *stamp) {
     if (f) fclose(f);
     free(side);
     if (!ok) return 0;
-    hid_t h = cl_h5_open_read(s->out);
+    hid_t h = cl_h5_open_read(out);
     if (h < 0) return 0;
     ok = cl_h5_exists(h, "/train") > 0;
     H5Fclose(h);
     return ok;
 }
 
-static int write_sidecar(const stage *s, const char *stamp) {
-    char *side = sidecar_path(s->out);
+static int write_sidecar(const char *out, const char *stamp) {
+    char *side = sidecar_path(out);
     if (!side) return cl_error("out of memory");
     FILE *f = fopen(side, "w");
     int rc = f && fprintf(f, "%s\n", stamp) > 0 ? 0 : -1;
@@ -684,10 +692,76 @@ static int write_sidecar(const stage *s, const char *stamp) {
     return rc;
 }
 
-static void remove_sidecar(const stage *s) {
-    char *side = sidecar_path(s->out);
+static void remove_sidecar(const char *out) {
+    char *side = sidecar_path(out);
     if (side) remove(side);
     free(side);
+}
+
+/* ---- replacing a complete output (--force, or other settings) ----
+ * The old output stays in place until its replacement is complete. Most
+ * commands already write their file to a temporary name and rename it at
+ * the end; a training writes checkpoints into its -o as it goes (and at
+ * SIGINT), and reduce removes its files when it fails: those two stages
+ * write "<target>.next" instead, which replaces the target once the stage
+ * succeeded (a file: cl_commit_file; the report folder: exchanged with
+ * renameat2, then the old one removed). An interrupted replacement is
+ * resumed from "<target>.next" by the next run that replaces again. */
+static const char *replace_target(const plan *p, const stage *s) {
+    if (s->id == ST_TRAIN || s->id == ST_ALT) return s->out;
+    if (s->id == ST_REDUCE) return p->report_dir;
+    return NULL;
+}
+
+static char *next_path(const char *target) {
+    size_t n = strlen(target) + 8;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s.next", target);
+    return p;
+}
+
+/* dst = src with every argument equal to from replaced by to */
+static int av_copy_replace(argvec *dst, const argvec *src, const char *from, const char *to) {
+    for (int i = 0; i < src->n; i++)
+        if (av_add(dst, strcmp(src->v[i], from) ? src->v[i] : to)) return -1;
+    return 0;
+}
+
+/* the files directly in dir, then dir (a report folder has no subfolders) */
+static void remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[4400];
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                remove(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static int commit_next(const char *next, const char *target, int is_dir) {
+    if (!is_dir) return cl_commit_file(next, target);
+    if (renameat2(AT_FDCWD, next, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+        remove_flat_dir(next); /* the old report, now under the temporary name */
+    } else {
+        /* no RENAME_EXCHANGE here: the old folder aside, the new one in place */
+        char old[4200];
+        snprintf(old, sizeof old, "%s.old", target);
+        remove_flat_dir(old);
+        if (file_exists(target) && rename(target, old))
+            return cl_error("cannot move %s aside: %s", target, strerror(errno));
+        if (rename(next, target)) {
+            int e = errno;
+            rename(old, target);
+            return cl_error("cannot rename %s to %s: %s", next, target, strerror(e));
+        }
+        remove_flat_dir(old);
+    }
+    return cl_fsync_dir_of(target);
 }
 
 /* ---- the report summary ---- */
@@ -937,7 +1011,7 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         char why[1024] = "", stamp[65] = "";
         char *key = NULL;
         /* rank 0 decides: 0 run, 1 skip, 2 resume a training, -1 error (inputs missing) */
-        int decision = 0, state = OUT_MISSING;
+        int decision = 0, state = OUT_MISSING, replacing = 0;
         if (rank == 0) {
             if (i == ST_GENERATE) {
                 decision = !force && generate_matches(job, why, sizeof why);
@@ -950,15 +1024,26 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
                     state = output_state(s, stamp, why, sizeof why);
                     decision = !force && state == OUT_MATCHES;
                     if (force && state == OUT_MATCHES) snprintf(why, sizeof why, "--force");
-                    if (!force && state != OUT_MATCHES && train_can_resume(s, stamp)) {
+                    const char *target = replace_target(&p, s);
+                    char *next = target ? next_path(target) : NULL;
+                    if (!force && state != OUT_MATCHES && train_can_resume(s, s->out, stamp)) {
                         decision = 2;
                         snprintf(why, sizeof why, "an interrupted training: resuming from its "
                                  "checkpoint %.900s", s->out);
+                    } else if (state == OUT_STALE || (force && state == OUT_MATCHES)) {
+                        replacing = 1;
+                        if (next && train_can_resume(s, next, stamp)) {
+                            decision = 2;
+                            snprintf(why, sizeof why, "an interrupted replacement of %.450s: resuming from its "
+                                     "checkpoint %.450s", s->out, next);
+                        }
                     }
+                    free(next);
                 }
             }
         }
         decision = bcast_int(decision, comm);
+        replacing = bcast_int(replacing, comm);
         if (decision < 0) {
             rc = 1;
             free(key);
@@ -967,6 +1052,18 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         int resume = decision == 2;
         if (resume) decision = 0;
         const argvec *cmd = resume ? &s->resume_argv : &s->argv;
+        /* replacing: the stage writes <target>.next (see replace_target) */
+        const char *target = replacing ? replace_target(&p, s) : NULL;
+        char *next = target ? next_path(target) : NULL;
+        argvec redirected = {0};
+        if (target && (!next || av_copy_replace(&redirected, cmd, target, next))) {
+            rc = 1;
+            free(next);
+            av_free(&redirected);
+            free(key);
+            break;
+        }
+        if (target) cmd = &redirected;
         if (log) {
             fprintf(log, "\n== [%d/%d] %s: %s (%s)\n", k, n_enabled, STAGE_NAMES[i],
                     decision ? "skipped" : dry ? "would run" : "running", why);
@@ -977,34 +1074,33 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
             }
             fflush(log);
         }
-        if (decision) {
-            skipped++;
+        if (decision || dry) {
+            skipped += decision != 0;
+            free(next);
+            av_free(&redirected);
             free(key);
             continue;
         }
-        if (dry) {
-            free(key);
-            continue;
-        }
-        /* A complete output of other settings goes; an incomplete scan stays
-         * for the scan's own resume; other incomplete files are overwritten. */
+        /* A complete output of other settings (or under --force) stays until
+         * its replacement is complete (replace_target); an incomplete scan
+         * stays for the scan's own resume; other incomplete files are
+         * overwritten. */
         int prep = 0;
-        if (rank == 0 && !resume && (state == OUT_STALE || (force && state == OUT_MATCHES))) {
-            char side[4200];
-            stamp_path(s->out, side, sizeof side);
-            remove(side);
-            remove(s->out);
-        }
-        if (rank == 0 && !resume && s->resume_argv.n) prep = write_sidecar(s, stamp);
-        if (rank == 0 && !prep && i == ST_REDUCE) prep = mkdir_p(p.report_dir);
+        const char *written = next ? next : s->out; /* the file the stage writes */
+        if (rank == 0 && !resume && s->resume_argv.n) prep = write_sidecar(written, stamp);
+        if (rank == 0 && !prep && i == ST_REDUCE) prep = mkdir_p(next ? next : p.report_dir);
         if (!prep && !s->fn) prep = cl_error("no command to run stage '%s'", STAGE_NAMES[i]);
         if (bcast_int(prep, comm)) {
             rc = 1;
+            free(next);
+            av_free(&redirected);
             free(key);
             break;
         }
         if (cl_par_agree(cl_par_fault("run.stage", comm), comm)) { /* tests: a rank failing here */
             rc = 1;
+            free(next);
+            av_free(&redirected);
             free(key);
             break;
         }
@@ -1020,23 +1116,38 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         fflush(stdout);
         fflush(stderr);
         if (worst != 0) {
-            cl_error("stage %s failed (exit status %d) after %.1f s; fix the cause and run the same "
-                     "command again: finished stages are skipped%s",
-                     STAGE_NAMES[i], worst, dt,
-                     i == ST_SCAN ? ", the scan resumes from its last checkpoint"
-                     : s->resume_argv.n ? ", the training resumes from its last checkpoint"
-                                        : "");
+            const char *resumes = i == ST_SCAN ? ", the scan resumes from its last checkpoint"
+                                  : s->resume_argv.n ? ", the training resumes from its last checkpoint"
+                                                     : "";
+            if (worst == 128 + SIGINT || worst == 128 + SIGTERM)
+                cl_error("stage %s was interrupted (%s) after %.1f s; run the same command again: finished "
+                         "stages are skipped%s%s%s", STAGE_NAMES[i], cl_interrupt_name(worst - 128), dt, resumes,
+                         replacing ? "; the old " : "", replacing ? s->out : "");
+            else
+                cl_error("stage %s failed (exit status %d) after %.1f s; fix the cause and run the same "
+                         "command again: finished stages are skipped%s%s%s",
+                         STAGE_NAMES[i], worst, dt, resumes, replacing ? "; the old " : "", replacing ? s->out : "");
+            if (replacing) { /* say it: the old output is still there */
+                char *e = strdup(cl_last_error());
+                if (e) cl_error("%s is kept until its replacement is complete", e);
+                free(e);
+            }
             /* the stage's own status: e.g. 3 for a scan stopped with a
              * checkpoint, which a Slurm RequeueExit=3 can requeue */
             rc = worst > 0 ? worst : 1;
+            free(next);
+            av_free(&redirected);
             free(key);
             break;
         }
         int wrc = 0;
-        if (rank == 0 && key) {
+        if (rank == 0 && next) wrc = commit_next(next, target, i == ST_REDUCE); /* the old output goes now */
+        if (rank == 0 && key && !wrc) {
             wrc = write_stamp(s, stamp, key);
-            if (!wrc && s->resume_argv.n) remove_sidecar(s);
+            if (!wrc && s->resume_argv.n) remove_sidecar(written);
         }
+        free(next);
+        av_free(&redirected);
         free(key);
         if (bcast_int(wrc, comm)) {
             rc = 1;
@@ -1046,6 +1157,16 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
         if (log) {
             fprintf(log, "-- %s: done in %.1f s\n", STAGE_NAMES[i], dt);
             fflush(log);
+        }
+        /* SIGINT / SIGTERM during a stage that finished anyway (or between
+         * stages): stop here, every rank, with the finished stages stamped */
+        int sig = cl_interrupt_signal(), gsig = 0;
+        cl_par_allreduce(&sig, &gsig, 1, MPI_INT, MPI_MAX, comm);
+        if (gsig) {
+            cl_error("interrupted (%s) after stage %s; run the same command again: finished stages are skipped",
+                     cl_interrupt_name(gsig), STAGE_NAMES[i]);
+            rc = 128 + gsig;
+            break;
         }
     }
     if (log && !rc && !dry) {

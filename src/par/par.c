@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/par/interrupt.h"
 
 /* A message that already went through an agreement starts with "rank N: ". */
 static int has_rank_prefix(const char *m) {
@@ -59,10 +61,12 @@ int cl_par_fault(const char *step, MPI_Comm comm) {
     char *name = colon + 1, *end;
     long want_rank = strtol(buf, &end, 10);
     if (*end || end == buf) return 0;
-    int kill = 0;
+    int kill = 0, sig = 0, wait = 0;
     char *k = strchr(name, ':');
     if (k) {
         kill = !strcmp(k + 1, "kill");
+        sig = !strcmp(k + 1, "int") ? SIGINT : !strcmp(k + 1, "term") ? SIGTERM : 0;
+        wait = !strcmp(k + 1, "wait");
         *k = '\0';
     }
     long nth = 1;
@@ -80,6 +84,17 @@ int cl_par_fault(const char *step, MPI_Comm comm) {
         fflush(stdout);
         fflush(stderr);
         raise(SIGKILL);
+    }
+    if (sig) { /* as if the signal came from outside: the step goes on */
+        raise(sig);
+        return 0;
+    }
+    if (wait) { /* until a real SIGINT / SIGTERM (at most 60 s), then the step goes on */
+        fprintf(stderr, "corpuslens: rank %d waits for a signal at %s (CORPUSLENS_FAULT)\n", rank, step);
+        fflush(stderr);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        for (int i = 0; i < 6000 && !cl_interrupt_signal(); i++) nanosleep(&ts, NULL);
+        return 0;
     }
     return cl_error("injected fault at %s on rank %d (CORPUSLENS_FAULT)", step, rank);
 }

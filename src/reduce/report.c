@@ -15,6 +15,7 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/par/par.h"
 
 /* ------------------------------------------------------------ file helpers */
 
@@ -632,7 +633,7 @@ int cl_report_write(const char *dir, const cl_scan *s, const cl_reduction *r, ch
     if (mkdir_p(dir)) return -1;
     const char *dname = "hellinger_density.svg", *bname = "block_matches.svg";
     if (write_plots(dir, s, r, dname, bname) || write_h5(dir, s, r, texts, o) ||
-        write_md(dir, s, r, texts, o, dname, bname)) {
+        cl_par_fault("reduce.write", MPI_COMM_WORLD) || write_md(dir, s, r, texts, o, dname, bname)) {
         /* no half report: the files already renamed go too */
         const char *names[4] = {dname, bname, "report.h5", "report.md"};
         for (int i = 0; i < 4; i++) {

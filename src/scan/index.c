@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
@@ -465,7 +466,13 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     double tlast = cl_wall_seconds(), tstart = tlast, tf_sum = 0;
     size_t done0 = done, nodes = 0;
     long new_done = 0;
+    cl_par_stop stop;
+    if (cl_par_agree(cl_par_stop_open(&stop, comm), comm)) goto out;
     for (size_t i = done; i < mine && !err; i++) {
+        if (cl_par_stop_poll(&stop)) { /* SIGINT / SIGTERM here or on another rank */
+            res->stopped = 1;
+            break;
+        }
         size_t j = (size_t)rank + i * (size_t)R, s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
         for (size_t s = 0; s < rows; s++)
             memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
@@ -499,7 +506,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
             tlast = cl_wall_seconds();
         }
     }
-    if (!err && res->stopped && cl_index_writer_sync(w)) err = 1;
+    int sig = cl_par_stop_close(&stop); /* collective: the same on every rank */
     if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         w = NULL;
@@ -507,10 +514,17 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     }
     int stopped = res->stopped, gst = 0;
     cl_par_allreduce(&stopped, &gst, 1, MPI_INT, MPI_MAX, comm);
-    if (gst) {
-        res->stopped = 1;
-        cl_index_writer_abort(w);
+    if (gst) { /* every rank syncs what it finished, a rank done with its shards too */
+        err = cl_index_writer_sync(w) ? 1 : 0;
+        cl_index_writer_abort(w); /* the parts stay for the resume */
         w = NULL;
+        if (cl_par_agree(err, comm)) goto out;
+        unsigned long long dn = done, dall = 0;
+        cl_par_allreduce(&dn, &dall, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
+        res->stopped = 1;
+        res->interrupted = sig;
+        res->shards_done = (long long)dall;
+        res->n_shards = (long long)n_shards;
         rc = 0;
         goto out;
     }

@@ -24,6 +24,7 @@
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/scan/index.h"
 #include "corpuslens/scan/scan.h"
@@ -36,7 +37,8 @@ void cl_scan_opts_default(cl_scan_opts *o) {
     o->bin_width = 0.01;
     o->match_cap = 1000;
     o->shard_size = 2048;
-    o->checkpoint_seconds = 600;
+    o->checkpoint_seconds = 60;
+    o->checkpoint_share = 0.1;
 }
 
 /* Prompt rows per similarity tile of brute force: [PTILE, S] floats. */
@@ -615,11 +617,17 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
     size_t total = x->sampled ? x->sampled * x->S : N;
     size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
-    double tlast = cl_wall_seconds(), tstart = tlast;
+    double tlast = cl_wall_seconds(), tstart = tlast, ck_wait = o->checkpoint_seconds;
     size_t done0 = x->done;
     long new_done = 0;
+    cl_par_stop stop;
+    if (cl_par_agree(cl_par_stop_open(&stop, comm), comm)) goto out;
     err = 0;
     for (size_t i = x->done; i < mine; i++) {
+        if (cl_par_stop_poll(&stop)) { /* SIGINT / SIGTERM here or on another rank */
+            x->stopped = 1;
+            break;
+        }
         size_t shard = (size_t)x->rank + i * x->R;
         if (x->sampled) shard = shard * x->n_shards / x->sampled;
         if (cl_par_fault("scan.shard", comm) || do_shard(x, shard)) {
@@ -640,20 +648,32 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
             x->stopped = 1;
             break;
         }
-        if (o->checkpoint_seconds > 0 && now - tlast > o->checkpoint_seconds && x->done < mine) {
+        if (o->checkpoint_seconds > 0 && now - tlast > ck_wait && x->done < mine) {
+            double tc = cl_wall_seconds();
             if ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x)) {
                 err = 1;
                 break;
             }
             tlast = cl_wall_seconds();
+            if (o->checkpoint_share > 0 && o->checkpoint_share < 1) { /* bound the time spent in checkpoints */
+                double w = (tlast - tc) * (1 / o->checkpoint_share - 1);
+                ck_wait = w > o->checkpoint_seconds ? w : o->checkpoint_seconds;
+            }
         }
     }
-    if (!err && x->stopped && ((x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x))) err = 1;
+    int sig = cl_par_stop_close(&stop); /* collective: the same on every rank */
     if (cl_par_agree(err, comm)) goto out;
-    int stopped = 0; /* not an error: every rank stopped after its K shards */
+    int stopped = 0; /* not an error: stopped after K shards or by a signal */
     cl_par_allreduce(&x->stopped, &stopped, 1, MPI_INT, MPI_MAX, comm);
-    if (stopped) {
+    if (stopped) { /* every rank saves what it finished, a rank done with its shards too */
+        err = (x->ixw && cl_index_writer_sync(x->ixw)) || scan_state_save(x) ? 1 : 0;
+        if (cl_par_agree(err, comm)) goto out;
+        long long dn = (long long)x->done, tot = 0;
+        cl_par_allreduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, comm);
         res->stopped = 1;
+        res->interrupted = sig;
+        res->shards_done = tot;
+        res->n_shards = (long long)plan;
         rc = 0;
         goto out;
     }

@@ -26,6 +26,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/par/interrupt.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/train/train.h"
 
@@ -210,7 +211,7 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
     cl_par_comm_rank(comm, &rank);
     cl_par_comm_size(comm, &size);
     const cl_config *c = &m->cfg;
-    int rc = 0;
+    int rc = 0, interrupted = 0;
     /* ---- refusals, before any training ---- */
     if (!o->output || !o->corpus) rc = cl_error("train: the corpus and the output path are required");
     else if (o->batch < 1) rc = cl_error("--batch %d: the batch needs at least 1 row", o->batch);
@@ -330,8 +331,23 @@ int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Co
             rc = cl_error("stopped after step %ld by CORPUSLENS_TRAIN_STOP_AFTER; %s resumes it", step, o->output);
             goto done;
         }
-        paused += cl_wall_seconds() - tp;
         if (step >= o->steps) break;
+        /* SIGINT / SIGTERM on any rank: every rank stops here, after whole
+         * steps, with a checkpoint (one int per step: cheap beside the
+         * gradient allreduce) */
+        int sig = cl_interrupt_signal(), gsig = 0;
+        cl_par_allreduce(&sig, &gsig, 1, MPI_INT, MPI_MAX, comm);
+        if (gsig) {
+            if (!want_ckpt && save_checkpoint(m, tr, step, &rng, hist, n_hist, o, comm)) {
+                rc = -1;
+                goto done;
+            }
+            cl_error("interrupted by %s at step %ld of %d; the checkpoint %s holds it", cl_interrupt_name(gsig),
+                     step, o->steps, o->output);
+            interrupted = gsig;
+            goto done;
+        }
+        paused += cl_wall_seconds() - tp;
         /* one update */
         if (batchfile) memcpy(win, batchfile + ((size_t)step * B + r0) * (T + 1), (size_t)Bl * (T + 1) * sizeof(int32_t));
         else cl_train_draw(&data, 0, &rng, B, T, r0, r1, win);
@@ -361,5 +377,5 @@ done:
     free(evalwin);
     free(batchfile);
     free(hist);
-    return rc ? -1 : 0;
+    return interrupted && !rc ? interrupted : rc ? -1 : 0;
 }

@@ -1,6 +1,6 @@
 # Hardening (issue 11): ranks fail together and say why, every scan hook
 # through reduce/tune/similar/report, a full disk, a killed rank resumes.
-# Fault injection: CORPUSLENS_FAULT=RANK:STEP[@N][:kill] (include/corpuslens/par/par.h).
+# Fault injection: CORPUSLENS_FAULT=RANK:STEP[@N][:kill|:int|:term|:wait] (include/corpuslens/par/par.h).
 cl_script_test(faults_2ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 2)
 cl_script_test(faults_3ranks "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/faults.sh 3)
 set_tests_properties(faults_2ranks faults_3ranks PROPERTIES TIMEOUT 900)
@@ -23,3 +23,11 @@ set_tests_properties(fsync_order PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)
 # index resumes only from the records its last checkpoint fsynced (1 and 2 ranks, a kill)
 cl_script_test(index_kill_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/index_kill_resume.sh)
 set_tests_properties(index_kill_resume PROPERTIES TIMEOUT 600)
+# SIGINT / SIGTERM in scan, index, train (1 process and 2 ranks, one rank or
+# mpiexec signalled): exit 130/143 with a resume hint, the work kept, the rerun
+# byte-identical to an uninterrupted run (CORPUSLENS_FAULT=R:STEP@N:int|:wait).
+cl_script_test(interrupt_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/interrupt_resume.sh)
+set_tests_properties(interrupt_resume PROPERTIES TIMEOUT 900)
+# run --force: a stage failing or interrupted half-way leaves the old output intact
+cl_script_test(run_force_keeps "" ${CMAKE_CURRENT_SOURCE_DIR}/run_force_keeps.sh)
+set_tests_properties(run_force_keeps PROPERTIES TIMEOUT 900)

@@ -7,10 +7,13 @@
  * than one rank. So rank 0, the one that prints, shows the failing rank's own
  * reason, and no rank leaves a path the others follow into a collective.
  *
- * Fault injection (tests): CORPUSLENS_FAULT=RANK:STEP[@N][:kill] makes the
- * N-th (default first) call of cl_par_fault(STEP) on that rank fail with
- * "injected fault at STEP on rank RANK (CORPUSLENS_FAULT)", or, with ":kill",
- * end the process with SIGKILL there. The steps are listed in README
+ * Fault injection (tests): CORPUSLENS_FAULT=RANK:STEP[@N][:kill|:int|:term|:wait]
+ * makes the N-th (default first) call of cl_par_fault(STEP) on that rank fail
+ * with "injected fault at STEP on rank RANK (CORPUSLENS_FAULT)", or, with
+ * ":kill", end the process with SIGKILL there, or, with ":int" / ":term",
+ * raise SIGINT / SIGTERM in that rank alone and carry on (interrupt.h), or,
+ * with ":wait", print "rank RANK waits for a signal at STEP" and wait (at most
+ * 60 s) for a real SIGINT / SIGTERM, then carry on: a test sends it then. The steps are listed in README
  * (Development); an unset variable costs one getenv per call.
  */
 #ifndef CORPUSLENS_PAR_H

@@ -87,7 +87,7 @@ typedef struct {
     const char *hook;          /* default "mlp_out" */
     cl_index_dtype dtype;      /* default float16 */
     long shard_size;           /* default 2048 */
-    double checkpoint_seconds; /* default 60: fsync of the part files */
+    double checkpoint_seconds; /* default 60: fsync of the part files (also at SIGINT / SIGTERM) */
     long stop_after_shards;    /* testing: each rank stops after this many new shards; 0 = off */
     int sketch_dim;            /* CL_SKETCH_DIM_UNSET (default): min(CL_SKETCH_DEFAULT_DIM, n_embd/4) (sketch.h);
                                   0 = no sketch; k = exactly k (1..min(n_embd, 256)) */
@@ -102,7 +102,9 @@ typedef struct {
     double wall_seconds, t_forward, t_write; /* t_forward: max over ranks */
     size_t n_nodes;                          /* trie node rows (all ranks) */
     size_t bytes;                            /* size of the index file */
-    int stopped;
+    int stopped;                             /* stop_after_shards or a signal stopped it (no output) */
+    int interrupted;                         /* the signal (SIGINT, SIGTERM: interrupt.h), or 0 */
+    long long shards_done, n_shards;         /* when stopped: shards kept in the parts, of all */
 } cl_index_result;
 
 /* Collective over comm. 0 on every rank, or -1 on every rank (the failing

@@ -89,7 +89,9 @@
  * hook, prefilter, grid, thresholds, cap, shard size, rank count) and one
  * checkpoint per rank (`rank<r>.bin`: shards done, counts, n_matches, pairs,
  * matches), written to a temporary name and renamed, every
- * checkpoint_seconds and when stopped. A rerun with the same signature
+ * checkpoint_seconds and when stopped (CORPUSLENS_SCAN_STOP_AFTER, or SIGINT /
+ * SIGTERM once cl_interrupt_install ran: interrupt.h; the ranks stop at their
+ * next shard boundary). A rerun with the same signature
  * continues each rank's shard list after its last checkpoint and writes the
  * same file as an uninterrupted run; a different signature (including a
  * different rank count) starts over. The state is removed after success.
@@ -128,7 +130,12 @@ typedef struct {
     double match_thresholds[CL_SCAN_MAX_BLOCKS];
     long match_cap;             /* default 1000; 0 = no cap */
     long shard_size;            /* default 2048 substrings */
-    double checkpoint_seconds;  /* default 600 */
+    double checkpoint_seconds;  /* default 60 (a killed run loses at most about this) */
+    double checkpoint_share;    /* default 0.1: after a checkpoint that took c seconds the
+                                   next waits at least c * (1/share - 1), so slow
+                                   checkpoints (0.94 GB per rank at paper scale) take
+                                   at most about this share of the time; 0 = exactly
+                                   checkpoint_seconds (the CLI's --checkpoint-every) */
     long stop_after_shards;     /* testing: each rank stops (checkpointed) after this
                                    many of its shards; 0 = off */
     /* progress (rank 0 only, may be NULL): done/total substrings (rank 0's
@@ -159,7 +166,10 @@ typedef struct {
        the bound pass, the candidates' dot products and the binning */
     int prune_rank, n_blocks;
     int64_t n_candidates[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS];
-    int stopped;           /* 1 when stop_after_shards stopped the run (no output) */
+    int stopped;           /* 1 when stop_after_shards or a signal stopped the run
+                              (no output; every rank's state saved) */
+    int interrupted;       /* the signal (SIGINT, SIGTERM) that stopped it, or 0 */
+    long long shards_done, n_shards; /* when stopped: shards saved in the state, of all */
 } cl_scan_result;
 
 /* Collective over comm: every rank calls it with the same options. Returns 0

@@ -131,7 +131,10 @@ typedef void (*cl_train_callback)(void *user, int kind, const cl_train_event *ev
 /* Run the loop: training state from `resume` (a checkpoint: weights, moments,
  * step, rng, loss history, args) when not NULL, else from `m`. Writes the
  * final model file (rank 0) and checkpoints. Collective over comm: every rank
- * returns the same status. */
+ * returns the same status: 0, -1 (error), or, when SIGINT or SIGTERM reached
+ * any rank (interrupt.h; the ranks agree at every step), that signal's number
+ * (> 0) after a checkpoint of the steps done was written to o->output
+ * (cl_last_error() says at which step). */
 int cl_train_run(cl_model *m, const cl_train_opts *o, const char *resume, MPI_Comm comm, cl_train_callback cb,
                  void *user);
 
