@@ -23,3 +23,7 @@ set_tests_properties(fsync_order PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)
 # index resumes only from the records its last checkpoint fsynced (1 and 2 ranks, a kill)
 cl_script_test(index_kill_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/index_kill_resume.sh)
 set_tests_properties(index_kill_resume PROPERTIES TIMEOUT 600)
+# a scan (with --index-out) and an index killed on R ranks resume on R' != R
+# (2 -> 3, 3 -> 1, 2 -> 3 -> 1): the same files as an uninterrupted run
+cl_script_test(resume_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/resume_ranks.sh)
+set_tests_properties(resume_ranks PROPERTIES TIMEOUT 900)
