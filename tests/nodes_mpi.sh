@@ -19,13 +19,14 @@ CL=${CORPUSLENS:?CORPUSLENS must name the binary}
 SRC=${SRC:?SRC must name the source tree}
 PY=${PYTHON:-/usr/bin/python3}
 command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
-D=$(mktemp -d /tmp/cl-nodes-mpi.XXXXXX)
+D=$(mktemp -d /var/tmp/cl-nodes-mpi.XXXXXX)
 chmod 755 "$D"
 export NODES_DIR=$D/ns NODES_NET=${NODES_NET:-10.213.26}
 . "$SRC/tests/nodes/netns.sh"
 why=$(nodes_check) || { echo "SKIP: $why"; rm -rf "$D"; exit 77; }
 cleanup() {
     local rc=$?
+    trap '' INT TERM
     nodes_down
     if [ -n "${KEEP:-}" ]; then echo "kept $D"; else rm -rf "$D"; fi
     exit "$rc"
