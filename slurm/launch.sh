@@ -29,9 +29,14 @@ cl_launch() {
     trap 'rm -rf "$CL_OMPI_DIR"' EXIT
     trap 'exit 143' TERM
     case ${CORPUSLENS_LAUNCH:-srun} in
-    # --kill-on-bad-exit: a rank that dies ends the step (by default srun
-    # leaves the others waiting in a collective until the time limit)
-    srun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR srun --kill-on-bad-exit=1 --mpi="${CORPUSLENS_SRUN_MPI:-pmix}" "$CL" "$@" || rc=$? ;;
+    # --wait: the step ends at most CORPUSLENS_SRUN_WAIT (60) seconds after
+    # its first task ended: a rank that dies no longer leaves the others
+    # waiting in a collective until the time limit (srun's default). Not
+    # --kill-on-bad-exit: ranks that stop together at a checkpoint (exit 3,
+    # RequeueExit) would be killed a moment before their own exit, and srun
+    # would return 128 + the signal instead of 3.
+    srun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR srun --wait="${CORPUSLENS_SRUN_WAIT:-60}" \
+        --mpi="${CORPUSLENS_SRUN_MPI:-pmix}" "$CL" "$@" || rc=$? ;;
     mpirun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR mpirun -n "$n" "$CL" "$@" || rc=$? ;;
     esac
     rm -rf "$CL_OMPI_DIR"

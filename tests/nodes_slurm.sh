@@ -187,6 +187,8 @@ scan_ranks = 2
 JOB
 export CORPUSLENS_BIN=$CL CORPUSLENS_OUT=$D/job
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+# srun ends a step 10 s after its first rank ended (slurm/launch.sh; default 60)
+export CORPUSLENS_SRUN_WAIT=10
 # the ranks' TCP (Open MPI's btl and out-of-band) on the test link only
 export OMPI_MCA_btl_tcp_if_include=cl0 OMPI_MCA_oob_tcp_if_include=cl0
 

@@ -100,6 +100,30 @@ killed "index 2 -> 3 -> 1" i.h5 2 0:index.shard@3:kill "${IDX[@]}" -o i.h5
 killed "index 2 -> 3 -> 1" i.h5 3 1:index.shard@2:kill "${IDX[@]}" -o i.h5
 resumed "index 2 -> 3 -> 1" 1 "${IDX[@]}" -o i.h5 && same_index "index 2 -> 3 -> 1"
 
+# ---- damaged state: one clear message, nonzero, no output (then the same
+# command with the damage undone resumes)
+refused() { # refused WHAT R PATTERN COMMAND...
+    local what=$1 r=$2 pat=$3
+    shift 3
+    on "$r" "$@" >out.txt 2>err.txt
+    local rc=$?
+    if [ $rc -ne 0 ] && grep -q "$pat" err.txt && [ ! -f s.h5 ] && [ ! -f i.h5 ]; then ok "$what: refused on $r ranks: $(grep -m1 "$pat" err.txt | cut -c1-150)"
+    else bad "$what: exit $rc, stderr: $(tail -2 err.txt)"; fi
+}
+killed "damaged scan state" s.h5 2 1:scan.shard@3:kill "${SCAN[@]}" -o s.h5
+cp s.h5.state/rank1.bin rank1.keep
+head -c 100 rank1.keep >s.h5.state/rank1.bin
+refused "a truncated scan checkpoint" 3 "rank1.bin: unreadable or truncated checkpoint" "${SCAN[@]}" -o s.h5
+cp rank1.keep s.h5.state/rank1.bin
+resumed "the checkpoint restored" 3 "${SCAN[@]}" -o s.h5
+rm -rf s.h5 s.h5.state
+killed "damaged index parts" i.h5 2 1:index.shard@4:kill "${IDX[@]}" -o i.h5
+cp i.h5.parts/rank0.bin.synced synced.keep
+printf '2\n0\n99\n' >i.h5.parts/rank0.bin.synced
+refused "a .synced with shard 99 of 24" 3 "rank0.bin.synced is not a list of at most 24 shard ids below 24" "${IDX[@]}" -o i.h5
+cp synced.keep i.h5.parts/rank0.bin.synced
+resumed "the .synced restored" 1 "${IDX[@]}" -o i.h5 && same_index "the .synced restored"
+
 # negative control: the comparisons see one changed attribute / byte
 cp ref1_0.h5 c0.h5
 "$PY" -c "import h5py; f = h5py.File('c0.h5', 'r+'); f.attrs.modify('n_trie_nodes', 1)"

@@ -261,7 +261,8 @@ static int ckpt_add(scan_ctx *x, int k) {
         scan_mlist *l = &x->lists[i];
         uint32_t hn[2];
         float fl;
-        ok = fread(hn, sizeof hn, 1, f) == 1 && fread(&fl, sizeof fl, 1, f) == 1 && hn[1] <= 1 &&
+        /* a list holds distinct substrings, at most 1.5 cap + 1 of them (scan_mlist_add) */
+        ok = fread(hn, sizeof hn, 1, f) == 1 && fread(&fl, sizeof fl, 1, f) == 1 && hn[1] <= 1 && hn[0] <= x->cp->n &&
              (x->o->match_cap <= 0 || hn[0] <= (uint64_t)x->o->match_cap + (uint64_t)x->o->match_cap / 2 + 1);
         if (!ok || !hn[0]) continue;
         scan_match *a = malloc((size_t)hn[0] * sizeof *a);

@@ -44,14 +44,14 @@ on() {
 on_bg() {
     local n=$1 out=$2
     shift 2
-    nsenter -t "$(nodes_pid "$n")" -m -n -u --wd="$PWD" -- "$@" </dev/null >"$out" 2>&1 9>&- &
+    nsenter -t "$(nodes_pid "$n")" -m -n -u --wd="$PWD" -- "$@" </dev/null >"$out" 2>&1 7>&- 9>&- &
     NODES_BG=$!
 }
 # the holder of a node: its namespaces, its own /tmp, its hostname
 nodes_holder() {
     unshare -m -n -u --propagation private \
         sh -c "mount -t tmpfs -o size=512m,mode=1777 cl-$1-tmp /tmp && hostname $1 && exec sleep 86400" \
-        </dev/null >/dev/null 2>&1 9>&- &
+        </dev/null >/dev/null 2>&1 7>&- 9>&- &
     NODES_HOLDERS+=($!)
     echo $! >"$NODES_DIR/ns-$1.pid"
 }
@@ -59,6 +59,10 @@ nodes_holder() {
 nodes_up() {
     local n k=0 addr lines=""
     mkdir -p "$NODES_DIR"
+    # one set of nodes at a time on this machine (the names node1/node2 in
+    # /etc/hosts), whichever build tree runs it: held until this shell exits
+    exec 7>/tmp/corpuslens-nodes.lock
+    flock -w 1800 7 || { echo "another two-node test holds /tmp/corpuslens-nodes.lock"; return 1; }
     nodes_holder ctl # the controller's namespace holds the bridge
     for n in "$@"; do
         [ "$n" = ctl ] || nodes_holder "$n"
