@@ -26,6 +26,12 @@ nodes_check() {
     done
     unshare -m -n -u true 2>/dev/null ||
         { echo "cannot create mount, network and UTS namespaces (unshare -m -n -u: no CAP_SYS_ADMIN?)"; return 1; }
+    # what nodes_up needs, tried in throwaway namespaces
+    unshare -n sh -c 'ip link add cla type veth peer name clb' 2>/dev/null ||
+        { echo "cannot create a veth pair in a network namespace"; return 1; }
+    unshare -n sh -c 'ip link add clbr type bridge' 2>/dev/null || { echo "cannot create a bridge in a network namespace"; return 1; }
+    unshare -m --propagation private sh -c 'mount -t tmpfs cl-check /tmp' 2>/dev/null ||
+        { echo "cannot mount a tmpfs on /tmp in a mount namespace"; return 1; }
     [ -w /etc/hosts ] || { echo "/etc/hosts is not writable"; return 1; }
     if ip -o addr | grep -q " ${NODES_NET//./\\.}\."; then echo "$NODES_NET.0/24 is in use here"; return 1; fi
     return 0
