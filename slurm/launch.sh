@@ -9,7 +9,9 @@
 #    (CORPUSLENS_LAUNCH), with an Open MPI session directory of the job's own:
 #    OMPI_MCA_orte_tmpdir_base set to a folder under the inherited one (else
 #    TMPDIR, else /tmp) named after SLURM_JOB_ID, SLURM_ARRAY_TASK_ID and the
-#    restart count, created before the launch and removed after it.
+#    restart count, created before the launch and removed after it. When the
+#    launch fails (a rank killed, a node lost), one line says so and that a
+#    resubmission resumes.
 cl_launch() {
     local name=$1 n=${SLURM_NTASKS:-1} rc=0
     shift
@@ -27,9 +29,18 @@ cl_launch() {
     trap 'rm -rf "$CL_OMPI_DIR"' EXIT
     trap 'exit 143' TERM
     case ${CORPUSLENS_LAUNCH:-srun} in
-    srun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR srun --mpi="${CORPUSLENS_SRUN_MPI:-pmix}" "$CL" "$@" || rc=$? ;;
+    # --wait: the step ends at most CORPUSLENS_SRUN_WAIT (60) seconds after
+    # its first task ended: a rank that dies no longer leaves the others
+    # waiting in a collective until the time limit (srun's default). Not
+    # --kill-on-bad-exit: ranks that stop together at a checkpoint (exit 3,
+    # RequeueExit) would be killed a moment before their own exit, and srun
+    # would return 128 + the signal instead of 3.
+    srun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR srun --wait="${CORPUSLENS_SRUN_WAIT:-60}" \
+        --mpi="${CORPUSLENS_SRUN_MPI:-pmix}" "$CL" "$@" || rc=$? ;;
     mpirun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR mpirun -n "$n" "$CL" "$@" || rc=$? ;;
     esac
     rm -rf "$CL_OMPI_DIR"
+    # a rank or a node lost (the launcher's own lines above say which): say what to do
+    [ $rc = 0 ] || echo "$name: failed (exit $rc) on ${SLURM_JOB_NODELIST:-?}, ${n} ranks; resubmit (slurm/submit.sh, the same job file): finished stages are skipped and this one resumes from its checkpoint where it has one (on any number of nodes and ranks)" >&2
     return $rc
 }

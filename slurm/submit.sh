@@ -25,6 +25,8 @@
 #                      for stages of several ranks (each with an Open MPI session
 #                      directory of its own); a one-rank stage runs the binary
 #                      itself and starts no MPI (slurm/launch.sh)
+#   CORPUSLENS_SRUN_WAIT  seconds srun lets the other ranks run once one has
+#                      ended (default 60; srun --wait): a rank or node lost ends the job
 #   variables the job file uses (${CORPUSLENS_DATA}, ...) are passed to the jobs
 #   (sbatch --export=ALL), so they expand the same way on the compute nodes.
 # Logs: OUTPUT_DIR/slurm/<stage>-<jobid>.out (OUTPUT_DIR from the job's [output] dir).

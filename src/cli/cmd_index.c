@@ -113,7 +113,7 @@ int cmd_index(int argc, char **argv) {
         if (rank == 0)
             fprintf(stderr,
                     "corpuslens index: interrupted by %s: %lld of %lld shard%s done, kept in %s.parts/; run the same "
-                    "command again (%d rank%s) to resume\n",
+                    "command again to resume (on %d rank%s or any other number)\n",
                     cl_interrupt_name(res.interrupted), res.shards_done, res.n_shards, res.n_shards == 1 ? "" : "s",
                     o.out_path, R, R == 1 ? "" : "s");
         return 128 + res.interrupted;

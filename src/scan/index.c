@@ -5,6 +5,7 @@
 #include "corpuslens/base/clock.h"
 #include "corpuslens/scan/index.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -41,67 +42,171 @@ struct cl_index_writer {
     char dir[4200], part[4400], synced[4420];
     FILE *f;
     int rank, R;
-    size_t rec_bytes, n_mine, n_put; /* n_put: records 0..n_put-1 are in the part */
-    unsigned char *rec; /* [Lh, S, C] one record */
+    size_t rec_bytes, n_put; /* records 0..n_put-1 are in the part */
+    size_t *ids;             /* [n_shards] the shard of each record of the part */
+    unsigned char *rec;      /* [Lh, S, C] one record */
 };
 
 static void part_path(const char *out, int r, char *buf, size_t n) { snprintf(buf, n, "%s.parts/rank%d.bin", out, r); }
 /* "<part>.synced": how many records of the part the last checkpoint fsynced
- * (a resume trusts no more: records past it may not be on disk) */
+ * (a resume trusts no more: records past it may not be on disk), then the
+ * shard of each, one a line */
 static void synced_path(const char *out, int r, char *buf, size_t n) {
     snprintf(buf, n, "%s.parts/rank%d.bin.synced", out, r);
 }
 
-static void signature(const cl_index_meta *m, int R, char *buf, size_t n) {
+/* No rank count: parts written on R ranks resume on any other (index.h). */
+static void signature(const cl_index_meta *m, char *buf, size_t n) {
     snprintf(buf, n,
-             "corpuslens index parts v1\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\ndtype %s\nshard_size %zu\n"
-             "ranks %d\nn_substrings %zu\n",
-             m->model_sha, m->corpus_h5_sha, m->hook, m->dtype == CL_INDEX_F16 ? "float16" : "float32", m->S, R, m->N);
+             "corpuslens index parts v2\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\ndtype %s\nshard_size %zu\n"
+             "n_substrings %zu\n",
+             m->model_sha, m->corpus_h5_sha, m->hook, m->dtype == CL_INDEX_F16 ? "float16" : "float32", m->S, m->N);
 }
 
-static void remove_parts(const char *out, int R_hint) {
-    char p[4400];
-    /* every rank file that may be there: the current rank count and a few more */
-    for (int r = 0; r < (R_hint > 64 ? R_hint : 64) + 64; r++) {
-        part_path(out, r, p, sizeof p);
-        remove(p);
-        synced_path(out, r, p, sizeof p);
-        remove(p);
-        strncat(p, ".tmp", sizeof p - strlen(p) - 1);
-        remove(p);
+/* The rank number of a directory entry "rank<r>.bin.synced" (exactly), or -1. */
+static int synced_entry(const char *name) {
+    int r = -1, n = 0;
+    if (sscanf(name, "rank%d.bin.synced%n", &r, &n) != 1 || name[n] || r < 0) return -1;
+    return r;
+}
+
+static void remove_parts(const char *out) {
+    char dir[4400], p[4800];
+    snprintf(dir, sizeof dir, "%s.parts", out);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "rank", 4)) {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                remove(p);
+            }
+        closedir(d);
     }
-    snprintf(p, sizeof p, "%s.parts/args", out);
+    snprintf(p, sizeof p, "%s/args", dir);
     remove(p);
-    snprintf(p, sizeof p, "%s.parts", out);
-    rmdir(p);
+    rmdir(dir);
+}
+
+/* Read a part's .synced: the shards of its first *n records into ids
+ * [n_shards] (each < n_shards). Absent: 0 records. 0 or -1 (a message). */
+static int read_synced(const char *path, size_t n_shards, size_t *ids, size_t *n) {
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return errno == ENOENT ? 0 : cl_error("cannot read %s: %s", path, strerror(errno));
+    unsigned long long k = 0, v;
+    int ok = fscanf(f, "%llu", &k) == 1 && k <= n_shards;
+    for (unsigned long long i = 0; ok && i < k; i++) {
+        ok = fscanf(f, "%llu", &v) == 1 && v < n_shards;
+        if (ok) ids[i] = (size_t)v;
+    }
+    fclose(f);
+    if (!ok) return cl_error("%s is not a list of at most %zu shard ids below %zu: remove %.*s to start over", path,
+                             n_shards, n_shards, (int)(strlen(path) - strlen(strrchr(path, '/'))), path);
+    *n = (size_t)k;
+    return 0;
+}
+
+static int write_synced(const char *path, const size_t *ids, size_t n) {
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *sf = fopen(tmp, "wb");
+    int bad = !sf || fprintf(sf, "%zu\n", n) < 0;
+    for (size_t i = 0; !bad && i < n; i++) bad = fprintf(sf, "%zu\n", ids[i]) < 0;
+    if (sf && fclose(sf)) bad = 1;
+    if (bad) {
+        int e = errno;
+        remove(tmp);
+        return cl_error("cannot write %s: %s", path, strerror(e));
+    }
+    return cl_commit_file(tmp, path);
+}
+
+/* Rank 0, when the parts match this run: every part's synced records (any
+ * rank count wrote them), each part cut at its first record that is not in
+ * keep (when given) or repeats a shard; done[] marks the shards they hold. */
+static int gather_parts(cl_index_writer *w, const unsigned char *keep, unsigned char *done) {
+    const size_t ns = w->m.n_shards;
+    size_t *ids = cl_trymalloc(ns ? ns : 1, sizeof *ids, "part shard ids");
+    if (!ids) return -1;
+    DIR *d = opendir(w->dir);
+    if (!d) {
+        free(ids);
+        return cl_error("cannot read %s: %s", w->dir, strerror(errno));
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        int r = synced_entry(e->d_name);
+        if (r < 0) continue;
+        char part[4400], sp[4420];
+        part_path(w->m.out_path, r, part, sizeof part);
+        synced_path(w->m.out_path, r, sp, sizeof sp);
+        size_t n = 0, k = 0;
+        if (read_synced(sp, ns, ids, &n)) {
+            rc = -1;
+            break;
+        }
+        struct stat st;
+        size_t have = stat(part, &st) == 0 ? (size_t)st.st_size / w->rec_bytes : 0;
+        if (n > have) n = have;
+        while (k < n && !done[ids[k]] && (!keep || keep[ids[k]])) done[ids[k++]] = 1;
+        if (k < n || n < have) { /* cut: the rank that writes it next starts there */
+            if (write_synced(sp, ids, k) || truncate(part, (off_t)(k * w->rec_bytes)))
+                rc = cl_error("cannot cut %s to %zu records: %s", part, k, strerror(errno));
+        }
+    }
+    closedir(d);
+    free(ids);
+    if (!rc && keep)
+        for (size_t j = 0; j < ns && !rc; j++)
+            if (keep[j] && !done[j])
+                rc = cl_error("%s lacks shard %zu, which the scan's checkpoint holds: remove %s and the scan's state "
+                              "directory to start over",
+                              w->dir, j, w->dir);
+    return rc;
 }
 
 void cl_index_writer_abort(cl_index_writer *w) {
     if (!w) return;
     if (w->f) fclose(w->f);
     free(w->rec);
+    free(w->ids);
     free(w);
 }
 
-cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, long keep, size_t *kept,
-                                      MPI_Comm comm) {
+size_t cl_shard_plan(const size_t *universe, size_t n_univ, const unsigned char *done, int rank, int R, size_t *list) {
+    size_t k = 0, j = 0;
+    for (size_t u = 0; u < n_univ; u++) {
+        size_t s = universe ? universe[u] : u;
+        if (done && done[s]) continue;
+        if ((int)(j++ % (size_t)R) == rank) list[k++] = s;
+    }
+    return k;
+}
+
+cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, const unsigned char *keep,
+                                      unsigned char *done, MPI_Comm comm) {
     int err = 0, match = 0;
+    const size_t ns = meta->n_shards;
     cl_index_writer *w = cl_trycalloc(1, sizeof *w, "index writer");
     if (!w) err = 1;
     char sig[1024];
-    signature(meta, R, sig, sizeof sig);
+    signature(meta, sig, sizeof sig);
+    memset(done, 0, ns);
     if (w) {
         w->m = *meta;
         w->rank = rank, w->R = R;
         w->rec_bytes = (size_t)meta->Lh * meta->S * (size_t)meta->C * dtype_size(meta->dtype);
-        w->n_mine = meta->n_shards > (size_t)rank ? (meta->n_shards - rank + R - 1) / R : 0;
         snprintf(w->dir, sizeof w->dir, "%s.parts", meta->out_path);
         part_path(meta->out_path, rank, w->part, sizeof w->part);
         synced_path(meta->out_path, rank, w->synced, sizeof w->synced);
-        if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record"))) err = 1;
+        if (!(w->rec = cl_trymalloc(w->rec_bytes, 1, "index record")) ||
+            !(w->ids = cl_trymalloc(ns ? ns : 1, sizeof *w->ids, "part shard ids")))
+            err = 1;
     }
-    long kmax = keep;
-    cl_par_allreduce(&keep, &kmax, 1, MPI_LONG, MPI_MAX, comm);
+    int resumes = 0; /* a scan that resumes: its index parts must be there */
+    for (size_t j = 0; keep && j < ns && !resumes; j++) resumes = keep[j] != 0;
     if (rank == 0 && !err) {
         char args[4400], old[1024] = "";
         snprintf(args, sizeof args, "%s/args", w->dir);
@@ -113,44 +218,32 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
             fclose(a);
         }
         match = !strcmp(old, sig);
-        if (!err && kmax > 0 && !match)
-            err = cl_error("%s does not belong to this run (another model, corpus, hook, dtype, shard size or rank "
-                           "count) but the scan resumes from its state: remove %s and the scan's state directory",
+        if (!err && resumes && !match)
+            err = cl_error("%s does not belong to this run (another model, corpus, hook, dtype or shard size) but "
+                           "the scan resumes from its state: remove %s and the scan's state directory",
                            w->dir, w->dir);
         if (!err && !match) {
-            remove_parts(meta->out_path, R);
+            remove_parts(meta->out_path);
             if (mkdir(w->dir, 0777) && errno != EEXIST) err = cl_error("cannot create %s: %s", w->dir, strerror(errno));
             a = err ? NULL : fopen(args, "wb");
             if (!err && (!a || fputs(sig, a) < 0)) err = cl_error("cannot write %s: %s", args, strerror(errno));
             if (a && fclose(a) && !err) err = cl_error("cannot write %s: %s", args, strerror(errno));
-            if (err) remove_parts(meta->out_path, R); /* nothing computed yet: nothing to keep */
+            if (err) remove_parts(meta->out_path); /* nothing computed yet: nothing to keep */
         }
+        if (!err && match && gather_parts(w, keep, done)) err = 1;
     }
     if (cl_par_agree(err, comm)) {
         cl_index_writer_abort(w);
         return NULL;
     }
-    cl_par_bcast(&match, 1, MPI_INT, 0, comm);
-    /* this rank's part: keep whole records (all of them on resume, `keep` for a scan) */
-    w->f = fopen(w->part, "r+b");
-    if (!w->f) w->f = fopen(w->part, "w+b");
-    size_t have = 0, k = 0;
-    if (!w->f) err = cl_error("cannot open %s: %s", w->part, strerror(errno));
-    else {
-        struct stat st;
-        if (fstat(fileno(w->f), &st) == 0) have = (size_t)st.st_size / w->rec_bytes;
-        if (keep < 0 && match) { /* only what the last checkpoint fsynced */
-            unsigned long long ns = 0;
-            FILE *sf = fopen(w->synced, "rb");
-            if (!sf || fscanf(sf, "%llu", &ns) != 1) ns = 0;
-            if (sf) fclose(sf);
-            if (ns < have) have = (size_t)ns;
-        }
-        if (keep < 0) k = match ? have : 0;
-        else k = (size_t)keep;
-        if (k > w->n_mine) k = w->n_mine;
-        if (k > have) err = cl_error("%s holds %zu shards, the resumed scan needs %zu: remove it and the scan's state",
-                                     w->part, have, k);
+    if (ns) cl_par_bcast(done, (int)ns, MPI_UNSIGNED_CHAR, 0, comm);
+    /* this rank's part: its synced records (rank 0 cut the list), then the new ones */
+    size_t k = 0;
+    if (read_synced(w->synced, ns, w->ids, &k)) err = 1;
+    if (!err) {
+        w->f = fopen(w->part, "r+b");
+        if (!w->f) w->f = fopen(w->part, "w+b");
+        if (!w->f) err = cl_error("cannot open %s: %s", w->part, strerror(errno));
         else if (ftruncate(fileno(w->f), (off_t)(k * w->rec_bytes)))
             err = cl_error("cannot truncate %s: %s", w->part, strerror(errno));
     }
@@ -159,12 +252,13 @@ cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R
         return NULL;
     }
     w->n_put = k;
-    if (kept) *kept = k;
     return w;
 }
 
-int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S_rows) {
+int cl_index_writer_put(cl_index_writer *w, size_t shard, const float *vec, size_t S_rows) {
     const size_t S = w->m.S, C = (size_t)w->m.C, Lh = (size_t)w->m.Lh;
+    if (w->n_put >= w->m.n_shards || shard >= w->m.n_shards)
+        return cl_error("%s: shard %zu after %zu records (of %zu shards)", w->part, shard, w->n_put, w->m.n_shards);
     memset(w->rec, 0, w->rec_bytes);
     for (size_t h = 0; h < Lh; h++) {
         const float *src = vec + h * S_rows * C;
@@ -175,26 +269,17 @@ int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S
             memcpy((float *)w->rec + h * S * C, src, S_rows * C * sizeof(float));
         }
     }
-    if (fseeko(w->f, (off_t)(i * w->rec_bytes), SEEK_SET) || fwrite(w->rec, 1, w->rec_bytes, w->f) != w->rec_bytes)
+    if (fseeko(w->f, (off_t)(w->n_put * w->rec_bytes), SEEK_SET) ||
+        fwrite(w->rec, 1, w->rec_bytes, w->f) != w->rec_bytes)
         return cl_error("cannot write %s: %s", w->part, strerror(errno));
-    if (i + 1 > w->n_put) w->n_put = i + 1;
+    w->ids[w->n_put++] = shard;
     return 0;
 }
 
 int cl_index_writer_sync(cl_index_writer *w) {
     if (fflush(w->f) || fsync(fileno(w->f))) return cl_error("cannot write %s: %s", w->part, strerror(errno));
-    /* then the count of records now on disk: tmp, fsync, rename, fsync of the directory */
-    char tmp[4500];
-    snprintf(tmp, sizeof tmp, "%s.tmp", w->synced);
-    FILE *sf = fopen(tmp, "wb");
-    int bad = !sf || fprintf(sf, "%zu\n", w->n_put) < 0;
-    if (sf && fclose(sf)) bad = 1;
-    if (bad) {
-        int e = errno;
-        remove(tmp);
-        return cl_error("cannot write %s: %s", w->synced, strerror(e));
-    }
-    return cl_commit_file(tmp, w->synced);
+    /* then the records now on disk and their shards: tmp, fsync, rename, fsync of the directory */
+    return write_synced(w->synced, w->ids, w->n_put);
 }
 
 static hid_t create_ds(hid_t f, const char *path, hid_t type, int rank, const hsize_t *dims, const hsize_t *chunk) {
@@ -217,31 +302,83 @@ static int write_all(hid_t f, const char *path, hid_t ftype, hid_t mtype, int ra
     return rc;
 }
 
+/* Where each shard's record is: the .synced lists of every part (the
+ * ranks of this run and of earlier runs on other rank counts). */
+typedef struct {
+    FILE **f;
+    int n;
+    int32_t *part;   /* [n_shards] index into f, -1: none */
+    size_t *rec;     /* [n_shards] record in that part */
+} part_map;
+
+static void part_map_free(part_map *pm) {
+    for (int i = 0; i < pm->n; i++)
+        if (pm->f[i]) fclose(pm->f[i]);
+    free(pm->f), free(pm->part), free(pm->rec);
+}
+
+static int part_map_load(cl_index_writer *w, part_map *pm) {
+    const size_t ns = w->m.n_shards;
+    memset(pm, 0, sizeof *pm);
+    size_t *ids = cl_trymalloc(ns ? ns : 1, sizeof *ids, "part shard ids");
+    pm->part = cl_trymalloc(ns ? ns : 1, sizeof *pm->part, "shard parts");
+    pm->rec = cl_trymalloc(ns ? ns : 1, sizeof *pm->rec, "shard records");
+    DIR *d = ids && pm->part && pm->rec ? opendir(w->dir) : NULL;
+    int rc = d ? 0 : (ids && pm->part && pm->rec ? cl_error("cannot read %s: %s", w->dir, strerror(errno)) : -1);
+    for (size_t j = 0; j < ns && pm->part; j++) pm->part[j] = -1;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        int r = synced_entry(e->d_name);
+        if (r < 0) continue;
+        char part[4400], sp[4420];
+        part_path(w->m.out_path, r, part, sizeof part);
+        synced_path(w->m.out_path, r, sp, sizeof sp);
+        size_t n = 0;
+        if (read_synced(sp, ns, ids, &n)) {
+            rc = -1;
+            break;
+        }
+        if (!n) continue;
+        FILE **nf = realloc(pm->f, (size_t)(pm->n + 1) * sizeof *nf);
+        if (!nf) {
+            rc = cl_error("out of memory for the part list");
+            break;
+        }
+        pm->f = nf;
+        struct stat st;
+        FILE *f = pm->f[pm->n] = fopen(part, "rb");
+        if (!f) {
+            rc = cl_error("cannot open %s: %s", part, strerror(errno));
+            break;
+        }
+        pm->n++;
+        if (fstat(fileno(f), &st) || (size_t)st.st_size / w->rec_bytes < n) {
+            rc = cl_error("%s holds fewer records than its .synced lists (%zu)", part, n);
+            break;
+        }
+        for (size_t i = 0; i < n && !rc; i++) {
+            if (pm->part[ids[i]] >= 0) rc = cl_error("%s: shard %zu is in two parts", w->dir, ids[i]);
+            pm->part[ids[i]] = pm->n - 1, pm->rec[ids[i]] = i;
+        }
+    }
+    if (d) closedir(d);
+    for (size_t j = 0; j < ns && !rc; j++)
+        if (pm->part[j] < 0) rc = cl_error("%s lacks shard %zu", w->dir, j);
+    free(ids);
+    return rc;
+}
+
 /* Write the index into tmp with complete = 0 and close it (cl_h5_finish:
  * every close checked, tmp removed on failure). */
 static int assemble(cl_index_writer *w, const char *tmp) {
     const cl_index_meta *m = &w->m;
     const size_t S = m->S, C = (size_t)m->C, Lh = (size_t)m->Lh, N = m->N;
     int rc = -1;
-    FILE **parts = cl_trycalloc((size_t)w->R, sizeof *parts, "part files");
+    part_map pm;
     int32_t *sub = cl_trymalloc(N ? N : 1, sizeof *sub, "substring order");
     char *vbuf = cl_trycalloc((size_t)m->V, 4, "vocabulary");
     hid_t f = H5I_INVALID_HID, vt = H5I_INVALID_HID, d = H5I_INVALID_HID, ft = H5I_INVALID_HID;
-    if (!parts || !sub || !vbuf) goto done;
-    for (int r = 0; r < w->R; r++) {
-        char p[4400];
-        part_path(m->out_path, r, p, sizeof p);
-        if (!(parts[r] = fopen(p, "rb"))) {
-            cl_error("cannot open %s: %s", p, strerror(errno));
-            goto done;
-        }
-        struct stat st;
-        size_t need = m->n_shards > (size_t)r ? (m->n_shards - r + w->R - 1) / w->R : 0;
-        if (fstat(fileno(parts[r]), &st) || (size_t)st.st_size < need * w->rec_bytes) {
-            cl_error("%s holds fewer shards than rank %d computed", p, r);
-            goto done;
-        }
-    }
+    if (part_map_load(w, &pm) || !sub || !vbuf) goto done;
     f = cl_h5_create(tmp);
     if (f < 0) goto done;
     if (cl_h5_attr_write_str(f, "format", CL_INDEX_FORMAT) ||
@@ -277,11 +414,10 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     if (ft < 0 || (d = create_ds(f, CL_INDEX_VECTORS, ft, 3, dims, chunk)) < 0) goto done;
     hid_t mt = m->dtype == CL_INDEX_F16 ? ft : H5T_NATIVE_FLOAT;
     for (size_t j = 0; j < m->n_shards; j++) {
-        FILE *p = parts[j % (size_t)w->R];
+        FILE *p = pm.f[pm.part[j]];
         size_t rows = N - j * S < S ? N - j * S : S;
-        if (fseeko(p, (off_t)((j / (size_t)w->R) * w->rec_bytes), SEEK_SET) ||
-            fread(w->rec, 1, w->rec_bytes, p) != w->rec_bytes) {
-            cl_error("cannot read shard %zu from the part of rank %zu", j, j % (size_t)w->R);
+        if (fseeko(p, (off_t)(pm.rec[j] * w->rec_bytes), SEEK_SET) || fread(w->rec, 1, w->rec_bytes, p) != w->rec_bytes) {
+            cl_error("cannot read shard %zu from %s", j, w->dir);
             goto done;
         }
         for (size_t h = 0; h < Lh; h++) {
@@ -311,10 +447,7 @@ done:
     if (ft >= 0) H5Tclose(ft);
     if (vt >= 0) H5Tclose(vt);
     if (cl_h5_finish(f, tmp, rc != 0)) rc = -1;
-    if (parts)
-        for (int r = 0; r < w->R; r++)
-            if (parts[r]) fclose(parts[r]);
-    free(parts);
+    part_map_free(&pm);
     free(sub);
     free(vbuf);
     return rc;
@@ -361,7 +494,7 @@ int cl_index_writer_finish(cl_index_writer *w, int ok, size_t *bytes, MPI_Comm c
     w->f = NULL;
     int g = cl_par_agree(err, comm);
     if (!g && w->rank == 0) {
-        remove_parts(w->m.out_path, w->R);
+        remove_parts(w->m.out_path);
         cl_fsync_dir_of(w->m.out_path); /* the parts' removal on disk (a failure here loses nothing) */
     }
     cl_par_bcast(&sz, 1, MPI_UNSIGNED_LONG_LONG, 0, comm);
@@ -429,6 +562,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     float *svec = NULL;
     cl_trie_fwd *tf = NULL;
     cl_index_writer *w = NULL;
+    unsigned char *done_set = NULL;
+    size_t *mine_list = NULL;
     char model_sha[65] = "", corpus_h5_sha[65] = "";
     int err = setup_model_corpus(o, &m, &cp, &point, &lo, &hi) ? 1 : 0;
     if (!err && rank == 0 && (cl_model_fingerprint(m, model_sha) || cl_sha256_file(o->corpus_path, corpus_h5_sha)))
@@ -453,27 +588,34 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
                           .sketch_dim = o->sketch_dim == CL_SKETCH_DIM_UNSET ? 0
                                         : o->sketch_dim == 0                   ? -1
                                                                                : o->sketch_dim};
-    size_t done = 0;
-    if (!(w = cl_index_writer_open(&meta, rank, R, -1, &done, comm))) goto out;
-    size_t mine = n_shards > (size_t)rank ? (n_shards - rank + R - 1) / R : 0;
-    unsigned long long dsum = done, dtot = 0;
-    cl_par_reduce(&dsum, &dtot, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, comm);
+    /* the shards already in the parts (any rank count wrote them), then the
+       rest dealt round-robin over this run's ranks (cl_shard_plan) */
+    if (!(done_set = cl_trymalloc(n_shards, 1, "done shards")) || !(mine_list = cl_trymalloc(n_shards, sizeof *mine_list, "shard plan")))
+        err = 1;
+    if (cl_par_agree(err, comm)) goto out;
+    if (!(w = cl_index_writer_open(&meta, rank, R, NULL, done_set, comm))) goto out;
+    size_t mine = cl_shard_plan(NULL, n_shards, done_set, rank, R, mine_list);
+    size_t dtot = 0, rows_left = 0;
+    for (size_t j = 0; j < n_shards; j++) {
+        if (done_set[j]) dtot++;
+        else rows_left += N - j * S < S ? N - j * S : S;
+    }
     if (rank == 0 && dtot > 0 && o->note) {
         char msg[256];
-        snprintf(msg, sizeof msg, "resuming: %llu of %zu shards already done", dtot, n_shards);
+        snprintf(msg, sizeof msg, "resuming: %zu of %zu shards already done", dtot, n_shards);
         o->note(o->progress_user, msg);
     }
     double tlast = cl_wall_seconds(), tstart = tlast, tf_sum = 0;
-    size_t done0 = done, nodes = 0;
+    size_t done = 0, nodes = 0;
     long new_done = 0;
     cl_par_stop stop;
     if (cl_par_agree(cl_par_stop_open(&stop, comm), comm)) goto out;
-    for (size_t i = done; i < mine && !err; i++) {
+    for (size_t i = 0; i < mine && !err; i++) {
         if (cl_par_stop_poll(&stop)) { /* SIGINT / SIGTERM here or on another rank */
             res->stopped = 1;
             break;
         }
-        size_t j = (size_t)rank + i * (size_t)R, s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
+        size_t j = mine_list[i], s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
         for (size_t s = 0; s < rows; s++)
             memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
         double ta = cl_wall_seconds();
@@ -484,7 +626,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         for (int h = 0; h < Lh; h++) l2normalize_rows(svec + (size_t)h * rows * C, rows, (int)C);
         tf_sum += cl_wall_seconds() - ta;
         nodes += M;
-        if (cl_par_fault("index.shard", comm) || cl_index_writer_put(w, i, svec, rows)) {
+        if (cl_par_fault("index.shard", comm) || cl_index_writer_put(w, j, svec, rows)) {
             err = 1;
             break;
         }
@@ -492,10 +634,9 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         new_done++;
         double now = cl_wall_seconds();
         if (rank == 0 && o->progress) {
-            size_t base = done0 * R * S, d = done * R * S;
-            if (base > N) base = N;
-            if (d > N) d = N;
-            o->progress(o->progress_user, d - base, N - base, now - tstart);
+            size_t d = done * R * S; /* rank 0's share extrapolated to the run */
+            if (d > rows_left) d = rows_left;
+            o->progress(o->progress_user, d, rows_left, now - tstart);
         }
         if (o->stop_after_shards > 0 && new_done >= o->stop_after_shards && done < mine) {
             res->stopped = 1;
@@ -523,7 +664,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
         cl_par_allreduce(&dn, &dall, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, comm);
         res->stopped = 1;
         res->interrupted = sig;
-        res->shards_done = (long long)dall;
+        res->shards_done = (long long)(dall + dtot); /* this run's and the resumed parts' */
         res->n_shards = (long long)n_shards;
         rc = 0;
         goto out;
@@ -543,7 +684,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
 out:
     if (w) cl_index_writer_abort(w);
     cl_trie_fwd_free(tf);
-    free(perm), free(stok), free(svec);
+    free(perm), free(stok), free(svec), free(done_set), free(mine_list);
     cl_corpus_free(cp);
     cl_model_free(m);
     return rc;

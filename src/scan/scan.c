@@ -496,7 +496,7 @@ static int do_shard(scan_ctx *x, size_t shard) {
     else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
     /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
-    if (x->ixw && cl_index_writer_put(x->ixw, (shard - (size_t)x->rank) / (size_t)x->R, x->svec, S)) return -1;
+    if (x->ixw && cl_index_writer_put(x->ixw, shard, x->svec, S)) return -1;
     double tb = scan_cpu_now();
     x->t_forward += tb - ta;
     return x->prune_r ? shard_pruned(x, s0, S, tb) : shard_brute(x, s0, S, tb);
@@ -517,7 +517,11 @@ static int scan_index_open(scan_ctx *x) {
                           .first_block = x->lo, .n_layer = x->m->cfg.n_layer, .C = x->m->cfg.n_embd, .L = x->cp->L,
                           .V = x->cp->V, .vocab = x->cp->vocab, .N = x->cp->n, .S = x->S, .n_shards = x->n_shards,
                           .perm = x->perm};
-    x->ixw = cl_index_writer_open(&meta, x->rank, x->R, (long)x->done, NULL, x->comm);
+    /* the parts must hold the shards of the checkpoints this scan resumed from */
+    unsigned char *held = cl_trymalloc(x->n_shards ? x->n_shards : 1, 1, "index shards");
+    if (cl_par_agree(!held, x->comm)) return -1;
+    x->ixw = cl_index_writer_open(&meta, x->rank, x->R, x->done_set, held, x->comm);
+    free(held);
     return x->ixw ? 0 : -1;
 }
 
@@ -559,6 +563,7 @@ static void ctx_free(scan_ctx *x) {
     free(x->prune_U), free(x->pproj), free(x->sproj), free(x->prune_tmp), free(x->loc_ptr), free(x->loc_tok), free(x->row_pos),
         free(x->row_k), free(x->row_val),
         free(x->loc_cnt);
+    free(x->my_shards), free(x->done_set), free(x->covered), free(x->absorbed);
     free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
     cl_corpus_free(x->cp);
@@ -608,41 +613,53 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (prune_setup(x)) goto out;
     x->t_prompts = scan_cpu_now() - tp;
 
-    /* Shards of this rank: rank, rank + R, ... ; x->done of them already finished. */
+    /* The shards not in the checkpoints this run resumed from (done_set),
+     * dealt round-robin over this run's ranks (cl_shard_plan): rank, rank +
+     * R, ... on a fresh run. */
     /* Benchmarks: CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread
      * evenly over the plan (shard j * n_shards / K); the output is marked
      * with the attribute sampled_shards and is not a full scan. */
     size_t plan = x->n_shards;
     const char *smp = getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS");
     if (smp && atol(smp) > 0 && (size_t)atol(smp) < plan) plan = x->sampled = (size_t)atol(smp);
-    size_t total = x->sampled ? x->sampled * x->S : N;
-    size_t mine = plan > (size_t)x->rank ? (plan - x->rank + x->R - 1) / x->R : 0;
+    size_t *univ = cl_trymalloc(plan ? plan : 1, sizeof *univ, "shard plan");
+    err = !univ || !(x->my_shards = cl_trymalloc(plan ? plan : 1, sizeof *x->my_shards, "shard plan"));
+    if (cl_par_agree(err, comm)) {
+        free(univ);
+        goto out;
+    }
+    size_t total = 0, prior = 0; /* prior: shards the resumed checkpoints hold */
+    for (size_t j = 0; j < plan; j++) {
+        univ[j] = x->sampled ? j * x->n_shards / x->sampled : j;
+        if (!x->done_set[univ[j]]) total += N - univ[j] * x->S < x->S ? N - univ[j] * x->S : x->S;
+        else prior++;
+    }
+    const size_t mine = x->n_mine = cl_shard_plan(univ, plan, x->done_set, x->rank, x->R, x->my_shards);
+    free(univ);
     double tlast = cl_wall_seconds(), tstart = tlast, ck_wait = o->checkpoint_seconds;
-    size_t done0 = x->done;
     long new_done = 0;
     cl_par_stop stop;
     if (cl_par_agree(cl_par_stop_open(&stop, comm), comm)) goto out;
     err = 0;
-    for (size_t i = x->done; i < mine; i++) {
+    for (size_t i = 0; i < mine; i++) {
         if (cl_par_stop_poll(&stop)) { /* SIGINT / SIGTERM here or on another rank */
             x->stopped = 1;
             break;
         }
-        size_t shard = (size_t)x->rank + i * x->R;
-        if (x->sampled) shard = shard * x->n_shards / x->sampled;
+        size_t shard = x->my_shards[i];
         if (cl_par_fault("scan.shard", comm) || do_shard(x, shard)) {
             err = 1;
             break;
         }
         x->done = i + 1;
+        x->covered[shard] = 1;
         new_done++;
         double now = cl_wall_seconds();
         if (x->rank == 0 && o->progress) {
             /* rank 0's share extrapolated to the job; counts this run's work only */
-            size_t base = done0 * x->R * x->S, d = x->done * x->R * x->S;
-            if (base > total) base = total;
+            size_t d = x->done * x->R * x->S;
             if (d > total) d = total;
-            o->progress(o->progress_user, d - base, total - base, now - tstart);
+            o->progress(o->progress_user, d, total, now - tstart);
         }
         if (o->stop_after_shards > 0 && new_done >= o->stop_after_shards && x->done < mine) {
             x->stopped = 1;
@@ -670,6 +687,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         if (cl_par_agree(err, comm)) goto out;
         long long dn = (long long)x->done, tot = 0;
         cl_par_allreduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, comm);
+        tot += (long long)prior;
         res->stopped = 1;
         res->interrupted = sig;
         res->shards_done = tot;

@@ -57,7 +57,13 @@ typedef struct {
     int64_t n_pairs;
     size_t n_nodes;
     double flops_forward, flops_cosine, flops_prompts;
-    size_t done;        /* shards of this rank finished (its i-th shard: rank + i R) */
+    size_t done;        /* shards of this rank's list finished (my_shards[0..done)) */
+    size_t *my_shards;  /* [n_mine] this run's shards of this rank (cl_shard_plan) */
+    size_t n_mine;
+    unsigned char *done_set; /* [n_shards] shards in the checkpoints this run resumed from (every rank) */
+    unsigned char *covered;  /* [n_shards] shards in this rank's accumulators (its checkpoint's set) */
+    int *absorbed;      /* checkpoint files rank<k>.bin this rank loaded besides its own: removed after its save */
+    int n_absorbed;
     int stopped;
     double t_forward, t_sgemm, t_select, t_prompts; /* CPU seconds, this run */
     size_t sampled;     /* benchmark: shards sampled (0 = all) */

@@ -18,7 +18,9 @@
 #include "corpuslens/par/par.h"
 #include "scan/scan_internal.h"
 
-#define CKPT_MAGIC "CLSCAN01"
+#define CKPT_MAGIC "CLSCAN02"
+
+static int state_load(scan_ctx *x);
 
 static void state_path(const scan_ctx *x, char *buf, size_t n, const char *leaf) {
     if (leaf) snprintf(buf, n, "%s.state/%s", x->o->out_path, leaf);
@@ -72,7 +74,6 @@ void scan_state_after_failure(scan_ctx *x) {
 int scan_state_begin(scan_ctx *x) {
     const cl_scan_opts *o = x->o;
     int err = 0, resume = 0;
-    char hdr[1024];
     if (x->rank == 0) {
         if (cl_model_fingerprint(x->m, x->model_sha) || cl_sha256_file(o->corpus_path, x->corpus_h5_sha)) err = 1;
     }
@@ -80,9 +81,9 @@ int scan_state_begin(scan_ctx *x) {
     cl_par_bcast(x->model_sha, 65, MPI_CHAR, 0, x->comm);
     cl_par_bcast(x->corpus_h5_sha, 65, MPI_CHAR, 0, x->comm);
     int n = snprintf(x->sig, sizeof x->sig,
-                     "corpuslens scan state v1\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\nprefilter %.17g\n"
-                     "bin_width %.17g\nmatch_cap %ld\nshard_size %zu\nranks %d\nmatch_thresholds",
-                     x->model_sha, x->corpus_h5_sha, o->hook, o->prefilter, o->bin_width, o->match_cap, x->S, x->R);
+                     "corpuslens scan state v2\nmodel_sha256 %s\ncorpus_h5_sha256 %s\nhook %s\nprefilter %.17g\n"
+                     "bin_width %.17g\nmatch_cap %ld\nshard_size %zu\nmatch_thresholds",
+                     x->model_sha, x->corpus_h5_sha, o->hook, o->prefilter, o->bin_width, o->match_cap, x->S);
     for (int b = 0; b < x->Lh && n < (int)sizeof x->sig - 32; b++)
         n += snprintf(x->sig + n, sizeof x->sig - n, " %.17g", x->thr[b]);
     snprintf(x->sig + n, sizeof x->sig - n, "\n");
@@ -124,55 +125,203 @@ int scan_state_begin(scan_ctx *x) {
     }
     if (cl_par_agree(err, x->comm)) return -1;
     cl_par_bcast(&resume, 1, MPI_INT, 0, x->comm);
-    if (!resume) return 0;
-    /* Load this rank's checkpoint, if any. */
-    char leaf[64], p[4400], sha[65];
-    snprintf(leaf, sizeof leaf, "rank%d.bin", x->rank);
-    state_path(x, p, sizeof p, leaf);
+    const size_t ns = x->n_shards;
+    if (!(x->done_set = cl_trycalloc(ns, 1, "done shards")) || !(x->covered = cl_trycalloc(ns, 1, "done shards")))
+        err = 1;
+    if (cl_par_agree(err, x->comm) || !resume) return err ? -1 : 0;
+    return state_load(x);
+}
+
+/* ---- checkpoints ----
+ * "<out>.state/rank<k>.bin" (CLSCAN02): the magic, the SHA-256 of the run
+ * signature (no rank count in it), n_shards, a byte per shard (1: in these
+ * sums), u64 {shards marked, n_pairs, n_nodes, NC}, f64 {flops_forward,
+ * flops_cosine}, counts [NC] int32, n_matches [NM] int64, then per (prompt,
+ * block) u32 {n, capped}, f32 floor, n (sim, sub) entries. Every sum is
+ * additive over shards and the lists keep each source's top match_cap, so
+ * any split of the done shards into files gives the same output. A resume
+ * on R ranks reads every file (whatever rank count wrote it), gives file k
+ * to rank k mod R, which adds it into its sums and writes the union as its
+ * own file at its next checkpoint (then removes the others it took). A file
+ * whose set another's contains (a crash between that write and the
+ * removal) is dropped; the rest must not overlap. */
+
+static int ckpt_head(scan_ctx *x, FILE *f, unsigned char *set, uint64_t *u, double *d) {
+    char hdr[8 + 65], sha[65];
+    uint64_t ns = 0, marked = 0;
     cl_sha256_mem(x->sig, strlen(x->sig), sha);
-    FILE *f = fopen(p, "rb");
-    if (f) {
-        const size_t P = x->cp->n_prompts, NC = P * x->Lh * x->NB * (size_t)x->cp->V, NM = P * x->Lh * x->NB;
-        int32_t rk[2];
-        uint64_t u[4];
-        double d[2];
-        int ok = fread(hdr, 1, 8 + 65, f) == 8 + 65 && !memcmp(hdr, CKPT_MAGIC, 8) && !memcmp(hdr + 8, sha, 65) &&
-                 fread(rk, sizeof rk, 1, f) == 1 && rk[0] == x->rank && rk[1] == x->R && fread(u, sizeof u, 1, f) == 1 &&
-                 fread(d, sizeof d, 1, f) == 1 && u[3] == NC &&
-                 fread(x->counts, sizeof(int32_t), NC, f) == NC && fread(x->nmatch, sizeof(int64_t), NM, f) == NM;
-        for (size_t i = 0; ok && i < P * x->Lh; i++) {
-            scan_mlist *l = &x->lists[i];
-            uint32_t hn[2];
-            float fl;
-            ok = fread(hn, sizeof hn, 1, f) == 1 && fread(&fl, sizeof fl, 1, f) == 1;
-            if (!ok) break;
-            if (hn[0]) {
-                l->a = malloc((size_t)hn[0] * sizeof *l->a);
-                if (!l->a || fread(l->a, sizeof *l->a, hn[0], f) != hn[0]) ok = 0;
-                l->n = l->alloc = hn[0];
-            }
-            l->capped = (int)hn[1];
-            l->floor = fl;
-        }
-        fclose(f);
-        if (!ok) {
-            err = 1;
-            cl_error("%s: unreadable or truncated checkpoint; remove %s.state to start over", p, x->o->out_path);
-        } else {
-            x->done = (size_t)u[0];
-            x->n_pairs = (int64_t)u[1];
-            x->n_nodes = (size_t)u[2];
-            x->flops_forward = d[0];
-            x->flops_cosine = d[1];
-        }
+    int ok = fread(hdr, 1, sizeof hdr, f) == sizeof hdr && !memcmp(hdr, CKPT_MAGIC, 8) && !memcmp(hdr + 8, sha, 65) &&
+             fread(&ns, sizeof ns, 1, f) == 1 && ns == x->n_shards && fread(set, 1, ns, f) == ns &&
+             fread(u, sizeof *u, 4, f) == 4 && fread(d, sizeof *d, 2, f) == 2;
+    for (uint64_t j = 0; ok && j < ns; j++) {
+        ok = set[j] <= 1;
+        marked += set[j];
     }
+    return ok && marked == u[0] ? 0 : -1;
+}
+
+/* The number k of a state entry "rank<k>.bin" (exactly), or -1. */
+static int ckpt_entry(const char *name) {
+    int k = -1, n = 0;
+    if (sscanf(name, "rank%d.bin%n", &k, &n) != 1 || name[n] || k < 0) return -1;
+    return k;
+}
+
+/* Rank 0: the checkpoint files to load (their numbers, ascending, into
+ * *ks, count *nk) and the union of their shards (x->done_set). */
+static int ckpt_survey(scan_ctx *x, int **ks, int *nk) {
+    const size_t ns = x->n_shards;
+    char dir[4200], p[4600];
+    state_path(x, dir, sizeof dir, NULL);
+    int *k = NULL, n = 0, rc = 0;
+    unsigned char *sets = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return cl_error("cannot read %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        int r = ckpt_entry(e->d_name);
+        if (r < 0) continue;
+        int *nk2 = realloc(k, (size_t)(n + 1) * sizeof *k);
+        unsigned char *ns2 = nk2 ? realloc(sets, (size_t)(n + 1) * (ns ? ns : 1)) : NULL;
+        if (nk2) k = nk2;
+        if (ns2) sets = ns2;
+        if (!nk2 || !ns2) {
+            rc = cl_error("out of memory reading %s", dir);
+            break;
+        }
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(p, "rb");
+        uint64_t u[4];
+        double dd[2];
+        if (!f || ckpt_head(x, f, sets + (size_t)n * ns, u, dd))
+            rc = cl_error("%s: unreadable or truncated checkpoint; remove %s.state to start over", p, x->o->out_path);
+        if (f) fclose(f);
+        k[n++] = r;
+    }
+    closedir(d);
+    /* drop a file whose set another's contains (equal sets: keep the lower number) */
+    int kept = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        const unsigned char *si = sets + (size_t)i * ns;
+        int drop = 0;
+        for (int j = 0; j < n && !drop; j++) {
+            if (j == i) continue;
+            const unsigned char *sj = sets + (size_t)j * ns;
+            int sub = 1, eq = 1;
+            for (size_t t = 0; t < ns && sub; t++) sub = !si[t] || sj[t], eq = eq && si[t] == sj[t];
+            drop = sub && (!eq || k[j] < k[i]);
+        }
+        if (drop) continue;
+        for (size_t t = 0; t < ns && !rc; t++)
+            if (si[t]) {
+                if (x->done_set[t]) rc = cl_error("the checkpoints in %s overlap (shard %zu twice): remove it to start over", dir, t);
+                x->done_set[t] = 1;
+            }
+        k[kept++] = k[i];
+    }
+    free(sets);
+    if (rc) {
+        free(k);
+        return -1;
+    }
+    for (int i = 1; i < kept; i++) /* ascending numbers */
+        for (int j = i; j > 0 && k[j - 1] > k[j]; j--) {
+            int t = k[j];
+            k[j] = k[j - 1], k[j - 1] = t;
+        }
+    *ks = k, *nk = kept;
+    return 0;
+}
+
+/* Add checkpoint file rank<k>.bin into this rank's sums (local). */
+static int ckpt_add(scan_ctx *x, int k) {
+    const size_t P = x->cp->n_prompts, NC = P * x->Lh * x->NB * (size_t)x->cp->V, NM = P * x->Lh * x->NB;
+    const size_t ns = x->n_shards, CH = (size_t)1 << 16;
+    char leaf[64], p[4400];
+    snprintf(leaf, sizeof leaf, "rank%d.bin", k);
+    state_path(x, p, sizeof p, leaf);
+    FILE *f = fopen(p, "rb");
+    unsigned char *set = cl_trymalloc(ns, 1, "checkpoint shards");
+    int64_t *buf = cl_trymalloc(CH, sizeof *buf, "checkpoint buffer");
+    uint64_t u[4];
+    double d[2];
+    int ok = f && set && buf && !ckpt_head(x, f, set, u, d) && u[3] == NC;
+    for (size_t i = 0; ok && i < NC; i += CH) {
+        size_t n = NC - i < CH ? NC - i : CH;
+        int32_t *b32 = (int32_t *)buf;
+        ok = fread(b32, sizeof *b32, n, f) == n;
+        for (size_t j = 0; ok && j < n; j++) x->counts[i + j] += b32[j];
+    }
+    for (size_t i = 0; ok && i < NM; i += CH) {
+        size_t n = NM - i < CH ? NM - i : CH;
+        ok = fread(buf, sizeof *buf, n, f) == n;
+        for (size_t j = 0; ok && j < n; j++) x->nmatch[i + j] += buf[j];
+    }
+    for (size_t i = 0; ok && i < P * x->Lh; i++) {
+        scan_mlist *l = &x->lists[i];
+        uint32_t hn[2];
+        float fl;
+        /* a list holds distinct substrings, at most 1.5 cap + 1 of them (scan_mlist_add) */
+        ok = fread(hn, sizeof hn, 1, f) == 1 && fread(&fl, sizeof fl, 1, f) == 1 && hn[1] <= 1 && hn[0] <= x->cp->n &&
+             (x->o->match_cap <= 0 || hn[0] <= (uint64_t)x->o->match_cap + (uint64_t)x->o->match_cap / 2 + 1);
+        if (!ok || !hn[0]) continue;
+        scan_match *a = malloc((size_t)hn[0] * sizeof *a);
+        if (!a || fread(a, sizeof *a, hn[0], f) != hn[0]) {
+            free(a);
+            ok = 0;
+            break;
+        }
+        for (uint32_t j = 0; ok && j < hn[0]; j++) ok = a[j].sub >= 0 && (size_t)a[j].sub < x->cp->n;
+        if (ok && !l->n && !l->capped) { /* the first source: taken as it is */
+            free(l->a);
+            l->a = a, l->n = l->alloc = hn[0], l->capped = (int)hn[1], l->floor = fl;
+            continue;
+        }
+        for (uint32_t j = 0; ok && j < hn[0]; j++)
+            if (scan_mlist_add(l, a[j].sim, a[j].sub, x->o->match_cap)) ok = 0;
+        free(a);
+    }
+    if (f) fclose(f);
+    free(buf);
+    if (!ok) {
+        free(set);
+        return cl_error("%s: unreadable or truncated checkpoint; remove %s.state to start over", p, x->o->out_path);
+    }
+    for (size_t j = 0; j < ns; j++) x->covered[j] |= set[j];
+    free(set);
+    x->n_pairs += (int64_t)u[1];
+    x->n_nodes += (size_t)u[2];
+    x->flops_forward += d[0];
+    x->flops_cosine += d[1];
+    return 0;
+}
+
+static int state_load(scan_ctx *x) {
+    int err = 0, nk = 0, *ks = NULL;
+    if (x->rank == 0 && ckpt_survey(x, &ks, &nk)) err = 1;
     if (cl_par_agree(err, x->comm)) return -1;
-    long long dn = (long long)x->done, tot = 0;
-    cl_par_reduce(&dn, &tot, 1, MPI_LONG_LONG, MPI_SUM, 0, x->comm);
-    if (x->rank == 0 && o->note) {
+    cl_par_bcast(&nk, 1, MPI_INT, 0, x->comm);
+    if (x->rank && nk && !(ks = cl_trymalloc((size_t)nk, sizeof *ks, "checkpoint list"))) err = 1;
+    if (cl_par_agree(err, x->comm)) {
+        free(ks);
+        return -1;
+    }
+    if (nk) cl_par_bcast(ks, nk, MPI_INT, 0, x->comm);
+    if (x->n_shards) cl_par_bcast(x->done_set, (int)x->n_shards, MPI_UNSIGNED_CHAR, 0, x->comm);
+    if (nk && !(x->absorbed = cl_trymalloc((size_t)nk, sizeof *x->absorbed, "checkpoint list"))) err = 1;
+    for (int i = 0; i < nk && !err; i++) {
+        if (ks[i] % x->R != x->rank) continue;
+        if (ckpt_add(x, ks[i])) err = 1;
+        else if (ks[i] != x->rank) x->absorbed[x->n_absorbed++] = ks[i];
+    }
+    free(ks);
+    if (cl_par_agree(err, x->comm)) return -1;
+    size_t tot = 0;
+    for (size_t j = 0; j < x->n_shards; j++) tot += x->done_set[j];
+    if (x->rank == 0 && x->o->note) {
         char msg[256];
-        snprintf(msg, sizeof msg, "resuming: %lld of %zu shards already done", tot, x->n_shards);
-        o->note(o->progress_user, msg);
+        snprintf(msg, sizeof msg, "resuming: %zu of %zu shards already done", tot, x->n_shards);
+        x->o->note(x->o->progress_user, msg);
     }
     return 0;
 }
@@ -184,13 +333,14 @@ int scan_state_save(scan_ctx *x) {
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
     cl_sha256_mem(x->sig, strlen(x->sig), sha);
     const size_t P = x->cp->n_prompts, NC = P * x->Lh * x->NB * (size_t)x->cp->V, NM = P * x->Lh * x->NB;
+    uint64_t ns = x->n_shards, marked = 0;
+    for (size_t j = 0; j < ns; j++) marked += x->covered[j];
     FILE *f = fopen(tmp, "wb");
     if (!f) return cl_error("cannot write %s: %s", tmp, strerror(errno));
-    int32_t rk[2] = {x->rank, x->R};
-    uint64_t u[4] = {x->done, (uint64_t)x->n_pairs, x->n_nodes, NC};
+    uint64_t u[4] = {marked, (uint64_t)x->n_pairs, x->n_nodes, NC};
     double d[2] = {x->flops_forward, x->flops_cosine};
-    int ok = fwrite(CKPT_MAGIC, 1, 8, f) == 8 && fwrite(sha, 1, 65, f) == 65 && fwrite(rk, sizeof rk, 1, f) == 1 &&
-             fwrite(u, sizeof u, 1, f) == 1 && fwrite(d, sizeof d, 1, f) == 1 &&
+    int ok = fwrite(CKPT_MAGIC, 1, 8, f) == 8 && fwrite(sha, 1, 65, f) == 65 && fwrite(&ns, sizeof ns, 1, f) == 1 &&
+             fwrite(x->covered, 1, ns, f) == ns && fwrite(u, sizeof u, 1, f) == 1 && fwrite(d, sizeof d, 1, f) == 1 &&
              fwrite(x->counts, sizeof(int32_t), NC, f) == NC && fwrite(x->nmatch, sizeof(int64_t), NM, f) == NM;
     for (size_t i = 0; ok && i < P * x->Lh; i++) {
         const scan_mlist *l = &x->lists[i];
@@ -204,7 +354,16 @@ int scan_state_save(scan_ctx *x) {
         remove(tmp);
         return cl_error("cannot write the checkpoint %s: %s", p, strerror(e));
     }
-    return cl_commit_file(tmp, p); /* a resume trusts only what reached the disk */
+    if (cl_commit_file(tmp, p)) return -1; /* a resume trusts only what reached the disk */
+    /* the files this rank took are in its own now (a crash before their
+       removal leaves subsets, which a resume drops) */
+    for (int i = 0; i < x->n_absorbed; i++) {
+        snprintf(leaf, sizeof leaf, "rank%d.bin", x->absorbed[i]);
+        state_path(x, p, sizeof p, leaf);
+        remove(p);
+    }
+    x->n_absorbed = 0;
+    return 0;
 }
 
 /* ---- output ----

@@ -31,3 +31,7 @@ set_tests_properties(interrupt_resume PROPERTIES TIMEOUT 900)
 # run --force: a stage failing or interrupted half-way leaves the old output intact
 cl_script_test(run_force_keeps "" ${CMAKE_CURRENT_SOURCE_DIR}/run_force_keeps.sh)
 set_tests_properties(run_force_keeps PROPERTIES TIMEOUT 900)
+# a scan (with --index-out) and an index killed on R ranks resume on R' != R
+# (2 -> 3, 3 -> 1, 2 -> 3 -> 1): the same files as an uninterrupted run
+cl_script_test(resume_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/resume_ranks.sh)
+set_tests_properties(resume_ranks PROPERTIES TIMEOUT 900)

@@ -8,7 +8,7 @@ cl_script_test(jobs_tinyshakespeare "unit" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_tiny
 cl_script_test(jobs_demo "mpi;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_demo.sh)
 cl_script_test(slurm_pipeline "slurm;slow;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/slurm_pipeline.sh)
 # exit 77: Slurm/munge not installed or not root (CORPUSLENS_WITH_SLURM=1 .ci/install-deps)
-set_tests_properties(slurm_pipeline PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800)
+set_tests_properties(slurm_pipeline PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 1800 RESOURCE_LOCK munged) # nodes_slurm may start and stop munged too
 set_tests_properties(jobs_demo PROPERTIES TIMEOUT 900)
 set_tests_properties(jobs_tinyshakespeare PROPERTIES SKIP_RETURN_CODE 77)  # 77: no ../shared
 # issue 14: reference + alternative seeds, tune, ablate, the noise floor in the report

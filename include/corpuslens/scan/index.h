@@ -8,13 +8,14 @@
  * ---- Build (cl_index_run, collective) ----
  * The scan's shard plan and trie forward (scan.h): substrings sorted
  * lexicographically by token ids, cut into shards of S (--batch, default
- * 2048), shard j computed by rank j mod R, each shard's vectors from the same
+ * 2048), shard j computed by rank j mod R (on a resume: the shards not yet
+ * done, dealt the same way), each shard's vectors from the same
  * computation whoever runs it, then l2-normalised per row in float32 and, for
  * float16, rounded to nearest even (software, exact). Each rank appends its
  * shards to a part file "<out>.parts/rank<r>.bin" (fixed-size records of S
  * rows, [Lh, S, C] each), fsync'ed at each checkpoint; at the end rank 0
- * writes "<out>.tmp" shard by shard IN SHARD ORDER (reading shard j from rank
- * j mod R's part) with `complete` = 0 and closes it (every close checked);
+ * writes "<out>.tmp" shard by shard IN SHARD ORDER (reading shard j from the
+ * part whose .synced lists it) with `complete` = 0 and closes it (every close checked);
  * only then it sets `complete` = 1 (and adds the sketch), fsyncs the file,
  * renames it to <out>, fsyncs the directory, and removes the parts. When any
  * of that fails (a full disk) the parts stay and the same command again
@@ -23,11 +24,15 @@
  * same bytes. The part files must be on a file system every rank sees (one
  * node, or the shared output directory of a cluster).
  * Resume: "<out>.parts/args" holds the run's signature (model and corpus
- * SHA-256, hook, dtype, shard size, rank count); a rerun with the same
- * signature keeps each rank's records that its last checkpoint fsynced
- * ("<out>.parts/rank<r>.bin.synced" holds their count, written durably after
- * the part's fsync; records past it may not be on disk) and continues after
- * them; another signature starts over.
+ * SHA-256, hook, dtype, shard size; not the rank count); a rerun with the
+ * same signature keeps the records that each part's last checkpoint fsynced
+ * ("<out>.parts/rank<r>.bin.synced" holds their count and the shard of each,
+ * written durably after the part's fsync; records past it may not be on
+ * disk), on any number of ranks: the shards no part holds are dealt
+ * round-robin over the new ranks (cl_shard_plan), rank r appends them to its
+ * part after its kept records, and the assembly reads each shard from the
+ * part whose .synced lists it (parts of ranks the rerun lacks included).
+ * Another signature starts over.
  *
  * ---- index.h5 ----
  * root attributes:
@@ -124,16 +129,23 @@ typedef struct {
     int sketch_dim;      /* float16: the sketch added before the rename (sketch.h); 0 = the default
                             (min(32, C/4)), -1 = none */
 } cl_index_meta;
-/* Collective: open this rank's part file. keep = shards of this rank already
- * done (a resumed scan): the part must hold at least that many records (it
- * is cut there); -1 = resume from the part itself when its signature file
- * matches (the index command), as far as its .synced count, *kept receives
- * how many. */
-cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, long keep, size_t *kept,
-                                      MPI_Comm comm);
-/* This rank's i-th shard (shard rank + i R), S_rows valid rows of
+/* The shards rank `rank` of R computes, into list (room for n_univ): the
+ * shards of universe (n_univ ids ascending; NULL: 0..n_univ-1) that done[]
+ * (NULL: none) does not mark, dealt round-robin, the rank-th first. Returns
+ * how many. With nothing done: rank, rank + R, ... (the plan of a fresh run). */
+size_t cl_shard_plan(const size_t *universe, size_t n_univ, const unsigned char *done, int rank, int R, size_t *list);
+/* Collective: open this rank's part file. done [n_shards] receives the
+ * shards the parts already hold (every part of the directory, whatever rank
+ * count wrote it: each part's .synced lists the shard of each synced
+ * record). keep = NULL: the index command, which resumes from the parts when
+ * their signature file matches. keep [n_shards] = the shards a resumed scan's
+ * checkpoint holds (all 0: a fresh scan): each part is cut at its first
+ * record not in keep, and the parts must hold every shard of keep. */
+cl_index_writer *cl_index_writer_open(const cl_index_meta *meta, int rank, int R, const unsigned char *keep,
+                                      unsigned char *done, MPI_Comm comm);
+/* Append shard `shard` to this rank's part: S_rows valid rows of
  * vec[Lh, S_rows, C] (normalised). Local; 0 or -1. */
-int cl_index_writer_put(cl_index_writer *w, size_t i, const float *vec, size_t S_rows);
+int cl_index_writer_put(cl_index_writer *w, size_t shard, const float *vec, size_t S_rows);
 /* Local: flush and fsync the part, then record durably how many records it
  * holds (a checkpoint). */
 int cl_index_writer_sync(cl_index_writer *w);

@@ -86,15 +86,17 @@
  *
  * ---- Resume ----
  * "<out>.state/" holds `args` (the run's signature: model and corpus SHA-256,
- * hook, prefilter, grid, thresholds, cap, shard size, rank count) and one
- * checkpoint per rank (`rank<r>.bin`: shards done, counts, n_matches, pairs,
- * matches), written to a temporary name and renamed, every
- * checkpoint_seconds and when stopped (CORPUSLENS_SCAN_STOP_AFTER, or SIGINT /
- * SIGTERM once cl_interrupt_install ran: interrupt.h; the ranks stop at their
- * next shard boundary). A rerun with the same signature
- * continues each rank's shard list after its last checkpoint and writes the
- * same file as an uninterrupted run; a different signature (including a
- * different rank count) starts over. The state is removed after success.
+ * hook, prefilter, grid, thresholds, cap, shard size; not the rank count) and
+ * checkpoint files (`rank<k>.bin`: the shards whose sums it holds, counts,
+ * n_matches, pairs, matches; layout in scan_io.c), each written to a
+ * temporary name and renamed, every checkpoint_seconds and when stopped
+ * (CORPUSLENS_SCAN_STOP_AFTER, or SIGINT / SIGTERM once cl_interrupt_install
+ * ran: interrupt.h; the ranks stop at their next shard boundary). A
+ * rerun with the same signature, on any number of ranks R, reads every
+ * checkpoint (file k into rank k mod R's sums), deals the shards none holds
+ * round-robin over its ranks (cl_shard_plan, index.h) and writes the same
+ * file as an uninterrupted run; a different signature starts over. The state
+ * is removed after success.
  *
  * ---- Memory per rank (paper scale: P 20,000, 6 blocks, 30 bins, V 65) ----
  * counts 936 MB + n_matches 29 MB + prompt vectors 184 MB + match lists (a
