@@ -273,6 +273,23 @@ def test_api():
                 print(f"{label}: {len(text)} positions equal to explain -o of each window (mean H "
                       f"{api['mean_hellinger']}, {api['n_empty']} empty)")
             check(n_eq == len(texts), "not every text equal")
+            # "positions": "last": one window, equal to the same position of the full answer
+            for label in ("in-corpus window", "in-corpus, short", "passage"):
+                text, full = texts[label], answers.get(label)
+                st, _, body = srv.explain({"text": text, "top": 4, "positions": "last"})
+                if not check(st == 200 and full, f"positions last, {label}: {st} {body[:300]!r}"):
+                    continue
+                one = json.loads(body)
+                check([p["position"] for p in full["positions"]] == list(range(len(text))), f"{label}: position fields")
+                check(one["first"] == len(text) - 1 and one["n"] == 1 and len(one["positions"]) == 1 and
+                      one["positions"][0] == full["positions"][-1],
+                      f"positions last, {label}: not the last position of the full answer")
+                check(one["mean_hellinger"] == full["positions"][-1]["hellinger"], f"positions last, {label}: mean H")
+                # negative control: another position of the full answer differs from it
+                check(one["positions"][0] != full["positions"][-2], f"positions last, {label}: negative control")
+            print("positions \"last\": equal to the last position of the full answer")
+            st, _, body = srv.explain({"text": "First", "positions": "first"})
+            check(st == 400 and "positions" in json.loads(body)["error"], f"positions \"first\": {st} {body!r}")
             # explicit thresholds/weights and the soft kernel
             text = texts["passage"]
             thr, w = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75], [1, 0.5, 2, 1, 0, 3]

@@ -18,8 +18,9 @@ static const char USAGE[] =
 
 static const char ABOUT[] =
     "Loads the model, corpus and index once and answers over HTTP: the page at /,\n"
-    "POST /api/explain {text, thresholds?, weights?, top?, soft?} (every position of\n"
-    "the text explained as `explain` explains its window), GET /api/locate?substring=ID\n"
+    "POST /api/explain {text, thresholds?, weights?, top?, soft?, positions?} (every\n"
+    "position of the text, or with positions \"last\" the last one only, explained as\n"
+    "`explain` explains its window), GET /api/locate?substring=ID\n"
     "&context=N&max=M (where a corpus string occurs in the corpus text), /api/info,\n"
     "/api/health (503 while loading, 200 when ready) and /metrics (Prometheus).\n"
     "Routes and JSON fields: docs/serve.md.\n";

@@ -14,6 +14,7 @@
 #define HAVE_DIRECT 1
 #endif
 #include <errno.h>
+#include <stdio.h>
 #include <math.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -232,6 +233,28 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
     }
 }
 
+/* A (prompt, row) pair that the sketch proves to be a match of the hard
+ * kernel, away from the threshold by more than CL_EXPLAIN_NEAR, and below
+ * the prompt's K-th best similarity known so far (kth: a lower bound of the
+ * final K-th best; INFINITY with no top list), so outside the final top list
+ * (ties included): visit would only count it, whatever its exact similarity.
+ * ub is the float32 upper bound c.cq + re rq (sketch.h); the lower bound is
+ * c.cq - re rq = ub - 2 re rq, and the exact similarity v lies within slack
+ * of [lower, upper] (the same errors the upper bound's slack covers, on
+ * either side); 1e-6 more for the double arithmetic here. */
+static inline int is_sure(float ub, float re, float rq, double slack, double thr, double kth) {
+    double hi = (double)ub + slack + 1e-6, lo = (double)ub - 2.0 * (double)re * (double)rq - slack - 1e-6;
+    return lo > thr + CL_EXPLAIN_NEAR && hi < kth;
+}
+
+/* visit's effect for a sure pair (is_sure): a match, not near, not in the top list, no soft kernel */
+static inline void count_sure(const visit_ctx *x, size_t pb, int64_t sub) {
+    const cl_corpus *cp = x->cp;
+    int64_t *cnt = x->r->counts + pb * x->V;
+    x->r->n_matches[pb]++;
+    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+}
+
 #if HAVE_DIRECT
 /* ub[i * ld + s] = coords[s] . cq[i] + resid[s] rq[i] for s < rows, i < P (k % 8 == 0) */
 __attribute__((target("avx,fma"))) static void bound_avx(const float *co, const float *re, size_t rows, int k,
@@ -265,6 +288,44 @@ static void bound(const float *co, const float *re, size_t rows, int k, const fl
         }
 }
 
+/* The same bounds from coordinates held in memory as float16 (sketch.h,
+ * cl_sketch_hold): rows in groups of 8, widened once into L1 and bounded for
+ * every prompt (k % 8 == 0). Any summation order is within the slack. */
+__attribute__((target("avx2,f16c,fma"))) static void bound_h16(const uint16_t *co, const float *re, size_t rows,
+                                                               int k, const float *cq, const float *rq, size_t P,
+                                                               float *ub, size_t ld) {
+    float w[8 * 256];
+    size_t s = 0;
+    for (; s + 8 <= rows; s += 8) {
+        for (size_t j = 0; j < 8 * (size_t)k; j += 8)
+            _mm256_storeu_ps(w + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(co + s * (size_t)k + j))));
+        const __m256 r8 = _mm256_loadu_ps(re + s);
+        for (size_t i = 0; i < P; i++) {
+            const float *q = cq + i * (size_t)k;
+            __m256 a[8];
+            for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+            for (int j = 0; j < k; j += 8) {
+                const __m256 qj = _mm256_loadu_ps(q + j);
+                for (int r = 0; r < 8; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(w + r * k + j), qj, a[r]);
+            }
+            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+            t0 = _mm256_hadd_ps(t0, t1), t2 = _mm256_hadd_ps(t2, t3);
+            __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
+            _mm256_storeu_ps(ub + i * ld + s, _mm256_fmadd_ps(r8, _mm256_set1_ps(rq[i]), sum));
+        }
+    }
+    for (; s < rows; s++) {
+        for (int j = 0; j < k; j += 8)
+            _mm256_storeu_ps(w + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(co + s * (size_t)k + j))));
+        for (size_t i = 0; i < P; i++) {
+            float d = 0;
+            for (int j = 0; j < k; j++) d += w[j] * cq[i * (size_t)k + j];
+            ub[i * ld + s] = d + re[s] * rq[i];
+        }
+    }
+}
+
 /* n bytes at off of fd (the index file): 0, or -1 (message) */
 static int pread_index_row(int fd, void *buf, size_t n, unsigned long long off) {
     if (cl_pread_exact(fd, buf, n, off))
@@ -291,21 +352,25 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
     float *co = cl_trymalloc(SK_ROWS * (size_t)k, sizeof(float), "sketch rows");
     float *re = cl_trymalloc(SK_ROWS, sizeof(float), "sketch rows");
     float cq[DIRECT_MAX * 256], rq[DIRECT_MAX], sim[DIRECT_MAX * SK_DOT], bsim[256];
-    double floor_[DIRECT_MAX];
+    double floor_[DIRECT_MAX], kthv[DIRECT_MAX];
     int rc = -1;
     /* rows to multiply: SK_DOT (step 3) or up to 256 (step 2) */
     _Static_assert(SK_DOT <= 256, "rows16 holds SK_DOT rows");
     uint16_t *rows16 = cl_trymalloc(256 * C, 2, "sketch rows (float16)");
     /* surviving rows by pread: on the development VM a page fault per row of
        the 4 GB mapping cost 2.6x the CPU time of a pread (README, Performance) */
-    int use_pread = sk->fd >= 0;
+    int use_pread = sk->fd >= 0 && !ix->held;
     if (!ub || !co || !re || !rows16) goto done;
     for (size_t i = 0; i < P; i++) cl_sketch_query(sk, b, pv + i * C, cq + i * k, &rq[i]);
-    for (size_t s0 = 0; s0 < n; s0 += SK_ROWS) {
-        size_t m = n - s0 < SK_ROWS ? n - s0 : SK_ROWS;
-        if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
-        bound(co, re, m, k, cq, rq, P, ub + s0, n);
-    }
+    if (sk->held_coords && k % 8 == 0) {
+        const size_t i0 = (size_t)b * sk->N + row0;
+        bound_h16(sk->held_coords + i0 * (size_t)k, sk->held_resid + i0, n, k, cq, rq, P, ub, n);
+    } else
+        for (size_t s0 = 0; s0 < n; s0 += SK_ROWS) {
+            size_t m = n - s0 < SK_ROWS ? n - s0 : SK_ROWS;
+            if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
+            bound(co, re, m, k, cq, rq, P, ub + s0, n);
+        }
 #define ROW(s) (cl_index_chunk_f16(ix, b, (s) / cr) + ((s) % cr) * C)
     for (size_t i = 0; i < P; i++) {
         double g = gate;
@@ -316,6 +381,10 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
             int nb = 0, KK = K < 256 ? K : 256;
             const float *u = ub + i * n;
             for (size_t s = 0; s < n; s++) {
+                if (nb == KK && s % 16 == 0 && s + 16 <= n && !scan_any_above16(u + s, bv[KK - 1])) {
+                    s += 15;
+                    continue;
+                }
                 if (nb == KK && !(u[s] > bv[KK - 1])) continue;
                 int j = nb < KK ? nb++ : KK - 1;
                 while (j > 0 && u[s] > bv[j - 1]) bv[j] = bv[j - 1], bs[j] = bs[j - 1], j--;
@@ -328,35 +397,87 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
                 for (int j = 0; j < nb; j++)
                     if (bsim[j] < kth) kth = bsim[j];
                 if (kth < g) g = kth;
-            } else g = -INFINITY; /* fewer rows than K (or K > 256): no floor from the top list */
-        }
+                kthv[i] = kth;
+            } else g = kthv[i] = -INFINITY; /* fewer rows than K (or K > 256): no floor from the top list */
+        } else kthv[i] = INFINITY;
         floor_[i] = g - sk->slack;
     }
+    /* held residuals: the rows that are certainly matches and certainly out of
+       the top list are counted without their exact similarity (count_sure) */
+    const float *hre = sk->held_resid && !x->soft ? sk->held_resid + (size_t)b * sk->N + row0 : NULL;
+    int sure[DIRECT_MAX];
     int64_t cnt = 0;
-    size_t nq = 0, qrow[SK_DOT]; /* surviving rows, multiplied SK_DOT at a time, visited in row order */
-    for (size_t s = 0; s <= n; s++) {
-        if (s < n) {
-            int any = 0;
-            for (size_t i = 0; i < P; i++) any |= ub[i * n + s] >= floor_[i];
-            if (!any) continue;
-            cnt++;
-            size_t row = row0 + s;
+    float below[DIRECT_MAX]; /* below[i] < floor_[i]: a bound not above it cannot reach the floor */
+    for (size_t i = 0; i < P; i++) {
+        float f = (float)floor_[i];
+        if ((double)f >= floor_[i]) f = nextafterf(f, -INFINITY);
+        below[i] = f;
+    }
+    /* 3a. the rows to multiply, in row order (the sure pairs counted on the way) */
+    size_t ns = 0, cap = 0, *surv = NULL;
+    for (size_t s = 0; s < n; s++) {
+        if (s % 16 == 0 && s + 16 <= n) { /* 16 rows at a time below every floor */
+            int any16 = 0;
+            for (size_t i = 0; i < P && !any16; i++) any16 = scan_any_above16(ub + i * n + s, below[i]);
+            if (!any16) {
+                s += 15;
+                continue;
+            }
+        }
+        int any = 0, all_sure = hre != NULL;
+        for (size_t i = 0; i < P; i++) {
+            int reach = ub[i * n + s] >= floor_[i];
+            sure[i] = reach && hre && is_sure(ub[i * n + s], hre[s], rq[i], sk->slack, thr, kthv[i]);
+            any |= reach;
+            all_sure &= !reach || sure[i];
+        }
+        if (!any) continue;
+        if (all_sure) {
+            for (size_t i = 0; i < P; i++)
+                if (sure[i]) count_sure(x, i * Lh + (size_t)b, ix->substring[row0 + s]);
+            continue;
+        }
+        if (ns == cap) {
+            size_t nc = cap ? 2 * cap : 4096;
+            size_t *t = realloc(surv, nc * sizeof *t);
+            if (!t) {
+                free(surv);
+                cl_error("out of memory for the sketch's surviving rows (%zu)", nc);
+                goto done;
+            }
+            surv = t, cap = nc;
+        }
+        surv[ns++] = s;
+    }
+    /* 3b. their exact similarities, SK_DOT rows at a time; from the mapping,
+       each row prefetched PF rows ahead (its cache lines come from memory) */
+    enum { PF = 8 };
+    for (size_t j0 = 0; j0 < ns; j0 += SK_DOT) {
+        size_t nq = ns - j0 < SK_DOT ? ns - j0 : SK_DOT;
+        for (size_t q = 0; q < nq; q++) {
+            size_t row = row0 + surv[j0 + q];
             const uint16_t *h = ROW(row);
             if (use_pread) {
-                if (pread_index_row(sk->fd, rows16 + nq * C, C * 2,
-                                    (unsigned long long)((const unsigned char *)h - ix->map)))
+                if (pread_index_row(sk->fd, rows16 + q * C, C * 2,
+                                    (unsigned long long)((const unsigned char *)h - ix->map))) {
+                    free(surv);
                     goto done;
-            } else memcpy(rows16 + nq * C, h, C * 2);
-            qrow[nq++] = row;
-            if (nq < SK_DOT) continue;
+                }
+                continue;
+            }
+            if (j0 + q + PF < ns) {
+                const char *pf = (const char *)ROW(row0 + surv[j0 + q + PF]);
+                for (size_t o = 0; o < C * 2; o += 64) __builtin_prefetch(pf + o);
+            }
+            memcpy(rows16 + q * C, h, C * 2);
         }
-        if (!nq) continue;
         dot_f16(rows16, nq, C, pv, P, sim, SK_DOT);
         for (size_t q = 0; q < nq; q++)
             for (size_t i = 0; i < P; i++)
-                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[qrow[q]]);
-        nq = 0;
+                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[row0 + surv[j0 + q]]);
     }
+    cnt = (int64_t)ns;
+    free(surv);
 #undef ROW
     *checked = cnt;
     rc = 0;
@@ -447,7 +568,7 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
     for (size_t j = 0; j < w->np; j++) w->ord[w->cnt[w->ps[j]]++] = w->pq[j];
     for (size_t s = m; s > 0; s--) w->cnt[s] = w->cnt[s - 1]; /* back to starts */
     w->cnt[0] = 0;
-    int use_pread = sk->fd >= 0;
+    int use_pread = sk->fd >= 0 && !ix->held;
     size_t span0 = 0, span1 = 0; /* rows [span0, span1) of the piece held in w->span */
 #define ROWP(row) (cl_index_chunk_f16(ix, b, (row) / cr) + ((row) % cr) * C)
     for (size_t s = 0; s < m; s++) {
@@ -505,6 +626,9 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
     w.cnt = cl_trymalloc(mmax + 1, sizeof *w.cnt, "sketch pairs");
     w.span = cl_trymalloc(ix->chunk_rows * C, sizeof(uint16_t), "index rows");
     int rc = -1;
+    /* the sure pairs' shortcut with a held sketch (a warm server); without
+       it every pair is multiplied, the reference its results equal */
+    const int sure_ok = sk->held_coords && !x->soft;
     if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span) goto done;
     for (size_t q0 = 0; q0 < P; q0 += QT) {
         size_t nq = P - q0 < QT ? P - q0 : QT;
@@ -558,11 +682,18 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
             }
             for (size_t i = 0; i < nq; i++) {
                 const float *u = ub + i * m, below = nextafterf(ff[i], -INFINITY);
+                const size_t pb = (q0 + i) * Lh + (size_t)b;
+                /* held sketch: pairs that are surely matches outside the top list are counted (is_sure) */
+                const double kth = K == 0 ? INFINITY : x->lfill[pb] < K ? -INFINITY : x->lsim[pb * K + K - 1];
                 for (size_t s16 = 0; s16 < m; s16 += 16) {
                     if (s16 + 16 <= m && !scan_any_above16(u + s16, below)) continue;
                     size_t e16 = s16 + 16 < m ? s16 + 16 : m;
-                    for (size_t s = s16; s < e16; s++)
-                        if (u[s] >= ff[i] && add_pair(&w, s, i)) goto done;
+                    for (size_t s = s16; s < e16; s++) {
+                        if (!(u[s] >= ff[i])) continue;
+                        if (sure_ok && is_sure(u[s], re[s], rq[i], sk->slack, thr, kth))
+                            count_sure(x, pb, ix->substring[row0 + s0 + s]);
+                        else if (add_pair(&w, s, i)) goto done;
+                    }
                 }
             }
             if (batch_exact(ix, x, b, pv, q0, row0 + s0, m, &w, thr, gate, invT)) goto done;

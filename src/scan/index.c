@@ -1068,6 +1068,27 @@ int cl_index_check_order(const cl_index *ix, const char *corpus_path, int *cache
     return 0;
 }
 
+int cl_index_hold(cl_index *ix) {
+    if (!ix->map) return 0;
+    if (ix->sketch && cl_sketch_hold(ix->sketch)) {
+        cl_error_prefix("%s: ", ix->path);
+        return -1;
+    }
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+    /* every page read in now, not at a query's first touch; a kernel without
+       MADV_POPULATE_READ: one read per page */
+    if (madvise((void *)ix->map, ix->map_size, MADV_POPULATE_READ)) {
+        const long pg = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+        volatile unsigned char sink = 0;
+        for (size_t o = 0; o < ix->map_size; o += (size_t)pg) sink ^= ix->map[o];
+        (void)sink;
+    }
+    ix->held = 1;
+    return 0;
+}
+
 const uint16_t *cl_index_chunk_f16(const cl_index *ix, int b, size_t c) {
     if (!ix->map || b < 0 || b >= ix->Lh || c >= ix->n_chunks) return NULL;
     return (const uint16_t *)(ix->map + ix->chunk_off[(size_t)b * ix->n_chunks + c]);

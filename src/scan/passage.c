@@ -29,7 +29,7 @@ static int baselines(cl_passage_result *r, const cl_index *ix, const cl_corpus *
     double sum = 0;
     size_t used = 0;
     for (size_t i = 0; !rc && i < n; i++) {
-        size_t len = i + 1 - r->win_start[i];
+        size_t len = r->first + i + 1 - r->win_start[i];
         int64_t sub = len == (size_t)cp->L ? cl_explain_find(ix, cp, r->tokens + r->win_start[i]) : -1;
         if (sub == -2) {
             rc = -1;
@@ -56,6 +56,12 @@ static int baselines(cl_passage_result *r, const cl_index *ix, const cl_corpus *
 cl_passage_result *cl_passage_explain(const cl_index *ix, const cl_model *m, const cl_corpus *cp,
                                       const int32_t *tokens, size_t n, const cl_explain_params *par,
                                       MPI_Comm comm) {
+    return cl_passage_explain_from(ix, m, cp, tokens, n, 0, par, comm);
+}
+
+cl_passage_result *cl_passage_explain_from(const cl_index *ix, const cl_model *m, const cl_corpus *cp,
+                                           const int32_t *text, size_t n_text, size_t first,
+                                           const cl_explain_params *par, MPI_Comm comm) {
     int rank = 0, up = 0, down = 0;
     MPI_Initialized(&up); /* without MPI_Init (a single-process command): rank 0 of 1 */
     if (up) MPI_Finalized(&down);
@@ -65,32 +71,37 @@ cl_passage_result *cl_passage_explain(const cl_index *ix, const cl_model *m, con
     const int L = ix->L;
     int32_t *wt = NULL;
     size_t *off = NULL;
-    if (!err && n == 0) err = 1, cl_error("the passage is empty");
+    if (!err && n_text == 0) err = 1, cl_error("the passage is empty");
+    else if (!err && first >= n_text)
+        err = 1, cl_error("position %zu: the passage has %zu positions (0..%zu)", first, n_text, n_text - 1);
+    /* positions first .. n_text - 1: n entries */
+    const size_t n = err ? 0 : n_text - first;
     if (!err) {
-        r->n = n, r->L = L;
-        r->tokens = cl_trymalloc(n, sizeof *r->tokens, "passage");
+        r->n = n, r->L = L, r->first = first, r->n_text = n_text;
+        r->tokens = cl_trymalloc(n_text, sizeof *r->tokens, "passage");
         r->win_start = cl_trymalloc(n, sizeof *r->win_start, "passage");
         r->next = cl_trymalloc(n, sizeof *r->next, "passage");
         off = cl_trymalloc(n + 1, sizeof *off, "passage windows");
         size_t tot = 0;
-        for (size_t i = 0; i < n; i++) tot += i + 1 < (size_t)L ? i + 1 : (size_t)L;
+        for (size_t i = first; i < n_text; i++) tot += i + 1 < (size_t)L ? i + 1 : (size_t)L;
         wt = cl_trymalloc(tot, sizeof *wt, "passage windows");
         if (!r->tokens || !r->win_start || !r->next || !off || !wt) err = 1;
     }
-    for (size_t i = 0; !err && i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
-            err = cl_error("position %zu: token id %d outside the vocabulary [0, %d)", i, (int)tokens[i],
+    for (size_t i = 0; !err && i < n_text; i++)
+        if (text[i] < 0 || text[i] >= m->cfg.vocab_size)
+            err = cl_error("position %zu: token id %d outside the vocabulary [0, %d)", i, (int)text[i],
                            (int)m->cfg.vocab_size);
     if (!err) {
-        memcpy(r->tokens, tokens, n * sizeof *tokens);
+        memcpy(r->tokens, text, n_text * sizeof *text);
         size_t o = 0;
         for (size_t i = 0; i < n; i++) {
-            size_t s = i + 1 > (size_t)L ? i + 1 - (size_t)L : 0;
+            const size_t t = first + i; /* the position in the text */
+            size_t s = t + 1 > (size_t)L ? t + 1 - (size_t)L : 0;
             r->win_start[i] = s;
-            r->next[i] = i + 1 < n ? tokens[i + 1] : -1;
+            r->next[i] = t + 1 < n_text ? text[t + 1] : -1;
             off[i] = o;
-            memcpy(wt + o, tokens + s, (i + 1 - s) * sizeof *wt);
-            o += i + 1 - s;
+            memcpy(wt + o, text + s, (t + 1 - s) * sizeof *wt);
+            o += t + 1 - s;
         }
         off[n] = o;
     }

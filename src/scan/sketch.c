@@ -97,6 +97,8 @@ void cl_sketch_free(cl_sketch *s) {
     if (s->fd >= 0) close(s->fd);
     free(s->proj);
     free(s->owned);
+    free(s->held_coords);
+    free(s->held_resid);
     free(s);
 }
 
@@ -242,6 +244,7 @@ int cl_sketch_open(hid_t file, int Lh_, size_t N_, int C_, const char *path, siz
         }
         sum_job j = {file, s, Lh, N, K, C};
         if (cl_sha256_cached(path, "index-sketch-v1", sketch_digest, &j, got, NULL)) goto fail;
+        memcpy(s->sha256, want, 65);
         if (strcmp(got, want)) {
             cl_error("/sketch does not match its checksum (sha256 %.16s..., the data %.16s...): the sketch is corrupt; "
                      "rewrite it with `corpuslens index --add-sketch %s`",
@@ -256,9 +259,47 @@ fail:
     return -1;
 }
 
+int cl_sketch_hold(cl_sketch *s) {
+    if (s->owned || s->held_coords) return 0;
+    const size_t nc = (size_t)s->Lh * s->N * (size_t)s->k, nr = (size_t)s->Lh * s->N;
+    uint16_t *co = cl_trymalloc(nc, sizeof *co, "sketch coordinates (held)");
+    float *re = cl_trymalloc(nr, sizeof *re, "sketch residuals (held)");
+    cl_sha256 *h = co && re ? cl_sha256_begin() : NULL;
+    int rc = h ? 0 : -1;
+    if (!rc) cl_sha256_update(h, s->proj, (size_t)s->Lh * (size_t)s->k * (size_t)s->C * sizeof(double));
+    /* in pieces, each hashed as read: the bytes kept are the bytes checked */
+    const size_t piece = (size_t)1 << 24;
+    unsigned char *dst[2] = {(unsigned char *)co, (unsigned char *)re};
+    const unsigned long long off[2] = {s->coords_off, s->resid_off};
+    const size_t len[2] = {nc * 2, nr * 4};
+    for (int d = 0; !rc && d < 2; d++)
+        for (size_t o = 0; !rc && o < len[d]; o += piece) {
+            size_t n = len[d] - o < piece ? len[d] - o : piece;
+            if (cl_pread_exact(s->fd, dst[d] + o, n, off[d] + o))
+                rc = cl_error("cannot read the sketch: %s", cl_pread_reason());
+            else cl_sha256_update(h, dst[d] + o, n);
+        }
+    char got[65] = "";
+    if (h) cl_sha256_end(h, got);
+    if (!rc && strcmp(got, s->sha256))
+        rc = cl_error("/sketch changed since it was checked (sha256 %.16s..., now %.16s...): reopen the index", s->sha256,
+                      got);
+    if (rc) {
+        free(co), free(re);
+        return -1;
+    }
+    s->held_coords = co, s->held_resid = re;
+    return 0;
+}
+
 int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, float *re) {
     const size_t N = s->N, k = (size_t)s->k, i0 = (size_t)b * N + r0;
     if (b < 0 || b >= s->Lh || r0 + n > N) return cl_error("sketch rows %zu..%zu of block %d out of range", r0, r0 + n, b);
+    if (s->held_coords) {
+        cl_f16_to_f32_n(s->held_coords + i0 * k, co, n * k);
+        memcpy(re, s->held_resid + i0, n * sizeof(float));
+        return 0;
+    }
     if (s->owned) {
         memcpy(co, s->owned + i0 * k, n * k * sizeof(float));
         memcpy(re, s->owned + (size_t)s->Lh * N * k + i0, n * sizeof(float));

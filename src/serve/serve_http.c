@@ -439,7 +439,7 @@ static int load(server *s) {
     st->m = cl_model_map(o->model_path);
     if (!st->m) return cl_error_prefix("%s: ", o->model_path), -1;
     if (st->m->bpe) return cl_error("%s: serve needs a character-level model (this one uses BPE)", o->model_path);
-    st->cp = cl_corpus_open(o->corpus_path);
+    st->cp = cl_corpus_load(o->corpus_path); /* whole and checked: rows are read per request (top strings, the n-gram) */
     if (!st->cp) return cl_error_prefix("%s: ", o->corpus_path), -1;
     st->ix = cl_index_open(o->index_path);
     if (!st->ix) return -1;
@@ -449,6 +449,8 @@ static int load(server *s) {
         cl_sha256_file_cached(o->corpus_path, csha, &hit) ||
         cl_index_check(st->ix, msha, csha, o->model_path, o->corpus_path))
         return -1;
+    /* warm for every request: the mapping read in, the sketch held in memory */
+    if (cl_index_hold(st->ix)) return -1;
     const int V = st->m->cfg.vocab_size;
     if (st->cp->V != V || st->ix->V != V) return cl_error("the corpus, index and model have different vocabularies");
     for (int v = 0; v < V; v++)

@@ -40,6 +40,7 @@ typedef struct {
     cl_explain_params par;
     int32_t *tokens; /* [n] malloc'ed */
     size_t n;
+    int last_only;   /* "positions": "last": only position n - 1 (one window) */
 } sv_explain_req;
 
 /* Parse and check a POST /api/explain body. 0, or the HTTP status (400) with

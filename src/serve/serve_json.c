@@ -109,8 +109,15 @@ int sv_parse_explain(const sv_state *s, const char *body, size_t len, sv_explain
                 goto out;
             }
             rq->par.soft = json_is_true(val);
+        } else if (!strcmp(key, "positions")) {
+            const char *v = json_is_string(val) ? json_string_value(val) : "";
+            if (strcmp(v, "all") && strcmp(v, "last")) {
+                rc = fail(err, "positions: \"all\" (every position, the default) or \"last\" (the last one only)", -1);
+                goto out;
+            }
+            rq->last_only = !strcmp(v, "last");
         } else {
-            snprintf(msg, sizeof msg, "unknown field '%.100s' (text, thresholds, weights, top, soft)", key);
+            snprintf(msg, sizeof msg, "unknown field '%.100s' (text, thresholds, weights, top, soft, positions)", key);
             rc = fail(err, msg, -1);
             goto out;
         }
@@ -157,7 +164,7 @@ int sv_parse_explain(const sv_state *s, const char *body, size_t len, sv_explain
         rc = fail(err, msg, (long long)s->o->max_chars);
         goto out;
     }
-    if ((double)nch * (double)Lh * (double)rq->par.top_k > SV_MAX_SIMILAR) {
+    if ((double)(rq->last_only ? 1 : nch) * (double)Lh * (double)rq->par.top_k > SV_MAX_SIMILAR) {
         snprintf(msg, sizeof msg, "%zu positions x %d blocks x top %d similar strings is more than %d in one answer: "
                  "ask for fewer (top) or a shorter text", nch, Lh, rq->par.top_k, SV_MAX_SIMILAR);
         rc = fail(err, msg, -1);
@@ -260,7 +267,8 @@ static json_t *followers(const sv_state *s, int64_t sub, int64_t *total) {
 }
 
 char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) {
-    cl_passage_result *r = cl_passage_explain(s->ix, s->m, s->cp, rq->tokens, rq->n, &rq->par, MPI_COMM_WORLD);
+    cl_passage_result *r = cl_passage_explain_from(s->ix, s->m, s->cp, rq->tokens, rq->n, rq->last_only ? rq->n - 1 : 0,
+                                                   &rq->par, MPI_COMM_WORLD);
     if (!r) {
         *status = 500;
         return sv_error_json(cl_last_error(), -1);
@@ -271,7 +279,8 @@ char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) 
     int bad = 0;
     for (size_t i = 0; i < r->n && !bad; i++) {
         json_t *p = json_object();
-        json_object_set_new(p, "char", chr(s, r->tokens[i]));
+        json_object_set_new(p, "position", json_integer((json_int_t)(r->first + i)));
+        json_object_set_new(p, "char", chr(s, r->tokens[r->first + i]));
         json_object_set_new(p, "next", r->next[i] >= 0 ? chr(s, r->next[i]) : json_null());
         json_object_set_new(p, "window_start", json_integer((json_int_t)r->win_start[i]));
         json_object_set_new(p, "hellinger", num_or_null(ex->hellinger[i]));
@@ -328,6 +337,7 @@ char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) 
     }
     json_object_set_new(root, "mean_hellinger", num_or_null(r->mean_h));
     json_object_set_new(root, "n", json_integer((json_int_t)r->n));
+    json_object_set_new(root, "first", json_integer((json_int_t)r->first));
     json_object_set_new(root, "n_empty", json_integer((json_int_t)r->n_empty));
     json_object_set_new(root, "L", json_integer(r->L));
     json_object_set_new(root, "sketch", json_boolean(ex->sketch));

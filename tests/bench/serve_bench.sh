@@ -3,23 +3,24 @@
 # started on --port 0 with an existing model, corpus and index, warm (one
 # request first), measured over HTTP on loopback:
 #   1. latency of one window: POST /api/explain of N texts of L characters
-#      drawn from the corpus text (seeded), p50 / p99 / mean. A text of L
-#      characters explains every one of its L positions (windows of 1..L
-#      characters), so this is L windows per request; the same with a text of
-#      one character (one window of one character) beside it;
+#      drawn from the corpus text (seeded) with "positions": "last", so the
+#      answer is the explanation of ONE position, made from its full window of
+#      L characters (docs/serve.md): p50 / p99 / mean of the wall time and of
+#      the server's CPU time per request. Beside it, the same texts with every
+#      position explained (L windows of 1..L characters per request);
 #   2. a passage of 200 characters (from the held-out end of the text when it
 #      has one, else the corpus text), 3 requests: min and median seconds,
 #      mean H;
-#   3. 2 concurrent clients for DURATION seconds, each sending windows of L
-#      characters back to back: requests, throughput, errors (any non-200);
+#   3. 2 concurrent clients for DURATION seconds, each sending one-window
+#      requests (as in 1) back to back: requests, throughput, errors (any non-200);
 #   4. the server's RSS (VmRSS and the peak VmHWM from /proc).
 # Beside each wall time, the server's CPU time per request (/proc/PID/stat):
 # on a shared, busy machine the wall times grow with the load, the CPU times
 # much less; the load average is printed.
 # usage: serve_bench.sh INDEX.h5 CORPUS.h5 MODEL.h5 [TEXT.txt]
 # environment: CORPUSLENS (default build/corpuslens), N (200), DURATION (60),
-#   THREADS (4), PYTHON (/usr/bin/python3), N1 (requests of one character,
-#   default N; 0 skips), PASSAGES (3)
+#   THREADS (4), PYTHON (/usr/bin/python3), N1 (requests explaining every
+#   position of L characters, default N; 0 skips), PASSAGES (3)
 set -eu
 [ $# -ge 3 ] || { sed -n 2,19p "$0"; exit 2; }
 INDEX=$1 CORPUS=$2 MODEL=$3 TEXT=${4:-}
@@ -41,10 +42,11 @@ import http.client, json, os, random, statistics, threading, time
 port, pid = int(os.environ["PORT"]), os.environ["PID"]
 N, DURATION = int(os.environ["N"]), float(os.environ["DURATION"])
 
-def post(text, conn=None):
+def post(text, conn=None, last=False):
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
-    c.request("POST", "/api/explain", json.dumps({"text": text}), {"Content-Type": "application/json"})
+    req = {"text": text, "positions": "last"} if last else {"text": text}
+    c.request("POST", "/api/explain", json.dumps(req), {"Content-Type": "application/json"})
     r = c.getresponse()
     body = r.read()
     dt = time.perf_counter() - t0
@@ -67,7 +69,7 @@ def cpu():
 t0 = time.time()
 while get("/api/health")[0] != 200:
     time.sleep(0.2)
-print(f"loaded in {time.time() - t0:.1f} s (/api/health 200)")
+print(f"loaded in {time.time() - t0:.1f} s (/api/health 200); load average {os.getloadavg()}")
 info = json.loads(get("/api/info")[1])
 L, vocab = info["index"]["L"], info["model"]["vocab"]
 print(f"index: {info['index']['n_rows']:,} rows x {info['index']['n_hook_blocks']} blocks, L = {L}, "
@@ -83,20 +85,23 @@ def window(n):
         return text[s:s + n]
     return "".join(rng.choice(vocab) for _ in range(n))
 post(window(L))  # warm
-def lat(n, label, N):
+def lat(n, label, N, last=False):
     if N <= 0:
         return
-    ts, bad, c0 = [], 0, cpu()
+    ts, cs, bad, c0 = [], [], 0, cpu()
     for _ in range(N):
-        st, dt, _ = post(window(n))
+        c1 = cpu()
+        st, dt, _ = post(window(n), last=last)
         bad += st != 200
         ts.append(dt)
-    ts.sort()
-    p50, p99 = ts[len(ts) // 2], ts[min(len(ts) - 1, int(0.99 * len(ts)))]
-    print(f"{label}: {N} requests, p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, mean "
-          f"{1e3 * statistics.mean(ts):.1f} ms, {bad} errors; server CPU {1e3 * (cpu() - c0) / N:.1f} ms per request")
-lat(1, "one window of 1 character (1 position)", int(os.environ["N1"]))
-lat(L, f"one window of L = {L} characters ({L} positions)", N)
+        cs.append(cpu() - c1)
+    ts.sort(), cs.sort()
+    q = lambda v, f: v[min(len(v) - 1, int(f * len(v)))]
+    print(f"{label}: {N} requests, wall p50 {1e3 * q(ts, .5):.1f} ms, p99 {1e3 * q(ts, .99):.1f} ms, mean "
+          f"{1e3 * statistics.mean(ts):.1f} ms, {bad} errors; server CPU per request p50 {1e3 * q(cs, .5):.0f} ms, "
+          f"p99 {1e3 * q(cs, .99):.0f} ms, mean {1e3 * (cpu() - c0) / N:.1f} ms (clock ticks of 10 ms)")
+lat(L, f"one window (one position, its window of L = {L} characters)", N, last=True)
+lat(L, f"every position of L = {L} characters ({L} windows of 1..{L})", int(os.environ["N1"]))
 passage = text[-200:] if text else window(200)
 c0 = cpu()
 NP = int(os.environ["PASSAGES"])
@@ -115,7 +120,7 @@ def client(k):
     while time.time() < stop:
         s = r.randrange(0, len(text) - L) if text else 0
         try:
-            st, _, _ = post(text[s:s + L] if text else window(L), c)
+            st, _, _ = post(text[s:s + L] if text else window(L), c, last=True)
         except Exception:
             st = -1
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -126,10 +131,10 @@ t0, c0 = time.time(), cpu()
 for t in th: t.start()
 for t in th: t.join()
 dt = time.time() - t0
-print(f"2 concurrent clients for {dt:.0f} s, windows of {L} characters: {sum(counts)} requests, "
+print(f"2 concurrent clients for {dt:.0f} s, one window of {L} characters each: {sum(counts)} requests, "
       f"{sum(counts) / dt:.2f} requests/s, {sum(errs)} errors; server CPU {1e3 * (cpu() - c0) / max(1, sum(counts)):.1f} "
       f"ms per request")
-print(f"machine load average (1, 5, 15 min): {os.getloadavg()}")
+print(f"machine load average (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} cores")
 st = open(f"/proc/{pid}/status").read()
 rss = {l.split(":")[0]: l.split(":")[1].strip() for l in st.splitlines() if l.startswith(("VmRSS", "VmHWM"))}
 print(f"server RSS {rss['VmRSS']} (peak {rss['VmHWM']}); the index is memory-mapped: its pages count once read")

@@ -177,6 +177,9 @@ typedef struct {
        float16 index is always mapped (explain reads the surviving rows in
        place); NULL otherwise */
     cl_sketch *sketch;
+    /* cl_index_hold: the mapping's pages read in (explain reads surviving
+       rows in place, not by pread) and the sketch held in memory */
+    int held;
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
@@ -184,6 +187,12 @@ cl_index *cl_index_open(const char *path);
  * for --add-sketch, which replaces it. */
 cl_index *cl_index_open_no_sketch(const char *path);
 void cl_index_close(cl_index *ix);
+/* Keep the index warm for many queries (serve): read the whole mapping in
+ * (its pages then count in the process's RSS; the page cache is the only
+ * copy) and hold the sketch in memory (cl_sketch_hold, checked against its
+ * SHA-256). Results do not change. Without a mapping: nothing to do. 0 or -1
+ * (message). */
+int cl_index_hold(cl_index *ix);
 /* Refuse an index made from another model (its fingerprint) or another
  * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */
 int cl_index_check(const cl_index *ix, const char *model_sha, const char *corpus_h5_sha, const char *model_path,

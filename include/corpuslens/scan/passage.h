@@ -26,11 +26,13 @@
 #include "corpuslens/scan/index.h"
 
 typedef struct {
-    size_t n;             /* positions */
+    size_t n;             /* positions explained: first .. first + n - 1 (entry i is position first + i) */
+    size_t first;         /* the first position explained (0 unless cl_passage_explain_from says otherwise) */
+    size_t n_text;        /* tokens of the passage (first + n) */
     int L;                /* the index's string length (the longest window) */
-    int32_t *tokens;      /* [n] the passage's token ids (a copy) */
-    size_t *win_start;    /* [n] first token of position i's window */
-    int32_t *next;        /* [n] the actual next token (tokens[i + 1]); -1 at the last position */
+    int32_t *tokens;      /* [n_text] the passage's token ids (a copy) */
+    size_t *win_start;    /* [n] first token of entry i's window */
+    int32_t *next;        /* [n] the actual next token (tokens[first + i + 1]); -1 at the last position */
     /* per-window explanation: P = n, prompt i = position i's window; the
        model's and lens probabilities, the approximation and its H (CL_H_EMPTY
        when no string passes a weighted threshold), counts, matches per block
@@ -53,6 +55,14 @@ typedef struct {
 cl_passage_result *cl_passage_explain(const cl_index *ix, const cl_model *m, const cl_corpus *cp,
                                       const int32_t *tokens, size_t n, const cl_explain_params *par,
                                       MPI_Comm comm);
+/* The same for positions first .. n_text - 1 of the passage text[0..n_text)
+ * only (first < n_text): entry i is position first + i, its window and
+ * explanation exactly those of cl_passage_explain's position first + i (the
+ * windows are independent), mean_h over these positions. One window is
+ * first = n_text - 1. */
+cl_passage_result *cl_passage_explain_from(const cl_index *ix, const cl_model *m, const cl_corpus *cp,
+                                           const int32_t *text, size_t n_text, size_t first,
+                                           const cl_explain_params *par, MPI_Comm comm);
 void cl_passage_free(cl_passage_result *r);
 
 #endif

@@ -62,6 +62,12 @@ struct cl_sketch {
     int fd;
     unsigned long long coords_off, resid_off;
     float *owned; /* [Lh, N, k] then [Lh, N], or NULL */
+    /* held in memory (cl_sketch_hold: a server that keeps the index warm):
+       coords [Lh, N, k] float16 as stored and resid [Lh, N], read once and
+       checked against the sketch's SHA-256; NULL otherwise */
+    uint16_t *held_coords;
+    float *held_resid;
+    char sha256[65]; /* the checksum verified at open */
     double slack;
 };
 
@@ -71,6 +77,12 @@ struct cl_sketch {
  * present but broken). Knows nothing of the index beyond those numbers. */
 int cl_sketch_open(hid_t file, int Lh, size_t N, int C, const char *path, size_t file_size, cl_sketch **out);
 void cl_sketch_free(cl_sketch *s);
+
+/* Read the coordinates and residuals once into memory (held_coords,
+ * held_resid), checking their bytes against the SHA-256 verified at open, so
+ * that a query reads no file for them. A sketch already in memory (owned):
+ * nothing to do. 0 or -1 (message; the sketch is unchanged). */
+int cl_sketch_hold(cl_sketch *s);
 
 /* Rows [r0, r0+n) of block b: co[n, k] (widened exactly), re[n]. 0 or -1 (message). */
 int cl_sketch_rows(const cl_sketch *s, int b, size_t r0, size_t n, float *co, float *re);
