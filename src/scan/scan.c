@@ -87,6 +87,8 @@ static int setup(scan_ctx *x) {
                         1.0 - o->prefilter);
     if (nb > 10000) return cl_error("--bin-width %g gives %ld bins (at most 10000)", o->bin_width, nb);
     x->NB = (int)nb;
+    if (o->next_layout < CL_SCAN_LAYOUT_AUTO || o->next_layout > CL_SCAN_LAYOUT_CSR)
+        return cl_error("scan: next_layout %d is not auto, dense or csr", o->next_layout);
     if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
     if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");
 
@@ -114,6 +116,7 @@ static int setup(scan_ctx *x) {
     x->cp = cl_corpus_load(o->corpus_path);
     if (!x->cp) return cl_error_prefix("%s: ", o->corpus_path);
     const cl_corpus *cp = x->cp;
+    x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR || (o->next_layout == CL_SCAN_LAYOUT_AUTO && cp->V > CL_SCAN_DENSE_MAX_V);
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);

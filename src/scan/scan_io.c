@@ -278,7 +278,12 @@ static int write_freq(scan_ctx *x, hid_t file) {
     } ts[2] = {{CL_SCAN_FREQ_COUNTS, x->counts, Lh * NB * V, sizeof(int32_t), MPI_INT32_T, H5T_NATIVE_INT32, 1},
                {CL_SCAN_FREQ_N_MATCHES, x->nmatch, Lh * NB, sizeof(int64_t), MPI_INT64_T, H5T_NATIVE_INT64, 0}};
     const size_t slice = FSLICE;
-    for (int k = 0; k < 2; k++) {
+    /* next_layout csr: the counts as CSR (scan_sparse.c), n_matches dense */
+    if (x->csr && scan_write_counts_csr(x, file, slice)) {
+        free(rcn);
+        return -1;
+    }
+    for (int k = x->csr ? 1 : 0; k < 2; k++) {
         size_t row = ts[k].row, ps = slice / row;
         if (ps < 1) ps = 1;
         /* this rank's share of a slice: at most ceil(ps / R) prompts */
@@ -548,7 +553,8 @@ static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64
                    cl_h5_attr_write_int(file, "n_hook_blocks", x->Lh) ||
                    cl_h5_attr_write_double(file, "prefilter", o->prefilter) ||
                    cl_h5_attr_write_double(file, "bin_width", o->bin_width) ||
-                   cl_h5_attr_write_int(file, "n_bins", x->NB) || cl_h5_attr_write_int(file, "L", cp->L) ||
+                   cl_h5_attr_write_int(file, "n_bins", x->NB) ||
+                   cl_h5_attr_write_str(file, "next_layout", x->csr ? "csr" : "dense") || cl_h5_attr_write_int(file, "L", cp->L) ||
                    cl_h5_attr_write_int(file, "n_layer", x->m->cfg.n_layer) ||
                    cl_h5_attr_write_int(file, "vocab_size", cp->V) ||
                    cl_h5_attr_write_int(file, "n_substrings", (long long)cp->n) ||
