@@ -120,7 +120,7 @@ cl_scan *cl_scan_open(const char *path) {
     size_t P = s->P;
     int Lb = s->Lb, V = s->V, NB = s->NB;
     int Vv;
-    if (cl_h5_read_vocab(f, "/vocab", &s->vocab, &Vv)) goto fail;
+    if (cl_scan_vocab_open(s, &Vv)) goto fail;
     if (Vv != V) {
         cl_error("/vocab has %d entries but vocab_size is %d", Vv, V);
         goto fail;

@@ -95,3 +95,20 @@ int cl_scan_read_counts(const cl_scan *s, size_t p0, size_t n, int32_t *counts) 
                             (int)counts[i], p0 + i / row, (long long)s->n_followers);
     return 0;
 }
+
+int cl_scan_vocab_open(cl_scan *s, int *V) {
+    char tt[32] = "char";
+    if (cl_h5_attr_exists(s->file, "token_type") && cl_h5_attr_read_str(s->file, "token_type", tt, sizeof tt))
+        return -1;
+    if (!strcmp(tt, "char")) return cl_h5_read_vocab(s->file, "/vocab", &s->vocab, V);
+    if (strcmp(tt, "gpt2-bpe")) return cl_error("token_type '%s' is not supported (expected 'char' or 'gpt2-bpe')", tt);
+    char lay[32] = "dense";
+    if (cl_h5_attr_exists(s->file, "next_layout") && cl_h5_attr_read_str(s->file, "next_layout", lay, sizeof lay))
+        return -1;
+    if (strcmp(lay, "csr")) return cl_error("a gpt2-bpe scan must have next_layout 'csr' (it has '%s')", lay);
+    s->bpe = 1;
+    if (!(s->vocab = cl_trymalloc((size_t)s->V, sizeof *s->vocab, "vocabulary"))) return -1;
+    for (int i = 0; i < s->V; i++) s->vocab[i] = 0xFFFD;
+    *V = s->V;
+    return 0;
+}

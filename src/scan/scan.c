@@ -94,10 +94,6 @@ static int setup(scan_ctx *x) {
 
     x->m = cl_model_load(o->model_path);
     if (!x->m) return cl_error_prefix("%s: ", o->model_path);
-    if (x->m->bpe)
-        return cl_error("%s uses GPT-2 BPE (V = %d): scan works on char-level models only for now (its dense "
-                        "[P, blocks, bins, V] counts would be about 1.4 TB at paper scale)",
-                        o->model_path, x->m->cfg.vocab_size);
     const cl_config *c = &x->m->cfg;
     cl_hook_point pt;
     int layer;
@@ -113,13 +109,18 @@ static int setup(scan_ctx *x) {
     x->Lh = x->hi - x->lo + 1;
     if (x->Lh > CL_SCAN_MAX_BLOCKS) return cl_error("too many blocks (%d)", x->Lh);
 
-    x->cp = cl_corpus_load(o->corpus_path);
+    /* a BPE model scans a BPE corpus of its own tokenizer (scan_sparse.c) */
+    x->cp = x->m->bpe ? cl_corpus_load_any(o->corpus_path) : cl_corpus_load(o->corpus_path);
     if (!x->cp) return cl_error_prefix("%s: ", o->corpus_path);
     const cl_corpus *cp = x->cp;
-    x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR || (o->next_layout == CL_SCAN_LAYOUT_AUTO && cp->V > CL_SCAN_DENSE_MAX_V);
+    x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR ||
+             (o->next_layout == CL_SCAN_LAYOUT_AUTO && (cp->bpe || cp->V > CL_SCAN_DENSE_MAX_V));
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);
+    if (x->m->bpe) {
+        if (scan_bpe_check(x)) return -1;
+    } else {
     /* Vocabulary: characters missing from the model, or another id order. */
     for (int i = 0; i < cp->V; i++) {
         int found = 0;
@@ -135,6 +136,7 @@ static int setup(scan_ctx *x) {
         return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
+    }
     if (cp->n_prompts < 1) return cl_error("%s has no prompts", o->corpus_path);
     if (cp->n_prompts > cp->n)
         return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);

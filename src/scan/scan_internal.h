@@ -174,5 +174,12 @@ int scan_write(scan_ctx *x, cl_scan_result *res);
  * prompt slices of `slice` elements, each reduced onto its owners as
  * /freq/counts is). 0 or -1 on every rank. */
 int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice);
+/* scan_sparse.c: a BPE model's corpus: a BPE corpus of the same tokenizer,
+ * the CSR layout, no --index-out (yet). 0 or -1 with the message. */
+int scan_bpe_check(scan_ctx *x);
+/* The longest decoded prompt of a BPE corpus in bytes (>= 1), and prompt
+ * substring i decoded into out (at most that many bytes, not terminated). */
+size_t scan_bpe_text_len(const cl_corpus *cp);
+void scan_bpe_text(const cl_corpus *cp, size_t i, char *out);
 
 #endif

@@ -20,6 +20,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/h5/h5par.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/par/par.h"
 #include "scan_internal.h"
@@ -119,3 +120,43 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     free(rcn), free(recv), free(ind), free(rr0), free(rnr), free(e0), free(en), free(b.tok), free(b.cnt);
     return err ? -1 : 0;
 }
+
+int scan_bpe_check(scan_ctx *x) {
+    const cl_scan_opts *o = x->o;
+    const cl_corpus *cp = x->cp;
+    if (!cp->bpe)
+        return cl_error("%s is a char corpus but %s uses GPT-2 BPE: run prepare again with --vocab-from %s",
+                        o->corpus_path, o->model_path, o->model_path);
+    if (cp->V != x->m->cfg.vocab_size || !cl_bpe_equal(cp->bpe, x->m->bpe))
+        return cl_error("%s was made for another model: its tokenizer differs from %s's; run prepare again with "
+                        "--vocab-from %s",
+                        o->corpus_path, o->model_path, o->model_path);
+    if (o->next_layout == CL_SCAN_LAYOUT_DENSE)
+        return cl_error("--next-layout dense: a BPE corpus is scanned with the csr layout only");
+    if (o->index_out) return cl_error("--index-out does not support a BPE corpus yet");
+    return 0;
+}
+
+static size_t bpe_text(const cl_corpus *cp, size_t i, char *out) {
+    const int32_t *t = cl_corpus_substring(cp, i);
+    size_t n = 0;
+    for (int k = 0; k < cp->L; k++) {
+        size_t len = 0;
+        const unsigned char *b = cl_bpe_token_bytes(cp->bpe, t[k], &len);
+        if (!b) len = 0;
+        if (out && len) memcpy(out + n, b, len);
+        n += len;
+    }
+    return n;
+}
+
+size_t scan_bpe_text_len(const cl_corpus *cp) {
+    size_t m = 1;
+    for (size_t i = 0; i < cp->n_prompts; i++) {
+        size_t n = bpe_text(cp, (size_t)cp->prompt_index[i], NULL);
+        if (n > m) m = n;
+    }
+    return m;
+}
+
+void scan_bpe_text(const cl_corpus *cp, size_t i, char *out) { bpe_text(cp, i, out); }
