@@ -118,11 +118,9 @@ static int setup(scan_ctx *x) {
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);
-    if (x->m->bpe) {
-        if (scan_bpe_check(x)) return -1;
-    } else {
-    /* Vocabulary: characters missing from the model, or another id order. */
-    for (int i = 0; i < cp->V; i++) {
+    if (x->m->bpe && scan_bpe_check(x)) return -1;
+    /* Vocabulary (char models): characters missing from the model, or another id order. */
+    for (int i = 0; !x->m->bpe && i < cp->V; i++) {
         int found = 0;
         for (int j = 0; j < c->vocab_size && !found; j++) found = cp->vocab[i] == x->m->vocab[j];
         if (!found) {
@@ -132,11 +130,10 @@ static int setup(scan_ctx *x) {
                             o->corpus_path, e, (unsigned)cp->vocab[i]);
         }
     }
-    if (cp->V != c->vocab_size || memcmp(cp->vocab, x->m->vocab, (size_t)cp->V * sizeof *cp->vocab))
+    if (!x->m->bpe && (cp->V != c->vocab_size || memcmp(cp->vocab, x->m->vocab, (size_t)cp->V * sizeof *cp->vocab)))
         return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
-    }
     if (cp->n_prompts < 1) return cl_error("%s has no prompts", o->corpus_path);
     if (cp->n_prompts > cp->n)
         return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);
