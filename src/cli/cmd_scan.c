@@ -20,7 +20,8 @@ static const char USAGE[] =
     "mpirun -n R corpuslens scan --model MODEL.h5 --corpus CORPUS.h5 -o SCAN.h5\n"
     "                 [--hook mlp_out] [--prefilter 0.7] [--bin-width 0.01]\n"
     "                 [--match-thresholds a,b,...] [--match-cap 1000] [--batch 2048]\n"
-    "                 [--checkpoint-every 60] [--index-out INDEX.h5 [--index-dtype f16|f32]]";
+    "                 [--checkpoint-every 60] [--index-out INDEX.h5 [--index-dtype f16|f32]]\n"
+    "                 [--next-layout auto|dense|csr]";
 
 static const char ABOUT[] =
     "Compares the hooked activation (last position) of every prompt with that of\n"
@@ -47,7 +48,7 @@ int cmd_scan(int argc, char **argv) {
     cl_scan_opts o;
     cl_scan_opts_default(&o);
     long match_cap = o.match_cap, batch = o.shard_size;
-    const char *index_dtype = "f16";
+    const char *index_dtype = "f16", *next_layout = "auto";
     double ck_every = -1; /* -1: not given */
     cli_doubles *thr = calloc(1, sizeof *thr);
     if (!thr) return cl_error("out of memory"), rank == 0 ? cli_fail() : 1;
@@ -79,6 +80,9 @@ int cmd_scan(int argc, char **argv) {
                        "also write the activation index of `corpuslens index` from\n"
                        "the vectors the scan computes anyway (nothing computed twice)"),
         CLI_OPT_CHOICE("index-dtype", 0, &index_dtype, "f16|f32", "float16 (default) or float32 for --index-out"),
+        CLI_OPT_CHOICE("next-layout", 0, &next_layout, "auto|dense|csr",
+                       "binned next-token counts: dense [P, blocks, bins, V] or\n"
+                       "CSR (nonzeros only); auto: dense when V <= 4096"),
         CLI_END,
     };
     const cli_command cmd = {CMD, USAGE, ABOUT, opts, EPILOG, NULL, 0, 0, NULL};
@@ -95,6 +99,9 @@ int cmd_scan(int argc, char **argv) {
     o.match_cap = match_cap;
     o.shard_size = batch;
     o.index_dtype = index_dtype && !strcmp(index_dtype, "f32") ? 1 : 0;
+    o.next_layout = !next_layout || !strcmp(next_layout, "auto") ? CL_SCAN_LAYOUT_AUTO
+                    : !strcmp(next_layout, "dense")             ? CL_SCAN_LAYOUT_DENSE
+                                                                : CL_SCAN_LAYOUT_CSR;
     for (size_t i = 0; i < thr->n; i++) o.match_thresholds[o.n_match_thresholds++] = thr->v[i];
     free(thr);
     const char *stop = getenv("CORPUSLENS_SCAN_STOP_AFTER");

@@ -120,14 +120,13 @@ cl_scan *cl_scan_open(const char *path) {
     size_t P = s->P;
     int Lb = s->Lb, V = s->V, NB = s->NB;
     int Vv;
-    if (cl_h5_read_vocab(f, "/vocab", &s->vocab, &Vv)) goto fail;
+    if (cl_scan_vocab_open(s, &Vv)) goto fail;
     if (Vv != V) {
         cl_error("/vocab has %d entries but vocab_size is %d", Vv, V);
         goto fail;
     }
     hsize_t dNB = (hsize_t)NB, dV = (hsize_t)V, dP = (hsize_t)P;
     hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)s->NL, (hsize_t)V};
-    hsize_t dPLNV[4] = {P, (hsize_t)Lb, (hsize_t)NB, (hsize_t)V};
     hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
     /* shapes, type classes and stored data, before anything is sized by P */
     if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) ||
@@ -136,7 +135,7 @@ cl_scan *cl_scan_open(const char *path) {
         cl_h5_check_data(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV) ||
         cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV) ||
         cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV) ||
-        cl_h5_check_data(f, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, 4, dPLNV) ||
+        cl_scan_counts_open(s) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dPLN) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB))
         goto fail;
@@ -412,10 +411,8 @@ static int check_probs(const cl_scan *s, const float *x, size_t n, size_t row, s
 }
 
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
-    size_t V = (size_t)s->V, row = (size_t)s->Lb * (size_t)s->NB * V;
-    if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
-        check_counts32(s, counts, n * row, row, p0, s->n_followers, CL_SCAN_FREQ_COUNTS))
-        return -1;
+    size_t V = (size_t)s->V;
+    if (cl_scan_read_counts(s, p0, n, counts)) return -1;
     if (cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
         check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
         return -1;
@@ -504,11 +501,10 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     double t0 = cl_wall_seconds();
     for (size_t p0 = 0; p0 < P; p0 += PB) {
         size_t n = P - p0 < PB ? P - p0 : PB;
-        if (cl_h5_read_rows(s->file, CL_SCAN_FREQ_COUNTS, H5T_NATIVE_INT32, p0, n, counts) ||
+        if (cl_scan_read_counts(s, p0, n, counts) ||
             cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
             cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
             cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next) ||
-            check_counts32(s, counts, n * Lb * NB * V, Lb * NB * V, p0, s->n_followers, CL_SCAN_FREQ_COUNTS) ||
             check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
             check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
             check_counts32(s, next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))

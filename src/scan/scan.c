@@ -89,15 +89,13 @@ static int setup(scan_ctx *x) {
                         1.0 - o->prefilter);
     if (nb > 10000) return cl_error("--bin-width %g gives %ld bins (at most 10000)", o->bin_width, nb);
     x->NB = (int)nb;
+    if (o->next_layout < CL_SCAN_LAYOUT_AUTO || o->next_layout > CL_SCAN_LAYOUT_CSR)
+        return cl_error("scan: next_layout %d is not auto, dense or csr", o->next_layout);
     if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
     if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");
 
     x->m = cl_model_load(o->model_path);
     if (!x->m) return cl_error_prefix("%s: ", o->model_path);
-    if (x->m->bpe)
-        return cl_error("%s uses GPT-2 BPE (V = %d): scan works on char-level models only for now (its dense "
-                        "[P, blocks, bins, V] counts would be about 1.4 TB at paper scale)",
-                        o->model_path, x->m->cfg.vocab_size);
     const cl_config *c = &x->m->cfg;
     cl_hook_point pt;
     int layer;
@@ -113,14 +111,18 @@ static int setup(scan_ctx *x) {
     x->Lh = x->hi - x->lo + 1;
     if (x->Lh > CL_SCAN_MAX_BLOCKS) return cl_error("too many blocks (%d)", x->Lh);
 
-    x->cp = cl_corpus_load(o->corpus_path);
+    /* a BPE model scans a BPE corpus of its own tokenizer (scan_sparse.c) */
+    x->cp = x->m->bpe ? cl_corpus_load_any(o->corpus_path) : cl_corpus_load(o->corpus_path);
     if (!x->cp) return cl_error_prefix("%s: ", o->corpus_path);
     const cl_corpus *cp = x->cp;
+    x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR ||
+             (o->next_layout == CL_SCAN_LAYOUT_AUTO && (cp->bpe || cp->V > CL_SCAN_DENSE_MAX_V));
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);
-    /* Vocabulary: characters missing from the model, or another id order. */
-    for (int i = 0; i < cp->V; i++) {
+    if (x->m->bpe && scan_bpe_check(x)) return -1;
+    /* Vocabulary (char models): characters missing from the model, or another id order. */
+    for (int i = 0; !x->m->bpe && i < cp->V; i++) {
         int found = 0;
         for (int j = 0; j < c->vocab_size && !found; j++) found = cp->vocab[i] == x->m->vocab[j];
         if (!found) {
@@ -130,7 +132,7 @@ static int setup(scan_ctx *x) {
                             o->corpus_path, e, (unsigned)cp->vocab[i]);
         }
     }
-    if (cp->V != c->vocab_size || memcmp(cp->vocab, x->m->vocab, (size_t)cp->V * sizeof *cp->vocab))
+    if (!x->m->bpe && (cp->V != c->vocab_size || memcmp(cp->vocab, x->m->vocab, (size_t)cp->V * sizeof *cp->vocab)))
         return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);

@@ -3,6 +3,7 @@
 #ifndef CORPUSLENS_SCAN_INTERNAL_H
 #define CORPUSLENS_SCAN_INTERNAL_H
 
+#include <hdf5.h>
 #include <mpi.h>
 #include <stdint.h>
 #if defined(__SSE2__)
@@ -85,6 +86,7 @@ typedef struct {
     int32_t *row_pos, *row_k; /* [S] one row's pairs above the prefilter (brute force) */
     float *row_val;           /* [S] */
     int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
+    int csr;            /* write the binned counts as CSR (scan_sparse.c) */
 } scan_ctx;
 
 /* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips):
@@ -174,5 +176,16 @@ void scan_state_remove(scan_ctx *x);
 void scan_state_after_failure(scan_ctx *x);
 /* Reduce and write the output (collective). */
 int scan_write(scan_ctx *x, cl_scan_result *res);
+/* scan_sparse.c: /freq/next/{indptr,token,count} from x->counts (collective;
+ * prompt slices of `slice` elements, each reduced onto its owners as
+ * /freq/counts is). 0 or -1 on every rank. */
+int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice);
+/* scan_sparse.c: a BPE model's corpus: a BPE corpus of the same tokenizer,
+ * the CSR layout, no --index-out (yet). 0 or -1 with the message. */
+int scan_bpe_check(scan_ctx *x);
+/* The longest decoded prompt of a BPE corpus in bytes (>= 1), and prompt
+ * substring i decoded into out (at most that many bytes, not terminated). */
+size_t scan_bpe_text_len(const cl_corpus *cp);
+void scan_bpe_text(const cl_corpus *cp, size_t i, char *out);
 
 #endif

@@ -437,7 +437,12 @@ static int write_freq(scan_ctx *x, hid_t file) {
     } ts[2] = {{CL_SCAN_FREQ_COUNTS, x->counts, Lh * NB * V, sizeof(int32_t), MPI_INT32_T, H5T_NATIVE_INT32, 1},
                {CL_SCAN_FREQ_N_MATCHES, x->nmatch, Lh * NB, sizeof(int64_t), MPI_INT64_T, H5T_NATIVE_INT64, 0}};
     const size_t slice = FSLICE;
-    for (int k = 0; k < 2; k++) {
+    /* next_layout csr: the counts as CSR (scan_sparse.c), n_matches dense */
+    if (x->csr && scan_write_counts_csr(x, file, slice)) {
+        free(rcn);
+        return -1;
+    }
+    for (int k = x->csr ? 1 : 0; k < 2; k++) {
         size_t row = ts[k].row, ps = slice / row;
         if (ps < 1) ps = 1;
         /* this rank's share of a slice: at most ceil(ps / R) prompts */
@@ -644,7 +649,7 @@ static int write_small(scan_ctx *x, hid_t file) {
     int32_t *nc = NULL;
     int64_t *uni = NULL;
     double *lower = NULL;
-    size_t tl = 4 * (size_t)cp->L;
+    size_t tl = cp->bpe ? scan_bpe_text_len(cp) : 4 * (size_t)cp->L;
     char *text = NULL;
     if (x->rank == 0) {
         nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts");
@@ -656,6 +661,10 @@ static int write_small(scan_ctx *x, hid_t file) {
             char buf[4 * CL_CORPUS_MAX_LEN + 1];
             for (size_t i = 0; i < P; i++) {
                 cl_corpus_next_dense(cp, (size_t)cp->prompt_index[i], nc + i * V);
+                if (cp->bpe) { /* tokens of many bytes: decoded whole (tl is the longest) */
+                    scan_bpe_text(cp, (size_t)cp->prompt_index[i], text + i * tl);
+                    continue;
+                }
                 size_t nb = cl_corpus_substring_text(cp, (size_t)cp->prompt_index[i], buf);
                 memcpy(text + i * tl, buf, nb < tl ? nb : tl);
             }
@@ -670,7 +679,8 @@ static int write_small(scan_ctx *x, hid_t file) {
         H5Tset_cset(st, H5T_CSET_UTF8);
         MPI_Comm c = x->comm;
         /* every rank has the vocabulary (a few hundred bytes) */
-        err = cl_par_agree(cl_h5_write_vocab(file, "/vocab", cp->vocab, cp->V), c) ||
+        /* a BPE scan names its tokenizer by the corpus (token_type, corpus_h5_sha256) */
+        err = (!cp->bpe && cl_par_agree(cl_h5_write_vocab(file, "/vocab", cp->vocab, cp->V), c)) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_INDEX, H5T_NATIVE_INT64, 1, &d1, cp->prompt_index, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_TEXT, st, 1, &d1, text, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
@@ -707,7 +717,9 @@ static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64
                    cl_h5_attr_write_int(file, "n_hook_blocks", x->Lh) ||
                    cl_h5_attr_write_double(file, "prefilter", o->prefilter) ||
                    cl_h5_attr_write_double(file, "bin_width", o->bin_width) ||
-                   cl_h5_attr_write_int(file, "n_bins", x->NB) || cl_h5_attr_write_int(file, "L", cp->L) ||
+                   cl_h5_attr_write_int(file, "n_bins", x->NB) ||
+                   cl_h5_attr_write_str(file, "next_layout", x->csr ? "csr" : "dense") ||
+                   cl_h5_attr_write_str(file, "token_type", cp->bpe ? "gpt2-bpe" : "char") || cl_h5_attr_write_int(file, "L", cp->L) ||
                    cl_h5_attr_write_int(file, "n_layer", x->m->cfg.n_layer) ||
                    cl_h5_attr_write_int(file, "vocab_size", cp->V) ||
                    cl_h5_attr_write_int(file, "n_substrings", (long long)cp->n) ||

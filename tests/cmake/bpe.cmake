@@ -28,3 +28,5 @@ set_tests_properties(prepare_bpe PROPERTIES SKIP_RETURN_CODE 77)
 cl_script_test(bpe_refusals "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/bpe_refusals.py)
 # train --tokenizer: 1 rank vs 2, resume (a tiny tokenizer, no npm)
 cl_script_test(train_bpe_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_ranks.sh)
+# issue 25 item 3: scan + reduce on a BPE corpus (CSR counts) against a naive numpy oracle, tiny tokenizer
+cl_script_test(scan_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/scan_bpe.py)

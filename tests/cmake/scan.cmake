@@ -21,3 +21,4 @@ cl_script_test(scan_ranks_bytes "mpi;nosan" ${CMAKE_CURRENT_SOURCE_DIR}/scan_ran
 set_tests_properties(scan_ranks_bytes PROPERTIES TIMEOUT 900)
 # the pruned scan's dot products: AVX-512, AVX2 and portable give the same bits for every length
 cl_criterion_test(test_scan_dot ${CMAKE_CURRENT_SOURCE_DIR}/test_scan_dot.c)
+cl_script_test(scan_sparse "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_sparse_test.py)

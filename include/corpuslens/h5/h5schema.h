@@ -117,6 +117,12 @@
 #define CL_SCAN_MODEL_PROBS "/model/probs"
 #define CL_SCAN_LENS_PROBS "/lens/probs"
 #define CL_SCAN_FREQ_COUNTS "/freq/counts"
+/* next_layout "csr": the binned counts of row (p, b, k) (row-major over
+   [P, Lh, NB]) are token[indptr[r] .. indptr[r + 1]) (increasing ids) with
+   count[...] > 0; indptr has P Lh NB + 1 entries, int64 */
+#define CL_SCAN_FREQ_NEXT_INDPTR "/freq/next/indptr"
+#define CL_SCAN_FREQ_NEXT_TOKEN "/freq/next/token"
+#define CL_SCAN_FREQ_NEXT_COUNT "/freq/next/count"
 #define CL_SCAN_FREQ_BIN_LOWER "/freq/bin_lower"
 #define CL_SCAN_FREQ_N_MATCHES "/freq/n_matches"
 #define CL_SCAN_MATCH_INDEX "/matches/index"

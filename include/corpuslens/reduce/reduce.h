@@ -55,6 +55,9 @@ typedef struct {
     char model_sha256[80];
     int64_t n_followers;  /* sum of /corpus/unigram: no count exceeds it */
     int64_t n_substrings; /* no match count exceeds it */
+    int bpe;              /* token_type "gpt2-bpe" (scan of a BPE corpus) */
+    int csr;              /* next_layout "csr": /freq/next/{indptr,token,count} (scan_counts.c) */
+    int64_t nnz;          /* csr: stored (prompt, block, bin, token) counts */
 } cl_scan;
 
 /* Open and validate a scan file: format "corpuslens-scan", format_version
@@ -80,6 +83,19 @@ int cl_reduce_params(const cl_scan *s, const double *thr, size_t n_thr, const do
  * (CL_SCAN_MODEL_PROBS, [n, V]). 0 or -1 with a message naming the dataset. */
 size_t cl_scan_block_prompts(const cl_scan *s);
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q);
+/* scan_counts.c: the layout (attribute next_layout: absent or "dense", or
+ * "csr"; another value refused) and the shapes of its datasets (cl_scan_open
+ * calls it); rows [p0, p0+n) of the binned counts as dense [n, Lb, NB, V]
+ * from either layout, every value checked (counts in [0, n_followers]; CSR:
+ * offsets within the file's entries, tokens in 0..V-1 increasing in a row,
+ * stored counts >= 1). 0 or -1 with a message. */
+int cl_scan_counts_open(cl_scan *s);
+/* s->vocab: /vocab of a char scan; a BPE scan (token_type "gpt2-bpe", no
+ * /vocab: its tokenizer is the corpus's) gets V placeholders U+FFFD (the
+ * report's token tables show no token text yet) and s->bpe = 1. *V receives
+ * the entries. 0 or -1. */
+int cl_scan_vocab_open(cl_scan *s, int *V);
+int cl_scan_read_counts(const cl_scan *s, size_t p0, size_t n, int32_t *counts);
 
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */

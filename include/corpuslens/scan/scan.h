@@ -151,7 +151,15 @@ typedef struct {
        NULL = no index. index_dtype: cl_index_dtype (0 float16, 1 float32). */
     const char *index_out;
     int index_dtype;
+    /* the layout of the binned next-token counts in scan.h5 (scan_sparse.c):
+       CL_SCAN_LAYOUT_AUTO (dense when V <= CL_SCAN_DENSE_MAX_V), DENSE
+       (/freq/counts [P, Lh, NB, V]) or CSR (/freq/next/{indptr,token,count}
+       over the P x Lh x NB rows; attribute next_layout "dense" or "csr") */
+    int next_layout;
 } cl_scan_opts;
+
+enum { CL_SCAN_LAYOUT_AUTO = 0, CL_SCAN_LAYOUT_DENSE = 1, CL_SCAN_LAYOUT_CSR = 2 };
+#define CL_SCAN_DENSE_MAX_V 4096
 
 void cl_scan_opts_default(cl_scan_opts *o);
 

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""scan + reduce on a BPE corpus against a naive numpy oracle (issue 25 item 3).
+
+A tiny GPT-2-format tokenizer (tiny_tokenizer.py), a 2-layer GPT over its V
+(train --tokenizer, one step from random weights), a BPE corpus of 4-token
+n-grams (prepare). The oracle takes the corpus's token stream (/text/tokens;
+prepare_bpe checks it against the reference encoder), finds the unique
+n-grams and their next-token counts naively, runs a float64 forward of every
+n-gram and prompt (scan_test.py's), the brute-force cosine per block and bins
+every pair: the scan's CSR counts (/freq/next) equal the oracle's in every bin
+no pair within 1e-5 of an edge can touch, n_matches likewise, the model's
+probabilities within 1e-5; 1 and 2 ranks write the same CSR; the file holds 4 +
+4 bytes per nonzero; reduce's H equals H computed naively from the scan's
+counts (1e-12) and from the oracle's counts and probabilities (1e-5) for the
+prompts with no pair near an edge. Refusals: a BPE model with a char corpus,
+another tokenizer's corpus, --next-layout dense, --index-out. Negative
+control: a changed count changes H.
+Environment: CORPUSLENS, TESTDATA."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import scan_test as st  # noqa: E402
+from scan_test import check, run  # noqa: E402
+from tiny_tokenizer import MERGES, write_tokenizer  # noqa: E402
+
+TOL = 1e-5
+THR = [0.75, 0.8]  # reduce's thresholds (one per block)
+
+
+def hell(a, q):
+    """reduce's H: a raw counts, q probabilities (normalised as cl_sqrt_probs)."""
+    if a.sum() <= 0:
+        return -1.0
+    p = a / a.sum()
+    q = np.where(q > 0, q, 0).astype(np.float64)
+    q = q / q.sum()
+    return float(np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum()) / np.sqrt(2))
+
+
+def csr_dense(f):
+    P, Lb, NB, V = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins", "vocab_size"))
+    ind, tok, cnt = (f["/freq/next/" + k][()] for k in ("indptr", "token", "count"))
+    out = np.zeros((P * Lb * NB, V), np.int64)
+    for r in range(P * Lb * NB):
+        out[r, tok[ind[r]:ind[r + 1]]] = cnt[ind[r]:ind[r + 1]]
+    return out.reshape(P, Lb, NB, V)
+
+
+def main():
+    d = tempfile.mkdtemp(prefix="cl_scanbpe_")
+    tok = os.path.join(d, "tok")
+    V = write_tokenizer(tok)
+    with open(os.path.join(st.TESTDATA, "tinyshakespeare.txt"), encoding="utf-8") as f:
+        text = f.read()[:3000]
+    txt = os.path.join(d, "t.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write(text)
+    m, c, s, s2 = (os.path.join(d, n) for n in ("m.h5", "c.h5", "s.h5", "s2.h5"))
+    run(["train", "--corpus", txt, "--tokenizer", tok, "--config", "n_layer=2,n_head=4,n_embd=32,block_size=16",
+         "--steps", "1", "--batch", "2", "--ctx", "8", "--eval-batches", "1", "--seed", "5", "-o", m])
+    L = 4
+    run(["prepare", txt, "--len", str(L), "--prompts", "16", "--seed", "3", "--vocab-from", m, "-o", c])
+    pf, bw = 0.5, 0.05
+    scan = ["scan", "--model", m, "--corpus", c, "--prefilter", str(pf), "--bin-width", str(bw), "--batch", "97"]
+    run(scan + ["-o", s])
+    run(scan + ["-o", s2], ranks=2, env=dict(st.ENV, CORPUSLENS_SCAN_IO_SLICE="3000"))
+    # ---- the naive oracle ----
+    with h5py.File(c) as f:
+        stream = f["/text/tokens"][()].astype(np.int64)
+        ctoks = f["/substrings/tokens"][()]
+        pidx = f["/prompts/index"][()]
+    grams, nxt = {}, []
+    for i in range(len(stream) - L + 1):
+        g = tuple(stream[i:i + L])
+        if g not in grams:
+            grams[g] = len(grams)
+            nxt.append({})
+        if i + L < len(stream):
+            t = int(stream[i + L])
+            nxt[grams[g]][t] = nxt[grams[g]].get(t, 0) + 1
+    toks = np.array(list(grams.keys()), np.int64)
+    check(toks.shape == ctoks.shape and (toks == ctoks).all(), "the corpus's n-grams are the naive ones")
+    N = len(toks)
+    dense = np.zeros((N, V), np.int64)
+    for i, dct in enumerate(nxt):
+        for t, n in dct.items():
+            dense[i, t] = n
+    cfg, w = st.load_model(m)
+    check(int(cfg["vocab_size"]) == V, f"model V {cfg['vocab_size']} == tokenizer V {V}")
+    act = st.forward(cfg, w, toks)
+    vecs = np.stack(act["mlp_out"])
+    Lh = vecs.shape[0]
+    nrm = vecs / np.maximum(np.linalg.norm(vecs, axis=-1, keepdims=True), 1e-300)
+    P = len(pidx)
+    f = h5py.File(s, "r")
+    lay = f.attrs["next_layout"]
+    lay = lay.decode() if isinstance(lay, bytes) else lay
+    tt = f.attrs["token_type"]
+    tt = tt.decode() if isinstance(tt, bytes) else tt
+    check(lay == "csr" and tt == "gpt2-bpe", f"attributes next_layout {lay}, token_type {tt}")
+    check("/freq/counts" not in f and "/vocab" not in f, "no dense counts, no /vocab")
+    NB = int(f.attrs["n_bins"])
+    lower = f["/freq/bin_lower"][()]
+    counts = csr_dense(f)
+    nm = f["/freq/n_matches"][()]
+    mp = f["/model/probs"][()]
+    pa = st.forward(cfg, w, toks[pidx])
+    qo = st.softmax(pa["logits"])
+    dq = float(np.abs(mp - qo).max())
+    check(dq < 1e-5, f"model probs within 1e-5 of the oracle ({dq:.3g})")
+    ptext = f["/prompts/text"][()]
+    with h5py.File(c) as g:
+        want_text = g["/prompts/text"][()]
+    check([bytes(x) for x in ptext] == [bytes(x) for x in want_text], "prompt texts are the corpus's (decoded)")
+    ref_all = np.zeros((P, Lh, NB, V), np.int64)
+    exact = np.ones(P, bool)
+    near_total = 0
+    for b in range(Lh):
+        sim = nrm[b][pidx] @ nrm[b].T
+        sim[np.arange(P), pidx] = 1.0
+        edges = np.concatenate([lower, [lower[-1] + bw]])
+        for p in range(P):
+            row = sim[p]
+            near = np.zeros(N, bool)
+            for e in edges:
+                near |= np.abs(row - e) < TOL
+            near[pidx[p]] = False
+            above = row > pf
+            k = np.clip(np.ceil((row - pf) / bw).astype(int) - 1, 0, NB - 1)
+            k[pidx[p]] = NB - 1
+            refn = np.zeros(NB, np.int64)
+            for i in np.nonzero(above)[0]:
+                ref_all[p, b, k[i]] += dense[i]
+                refn[k[i]] += 1
+            nn = int(near.sum())
+            near_total += nn
+            # the approximation sums the bins above a threshold: only a pair near that edge can change it
+            for t in THR:
+                if (np.abs(row - t) < TOL).any():
+                    exact[p] = False
+            ok = np.ones(NB, bool)
+            for i in np.nonzero(near)[0]:
+                ok[max(k[i] - 1, 0):k[i] + 2] = False
+            check((counts[p, b][ok] == ref_all[p, b][ok]).all() and (nm[p, b][ok] == refn[ok]).all(),
+                  f"counts p={p} b={b}")
+    nnz = int((counts != 0).sum())
+    check(counts.sum() > 0 and len(f["/freq/next/token"]) == nnz, f"nnz {nnz} stored")
+    stor = f["/freq/next/token"].id.get_storage_size() + f["/freq/next/count"].id.get_storage_size()
+    check(stor == 8 * nnz, f"token + count storage {stor} bytes == 8 x {nnz} nonzeros")
+    print(f"BPE scan: V={V} P={P} N={N} Lh={Lh} NB={NB}: {nnz} nonzeros ({stor} bytes) instead of "
+          f"{P * Lh * NB * V} dense cells ({4 * P * Lh * NB * V} bytes); pairs within {TOL} of an edge: {near_total}; "
+          f"exact prompts {int(exact.sum())}/{P}")
+    with h5py.File(s2) as g:
+        for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/prompts/text"):
+            check(np.array_equal(f[k][()], g[k][()]), f"1 rank == 2 ranks: {k}")
+    f.close()
+    # ---- reduce ----
+    thr, wts = THR, [1.0, 2.0]
+    rep = os.path.join(d, "rep")
+    run(["reduce", s, "--thresholds", ",".join(map(str, thr)), "--weights", ",".join(map(str, wts)), "-o", rep])
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        H = g["/hellinger"][()]
+    kb = [int(np.argmax(lower >= t - 1e-9)) for t in thr]
+
+    def approx(cnt, p):
+        return sum(wts[b] * cnt[p, b, kb[b]:].sum(0) for b in range(Lh))
+    dh_file = max(abs(H[p] - hell(approx(counts, p), mp[p])) for p in range(P))
+    check(dh_file <= 1e-12, f"reduce H == naive H of the scan's counts (max diff {dh_file:.3g})")
+    dh_or = max([abs(H[p] - hell(approx(ref_all, p), qo[p])) for p in range(P) if exact[p]], default=0.0)
+    check(exact.sum() >= P // 2 and dh_or <= TOL, f"reduce H == the oracle's H ({int(exact.sum())} prompts, {dh_or:.3g})")
+    check((H >= 0).sum() == P, "every prompt has a distribution (the self pair)")
+    print(f"reduce: H mean {H.mean():.4f}; |H - naive H from the file| <= {dh_file:.3g}; "
+          f"|H - oracle H| <= {dh_or:.3g} on {int(exact.sum())} prompts")
+    # negative control: a changed count changes H
+    neg = os.path.join(d, "neg.h5")
+    shutil.copy(s, neg)
+    with h5py.File(neg, "r+") as g:
+        ind, cnt = g["/freq/next/indptr"][()], g["/freq/next/count"][()]
+        p = int(np.argmax([(approx(counts, q) > 0).sum() >= 2 for q in range(P)]))
+        r = p * Lh * NB + 1 * NB + NB - 1
+        check(ind[r + 1] > ind[r], "negative control row is counted")
+        cnt[ind[r]] += 5
+        g["/freq/next/count"][...] = cnt
+    run(["reduce", neg, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "n"])
+    with h5py.File(os.path.join(rep + "n", "report.h5")) as g:
+        check(np.abs(g["/hellinger"][()] - H).max() > 1e-12, "negative control: a changed count changes H")
+    # ---- refusals ----
+    def refuse(label, args, want):
+        out = os.path.join(d, "r.h5")
+        p = run(args + ["-o", out], ok=False)
+        err = p.stderr.strip()
+        check(p.returncode != 0 and want in err and not os.path.exists(out), f"{label}: {err!r}")
+        print(f"refusal ok ({label}): {err.splitlines()[-1] if err else ''}")
+    cchar = os.path.join(d, "cchar.h5")
+    run(["prepare", txt, "--len", "4", "--prompts", "8", "-o", cchar])
+    refuse("BPE model, char corpus", ["scan", "--model", m, "--corpus", cchar], "is a char corpus")
+    tok2 = os.path.join(d, "tok2")
+    write_tokenizer(tok2, merges=MERGES[:5])
+    m2 = os.path.join(d, "m2.h5")
+    run(["train", "--corpus", txt, "--tokenizer", tok2, "--config", "n_layer=2,n_head=4,n_embd=32,block_size=16",
+         "--steps", "1", "--batch", "2", "--ctx", "8", "--eval-batches", "1", "-o", m2])
+    refuse("another tokenizer's corpus", ["scan", "--model", m2, "--corpus", c], "tokenizer differs")
+    refuse("--next-layout dense", scan + ["--next-layout", "dense"], "csr layout only")
+    refuse("--index-out", scan + ["--index-out", os.path.join(d, "ix.h5")], "--index-out does not support")
+    shutil.rmtree(d)
+    if st.FAIL:
+        print(f"{len(st.FAIL)} failure(s)")
+        sys.exit(1)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+#!/usr/bin/python3
+"""scan --next-layout csr (issue 25 item 3, first step): the binned next-token
+counts as CSR (/freq/next/{indptr,token,count}) equal the dense /freq/counts
+of the same scan on a char model; 1 and 2 ranks (many reduce slices) write the
+same CSR; the file's CSR storage is 4 bytes per nonzero for tokens and counts;
+reduce (H, approximation) and tune give the same numbers from either layout
+(H to 1e-12); auto keeps dense for a char model; hostile CSR files are refused
+by reduce with one message and no report; a changed count changes H (negative
+control of the comparison).
+Environment: CORPUSLENS, TESTDATA (scan_test.py's)."""
+import os
+import shutil
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+import scan_test as st
+from scan_test import check, run
+
+TOL = 1e-12
+
+
+def dense_from_csr(f):
+    P, Lb, NB, V = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins", "vocab_size"))
+    ind, tok, cnt = f["/freq/next/indptr"][()], f["/freq/next/token"][()], f["/freq/next/count"][()]
+    out = np.zeros((P * Lb * NB, V), np.int64)
+    for r in range(P * Lb * NB):
+        out[r, tok[ind[r]:ind[r + 1]]] = cnt[ind[r]:ind[r + 1]]
+    return out.reshape(P, Lb, NB, V), ind, tok, cnt
+
+
+def report(d, scan, name, ok=True):
+    rep = os.path.join(d, name)
+    p = run(["reduce", scan, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep], ok=ok)
+    if not ok:
+        return p, rep
+    with h5py.File(os.path.join(rep, "report.h5")) as f:
+        return f["/hellinger"][()], f["/approx"][()]
+
+
+def main():
+    d = tempfile.mkdtemp(prefix="cl_sparse_")
+    m, c = st.setup(d, nchars=3000, L=6, prompts=24)
+    sc = {}
+    base = ["scan", "--model", m, "--corpus", c, "--prefilter", "0.5", "--bin-width", "0.05", "--batch", "200"]
+    for name, extra, ranks, env in (("auto", [], None, None), ("dense", ["--next-layout", "dense"], None, None),
+                                    ("csr", ["--next-layout", "csr"], None, None),
+                                    ("csr2", ["--next-layout", "csr"], 2,
+                                     dict(st.ENV, CORPUSLENS_SCAN_IO_SLICE="500"))):
+        sc[name] = os.path.join(d, name + ".h5")
+        run(base + extra + ["-o", sc[name]], ranks=ranks, env=env)
+    with h5py.File(sc["auto"]) as fa, h5py.File(sc["dense"]) as fd, h5py.File(sc["csr"]) as fc, \
+            h5py.File(sc["csr2"]) as f2:
+        lay = [str(f.attrs["next_layout"].decode() if isinstance(f.attrs["next_layout"], bytes) else
+                   f.attrs["next_layout"]) for f in (fa, fd, fc, f2)]
+        check(lay == ["dense", "dense", "csr", "csr"], f"next_layout attributes (auto, dense, csr, csr2): {lay}")
+        check(np.array_equal(fa["/freq/counts"][()], fd["/freq/counts"][()]), "auto == dense")
+        check("/freq/counts" not in fc and "/freq/next/indptr" in fc, "the csr file has no dense counts")
+        dense = fd["/freq/counts"][()].astype(np.int64)
+        got, ind, tok, cnt = dense_from_csr(fc)
+        check(dense.sum() > 0, "the scan counted something")
+        check(np.array_equal(got, dense), "CSR counts == dense counts")
+        nnz = int((dense != 0).sum())
+        check(len(tok) == nnz and ind[0] == 0 and ind[-1] == nnz and (cnt > 0).all(),
+              f"nnz {len(tok)} == nonzeros of the dense tensor {nnz}, counts > 0")
+        rows_inc = all((np.diff(tok[ind[r]:ind[r + 1]]) > 0).all() for r in range(len(ind) - 1))
+        check(rows_inc, "tokens increase within a row")
+        st_tok = fc["/freq/next/token"].id.get_storage_size()
+        st_cnt = fc["/freq/next/count"].id.get_storage_size()
+        check(st_tok == 4 * nnz and st_cnt == 4 * nnz, f"CSR storage {st_tok}+{st_cnt} bytes for {nnz} nonzeros")
+        print(f"dense /freq/counts {dense.size} elements ({fd['/freq/counts'].id.get_storage_size()} bytes gzip), "
+              f"CSR {nnz} nonzeros ({st_tok + st_cnt} + {fc['/freq/next/indptr'].id.get_storage_size()} bytes)")
+        for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/matches/substring"):
+            check(np.array_equal(fc[k][()], f2[k][()]), f"1 rank == 2 ranks (many slices): {k}")
+    # reduce: same H and approximation from either layout
+    hd, ad = report(d, sc["dense"], "rd")
+    hc, ac = report(d, sc["csr"], "rc")
+    diff = float(np.max(np.abs(hd - hc)))
+    check(diff <= TOL and np.max(np.abs(ad - ac)) <= TOL, f"reduce: H dense vs csr differ by {diff}")
+    check((hd >= 0).sum() > 0, "some prompt has a distribution")
+    print(f"reduce: max |H dense - H csr| = {diff:.3g} over {len(hd)} prompts")
+    # tune from either layout
+    tn = {}
+    for k in ("dense", "csr"):
+        tn[k] = os.path.join(d, "t" + k + ".h5")
+        run(["tune", sc[k], "--seed", "2", "--restarts", "2", "--h5", tn[k]])
+    with h5py.File(tn["dense"]) as a, h5py.File(tn["csr"]) as b:
+        keys = [k for k in a.attrs if "file" not in k and "sha256" not in k]
+        check(len(keys) > 5 and sorted(a.attrs) == sorted(b.attrs), f"tune wrote its attributes: {sorted(a.attrs)}")
+        for k in keys:
+            x, y = np.asarray(a.attrs[k]), np.asarray(b.attrs[k])
+            same = np.array_equal(x, y) if x.dtype.kind != "f" else \
+                (x.shape == y.shape and not (np.max(np.abs(x - y), initial=0) > TOL))
+            check(same, f"tune: {k} dense {x} vs csr {y}")
+        print(f"tune: {len(keys)} attributes equal, fitted_test_mean {float(a.attrs['fitted_test_mean']):.6f}")
+    # negative control: one count changed changes H
+    neg = os.path.join(d, "neg.h5")
+    shutil.copy(sc["csr"], neg)
+    with h5py.File(neg, "r+") as f:
+        h, a = report(d, sc["csr"], "rc")
+        cnt = f["/freq/next/count"][()]
+        # the largest stored count of a prompt whose H is defined, bumped
+        ind = f["/freq/next/indptr"][()]
+        P, Lb, NB = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins"))
+        # a prompt whose approximation has two tokens or more, its last bin of block 1 (weight 2)
+        p = int(np.argmax((h >= 0) & ((a > 0).sum(1) >= 2)))
+        r = p * Lb * NB + 1 * NB + NB - 1
+        check(h[p] >= 0 and ind[r + 1] > ind[r], "negative control: the changed row is counted")
+        e = ind[r]
+        cnt[e] += 5
+        f["/freq/next/count"][...] = cnt
+    hn, _ = report(d, neg, "rn")
+    check(np.max(np.abs(hn - hc)) > TOL, "negative control: a changed count changes H")
+    # hostile CSR files: one message, nonzero exit, no report
+    def hostile(label, edit, want):
+        bad = os.path.join(d, "bad.h5")
+        shutil.copy(sc["csr"], bad)
+        with h5py.File(bad, "r+") as f:
+            edit(f)
+        p, rep = report(d, bad, "rbad", ok=False)
+        err = p.stderr.strip()
+        check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
+              and not os.path.exists(os.path.join(rep, "report.h5")), f"{label}: refused ({err!r})")
+        print(f"refusal ok ({label}): {err}")
+
+    def setds(name, fn):
+        def e(f):
+            a = f[name][()]
+            fn(a)
+            f[name][...] = a
+        return e
+
+    V = 0
+    with h5py.File(sc["csr"]) as f:
+        V = int(f.attrs["vocab_size"])
+    hostile("token >= V", setds("/freq/next/token", lambda a: a.__setitem__(0, V)), "not in 0..")
+    hostile("negative token", setds("/freq/next/token", lambda a: a.__setitem__(0, -1)), "not in 0..")
+    hostile("count 0", setds("/freq/next/count", lambda a: a.__setitem__(0, 0)), "outside [1,")
+    hostile("huge count", setds("/freq/next/count", lambda a: a.__setitem__(0, 1 << 30)), "outside [1,")
+    hostile("indptr past the end", setds("/freq/next/indptr", lambda a: a.__setitem__(-1, a[-1] + 7)), "/freq/next/indptr")
+    hostile("indptr decreasing", setds("/freq/next/indptr", lambda a: a.__setitem__(1, a[2] + 1)), "/freq/next/indptr")
+
+    def unknown_layout(f):
+        f.attrs["next_layout"] = "coo"
+    hostile("unknown next_layout", unknown_layout, "next_layout 'coo'")
+
+    def short_indptr(f):
+        a = f["/freq/next/indptr"][()]
+        del f["/freq/next/indptr"]
+        f["/freq/next/indptr"] = a[:-1]
+    hostile("short indptr", short_indptr, "/freq/next/indptr")
+
+    def count_shape(f):
+        a = f["/freq/next/count"][()]
+        del f["/freq/next/count"]
+        f["/freq/next/count"] = a[:-1]
+    hostile("count shorter than token", count_shape, "/freq/next/count")
+    shutil.rmtree(d)
+    if st.FAIL:
+        print(f"{len(st.FAIL)} failure(s)")
+        sys.exit(1)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
