@@ -355,15 +355,16 @@ static int prompt_trie(scan_ctx *x, const unsigned char *taken) {
     return err ? -1 : 0;
 }
 
-/* Shards whose vectors this rank keeps for the shortcut, at most: as many
- * as fit in what the counts take (at least 512 MiB);
- * CORPUSLENS_SCAN_KEEP_SHARDS=n sets it (0: none, every prompt through the
- * prompt trie; tests compare the two). */
-static size_t keep_max(const scan_ctx *x, size_t slot) {
+/* Shards whose vectors this rank keeps for the shortcut, at most: 512 MiB
+ * of them (the 40,000-character slice's 10 shards per rank fit: 189 MB; of
+ * the full paper scan's ~210 shards per rank, 27, so ~13 % of its prompts
+ * take the shortcut, the others the prompt trie); the peak RSS grows by as
+ * much. CORPUSLENS_SCAN_KEEP_SHARDS=n sets it (0: none, every prompt
+ * through the prompt trie; tests compare the two). */
+static size_t keep_max(size_t slot) {
     const char *e = getenv("CORPUSLENS_SCAN_KEEP_SHARDS");
     if (e && *e) return (size_t)atol(e);
-    size_t counts = x->cp->n_prompts * (size_t)x->Lh * x->NB * x->cp->V * sizeof(int32_t);
-    return (counts > ((size_t)512 << 20) ? counts : (size_t)512 << 20) / slot;
+    return ((size_t)512 << 20) / slot;
 }
 
 static int prompt_vectors(scan_ctx *x) {
@@ -397,7 +398,7 @@ static int prompt_vectors(scan_ctx *x) {
            hook's last block is the model's last, after its MLP */
         if (x->hi == c->n_layer - 1 && (x->point == CL_HOOK_MLP_OUT || x->point == CL_HOOK_RESID_POST)) {
             size_t slot = Lh * S * C * sizeof(float), left = x->mine > x->done ? x->mine - x->done : 0;
-            size_t nk = keep_max(x, slot);
+            size_t nk = keep_max(slot);
             if (nk > left) nk = left;
             if (nk && !(x->keep = calloc_huge(nk * Lh * S, C * sizeof(float), "kept shard vectors"))) nk = 0;
             x->nkeep = nk;
