@@ -335,6 +335,12 @@ def test_shortcut():
                 for k in base:
                     check(np.array_equal(base[k], data[k]), f"{hook} {r} ranks keep={keep}: {k} differs from 1 rank, "
                                                             "every prompt from its shard")
+    # a bad value of the knob: one line, nonzero exit, no output
+    out = os.path.join(d, "bad.h5")
+    p = run(["scan", "--model", m, "--corpus", c, "-o", out], ranks=2, ok=False,
+            env=dict(ENV, CORPUSLENS_SCAN_KEEP_SHARDS="-1"))
+    check(p.returncode != 0 and "CORPUSLENS_SCAN_KEEP_SHARDS=-1" in p.stderr and not os.path.exists(out),
+          f"KEEP_SHARDS=-1 refused (rc {p.returncode}: {p.stderr.strip()[-200:]})")
     print("shortcut: ok")
     shutil.rmtree(d)
 

@@ -361,10 +361,18 @@ static int prompt_trie(scan_ctx *x, const unsigned char *taken) {
  * take the shortcut, the others the prompt trie); the peak RSS grows by as
  * much. CORPUSLENS_SCAN_KEEP_SHARDS=n sets it (0: none, every prompt
  * through the prompt trie; tests compare the two). */
-static size_t keep_max(size_t slot) {
+static int keep_max(size_t slot, size_t *n) {
     const char *e = getenv("CORPUSLENS_SCAN_KEEP_SHARDS");
-    if (e && *e) return (size_t)atol(e);
-    return ((size_t)512 << 20) / slot;
+    *n = ((size_t)512 << 20) / slot;
+    if (e && *e) {
+        char *end;
+        errno = 0;
+        long v = strtol(e, &end, 10);
+        if (*end || errno || v < 0)
+            return cl_error("CORPUSLENS_SCAN_KEEP_SHARDS=%s: expected an integer >= 0 (shards kept per rank)", e);
+        *n = (size_t)v;
+    }
+    return 0;
 }
 
 static int prompt_vectors(scan_ctx *x) {
@@ -396,13 +404,12 @@ static int prompt_vectors(scan_ctx *x) {
         for (size_t i = 0; i < x->n_shards; i++) x->keep_slot[i] = -1;
         /* the shortcut: the shard forward reaches every block only when the
            hook's last block is the model's last, after its MLP */
-        if (x->hi == c->n_layer - 1 && (x->point == CL_HOOK_MLP_OUT || x->point == CL_HOOK_RESID_POST)) {
-            size_t slot = Lh * S * C * sizeof(float), left = x->mine > x->done ? x->mine - x->done : 0;
-            size_t nk = keep_max(slot);
-            if (nk > left) nk = left;
-            if (nk && !(x->keep = calloc_huge(nk * Lh * S, C * sizeof(float), "kept shard vectors"))) nk = 0;
-            x->nkeep = nk;
-        }
+        size_t slot = Lh * S * C * sizeof(float), left = x->mine > x->done ? x->mine - x->done : 0, nk = 0;
+        if (keep_max(slot, &nk)) err = 1, nk = 0;
+        if (!(x->hi == c->n_layer - 1 && (x->point == CL_HOOK_MLP_OUT || x->point == CL_HOOK_RESID_POST))) nk = 0;
+        if (nk > left) nk = left;
+        if (nk && !(x->keep = calloc_huge(nk * Lh * S, C * sizeof(float), "kept shard vectors"))) nk = 0;
+        x->nkeep = nk;
         for (size_t k = 0; k < x->nkeep; k++) x->keep_slot[shard_of(x, x->done + k)] = (int32_t)k;
     }
     /* the kept shards, forwarded now: their prompts take their rows */
