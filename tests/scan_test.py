@@ -10,6 +10,9 @@ usage: scan_test.py MODE [args]
   ranks            1, 2, 3 ranks: counts bitwise equal, match sets equal
   resume           stop after K shards (CORPUSLENS_SCAN_STOP_AFTER), rerun:
                    the same file as an uninterrupted run; other args start over
+  shortcut         prompts from their shard's forward or from a prompt trie
+                   (CORPUSLENS_SCAN_KEEP_SHARDS=0, 2), 1 and 2 ranks, three
+                   hooks: the same file
   refusals         the documented refusals: nonzero exit, one line, no output
   prune            the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK=8, 31) against
                    brute force (the default): the same counts and matches
@@ -294,6 +297,54 @@ def test_resume():
     shutil.rmtree(d)
 
 
+def test_shortcut():
+    """Prompts take their vectors from the forward of their shard (kept
+    shards) or from a trie of prompts (CORPUSLENS_SCAN_KEEP_SHARDS=0: all of
+    them; =2: a few shards kept per rank): the same file whatever the split,
+    on 1 and 2 ranks, and with a hook that ends before the last block (no
+    shortcut)."""
+    import re
+    d = tempfile.mkdtemp(prefix="scanshortcut-")
+    m, c = setup(d, nchars=4000, prompts=40)
+    P = 40
+    for hook in ("mlp_out", "resid_post", "blocks.0.hook_mlp_out"):
+        args = ["scan", "--model", m, "--corpus", c, "--hook", hook, "--prefilter", "0.3", "--bin-width", "0.05",
+                "--batch", "50", "--match-cap", "7"]
+        base = None
+        for r in (1, 2):
+            for keep in (None, "0", "2"):
+                env = dict(ENV) if keep is None else dict(ENV, CORPUSLENS_SCAN_KEEP_SHARDS=keep)
+                out = os.path.join(d, f"s-{r}-{keep}.h5")
+                p = run(args + ["-o", out], ranks=r, env=env)
+                mm = re.search(r"prompts: (\d+) from the shard forward, the other (\d+) through", p.stderr)
+                check(mm is not None, f"{hook} {r} ranks keep={keep}: the prompt line is printed")
+                if not mm:
+                    continue
+                fwd, other = int(mm.group(1)), int(mm.group(2))
+                check(fwd + other == P, f"{hook}: {fwd} + {other} prompts == {P}")
+                if hook.startswith("blocks.0") or keep == "0":
+                    check(fwd == 0, f"{hook} {r} ranks keep={keep}: no prompt from the shard forward (got {fwd})")
+                elif keep is None:
+                    check(fwd == P, f"{hook} {r} ranks: every prompt from the shard forward (got {fwd})")
+                else:
+                    check(0 < fwd < P, f"{hook} {r} ranks keep=2: some prompts from each side (got {fwd})")
+                data, attrs = read_all(out)
+                if base is None:
+                    base = data
+                    continue
+                for k in base:
+                    check(np.array_equal(base[k], data[k]), f"{hook} {r} ranks keep={keep}: {k} differs from 1 rank, "
+                                                            "every prompt from its shard")
+    # a bad value of the knob: one line, nonzero exit, no output
+    out = os.path.join(d, "bad.h5")
+    p = run(["scan", "--model", m, "--corpus", c, "-o", out], ranks=2, ok=False,
+            env=dict(ENV, CORPUSLENS_SCAN_KEEP_SHARDS="-1"))
+    check(p.returncode != 0 and "CORPUSLENS_SCAN_KEEP_SHARDS=-1" in p.stderr and not os.path.exists(out),
+          f"KEEP_SHARDS=-1 refused (rc {p.returncode}: {p.stderr.strip()[-200:]})")
+    print("shortcut: ok")
+    shutil.rmtree(d)
+
+
 def test_refusals():
     d = tempfile.mkdtemp(prefix="scanrefuse-")
     m, c = setup(d, nchars=2000, prompts=10)
@@ -504,6 +555,8 @@ if __name__ == "__main__":
         test_ranks()
     elif mode == "resume":
         test_resume()
+    elif mode == "shortcut":
+        test_shortcut()
     elif mode == "refusals":
         test_refusals()
     elif mode == "prune":

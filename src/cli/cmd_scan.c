@@ -144,6 +144,10 @@ int cmd_scan(int argc, char **argv) {
         fprintf(stderr, "corpuslens scan: time per rank (max; CPU seconds, reduce+write wall): prompts %.2f s, trie forward %.2f s, similarity sgemm %.2f s, "
                         "selection/binning %.2f s, reduce+write %.2f s\n",
                 res.t_prompts, res.t_forward, res.t_sgemm, res.t_select, res.t_write);
+    if (rank == 0)
+        fprintf(stderr, "scan: prompts: %lld from the shard forward, the other %lld through a prompt trie of %zu nodes\n",
+                (long long)res.n_prompts_forwarded, (long long)(res.n_prompts - res.n_prompts_forwarded),
+                res.n_prompt_nodes);
     if (rank == 0 && res.prune_rank > 0) { /* only when pruning is on (CORPUSLENS_SCAN_PRUNE_RANK) */
         fprintf(stderr, "corpuslens scan: pruning bound rank %d: pairs pruned per block (exact similarity skipped):", res.prune_rank);
         for (int b = 0; b < res.n_blocks; b++)

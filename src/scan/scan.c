@@ -221,61 +221,240 @@ static inline int bin_of(const scan_ctx *x, float v) {
 
 /* ---- prompt vectors, model probabilities, logit lens ---- */
 
-#define PCHUNK 256
+/* Every prompt is a corpus substring. A prompt takes its hooked vectors and
+ * its residuals after every block (for the logit lens and the model's
+ * probabilities) from a trie forward: from the forward of the shard that
+ * holds it when that shard is among the first ones this run scans on its
+ * rank (those are forwarded first and their vectors kept; the shortcut), or
+ * else from a trie of the other prompts, split over the ranks. A trie node's
+ * values depend on its prefix only (cl_trie_fwd_run_res), so the two give
+ * the same bits: the output does not depend on which prompts take the
+ * shortcut, nor on the rank count. */
 
-static int prompts_forward(scan_ctx *x) {
+/* The shard at this rank's i-th place in the plan. */
+/* The i-th shard this run scans on this rank (the plan: cl_shard_plan). */
+static size_t shard_of(const scan_ctx *x, size_t i) { return x->my_shards[i]; }
+
+/* Sorted position of the substring of pp[j]. */
+static inline size_t ppos(const scan_ctx *x, size_t j) { return x->inv[x->cp->prompt_index[x->pp[j]]]; }
+
+/* The prompt rows psel[0..nsel) of a trie forward: their hooked vectors
+ * from out [Lh, S, C] (raw), their lens and model probabilities from
+ * x->pres, into every prompt of their substring (pp from pj[k] on). */
+static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
+    const size_t P = x->cp->n_prompts, C = x->m->cfg.n_embd, V = x->cp->V, NL = x->m->cfg.n_layer, Lh = x->Lh;
+    cl_unembed(x->m, x->pres, nsel * NL, x->plg);
+    softmax_forward(x->plg, nsel * NL, (int)V);
+    for (size_t k = 0; k < nsel; k++) {
+        size_t q = ppos(x, x->pj[k]);
+        for (size_t j = x->pj[k]; j < P && ppos(x, j) == q; j++) {
+            size_t p = (size_t)x->pp[j];
+            for (size_t h = 0; h < Lh; h++)
+                memcpy(x->pvec + (h * P + p) * C, out + (h * S + (size_t)x->psel[k]) * C, C * sizeof(float));
+            memcpy(x->lens + p * NL * V, x->plg + k * NL * V, NL * V * sizeof(float));
+        }
+    }
+    x->flops_prompts += (double)nsel * NL * 2.0 * C * V;
+}
+
+/* Forward shard `shard` (sorted positions s0 ..) into sv [Lh, S, C],
+ * normalised; with cap, the prompts in it take their rows first. */
+static int shard_forward(scan_ctx *x, size_t shard, float *sv, int cap) {
+    const cl_corpus *cp = x->cp;
+    const size_t C = x->m->cfg.n_embd, Lh = x->Lh, P = cp->n_prompts;
+    const int L = cp->L;
+    size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
+    double ta = scan_cpu_now();
+    for (size_t s = 0; s < S; s++)
+        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
+    size_t nsel = 0;
+    if (cap) { /* the distinct prompt positions in [s0, s0 + S) */
+        size_t lo = 0, hi = P;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (ppos(x, mid) < s0) lo = mid + 1;
+            else hi = mid;
+        }
+        for (size_t j = lo; j < P && ppos(x, j) < s0 + S; j++)
+            if (j == lo || ppos(x, j) != ppos(x, j - 1)) x->psel[nsel] = (int32_t)(ppos(x, j) - s0), x->pj[nsel++] = j;
+    }
+    size_t M = 0;
+    if (cl_trie_fwd_run_res(x->tf, x->stok, S, x->point, x->lo, x->hi, sv, x->psel, nsel, nsel ? x->pres : NULL, &M))
+        return -1;
+    x->n_nodes += M;
+    double Cd = (double)C;
+    /* every node through the blocks before the last needed one; in that one,
+       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
+    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
+    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
+    if (nsel) take_prompts(x, sv, S, nsel);
+    for (size_t h = 0; h < Lh; h++) l2normalize_rows(sv + h * S * C, S, (int)C);
+    x->t_forward += scan_cpu_now() - ta;
+    return 0;
+}
+
+typedef struct {
+    int64_t pos, p;
+} pos_prompt;
+
+static int cmp_pos_prompt(const void *a, const void *b) {
+    const pos_prompt *u = a, *v = b;
+    if (u->pos != v->pos) return u->pos < v->pos ? -1 : 1;
+    return u->p < v->p ? -1 : u->p > v->p;
+}
+
+/* Nodes of the trie of the sorted distinct rows tok[k], k in rows: what
+ * cl_trie_fwd_run builds for them in one piece. */
+static size_t trie_nodes(const scan_ctx *x, const size_t *pos, size_t n) {
+    const int L = x->cp->L;
+    size_t M = 0;
+    for (size_t i = 0; i < n; i++) {
+        int lcp = 0;
+        if (i > 0) {
+            const int32_t *a = cl_corpus_substring(x->cp, (size_t)x->perm[pos[i - 1]]),
+                          *b = cl_corpus_substring(x->cp, (size_t)x->perm[pos[i]]);
+            while (lcp < L - 1 && a[lcp] == b[lcp]) lcp++;
+        }
+        M += (size_t)(L - lcp);
+    }
+    return M;
+}
+
+/* The prompts that no kept shard holds (taken[p] == 0 on every rank):
+ * their distinct substrings in sorted order, a contiguous share per rank,
+ * through the trie forward in pieces of at most S. Local. */
+static int prompt_trie(scan_ctx *x, const unsigned char *taken) {
+    const cl_corpus *cp = x->cp;
+    const size_t P = cp->n_prompts, C = x->m->cfg.n_embd, NL = x->m->cfg.n_layer;
+    const int L = cp->L;
+    size_t n = 0;
+    size_t *first = cl_trymalloc(P ? P : 1, sizeof *first, "prompt trie"), *pos = NULL;
+    if (!first || !(pos = cl_trymalloc(P ? P : 1, sizeof *pos, "prompt trie"))) {
+        free(first);
+        return -1;
+    }
+    for (size_t j = 0; j < P; j++)
+        if (!taken[x->pp[j]] && (j == 0 || ppos(x, j) != ppos(x, j - 1))) first[n] = j, pos[n++] = ppos(x, j);
+    /* the work, the same on every rank: one trie of them all, every node
+       through every block, the leaves alone in the last */
+    double M = (double)trie_nodes(x, pos, n), Cd = (double)C;
+    x->n_prompt_nodes = (size_t)M;
+    if (x->rank == 0) x->flops_prompts += M * NL * 24.0 * Cd * Cd - (M - (double)n) * 18.0 * Cd * Cd;
+    size_t a = n * (size_t)x->rank / (size_t)x->R, b = n * ((size_t)x->rank + 1) / (size_t)x->R;
+    int err = 0;
+    for (size_t i0 = a; i0 < b && !err; i0 += x->S) {
+        size_t ns = b - i0 < x->S ? b - i0 : x->S;
+        for (size_t k = 0; k < ns; k++) {
+            memcpy(x->stok + k * L, cl_corpus_substring(cp, (size_t)x->perm[pos[i0 + k]]), L * sizeof(int32_t));
+            x->psel[k] = (int32_t)k, x->pj[k] = first[i0 + k];
+        }
+        if (cl_trie_fwd_run_res(x->tf, x->stok, ns, x->point, x->lo, x->hi, x->svec, x->psel, ns, x->pres, NULL))
+            err = 1;
+        else take_prompts(x, x->svec, ns, ns);
+    }
+    free(first), free(pos);
+    return err ? -1 : 0;
+}
+
+/* Shards whose vectors this rank keeps for the shortcut, at most: 512 MiB
+ * of them (the 40,000-character slice's 10 shards per rank fit: 189 MB; of
+ * the full paper scan's ~210 shards per rank, 27, so ~13 % of its prompts
+ * take the shortcut, the others the prompt trie); the peak RSS grows by as
+ * much. CORPUSLENS_SCAN_KEEP_SHARDS=n sets it (0: none, every prompt
+ * through the prompt trie; tests compare the two). */
+static int keep_max(size_t slot, size_t *n) {
+    const char *e = getenv("CORPUSLENS_SCAN_KEEP_SHARDS");
+    *n = ((size_t)512 << 20) / slot;
+    if (e && *e) {
+        char *end;
+        errno = 0;
+        long v = strtol(e, &end, 10);
+        if (*end || errno || v < 0)
+            return cl_error("CORPUSLENS_SCAN_KEEP_SHARDS=%s: expected an integer >= 0 (shards kept per rank)", e);
+        *n = (size_t)v;
+    }
+    return 0;
+}
+
+static int prompt_vectors(scan_ctx *x) {
     const cl_config *c = &x->m->cfg;
     const cl_corpus *cp = x->cp;
-    size_t P = cp->n_prompts, C = c->n_embd, V = c->vocab_size, NL = c->n_layer;
-    int L = cp->L, err = 0;
-    x->pvec = calloc_huge((size_t)x->Lh * P * C, sizeof(float), "prompt vectors");
+    const size_t P = cp->n_prompts, C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = x->Lh, S = x->S;
+    int err = 0;
+    unsigned char *taken = NULL, *all = NULL;
+    pos_prompt *pq = NULL;
+    x->pvec = calloc_huge(Lh * P * C, sizeof(float), "prompt vectors");
     x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
     x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
-    float *cap = cl_trymalloc((size_t)x->Lh * PCHUNK * C, sizeof(float), "prompt capture");
-    float *res = cl_trymalloc(NL * PCHUNK * C, sizeof(float), "prompt residuals");
-    float *lg = cl_trymalloc(NL * PCHUNK * V, sizeof(float), "prompt lens logits");
-    float *logits = cl_trymalloc(PCHUNK * V, sizeof(float), "prompt logits");
-    int32_t *tok = cl_trymalloc((size_t)PCHUNK * L, sizeof(int32_t), "prompt tokens");
-    cl_forward *f = NULL;
-    if (!x->pvec || !x->probs || !x->lens || !cap || !res || !lg || !logits || !tok) err = 1;
-    if (!err && !(f = cl_forward_create(x->m, PCHUNK, L))) err = 1;
-    for (size_t ch = 0, i0 = 0; !err && i0 < P; ch++, i0 += PCHUNK) {
-        if ((int)(ch % x->R) != x->rank) continue;
-        int B = (int)(P - i0 < PCHUNK ? P - i0 : PCHUNK);
-        for (int b = 0; b < B; b++)
-            memcpy(tok + (size_t)b * L, cl_corpus_substring(cp, (size_t)cp->prompt_index[i0 + b]), L * sizeof(int32_t));
-        int hook_layer = x->Lh == c->n_layer ? -1 : x->lo;
-        cl_hook hooks[2] = {{.point = x->point, .layer = hook_layer, .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
-                            {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE_LAST, .out = res}};
-        if (cl_forward_run(f, tok, B, L, hooks, 2, CL_LOGITS_LAST, logits)) {
-            err = 1;
-            break;
-        }
-        /* cap is [Lh, B, C] (layer -1) or [B, C] */
-        for (int h = 0; h < x->Lh; h++)
-            for (int b = 0; b < B; b++)
-                memcpy(x->pvec + ((size_t)h * P + i0 + b) * C, cap + ((size_t)h * B + b) * C, C * sizeof(float));
-        softmax_forward(logits, (size_t)B, (int)V);
-        memcpy(x->probs + i0 * V, logits, (size_t)B * V * sizeof(float));
-        for (size_t l = 0; l < NL; l++) {
-            cl_unembed(x->m, res + l * B * C, (size_t)B, lg);
-            softmax_forward(lg, (size_t)B, (int)V);
-            for (int b = 0; b < B; b++)
-                memcpy(x->lens + ((i0 + b) * NL + l) * V, lg + (size_t)b * V, V * sizeof(float));
-        }
-        x->flops_prompts += cl_forward_flops(c, B, L) + NL * 2.0 * B * C * V;
+    x->pp = cl_trymalloc(P, sizeof *x->pp, "prompt order");
+    x->psel = cl_trymalloc(S, sizeof *x->psel, "prompt rows");
+    x->pj = cl_trymalloc(S, sizeof *x->pj, "prompt rows");
+    x->pres = cl_trymalloc(S * NL * C, sizeof(float), "prompt residuals");
+    x->plg = cl_trymalloc(S * NL * V, sizeof(float), "prompt lens logits");
+    x->keep_slot = cl_trymalloc(x->n_shards, sizeof *x->keep_slot, "kept shards");
+    taken = cl_trycalloc(P, 1, "prompt sources");
+    all = cl_trycalloc(P, 1, "prompt sources");
+    pq = cl_trymalloc(P, sizeof *pq, "prompt order");
+    if (!x->pvec || !x->probs || !x->lens || !x->pp || !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot ||
+        !taken || !all || !pq)
+        err = 1;
+    if (!err) {
+        for (size_t p = 0; p < P; p++) pq[p].pos = (int64_t)x->inv[cp->prompt_index[p]], pq[p].p = (int64_t)p;
+        qsort(pq, P, sizeof *pq, cmp_pos_prompt);
+        for (size_t j = 0; j < P; j++) x->pp[j] = pq[j].p;
+        for (size_t i = 0; i < x->n_shards; i++) x->keep_slot[i] = -1;
+        /* the shortcut: the shard forward reaches every block only when the
+           hook's last block is the model's last, after its MLP */
+        size_t slot = Lh * S * C * sizeof(float), left = x->mine > x->done ? x->mine - x->done : 0, nk = 0;
+        if (keep_max(slot, &nk)) err = 1, nk = 0;
+        if (!(x->hi == c->n_layer - 1 && (x->point == CL_HOOK_MLP_OUT || x->point == CL_HOOK_RESID_POST))) nk = 0;
+        if (nk > left) nk = left;
+        if (nk && !(x->keep = calloc_huge(nk * Lh * S, C * sizeof(float), "kept shard vectors"))) nk = 0;
+        x->nkeep = nk;
+        for (size_t k = 0; k < x->nkeep; k++) x->keep_slot[shard_of(x, x->done + k)] = (int32_t)k;
     }
-    cl_forward_free(f);
-    free(cap), free(res), free(lg), free(logits), free(tok);
-    if (cl_par_agree(err, x->comm)) return -1;
-    if (scan_allreduce(x->pvec, (size_t)x->Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
-        scan_allreduce(x->probs, P * V, MPI_FLOAT, sizeof(float), x->comm) ||
-        scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))
-        return -1;
+    /* the kept shards, forwarded now: their prompts take their rows. Their
+       nodes and flops count when do_shard scans them, so that a run killed
+       after keeping them and resumed counts each scanned shard once (the
+       file's n_trie_nodes and flops do not depend on how the run went) */
+    if (!err && x->nkeep && (!(x->keep_nodes = cl_trymalloc(x->nkeep, sizeof *x->keep_nodes, "kept shards")) ||
+                             !(x->keep_flops = cl_trymalloc(x->nkeep, sizeof *x->keep_flops, "kept shards"))))
+        err = 1;
+    for (size_t k = 0; !err && k < x->nkeep; k++) {
+        size_t n0 = x->n_nodes;
+        double f0 = x->flops_forward;
+        if (shard_forward(x, shard_of(x, x->done + k), x->keep + k * Lh * S * C, 1)) err = 1;
+        x->keep_nodes[k] = x->n_nodes - n0, x->keep_flops[k] = x->flops_forward - f0;
+        x->n_nodes = n0, x->flops_forward = f0;
+    }
+    if (cl_par_agree(err, x->comm)) goto out;
+    for (size_t p = 0; p < P; p++) {
+        size_t sh = x->inv[cp->prompt_index[p]] / S;
+        taken[p] = x->keep_slot[sh] >= 0;
+    }
+    int64_t nt = 0;
+    for (size_t p = 0; p < P; p++) nt += taken[p];
+    if (cl_par_allreduce(taken, all, (int)P, MPI_UNSIGNED_CHAR, MPI_MAX, x->comm) != MPI_SUCCESS ||
+        cl_par_allreduce(&nt, &x->n_from_trie, 1, MPI_INT64_T, MPI_SUM, x->comm) != MPI_SUCCESS)
+        err = cl_error("MPI_Allreduce failed");
+    if (!err && prompt_trie(x, all)) err = 1;
+    if (cl_par_agree(err, x->comm)) goto out;
+    if (scan_allreduce(x->pvec, Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
+        scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm)) {
+        err = 1;
+        goto out;
+    }
+    /* the model's probabilities: the lens of the last block (the same final
+       LayerNorm and head on the same residual) */
+    for (size_t p = 0; p < P; p++) memcpy(x->probs + p * V, x->lens + (p * NL + NL - 1) * V, V * sizeof(float));
     double fl = x->flops_prompts;
     cl_par_allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
-    for (int h = 0; h < x->Lh; h++) l2normalize_rows(x->pvec + (size_t)h * P * C, P, (int)C);
-    return 0;
+    for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->pvec + h * P * C, P, (int)C);
+out:
+    free(taken), free(all), free(pq);
+    free(x->pres), free(x->plg);
+    x->pres = x->plg = NULL;
+    return err ? -1 : 0;
 }
 
 /* ---- one shard ---- */
@@ -461,11 +640,7 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
 
 static int do_shard(scan_ctx *x, size_t shard) {
     const cl_corpus *cp = x->cp;
-    const size_t C = x->m->cfg.n_embd, Lh = x->Lh;
-    const int L = cp->L;
     size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
-    for (size_t s = 0; s < S; s++)
-        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
     size_t nnz = 0;
     for (size_t s = 0; s < S; s++) {
         size_t sub = (size_t)x->perm[s0 + s];
@@ -487,21 +662,20 @@ static int do_shard(scan_ctx *x, size_t shard) {
             x->loc_tok[n] = cp->next_token[e], x->loc_cnt[n] = cp->next_count[e];
         x->loc_ptr[s + 1] = (int32_t)n;
     }
-    size_t M = 0;
-    double ta = scan_cpu_now();
-    if (cl_trie_fwd_run(x->tf, x->stok, S, x->point, x->lo, x->hi, x->svec, &M)) return -1;
-    x->n_nodes += M;
-    double Cd = (double)C;
-    /* every node through the blocks before the last needed one; in that one,
-       ln1 + qkv + attention for every node, proj + MLP for the leaves only */
-    if (x->point == CL_HOOK_RESID_PRE) x->flops_forward += (double)M * x->hi * 24.0 * Cd * Cd;
-    else x->flops_forward += (double)M * (x->hi + 1) * 24.0 * Cd * Cd - (double)(M - S) * 18.0 * Cd * Cd;
-    for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->svec + h * S * C, S, (int)C);
-    /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
-    if (x->ixw && cl_index_writer_put(x->ixw, shard, x->svec, S)) return -1;
+    /* the shard's vectors: kept from prompt_vectors, or forwarded now */
+    float *own = x->svec;
+    int32_t slot = x->keep_slot[shard];
+    if (slot >= 0) {
+        x->svec = x->keep + (size_t)slot * x->Lh * x->S * x->m->cfg.n_embd;
+        x->n_nodes += x->keep_nodes[slot], x->flops_forward += x->keep_flops[slot];
+    }
+    else if (shard_forward(x, shard, x->svec, 0)) return -1;
     double tb = scan_cpu_now();
-    x->t_forward += tb - ta;
-    return x->prune_r ? shard_pruned(x, s0, S, tb) : shard_brute(x, s0, S, tb);
+    /* --index-out: the same normalised vectors go to the index (this rank's i-th shard) */
+    int rc = x->ixw && cl_index_writer_put(x->ixw, shard, x->svec, S) ? -1 : 0;
+    if (!rc) rc = x->prune_r ? shard_pruned(x, s0, S, tb) : shard_brute(x, s0, S, tb);
+    x->svec = own;
+    return rc;
 }
 
 /* ---- --index-out: the index writer (index.c) fed by do_shard ---- */
@@ -566,6 +740,7 @@ static void ctx_free(scan_ctx *x) {
         free(x->row_k), free(x->row_val),
         free(x->loc_cnt);
     free(x->my_shards), free(x->done_set), free(x->covered), free(x->absorbed);
+    free(x->keep), free(x->keep_slot), free(x->keep_nodes), free(x->keep_flops), free(x->pp), free(x->psel), free(x->pj), free(x->pres), free(x->plg);
     free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
     cl_corpus_free(x->cp);
@@ -610,14 +785,10 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     if (scan_state_begin(x)) goto out;
     state_begun = 1;
     if (o->index_out && scan_index_open(x)) goto out;
-    double tp = scan_cpu_now();
-    if (prompts_forward(x)) goto out;
-    if (prune_setup(x)) goto out;
-    x->t_prompts = scan_cpu_now() - tp;
-
     /* The shards not in the checkpoints this run resumed from (done_set),
      * dealt round-robin over this run's ranks (cl_shard_plan): rank, rank +
-     * R, ... on a fresh run. */
+     * R, ... on a fresh run. The plan comes first: the prompt side keeps the
+     * vectors of the first shards this rank will scan (prompt_vectors). */
     /* Benchmarks: CORPUSLENS_SCAN_SAMPLE_SHARDS=K scans only K shards spread
      * evenly over the plan (shard j * n_shards / K); the output is marked
      * with the attribute sampled_shards and is not a full scan. */
@@ -636,8 +807,13 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
         if (!x->done_set[univ[j]]) total += N - univ[j] * x->S < x->S ? N - univ[j] * x->S : x->S;
         else prior++;
     }
-    const size_t mine = x->n_mine = cl_shard_plan(univ, plan, x->done_set, x->rank, x->R, x->my_shards);
+    const size_t mine = x->n_mine = x->mine = cl_shard_plan(univ, plan, x->done_set, x->rank, x->R, x->my_shards);
     free(univ);
+    /* the prompt side; the kept shards' forward counts as trie forward */
+    double tp = scan_cpu_now(), tf0 = x->t_forward;
+    if (prompt_vectors(x)) goto out;
+    if (prune_setup(x)) goto out;
+    x->t_prompts = scan_cpu_now() - tp - (x->t_forward - tf0);
     double tlast = cl_wall_seconds(), tstart = tlast, ck_wait = o->checkpoint_seconds;
     long new_done = 0;
     cl_par_stop stop;
@@ -648,7 +824,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
             x->stopped = 1;
             break;
         }
-        size_t shard = x->my_shards[i];
+        size_t shard = shard_of(x, i);
         if (cl_par_fault("scan.shard", comm) || do_shard(x, shard)) {
             err = 1;
             break;
@@ -705,7 +881,11 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->forward_flops = g[0] + x->flops_prompts;
     res->cosine_flops = g[1];
     res->flops = res->forward_flops + res->cosine_flops;
+    res->corpus_flops = g[0] + g[1];
     res->n_nodes = (size_t)g[2];
+    res->n_prompts = (int64_t)P;
+    res->n_prompts_forwarded = x->n_from_trie;
+    res->n_prompt_nodes = x->n_prompt_nodes;
     cl_par_allreduce(x->n_cand, res->n_candidates, x->Lh, MPI_INT64_T, MPI_SUM, comm);
     cl_par_allreduce(x->n_tested, res->n_tested, x->Lh, MPI_INT64_T, MPI_SUM, comm);
     res->prune_rank = x->prune_r;

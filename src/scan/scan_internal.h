@@ -87,6 +87,24 @@ typedef struct {
     float *row_val;           /* [S] */
     int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
     int csr;            /* write the binned counts as CSR (scan_sparse.c) */
+    /* the prompt side (scan.c, prompt_vectors): the first nkeep shards this
+       run scans on this rank are forwarded before the prompts are needed and
+       their vectors kept ([nkeep, Lh, S, C], normalised), so that their
+       prompts take their vectors from that forward; keep_slot[shard]: its
+       slot or -1. The other prompts go through a trie of their own. */
+    size_t mine;        /* shards of this rank in the plan */
+    float *keep;
+    size_t nkeep;
+    int32_t *keep_slot; /* [n_shards] */
+    size_t *keep_nodes; /* [nkeep] trie nodes and forward flops of each kept shard, */
+    double *keep_flops; /* counted when the shard is scanned (do_shard), not when kept */
+    int64_t *pp;        /* [P] prompts by sorted position of their substring */
+    int32_t *psel;      /* [S] rows of a trie forward that are prompts */
+    size_t *pj;         /* [S] the first index into pp of each such row */
+    float *pres;        /* [S, n_layer, C] their residuals after every block */
+    float *plg;         /* [S, n_layer, V] their lens logits */
+    int64_t n_from_trie;
+    size_t n_prompt_nodes; /* prompts from the shard forward; nodes of the prompt trie */
 } scan_ctx;
 
 /* Whether any of r[0..16) is > t (NaN is not), as `!(r[i] > t)` skips):

@@ -731,7 +731,7 @@ static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64
                    cl_h5_attr_write_int(file, "shard_size", (long long)x->S) ||
                    cl_h5_attr_write_int(file, "n_trie_nodes", (long long)res->n_nodes) ||
                    cl_h5_attr_write_double(file, "wall_seconds", res->wall_seconds) ||
-                   cl_h5_attr_write_double(file, "flops", res->flops) ||
+                   cl_h5_attr_write_double(file, "flops", res->corpus_flops) ||
                    cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
                    (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled))
                ? -1

@@ -92,6 +92,11 @@ static void gather_leaves(const cl_trie_fwd *t, const float *act, size_t S, size
 
 int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
                     size_t *n_nodes) {
+    return cl_trie_fwd_run_res(t, tokens, S, point, lo, hi, out, NULL, 0, NULL, n_nodes);
+}
+
+int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
+                        const int32_t *sel, size_t nsel, float *res, size_t *n_nodes) {
     const cl_model *m = t->m;
     const cl_config *c = &m->cfg;
     const cl_params *p = &m->p;
@@ -102,6 +107,11 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
         point != CL_HOOK_MLP_OUT && point != CL_HOOK_RESID_POST)
         return cl_error("trie forward: hook point not supported (resid_pre, attn_out, resid_mid, mlp_out, resid_post)");
     if (lo < 0 || hi < lo || hi >= c->n_layer) return cl_error("trie forward: bad block range %d..%d", lo, hi);
+    for (size_t k = 0; res && k < nsel; k++)
+        if (sel[k] < 0 || (size_t)sel[k] >= S) return cl_error("trie forward: row %d outside the %zu substrings", sel[k], S);
+    /* the last block run: hi, or every block when the residuals are wanted */
+    const int last = res ? c->n_layer - 1 : hi;
+    const int NL = c->n_layer;
 
     /* Build the trie: substring s shares nodes at depths < lcp(s-1, s). */
     size_t M = 0;
@@ -134,11 +144,11 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
         for (size_t j = 0; j < C; j++) xi[j] = te[j] + pe[j];
     }
     const float *keys[4096], *vals[4096];
-    for (int l = 0; l <= hi; l++) {
+    for (int l = 0; l <= last; l++) {
         float *cap = out + (size_t)(l - lo) * S * C;
-        int want = l >= lo;
+        int want = l >= lo && l <= hi;
         if (want && point == CL_HOOK_RESID_PRE) gather_leaves(t, t->x, S, C, cap);
-        if (point == CL_HOOK_RESID_PRE && l == hi) break;
+        if (point == CL_HOOK_RESID_PRE && l == last && !res) break;
         const float *ln1_b = c->bias ? p->ln1_b + l * C : NULL, *ln2_b = c->bias ? p->ln2_b + l * C : NULL;
         layernorm_forward(t->ln, NULL, NULL, t->x, p->ln1_w + l * C, ln1_b, M, (int)C, c->ln_eps);
         matmul_forward(t->qkv, t->ln, p->qkv_w + l * 3 * C * C, c->qkv_bias ? p->qkv_b + l * 3 * C : NULL, M, (int)C,
@@ -153,7 +163,7 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
             }
             attention_one_forward(t->z + i * C, NULL, t->qkv + i * 3 * C, keys, vals, d + 1, (int)C, H, scale);
         }
-        if (l == hi && point != CL_HOOK_RESID_PRE) {
+        if (l == last) {
             /* Last block needed: only the leaves go on (attention above needed
              * every node's k,v; proj and the MLP only the leaves' rows). */
             for (size_t s2 = 0; s2 < S; s2++) {
@@ -169,7 +179,7 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
         if (want && point == CL_HOOK_ATTN_OUT) gather_leaves(t, t->tmp, S, C, cap);
         residual_add(t->x, t->tmp, M * C);
         if (want && point == CL_HOOK_RESID_MID) gather_leaves(t, t->x, S, C, cap);
-        if (l == hi && (point == CL_HOOK_ATTN_OUT || point == CL_HOOK_RESID_MID)) break;
+        if (!res && l == hi && (point == CL_HOOK_ATTN_OUT || point == CL_HOOK_RESID_MID)) break;
         layernorm_forward(t->ln, NULL, NULL, t->x, p->ln2_w + l * C, ln2_b, M, (int)C, c->ln_eps);
         for (size_t r0 = 0; r0 < M; r0 += MLP_ROWS) {
             size_t nr = M - r0 < MLP_ROWS ? M - r0 : MLP_ROWS;
@@ -184,6 +194,8 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
         if (want && point == CL_HOOK_MLP_OUT) gather_leaves(t, t->tmp, S, C, cap);
         residual_add(t->x, t->tmp, M * C);
         if (want && point == CL_HOOK_RESID_POST) gather_leaves(t, t->x, S, C, cap);
+        for (size_t k = 0; res && k < nsel; k++)
+            memcpy(res + (k * NL + (size_t)l) * C, t->x + (size_t)t->leaf[sel[k]] * C, C * sizeof(float));
     }
     return 0;
 }

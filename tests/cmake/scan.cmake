@@ -11,6 +11,8 @@ cl_script_test(scan_reference_resid_mid "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_t
 cl_script_test(scan_reference_embed "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference embed)
 cl_script_test(scan_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py ranks)
 cl_script_test(scan_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py resume)
+# prompts from their shard's forward (kept shards) or a prompt trie: the same file (issue 24)
+cl_script_test(scan_shortcut "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py shortcut)
 cl_script_test(scan_refusals "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py refusals)
 cl_script_test(scan_prune "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py prune)
 cl_script_test(scan_reference_pruned "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_test.py reference mlp_out 8)

@@ -167,7 +167,13 @@ typedef struct {
     int64_t n_pairs;       /* prefiltered pairs (self pairs included) */
     int64_t n_matches;     /* stored matches */
     double wall_seconds, flops, forward_flops, cosine_flops;
+    double corpus_flops;   /* the corpus side (trie forward of the scanned shards + similarity): the file's
+                              `flops`; the prompt side is left out there, as it depends on how the run
+                              went (a resumed run forwards the prompts again, by another route) */
     size_t n_nodes;        /* trie node rows forwarded (all ranks) */
+    int64_t n_prompts;     /* P */
+    int64_t n_prompts_forwarded; /* prompts whose vectors came from the shard forward (the rest: prompt trie) */
+    size_t n_prompt_nodes; /* nodes of the prompt trie (one piece; its share per rank is a little more) */
     double t_forward, t_sgemm, t_select, t_prompts, t_write; /* seconds (max over ranks): the
                                      first four in process CPU time, t_write wall */
     /* the pruning bound (CORPUSLENS_SCAN_PRUNE_RANK; 0 = brute force): per
@@ -203,5 +209,15 @@ void cl_trie_fwd_free(cl_trie_fwd *t);
  * *n_nodes receives M. 0 or -1. */
 int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
                     size_t *n_nodes);
+/* The same, and the residual stream after every block (resid_post, blocks
+ * 0..n_layer-1) of the substrings sel[0..nsel) (row indices into tokens)
+ * into res[nsel, n_layer, C] (res NULL: cl_trie_fwd_run). With res the
+ * forward runs through every block (the last for the leaves only). A
+ * node's values depend only on its prefix (every kernel computes a row
+ * alone, in one fixed order), so a substring gets the same bits in any
+ * shard, alone or with others; they may differ from cl_forward_run's in the
+ * last bits (attention sums in another order; scan_trie_check bounds it). */
+int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
+                        const int32_t *sel, size_t nsel, float *res, size_t *n_nodes);
 
 #endif
