@@ -166,8 +166,10 @@ def attr_cases(kind, obj, name, value):
     """(label, mutator(f), must_refuse)"""
     info = obj == "/" and name in INFORMATIONAL[kind]
     # scan.h5 files older than one-block scans lack it (every block hooked)
-    # (token_type, next_layout: absent in corpus files written before BPE corpora = char, csr)
-    optional = (kind == "scan" and name in ("n_hook_blocks",)) or (kind == "corpus" and name in ("token_type", "next_layout"))
+    # (token_type, next_layout: absent in corpus files written before BPE corpora = char, csr;
+    #  in scan files written before the CSR layout = char, dense)
+    optional = (kind == "scan" and name in ("n_hook_blocks", "next_layout", "token_type")) or \
+        (kind == "corpus" and name in ("token_type", "next_layout"))
     cases = [("missing", lambda f: f[obj].attrs.__delitem__(name), not info and not optional)]
     v = np.asarray(value)
     if v.dtype.kind in "SUO":  # a string
