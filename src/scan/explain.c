@@ -61,6 +61,62 @@ static int cpu_direct(void) {
 static void dot_f16(const uint16_t *h, size_t rows, size_t C, const float *pv, size_t P, float *out, size_t ld) {
     cl_sgemm_nt_f16(P, rows, C, pv, C, h, C, out, ld);
 }
+
+/* ---- exact dots of a tile of 8 float16 rows against many prompts ----
+ * tile_widen8 widens rows[0..nr) (nr <= 8; the missing lanes are zero) into
+ * T[c * 8 + r]; tile_dots then gives out[p * 8 + r] = dot(row r, qs[p]) with
+ * lanes = rows: each lane is cl_sgemm_nt_f16's chain (gemm.h: one fused
+ * multiply-add per element, over c in increasing order, from 0), so every
+ * similarity has the bits of dot_f16 / explain of that prompt alone. Eight
+ * prompts at a time keep eight independent chains in flight; a row is
+ * widened once for all the prompts that need it, and nothing is gathered. */
+__attribute__((target("avx2,f16c,fma"))) static void tile_widen8(const uint16_t *const *rows, size_t nr, size_t C,
+                                                                 float *T) {
+    for (size_t c = 0; c < C; c += 8) {
+        __m256 v[8];
+        for (size_t r = 0; r < 8; r++)
+            v[r] = r < nr ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows[r] + c))) : _mm256_setzero_ps();
+        __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+        __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *o = T + c * 8;
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+}
+
+#define TILE_DOTS(NP)                                                                                                  \
+    do {                                                                                                               \
+        __m256 acc[NP];                                                                                                \
+        for (int j = 0; j < NP; j++) acc[j] = _mm256_setzero_ps();                                                     \
+        for (size_t c = 0; c < C; c++) {                                                                               \
+            const __m256 t = _mm256_loadu_ps(T + c * 8);                                                               \
+            for (int j = 0; j < NP; j++) acc[j] = _mm256_fmadd_ps(t, _mm256_broadcast_ss(qs[p + j] + c), acc[j]);     \
+        }                                                                                                              \
+        for (int j = 0; j < NP; j++) _mm256_storeu_ps(out + (p + j) * 8, acc[j]);                                      \
+        p += NP;                                                                                                       \
+    } while (0)
+
+__attribute__((target("avx2,fma"))) static void tile_dots(const float *T, size_t C, const float *const *qs, size_t n,
+                                                          float *out) {
+    size_t p = 0;
+    while (n - p >= 8) TILE_DOTS(8);
+    if (n - p >= 4) TILE_DOTS(4);
+    if (n - p >= 2) TILE_DOTS(2);
+    if (n - p >= 1) TILE_DOTS(1);
+}
+#undef TILE_DOTS
 #endif
 
 /* Ranks agree through cl_par_agree (par.h): on failure every rank holds the
@@ -357,10 +413,11 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
     /* rows to multiply: SK_DOT (step 3) or up to 256 (step 2) */
     _Static_assert(SK_DOT <= 256, "rows16 holds SK_DOT rows");
     uint16_t *rows16 = cl_trymalloc(256 * C, 2, "sketch rows (float16)");
+    float *tile = cl_trymalloc(8 * C, sizeof(float), "sketch rows (tile)");
     /* surviving rows by pread: on the development VM a page fault per row of
        the 4 GB mapping cost 2.6x the CPU time of a pread (README, Performance) */
     int use_pread = sk->fd >= 0 && !ix->held;
-    if (!ub || !co || !re || !rows16) goto done;
+    if (!ub || !co || !re || !rows16 || !tile) goto done;
     for (size_t i = 0; i < P; i++) cl_sketch_query(sk, b, pv + i * C, cq + i * k, &rq[i]);
     if (sk->held_coords && k % 8 == 0) {
         const size_t i0 = (size_t)b * sk->N + row0;
@@ -452,7 +509,27 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
     /* 3b. their exact similarities, SK_DOT rows at a time; from the mapping,
        each row prefetched PF rows ahead (its cache lines come from memory) */
     enum { PF = 8 };
-    for (size_t j0 = 0; j0 < ns; j0 += SK_DOT) {
+    if (!use_pread) {
+        /* from the mapping, 8 rows at a time widened into a tile (no copy), the next 8 prefetched */
+        const float *qs[DIRECT_MAX];
+        float out[DIRECT_MAX * 8];
+        for (size_t i = 0; i < P; i++) qs[i] = pv + i * C;
+        for (size_t j0 = 0; j0 < ns; j0 += 8) {
+            size_t nr = ns - j0 < 8 ? ns - j0 : 8;
+            const uint16_t *rp[8];
+            for (size_t q = 0; q < nr; q++) rp[q] = ROW(row0 + surv[j0 + q]);
+            for (size_t q = j0 + 8; q < j0 + 16 && q < ns; q++) {
+                const char *pf = (const char *)ROW(row0 + surv[q]);
+                for (size_t o = 0; o < C * 2; o += 64) __builtin_prefetch(pf + o);
+            }
+            tile_widen8(rp, nr, C, tile);
+            tile_dots(tile, C, qs, P, out);
+            for (size_t q = 0; q < nr; q++)
+                for (size_t i = 0; i < P; i++)
+                    visit(x, i * Lh + (size_t)b, thr, gate, invT, out[i * 8 + q], ix->substring[row0 + surv[j0 + q]]);
+        }
+    }
+    for (size_t j0 = 0; use_pread && j0 < ns; j0 += SK_DOT) {
         size_t nq = ns - j0 < SK_DOT ? ns - j0 : SK_DOT;
         for (size_t q = 0; q < nq; q++) {
             size_t row = row0 + surv[j0 + q];
@@ -482,7 +559,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
     *checked = cnt;
     rc = 0;
 done:
-    free(ub), free(co), free(re), free(rows16);
+    free(ub), free(co), free(re), free(rows16), free(tile);
     return rc;
 }
 
@@ -536,6 +613,8 @@ typedef struct {
     size_t np, cap;
     uint32_t *cnt, *ord; /* counting sort by row: cnt[SKB + 1], ord[cap] */
     uint16_t *span;      /* rows read by one pread: up to one chunk */
+    float *tile, *tout;  /* 8 widened rows (8 C), their dots with the tile's prompts (QT x 8) */
+    uint16_t slot[QT];   /* a prompt's place in tout + 1, 0: none */
     int64_t rows, pairs; /* computed */
 } batch_ws;
 
@@ -569,8 +648,42 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
     for (size_t s = m; s > 0; s--) w->cnt[s] = w->cnt[s - 1]; /* back to starts */
     w->cnt[0] = 0;
     int use_pread = sk->fd >= 0 && !ix->held;
-    size_t span0 = 0, span1 = 0; /* rows [span0, span1) of the piece held in w->span */
 #define ROWP(row) (cl_index_chunk_f16(ix, b, (row) / cr) + ((row) % cr) * C)
+    if (!use_pread) {
+        /* from the mapping: the rows that have pairs, 8 at a time, widened once into a tile and multiplied
+           with every prompt that one of them needs (tile_dots); visited in the same order as below */
+        size_t grp[8], nr = 0, nu = 0;
+        const float *qs[QT];
+        uint32_t ul[QT];
+        for (size_t s = 0; s <= m; s++) {
+            if (s < m && w->cnt[s] == w->cnt[s + 1]) continue;
+            if (s < m) grp[nr++] = s;
+            if (nr == 8 || (s == m && nr > 0)) {
+                const uint16_t *rp[8];
+                for (size_t r = 0; r < nr; r++) {
+                    rp[r] = ROWP(r0 + grp[r]);
+                    for (uint32_t j = w->cnt[grp[r]]; j < w->cnt[grp[r] + 1]; j++) {
+                        uint32_t p = w->ord[j];
+                        if (!w->slot[p]) w->slot[p] = (uint16_t)(nu + 1), ul[nu] = p, qs[nu++] = pv + (q0 + p) * C;
+                    }
+                }
+                tile_widen8(rp, nr, C, w->tile);
+                tile_dots(w->tile, C, qs, nu, w->tout);
+                for (size_t r = 0; r < nr; r++) {
+                    uint32_t a = w->cnt[grp[r]], e = w->cnt[grp[r] + 1];
+                    for (uint32_t j = a; j < e; j++)
+                        visit(x, (q0 + w->ord[j]) * Lh + (size_t)b, thr, gate, invT,
+                              w->tout[(size_t)(w->slot[w->ord[j]] - 1) * 8 + r], ix->substring[r0 + grp[r]]);
+                    w->rows++, w->pairs += e - a;
+                }
+                for (size_t u = 0; u < nu; u++) w->slot[ul[u]] = 0;
+                nr = nu = 0;
+            }
+        }
+        w->np = 0;
+        return 0;
+    }
+    size_t span0 = 0, span1 = 0; /* rows [span0, span1) of the piece held in w->span */
     for (size_t s = 0; s < m; s++) {
         uint32_t a = w->cnt[s], e = w->cnt[s + 1];
         if (a == e) continue;
@@ -625,11 +738,13 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
     batch_ws w = {0};
     w.cnt = cl_trymalloc(mmax + 1, sizeof *w.cnt, "sketch pairs");
     w.span = cl_trymalloc(ix->chunk_rows * C, sizeof(uint16_t), "index rows");
+    w.tile = cl_trymalloc(8 * C, sizeof(float), "index rows (tile)");
+    w.tout = cl_trymalloc(QT * 8, sizeof(float), "index rows (tile)");
     int rc = -1;
     /* the sure pairs' shortcut with a held sketch (a warm server); without
        it every pair is multiplied, the reference its results equal */
     const int sure_ok = sk->held_coords && !x->soft;
-    if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span) goto done;
+    if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span || !w.tile || !w.tout) goto done;
     for (size_t q0 = 0; q0 < P; q0 += QT) {
         size_t nq = P - q0 < QT ? P - q0 : QT;
         for (size_t i = 0; i < nq; i++) cl_sketch_query(sk, b, pv + (q0 + i) * C, cq + i * k, &rq[i]);
@@ -703,7 +818,7 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
     rc = 0;
 done:
     free(cq), free(rq), free(ub), free(co), free(re), free(ff);
-    free(w.ps), free(w.pq), free(w.cnt), free(w.ord), free(w.span);
+    free(w.ps), free(w.pq), free(w.cnt), free(w.ord), free(w.span), free(w.tile), free(w.tout);
     return rc;
 }
 #endif
