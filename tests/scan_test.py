@@ -293,6 +293,18 @@ def test_resume():
     run(args + ["-o", out2], ranks=2, ok=False, env=env)
     p = run(args[:-1] + ["39", "-o", out2], ranks=2, ok=False)
     check("starting over" in p.stderr and p.returncode == 0, "different args start over")
+    # another sampled plan (CORPUSLENS_SCAN_SAMPLE_SHARDS, the benchmarks') is another
+    # set of shards: a run stopped on a sample of 5 starts over on a sample of 4, and
+    # writes the same file as an uninterrupted run on that sample
+    out3, ref3 = os.path.join(d, "u.h5"), os.path.join(d, "ref-sample4.h5")
+    run(args + ["-o", ref3], ranks=2, env=dict(ENV, CORPUSLENS_SCAN_SAMPLE_SHARDS="4"))
+    run(args + ["-o", out3], ranks=2, ok=False, env=dict(env, CORPUSLENS_SCAN_SAMPLE_SHARDS="5"))
+    p = run(args + ["-o", out3], ranks=2, env=dict(ENV, CORPUSLENS_SCAN_SAMPLE_SHARDS="4"))
+    check("starting over" in p.stderr, f"another sample starts over ({p.stderr.strip()[-200:]!r})")
+    a, _ = read_all(ref3)
+    b, _ = read_all(out3)
+    for k in a:
+        check(np.array_equal(a[k], b[k]), f"sample of 4 after a stopped sample of 5: {k} differs")
     print("resume: ok")
     shutil.rmtree(d)
 

@@ -86,6 +86,11 @@ int scan_state_begin(scan_ctx *x) {
                      x->model_sha, x->corpus_h5_sha, o->hook, o->prefilter, o->bin_width, o->match_cap, x->S);
     for (int b = 0; b < x->Lh && n < (int)sizeof x->sig - 32; b++)
         n += snprintf(x->sig + n, sizeof x->sig - n, " %.17g", x->thr[b]);
+    /* the benchmarks' sampled plan (CORPUSLENS_SCAN_SAMPLE_SHARDS, read the
+       same way by cl_scan_run): another sample is another set of shards */
+    const char *smp = getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS");
+    long sample = smp && atol(smp) > 0 ? atol(smp) : 0;
+    if (n < (int)sizeof x->sig - 40) n += snprintf(x->sig + n, sizeof x->sig - n, "\nsampled_shards %ld", sample);
     snprintf(x->sig + n, sizeof x->sig - n, "\n");
     if (x->rank == 0) {
         char dir[4200], p[4400], tmp[4500];
