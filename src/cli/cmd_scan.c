@@ -145,7 +145,7 @@ int cmd_scan(int argc, char **argv) {
                         "selection/binning %.2f s, reduce+write %.2f s\n",
                 res.t_prompts, res.t_forward, res.t_sgemm, res.t_select, res.t_write);
     if (rank == 0)
-        fprintf(stderr, "scan: prompts: %lld from the shard forward, the other %lld through a prompt trie of %zu nodes\n",
+        fprintf(stderr, "corpuslens scan: prompts: %lld from the shard forward, the other %lld through a prompt trie of %zu nodes\n",
                 (long long)res.n_prompts_forwarded, (long long)(res.n_prompts - res.n_prompts_forwarded),
                 res.n_prompt_nodes);
     if (rank == 0 && res.prune_rank > 0) { /* only when pruning is on (CORPUSLENS_SCAN_PRUNE_RANK) */

@@ -78,7 +78,7 @@ static float float_below(double d) {
 
 static int setup(scan_ctx *x) {
     const cl_scan_opts *o = x->o;
-    if (!o->model_path || !o->corpus_path || !o->out_path) return cl_error("scan: model, corpus and output are required");
+    if (!o->model_path || !o->corpus_path || !o->out_path) return cl_error("model, corpus and output are required");
     if (!(o->prefilter > -1.0 && o->prefilter < 1.0))
         return cl_error("--prefilter %g is outside (-1, 1)", o->prefilter);
     if (!(o->bin_width > 0.0) || !(o->bin_width <= 2.0)) return cl_error("--bin-width %g must be in (0, 2]", o->bin_width);
@@ -90,7 +90,7 @@ static int setup(scan_ctx *x) {
     if (nb > 10000) return cl_error("--bin-width %g gives %ld bins (at most 10000)", o->bin_width, nb);
     x->NB = (int)nb;
     if (o->next_layout < CL_SCAN_LAYOUT_AUTO || o->next_layout > CL_SCAN_LAYOUT_CSR)
-        return cl_error("scan: next_layout %d is not auto, dense or csr", o->next_layout);
+        return cl_error("next_layout %d is not auto, dense or csr", o->next_layout);
     if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
     if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");
 
@@ -646,7 +646,7 @@ static int do_shard(scan_ctx *x, size_t shard) {
         size_t sub = (size_t)x->perm[s0 + s];
         nnz += (size_t)(cp->next_indptr[sub + 1] - cp->next_indptr[sub]);
     }
-    if (nnz > (size_t)INT32_MAX) return cl_error("scan: a shard has too many next-token entries (%zu)", nnz);
+    if (nnz > (size_t)INT32_MAX) return cl_error("a shard has too many next-token entries (%zu)", nnz);
     if (nnz > x->loc_cap) {
         size_t cap = nnz + nnz / 2;
         int32_t *a = realloc(x->loc_tok, cap * sizeof *a), *b = a ? realloc(x->loc_cnt, cap * sizeof *b) : NULL;

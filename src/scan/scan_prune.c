@@ -23,7 +23,7 @@
 #include "scan/scan_internal.h"
 
 int scan_prune_basis(const float *v, size_t n, int C, int r, float *U) {
-    if (r < 1 || r > C) return cl_error("scan: pruning rank %d outside 1..%d", r, C);
+    if (r < 1 || r > C) return cl_error("pruning rank %d outside 1..%d", r, C);
     double *G = cl_trycalloc((size_t)C * C, sizeof(double), "prune Gram matrix");
     double *P = cl_trymalloc((size_t)C * r, sizeof(double), "prune basis");
     double *row = cl_trymalloc((size_t)SCAN_PRUNE_CHUNK * C, sizeof(double), "prune rows");
