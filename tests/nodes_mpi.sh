@@ -20,6 +20,9 @@ SRC=${SRC:?SRC must name the source tree}
 PY=${PYTHON:-/usr/bin/python3}
 command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
 D=$(mktemp -d /var/tmp/cl-nodes-mpi.XXXXXX)
+# each node has a /tmp of its own (a tmpfs): a binary built under /tmp is copied
+# where both nodes see it
+case $(readlink -f "$CL") in /tmp/*) cp "$CL" "$D/corpuslens" && CL=$D/corpuslens ;; esac
 chmod 755 "$D"
 export NODES_DIR=$D/ns NODES_NET=${NODES_NET:-10.213.26}
 . "$SRC/tests/nodes/netns.sh"

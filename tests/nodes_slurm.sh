@@ -25,6 +25,9 @@ for b in slurmctld slurmd sbatch scontrol sinfo munged munge unmunge setpriv; do
     command -v "$b" >/dev/null || { echo "SKIP: $b is not installed (CORPUSLENS_WITH_SLURM=1 .ci/install-deps)"; exit 77; }
 done
 D=$(mktemp -d /var/tmp/cl-nodes-slurm.XXXXXX)
+# each node has a /tmp of its own (a tmpfs): a binary built under /tmp is copied
+# where both nodes see it
+case $(readlink -f "$CL") in /tmp/*) cp "$CL" "$D/corpuslens" && CL=$D/corpuslens ;; esac
 chmod 755 "$D"
 export NODES_DIR=$D/ns NODES_NET=${NODES_NET:-10.213.27}
 . "$SRC/tests/nodes/netns.sh"
