@@ -28,9 +28,6 @@ set_tests_properties(index_kill_resume PROPERTIES TIMEOUT 600)
 # byte-identical to an uninterrupted run (CORPUSLENS_FAULT=R:STEP@N:int|:wait).
 cl_script_test(interrupt_resume "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/interrupt_resume.sh)
 set_tests_properties(interrupt_resume PROPERTIES TIMEOUT 900)
-if(CORPUSLENS_SANITIZE) # its SIGINT-to-mpiexec case runs in Release only (see the script)
-  set_property(TEST interrupt_resume APPEND PROPERTY ENVIRONMENT CORPUSLENS_SANITIZED=1)
-endif()
 # run --force: a stage failing or interrupted half-way leaves the old output intact
 cl_script_test(run_force_keeps "" ${CMAKE_CURRENT_SOURCE_DIR}/run_force_keeps.sh)
 set_tests_properties(run_force_keeps PROPERTIES TIMEOUT 900)
