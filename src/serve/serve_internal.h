@@ -74,4 +74,7 @@ typedef struct {
 extern const sv_file sv_page_files[];
 extern const size_t sv_page_n_files;
 
+/* The vocabulary's token id of code point CP, or -1 (serve_text.c). */
+int32_t sv_lookup(const sv_state *s, uint32_t cp);
+
 #endif

@@ -25,17 +25,6 @@ char *sv_error_json(const char *msg, long long position) {
     return s ? s : strdup("{\"error\":\"out of memory\"}");
 }
 
-/* code point -> token id, or -1 */
-static int32_t lookup(const sv_state *s, uint32_t cp) {
-    size_t lo = 0, hi = (size_t)s->V;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->cps[mid] < cp) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < (size_t)s->V && s->cps[lo] == cp ? s->ids[lo] : -1;
-}
-
 static int fail(char **err, const char *msg, long long pos) {
     *err = sv_error_json(msg, pos);
     return 400;
@@ -178,7 +167,7 @@ int sv_parse_explain(const sv_state *s, const char *body, size_t len, sv_explain
     for (size_t i = 0, c = 0; i < tl; c++) {
         uint32_t cp;
         int k = cl_utf8_get((const unsigned char *)t + i, tl - i, &cp);
-        int32_t id = lookup(s, cp);
+        int32_t id = sv_lookup(s, cp);
         if (id < 0) {
             char e[8] = {0};
             cl_utf8_put(cp, e);

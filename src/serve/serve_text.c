@@ -15,7 +15,8 @@
 #include "corpuslens/base/utf8.h"
 #include "serve/serve_internal.h"
 
-static int32_t lookup(const sv_state *s, uint32_t cp) {
+/* code point -> token id, or -1 (serve_internal.h) */
+int32_t sv_lookup(const sv_state *s, uint32_t cp) {
     size_t lo = 0, hi = (size_t)s->V;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -56,7 +57,7 @@ void sv_text_load(sv_state *s, const char *path) {
     for (size_t i = 0; !bad && i < len;) {
         uint32_t c;
         int k = cl_utf8_get((const unsigned char *)t + i, len - i, &c);
-        int32_t id = k > 0 ? lookup(s, c) : -1;
+        int32_t id = k > 0 ? sv_lookup(s, c) : -1;
         if (id < 0) bad = 1;
         else ids[n++] = id, i += (size_t)k;
     }
