@@ -1,5 +1,6 @@
 #include "corpuslens/base/fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -112,4 +113,16 @@ int cl_commit_file(const char *tmp, const char *path) {
         return cl_error("cannot rename %s to %s: %s", tmp, path, strerror(e));
     }
     return cl_fsync_dir_of(path);
+}
+
+void cl_remove_prefixed(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t n = strlen(prefix);
+    char p[8192];
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, prefix, n) && snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+            remove(p);
+    closedir(d);
 }

@@ -73,16 +73,7 @@ static int synced_entry(const char *name) {
 static void remove_parts(const char *out) {
     char dir[4400], p[4800];
     snprintf(dir, sizeof dir, "%s.parts", out);
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (!strncmp(e->d_name, "rank", 4)) {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                remove(p);
-            }
-        closedir(d);
-    }
+    cl_remove_prefixed(dir, "rank");
     snprintf(p, sizeof p, "%s/args", dir);
     remove(p);
     rmdir(dir);

@@ -28,17 +28,9 @@ static void state_path(const scan_ctx *x, char *buf, size_t n, const char *leaf)
 }
 
 static void remove_rank_files(const scan_ctx *x) {
-    char dir[4200], p[4600];
+    char dir[4200];
     state_path(x, dir, sizeof dir, NULL);
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (!strncmp(e->d_name, "rank", 4)) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            remove(p);
-        }
-    closedir(d);
+    cl_remove_prefixed(dir, "rank");
 }
 
 void scan_state_remove(scan_ctx *x) {

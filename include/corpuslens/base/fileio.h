@@ -27,5 +27,8 @@ int cl_fsync_dir_of(const char *path);
  * the directory. On failure TMP is removed (PATH is untouched) and the
  * message names the cause. 0 or -1. */
 int cl_commit_file(const char *tmp, const char *path);
+/* Remove the files of folder DIR whose names start with PREFIX (a resume
+ * state's per-rank files); a folder that cannot be read is left alone. */
+void cl_remove_prefixed(const char *dir, const char *prefix);
 
 #endif
