@@ -801,8 +801,7 @@ int cmd_explain(int argc, char **argv) {
     cl_corpus *cp = m ? cl_corpus_open(corpus_path) : NULL;
     double tlc = cli_wtime();
     cl_index *ix = cp ? cl_index_open(index_path) : NULL;
-    if (!m) cl_error_prefix("%s: ", model_path);
-    else if (!cp) cl_error_prefix("%s: ", corpus_path);
+    /* the model and corpus loaders name the path in their messages */
     if (!m || !cp || !ix) err = 1;
     char msha[65] = "", csha[65] = "";
     int hit_m = 0, hit_c = 0;

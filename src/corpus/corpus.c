@@ -734,8 +734,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
     int is_bpe = read_token_type(root);
     if (is_bpe < 0) goto done;
     if (is_bpe && !bpe_ok) {
-        cl_error("%s: %s has BPE token n-grams (sparse counts); %s does not support them yet", reader_name, path,
-                 reader_name);
+        cl_error("%s has BPE token n-grams (sparse counts); %s does not support them yet", path, reader_name);
         *refused = 1;
         goto done;
     }

@@ -510,7 +510,7 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
     if (o->shard_size < 1 || o->shard_size > (1L << 20)) return cl_error("--batch must be in 1..1048576");
     if (o->dtype != CL_INDEX_F16 && o->dtype != CL_INDEX_F32) return cl_error("unknown index dtype");
     cl_model *m = *mp = cl_model_load(o->model_path);
-    if (!m) return cl_error_prefix("%s: ", o->model_path);
+    if (!m) return -1; /* the loader names the path */
     const cl_config *c = &m->cfg;
     cl_hook_point pt;
     int layer;
@@ -524,7 +524,7 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
     *lo = layer < 0 ? 0 : layer;
     *hi = layer < 0 ? c->n_layer - 1 : layer;
     cl_corpus *cp = *cpp = cl_corpus_load(o->corpus_path);
-    if (!cp) return cl_error_prefix("%s: ", o->corpus_path);
+    if (!cp) return -1;
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);

@@ -95,7 +95,7 @@ static int setup(scan_ctx *x) {
     if (o->match_cap < 0) return cl_error("--match-cap must be >= 0");
 
     x->m = cl_model_load(o->model_path);
-    if (!x->m) return cl_error_prefix("%s: ", o->model_path);
+    if (!x->m) return -1; /* the loader names the path */
     const cl_config *c = &x->m->cfg;
     cl_hook_point pt;
     int layer;
@@ -113,7 +113,7 @@ static int setup(scan_ctx *x) {
 
     /* a BPE model scans a BPE corpus of its own tokenizer (scan_sparse.c) */
     x->cp = x->m->bpe ? cl_corpus_load_any(o->corpus_path) : cl_corpus_load(o->corpus_path);
-    if (!x->cp) return cl_error_prefix("%s: ", o->corpus_path);
+    if (!x->cp) return -1; /* the loader names the path */
     const cl_corpus *cp = x->cp;
     x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR ||
              (o->next_layout == CL_SCAN_LAYOUT_AUTO && (cp->bpe || cp->V > CL_SCAN_DENSE_MAX_V));

@@ -437,10 +437,10 @@ static int load(server *s) {
     sv_state *st = &s->st;
     st->o = o;
     st->m = cl_model_map(o->model_path);
-    if (!st->m) return cl_error_prefix("%s: ", o->model_path), -1;
+    if (!st->m) return -1; /* the loaders name the path */
     if (st->m->bpe) return cl_error("%s: serve needs a character-level model (this one uses BPE)", o->model_path);
     st->cp = cl_corpus_load(o->corpus_path); /* whole and checked: rows are read per request (top strings, the n-gram) */
-    if (!st->cp) return cl_error_prefix("%s: ", o->corpus_path), -1;
+    if (!st->cp) return -1;
     st->ix = cl_index_open(o->index_path);
     if (!st->ix) return -1;
     char msha[65], csha[65];

@@ -160,7 +160,7 @@ def main():
                           ("serve", ["serve", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model", char,
                                      "--port", "0"])):
             refuse(f"{cmd} on a BPE corpus", args,
-                   f"{cmd}: {cbpe} has BPE token n-grams (sparse counts); {cmd} does not support them yet", o)
+                   f"corpuslens {cmd}: {cbpe} has BPE token n-grams (sparse counts); {cmd} does not support them yet", o)
 
         def hostile(name, edit, want):
             h = os.path.join(d, "hostile.h5")

@@ -188,7 +188,7 @@ cl_corpus *cl_corpus_open(const char *path);
 cl_corpus *cl_corpus_load_any(const char *path);
 
 /* The command named in cl_corpus_load's / cl_corpus_open's refusal of a BPE
- * corpus ("NAME: PATH has BPE token n-grams (sparse counts); NAME does not
+ * corpus ("PATH has BPE token n-grams (sparse counts); NAME does not
  * support them yet"); the CLI sets it to the command being run. */
 void cl_corpus_set_reader(const char *name);
 
