@@ -38,6 +38,11 @@ static const char ABOUT[] =
 static int model_vocab(const char *path, uint32_t **vocab, int *V) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return -1;
+    if (cl_h5_exists(f, "/tokenizer")) { /* a BPE model: no characters to take */
+        H5Fclose(f);
+        return cl_error("%s is a GPT-2 BPE model (it has a /tokenizer, not a character vocabulary); "
+                        "--vocab-from takes a char-level model or corpus file", path);
+    }
     int rc = cl_h5_read_vocab(f, "/vocab", vocab, V);
     H5Fclose(f);
     if (rc < 0) return cl_error_prefix("%s: ", path);

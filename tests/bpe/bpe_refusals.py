@@ -151,6 +151,8 @@ def main():
         refuse("prepare --vocab-from BPE --len > block_size",
                ["prepare", corpus, "--len", "17", "--prompts", "5", "--vocab-from", bpe, "-o", o], "block_size", o)
 
+        refuse("import --vocab-from BPE.h5", ["import", os.path.join(d, "none.pt"), "--vocab-from", bpe, "-o", o],
+               f"corpuslens import: {bpe} is a GPT-2 BPE model", o)
         for cmd, args in (("scan", ["scan", "--model", char, "--corpus", cbpe, "-o", o]),
                           ("index", ["index", "--model", char, "--corpus", cbpe, "-o", o]),
                           ("explain", ["explain", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model",
