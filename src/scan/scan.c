@@ -243,15 +243,18 @@ static inline size_t ppos(const scan_ctx *x, size_t j) { return x->inv[x->cp->pr
  * x->pres, into every prompt of their substring (pp from pj[k] on). */
 static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
     const size_t P = x->cp->n_prompts, C = x->m->cfg.n_embd, V = x->cp->V, NL = x->m->cfg.n_layer, Lh = x->Lh;
-    cl_unembed(x->m, x->pres, nsel * NL, x->plg);
-    softmax_forward(x->plg, nsel * NL, (int)V);
-    for (size_t k = 0; k < nsel; k++) {
-        size_t q = ppos(x, x->pj[k]);
-        for (size_t j = x->pj[k]; j < P && ppos(x, j) == q; j++) {
-            size_t p = (size_t)x->pp[j];
-            for (size_t h = 0; h < Lh; h++)
-                memcpy(x->pvec + (h * P + p) * C, out + (h * S + (size_t)x->psel[k]) * C, C * sizeof(float));
-            memcpy(x->lens + p * NL * V, x->plg + k * NL * V, NL * V * sizeof(float));
+    for (size_t k0 = 0; k0 < nsel; k0 += x->plg_rows) { /* the logits of plg_rows prompt rows at a time */
+        size_t kn = nsel - k0 < x->plg_rows ? nsel - k0 : x->plg_rows;
+        cl_unembed(x->m, x->pres + k0 * NL * C, kn * NL, x->plg);
+        softmax_forward(x->plg, kn * NL, (int)V);
+        for (size_t k = k0; k < k0 + kn; k++) {
+            size_t q = ppos(x, x->pj[k]);
+            for (size_t j = x->pj[k]; j < P && ppos(x, j) == q; j++) {
+                size_t p = (size_t)x->pp[j];
+                for (size_t h = 0; h < Lh; h++)
+                    memcpy(x->pvec + (h * P + p) * C, out + (h * S + (size_t)x->psel[k]) * C, C * sizeof(float));
+                memcpy(x->lens + p * NL * V, x->plg + (k - k0) * NL * V, NL * V * sizeof(float));
+            }
         }
     }
     x->flops_prompts += (double)nsel * NL * 2.0 * C * V;
@@ -376,6 +379,29 @@ static int keep_max(size_t slot, size_t *n) {
     return 0;
 }
 
+/* Prompt rows whose lens logits (n_layer x V floats each) take_prompts
+ * holds at once: as many as 64 MiB hold, at least 1, at most S (a shard's
+ * or a prompt-trie piece's rows). Before, it held S of them: at GPT-2's
+ * shapes (12 x 50257, S = 2048) a 4.9 GB buffer per rank, whatever P.
+ * CORPUSLENS_SCAN_LENS_ROWS=n sets it (tests: the lens does not depend on
+ * it). */
+static int lens_rows(size_t NL, size_t V, size_t S, size_t *n) {
+    const char *e = getenv("CORPUSLENS_SCAN_LENS_ROWS");
+    size_t row = NL * V * sizeof(float);
+    *n = ((size_t)64 << 20) / (row ? row : 1);
+    if (e && *e) {
+        char *end;
+        errno = 0;
+        long v = strtol(e, &end, 10);
+        if (*end || errno || v < 1)
+            return cl_error("CORPUSLENS_SCAN_LENS_ROWS=%s: expected an integer >= 1 (prompt rows per lens chunk)", e);
+        *n = (size_t)v;
+    }
+    if (*n < 1) *n = 1;
+    if (*n > S) *n = S;
+    return 0;
+}
+
 static int prompt_vectors(scan_ctx *x) {
     const cl_config *c = &x->m->cfg;
     const cl_corpus *cp = x->cp;
@@ -390,7 +416,8 @@ static int prompt_vectors(scan_ctx *x) {
     x->psel = cl_trymalloc(S, sizeof *x->psel, "prompt rows");
     x->pj = cl_trymalloc(S, sizeof *x->pj, "prompt rows");
     x->pres = cl_trymalloc(S * NL * C, sizeof(float), "prompt residuals");
-    x->plg = cl_trymalloc(S * NL * V, sizeof(float), "prompt lens logits");
+    if (lens_rows(NL, V, S, &x->plg_rows)) err = 1;
+    else x->plg = cl_trymalloc(x->plg_rows * NL * V, sizeof(float), "prompt lens logits");
     x->keep_slot = cl_trymalloc(x->n_shards, sizeof *x->keep_slot, "kept shards");
     taken = cl_trycalloc(P, 1, "prompt sources");
     all = cl_trycalloc(P, 1, "prompt sources");

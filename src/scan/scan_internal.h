@@ -102,7 +102,8 @@ typedef struct {
     int32_t *psel;      /* [S] rows of a trie forward that are prompts */
     size_t *pj;         /* [S] the first index into pp of each such row */
     float *pres;        /* [S, n_layer, C] their residuals after every block */
-    float *plg;         /* [S, n_layer, V] their lens logits */
+    float *plg;         /* [plg_rows, n_layer, V] the lens logits of plg_rows of them at a time */
+    size_t plg_rows;    /* at most 64 MiB of logits (one row at GPT-2's 12 x 50257: 2.4 MB), <= S */
     int64_t n_from_trie;
     size_t n_prompt_nodes; /* prompts from the shard forward; nodes of the prompt trie */
 } scan_ctx;

@@ -30,3 +30,6 @@ cl_script_test(bpe_refusals "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/
 cl_script_test(train_bpe_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_ranks.sh)
 # issue 25 item 3: scan + reduce on a BPE corpus (CSR counts) against a naive numpy oracle, tiny tokenizer
 cl_script_test(scan_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/scan_bpe.py)
+# issue 25 item 5: scan's prompt lens buffer is bounded (64 MiB), not a shard x
+# n_layer x V (4.9 GB at GPT-2's shapes): an RLIMIT_AS run (skipped under ASan), the lens equal
+cl_script_test(scan_bpe_memory "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/scan_bpe_memory.py)
