@@ -271,11 +271,17 @@ for tag, N100 in (("TinyShakespeare-like", N_hi), ("large-like", N_lo)):
           f"{(M0 + MP * 20000 + MN * N100) / 1e9:.1f} GB)")
     for R in (32, 256, 1024):
         print(f"     corpus part / R, R = {R}: {(mem - m_N * N100 + m_N * N100 / R) / 1e9:.2f} GB per rank")
+    ix0 = k1ts["rss"] - m_N * ts_N  # the index's memory without the corpus
+    mem_ix = ix0 + m_N * N100
+    print(f"   index memory per rank today: {ix0 / 1e9:.2f} + m_N N = {mem_ix / 1e9:.1f} GB; corpus part / R, R = 32: "
+          f"{(ix0 + m_N * N100 / 32) / 1e9:.2f} GB")
     fwd_hi = N100 * lg_nodes * q_node
     scan_ch, idx_ch = (fwd_hi + N100 * 20000 * q_pair) / 3600, r_ix * fwd_hi / 3600
     rpn = min(CORES, int(NODE_GB * 0.9e9 // mem))
-    print(f"   node-hours (nodes of {CORES} cores, {NODE_GB:.0f} GB, {lg_nodes:.2f} nodes per substring): today "
-          f"{rpn} ranks fit per node -> scan {scan_ch / rpn:.2f}, index {idx_ch / rpn:.2f}; corpus / R ({CORES} "
+    rpi = min(CORES, int(NODE_GB * 0.9e9 // mem_ix))
+    print(f"   node-hours (nodes of {CORES} cores, {NODE_GB:.0f} GB of which 90 % for ranks, {lg_nodes:.2f} nodes per "
+          f"substring): today {rpn} scan ranks and {rpi} index ranks fit per node -> scan {scan_ch / rpn:.2f}, index "
+          f"{idx_ch / rpi:.2f}; corpus / R ({CORES} "
           f"ranks per node) -> scan {scan_ch / CORES:.2f}, index {idx_ch / CORES:.2f}")
     print(f"   disk: corpus.h5 ~{prep['large']['size'] / lg_N * N100 / 1e9:.1f} GB, index {bytes_sub * N100 / 1e9:.0f} GB "
           f"(+9 % sketch); prepare ~{prep['large']['cpu'] / lg_N * N100 / 60:.0f} min CPU, peak RSS "
