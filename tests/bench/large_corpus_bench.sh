@@ -90,8 +90,14 @@ for c in ts large; do
 done
 cat > rt.sh <<'SEOF'
 #!/bin/sh
-# one rank under GNU time: its peak RSS (KB), wall, user and system seconds
-exec /usr/bin/time -f "%M %e %U %S" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" "$@"
+# one rank under GNU time: its peak RSS (KB), wall, user and system seconds.
+# The exit status RT_OK (index's 3: stopped after CORPUSLENS_INDEX_STOP_AFTER
+# shards) becomes 0, or mpiexec kills the other ranks (and their GNU time,
+# before it writes) as soon as one exits with it
+/usr/bin/time -f "%M %e %U %S" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" "$@"
+rc=$?
+[ "$rc" = "${RT_OK:-0}" ] && exit 0
+exit "$rc"
 SEOF
 chmod +x rt.sh
 # 4. the sampled scans, side by side
@@ -111,8 +117,9 @@ index() { # shards-per-rank tag corpus
     [ ! -s "wall.$2" ] || return 0
     rm -rf "i.$2.h5" "i.$2.h5.parts" "rt.$2".*
     s=$(date +%s.%N)
-    CORPUSLENS_INDEX_STOP_AFTER=$1 RT_OUT=rt.$2 mpiexec -n 2 -x RT_OUT -x CORPUSLENS_INDEX_STOP_AFTER ./rt.sh \
-        "$E" index --model ts.h5 --corpus "c.$3.p$P.h5" -o "i.$2.h5" 2> "log.$2" || [ $? = 3 ]
+    CORPUSLENS_INDEX_STOP_AFTER=$1 RT_OUT=rt.$2 RT_OK=3 mpiexec -n 2 -x RT_OUT -x RT_OK -x CORPUSLENS_INDEX_STOP_AFTER \
+        ./rt.sh "$E" index --model ts.h5 --corpus "c.$3.p$P.h5" -o "i.$2.h5" 2> "log.$2"
+    grep -q "stopped after CORPUSLENS_INDEX_STOP_AFTER" "log.$2" || { echo "index did not stop as asked: log.$2" >&2; exit 1; }
     e=$(date +%s.%N)
     echo "$s $e" > "wall.$2"
     du -sb "i.$2.h5.parts" | cut -f1 > "bytes.$2"
@@ -147,7 +154,10 @@ def fit(rows):  # N = c * n^alpha through the last two points
     al = math.log(N2 / N1) / math.log(n2 / n1)
     return al, lambda n: N2 * (n / n2) ** al
 def rss(tag):
-    r = [open(f).read().split("\n")[-2].split() for f in sorted(glob.glob(f"rt.{tag}.*"))]  # last line: GNU time
+    r = [[ln.split() for ln in open(f) if ln.strip()] for f in sorted(glob.glob(f"rt.{tag}.*"))]
+    if len(r) != 2 or not all(r):
+        sys.exit(f"rt.{tag}.*: a rank's GNU time line is missing (delete wall.{tag} to measure it again)")
+    r = [x[-1] for x in r]  # the last line: GNU time's
     return [int(x[0]) * 1024 for x in r], [float(x[2]) + float(x[3]) for x in r]
 def wall(tag):
     s, e = map(float, open(f"wall.{tag}").read().split())
