@@ -208,7 +208,7 @@ static int cmp_prompt_ref(const void *a, const void *b) {
 /* Model probabilities, logit lens and normalised hooked vectors of the
  * prompts, from the scan's trie forward (cl_trie_fwd_run_var): the distinct
  * prompt strings in lexicographic order, in pieces of up to TRIE_STRINGS
- * strings (and TRIE_NODES / longest length), piece c on rank c mod R, summed
+ * strings (TRIE_NODES / longest length, TRIE_LENS / (NL V)), piece c on rank c mod R, summed
  * over ranks (zero-filled: exact). The lens is the scan's: ln_f + head of
  * each block's residual (cl_unembed), softmax; the model's probabilities are
  * the lens of the last block (the same final LayerNorm and head on the same
@@ -217,6 +217,7 @@ static int cmp_prompt_ref(const void *a, const void *b) {
  * other prompts and the pieces. */
 #define TRIE_STRINGS 256
 #define TRIE_NODES 8192
+#define TRIE_LENS ((size_t)1 << 24) /* lens logits of a piece, floats */
 static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t *tokens, const size_t *off, size_t P,
                            float *pvec, float *probs, float *lens, int rank, int R, MPI_Comm comm) {
     const cl_config *c = &m->cfg;
@@ -240,6 +241,7 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
     }
     size_t Smax = TRIE_NODES / Tmax > 0 ? TRIE_NODES / Tmax : 1;
     if (Smax > TRIE_STRINGS) Smax = TRIE_STRINGS;
+    if (Smax > TRIE_LENS / (NL * V)) Smax = TRIE_LENS / (NL * V) > 0 ? TRIE_LENS / (NL * V) : 1; /* a large vocabulary */
     if (Smax > U) Smax = U ? U : 1;
     float *cap = cl_trymalloc(Lh * Smax * C, sizeof(float), "prompt capture");
     float *res = cl_trymalloc(Smax * NL * C, sizeof(float), "prompt residuals");
