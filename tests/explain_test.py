@@ -136,13 +136,11 @@ def test_reduce():
                 near, emp = f["/blocks/near_threshold"][()], f["/model/probs"][()]
                 elens = f["/lens/probs"][()]
             P = len(texts)
-            # The scan takes its prompts' residuals from the trie forward (the shard's, or a
-            # prompt trie), whose attention sums in another order than explain's plain forward:
-            # the model's and the lens's probabilities agree to rounding (measured ~2e-6), so
-            # the approximation (counts) is compared exactly and H within 1e-6 (NaN-strict).
+            # explain forwards its prompts through the scan's trie forward (a node's bits depend
+            # only on its prefix): the model's and the lens's probabilities are the scan's bits
             dp, dl = float(np.abs(mp - emp).max()), float(np.abs(lens - elens).max())
-            check(dp <= 1e-5, f"model probabilities differ from the scan's by {dp}")
-            check(dl <= 1e-5, f"logit lens differs from the scan's by {dl}")
+            check(np.array_equal(mp, emp), f"model probabilities differ from the scan's (by up to {dp})")
+            check(np.array_equal(lens, elens), f"logit lens differs from the scan's (by up to {dl})")
             tv = [float(x) for x in thr.split(",")]
             n_near, n_eq = 0, 0
             for p in range(P):
@@ -153,14 +151,14 @@ def test_reduce():
                     k = int(np.argmin(np.abs(lower - tv[b])))
                     ref = counts[p, b, k:, :].sum(axis=0)
                     check(np.array_equal(ref, ec[p, b]), f"prompt {p} block {b}: counts differ from the scan's bins")
-                ok = np.array_equal(ra[p], ea[p]) and abs(rh[p] - eh[p]) <= 1e-6
-                check(ok, f"prompt {p}: approximation/H differ from reduce ({rh[p]} vs {eh[p]})")
+                ok = np.array_equal(ra[p], ea[p]) and np.array_equal(rh[p], eh[p])
+                check(ok, f"prompt {p}: approximation/H differ from reduce ({rh[p]!r} vs {eh[p]!r})")
                 n_eq += ok
-            print(f"thresholds {thr}: {n_eq} prompts equal to reduce (approximation bitwise, H within 1e-6), {n_near} with pairs within {NEAR} "
+            print(f"thresholds {thr}: {n_eq} prompts bitwise equal to reduce, {n_near} with pairs within {NEAR} "
                   f"of a threshold (allowed), of {P}")
             check(n_eq >= P // 2, "too few comparable prompts")
-            check(not (abs(rh[0] + 1e-5 - eh[0]) <= 1e-6) and not (float("nan") <= 1e-5),
-                  "negative control: an H off by 1e-5, or a NaN, fails the tolerances")
+            check(not np.array_equal(rh[0], np.nextafter(eh[0], 1.0)) and not np.array_equal(mp, np.nextafter(mp, 1.0)),
+                  "negative control: an H or a probability one ulp off fails the comparison")
         # soft kernel: reduce from the bins (midpoint weights) against explain's exact kernel,
         # within the bin-width bound; reduce's printed mean against the same formula in numpy
         T, sw = [0.05, 0.1], [1.0, 0.5]

@@ -1,6 +1,8 @@
 /* The prefix-sharing (trie) forward against the plain cl_forward_run on the
  * same strings, for every hook point the scan supports: max |difference|
- * must stay below 1e-4 (float32, different summation orders).
+ * must stay below 1e-4 (float32, different summation orders); a string's
+ * bits alone, in a batch, and among strings of other lengths (the
+ * variable-length trie forward explain uses) are the same.
  * usage: scan_trie_check MODEL.h5 CORPUS.h5 */
 #include <math.h>
 #include <stdio.h>
@@ -172,6 +174,106 @@ int main(int argc, char **argv) {
         printf("residuals after every block vs plain resid_post: max |difference| %.3g (max |plain| %.3g) %s\n", mx, ref,
                ok ? "ok" : "FAIL");
         free(ra), free(rb), free(a1), free(r1), free(b3), free(t3);
+    }
+    /* Strings of mixed lengths (cl_trie_fwd_run_var, what explain forwards its
+     * prompts with): prefixes of sampled rows of lengths 1..L, whole rows, a
+     * prefix next to the row it begins (an inner node as a string's node) and
+     * a duplicate, in sorted and in reversed order, with the model loaded and
+     * mapped (explain maps it): each string's hooked rows and residuals have
+     * the bits of that string forwarded alone as a substring of its own
+     * length (cl_trie_fwd_run_res), for every point and two block ranges. */
+    {
+        enum { NSTR = 48 };
+        size_t off[NSTR + 1], roff[NSTR + 1], ord[NSTR], n = 0;
+        int32_t ws[NSTR * 64], rws[NSTR * 64], zero = 0;
+        size_t o = 0;
+        for (size_t k = 0; k < NSTR - 2 && (size_t)L <= 64; k++) {
+            size_t s = (k * 13) % S, len = 1 + k % (size_t)L;
+            off[n++] = o;
+            memcpy(ws + o, tok + s * L, len * sizeof *ws);
+            o += len;
+        }
+        off[n] = o;
+        /* a duplicate of string 5, and row 0 whole (string 0 is its 1-token prefix) */
+        size_t l5 = off[6] - off[5];
+        memmove(ws + o, ws + off[5], l5 * sizeof *ws), o += l5, off[++n] = o;
+        memcpy(ws + o, tok, L * sizeof *ws), o += L, off[++n] = o;
+        /* sorted: insertion sort of the string numbers, a prefix before what it begins */
+        for (size_t i = 0; i < n; i++) {
+            size_t j = i;
+            ord[i] = i;
+            while (j > 0) {
+                size_t x = ord[j - 1], y = ord[j], lx = off[x + 1] - off[x], ly = off[y + 1] - off[y];
+                size_t q = lx < ly ? lx : ly, e = 0;
+                while (e < q && ws[off[x] + e] == ws[off[y] + e]) e++;
+                int gt = e < q ? ws[off[x] + e] > ws[off[y] + e] : lx > ly;
+                if (!gt) break;
+                ord[j - 1] = y, ord[j] = x, j--;
+            }
+        }
+        cl_model *mm = cl_model_map(argv[1]);
+        cl_trie_fwd *tv = cl_trie_fwd_create(m, L, n), *tm = mm ? cl_trie_fwd_create(mm, L, n) : NULL;
+        cl_trie_fwd *t1[64] = {0};
+        int ok1 = 1;
+        for (int len = 1; len <= L && len <= 64; len++) ok1 &= (t1[len - 1] = cl_trie_fwd_create(m, len, 1)) != NULL;
+        float *ov = malloc((size_t)NL * n * C * sizeof *ov), *rv = malloc(n * NL * C * sizeof *rv);
+        float *om = malloc((size_t)NL * n * C * sizeof *om), *rm = malloc(n * NL * C * sizeof *rm);
+        float *a1 = malloc((size_t)NL * C * sizeof *a1), *r1 = malloc((size_t)NL * C * sizeof *r1);
+        if (!mm || !tv || !tm || !ok1 || !ov || !rv || !om || !rm || !a1 || !r1) {
+            fprintf(stderr, "scan_trie_check: setup of the mixed lengths failed: %s\n", cl_last_error());
+            return 1;
+        }
+        const int ranges[2][2] = {{0, NL - 1}, {1, 1}};
+        for (int dir = 0; dir < 2; dir++) {
+            /* the strings in this order: sorted (dir 0) or reversed (dir 1); pos[i] = place of string i */
+            size_t pos[NSTR + 1], q = 0;
+            for (size_t i = 0; i < n; i++) {
+                size_t x = dir ? ord[n - 1 - i] : ord[i], len = off[x + 1] - off[x];
+                pos[x] = i, roff[i] = q;
+                memcpy(rws + q, ws + off[x], len * sizeof *ws);
+                q += len;
+            }
+            roff[n] = q;
+            size_t M = 0;
+            for (int i = 0; i < 5; i++)
+                for (int g = 0; g < 2; g++) {
+                    int lo = ranges[g][0], hi = ranges[g][1], nb = hi - lo + 1, bad = 0;
+                    if (hi >= NL) continue;
+                    if (cl_trie_fwd_run_var(tv, rws, roff, n, points[i], lo, hi, ov, rv, &M) ||
+                        cl_trie_fwd_run_var(tm, rws, roff, n, points[i], lo, hi, om, rm, NULL)) {
+                        fprintf(stderr, "FAIL: %s\n", cl_last_error());
+                        return 1;
+                    }
+                    int mapped = !memcmp(ov, om, (size_t)nb * n * C * sizeof *ov) &&
+                                 !memcmp(rv, rm, n * NL * C * sizeof *rv);
+                    for (size_t x = 0; x < n; x++) {
+                        size_t len = off[x + 1] - off[x], k = pos[x];
+                        if (cl_trie_fwd_run_res(t1[len - 1], ws + off[x], 1, points[i], lo, hi, a1, &zero, 1, r1,
+                                                NULL)) {
+                            fprintf(stderr, "FAIL: %s\n", cl_last_error());
+                            return 1;
+                        }
+                        for (int h = 0; h < nb; h++)
+                            bad += memcmp(a1 + (size_t)h * C, ov + ((size_t)h * n + k) * C, C * sizeof *a1) != 0;
+                        bad += memcmp(r1, rv + k * NL * C, (size_t)NL * C * sizeof *r1) != 0;
+                    }
+                    fails += bad || !mapped;
+                    printf("%-10s blocks %d..%d: %zu strings of 1..%d tokens (%s, %zu nodes) against each alone: %s; "
+                           "mapped model: %s\n",
+                           names[i], lo, hi, n, L, dir ? "reversed" : "sorted", M,
+                           bad ? "FAIL (bits differ)" : "same bits", mapped ? "same bits" : "FAIL");
+                }
+        }
+        /* a string longer than the workspace's L is refused */
+        size_t boff[2] = {0, (size_t)L + 1};
+        int32_t big[65] = {0};
+        int refused = L < 64 && cl_trie_fwd_run_var(tv, big, boff, 1, CL_HOOK_MLP_OUT, 0, NL - 1, ov, rv, NULL) != 0;
+        printf("a string of L + 1 tokens is refused: %s\n", refused ? "ok" : "FAIL");
+        fails += !refused;
+        for (int len = 1; len <= L && len <= 64; len++) cl_trie_fwd_free(t1[len - 1]);
+        cl_trie_fwd_free(tv), cl_trie_fwd_free(tm);
+        cl_model_free(mm);
+        free(ov), free(rv), free(om), free(rm), free(a1), free(r1);
     }
     cl_trie_fwd_free(t);
     cl_forward_free(f);

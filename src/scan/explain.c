@@ -34,7 +34,6 @@
 
 #define RB_TARGET 8192
 #define PT 512
-#define PBATCH 256
 
 typedef unsigned __int128 u128;
 
@@ -189,56 +188,97 @@ static void u128_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
     }
 }
 
+/* A prompt in the order of the trie forward: its tokens, length and number. */
+typedef struct {
+    const int32_t *tok;
+    size_t len, p;
+} prompt_ref;
+
+/* Lexicographic by token ids (a prefix before the strings it begins), then
+ * by prompt number: a total order, so the result is the same in every run. */
+static int cmp_prompt_ref(const void *a, const void *b) {
+    const prompt_ref *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    for (size_t k = 0; k < n; k++)
+        if (x->tok[k] != y->tok[k]) return x->tok[k] < y->tok[k] ? -1 : 1;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return x->p < y->p ? -1 : x->p > y->p;
+}
+
 /* Model probabilities, logit lens and normalised hooked vectors of the
- * prompts: batches of up to PBATCH consecutive prompts of equal length,
- * batch c on rank c mod R, summed over ranks (zero-filled: exact). */
+ * prompts, from the scan's trie forward (cl_trie_fwd_run_var): the distinct
+ * prompt strings in lexicographic order, in pieces of up to TRIE_STRINGS
+ * strings (TRIE_NODES / longest length, TRIE_LENS / (NL V)), piece c on rank c mod R, summed
+ * over ranks (zero-filled: exact). The lens is the scan's: ln_f + head of
+ * each block's residual (cl_unembed), softmax; the model's probabilities are
+ * the lens of the last block (the same final LayerNorm and head on the same
+ * residual, as the scan takes them). A node's bits depend only on its prefix,
+ * so a prompt gets the bits the scan gives the same string, whatever the
+ * other prompts and the pieces. */
+#define TRIE_STRINGS 256
+#define TRIE_NODES 8192
+#define TRIE_LENS ((size_t)1 << 24) /* lens logits of a piece, floats */
 static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t *tokens, const size_t *off, size_t P,
                            float *pvec, float *probs, float *lens, int rank, int R, MPI_Comm comm) {
     const cl_config *c = &m->cfg;
     const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh;
+    const int lo = ix->first_block, hi = ix->first_block + ix->Lh - 1;
     size_t Tmax = 1;
     for (size_t p = 0; p < P; p++)
         if (off[p + 1] - off[p] > Tmax) Tmax = off[p + 1] - off[p];
-    int Bmax = Tmax <= 16 ? PBATCH : (int)(4096 / Tmax > 0 ? 4096 / Tmax : 1);
     int err = 0;
-    float *cap = cl_trymalloc(Lh * Bmax * C, sizeof(float), "prompt capture");
-    float *res = cl_trymalloc(NL * Bmax * C, sizeof(float), "prompt residuals");
-    float *lg = cl_trymalloc(Bmax * V, sizeof(float), "prompt lens logits");
-    float *logits = cl_trymalloc(Bmax * V, sizeof(float), "prompt logits");
-    int32_t *tok = cl_trymalloc((size_t)Bmax * Tmax, sizeof(int32_t), "prompt tokens");
-    cl_forward *f = NULL;
-    if (!cap || !res || !lg || !logits || !tok || !(f = cl_forward_create(m, Bmax, (int)Tmax))) err = 1;
-    size_t ch = 0;
-    for (size_t i0 = 0; !err && i0 < P; ch++) {
-        size_t T = off[i0 + 1] - off[i0];
-        int B = 1;
-        while (i0 + B < P && B < Bmax && off[i0 + B + 1] - off[i0 + B] == T) B++;
-        if ((int)(ch % (size_t)R) == rank) {
-            for (int b = 0; b < B; b++) memcpy(tok + (size_t)b * T, tokens + off[i0 + b], T * sizeof(int32_t));
-            /* the hook cl_index_open parsed and checked (a point of width C; cl_explain_run checks the width) */
-            cl_hook hooks[2] = {{.point = (cl_hook_point)ix->hook_point, .layer = ix->hook_layer,
-                                 .mode = CL_HOOK_CAPTURE_LAST, .out = cap},
-                                {.point = CL_HOOK_RESID_POST, .layer = -1, .mode = CL_HOOK_CAPTURE_LAST, .out = res}};
-            if (cl_forward_run(f, tok, B, (int)T, hooks, 2, CL_LOGITS_LAST, logits)) {
-                err = 1;
-                break;
-            }
-            for (size_t h = 0; h < Lh; h++)
-                for (int b = 0; b < B; b++)
-                    memcpy(pvec + (h * P + i0 + b) * C, cap + (h * B + b) * C, C * sizeof(float));
-            softmax_forward(logits, (size_t)B, (int)V);
-            memcpy(probs + i0 * V, logits, (size_t)B * V * sizeof(float));
-            for (size_t l = 0; l < NL; l++) {
-                cl_unembed(m, res + l * B * C, (size_t)B, lg);
-                softmax_forward(lg, (size_t)B, (int)V);
-                for (int b = 0; b < B; b++)
-                    memcpy(lens + ((i0 + b) * NL + l) * V, lg + (size_t)b * V, V * sizeof(float));
-            }
-        }
-        i0 += (size_t)B;
+    prompt_ref *ord = cl_trymalloc(P ? P : 1, sizeof *ord, "prompt order");
+    size_t *uniq = cl_trymalloc(P + 1, sizeof *uniq, "prompt strings"); /* first place in ord of each distinct string */
+    size_t U = 0;
+    if (ord && uniq) {
+        for (size_t p = 0; p < P; p++) ord[p] = (prompt_ref){tokens + off[p], off[p + 1] - off[p], p};
+        qsort(ord, P, sizeof *ord, cmp_prompt_ref);
+        for (size_t j = 0; j < P; j++)
+            if (j == 0 || ord[j].len != ord[j - 1].len ||
+                memcmp(ord[j].tok, ord[j - 1].tok, ord[j].len * sizeof(int32_t)))
+                uniq[U++] = j;
+        uniq[U] = P;
     }
-    cl_forward_free(f);
-    free(cap), free(res), free(lg), free(logits), free(tok);
+    size_t Smax = TRIE_NODES / Tmax > 0 ? TRIE_NODES / Tmax : 1;
+    if (Smax > TRIE_STRINGS) Smax = TRIE_STRINGS;
+    if (Smax > TRIE_LENS / (NL * V)) Smax = TRIE_LENS / (NL * V) > 0 ? TRIE_LENS / (NL * V) : 1; /* a large vocabulary */
+    if (Smax > U) Smax = U ? U : 1;
+    float *cap = cl_trymalloc(Lh * Smax * C, sizeof(float), "prompt capture");
+    float *res = cl_trymalloc(Smax * NL * C, sizeof(float), "prompt residuals");
+    float *lg = cl_trymalloc(Smax * NL * V, sizeof(float), "prompt lens logits");
+    int32_t *tok = cl_trymalloc(Smax * Tmax, sizeof(int32_t), "prompt tokens");
+    size_t *soff = cl_trymalloc(Smax + 1, sizeof(size_t), "prompt offsets");
+    cl_trie_fwd *tf = NULL;
+    if (!ord || !uniq || !cap || !res || !lg || !tok || !soff || !(tf = cl_trie_fwd_create(m, (int)Tmax, Smax)))
+        err = 1;
+    for (size_t u0 = 0, ch = 0; !err && u0 < U; u0 += Smax, ch++) {
+        if ((int)(ch % (size_t)R) != rank) continue;
+        size_t ns = U - u0 < Smax ? U - u0 : Smax, o = 0;
+        for (size_t k = 0; k < ns; k++) {
+            const prompt_ref *q = &ord[uniq[u0 + k]];
+            soff[k] = o;
+            memcpy(tok + o, q->tok, q->len * sizeof(int32_t));
+            o += q->len;
+        }
+        soff[ns] = o;
+        /* the hook cl_index_open parsed and checked (a point of width C; cl_explain_run checks the width) */
+        if (cl_trie_fwd_run_var(tf, tok, soff, ns, ix->hook_point, lo, hi, cap, res, NULL)) {
+            err = 1;
+            break;
+        }
+        cl_unembed(m, res, ns * NL, lg);
+        softmax_forward(lg, ns * NL, (int)V);
+        for (size_t k = 0; k < ns; k++)
+            for (size_t j = uniq[u0 + k]; j < uniq[u0 + k + 1]; j++) {
+                const size_t p = ord[j].p;
+                for (size_t h = 0; h < Lh; h++)
+                    memcpy(pvec + (h * P + p) * C, cap + (h * ns + k) * C, C * sizeof(float));
+                memcpy(lens + p * NL * V, lg + k * NL * V, NL * V * sizeof(float));
+                memcpy(probs + p * V, lg + (k * NL + NL - 1) * V, V * sizeof(float));
+            }
+    }
+    cl_trie_fwd_free(tf);
+    free(ord), free(uniq), free(cap), free(res), free(lg), free(tok), free(soff);
     if (cl_par_agree(err, comm)) return -1;
     if (R > 1) {
         /* element counts stay far below INT_MAX for any sane prompt count (checked by the caller) */

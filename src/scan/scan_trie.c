@@ -95,51 +95,25 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
     return cl_trie_fwd_run_res(t, tokens, S, point, lo, hi, out, NULL, 0, NULL, n_nodes);
 }
 
-int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
-                        const int32_t *sel, size_t nsel, float *res, size_t *n_nodes) {
+/* The forward of the trie t->parent/depth/tok[0..M) with the strings' nodes
+ * t->leaf[0..S): `point` of blocks lo..hi at each string's node into
+ * out[hi-lo+1, S, C], and with res the residual after every block of the
+ * strings sel[0..nsel) (sel NULL: every string, nsel = S) into
+ * res[nsel, n_layer, C]. Checked by the callers: point, lo..hi, sel. */
+static void trie_forward(cl_trie_fwd *t, size_t M, size_t S, int point, int lo, int hi, float *out,
+                         const int32_t *sel, size_t nsel, float *res) {
     const cl_model *m = t->m;
     const cl_config *c = &m->cfg;
-    const cl_params *p = &m->p;
-    const int L = t->L, H = c->n_head;
-    const size_t C = c->n_embd, F = 4 * C, V = c->vocab_size;
-    if (S > t->max_S) return cl_error("trie forward: %zu substrings exceed the workspace (%zu)", S, t->max_S);
-    if (point != CL_HOOK_RESID_PRE && point != CL_HOOK_ATTN_OUT && point != CL_HOOK_RESID_MID &&
-        point != CL_HOOK_MLP_OUT && point != CL_HOOK_RESID_POST)
-        return cl_error("trie forward: hook point not supported (resid_pre, attn_out, resid_mid, mlp_out, resid_post)");
-    if (lo < 0 || hi < lo || hi >= c->n_layer) return cl_error("trie forward: bad block range %d..%d", lo, hi);
-    for (size_t k = 0; res && k < nsel; k++)
-        if (sel[k] < 0 || (size_t)sel[k] >= S) return cl_error("trie forward: row %d outside the %zu substrings", sel[k], S);
+    cl_weights w; /* the global tensors, and block l's inside the loop (a mapped model too) */
+    cl_model_weights(m, 0, &w);
+    const int H = c->n_head;
+    const size_t C = c->n_embd, F = 4 * C;
     /* the last block run: hi, or every block when the residuals are wanted */
     const int last = res ? c->n_layer - 1 : hi;
     const int NL = c->n_layer;
-
-    /* Build the trie: substring s shares nodes at depths < lcp(s-1, s). */
-    size_t M = 0;
-    int32_t path[CL_CORPUS_MAX_LEN > 4096 ? CL_CORPUS_MAX_LEN : 4096];
-    if (L > 4096) return cl_error("trie forward: L too large");
-    for (size_t s = 0; s < S; s++) {
-        const int32_t *tk = tokens + s * L;
-        int lcp = 0;
-        if (s > 0) {
-            const int32_t *pv = tk - L;
-            while (lcp < L && pv[lcp] == tk[lcp]) lcp++;
-            if (lcp == L) lcp = L - 1; /* duplicate: give it its own leaf */
-        }
-        for (int d = lcp; d < L; d++) {
-            if (tk[d] < 0 || (size_t)tk[d] >= V)
-                return cl_error("trie forward: token id %d outside the vocabulary", tk[d]);
-            t->parent[M] = d == 0 ? -1 : path[d - 1];
-            t->depth[M] = d;
-            t->tok[M] = tk[d];
-            path[d] = (int32_t)M++;
-        }
-        t->leaf[s] = path[L - 1];
-    }
-    if (n_nodes) *n_nodes = M;
-
     const float scale = c->attn_scale == CL_SCALE_N_EMBD ? 1.0f / sqrtf((float)C) : 1.0f / sqrtf((float)(C / H));
     for (size_t i = 0; i < M; i++) {
-        const float *te = p->wte + (size_t)t->tok[i] * C, *pe = p->wpe + (size_t)t->depth[i] * C;
+        const float *te = w.wte + (size_t)t->tok[i] * C, *pe = w.wpe + (size_t)t->depth[i] * C;
         float *xi = t->x + i * C;
         for (size_t j = 0; j < C; j++) xi[j] = te[j] + pe[j];
     }
@@ -149,9 +123,10 @@ int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int poi
         int want = l >= lo && l <= hi;
         if (want && point == CL_HOOK_RESID_PRE) gather_leaves(t, t->x, S, C, cap);
         if (point == CL_HOOK_RESID_PRE && l == last && !res) break;
-        const float *ln1_b = c->bias ? p->ln1_b + l * C : NULL, *ln2_b = c->bias ? p->ln2_b + l * C : NULL;
-        layernorm_forward(t->ln, NULL, NULL, t->x, p->ln1_w + l * C, ln1_b, M, (int)C, c->ln_eps);
-        matmul_forward(t->qkv, t->ln, p->qkv_w + l * 3 * C * C, c->qkv_bias ? p->qkv_b + l * 3 * C : NULL, M, (int)C,
+        cl_model_weights(m, l, &w);
+        const float *ln1_b = c->bias ? w.ln1_b : NULL, *ln2_b = c->bias ? w.ln2_b : NULL;
+        layernorm_forward(t->ln, NULL, NULL, t->x, w.ln1_w, ln1_b, M, (int)C, c->ln_eps);
+        matmul_forward(t->qkv, t->ln, w.qkv_w, c->qkv_bias ? w.qkv_b : NULL, M, (int)C,
                        (int)(3 * C));
         for (size_t i = 0; i < M; i++) {
             int d = t->depth[i];
@@ -175,27 +150,111 @@ int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int poi
             for (size_t s2 = 0; s2 < S; s2++) t->leaf[s2] = (int32_t)s2;
             M = S;
         }
-        matmul_forward(t->tmp, t->z, p->proj_w + l * C * C, c->bias ? p->proj_b + l * C : NULL, M, (int)C, (int)C);
+        matmul_forward(t->tmp, t->z, w.proj_w, c->bias ? w.proj_b : NULL, M, (int)C, (int)C);
         if (want && point == CL_HOOK_ATTN_OUT) gather_leaves(t, t->tmp, S, C, cap);
         residual_add(t->x, t->tmp, M * C);
         if (want && point == CL_HOOK_RESID_MID) gather_leaves(t, t->x, S, C, cap);
         if (!res && l == hi && (point == CL_HOOK_ATTN_OUT || point == CL_HOOK_RESID_MID)) break;
-        layernorm_forward(t->ln, NULL, NULL, t->x, p->ln2_w + l * C, ln2_b, M, (int)C, c->ln_eps);
+        layernorm_forward(t->ln, NULL, NULL, t->x, w.ln2_w, ln2_b, M, (int)C, c->ln_eps);
         for (size_t r0 = 0; r0 < M; r0 += MLP_ROWS) {
             size_t nr = M - r0 < MLP_ROWS ? M - r0 : MLP_ROWS;
-            matmul_forward(t->h, t->ln + r0 * C, p->fc_w + l * F * C, c->bias ? p->fc_b + l * F : NULL, nr, (int)C,
+            matmul_forward(t->h, t->ln + r0 * C, w.fc_w, c->bias ? w.fc_b : NULL, nr, (int)C,
                            (int)F);
             if (c->activation == CL_ACT_GELU) gelu_forward(t->h, t->h, nr * F);
             else if (c->activation == CL_ACT_GELU_TANH) gelu_tanh_forward(t->h, t->h, nr * F);
             else relu_forward(t->h, t->h, nr * F);
-            matmul_forward(t->tmp + r0 * C, t->h, p->fcp_w + l * C * F, c->bias ? p->fcp_b + l * C : NULL, nr,
+            matmul_forward(t->tmp + r0 * C, t->h, w.fcp_w, c->bias ? w.fcp_b : NULL, nr,
                            (int)F, (int)C);
         }
         if (want && point == CL_HOOK_MLP_OUT) gather_leaves(t, t->tmp, S, C, cap);
         residual_add(t->x, t->tmp, M * C);
         if (want && point == CL_HOOK_RESID_POST) gather_leaves(t, t->x, S, C, cap);
         for (size_t k = 0; res && k < nsel; k++)
-            memcpy(res + (k * NL + (size_t)l) * C, t->x + (size_t)t->leaf[sel[k]] * C, C * sizeof(float));
+            memcpy(res + (k * NL + (size_t)l) * C, t->x + (size_t)t->leaf[sel ? (size_t)sel[k] : k] * C, C * sizeof(float));
     }
+}
+
+static int check_hook(const cl_config *c, int point, int lo, int hi) {
+    if (point != CL_HOOK_RESID_PRE && point != CL_HOOK_ATTN_OUT && point != CL_HOOK_RESID_MID &&
+        point != CL_HOOK_MLP_OUT && point != CL_HOOK_RESID_POST)
+        return cl_error("trie forward: hook point not supported (resid_pre, attn_out, resid_mid, mlp_out, resid_post)");
+    if (lo < 0 || hi < lo || hi >= c->n_layer) return cl_error("trie forward: bad block range %d..%d", lo, hi);
+    return 0;
+}
+
+int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
+                        const int32_t *sel, size_t nsel, float *res, size_t *n_nodes) {
+    const cl_config *c = &t->m->cfg;
+    const int L = t->L;
+    const size_t V = c->vocab_size;
+    if (S > t->max_S) return cl_error("trie forward: %zu substrings exceed the workspace (%zu)", S, t->max_S);
+    if (check_hook(c, point, lo, hi)) return -1;
+    for (size_t k = 0; res && k < nsel; k++)
+        if (sel[k] < 0 || (size_t)sel[k] >= S) return cl_error("trie forward: row %d outside the %zu substrings", sel[k], S);
+
+    /* Build the trie: substring s shares nodes at depths < lcp(s-1, s). */
+    size_t M = 0;
+    int32_t path[4096];
+    if (L > 4096) return cl_error("trie forward: L too large");
+    for (size_t s = 0; s < S; s++) {
+        const int32_t *tk = tokens + s * L;
+        int lcp = 0;
+        if (s > 0) {
+            const int32_t *pv = tk - L;
+            while (lcp < L && pv[lcp] == tk[lcp]) lcp++;
+            if (lcp == L) lcp = L - 1; /* duplicate: give it its own leaf */
+        }
+        for (int d = lcp; d < L; d++) {
+            if (tk[d] < 0 || (size_t)tk[d] >= V)
+                return cl_error("trie forward: token id %d outside the vocabulary", tk[d]);
+            t->parent[M] = d == 0 ? -1 : path[d - 1];
+            t->depth[M] = d;
+            t->tok[M] = tk[d];
+            path[d] = (int32_t)M++;
+        }
+        t->leaf[s] = path[L - 1];
+    }
+    if (n_nodes) *n_nodes = M;
+    trie_forward(t, M, S, point, lo, hi, out, res ? sel : NULL, res ? nsel : 0, res);
+    return 0;
+}
+
+int cl_trie_fwd_run_var(cl_trie_fwd *t, const int32_t *tokens, const size_t *off, size_t S, int point, int lo,
+                        int hi, float *out, float *res, size_t *n_nodes) {
+    const cl_config *c = &t->m->cfg;
+    const size_t V = c->vocab_size;
+    if (S > t->max_S) return cl_error("trie forward: %zu strings exceed the workspace (%zu)", S, t->max_S);
+    if (check_hook(c, point, lo, hi)) return -1;
+    if (t->L > 4096) return cl_error("trie forward: L too large");
+    /* Build the trie: string s shares its first lcp(s-1, s) nodes with the
+       string before it (its path), and is one of them when it is a prefix
+       of that string (or equal to it). */
+    size_t M = 0, prev_len = 0;
+    int32_t path[4096];
+    for (size_t s = 0; s < S; s++) {
+        const int32_t *tk = tokens + off[s];
+        if (off[s + 1] < off[s] || off[s + 1] - off[s] < 1 || off[s + 1] - off[s] > (size_t)t->L)
+            return cl_error("trie forward: string %zu has %zu tokens, outside 1..%d", s,
+                            off[s + 1] < off[s] ? (size_t)0 : off[s + 1] - off[s], t->L);
+        const size_t len = off[s + 1] - off[s];
+        size_t lcp = 0;
+        if (s > 0) {
+            const int32_t *pv = tokens + off[s - 1];
+            while (lcp < len && lcp < prev_len && pv[lcp] == tk[lcp]) lcp++;
+        }
+        for (size_t d = lcp; d < len; d++) {
+            if (tk[d] < 0 || (size_t)tk[d] >= V)
+                return cl_error("trie forward: token id %d outside the vocabulary", tk[d]);
+            if (M >= t->max_M) return cl_error("trie forward: more than %zu nodes", t->max_M);
+            t->parent[M] = d == 0 ? -1 : path[d - 1];
+            t->depth[M] = (int32_t)d;
+            t->tok[M] = tk[d];
+            path[d] = (int32_t)M++;
+        }
+        t->leaf[s] = path[len - 1];
+        prev_len = len;
+    }
+    if (n_nodes) *n_nodes = M;
+    trie_forward(t, M, S, point, lo, hi, out, NULL, res ? S : 0, res);
     return 0;
 }

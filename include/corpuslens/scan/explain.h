@@ -5,9 +5,11 @@
  * Per prompt p (a text over the model's vocabulary, 1..block_size chars):
  *   - the model's softmax at the last position, and the logit lens (ln_f +
  *     lm_head of each block's residual output, softmax);
- *   - its hooked activation at the last position per block, l2-normalised
- *     (cl_forward_run, prompts of equal length batched 256 at a time, as the
- *     scan does);
+ *   - its hooked activation at the last position per block, l2-normalised,
+ *     its residual after every block (for the lens) and the model's softmax
+ *     (the lens of the last block), all from the scan's trie forward
+ *     (cl_trie_fwd_run_var, scan.h: the distinct prompts in lexicographic
+ *     order, sharing prefixes), so a corpus string gets the scan's bits;
  *   - per block b, the cosine similarity with every index row (one sgemm per
  *     row block of 8192 rows; float16 rows widened exactly);
  *   - hard kernel (the paper): counts[p, b, v] = sum of the next-token counts
@@ -35,8 +37,9 @@
  * prompts against 32768 rows as one matrix product, then the exact dot
  * products of the surviving (prompt, row) pairs only, grouped by row.
  * A prompt's results are the same bits whatever the other prompts explained
- * with it: every row of the forward pass is computed alone (nn/gemm.h: one
- * chain of fused multiply-adds per element, whatever the batch), and each
+ * with it: a trie node's values depend only on its prefix (every row of the
+ * forward is computed alone, nn/gemm.h: one chain of fused multiply-adds per
+ * element, whatever the batch; attention over the node's ancestors), and each
  * similarity is the same chain in the full pass, the direct one and the
  * sketch's, batched or not (tests explain_batch, explain_passage_alone).
  * Without MPI_Init (explain started without mpirun) it runs as rank 0 of 1.

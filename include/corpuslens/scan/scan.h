@@ -219,5 +219,18 @@ int cl_trie_fwd_run(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, 
  * last bits (attention sums in another order; scan_trie_check bounds it). */
 int cl_trie_fwd_run_res(cl_trie_fwd *t, const int32_t *tokens, size_t S, int point, int lo, int hi, float *out,
                         const int32_t *sel, size_t nsel, float *res, size_t *n_nodes);
+/* The same for S strings of 1..L tokens (L: cl_trie_fwd_create's; at most
+ * max_S strings): string s is tokens[off[s] .. off[s+1]). Each shares its
+ * nodes with the string before it up to their common prefix, so sorted
+ * input (a prefix before the strings it begins) shares every prefix once;
+ * any order is correct. A string equal to, or a prefix of, the one before
+ * it is one of that string's nodes. out[hi-lo+1, S, C] as above (at each
+ * string's last token); res (NULL: none) receives the residual after every
+ * block of every string, res[S, n_layer, C]. The bits of a string's rows
+ * depend only on the string: they equal cl_trie_fwd_run_res's for it as a
+ * substring of length L = its length (explain takes its prompts from here, so
+ * a corpus string gets the scan's bits). 0 or -1. */
+int cl_trie_fwd_run_var(cl_trie_fwd *t, const int32_t *tokens, const size_t *off, size_t S, int point, int lo,
+                        int hi, float *out, float *res, size_t *n_nodes);
 
 #endif
