@@ -3,7 +3,8 @@
 # path once: the loaders (cl_model_load/map, cl_corpus_load/open) name it, and
 # the commands must not put it in front again ("PATH: cannot open PATH: ...").
 # Each command: nonzero exit, one message line on stderr, the path once in it,
-# no output file. Env: CORPUSLENS (binary), PYTHON (with h5py).
+# no output file. And scan/index refuse a model that is not a causal LM.
+# Env: CORPUSLENS (binary), PYTHON (with h5py).
 set -uo pipefail
 CL=${CORPUSLENS:?CORPUSLENS must name the corpuslens binary}
 PY=${PYTHON:-/usr/bin/python3}
@@ -55,6 +56,27 @@ for bad in junk empty; do
     check "index, corpus $bad" "$B" index --model "$M" --corpus "$B" -o "$T/out.h5"
     check "explain, corpus $bad" "$B" explain --index "$T/none.h5" --corpus "$B" --model "$M" -o "$T/out.h5" the
     check "serve, corpus $bad" "$B" serve --index "$T/none.h5" --corpus "$B" --model "$M" --port 0
+done
+# an encoder or a classifier: the trie forward (scan, index, explain) computes a
+# node once for every string it begins, right only for a causal LM; refused
+printf 'the cat ate the hat that the cat ate' >"$T/c.txt"
+"$CL" prepare "$T/c.txt" --len 4 --prompts 3 --vocab-from "$M" -o "$T/c.h5" >/dev/null 2>&1 ||
+    fail "prepare of the small corpus failed"
+for cfg in causal=0 n_classes=3 pad_id=1; do
+    "$CL" init --config n_layer=1,n_head=1,n_embd=8,block_size=8,$cfg --vocab-from "$T/v.txt" -o "$T/e.h5" >/dev/null 2>&1 ||
+        { fail "init $cfg failed"; continue; }
+    for cmd in scan index; do
+        rm -f "$T/out.h5"
+        if "$CL" $cmd --model "$T/e.h5" --corpus "$T/c.h5" -o "$T/out.h5" >/dev/null 2>"$T/stderr"; then
+            fail "$cmd accepted a model with $cfg"
+        elif ! grep -q "not a causal language model" "$T/stderr"; then
+            fail "$cmd, $cfg: $(cat "$T/stderr")"
+        elif [ -e "$T/out.h5" ]; then
+            fail "$cmd, $cfg: left out.h5"
+        else
+            echo "ok: $cmd refuses $cfg: $(head -1 "$T/stderr")"
+        fi
+    done
 done
 [ "$failures" = 0 ] || { echo "$failures failure(s)" >&2; exit 1; }
 echo "all load errors name their path once"

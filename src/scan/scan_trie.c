@@ -65,6 +65,15 @@ cl_trie_fwd *cl_trie_fwd_create(const cl_model *m, int L, size_t max_S) {
         cl_error("trie forward: empty shard size");
         return NULL;
     }
+    /* the trie computes a node once for every string it begins: right only
+       when a position's values depend on its prefix alone (causal attention,
+       no masked keys) and the head is the LM's */
+    if (c->bidirectional || c->mask_pad || c->n_classes > 0) {
+        cl_error("the model is not a causal language model (%s): scan, index and explain need one, "
+                 "since a substring's vectors must depend on its prefix only",
+                 c->n_classes > 0 ? "a classifier" : c->bidirectional ? "causal=0" : "pad_id masks keys");
+        return NULL;
+    }
     cl_trie_fwd *t = cl_trycalloc(1, sizeof *t, "trie forward");
     if (!t) return NULL;
     size_t C = c->n_embd, M = max_S * (size_t)L;
