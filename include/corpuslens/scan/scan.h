@@ -39,11 +39,15 @@
  * OpenBLAS, since every row goes through the same kernels.
  *
  * ---- Prompt vectors ----
- * A plain batched cl_forward_run over the P prompt strings (chunks of 256
- * prompts, chunk c on rank c mod R, assembled by MPI_Allreduce of zero-filled
- * buffers: exact), capturing the hook (last position), the residual stream
- * after every block (logit lens: ln_f + lm_head, softmax) and the model's last
- * logits (softmax). Vectors are l2-normalised per block.
+ * The trie forward, as for the corpus (docs/scan-prompts.md): a prompt in one
+ * of the shards a rank keeps takes its hooked vectors and its residual stream
+ * after every block from that shard's forward; the other prompts go through a
+ * trie of their own, a contiguous share per rank, summed over the ranks
+ * (MPI_Allreduce of zero-filled buffers: exact). The logit lens is ln_f +
+ * lm_head of each block's residual, softmaxed; the model's probabilities are
+ * the last block's lens. A string gets the same bits in any batch, so explain
+ * (cl_trie_fwd_run_var) gives a corpus string the scan's bits. Vectors are
+ * l2-normalised per block.
  *
  * ---- Similarity, bins, matches ----
  * Per shard and hooked block: one sgemm of a prompt tile [<=1024, C] against
