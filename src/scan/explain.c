@@ -29,6 +29,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
 
@@ -832,7 +833,12 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     const int K = par->top_k;
     int err = 0;
     /* ---- checks (the same on every rank) ---- */
-    if (ix->V != c->vocab_size || memcmp(ix->vocab, m->vocab, V * sizeof(uint32_t)))
+    if (!ix->bpe != !m->bpe || !cp->bpe != !m->bpe)
+        err = cl_error("%s, the corpus and the model do not all use the same kind of tokens (characters, GPT-2 BPE)",
+                       ix->path);
+    else if (ix->V != c->vocab_size ||
+             (ix->bpe ? !cl_bpe_equal(ix->bpe, m->bpe) || !cl_bpe_equal(cp->bpe, m->bpe)
+                      : memcmp(ix->vocab, m->vocab, V * sizeof(uint32_t)) != 0))
         err = cl_error("%s was built for another vocabulary (%d tokens; the model has %d)", ix->path, ix->V,
                        c->vocab_size);
     else if (ix->C != c->n_embd || ix->n_layer != c->n_layer)
