@@ -25,6 +25,12 @@ approximation and its Hellinger distance to the model:
     probabilities (1e-12), and the summary has every baseline row;
   - refusals: a char model with the BPE corpus (index, explain).
 Negative control: a changed count changes the oracle's H beyond 1e-5.
+Mode `serve` (test serve_bpe): serve on the BPE index answers /api/explain
+for a text with one position per token (the oracle's encoding), each with its
+token's text, and every position's H, matches, similar strings and
+similarities equal explain --passage -o of the same text (bit for bit), the
+model's top probabilities likewise; /api/locate of a similar string finds it
+in the corpus's tokens; a char model with the BPE corpus is refused.
 Environment: CORPUSLENS, TESTDATA."""
 import json
 import os
@@ -105,6 +111,7 @@ def hell(a, q):
 
 
 def main():
+    mode = sys.argv[1] if len(sys.argv) > 1 else "explain"
     d = tempfile.mkdtemp(prefix="cl_explainbpe_")
     tok = os.path.join(d, "tok")
     V = write_tokenizer(tok)
@@ -120,6 +127,11 @@ def main():
     run(["prepare", txt, "--len", str(L), "--prompts", "8", "--seed", "3", "--vocab-from", m,
          "--holdout-fraction", "0.2", "-o", c])
     run(["index", "--model", m, "--corpus", c, "--dtype", "f32", "-o", ix])
+    if mode == "serve":
+        test_serve(d, m, c, ix, enc, txt)
+        shutil.rmtree(d, ignore_errors=True)
+        finish()
+        return
     # ---- the oracle's corpus ----
     with h5py.File(c) as f:
         train = f["/text/tokens"][()].astype(np.int64)
@@ -243,6 +255,72 @@ def main():
     check(not os.path.exists(os.path.join(d, "x.h5")), "no index written on refusal")
     f.close(), f2.close()
     shutil.rmtree(d, ignore_errors=True)
+    finish()
+
+
+def test_serve(d, m, c, ix, enc, txt):
+    import serve_test as sv
+    text = "First Citizen: hear me speak, the"
+    opts = ["--thresholds", ",".join(map(str, THR)), "--weights", ",".join(map(str, WTS))]
+    pp = os.path.join(d, "p.h5")
+    run(["explain", "--index", ix, "--corpus", c, "--model", m, "--top", "5", "--passage", text, "-o", pp] + opts)
+    with h5py.File(pp) as g:
+        ref = {k: g[k][()] for k in ("/passage/tokens", "/hellinger", "/blocks/n_matches", "/matches/substring",
+                                     "/matches/similarity", "/model/probs", "/ngram/hellinger")}
+    ids = enc.encode(text)
+    check(list(ref["/passage/tokens"]) == ids, "explain --passage tokens are the oracle's encoding")
+    srv = sv.Server(m, c, ix, extra=opts)
+    try:
+        srv.wait_ready()
+        stc, _, data = srv.explain({"text": text, "top": 5})
+        check(stc == 200, f"/api/explain status {stc}: {data[:300]!r}")
+        api = json.loads(data) if stc == 200 else {"positions": []}
+        pos = api["positions"]
+        check(len(pos) == len(ids), f"{len(pos)} positions for {len(ids)} tokens")
+        bad = []
+        for i, p in enumerate(pos[:len(ids)]):
+            want = enc.decode([ids[i]]).decode("utf-8", "replace")
+            nxt = enc.decode([ids[i + 1]]).decode("utf-8", "replace") if i + 1 < len(ids) else None
+            if p["char"] != want or p["next"] != nxt:
+                bad.append(f"{i}: token text {p['char']!r}/{p['next']!r} vs {want!r}/{nxt!r}")
+            h = sv.hnull(p["hellinger"])
+            if not (h == ref["/hellinger"][i]):
+                bad.append(f"{i}: H {h!r} vs explain {ref['/hellinger'][i]!r}")
+            if not (sv.hnull(p["ngram_hellinger"]) == ref["/ngram/hellinger"][i]):
+                bad.append(f"{i}: n-gram H")
+            top = sorted(ref["/model/probs"][i], reverse=True)[:len(p["model"])]
+            if [e["p"] for e in p["model"]] != [float(x) for x in top]:
+                bad.append(f"{i}: model top probabilities")
+            for b, blk in enumerate(p["blocks"]):
+                subs = [int(x) for x in ref["/matches/substring"][i, b] if x >= 0]
+                if blk["matches"] != ref["/blocks/n_matches"][i, b] or [s["substring"] for s in blk["similar"]] != subs:
+                    bad.append(f"{i} block {b}: matches or similar strings")
+                for k, s_ in enumerate(blk["similar"][:len(subs)]):
+                    if float(s_["similarity"]) != float(ref["/matches/similarity"][i, b, k]):
+                        bad.append(f"{i} block {b}: similarity {k}")
+        check(not bad, f"/api/explain equals explain --passage -o: {bad[:5]}")
+        check(any(p["hellinger"] is not None for p in pos), "some position has an approximation")
+        sub = next((s_["substring"] for p in pos for blk in p["blocks"] for s_ in blk["similar"]), None)
+        if sub is not None:
+            stl, _, data = srv.get(f"/api/locate?substring={sub}")
+            loc = json.loads(data) if stl == 200 else {}
+            check(stl == 200 and loc.get("total", 0) >= 1, f"/api/locate of a similar string: {stl} {data[:200]!r}")
+            with h5py.File(c) as g:
+                row = g["/substrings/tokens"][sub]
+            want = enc.decode(row).decode("utf-8", "replace")
+            check(loc.get("text") == want, f"/api/locate text {loc.get('text')!r} vs {want!r}")
+    finally:
+        srv.stop()
+    char = os.path.join(d, "char.h5")
+    run(["init", "--config", "n_layer=2,n_embd=32,n_head=4,block_size=16", "--vocab-from", txt, "-o", char])
+    r = run(["serve", "--index", ix, "--corpus", c, "--model", char, "--port", "0"], ok=False)
+    check(r.returncode != 0 and "GPT-2 BPE corpus but" in r.stderr and "Sanitizer" not in r.stderr,
+          f"serve: a char model with a BPE corpus refused: {r.stderr.strip()[-300:]!r}")
+
+
+def finish():
+    import serve_test as sv
+    st.FAIL.extend(sv.FAIL)
     if st.FAIL:
         print(f"{len(st.FAIL)} failure(s)")
         sys.exit(1)

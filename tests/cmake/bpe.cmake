@@ -32,3 +32,5 @@ cl_script_test(train_bpe_ranks "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/bpe/train_bpe_r
 cl_script_test(scan_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/scan_bpe.py)
 # issue 25 item 3: index + explain (texts, --passage, --eval-text) on a BPE corpus against a naive numpy oracle
 cl_script_test(explain_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py)
+# serve on a BPE index: /api/explain equals explain --passage -o, positions are tokens
+cl_script_test(serve_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py serve)
