@@ -311,6 +311,15 @@ static int mkgroup(hid_t f, const char *path) {
     return rc;
 }
 
+/* Sparse counts (a BPE model): /blocks/next/indptr [P Lh + 1] int64 (row p Lh + b),
+ * /blocks/next/token [nnz] int32 (increasing in a row), /blocks/next/count [nnz] int64 */
+static int wr_sparse_counts(hid_t f, const cl_explain_result *r) {
+    hsize_t dI = r->P * (size_t)r->Lh + 1, dN = (hsize_t)r->cnt_indptr[r->P * (size_t)r->Lh];
+    return wr(f, "/blocks/next/indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dI, r->cnt_indptr) ||
+           wr(f, "/blocks/next/token", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, r->cnt_token) ||
+           wr(f, "/blocks/next/count", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dN, r->cnt_count);
+}
+
 /* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
  * (the groups exist already). 0, or nonzero after cl_error. */
 static int wr_result(hid_t f, const cl_explain_result *r) {
@@ -321,7 +330,8 @@ static int wr_result(hid_t f, const cl_explain_result *r) {
            wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
            wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
            wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-           wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
+           (r->counts ? wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts)
+                      : wr_sparse_counts(f, r)) ||
            wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
            wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
            (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
@@ -455,7 +465,8 @@ static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const do
  *   /prompts/text        [n] string   the window of each position
  *   then explain.h5's datasets for the n windows, with the same names,
  *   shapes and meaning: /model/probs [n, V], /lens/probs [n, NL, V],
- *   /approx [n, V], /hellinger [n] (-1 = empty), /blocks/counts [n, Lh, V],
+ *   /approx [n, V], /hellinger [n] (-1 = empty), /blocks/counts [n, Lh, V] (a BPE
+ *   model: /blocks/next/{indptr,token,count}, sparse rows, wr_sparse_counts),
  *   /blocks/n_matches, /blocks/near_threshold [n, Lh], /matches/substring and
  *   /matches/similarity [n, Lh, K] (when --top > 0), /soft/approx and
  *   /soft/hellinger (--soft), /ngram/counts [n, V] int32, /ngram/hellinger [n]

@@ -100,6 +100,24 @@ class Encoder:
         return b"".join(self.tok_bytes[int(i)] for i in ids)
 
 
+def read_counts(g):
+    """/blocks/counts [P, Lh, V], from the sparse rows /blocks/next/* when the file has them (checked)."""
+    if "/blocks/counts" in g:
+        return g["/blocks/counts"][()]
+    P, V = g["/model/probs"].shape
+    Lh = g["/blocks/n_matches"].shape[1]
+    ip, tk, ct = (g["/blocks/next/" + k][()] for k in ("indptr", "token", "count"))
+    check(ip.shape == (P * Lh + 1,) and ip[0] == 0 and ip[-1] == len(tk) == len(ct) and (np.diff(ip) >= 0).all(),
+          "sparse rows: indptr")
+    out = np.zeros((P * Lh, V), np.int64)
+    for r in range(P * Lh):
+        t, c = tk[ip[r]:ip[r + 1]], ct[ip[r]:ip[r + 1]]
+        check((np.diff(t) > 0).all() and (c > 0).all() and ((t >= 0) & (t < V)).all(),
+              f"sparse row {r}: tokens increasing in [0, V), counts > 0")
+        out[r, t] = c
+    return out.reshape(P, Lh, V)
+
+
 def hell(a, q):
     """H of raw counts a against probabilities q (reduce's formula)."""
     if a.sum() <= 0:
@@ -110,8 +128,54 @@ def hell(a, q):
     return float(np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum()) / np.sqrt(2))
 
 
+def test_sparse_char():
+    """sparse counts (CORPUSLENS_EXPLAIN_COUNTS=csr) equal the dense path on a char model: texts (the sketch's
+    per-text search), a passage (the batched search), --soft; 1 and 2 ranks"""
+    d = tempfile.mkdtemp(prefix="cl_explainsparse_")
+    m, c = st.setup(d, L=6)
+    ix = os.path.join(d, "ix.h5")
+    run(["index", "--model", m, "--corpus", c, "-o", ix])  # float16 with a sketch
+    opts = ["--thresholds", "0.5,0.6", "--weights", "1,0.5", "--top", "5", "--soft"]
+    base = ["explain", "--index", ix, "--corpus", c, "--model", m] + opts
+    texts = ["First Citizen", "the people", "ze", "And I am sure"]
+    passage = "Before we proceed any further, hear me speak. You are all resolved rather to die than to famish?"
+    keys = ("/hellinger", "/approx", "/soft/hellinger", "/soft/approx", "/blocks/n_matches", "/model/probs")
+    compared = 0
+    for name, src, ranks in (("texts", texts, None), ("passage", ["--passage", passage], None),
+                             ("passage, 2 ranks", ["--passage", passage], 2)):
+        res = {}
+        for lay in ("dense", "csr"):
+            o = os.path.join(d, f"{lay}.h5")
+            run(base + ["-o", o] + src, ranks=ranks, env=dict(st.ENV, CORPUSLENS_EXPLAIN_COUNTS=lay))
+            with h5py.File(o) as g:
+                res[lay] = {k: g[k][()] for k in keys} | {"counts": read_counts(g), "sparse": "/blocks/next" in g}
+        check(not res["dense"]["sparse"] and res["csr"]["sparse"], f"{name}: the layouts are the ones asked for")
+        for k in keys + ("counts",):
+            a, b = res["dense"][k], res["csr"][k]
+            dmax = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+            check(a.shape == b.shape and dmax <= 1e-12, f"{name} {k}: sparse equals dense ({dmax:.3g})")
+        check(int((res["dense"]["counts"] > 0).sum()) > 0, f"{name}: some counts (the comparison is not empty)")
+        compared += 1
+        check(int((res["dense"]["/hellinger"] >= 0).sum()) >= 2, f"{name}: at least two non-empty approximations")
+        # negative control: another threshold changes H beyond 1e-12 (the comparison can fail)
+        if name == "texts":
+            o = os.path.join(d, "neg.h5")
+            run(["explain", "--index", ix, "--corpus", c, "--model", m, "--thresholds", "0.55,0.6", "--weights",
+                 "1,0.5", "--top", "5", "-o", o] + src, env=dict(st.ENV, CORPUSLENS_EXPLAIN_COUNTS="csr"))
+            with h5py.File(o) as g:
+                hn = g["/hellinger"][()]
+            h0 = res["dense"]["/hellinger"]
+            check(bool((np.abs(hn - h0) > 1e-12).any()), "negative control: another threshold changes H")
+    print(f"sparse == dense on a char model: {compared} cases")
+    shutil.rmtree(d, ignore_errors=True)
+    finish()
+
+
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "explain"
+    if mode == "sparse":
+        test_sparse_char()
+        return
     d = tempfile.mkdtemp(prefix="cl_explainbpe_")
     tok = os.path.join(d, "tok")
     V = write_tokenizer(tok)
@@ -170,9 +234,10 @@ def main():
     run(base + ["-o", e2] + texts, ranks=2)
     check("(the last 4 tokens)" in p1.stdout, "the baselines are named in tokens")
     f, f2 = h5py.File(e, "r"), h5py.File(e2, "r")
-    mp, cnt, nm, H = f["/model/probs"][()], f["/blocks/counts"][()], f["/blocks/n_matches"][()], f["/hellinger"][()]
+    check("/blocks/counts" not in f and "/blocks/next/indptr" in f, "a BPE explain.h5 holds sparse counts")
+    mp, cnt, nm, H = f["/model/probs"][()], read_counts(f), f["/blocks/n_matches"][()], f["/hellinger"][()]
     tsim = f["/matches/similarity"][()]
-    check((cnt == f2["/blocks/counts"][()]).all() and (f2["/hellinger"][()] == H).all()
+    check((cnt == read_counts(f2)).all() and (f2["/hellinger"][()] == H).all()
           and (nm == f2["/blocks/n_matches"][()]).all(), "1 and 2 ranks: the same counts, matches and H")
     check(mp.shape == (len(texts), V) and cnt.shape == (len(texts), Lh, V), f"shapes {mp.shape} {cnt.shape}")
     neg_done = False
@@ -225,7 +290,7 @@ def main():
         ptok = g["/passage/tokens"][()]
         ws = g["/passage/win_start"][()]
         ph = g["/hellinger"][()]
-        pc = g["/blocks/counts"][()]
+        pc = read_counts(g)
     ids = enc.encode(texts[0])
     check(list(ptok) == ids, "passage tokens are the oracle's encoding")
     check(list(ws) == [max(0, i - L + 1) for i in range(len(ids))], "passage windows: the last L tokens")
@@ -237,7 +302,7 @@ def main():
     for row in ("approximation", "exact-string n-gram", "∞-gram", "backoff n-gram", "unigram", "logit lens, block 0"):
         check(row in pe.stdout, f"--eval-text prints the {row} row")
     with h5py.File(ev) as g:
-        eh, ec, em = g["/hellinger"][()], g["/blocks/counts"][()], g["/model/probs"][()]
+        eh, ec, em = g["/hellinger"][()], read_counts(g), g["/model/probs"][()]
     worst = 0.0
     for p in range(len(eh)):
         h = hell(sum(WTS[b] * ec[p, b].astype(np.float64) for b in range(Lh)), em[p].astype(np.float64))

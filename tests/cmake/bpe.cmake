@@ -34,3 +34,5 @@ cl_script_test(scan_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/s
 cl_script_test(explain_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py)
 # serve on a BPE index: /api/explain equals explain --passage -o, positions are tokens
 cl_script_test(serve_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py serve)
+# explain's sparse counts (the BPE path) equal its dense counts on a char model (1e-12; texts, passage, soft, 2 ranks)
+cl_script_test(explain_sparse_char "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py sparse)
