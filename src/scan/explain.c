@@ -196,22 +196,25 @@ static void u128_sum(void *in, void *inout, int *len, MPI_Datatype *dt) {
  * the search records the pair (pb, substring) (and, for the soft kernel, its
  * weight q); after the search rank 0 gathers every rank's pairs and sums the
  * counts of each (prompt, block) over the union of the tokens present
- * (sparse_counts). Memory follows the matches, not V. */
+ * (sparse_rows). Memory follows the matches (8 bytes a hard match; pb <
+ * P Lh <= 6.4e7 fits 32 bits), not V. */
 typedef struct {
-    int64_t pb, sub;
-    u128 q; /* the soft kernel's weight (the soft list only) */
+    uint64_t key; /* pb << 32 | substring: sorting keys sorts by (pb, substring) */
+    u128 q;       /* the soft kernel's weight */
 } match_rec;
 
+/* records of elem bytes, each starting with its uint64_t key: a hard match is
+ * the key alone (8 bytes), a soft one a match_rec */
 typedef struct {
-    match_rec *a;
-    size_t n, cap;
+    unsigned char *a;
+    size_t n, cap, elem;
     int err;
 } match_list;
 
 static void ml_push(match_list *l, size_t pb, int64_t sub, u128 q) {
     if (l->n == l->cap) {
         size_t nc = l->cap ? 2 * l->cap : 4096;
-        match_rec *t = l->err ? NULL : realloc(l->a, nc * sizeof *t);
+        unsigned char *t = l->err ? NULL : realloc(l->a, nc * l->elem);
         if (!t) {
             if (!l->err) cl_error("out of memory for the matches (%zu)", nc);
             l->err = 1;
@@ -219,7 +222,12 @@ static void ml_push(match_list *l, size_t pb, int64_t sub, u128 q) {
         }
         l->a = t, l->cap = nc;
     }
-    l->a[l->n].pb = (int64_t)pb, l->a[l->n].sub = sub, l->a[l->n].q = q;
+    uint64_t key = (uint64_t)pb << 32 | (uint32_t)sub;
+    if (l->elem == sizeof(uint64_t)) memcpy(l->a + l->n * l->elem, &key, sizeof key);
+    else {
+        match_rec r = {.key = key, .q = q};
+        memcpy(l->a + l->n * l->elem, &r, sizeof r);
+    }
     l->n++;
 }
 
@@ -229,7 +237,7 @@ static int gather_matches(match_list *l, int rank, int R, MPI_Comm comm) {
     if (R == 1) return 0;
     long long n = (long long)l->n, *ns = NULL;
     int err = 0, *cnt = NULL, *dis = NULL;
-    match_rec *all = NULL;
+    unsigned char *all = NULL;
     if (rank == 0 && (!(ns = cl_trymalloc((size_t)R, sizeof *ns, "matches")) ||
                       !(cnt = cl_trymalloc((size_t)R, sizeof *cnt, "matches")) ||
                       !(dis = cl_trymalloc((size_t)R, sizeof *dis, "matches"))))
@@ -239,15 +247,15 @@ static int gather_matches(match_list *l, int rank, int R, MPI_Comm comm) {
     if (rank == 0) {
         unsigned long long tot = 0;
         for (int q = 0; q < R; q++) tot += (unsigned long long)ns[q];
-        if (tot * sizeof(match_rec) > 0x7fffffffull)
+        if (tot * l->elem > 0x7fffffffull)
             err = cl_error("too many matches to gather (%llu): explain fewer texts at a time", tot);
-        else if (!(all = cl_trymalloc(tot ? tot : 1, sizeof *all, "matches")))
+        else if (!(all = cl_trymalloc(tot ? tot : 1, l->elem, "matches")))
             err = 1;
         for (int q = 0, o = 0; !err && q < R; q++)
-            cnt[q] = (int)(ns[q] * (long long)sizeof(match_rec)), dis[q] = o, o += cnt[q];
+            cnt[q] = (int)(ns[q] * (long long)l->elem), dis[q] = o, o += cnt[q];
     }
     if (cl_par_agree(err, comm)) goto out;
-    MPI_Gatherv(l->a, (int)(l->n * sizeof(match_rec)), MPI_BYTE, all, cnt, dis, MPI_BYTE, 0, comm);
+    MPI_Gatherv(l->a, (int)(l->n * l->elem), MPI_BYTE, all, cnt, dis, MPI_BYTE, 0, comm);
     if (rank == 0) {
         size_t tot = 0;
         for (int q = 0; q < R; q++) tot += (size_t)ns[q];
@@ -261,9 +269,9 @@ out:
 }
 
 static int cmp_match(const void *a, const void *b) {
-    const match_rec *x = a, *y = b;
-    if (x->pb != y->pb) return x->pb < y->pb ? -1 : 1;
-    return x->sub < y->sub ? -1 : x->sub > y->sub;
+    uint64_t x, y;
+    memcpy(&x, a, sizeof x), memcpy(&y, b, sizeof y);
+    return x < y ? -1 : x > y;
 }
 
 static int cmp_i32(const void *a, const void *b) {
@@ -277,7 +285,7 @@ static int cmp_i32(const void *a, const void *b) {
  * Exact in any order. 0 or -1 (out of memory). */
 static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, int soft, int64_t **indptr,
                        int32_t **tok, int64_t **val, u128 **val16) {
-    qsort(l->a, l->n, sizeof *l->a, cmp_match);
+    qsort(l->a, l->n, l->elem, cmp_match);
     size_t cap = 1024, nnz = 0;
     int64_t *ip = cl_trymalloc(PB + 1, sizeof *ip, "sparse counts"), *acc = soft ? NULL : cl_trycalloc(V, 8, "sparse counts");
     u128 *acc16 = soft ? cl_trycalloc(V, sizeof(u128), "sparse counts") : NULL;
@@ -290,12 +298,15 @@ static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, 
     if (!err) ip[0] = 0;
     for (size_t pb = 0; !err && pb < PB; pb++) {
         size_t nt = 0;
-        for (; i < l->n && (size_t)l->a[i].pb == pb; i++) {
-            int64_t sub = l->a[i].sub;
+        for (; i < l->n; i++) {
+            match_rec rec = {0};
+            memcpy(&rec, l->a + i * l->elem, l->elem);
+            if ((size_t)(rec.key >> 32) != pb) break;
+            int64_t sub = (int64_t)(rec.key & 0xffffffffu);
             for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) {
                 int32_t k = cp->next_token[e];
                 if (!seen[k]) seen[k] = 1, touched[nt++] = k;
-                if (soft) acc16[k] += l->a[i].q * (u128)cp->next_count[e];
+                if (soft) acc16[k] += rec.q * (u128)cp->next_count[e];
                 else acc[k] += cp->next_count[e];
             }
         }
@@ -1047,7 +1058,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     int sparse = m->bpe != NULL || V > CL_EXPLAIN_DENSE_MAX_V;
     if (ce && !strcmp(ce, "csr")) sparse = 1;
     else if (ce && !strcmp(ce, "dense")) sparse = 0;
-    match_list ml = {0}, sl = {0};
+    match_list ml = {.elem = sizeof(uint64_t)}, sl = {.elem = sizeof(match_rec)};
     int64_t *sip = NULL;
     int32_t *stk = NULL;
     u128 *sval = NULL;
