@@ -139,13 +139,27 @@ static int read_params(const char *path, cl_explain_params *par, int *nt, int *n
 
 /* ---- printing ---- */
 
-static void put_tok(uint32_t cp) {
-    char e[16];
-    cl_token_escape(cp, e);
+/* one token as cl_tok_display shows it (char-level: cl_token_escape of its character) */
+static void put_tok(const cl_model *m, int id) {
+    char e[80];
+    cl_tok_display(m, id, e, sizeof e);
     printf("'%s'", e);
 }
 
-static void print_top(const char *title, const double *p, const float *pf, const uint32_t *vocab, int V, int n) {
+/* the text of n token ids (char-level: their characters; BPE: the decoded bytes): malloc'ed, or NULL (cl_error) */
+static char *ids_text(const cl_model *m, const int32_t *ids, size_t n) {
+    if (m->bpe) {
+        char *t = NULL;
+        size_t len;
+        return cl_bpe_decode(m->bpe, ids, n, &t, &len) ? NULL : t;
+    }
+    char *t = cl_trymalloc(4 * n + 1, 1, "text"), *w = t;
+    for (size_t i = 0; t && i < n; i++) w += cl_utf8_put(m->vocab[ids[i]], w);
+    if (t) *w = 0;
+    return t;
+}
+
+static void print_top(const char *title, const double *p, const float *pf, const cl_model *vocab, int V, int n) {
     int idx[8], m = n < 8 ? n : 8;
     for (int k = 0; k < m; k++) {
         int best = -1;
@@ -159,18 +173,27 @@ static void print_top(const char *title, const double *p, const float *pf, const
     }
     printf("  %-14s", title);
     for (int k = 0; k < m; k++) {
-        put_tok(vocab[idx[k]]);
+        put_tok(vocab, idx[k]);
         printf(" %.4f  ", p ? p[idx[k]] : pf[idx[k]]);
     }
     printf("\n");
 }
 
+/* what a position is in the printed lines: "tokens" for a GPT-2 BPE model */
+static const char *UNIT = "characters", *UNIT1 = "character";
+
 /* set when a corpus row could not be read while printing (the command fails) */
 static int cli_row_error;
 
 static void print_string(const cl_corpus *cp, int64_t sub) {
-    char buf[4 * CL_CORPUS_MAX_LEN + 1];
-    if (cl_corpus_row_text(cp, (size_t)sub, buf) < 0) snprintf(buf, sizeof buf, "?"), cli_row_error = 1;
+    size_t cap = cl_corpus_text_cap(cp);
+    char *buf = cl_trymalloc(cap > 2 ? cap : 2, 1, "string");
+    if (!buf || cl_corpus_row_text_n(cp, (size_t)sub, buf, cap) < 0) {
+        cli_row_error = 1;
+        printf("\"?\"");
+        free(buf);
+        return;
+    }
     putchar('"');
     for (char *c = buf; *c; c++) {
         if (*c == '\n') printf("\\n");
@@ -179,10 +202,11 @@ static void print_string(const cl_corpus *cp, int64_t sub) {
         else putchar(*c);
     }
     putchar('"');
+    free(buf);
 }
 
 static void print_explain(const cl_explain_result *r, const cl_explain_params *par, const cl_corpus *cp,
-                          const uint32_t *vocab, const char *text, size_t p, int show, int first_block) {
+                          const cl_model *vocab, const char *text, size_t p, int show, int first_block) {
     const int V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
     printf("prompt %zu: \"", p + 1);
     for (const char *c = text; *c; c++) {
@@ -234,7 +258,7 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
                 if (best < 0) break;
                 shown[j] = (int)best;
                 printf(" ");
-                put_tok(cp->vocab[cp->next_token[best]]);
+                put_tok(vocab, cp->next_token[best]);
                 printf(" %d", cp->next_count[best]);
             }
             if (a == e) printf(" (none: end of corpus)");
@@ -257,7 +281,7 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         }
         printf(" block %d%s H %.3f top ", l, l == NL - 1 ? " (= the model)" : "",
                cl_hellinger_df(tmp, r->model_probs + p * V, V));
-        put_tok(vocab[best]);
+        put_tok(vocab, best);
         printf(l + 1 < NL ? ";" : "\n");
     }
     free(tmp);
@@ -287,6 +311,15 @@ static int mkgroup(hid_t f, const char *path) {
     return rc;
 }
 
+/* Sparse counts (a BPE model): /blocks/next/indptr [P Lh + 1] int64 (row p Lh + b),
+ * /blocks/next/token [nnz] int32 (increasing in a row), /blocks/next/count [nnz] int64 */
+static int wr_sparse_counts(hid_t f, const cl_explain_result *r) {
+    hsize_t dI = r->P * (size_t)r->Lh + 1, dN = (hsize_t)r->cnt_indptr[r->P * (size_t)r->Lh];
+    return wr(f, "/blocks/next/indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dI, r->cnt_indptr) ||
+           wr(f, "/blocks/next/token", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, r->cnt_token) ||
+           wr(f, "/blocks/next/count", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dN, r->cnt_count);
+}
+
 /* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
  * (the groups exist already). 0, or nonzero after cl_error. */
 static int wr_result(hid_t f, const cl_explain_result *r) {
@@ -297,7 +330,8 @@ static int wr_result(hid_t f, const cl_explain_result *r) {
            wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
            wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
            wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-           wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts) ||
+           (r->counts ? wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts)
+                      : wr_sparse_counts(f, r)) ||
            wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
            wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
            (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
@@ -345,8 +379,8 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
 
 static int holdout_windows(const cl_corpus *cp, size_t n, int L, uint64_t seed, int32_t **tok, size_t **off) {
     if (!cp->holdout || cp->n_holdout < (size_t)L)
-        return cl_error("the corpus file has no held-out text of at least %d characters (prepare --holdout-fraction)",
-                        L);
+        return cl_error("the corpus file has no held-out text of at least %d %s (prepare --holdout-fraction)", L,
+                        UNIT);
     size_t nwin = cp->n_holdout - (size_t)L + 1;
     *tok = cl_trymalloc(n * (size_t)L, sizeof(int32_t), "windows");
     *off = cl_trymalloc(n + 1, sizeof(size_t), "windows");
@@ -401,20 +435,20 @@ static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const do
                             const int64_t *inf_occ, const double *bo_h, const int *bo_k, const int64_t *bo_occ,
                             long K, size_t p) {
     printf("  baselines (Hellinger distance to the model):\n");
-    if (ngram_h == CL_H_EMPTY) printf("    exact-string n-gram (the last %d characters): n/a (no match)\n", L);
-    else printf("    exact-string n-gram (the last %d characters): %.6f\n", L, ngram_h);
+    if (ngram_h == CL_H_EMPTY) printf("    exact-string n-gram (the last %d %s): n/a (no match)\n", L, UNIT);
+    else printf("    exact-string n-gram (the last %d %s): %.6f\n", L, UNIT, ngram_h);
     if (!cp->suffix_array) {
         printf("    ∞-gram: %s\n    backoff n-gram: %s\n", CL_INFGRAM_NA, CL_INFGRAM_NA);
         return;
     }
     if (inf_h[p] == CL_H_EMPTY) printf("    ∞-gram: n/a (no match)\n");
     else
-        printf("    ∞-gram (longest suffix in the corpus: %d characters, %lld occurrences): %.6f\n", inf_k[p],
+        printf("    ∞-gram (longest suffix in the corpus: %d %s, %lld occurrences): %.6f\n", inf_k[p], UNIT,
                (long long)inf_occ[p], inf_h[p]);
     if (bo_h[p] == CL_H_EMPTY) printf("    backoff n-gram (>= %ld occurrences): n/a (no match)\n", K);
     else
-        printf("    backoff n-gram (longest suffix with >= %ld occurrences: %d characters, %lld): %.6f\n", K,
-               bo_k[p], (long long)bo_occ[p], bo_h[p]);
+        printf("    backoff n-gram (longest suffix with >= %ld occurrences: %d %s, %lld): %.6f\n", K,
+               bo_k[p], UNIT, (long long)bo_occ[p], bo_h[p]);
 }
 
 /* ---- explain --passage: every position of one text (include/corpuslens/scan/passage.h) ----
@@ -431,7 +465,8 @@ static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const do
  *   /prompts/text        [n] string   the window of each position
  *   then explain.h5's datasets for the n windows, with the same names,
  *   shapes and meaning: /model/probs [n, V], /lens/probs [n, NL, V],
- *   /approx [n, V], /hellinger [n] (-1 = empty), /blocks/counts [n, Lh, V],
+ *   /approx [n, V], /hellinger [n] (-1 = empty), /blocks/counts [n, Lh, V] (a BPE
+ *   model: /blocks/next/{indptr,token,count}, sparse rows, wr_sparse_counts),
  *   /blocks/n_matches, /blocks/near_threshold [n, Lh], /matches/substring and
  *   /matches/similarity [n, Lh, K] (when --top > 0), /soft/approx and
  *   /soft/hellinger (--soft), /ngram/counts [n, V] int32, /ngram/hellinger [n]
@@ -519,29 +554,29 @@ static int top_ids(const double *p, const float *pf, int V, int m, int *idx) {
     return k;
 }
 
-static void put_top3(const double *p, const float *pf, const uint32_t *vocab, int V) {
+static void put_top3(const double *p, const float *pf, const cl_model *vocab, int V) {
     int idx[3], k = top_ids(p, pf, V, 3, idx);
     for (int j = 0; j < k; j++) {
-        char e[16], q[20];
-        cl_token_escape(vocab[idx[j]], e);
+        char e[80], q[84];
+        cl_tok_display(vocab, idx[j], e, sizeof e);
         snprintf(q, sizeof q, "'%s'", e);
         printf(" %-6s %.3f", q, p ? p[idx[j]] : pf[idx[j]]);
     }
 }
 
 static void print_passage(const cl_passage_result *pr, const cl_explain_params *par, const cl_corpus *cp,
-                          const uint32_t *vocab, char **wins, const long *at, size_t n_at, int show, int first_block) {
+                          const cl_model *vocab, char **wins, const long *at, size_t n_at, int show, int first_block) {
     const cl_explain_result *r = pr->ex;
     const int V = r->V, Lh = r->Lh;
-    printf("passage: %zu positions (window: the last %d characters at most); position i predicts character i + 1\n",
-           pr->n, pr->L);
-    printf("%6s %-6s %-6s | %-35s | %-35s | %-8s | %-8s | matches per block\n", "pos", "char", "next", "model top 3",
+    printf("passage: %zu positions (window: the last %d %s at most); position i predicts %s i + 1\n", pr->n, pr->L,
+           UNIT, UNIT1);
+    printf("%6s %-6s %-6s | %-35s | %-35s | %-8s | %-8s | matches per block\n", "pos", UNIT1[0] == 'c' ? "char" : "token", "next", "model top 3",
            "approximation top 3", "H", "n-gram H");
     for (size_t i = 0; i < pr->n; i++) {
-        char e[16], c[20], nx[20] = "-";
-        cl_token_escape(vocab[pr->tokens[i]], e);
+        char e[80], c[84], nx[84] = "-";
+        cl_tok_display(vocab, pr->tokens[i], e, sizeof e);
         snprintf(c, sizeof c, "'%s'", e);
-        if (pr->next[i] >= 0) cl_token_escape(vocab[pr->next[i]], e), snprintf(nx, sizeof nx, "'%s'", e);
+        if (pr->next[i] >= 0) cl_tok_display(vocab, pr->next[i], e, sizeof e), snprintf(nx, sizeof nx, "'%s'", e);
         printf("%6zu %-6s %-6s |", i, c, nx);
         put_top3(NULL, r->model_probs + i * V, vocab, V);
         printf(" |");
@@ -556,7 +591,7 @@ static void print_passage(const cl_passage_result *pr, const cl_explain_params *
         printf("\n");
     }
     for (size_t j = 0; j < n_at; j++) {
-        printf("\nposition %ld (window of %zu characters):\n", at[j], (size_t)at[j] + 1 - pr->win_start[at[j]]);
+        printf("\nposition %ld (window of %zu %s):\n", at[j], (size_t)at[j] + 1 - pr->win_start[at[j]], UNIT);
         print_explain(r, par, cp, vocab, wins[at[j]], (size_t)at[j], show, first_block);
     }
     if (pr->mean_h == CL_H_EMPTY) printf("\nmean H: empty (no position has an approximation)\n");
@@ -657,13 +692,10 @@ static int explain_passage(const char *text, const char *at_s, const cl_index *i
         char **wins = cl_trycalloc(n, sizeof *wins, "windows");
         for (size_t i = 0; wins && i < n; i++) {
             size_t s = pr->win_start[i];
-            if (!(wins[i] = cl_trymalloc(4 * (i + 1 - s) + 1, 1, "windows"))) break;
-            char *w = wins[i];
-            for (size_t t = s; t <= i; t++) w += cl_utf8_put(m->vocab[pr->tokens[t]], w);
-            *w = 0;
+            if (!(wins[i] = ids_text(m, pr->tokens + s, i + 1 - s))) break;
         }
         if (!wins || !wins[n - 1]) rc = cli_fail();
-        if (!rc && !quiet) print_passage(pr, par, cp, m->vocab, wins, at, n_at, show, ix->first_block);
+        if (!rc && !quiet) print_passage(pr, par, cp, m, wins, at, n_at, show, ix->first_block);
         else if (!rc) {
             if (pr->mean_h == CL_H_EMPTY) printf("mean H: empty (no position has an approximation)\n");
             else printf("mean H over %zu positions: %.6f (%zu empty)\n", pr->n - pr->n_empty, pr->mean_h, pr->n_empty);
@@ -687,6 +719,22 @@ static int explain_passage(const char *text, const char *at_s, const cl_index *i
     }
     cl_passage_free(pr);
     return cli_bcast_int(rc);
+}
+
+/* A text for a BPE model: its GPT-2 tokens, the last L (the index's string
+ * length) when there are more, as the passage's window at its last token. */
+static int bpe_window(const cl_model *m, const char *text, int L, int32_t **ids, size_t *n) {
+    if (cl_tok_encode(m, text, strlen(text), ids, n)) return -1;
+    if (*n == 0) {
+        free(*ids);
+        *ids = NULL;
+        return cl_error("the text is empty");
+    }
+    if (*n > (size_t)L) {
+        memmove(*ids, *ids + (*n - (size_t)L), (size_t)L * sizeof **ids);
+        *n = (size_t)L;
+    }
+    return 0;
 }
 
 /* cl_sha256_cached's computation of the model's fingerprint (user: the loaded model) */
@@ -798,10 +846,15 @@ int cmd_explain(int argc, char **argv) {
     cl_model *m = cl_model_map(model_path); /* read-only: explain never writes weights */
     double tlm = cli_wtime();
     /* the counts whole; the tokens of the few rows looked up or printed from the file */
-    cl_corpus *cp = m ? cl_corpus_open(corpus_path) : NULL;
+    cl_corpus *cp = m ? cl_corpus_open_any(corpus_path) : NULL;
     double tlc = cli_wtime();
-    cl_index *ix = cp ? cl_index_open(index_path) : NULL;
+    int kinds = m && cp && !cp->bpe != !m->bpe; /* a BPE corpus with a char model, or the reverse */
+    if (kinds)
+        cl_error("%s is a %s corpus but %s is a %s model", corpus_path, cp->bpe ? "GPT-2 BPE" : "character-level",
+                 model_path, m->bpe ? "GPT-2 BPE" : "character-level");
+    cl_index *ix = cp && !kinds ? cl_index_open(index_path) : NULL;
     /* the model and corpus loaders name the path in their messages */
+    if (m && m->bpe) UNIT = "tokens", UNIT1 = "token";
     if (!m || !cp || !ix) err = 1;
     char msha[65] = "", csha[65] = "";
     int hit_m = 0, hit_c = 0;
@@ -849,13 +902,8 @@ int cmd_explain(int argc, char **argv) {
         else {
             P = (size_t)eval_n;
             texts = cl_trycalloc(P, sizeof *texts, "texts");
-            for (size_t p = 0; texts && p < P; p++) {
-                texts[p] = cl_trymalloc(4 * (size_t)L + 1, 1, "text");
-                if (!texts[p]) break;
-                char *w = texts[p];
-                for (int t = 0; t < L; t++) w += cl_utf8_put(cp->vocab[tok[p * L + t]], w);
-                *w = 0;
-            }
+            for (size_t p = 0; texts && p < P; p++)
+                if (!(texts[p] = ids_text(m, tok + p * (size_t)L, (size_t)L))) break;
             if (!texts || !texts[P - 1]) err = 1;
         }
     } else if (!err && !ptext) {
@@ -899,7 +947,7 @@ int cmd_explain(int argc, char **argv) {
         size_t *lens = err ? NULL : cl_trycalloc(P, sizeof *lens, "token ids");
         if (!err && (!ids || !lens)) err = 1;
         for (size_t p = 0; !err && p < P; p++) {
-            if (cli_encode(m, texts[p], &ids[p], &lens[p])) {
+            if (m->bpe ? bpe_window(m, texts[p], ix->L, &ids[p], &lens[p]) : cli_encode(m, texts[p], &ids[p], &lens[p])) {
                 cl_error_prefix("prompt %zu: ", p + 1);
                 err = 1;
             } else tot += lens[p];
@@ -983,7 +1031,7 @@ int cmd_explain(int argc, char **argv) {
         }
         if (!quiet && P <= 10)
             for (size_t p = 0; p < P; p++) {
-                print_explain(r, &par, cp, m->vocab, texts[p], p, show, ix->first_block);
+                print_explain(r, &par, cp, m, texts[p], p, show, ix->first_block);
                 print_baselines(cp, cp->L, ngram_h[p], inf_h, inf_k, inf_occ, bo_h, bo_k, bo_occ, backoff_min, p);
                 printf("\n");
             }

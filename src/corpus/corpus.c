@@ -475,9 +475,13 @@ size_t cl_corpus_text_cap(const cl_corpus *c) {
 }
 
 long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf) {
+    return cl_corpus_row_text_n(c, i, buf, 4 * (size_t)c->L + 1);
+}
+
+long cl_corpus_row_text_n(const cl_corpus *c, size_t i, char *buf, size_t cap) {
     int32_t t[CL_CORPUS_MAX_LEN];
     if (cl_corpus_row(c, i, t) < 0) return -1;
-    return (long)ngram_text(c, t, buf, 4 * (size_t)c->L + 1);
+    return (long)ngram_text(c, t, buf, cap);
 }
 
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf) {
@@ -934,3 +938,5 @@ cl_corpus *cl_corpus_load(const char *path) { return load(path, 0, 0); }
 cl_corpus *cl_corpus_open(const char *path) { return load(path, 1, 0); }
 
 cl_corpus *cl_corpus_load_any(const char *path) { return load(path, 0, 1); }
+
+cl_corpus *cl_corpus_open_any(const char *path) { return load(path, 1, 1); }

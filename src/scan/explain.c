@@ -29,6 +29,7 @@
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/gemm.h"
 #include "corpuslens/nn/kernels.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/scan/sketch.h"
 #include "scan/scan_internal.h"
 
@@ -144,6 +145,7 @@ void cl_explain_result_free(cl_explain_result *r) {
     free(r->model_probs), free(r->lens), free(r->counts), free(r->n_matches), free(r->near), free(r->approx);
     free(r->hellinger), free(r->soft_approx), free(r->soft_hellinger), free(r->top_sub), free(r->top_sim);
     free(r->checked), free(r->pairs);
+    free(r->cnt_indptr), free(r->cnt_token), free(r->cnt_count);
     free(r);
 }
 
@@ -203,6 +205,164 @@ static int cmp_prompt_ref(const void *a, const void *b) {
         if (x->tok[k] != y->tok[k]) return x->tok[k] < y->tok[k] ? -1 : 1;
     if (x->len != y->len) return x->len < y->len ? -1 : 1;
     return x->p < y->p ? -1 : x->p > y->p;
+}
+
+/* Sparse counts (a large V: GPT-2 BPE): instead of adding a matched
+ * substring's next-token counts into a dense [V] row per (prompt, block),
+ * the search records the pair (pb, substring) (and, for the soft kernel, its
+ * weight q); after the search rank 0 gathers every rank's pairs and sums the
+ * counts of each (prompt, block) over the union of the tokens present
+ * (sparse_rows). Memory follows the matches (8 bytes a hard match; pb <
+ * P Lh <= 6.4e7 fits 32 bits), not V. */
+typedef struct {
+    uint64_t key; /* pb << 32 | substring: sorting keys sorts by (pb, substring) */
+    u128 q;       /* the soft kernel's weight */
+} match_rec;
+
+/* records of elem bytes, each starting with its uint64_t key: a hard match is
+ * the key alone (8 bytes), a soft one a match_rec */
+typedef struct {
+    unsigned char *a;
+    size_t n, cap, elem;
+    int err;
+} match_list;
+
+static void ml_push(match_list *l, size_t pb, int64_t sub, u128 q) {
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 4096;
+        unsigned char *t = l->err ? NULL : realloc(l->a, nc * l->elem);
+        if (!t) {
+            if (!l->err) cl_error("out of memory for the matches (%zu)", nc);
+            l->err = 1;
+            return;
+        }
+        l->a = t, l->cap = nc;
+    }
+    uint64_t key = (uint64_t)pb << 32 | (uint32_t)sub;
+    if (l->elem == sizeof(uint64_t)) memcpy(l->a + l->n * l->elem, &key, sizeof key);
+    else {
+        match_rec r = {.key = key, .q = q};
+        memcpy(l->a + l->n * l->elem, &r, sizeof r);
+    }
+    l->n++;
+}
+
+/* Collective: rank 0's l receives every rank's records (the others keep
+ * theirs). 0 or -1 on every rank. */
+static int gather_matches(match_list *l, int rank, int R, MPI_Comm comm) {
+    if (R == 1) return 0;
+    long long n = (long long)l->n, *ns = NULL;
+    int err = 0, *cnt = NULL, *dis = NULL;
+    unsigned char *all = NULL;
+    if (rank == 0 && (!(ns = cl_trymalloc((size_t)R, sizeof *ns, "matches")) ||
+                      !(cnt = cl_trymalloc((size_t)R, sizeof *cnt, "matches")) ||
+                      !(dis = cl_trymalloc((size_t)R, sizeof *dis, "matches"))))
+        err = 1;
+    if (cl_par_agree(err, comm)) goto out;
+    MPI_Gather(&n, 1, MPI_LONG_LONG, ns, 1, MPI_LONG_LONG, 0, comm);
+    if (rank == 0) {
+        unsigned long long tot = 0;
+        for (int q = 0; q < R; q++) tot += (unsigned long long)ns[q];
+        if (tot * l->elem > 0x7fffffffull)
+            err = cl_error("too many matches to gather (%llu): explain fewer texts at a time", tot);
+        else if (!(all = cl_trymalloc(tot ? tot : 1, l->elem, "matches")))
+            err = 1;
+        for (int q = 0, o = 0; !err && q < R; q++)
+            cnt[q] = (int)(ns[q] * (long long)l->elem), dis[q] = o, o += cnt[q];
+    }
+    if (cl_par_agree(err, comm)) goto out;
+    MPI_Gatherv(l->a, (int)(l->n * l->elem), MPI_BYTE, all, cnt, dis, MPI_BYTE, 0, comm);
+    if (rank == 0) {
+        size_t tot = 0;
+        for (int q = 0; q < R; q++) tot += (size_t)ns[q];
+        free(l->a);
+        l->a = all, l->n = l->cap = tot;
+        all = NULL;
+    }
+out:
+    free(ns), free(cnt), free(dis), free(all);
+    return err ? -1 : 0;
+}
+
+static int cmp_match(const void *a, const void *b) {
+    uint64_t x, y;
+    memcpy(&x, a, sizeof x), memcpy(&y, b, sizeof y);
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The sparse rows of PB (prompt, block)s from their matches (sorted here):
+ * row pb = the next-token counts of its substrings summed, tokens increasing.
+ * soft: sums of q * count in val16 (u128) instead of the plain counts in val.
+ * Exact in any order. 0 or -1 (out of memory). */
+static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, int soft, int64_t **indptr,
+                       int32_t **tok, int64_t **val, u128 **val16) {
+    qsort(l->a, l->n, l->elem, cmp_match);
+    size_t cap = 1024, nnz = 0;
+    int64_t *ip = cl_trymalloc(PB + 1, sizeof *ip, "sparse counts"), *acc = soft ? NULL : cl_trycalloc(V, 8, "sparse counts");
+    u128 *acc16 = soft ? cl_trycalloc(V, sizeof(u128), "sparse counts") : NULL;
+    int32_t *touched = cl_trymalloc(V, sizeof *touched, "sparse counts"), *t = cl_trymalloc(cap, sizeof *t, "sparse counts");
+    unsigned char *seen = cl_trycalloc(V, 1, "sparse counts");
+    int64_t *v = soft ? NULL : cl_trymalloc(cap, sizeof *v, "sparse counts");
+    u128 *v16 = soft ? cl_trymalloc(cap, sizeof *v16, "sparse counts") : NULL;
+    int err = !ip || (!acc && !acc16) || !touched || !seen || !t || (!v && !v16);
+    size_t i = 0;
+    if (!err) ip[0] = 0;
+    for (size_t pb = 0; !err && pb < PB; pb++) {
+        size_t nt = 0;
+        for (; i < l->n; i++) {
+            match_rec rec = {0};
+            memcpy(&rec, l->a + i * l->elem, l->elem);
+            if ((size_t)(rec.key >> 32) != pb) break;
+            int64_t sub = (int64_t)(rec.key & 0xffffffffu);
+            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) {
+                int32_t k = cp->next_token[e];
+                if (!seen[k]) seen[k] = 1, touched[nt++] = k;
+                if (soft) acc16[k] += rec.q * (u128)cp->next_count[e];
+                else acc[k] += cp->next_count[e];
+            }
+        }
+        qsort(touched, nt, sizeof *touched, cmp_i32);
+        if (nnz + nt > cap) {
+            while (nnz + nt > cap) cap *= 2;
+            int32_t *t2 = realloc(t, cap * sizeof *t);
+            if (t2) t = t2;
+            if (soft) {
+                u128 *w2 = t2 ? realloc(v16, cap * sizeof *v16) : NULL;
+                if (w2) v16 = w2;
+                err = !w2;
+            } else {
+                int64_t *w2 = t2 ? realloc(v, cap * sizeof *v) : NULL;
+                if (w2) v = w2;
+                err = !w2;
+            }
+            if (err) {
+                cl_error("out of memory for the sparse counts (%zu)", cap);
+                break;
+            }
+        }
+        for (size_t j = 0; j < nt; j++) {
+            int32_t k = touched[j];
+            t[nnz] = k, seen[k] = 0;
+            if (soft) v16[nnz] = acc16[k], acc16[k] = 0;
+            else v[nnz] = acc[k], acc[k] = 0;
+            nnz++;
+        }
+        ip[pb + 1] = (int64_t)nnz;
+    }
+    free(acc), free(acc16), free(touched), free(seen);
+    if (err) {
+        free(ip), free(t), free(v), free(v16);
+        return -1;
+    }
+    *indptr = ip, *tok = t;
+    if (soft) *val16 = v16;
+    else *val = v;
+    return 0;
 }
 
 /* Model probabilities, logit lens and normalised hooked vectors of the
@@ -298,6 +458,7 @@ typedef struct {
     const cl_corpus *cp;
     cl_explain_result *r;
     u128 *soft;
+    match_list *ml, *sl; /* sparse counts: the hard and soft matches (NULL: dense) */
     float *lsim;
     int64_t *lsub;
     int *lfill;
@@ -316,12 +477,18 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
     double vd = v;
     if (!(vd > gate)) return;
     if (vd > thr) {
-        int64_t *cnt = x->r->counts + pb * x->V;
         x->r->n_matches[pb]++;
-        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+        if (x->ml) ml_push(x->ml, pb, sub, 0);
+        else {
+            int64_t *cnt = x->r->counts + pb * x->V;
+            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
+                cnt[cp->next_token[e]] += cp->next_count[e];
+        }
     }
     if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) x->r->near[pb]++;
-    if (x->soft && vd > x->par->soft_floor) {
+    if (x->sl && vd > x->par->soft_floor) {
+        ml_push(x->sl, pb, sub, (u128)ldexp(exp((vd - 1.0) * invT), 64));
+    } else if (x->soft && vd > x->par->soft_floor) {
         u128 *sft = x->soft + pb * x->V;
         u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
         for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
@@ -346,8 +513,12 @@ static inline int is_sure(float ub, float re, float rq, double slack, double thr
 /* visit's effect for a sure pair (is_sure): a match, not near, not in the top list, no soft kernel */
 static inline void count_sure(const visit_ctx *x, size_t pb, int64_t sub) {
     const cl_corpus *cp = x->cp;
-    int64_t *cnt = x->r->counts + pb * x->V;
     x->r->n_matches[pb]++;
+    if (x->ml) {
+        ml_push(x->ml, pb, sub, 0);
+        return;
+    }
+    int64_t *cnt = x->r->counts + pb * x->V;
     for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
 }
 
@@ -872,7 +1043,12 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     const int K = par->top_k;
     int err = 0;
     /* ---- checks (the same on every rank) ---- */
-    if (ix->V != c->vocab_size || memcmp(ix->vocab, m->vocab, V * sizeof(uint32_t)))
+    if (!ix->bpe != !m->bpe || !cp->bpe != !m->bpe)
+        err = cl_error("%s, the corpus and the model do not all use the same kind of tokens (characters, GPT-2 BPE)",
+                       ix->path);
+    else if (ix->V != c->vocab_size ||
+             (ix->bpe ? !cl_bpe_equal(ix->bpe, m->bpe) || !cl_bpe_equal(cp->bpe, m->bpe)
+                      : memcmp(ix->vocab, m->vocab, V * sizeof(uint32_t)) != 0))
         err = cl_error("%s was built for another vocabulary (%d tokens; the model has %d)", ix->path, ix->V,
                        c->vocab_size);
     else if (ix->C != c->n_embd || ix->n_layer != c->n_layer)
@@ -918,13 +1094,21 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     int64_t *lsub = NULL, *gsub = NULL;
     int *lfill = NULL;
     u128 *soft = NULL;
+    const char *ce = getenv("CORPUSLENS_EXPLAIN_COUNTS");
+    int sparse = m->bpe != NULL || V > CL_EXPLAIN_DENSE_MAX_V;
+    if (ce && !strcmp(ce, "csr")) sparse = 1;
+    else if (ce && !strcmp(ce, "dense")) sparse = 0;
+    match_list ml = {.elem = sizeof(uint64_t)}, sl = {.elem = sizeof(match_rec)};
+    int64_t *sip = NULL;
+    int32_t *stk = NULL;
+    u128 *sval = NULL;
     size_t cr = ix->chunk_rows, RB = cr * (RB_TARGET / cr > 0 ? RB_TARGET / cr : 1);
     if (RB > N) RB = N;
     if (r) {
         r->P = P, r->Lh = (int)Lh, r->NL = (int)NL, r->V = (int)V, r->K = K;
         r->model_probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
         r->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
-        r->counts = cl_trycalloc(P * Lh * V, sizeof(int64_t), "block counts");
+        r->counts = sparse ? NULL : cl_trycalloc(P * Lh * V, sizeof(int64_t), "block counts");
         r->n_matches = cl_trycalloc(P * Lh, sizeof(int64_t), "match counts");
         r->near = cl_trycalloc(P * Lh, sizeof(int64_t), "near-threshold counts");
         r->checked = cl_trycalloc(Lh, sizeof(int64_t), "rows checked");
@@ -938,11 +1122,11 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             lsub = cl_trymalloc(P * Lh * K, sizeof(int64_t), "top matches");
             lfill = cl_trycalloc(P * Lh, sizeof(int), "top matches");
         }
-        if (par->soft) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
+        if (par->soft && !sparse) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
     }
-    if (!r || !r->model_probs || !r->lens || !r->counts || !r->n_matches || !r->near || !r->checked || !r->pairs || !pvec || !rows ||
+    if (!r || !r->model_probs || !r->lens || (!sparse && !r->counts) || !r->n_matches || !r->near || !r->checked || !r->pairs || !pvec || !rows ||
         (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
-        (par->soft && !soft))
+        (par->soft && !sparse && !soft))
         err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     double t0 = cl_wall_seconds();
@@ -964,7 +1148,8 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     use_sketch = direct && ix->sketch && !(sk_env && *sk_env == '0');
 #endif
     r->sketch = use_sketch;
-    visit_ctx vc = {.par = par, .cp = cp, .r = r, .soft = soft, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
+    visit_ctx vc = {.par = par, .cp = cp, .r = r, .soft = soft, .ml = sparse ? &ml : NULL,
+                    .sl = sparse && par->soft ? &sl : NULL, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
                     .V = V, .Lh = Lh};
     for (size_t b = 0; !err && b < Lh; b++) {
         const double thr = par->thresholds[b], lo_near = thr - CL_EXPLAIN_NEAR;
@@ -1025,12 +1210,15 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             }
         }
     }
+    if (ml.err || sl.err) err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     r->seconds_search = cl_wall_seconds() - t1;
+    if (sparse && (gather_matches(&ml, rank, R, comm) || (par->soft && gather_matches(&sl, rank, R, comm)))) goto fail;
 
     /* ---- merge on rank 0: exact sums, top-K by the total order ---- */
     if (R > 1) {
-        MPI_Reduce(rank ? r->counts : MPI_IN_PLACE, r->counts, (int)(P * Lh * V), MPI_INT64_T, MPI_SUM, 0, comm);
+        if (!sparse)
+            MPI_Reduce(rank ? r->counts : MPI_IN_PLACE, r->counts, (int)(P * Lh * V), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->n_matches : MPI_IN_PLACE, r->n_matches, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->near : MPI_IN_PLACE, r->near, (int)(P * Lh), MPI_INT64_T, MPI_SUM, 0, comm);
         MPI_Reduce(rank ? r->checked : MPI_IN_PLACE, r->checked, (int)Lh, MPI_INT64_T, MPI_SUM, 0, comm);
@@ -1089,23 +1277,35 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     if (rank == 0) {
         r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
         r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
-        if (soft) {
+        if (par->soft) {
             r->soft_approx = cl_trycalloc(P * V, sizeof(double), "soft approximation");
             r->soft_hellinger = cl_trymalloc(P, sizeof(double), "soft hellinger");
         }
-        if (!r->approx || !r->hellinger || (soft && (!r->soft_approx || !r->soft_hellinger))) err = 1;
+        if (!r->approx || !r->hellinger || (par->soft && (!r->soft_approx || !r->soft_hellinger))) err = 1;
+        if (!err && sparse &&
+            (sparse_rows(cp, &ml, P * Lh, V, 0, &r->cnt_indptr, &r->cnt_token, &r->cnt_count, NULL) ||
+             (par->soft && sparse_rows(cp, &sl, P * Lh, V, 1, &sip, &stk, NULL, &sval))))
+            err = 1;
         for (size_t p = 0; !err && p < P; p++) {
             const float *q = r->model_probs + p * V;
             double *a = r->approx + p * V;
-            for (size_t b = 0; b < Lh; b++)
+            /* sparse: only the nonzero terms, per token in the same block order (adding the dense path's
+               zeros changes no bit) */
+            for (size_t b = 0; sparse && b < Lh; b++)
+                for (int64_t e = r->cnt_indptr[p * Lh + b]; e < r->cnt_indptr[p * Lh + b + 1]; e++)
+                    a[r->cnt_token[e]] += par->weights[b] * (double)r->cnt_count[e];
+            for (size_t b = 0; !sparse && b < Lh; b++)
                 for (size_t v = 0; v < V; v++) a[v] += par->weights[b] * (double)r->counts[(p * Lh + b) * V + v];
             double sum = 0;
             for (size_t v = 0; v < V; v++) sum += a[v];
             r->hellinger[p] = cl_hellinger_df(a, q, V);
             for (size_t v = 0; v < V; v++) a[v] = sum > 0 ? a[v] / sum : 0;
-            if (soft) {
+            if (par->soft) {
                 double *sa = r->soft_approx + p * V;
-                for (size_t b = 0; b < Lh; b++)
+                for (size_t b = 0; sparse && b < Lh; b++)
+                    for (int64_t e = sip[p * Lh + b]; e < sip[p * Lh + b + 1]; e++)
+                        sa[stk[e]] += par->soft_w[b] * ldexp((double)sval[e], -64);
+                for (size_t b = 0; !sparse && b < Lh; b++)
                     for (size_t v = 0; v < V; v++)
                         sa[v] += par->soft_w[b] * ldexp((double)soft[(p * Lh + b) * V + v], -64);
                 sum = 0;
@@ -1120,6 +1320,8 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         r->counts = r->n_matches = r->near = NULL;
         r->model_probs = r->lens = NULL;
     }
+    free(ml.a), free(sl.a), free(sip), free(stk), free(sval);
+    ml.a = sl.a = NULL, sip = NULL, stk = NULL, sval = NULL;
     if (cl_par_agree(err, comm)) goto fail;
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
         free(gsub);
@@ -1127,6 +1329,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
 fail:
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
         free(gsub);
+    free(ml.a), free(sl.a), free(sip), free(stk), free(sval);
     cl_explain_result_free(r);
     return NULL;
 }

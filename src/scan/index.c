@@ -25,6 +25,7 @@
 #include "corpuslens/corpus/corpus.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/model.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/scan.h"
@@ -367,7 +368,7 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     int rc = -1;
     part_map pm;
     int32_t *sub = cl_trymalloc(N ? N : 1, sizeof *sub, "substring order");
-    char *vbuf = cl_trycalloc((size_t)m->V, 4, "vocabulary");
+    char *vbuf = cl_trycalloc(m->bpe ? 1 : (size_t)m->V, 4, "vocabulary");
     hid_t f = H5I_INVALID_HID, vt = H5I_INVALID_HID, d = H5I_INVALID_HID, ft = H5I_INVALID_HID;
     if (part_map_load(w, &pm) || !sub || !vbuf) goto done;
     f = cl_h5_create(tmp);
@@ -386,7 +387,8 @@ static int assemble(cl_index_writer *w, const char *tmp) {
         cl_h5_attr_write_str(f, "dtype", m->dtype == CL_INDEX_F16 ? "float16" : "float32") ||
         cl_h5_attr_write_int(f, "shard_size", (long long)S))
         goto done;
-    for (int i = 0; i < m->V; i++) {
+    if (m->bpe && (cl_h5_attr_write_str(f, "token_type", "gpt2-bpe") || cl_bpe_write_h5(f, m->bpe))) goto done;
+    for (int i = 0; !m->bpe && i < m->V; i++) {
         char t[4] = {0};
         int n = cl_utf8_put(m->vocab[i], t);
         memcpy(vbuf + 4 * (size_t)i, t, (size_t)n);
@@ -397,7 +399,7 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     H5Tset_cset(vt, H5T_CSET_UTF8);
     hsize_t dV = (hsize_t)m->V, dN = N;
     for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
-    if (write_all(f, "/vocab", vt, vt, 1, &dV, vbuf) ||
+    if ((!m->bpe && write_all(f, "/vocab", vt, vt, 1, &dV, vbuf)) ||
         write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
         goto done;
     ft = m->dtype == CL_INDEX_F16 ? cl_index_f16_type() : H5Tcopy(H5T_IEEE_F32LE);
@@ -523,12 +525,20 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
     *point = pt;
     *lo = layer < 0 ? 0 : layer;
     *hi = layer < 0 ? c->n_layer - 1 : layer;
-    cl_corpus *cp = *cpp = cl_corpus_load(o->corpus_path);
+    cl_corpus *cp = *cpp = cl_corpus_load_any(o->corpus_path);
     if (!cp) return -1;
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);
-    if (cp->V != c->vocab_size || memcmp(cp->vocab, m->vocab, (size_t)cp->V * sizeof *cp->vocab))
+    if (!cp->bpe != !m->bpe)
+        return cl_error("%s is a %s corpus but %s is a %s model; run prepare again with --vocab-from %s", o->corpus_path,
+                        cp->bpe ? "GPT-2 BPE" : "character-level", o->model_path,
+                        m->bpe ? "GPT-2 BPE" : "character-level", o->model_path);
+    if (cp->bpe && (cp->V != c->vocab_size || !cl_bpe_equal(cp->bpe, m->bpe)))
+        return cl_error("%s was made for another model: its tokenizer differs from %s's; run prepare again with "
+                        "--vocab-from %s",
+                        o->corpus_path, o->model_path, o->model_path);
+    if (!cp->bpe && (cp->V != c->vocab_size || memcmp(cp->vocab, m->vocab, (size_t)cp->V * sizeof *cp->vocab)))
         return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
@@ -574,7 +584,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     cl_index_meta meta = {.out_path = o->out_path, .model_path = o->model_path, .corpus_path = o->corpus_path,
                           .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
-                          .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .N = N,
+                          .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .bpe = cp->bpe, .N = N,
                           .S = S, .n_shards = n_shards, .perm = perm,
                           .sketch_dim = o->sketch_dim == CL_SKETCH_DIM_UNSET ? 0
                                         : o->sketch_dim == 0                   ? -1
@@ -691,6 +701,7 @@ void cl_index_close(cl_index *ix) {
     if (ix->vectors >= 0) H5Dclose(ix->vectors);
     if (ix->file >= 0) H5Fclose(ix->file);
     free(ix->vocab);
+    cl_bpe_free(ix->bpe);
     free(ix->substring);
     free(ix);
 }
@@ -842,12 +853,27 @@ static cl_index *open_index(const char *path, int with_sketch) {
         goto fail;
     }
     if (check_hook(ix)) goto fail;
+    if (cl_h5_attr_exists(f, "token_type")) {
+        char tt[32] = "";
+        if (cl_h5_attr_read_str(f, "token_type", tt, sizeof tt)) goto fail;
+        if (strcmp(tt, "gpt2-bpe") && strcmp(tt, "char")) {
+            cl_error("token_type '%s' is not supported (expected 'char' or 'gpt2-bpe')", tt);
+            goto fail;
+        }
+        if (!strcmp(tt, "gpt2-bpe")) {
+            if (!(ix->bpe = cl_bpe_read_h5(f, NULL))) goto fail;
+            if (cl_bpe_vocab_size(ix->bpe) != ix->V) {
+                cl_error("/tokenizer has %d tokens but vocab_size is %d", cl_bpe_vocab_size(ix->bpe), ix->V);
+                goto fail;
+            }
+        }
+    }
     /* Every extent the attributes imply, against the datasets and the file's
        size, before anything is allocated: a small file cannot make the reader
        allocate more than the data it holds. */
     {
         const unsigned long long N = ix->N, Lh = (unsigned long long)ix->Lh, C = (unsigned long long)ix->C;
-        unsigned long long need = 4 * N + Lh * N * C * dtype_size(ix->dtype) + 4ull * (unsigned long long)ix->V;
+        unsigned long long need = 4 * N + Lh * N * C * dtype_size(ix->dtype) + (ix->bpe ? 0 : 4ull * (unsigned long long)ix->V);
         if (need > (unsigned long long)st.st_size) {
             cl_error("the attributes describe %zu rows of %d blocks x %d channels (%llu bytes of data) but the file has "
                      "%lld bytes",
@@ -855,14 +881,14 @@ static cl_index *open_index(const char *path, int with_sketch) {
             goto fail;
         }
         hsize_t dv = (hsize_t)ix->V, dn = ix->N, dx[3] = {(hsize_t)ix->Lh, ix->N, (hsize_t)ix->C};
-        if (check_extent(f, "/vocab", 1, &dv, "vocab_size") ||
+        if ((!ix->bpe && check_extent(f, "/vocab", 1, &dv, "vocab_size")) ||
             check_extent(f, CL_INDEX_SUBSTRING, 1, &dn, "n_substrings") ||
             check_extent(f, CL_INDEX_VECTORS, 3, dx, "n_hook_blocks, n_substrings, n_embd"))
             goto fail;
         if (check_substring_storage(f, ix->N)) goto fail;
     }
-    int Vv;
-    if (cl_h5_read_vocab(f, "/vocab", &ix->vocab, &Vv)) goto fail;
+    int Vv = ix->V;
+    if (!ix->bpe && cl_h5_read_vocab(f, "/vocab", &ix->vocab, &Vv)) goto fail;
     if (Vv != ix->V) {
         cl_error("/vocab has %d entries but vocab_size is %d", Vv, ix->V);
         goto fail;

@@ -17,6 +17,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/hash.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/scan/passage.h"
 #include "serve/serve_internal.h"
 
@@ -438,9 +439,13 @@ static int load(server *s) {
     st->o = o;
     st->m = cl_model_map(o->model_path);
     if (!st->m) return -1; /* the loaders name the path */
-    if (st->m->bpe) return cl_error("%s: serve needs a character-level model (this one uses BPE)", o->model_path);
-    st->cp = cl_corpus_load(o->corpus_path); /* whole and checked: rows are read per request (top strings, the n-gram) */
+    /* whole and checked: rows are read per request (top strings, the n-gram); a BPE corpus with its BPE model */
+    st->cp = cl_corpus_load_any(o->corpus_path);
     if (!st->cp) return -1;
+    if (!st->cp->bpe != !st->m->bpe)
+        return cl_error("%s is a %s corpus but %s is a %s model", o->corpus_path,
+                        st->cp->bpe ? "GPT-2 BPE" : "character-level", o->model_path,
+                        st->m->bpe ? "GPT-2 BPE" : "character-level");
     st->ix = cl_index_open(o->index_path);
     if (!st->ix) return -1;
     char msha[65], csha[65];
@@ -453,7 +458,10 @@ static int load(server *s) {
     if (cl_index_hold(st->ix)) return -1;
     const int V = st->m->cfg.vocab_size;
     if (st->cp->V != V || st->ix->V != V) return cl_error("the corpus, index and model have different vocabularies");
-    for (int v = 0; v < V; v++)
+    if (st->m->bpe ? !cl_bpe_equal(st->cp->bpe, st->m->bpe) || !st->ix->bpe || !cl_bpe_equal(st->ix->bpe, st->m->bpe)
+                   : !!st->ix->bpe)
+        return cl_error("the corpus, index and model have different tokenizers");
+    for (int v = 0; !st->m->bpe && v < V; v++)
         if (st->cp->vocab[v] != st->m->vocab[v]) return cl_error("the corpus and the model have different vocabularies");
     memset(&st->defaults, 0, sizeof st->defaults);
     if (o->n_default) {
@@ -474,7 +482,7 @@ static int load(server *s) {
         free(pairs);
         return cl_error("out of memory");
     }
-    for (int v = 0; v < V; v++) pairs[v] = ((uint64_t)st->m->vocab[v] << 32) | (uint32_t)v;
+    for (int v = 0; v < V; v++) pairs[v] = ((uint64_t)(st->m->bpe ? 0 : st->m->vocab[v]) << 32) | (uint32_t)v;
     qsort(pairs, (size_t)V, sizeof *pairs, cmp_u64); /* by code point */
     for (int v = 0; v < V; v++) st->cps[v] = (uint32_t)(pairs[v] >> 32), st->ids[v] = (int32_t)(pairs[v] & 0xffffffffu);
     free(pairs);

@@ -10,6 +10,7 @@
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/base/utf8.h"
+#include "corpuslens/model/tokenizer.h"
 #include "corpuslens/scan/passage.h"
 #include "corpuslens/scan/sketch.h"
 #include "serve/serve_internal.h"
@@ -153,6 +154,25 @@ int sv_parse_explain(const sv_state *s, const char *body, size_t len, sv_explain
         rc = fail(err, msg, (long long)s->o->max_chars);
         goto out;
     }
+    if (s->m->bpe) { /* a GPT-2 BPE model: the positions are the text's tokens */
+        int32_t *ids = NULL;
+        size_t nt = 0;
+        if (cl_tok_encode(s->m, t, tl, &ids, &nt) || nt == 0) {
+            free(ids);
+            snprintf(msg, sizeof msg, "text: %s", nt == 0 ? "the text has no tokens" : cl_last_error());
+            rc = fail(err, msg, -1);
+            goto out;
+        }
+        if ((double)(rq->last_only ? 1 : nt) * (double)Lh * (double)rq->par.top_k > SV_MAX_SIMILAR) {
+            free(ids);
+            snprintf(msg, sizeof msg, "%zu positions x %d blocks x top %d similar strings is more than %d in one "
+                     "answer: ask for fewer (top) or a shorter text", nt, Lh, rq->par.top_k, SV_MAX_SIMILAR);
+            rc = fail(err, msg, -1);
+            goto out;
+        }
+        rq->tokens = ids, rq->n = nt;
+        goto out;
+    }
     if ((double)(rq->last_only ? 1 : nch) * (double)Lh * (double)rq->par.top_k > SV_MAX_SIMILAR) {
         snprintf(msg, sizeof msg, "%zu positions x %d blocks x top %d similar strings is more than %d in one answer: "
                  "ask for fewer (top) or a shorter text", nch, Lh, rq->par.top_k, SV_MAX_SIMILAR);
@@ -191,7 +211,30 @@ out:
 
 /* ---- presenters ---- */
 
+/* bytes as a JSON string: a byte that is not part of a whole UTF-8 character
+ * (a BPE token or n-gram may cut one) becomes U+FFFD */
+static json_t *bytes_json(const char *b, size_t n) {
+    char *o = malloc(3 * n + 1);
+    if (!o) return json_null();
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = cl_utf8_get((const unsigned char *)b + i, n - i, &cp);
+        if (k > 0) memcpy(o + w, b + i, (size_t)k), w += (size_t)k, i += (size_t)k;
+        else memcpy(o + w, "\xEF\xBF\xBD", 3), w += 3, i++;
+    }
+    json_t *j = json_stringn(o, w);
+    free(o);
+    return j ? j : json_null();
+}
+
+/* a token's text (char-level: its character; BPE: its decoded bytes) */
 static json_t *chr(const sv_state *s, int32_t id) {
+    if (s->m->bpe) {
+        size_t n;
+        const unsigned char *b = cl_bpe_token_bytes(s->m->bpe, id, &n);
+        return bytes_json((const char *)b, b ? n : 0);
+    }
     char b[8] = {0};
     cl_utf8_put(s->m->vocab[id], b);
     return json_string(b);
@@ -226,6 +269,15 @@ static json_t *top_chars(const sv_state *s, const float *pf, const double *pd, i
 
 /* a corpus string's text, or NULL (cl_error) */
 static json_t *row_text(const sv_state *s, int64_t sub) {
+    if (s->cp->bpe) {
+        size_t cap = cl_corpus_text_cap(s->cp);
+        char *buf = malloc(cap);
+        long n = buf ? cl_corpus_row_text_n(s->cp, (size_t)sub, buf, cap) : -1;
+        json_t *j = n < 0 ? NULL : bytes_json(buf, (size_t)n);
+        free(buf);
+        if (!buf) cl_error("out of memory");
+        return j;
+    }
     char buf[4 * CL_CORPUS_MAX_LEN + 1];
     if (cl_corpus_row_text(s->cp, (size_t)sub, buf) < 0) return NULL;
     return json_string(buf);
@@ -343,6 +395,14 @@ char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) 
 }
 
 static json_t *text_span(const sv_state *s, const int32_t *t, size_t n) {
+    if (s->cp->bpe) {
+        char *b = NULL;
+        size_t len = 0;
+        if (cl_bpe_decode(s->cp->bpe, t, n, &b, &len)) return json_null();
+        json_t *j = bytes_json(b, len);
+        free(b);
+        return j;
+    }
     char *b = malloc(4 * n + 1);
     if (!b) return json_null();
     size_t w = 0;
@@ -422,6 +482,7 @@ char *sv_info_json(const sv_state *s) {
     json_object_set_new(mo, "n_embd", json_integer(m->cfg.n_embd));
     json_object_set_new(mo, "block_size", json_integer(m->cfg.block_size));
     json_object_set_new(mo, "vocab_size", json_integer(m->cfg.vocab_size));
+    json_object_set_new(mo, "token_type", json_string(m->bpe ? "gpt2-bpe" : "char"));
     for (int v = 0; v < m->cfg.vocab_size; v++) json_array_append_new(vocab, chr(s, v));
     json_object_set_new(mo, "vocab", vocab);
     json_object_set_new(root, "model", mo);

@@ -29,6 +29,22 @@ int32_t sv_lookup(const sv_state *s, uint32_t cp) {
 void sv_text_load(sv_state *s, const char *path) {
     const cl_corpus *cp = s->cp;
     s->text = NULL, s->n_text = 0;
+    if (cp->bpe) { /* a BPE corpus stores its training tokens (/text/tokens): locate reads them */
+        if (!cp->text || !cp->n_text) {
+            snprintf(s->text_note, sizeof s->text_note, "the corpus file has no /text/tokens");
+            return;
+        }
+        s->text = malloc(cp->n_text * sizeof *s->text);
+        if (!s->text) {
+            snprintf(s->text_note, sizeof s->text_note, "out of memory for the corpus tokens");
+            return;
+        }
+        memcpy(s->text, cp->text, cp->n_text * sizeof *s->text);
+        s->n_text = cp->n_text;
+        snprintf(s->text_path, sizeof s->text_path, "%s (/text/tokens)", s->o->corpus_path);
+        s->text_note[0] = 0;
+        return;
+    }
     if (!path || !*path) {
         snprintf(s->text_note, sizeof s->text_note, "the corpus file names no text file; start serve with --text");
         return;

@@ -14,8 +14,10 @@ problem, and leave no output file:
   corpus that is not UTF-8 (byte-level BPE encodes every byte sequence of valid
   UTF-8; the encoder refuses invalid UTF-8, naming the byte);
   prepare: invalid UTF-8, --len beyond block_size;
-  scan, index, explain, ablate, lens --prompts, serve on a BPE corpus: "CMD:
+  scan, ablate, lens --prompts on a BPE corpus: "CMD:
   ... has BPE token n-grams (sparse counts); CMD does not support them yet";
+  index, explain and serve with a char model on a BPE corpus: "... is a GPT-2 BPE
+  corpus but ... is a character-level model";
   hostile BPE corpus files (ids out of range in every id dataset, a tokenizer
   whose size disagrees with vocab_size, an unknown token_type or next_layout,
   a /prompts/text that is not the decoded prompts, a merge of an unknown token):
@@ -153,14 +155,18 @@ def main():
 
         refuse("import --vocab-from BPE.h5", ["import", os.path.join(d, "none.pt"), "--vocab-from", bpe, "-o", o],
                f"corpuslens import: {bpe} is a GPT-2 BPE model", o)
+        # index and explain take a BPE corpus with its BPE model (explain_bpe); a char model is refused
+        refuse("index: a char model with a BPE corpus", ["index", "--model", char, "--corpus", cbpe, "-o", o],
+               f"{cbpe} is a GPT-2 BPE corpus but {char} is a character-level model", o)
+        refuse("explain: a char model with a BPE corpus",
+               ["explain", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model", char, "-o", o, "the"],
+               f"{cbpe} is a GPT-2 BPE corpus but {char} is a character-level model", o)
+        refuse("serve: a char model with a BPE corpus",
+               ["serve", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model", char, "--port", "0"],
+               f"{cbpe} is a GPT-2 BPE corpus but {char} is a character-level model", o)
         for cmd, args in (("scan", ["scan", "--model", char, "--corpus", cbpe, "-o", o]),
-                          ("index", ["index", "--model", char, "--corpus", cbpe, "-o", o]),
-                          ("explain", ["explain", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model",
-                                       char, "-o", o, "the"]),
                           ("ablate", ["ablate", "--model", char, "--corpus", cbpe, "-o", o]),
-                          ("lens", ["lens", "--model", char, "--prompts", cbpe]),
-                          ("serve", ["serve", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model", char,
-                                     "--port", "0"])):
+                          ("lens", ["lens", "--model", char, "--prompts", cbpe])):
             refuse(f"{cmd} on a BPE corpus", args,
                    f"corpuslens {cmd}: {cbpe} has BPE token n-grams (sparse counts); {cmd} does not support them yet", o)
 

@@ -33,3 +33,9 @@ cl_script_test(scan_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/s
 # issue 25 item 5: scan's prompt lens buffer is bounded (64 MiB), not a shard x
 # n_layer x V (4.9 GB at GPT-2's shapes): an RLIMIT_AS run (skipped under ASan), the lens equal
 cl_script_test(scan_bpe_memory "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/scan_bpe_memory.py)
+# issue 25 item 3: index + explain (texts, --passage, --eval-text) on a BPE corpus against a naive numpy oracle
+cl_script_test(explain_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py)
+# serve on a BPE index: /api/explain equals explain --passage -o, positions are tokens
+cl_script_test(serve_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py serve)
+# explain's sparse counts (the BPE path) equal its dense counts on a char model (1e-12; texts, passage, soft, 2 ranks)
+cl_script_test(explain_sparse_char "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py sparse)

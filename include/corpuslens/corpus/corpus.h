@@ -186,6 +186,8 @@ cl_corpus *cl_corpus_open(const char *path);
  * every id checked against the tokenizer's V, /prompts/text against the
  * decoded n-grams). */
 cl_corpus *cl_corpus_load_any(const char *path);
+/* cl_corpus_open (rows read on demand), a GPT-2 BPE corpus too (explain). */
+cl_corpus *cl_corpus_open_any(const char *path);
 
 /* The command named in cl_corpus_load's / cl_corpus_open's refusal of a BPE
  * corpus ("PATH has BPE token n-grams (sparse counts); NAME does not
@@ -212,6 +214,8 @@ int64_t cl_corpus_next_total(const cl_corpus *c, size_t i);
 int cl_corpus_row(const cl_corpus *c, size_t i, int32_t *out);
 /* cl_corpus_substring_text through cl_corpus_row: the byte length or -1. */
 long cl_corpus_row_text(const cl_corpus *c, size_t i, char *buf);
+/* The same into buf[0..cap) (cl_corpus_text_cap bytes hold any row whole). */
+long cl_corpus_row_text_n(const cl_corpus *c, size_t i, char *buf, size_t cap);
 
 /* UTF-8 text of substring i into buf (NUL-terminated; needs 4*L+1 bytes; a
  * BPE n-gram's bytes are cut there, cl_corpus_text_cap gives the whole).

@@ -60,6 +60,10 @@
 #include "corpuslens/scan/index.h"
 
 #define CL_EXPLAIN_NEAR 1e-5
+/* The hard kernel's counts are dense [P, Lh, V] up to this V (char models) and
+ * sparse rows above it or for a GPT-2 BPE model (the approximation and H are
+ * the same bits either way; CORPUSLENS_EXPLAIN_COUNTS=csr|dense overrides). */
+#define CL_EXPLAIN_DENSE_MAX_V 4096
 
 typedef struct {
     int Lh;
@@ -74,7 +78,10 @@ typedef struct {
     int Lh, NL, V, K;
     float *model_probs;    /* [P, V] */
     float *lens;           /* [P, NL, V] */
-    int64_t *counts;       /* [P, Lh, V] hard-kernel counts per block */
+    int64_t *counts;       /* [P, Lh, V] hard-kernel counts per block; NULL with sparse counts: */
+    int64_t *cnt_indptr;   /* sparse counts (a GPT-2 BPE model, or V > CL_EXPLAIN_DENSE_MAX_V): [P Lh + 1] rows */
+    int32_t *cnt_token;    /* [nnz] the tokens of row (p, b), increasing */
+    int64_t *cnt_count;    /* [nnz] their counts (> 0); the rows hold what counts holds without its zeros */
     int64_t *n_matches;    /* [P, Lh] substrings above the threshold */
     int64_t *near;         /* [P, Lh] of them within CL_EXPLAIN_NEAR of the threshold (either side) */
     double *approx;        /* [P, V] normalised (zeros when empty) */

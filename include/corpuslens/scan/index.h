@@ -42,7 +42,9 @@
  *   hook (as given), hook_first_block, n_hook_blocks (Lh), n_layer, n_embd,
  *   L, vocab_size, n_substrings, dtype ("float16" | "float32"), shard_size
  * datasets:
- *   /vocab      [V] as in model.h
+ *   /vocab      [V] as in model.h (a char index)
+ *   /tokenizer  a GPT-2 BPE index (root attribute token_type "gpt2-bpe", of a
+ *               BPE corpus): the model's tokenizer as in model.h, no /vocab
  *   /substring  [N] int32: the corpus.h5 substring index of row i (rows are
  *               in lexicographic order of the substrings' token ids)
  *   /vectors    [Lh, N, C] IEEE float16 (little-endian, 1-5-10) or float32:
@@ -124,6 +126,7 @@ typedef struct {
     cl_index_dtype dtype;
     int Lh, first_block, n_layer, C, L, V;
     const uint32_t *vocab;
+    const struct cl_bpe *bpe; /* a GPT-2 BPE corpus's tokenizer (written instead of /vocab); NULL: char */
     size_t N, S, n_shards;
     const int64_t *perm; /* [N] sorted position -> substring */
     int sketch_dim;      /* float16: the sketch added before the rename (sketch.h); 0 = the default
@@ -163,7 +166,8 @@ typedef struct {
     int Lh, first_block, n_layer, C, L, V;
     cl_index_dtype dtype;
     size_t chunk_rows;
-    uint32_t *vocab;       /* [V] */
+    uint32_t *vocab;       /* [V]; NULL for a BPE index */
+    struct cl_bpe *bpe;    /* token_type "gpt2-bpe": the /tokenizer (tokenizer.h); NULL: char */
     int32_t *substring;    /* [N] */
     char hook[64], model_sha256[80], corpus_h5_sha256[80];
     int hook_point, hook_layer; /* the hook parsed and checked (cl_hook_point, forward.h; layer -1 = every block) */
