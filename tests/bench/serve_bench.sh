@@ -19,10 +19,12 @@
 # much less; the load average is printed.
 # usage: serve_bench.sh INDEX.h5 CORPUS.h5 MODEL.h5 [TEXT.txt]
 # environment: CORPUSLENS (default build/corpuslens), N (200), DURATION (60),
-#   THREADS (4), PYTHON (/usr/bin/python3), N1 (requests explaining every
-#   position of L characters, default N; 0 skips), PASSAGES (3)
+#   THREADS (4: HTTP threads), COMPUTE (serve --compute-threads: the threads of
+#   one request; unset: the server's default, the online cores), PYTHON
+#   (/usr/bin/python3), N1 (requests explaining every position of L characters,
+#   default N; 0 skips), PASSAGES (3)
 set -eu
-[ $# -ge 3 ] || { sed -n 2,19p "$0"; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,25p "$0"; exit 2; }
 INDEX=$1 CORPUS=$2 MODEL=$3 TEXT=${4:-}
 EXE=${CORPUSLENS:-build/corpuslens}
 PY=${PYTHON:-/usr/bin/python3}
@@ -31,6 +33,7 @@ tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 set -- --index "$INDEX" --corpus "$CORPUS" --model "$MODEL" --port 0 --threads "${THREADS:-4}" --max-chars 1000 --timeout 600
 [ -n "$TEXT" ] && set -- "$@" --text "$TEXT"
+[ -n "${COMPUTE:-}" ] && set -- "$@" --compute-threads "$COMPUTE"
 "$EXE" serve "$@" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for i in $(seq 1 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done

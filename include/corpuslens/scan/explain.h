@@ -64,6 +64,8 @@ typedef struct {
     int soft;                           /* 1: also the soft kernel */
     double T[64], soft_w[64], soft_floor;
     int top_k;                          /* default 10; 0 = none */
+    int threads;                        /* threads for the sketch's search (its blocks split over them;
+                                           the same bits for any count); 0 or 1: the caller's only */
 } cl_explain_params;
 
 typedef struct {
