@@ -25,7 +25,7 @@ usage: serve_test.py MODE
            same JSON bytes with 1, 2 and 5 threads (a passage with every position, one
            window, explicit thresholds with the soft kernel, top 0), on an index with
            the sketch (the threaded search); negative control: other thresholds give
-           other bytes; 0 (the default: the machine's cores) and 65 (refused)
+           other bytes; 0 (the default: the online cores) and 65 (refused)
   browser  the page in Debian's chromium (headless, driven by puppeteer-core, pinned, installed
            by tests/serve/install_puppeteer.sh into $BUILD/npm-serve): /?text=..., hover and
            click a position: the panel shows the API's H to 4 decimals and one of its similar

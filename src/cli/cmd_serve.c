@@ -81,7 +81,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_INT("threads", 0, "N", &threads, 1, 256, "HTTP threads (libmicrohttpd's pool)"),
         CLI_OPT_INT("compute-threads", 0, "N", &cthreads, 0, 64,
                     "threads of one explain job (its hooked blocks split over\n"
-                    "them; the same answer for any N); 0 = the machine's cores"),
+                    "them; the same answer for any N); 0 = the online cores"),
         CLI_OPT_INT("queue", 0, "N", &queue, 1, 4096, "jobs that may wait for the compute thread; beyond: 503"),
         CLI_OPT_DOUBLE("timeout", 0, "S", &timeout, 0.001, 86400, "per-request time limit in seconds; beyond: 504"),
         CLI_OPT_INT("max-body", 0, "BYTES", &max_body, 64, 1 << 26, "largest request body; beyond: 413"),

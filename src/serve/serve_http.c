@@ -466,7 +466,7 @@ static int load(server *s) {
     } else
         st->have_defaults = cl_explain_params_paper(&st->defaults, st->ix->Lh) == 0;
     /* every request's explain runs its blocks on this many threads (the same bits for any count) */
-    long nc = sysconf(_SC_NPROCESSORS_CONF); /* configured, not online now: a VM may start with fewer online */
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
     st->defaults.threads = o->compute_threads > 0 ? o->compute_threads : nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
     /* code point -> id */
     st->V = V;

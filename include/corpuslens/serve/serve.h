@@ -37,7 +37,7 @@ typedef struct {
     int port;               /* 0: a free port */
     int threads;            /* HTTP threads, default 4 */
     int compute_threads;    /* threads of one explain job (its hooked blocks split over them; the same
-                               bits for any count), default 0: the machine's cores (_SC_NPROCESSORS_CONF) */
+                               bits for any count), default 0: the online cores */
     int queue;              /* jobs waiting for the compute thread, default 8 */
     double timeout_s;       /* per request, default 30 */
     size_t max_body;        /* bytes of a request body, default 65536 (413 above) */
