@@ -583,7 +583,7 @@ done:
  * rows are below the final K-th best and below the gate, so the results are
  * the full pass's, and each prompt's equal its result alone, bit for bit. */
 #define QT 256
-#define SKB 32768
+#define SKB 8192
 
 /* out[j] = dot(row, q[j]) for j < n <= DIRECT_MAX, q[j] = base + off[j]:
  * per prompt exactly dot_f16's operations, i.e. cl_sgemm_nt_f16's chain (gemm.h:

@@ -41,7 +41,7 @@ pid=$!
 for i in $(seq 1 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
 port=$(sed -n 's/.*:\([0-9]*\)\/$/\1/p' "$tmp/out")
 [ -n "$port" ] || { cat "$tmp/err"; echo "serve did not start" >&2; exit 1; }
-echo "serve_bench: $EXE serve on port $port, pid $pid; index $INDEX; $(nproc) cores; $(date -u +%FT%TZ)"
+echo "serve_bench: $EXE serve on port $port, pid $pid; index $INDEX; $(getconf _NPROCESSORS_ONLN) cores; $(date -u +%FT%TZ)"
 N=${N:-200} N1=${N1:-${N:-200}} PASSAGES=${PASSAGES:-3} DURATION=${DURATION:-60} PORT=$port PID=$pid "$PY" - <<'EOF'
 import http.client, json, os, random, statistics, threading, time
 port, pid = int(os.environ["PORT"]), os.environ["PID"]
@@ -147,7 +147,7 @@ print(f"2 concurrent clients for {dt:.0f} s, one window of {L} characters each: 
 print(f"machine load average (1, 5, 15 min): {os.getloadavg()}; {os.cpu_count()} cores")
 st = open(f"/proc/{pid}/status").read()
 rss = {l.split(":")[0]: l.split(":")[1].strip() for l in st.splitlines() if l.startswith(("VmRSS", "VmHWM"))}
-print(f"server RSS {rss['VmRSS']} (peak {rss['VmHWM']}); the index is memory-mapped: its pages count once read")
+print(f"server RSS {rss['VmRSS']} (peak {rss['VmHWM']}); the held index and sketch count in it")
 EOF
 kill -TERM $pid
 wait $pid && echo "serve: exit 0 after SIGTERM"

@@ -35,7 +35,7 @@ for i in $(seq 1 100); do grep -q listening "$tmp/a.out" "$tmp/b.out" 2>/dev/nul
     [ "$(grep -l listening "$tmp/a.out" "$tmp/b.out" | wc -l)" = 2 ] && break; sleep 0.1; done
 porta=$(sed -n 's/.*:\([0-9]*\)\/$/\1/p' "$tmp/a.out") portb=$(sed -n 's/.*:\([0-9]*\)\/$/\1/p' "$tmp/b.out")
 [ -n "$porta" ] && [ -n "$portb" ] || { cat "$tmp/a.err" "$tmp/b.err"; echo "serve did not start" >&2; exit 1; }
-echo "serve_compare: A = $A ${A_ARGS:-} (pid $pa), B = $B ${B_ARGS:-} (pid $pb); $(nproc) cores; $(date -u +%FT%TZ)"
+echo "serve_compare: A = $A ${A_ARGS:-} (pid $pa), B = $B ${B_ARGS:-} (pid $pb); $(getconf _NPROCESSORS_ONLN) cores; $(date -u +%FT%TZ)"
 N=${N:-60} PASSAGES=${PASSAGES:-3} PA=$porta PB=$portb IA=$pa IB=$pb "$PY" - <<'EOF'
 import http.client, json, os, random, statistics, sys, time
 ports, pids = (int(os.environ["PA"]), int(os.environ["PB"])), (os.environ["IA"], os.environ["IB"])

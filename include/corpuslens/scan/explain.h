@@ -32,7 +32,7 @@
  * exact similarity, so the results equal the full pass's (CORPUSLENS_SKETCH=0,
  * with the index mapped) bit for bit. Up to 8 prompts: the bound row by row;
  * more (a passage's windows, a prompt file): the bounds of a tile of 256
- * prompts against 32768 rows as one matrix product, then the exact dot
+ * prompts against 8192 rows as one matrix product, then the exact dot
  * products of the surviving (prompt, row) pairs only, grouped by row.
  * A prompt's results are the same bits whatever the other prompts explained
  * with it: every row of the forward pass is computed alone (nn/gemm.h: one
