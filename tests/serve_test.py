@@ -21,6 +21,11 @@ usage: serve_test.py MODE
            errors, every explain answer equal to the first one for its text; /metrics
            parses as Prometheus text and counts them; SIGTERM: exit 0 (leak-checked
            under ASan)
+  threads  --compute-threads (the hooked blocks of one request split over threads): the
+           same JSON bytes with 1, 2 and 5 threads (a passage with every position, one
+           window, explicit thresholds with the soft kernel, top 0), on an index with
+           the sketch (the threaded search); negative control: other thresholds give
+           other bytes; 0 (the default: the online cores) and 65 (refused)
   browser  the page in Debian's chromium (headless, driven by puppeteer-core, pinned, installed
            by tests/serve/install_puppeteer.sh into $BUILD/npm-serve): /?text=..., hover and
            click a position: the panel shows the API's H to 4 decimals and one of its similar
@@ -580,6 +585,54 @@ def test_load():
         srv.stop()
 
 
+def test_threads():
+    with tempfile.TemporaryDirectory() as d:
+        m, c, ix, corpus = setup(d)
+        srvs = {}
+        try:
+            for n in (1, 2, 5, 0):
+                srvs[n] = Server(m, c, ix, ["--compute-threads", str(n)])
+            for s in srvs.values():
+                s.wait_ready()
+            st, _, body = srvs[1].get("/api/info")
+            check(st == 200 and json.loads(body)["index"]["sketch"], "the test index has no sketch: the threaded "
+                  "search is not exercised")
+            thr, w = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75], [1, 0.5, 2, 1, 0, 3]
+            reqs = {
+                "passage": {"text": corpus[200:260] + "\nSome new words, some citizen's.", "top": 5},
+                "one window": {"text": corpus[100:106], "top": 10, "positions": "last"},
+                "new text": {"text": "Speak not, good citizen; we know.", "top": 3},
+                "thresholds + soft": {"text": corpus[300:340], "thresholds": thr, "weights": w, "top": 4,
+                                      "soft": True},
+                "top 0": {"text": corpus[400:430], "top": 0},
+            }
+            ref = {}
+            for label, rq in reqs.items():
+                st, _, body = srvs[1].explain(rq)
+                if not check(st == 200, f"{label}, 1 thread: {st} {body[:300]!r}"):
+                    continue
+                ref[label] = body
+                j = json.loads(body)
+                check(any(b["matches"] > 0 for p in j["positions"] for b in p["blocks"]),
+                      f"{label}: no block matched anything (the comparison would be weak)")
+                for n in (2, 5, 0):
+                    st, _, b2 = srvs[n].explain(rq)
+                    check(st == 200 and b2 == body, f"{label}: {n} compute threads answered other bytes than 1 "
+                                                    f"({st}, {len(b2)} vs {len(body)} bytes)")
+            print(f"{len(ref)} requests: the same bytes with 1, 2, 5 and the default compute threads")
+            # negative control: the comparison sees a change in one block's threshold
+            rq = dict(reqs["thresholds + soft"], thresholds=thr[:5] + [0.9])
+            st, _, body = srvs[2].explain(rq)
+            check(st == 200 and body != ref.get("thresholds + soft"), "negative control: another threshold of the "
+                  "last block gave the same bytes")
+        finally:
+            for s in srvs.values():
+                s.stop()
+    p = run(["serve", "--index", ix, "--corpus", c, "--model", m, "--compute-threads", "65"], ok=False)
+    check(p.returncode != 0 and "compute-threads" in p.stderr, f"--compute-threads 65 accepted: {p.returncode} "
+          f"{p.stderr[-300:]!r}")
+
+
 def test_browser():
     here = os.path.dirname(os.path.abspath(__file__))
     build = os.path.abspath(os.environ.get("BUILD", "build"))
@@ -631,7 +684,8 @@ def test_browser():
 
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
-    {"api": test_api, "limits": test_limits, "load": test_load, "browser": test_browser}[mode]()
+    {"api": test_api, "limits": test_limits, "load": test_load, "threads": test_threads,
+     "browser": test_browser}[mode]()
     if FAIL:
         print(f"{len(FAIL)} failures")
         sys.exit(1)

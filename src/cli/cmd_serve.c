@@ -14,7 +14,8 @@ static const char *CMD = "serve";
 
 static const char USAGE[] =
     "corpuslens serve --index INDEX.h5 --corpus CORPUS.h5 --model MODEL.h5\n"
-    "                 [--host 127.0.0.1] [--port 8080] [--threads 4] [--text CORPUS.txt] [limits]";
+    "                 [--host 127.0.0.1] [--port 8080] [--threads 4] [--compute-threads N] [--text CORPUS.txt]\n"
+    "                 [limits]";
 
 static const char ABOUT[] =
     "Loads the model, corpus and index once and answers over HTTP: the page at /,\n"
@@ -32,8 +33,9 @@ static const char EPILOG[] =
     "    characters, invalid UTF-8 or a character outside the model's vocabulary:\n"
     "    400 with a JSON error naming the position; an unknown route: 404; a wrong\n"
     "    method: 405;\n"
-    "  - one compute thread owns the model; at most --queue jobs wait for it, and\n"
-    "    a job beyond that gets 503 (busy) at once;\n"
+    "  - one compute thread owns the model and runs one job at a time (on\n"
+    "    --compute-threads threads); at most --queue jobs wait for it, and a job\n"
+    "    beyond that gets 503 (busy) at once;\n"
     "  - a request not answered within --timeout seconds of its arrival gets 504;\n"
     "  - locate returns at most --max-occurrences occurrences (and their total\n"
     "    count) with at most --max-context characters each side; similar strings\n"
@@ -65,7 +67,7 @@ static void listening(void *user, const char *host, int port) {
 int cmd_serve(int argc, char **argv) {
     cl_serve_opts o;
     cl_serve_opts_default(&o);
-    long port = o.port, threads = o.threads, queue = o.queue, max_body = (long)o.max_body,
+    long port = o.port, threads = o.threads, cthreads = o.compute_threads, queue = o.queue, max_body = (long)o.max_body,
          max_chars = (long)o.max_chars, max_occ = o.max_occurrences, max_ctx = o.max_context,
          max_conn = o.max_connections;
     double timeout = o.timeout_s;
@@ -77,6 +79,9 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT_STRING("host", 0, "ADDR", &o.host, "numeric IPv4/IPv6 address to bind (other than loopback: a warning)"),
         CLI_OPT_INT("port", 0, "PORT", &port, 0, 65535, "TCP port; 0 = a free one (printed)"),
         CLI_OPT_INT("threads", 0, "N", &threads, 1, 256, "HTTP threads (libmicrohttpd's pool)"),
+        CLI_OPT_INT("compute-threads", 0, "N", &cthreads, 0, 64,
+                    "threads of one explain job (its hooked blocks split over\n"
+                    "them; the same answer for any N); 0 = the online cores"),
         CLI_OPT_INT("queue", 0, "N", &queue, 1, 4096, "jobs that may wait for the compute thread; beyond: 503"),
         CLI_OPT_DOUBLE("timeout", 0, "S", &timeout, 0.001, 86400, "per-request time limit in seconds; beyond: 504"),
         CLI_OPT_INT("max-body", 0, "BYTES", &max_body, 64, 1 << 26, "largest request body; beyond: 413"),
@@ -107,7 +112,7 @@ int cmd_serve(int argc, char **argv) {
         return cli_usage_error(CMD, "--thresholds and --weights go together, one value each per hooked block (<= 64)");
     o.n_default = (int)thr.n;
     for (size_t b = 0; b < thr.n; b++) o.thresholds[b] = thr.v[b], o.weights[b] = wts.v[b];
-    o.port = (int)port, o.threads = (int)threads, o.queue = (int)queue, o.timeout_s = timeout;
+    o.port = (int)port, o.threads = (int)threads, o.compute_threads = (int)cthreads, o.queue = (int)queue, o.timeout_s = timeout;
     o.max_body = (size_t)max_body, o.max_chars = (size_t)max_chars, o.max_occurrences = (int)max_occ;
     o.max_context = (int)max_ctx, o.max_connections = (int)max_conn;
     o.listening = listening;

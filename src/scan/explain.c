@@ -14,6 +14,7 @@
 #define HAVE_DIRECT 1
 #endif
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <math.h>
 #include <unistd.h>
@@ -793,7 +794,7 @@ done:
  * rows are below the final K-th best and below the gate, so the results are
  * the full pass's, and each prompt's equal its result alone, bit for bit. */
 #define QT 256
-#define SKB 32768
+#define SKB 8192
 
 /* out[j] = dot(row, q[j]) for j < n <= DIRECT_MAX, q[j] = base + off[j]:
  * per prompt exactly dot_f16's operations, i.e. cl_sgemm_nt_f16's chain (gemm.h:
@@ -1034,6 +1035,89 @@ done:
 }
 #endif
 
+/* gate of block b: the smallest similarity any rule needs (pairs below it do nothing) */
+static double explain_gate(const cl_explain_params *par, size_t b) {
+    double gate = par->thresholds[b] - CL_EXPLAIN_NEAR;
+    if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
+    return gate;
+}
+
+#if HAVE_DIRECT
+/* ---- the sketch's search of every hooked block, the blocks over a few threads ----
+ * A block's search writes only that block's entries of the result (pb = p Lh
+ * + b: counts, matches, near, top lists, soft sums; checked[b], pairs[b]) and
+ * reads what nothing writes during the search (the index, the held sketch,
+ * the corpus, the prompts' vectors), so blocks run on any threads in any
+ * order with the very operations of one thread: the same bits (no sum
+ * crosses threads). Blocks are handed out one at a time, the last first (the
+ * later blocks match more rows and cost more: the longest first keeps the
+ * threads busy to the end). */
+typedef struct {
+    const cl_index *ix;
+    const visit_ctx *vc;
+    const float *pvec;
+    size_t P, row0, row1;
+    int next;           /* the next block to hand out, counting down (atomic) */
+    int fail[64];       /* per block: 1 when its search failed */
+    char msg[64][512];  /* its message (cl_error is per thread) */
+} sketch_pool;
+
+static int sketch_one(sketch_pool *sp, size_t b) {
+    const visit_ctx *x = sp->vc;
+    const cl_explain_params *par = x->par;
+    const size_t P = sp->P, C = (size_t)sp->ix->C;
+    cl_explain_result *r = x->r;
+    const double thr = par->thresholds[b], invT = par->soft ? 1.0 / par->T[b] : 0, gate = explain_gate(par, b);
+    if (P <= DIRECT_MAX) {
+        if (sketch_block(sp->ix, x, (int)b, sp->pvec + b * P * C, P, sp->row0, sp->row1, thr, gate, invT,
+                         &r->checked[b]))
+            return -1;
+        r->pairs[b] = r->checked[b] * (int64_t)P;
+        return 0;
+    }
+    return sketch_batch(sp->ix, x, (int)b, sp->pvec + b * P * C, P, sp->row0, sp->row1, thr, gate, invT,
+                        &r->checked[b], &r->pairs[b]);
+}
+
+static void *sketch_worker(void *arg) {
+    sketch_pool *sp = arg;
+    for (;;) {
+        int b = __atomic_sub_fetch(&sp->next, 1, __ATOMIC_RELAXED);
+        if (b < 0) break;
+        if (sketch_one(sp, (size_t)b)) {
+            sp->fail[b] = 1;
+            snprintf(sp->msg[b], sizeof sp->msg[b], "%s", cl_last_error());
+        }
+    }
+    return NULL;
+}
+
+/* Every block on up to `threads` threads (the caller's included; fewer when
+ * a thread cannot start). 0, or -1 with the message of the first failed block. */
+static int sketch_blocks(sketch_pool *sp, int threads) {
+    const int Lh = (int)sp->vc->Lh;
+    if (threads > Lh) threads = Lh;
+    if (threads <= 1 || Lh > 64) { /* one thread: the blocks in order */
+        for (int b = 0; b < Lh; b++)
+            if (sketch_one(sp, (size_t)b)) return -1;
+        return 0;
+    }
+    pthread_t th[64];
+    int started = 0;
+    sp->next = Lh;
+    memset(sp->fail, 0, sizeof sp->fail);
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&th[started], NULL, sketch_worker, sp)) break;
+        started++;
+    }
+    sketch_worker(sp);
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+    for (int b = 0; b < Lh; b++)
+        if (sp->fail[b]) return cl_error("%s", sp->msg[b]);
+    return 0;
+}
+#endif
+
 cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
                                   const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm) {
     int rank, R;
@@ -1151,25 +1235,16 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     visit_ctx vc = {.par = par, .cp = cp, .r = r, .soft = soft, .ml = sparse ? &ml : NULL,
                     .sl = sparse && par->soft ? &sl : NULL, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
                     .V = V, .Lh = Lh};
-    for (size_t b = 0; !err && b < Lh; b++) {
-        const double thr = par->thresholds[b], lo_near = thr - CL_EXPLAIN_NEAR;
-        const double invT = par->soft ? 1.0 / par->T[b] : 0;
-        /* gate: the smallest similarity any rule needs (pairs below it do nothing) */
-        double gate = lo_near;
-        if (par->soft && par->soft_floor < gate) gate = par->soft_floor;
 #if HAVE_DIRECT
-        if (use_sketch && P <= DIRECT_MAX) {
-            if (sketch_block(ix, &vc, (int)b, pvec + b * P * C, P, row0, row1, thr, gate, invT, &r->checked[b])) err = 1;
-            r->pairs[b] = r->checked[b] * (int64_t)P;
-            continue;
-        }
-        if (use_sketch) {
-            if (sketch_batch(ix, &vc, (int)b, pvec + b * P * C, P, row0, row1, thr, gate, invT, &r->checked[b],
-                             &r->pairs[b]))
-                err = 1;
-            continue;
-        }
+    if (use_sketch) {
+        sketch_pool sp = {.ix = ix, .vc = &vc, .pvec = pvec, .P = P, .row0 = row0, .row1 = row1};
+        if (sketch_blocks(&sp, par->threads)) err = 1;
+    }
 #endif
+    for (size_t b = 0; !err && !use_sketch && b < Lh; b++) {
+        const double thr = par->thresholds[b];
+        const double invT = par->soft ? 1.0 / par->T[b] : 0;
+        double gate = explain_gate(par, b);
         r->checked[b] = (int64_t)(row1 - row0);
         r->pairs[b] = r->checked[b] * (int64_t)P;
         for (size_t r0 = row0; !err && r0 < row1; r0 += RB) {

@@ -473,6 +473,9 @@ static int load(server *s) {
         st->have_defaults = 1;
     } else
         st->have_defaults = cl_explain_params_paper(&st->defaults, st->ix->Lh) == 0;
+    /* every request's explain runs its blocks on this many threads (the same bits for any count) */
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    st->defaults.threads = o->compute_threads > 0 ? o->compute_threads : nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
     /* code point -> id */
     st->V = V;
     uint64_t *pairs = malloc((size_t)V * sizeof *pairs);

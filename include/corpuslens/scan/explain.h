@@ -34,7 +34,7 @@
  * exact similarity, so the results equal the full pass's (CORPUSLENS_SKETCH=0,
  * with the index mapped) bit for bit. Up to 8 prompts: the bound row by row;
  * more (a passage's windows, a prompt file): the bounds of a tile of 256
- * prompts against 32768 rows as one matrix product, then the exact dot
+ * prompts against 8192 rows as one matrix product, then the exact dot
  * products of the surviving (prompt, row) pairs only, grouped by row.
  * A prompt's results are the same bits whatever the other prompts explained
  * with it: a trie node's values depend only on its prefix (every row of the
@@ -71,6 +71,8 @@ typedef struct {
     int soft;                           /* 1: also the soft kernel */
     double T[64], soft_w[64], soft_floor;
     int top_k;                          /* default 10; 0 = none */
+    int threads;                        /* threads for the sketch's search (its blocks split over them;
+                                           the same bits for any count); 0 or 1: the caller's only */
 } cl_explain_params;
 
 typedef struct {

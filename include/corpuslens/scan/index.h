@@ -181,9 +181,11 @@ typedef struct {
        float16 index is always mapped (explain reads the surviving rows in
        place); NULL otherwise */
     cl_sketch *sketch;
-    /* cl_index_hold: the mapping's pages read in (explain reads surviving
+    /* cl_index_hold: the file's bytes held in memory (explain reads surviving
        rows in place, not by pread) and the sketch held in memory */
     int held;
+    void *hold_base; /* the held copy's anonymous mapping (map points into it), or NULL */
+    size_t hold_len;
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
@@ -191,11 +193,13 @@ cl_index *cl_index_open(const char *path);
  * for --add-sketch, which replaces it. */
 cl_index *cl_index_open_no_sketch(const char *path);
 void cl_index_close(cl_index *ix);
-/* Keep the index warm for many queries (serve): read the whole mapping in
- * (its pages then count in the process's RSS; the page cache is the only
- * copy) and hold the sketch in memory (cl_sketch_hold, checked against its
- * SHA-256). Results do not change. Without a mapping: nothing to do. 0 or -1
- * (message). */
+/* Keep the index warm for many queries (serve): read the whole file into
+ * anonymous memory with transparent huge pages (MADV_HUGEPAGE) and drop the
+ * mapping, so that map then points at that copy (same offsets; the RSS holds
+ * the file's bytes once); where that memory cannot be had, the mapping's
+ * pages read in instead (CORPUSLENS_INDEX_HUGE=0: always so). The sketch is
+ * held in memory (cl_sketch_hold, checked against its SHA-256). Results do
+ * not change. Without a mapping: nothing to do. 0 or -1 (message). */
 int cl_index_hold(cl_index *ix);
 /* Refuse an index made from another model (its fingerprint) or another
  * corpus.h5 (SHA-256 of the file); either may be NULL to skip. */

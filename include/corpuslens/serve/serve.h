@@ -9,7 +9,9 @@
  *   - ONE compute thread (the caller of cl_serve_run) owns the model, the
  *     corpus, the index and every HDF5 handle: it loads them, then runs the
  *     queued jobs (explain, locate) one at a time and writes their JSON. No
- *     HDF5 call is made on any other thread.
+ *     HDF5 call is made on any other thread. Within a job the sketch's search
+ *     of the hooked blocks runs on `compute_threads` threads (explain.h:
+ *     no HDF5 call, the same bits for any count).
  *   - The queue between them is bounded (`queue` jobs waiting): a job that
  *     does not fit gets 503 at once, never unbounded memory. An HTTP thread
  *     waits for its job at most `timeout_s` (from arrival): then 504. A job
@@ -34,6 +36,8 @@ typedef struct {
     const char *host;       /* numeric IPv4 or IPv6 address; default "127.0.0.1" */
     int port;               /* 0: a free port */
     int threads;            /* HTTP threads, default 4 */
+    int compute_threads;    /* threads of one explain job (its hooked blocks split over them; the same
+                               bits for any count), default 0: the online cores */
     int queue;              /* jobs waiting for the compute thread, default 8 */
     double timeout_s;       /* per request, default 30 */
     size_t max_body;        /* bytes of a request body, default 65536 (413 above) */
