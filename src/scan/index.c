@@ -359,6 +359,29 @@ static int part_map_load(cl_index_writer *w, part_map *pm) {
     return rc;
 }
 
+/* The order (sorted position -> substring) from the corpus file's
+ * /substrings/sorted, when the writer was given none (a sharded scan or
+ * index: no rank holds it whole), each entry checked. 0 or -1. */
+static int read_order(const cl_index_meta *m, int32_t *sub) {
+    const size_t N = m->N, B = (size_t)1 << 17;
+    int64_t *buf = cl_trymalloc(B, sizeof *buf, "substring order");
+    hid_t f = buf ? cl_h5_open_read(m->corpus_path) : H5I_INVALID_HID;
+    int rc = f < 0 ? -1 : 0;
+    for (size_t k0 = 0; !rc && k0 < N; k0 += B) {
+        size_t n = N - k0 < B ? N - k0 : B;
+        if (cl_h5_read_rows(f, "/substrings/sorted", H5T_NATIVE_INT64, k0, n, buf) < 0) rc = -1;
+        for (size_t k = 0; !rc && k < n; k++) {
+            if (buf[k] < 0 || (uint64_t)buf[k] >= N)
+                rc = cl_error("/substrings/sorted: entry %zu is not a substring index", k0 + k);
+            else sub[k0 + k] = (int32_t)buf[k];
+        }
+    }
+    if (f >= 0) H5Fclose(f);
+    free(buf);
+    if (rc) cl_error_prefix("%s: ", m->corpus_path);
+    return rc;
+}
+
 /* Write the index into tmp with complete = 0 and close it (cl_h5_finish:
  * every close checked, tmp removed on failure). */
 static int assemble(cl_index_writer *w, const char *tmp) {
@@ -396,7 +419,10 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     H5Tset_strpad(vt, H5T_STR_NULLPAD);
     H5Tset_cset(vt, H5T_CSET_UTF8);
     hsize_t dV = (hsize_t)m->V, dN = N;
-    for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
+    if (m->perm)
+        for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
+    else if (read_order(m, sub))
+        goto done;
     if (write_all(f, "/vocab", vt, vt, 1, &dV, vbuf) ||
         write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
         goto done;
