@@ -11,6 +11,7 @@
 # the same datasets as the sharded one's, value for value. A tampered
 # /substrings/sorted (two entries swapped, an entry repeated, one out of
 # range) is refused on 2 ranks with one message naming it and no output.
+# The index on 4 ranks reads as little, and writes the 1-rank file's bytes.
 # Env: CORPUSLENS, PYTHON (h5py).
 set -u
 E=${CORPUSLENS:?CORPUSLENS must name the binary}
@@ -92,6 +93,14 @@ print("  differ:", ", ".join(bad) if bad else "nothing")
 sys.exit(1 if bad else 0)
 PYEOF
 [ $? = 0 ] && ok "sharded scan = whole-load scan, value for value" || bad "sharded scan differs from the whole-load scan"
+# the index: the same per-rank reads; 1 and 4 ranks write the same bytes
+for n in 1 4; do
+    CORPUSLENS_CORPUS_STATS=1 on $n index --model m.h5 --corpus c.h5 --batch $S -o i$n.h5 >iout$n.txt 2>&1 ||
+        { bad "index on $n ranks failed"; cat iout$n.txt; }
+done
+if check_reads 4 iout4.txt; then ok "index, 4 ranks: each rank read only its shards' rows and the prompts'"
+else bad "index, 4 ranks: a rank read more than its shards"; fi
+cmp -s i1.h5 i4.h5 && ok "index: 4 ranks' file = 1 rank's, byte for byte" || bad "index: 4 ranks' file differs from 1 rank's"
 # tampered orders
 for how in swap repeat range; do
     "$PY" - "$how" <<'PYEOF'

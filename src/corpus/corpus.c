@@ -993,6 +993,10 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
             goto done;
         }
     if (c->tokens && check_prompt_text(f, c) < 0) goto done;
+    /* cl_corpus_open: the order is not used, but a file is whole or refused:
+       one pass checks it is a permutation (its increasing order needs every
+       row: the readers that use it check that) */
+    if (lazy && has_sorted && sorted_pass(f, c, NULL) < 0) goto done;
     /* the order, when the file has it (whole loads): a permutation, increasing */
     if (has_sorted && c->tokens) {
         if (!(c->sorted = cl_trymalloc(Ns, sizeof *c->sorted, "substring order")) ||

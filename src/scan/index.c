@@ -549,8 +549,9 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
     *point = pt;
     *lo = layer < 0 ? 0 : layer;
     *hi = layer < 0 ? c->n_layer - 1 : layer;
-    cl_corpus *cp = *cpp = cl_corpus_load(o->corpus_path);
-    if (!cp) return cl_error_prefix("%s: ", o->corpus_path);
+    /* the rows stay in the file: each rank reads its shards' (issue 26) */
+    cl_corpus *cp = *cpp = cl_corpus_open_part(o->corpus_path, 0);
+    if (!cp) return -1;
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
                         c->block_size);
@@ -574,7 +575,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     double t0 = cl_wall_seconds();
     cl_model *m = NULL;
     cl_corpus *cp = NULL;
-    int64_t *perm = NULL;
+    cl_corpus_part part;
+    memset(&part, 0, sizeof part);
     int32_t *stok = NULL;
     float *svec = NULL;
     cl_trie_fwd *tf = NULL;
@@ -592,7 +594,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     const int L = cp->L, Lh = hi - lo + 1;
     size_t S = (size_t)o->shard_size < N ? (size_t)o->shard_size : N;
     size_t n_shards = (N + S - 1) / S;
-    if (!(perm = cl_scan_sort(cp)) || !(stok = cl_trymalloc(S * (size_t)L, sizeof *stok, "shard tokens")) ||
+    if (!(stok = cl_trymalloc(S * (size_t)L, sizeof *stok, "shard tokens")) ||
         !(svec = cl_trymalloc((size_t)Lh * S * C, sizeof *svec, "shard vectors")) ||
         !(tf = cl_trie_fwd_create(m, L, S)))
         err = 1;
@@ -601,7 +603,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
                           .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
                           .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .N = N,
-                          .S = S, .n_shards = n_shards, .perm = perm,
+                          .S = S, .n_shards = n_shards,
+                          .perm = cp->sorted, /* NULL: the writer reads /substrings/sorted */
                           .sketch_dim = o->sketch_dim == CL_SKETCH_DIM_UNSET ? 0
                                         : o->sketch_dim == 0                   ? -1
                                                                                : o->sketch_dim};
@@ -612,6 +615,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (cl_par_agree(err, comm)) goto out;
     if (!(w = cl_index_writer_open(&meta, rank, R, NULL, done_set, comm))) goto out;
     size_t mine = cl_shard_plan(NULL, n_shards, done_set, rank, R, mine_list);
+    /* this rank's shards' rows, their order checked */
+    if (cl_par_agree(cl_corpus_read_shards(cp, mine_list, mine, S, &part) ? 1 : 0, comm)) goto out;
     size_t dtot = 0, rows_left = 0;
     for (size_t j = 0; j < n_shards; j++) {
         if (done_set[j]) dtot++;
@@ -633,8 +638,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
             break;
         }
         size_t j = mine_list[i], s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
-        for (size_t s = 0; s < rows; s++)
-            memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
+        (void)s0;
+        memcpy(stok, part.tokens + part.shard_row[i] * (size_t)L, rows * (size_t)L * sizeof(int32_t));
         double ta = cl_wall_seconds();
         if (cl_trie_fwd_run(tf, stok, rows, point, lo, hi, svec, &M)) {
             err = 1;
@@ -697,11 +702,17 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (frc) goto out;
     res->t_write = cl_wall_seconds() - tw;
     res->wall_seconds = cl_wall_seconds() - t0;
+    if (getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
+        unsigned long long rows = 0, ents = 0;
+        cl_corpus_io_stats(&rows, &ents);
+        fprintf(stderr, "corpuslens index: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
+                rank, R, rows, N, ents, cp->nnz);
+    }
     rc = 0;
 out:
     if (w) cl_index_writer_abort(w);
     cl_trie_fwd_free(tf);
-    free(perm), free(stok), free(svec), free(done_set), free(mine_list);
+    cl_corpus_part_free(&part), free(stok), free(svec), free(done_set), free(mine_list);
     cl_corpus_free(cp);
     cl_model_free(m);
     return rc;

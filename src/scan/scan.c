@@ -724,7 +724,7 @@ static int scan_index_open(scan_ctx *x) {
                           .corpus_sha = x->cp->corpus_sha256, .dtype = (cl_index_dtype)o->index_dtype, .Lh = x->Lh,
                           .first_block = x->lo, .n_layer = x->m->cfg.n_layer, .C = x->m->cfg.n_embd, .L = x->cp->L,
                           .V = x->cp->V, .vocab = x->cp->vocab, .N = x->cp->n, .S = x->S, .n_shards = x->n_shards,
-                          .perm = NULL /* the writer reads the order from the corpus file */};
+                          .perm = x->cp->sorted /* NULL: the writer reads /substrings/sorted */};
     /* the parts must hold the shards of the checkpoints this scan resumed from */
     unsigned char *held = cl_trymalloc(x->n_shards ? x->n_shards : 1, 1, "index shards");
     if (cl_par_agree(!held, x->comm)) return -1;
