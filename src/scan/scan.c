@@ -934,15 +934,15 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     }
     if (x->rank == 0) scan_state_remove(x);
     res->t_write = cl_wall_seconds() - tw;
-    if (getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
-        unsigned long long rows = 0, ents = 0;
-        cl_corpus_io_stats(&rows, &ents);
-        fprintf(stderr, "corpuslens scan: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
-                x->rank, x->R, rows, N, ents, cp->nnz);
-    }
     res->wall_seconds = cl_wall_seconds() - t0;
     rc = 0;
 out:
+    if (rc == 0 && getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
+        unsigned long long rows = 0, ents = 0;
+        cl_corpus_io_stats(&rows, &ents);
+        fprintf(stderr, "corpuslens scan: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
+                x->rank, x->R, rows, x->cp->n, ents, x->cp->nnz);
+    }
     /* a failed run after the state was set up: keep rank checkpoints (and
      * say so), or remove the state this run began */
     if (rc && state_begun && x->rank == 0) scan_state_after_failure(x);
