@@ -7,7 +7,9 @@
 # (CORPUSLENS_SCAN_STOP_AFTER=1: every buffer is allocated and the corpus part
 # read by then) with no kept shard vectors (CORPUSLENS_SCAN_KEEP_SHARDS=0:
 # the 512 MiB shortcut would hide the corpus term), so the figure is
-# M0 + m_P P + the corpus's share. Each rank runs under GNU time.
+# M0 + m_P P + the corpus's share. Each rank runs under GNU time (the
+# stopped run exits 3: expected). With neither OLD nor NEW set, the table of
+# the runs already in WORKDIR.
 # OLD names a corpuslens built before the change (it reads the same corpus
 # file; the extra /substrings/sorted is ignored by it); NEW this one.
 # usage: tests/bench/shard_rss_bench.sh [WORKDIR] [PROMPTS]
@@ -16,15 +18,17 @@ set -e
 W=${1:-/tmp/shardrss}
 P=${2:-1000}
 SHARED=${SHARED:-$(cd "$(dirname "$0")/../.." && pwd)/../shared}
-NEW=${NEW:-corpuslens}
+NEW=${NEW-corpuslens}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 mkdir -p "$W"
 cd "$W"
-[ -f ts.h5 ] || "$NEW" import "$SHARED/models/lecture-tinyshakespeare-s1337.pt" --corpus "$SHARED/data/tinyshakespeare.txt" -o ts.h5 >/dev/null
-[ -f cfull.h5 ] || "$NEW" prepare "$SHARED/data/tinyshakespeare.txt" --len 10 --prompts "$P" --seed 1 --vocab-from ts.h5 -o cfull.h5 >/dev/null
+[ -f ts.h5 ] || "${NEW:-corpuslens}" import "$SHARED/models/lecture-tinyshakespeare-s1337.pt" --corpus "$SHARED/data/tinyshakespeare.txt" -o ts.h5 >/dev/null
+[ -f cfull.h5 ] || "${NEW:-corpuslens}" prepare "$SHARED/data/tinyshakespeare.txt" --len 10 --prompts "$P" --seed 1 --vocab-from ts.h5 -o cfull.h5 >/dev/null
 cat > rt.sh <<'SEOF'
 #!/bin/sh
-exec /usr/bin/time -f "%M %e %U %S" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" "$@"
+# one rank under GNU time; the stopped run's exit 3 made 0 (mpiexec would
+# kill the other ranks before their time is written)
+exec /usr/bin/time -f "%M %e %U %S" -o "$RT_OUT.$OMPI_COMM_WORLD_RANK" sh -c '"$@"; s=$?; [ $s = 3 ] && s=0; exit $s' sh "$@"
 SEOF
 chmod +x rt.sh
 echo "load before: $(cat /proc/loadavg)"
@@ -49,7 +53,7 @@ print("|---|---|---|---|")
 for r in (1, 2, 4, 8):
     cells = []
     for w in ("OLD", "NEW"):
-        kb = [int(open(f).read().split()[0]) for f in glob.glob(f"rt.{w}.{r}.*")]
+        kb = [int(open(f).read().splitlines()[-1].split()[0]) for f in glob.glob(f"rt.{w}.{r}.*")]
         cells.append(f"{max(kb) / 1024:.0f} / {min(kb) / 1024:.0f} MiB" if len(kb) == r else "n/a")
     rows = []
     try:
