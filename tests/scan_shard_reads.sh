@@ -36,7 +36,8 @@ set -e
 import h5py, shutil
 shutil.copyfile("c.h5", "old.h5")
 with h5py.File("old.h5", "r+") as f:
-    del f["/substrings/sorted"]
+    if "/substrings/sorted" in f:  # (a corpuslens before issue 26 does not write it)
+        del f["/substrings/sorted"]
 PYEOF
 set +e
 S=64
