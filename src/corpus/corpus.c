@@ -822,6 +822,61 @@ out:
     return rc;
 }
 
+/* The datasets a partial reader does not use, checked as a whole load
+ * checks them (a file is whole or refused) but streamed in blocks: memory
+ * O(block), and a bitmap of n bits for a permutation. kind 0: ids in
+ * [0, V); 1: a permutation of 0..n-1; 2: non-negative, increasing. */
+static int stream_check(hid_t f, const char *path, hid_t type, size_t n, int kind, int V) {
+    hsize_t d = n;
+    if (cl_h5_check_data(f, path, type, 1, &d) < 0) return -1;
+    const size_t B = (size_t)1 << 17;
+    int64_t *buf = cl_trymalloc(B, sizeof *buf, "check buffer"), last = -1;
+    unsigned char *seen = kind == 1 ? cl_trycalloc(n / 8 + 1, 1, "permutation check") : NULL;
+    int rc = !buf || (kind == 1 && !seen) ? -1 : 0;
+    for (size_t k0 = 0; !rc && k0 < n; k0 += B) {
+        size_t m = n - k0 < B ? n - k0 : B;
+        if (cl_h5_read_rows(f, path, H5T_NATIVE_INT64, k0, m, buf) < 0) rc = -1;
+        for (size_t k = 0; !rc && k < m; k++) {
+            int64_t v = buf[k];
+            if (kind == 0 && (v < 0 || v >= V))
+                rc = cl_error("%s: entry %zu (%lld) is outside the vocabulary", path, k0 + k, (long long)v);
+            else if (kind == 1 && (v < 0 || (uint64_t)v >= n || (seen[v >> 3] >> (v & 7) & 1)))
+                rc = cl_error("%s: entry %zu (%lld) is not a position or repeats one (not a permutation)", path,
+                              k0 + k, (long long)v);
+            else if (kind == 1) seen[v >> 3] |= (unsigned char)(1u << (v & 7));
+            else if (kind == 2 && (v < 0 || v <= last)) rc = cl_error("%s: row %zu is not increasing", path, k0 + k);
+            last = v;
+        }
+    }
+    free(buf), free(seen);
+    return rc;
+}
+
+/* cl_corpus_open_part: /substrings/first_offset, /text (both or neither)
+ * and /holdout/tokens, without keeping them. */
+static int check_unused(hid_t f, const cl_corpus *c) {
+    if (stream_check(f, "/substrings/first_offset", H5T_NATIVE_INT64, c->n, 2, 0) < 0) return -1;
+    int ht = cl_h5_exists(f, "/text/tokens"), hs = cl_h5_exists(f, "/text/suffix_array");
+    if (ht || hs) {
+        if (!ht || !hs)
+            return cl_error("%s without %s", ht ? "/text/tokens" : "/text/suffix_array", ht ? "/text/suffix_array" : "/text/tokens");
+        hsize_t d[8], e[8];
+        if (cl_h5_shape(f, "/text/tokens", d) != 1 || d[0] < 1 || d[0] > (hsize_t)INT64_MAX / 8)
+            return cl_error("/text/tokens is not a non-empty list");
+        if (cl_h5_shape(f, "/text/suffix_array", e) != 1 || e[0] != d[0])
+            return cl_error("/text/suffix_array is not a list as long as /text/tokens (%llu)", (unsigned long long)d[0]);
+        if (stream_check(f, "/text/tokens", H5T_NATIVE_INT32, (size_t)d[0], 0, c->V) < 0 ||
+            stream_check(f, "/text/suffix_array", H5T_NATIVE_INT64, (size_t)d[0], 1, 0) < 0)
+            return -1;
+    }
+    if (cl_h5_exists(f, "/holdout/tokens")) {
+        hsize_t d[8];
+        if (cl_h5_shape(f, "/holdout/tokens", d) != 1 || d[0] < 1) return cl_error("/holdout/tokens is not a non-empty list");
+        if (stream_check(f, "/holdout/tokens", H5T_NATIVE_INT32, (size_t)d[0], 0, c->V) < 0) return -1;
+    }
+    return 0;
+}
+
 /* bpe_ok: 0 refuses a BPE corpus (the message names the command, not
  * prefixed with the path again: *refused is set then). lazy: 0 whole, 1
  * cl_corpus_open, 2 cl_corpus_open_part (returns 1, nothing refused, when
@@ -923,7 +978,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         if (cl_corpus_read_part(c, c->prompt_index, c->n_prompts, &c->prompt_part) < 0) goto done;
         if (!(c->prompt_tokens = cl_trymalloc(c->n_prompts, Ls * sizeof *c->prompt_tokens, "prompt tokens"))) goto done;
         memcpy(c->prompt_tokens, c->prompt_part.tokens, c->n_prompts * Ls * sizeof *c->prompt_tokens);
-        if (check_prompt_text(f, c) < 0 || sorted_pass(f, c, NULL) < 0) goto done;
+        if (check_prompt_text(f, c) < 0 || sorted_pass(f, c, NULL) < 0 || check_unused(f, c) < 0) goto done;
         rc = 0;
         goto done;
     }
