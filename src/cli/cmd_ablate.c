@@ -113,7 +113,7 @@ static const char EPILOG[] =
 static void prompt_batch(int32_t *tok, const cl_corpus *c, const int32_t *ptok, size_t i0, int B, int T) {
     for (int b = 0; b < B; b++)
         memcpy(tok + (size_t)b * T,
-               c ? cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]) : ptok + (i0 + b) * (size_t)T,
+               c ? c->prompt_tokens + (i0 + b) * (size_t)T : ptok + (i0 + b) * (size_t)T,
                (size_t)T * sizeof *tok);
 }
 
@@ -192,7 +192,8 @@ int cmd_ablate(int argc, char **argv) {
             free(ids);
         }
     }
-    if (ok && !n_texts && !(c = cl_corpus_load(corpus))) ok = 0;
+    /* the prompts' rows only (issue 26: no rank reads the whole corpus) */
+    if (ok && !n_texts && !(c = cl_corpus_open_part(corpus, 0))) ok = 0;
     if (ok && c && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
         ok = 0, cl_error("%s: its vocabulary (%d characters) is not the model's (%d)", corpus, c->V,
                          m->cfg.vocab_size);

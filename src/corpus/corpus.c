@@ -43,6 +43,12 @@ static inline uint64_t mix64(uint64_t h) {
     return h;
 }
 
+static int cmp_i64_pair(const void *a, const void *b) {
+    const int64_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
@@ -82,8 +88,55 @@ void cl_corpus_free(cl_corpus *c) {
     free(c->holdout);
     free(c->text);
     free(c->suffix_array);
+    free(c->sorted);
+    free(c->prompt_tokens);
+    free(c->prompt_sorted_pos);
+    cl_corpus_part_free(&c->prompt_part);
     cl_h5_rows_close(c->token_rows);
     free(c);
+}
+
+/* ---- reading statistics (cl_corpus_io_stats) ---- */
+
+static unsigned long long io_rows, io_entries;
+
+void cl_corpus_io_stats(unsigned long long *rows, unsigned long long *entries) {
+    if (rows) *rows = io_rows;
+    if (entries) *entries = io_entries;
+}
+
+/* ---- the lexicographic order ---- */
+
+static const int32_t *sort_tokens;
+static int sort_L;
+
+static int cmp_sub(const void *a, const void *b) {
+    int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+    const int32_t *x = sort_tokens + (size_t)i * sort_L, *y = sort_tokens + (size_t)j * sort_L;
+    for (int k = 0; k < sort_L; k++)
+        if (x[k] != y[k]) return x[k] < y[k] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+int64_t *cl_corpus_sort(const cl_corpus *c) {
+    if (!c->tokens) {
+        cl_error("the corpus's substrings are not in memory (cannot sort them)");
+        return NULL;
+    }
+    int64_t *perm = cl_trymalloc(c->n ? c->n : 1, sizeof *perm, "substring order");
+    if (!perm) return NULL;
+    for (size_t i = 0; i < c->n; i++) perm[i] = (int64_t)i;
+    sort_tokens = c->tokens;
+    sort_L = c->L;
+    qsort(perm, c->n, sizeof *perm, cmp_sub);
+    return perm;
+}
+
+/* Is row a before row b (strictly), lexicographically? */
+static int row_less(const int32_t *a, const int32_t *b, int L) {
+    for (int k = 0; k < L; k++)
+        if (a[k] != b[k]) return a[k] < b[k];
+    return 0;
 }
 
 cl_corpus *cl_corpus_from_ids(const int32_t *ids, size_t n_ids, int L, const uint32_t *vocab,
@@ -484,6 +537,10 @@ long cl_corpus_row_text_n(const cl_corpus *c, size_t i, char *buf, size_t cap) {
     return (long)ngram_text(c, t, buf, cap);
 }
 
+size_t cl_corpus_tokens_text(const cl_corpus *c, const int32_t *t, char *buf, size_t cap) {
+    return ngram_text(c, t, buf, cap);
+}
+
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf) {
     return ngram_text(c, cl_corpus_substring(c, i), buf, 4 * (size_t)c->L + 1);
 }
@@ -563,6 +620,13 @@ static int write_contents(hid_t f, const cl_corpus *c) {
     if (write_ds(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0) return -1;
     if (write_ds(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &N, c->first_offset) < 0)
         return -1;
+    if (c->tokens) { /* the scan's and the index's shard order (issue 26) */
+        int64_t *own = c->sorted ? NULL : cl_corpus_sort(c);
+        const int64_t *srt = c->sorted ? c->sorted : own;
+        int rc = srt ? write_ds(f, "/substrings/sorted", H5T_NATIVE_INT64, 1, &N, srt) : -1;
+        free(own);
+        if (rc < 0) return -1;
+    }
     if (write_ds(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1, c->next_indptr) < 0)
         return -1;
     if (write_ds(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &nnz, c->next_token) < 0)
@@ -659,6 +723,10 @@ static int read_count(hid_t root, const char *name, long long lo, long long hi, 
 
 /* /prompts/text (fixed-length UTF-8, as written) holds each prompt's
  * substring: a file whose texts disagree with its tokens is refused. */
+static const int32_t *prompt_row(const cl_corpus *c, size_t k) {
+    return c->prompt_tokens ? c->prompt_tokens + k * (size_t)c->L : cl_corpus_substring(c, (size_t)c->prompt_index[k]);
+}
+
 static int check_prompt_text(hid_t f, const cl_corpus *c) {
     hid_t d = H5Dopen2(f, "/prompts/text", H5P_DEFAULT);
     if (d < 0) return cl_error("cannot open /prompts/text");
@@ -683,7 +751,7 @@ static int check_prompt_text(hid_t f, const cl_corpus *c) {
         H5Tclose(mt);
     }
     for (size_t k = 0; !rc && k < c->n_prompts; k++) {
-        size_t n = ngram_text(c, cl_corpus_substring(c, (size_t)c->prompt_index[k]), want, cap);
+        size_t n = ngram_text(c, prompt_row(c, k), want, cap);
         const char *got = buf + k * w;
         if (n > w || memcmp(got, want, n) || (n < w && got[n]))
             rc = cl_error("/prompts/text: entry %zu is not the text of prompt substring %lld", k,
@@ -715,8 +783,108 @@ static int read_token_type(hid_t root) {
     return cl_error("token_type '%s' is not supported (expected 'char' or 'gpt2-bpe')", tt);
 }
 
+/* /substrings/sorted in blocks (hyperslabs): every entry a substring index,
+ * each once (a bitmap of N bits), and the sorted position of each prompt
+ * into c->prompt_sorted_pos. With `whole` (c->sorted, from memory) instead
+ * of the file. 0 or -1. */
+static int sorted_pass(hid_t f, cl_corpus *c, const int64_t *whole) {
+    const size_t N = c->n, P = c->n_prompts, B = (size_t)1 << 17;
+    unsigned char *seen = cl_trycalloc(N / 8 + 1, 1, "sorted order check");
+    int64_t *buf = whole ? NULL : cl_trymalloc(B, sizeof *buf, "sorted order");
+    int64_t(*pq)[2] = cl_trymalloc(P, sizeof *pq, "prompt positions");
+    free(c->prompt_sorted_pos);
+    c->prompt_sorted_pos = cl_trymalloc(P, sizeof *c->prompt_sorted_pos, "prompt positions");
+    int rc = -1;
+    if (!seen || (!whole && !buf) || !pq || !c->prompt_sorted_pos) goto out;
+    /* prompts by substring, to look each entry up */
+    for (size_t p = 0; p < P; p++) pq[p][0] = c->prompt_index[p], pq[p][1] = (int64_t)p, c->prompt_sorted_pos[p] = -1;
+    qsort(pq, P, sizeof *pq, cmp_i64_pair);
+    for (size_t k0 = 0; k0 < N; k0 += B) {
+        size_t n = N - k0 < B ? N - k0 : B;
+        const int64_t *a = whole ? whole + k0 : buf;
+        if (!whole && cl_h5_read_rows(f, "/substrings/sorted", H5T_NATIVE_INT64, k0, n, buf) < 0) goto out;
+        for (size_t k = 0; k < n; k++) {
+            int64_t v = a[k];
+            if (v < 0 || (uint64_t)v >= N || (seen[v >> 3] >> (v & 7) & 1)) {
+                cl_error("/substrings/sorted: entry %zu (%lld) is %s", k0 + k, (long long)v,
+                         v < 0 || (uint64_t)v >= N ? "not a substring index" : "a repeat (not a permutation)");
+                goto out;
+            }
+            seen[v >> 3] |= (unsigned char)(1u << (v & 7));
+            size_t lo = 0, hi = P;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (pq[mid][0] < v) lo = mid + 1;
+                else hi = mid;
+            }
+            for (; lo < P && pq[lo][0] == v; lo++) c->prompt_sorted_pos[pq[lo][1]] = (int64_t)(k0 + k);
+        }
+    }
+    rc = 0;
+out:
+    free(seen), free(buf), free(pq);
+    return rc;
+}
+
+/* The datasets a partial reader does not use, checked as a whole load
+ * checks them (a file is whole or refused) but streamed in blocks: memory
+ * O(block), and a bitmap of n bits for a permutation. kind 0: ids in
+ * [0, V); 1: a permutation of 0..n-1; 2: non-negative, increasing. */
+static int stream_check(hid_t f, const char *path, hid_t type, size_t n, int kind, int V) {
+    hsize_t d = n;
+    if (cl_h5_check_data(f, path, type, 1, &d) < 0) return -1;
+    const size_t B = (size_t)1 << 17;
+    int64_t *buf = cl_trymalloc(B, sizeof *buf, "check buffer"), last = -1;
+    unsigned char *seen = kind == 1 ? cl_trycalloc(n / 8 + 1, 1, "permutation check") : NULL;
+    int rc = !buf || (kind == 1 && !seen) ? -1 : 0;
+    for (size_t k0 = 0; !rc && k0 < n; k0 += B) {
+        size_t m = n - k0 < B ? n - k0 : B;
+        if (cl_h5_read_rows(f, path, H5T_NATIVE_INT64, k0, m, buf) < 0) rc = -1;
+        for (size_t k = 0; !rc && k < m; k++) {
+            int64_t v = buf[k];
+            if (kind == 0 && (v < 0 || v >= V))
+                rc = cl_error("%s: entry %zu (%lld) is outside the vocabulary", path, k0 + k, (long long)v);
+            else if (kind == 1 && (v < 0 || (uint64_t)v >= n || (seen[v >> 3] >> (v & 7) & 1)))
+                rc = cl_error("%s: entry %zu (%lld) is not a position or repeats one (not a permutation)", path,
+                              k0 + k, (long long)v);
+            else if (kind == 1) seen[v >> 3] |= (unsigned char)(1u << (v & 7));
+            else if (kind == 2 && (v < 0 || v <= last)) rc = cl_error("%s: row %zu is not increasing", path, k0 + k);
+            last = v;
+        }
+    }
+    free(buf), free(seen);
+    return rc;
+}
+
+/* cl_corpus_open_part: /substrings/first_offset, /text (both or neither)
+ * and /holdout/tokens, without keeping them. */
+static int check_unused(hid_t f, const cl_corpus *c) {
+    if (stream_check(f, "/substrings/first_offset", H5T_NATIVE_INT64, c->n, 2, 0) < 0) return -1;
+    int ht = cl_h5_exists(f, "/text/tokens"), hs = cl_h5_exists(f, "/text/suffix_array");
+    if (ht || hs) {
+        if (!ht || !hs)
+            return cl_error("%s without %s", ht ? "/text/tokens" : "/text/suffix_array", ht ? "/text/suffix_array" : "/text/tokens");
+        hsize_t d[8], e[8];
+        if (cl_h5_shape(f, "/text/tokens", d) != 1 || d[0] < 1 || d[0] > (hsize_t)INT64_MAX / 8)
+            return cl_error("/text/tokens is not a non-empty list");
+        if (cl_h5_shape(f, "/text/suffix_array", e) != 1 || e[0] != d[0])
+            return cl_error("/text/suffix_array is not a list as long as /text/tokens (%llu)", (unsigned long long)d[0]);
+        if (stream_check(f, "/text/tokens", H5T_NATIVE_INT32, (size_t)d[0], 0, c->V) < 0 ||
+            stream_check(f, "/text/suffix_array", H5T_NATIVE_INT64, (size_t)d[0], 1, 0) < 0)
+            return -1;
+    }
+    if (cl_h5_exists(f, "/holdout/tokens")) {
+        hsize_t d[8];
+        if (cl_h5_shape(f, "/holdout/tokens", d) != 1 || d[0] < 1) return cl_error("/holdout/tokens is not a non-empty list");
+        if (stream_check(f, "/holdout/tokens", H5T_NATIVE_INT32, (size_t)d[0], 0, c->V) < 0) return -1;
+    }
+    return 0;
+}
+
 /* bpe_ok: 0 refuses a BPE corpus (the message names the command, not
- * prefixed with the path again: *refused is set then) */
+ * prefixed with the path again: *refused is set then). lazy: 0 whole, 1
+ * cl_corpus_open, 2 cl_corpus_open_part (returns 1, nothing refused, when
+ * the file has no /substrings/sorted: the caller loads it whole) */
 static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char *path, int *refused) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
@@ -794,6 +962,29 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         {"/prompts/text", H5T_C_S1, 1, &dP}};
     for (size_t k = 0; k < sizeof ds / sizeof *ds; k++)
         if (cl_h5_check_data(f, ds[k].path, ds[k].type, ds[k].rank, ds[k].dims) < 0) goto done;
+    int has_sorted = cl_h5_exists(f, "/substrings/sorted");
+    if (has_sorted && cl_h5_check_data(f, "/substrings/sorted", H5T_NATIVE_INT64, 1, &dN) < 0) goto done;
+    if (lazy == 2) {
+        if (!has_sorted) {
+            rc = 1;
+            goto done;
+        }
+        if (!(c->prompt_index = cl_trymalloc(c->n_prompts, sizeof *c->prompt_index, "prompt indices")) ||
+            cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
+            goto done;
+        for (size_t k = 0; k < c->n_prompts; k++)
+            if (c->prompt_index[k] < 0 || (size_t)c->prompt_index[k] >= Ns) {
+                cl_error("/prompts/index: entry %zu (%lld) is not a substring index", k, (long long)c->prompt_index[k]);
+                goto done;
+            }
+        /* the prompts' rows and counts (checked as they are read), their text, their sorted positions */
+        if (cl_corpus_read_part(c, c->prompt_index, c->n_prompts, &c->prompt_part) < 0) goto done;
+        if (!(c->prompt_tokens = cl_trymalloc(c->n_prompts, Ls * sizeof *c->prompt_tokens, "prompt tokens"))) goto done;
+        memcpy(c->prompt_tokens, c->prompt_part.tokens, c->n_prompts * Ls * sizeof *c->prompt_tokens);
+        if (check_prompt_text(f, c) < 0 || sorted_pass(f, c, NULL) < 0 || check_unused(f, c) < 0) goto done;
+        rc = 0;
+        goto done;
+    }
     if (lazy) {
         hsize_t sh[8];
         if (!(c->token_rows = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
@@ -821,6 +1012,8 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
                          c->next_count) < 0 ||
         cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
         goto done;
+    io_entries += c->nnz;
+    if (!lazy) io_rows += Ns;
 
     /* Values (of the tokens and offsets read). */
     for (size_t k = 0; c->tokens && k < Ns * Ls; k++)
@@ -858,6 +1051,23 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
             goto done;
         }
     if (c->tokens && check_prompt_text(f, c) < 0) goto done;
+    /* cl_corpus_open: the order is not used, but a file is whole or refused:
+       one pass checks it is a permutation (its increasing order needs every
+       row: the readers that use it check that) */
+    if (lazy && has_sorted && sorted_pass(f, c, NULL) < 0) goto done;
+    /* the order, when the file has it (whole loads): a permutation, increasing */
+    if (has_sorted && c->tokens) {
+        if (!(c->sorted = cl_trymalloc(Ns, sizeof *c->sorted, "substring order")) ||
+            cl_h5_read_exact(f, "/substrings/sorted", H5T_NATIVE_INT64, 1, &dN, c->sorted) < 0 ||
+            sorted_pass(f, c, c->sorted) < 0)
+            goto done;
+        for (size_t k = 1; k < Ns; k++)
+            if (!row_less(cl_corpus_substring(c, (size_t)c->sorted[k - 1]), cl_corpus_substring(c, (size_t)c->sorted[k]),
+                          c->L)) {
+                cl_error("/substrings/sorted: entries %zu and %zu are not in increasing order of their tokens", k - 1, k);
+                goto done;
+            }
+    }
     if (cl_h5_exists(f, "/holdout/tokens")) {
         hsize_t d[8];
         long long hs = 0;
@@ -917,26 +1127,289 @@ int cl_corpus_build_suffix_array(cl_corpus *c) {
     return c->suffix_array ? 0 : -1;
 }
 
-static cl_corpus *load(const char *path, int lazy, int bpe_ok) {
+/* *fallback (lazy 2): the file has no /substrings/sorted */
+static cl_corpus *load(const char *path, int lazy, int bpe_ok, int *fallback) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_corpus *c = corpus_new();
-    int refused = 0;
+    int refused = 0, lc = -1;
+    if (c) snprintf(c->path, sizeof c->path, "%s", path), c->partial = lazy == 2;
     /* lazy: the row reader keeps its dataset, and so the file, open after
        H5Fclose (the default weak close degree) */
-    if (!c || load_contents(f, c, lazy, bpe_ok, path, &refused) < 0 || load_text(f, c) < 0) {
+    if (!c || (lc = load_contents(f, c, lazy, bpe_ok, path, &refused)) < 0 || (lazy != 2 && load_text(f, c) < 0)) {
         if (c && !refused) cl_error_prefix("%s: ", path);
         cl_corpus_free(c);
         c = NULL;
+    } else if (lc == 1) {
+        cl_corpus_free(c);
+        c = NULL;
+        *fallback = 1;
     }
     H5Fclose(f);
     return c;
 }
 
-cl_corpus *cl_corpus_load(const char *path) { return load(path, 0, 0); }
+cl_corpus *cl_corpus_load(const char *path) { return load(path, 0, 0, NULL); }
 
-cl_corpus *cl_corpus_open(const char *path) { return load(path, 1, 0); }
+cl_corpus *cl_corpus_open(const char *path) { return load(path, 1, 0, NULL); }
 
-cl_corpus *cl_corpus_load_any(const char *path) { return load(path, 0, 1); }
+cl_corpus *cl_corpus_load_any(const char *path) { return load(path, 0, 1, NULL); }
 
-cl_corpus *cl_corpus_open_any(const char *path) { return load(path, 1, 1); }
+cl_corpus *cl_corpus_open_any(const char *path) { return load(path, 1, 1, NULL); }
+
+/* ---- a part of the corpus ---- */
+
+void cl_corpus_part_free(cl_corpus_part *pt) {
+    if (!pt) return;
+    free(pt->id), free(pt->tokens), free(pt->indptr), free(pt->next_token), free(pt->next_count), free(pt->shard_row);
+    memset(pt, 0, sizeof *pt);
+}
+
+cl_corpus *cl_corpus_open_part(const char *path, int bpe_ok) {
+    int fallback = 0;
+    cl_corpus *c = load(path, 2, bpe_ok, &fallback);
+    if (c || !fallback) return c;
+    /* a file written before /substrings/sorted: whole, sorted here */
+    if (!(c = load(path, 0, bpe_ok, NULL))) return NULL;
+    const size_t P = c->n_prompts, L = (size_t)c->L;
+    if (!(c->sorted = cl_corpus_sort(c)) || sorted_pass(-1, c, c->sorted) < 0 ||
+        cl_corpus_read_part(c, c->prompt_index, P, &c->prompt_part) < 0 ||
+        !(c->prompt_tokens = cl_trymalloc(P, L * sizeof *c->prompt_tokens, "prompt tokens"))) {
+        cl_error_prefix("%s: ", path);
+        cl_corpus_free(c);
+        return NULL;
+    }
+    memcpy(c->prompt_tokens, c->prompt_part.tokens, P * L * sizeof *c->prompt_tokens);
+    return c;
+}
+
+int cl_corpus_read_sorted(const cl_corpus *c, size_t a, size_t n, int64_t *out) {
+    if (a > c->n || n > c->n - a) return cl_error("sorted positions %zu..%zu are out of range (%zu)", a, a + n, c->n);
+    if (n == 0) return 0;
+    if (c->sorted) memcpy(out, c->sorted + a, n * sizeof *out);
+    else {
+        hid_t f = cl_h5_open_read(c->path);
+        if (f < 0) return -1;
+        int rc = cl_h5_read_rows(f, "/substrings/sorted", H5T_NATIVE_INT64, a, n, out);
+        H5Fclose(f);
+        if (rc < 0) return cl_error_prefix("%s: ", c->path);
+    }
+    for (size_t k = 0; k < n; k++)
+        if (out[k] < 0 || (uint64_t)out[k] >= c->n)
+            return cl_error("%s: /substrings/sorted: entry %zu (%lld) is not a substring index", c->path, a + k,
+                            (long long)out[k]);
+    return 0;
+}
+
+/* The rows and counts of pt->id from the file, in one pass in id order. */
+static int read_part_file(const cl_corpus *c, cl_corpus_part *pt) {
+    const size_t n = pt->n, L = (size_t)c->L, N = c->n;
+    const int V = c->V;
+    hsize_t dNL[2] = {N, L}, dN1 = N + 1, dnnz = c->nnz;
+    int rc = -1;
+    int64_t(*ord)[2] = cl_trymalloc(n ? n : 1, sizeof *ord, "part order");
+    int64_t *a = cl_trymalloc(n ? n : 1, sizeof *a, "part rows"), *b = cl_trymalloc(n ? n : 1, sizeof *b, "part rows");
+    cl_h5_rows *tr = NULL, *ir = NULL, *kr = NULL, *cr = NULL;
+    hid_t f = cl_h5_open_read(c->path);
+    if (!ord || !a || !b || f < 0) goto out;
+    for (size_t k = 0; k < n; k++) ord[k][0] = pt->id[k], ord[k][1] = (int64_t)k;
+    qsort(ord, n, sizeof *ord, cmp_i64_pair);
+    if (!(tr = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
+        !(ir = cl_h5_rows_open(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1)))
+        goto out;
+    int64_t first = 0, last = 0, prev_b = 0;
+    if (cl_h5_rows_read(ir, 0, &first) < 0 || cl_h5_rows_read(ir, N, &last) < 0) goto out;
+    if (first != 0 || last != (int64_t)c->nnz) {
+        cl_error("/substrings/next/indptr must start at 0 and end at nnz = %zu", c->nnz);
+        goto out;
+    }
+    for (size_t j = 0; j < n; j++) {
+        size_t i = (size_t)ord[j][0], k = (size_t)ord[j][1];
+        int32_t *t = pt->tokens + k * L;
+        if (j > 0 && ord[j - 1][0] == ord[j][0]) { /* a repeat: the same row */
+            size_t k0 = (size_t)ord[j - 1][1];
+            memcpy(t, pt->tokens + k0 * L, L * sizeof *t), a[k] = a[k0], b[k] = b[k0];
+            continue;
+        }
+        if (cl_h5_rows_read(tr, i, t) < 0 || cl_h5_rows_read(ir, i, &a[k]) < 0 || cl_h5_rows_read(ir, i + 1, &b[k]) < 0)
+            goto out;
+        for (size_t q = 0; q < L; q++)
+            if (t[q] < 0 || t[q] >= V) {
+                cl_error("/substrings/tokens: id %d at row %zu is outside the vocabulary", (int)t[q], i);
+                goto out;
+            }
+        /* rows in id order: their pointers never go back */
+        if (a[k] < prev_b || b[k] < a[k] || b[k] - a[k] > V || b[k] > (int64_t)c->nnz) {
+            cl_error("/substrings/next/indptr: row %zu is malformed", i);
+            goto out;
+        }
+        prev_b = b[k];
+    }
+    pt->indptr[0] = 0;
+    for (size_t k = 0; k < n; k++) pt->indptr[k + 1] = pt->indptr[k] + (b[k] - a[k]);
+    size_t ne = (size_t)pt->indptr[n];
+    if (!(pt->next_token = cl_trymalloc(ne ? ne : 1, sizeof *pt->next_token, "next tokens")) ||
+        !(pt->next_count = cl_trymalloc(ne ? ne : 1, sizeof *pt->next_count, "next-token counts")) ||
+        !(kr = cl_h5_rows_open(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz)) ||
+        !(cr = cl_h5_rows_open(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz)))
+        goto out;
+    for (size_t j = 0; j < n; j++) {
+        size_t i = (size_t)ord[j][0], k = (size_t)ord[j][1];
+        int32_t *tk = pt->next_token + pt->indptr[k], *ct = pt->next_count + pt->indptr[k];
+        for (int64_t e = a[k]; e < b[k]; e++, tk++, ct++) {
+            if (cl_h5_rows_read(kr, (size_t)e, tk) < 0 || cl_h5_rows_read(cr, (size_t)e, ct) < 0) goto out;
+            if (*tk < 0 || *tk >= V || (e > a[k] && *tk <= tk[-1]) || *ct <= 0) {
+                cl_error("/substrings/next: row %zu has an invalid token or count", i);
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    cl_h5_rows_close(tr), cl_h5_rows_close(ir), cl_h5_rows_close(kr), cl_h5_rows_close(cr);
+    if (f >= 0) H5Fclose(f);
+    free(ord), free(a), free(b);
+    if (rc) cl_error_prefix("%s: ", c->path);
+    return rc;
+}
+
+int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt) {
+    memset(pt, 0, sizeof *pt);
+    const size_t L = (size_t)c->L;
+    for (size_t k = 0; k < n; k++)
+        if (ids[k] < 0 || (uint64_t)ids[k] >= c->n)
+            return cl_error("substring %lld is out of range (%zu substrings)", (long long)ids[k], c->n);
+    pt->n = n, pt->L = c->L;
+    if (!(pt->id = cl_trymalloc(n ? n : 1, sizeof *pt->id, "part ids")) ||
+        !(pt->tokens = cl_trymalloc(n ? n : 1, L * sizeof *pt->tokens, "part tokens")) ||
+        !(pt->indptr = cl_trymalloc(n + 1, sizeof *pt->indptr, "part row pointers"))) {
+        cl_corpus_part_free(pt);
+        return -1;
+    }
+    memcpy(pt->id, ids, n * sizeof *ids);
+    int rc = 0;
+    if (c->tokens && c->next_indptr) { /* in memory, checked when loaded */
+        pt->indptr[0] = 0;
+        for (size_t k = 0; k < n; k++) {
+            size_t i = (size_t)ids[k];
+            memcpy(pt->tokens + k * L, c->tokens + i * L, L * sizeof *pt->tokens);
+            pt->indptr[k + 1] = pt->indptr[k] + (c->next_indptr[i + 1] - c->next_indptr[i]);
+        }
+        size_t ne = (size_t)pt->indptr[n];
+        if (!(pt->next_token = cl_trymalloc(ne ? ne : 1, sizeof *pt->next_token, "next tokens")) ||
+            !(pt->next_count = cl_trymalloc(ne ? ne : 1, sizeof *pt->next_count, "next-token counts")))
+            rc = -1;
+        for (size_t k = 0; !rc && k < n; k++) {
+            size_t i = (size_t)ids[k], m = (size_t)(c->next_indptr[i + 1] - c->next_indptr[i]);
+            memcpy(pt->next_token + pt->indptr[k], c->next_token + c->next_indptr[i], m * sizeof(int32_t));
+            memcpy(pt->next_count + pt->indptr[k], c->next_count + c->next_indptr[i], m * sizeof(int32_t));
+        }
+    } else {
+        rc = read_part_file(c, pt);
+        if (!rc) io_rows += n, io_entries += (unsigned long long)pt->indptr[n];
+    }
+    if (rc) cl_corpus_part_free(pt);
+    return rc;
+}
+
+int cl_corpus_read_shards(const cl_corpus *c, const size_t *shards, size_t ns, size_t S, cl_corpus_part *pt) {
+    memset(pt, 0, sizeof *pt);
+    const size_t N = c->n, L = (size_t)c->L;
+    size_t *row = cl_trymalloc(ns + 1, sizeof *row, "shard rows");
+    if (!row) return -1;
+    if (S < 1) {
+        free(row);
+        return cl_error("shard size 0");
+    }
+    row[0] = 0;
+    for (size_t j = 0; j < ns; j++) {
+        if (shards[j] >= (N + S - 1) / S) {
+            free(row);
+            return cl_error("shard %zu is out of range", shards[j]);
+        }
+        size_t s0 = shards[j] * S;
+        row[j + 1] = row[j] + (N - s0 < S ? N - s0 : S) + (s0 > 0); /* and the row before */
+    }
+    int64_t *ids = cl_trymalloc(row[ns] ? row[ns] : 1, sizeof *ids, "shard ids");
+    int rc = ids ? 0 : -1;
+    for (size_t j = 0; !rc && j < ns; j++) {
+        size_t s0 = shards[j] * S, b = s0 > 0;
+        rc = cl_corpus_read_sorted(c, s0 - b, row[j + 1] - row[j], ids + row[j]);
+    }
+    cl_corpus_part all;
+    memset(&all, 0, sizeof all);
+    if (!rc) rc = cl_corpus_read_part(c, ids, row[ns], &all);
+    /* the order: each row after the one before it */
+    for (size_t j = 0; !rc && j < ns; j++)
+        for (size_t r = row[j] + 1; r < row[j + 1]; r++)
+            if (!row_less(all.tokens + (r - 1) * L, all.tokens + r * L, c->L)) {
+                size_t pos = shards[j] * S - (shards[j] > 0) + (r - row[j]);
+                rc = cl_error("%s: /substrings/sorted: entries %zu and %zu are not in increasing order of their tokens",
+                              c->path, pos - 1, pos);
+            }
+    free(ids);
+    if (rc) {
+        cl_corpus_part_free(&all);
+        free(row);
+        return -1;
+    }
+    /* drop the rows before (kept only for the check) */
+    size_t w = 0, we = 0;
+    pt->n_shards = ns, pt->shard_row = row, pt->L = c->L;
+    size_t *nrow = cl_trymalloc(ns + 1, sizeof *nrow, "shard rows");
+    if (!nrow) {
+        cl_corpus_part_free(&all);
+        free(row);
+        memset(pt, 0, sizeof *pt);
+        return -1;
+    }
+    nrow[0] = 0;
+    all.indptr[0] = 0;
+    int64_t *ip = all.indptr;
+    int64_t e_prev = 0; /* original start of row r */
+    for (size_t j = 0; j < ns; j++) {
+        for (size_t r = row[j]; r < row[j + 1]; r++) {
+            int64_t e0 = e_prev, e1 = ip[r + 1];
+            e_prev = e1;
+            if (r == row[j] && shards[j] > 0) continue;
+            all.id[w] = all.id[r];
+            memmove(all.tokens + w * L, all.tokens + r * L, L * sizeof *all.tokens);
+            memmove(all.next_token + we, all.next_token + e0, (size_t)(e1 - e0) * sizeof(int32_t));
+            memmove(all.next_count + we, all.next_count + e0, (size_t)(e1 - e0) * sizeof(int32_t));
+            we += (size_t)(e1 - e0);
+            ip[++w] = (int64_t)we;
+        }
+        nrow[j + 1] = w;
+    }
+    free(row);
+    all.n = w, all.n_shards = ns, all.shard_row = nrow;
+    *pt = all;
+    return 0;
+}
+
+int cl_corpus_count_slice(const cl_corpus *c, size_t a, size_t b, int64_t *uni) {
+    if (a > b || b > c->nnz) return cl_error("entries %zu..%zu are out of range (%zu)", a, b, c->nnz);
+    if (c->next_token) {
+        for (size_t e = a; e < b; e++) uni[c->next_token[e]] += c->next_count[e];
+        return 0;
+    }
+    const size_t B = (size_t)1 << 18;
+    int32_t *t = cl_trymalloc(B, sizeof *t, "next tokens"), *n = cl_trymalloc(B, sizeof *n, "next-token counts");
+    hid_t f = t && n ? cl_h5_open_read(c->path) : -1;
+    int rc = f < 0 ? -1 : 0;
+    for (size_t e0 = a; !rc && e0 < b; e0 += B) {
+        size_t m = b - e0 < B ? b - e0 : B;
+        if (cl_h5_read_rows(f, "/substrings/next/token", H5T_NATIVE_INT32, e0, m, t) < 0 ||
+            cl_h5_read_rows(f, "/substrings/next/count", H5T_NATIVE_INT32, e0, m, n) < 0)
+            rc = -1;
+        for (size_t k = 0; !rc && k < m; k++) {
+            if (t[k] < 0 || t[k] >= c->V || n[k] <= 0)
+                rc = cl_error("/substrings/next: entry %zu has an invalid token or count", e0 + k);
+            else uni[t[k]] += n[k];
+        }
+    }
+    if (f >= 0) H5Fclose(f);
+    free(t), free(n);
+    if (rc) cl_error_prefix("%s: ", c->path);
+    return rc;
+}

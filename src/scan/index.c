@@ -360,6 +360,29 @@ static int part_map_load(cl_index_writer *w, part_map *pm) {
     return rc;
 }
 
+/* The order (sorted position -> substring) from the corpus file's
+ * /substrings/sorted, when the writer was given none (a sharded scan or
+ * index: no rank holds it whole), each entry checked. 0 or -1. */
+static int read_order(const cl_index_meta *m, int32_t *sub) {
+    const size_t N = m->N, B = (size_t)1 << 17;
+    int64_t *buf = cl_trymalloc(B, sizeof *buf, "substring order");
+    hid_t f = buf ? cl_h5_open_read(m->corpus_path) : H5I_INVALID_HID;
+    int rc = f < 0 ? -1 : 0;
+    for (size_t k0 = 0; !rc && k0 < N; k0 += B) {
+        size_t n = N - k0 < B ? N - k0 : B;
+        if (cl_h5_read_rows(f, "/substrings/sorted", H5T_NATIVE_INT64, k0, n, buf) < 0) rc = -1;
+        for (size_t k = 0; !rc && k < n; k++) {
+            if (buf[k] < 0 || (uint64_t)buf[k] >= N)
+                rc = cl_error("/substrings/sorted: entry %zu is not a substring index", k0 + k);
+            else sub[k0 + k] = (int32_t)buf[k];
+        }
+    }
+    if (f >= 0) H5Fclose(f);
+    free(buf);
+    if (rc) cl_error_prefix("%s: ", m->corpus_path);
+    return rc;
+}
+
 /* Write the index into tmp with complete = 0 and close it (cl_h5_finish:
  * every close checked, tmp removed on failure). */
 static int assemble(cl_index_writer *w, const char *tmp) {
@@ -398,7 +421,10 @@ static int assemble(cl_index_writer *w, const char *tmp) {
     H5Tset_strpad(vt, H5T_STR_NULLPAD);
     H5Tset_cset(vt, H5T_CSET_UTF8);
     hsize_t dV = (hsize_t)m->V, dN = N;
-    for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
+    if (m->perm)
+        for (size_t i = 0; i < N; i++) sub[i] = (int32_t)m->perm[i];
+    else if (read_order(m, sub))
+        goto done;
     if ((!m->bpe && write_all(f, "/vocab", vt, vt, 1, &dV, vbuf)) ||
         write_all(f, CL_INDEX_SUBSTRING, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, sub))
         goto done;
@@ -525,7 +551,8 @@ static int setup_model_corpus(const cl_index_opts *o, cl_model **mp, cl_corpus *
     *point = pt;
     *lo = layer < 0 ? 0 : layer;
     *hi = layer < 0 ? c->n_layer - 1 : layer;
-    cl_corpus *cp = *cpp = cl_corpus_load_any(o->corpus_path);
+    /* the rows stay in the file: each rank reads its shards' (issue 26) */
+    cl_corpus *cp = *cpp = cl_corpus_open_part(o->corpus_path, 1);
     if (!cp) return -1;
     if (cp->L > c->block_size)
         return cl_error("%s: substring length %d exceeds the model's block_size %d", o->corpus_path, cp->L,
@@ -558,7 +585,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     double t0 = cl_wall_seconds();
     cl_model *m = NULL;
     cl_corpus *cp = NULL;
-    int64_t *perm = NULL;
+    cl_corpus_part part;
+    memset(&part, 0, sizeof part);
     int32_t *stok = NULL;
     float *svec = NULL;
     cl_trie_fwd *tf = NULL;
@@ -576,7 +604,7 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     const int L = cp->L, Lh = hi - lo + 1;
     size_t S = (size_t)o->shard_size < N ? (size_t)o->shard_size : N;
     size_t n_shards = (N + S - 1) / S;
-    if (!(perm = cl_scan_sort(cp)) || !(stok = cl_trymalloc(S * (size_t)L, sizeof *stok, "shard tokens")) ||
+    if (!(stok = cl_trymalloc(S * (size_t)L, sizeof *stok, "shard tokens")) ||
         !(svec = cl_trymalloc((size_t)Lh * S * C, sizeof *svec, "shard vectors")) ||
         !(tf = cl_trie_fwd_create(m, L, S)))
         err = 1;
@@ -585,7 +613,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
                           .hook = o->hook, .model_sha = model_sha, .corpus_h5_sha = corpus_h5_sha,
                           .corpus_sha = cp->corpus_sha256, .dtype = o->dtype, .Lh = Lh, .first_block = lo,
                           .n_layer = m->cfg.n_layer, .C = (int)C, .L = L, .V = cp->V, .vocab = cp->vocab, .bpe = cp->bpe, .N = N,
-                          .S = S, .n_shards = n_shards, .perm = perm,
+                          .S = S, .n_shards = n_shards,
+                          .perm = cp->sorted, /* NULL: the writer reads /substrings/sorted */
                           .sketch_dim = o->sketch_dim == CL_SKETCH_DIM_UNSET ? 0
                                         : o->sketch_dim == 0                   ? -1
                                                                                : o->sketch_dim};
@@ -596,6 +625,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (cl_par_agree(err, comm)) goto out;
     if (!(w = cl_index_writer_open(&meta, rank, R, NULL, done_set, comm))) goto out;
     size_t mine = cl_shard_plan(NULL, n_shards, done_set, rank, R, mine_list);
+    /* this rank's shards' rows, their order checked */
+    if (cl_par_agree(cl_corpus_read_shards(cp, mine_list, mine, S, &part) ? 1 : 0, comm)) goto out;
     size_t dtot = 0, rows_left = 0;
     for (size_t j = 0; j < n_shards; j++) {
         if (done_set[j]) dtot++;
@@ -617,8 +648,8 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
             break;
         }
         size_t j = mine_list[i], s0 = j * S, rows = N - s0 < S ? N - s0 : S, M = 0;
-        for (size_t s = 0; s < rows; s++)
-            memcpy(stok + s * L, cl_corpus_substring(cp, (size_t)perm[s0 + s]), (size_t)L * sizeof(int32_t));
+        (void)s0;
+        memcpy(stok, part.tokens + part.shard_row[i] * (size_t)L, rows * (size_t)L * sizeof(int32_t));
         double ta = cl_wall_seconds();
         if (cl_trie_fwd_run(tf, stok, rows, point, lo, hi, svec, &M)) {
             err = 1;
@@ -681,11 +712,17 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     if (frc) goto out;
     res->t_write = cl_wall_seconds() - tw;
     res->wall_seconds = cl_wall_seconds() - t0;
+    if (getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
+        unsigned long long rows = 0, ents = 0;
+        cl_corpus_io_stats(&rows, &ents);
+        fprintf(stderr, "corpuslens index: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
+                rank, R, rows, N, ents, cp->nnz);
+    }
     rc = 0;
 out:
     if (w) cl_index_writer_abort(w);
     cl_trie_fwd_free(tf);
-    free(perm), free(stok), free(svec), free(done_set), free(mine_list);
+    cl_corpus_part_free(&part), free(stok), free(svec), free(done_set), free(mine_list);
     cl_corpus_free(cp);
     cl_model_free(m);
     return rc;

@@ -111,8 +111,10 @@ static int setup(scan_ctx *x) {
     x->Lh = x->hi - x->lo + 1;
     if (x->Lh > CL_SCAN_MAX_BLOCKS) return cl_error("too many blocks (%d)", x->Lh);
 
-    /* a BPE model scans a BPE corpus of its own tokenizer (scan_sparse.c) */
-    x->cp = x->m->bpe ? cl_corpus_load_any(o->corpus_path) : cl_corpus_load(o->corpus_path);
+    /* a BPE model scans a BPE corpus of its own tokenizer (scan_sparse.c).
+       The corpus stays in the file: each rank reads its shards' rows after
+       the plan (cl_corpus_read_shards), and the prompts' rows here */
+    x->cp = cl_corpus_open_part(o->corpus_path, x->m->bpe != NULL);
     if (!x->cp) return -1; /* the loader names the path */
     const cl_corpus *cp = x->cp;
     x->csr = o->next_layout == CL_SCAN_LAYOUT_CSR ||
@@ -140,16 +142,6 @@ static int setup(scan_ctx *x) {
     if (cp->n_prompts > cp->n)
         return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
-    /* /freq/counts and /prompts/next_counts are int32, summed over substrings
-     * and ranks: a cell is at most the total of all next-token counts (each
-     * substring falls in one bin of a (prompt, block)), so that total bounds
-     * every sum. */
-    int64_t total = 0;
-    for (size_t e = 0; e < cp->nnz; e++) total += cp->next_count[e];
-    if (total > (int64_t)INT32_MAX)
-        return cl_error("%s has %lld substring occurrences with a follower; the scan's int32 counts hold at most "
-                        "%d (a corpus of at most 2^31 - 1 characters): scan a part of the corpus",
-                        o->corpus_path, (long long)total, INT32_MAX);
 
     /* thresholds */
     if (o->n_match_thresholds) {
@@ -236,7 +228,48 @@ static inline int bin_of(const scan_ctx *x, float v) {
 static size_t shard_of(const scan_ctx *x, size_t i) { return x->my_shards[i]; }
 
 /* Sorted position of the substring of pp[j]. */
-static inline size_t ppos(const scan_ctx *x, size_t j) { return x->inv[x->cp->prompt_index[x->pp[j]]]; }
+static inline size_t ppos(const scan_ctx *x, size_t j) { return (size_t)x->cp->prompt_sorted_pos[x->pp[j]]; }
+
+/* The next-token counts over the whole corpus (/corpus/unigram), each rank
+ * summing a share of the stored entries (exact integers: the same sum on any
+ * rank count); and the check that they fit the scan's int32 cells:
+ * /freq/counts and /prompts/next_counts are int32, summed over substrings
+ * and ranks, and a cell is at most the total of all next-token counts (each
+ * substring falls in one bin of a (prompt, block)). Collective. */
+static int corpus_unigram(scan_ctx *x) {
+    const cl_corpus *cp = x->cp;
+    const size_t V = (size_t)cp->V, a = cp->nnz * (size_t)x->rank / (size_t)x->R,
+                 b = cp->nnz * ((size_t)x->rank + 1) / (size_t)x->R;
+    int64_t *mine = cl_trycalloc(V, sizeof *mine, "unigram");
+    x->uni = cl_trycalloc(V, sizeof *x->uni, "unigram");
+    int err = !mine || !x->uni || cl_corpus_count_slice(cp, a, b, mine);
+    if (!err && cl_par_allreduce(mine, x->uni, (int)V, MPI_INT64_T, MPI_SUM, x->comm) != MPI_SUCCESS)
+        err = cl_error("MPI_Allreduce failed");
+    free(mine);
+    if (cl_par_agree(err, x->comm)) return -1;
+    int64_t total = 0;
+    for (size_t v = 0; v < V; v++) total += x->uni[v];
+    if (total > (int64_t)INT32_MAX)
+        err = cl_error("%s has %lld substring occurrences with a follower; the scan's int32 counts hold at most "
+                       "%d (a corpus of at most 2^31 - 1 characters): scan a part of the corpus",
+                       x->o->corpus_path, (long long)total, INT32_MAX);
+    return cl_par_agree(err, x->comm);
+}
+
+/* The rows and counts of this rank's shards (my_shards[0..n_mine)) from
+ * the corpus file; every row of them checked, and their order. Collective. */
+static int corpus_shards(scan_ctx *x) {
+    int err = cl_corpus_read_shards(x->cp, x->my_shards, x->n_mine, x->S, &x->part) ? 1 : 0;
+    if (!err && !(x->shard_at = cl_trymalloc(x->n_shards ? x->n_shards : 1, sizeof *x->shard_at, "shard rows"))) err = 1;
+    for (size_t j = 0; !err && j < x->n_shards; j++) x->shard_at[j] = -1;
+    for (size_t i = 0; !err && i < x->n_mine; i++) x->shard_at[x->my_shards[i]] = (int64_t)x->part.shard_row[i];
+    return cl_par_agree(err, x->comm);
+}
+
+/* The tokens of sorted position s0 + s of a shard held here. */
+static inline const int32_t *shard_row(const scan_ctx *x, size_t shard, size_t s) {
+    return x->part.tokens + ((size_t)x->shard_at[shard] + s) * (size_t)x->cp->L;
+}
 
 /* The prompt rows psel[0..nsel) of a trie forward: their hooked vectors
  * from out [Lh, S, C] (raw), their lens and model probabilities from
@@ -268,8 +301,7 @@ static int shard_forward(scan_ctx *x, size_t shard, float *sv, int cap) {
     const int L = cp->L;
     size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
     double ta = scan_cpu_now();
-    for (size_t s = 0; s < S; s++)
-        memcpy(x->stok + s * L, cl_corpus_substring(cp, (size_t)x->perm[s0 + s]), L * sizeof(int32_t));
+    memcpy(x->stok, shard_row(x, shard, 0), S * L * sizeof(int32_t));
     size_t nsel = 0;
     if (cap) { /* the distinct prompt positions in [s0, s0 + S) */
         size_t lo = 0, hi = P;
@@ -306,16 +338,20 @@ static int cmp_pos_prompt(const void *a, const void *b) {
     return u->p < v->p ? -1 : u->p > v->p;
 }
 
-/* Nodes of the trie of the sorted distinct rows tok[k], k in rows: what
- * cl_trie_fwd_run builds for them in one piece. */
-static size_t trie_nodes(const scan_ctx *x, const size_t *pos, size_t n) {
+/* The tokens of the prompt at place j of pp. */
+static inline const int32_t *prompt_tok(const scan_ctx *x, size_t j) {
+    return x->cp->prompt_tokens + (size_t)x->pp[j] * (size_t)x->cp->L;
+}
+
+/* Nodes of the trie of the sorted distinct prompt rows at places first[i]
+ * of pp: what cl_trie_fwd_run builds for them in one piece. */
+static size_t trie_nodes(const scan_ctx *x, const size_t *first, size_t n) {
     const int L = x->cp->L;
     size_t M = 0;
     for (size_t i = 0; i < n; i++) {
         int lcp = 0;
         if (i > 0) {
-            const int32_t *a = cl_corpus_substring(x->cp, (size_t)x->perm[pos[i - 1]]),
-                          *b = cl_corpus_substring(x->cp, (size_t)x->perm[pos[i]]);
+            const int32_t *a = prompt_tok(x, first[i - 1]), *b = prompt_tok(x, first[i]);
             while (lcp < L - 1 && a[lcp] == b[lcp]) lcp++;
         }
         M += (size_t)(L - lcp);
@@ -340,7 +376,7 @@ static int prompt_trie(scan_ctx *x, const unsigned char *taken) {
         if (!taken[x->pp[j]] && (j == 0 || ppos(x, j) != ppos(x, j - 1))) first[n] = j, pos[n++] = ppos(x, j);
     /* the work, the same on every rank: one trie of them all, every node
        through every block, the leaves alone in the last */
-    double M = (double)trie_nodes(x, pos, n), Cd = (double)C;
+    double M = (double)trie_nodes(x, first, n), Cd = (double)C;
     x->n_prompt_nodes = (size_t)M;
     if (x->rank == 0) x->flops_prompts += M * NL * 24.0 * Cd * Cd - (M - (double)n) * 18.0 * Cd * Cd;
     size_t a = n * (size_t)x->rank / (size_t)x->R, b = n * ((size_t)x->rank + 1) / (size_t)x->R;
@@ -348,7 +384,7 @@ static int prompt_trie(scan_ctx *x, const unsigned char *taken) {
     for (size_t i0 = a; i0 < b && !err; i0 += x->S) {
         size_t ns = b - i0 < x->S ? b - i0 : x->S;
         for (size_t k = 0; k < ns; k++) {
-            memcpy(x->stok + k * L, cl_corpus_substring(cp, (size_t)x->perm[pos[i0 + k]]), L * sizeof(int32_t));
+            memcpy(x->stok + k * L, prompt_tok(x, first[i0 + k]), L * sizeof(int32_t));
             x->psel[k] = (int32_t)k, x->pj[k] = first[i0 + k];
         }
         if (cl_trie_fwd_run_res(x->tf, x->stok, ns, x->point, x->lo, x->hi, x->svec, x->psel, ns, x->pres, NULL))
@@ -426,7 +462,7 @@ static int prompt_vectors(scan_ctx *x) {
         !taken || !all || !pq)
         err = 1;
     if (!err) {
-        for (size_t p = 0; p < P; p++) pq[p].pos = (int64_t)x->inv[cp->prompt_index[p]], pq[p].p = (int64_t)p;
+        for (size_t p = 0; p < P; p++) pq[p].pos = cp->prompt_sorted_pos[p], pq[p].p = (int64_t)p;
         qsort(pq, P, sizeof *pq, cmp_pos_prompt);
         for (size_t j = 0; j < P; j++) x->pp[j] = pq[j].p;
         for (size_t i = 0; i < x->n_shards; i++) x->keep_slot[i] = -1;
@@ -456,7 +492,7 @@ static int prompt_vectors(scan_ctx *x) {
     }
     if (cl_par_agree(err, x->comm)) goto out;
     for (size_t p = 0; p < P; p++) {
-        size_t sh = x->inv[cp->prompt_index[p]] / S;
+        size_t sh = (size_t)cp->prompt_sorted_pos[p] / S;
         taken[p] = x->keep_slot[sh] >= 0;
     }
     int64_t nt = 0;
@@ -536,7 +572,7 @@ static int take_row(scan_ctx *x, size_t p, size_t h, size_t s0, const int32_t *p
         for (int32_t e = ptr[pos[j]], e1 = ptr[pos[j] + 1]; e < e1; e++) crow[tok[e]] += cnt[e];
         r.nmatch[k]++;
         x->n_pairs++;
-        if (val[j] > r.thr && scan_mlist_add(r.list, val[j], (int32_t)x->perm[s0 + (size_t)pos[j]], x->o->match_cap))
+        if (val[j] > r.thr && scan_mlist_add(r.list, val[j], (int32_t)x->sh_id[pos[j]], x->o->match_cap))
             return -1;
     }
     return 0;
@@ -551,7 +587,7 @@ static int select_tile(scan_ctx *x, size_t h, size_t p0, size_t np, size_t s0, s
     for (size_t i = 0; i < np; i++) {
         size_t p = p0 + i;
         float *row = x->sims + i * ld;
-        size_t self = x->inv[x->cp->prompt_index[p]];
+        size_t self = (size_t)x->cp->prompt_sorted_pos[p];
         if (self >= s0 && self < s0 + S) row[self - s0] = 2.0f; /* sentinel: the self pair */
         int n = 0;
         size_t s = 0;
@@ -668,11 +704,10 @@ __attribute__((noinline)) static int shard_brute(scan_ctx *x, size_t s0, size_t 
 static int do_shard(scan_ctx *x, size_t shard) {
     const cl_corpus *cp = x->cp;
     size_t s0 = shard * x->S, S = cp->n - s0 < x->S ? cp->n - s0 : x->S;
-    size_t nnz = 0;
-    for (size_t s = 0; s < S; s++) {
-        size_t sub = (size_t)x->perm[s0 + s];
-        nnz += (size_t)(cp->next_indptr[sub + 1] - cp->next_indptr[sub]);
-    }
+    const size_t r0 = (size_t)x->shard_at[shard];
+    const int64_t *ip = x->part.indptr + r0;
+    size_t nnz = (size_t)(ip[S] - ip[0]);
+    x->sh_id = x->part.id + r0;
     if (nnz > (size_t)INT32_MAX) return cl_error("a shard has too many next-token entries (%zu)", nnz);
     if (nnz > x->loc_cap) {
         size_t cap = nnz + nnz / 2;
@@ -683,12 +718,9 @@ static int do_shard(scan_ctx *x, size_t shard) {
         x->loc_cap = cap;
     }
     x->loc_ptr[0] = 0;
-    for (size_t s = 0, n = 0; s < S; s++) {
-        size_t sub = (size_t)x->perm[s0 + s];
-        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++, n++)
-            x->loc_tok[n] = cp->next_token[e], x->loc_cnt[n] = cp->next_count[e];
-        x->loc_ptr[s + 1] = (int32_t)n;
-    }
+    memcpy(x->loc_tok, x->part.next_token + ip[0], nnz * sizeof *x->loc_tok);
+    memcpy(x->loc_cnt, x->part.next_count + ip[0], nnz * sizeof *x->loc_cnt);
+    for (size_t s = 0; s < S; s++) x->loc_ptr[s + 1] = (int32_t)(ip[s + 1] - ip[0]);
     /* the shard's vectors: kept from prompt_vectors, or forwarded now */
     float *own = x->svec;
     int32_t slot = x->keep_slot[shard];
@@ -719,7 +751,7 @@ static int scan_index_open(scan_ctx *x) {
                           .corpus_sha = x->cp->corpus_sha256, .dtype = (cl_index_dtype)o->index_dtype, .Lh = x->Lh,
                           .first_block = x->lo, .n_layer = x->m->cfg.n_layer, .C = x->m->cfg.n_embd, .L = x->cp->L,
                           .V = x->cp->V, .vocab = x->cp->vocab, .N = x->cp->n, .S = x->S, .n_shards = x->n_shards,
-                          .perm = x->perm};
+                          .perm = x->cp->sorted /* NULL: the writer reads /substrings/sorted */};
     /* the parts must hold the shards of the checkpoints this scan resumed from */
     unsigned char *held = cl_trymalloc(x->n_shards ? x->n_shards : 1, 1, "index shards");
     if (cl_par_agree(!held, x->comm)) return -1;
@@ -768,7 +800,8 @@ static void ctx_free(scan_ctx *x) {
         free(x->loc_cnt);
     free(x->my_shards), free(x->done_set), free(x->covered), free(x->absorbed);
     free(x->keep), free(x->keep_slot), free(x->keep_nodes), free(x->keep_flops), free(x->pp), free(x->psel), free(x->pj), free(x->pres), free(x->plg);
-    free(x->perm), free(x->inv), free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
+    cl_corpus_part_free(&x->part), free(x->shard_at), free(x->uni);
+    free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
     cl_corpus_free(x->cp);
     cl_model_free(x->m);
@@ -791,11 +824,8 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     x->S = (size_t)o->shard_size;
     if (x->S > N) x->S = N;
     x->n_shards = (N + x->S - 1) / x->S;
+    if (corpus_unigram(x)) goto out;
     err = 0;
-    if (!(x->perm = cl_scan_sort(cp))) err = 1;
-    if (!err && !(x->inv = cl_trymalloc(N, sizeof *x->inv, "substring positions"))) err = 1;
-    if (!err)
-        for (size_t i = 0; i < N; i++) x->inv[x->perm[i]] = i;
     if (!err && (!(x->stok = cl_trymalloc(x->S * cp->L, sizeof(int32_t), "shard tokens")) ||
                  !(x->svec = calloc_huge((size_t)x->Lh * x->S * C, sizeof(float), "shard vectors")) ||
                  !(x->sims = calloc_huge((size_t)PTILE * (x->S + 16), sizeof(float), "similarity tile")) ||
@@ -836,6 +866,7 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     }
     const size_t mine = x->n_mine = x->mine = cl_shard_plan(univ, plan, x->done_set, x->rank, x->R, x->my_shards);
     free(univ);
+    if (corpus_shards(x)) goto out;
     /* the prompt side; the kept shards' forward counts as trie forward */
     double tp = scan_cpu_now(), tf0 = x->t_forward;
     if (prompt_vectors(x)) goto out;
@@ -933,6 +964,12 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     res->wall_seconds = cl_wall_seconds() - t0;
     rc = 0;
 out:
+    if (rc == 0 && getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
+        unsigned long long rows = 0, ents = 0;
+        cl_corpus_io_stats(&rows, &ents);
+        fprintf(stderr, "corpuslens scan: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
+                x->rank, x->R, rows, x->cp->n, ents, x->cp->nnz);
+    }
     /* a failed run after the state was set up: keep rank checkpoints (and
      * say so), or remove the state this run began */
     if (rc && state_begun && x->rank == 0) scan_state_after_failure(x);

@@ -43,8 +43,12 @@ typedef struct {
     float lowf[10000], pf_lo, thr_lo[CL_SCAN_MAX_BLOCKS], bin_inv;
     char match_rule[512];
     size_t S, n_shards;
-    int64_t *perm;      /* [N] sorted position -> substring */
-    size_t *inv;        /* [N] substring -> sorted position */
+    /* the corpus on this rank (issue 26): the rows and counts of its shards
+       only (cl_corpus_read_shards), the prompts' rows in cp */
+    cl_corpus_part part;
+    int64_t *shard_at;  /* [n_shards] shard's first row in part, -1: not held */
+    const int64_t *sh_id; /* [S] substring ids of the shard being scanned */
+    int64_t *uni;       /* [V] next-token counts over the corpus (all ranks) */
     int32_t *stok;      /* [S, L] */
     float *svec;        /* [Lh, S, C] */
     float *sims;        /* [PTILE, S] */
@@ -205,6 +209,6 @@ int scan_bpe_check(scan_ctx *x);
 /* The longest decoded prompt of a BPE corpus in bytes (>= 1), and prompt
  * substring i decoded into out (at most that many bytes, not terminated). */
 size_t scan_bpe_text_len(const cl_corpus *cp);
-void scan_bpe_text(const cl_corpus *cp, size_t i, char *out);
+void scan_bpe_text(const cl_corpus *cp, size_t k, char *out); /* prompt k's */
 
 #endif

@@ -656,16 +656,18 @@ static int write_small(scan_ctx *x, hid_t file) {
         if (!nc || !uni || !lower || !text) err = 1;
         if (!err) {
             char buf[4 * CL_CORPUS_MAX_LEN + 1];
+            const cl_corpus_part *pp = &cp->prompt_part; /* the prompts' rows, prompt order */
             for (size_t i = 0; i < P; i++) {
-                cl_corpus_next_dense(cp, (size_t)cp->prompt_index[i], nc + i * V);
+                memset(nc + i * V, 0, V * sizeof *nc);
+                for (int64_t e = pp->indptr[i]; e < pp->indptr[i + 1]; e++) nc[i * V + pp->next_token[e]] = pp->next_count[e];
                 if (cp->bpe) { /* tokens of many bytes: decoded whole (tl is the longest) */
-                    scan_bpe_text(cp, (size_t)cp->prompt_index[i], text + i * tl);
+                    scan_bpe_text(cp, i, text + i * tl);
                     continue;
                 }
-                size_t nb = cl_corpus_substring_text(cp, (size_t)cp->prompt_index[i], buf);
+                size_t nb = cl_corpus_tokens_text(cp, cp->prompt_tokens + i * (size_t)cp->L, buf, sizeof buf);
                 memcpy(text + i * tl, buf, nb < tl ? nb : tl);
             }
-            for (size_t e = 0; e < cp->nnz; e++) uni[cp->next_token[e]] += cp->next_count[e];
+            memcpy(uni, x->uni, V * sizeof *uni);
             for (size_t k = 0; k < NB; k++) lower[k] = x->lower[k];
         }
     }

@@ -137,8 +137,8 @@ int scan_bpe_check(scan_ctx *x) {
     return 0;
 }
 
-static size_t bpe_text(const cl_corpus *cp, size_t i, char *out) {
-    const int32_t *t = cl_corpus_substring(cp, i);
+static size_t bpe_text(const cl_corpus *cp, size_t k, char *out) {
+    const int32_t *t = cp->prompt_tokens + k * (size_t)cp->L;
     size_t n = 0;
     for (int k = 0; k < cp->L; k++) {
         size_t len = 0;
@@ -153,10 +153,10 @@ static size_t bpe_text(const cl_corpus *cp, size_t i, char *out) {
 size_t scan_bpe_text_len(const cl_corpus *cp) {
     size_t m = 1;
     for (size_t i = 0; i < cp->n_prompts; i++) {
-        size_t n = bpe_text(cp, (size_t)cp->prompt_index[i], NULL);
+        size_t n = bpe_text(cp, i, NULL);
         if (n > m) m = n;
     }
     return m;
 }
 
-void scan_bpe_text(const cl_corpus *cp, size_t i, char *out) { bpe_text(cp, i, out); }
+void scan_bpe_text(const cl_corpus *cp, size_t k, char *out) { bpe_text(cp, k, out); }

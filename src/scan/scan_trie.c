@@ -9,26 +9,9 @@
 #include "corpuslens/nn/kernels.h"
 #include "corpuslens/scan/scan.h"
 
-static const int32_t *sort_tokens;
-static int sort_L;
-
-static int cmp_sub(const void *a, const void *b) {
-    int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
-    const int32_t *x = sort_tokens + (size_t)i * sort_L, *y = sort_tokens + (size_t)j * sort_L;
-    for (int k = 0; k < sort_L; k++)
-        if (x[k] != y[k]) return x[k] < y[k] ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
-int64_t *cl_scan_sort(const cl_corpus *c) {
-    int64_t *perm = cl_trymalloc(c->n ? c->n : 1, sizeof *perm, "substring order");
-    if (!perm) return NULL;
-    for (size_t i = 0; i < c->n; i++) perm[i] = (int64_t)i;
-    sort_tokens = c->tokens;
-    sort_L = c->L;
-    qsort(perm, c->n, sizeof *perm, cmp_sub);
-    return perm;
-}
+/* The order is the corpus's (cl_corpus_sort; prepare stores it as
+ * /substrings/sorted). */
+int64_t *cl_scan_sort(const cl_corpus *c) { return cl_corpus_sort(c); }
 
 #define MLP_ROWS 2048
 

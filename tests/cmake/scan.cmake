@@ -24,3 +24,6 @@ set_tests_properties(scan_ranks_bytes PROPERTIES TIMEOUT 900)
 # the pruned scan's dot products: AVX-512, AVX2 and portable give the same bits for every length
 cl_criterion_test(test_scan_dot ${CMAKE_CURRENT_SOURCE_DIR}/test_scan_dot.c)
 cl_script_test(scan_sparse "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_sparse_test.py)
+# A sharded corpus (issue 26): no rank of a scan reads the whole corpus; a
+# file without /substrings/sorted is loaded whole (the negative control).
+cl_script_test(scan_shard_reads "mpi" ${CMAKE_CURRENT_SOURCE_DIR}/scan_shard_reads.sh)

@@ -30,6 +30,9 @@
  *   /vocab                    [V] 4-byte null-padded UTF-8 strings (id order)
  *   /substrings/tokens        [N, L] int32 token ids
  *   /substrings/first_offset  [N] int64 character offset of the first occurrence
+ *   /substrings/sorted        [N] int64 the substrings in lexicographic order of
+ *                             their tokens (cl_corpus_sort); optional: files
+ *                             written before issue 26 lack it
  *   /substrings/next/indptr   [N+1] int64 CSR row pointers (indptr[0] = 0, indptr[N] = nnz)
  *   /substrings/next/token    [nnz] int32 next-token id
  *   /substrings/next/count    [nnz] int32 occurrences followed by that token
@@ -82,6 +85,19 @@
 #define CL_CORPUS_SAMPLER "partial-fisher-yates/xoshiro256**/cl_rng_below"
 #define CL_CORPUS_NEXT_LAYOUT "csr"
 
+/* Rows of the corpus held by one rank, in the order asked for. */
+typedef struct {
+    size_t n;             /* rows */
+    int L;
+    int64_t *id;          /* [n] substring ids */
+    int32_t *tokens;      /* [n, L] */
+    int64_t *indptr;      /* [n+1] CSR into next_token / next_count (from 0) */
+    int32_t *next_token;  /* [indptr[n]] */
+    int32_t *next_count;  /* [indptr[n]] */
+    size_t n_shards;      /* cl_corpus_read_shards: shards held */
+    size_t *shard_row;    /* [n_shards + 1]: shard j's rows are [shard_row[j], shard_row[j+1]) */
+} cl_corpus_part;
+
 typedef enum { CL_PROMPTS_NONE = 0, CL_PROMPTS_SEED = 1, CL_PROMPTS_FILE = 2 } cl_prompt_source;
 
 typedef struct {
@@ -126,6 +142,16 @@ typedef struct {
     size_t n_text;           /* 0: none */
     int32_t *text;           /* [n_text] token ids; owned */
     int64_t *suffix_array;   /* [n_text]; owned; NULL when none */
+    /* the lexicographic order (/substrings/sorted): cl_corpus_load keeps it
+       (read and checked, or NULL in a file without it); cl_corpus_open_part
+       sorts in memory for such a file */
+    int64_t *sorted;         /* [N]; owned; NULL when not held */
+    /* cl_corpus_open_part (see there) */
+    int partial;             /* 1: rows stay in the file (path) */
+    char path[1024];
+    int32_t *prompt_tokens;  /* [P, L]; owned */
+    int64_t *prompt_sorted_pos; /* [P]; owned */
+    cl_corpus_part prompt_part; /* the prompts' rows and counts, prompt order */
 } cl_corpus;
 
 /* Build the substrings and counts of a token-id sequence ids[0..n_ids) whose
@@ -189,6 +215,62 @@ cl_corpus *cl_corpus_load_any(const char *path);
 /* cl_corpus_open (rows read on demand), a GPT-2 BPE corpus too (explain). */
 cl_corpus *cl_corpus_open_any(const char *path);
 
+/* ---- Reading a part of the corpus (issue 26: a sharded corpus) ----
+ * A scan or an index on R ranks needs, on each rank, only the substrings of
+ * its shards (contiguous ranges of the lexicographic order), their counts
+ * and the prompts' rows. cl_corpus_open_part reads the attributes, the
+ * vocabulary, the prompts' indices, rows, counts and sorted positions, and
+ * checks every dataset's shape; no other row. cl_corpus_read_shards then
+ * reads the rows of given shards through the file's chunks (memory: the
+ * rows kept, plus one inflated chunk per dataset). The order comes from
+ * /substrings/sorted (written by prepare since issue 26; a file without it
+ * is loaded whole and sorted in memory, as before: c->partial is 0 then). */
+
+void cl_corpus_part_free(cl_corpus_part *pt);
+
+/* Open PATH for partial reading (bpe_ok as cl_corpus_load_any). Reads and
+ * checks the attributes, the vocabulary or tokenizer, /prompts/index, every
+ * dataset's shape, the prompts' rows (prompt_tokens, checked against
+ * /prompts/text) and counts (prompt_part) and their positions in the sorted
+ * order (prompt_sorted_pos; one pass over /substrings/sorted, which must be
+ * a permutation of 0..N-1). tokens, first_offset and the CSR arrays stay
+ * NULL. A file without /substrings/sorted is loaded whole instead
+ * (cl_corpus_load or _any), sorted in memory (c->sorted), and gets the same
+ * prompt fields; c->partial tells which. NULL with cl_error. */
+cl_corpus *cl_corpus_open_part(const char *path, int bpe_ok);
+
+/* Sorted positions [a, a+n) of /substrings/sorted (or c->sorted) into
+ * out, each checked to be a substring index. 0 or -1. */
+int cl_corpus_read_sorted(const cl_corpus *c, size_t a, size_t n, int64_t *out);
+
+/* The rows ids[0..n) (any order, repeats allowed, each < N) with their
+ * counts into pt (caller's order). From memory when the corpus holds them,
+ * else from the file in one pass in id order, every id, pointer, token and
+ * count checked. 0 or -1 (pt freed). */
+int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
+
+/* The rows at the sorted positions of shards shards[0..ns) (shard j: [j S,
+ * min(N, (j+1) S))), shard after shard, with their counts; checks that the
+ * rows of each shard, and the row before its first, are in strictly
+ * increasing order (so the ranks together check the whole order). 0 or -1. */
+int cl_corpus_read_shards(const cl_corpus *c, const size_t *shards, size_t ns, size_t S, cl_corpus_part *pt);
+
+/* uni[0..V) += the next-token counts of the stored entries [a, b) (a part
+ * of /substrings/next; a rank sums its share, the ranks add them up):
+ * tokens and counts checked. 0 or -1. */
+int cl_corpus_count_slice(const cl_corpus *c, size_t a, size_t b, int64_t *uni);
+
+/* Substring rows and next-token entries handed to this process by the
+ * readers above and the loaders (a whole load counts N rows and nnz
+ * entries): the test that no rank reads the whole corpus reads them. */
+void cl_corpus_io_stats(unsigned long long *rows, unsigned long long *entries);
+
+/* The substrings in lexicographic order of their tokens (they are distinct:
+ * no ties): sorted[k] is the substring at sorted position k. Needs tokens.
+ * A new [N] array or NULL (cl_error). cl_corpus_save writes it as
+ * /substrings/sorted. */
+int64_t *cl_corpus_sort(const cl_corpus *c);
+
 /* The command named in cl_corpus_load's / cl_corpus_open's refusal of a BPE
  * corpus ("PATH has BPE token n-grams (sparse counts); NAME does not
  * support them yet"); the CLI sets it to the command being run. */
@@ -221,6 +303,8 @@ long cl_corpus_row_text_n(const cl_corpus *c, size_t i, char *buf, size_t cap);
  * BPE n-gram's bytes are cut there, cl_corpus_text_cap gives the whole).
  * Returns the byte length. */
 size_t cl_corpus_substring_text(const cl_corpus *c, size_t i, char *buf);
+/* The same for the L token ids t (at most cap - 1 bytes, then a NUL). */
+size_t cl_corpus_tokens_text(const cl_corpus *c, const int32_t *t, char *buf, size_t cap);
 
 /* ---- The embedded demo corpus ----
  * A deterministic stochastic grammar of short dialogue scenes between a few
