@@ -14,7 +14,7 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 printf 'First Citizen:\nBefore we proceed any further, hear me speak.\n' >"$T/tinyshakespeare.txt"
 mkdir -p "$T/tok"
 export CORPUSLENS_DATA=$T CORPUSLENS_TOKENIZER=$T/tok CORPUSLENS_OUT=$T/out
-[ "$("$CL" run "$SRC/jobs/shakespeare-bpe.ini" --get stages)" = "train prepare scan tune reduce" ] ||
+[ "$("$CL" run "$SRC/jobs/shakespeare-bpe.ini" --get stages)" = "train prepare scan reduce" ] ||
     fail "stages: $("$CL" run "$SRC/jobs/shakespeare-bpe.ini" --get stages)"
 "$CL" run "$SRC/jobs/shakespeare-bpe.ini" --dry-run >"$T/dry" 2>&1 || fail "dry run: $(cat "$T/dry")"
 grep -E '^ +corpuslens train ' "$T/dry" | grep -qF -- "--tokenizer $T/tok " || fail "train argv: $(grep 'corpuslens train' "$T/dry")"
