@@ -159,3 +159,47 @@ Test(kernels_train, threads_restored) {
     cr_expect_eq(openblas_get_num_threads(), b0);
     cr_expect_eq(omp_get_max_threads(), o0);
 }
+
+/* The fused softmax + cross-entropy (vectorized exp) against double loops:
+ * rows of V = 50,257 (GPT-2's vocabulary: the 4-lane tail path) and V = 7,
+ * logits up to +-40, one at -1e30 and one at -200 (exp 0 in float), the
+ * probabilities within 1e-7 + 1e-5 |p| and the summed loss within 1e-6
+ * relative (NaN-strict), in place (probs == logits, as the trainer calls it);
+ * a negative control: one probability changed by 1e-4 relative is caught. */
+static void xent_case(int V, size_t N) {
+    cl_rng r;
+    cl_rng_seed(&r, 42 + (uint64_t)V);
+    float *x = rnd(N * V, &r, -40.0f, 40.0f);
+    x[3 % V] = -1e30f;
+    x[(size_t)V + 1] = -200.0f;
+    int32_t *t = malloc(N * sizeof(int32_t));
+    double *ref = malloc(N * V * sizeof(double));
+    cr_assert(t && ref);
+    double lref = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        t[i] = (int32_t)((i * 7919 + 1) % (size_t)V);
+        const float *xi = x + i * V;
+        double mx = -INFINITY, s = 0.0;
+        for (int j = 0; j < V; j++) mx = xi[j] > mx ? xi[j] : mx;
+        for (int j = 0; j < V; j++) s += exp((double)xi[j] - mx);
+        for (int j = 0; j < V; j++) ref[i * V + j] = exp((double)xi[j] - mx) / s;
+        lref += log(s) - ((double)xi[t[i]] - mx);
+    }
+    double loss = softmax_crossentropy_forward(x, NULL, x, t, N, V);
+    cr_expect(fabs(loss - lref) <= 1e-6 * fabs(lref), "V %d: loss %.10g, reference %.10g", V, loss, lref);
+    size_t bad = N * V;
+    for (size_t k = 0; k < N * V && bad == N * V; k++)
+        if (!(fabs(x[k] - ref[k]) <= 1e-7 + 1e-5 * ref[k])) bad = k;
+    cr_expect(bad == N * V, "V %d: probability %zu is %.8g, reference %.8g", V, bad, bad < N * V ? x[bad] : 0.0,
+              bad < N * V ? ref[bad] : 0.0);
+    size_t big = 0; /* negative control on the largest probability */
+    for (size_t k = 0; k < N * V; k++) big = ref[k] > ref[big] ? k : big;
+    x[big] *= 1.0001f;
+    cr_expect(!(fabs(x[big] - ref[big]) <= 1e-7 + 1e-5 * ref[big]), "V %d: the check misses a changed element", V);
+    free(x), free(t), free(ref);
+}
+
+Test(kernels_train, softmax_crossentropy_matches_double) {
+    xent_case(50257, 3);
+    xent_case(7, 5);
+}

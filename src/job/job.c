@@ -58,6 +58,7 @@ static const keyspec KEYS[] = {
     {"model", "n_head", K_INT, 1, 4096, F(import_n_head), F(has_import_n_head)},
     {"model", "attn_scale", K_ATTN, 0, 0, F(import_attn_scale), NOFLAG},
     {"train", "config", K_CONFIG, 0, 0, F(train_config), NOFLAG},
+    {"train", "tokenizer", K_PATH, 0, 0, F(train_tokenizer), NOFLAG},
     {"train", "steps", K_INT, 1, 1e9, F(steps), F(has_steps)},
     {"train", "batch", K_INT, 1, 1e6, F(batch), F(has_batch)},
     {"train", "ctx", K_INT, 1, 65536, F(ctx), F(has_ctx)},
@@ -967,6 +968,7 @@ void cl_job_free(cl_job *job) {
     free(job->checkpoint);
     free(job->import_attn_scale);
     free(job->train_config);
+    free(job->train_tokenizer);
     free(job->lr);
     free(job->dropout);
     free(job->hook);

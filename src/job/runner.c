@@ -196,6 +196,7 @@ static int train_argv(const cl_job *j, long long seed, const char *out, argvec *
     rc |= av_add(a, "--corpus");
     rc |= av_add(a, j->corpus_path);
     if (j->train_config) rc |= av_add(a, "--config"), rc |= av_add(a, j->train_config);
+    if (j->train_tokenizer) rc |= av_add(a, "--tokenizer"), rc |= av_add(a, j->train_tokenizer);
     if (j->has_steps) rc |= av_add(a, "--steps"), rc |= av_addf(a, "%lld", j->steps);
     if (j->has_batch) rc |= av_add(a, "--batch"), rc |= av_addf(a, "%lld", j->batch);
     if (j->has_ctx) rc |= av_add(a, "--ctx"), rc |= av_addf(a, "%lld", j->ctx);
@@ -360,7 +361,9 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands, int 
     if (j->has_scan_batch) rc |= av_add(&s->argv, "--batch"), rc |= av_addf(&s->argv, "%lld", j->scan_batch);
     if (j->checkpoint_every)
         rc |= av_add(&s->argv, "--checkpoint-every"), rc |= av_add(&s->argv, j->checkpoint_every);
-    if (j->holdout_fraction) { /* the index too, for explain (the scan computes its vectors anyway) */
+    /* the index too, for explain (the scan computes its vectors anyway); a BPE
+       scan does not write one (scan --index-out refuses it): run index */
+    if (j->holdout_fraction && !j->train_tokenizer) {
         char *ix = path_join(j->out_dir, "index.h5");
         rc |= !ix || av_add(&s->argv, "--index-out") || av_add(&s->argv, ix);
         free(ix);

@@ -578,6 +578,32 @@ static int take_row(scan_ctx *x, size_t p, size_t h, size_t s0, const int32_t *p
     return 0;
 }
 
+/* take_row for the csr layout: the same pairs, bins, matches and n_pairs,
+ * each pair's next-token entries appended to its (prompt, block, bin) row
+ * (scan_srow, scan_sparse.c) instead of added into [V] cells. */
+static int take_row_sparse(scan_ctx *x, size_t p, size_t h, size_t s0, const int32_t *pos, float *val, int n) {
+    const size_t pb = p * x->Lh + h;
+    scan_srow *rows = x->srows + pb * x->NB;
+    int64_t *nmatch = x->nmatch + pb * x->NB;
+    scan_mlist *list = &x->lists[pb];
+    const float thr = x->thr_lo[h];
+    const int32_t *tok = x->loc_tok, *cnt = x->loc_cnt, *ptr = x->loc_ptr;
+    for (int j = 0; j < n; j++) {
+        float v = val[j];
+        if (!(v > x->pf_lo)) continue;
+        int k;
+        if (v == 2.0f) val[j] = 1.0f, k = x->NB - 1;
+        else k = bin_of(x, v);
+        int32_t e0 = ptr[pos[j]], e1 = ptr[pos[j] + 1];
+        if (scan_srow_add(x, &rows[k], tok + e0, cnt + e0, (size_t)(e1 - e0))) return -1;
+        nmatch[k]++;
+        x->n_pairs++;
+        if (val[j] > thr && scan_mlist_add(list, val[j], (int32_t)x->perm[s0 + (size_t)pos[j]], x->o->match_cap))
+            return -1;
+    }
+    return 0;
+}
+
 /* The selection over a tile of similarities: rows p0 .. p0 + np - 1 of
  * block h against the shard's S sorted positions from s0, row i at
  * x->sims + i ld; the self pair is marked 2.0f here. Most of a row is below the
@@ -598,7 +624,9 @@ static int select_tile(scan_ctx *x, size_t h, size_t p0, size_t np, size_t s0, s
             }
         for (; s < S; s++)
             if (row[s] > pf) x->row_pos[n] = (int32_t)s, x->row_val[n++] = row[s];
-        if (take_row(x, p, h, s0, x->row_pos, x->row_val, x->row_k, n)) return -1;
+        if (x->csr ? take_row_sparse(x, p, h, s0, x->row_pos, x->row_val, n)
+                   : take_row(x, p, h, s0, x->row_pos, x->row_val, x->row_k, n))
+            return -1;
     }
     return 0;
 }
@@ -803,6 +831,7 @@ static void ctx_free(scan_ctx *x) {
     cl_corpus_part_free(&x->part), free(x->shard_at), free(x->uni);
     free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
         free(x->lens), free(x->counts), free(x->nmatch);
+    if (x->cp) scan_srows_free(x);
     cl_corpus_free(x->cp);
     cl_model_free(x->m);
 }
@@ -833,7 +862,8 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
                  !(x->row_pos = cl_trymalloc(x->S, sizeof(int32_t), "row pairs")) ||
                  !(x->row_k = cl_trymalloc(x->S, sizeof(int32_t), "row bins")) ||
                  !(x->row_val = cl_trymalloc(x->S, sizeof(float), "row similarities")) ||
-                 !(x->counts = calloc_huge(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts")) ||
+                 (x->csr ? !(x->srows = cl_trycalloc(P * x->Lh * x->NB, sizeof(scan_srow), "sparse counts"))
+                         : !(x->counts = calloc_huge(P * x->Lh * x->NB * V, sizeof(int32_t), "frequency counts"))) ||
                  !(x->nmatch = calloc_huge(P * x->Lh * x->NB, sizeof(int64_t), "match counts")) ||
                  !(x->lists = cl_trycalloc(P * x->Lh, sizeof(scan_mlist), "match lists")) ||
                  !(x->tf = cl_trie_fwd_create(x->m, cp->L, x->S))))

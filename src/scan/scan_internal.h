@@ -28,6 +28,16 @@ typedef struct {
     int capped;
 } scan_mlist;
 
+/* The next-token counts of one (prompt, block, bin) in the csr layout
+ * (scan_sparse.c): entries token << 32 | count, e[0 .. nsorted) sorted by token
+ * with one entry per token, e[nsorted .. n) appended since (unsorted, tokens
+ * repeated); scan_srow_compact merges them. Memory follows the distinct
+ * tokens, not V. */
+typedef struct {
+    uint64_t *e;
+    uint32_t n, cap, nsorted;
+} scan_srow;
+
 typedef struct {
     const cl_scan_opts *o;
     MPI_Comm comm;
@@ -55,7 +65,10 @@ typedef struct {
     float *pvec;        /* [Lh, P, C] normalised */
     float *probs;       /* [P, V] */
     float *lens;        /* [P, n_layer, V] */
-    int32_t *counts;    /* [P, Lh, NB, V] */
+    int32_t *counts;    /* [P, Lh, NB, V] (dense layout; NULL for csr) */
+    scan_srow *srows;   /* [P, Lh, NB] (csr layout; NULL for dense) */
+    uint64_t *sscratch; /* merge scratch of scan_srow_compact */
+    size_t sscratch_cap;
     int64_t *nmatch;    /* [P, Lh, NB] */
     scan_mlist *lists;  /* [P, Lh] */
     cl_trie_fwd *tf;
@@ -199,10 +212,17 @@ void scan_state_remove(scan_ctx *x);
 void scan_state_after_failure(scan_ctx *x);
 /* Reduce and write the output (collective). */
 int scan_write(scan_ctx *x, cl_scan_result *res);
-/* scan_sparse.c: /freq/next/{indptr,token,count} from x->counts (collective;
- * prompt slices of `slice` elements, each reduced onto its owners as
- * /freq/counts is). 0 or -1 on every rank. */
+/* scan_sparse.c: /freq/next/{indptr,token,count} from x->srows (collective;
+ * prompt slices, each row's lists sent to its owner and merged there). Frees
+ * the rows it sent. 0 or -1 on every rank. */
 int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice);
+/* Add n (token, count) entries to a row (local; -1 on out of memory). */
+int scan_srow_add(scan_ctx *x, scan_srow *r, const int32_t *tok, const int32_t *cnt, size_t n);
+/* Sort and merge a row: afterwards e[0 .. n) holds each token once, in
+ * increasing order, with its summed count (local; -1 on out of memory). */
+int scan_srow_compact(scan_ctx *x, scan_srow *r);
+/* Free the rows and the scratch. */
+void scan_srows_free(scan_ctx *x);
 /* scan_sparse.c: a BPE model's corpus: a BPE corpus of the same tokenizer,
  * the CSR layout, no --index-out (yet). 0 or -1 with the message. */
 int scan_bpe_check(scan_ctx *x);

@@ -83,6 +83,8 @@ int scan_state_begin(scan_ctx *x) {
     const char *smp = getenv("CORPUSLENS_SCAN_SAMPLE_SHARDS");
     long sample = smp && atol(smp) > 0 ? atol(smp) : 0;
     if (n < (int)sizeof x->sig - 40) n += snprintf(x->sig + n, sizeof x->sig - n, "\nsampled_shards %ld", sample);
+    /* the csr layout's checkpoints hold sparse rows (dense runs keep their signature) */
+    if (x->csr && n < (int)sizeof x->sig - 40) n += snprintf(x->sig + n, sizeof x->sig - n, "\nnext_layout csr");
     snprintf(x->sig + n, sizeof x->sig - n, "\n");
     if (x->rank == 0) {
         char dir[4200], p[4400], tmp[4500];
@@ -133,7 +135,9 @@ int scan_state_begin(scan_ctx *x) {
  * "<out>.state/rank<k>.bin" (CLSCAN02): the magic, the SHA-256 of the run
  * signature (no rank count in it), n_shards, a byte per shard (1: in these
  * sums), u64 {shards marked, n_pairs, n_nodes, NC}, f64 {flops_forward,
- * flops_cosine}, counts [NC] int32, n_matches [NM] int64, then per (prompt,
+ * flops_cosine}, counts [NC] int32 (next_layout csr: per (prompt, block,
+ * bin) u32 n, then n u64 entries token << 32 | count, tokens increasing, as
+ * scan_srow_compact leaves them), n_matches [NM] int64, then per (prompt,
  * block) u32 {n, capped}, f32 floor, n (sim, sub) entries. Every sum is
  * additive over shards and the lists keep each source's top match_cap, so
  * any split of the done shards into files gives the same output. A resume
@@ -230,6 +234,29 @@ static int ckpt_survey(scan_ctx *x, int **ks, int *nk) {
     return 0;
 }
 
+/* The sparse rows of a csr checkpoint, added into x->srows (local; -1 on a
+ * short read, out of memory, or a row that is not 0 < tokens increasing < V
+ * with counts > 0). */
+static int ckpt_add_sparse(scan_ctx *x, FILE *f) {
+    const size_t nr = x->cp->n_prompts * (size_t)x->Lh * (size_t)x->NB, V = (size_t)x->cp->V;
+    int32_t *tok = cl_trymalloc(V, sizeof *tok, "checkpoint row"), *cnt = cl_trymalloc(V, sizeof *cnt, "checkpoint row");
+    uint64_t *e = cl_trymalloc(V, sizeof *e, "checkpoint row");
+    int ok = tok && cnt && e;
+    for (size_t q = 0; ok && q < nr; q++) {
+        uint32_t n = 0;
+        ok = fread(&n, sizeof n, 1, f) == 1 && n <= V && fread(e, sizeof *e, n, f) == n;
+        for (uint32_t i = 0; ok && i < n; i++) {
+            int64_t t = (int64_t)(e[i] >> 32);
+            int32_t c = (int32_t)(uint32_t)e[i];
+            ok = t < (int64_t)V && c > 0 && (i == 0 || t > tok[i - 1]);
+            tok[i] = (int32_t)t, cnt[i] = c;
+        }
+        if (ok && n && scan_srow_add(x, &x->srows[q], tok, cnt, n)) ok = 0;
+    }
+    free(tok), free(cnt), free(e);
+    return ok ? 0 : -1;
+}
+
 /* Add checkpoint file rank<k>.bin into this rank's sums (local). */
 static int ckpt_add(scan_ctx *x, int k) {
     const size_t P = x->cp->n_prompts, NC = P * x->Lh * x->NB * (size_t)x->cp->V, NM = P * x->Lh * x->NB;
@@ -243,7 +270,8 @@ static int ckpt_add(scan_ctx *x, int k) {
     uint64_t u[4];
     double d[2];
     int ok = f && set && buf && !ckpt_head(x, f, set, u, d) && u[3] == NC;
-    for (size_t i = 0; ok && i < NC; i += CH) {
+    if (ok && x->csr && ckpt_add_sparse(x, f)) ok = 0;
+    for (size_t i = 0; ok && !x->csr && i < NC; i += CH) {
         size_t n = NC - i < CH ? NC - i : CH;
         int32_t *b32 = (int32_t *)buf;
         ok = fread(b32, sizeof *b32, n, f) == n;
@@ -338,7 +366,17 @@ int scan_state_save(scan_ctx *x) {
     double d[2] = {x->flops_forward, x->flops_cosine};
     int ok = fwrite(CKPT_MAGIC, 1, 8, f) == 8 && fwrite(sha, 1, 65, f) == 65 && fwrite(&ns, sizeof ns, 1, f) == 1 &&
              fwrite(x->covered, 1, ns, f) == ns && fwrite(u, sizeof u, 1, f) == 1 && fwrite(d, sizeof d, 1, f) == 1 &&
-             fwrite(x->counts, sizeof(int32_t), NC, f) == NC && fwrite(x->nmatch, sizeof(int64_t), NM, f) == NM;
+             (x->csr || fwrite(x->counts, sizeof(int32_t), NC, f) == NC);
+    for (size_t q = 0; ok && x->csr && q < NC / (size_t)x->cp->V; q++) {
+        scan_srow *r = &x->srows[q];
+        if (scan_srow_compact(x, r)) {
+            fclose(f);
+            remove(tmp);
+            return -1;
+        }
+        ok = fwrite(&r->n, sizeof r->n, 1, f) == 1 && (r->n == 0 || fwrite(r->e, sizeof *r->e, r->n, f) == r->n);
+    }
+    ok = ok && fwrite(x->nmatch, sizeof(int64_t), NM, f) == NM;
     for (size_t i = 0; ok && i < P * x->Lh; i++) {
         const scan_mlist *l = &x->lists[i];
         uint32_t hn[2] = {l->n, (uint32_t)l->capped};

@@ -4,17 +4,22 @@
  * order, the tokens of a row increasing, every stored count > 0. The file
  * size follows the nonzero counts, not V.
  *
- * Written like /freq/counts (scan_io.c): prompt slices of a fixed number of
- * elements, each MPI_Reduce_scatter'ed onto its owners (a block of the
- * slice's prompts per rank, in rank order); each owner compresses its rows.
- * The global order is slice by slice, within a slice rank by rank: the rows'
+ * The scan accumulates them sparse too (scan_srow: per row, a sorted merged
+ * part and an appended tail, compacted when the row's buffer is full), so
+ * that its memory and checkpoints follow the distinct (row, token) pairs.
+ *
+ * Written in prompt slices: each rank compacts its rows of a slice and sends
+ * them to their owners (a block of the slice's prompts per rank, in rank
+ * order; MPI_Alltoallv), each owner merges the R lists of every row. The
+ * global order is slice by slice, within a slice rank by rank: the rows'
  * order whatever R. An MPI_Exscan per slice gives each rank the offset of its
  * entries; after the last slice every rank writes its ranges of the three
  * datasets in one collective write each. The datasets are contiguous (not
  * chunked): their bytes do not depend on how the ranks cut them, so 1 or R
- * ranks write the same file. Memory: the reduce buffer of a slice and this
- * rank's nonzeros. */
+ * ranks write the same file. Memory: this rank's nonzeros and one slice's
+ * exchange buffers. */
 #include <hdf5.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +29,89 @@
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/par/par.h"
 #include "scan_internal.h"
+
+#define SROW_TOK(e) ((int32_t)((e) >> 32))
+#define SROW_CNT(e) ((int32_t)(uint32_t)(e))
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int scratch_reserve(scan_ctx *x, size_t n) {
+    if (n <= x->sscratch_cap) return 0;
+    size_t cap = n + n / 2 + 1024;
+    uint64_t *s = realloc(x->sscratch, cap * sizeof *s);
+    if (!s) return cl_error("out of memory merging sparse counts (%zu entries)", cap);
+    x->sscratch = s, x->sscratch_cap = cap;
+    return 0;
+}
+
+/* e[0 .. n) sorted by token (then count): the same tokens summed, in place;
+ * returns the new length. Counts fit int32: cl_scan_run checks that the
+ * total of all next-token counts does. */
+static size_t combine_sorted(uint64_t *e, size_t n) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m && SROW_TOK(e[m - 1]) == SROW_TOK(e[i])) e[m - 1] += (uint32_t)SROW_CNT(e[i]);
+        else e[m++] = e[i];
+    }
+    return m;
+}
+
+int scan_srow_compact(scan_ctx *x, scan_srow *r) {
+    if (r->nsorted == r->n) return 0;
+    uint64_t *t = r->e + r->nsorted;
+    size_t nt = r->n - r->nsorted, ns = r->nsorted;
+    qsort(t, nt, sizeof *t, cmp_u64);
+    nt = combine_sorted(t, nt);
+    if (!ns) {
+        r->n = r->nsorted = (uint32_t)nt;
+        return 0;
+    }
+    if (scratch_reserve(x, ns + nt)) return -1;
+    uint64_t *o = x->sscratch;
+    size_t i = 0, j = 0, m = 0;
+    while (i < ns && j < nt) {
+        int32_t a = SROW_TOK(r->e[i]), b = SROW_TOK(t[j]);
+        if (a < b) o[m++] = r->e[i++];
+        else if (b < a) o[m++] = t[j++];
+        else o[m++] = r->e[i++] + (uint32_t)SROW_CNT(t[j++]);
+    }
+    while (i < ns) o[m++] = r->e[i++];
+    while (j < nt) o[m++] = t[j++];
+    memcpy(r->e, o, m * sizeof *o);
+    r->n = r->nsorted = (uint32_t)m;
+    return 0;
+}
+
+int scan_srow_add(scan_ctx *x, scan_srow *r, const int32_t *tok, const int32_t *cnt, size_t n) {
+    if (r->n + n > r->cap) {
+        if (scan_srow_compact(x, r)) return -1;
+        /* grow unless a quarter of the buffer is left free after the adds:
+           a row is compacted at most once per cap / 4 adds */
+        if (r->n + n > (size_t)r->cap - r->cap / 4) {
+            size_t cap = 2 * ((size_t)r->n + n) + 8;
+            if (cap > UINT32_MAX) return cl_error("a sparse count row has too many entries (%zu)", cap);
+            uint64_t *e = realloc(r->e, cap * sizeof *e);
+            if (!e) return cl_error("out of memory for the sparse counts (%zu entries in a row)", cap);
+            r->e = e, r->cap = (uint32_t)cap;
+        }
+    }
+    for (size_t i = 0; i < n; i++) r->e[r->n++] = (uint64_t)(uint32_t)tok[i] << 32 | (uint32_t)cnt[i];
+    return 0;
+}
+
+void scan_srows_free(scan_ctx *x) {
+    if (x->srows) {
+        size_t nr = x->cp->n_prompts * (size_t)x->Lh * (size_t)x->NB;
+        for (size_t i = 0; i < nr; i++) free(x->srows[i].e);
+        free(x->srows);
+        x->srows = NULL;
+    }
+    free(x->sscratch);
+    x->sscratch = NULL, x->sscratch_cap = 0;
+}
 
 typedef struct {
     int32_t *tok, *cnt;
@@ -42,15 +130,100 @@ static int csr_reserve(csr_buf *b, size_t more) {
     return 0;
 }
 
+/* One slice, prompts [p0, p0 + np): this rank's rows go to their owners
+ * (per destination: a length per row, then the rows' entries, as uint64),
+ * and this rank merges the rows it owns into b, their offsets (relative to
+ * the slice's first entry of this rank) into ind. sc, sd, rc, rd: [R] each.
+ * This rank's result; errors before the exchange are agreed inside. */
+static int csr_round(scan_ctx *x, size_t p0, size_t np, csr_buf *b, int64_t *ind, int *sc, int *sd, int *rc,
+                     int *rd) {
+    const size_t RP = (size_t)x->Lh * (size_t)x->NB;
+    const int R = x->R;
+    int err = 0;
+    long long tot = 0;
+    memset(sc, 0, (size_t)R * sizeof *sc);
+    memset(sd, 0, (size_t)R * sizeof *sd);
+    for (int d = 0; d < R && !err; d++) {
+        size_t a = p0 + np * (size_t)d / (size_t)R, e = p0 + np * ((size_t)d + 1) / (size_t)R, ne = 0;
+        for (size_t q = a * RP; q < e * RP && !err; q++) {
+            err = scan_srow_compact(x, &x->srows[q]);
+            ne += x->srows[q].n;
+        }
+        long long n = (long long)((e - a) * RP + ne);
+        sd[d] = (int)(tot > INT_MAX ? 0 : tot);
+        sc[d] = (int)(n > INT_MAX ? 0 : n);
+        tot += n;
+    }
+    if (!err && tot > INT_MAX)
+        err = cl_error("too many sparse counts in one slice of %zu prompts (%lld entries)", np, tot);
+    uint64_t *pack = err ? NULL : malloc((tot ? (size_t)tot : 1) * sizeof *pack);
+    if (!err && !pack) err = cl_error("out of memory packing the sparse counts");
+    if (pack)
+        for (int d = 0; d < R; d++) {
+            size_t a = p0 + np * (size_t)d / (size_t)R, e = p0 + np * ((size_t)d + 1) / (size_t)R;
+            uint64_t *len = pack + sd[d], *ent = len + (e - a) * RP;
+            for (size_t q = a * RP, j = 0; q < e * RP; q++, j++) {
+                scan_srow *r = &x->srows[q];
+                len[j] = r->n;
+                if (r->n) memcpy(ent, r->e, (size_t)r->n * sizeof *ent);
+                ent += r->n;
+                free(r->e);
+                r->e = NULL, r->n = r->cap = r->nsorted = 0;
+            }
+        }
+    cl_par_alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
+    long long rtot = 0;
+    for (int s = 0; s < R; s++) {
+        rd[s] = (int)(rtot > INT_MAX ? 0 : rtot);
+        rtot += rc[s];
+    }
+    if (!err && rtot > INT_MAX)
+        err = cl_error("too many sparse counts for one rank in a slice of %zu prompts (%lld entries)", np, rtot);
+    uint64_t *all = err ? NULL : malloc((rtot ? (size_t)rtot : 1) * sizeof *all);
+    if (!err && !all) err = cl_error("out of memory receiving the sparse counts");
+    if (cl_par_agree(err, x->comm)) {
+        free(pack), free(all);
+        return -1;
+    }
+    if (cl_par_alltoallv(pack, sc, sd, MPI_UINT64_T, all, rc, rd, MPI_UINT64_T, x->comm) != MPI_SUCCESS)
+        err = cl_error("MPI_Alltoallv of the sparse counts failed");
+    free(pack);
+    size_t a = p0 + np * (size_t)x->rank / (size_t)R, e = p0 + np * ((size_t)x->rank + 1) / (size_t)R;
+    size_t nown = (e - a) * RP, start_n = b->n;
+    size_t *cur = err ? NULL : cl_trymalloc((size_t)R, sizeof *cur, "merge cursors");
+    if (!err && !cur) err = 1;
+    for (int s = 0; !err && s < R; s++) cur[s] = (size_t)rd[s] + nown;
+    for (size_t q = 0; !err && q < nown; q++) {
+        size_t m = 0;
+        for (int s = 0; s < R; s++) m += (size_t)all[rd[s] + q];
+        if ((err = scratch_reserve(x, m) || csr_reserve(b, m))) break;
+        m = 0;
+        for (int s = 0; s < R; s++) {
+            size_t k = (size_t)all[rd[s] + q];
+            memcpy(x->sscratch + m, all + cur[s], k * sizeof(uint64_t));
+            cur[s] += k, m += k;
+        }
+        if (R > 1) { /* each source's list is sorted and merged: the union needs it once more */
+            qsort(x->sscratch, m, sizeof(uint64_t), cmp_u64);
+            m = combine_sorted(x->sscratch, m);
+        }
+        ind[q] = (int64_t)(b->n - start_n);
+        for (size_t i = 0; i < m; i++) b->tok[b->n] = SROW_TOK(x->sscratch[i]), b->cnt[b->n++] = SROW_CNT(x->sscratch[i]);
+    }
+    free(cur), free(all);
+    return err ? -1 : 0;
+}
+
 int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     const size_t P = x->cp->n_prompts, V = x->cp->V, RP = (size_t)x->Lh * (size_t)x->NB, row = RP * V;
     const int R = x->R;
+    /* the dense layout's slices (CORPUSLENS_SCAN_IO_SLICE elements of [RP, V]
+       per prompt): the tests cut a small scan into many of them */
     size_t ps = slice / row;
     if (ps < 1) ps = 1;
     const size_t nsl = (P + ps - 1) / ps;
     csr_buf b = {0};
-    int *rcn = cl_trymalloc((size_t)R, sizeof(int), "reduce counts");
-    int32_t *recv = cl_trymalloc((ps + (size_t)R - 1) / (size_t)R * row + 1, sizeof(int32_t), "reduce buffer");
+    int *sc = cl_trymalloc((size_t)R * 4, sizeof(int), "exchange counts");
     /* this rank's rows: (ps / R + 1) RP per slice at most; + 1 for the end */
     int64_t *ind = cl_trymalloc(((P + (size_t)R - 1) / (size_t)R + nsl) * RP + 1, sizeof(int64_t), "sparse row offsets");
     /* per slice: this rank's rows and entries (ranges of the collective writes) */
@@ -58,29 +231,16 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
             *rnr = cl_trymalloc(nsl + 1, sizeof(hsize_t), "slice ranges"),
             *e0 = cl_trymalloc(nsl, sizeof(hsize_t), "slice ranges"), *en = cl_trymalloc(nsl, sizeof(hsize_t), "slice ranges");
     hid_t di = H5I_INVALID_HID, dt = H5I_INVALID_HID, dc = H5I_INVALID_HID;
-    int err = cl_par_agree(!rcn || !recv || !ind || !rr0 || !rnr || !e0 || !en, x->comm);
+    int err = cl_par_agree(!sc || !ind || !rr0 || !rnr || !e0 || !en, x->comm);
     size_t nrow = 0;    /* rows of this rank so far */
     int64_t base = 0;   /* entries of the slices before */
     for (size_t j = 0; j < nsl && !err; j++) {
-        size_t p0 = j * ps, np = P - p0 < ps ? P - p0 : ps, a = 0, e = 0;
-        for (int r = 0; r < R; r++) {
-            a = p0 + np * (size_t)r / (size_t)R, e = p0 + np * ((size_t)r + 1) / (size_t)R;
-            rcn[r] = (int)((e - a) * row);
-        }
-        a = p0 + np * (size_t)x->rank / (size_t)R, e = p0 + np * ((size_t)x->rank + 1) / (size_t)R;
-        int rc = 0;
-        if (cl_par_reduce_scatter(x->counts + p0 * row, recv, rcn, MPI_INT32_T, MPI_SUM, x->comm) != MPI_SUCCESS)
-            rc = cl_error("MPI_Reduce_scatter failed");
-        size_t nz = 0, start_n = b.n;
-        for (size_t i = 0; !rc && i < (e - a) * row; i++) nz += recv[i] != 0;
-        if (!rc) rc = csr_reserve(&b, nz);
-        for (size_t q = 0; !rc && q < (e - a) * RP; q++) {
-            const int32_t *c = recv + q * V;
-            ind[nrow + q] = (int64_t)(b.n - start_n); /* relative to the slice: made global below */
-            for (size_t v = 0; v < V; v++)
-                if (c[v]) b.tok[b.n] = (int32_t)v, b.cnt[b.n++] = c[v];
-        }
+        size_t p0 = j * ps, np = P - p0 < ps ? P - p0 : ps;
+        size_t a = p0 + np * (size_t)x->rank / (size_t)R, e = p0 + np * ((size_t)x->rank + 1) / (size_t)R;
+        size_t start_n = b.n;
+        int rc = csr_round(x, p0, np, &b, ind + nrow, sc, sc + R, sc + 2 * R, sc + 3 * R);
         if ((err = cl_par_agree(rc, x->comm))) break;
+        size_t nz = b.n - start_n;
         int64_t mine = (int64_t)nz, start = 0, tot = 0;
         cl_par_exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
         if (x->rank == 0) start = 0;
@@ -117,7 +277,7 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     if (dt >= 0 && H5Dclose(dt) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_FREQ_NEXT_TOKEN);
     if (dc >= 0 && H5Dclose(dc) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_FREQ_NEXT_COUNT);
     if (!err) err = cl_par_agree(rc, x->comm);
-    free(rcn), free(recv), free(ind), free(rr0), free(rnr), free(e0), free(en), free(b.tok), free(b.cnt);
+    free(sc), free(ind), free(rr0), free(rnr), free(e0), free(en), free(b.tok), free(b.cnt);
     return err ? -1 : 0;
 }
 

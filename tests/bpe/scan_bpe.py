@@ -12,7 +12,9 @@ no pair within 1e-5 of an edge can touch, n_matches likewise, the model's
 probabilities within 1e-5; 1 and 2 ranks write the same CSR; the file holds 4 +
 4 bytes per nonzero; reduce's H equals H computed naively from the scan's
 counts (1e-12) and from the oracle's counts and probabilities (1e-5) for the
-prompts with no pair near an edge. Refusals: a BPE model with a char corpus,
+prompts with no pair near an edge; a scan stopped after 2 shards and resumed
+on 2 ranks writes the same CSR; the peak RSS of a scan with 10,000 bins grows
+by less than 1/8 of its dense accumulator's size over 20 bins. Refusals: a BPE model with a char corpus,
 another tokenizer's corpus, --next-layout dense, --index-out. Negative
 control: a changed count changes H.
 Environment: CORPUSLENS, TESTDATA."""
@@ -193,6 +195,44 @@ def main():
     run(["reduce", neg, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "n"])
     with h5py.File(os.path.join(rep + "n", "report.h5")) as g:
         check(np.abs(g["/hellinger"][()] - H).max() > 1e-12, "negative control: a changed count changes H")
+    # ---- resume: stopped after 2 shards on 1 rank, finished on 2: the same CSR ----
+    s3 = os.path.join(d, "s3.h5")
+    p1 = run(scan + ["-o", s3], env=dict(st.ENV, CORPUSLENS_SCAN_STOP_AFTER="2"), ok=False)
+    check(not os.path.exists(s3) and os.path.isdir(s3 + ".state"), f"stopped scan left a state ({p1.returncode})")
+    run(scan + ["-o", s3], ranks=2)
+    with h5py.File(s) as f1, h5py.File(s3) as g:
+        for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches"):
+            check(np.array_equal(f1[k][()], g[k][()]), f"stopped + resumed on 2 ranks == one run: {k}")
+    # ---- memory follows the nonzeros, not P x blocks x bins x V ----
+    # The same scan with 10,000 bins and with 20: the dense accumulator of the
+    # first is P x Lh x 10000 x V x 4 bytes (~683 MB at P 32); the sparse one
+    # grows by 16 bytes per row plus the nonzeros. Peak RSS (getrusage of the
+    # child) of the two must differ by less than 1/8 of the dense size (the
+    # dense accumulator touched ~1/4 of it here, and the dense writer a 64 MB slice).
+    c32 = os.path.join(d, "c32.h5")
+    run(["prepare", txt, "--len", str(L), "--prompts", "32", "--seed", "4", "--vocab-from", m, "-o", c32])
+    meter = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+             "sys.stderr.buffer.write(r.stderr); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+
+    def peak_kb(bw, out):
+        p = subprocess.run([sys.executable, "-c", meter, st.EXE, "scan", "--model", m, "--corpus", c32,
+                            "--prefilter", "0", "--bin-width", str(bw), "-o", out],
+                           capture_output=True, text=True, env=st.ENV)
+        if p.returncode != 0:
+            print(p.stderr)
+        check(p.returncode == 0, f"scan --bin-width {bw} ran")
+        return int(p.stdout.split()[-1]) if p.returncode == 0 else 0
+    big, small = os.path.join(d, "big.h5"), os.path.join(d, "small.h5")
+    rss_big, rss_small = peak_kb(0.0001, big), peak_kb(0.05, small)
+    with h5py.File(big) as g:
+        nb, lb = int(g.attrs["n_bins"]), int(g.attrs["n_hook_blocks"])
+        nnz_big = len(g["/freq/next/token"])
+    dense = 32 * lb * nb * V * 4
+    grow = (rss_big - rss_small) * 1024
+    print(f"memory: {nb} bins: peak RSS {rss_big} kB, 20 bins: {rss_small} kB; growth {grow / 1e6:.1f} MB for "
+          f"{nnz_big} nonzeros; the dense accumulator would be {dense / 1e6:.0f} MB")
+    check(nb >= 9999 and grow < dense / 8, f"RSS growth {grow / 1e6:.1f} MB < 1/8 of the dense {dense / 1e6:.0f} MB")
     # ---- refusals ----
     def refuse(label, args, want):
         out = os.path.join(d, "r.h5")

@@ -21,3 +21,5 @@ set_tests_properties(slurm_start_race PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600
 # issue 23: [corpus] vocab_from (a checkpoint explained on a slice of its text)
 cl_script_test(jobs_vocab_from "torch" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_vocab_from.sh)
 set_tests_properties(jobs_vocab_from PROPERTIES SKIP_RETURN_CODE 77)
+# issue 25: jobs/shakespeare-bpe.ini and [train] tokenizer (dry runs)
+cl_script_test(jobs_bpe "unit" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_bpe.sh)

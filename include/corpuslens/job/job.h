@@ -33,7 +33,9 @@
  *                            n_head, attn_scale: as `corpuslens import`.
  *                            When the section is absent, [train] makes a model.
  *   [train]    config, steps, batch, ctx, lr, dropout, seed, eval_every,
- *              checkpoint_every (steps; an interrupted training then resumes)
+ *              checkpoint_every (steps; an interrupted training then resumes),
+ *              tokenizer (a GPT-2-format folder: a BPE model, train --tokenizer;
+ *              its scan writes no index even with holdout_fraction: run index)
  *              (steps, batch, ctx required when there is no [model])
  *   [alternatives] seeds   models trained with the [train] recipe but these
  *                          seeds (comma- or blank-separated integers, each once:
@@ -107,6 +109,7 @@ typedef struct {
     char *import_attn_scale;
     /* [train] */
     char *train_config;
+    char *train_tokenizer; /* a GPT-2-format tokenizer folder (train --tokenizer); NULL: a char model */
     long long steps, batch, ctx, train_seed, eval_every;
     long long train_checkpoint_every; /* 0 when unset */
     int has_steps, has_batch, has_ctx, has_train_seed, has_eval_every;
