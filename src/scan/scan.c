@@ -598,7 +598,7 @@ static int take_row_sparse(scan_ctx *x, size_t p, size_t h, size_t s0, const int
         if (scan_srow_add(x, &rows[k], tok + e0, cnt + e0, (size_t)(e1 - e0))) return -1;
         nmatch[k]++;
         x->n_pairs++;
-        if (val[j] > thr && scan_mlist_add(list, val[j], (int32_t)x->perm[s0 + (size_t)pos[j]], x->o->match_cap))
+        if (val[j] > thr && scan_mlist_add(list, val[j], (int32_t)x->sh_id[pos[j]], x->o->match_cap))
             return -1;
     }
     return 0;
