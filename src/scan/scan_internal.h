@@ -192,6 +192,10 @@ double scan_cpu_now(void); /* this process's CPU seconds (phase times) */
 int scan_mlist_add(scan_mlist *l, float sim, int32_t sub, long cap);
 void scan_mlist_sort_cap(scan_mlist *l, long cap);
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm);
+/* The receive displacements rd[R] of an MPI_Alltoallv from its counts rc[R]
+ * (0 once the running sum passes INT_MAX: the caller refuses such a total),
+ * and the total. */
+long long scan_alltoallv_displs(const int *rc, int *rd, int R);
 /* Merge nlists match lists sent by nsrc ranks (any number: nothing here is
  * sized by it): source s's block starts at buf + displ[s] with nlists uint32
  * counts, then the entries of list 0, 1, ... back to back. List i is the

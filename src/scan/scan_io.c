@@ -594,11 +594,7 @@ static int exchange_round(scan_ctx *x, size_t p0, size_t np, owned_matches *o, i
             }
         }
     cl_par_alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
-    long long rtot = 0;
-    for (int s = 0; s < R; s++) {
-        rd[s] = (int)(rtot > INT_MAX ? 0 : rtot);
-        rtot += rc[s];
-    }
+    long long rtot = scan_alltoallv_displs(rc, rd, R);
     if (!err && rtot > INT_MAX)
         err = cl_error("too many matches for one rank in one round of %zu prompts (%lld bytes); use --match-cap", np,
                        rtot);

@@ -172,11 +172,7 @@ static int csr_round(scan_ctx *x, size_t p0, size_t np, csr_buf *b, int64_t *ind
             }
         }
     cl_par_alltoall(sc, 1, MPI_INT, rc, 1, MPI_INT, x->comm);
-    long long rtot = 0;
-    for (int s = 0; s < R; s++) {
-        rd[s] = (int)(rtot > INT_MAX ? 0 : rtot);
-        rtot += rc[s];
-    }
+    long long rtot = scan_alltoallv_displs(rc, rd, R);
     if (!err && rtot > INT_MAX)
         err = cl_error("too many sparse counts for one rank in a slice of %zu prompts (%lld entries)", np, rtot);
     uint64_t *all = err ? NULL : malloc((rtot ? (size_t)rtot : 1) * sizeof *all);

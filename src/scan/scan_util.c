@@ -1,5 +1,6 @@
 /* Pieces the scan's compute (scan.c) and its writer (scan_io.c) both use:
  * the clock, capped match lists, and MPI sums in slices. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -143,6 +144,15 @@ int scan_merge_sources(const char *buf, const int *displ, int nsrc, size_t nlist
 }
 
 /* ---- helpers ---- */
+
+long long scan_alltoallv_displs(const int *rc, int *rd, int R) {
+    long long tot = 0;
+    for (int s = 0; s < R; s++) {
+        rd[s] = (int)(tot > INT_MAX ? 0 : tot);
+        tot += rc[s];
+    }
+    return tot;
+}
 
 /* MPI_Allreduce in slices (counts beyond INT_MAX). */
 int scan_allreduce(void *buf, size_t n, MPI_Datatype t, size_t elsize, MPI_Comm comm) {
