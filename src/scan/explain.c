@@ -1238,7 +1238,9 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
 #if HAVE_DIRECT
     if (use_sketch) {
         sketch_pool sp = {.ix = ix, .vc = &vc, .pvec = pvec, .P = P, .row0 = row0, .row1 = row1};
-        if (sketch_blocks(&sp, par->threads)) err = 1;
+        /* the sparse counts' match lists (ml, sl) are one per search, not per
+           block: their pushes would race across threads, so one thread */
+        if (sketch_blocks(&sp, sparse ? 1 : par->threads)) err = 1;
     }
 #endif
     for (size_t b = 0; !err && !use_sketch && b < Lh; b++) {
