@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
 from tiny_tokenizer import write_tokenizer  # noqa: E402
+from ngram_oracle import naive_ngrams  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]
@@ -203,22 +204,9 @@ def main():
         ctoks = f["/substrings/tokens"][()]
     allids = enc.encode(text)
     check(list(train) + list(hold) == allids, "the oracle's encoding is the corpus's token stream")
-    grams, nxt = {}, []
-    for i in range(len(train) - L + 1):
-        g = tuple(train[i:i + L])
-        if g not in grams:
-            grams[g] = len(grams)
-            nxt.append({})
-        if i + L < len(train):
-            t = int(train[i + L])
-            nxt[grams[g]][t] = nxt[grams[g]].get(t, 0) + 1
-    toks = np.array(list(grams.keys()), np.int64)
+    toks, dense = naive_ngrams(train, L, V)
     check(toks.shape == ctoks.shape and (toks == ctoks).all(), "the corpus's n-grams are the naive ones")
     N = len(toks)
-    dense = np.zeros((N, V), np.int64)
-    for i, dct in enumerate(nxt):
-        for t, n in dct.items():
-            dense[i, t] = n
     cfg, w = st.load_model(m)
     act = st.forward(cfg, w, toks)
     vecs = np.stack(act["mlp_out"])

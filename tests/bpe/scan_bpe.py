@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
 from tiny_tokenizer import MERGES, write_tokenizer  # noqa: E402
+from ngram_oracle import naive_ngrams  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]  # reduce's thresholds (one per block)
@@ -80,22 +81,9 @@ def main():
         stream = f["/text/tokens"][()].astype(np.int64)
         ctoks = f["/substrings/tokens"][()]
         pidx = f["/prompts/index"][()]
-    grams, nxt = {}, []
-    for i in range(len(stream) - L + 1):
-        g = tuple(stream[i:i + L])
-        if g not in grams:
-            grams[g] = len(grams)
-            nxt.append({})
-        if i + L < len(stream):
-            t = int(stream[i + L])
-            nxt[grams[g]][t] = nxt[grams[g]].get(t, 0) + 1
-    toks = np.array(list(grams.keys()), np.int64)
+    toks, dense = naive_ngrams(stream, L, V)
     check(toks.shape == ctoks.shape and (toks == ctoks).all(), "the corpus's n-grams are the naive ones")
     N = len(toks)
-    dense = np.zeros((N, V), np.int64)
-    for i, dct in enumerate(nxt):
-        for t, n in dct.items():
-            dense[i, t] = n
     cfg, w = st.load_model(m)
     check(int(cfg["vocab_size"]) == V, f"model V {cfg['vocab_size']} == tokenizer V {V}")
     act = st.forward(cfg, w, toks)
