@@ -4,7 +4,9 @@
 # leaves the old scan.h5 / model.h5 / report byte for byte as they were, still
 # stamped (a plain run afterwards skips every stage); an interrupted forced
 # training resumes from its replacement's checkpoint (model.h5.next) and,
-# finished, puts a model identical to the old one in place. One process.
+# finished, puts a model identical to the old one in place; an interrupted
+# forced scan keeps scan.h5.state/ for the forced run's resume, and a plain run
+# (which keeps the old scan.h5) removes it. One process.
 # Env: CORPUSLENS.
 set -u
 E=${CORPUSLENS:?CORPUSLENS must name the binary}
@@ -92,6 +94,28 @@ run
 rc=$?
 if [ $rc = 0 ] && grep -q "0 stages run" out.txt; then ok "a plain run afterwards: $(grep -o '0 stages run, [0-9]* skipped' out.txt)"
 else bad "a plain run afterwards: exit $rc, $(grep -o '[0-9]* stages\? run, [0-9]* skipped' out.txt)"; fi
+
+# 5. the scan interrupted (SIGINT at its 3rd shard) under --force: the old
+# scan.h5 stays and its checkpoint is kept for the forced run's resume; a plain
+# run afterwards keeps the old outputs, so it removes that checkpoint (and says so)
+CORPUSLENS_FAULT=0:scan.shard@3:int run --force --stages scan
+rc=$?
+[ $rc = 130 ] && ok "scan interrupted under --force: exit 130" || { bad "scan interrupted: exit $rc, want 130"; tail -3 err.txt; }
+same "scan interrupted under --force"
+[ -f "$O/scan.h5.state/rank0.bin" ] && ok "its checkpoint is kept in $O/scan.h5.state/" || bad "no scan.h5.state/rank0.bin"
+run
+rc=$?
+if [ $rc = 0 ] && grep -q "0 stages run" out.txt && grep -q "removed .*scan.h5.state/, the checkpoint of an interrupted forced run" out.txt &&
+    [ ! -e "$O/scan.h5.state" ]; then ok "a plain run afterwards skips the scan and removes scan.h5.state/, saying so"
+else bad "a plain run after the interrupted forced scan: exit $rc, scan.h5.state $( [ -e "$O/scan.h5.state" ] && echo left || echo gone), message $(grep -c 'removed .*scan.h5.state' out.txt)"; fi
+same "the plain run after the interrupted forced scan"
+
+# 6. interrupted under --force again, the same forced command resumes the scan
+CORPUSLENS_FAULT=0:scan.shard@3:int run --force --stages scan
+run --force --stages scan
+rc=$?
+if [ $rc = 0 ] && grep -q "resuming: 3 of" err.txt && [ ! -e "$O/scan.h5.state" ]; then ok "the same forced run resumed the scan: $(grep -o 'resuming: [^(]*' err.txt)"
+else bad "the forced rerun: exit $rc, resumed $(grep -c 'resuming:' err.txt), scan.h5.state $( [ -e "$O/scan.h5.state" ] && echo left || echo gone)"; tail -3 err.txt; fi
 
 # negative control: the comparison sees a changed file
 printf x >>"$O/report/report.md"

@@ -767,6 +767,36 @@ static int commit_next(const char *next, const char *target, int is_dir) {
     return cl_fsync_dir_of(target);
 }
 
+/* A plain run that skips a stage because its complete output matches keeps
+ * that output: the checkpoint of a replacement that was interrupted (under
+ * --force; scan.h5.state/ and the scan's index.h5.parts/, or <target>.next)
+ * is then of no use, and is removed, with one line in the log. A forced run
+ * of the same stage resumes from it instead (the scan's own resume;
+ * train_can_resume). Rank 0 alone. */
+static void drop_abandoned_replacement(const plan *p, const stage *s, FILE *log) {
+    char dirs[2][4200];
+    int nd = 0;
+    if (s->id == ST_SCAN) {
+        snprintf(dirs[nd++], sizeof dirs[0], "%s.state", s->out);
+        for (int a = 0; a + 1 < s->argv.n; a++)
+            if (!strcmp(s->argv.v[a], "--index-out")) snprintf(dirs[nd++], sizeof dirs[0], "%s.parts", s->argv.v[a + 1]);
+    }
+    for (int k = 0; k < nd; k++)
+        if (file_exists(dirs[k])) {
+            remove_flat_dir(dirs[k]);
+            if (log) fprintf(log, "   removed %s/, the checkpoint of an interrupted forced run (the old output stays)\n", dirs[k]);
+        }
+    const char *target = replace_target(p, s);
+    char *next = target ? next_path(target) : NULL;
+    if (next && file_exists(next)) {
+        struct stat st;
+        if (stat(next, &st) == 0 && S_ISDIR(st.st_mode)) remove_flat_dir(next);
+        else remove(next);
+        if (log) fprintf(log, "   removed %s, the checkpoint of an interrupted forced run (the old output stays)\n", next);
+    }
+    free(next);
+}
+
 /* ---- the report summary ---- */
 
 static void print_stats(FILE *out, hid_t f, const char *dset, const char *label) {
@@ -1077,6 +1107,7 @@ int cl_job_run(cl_job *job, const cl_run_opts *o, MPI_Comm comm) {
             }
             fflush(log);
         }
+        if (decision == 1 && !dry && rank == 0 && state == OUT_MATCHES) drop_abandoned_replacement(&p, s, log);
         if (decision || dry) {
             skipped += decision != 0;
             free(next);
