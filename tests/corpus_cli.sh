@@ -61,8 +61,8 @@ fi
 
 # ---- refusals ----
 refuse "cannot sample 1000 prompts" "$T/c.txt" --len 3 --prompts 1000 --seed 1
-refuse "--prompts: 0 is out of range 1.." "$T/c.txt" --len 3 --prompts 0
-refuse "--prompts: -5 is out of range 1.." "$T/c.txt" --len 3 --prompts -5
+refuse "--seed is for --prompts P with P > 0" "$T/c.txt" --len 3 --prompts 0 --seed 1  # 0: no prompts (prepare_no_prompts.sh)
+refuse "--prompts: -5 is out of range 0.." "$T/c.txt" --len 3 --prompts -5
 refuse "--prompts: 'x' is not an integer" "$T/c.txt" --len 3 --prompts x
 refuse "--len: 0 is out of range 1..256" "$T/c.txt" --len 0 --prompts 1
 refuse "--len: 257 is out of range 1..256" "$T/c.txt" --len 257 --prompts 1

@@ -197,6 +197,7 @@ int cmd_ablate(int argc, char **argv) {
     if (ok && c && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
         ok = 0, cl_error("%s: its vocabulary (%d characters) is not the model's (%d)", corpus, c->V,
                          m->cfg.vocab_size);
+    if (ok && c && c->n_prompts < 1) ok = 0, cl_error("%s has no prompts (prepare --prompts 0): ablate needs them", corpus);
     if (ok && m->cfg.n_layer > 64) ok = 0, cl_error("ablate supports at most 64 blocks");
     if (ok && c && c->L > m->cfg.block_size)
         ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus, c->L, m->cfg.block_size);

@@ -228,6 +228,7 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
     if (!c || same_vocab(m, c, corpus)) ok = 0;
     if (ok && c->L > m->cfg.block_size) ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus,
                                                         c->L, m->cfg.block_size);
+    if (ok && c->n_prompts < 1) ok = 0, cl_error("%s has no prompts (prepare --prompts 0): lens needs them", corpus);
     if (ok) {
         P = c->n_prompts;
         if (max_p > 0 && (size_t)max_p < P) P = (size_t)max_p;

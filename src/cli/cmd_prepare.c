@@ -55,7 +55,7 @@ static int model_vocab(const char *path, uint32_t **vocab, int *V, cl_bpe **bpe,
 }
 
 static const char USAGE[] =
-    "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE)\n"
+    "corpuslens prepare CORPUS --len L (--prompts P [--seed S] | --prompt-file FILE | --prompts 0)\n"
     "                          [--vocab-from MODEL.h5] [--holdout-fraction F] -o CORPUS.h5";
 
 static const char ABOUT[] =
@@ -140,9 +140,10 @@ static int run(int argc, char **argv) {
     double holdout = 0;
     const cli_option opts[] = {
         CLI_OPT_INT("len", 0, "L", &L, 1, CL_CORPUS_MAX_LEN, "substring length in characters"),
-        CLI_OPT_INT("prompts", 0, "P", &P, 1, LONG_MAX,
+        CLI_OPT_INT("prompts", 0, "P", &P, 0, LONG_MAX,
                     "sample P distinct substrings uniformly (partial\n"
-                    "Fisher-Yates with xoshiro256**, see corpus.h)"),
+                    "Fisher-Yates with xoshiro256**, see corpus.h); 0: no\n"
+                    "prompts, a corpus for index, explain and serve (not scan)"),
         CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "seed for --prompts (default 1337)"),
         CLI_OPT_STRING("prompt-file", 0, "FILE", &prompt_file, "one 0-based substring index per line, instead of --prompts"),
         CLI_OPT_STRING("vocab-from", 0, "M.h5", &vocab_from,
@@ -168,6 +169,7 @@ static int run(int argc, char **argv) {
     if (prompt_file && (P >= 0 || have_seed))
         return cli_usage_error(CMD, "--prompt-file excludes --prompts and --seed");
     if (!prompt_file && P < 0) return cli_usage_error(CMD, "give --prompts P or --prompt-file FILE");
+    if (P == 0 && have_seed) return cli_usage_error(CMD, "--seed is for --prompts P with P > 0");
     if (!strcmp(out, corpus_path)) return cli_usage_error(CMD, "the output would overwrite the corpus");
 
     double t0 = cli_wtime();
@@ -219,6 +221,7 @@ static int run(int argc, char **argv) {
     double t_build = cli_wtime() - t0;
 
     int rc = prompt_file ? cl_corpus_read_prompt_file(c, prompt_file)
+             : P == 0    ? 0 /* no prompts: index, explain, serve need none */
                          : cl_corpus_sample_prompts(c, (size_t)P, (uint64_t)seed);
     if (rc == 0) rc = cl_corpus_build_suffix_array(c); /* the ∞-gram baselines (issue 23) */
     if (rc == 0) rc = cl_corpus_save(c, out);
@@ -228,7 +231,7 @@ static int run(int argc, char **argv) {
     }
     double t = cli_wtime() - t0;
     char from[64];
-    snprintf(from, sizeof from, "seed %ld", seed);
+    snprintf(from, sizeof from, P == 0 ? "none: for index, explain, serve" : "seed %ld", seed);
     printf("prepare: %s: %llu %s (%llu bytes), L = %d: %zu unique %s, "
            "V = %d, %zu next-token pairs, %zu prompts (%s) -> %s in %.2f s (substrings %.2f s)\n",
            corpus_path, (unsigned long long)c->corpus_chars, c->bpe ? "GPT-2 BPE tokens" : "characters",

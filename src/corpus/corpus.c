@@ -633,8 +633,9 @@ static int write_contents(hid_t f, const cl_corpus *c) {
         return -1;
     if (write_ds(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &nnz, c->next_count) < 0)
         return -1;
-    if (write_ds(f, "/prompts/index", H5T_NATIVE_INT64, 1, &P, c->prompt_index) < 0) return -1;
-    if (write_prompt_text(f, c) < 0) return -1;
+    /* no prompts (prepare --prompts 0: a corpus for index, explain, serve): no /prompts */
+    if (P && write_ds(f, "/prompts/index", H5T_NATIVE_INT64, 1, &P, c->prompt_index) < 0) return -1;
+    if (P && write_prompt_text(f, c) < 0) return -1;
     if (c->suffix_array && c->text && c->n_text) {
         hsize_t nt = c->n_text;
         if (write_ds(f, "/text/tokens", H5T_NATIVE_INT32, 1, &nt, c->text) < 0 ||
@@ -665,7 +666,9 @@ static int write_contents(hid_t f, const cl_corpus *c) {
     rc |= cl_h5_attr_write_int(root, "n_substrings", (long long)c->n);
     rc |= cl_h5_attr_write_int(root, "nnz", (long long)c->nnz);
     rc |= cl_h5_attr_write_int(root, "n_prompts", (long long)c->n_prompts);
-    if (c->prompt_source == CL_PROMPTS_SEED) {
+    if (!c->n_prompts) {
+        rc |= cl_h5_attr_write_str(root, "prompt_source", "none");
+    } else if (c->prompt_source == CL_PROMPTS_SEED) {
         rc |= cl_h5_attr_write_str(root, "prompt_source", "seed");
         /* stored as the same 64 bits, read back as uint64 */
         rc |= cl_h5_attr_write_int(root, "seed", (long long)c->seed);
@@ -684,8 +687,8 @@ static int write_contents(hid_t f, const cl_corpus *c) {
 }
 
 int cl_corpus_save(const cl_corpus *c, const char *path) {
-    if (c->n_prompts < 1 || !c->prompt_index)
-        return cl_error("cannot save %s: the corpus has no prompts", path);
+    if (c->n_prompts > 0 && !c->prompt_index)
+        return cl_error("cannot save %s: the corpus has no prompt list", path);
     size_t plen = strlen(path);
     char *tmp = cl_trymalloc(plen + 5, 1, "file name");
     if (!tmp) return -1;
@@ -914,7 +917,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         read_count(root, "vocab_size", 1, 1 << 21, &V) < 0 ||
         read_count(root, "n_substrings", 1, INT64_MAX / CL_CORPUS_MAX_LEN, &N) < 0 ||
         read_count(root, "nnz", 0, INT64_MAX, &nnz) < 0 ||
-        read_count(root, "n_prompts", 1, N, &P) < 0)
+        read_count(root, "n_prompts", 0, N, &P) < 0) /* 0: prepare --prompts 0, no /prompts */
         goto done;
     c->L = (int)L;
     c->n = (size_t)N;
@@ -961,7 +964,9 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         {"/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz}, {"/prompts/index", H5T_NATIVE_INT64, 1, &dP},
         {"/prompts/text", H5T_C_S1, 1, &dP}};
     for (size_t k = 0; k < sizeof ds / sizeof *ds; k++)
-        if (cl_h5_check_data(f, ds[k].path, ds[k].type, ds[k].rank, ds[k].dims) < 0) goto done;
+        if ((c->n_prompts || strncmp(ds[k].path, "/prompts/", 9)) &&
+            cl_h5_check_data(f, ds[k].path, ds[k].type, ds[k].rank, ds[k].dims) < 0)
+            goto done;
     int has_sorted = cl_h5_exists(f, "/substrings/sorted");
     if (has_sorted && cl_h5_check_data(f, "/substrings/sorted", H5T_NATIVE_INT64, 1, &dN) < 0) goto done;
     if (lazy == 2) {
@@ -970,7 +975,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
             goto done;
         }
         if (!(c->prompt_index = cl_trymalloc(c->n_prompts, sizeof *c->prompt_index, "prompt indices")) ||
-            cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
+            (c->n_prompts && cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0))
             goto done;
         for (size_t k = 0; k < c->n_prompts; k++)
             if (c->prompt_index[k] < 0 || (size_t)c->prompt_index[k] >= Ns) {
@@ -981,7 +986,8 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         if (cl_corpus_read_part(c, c->prompt_index, c->n_prompts, &c->prompt_part) < 0) goto done;
         if (!(c->prompt_tokens = cl_trymalloc(c->n_prompts, Ls * sizeof *c->prompt_tokens, "prompt tokens"))) goto done;
         memcpy(c->prompt_tokens, c->prompt_part.tokens, c->n_prompts * Ls * sizeof *c->prompt_tokens);
-        if (check_prompt_text(f, c) < 0 || sorted_pass(f, c, NULL) < 0 || check_unused(f, c) < 0) goto done;
+        if ((c->n_prompts && check_prompt_text(f, c) < 0) || sorted_pass(f, c, NULL) < 0 || check_unused(f, c) < 0)
+            goto done;
         rc = 0;
         goto done;
     }
@@ -1010,7 +1016,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
                          c->next_token) < 0 ||
         cl_h5_read_exact(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz,
                          c->next_count) < 0 ||
-        cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0)
+        (c->n_prompts && cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0))
         goto done;
     io_entries += c->nnz;
     if (!lazy) io_rows += Ns;
@@ -1050,7 +1056,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
                      (long long)c->prompt_index[k]);
             goto done;
         }
-    if (c->tokens && check_prompt_text(f, c) < 0) goto done;
+    if (c->tokens && c->n_prompts && check_prompt_text(f, c) < 0) goto done;
     /* cl_corpus_open: the order is not used, but a file is whole or refused:
        one pass checks it is a permutation (its increasing order needs every
        row: the readers that use it check that) */

@@ -138,7 +138,9 @@ static int setup(scan_ctx *x) {
         return cl_error("%s was made for another model: its vocabulary (%d tokens) differs from %s's (%d); "
                         "run prepare again with --vocab-from %s",
                         o->corpus_path, cp->V, o->model_path, c->vocab_size, o->model_path);
-    if (cp->n_prompts < 1) return cl_error("%s has no prompts", o->corpus_path);
+    if (cp->n_prompts < 1)
+        return cl_error("%s has no prompts (prepare --prompts 0): scan needs them; prepare the corpus with "
+                        "--prompts P or --prompt-file FILE", o->corpus_path);
     if (cp->n_prompts > cp->n)
         return cl_error("%s has more prompts (%zu) than substrings (%zu)", o->corpus_path, cp->n_prompts, cp->n);
     if (cp->n > (size_t)INT32_MAX) return cl_error("too many substrings (%zu)", cp->n);
