@@ -12,6 +12,13 @@
 #    restart count, created before the launch and removed after it. When the
 #    launch fails (a rank killed, a node lost), one line says so and that a
 #    resubmission resumes.
+#  - SIGTERM (scancel --signal=TERM, sbatch --signal=TERM@T before the time
+#    limit, a preemption's grace time): the ranks save their work and exit 143.
+#    With CL_REQUEUE_EXIT set (scan, train, alternatives: 3, Slurm's
+#    RequeueExit=3), that status becomes CL_REQUEUE_EXIT, so that the job is
+#    requeued and resumes, as after a stop at a checkpoint. The shell's own
+#    SIGTERM is trapped (the launch runs to its end): a trap that exits would
+#    replace the ranks' status with 143.
 cl_launch() {
     local name=$1 n=${SLURM_NTASKS:-1} rc=0
     shift
@@ -19,15 +26,16 @@ cl_launch() {
     srun | mpirun) ;;
     *) echo "$name: CORPUSLENS_LAUNCH must be srun or mpirun" >&2; return 2 ;;
     esac
+    trap "echo '$name: SIGTERM: the ranks save their work and stop' >&2" TERM
     if [ "$n" = 1 ]; then
         "$CL" "$@" || rc=$?
-        return $rc
+        cl_requeue_status "$name" $rc
+        return
     fi
     CL_OMPI_DIR=${OMPI_MCA_orte_tmpdir_base:-${TMPDIR:-/tmp}}/cl-ompi-${SLURM_JOB_ID:-$$}${SLURM_ARRAY_TASK_ID:+-task$SLURM_ARRAY_TASK_ID}-r${SLURM_RESTART_COUNT:-0}
     mkdir -p "$CL_OMPI_DIR" || { echo "$name: cannot create $CL_OMPI_DIR" >&2; return 1; }
     # removed however the script ends (scancel: SIGTERM, after the launcher)
     trap 'rm -rf "$CL_OMPI_DIR"' EXIT
-    trap 'exit 143' TERM
     case ${CORPUSLENS_LAUNCH:-srun} in
     # --wait: the step ends at most CORPUSLENS_SRUN_WAIT (60) seconds after
     # its first task ended: a rank that dies no longer leaves the others
@@ -40,7 +48,21 @@ cl_launch() {
     mpirun) OMPI_MCA_orte_tmpdir_base=$CL_OMPI_DIR mpirun -n "$n" "$CL" "$@" || rc=$? ;;
     esac
     rm -rf "$CL_OMPI_DIR"
+    if [ $rc = 143 ] && [ -n "${CL_REQUEUE_EXIT:-}" ]; then
+        cl_requeue_status "$name" $rc
+        return
+    fi
     # a rank or a node lost (the launcher's own lines above say which): say what to do
     [ $rc = 0 ] || echo "$name: failed (exit $rc) on ${SLURM_JOB_NODELIST:-?}, ${n} ranks; resubmit (slurm/submit.sh, the same job file): finished stages are skipped and this one resumes from its checkpoint where it has one (on any number of nodes and ranks)" >&2
     return $rc
+}
+
+# cl_requeue_status NAME RC: returns RC, or CL_REQUEUE_EXIT (with one line
+# saying why) when RC is 143 (stopped by SIGTERM, work saved) and it is set
+cl_requeue_status() {
+    if [ "$2" = 143 ] && [ -n "${CL_REQUEUE_EXIT:-}" ]; then
+        echo "$1: stopped by SIGTERM with its work saved: exit $CL_REQUEUE_EXIT (RequeueExit=$CL_REQUEUE_EXIT requeues the job, which resumes; a resubmission resumes too)" >&2
+        return "$CL_REQUEUE_EXIT"
+    fi
+    return "$2"
 }

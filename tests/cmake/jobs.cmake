@@ -23,3 +23,6 @@ cl_script_test(jobs_vocab_from "torch" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_vocab_fr
 set_tests_properties(jobs_vocab_from PROPERTIES SKIP_RETURN_CODE 77)
 # issue 25: jobs/shakespeare-bpe.ini and [train] tokenizer (dry runs)
 cl_script_test(jobs_bpe "unit" ${CMAKE_CURRENT_SOURCE_DIR}/jobs_bpe.sh)
+# a Slurm stage stopped by SIGTERM exits with RequeueExit's 3, not 143 (no Slurm needed)
+cl_script_test(slurm_sigterm_status "unit" ${CMAKE_CURRENT_SOURCE_DIR}/slurm_sigterm_status.sh)
+set_tests_properties(slurm_sigterm_status PROPERTIES TIMEOUT 600)
