@@ -83,7 +83,7 @@ static const char EPILOG[] =
     "--steps N -o MODEL.h5) and exit with status 130 (SIGINT) or 143 (SIGTERM).\n"
     "Open MPI's mpirun passes Ctrl-C on as SIGTERM after 1 s and SIGKILL 1 s later\n"
     "(N s each with --mca odls_base_sigkill_timeout N); --checkpoint-every K bounds\n"
-    "what a kill loses (default: only the final file is written).\n"
+    "what a kill loses (default: a checkpoint at every evaluation, --eval-every).\n"
     "Environment (tests): CORPUSLENS_TRAIN_STOP_AFTER=K fails (exit status 3) right after the first\n"
     "periodic checkpoint at a step >= K, leaving it to resume, as a killed run would.\n";
 
@@ -206,7 +206,9 @@ int cmd_train(int argc, char **argv) {
                        "continue a run from its checkpoint (weights, AdamW moments,\n"
                        "step, batch stream); options not given are taken from it"),
         CLI_OPT_INT("checkpoint-every", 0, "K", &ckpt_every, 0, 1000000000L,
-                    "write -o (with the training state) every K steps too"),
+                    "write -o (with the training state) every K steps too\n"
+                    "(default: at every evaluation, --eval-every; 0 = at the\n"
+                    "end only)"),
         CLI_OPT_STRING("output", 'o', "F", &out,
                        "the model file: weights, /train/loss [K,3] (step, train, val)\n"
                        "and the training state (resumable)"),
@@ -263,7 +265,8 @@ int cmd_train(int argc, char **argv) {
     o.eval_every = eval_every < 0 ? 100 : (int)eval_every;
     o.eval_batches = eval_batches < 0 ? 10 : (int)eval_batches;
     o.seed = (uint64_t)(seed < 0 ? 1337 : seed);
-    o.checkpoint_every = ckpt_every < 0 ? 0 : (int)ckpt_every;
+    /* by default a checkpoint at every evaluation: a killed long run keeps its work */
+    o.checkpoint_every = ckpt_every < 0 ? o.eval_every : (int)ckpt_every;
     o.output = out;
     o.batch_file = batch_file;
     o.dump_grads = dump;

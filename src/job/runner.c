@@ -188,7 +188,8 @@ static void plan_free(plan *p) {
 }
 
 /* The train command line of the job's [train] recipe with `seed` (< 0: the
- * recipe's own) writing `out`; with checkpoints, also the command that resumes. */
+ * recipe's own) writing `out`, and the command that resumes it (train writes
+ * checkpoints by default). */
 static int train_argv(const cl_job *j, long long seed, const char *out, argvec *argv, argvec *resume) {
     int rc = 0;
     argvec *a = argv;
@@ -209,7 +210,7 @@ static int train_argv(const cl_job *j, long long seed, const char *out, argvec *
         rc |= av_add(a, "--checkpoint-every"), rc |= av_addf(a, "%lld", j->train_checkpoint_every);
     rc |= av_add(a, "-o");
     rc |= av_add(a, out);
-    if (j->train_checkpoint_every) {
+    { /* train checkpoints by default (at every evaluation): a resume command always */
         /* the same without --config (the checkpoint has the architecture) */
         for (int i = 0; i < a->n; i++) {
             if (!strcmp(a->v[i], "--config")) {

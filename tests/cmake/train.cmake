@@ -6,3 +6,4 @@ cl_script_test(train_refusals "unit;mpi" ${CMAKE_CURRENT_SOURCE_DIR}/train_refus
 cl_criterion_test(test_kernels_train test_kernels_train.c)
 # issue 17: the balanced-parentheses data set and classifier against PyTorch
 cl_script_test(parens_parity torch /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/parens_parity.py)
+cl_script_test(train_default_checkpoint "unit" ${CMAKE_CURRENT_SOURCE_DIR}/train_default_checkpoint.sh)  # a checkpoint at every evaluation by default
