@@ -8,18 +8,12 @@
 # failures: a --batch-file whose bad token only rank 1 sees (train), and a
 # compare model that only rank 1 cannot read (reduce).
 # Env: CORPUSLENS, PYTHON (h5py). Usage: faults.sh [RANKS] (default 2).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
 N=${1:-2}
 LIMIT=${FAULT_TIMEOUT:-60}
 d=$(mktemp -d /tmp/faults.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 mpi() { timeout -k 5 "$LIMIT" mpiexec -n "$N" --oversubscribe "$E" "$@"; }
 
 set -e
@@ -118,5 +112,4 @@ else
 fi
 # negative control: no fault variable, no failure
 if mpi "${SCAN[@]}" >/dev/null 2>&1 && [ -f f.h5 ]; then ok "control: the scan without a fault succeeds"; else bad "control: scan without a fault failed"; fi
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

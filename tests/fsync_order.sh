@@ -8,19 +8,13 @@
 # finished output for writing (its job stamp goes beside it). Exit 77
 # without strace.
 # Env: CORPUSLENS, PYTHON (python3-torch for the inspect case).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
 SRC=${SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 command -v strace >/dev/null || { echo "skip: no strace"; exit 77; }
 d=$(mktemp -d /tmp/fsync_order.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 if ! strace -f -o /dev/null true 2>/dev/null; then echo "skip: strace cannot trace here"; exit 77; fi
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 
 # traced NAME OUT -- COMMAND...: OUT (absolute) is written durably
 traced() {
@@ -129,5 +123,4 @@ else
         ok "run: every stage output opened read-only after its rename; $stamps stamps beside them"
     fi
 fi
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

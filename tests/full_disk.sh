@@ -9,9 +9,7 @@
 # way, not at the first byte). Exit 77 (skipped) where mounting a tmpfs is
 # refused (not root, or in a container without CAP_SYS_ADMIN).
 # Env: CORPUSLENS, PYTHON (python3-torch for the import case), SRC.
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
 SRC=${SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 d=$(mktemp -d /tmp/full_disk.XXXXXX)
 mnt=$d/mnt
@@ -24,10 +22,6 @@ if ! mount -t tmpfs -o size=1m tmpfs "$mnt" 2>"$d/mount.err"; then
 fi
 umount "$mnt"
 cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 
 set -e
 "$E" demo-corpus --chars 60000 -o demo.txt >/dev/null
@@ -132,5 +126,4 @@ for MODE in full room; do
     writer "run" -- "$E" run job.ini
 done
 umount "$mnt"
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

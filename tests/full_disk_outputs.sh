@@ -10,9 +10,7 @@
 # roomy disk (before issue 21 it exited 0 with an incomplete index and removed
 # the parts). Exit 77 where mounting a tmpfs is refused.
 # Env: CORPUSLENS, PYTHON (python3-torch for the inspect case).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
+. "$(dirname "$0")/lib.sh"
 SRC=${SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 d=$(mktemp -d /tmp/full_disk_outputs.XXXXXX)
 mnt=$d/mnt
@@ -25,10 +23,6 @@ if ! mount -t tmpfs -o size=1m tmpfs "$mnt" 2>"$d/mount.err"; then
 fi
 umount "$mnt"
 cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 
 set -e
 "$E" demo-corpus --chars 60000 -o demo.txt >/dev/null
@@ -142,5 +136,4 @@ assemble_case "index, 2 ranks" 400 ref512.h5 timeout 120 mpiexec -n 2 --oversubs
     --corpus c.h5 --batch 512
 
 umount "$mnt"
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

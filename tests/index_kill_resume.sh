@@ -8,15 +8,10 @@
 # one go (before the fix it trusted the part's size and assembled the
 # garbage). The same with 2 ranks, and after a kill (SIGKILL) half way.
 # Env: CORPUSLENS, PYTHON.
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
+. "$(dirname "$0")/lib.sh"
 d=$(mktemp -d /tmp/index_kill_resume.XXXXXX)
 trap 'rm -rf "$d"' EXIT
 cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 
 set -e
 "$E" demo-corpus --chars 60000 -o demo.txt >/dev/null
@@ -64,5 +59,4 @@ done
 [ -s i.h5.parts/rank0.bin.synced ] || bad "killed: no record count beside the part"
 garbage 1
 resume "killed at shard 4, 1 unsynced record" -- "$E" index --model m.h5 --corpus c.h5 --batch 200 -o i.h5
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

@@ -11,16 +11,8 @@
 # that rank until a real SIGINT sent to mpiexec (which passes SIGTERM to
 # every rank) once the rank says it waits. Every wait is bounded.
 # Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/interrupt_resume.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir interrupt_resume
 one() { timeout -k 5 120 "$E" "$@"; }
 mpi() { timeout -k 5 120 mpiexec -n 2 --oversubscribe "$E" "$@"; }
 set -e
@@ -171,5 +163,4 @@ mpi "${TRAIN[@]}" -o tref2.h5 >/dev/null 2>&1 || bad "train: the uninterrupted 2
 train_case "train, 1 process, SIGINT at step 4" one 0:train.step@4:int 4 130 tref1.h5
 train_case "train, 2 ranks, SIGINT on rank 1 at step 3" mpi 1:train.step@3:int 3 nonzero tref2.h5
 
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

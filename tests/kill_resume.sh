@@ -8,16 +8,8 @@
 # checkpoint, and `run` with a [train] section, which resumes by itself):
 # compared with cmp as written (a model file holds no times).
 # Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/kill_resume.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir kill_resume
 mpi() { timeout -k 5 120 mpiexec -n 2 --oversubscribe "$E" "$@"; }
 set -e
 "$E" demo-corpus --chars 30000 -o demo.txt >/dev/null
@@ -116,5 +108,4 @@ for a, b in (("jref/scan.h5", "js_ref.h5"), ("job/scan.h5", "js.h5")):
         f.attrs.modify("wall_seconds", 0.0)
 PY
 if cmp js_ref.h5 js.h5; then ok "run: scan.h5 byte-identical to the uninterrupted job (wall_seconds set to 0)"; else bad "run: scan.h5 differs"; fi
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

@@ -3,16 +3,8 @@
 # which need none; scan (and lens, ablate) refuse it with one message, writing
 # nothing. explain gives the same output on it as on the same corpus with
 # prompts (the prompts play no part in it). Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/prepare_no_prompts.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir prepare_no_prompts
 set -e
 "$E" demo-corpus --chars 30000 -o demo.txt >/dev/null
 "$E" init --config n_layer=2,n_embd=32,n_head=4,block_size=16 --vocab-from demo.txt --seed 1 -o m.h5 >/dev/null
@@ -68,5 +60,4 @@ for c in scan lens ablate; do
     rm -rf s0.h5*
 done
 
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

@@ -13,16 +13,8 @@
 # which places the chunks otherwise: scan_ranks_bytes.sh). Before the fix the rank count was part of the resume signature: a
 # rerun on other ranks started over (no "resuming" line).
 # Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/resume_ranks.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir resume_ranks
 on() { # on R COMMAND...: the command on R ranks (1: no mpiexec)
     local r=$1
     shift
@@ -128,5 +120,4 @@ resumed "the .synced restored" 1 "${IDX[@]}" -o i.h5 && same_index "the .synced 
 cp ref1_0.h5 c0.h5
 "$PY" -c "import h5py; f = h5py.File('c0.h5', 'r+'); f.attrs.modify('n_trie_nodes', 1)"
 if ! cmp -s ref1_0.h5 c0.h5; then ok "control: cmp sees one changed attribute"; else bad "control: cmp missed a change"; fi
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

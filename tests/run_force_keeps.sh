@@ -8,15 +8,9 @@
 # forced scan keeps scan.h5.state/ for the forced run's resume, and a plain run
 # (which keeps the old scan.h5) removes it. One process.
 # Env: CORPUSLENS.
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-d=$(mktemp -d /tmp/run_force_keeps.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 JOBDIR=$d
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir run_force_keeps
+export JOBDIR=$d
 run() { timeout -k 5 300 "$E" run job.ini "$@" >out.txt 2>err.txt; }
 cat >job.ini <<'INI'
 [corpus]
@@ -121,5 +115,4 @@ else bad "the forced rerun: exit $rc, resumed $(grep -c 'resuming:' err.txt), sc
 printf x >>"$O/report/report.md"
 if ! cmp -s keep/report/report.md "$O/report/report.md"; then ok "control: cmp sees a changed report.md"; else bad "control: cmp missed it"; fi
 
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

@@ -14,16 +14,8 @@
 # in rank order), and a negative control (another --match-cap gives other
 # bytes: cmp can fail).
 # Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/scan_ranks_bytes.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir scan_ranks_bytes
 zero() { cp "$1" "$2" && "$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); f.attrs.modify('wall_seconds',0.0)" "$2"; }
 set -e
 "$E" demo-corpus --chars 30000 -o demo.txt >/dev/null

@@ -13,16 +13,8 @@
 # range) is refused on 2 ranks with one message naming it and no output.
 # The index on 4 ranks reads as little, and writes the 1-rank file's bytes.
 # Env: CORPUSLENS, PYTHON (h5py).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/scan_shard_reads.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir scan_shard_reads
 on() { # on R COMMAND...: the command on R ranks (1: no mpiexec)
     local r=$1
     shift

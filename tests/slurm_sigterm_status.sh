@@ -8,18 +8,12 @@
 # shard (CORPUSLENS_FAULT=0:scan.shard@3:wait). Negative control: without
 # CL_REQUEUE_EXIT (a stage that is not requeued) the status stays 143.
 # Env: CORPUSLENS, SRC (the source tree).
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
+. "$(dirname "$0")/lib.sh"
 SRC=${SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-d=$(mktemp -d /tmp/slurm_sigterm_status.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 JOBDIR=$d
+cl_workdir slurm_sigterm_status
+export JOBDIR=$d
 export CORPUSLENS_JOB=$d/job.ini CORPUSLENS_SLURM_DIR=$SRC/slurm CORPUSLENS_BIN=$E
 export SLURM_JOB_ID=4242 SLURM_JOB_NODELIST=$(hostname -s) SLURM_NTASKS=1
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
 cat >job.ini <<'INI'
 [corpus]
 generate = demo
@@ -89,5 +83,4 @@ EOF2
 term_case plain.sh "control"
 [ $rc = 143 ] && ok "control: without CL_REQUEUE_EXIT the status stays 143" || { bad "control: exit $rc (want 143)"; tail -3 err.txt; }
 
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish

@@ -5,16 +5,9 @@
 # uninterrupted run, byte for byte. `run` resumes a training of a job without
 # [train] checkpoint_every. Negative control: --checkpoint-every 0 keeps the
 # old behaviour (nothing to resume after the kill). Env: CORPUSLENS, PYTHON.
-set -u
-E=${CORPUSLENS:?CORPUSLENS must name the binary}
-PY=${PYTHON:-/usr/bin/python3}
-d=$(mktemp -d /tmp/train_default_checkpoint.XXXXXX)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$d"' EXIT
-cd "$d"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 JOBDIR=$d
-fails=0
-ok() { echo "ok    $*"; }
-bad() { echo "FAIL  $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/lib.sh"
+cl_workdir train_default_checkpoint
+export JOBDIR=$d
 "$E" demo-corpus --chars 30000 -o demo.txt >/dev/null || exit 1
 "$E" init --config n_layer=1,n_embd=16,n_head=2,block_size=16 --vocab-from demo.txt --seed 1 -o m.h5 >/dev/null || exit 1
 step_of() { "$PY" -c "import h5py, sys; print(int(h5py.File(sys.argv[1], 'r')['/train/step'][0]))" "$1" 2>/dev/null; }
@@ -71,5 +64,4 @@ rc=$?
 [ $rc = 0 ] && grep -q "resuming from its checkpoint" out.txt && [ "$(step_of out/model.h5)" = 6 ] &&
     ok "run again: resumed the training to step 6" || { bad "run again: exit $rc, $(grep -c 'resuming' out.txt) resume lines"; tail -3 err.txt; }
 
-if [ $fails -gt 0 ]; then echo "$fails failed"; exit 1; fi
-echo "all passed"
+cl_finish
