@@ -80,6 +80,18 @@ def tune_reference(d, sc):
         md = open(os.path.join(rep, "report.md"), encoding="utf-8").read()
         row = f"| reference | 0.75, 0.8 | 1, 2 | {at['paper_train_mean']:.4f} | {at['paper_test_mean']:.4f} |"
         check(row in md, f"report.md has the reference row {row!r}")
+        # a hostile tune.h5: a list longer than the blocks (64 + 36 values) or of the wrong length is refused
+        for attr, n in (("weights", 100), ("paper_thresholds", 1), ("paper_weights", 100)):
+            bad = os.path.join(d, "tbad.h5")
+            shutil.copy(out, bad)
+            with h5py.File(bad, "r+") as f:
+                del f.attrs[attr]
+                f.attrs[attr] = np.full(n, 0.8)
+            p = run(["reduce", sc[k], "--thresholds", rt, "--weights", rw, "--tuned", bad, "-o",
+                     os.path.join(d, "rtbad")], ok=False)
+            err = p.stderr.strip()
+            check(p.returncode != 0 and f"bad {attr}" in err and len(err.splitlines()) == 1
+                  and not os.path.exists(os.path.join(d, "rtbad", "report.h5")), f"tune.h5 {attr}[{n}] refused: {err!r}")
     print("tune --thresholds/--weights: reference recorded; both splits add up to reduce's H (1e-12)")
     p = run(["tune", sc["csr"], "--thresholds", "0.75", "--weights", "1,2"], ok=False)
     err = p.stderr.strip()

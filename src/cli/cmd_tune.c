@@ -132,7 +132,7 @@ static int run(int argc, char **argv) {
             else {
                 fprintf(f, "# corpuslens tune %s: seed %llu, train fraction %g, held-out mean H %.4f",
                         scan_path, (unsigned long long)o.seed, o.train_fraction, r.test.mean);
-                if (r.have_paper) fprintf(f, " (paper values %.4f)", r.paper_test.mean);
+                if (r.have_paper) fprintf(f, " (%s values %.4f)", o.n_ref ? "reference" : "paper", r.paper_test.mean);
                 fprintf(f, "\n[reduce]\nthresholds = ");
                 for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%g", b ? "," : "", r.thresholds[b]);
                 fprintf(f, "\nweights = ");
