@@ -126,7 +126,7 @@ def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48):
         f["/prompts/next_counts"] = np.zeros((P, V), np.int32)
         f["/corpus/unigram"] = np.ones(V, np.int64)
         f["/model/probs"] = q
-        f["/lens/probs"] = np.repeat(q[:, None, :], Lb, 1)
+        f["/lens/hellinger"] = np.zeros((P, Lb))
         f["/freq/n_matches"] = np.ones((P, Lb, NB), np.int64)
         f["/freq/bin_lower"] = 0.5 + 0.0125 * np.arange(NB)
         f["/freq/next/indptr"] = np.array(ind, np.int64)
@@ -211,9 +211,22 @@ def main():
               f"CSR {nnz} nonzeros ({st_tok + st_cnt} + {fc['/freq/next/indptr'].id.get_storage_size()} bytes)")
         for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/matches/substring"):
             check(np.array_equal(fc[k][()], f2[k][()]), f"1 rank == 2 ranks (many slices): {k}")
-    # reduce: same H and approximation from either layout
+    # the csr file stores the lens as H scalars [P, n_layer], not [P, n_layer, V] probabilities
+    with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd:
+        NL, P, V = int(fc.attrs["n_layer"]), int(fc.attrs["n_prompts"]), int(fc.attrs["vocab_size"])
+        check("/lens/probs" not in fc and fc["/lens/hellinger"].shape == (P, NL) and fd["/lens/probs"].shape == (P, NL, V),
+              f"csr: /lens/hellinger {fc['/lens/hellinger'].shape if '/lens/hellinger' in fc else None}, no /lens/probs")
+        lh = fc["/lens/hellinger"][()]
+    # reduce: same H and approximation from either layout, and the same logit-lens rows
     hd, ad = report(d, sc["dense"], "rd")
     hc, ac = report(d, sc["csr"], "rc")
+    for l in range(NL):
+        with h5py.File(os.path.join(d, "rd", "report.h5")) as a, h5py.File(os.path.join(d, "rc", "report.h5")) as b:
+            x, y = a[f"/baselines/lens_{l}/hellinger"][()], b[f"/baselines/lens_{l}/hellinger"][()]
+        dl = float(np.max(np.abs(x - y)))
+        check(dl <= TOL and float(np.max(np.abs(x - lh[:, l]))) <= TOL and (x[:, None] >= 0).all(),
+              f"lens {l}: reduce's H dense vs csr differ by {dl}")
+    check(float(np.max(np.abs(lh[:, 0] - lh[:, NL - 1]))) > TOL, "negative control: the lens of block 0 is not the model")
     diff = float(np.max(np.abs(hd - hc)))
     check(diff <= TOL and np.max(np.abs(ad - ac)) <= TOL, f"reduce: H dense vs csr differ by {diff}")
     check((hd >= 0).sum() > 0, "some prompt has a distribution")
@@ -280,6 +293,16 @@ def main():
     hostile("huge count", setds("/freq/next/count", lambda a: a.__setitem__(0, 1 << 30)), "outside [1,")
     hostile("indptr past the end", setds("/freq/next/indptr", lambda a: a.__setitem__(-1, a[-1] + 7)), "/freq/next/indptr")
     hostile("indptr decreasing", setds("/freq/next/indptr", lambda a: a.__setitem__(1, a[2] + 1)), "/freq/next/indptr")
+
+    hostile("lens H above 1", setds("/lens/hellinger", lambda a: a.__setitem__((0, 0), 1.5)),
+            "not a Hellinger distance")
+    hostile("lens H NaN", setds("/lens/hellinger", lambda a: a.__setitem__((1, 0), np.nan)), "not a Hellinger distance")
+
+    def lens_shape(f):
+        a = f["/lens/hellinger"][()]
+        del f["/lens/hellinger"]
+        f["/lens/hellinger"] = a[:, :1]
+    hostile("lens H of one block", lens_shape, "/lens/hellinger")
 
     def unknown_layout(f):
         f.attrs["next_layout"] = "coo"

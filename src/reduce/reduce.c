@@ -127,15 +127,16 @@ cl_scan *cl_scan_open(const char *path) {
     }
     hsize_t dNB = (hsize_t)NB, dV = (hsize_t)V, dP = (hsize_t)P;
     hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)s->NL, (hsize_t)V};
-    hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
+    hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB}, dPL[2] = {P, (hsize_t)s->NL};
     /* shapes, type classes and stored data, before anything is sized by P */
+    if (cl_scan_counts_open(s)) goto fail;
     if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) ||
         cl_h5_check_data(f, CL_SCAN_PROMPT_TEXT, H5T_C_S1, 1, &dP) ||
         cl_h5_check_data(f, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, dPV) ||
         cl_h5_check_data(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV) ||
         cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV) ||
-        cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV) ||
-        cl_scan_counts_open(s) ||
+        (s->csr ? cl_h5_check_data(f, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dPL)
+                : cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV)) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dPLN) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB))
         goto fail;
@@ -410,6 +411,14 @@ static int check_probs(const cl_scan *s, const float *x, size_t n, size_t row, s
     return 0;
 }
 
+/* Stored Hellinger distances: in [0, 1] or exactly CL_H_EMPTY. */
+static int check_hellinger(const cl_scan *s, const double *x, size_t n, size_t row, size_t p0, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] >= 0 && x[i] <= 1) && x[i] != CL_H_EMPTY)
+            return cl_error("%s: %s: %g at prompt %zu is not a Hellinger distance", s->path, what, x[i], p0 + i / row);
+    return 0;
+}
+
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
     size_t V = (size_t)s->V;
     if (cl_scan_read_counts(s, p0, n, counts)) return -1;
@@ -454,14 +463,16 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
     counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
-    lens = cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
+    /* csr: the lens's H to the model, stored (scan computed them from the dense rows) */
+    lens = s->csr ? NULL : cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
+    double *lensh = s->csr ? cl_trymalloc(PB * NL, sizeof(double), "lens block") : NULL;
     next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
     unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
     unigram = cl_trymalloc(V, sizeof(double), "unigram");
     above = cl_trymalloc(Lb * V, sizeof(double), "block sums");
     tmp = cl_trymalloc(V, sizeof(double), "scratch");
     if (!r->approx || !r->hellinger || !r->empty || !r->model_probs || !r->n_matches ||
-        !r->mean_matches_bin || !r->baselines || !counts || !nm || !lens || !next || !unig ||
+        !r->mean_matches_bin || !r->baselines || !counts || !nm || !(lens || lensh) || !next || !unig ||
         !unigram || !above || !tmp)
         goto fail;
     r->n_baselines = nbl;
@@ -503,10 +514,12 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         size_t n = P - p0 < PB ? P - p0 : PB;
         if (cl_scan_read_counts(s, p0, n, counts) ||
             cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
-            cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+            (lens ? cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+                        check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS)
+                  : cl_h5_read_rows(s->file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, p0, n, lensh) ||
+                        check_hellinger(s, lensh, n * NL, NL, p0, CL_SCAN_LENS_HELLINGER)) ||
             cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next) ||
             check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
-            check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
             check_counts32(s, next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))
             goto fail;
         for (size_t i = 0; i < n; i++) {
@@ -533,7 +546,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
                 r->baselines[b].empty[p] = h == CL_H_EMPTY;
             }
             for (size_t l = 0; l < NL; l++) {
-                double h = hellinger_ff(lens + (i * NL + l) * V, q, V, tmp);
+                double h = lens ? hellinger_ff(lens + (i * NL + l) * V, q, V, tmp) : lensh[i * NL + l];
                 r->baselines[r->b_lens + l].hellinger[p] = h;
                 r->baselines[r->b_lens + l].empty[p] = h == CL_H_EMPTY;
             }
@@ -573,6 +586,7 @@ done:
     free(counts);
     free(nm);
     free(lens);
+    free(lensh);
     free(next);
     free(unig);
     free(unigram);
