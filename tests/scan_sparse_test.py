@@ -10,6 +10,7 @@ control of the comparison).
 Environment: CORPUSLENS, TESTDATA (scan_test.py's)."""
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -38,6 +39,142 @@ def report(d, scan, name, ok=True):
         return p, rep
     with h5py.File(os.path.join(rep, "report.h5")) as f:
         return f["/hellinger"][()], f["/approx"][()]
+
+
+def split_sum(attrs, which):
+    """n_train * train mean + n_test * held-out mean of tune.h5 (no empty prompt)."""
+    return float(attrs["n_train"]) * float(attrs[which + "_train_mean"]) + \
+        float(attrs["n_test"]) * float(attrs[which + "_test_mean"])
+
+
+def tune_reference(d, sc):
+    """tune --thresholds/--weights: the reference values are a start and are
+    reported beside the fit (tune.h5 paper_thresholds/paper_weights, reduce's
+    report row); for both the fitted and the reference values the two splits'
+    means add up to reduce's H over all prompts (the dense reducer, to 1e-12):
+    the sparse tune computes the H of the dense path."""
+    rt, rw = "0.75,0.8", "1,2"
+    for k in ("dense", "csr"):
+        out = os.path.join(d, "tref_" + k + ".h5")
+        p = run(["tune", sc[k], "--seed", "5", "--restarts", "1", "--thresholds", rt, "--weights", rw, "--h5", out])
+        check("reference, held-out" in p.stdout and "support cells" in p.stdout, f"tune prints the reference: {p.stdout}")
+        with h5py.File(out) as f:
+            at = dict(f.attrs)
+        check(np.allclose(at["paper_thresholds"], [0.75, 0.8], atol=1e-12) and np.allclose(at["paper_weights"], [1, 2]),
+              f"tune.h5 records the reference values {at.get('paper_thresholds')} {at.get('paper_weights')}")
+        P = int(at["n_train"]) + int(at["n_test"])
+        for which, t, w in (("paper", rt, rw),
+                            ("fitted", ",".join(f"{x:.17g}" for x in at["thresholds"]),
+                             ",".join(f"{x:.17g}" for x in at["weights"]))):
+            rep = os.path.join(d, f"rref_{k}_{which}")
+            run(["reduce", sc["dense"], "--thresholds", t, "--weights", w, "-o", rep])
+            with h5py.File(os.path.join(rep, "report.h5")) as f:
+                h = f["/hellinger"][()]
+            check(len(h) == P and (h >= 0).all(), f"{which}: every prompt has an approximation (the sums need it)")
+            got, want = split_sum(at, which), float(h.sum())
+            check(abs(got - want) <= TOL * P, f"tune ({k}) {which}: splits' sum {got!r} vs reduce {want!r}")
+            # negative control: one prompt's H changed by 1e-9 is seen
+            check(not (abs(got - (want + 1e-9)) <= TOL * P), "negative control of the 1e-12 comparison")
+        rep = os.path.join(d, "rref_" + k)
+        run(["reduce", sc[k], "--thresholds", rt, "--weights", rw, "--tuned", out, "-o", rep])
+        md = open(os.path.join(rep, "report.md"), encoding="utf-8").read()
+        row = f"| reference | 0.75, 0.8 | 1, 2 | {at['paper_train_mean']:.4f} | {at['paper_test_mean']:.4f} |"
+        check(row in md, f"report.md has the reference row {row!r}")
+        # a hostile tune.h5: a list longer than the blocks (64 + 36 values) or of the wrong length is refused
+        for attr, n in (("weights", 100), ("paper_thresholds", 1), ("paper_weights", 100)):
+            bad = os.path.join(d, "tbad.h5")
+            shutil.copy(out, bad)
+            with h5py.File(bad, "r+") as f:
+                del f.attrs[attr]
+                f.attrs[attr] = np.full(n, 0.8)
+            p = run(["reduce", sc[k], "--thresholds", rt, "--weights", rw, "--tuned", bad, "-o",
+                     os.path.join(d, "rtbad")], ok=False)
+            err = p.stderr.strip()
+            check(p.returncode != 0 and f"bad {attr}" in err and len(err.splitlines()) == 1
+                  and not os.path.exists(os.path.join(d, "rtbad", "report.h5")), f"tune.h5 {attr}[{n}] refused: {err!r}")
+    print("tune --thresholds/--weights: reference recorded; both splits add up to reduce's H (1e-12)")
+    p = run(["tune", sc["csr"], "--thresholds", "0.75", "--weights", "1,2"], ok=False)
+    err = p.stderr.strip()
+    check(p.returncode != 0 and "one per block" in err and len(err.splitlines()) == 1, f"one threshold refused: {err!r}")
+
+
+def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48):
+    """A scan file (token_type gpt2-bpe, next_layout csr) with a large V:
+    prompt p's counts lie on `pool` tokens of its own. Returns (counts as
+    {(p, b, k): (tokens, counts)}, model probabilities [P, V])."""
+    rows, tok, cnt, ind = {}, [], [], [0]
+    for p in range(P):
+        own = np.sort(rng.choice(V, pool, replace=False))
+        for b in range(Lb):
+            for k in range(NB):
+                t = np.sort(rng.choice(own, int(rng.integers(0, 6)), replace=False))
+                c = rng.integers(1, 9, len(t))
+                rows[p, b, k] = (t, c)
+                tok += list(t)
+                cnt += list(c)
+                ind.append(len(tok))
+    q = rng.random((P, V)).astype(np.float32) ** 8
+    q /= q.sum(1, keepdims=True)
+    with h5py.File(path, "w") as f:
+        a = f.attrs
+        a["format"], a["format_version"], a["complete"] = "corpuslens-scan", 1, 1
+        a["n_layer"], a["n_hook_blocks"], a["hook_first_block"] = Lb, Lb, 0
+        a["vocab_size"], a["n_bins"], a["n_prompts"], a["L"] = V, NB, P, 3
+        a["prefilter"], a["bin_width"], a["n_substrings"] = 0.5, 0.0125, 1000
+        a["hook"], a["token_type"], a["next_layout"] = "mlp_out", "gpt2-bpe", "csr"
+        f["/prompts/text"] = np.array([b"p%d" % p for p in range(P)])
+        f["/prompts/next_counts"] = np.zeros((P, V), np.int32)
+        f["/corpus/unigram"] = np.ones(V, np.int64)
+        f["/model/probs"] = q
+        f["/lens/hellinger"] = np.zeros((P, Lb))
+        f["/freq/n_matches"] = np.ones((P, Lb, NB), np.int64)
+        f["/freq/bin_lower"] = 0.5 + 0.0125 * np.arange(NB)
+        f["/freq/next/indptr"] = np.array(ind, np.int64)
+        f["/freq/next/token"] = np.array(tok, np.int32)
+        f["/freq/next/count"] = np.array(cnt, np.int32)
+    return rows, q
+
+
+def tune_large_v(d):
+    """tune's memory follows the nonzero counts, not V: on a synthetic scan
+    with V = 100,000 the dense train tensor would be n_train x blocks x bins x
+    V x 4 B = 1.0 GB; tune's peak RSS stays far below it. Its H equals a numpy
+    Hellinger over the full V (the splits' sums, 1e-12)."""
+    P, Lb, NB, V = 64, 2, 40, 100000
+    path = os.path.join(d, "largev.h5")
+    rows, q = synthetic_csr_scan(path, np.random.default_rng(7), P, Lb, NB, V)
+    out = os.path.join(d, "tlargev.h5")
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    p = subprocess.run([sys.executable, "-c", probe, st.EXE, "tune", path, "--seed", "1", "--restarts", "0",
+                        "--thresholds", "0.6,0.75", "--weights", "1,0.5", "--h5", out],
+                       capture_output=True, text=True, env=st.ENV)
+    check(p.returncode == 0, f"tune on V = {V}: {p.stderr[-400:]}")
+    if p.returncode:
+        return
+    rss_mb = int(p.stdout.split()[-1]) / 1024
+    dense_mb = (P // 2) * Lb * NB * V * 4 / 2**20
+    check(rss_mb < dense_mb / 3, f"tune peak RSS {rss_mb:.0f} MB, the dense train tensor alone {dense_mb:.0f} MB")
+    print(f"tune at V = {V}: peak RSS {rss_mb:.0f} MB (the dense train tensor would be {dense_mb:.0f} MB)")
+    with h5py.File(out) as f:
+        at = dict(f.attrs)
+    for which, thr, w in (("paper", at["paper_thresholds"], at["paper_weights"]),
+                          ("fitted", at["thresholds"], at["weights"])):
+        kb = [int(round((t - 0.5) / 0.0125)) for t in thr]
+        hs = []
+        for pi in range(P):
+            a = np.zeros(V)
+            for b in range(Lb):
+                for k in range(kb[b], NB):
+                    t, c = rows[pi, b, k]
+                    a[t] += w[b] * c
+            hs.append(np.sqrt(0.5 * np.sum((np.sqrt(a / a.sum()) - np.sqrt(q[pi].astype(np.float64) / q[pi].sum(dtype=np.float64))) ** 2))
+                      if a.sum() > 0 else -1.0)
+        hs = np.array(hs)
+        check((hs >= 0).all(), f"{which}: every synthetic prompt has counts above its thresholds")
+        got, want = split_sum(at, which), float(hs.sum())
+        check(abs(got - want) <= TOL * P, f"tune at V = {V}, {which}: splits' sum {got!r} vs numpy {want!r}")
+        check(not (abs(got - (want + 1e-9)) <= TOL * P), "negative control of the 1e-12 comparison")
 
 
 def main():
@@ -74,9 +211,22 @@ def main():
               f"CSR {nnz} nonzeros ({st_tok + st_cnt} + {fc['/freq/next/indptr'].id.get_storage_size()} bytes)")
         for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/matches/substring"):
             check(np.array_equal(fc[k][()], f2[k][()]), f"1 rank == 2 ranks (many slices): {k}")
-    # reduce: same H and approximation from either layout
+    # the csr file stores the lens as H scalars [P, n_layer], not [P, n_layer, V] probabilities
+    with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd:
+        NL, P, V = int(fc.attrs["n_layer"]), int(fc.attrs["n_prompts"]), int(fc.attrs["vocab_size"])
+        check("/lens/probs" not in fc and fc["/lens/hellinger"].shape == (P, NL) and fd["/lens/probs"].shape == (P, NL, V),
+              f"csr: /lens/hellinger {fc['/lens/hellinger'].shape if '/lens/hellinger' in fc else None}, no /lens/probs")
+        lh = fc["/lens/hellinger"][()]
+    # reduce: same H and approximation from either layout, and the same logit-lens rows
     hd, ad = report(d, sc["dense"], "rd")
     hc, ac = report(d, sc["csr"], "rc")
+    for l in range(NL):
+        with h5py.File(os.path.join(d, "rd", "report.h5")) as a, h5py.File(os.path.join(d, "rc", "report.h5")) as b:
+            x, y = a[f"/baselines/lens_{l}/hellinger"][()], b[f"/baselines/lens_{l}/hellinger"][()]
+        dl = float(np.max(np.abs(x - y)))
+        check(dl <= TOL and float(np.max(np.abs(x - lh[:, l]))) <= TOL and (x[:, None] >= 0).all(),
+              f"lens {l}: reduce's H dense vs csr differ by {dl}")
+    check(float(np.max(np.abs(lh[:, 0] - lh[:, NL - 1]))) > TOL, "negative control: the lens of block 0 is not the model")
     diff = float(np.max(np.abs(hd - hc)))
     check(diff <= TOL and np.max(np.abs(ad - ac)) <= TOL, f"reduce: H dense vs csr differ by {diff}")
     check((hd >= 0).sum() > 0, "some prompt has a distribution")
@@ -95,6 +245,8 @@ def main():
                 (x.shape == y.shape and not (np.max(np.abs(x - y), initial=0) > TOL))
             check(same, f"tune: {k} dense {x} vs csr {y}")
         print(f"tune: {len(keys)} attributes equal, fitted_test_mean {float(a.attrs['fitted_test_mean']):.6f}")
+    tune_reference(d, sc)
+    tune_large_v(d)
     # negative control: one count changed changes H
     neg = os.path.join(d, "neg.h5")
     shutil.copy(sc["csr"], neg)
@@ -141,6 +293,16 @@ def main():
     hostile("huge count", setds("/freq/next/count", lambda a: a.__setitem__(0, 1 << 30)), "outside [1,")
     hostile("indptr past the end", setds("/freq/next/indptr", lambda a: a.__setitem__(-1, a[-1] + 7)), "/freq/next/indptr")
     hostile("indptr decreasing", setds("/freq/next/indptr", lambda a: a.__setitem__(1, a[2] + 1)), "/freq/next/indptr")
+
+    hostile("lens H above 1", setds("/lens/hellinger", lambda a: a.__setitem__((0, 0), 1.5)),
+            "not a Hellinger distance")
+    hostile("lens H NaN", setds("/lens/hellinger", lambda a: a.__setitem__((1, 0), np.nan)), "not a Hellinger distance")
+
+    def lens_shape(f):
+        a = f["/lens/hellinger"][()]
+        del f["/lens/hellinger"]
+        f["/lens/hellinger"] = a[:, :1]
+    hostile("lens H of one block", lens_shape, "/lens/hellinger")
 
     def unknown_layout(f):
         f.attrs["next_layout"] = "coo"

@@ -26,17 +26,21 @@ static void print_stats(const char *name, const cl_stats *s) {
 
 static const char USAGE[] =
     "corpuslens tune SCAN.h5 [--train-fraction F] [--seed S] [--restarts R]\n"
-    "                       [--max-train N] [-o SNIPPET.ini] [--h5 TUNE.h5]";
+    "                       [--max-train N] [--thresholds LIST --weights LIST]\n"
+    "                       [-o SNIPPET.ini] [--h5 TUNE.h5]";
 
 static const char ABOUT[] =
     "Fits one threshold per block (on the scan's grid) and nonnegative weights that\n"
     "minimise the mean Hellinger distance of the approximation (see `corpuslens\n"
     "reduce --help`) on a random train split of the prompts, and reports the\n"
-    "held-out split's statistics for the fitted values beside the paper's values\n"
-    "(6 blocks) on the same split.\n"
+    "held-out split's statistics for the fitted values beside the reference values\n"
+    "on the same split: --thresholds/--weights, or the paper's (6 blocks).\n"
     "\n"
     "Method: the train prompts' counts above every grid threshold are held in\n"
-    "memory (train x blocks x bins x vocab int32). Objective: mean H over train\n"
+    "memory on each prompt's support, the tokens any of its counts has (train x\n"
+    "blocks x bins x support int32; the model's mass off the support is one\n"
+    "number per prompt), so memory follows the nonzero counts, not the vocabulary.\n"
+    "Objective: mean H over train\n"
     "prompts, an empty approximation counting as H = 1. Block coordinate descent:\n"
     "per block, every grid threshold is tried with the other blocks fixed, then the\n"
     "weight is searched on a multiplicative ladder (x1/8..x8, and 0) and refined by\n"
@@ -51,12 +55,18 @@ static int run(int argc, char **argv) {
     long seed = 1, restarts = 2, max_train = 0;
     int soft = 0;
     cl_soft_tune_result sr;
+    static cli_doubles rt, rw;
     const cli_option opts[] = {
         CLI_OPT_DOUBLE("train-fraction", 0, "F", &o.train_fraction, 1e-9, 1 - 1e-9,
                        "share of prompts in the train split, in (0, 1)"),
         CLI_OPT_INT("seed", 0, "S", &seed, 0, LONG_MAX, "split and restart seed"),
         CLI_OPT_INT("restarts", 0, "R", &restarts, 0, 1000, "random restarts"),
         CLI_OPT_INT("max-train", 0, "N", &max_train, 0, LONG_MAX, "fit on at most N train prompts (memory cap; 0 = all)"),
+        CLI_OPT_DOUBLES("thresholds", 0, "LIST", &rt,
+                        "reference thresholds, one per block on the scan's grid\n"
+                        "(a start, and reported beside the fit; default: the\n"
+                        "paper's for 6 blocks); needs --weights"),
+        CLI_OPT_DOUBLES("weights", 0, "LIST", &rw, "reference weights, one per block (with --thresholds)"),
         CLI_OPT_STRING("output", 'o', "FILE", &out,
                        "write the fitted values as a job-file snippet:\n"
                        "[reduce] / thresholds = ... / weights = ..."),
@@ -82,17 +92,22 @@ static int run(int argc, char **argv) {
     {
         cl_scan *s = cl_scan_open(scan_path);
         cl_tune_result r;
-        err = !s || cl_tune(s, &o, &r);
+        if (s && (rt.set || rw.set)) {
+            if (!rt.set || !rw.set || rt.n != (size_t)s->Lb || rw.n != (size_t)s->Lb)
+                err = cl_error("--thresholds and --weights need %d values each (one per block)", s->Lb) != 0;
+            o.ref_thresholds = rt.v, o.ref_weights = rw.v, o.n_ref = (size_t)s->Lb;
+        }
+        err = err || !s || cl_tune(s, &o, &r);
         if (!err) {
-            printf("tune: %zu train / %zu held-out prompts, %d sweeps, train objective %.4f\n", r.n_train,
-                   r.n_test, r.sweeps, r.train_objective);
+            printf("tune: %zu train / %zu held-out prompts, %d sweeps, train objective %.4f, %zu support cells\n",
+                   r.n_train, r.n_test, r.sweeps, r.train_objective, r.support_cells);
             print_list("  thresholds =", r.thresholds, s->Lb, 0);
             print_list("  weights    =", r.weights, s->Lb, 1);
             print_stats("fitted, train", &r.train);
             print_stats("fitted, held-out", &r.test);
             if (r.have_paper) {
-                print_stats("paper, train", &r.paper_train);
-                print_stats("paper, held-out", &r.paper_test);
+                print_stats(o.n_ref ? "reference, train" : "paper, train", &r.paper_train);
+                print_stats(o.n_ref ? "reference, held-out" : "paper, held-out", &r.paper_test);
             }
         }
         if (!err && soft) {
@@ -117,7 +132,7 @@ static int run(int argc, char **argv) {
             else {
                 fprintf(f, "# corpuslens tune %s: seed %llu, train fraction %g, held-out mean H %.4f",
                         scan_path, (unsigned long long)o.seed, o.train_fraction, r.test.mean);
-                if (r.have_paper) fprintf(f, " (paper values %.4f)", r.paper_test.mean);
+                if (r.have_paper) fprintf(f, " (%s values %.4f)", o.n_ref ? "reference" : "paper", r.paper_test.mean);
                 fprintf(f, "\n[reduce]\nthresholds = ");
                 for (int b = 0; b < s->Lb; b++) fprintf(f, "%s%g", b ? "," : "", r.thresholds[b]);
                 fprintf(f, "\nweights = ");
@@ -154,6 +169,8 @@ static int run(int argc, char **argv) {
                           .paper_test_empty = (long long)r.paper_test.n_empty};
             memcpy(t.thresholds, r.thresholds, sizeof t.thresholds);
             memcpy(t.weights, r.weights, sizeof t.weights);
+            memcpy(t.paper_thresholds, r.ref_thresholds, sizeof t.paper_thresholds);
+            memcpy(t.paper_weights, r.ref_weights, sizeof t.paper_weights);
             if (cl_tuned_write(out_h5, &t)) err = 1;
             else printf("tune: wrote %s\n", out_h5);
         }

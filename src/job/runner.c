@@ -390,6 +390,10 @@ static int build_plan(plan *p, cl_job *j, const cl_stage_command *commands, int 
     if (j->has_tune_seed) rc |= av_add(&s->argv, "--seed"), rc |= av_addf(&s->argv, "%lld", j->tune_seed);
     if (j->has_tune_restarts)
         rc |= av_add(&s->argv, "--restarts"), rc |= av_addf(&s->argv, "%lld", j->tune_restarts);
+    /* [reduce]'s values are the reference the fit is reported beside */
+    if (j->thresholds && j->weights)
+        rc |= av_add(&s->argv, "--thresholds"), rc |= av_add(&s->argv, j->thresholds),
+        rc |= av_add(&s->argv, "--weights"), rc |= av_add(&s->argv, j->weights);
     rc |= av_add(&s->argv, "-o"), rc |= av_add(&s->argv, p->tune_ini);
     rc |= av_add(&s->argv, "--h5"), rc |= av_add(&s->argv, p->tune_h5);
 

@@ -115,13 +115,28 @@ int cl_tuned_write(const char *path, const cl_tuned *t) {
              cl_h5_attr_write_double(f, "fitted_test_median", t->fit_test_median) ||
              cl_h5_attr_write_int(f, "fitted_test_empty", t->fit_test_empty);
     if (!rc && t->have_paper)
-        rc = cl_h5_attr_write_double(f, "paper_train_mean", t->paper_train_mean) ||
+        rc = cl_h5_attr_write_doubles(f, "paper_thresholds", t->paper_thresholds, (size_t)t->Lb) ||
+             cl_h5_attr_write_doubles(f, "paper_weights", t->paper_weights, (size_t)t->Lb) ||
+             cl_h5_attr_write_double(f, "paper_train_mean", t->paper_train_mean) ||
              cl_h5_attr_write_double(f, "paper_test_mean", t->paper_test_mean) ||
              cl_h5_attr_write_double(f, "paper_test_std", t->paper_test_std) ||
              cl_h5_attr_write_double(f, "paper_test_median", t->paper_test_median) ||
              cl_h5_attr_write_int(f, "paper_test_empty", t->paper_test_empty);
     if (!rc) rc = cl_h5_attr_write_int(f, "complete", 1);
     return finish(f, tmp, path, rc ? -1 : 0);
+}
+
+/* Attribute `name`: exactly n doubles (n <= 64) into v. */
+static int read_list(hid_t f, const char *name, int n, double *v) {
+    hid_t at = H5Aopen(f, name, H5P_DEFAULT);
+    hid_t sp = at >= 0 ? H5Aget_space(at) : H5I_INVALID_HID;
+    hssize_t m = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    int rc = 0;
+    if (m != n || n < 1 || n > 64 || H5Aread(at, H5T_NATIVE_DOUBLE, v) < 0)
+        rc = cl_error("bad %s: %lld values, expected %d", name, (long long)m, n);
+    if (sp >= 0) H5Sclose(sp);
+    if (at >= 0) H5Aclose(at);
+    return rc;
 }
 
 int cl_tuned_read(const char *path, cl_tuned *t) {
@@ -137,9 +152,7 @@ int cl_tuned_read(const char *path, cl_tuned *t) {
         t->Lb = (int)n;
         if (sp >= 0) H5Sclose(sp);
         if (at >= 0) H5Aclose(at);
-        at = rc ? H5I_INVALID_HID : H5Aopen(f, "weights", H5P_DEFAULT);
-        if (!rc && (at < 0 || H5Aread(at, H5T_NATIVE_DOUBLE, t->weights) < 0)) rc = cl_error("bad weights");
-        if (at >= 0) H5Aclose(at);
+        if (!rc) rc = read_list(f, "weights", t->Lb, t->weights);
     }
     if (!rc)
         rc = cl_h5_attr_read_double(f, "train_fraction", &t->train_fraction) ||
@@ -157,6 +170,14 @@ int cl_tuned_read(const char *path, cl_tuned *t) {
              cl_h5_attr_read_double(f, "paper_test_std", &t->paper_test_std) ||
              cl_h5_attr_read_double(f, "paper_test_median", &t->paper_test_median) ||
              cl_h5_attr_read_int(f, "paper_test_empty", &t->paper_test_empty);
+        static const double pt[6] = CL_PAPER_THRESHOLDS, pw[6] = CL_PAPER_WEIGHTS;
+        if (!rc && cl_h5_attr_exists(f, "paper_thresholds") > 0)
+            rc = read_list(f, "paper_thresholds", t->Lb, t->paper_thresholds) ||
+                 read_list(f, "paper_weights", t->Lb, t->paper_weights);
+        else if (!rc && t->Lb == 6)
+            memcpy(t->paper_thresholds, pt, sizeof pt), memcpy(t->paper_weights, pw, sizeof pw);
+        else if (!rc)
+            rc = cl_error("paper_test_mean without paper_thresholds for %d blocks", t->Lb);
     }
     H5Fclose(f);
     return rc ? cl_error_prefix("%s: ", path), -1 : 0;
@@ -215,11 +236,17 @@ void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o)
         for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%.3g", b ? ", " : "", t->weights[b]);
         fprintf(f, " | %.4f | %.4f | %.4f | %.4f | %lld |\n", t->fit_train_mean, t->fit_test_mean, t->fit_test_std,
                 t->fit_test_median, t->fit_test_empty);
-        if (t->have_paper)
-            fprintf(f, "| paper | 0.95, 0.94, 0.85, 0.76, 0.81, 0.89 | 0.01, 0.01, 0.1, 1.5, 6, 0.01 | %.4f | %.4f "
-                       "| %.4f | %.4f | %lld |\n",
-                    t->paper_train_mean, t->paper_test_mean, t->paper_test_std, t->paper_test_median,
-                    t->paper_test_empty);
+        if (t->have_paper) {
+            static const double pt[6] = CL_PAPER_THRESHOLDS, pw[6] = CL_PAPER_WEIGHTS;
+            int paper = t->Lb == 6;
+            for (int b = 0; paper && b < 6; b++) paper = t->paper_thresholds[b] == pt[b] && t->paper_weights[b] == pw[b];
+            fprintf(f, "| %s | ", paper ? "paper" : "reference");
+            for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%g", b ? ", " : "", t->paper_thresholds[b]);
+            fprintf(f, " | ");
+            for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%g", b ? ", " : "", t->paper_weights[b]);
+            fprintf(f, " | %.4f | %.4f | %.4f | %.4f | %lld |\n", t->paper_train_mean, t->paper_test_mean,
+                    t->paper_test_std, t->paper_test_median, t->paper_test_empty);
+        }
         fprintf(f, "\n");
     }
 }

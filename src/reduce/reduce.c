@@ -127,15 +127,16 @@ cl_scan *cl_scan_open(const char *path) {
     }
     hsize_t dNB = (hsize_t)NB, dV = (hsize_t)V, dP = (hsize_t)P;
     hsize_t dPV[2] = {P, (hsize_t)V}, dPLV[3] = {P, (hsize_t)s->NL, (hsize_t)V};
-    hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB};
+    hsize_t dPLN[3] = {P, (hsize_t)Lb, (hsize_t)NB}, dPL[2] = {P, (hsize_t)s->NL};
     /* shapes, type classes and stored data, before anything is sized by P */
+    if (cl_scan_counts_open(s)) goto fail;
     if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) ||
         cl_h5_check_data(f, CL_SCAN_PROMPT_TEXT, H5T_C_S1, 1, &dP) ||
         cl_h5_check_data(f, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, dPV) ||
         cl_h5_check_data(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV) ||
         cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV) ||
-        cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV) ||
-        cl_scan_counts_open(s) ||
+        (s->csr ? cl_h5_check_data(f, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dPL)
+                : cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV)) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dPLN) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &dNB))
         goto fail;
@@ -410,6 +411,14 @@ static int check_probs(const cl_scan *s, const float *x, size_t n, size_t row, s
     return 0;
 }
 
+/* Stored Hellinger distances: in [0, 1] or exactly CL_H_EMPTY. */
+static int check_hellinger(const cl_scan *s, const double *x, size_t n, size_t row, size_t p0, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!(x[i] >= 0 && x[i] <= 1) && x[i] != CL_H_EMPTY)
+            return cl_error("%s: %s: %g at prompt %zu is not a Hellinger distance", s->path, what, x[i], p0 + i / row);
+    return 0;
+}
+
 int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
     size_t V = (size_t)s->V;
     if (cl_scan_read_counts(s, p0, n, counts)) return -1;
@@ -454,14 +463,16 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
     r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
     counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
     nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
-    lens = cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
+    /* csr: the lens's H to the model, stored (scan computed them from the dense rows) */
+    lens = s->csr ? NULL : cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
+    double *lensh = s->csr ? cl_trymalloc(PB * NL, sizeof(double), "lens block") : NULL;
     next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
     unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
     unigram = cl_trymalloc(V, sizeof(double), "unigram");
     above = cl_trymalloc(Lb * V, sizeof(double), "block sums");
     tmp = cl_trymalloc(V, sizeof(double), "scratch");
     if (!r->approx || !r->hellinger || !r->empty || !r->model_probs || !r->n_matches ||
-        !r->mean_matches_bin || !r->baselines || !counts || !nm || !lens || !next || !unig ||
+        !r->mean_matches_bin || !r->baselines || !counts || !nm || !(lens || lensh) || !next || !unig ||
         !unigram || !above || !tmp)
         goto fail;
     r->n_baselines = nbl;
@@ -503,10 +514,12 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         size_t n = P - p0 < PB ? P - p0 : PB;
         if (cl_scan_read_counts(s, p0, n, counts) ||
             cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
-            cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+            (lens ? cl_h5_read_rows(s->file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, p0, n, lens) ||
+                        check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS)
+                  : cl_h5_read_rows(s->file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, p0, n, lensh) ||
+                        check_hellinger(s, lensh, n * NL, NL, p0, CL_SCAN_LENS_HELLINGER)) ||
             cl_h5_read_rows(s->file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, p0, n, next) ||
             check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
-            check_probs(s, lens, n * NL * V, NL * V, p0, CL_SCAN_LENS_PROBS) ||
             check_counts32(s, next, n * V, V, p0, s->n_followers, CL_SCAN_PROMPT_NEXT))
             goto fail;
         for (size_t i = 0; i < n; i++) {
@@ -533,7 +546,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
                 r->baselines[b].empty[p] = h == CL_H_EMPTY;
             }
             for (size_t l = 0; l < NL; l++) {
-                double h = hellinger_ff(lens + (i * NL + l) * V, q, V, tmp);
+                double h = lens ? hellinger_ff(lens + (i * NL + l) * V, q, V, tmp) : lensh[i * NL + l];
                 r->baselines[r->b_lens + l].hellinger[p] = h;
                 r->baselines[r->b_lens + l].empty[p] = h == CL_H_EMPTY;
             }
@@ -573,6 +586,7 @@ done:
     free(counts);
     free(nm);
     free(lens);
+    free(lensh);
     free(next);
     free(unig);
     free(unigram);
@@ -680,50 +694,109 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
 
 /* ---------------------------------------------------------------- tuning */
 
+/* The fit set, sparse: prompt r's support is the union of the tokens of its
+ * (block, bin) count rows (sup[off[r]..off[r+1]), increasing); off it every
+ * count is 0, so the approximation is 0 there and the model's mass there
+ * enters H as one number, rest[r]. Memory: blocks x bins x support cells per
+ * prompt, not blocks x bins x V. */
 typedef struct {
-    size_t n, Lb, NB, V;
-    int32_t *S;  /* [n, Lb, NB, V] counts above bin k (suffix sums over bins) */
-    double *sq;  /* [n, V] sqrt of the model's probabilities, normalised */
-    double *base; /* [n, V] scratch: sum over the other blocks */
+    size_t n, Lb, NB;
+    size_t *off;   /* [n + 1] */
+    int32_t *S;    /* prompt r at Lb * NB * off[r]: [Lb, NB, ns] counts above bin k (suffix sums) */
+    double *sq;    /* [off[n]] sqrt of the model's probabilities, normalised, on the support */
+    double *rest;  /* [n] sum of sq^2 off the support */
+    double *base;  /* [off[n]] scratch: sum over the other blocks */
 } tune_set;
 
 /* Mean over the set of H(base + wb * S[:, b, k], q), empty counted as 1. */
 static double tune_eval(const tune_set *t, size_t b, size_t k, double wb) {
-    size_t V = t->V;
     double tot = 0;
     for (size_t p = 0; p < t->n; p++) {
-        const double *ba = t->base + p * V, *sq = t->sq + p * V;
-        const int32_t *sk = t->S + ((p * t->Lb + b) * t->NB + k) * V;
+        size_t ns = t->off[p + 1] - t->off[p];
+        const double *ba = t->base + t->off[p], *sq = t->sq + t->off[p];
+        const int32_t *sk = t->S + t->Lb * t->NB * t->off[p] + (b * t->NB + k) * ns;
         double sa = 0;
-        for (size_t v = 0; v < V; v++) sa += ba[v] + wb * (double)sk[v];
+        for (size_t j = 0; j < ns; j++) sa += ba[j] + wb * (double)sk[j];
         if (!(sa > 0)) {
             tot += 1;
             continue;
         }
         double acc = 0, inv = 1 / sa;
-        for (size_t v = 0; v < V; v++) {
-            double a = ba[v] + wb * (double)sk[v];
-            double d = sqrt(a * inv) - sq[v];
+        for (size_t j = 0; j < ns; j++) {
+            double a = ba[j] + wb * (double)sk[j];
+            double d = sqrt(a * inv) - sq[j];
             acc += d * d;
         }
-        double h = sqrt(acc) / sqrt(2.0);
+        double h = sqrt(acc + t->rest[p]) / sqrt(2.0);
         tot += h > 1 ? 1 : h;
     }
     return t->n ? tot / (double)t->n : 0;
 }
 
 static void tune_base(tune_set *t, const int *kb, const double *w, size_t skip) {
-    size_t V = t->V;
     for (size_t p = 0; p < t->n; p++) {
-        double *ba = t->base + p * V;
-        for (size_t v = 0; v < V; v++) ba[v] = 0;
+        size_t ns = t->off[p + 1] - t->off[p];
+        double *ba = t->base + t->off[p];
+        for (size_t j = 0; j < ns; j++) ba[j] = 0;
         for (size_t b = 0; b < t->Lb; b++) {
             if (b == skip || w[b] == 0) continue;
-            const int32_t *sk = t->S + ((p * t->Lb + b) * t->NB + (size_t)kb[b]) * V;
-            for (size_t v = 0; v < V; v++) ba[v] += w[b] * (double)sk[v];
+            const int32_t *sk = t->S + t->Lb * t->NB * t->off[p] + (b * t->NB + (size_t)kb[b]) * ns;
+            for (size_t j = 0; j < ns; j++) ba[j] += w[b] * (double)sk[j];
         }
     }
 }
+
+/* The support of one prompt's RP count rows (rows from row r0 of c): the
+ * tokens, increasing, into sup (ns of them); pos[t] = its place (pos is all
+ * -1 outside the support: the caller resets it with support_clear). */
+static size_t support_of(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
+    size_t ns = 0;
+    for (size_t r = r0; r < r0 + RP; r++)
+        for (int64_t e = c->ind[r]; e < c->ind[r + 1]; e++)
+            if (pos[c->tok[e]] < 0) pos[c->tok[e]] = 0, sup[ns++] = c->tok[e];
+    /* increasing: a counting pass over the marks would cost V; sort the few */
+    for (size_t i = 1; i < ns; i++) {
+        int32_t x = sup[i];
+        size_t j = i;
+        if (x > sup[j - 1]) continue;
+        /* binary insertion */
+        size_t lo = 0, hi = i;
+        while (lo < hi) {
+            size_t m = (lo + hi) / 2;
+            if (sup[m] < x) lo = m + 1;
+            else hi = m;
+        }
+        memmove(sup + lo + 1, sup + lo, (i - lo) * sizeof *sup);
+        sup[lo] = x;
+    }
+    for (size_t j = 0; j < ns; j++) pos[sup[j]] = (int32_t)j;
+    return ns;
+}
+static void support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
+    for (size_t j = 0; j < ns; j++) pos[sup[j]] = -1;
+}
+
+/* cl_hellinger_df(a on the support, q): the terms off the support are q's. */
+static double hellinger_sup(const double *a, const int32_t *sup, size_t ns, const float *q, size_t V,
+                            const int32_t *pos) {
+    double sp = 0, sq = 0;
+    for (size_t j = 0; j < ns; j++) sp += a[j] > 0 && isfinite(a[j]) ? a[j] : 0;
+    for (size_t v = 0; v < V; v++) sq += q[v] > 0 && isfinite(q[v]) ? (double)q[v] : 0;
+    if (!(sp > 0) || !(sq > 0) || !isfinite(sp) || !isfinite(sq)) return CL_H_EMPTY;
+    double acc = 0;
+    for (size_t v = 0; v < V; v++)
+        if (pos[v] < 0 && q[v] > 0) acc += (double)q[v] / sq;
+    for (size_t j = 0; j < ns; j++) {
+        double x = a[j] > 0 && isfinite(a[j]) ? a[j] : 0, y = q[sup[j]] > 0 ? (double)q[sup[j]] : 0;
+        double d = sqrt(x / sp) - sqrt(y / sq);
+        acc += d * d;
+    }
+    double h = sqrt(acc) / sqrt(2.0);
+    return h > 1 ? 1 : h;
+}
+
+/* Prompts read at once by tune (sparse counts and model rows). */
+#define TUNE_CHUNK 64
 
 static void rescale_max1(double *w, size_t Lb) {
     double m = 0;
@@ -794,33 +867,88 @@ static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
     return obj;
 }
 
-/* H of every prompt for (kb, w), streaming /freq/counts. */
+/* H of every prompt for (kb, w), streaming the sparse counts. */
 static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
-    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, PB = cl_scan_block_prompts(s);
-    int32_t *counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
-    float *q = cl_trymalloc(PB * V, sizeof(float), "model block");
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, RP = Lb * NB;
+    float *q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
     double *a = cl_trymalloc(V, sizeof(double), "scratch");
+    int32_t *pos = cl_trymalloc(V, sizeof(int32_t), "scratch"), *sup = cl_trymalloc(V, sizeof(int32_t), "scratch");
+    cl_scan_rows c = {0};
     int rc = -1;
-    if (!counts || !q || !a) goto done;
-    for (size_t p0 = 0; p0 < P; p0 += PB) {
-        size_t n = P - p0 < PB ? P - p0 : PB;
-        if (cl_scan_read_block(s, p0, n, counts, q)) goto done;
+    if (!q || !a || !pos || !sup) goto done;
+    for (size_t v = 0; v < V; v++) pos[v] = -1;
+    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
+        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK;
+        cl_scan_rows_free(&c);
+        if (cl_scan_read_rows(s, p0, n, &c) ||
+            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
+            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
+            goto done;
         for (size_t i = 0; i < n; i++) {
-            for (size_t v = 0; v < V; v++) a[v] = 0;
+            size_t ns = support_of(&c, i * RP, RP, pos, sup);
+            for (size_t j = 0; j < ns; j++) a[j] = 0;
             for (size_t b = 0; b < Lb; b++)
                 for (size_t k = (size_t)kb[b]; k < NB; k++) {
-                    const int32_t *c = counts + ((i * Lb + b) * NB + k) * V;
-                    for (size_t v = 0; v < V; v++) a[v] += w[b] * (double)c[v];
+                    size_t r = i * RP + b * NB + k;
+                    for (int64_t e = c.ind[r]; e < c.ind[r + 1]; e++) a[pos[c.tok[e]]] += w[b] * (double)c.cnt[e];
                 }
-            h[p0 + i] = cl_hellinger_df(a, q + i * V, V);
+            h[p0 + i] = hellinger_sup(a, sup, ns, q + i * V, V, pos);
+            support_clear(pos, sup, ns);
         }
     }
     rc = 0;
 done:
-    free(counts);
+    cl_scan_rows_free(&c);
     free(q);
     free(a);
+    free(pos);
+    free(sup);
     return rc;
+}
+
+/* Append prompt i of the chunk (rows from i * RP of c, model row qi) to the
+ * fit set; caps grow by doubling. 0 or -1. */
+static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, const float *qi, size_t V,
+                    int32_t *pos, int32_t *sup, double *sqv) {
+    size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
+    size_t ns = support_of(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
+    if (need > *cap || !t->S) {
+        size_t nc = *cap ? *cap : 1024;
+        while (nc < need) nc *= 2;
+        int32_t *S = realloc(t->S, nc * RP * sizeof *S);
+        if (S) t->S = S;
+        double *sq = S ? realloc(t->sq, nc * sizeof *sq) : NULL;
+        if (sq) t->sq = sq;
+        double *ba = sq ? realloc(t->base, nc * sizeof *ba) : NULL;
+        if (ba) t->base = ba;
+        if (!S || !sq || !ba) {
+            support_clear(pos, sup, ns);
+            return cl_error("out of memory for the train tensor (%zu support cells x %zu blocks x bins; "
+                            "tune --max-train caps it)", nc, RP);
+        }
+        *cap = nc;
+    }
+    int32_t *dst = t->S + RP * o;
+    memset(dst, 0, RP * ns * sizeof *dst);
+    for (size_t b = 0; b < Lb; b++) {
+        int32_t *db = dst + b * NB * ns;
+        for (size_t k = 0; k < NB; k++) {
+            size_t row = i * RP + b * NB + k;
+            for (int64_t e = c->ind[row]; e < c->ind[row + 1]; e++) db[k * ns + (size_t)pos[c->tok[e]]] = c->cnt[e];
+        }
+        for (size_t k = NB - 1; k-- > 0;)
+            for (size_t j = 0; j < ns; j++) db[k * ns + j] += db[(k + 1) * ns + j];
+    }
+    cl_sqrt_probs(qi, V, sqv);
+    double rest = 0;
+    for (size_t v = 0; v < V; v++)
+        if (pos[v] < 0) rest += sqv[v] * sqv[v];
+    for (size_t j = 0; j < ns; j++) t->sq[o + j] = sqv[sup[j]];
+    t->rest[r] = rest;
+    t->off[r + 1] = need;
+    t->n = r + 1;
+    support_clear(pos, sup, ns);
+    return 0;
 }
 
 static int stats_subset(const double *h, const uint8_t *mask, uint8_t want, size_t P, double *tmp,
@@ -846,8 +974,10 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     double *h = cl_trymalloc(P, sizeof *h, "hellinger");
     double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
     tune_set t = {0};
-    int32_t *counts = NULL;
     float *q = NULL;
+    double *sqv = NULL;
+    int32_t *pos = NULL, *sup = NULL;
+    cl_scan_rows c = {0};
     int rc = -1;
     if (!perm || !mask || !row || !h || !tmp) goto done;
     cl_rng rng;
@@ -856,40 +986,45 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     cl_tune_split(&rng, P, n_fit, n_train, perm, mask);
     out->n_train = n_train;
     out->n_test = P - n_train;
-    /* Load the fit set's suffix sums. */
-    t.n = n_fit, t.Lb = Lb, t.NB = NB, t.V = V;
-    t.S = cl_trymalloc(n_fit * Lb * NB, V * sizeof(int32_t), "train tensor (reduce --max-train)");
-    t.sq = cl_trymalloc(n_fit * V, sizeof(double), "train probabilities");
-    t.base = cl_trymalloc(n_fit * V, sizeof(double), "train scratch");
-    size_t PB = cl_scan_block_prompts(s);
-    counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
-    q = cl_trymalloc(PB * V, sizeof(float), "model block");
-    if (!t.S || !t.sq || !t.base || !counts || !q) goto done;
-    size_t r = 0;
-    for (size_t p0 = 0; p0 < P; p0 += PB) {
-        size_t n = P - p0 < PB ? P - p0 : PB;
-        if (cl_scan_read_block(s, p0, n, counts, q)) goto done;
-        for (size_t i = 0; i < n; i++) {
-            if (mask[p0 + i] != 1) continue;
-            cl_sqrt_probs(q + i * V, V, t.sq + r * V);
-            for (size_t b = 0; b < Lb; b++) {
-                int32_t *dst = t.S + (r * Lb + b) * NB * V;
-                const int32_t *src = counts + (i * Lb + b) * NB * V;
-                for (size_t k = NB; k-- > 0;)
-                    for (size_t v = 0; v < V; v++)
-                        dst[k * V + v] = src[k * V + v] + (k + 1 < NB ? dst[(k + 1) * V + v] : 0);
-            }
-            r++;
-        }
+    /* Load the fit set's suffix sums on each prompt's support. */
+    t.Lb = Lb, t.NB = NB;
+    t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "train offsets");
+    t.rest = cl_trymalloc(n_fit, sizeof *t.rest, "train probabilities");
+    q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
+    sqv = cl_trymalloc(V, sizeof *sqv, "scratch");
+    pos = cl_trymalloc(V, sizeof *pos, "scratch");
+    sup = cl_trymalloc(V, sizeof *sup, "scratch");
+    if (!t.off || !t.rest || !q || !sqv || !pos || !sup) goto done;
+    for (size_t v = 0; v < V; v++) pos[v] = -1;
+    size_t cap = 0;
+    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
+        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK, nf = 0;
+        for (size_t i = 0; i < n; i++) nf += mask[p0 + i] == 1;
+        if (!nf) continue;
+        cl_scan_rows_free(&c);
+        if (cl_scan_read_rows(s, p0, n, &c) ||
+            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
+            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
+            goto done;
+        for (size_t i = 0; i < n; i++)
+            if (mask[p0 + i] == 1 && tune_add(&t, &cap, &c, i, q + i * V, V, pos, sup, sqv)) goto done;
     }
-    /* Starts: paper, uniform/median, random. */
+    cl_scan_rows_free(&c);
+    out->support_cells = t.off[t.n];
+    /* Starts: the reference (given, or the paper's for 6 blocks), uniform/median, random. */
     static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
     int paper_k[MAX_LB];
     double paper_wd[MAX_LB], paper_td[MAX_LB];
     out->have_paper = 0;
-    if (Lb == 6 && cl_reduce_params(s, paper_t, 6, paper_w, 6, paper_td, paper_wd, paper_k) == 0)
+    if (o->n_ref) {
+        if (cl_reduce_params(s, o->ref_thresholds, o->n_ref, o->ref_weights, o->n_ref, paper_td, paper_wd, paper_k))
+            goto done;
         out->have_paper = 1;
-    cl_error_clear();
+    } else {
+        if (Lb == 6 && cl_reduce_params(s, paper_t, 6, paper_w, 6, paper_td, paper_wd, paper_k) == 0)
+            out->have_paper = 1;
+        cl_error_clear();
+    }
     double best = INFINITY;
     int best_k[MAX_LB];
     double best_w[MAX_LB];
@@ -911,6 +1046,8 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
         }
     }
     out->train_objective = best;
+    if (out->have_paper)
+        for (size_t b = 0; b < Lb; b++) out->ref_thresholds[b] = paper_td[b], out->ref_weights[b] = paper_wd[b];
     for (size_t b = 0; b < Lb; b++) {
         out->thresholds[b] = s->bin_lower[best_k[b]];
         out->weights[b] = best_w[b];
@@ -932,10 +1069,15 @@ done:
     free(row);
     free(h);
     free(tmp);
+    free(t.off);
     free(t.S);
     free(t.sq);
+    free(t.rest);
     free(t.base);
-    free(counts);
     free(q);
+    free(sqv);
+    free(pos);
+    free(sup);
+    cl_scan_rows_free(&c);
     return rc;
 }

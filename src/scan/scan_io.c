@@ -11,6 +11,7 @@
 
 #include "corpuslens/base/error.h"
 #include "corpuslens/base/fileio.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5par.h"
@@ -676,10 +677,10 @@ static int write_small(scan_ctx *x, hid_t file) {
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, V = cp->V, NB = x->NB, NL = x->m->cfg.n_layer;
     int err = 0;
-    hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB;
+    hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB, dh[2] = {P, NL};
     int32_t *nc = NULL;
     int64_t *uni = NULL;
-    double *lower = NULL;
+    double *lower = NULL, *lh = NULL;
     size_t tl = cp->bpe ? scan_bpe_text_len(cp) : 4 * (size_t)cp->L;
     char *text = NULL;
     if (x->rank == 0) {
@@ -688,6 +689,16 @@ static int write_small(scan_ctx *x, hid_t file) {
         lower = cl_trymalloc(NB, sizeof *lower, "bin_lower");
         text = cl_trycalloc(P, tl, "prompt text");
         if (!nc || !uni || !lower || !text) err = 1;
+        /* csr: the lens as its H to the model (P x n_layer numbers, not P x n_layer x V) */
+        double *row = x->csr && !err ? cl_trymalloc(V, sizeof *row, "lens row") : NULL;
+        lh = x->csr && !err ? cl_trymalloc(P * NL, sizeof *lh, "lens hellinger") : NULL;
+        if (x->csr && (!row || !lh)) err = 1;
+        for (size_t i = 0; x->csr && !err && i < P * NL; i++) {
+            const float *l = x->lens + i * V;
+            for (size_t v = 0; v < V; v++) row[v] = l[v];
+            lh[i] = cl_hellinger_df(row, x->probs + (i / NL) * V, V);
+        }
+        free(row);
         if (!err) {
             char buf[4 * CL_CORPUS_MAX_LEN + 1];
             const cl_corpus_part *pp = &cp->prompt_part; /* the prompts' rows, prompt order */
@@ -719,13 +730,14 @@ static int write_small(scan_ctx *x, hid_t file) {
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, d2, x->probs, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens, 0, c), c) ||
+              (x->csr ? cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dh, lh, 0, c), c)
+                      : cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens, 0, c), c)) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &db, lower, 0, c), c);
         H5Tclose(st);
     } else {
         err = 1;
     }
-    free(nc), free(uni), free(lower), free(text);
+    free(nc), free(uni), free(lower), free(text), free(lh);
     return err ? -1 : 0;
 }
 

@@ -178,7 +178,8 @@ for f in sorted(glob.glob(f"{W}/s.scan_*.h5")):
         N, P, nodes, pairs = int(a["n_substrings"]), int(a["n_prompts"]), int(a["n_trie_nodes"]), int(a["n_prefiltered_pairs"])
         Lh, NB, V = int(a["n_hook_blocks"]), int(a["n_bins"]), int(a["vocab_size"])
         nnz = h["freq/next/count"].shape[0]
-        lens = h["lens/probs"].id.get_storage_size() + h["model/probs"].id.get_storage_size() + \
+        lens = h["lens/hellinger" if "lens/hellinger" in h else "lens/probs"].id.get_storage_size() + \
+            h["model/probs"].id.get_storage_size() + \
             h["prompts/next_counts"].id.get_storage_size()
     rss, cpu = rank_stats(tag)
     ph = phases(open(f"{W}/log.{tag}").read())

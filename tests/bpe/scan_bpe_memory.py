@@ -56,7 +56,9 @@ def scan_limited(args):
 
 def lens(path):
     with h5py.File(path, "r") as f:
-        return f["/lens/probs"][()].astype(np.float64), f["/model/probs"][()].astype(np.float64)
+        # a csr scan stores each block's lens as its H to the model (/lens/hellinger [P, n_layer])
+        lens = f["/lens/hellinger"] if "/lens/hellinger" in f else f["/lens/probs"]
+        return lens[()].astype(np.float64), f["/model/probs"][()].astype(np.float64)
 
 
 def same(a, b, what, tol=1e-6):

@@ -116,6 +116,10 @@
 #define CL_SCAN_UNIGRAM "/corpus/unigram"
 #define CL_SCAN_MODEL_PROBS "/model/probs"
 #define CL_SCAN_LENS_PROBS "/lens/probs"
+/* next_layout "csr" instead of /lens/probs: [P, n_layer] float64, the
+   Hellinger distance of block l's logit lens to the model (CL_H_EMPTY = -1
+   when undefined), as reduce computes it from the dense rows */
+#define CL_SCAN_LENS_HELLINGER "/lens/hellinger"
 #define CL_SCAN_FREQ_COUNTS "/freq/counts"
 /* next_layout "csr": the binned counts of row (p, b, k) (row-major over
    [P, Lh, NB]) are token[indptr[r] .. indptr[r + 1]) (increasing ids) with

@@ -96,6 +96,17 @@ int cl_scan_counts_open(cl_scan *s);
  * the entries. 0 or -1. */
 int cl_scan_vocab_open(cl_scan *s, int *V);
 int cl_scan_read_counts(const cl_scan *s, size_t p0, size_t n, int32_t *counts);
+/* Rows [p0, p0+n) of the binned counts as CSR: n * Lb * NB rows in
+ * (prompt, block, bin) order, ind[nr + 1] from 0, tokens increasing in a row,
+ * counts >= 1, all checked (a dense layout is read a block at a time and its
+ * nonzero cells kept). Memory follows the nonzeros, not V. 0 or -1. */
+typedef struct {
+    size_t nr;
+    int64_t *ind;
+    int32_t *tok, *cnt;
+} cl_scan_rows;
+int cl_scan_read_rows(const cl_scan *s, size_t p0, size_t n, cl_scan_rows *out);
+void cl_scan_rows_free(cl_scan_rows *r);
 
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */
@@ -162,7 +173,9 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
 /* ---- tuning ----
  * Method: prompts are split at random (seed) into a train and a held-out set.
  * On the train set, the suffix sums S[p, b, k, :] (counts above bin k) are
- * held in memory. The objective is the mean Hellinger distance over the train
+ * held in memory on each prompt's support (the tokens any of its counts has;
+ * off it the approximation is 0 and the model's mass there is one number), so
+ * memory follows the nonzero counts, not V; the H are the dense ones. The objective is the mean Hellinger distance over the train
  * prompts with an empty approximation counted as H = 1 (so that raising
  * thresholds cannot hide hard prompts). Block coordinate descent: for each
  * block in turn, (1) every grid threshold is tried with the other blocks
@@ -170,17 +183,21 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
  * multiplicative ladder (x 1/8 .. x 8 and 0) followed by a golden-section
  * refinement in log space; sweeps repeat until the objective improves by less
  * than 1e-6 or 20 sweeps. Weights are rescaled so that their maximum is 1
- * (the approximation is invariant to a common scale). Restarts: the paper's
- * values (Lb == 6), uniform weights with the median grid threshold, and
+ * (the approximation is invariant to a common scale). Restarts: the reference
+ * values (ref_*, or the paper's when Lb == 6), uniform weights with the median grid threshold, and
  * `restarts` random starts (random grid thresholds, log-uniform weights); the
  * best train objective wins. Reported: train and held-out mean H (empty
  * excluded, as in reduce) and held-out n_empty, for the fitted values and for
- * the paper's (Lb == 6) on the same split. */
+ * the reference values on the same split. */
 typedef struct {
     double train_fraction; /* (0, 1) */
     uint64_t seed;
     int restarts;          /* random restarts besides the fixed starts */
     size_t max_train;      /* 0 = no cap; otherwise at most this many train prompts */
+    /* the reference values (a start, and reported beside the fit on the same
+     * split): n_ref = Lb of each; 0 = the paper's when Lb == 6, none otherwise */
+    const double *ref_thresholds, *ref_weights;
+    size_t n_ref;
 } cl_tune_opts;
 
 typedef struct {
@@ -189,8 +206,10 @@ typedef struct {
     double train_objective;     /* mean H, empty = 1 */
     cl_stats train, test;       /* fitted values on both splits (reduce's statistics) */
     int have_paper;
-    cl_stats paper_train, paper_test; /* the paper's values on the same splits */
+    cl_stats paper_train, paper_test; /* the reference (paper's) values on the same splits */
+    double ref_thresholds[64], ref_weights[64]; /* those values (have_paper) */
     int sweeps;                 /* total sweeps over all restarts */
+    size_t support_cells;       /* sum over the fit prompts of their supports (tokens of any count) */
 } cl_tune_result;
 
 int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out);

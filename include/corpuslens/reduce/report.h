@@ -72,10 +72,13 @@ int cl_ablation_read(const char *path, cl_ablation *a);
 /* `corpuslens tune --h5 tune.h5` (format corpuslens-tune), attributes only:
  * thresholds, weights [Lb], train_fraction, seed, n_train, n_test,
  * fitted_{train_mean,test_mean,test_std,test_median,test_empty} and, when the
- * scan has 6 blocks, paper_{train_mean,test_mean,test_std,test_median,test_empty}. */
+ * scan has 6 blocks or tune was given --thresholds/--weights, the reference
+ * values paper_{thresholds,weights} [Lb] (absent in older files: the paper's)
+ * and paper_{train_mean,test_mean,test_std,test_median,test_empty}. */
 typedef struct cl_tuned {
     int Lb, have_paper;
     double thresholds[64], weights[64];
+    double paper_thresholds[64], paper_weights[64];
     double train_fraction;
     long long seed, n_train, n_test;
     double fit_train_mean, fit_test_mean, fit_test_std, fit_test_median;
