@@ -36,31 +36,11 @@ TOL = 1e-5
 
 def forward(cfg, w, toks, zero=None):
     """Last-position logits [B, V] and the lens logits [B, NL + 1, V] (the
-    embeddings, then each block's output); zero = ("attn" | "mlp", block)
-    zeroes that output at every position."""
-    B, T = toks.shape
-    C, H, NL = int(cfg["n_embd"]), int(cfg["n_head"]), int(cfg["n_layer"])
-    hs, eps = C // H, float(cfg["ln_eps"])
-    x = w["token_embedding_table.weight"][toks] + w["position_embedding_table.weight"][:T][None]
-    head = lambda r: st.ln(r, w["ln_f.weight"], w["ln_f.bias"], eps) @ w["lm_head.weight"].T + w["lm_head.bias"]
-    lens = [head(x[:, -1])]
-    mask = np.tril(np.ones((T, T), bool))
-    for l in range(NL):
-        p = f"blocks.{l}."
-        h = st.ln(x, w[p + "ln1.weight"], w[p + "ln1.bias"], eps)
-        qkv = h @ w[p + "sa.qkv.weight"].T
-        q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in range(3))
-        att = np.where(mask, q @ k.transpose(0, 1, 3, 2) / np.sqrt(hs), -np.inf)
-        att = np.exp(att - att.max(-1, keepdims=True))
-        att /= att.sum(-1, keepdims=True)
-        a = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C) @ w[p + "sa.proj.weight"].T + w[p + "sa.proj.bias"]
-        x = x + (0 if zero == ("attn", l) else a)
-        h = st.ln(x, w[p + "ln2.weight"], w[p + "ln2.bias"], eps)
-        h = np.maximum(h @ w[p + "ffwd.net.0.weight"].T + w[p + "ffwd.net.0.bias"], 0)
-        mo = h @ w[p + "ffwd.net.2.weight"].T + w[p + "ffwd.net.2.bias"]
-        x = x + (0 if zero == ("mlp", l) else mo)
-        lens.append(head(x[:, -1]))
-    return head(x[:, -1]), np.stack(lens, 1)
+    embeddings, then each block's output: scan_test's forward)."""
+    out = st.forward(cfg, w, toks, zero)
+    eps = float(cfg["ln_eps"])
+    emb = st.ln(out["resid_pre"][0], w["ln_f.weight"], w["ln_f.bias"], eps) @ w["lm_head.weight"].T + w["lm_head.bias"]
+    return out["logits"], np.concatenate([emb[:, None], out["lens"]], 1)
 
 
 def hell(p, q):
