@@ -14,7 +14,8 @@ probabilities within 1e-5; 1 and 2 ranks write the same CSR; the file holds 4 +
 counts (1e-12) and from the oracle's counts and probabilities (1e-5) for the
 prompts with no pair near an edge; reduce's ∞-gram and backoff n-gram (the
 corpus's token suffix array) equal a naive suffix search of the stream (1e-12;
-negative control: the backoff row is not the ∞-gram); a scan stopped after 2 shards and resumed
+negative control: the backoff row is not the ∞-gram), and a scan whose
+/prompts/index is not its prompts is refused; a scan stopped after 2 shards and resumed
 on 2 ranks writes the same CSR; the peak RSS of a scan with 10,000 bins grows
 by less than 1/8 of its dense accumulator's size over 20 bins. Refusals: a BPE model with a char corpus,
 another tokenizer's corpus, --next-layout dense, --index-out. Negative
@@ -192,6 +193,22 @@ def main():
     check(dneg > 1e-12, f"negative control: backoff vs the oracle's ∞-gram differ ({dneg:.3g})")
     print(f"reduce: ∞-gram H mean {bh['infgram'].mean():.4f}, backoff H mean {bh['backoff'].mean():.4f} "
           f"(backs off on {backs} of {P} prompts): both == the naive oracle")
+    # a scan whose /prompts/index is not its prompts (another row, a row
+    # outside the corpus): reduce refuses it with one message, no report
+    for name, val, want in (("another row", 1, "is not the corpus's substring"),
+                            ("out of range", 10 ** 9, "is not a substring of the corpus")):
+        hx = os.path.join(d, "hidx.h5")
+        shutil.copy(s, hx)
+        with h5py.File(hx, "r+") as g:
+            idx = g["/prompts/index"][()]
+            idx[0] = (idx[0] + val) % (N if val < N else 1 << 62)
+            g["/prompts/index"][...] = idx
+        r = run(["reduce", hx, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "x"], ok=False)
+        msgs = [x for x in r.stderr.splitlines() if x.startswith("corpuslens")]
+        check(r.returncode != 0 and len(msgs) == 1 and want in msgs[0] and "Sanitizer" not in r.stderr
+              and not os.path.exists(os.path.join(rep + "x", "report.h5")),
+              f"reduce refuses a scan whose /prompts/index is {name}: rc {r.returncode}, {r.stderr.strip()!r}")
+        print(f"reduce, /prompts/index {name}: {msgs[0] if msgs else r.stderr.strip()!r}")
     # negative control: a changed count changes H
     neg = os.path.join(d, "neg.h5")
     shutil.copy(s, neg)
