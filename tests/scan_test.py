@@ -90,8 +90,9 @@ def ln(x, g, b, eps):
     return (x - m) / np.sqrt(v + eps) * g + b
 
 
-def forward(cfg, w, toks):
-    """toks [B, T] -> dict of per-block last-position activations and logits."""
+def forward(cfg, w, toks, zero=None):
+    """toks [B, T] -> dict of per-block last-position activations and logits;
+    zero = ("attn" | "mlp", block) zeroes that output at every position (ablate)."""
     B, T = toks.shape
     C, H, NL = cfg["n_embd"], cfg["n_head"], cfg["n_layer"]
     hs = C // H
@@ -115,13 +116,13 @@ def forward(cfg, w, toks):
         z = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
         a = z @ w[p + "sa.proj.weight"].T + w[p + "sa.proj.bias"]
         out["attn_out"].append(a[:, -1].copy())
-        x = x + a
+        x = x + (0 if zero == ("attn", l) else a)
         out["resid_mid"].append(x[:, -1].copy())
         h = ln(x, w[p + "ln2.weight"], w[p + "ln2.bias"], eps)
         h = np.maximum(h @ w[p + "ffwd.net.0.weight"].T + w[p + "ffwd.net.0.bias"], 0)
         mo = h @ w[p + "ffwd.net.2.weight"].T + w[p + "ffwd.net.2.bias"]
         out["mlp_out"].append(mo[:, -1].copy())
-        x = x + mo
+        x = x + (0 if zero == ("mlp", l) else mo)
         out["resid_post"].append(x[:, -1].copy())
     head = lambda r: ln(r, w["ln_f.weight"], w["ln_f.bias"], eps) @ w["lm_head.weight"].T + w["lm_head.bias"]
     out["logits"] = head(x[:, -1])

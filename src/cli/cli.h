@@ -39,6 +39,7 @@ void cli_progress_line(void *user, size_t done, size_t total, double elapsed);
 #include <stddef.h>
 #include <stdint.h>
 
+#include "corpuslens/corpus/corpus.h"
 #include "corpuslens/model/model.h"
 
 /* Encode a text for a model: checks the vocabulary (message names the
@@ -46,6 +47,12 @@ void cli_progress_line(void *user, size_t done, size_t total, double elapsed);
  * block_size tokens of the longest kind is refused before it is encoded.
  * *ids is malloc'ed. */
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n);
+
+/* A corpus.h5 (opened with BPE allowed) that the model can read: the same
+ * kind (char-level or GPT-2 BPE) and the same vocabulary or tokenizer, and
+ * substrings of at most block_size tokens. 0, or -1 with a message naming
+ * `path`. (ablate --corpus, lens --prompts) */
+int cli_corpus_fits_model(const cl_model *m, const cl_corpus *c, const char *path);
 
 /* The parentheses classifier's analyses (parens_analysis.c), from ablate and lens. */
 int cli_parens_ablate(const char *model, const char *data, const char *split);

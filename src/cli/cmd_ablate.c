@@ -98,7 +98,8 @@ static const char ABOUT[] =
 
 static const char EPILOG[] =
     "With TEXTs (all of the same length in tokens) instead of --corpus, they are\n"
-    "the prompts: the way for GPT-2 BPE models, which have no corpus.h5.\n"
+    "the prompts. A GPT-2 BPE model takes a corpus.h5 prepared with its tokenizer\n"
+    "(prepare --vocab-from) or TEXTs.\n"
     "\n"
     "Prompts are split across the ranks in contiguous blocks; per-prompt\n"
     "distances are gathered to rank 0 and reduced in prompt order, so the\n"
@@ -193,14 +194,11 @@ int cmd_ablate(int argc, char **argv) {
         }
     }
     /* the prompts' rows only (issue 26: no rank reads the whole corpus) */
-    if (ok && !n_texts && !(c = cl_corpus_open_part(corpus, 0))) ok = 0;
-    if (ok && c && (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab)))
-        ok = 0, cl_error("%s: its vocabulary (%d characters) is not the model's (%d)", corpus, c->V,
-                         m->cfg.vocab_size);
+    /* a GPT-2 BPE corpus too: its prompts are token n-grams of the model's tokenizer */
+    if (ok && !n_texts && !(c = cl_corpus_open_part(corpus, 1))) ok = 0;
+    if (ok && c && cli_corpus_fits_model(m, c, corpus)) ok = 0;
     if (ok && c && c->n_prompts < 1) ok = 0, cl_error("%s has no prompts (prepare --prompts 0): ablate needs them", corpus);
     if (ok && m->cfg.n_layer > 64) ok = 0, cl_error("ablate supports at most 64 blocks");
-    if (ok && c && c->L > m->cfg.block_size)
-        ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus, c->L, m->cfg.block_size);
     if (ok) {
         L = m->cfg.n_layer, T = c ? c->L : T, C = (size_t)m->cfg.n_embd;
         P = c ? c->n_prompts : (size_t)n_texts;

@@ -410,24 +410,12 @@ static void print_stats_line(const char *name, const double *h, size_t n) {
 
 /* The suffix baselines (issue 23) of every text: the ∞-gram (min_occ 1) and
    the backoff n-gram (min_occ K) as Hellinger distances to the model; k and
-   occ per text. 0, or -1 (out of memory). Needs cp->suffix_array. */
+   occ per text; a long text: its last 4 * CL_CORPUS_MAX_LEN ids. 0, or -1
+   (out of memory). Needs cp->suffix_array. */
 static int suffix_baselines(const cl_corpus *cp, const int32_t *tok, const size_t *off, size_t P,
                             const float *model_probs, int64_t K, double *h, int *k, int64_t *occ) {
-    const size_t V = (size_t)cp->V;
-    int32_t *cnt = cl_trymalloc(V, sizeof *cnt, "∞-gram");
-    double *tmp = cl_trymalloc(V, sizeof *tmp, "∞-gram");
-    if (!cnt || !tmp) {
-        free(cnt), free(tmp);
-        return -1;
-    }
-    for (size_t p = 0; p < P; p++) {
-        size_t T = off[p + 1] - off[p], cap = 4 * CL_CORPUS_MAX_LEN; /* a long text: its last cap characters */
-        size_t m = T < cap ? T : cap;
-        h[p] = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, tok + off[p + 1] - m, (int)m, K,
-                                    model_probs + p * V, cnt, tmp, &k[p], &occ[p]);
-    }
-    free(cnt), free(tmp);
-    return 0;
+    return cl_infgram_hellinger_all(cp->text, cp->suffix_array, cp->n_text, cp->V, tok, off, P, 4 * CL_CORPUS_MAX_LEN,
+                                    model_probs, K, h, k, occ);
 }
 
 /* One text's baseline lines: the exact-string n-gram, the ∞-gram, the backoff n-gram. */

@@ -200,50 +200,42 @@ out:
     return rc;
 }
 
-/* Check the corpus's vocabulary is the model's. */
-static int same_vocab(const cl_model *m, const cl_corpus *c, const char *corpus) {
-    if (c->V != m->cfg.vocab_size || memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab))
-        return cl_error("%s: its vocabulary (%d characters) is not the model's (%d characters)", corpus, c->V,
-                        m->cfg.vocab_size);
-    return 0;
-}
-
 #define LENS_BATCH 32
+#define LENS_BYTES ((size_t)64 << 20)
 
 static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
     int rank, R;
     cl_par_comm_rank(MPI_COMM_WORLD, &rank);
     cl_par_comm_size(MPI_COMM_WORLD, &R);
     int ok = m != NULL, L1 = m ? m->cfg.n_layer + 1 : 1, V = m ? m->cfg.vocab_size : 1;
-    if (m && cl_tok_is_bpe(m))
-        ok = 0, cl_error("lens --prompts reads a corpus.h5 of a char-level model; %s uses GPT-2 BPE: give a TEXT",
-                         "this model");
     size_t P = 0, lo = 0, hi = 0, per = (size_t)CL_LENS_NSTATS * L1;
     double *mine = NULL, *all = NULL;
     float *probs = NULL;
     int32_t *tok = NULL;
     int *counts = NULL, *displs = NULL;
     cl_forward *f = NULL;
-    cl_corpus *c = ok ? cl_corpus_load(corpus) : NULL;
-    if (!c || same_vocab(m, c, corpus)) ok = 0;
-    if (ok && c->L > m->cfg.block_size) ok = 0, cl_error("%s: substrings of %d characters exceed block_size %d", corpus,
-                                                        c->L, m->cfg.block_size);
+    /* the prompts' rows only; a GPT-2 BPE corpus of the model's tokenizer too */
+    cl_corpus *c = ok ? cl_corpus_open_part(corpus, 1) : NULL;
+    if (!c || cli_corpus_fits_model(m, c, corpus)) ok = 0;
     if (ok && c->n_prompts < 1) ok = 0, cl_error("%s has no prompts (prepare --prompts 0): lens needs them", corpus);
     if (ok) {
         P = c->n_prompts;
         if (max_p > 0 && (size_t)max_p < P) P = (size_t)max_p;
         lo = P * rank / R, hi = P * (rank + 1) / R;
         int T = c->L;
+        /* the lens probabilities [B, L1, T, V]: at most LENS_BATCH prompts and
+           LENS_BYTES (a BPE model's V), at least one prompt */
+        size_t one = (size_t)L1 * T * V * sizeof(float), nb = LENS_BYTES / one;
+        int BB = nb < 1 ? 1 : nb < LENS_BATCH ? (int)nb : LENS_BATCH;
         mine = cl_trycalloc((hi - lo) * per + 1, sizeof(double), "lens statistics");
-        probs = mine ? cl_trymalloc((size_t)LENS_BATCH * L1 * T * V, sizeof(float), "lens probabilities") : NULL;
-        tok = probs ? cl_trymalloc((size_t)LENS_BATCH * T, sizeof(int32_t), "tokens") : NULL;
-        f = tok ? cl_forward_create(m, LENS_BATCH, T) : NULL;
+        probs = mine ? cl_trymalloc((size_t)BB * L1 * T * V, sizeof(float), "lens probabilities") : NULL;
+        tok = probs ? cl_trymalloc((size_t)BB * T, sizeof(int32_t), "tokens") : NULL;
+        f = tok ? cl_forward_create(m, BB, T) : NULL;
         if (!f) ok = 0;
-        for (size_t i0 = lo; ok && i0 < hi; i0 += LENS_BATCH) {
-            int B = (int)(hi - i0 < LENS_BATCH ? hi - i0 : LENS_BATCH);
+        for (size_t i0 = lo; ok && i0 < hi; i0 += (size_t)BB) {
+            int B = (int)(hi - i0 < (size_t)BB ? hi - i0 : (size_t)BB);
             for (int b = 0; b < B; b++)
-                memcpy(tok + (size_t)b * T, cl_corpus_substring(c, (size_t)c->prompt_index[i0 + b]),
-                       (size_t)T * sizeof(int32_t));
+                memcpy(tok + (size_t)b * T, c->prompt_tokens + (i0 + b) * (size_t)T, (size_t)T * sizeof(int32_t));
             if (cl_logit_lens(f, m, tok, B, T, probs)) {
                 ok = 0;
                 break;
@@ -289,8 +281,8 @@ static int lens_prompts(const cl_model *m, const char *corpus, long max_p) {
         for (size_t i = 0; i < P; i++)
             for (int k = 0; k < CL_LENS_NSTATS; k++)
                 for (int l = 0; l < Lp; l++) sum[k][l] += all[i * per + (size_t)k * L1 + l];
-        printf("logit lens over %zu prompts of %s (%d characters), %d rank%s: per-layer means\n", P, corpus, c->L, R,
-               R == 1 ? "" : "s");
+        printf("logit lens over %zu prompts of %s (%d %s), %d rank%s: per-layer means\n", P, corpus, c->L,
+               c->bpe ? "tokens" : "characters", R, R == 1 ? "" : "s");
         printf("%-9s %9s %9s %9s %9s %9s %9s\n", "layer", "H_last", "KL_last", "H_mean", "KL_mean", "rank",
                "top1_last");
         for (int l = 0; l < Lp; l++) {

@@ -42,11 +42,63 @@ static const char EPILOG[] =
     "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
     "process.\n";
 
+/* The ids of the scan's prompts, text p = tok[off[p] .. off[p+1]): a char
+   corpus's vocabulary encodes the texts; a BPE corpus gives the rows of the
+   scan's /prompts/index (a prompt's decoded bytes would not always encode to
+   its tokens), each checked against the corpus and against the scan's text.
+   0, or -1 with a message. */
+static int prompt_ids(const cl_scan *s, const cl_corpus *cp, char **texts, int32_t **tok_out, size_t **off_out) {
+    size_t P = s->P, cap = 0;
+    for (size_t p = 0; p < P; p++) cap += cp->bpe ? (size_t)cp->L : strlen(texts[p]);
+    int32_t *tok = cl_trymalloc(cap ? cap : 1, sizeof *tok, "the prompts' ids");
+    size_t *off = cl_trymalloc(P + 1, sizeof *off, "the prompts' ids");
+    int64_t *idx = cp->bpe ? cl_trymalloc(P, sizeof *idx, "/prompts/index") : NULL;
+    size_t tcap = cp->bpe ? cl_corpus_text_cap(cp) : 0;
+    char *buf = cp->bpe ? cl_trymalloc(tcap, 1, "a prompt's text") : NULL;
+    hsize_t dP = P;
+    int rc = !tok || !off || (cp->bpe && (!idx || !buf)) ? -1 : 0;
+    if (!rc && cp->bpe) {
+        if (s->L != cp->L) rc = cl_error("the scan's L (%d) is not the corpus's (%d)", s->L, cp->L);
+        else if (cl_h5_read_exact(s->file, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, idx) < 0) rc = -1;
+    }
+    off[0] = 0;
+    for (size_t p = 0; !rc && p < P; p++) {
+        size_t n = 0;
+        if (!cp->bpe) {
+            size_t len = strlen(texts[p]);
+            if (cl_vocab_encode(cp->vocab, cp->V, texts[p], len, tok + off[p], len, &n) < 0)
+                rc = cl_error_prefix("prompt %zu: ", p);
+        } else if (idx[p] < 0 || (uint64_t)idx[p] >= cp->n) {
+            rc = cl_error("the scan's /prompts/index: entry %zu (%lld) is not a substring of the corpus", p,
+                          (long long)idx[p]);
+        } else if (cl_corpus_row(cp, (size_t)idx[p], tok + off[p]) < 0) {
+            rc = cl_error_prefix("prompt %zu: ", p);
+        } else {
+            long len = cl_corpus_row_text_n(cp, (size_t)idx[p], buf, tcap);
+            if (len < 0) rc = cl_error_prefix("prompt %zu: ", p);
+            else if ((size_t)len != strlen(texts[p]) || memcmp(buf, texts[p], (size_t)len))
+                rc = cl_error("prompt %zu: the scan's text is not the corpus's substring %lld", p,
+                              (long long)idx[p]);
+            n = (size_t)cp->L;
+        }
+        off[p + 1] = off[p] + n;
+    }
+    free(idx), free(buf);
+    if (rc) {
+        free(tok), free(off);
+        return -1;
+    }
+    *tok_out = tok, *off_out = off;
+    return 0;
+}
+
 /* The ∞-gram and backoff n-gram baselines (issue 23) of the scan's prompts,
    from the corpus.h5 the scan names (attribute corpus_h5_file, checked against
-   corpus_h5_sha256), inserted before the compare models. A corpus that cannot
-   be reached, differs, or has no suffix array: a line says why and the rows
-   are left out (0). -1 only for out of memory. Rank 0. */
+   corpus_h5_sha256), inserted before the compare models: a char corpus or a
+   GPT-2 BPE corpus (its token suffix array, /text/tokens). A corpus that
+   cannot be reached, differs, or has no suffix array: a line says why and the
+   rows are left out (0). -1 for out of memory, or a corpus whose prompts are
+   not the scan's. Rank 0. */
 static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts, long K) {
     char path[4096] = "", sha[80] = "", got[65] = "";
     if (!cl_h5_attr_exists(s->file, "corpus_h5_file") ||
@@ -56,18 +108,25 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     }
     if (cl_h5_attr_exists(s->file, "corpus_h5_sha256")) cl_h5_attr_read_str(s->file, "corpus_h5_sha256", sha, sizeof sha);
     cl_corpus *cp = NULL;
-    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open(path)) ||
-        cp->V != r->V || !cp->suffix_array) {
+    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open_any(path)) ||
+        cp->V != r->V || !!cp->bpe != !!s->bpe || !cp->suffix_array) {
         const char *why = !*got ? cl_last_error() : (*sha && strcmp(sha, got)) ? "it changed since the scan"
-                          : !cp ? cl_last_error() : cp->V != r->V ? "another vocabulary"
+                          : !cp ? cl_last_error() : cp->V != r->V || !!cp->bpe != !!s->bpe ? "another vocabulary"
                           : "corpus.h5 has no suffix array: prepare it again";
         printf("reduce: ∞-gram and backoff n-gram left out: %s: %s\n", path, why);
         cl_corpus_free(cp);
         return 0;
     }
-    size_t P = r->P, V = (size_t)r->V, nb = r->n_baselines + 2;
+    size_t P = r->P, nb = r->n_baselines + 2;
+    int32_t *tok = NULL;
+    size_t *off = NULL;
+    if (prompt_ids(s, cp, texts, &tok, &off)) {
+        cl_error_prefix("%s: ", path);
+        cl_corpus_free(cp);
+        return -1;
+    }
     cl_baseline *b = realloc(r->baselines, nb * sizeof *b);
-    if (!b) return cl_error("out of memory for the baselines"), cl_corpus_free(cp), -1;
+    if (!b) return cl_error("out of memory for the baselines"), free(tok), free(off), cl_corpus_free(cp), -1;
     r->baselines = b;
     size_t at = r->b_compare;
     memmove(b + at + 2, b + at, (r->n_baselines - at) * sizeof *b);
@@ -78,30 +137,19 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     snprintf(b[at].label, sizeof b[at].label, "∞-gram");
     snprintf(b[at + 1].name, sizeof b[at + 1].name, "backoff");
     snprintf(b[at + 1].label, sizeof b[at + 1].label, "backoff n-gram (K = %ld)", K);
-    int32_t *cnt = malloc(V * sizeof *cnt), *ids = NULL;
-    double *tmp = malloc(V * sizeof *tmp);
-    int rc = !cnt || !tmp ? cl_error("out of memory for the baselines") : 0;
+    int rc = 0;
     for (int j = 0; !rc && j < 2; j++) {
         b[at + j].hellinger = malloc(P * sizeof(double));
         b[at + j].empty = calloc(P, 1);
         if (!b[at + j].hellinger || !b[at + j].empty) rc = cl_error("out of memory for the baselines");
-    }
-    for (size_t p = 0; !rc && p < P; p++) {
-        size_t len = strlen(texts[p]), n = 0;
-        free(ids);
-        if (!(ids = malloc((len ? len : 1) * sizeof *ids))) rc = cl_error("out of memory");
-        else if (cl_vocab_encode(cp->vocab, cp->V, texts[p], len, ids, len, &n) < 0 || n > (size_t)1 << 20)
-            rc = cl_error_prefix("prompt %zu: ", p);
-        for (int j = 0; !rc && j < 2; j++) {
-            double h = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, ids, (int)n, j ? K : 1,
-                                            r->model_probs + p * V, cnt, tmp, NULL, NULL);
-            b[at + j].hellinger[p] = h;
-            b[at + j].empty[p] = h == CL_H_EMPTY;
-        }
+        else if (cl_infgram_hellinger_all(cp->text, cp->suffix_array, cp->n_text, cp->V, tok, off, P, SIZE_MAX,
+                                          r->model_probs, j ? K : 1, b[at + j].hellinger, NULL, NULL))
+            rc = -1;
+        for (size_t p = 0; !rc && p < P; p++) b[at + j].empty[p] = b[at + j].hellinger[p] == CL_H_EMPTY;
     }
     for (int j = 0; !rc && j < 2; j++)
         if (cl_stats_compute(b[at + j].hellinger, P, &b[at + j].stats)) rc = -1;
-    free(ids), free(cnt), free(tmp);
+    free(tok), free(off);
     cl_corpus_free(cp);
     return rc;
 }

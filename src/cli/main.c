@@ -251,6 +251,21 @@ int main(int argc, char **argv) {
     return unknown_command(argv[1]);
 }
 
+int cli_corpus_fits_model(const cl_model *m, const cl_corpus *c, const char *path) {
+    int mb = cl_tok_is_bpe(m), cb = c->bpe != NULL;
+    const char *unit = mb ? "tokens" : "characters";
+    if (mb != cb)
+        return cl_error("%s is a %s corpus; the model is %s", path, cb ? "GPT-2 BPE" : "char-level",
+                        mb ? "GPT-2 BPE: prepare the corpus with --vocab-from this model" : "char-level");
+    if (c->V != m->cfg.vocab_size || (mb ? !cl_bpe_equal(c->bpe, m->bpe)
+                                         : memcmp(c->vocab, m->vocab, (size_t)c->V * sizeof *c->vocab) != 0))
+        return cl_error("%s: its %s (%d %s) is not the model's (%d)", path, mb ? "tokenizer" : "vocabulary", c->V,
+                        mb ? "tokens" : "characters", m->cfg.vocab_size);
+    if (c->L > m->cfg.block_size)
+        return cl_error("%s: substrings of %d %s exceed block_size %d", path, c->L, unit, m->cfg.block_size);
+    return 0;
+}
+
 int cli_encode(const cl_model *m, const char *text, int32_t **ids, size_t *n) {
     const char *unit = cl_tok_is_bpe(m) ? "tokens" : "characters";
     /* refused before it is encoded when even tokens of the longest kind

@@ -132,3 +132,21 @@ double cl_infgram_hellinger(const int32_t *text, const int64_t *sa, size_t n, in
     for (int v = 0; v < V; v++) tmp[v] = counts[v];
     return cl_hellinger_df(tmp, q, (size_t)V);
 }
+
+int cl_infgram_hellinger_all(const int32_t *text, const int64_t *sa, size_t n, int V, const int32_t *tok,
+                             const size_t *off, size_t P, size_t cap, const float *probs, int64_t min_occ, double *h,
+                             int *k, int64_t *occ) {
+    int32_t *cnt = cl_trymalloc((size_t)V, sizeof *cnt, "∞-gram");
+    double *tmp = cl_trymalloc((size_t)V, sizeof *tmp, "∞-gram");
+    if (!cnt || !tmp) {
+        free(cnt), free(tmp);
+        return -1;
+    }
+    for (size_t p = 0; p < P; p++) {
+        size_t T = off[p + 1] - off[p], m = T < cap ? T : cap;
+        h[p] = cl_infgram_hellinger(text, sa, n, V, tok + off[p + 1] - m, (int)m, min_occ, probs + p * (size_t)V, cnt,
+                                    tmp, k ? &k[p] : NULL, occ ? &occ[p] : NULL);
+    }
+    free(cnt), free(tmp);
+    return 0;
+}

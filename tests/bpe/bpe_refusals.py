@@ -14,8 +14,10 @@ problem, and leave no output file:
   corpus that is not UTF-8 (byte-level BPE encodes every byte sequence of valid
   UTF-8; the encoder refuses invalid UTF-8, naming the byte);
   prepare: invalid UTF-8, --len beyond block_size;
-  scan, ablate, lens --prompts on a BPE corpus: "CMD:
-  ... has BPE token n-grams (sparse counts); CMD does not support them yet";
+  scan with a char model on a BPE corpus: "scan: ... has BPE token n-grams
+  (sparse counts); scan does not support them yet";
+  ablate --corpus, lens --prompts: a char model with a BPE corpus, a BPE model
+  with a char corpus or a BPE corpus of another tokenizer;
   index, explain and serve with a char model on a BPE corpus: "... is a GPT-2 BPE
   corpus but ... is a character-level model";
   hostile BPE corpus files (ids out of range in every id dataset, a tokenizer
@@ -164,11 +166,25 @@ def main():
         refuse("serve: a char model with a BPE corpus",
                ["serve", "--index", os.path.join(d, "none.h5"), "--corpus", cbpe, "--model", char, "--port", "0"],
                f"{cbpe} is a GPT-2 BPE corpus but {char} is a character-level model", o)
-        for cmd, args in (("scan", ["scan", "--model", char, "--corpus", cbpe, "-o", o]),
-                          ("ablate", ["ablate", "--model", char, "--corpus", cbpe, "-o", o]),
-                          ("lens", ["lens", "--model", char, "--prompts", cbpe])):
-            refuse(f"{cmd} on a BPE corpus", args,
-                   f"corpuslens {cmd}: {cbpe} has BPE token n-grams (sparse counts); {cmd} does not support them yet", o)
+        refuse("scan: a char model with a BPE corpus", ["scan", "--model", char, "--corpus", cbpe, "-o", o],
+               f"corpuslens scan: {cbpe} has BPE token n-grams (sparse counts); scan does not support them yet", o)
+        # ablate --corpus and lens --prompts take a BPE corpus with its BPE model
+        # (ablate_lens_bpe); a char model, a char corpus for a BPE model, and a
+        # corpus of another tokenizer are refused
+        bpe5 = os.path.join(d, "bpe5.h5")
+        expect_ok("train --tokenizer OTHER", ["train", "--corpus", corpus, "--tokenizer", t5] + cfg + small + ["-o", bpe5])
+        c5 = os.path.join(d, "c5.h5")
+        expect_ok("prepare --vocab-from BPE model of OTHER",
+                  ["prepare", corpus, "--len", "4", "--prompts", "10", "--vocab-from", bpe5, "-o", c5])
+        for cmd, args in (("ablate", ["ablate", "--model", "M", "--corpus", "C", "-o", o]),
+                          ("lens", ["lens", "--model", "M", "--prompts", "C"])):
+            sub = lambda mm, cc: [mm if x == "M" else cc if x == "C" else x for x in args]
+            refuse(f"{cmd}: a char model with a BPE corpus", sub(char, cbpe),
+                   f"corpuslens {cmd}: {cbpe} is a GPT-2 BPE corpus; the model is char-level", o)
+            refuse(f"{cmd}: a BPE model with a char corpus", sub(bpe, cchar),
+                   f"corpuslens {cmd}: {cchar} is a char-level corpus; the model is GPT-2 BPE", o)
+            refuse(f"{cmd}: a BPE corpus of another tokenizer", sub(bpe, c5),
+                   f"corpuslens {cmd}: {c5}: its tokenizer", o)
 
         def hostile(name, edit, want):
             h = os.path.join(d, "hostile.h5")

@@ -1,6 +1,7 @@
-"""The naive n-gram count of the BPE tests' oracles (scan_bpe, explain_bpe):
+"""The naive n-gram counts of the BPE tests' oracles (scan_bpe, explain_bpe):
 the unique n-grams of L tokens of a token stream in order of first occurrence,
-and the counts of the token after each occurrence, dense [N, V]."""
+and the counts of the token after each occurrence, dense [N, V]; the ∞-gram
+and backoff n-gram (suffix) counts of a text (scan_bpe's reduce)."""
 import numpy as np
 
 
@@ -21,3 +22,22 @@ def naive_ngrams(stream, L, V):
         for t, n in dct.items():
             dense[i, t] = n
     return toks, dense
+
+
+def naive_suffix_counts(stream, w, min_occ, V):
+    """The ∞-gram (min_occ 1) / backoff n-gram (min_occ K) of w over the
+    stream, naively: the longest suffix of w (at most len(stream) - 1 tokens)
+    with at least min_occ occurrences followed by a token, and the dense [V]
+    counts of those followers; None when no suffix qualifies."""
+    stream = [int(t) for t in stream]
+    w = [int(t) for t in w]
+    best = None
+    for k in range(1, min(len(w), len(stream) - 1) + 1):
+        s = w[len(w) - k:]
+        fol = [stream[i + k] for i in range(len(stream) - k) if stream[i:i + k] == s]
+        if len(fol) < min_occ:
+            break
+        best = fol
+    if best is None:
+        return None
+    return np.bincount(np.array(best, np.int64), minlength=V)

@@ -12,7 +12,10 @@ no pair within 1e-5 of an edge can touch, n_matches likewise, the model's
 probabilities within 1e-5; 1 and 2 ranks write the same CSR; the file holds 4 +
 4 bytes per nonzero; reduce's H equals H computed naively from the scan's
 counts (1e-12) and from the oracle's counts and probabilities (1e-5) for the
-prompts with no pair near an edge; a scan stopped after 2 shards and resumed
+prompts with no pair near an edge; reduce's ∞-gram and backoff n-gram (the
+corpus's token suffix array) equal a naive suffix search of the stream (1e-12;
+negative control: the backoff row is not the ∞-gram), and a scan whose
+/prompts/index is not its prompts is refused; a scan stopped after 2 shards and resumed
 on 2 ranks writes the same CSR; the peak RSS of a scan with 10,000 bins grows
 by less than 1/8 of its dense accumulator's size over 20 bins. Refusals: a BPE model with a char corpus,
 another tokenizer's corpus, --next-layout dense, --index-out. Negative
@@ -33,7 +36,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
 from tiny_tokenizer import MERGES, write_tokenizer  # noqa: E402
-from ngram_oracle import naive_ngrams  # noqa: E402
+from ngram_oracle import naive_ngrams, naive_suffix_counts  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]  # reduce's thresholds (one per block)
@@ -170,6 +173,42 @@ def main():
     check((H >= 0).sum() == P, "every prompt has a distribution (the self pair)")
     print(f"reduce: H mean {H.mean():.4f}; |H - naive H from the file| <= {dh_file:.3g}; "
           f"|H - oracle H| <= {dh_or:.3g} on {int(exact.sum())} prompts")
+    # the ∞-gram and the backoff n-gram (K = 10, reduce's default) of each
+    # prompt from the corpus's token suffix array: H to the scan's model
+    # probabilities equals the naive oracle's over the token stream (1e-12)
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        check("/baselines/infgram" in g and "/baselines/backoff" in g,
+              "reduce writes the ∞-gram and backoff rows for a BPE corpus")
+        bh = {n: g[f"/baselines/{n}/hellinger"][()] for n in ("infgram", "backoff")}
+    oh = {}
+    for n, K in (("infgram", 1), ("backoff", 10)):
+        o = [naive_suffix_counts(stream, toks[pidx[p]], K, V) for p in range(P)]
+        oh[n] = np.array([-1.0 if c is None else hell(c.astype(np.float64), mp[p]) for p, c in enumerate(o)])
+        dh = float(np.abs(bh[n] - oh[n]).max())
+        check(dh <= 1e-12, f"reduce {n} H == the naive oracle's (max diff {dh:.3g})")
+    backs = int((oh["infgram"] != oh["backoff"]).sum())
+    check(backs > 0, f"the backoff backs off on {backs} of {P} prompts")
+    # negative control: the oracle's ∞-gram is not reduce's backoff row
+    dneg = float(np.abs(bh["backoff"] - oh["infgram"]).max())
+    check(dneg > 1e-12, f"negative control: backoff vs the oracle's ∞-gram differ ({dneg:.3g})")
+    print(f"reduce: ∞-gram H mean {bh['infgram'].mean():.4f}, backoff H mean {bh['backoff'].mean():.4f} "
+          f"(backs off on {backs} of {P} prompts): both == the naive oracle")
+    # a scan whose /prompts/index is not its prompts (another row, a row
+    # outside the corpus): reduce refuses it with one message, no report
+    for name, val, want in (("another row", 1, "is not the corpus's substring"),
+                            ("out of range", 10 ** 9, "is not a substring of the corpus")):
+        hx = os.path.join(d, "hidx.h5")
+        shutil.copy(s, hx)
+        with h5py.File(hx, "r+") as g:
+            idx = g["/prompts/index"][()]
+            idx[0] = (idx[0] + val) % (N if val < N else 1 << 62)
+            g["/prompts/index"][...] = idx
+        r = run(["reduce", hx, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "x"], ok=False)
+        msgs = [x for x in r.stderr.splitlines() if x.startswith("corpuslens")]
+        check(r.returncode != 0 and len(msgs) == 1 and want in msgs[0] and "Sanitizer" not in r.stderr
+              and not os.path.exists(os.path.join(rep + "x", "report.h5")),
+              f"reduce refuses a scan whose /prompts/index is {name}: rc {r.returncode}, {r.stderr.strip()!r}")
+        print(f"reduce, /prompts/index {name}: {msgs[0] if msgs else r.stderr.strip()!r}")
     # negative control: a changed count changes H
     neg = os.path.join(d, "neg.h5")
     shutil.copy(s, neg)

@@ -39,3 +39,5 @@ cl_script_test(explain_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bp
 cl_script_test(serve_bpe "unit" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py serve)
 # explain's sparse counts (the BPE path) equal its dense counts on a char model (1e-12; texts, passage, soft, 2 ranks)
 cl_script_test(explain_sparse_char "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/explain_bpe.py sparse)
+# ablate --corpus and lens --prompts on a BPE corpus against a numpy oracle (issue 25)
+cl_script_test(ablate_lens_bpe "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/bpe/ablate_lens_bpe.py)

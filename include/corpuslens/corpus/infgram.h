@@ -42,8 +42,6 @@ int64_t cl_sa_range(const int32_t *text, const int64_t *sa, size_t n, const int3
 int cl_infgram(const int32_t *text, const int64_t *sa, size_t n, int V, const int32_t *w, int m, int64_t min_occ,
                int32_t *counts, int64_t *occ);
 
-#endif
-
 /* The Hellinger distance (stats.h) between the suffix baseline of w[0..m)
  * (min_occ 1: the ∞-gram; K: the backoff n-gram) over the corpus's /text and
  * the distribution q[0..V) (V = the corpus's vocabulary size); CL_H_EMPTY when
@@ -54,3 +52,14 @@ double cl_infgram_hellinger(const int32_t *text, const int64_t *sa, size_t n, in
 
 /* The message of a missing baseline (corpus without /text). */
 #define CL_INFGRAM_NA "n/a (corpus.h5 has no suffix array: prepare it again)"
+
+/* cl_infgram_hellinger of P texts: text p is tok[off[p] .. off[p+1]), of
+ * which the last cap ids count (a longer text: its suffix), against
+ * probs + p * V; h[p], and k[p] and occ[p] when not NULL. The one loop of
+ * explain (--eval-text, prompts) and reduce (the scan's prompts). 0, or -1
+ * with cl_error (out of memory). */
+int cl_infgram_hellinger_all(const int32_t *text, const int64_t *sa, size_t n, int V, const int32_t *tok,
+                             const size_t *off, size_t P, size_t cap, const float *probs, int64_t min_occ, double *h,
+                             int *k, int64_t *occ);
+
+#endif
