@@ -46,7 +46,8 @@ static const char EPILOG[] =
    from the corpus.h5 the scan names (attribute corpus_h5_file, checked against
    corpus_h5_sha256), inserted before the compare models. A corpus that cannot
    be reached, differs, or has no suffix array: a line says why and the rows
-   are left out (0). -1 only for out of memory. Rank 0. */
+   are left out (0). -1 only for out of memory. Rank 0; the counts stay in the
+   file (cl_corpus_open_rows: only /text and its suffix array are used). */
 static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts, long K) {
     char path[4096] = "", sha[80] = "", got[65] = "";
     if (!cl_h5_attr_exists(s->file, "corpus_h5_file") ||
@@ -56,7 +57,7 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     }
     if (cl_h5_attr_exists(s->file, "corpus_h5_sha256")) cl_h5_attr_read_str(s->file, "corpus_h5_sha256", sha, sizeof sha);
     cl_corpus *cp = NULL;
-    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open(path)) ||
+    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open_rows(path, 0, 1)) ||
         cp->V != r->V || !cp->suffix_array) {
         const char *why = !*got ? cl_last_error() : (*sha && strcmp(sha, got)) ? "it changed since the scan"
                           : !cp ? cl_last_error() : cp->V != r->V ? "another vocabulary"

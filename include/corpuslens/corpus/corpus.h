@@ -248,6 +248,22 @@ int cl_corpus_read_sorted(const cl_corpus *c, size_t a, size_t n, int64_t *out);
  * else from the file in one pass in id order, every id, pointer, token and
  * count checked. 0 or -1 (pt freed). */
 int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
+/* The same, the counts only: pt->n, pt->indptr, pt->next_token and
+ * pt->next_count (pt->id and pt->tokens NULL). 0 or -1 (pt freed). */
+int cl_corpus_read_counts(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
+
+/* As cl_corpus_open (bpe_ok 0) or cl_corpus_open_any (1), and the
+ * next-token counts stay in the file too (next_indptr, next_token,
+ * next_count NULL): explain under mpirun, where each rank reads the counts
+ * of its index rows (cl_corpus_read_counts), checked as they are read, and
+ * reduce's ∞-gram baselines, which need only /text. /text only with
+ * with_text (rank 0). cl_corpus_next_dense_read and cl_corpus_count_slice
+ * read from the file; cl_corpus_next_dense and _next_total need the counts
+ * held. NULL with cl_error. */
+cl_corpus *cl_corpus_open_rows(const char *path, int bpe_ok, int with_text);
+
+/* cl_corpus_next_dense from memory or (cl_corpus_open_rows) the file. 0 or -1. */
+int cl_corpus_next_dense_read(const cl_corpus *c, size_t i, int32_t *row);
 
 /* The rows at the sorted positions of shards shards[0..ns) (shard j: [j S,
  * min(N, (j+1) S))), shard after shard, with their counts; checks that the
