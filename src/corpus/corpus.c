@@ -1336,6 +1336,119 @@ int cl_corpus_read_counts(const cl_corpus *c, const int64_t *ids, size_t n, cl_c
     return read_part(c, ids, n, pt, 0);
 }
 
+int cl_counts_set_init(cl_counts_set *s, size_t N) {
+    memset(s, 0, sizeof *s);
+    s->N = N;
+    if (!(s->bits = cl_trycalloc(N / 64 + 1, sizeof *s->bits, "substring set")) ||
+        !(s->before = cl_trycalloc(N / 64 + 1, sizeof *s->before, "substring set"))) {
+        cl_counts_set_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void cl_counts_set_free(cl_counts_set *s) {
+    if (!s) return;
+    free(s->bits), free(s->before), free(s->indptr), free(s->next_token), free(s->next_count);
+    memset(s, 0, sizeof *s);
+}
+
+/* entries [e, ...) of one dataset read in blocks, e never decreasing */
+typedef struct {
+    hid_t f;
+    const char *path;
+    int32_t *buf;
+    size_t base, m, total;
+} seq_reader;
+
+static int seq_get(seq_reader *r, size_t e, int32_t *out) {
+    const size_t B = (size_t)1 << 17;
+    if (e < r->base || e >= r->base + r->m) {
+        r->base = e / B * B;
+        r->m = r->total - r->base < B ? r->total - r->base : B;
+        if (cl_h5_read_rows(r->f, r->path, H5T_NATIVE_INT32, r->base, r->m, r->buf) < 0) return -1;
+    }
+    *out = r->buf[e - r->base];
+    return 0;
+}
+
+int cl_corpus_read_counts_set(const cl_corpus *c, cl_counts_set *s) {
+    const size_t N = c->n, W = N / 64 + 1, B = (size_t)1 << 17;
+    if (s->N != N) return cl_error("a set of %zu substrings for a corpus of %zu", s->N, N);
+    size_t n = 0;
+    for (size_t w = 0; w < W; w++) s->before[w] = n, n += (size_t)__builtin_popcountll(s->bits[w]);
+    s->n = n;
+    free(s->indptr), free(s->next_token), free(s->next_count);
+    s->next_token = s->next_count = NULL;
+    if (!(s->indptr = cl_trymalloc(n + 1, sizeof *s->indptr, "set row pointers"))) return -1;
+    s->indptr[0] = 0;
+    if (c->next_indptr) { /* in memory, checked when loaded */
+        size_t j = 0;
+        for (size_t i = 0; i < N; i++)
+            if (s->bits[i >> 6] >> (i & 63) & 1) s->indptr[j + 1] = s->indptr[j] + (c->next_indptr[i + 1] - c->next_indptr[i]), j++;
+        size_t ne = (size_t)s->indptr[n];
+        if (!(s->next_token = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next tokens")) ||
+            !(s->next_count = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next-token counts")))
+            return -1;
+        j = 0;
+        for (size_t i = 0; i < N; i++)
+            if (s->bits[i >> 6] >> (i & 63) & 1) {
+                size_t a = (size_t)c->next_indptr[i], m = (size_t)(c->next_indptr[i + 1] - c->next_indptr[i]);
+                memcpy(s->next_token + s->indptr[j], c->next_token + a, m * sizeof(int32_t));
+                memcpy(s->next_count + s->indptr[j], c->next_count + a, m * sizeof(int32_t));
+                j++;
+            }
+        return 0;
+    }
+    int rc = -1;
+    int64_t *ip = cl_trymalloc(B + 1, sizeof *ip, "row pointers");
+    int32_t *tb = cl_trymalloc(B, sizeof *tb, "next tokens"), *cb = cl_trymalloc(B, sizeof *cb, "next-token counts");
+    hid_t f = ip && tb && cb ? cl_h5_open_read(c->path) : -1;
+    if (f < 0) goto out;
+    seq_reader tr = {f, "/substrings/next/token", tb, 0, 0, c->nnz}, cr = {f, "/substrings/next/count", cb, 0, 0, c->nnz};
+    for (int pass = 0; pass < 2; pass++) {
+        size_t j = 0;
+        for (size_t k0 = 0; k0 < N; k0 += B) {
+            size_t m = N - k0 < B ? N - k0 : B;
+            if (cl_h5_read_rows(f, "/substrings/next/indptr", H5T_NATIVE_INT64, k0, m + 1, ip) < 0) goto out;
+            for (size_t k = 0; k < m; k++) {
+                size_t i = k0 + k;
+                int64_t a = ip[k], b = ip[k + 1];
+                if ((i == 0 && a != 0) || b < a || b - a > c->V || b > (int64_t)c->nnz || (i + 1 == N && b != (int64_t)c->nnz)) {
+                    cl_error("/substrings/next/indptr: row %zu is malformed", i);
+                    goto out;
+                }
+                if (!(s->bits[i >> 6] >> (i & 63) & 1)) continue;
+                if (pass == 0) s->indptr[j + 1] = s->indptr[j] + (b - a);
+                else {
+                    int32_t *tk = s->next_token + s->indptr[j], *ct = s->next_count + s->indptr[j];
+                    for (int64_t e = a; e < b; e++, tk++, ct++) {
+                        if (seq_get(&tr, (size_t)e, tk) < 0 || seq_get(&cr, (size_t)e, ct) < 0) goto out;
+                        if (*tk < 0 || *tk >= c->V || (e > a && *tk <= tk[-1]) || *ct <= 0) {
+                            cl_error("/substrings/next: row %zu has an invalid token or count", i);
+                            goto out;
+                        }
+                    }
+                }
+                j++;
+            }
+        }
+        if (pass == 0) {
+            size_t ne = (size_t)s->indptr[n];
+            if (!(s->next_token = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next tokens")) ||
+                !(s->next_count = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next-token counts")))
+                goto out;
+        }
+    }
+    io_rows += n, io_entries += (unsigned long long)s->indptr[n];
+    rc = 0;
+out:
+    if (f >= 0) H5Fclose(f);
+    free(ip), free(tb), free(cb);
+    if (rc) cl_error_prefix("%s: ", c->path);
+    return rc;
+}
+
 int cl_corpus_next_dense_read(const cl_corpus *c, size_t i, int32_t *row) {
     if (i >= c->n) return cl_error("substring %zu is out of range (%zu substrings)", i, c->n);
     if (c->next_indptr) {

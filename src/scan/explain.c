@@ -506,17 +506,17 @@ typedef struct {
     size_t V, Lh;
     const int32_t *sub;  /* the index's substring of each row */
     /* the next-token counts, CSR: the corpus's own arrays by substring (cp
-       holds them), or the rank's part (cl_corpus_read_counts) by index row
-       - cbase (only this rank's rows are visited) */
+       holds them), or those of this rank's rows' substrings (cset: only
+       this rank's rows are visited) */
     const int64_t *cip;
     const int32_t *ctk, *cct;
-    int by_row;
-    size_t cbase;
+    const cl_counts_set *cset;
 } visit_ctx;
 
 /* the CSR row of the counts of index row `row` (substring sub) */
 static inline size_t cnt_row(const visit_ctx *x, size_t row, int64_t sub) {
-    return x->by_row ? row - x->cbase : (size_t)sub;
+    (void)row;
+    return x->cset ? cl_counts_set_row(x->cset, (size_t)sub) : (size_t)sub;
 }
 
 static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, size_t row) {
@@ -1292,18 +1292,22 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     /* the counts left in the file (cl_corpus_open_rows): the dense search
        adds those of this rank's rows only, so the rank reads those (the
        sparse search records matches; rank 0 reads theirs in sparse_rows) */
-    cl_corpus_part cpart;
-    memset(&cpart, 0, sizeof cpart);
+    cl_counts_set cset;
+    memset(&cset, 0, sizeof cset);
     if (!cp->next_indptr && !sparse) {
-        int64_t *ids = cl_trymalloc(row1 > row0 ? row1 - row0 : 1, sizeof *ids, "index rows' substrings");
-        for (size_t i = row0; ids && i < row1; i++) ids[i - row0] = ix->substring[i];
-        if (!ids || cl_corpus_read_counts(cp, ids, row1 - row0, &cpart) < 0) err = 1;
-        free(ids);
-        vc.cip = cpart.indptr, vc.ctk = cpart.next_token, vc.cct = cpart.next_count;
-        vc.by_row = 1, vc.cbase = row0;
+        if (cl_counts_set_init(&cset, cp->n) < 0) err = 1;
+        for (size_t i = row0; !err && i < row1; i++) {
+            if (ix->substring[i] < 0 || (size_t)ix->substring[i] >= cp->n) {
+                err = cl_error("%s: row %zu names substring %d (the corpus has %zu)", ix->path, i, ix->substring[i], cp->n);
+                break;
+            }
+            cl_counts_set_add(&cset, (size_t)ix->substring[i]);
+        }
+        if (!err && cl_corpus_read_counts_set(cp, &cset) < 0) err = 1;
+        vc.cip = cset.indptr, vc.ctk = cset.next_token, vc.cct = cset.next_count, vc.cset = &cset;
     }
     if (cl_par_agree(err, comm)) {
-        cl_corpus_part_free(&cpart);
+        cl_counts_set_free(&cset);
         goto fail;
     }
 #if HAVE_DIRECT
@@ -1358,7 +1362,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
             }
         }
     }
-    cl_corpus_part_free(&cpart);
+    cl_counts_set_free(&cset);
     if (ml.err || sl.err) err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     r->seconds_search = cl_wall_seconds() - t1;

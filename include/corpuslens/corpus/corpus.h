@@ -252,6 +252,30 @@ int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_cor
  * pt->next_count (pt->id and pt->tokens NULL). 0 or -1 (pt freed). */
 int cl_corpus_read_counts(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
 
+/* The counts of a set of substrings, kept in id order, found by id: a
+ * bitmap of N bits and a count per 64-bit word (N/8 + N/8 bytes), then
+ * 8 bytes per member and 8 per entry. explain's dense search on one rank:
+ * its index rows' substrings. */
+typedef struct {
+    size_t N, n;         /* substrings; members (after cl_corpus_read_counts_set) */
+    uint64_t *bits;      /* [N/64 + 1] */
+    uint64_t *before;    /* [N/64 + 1]: members in the words before */
+    int64_t *indptr;     /* [n + 1] CSR by member rank (id order) */
+    int32_t *next_token, *next_count;
+} cl_counts_set;
+/* An empty set of the N substrings. 0 or -1. */
+int cl_counts_set_init(cl_counts_set *s, size_t N);
+static inline void cl_counts_set_add(cl_counts_set *s, size_t id) { s->bits[id >> 6] |= (uint64_t)1 << (id & 63); }
+/* The CSR row of member id (in the set) */
+static inline size_t cl_counts_set_row(const cl_counts_set *s, size_t id) {
+    return (size_t)s->before[id >> 6] + (size_t)__builtin_popcountll(s->bits[id >> 6] & (((uint64_t)1 << (id & 63)) - 1));
+}
+/* Read the counts of the members: from memory, or from the file in two
+ * streamed passes over /substrings/next/indptr (every pointer checked) and
+ * one over the entries of the members (each checked). 0 or -1 (cl_error). */
+int cl_corpus_read_counts_set(const cl_corpus *c, cl_counts_set *s);
+void cl_counts_set_free(cl_counts_set *s);
+
 /* As cl_corpus_open (bpe_ok 0) or cl_corpus_open_any (1), and the
  * next-token counts stay in the file too (next_indptr, next_token,
  * next_count NULL): explain under mpirun, where each rank reads the counts
