@@ -1121,10 +1121,11 @@ int cmd_explain(int argc, char **argv) {
 bcast:
     rc = cli_bcast_int(rc);
     if (rc == 0 && getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
-        unsigned long long rows = 0, ents = 0;
+        unsigned long long rows = 0, ents = 0, chunks = 0, bytes = 0;
         cl_corpus_io_stats(&rows, &ents);
-        fprintf(stderr, "corpuslens explain: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
-                rank, R, rows, cp->n, ents, cp->nnz);
+        cl_h5_io_stats(&chunks, &bytes);
+        fprintf(stderr, "corpuslens explain: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu; "
+                "%llu chunks, %llu stored bytes\n", rank, R, rows, cp->n, ents, cp->nnz, chunks, bytes);
     }
 done:
     if (eval_n > 0 && texts)

@@ -68,23 +68,26 @@ echo "load after: $(cat /proc/loadavg)"
 ${PYTHON:-/usr/bin/python3} - <<'PEOF'
 import glob, re
 import os, filecmp
-print("| ranks | before: peak RSS per rank, max / min | after: max / min | after: rows read per rank (of N) | after: next-token entries read per rank (of nnz) |")
-print("|---|---|---|---|---|")
+print("| ranks | before: peak RSS per rank, max / min | after: max / min | after: rows read per rank (of N) | after: next-token entries read per rank (of nnz) | after: chunks read per rank (stored MB) |")
+print("|---|---|---|---|---|---|")
 for r in (1, 2, 4, 8):
     cells = []
     for w in ("OLD", "NEW"):
         kb = [int(open(f).read().splitlines()[-1].split()[0]) for f in glob.glob(f"rt.{w}.{r}.*")]
         cells.append(f"{max(kb) / 1024:.0f} / {min(kb) / 1024:.0f} MiB" if len(kb) == r else "n/a")
-    rows, ents = [], []
+    rows, ents, chs = [], [], []
     try:
         for line in open(f"log.NEW.{r}"):
             m = re.search(r"read (\d+) substring rows of (\d+), (\d+) next-token entries of (\d+)", line)
             if m: rows.append(int(m.group(1))); n = int(m.group(2)); ents.append(int(m.group(3))); nnz = int(m.group(4))
+            m = re.search(r"; (\d+) chunks, (\d+) stored bytes", line)
+            if m: chs.append((int(m.group(1)), int(m.group(2))))
         rc = f"{min(rows):,}..{max(rows):,} of {n:,}" if rows else "n/a"
         ec = f"{min(ents):,}..{max(ents):,} of {nnz:,}" if ents else "n/a"
+        cc = f"{min(chs)[0]:,}..{max(chs)[0]:,} ({min(b for _, b in chs) / 1e6:.1f}..{max(b for _, b in chs) / 1e6:.1f})" if chs else "n/a"
     except OSError:
-        rc = ec = "n/a"
-    print(f"| {r} | {cells[0]} | {cells[1]} | {rc} | {ec} |")
+        rc = ec = cc = "n/a"
+    print(f"| {r} | {cells[0]} | {cells[1]} | {rc} | {ec} | {cc} |")
 # explain: every run's explain.h5 the same bytes (1 rank OLD the reference)
 outs = sorted(f for f in os.listdir(".") if f.startswith("e.") and f.endswith(".h5"))
 if outs:
