@@ -246,22 +246,34 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
             printf("    ");
             print_string(cp, sub);
             printf(" %.3f  next:", r->top_sim[pb * K + k]);
-            /* up to 3 most frequent followers */
-            int64_t a = cp->next_indptr[sub], e = cp->next_indptr[sub + 1];
+            /* up to 3 most frequent followers (the counts held, or read from the file: cl_corpus_open_rows) */
+            const int64_t *ip = cp->next_indptr;
+            const int32_t *nt = cp->next_token, *nc = cp->next_count;
+            cl_corpus_part pt;
+            memset(&pt, 0, sizeof pt);
+            int64_t a = 0, e = 0;
+            if (!ip && cl_corpus_read_counts(cp, &sub, 1, &pt) < 0) {
+                cli_row_error = 1;
+                printf(" ?\n");
+                continue;
+            }
+            if (!ip) ip = pt.indptr, nt = pt.next_token, nc = pt.next_count, a = 0, e = ip[1];
+            else a = ip[sub], e = ip[sub + 1];
             int shown[3] = {-1, -1, -1};
             for (int j = 0; j < 3; j++) {
                 int64_t best = -1;
                 for (int64_t q = a; q < e; q++) {
                     if ((int)q == shown[0] || (int)q == shown[1]) continue;
-                    if (best < 0 || cp->next_count[q] > cp->next_count[best]) best = q;
+                    if (best < 0 || nc[q] > nc[best]) best = q;
                 }
                 if (best < 0) break;
                 shown[j] = (int)best;
                 printf(" ");
-                put_tok(vocab, cp->next_token[best]);
-                printf(" %d", cp->next_count[best]);
+                put_tok(vocab, nt[best]);
+                printf(" %d", nc[best]);
             }
             if (a == e) printf(" (none: end of corpus)");
+            cl_corpus_part_free(&pt);
             printf("\n");
         }
     }
@@ -833,8 +845,11 @@ int cmd_explain(int argc, char **argv) {
     double tl0 = cli_wtime();
     cl_model *m = cl_model_map(model_path); /* read-only: explain never writes weights */
     double tlm = cli_wtime();
-    /* the counts whole; the tokens of the few rows looked up or printed from the file */
-    cl_corpus *cp = m ? cl_corpus_open_any(corpus_path) : NULL;
+    /* one process: the counts whole; the tokens of the few rows looked up or
+       printed from the file. Under mpirun (issue 26) the counts stay in the
+       file too: each rank reads those of its index rows (cl_explain_run),
+       rank 0 those it prints, and only rank 0 the text of the baselines */
+    cl_corpus *cp = !m ? NULL : R > 1 ? cl_corpus_open_rows(corpus_path, 1, rank == 0) : cl_corpus_open_any(corpus_path);
     double tlc = cli_wtime();
     int kinds = m && cp && !cp->bpe != !m->bpe; /* a BPE corpus with a char model, or the reverse */
     if (kinds)
@@ -1000,7 +1015,11 @@ int cmd_explain(int argc, char **argv) {
                 rc = cli_fail();
                 goto bcast;
             }
-            if (sub >= 0) cl_corpus_next_dense(cp, (size_t)sub, ngram + p * V);
+            if (sub >= 0 && cl_corpus_next_dense_read(cp, (size_t)sub, ngram + p * V)) {
+                free(tmp);
+                rc = cli_fail();
+                goto bcast;
+            }
             for (size_t v = 0; v < V; v++) tmp[v] = ngram[p * V + v];
             ngram_h[p] = cl_hellinger_df(tmp, r->model_probs + p * V, V);
         }
@@ -1041,13 +1060,20 @@ int cmd_explain(int argc, char **argv) {
             } else
                 printf("  %-36s %s\n  %-34s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
             /* the unigram: the corpus's next-token counts summed (reduce's unigram row) */
+            /* (integer sums: the same doubles as adding each count into a double, below 2^53) */
             double *uni = cl_trycalloc(V, sizeof *uni, "unigram"), *uh = cl_trymalloc(P, sizeof *uh, "unigram");
-            if (uni && uh) {
-                for (size_t e = 0; e < cp->nnz; e++) uni[cp->next_token[e]] += cp->next_count[e];
+            int64_t *u64 = cl_trycalloc(V, sizeof *u64, "unigram");
+            if (uni && uh && u64 && cl_corpus_count_slice(cp, 0, cp->nnz, u64) == 0) {
+                for (size_t v = 0; v < V; v++) uni[v] = (double)u64[v];
                 for (size_t p = 0; p < P; p++) uh[p] = cl_hellinger_df(uni, r->model_probs + p * V, V);
                 print_stats_line("unigram", uh, P);
+            } else
+                cli_row_error = 1;
+            free(uni), free(uh), free(u64);
+            if (cli_row_error) {
+                rc = cli_fail();
+                goto bcast;
             }
-            free(uni), free(uh);
             double *lh = cl_trymalloc(P, sizeof *lh, "lens");
             double *tv = cl_trymalloc(V, sizeof *tv, "lens");
             for (int l = 0; lh && tv && l < r->NL; l++) {
@@ -1082,6 +1108,13 @@ int cmd_explain(int argc, char **argv) {
     }
 bcast:
     rc = cli_bcast_int(rc);
+    if (rc == 0 && getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
+        unsigned long long rows = 0, ents = 0, chunks = 0, bytes = 0;
+        cl_corpus_io_stats(&rows, &ents);
+        cl_h5_io_stats(&chunks, &bytes);
+        fprintf(stderr, "corpuslens explain: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu; "
+                "%llu chunks, %llu stored bytes\n", rank, R, rows, cp->n, ents, cp->nnz, chunks, bytes);
+    }
 done:
     if (eval_n > 0 && texts)
         for (size_t p = 0; p < P; p++) free(texts[p]);

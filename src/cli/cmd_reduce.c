@@ -98,7 +98,8 @@ static int prompt_ids(const cl_scan *s, const cl_corpus *cp, char **texts, int32
    GPT-2 BPE corpus (its token suffix array, /text/tokens). A corpus that
    cannot be reached, differs, or has no suffix array: a line says why and the
    rows are left out (0). -1 for out of memory, or a corpus whose prompts are
-   not the scan's. Rank 0. */
+   not the scan's. Rank 0; the counts stay in the file (cl_corpus_open_rows:
+   only /text, its suffix array and the prompts' rows are used). */
 static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts, long K) {
     char path[4096] = "", sha[80] = "", got[65] = "";
     if (!cl_h5_attr_exists(s->file, "corpus_h5_file") ||
@@ -108,7 +109,7 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     }
     if (cl_h5_attr_exists(s->file, "corpus_h5_sha256")) cl_h5_attr_read_str(s->file, "corpus_h5_sha256", sha, sizeof sha);
     cl_corpus *cp = NULL;
-    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open_any(path)) ||
+    if (cl_sha256_file(path, got) < 0 || (*sha && strcmp(sha, got) != 0) || !(cp = cl_corpus_open_rows(path, 1, 1)) ||
         cp->V != r->V || !!cp->bpe != !!s->bpe || !cp->suffix_array) {
         const char *why = !*got ? cl_last_error() : (*sha && strcmp(sha, got)) ? "it changed since the scan"
                           : !cp ? cl_last_error() : cp->V != r->V || !!cp->bpe != !!s->bpe ? "another vocabulary"

@@ -887,7 +887,8 @@ static int check_unused(hid_t f, const cl_corpus *c) {
 /* bpe_ok: 0 refuses a BPE corpus (the message names the command, not
  * prefixed with the path again: *refused is set then). lazy: 0 whole, 1
  * cl_corpus_open, 2 cl_corpus_open_part (returns 1, nothing refused, when
- * the file has no /substrings/sorted: the caller loads it whole) */
+ * the file has no /substrings/sorted: the caller loads it whole), 3
+ * cl_corpus_open_rows (as 1, the counts left in the file too) */
 static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char *path, int *refused) {
     hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
     if (root < 0) return cl_error("cannot open the root group");
@@ -991,7 +992,7 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         rc = 0;
         goto done;
     }
-    if (lazy) {
+    if (lazy) { /* 1 or 3 */
         hsize_t sh[8];
         if (!(c->token_rows = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
             cl_h5_shape(f, "/substrings/first_offset", sh) != 1 || sh[0] != dN) {
@@ -1003,22 +1004,23 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
         c->first_offset = cl_trymalloc(Ns, sizeof *c->first_offset, "first offsets");
         if (!c->tokens || !c->first_offset) goto done;
     }
-    c->next_indptr = cl_trymalloc(Ns + 1, sizeof *c->next_indptr, "next-token row pointers");
-    c->next_token = cl_trymalloc(c->nnz, sizeof *c->next_token, "next tokens");
-    c->next_count = cl_trymalloc(c->nnz, sizeof *c->next_count, "next-token counts");
+    const int csr = lazy != 3; /* 3: the counts stay in the file (read_part_file checks the rows it reads) */
+    if (csr) {
+        c->next_indptr = cl_trymalloc(Ns + 1, sizeof *c->next_indptr, "next-token row pointers");
+        c->next_token = cl_trymalloc(c->nnz, sizeof *c->next_token, "next tokens");
+        c->next_count = cl_trymalloc(c->nnz, sizeof *c->next_count, "next-token counts");
+        if (!c->next_indptr || !c->next_token || !c->next_count) goto done;
+    }
     c->prompt_index = cl_trymalloc(c->n_prompts, sizeof *c->prompt_index, "prompt indices");
-    if (!c->next_indptr || !c->next_token || !c->next_count || !c->prompt_index) goto done;
+    if (!c->prompt_index) goto done;
     if ((!lazy && (cl_h5_read_exact(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL, c->tokens) < 0 ||
                    cl_h5_read_exact(f, "/substrings/first_offset", H5T_NATIVE_INT64, 1, &dN, c->first_offset) < 0)) ||
-        cl_h5_read_exact(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1,
-                         c->next_indptr) < 0 ||
-        cl_h5_read_exact(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz,
-                         c->next_token) < 0 ||
-        cl_h5_read_exact(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz,
-                         c->next_count) < 0 ||
+        (csr && (cl_h5_read_exact(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1, c->next_indptr) < 0 ||
+                 cl_h5_read_exact(f, "/substrings/next/token", H5T_NATIVE_INT32, 1, &dnnz, c->next_token) < 0 ||
+                 cl_h5_read_exact(f, "/substrings/next/count", H5T_NATIVE_INT32, 1, &dnnz, c->next_count) < 0)) ||
         (c->n_prompts && cl_h5_read_exact(f, "/prompts/index", H5T_NATIVE_INT64, 1, &dP, c->prompt_index) < 0))
         goto done;
-    io_entries += c->nnz;
+    if (csr) io_entries += c->nnz;
     if (!lazy) io_rows += Ns;
 
     /* Values (of the tokens and offsets read). */
@@ -1033,11 +1035,11 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
             cl_error("/substrings/first_offset: row %zu is not increasing", i);
             goto done;
         }
-    if (c->next_indptr[0] != 0 || c->next_indptr[Ns] != (int64_t)c->nnz) {
+    if (csr && (c->next_indptr[0] != 0 || c->next_indptr[Ns] != (int64_t)c->nnz)) {
         cl_error("/substrings/next/indptr must start at 0 and end at nnz = %zu", c->nnz);
         goto done;
     }
-    for (size_t i = 0; i < Ns; i++) {
+    for (size_t i = 0; csr && i < Ns; i++) {
         int64_t a = c->next_indptr[i], b = c->next_indptr[i + 1];
         if (b < a || b - a > Vr) {
             cl_error("/substrings/next/indptr: row %zu is malformed", i);
@@ -1133,8 +1135,9 @@ int cl_corpus_build_suffix_array(cl_corpus *c) {
     return c->suffix_array ? 0 : -1;
 }
 
-/* *fallback (lazy 2): the file has no /substrings/sorted */
-static cl_corpus *load(const char *path, int lazy, int bpe_ok, int *fallback) {
+/* *fallback (lazy 2): the file has no /substrings/sorted; text: read /text
+   (lazy 2 never does) */
+static cl_corpus *load_text_opt(const char *path, int lazy, int bpe_ok, int *fallback, int text) {
     hid_t f = cl_h5_open_read(path);
     if (f < 0) return NULL;
     cl_corpus *c = corpus_new();
@@ -1142,7 +1145,7 @@ static cl_corpus *load(const char *path, int lazy, int bpe_ok, int *fallback) {
     if (c) snprintf(c->path, sizeof c->path, "%s", path), c->partial = lazy == 2;
     /* lazy: the row reader keeps its dataset, and so the file, open after
        H5Fclose (the default weak close degree) */
-    if (!c || (lc = load_contents(f, c, lazy, bpe_ok, path, &refused)) < 0 || (lazy != 2 && load_text(f, c) < 0)) {
+    if (!c || (lc = load_contents(f, c, lazy, bpe_ok, path, &refused)) < 0 || (lazy != 2 && text && load_text(f, c) < 0)) {
         if (c && !refused) cl_error_prefix("%s: ", path);
         cl_corpus_free(c);
         c = NULL;
@@ -1153,6 +1156,14 @@ static cl_corpus *load(const char *path, int lazy, int bpe_ok, int *fallback) {
     }
     H5Fclose(f);
     return c;
+}
+
+static cl_corpus *load(const char *path, int lazy, int bpe_ok, int *fallback) {
+    return load_text_opt(path, lazy, bpe_ok, fallback, 1);
+}
+
+cl_corpus *cl_corpus_open_rows(const char *path, int bpe_ok, int with_text) {
+    return load_text_opt(path, 3, bpe_ok, NULL, with_text);
 }
 
 cl_corpus *cl_corpus_load(const char *path) { return load(path, 0, 0, NULL); }
@@ -1207,7 +1218,8 @@ int cl_corpus_read_sorted(const cl_corpus *c, size_t a, size_t n, int64_t *out) 
     return 0;
 }
 
-/* The rows and counts of pt->id from the file, in one pass in id order. */
+/* The rows and counts of pt->id from the file, in one pass in id order
+ * (pt->tokens NULL: the counts only). */
 static int read_part_file(const cl_corpus *c, cl_corpus_part *pt) {
     const size_t n = pt->n, L = (size_t)c->L, N = c->n;
     const int V = c->V;
@@ -1220,7 +1232,7 @@ static int read_part_file(const cl_corpus *c, cl_corpus_part *pt) {
     if (!ord || !a || !b || f < 0) goto out;
     for (size_t k = 0; k < n; k++) ord[k][0] = pt->id[k], ord[k][1] = (int64_t)k;
     qsort(ord, n, sizeof *ord, cmp_i64_pair);
-    if (!(tr = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL)) ||
+    if ((pt->tokens && !(tr = cl_h5_rows_open(f, "/substrings/tokens", H5T_NATIVE_INT32, 2, dNL))) ||
         !(ir = cl_h5_rows_open(f, "/substrings/next/indptr", H5T_NATIVE_INT64, 1, &dN1)))
         goto out;
     int64_t first = 0, last = 0, prev_b = 0;
@@ -1231,15 +1243,17 @@ static int read_part_file(const cl_corpus *c, cl_corpus_part *pt) {
     }
     for (size_t j = 0; j < n; j++) {
         size_t i = (size_t)ord[j][0], k = (size_t)ord[j][1];
-        int32_t *t = pt->tokens + k * L;
+        int32_t *t = pt->tokens ? pt->tokens + k * L : NULL;
         if (j > 0 && ord[j - 1][0] == ord[j][0]) { /* a repeat: the same row */
             size_t k0 = (size_t)ord[j - 1][1];
-            memcpy(t, pt->tokens + k0 * L, L * sizeof *t), a[k] = a[k0], b[k] = b[k0];
+            if (t) memcpy(t, pt->tokens + k0 * L, L * sizeof *t);
+            a[k] = a[k0], b[k] = b[k0];
             continue;
         }
-        if (cl_h5_rows_read(tr, i, t) < 0 || cl_h5_rows_read(ir, i, &a[k]) < 0 || cl_h5_rows_read(ir, i + 1, &b[k]) < 0)
+        if ((t && cl_h5_rows_read(tr, i, t) < 0) || cl_h5_rows_read(ir, i, &a[k]) < 0 ||
+            cl_h5_rows_read(ir, i + 1, &b[k]) < 0)
             goto out;
-        for (size_t q = 0; q < L; q++)
+        for (size_t q = 0; t && q < L; q++)
             if (t[q] < 0 || t[q] >= V) {
                 cl_error("/substrings/tokens: id %d at row %zu is outside the vocabulary", (int)t[q], i);
                 goto out;
@@ -1279,7 +1293,8 @@ out:
     return rc;
 }
 
-int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt) {
+/* cl_corpus_read_part; tokens 0: cl_corpus_read_counts (no id, no tokens) */
+static int read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt, int tokens) {
     memset(pt, 0, sizeof *pt);
     const size_t L = (size_t)c->L;
     for (size_t k = 0; k < n; k++)
@@ -1287,18 +1302,18 @@ int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_cor
             return cl_error("substring %lld is out of range (%zu substrings)", (long long)ids[k], c->n);
     pt->n = n, pt->L = c->L;
     if (!(pt->id = cl_trymalloc(n ? n : 1, sizeof *pt->id, "part ids")) ||
-        !(pt->tokens = cl_trymalloc(n ? n : 1, L * sizeof *pt->tokens, "part tokens")) ||
+        (tokens && !(pt->tokens = cl_trymalloc(n ? n : 1, L * sizeof *pt->tokens, "part tokens"))) ||
         !(pt->indptr = cl_trymalloc(n + 1, sizeof *pt->indptr, "part row pointers"))) {
         cl_corpus_part_free(pt);
         return -1;
     }
     memcpy(pt->id, ids, n * sizeof *ids);
     int rc = 0;
-    if (c->tokens && c->next_indptr) { /* in memory, checked when loaded */
+    if ((c->tokens || !tokens) && c->next_indptr) { /* in memory, checked when loaded */
         pt->indptr[0] = 0;
         for (size_t k = 0; k < n; k++) {
             size_t i = (size_t)ids[k];
-            memcpy(pt->tokens + k * L, c->tokens + i * L, L * sizeof *pt->tokens);
+            if (tokens) memcpy(pt->tokens + k * L, c->tokens + i * L, L * sizeof *pt->tokens);
             pt->indptr[k + 1] = pt->indptr[k] + (c->next_indptr[i + 1] - c->next_indptr[i]);
         }
         size_t ne = (size_t)pt->indptr[n];
@@ -1315,7 +1330,144 @@ int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_cor
         if (!rc) io_rows += n, io_entries += (unsigned long long)pt->indptr[n];
     }
     if (rc) cl_corpus_part_free(pt);
+    else if (!tokens) free(pt->id), pt->id = NULL;
     return rc;
+}
+
+int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt) {
+    return read_part(c, ids, n, pt, 1);
+}
+
+int cl_corpus_read_counts(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt) {
+    return read_part(c, ids, n, pt, 0);
+}
+
+int cl_counts_set_init(cl_counts_set *s, size_t N) {
+    memset(s, 0, sizeof *s);
+    s->N = N;
+    if (!(s->bits = cl_trycalloc(N / 64 + 1, sizeof *s->bits, "substring set")) ||
+        !(s->before = cl_trycalloc(N / 64 + 1, sizeof *s->before, "substring set"))) {
+        cl_counts_set_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void cl_counts_set_free(cl_counts_set *s) {
+    if (!s) return;
+    free(s->bits), free(s->before), free(s->indptr), free(s->next_token), free(s->next_count);
+    memset(s, 0, sizeof *s);
+}
+
+/* entries [e, ...) of one dataset read in blocks, e never decreasing */
+typedef struct {
+    hid_t f;
+    const char *path;
+    int32_t *buf;
+    size_t base, m, total;
+} seq_reader;
+
+static int seq_get(seq_reader *r, size_t e, int32_t *out) {
+    const size_t B = (size_t)1 << 17;
+    if (e < r->base || e >= r->base + r->m) {
+        r->base = e / B * B;
+        r->m = r->total - r->base < B ? r->total - r->base : B;
+        if (cl_h5_read_rows(r->f, r->path, H5T_NATIVE_INT32, r->base, r->m, r->buf) < 0) return -1;
+    }
+    *out = r->buf[e - r->base];
+    return 0;
+}
+
+int cl_corpus_read_counts_set(const cl_corpus *c, cl_counts_set *s) {
+    const size_t N = c->n, W = N / 64 + 1, B = (size_t)1 << 17;
+    if (s->N != N) return cl_error("a set of %zu substrings for a corpus of %zu", s->N, N);
+    size_t n = 0;
+    for (size_t w = 0; w < W; w++) s->before[w] = n, n += (size_t)__builtin_popcountll(s->bits[w]);
+    s->n = n;
+    free(s->indptr), free(s->next_token), free(s->next_count);
+    s->next_token = s->next_count = NULL;
+    if (!(s->indptr = cl_trymalloc(n + 1, sizeof *s->indptr, "set row pointers"))) return -1;
+    s->indptr[0] = 0;
+    if (c->next_indptr) { /* in memory, checked when loaded */
+        size_t j = 0;
+        for (size_t i = 0; i < N; i++)
+            if (s->bits[i >> 6] >> (i & 63) & 1) s->indptr[j + 1] = s->indptr[j] + (c->next_indptr[i + 1] - c->next_indptr[i]), j++;
+        size_t ne = (size_t)s->indptr[n];
+        if (!(s->next_token = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next tokens")) ||
+            !(s->next_count = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next-token counts")))
+            return -1;
+        j = 0;
+        for (size_t i = 0; i < N; i++)
+            if (s->bits[i >> 6] >> (i & 63) & 1) {
+                size_t a = (size_t)c->next_indptr[i], m = (size_t)(c->next_indptr[i + 1] - c->next_indptr[i]);
+                memcpy(s->next_token + s->indptr[j], c->next_token + a, m * sizeof(int32_t));
+                memcpy(s->next_count + s->indptr[j], c->next_count + a, m * sizeof(int32_t));
+                j++;
+            }
+        return 0;
+    }
+    int rc = -1;
+    int64_t *ip = cl_trymalloc(B + 1, sizeof *ip, "row pointers");
+    int32_t *tb = cl_trymalloc(B, sizeof *tb, "next tokens"), *cb = cl_trymalloc(B, sizeof *cb, "next-token counts");
+    hid_t f = ip && tb && cb ? cl_h5_open_read(c->path) : -1;
+    if (f < 0) goto out;
+    seq_reader tr = {f, "/substrings/next/token", tb, 0, 0, c->nnz}, cr = {f, "/substrings/next/count", cb, 0, 0, c->nnz};
+    for (int pass = 0; pass < 2; pass++) {
+        size_t j = 0;
+        for (size_t k0 = 0; k0 < N; k0 += B) {
+            size_t m = N - k0 < B ? N - k0 : B;
+            if (cl_h5_read_rows(f, "/substrings/next/indptr", H5T_NATIVE_INT64, k0, m + 1, ip) < 0) goto out;
+            for (size_t k = 0; k < m; k++) {
+                size_t i = k0 + k;
+                int64_t a = ip[k], b = ip[k + 1];
+                if ((i == 0 && a != 0) || b < a || b - a > c->V || b > (int64_t)c->nnz || (i + 1 == N && b != (int64_t)c->nnz)) {
+                    cl_error("/substrings/next/indptr: row %zu is malformed", i);
+                    goto out;
+                }
+                if (!(s->bits[i >> 6] >> (i & 63) & 1)) continue;
+                if (pass == 0) s->indptr[j + 1] = s->indptr[j] + (b - a);
+                else {
+                    int32_t *tk = s->next_token + s->indptr[j], *ct = s->next_count + s->indptr[j];
+                    for (int64_t e = a; e < b; e++, tk++, ct++) {
+                        if (seq_get(&tr, (size_t)e, tk) < 0 || seq_get(&cr, (size_t)e, ct) < 0) goto out;
+                        if (*tk < 0 || *tk >= c->V || (e > a && *tk <= tk[-1]) || *ct <= 0) {
+                            cl_error("/substrings/next: row %zu has an invalid token or count", i);
+                            goto out;
+                        }
+                    }
+                }
+                j++;
+            }
+        }
+        if (pass == 0) {
+            size_t ne = (size_t)s->indptr[n];
+            if (!(s->next_token = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next tokens")) ||
+                !(s->next_count = cl_trymalloc(ne ? ne : 1, sizeof(int32_t), "next-token counts")))
+                goto out;
+        }
+    }
+    io_rows += n, io_entries += (unsigned long long)s->indptr[n];
+    rc = 0;
+out:
+    if (f >= 0) H5Fclose(f);
+    free(ip), free(tb), free(cb);
+    if (rc) cl_error_prefix("%s: ", c->path);
+    return rc;
+}
+
+int cl_corpus_next_dense_read(const cl_corpus *c, size_t i, int32_t *row) {
+    if (i >= c->n) return cl_error("substring %zu is out of range (%zu substrings)", i, c->n);
+    if (c->next_indptr) {
+        cl_corpus_next_dense(c, i, row);
+        return 0;
+    }
+    cl_corpus_part pt;
+    int64_t id = (int64_t)i;
+    if (cl_corpus_read_counts(c, &id, 1, &pt) < 0) return -1;
+    memset(row, 0, (size_t)c->V * sizeof *row);
+    for (int64_t k = 0; k < pt.indptr[1]; k++) row[pt.next_token[k]] = pt.next_count[k];
+    cl_corpus_part_free(&pt);
+    return 0;
 }
 
 int cl_corpus_read_shards(const cl_corpus *c, const size_t *shards, size_t ns, size_t S, cl_corpus_part *pt) {

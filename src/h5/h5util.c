@@ -345,6 +345,13 @@ int cl_h5_write(hid_t file, const char *path, hid_t memtype, int rank, const hsi
     return rc;
 }
 
+static unsigned long long io_chunks, io_bytes;
+
+void cl_h5_io_stats(unsigned long long *chunks, unsigned long long *bytes) {
+    if (chunks) *chunks = io_chunks;
+    if (bytes) *bytes = io_bytes;
+}
+
 int cl_h5_read_rows(hid_t f, const char *path, hid_t memtype, size_t p0, size_t n, void *buf) {
     hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
     if (d < 0) return cl_error("cannot open %s", path);
@@ -363,6 +370,17 @@ int cl_h5_read_rows(hid_t f, const char *path, hid_t memtype, size_t p0, size_t 
     herr_t st = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     hid_t ms = H5Screate_simple(r, count, NULL);
     if (st >= 0) st = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf);
+    hid_t dcpl = st >= 0 && n > 0 ? H5Dget_create_plist(d) : -1;
+    hsize_t ch[8];
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, r, ch) == r && ch[0] > 0) {
+        /* the chunks the rows lie in (stats: rows whole, so chunks along the first dimension) */
+        for (hsize_t c = p0 / ch[0]; c <= (p0 + n - 1) / ch[0]; c++) {
+            hsize_t off[8] = {0}, cs = 0;
+            off[0] = c * ch[0];
+            if (H5Dget_chunk_storage_size(d, off, &cs) >= 0) io_chunks++, io_bytes += cs;
+        }
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);
@@ -500,6 +518,7 @@ static int rows_inflate(cl_h5_rows *r, size_t c, unsigned char *out) {
     }
     if (H5Dread_chunk(r->d, H5P_DEFAULT, off, &mask, r->raw) < 0)
         return cl_h5_error("cannot read dataset %s (corrupt file?)", r->path);
+    io_chunks++, io_bytes += csize;
     if (mask != 0) return 0;
     z_stream z;
     memset(&z, 0, sizeof z);

@@ -296,13 +296,42 @@ static int cmp_i32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* The sparse rows of PB (prompt, block)s from their matches (sorted here):
  * row pb = the next-token counts of its substrings summed, tokens increasing.
  * soft: sums of q * count in val16 (u128) instead of the plain counts in val.
- * Exact in any order. 0 or -1 (out of memory). */
+ * Exact in any order. The counts from cp, or (counts left in the file:
+ * cl_corpus_open_rows) those of the distinct matched substrings, read here.
+ * 0 or -1 (out of memory, a corrupt row). */
 static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, int soft, int64_t **indptr,
                        int32_t **tok, int64_t **val, u128 **val16) {
     qsort(l->a, l->n, l->elem, cmp_match);
+    const int64_t *cip = cp->next_indptr;
+    const int32_t *ctk = cp->next_token, *cct = cp->next_count;
+    int64_t *uid = NULL; /* the distinct matched substrings, increasing (counts read from the file) */
+    size_t nu = 0;
+    cl_corpus_part pt;
+    memset(&pt, 0, sizeof pt);
+    if (!cip) {
+        if (!(uid = cl_trymalloc(l->n ? l->n : 1, sizeof *uid, "matched substrings"))) return -1;
+        for (size_t i = 0; i < l->n; i++) {
+            uint64_t key;
+            memcpy(&key, l->a + i * l->elem, sizeof key);
+            uid[i] = (int64_t)(key & 0xffffffffu);
+        }
+        qsort(uid, l->n, sizeof *uid, cmp_i64);
+        for (size_t i = 0; i < l->n; i++)
+            if (i == 0 || uid[i] != uid[nu - 1]) uid[nu++] = uid[i];
+        if (cl_corpus_read_counts(cp, uid, nu, &pt) < 0) {
+            free(uid);
+            return -1;
+        }
+        cip = pt.indptr, ctk = pt.next_token, cct = pt.next_count;
+    }
     size_t cap = 1024, nnz = 0;
     int64_t *ip = cl_trymalloc(PB + 1, sizeof *ip, "sparse counts"), *acc = soft ? NULL : cl_trycalloc(V, 8, "sparse counts");
     u128 *acc16 = soft ? cl_trycalloc(V, sizeof(u128), "sparse counts") : NULL;
@@ -320,11 +349,20 @@ static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, 
             memcpy(&rec, l->a + i * l->elem, l->elem);
             if ((size_t)(rec.key >> 32) != pb) break;
             int64_t sub = (int64_t)(rec.key & 0xffffffffu);
-            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) {
-                int32_t k = cp->next_token[e];
+            if (uid) { /* its row in pt: sub is one of uid */
+                size_t lo = 0, hi = nu;
+                while (lo < hi) {
+                    size_t mid = lo + (hi - lo) / 2;
+                    if (uid[mid] < sub) lo = mid + 1;
+                    else hi = mid;
+                }
+                sub = (int64_t)lo;
+            }
+            for (int64_t e = cip[sub]; e < cip[sub + 1]; e++) {
+                int32_t k = ctk[e];
                 if (!seen[k]) seen[k] = 1, touched[nt++] = k;
-                if (soft) acc16[k] += rec.q * (u128)cp->next_count[e];
-                else acc[k] += cp->next_count[e];
+                if (soft) acc16[k] += rec.q * (u128)cct[e];
+                else acc[k] += cct[e];
             }
         }
         qsort(touched, nt, sizeof *touched, cmp_i32);
@@ -355,7 +393,8 @@ static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, 
         }
         ip[pb + 1] = (int64_t)nnz;
     }
-    free(acc), free(acc16), free(touched), free(seen);
+    free(acc), free(acc16), free(touched), free(seen), free(uid);
+    cl_corpus_part_free(&pt);
     if (err) {
         free(ip), free(t), free(v), free(v16);
         return -1;
@@ -465,11 +504,24 @@ typedef struct {
     int *lfill;
     int K;
     size_t V, Lh;
+    const int32_t *sub;  /* the index's substring of each row */
+    /* the next-token counts, CSR: the corpus's own arrays by substring (cp
+       holds them), or those of this rank's rows' substrings (cset: only
+       this rank's rows are visited) */
+    const int64_t *cip;
+    const int32_t *ctk, *cct;
+    const cl_counts_set *cset;
 } visit_ctx;
 
-static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, int64_t sub) {
+/* the CSR row of the counts of index row `row` (substring sub) */
+static inline size_t cnt_row(const visit_ctx *x, size_t row, int64_t sub) {
+    (void)row;
+    return x->cset ? cl_counts_set_row(x->cset, (size_t)sub) : (size_t)sub;
+}
+
+static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, size_t row) {
     const int K = x->K;
-    const cl_corpus *cp = x->cp;
+    const int64_t sub = x->sub[row];
     if (K) {
         float *ts = x->lsim + pb * K;
         int64_t *tu = x->lsub + pb * K;
@@ -482,8 +534,8 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
         if (x->ml) ml_push(x->ml, pb, sub, 0);
         else {
             int64_t *cnt = x->r->counts + pb * x->V;
-            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-                cnt[cp->next_token[e]] += cp->next_count[e];
+            const size_t cr = cnt_row(x, row, sub);
+            for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) cnt[x->ctk[e]] += x->cct[e];
         }
     }
     if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) x->r->near[pb]++;
@@ -492,8 +544,8 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
     } else if (x->soft && vd > x->par->soft_floor) {
         u128 *sft = x->soft + pb * x->V;
         u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
-        for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-            sft[cp->next_token[e]] += q * (u128)cp->next_count[e];
+        const size_t cr = cnt_row(x, row, sub);
+        for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) sft[x->ctk[e]] += q * (u128)x->cct[e];
     }
 }
 
@@ -512,15 +564,16 @@ static inline int is_sure(float ub, float re, float rq, double slack, double thr
 }
 
 /* visit's effect for a sure pair (is_sure): a match, not near, not in the top list, no soft kernel */
-static inline void count_sure(const visit_ctx *x, size_t pb, int64_t sub) {
-    const cl_corpus *cp = x->cp;
+static inline void count_sure(const visit_ctx *x, size_t pb, size_t row) {
+    const int64_t sub = x->sub[row];
     x->r->n_matches[pb]++;
     if (x->ml) {
         ml_push(x->ml, pb, sub, 0);
         return;
     }
     int64_t *cnt = x->r->counts + pb * x->V;
-    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+    const size_t cr = cnt_row(x, row, sub);
+    for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) cnt[x->ctk[e]] += x->cct[e];
 }
 
 #if HAVE_DIRECT
@@ -703,7 +756,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         if (!any) continue;
         if (all_sure) {
             for (size_t i = 0; i < P; i++)
-                if (sure[i]) count_sure(x, i * Lh + (size_t)b, ix->substring[row0 + s]);
+                if (sure[i]) count_sure(x, i * Lh + (size_t)b, row0 + s);
             continue;
         }
         if (ns == cap) {
@@ -738,7 +791,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
             tile_dots(tile, C, qs, P, out);
             for (size_t q = 0; q < nr; q++)
                 for (size_t i = 0; i < P; i++)
-                    visit(x, i * Lh + (size_t)b, thr, gate, invT, out[i * 8 + q], ix->substring[row0 + surv[j0 + q]]);
+                    visit(x, i * Lh + (size_t)b, thr, gate, invT, out[i * 8 + q], row0 + surv[j0 + q]);
         }
     }
     for (size_t j0 = 0; use_pread && j0 < ns; j0 += SK_DOT) {
@@ -763,7 +816,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         dot_f16(rows16, nq, C, pv, P, sim, SK_DOT);
         for (size_t q = 0; q < nq; q++)
             for (size_t i = 0; i < P; i++)
-                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[row0 + surv[j0 + q]]);
+                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], row0 + surv[j0 + q]);
     }
     cnt = (int64_t)ns;
     free(surv);
@@ -885,7 +938,7 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
                     uint32_t a = w->cnt[grp[r]], e = w->cnt[grp[r] + 1];
                     for (uint32_t j = a; j < e; j++)
                         visit(x, (q0 + w->ord[j]) * Lh + (size_t)b, thr, gate, invT,
-                              w->tout[(size_t)(w->slot[w->ord[j]] - 1) * 8 + r], ix->substring[r0 + grp[r]]);
+                              w->tout[(size_t)(w->slot[w->ord[j]] - 1) * 8 + r], r0 + grp[r]);
                     w->rows++, w->pairs += e - a;
                 }
                 for (size_t u = 0; u < nu; u++) w->slot[ul[u]] = 0;
@@ -924,7 +977,7 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
             for (size_t i = 0; i < g; i++) off[i] = (int32_t)((size_t)w->ord[j + i] * C);
             dot_f16_lanes(h, C, pv + q0 * C, off, g, sim);
             for (size_t i = 0; i < g; i++)
-                visit(x, (q0 + w->ord[j + i]) * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
+                visit(x, (q0 + w->ord[j + i]) * Lh + (size_t)b, thr, gate, invT, sim[i], row);
         }
         w->pairs += e - a;
     }
@@ -1018,7 +1071,7 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
                     for (size_t s = s16; s < e16; s++) {
                         if (!(u[s] >= ff[i])) continue;
                         if (sure_ok && is_sure(u[s], re[s], rq[i], sk->slack, thr, kth))
-                            count_sure(x, pb, ix->substring[row0 + s0 + s]);
+                            count_sure(x, pb, row0 + s0 + s);
                         else if (add_pair(&w, s, i)) goto done;
                     }
                 }
@@ -1234,7 +1287,29 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     r->sketch = use_sketch;
     visit_ctx vc = {.par = par, .cp = cp, .r = r, .soft = soft, .ml = sparse ? &ml : NULL,
                     .sl = sparse && par->soft ? &sl : NULL, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
-                    .V = V, .Lh = Lh};
+                    .V = V, .Lh = Lh, .sub = ix->substring, .cip = cp->next_indptr, .ctk = cp->next_token,
+                    .cct = cp->next_count};
+    /* the counts left in the file (cl_corpus_open_rows): the dense search
+       adds those of this rank's rows only, so the rank reads those (the
+       sparse search records matches; rank 0 reads theirs in sparse_rows) */
+    cl_counts_set cset;
+    memset(&cset, 0, sizeof cset);
+    if (!cp->next_indptr && !sparse) {
+        if (cl_counts_set_init(&cset, cp->n) < 0) err = 1;
+        for (size_t i = row0; !err && i < row1; i++) {
+            if (ix->substring[i] < 0 || (size_t)ix->substring[i] >= cp->n) {
+                err = cl_error("%s: row %zu names substring %d (the corpus has %zu)", ix->path, i, ix->substring[i], cp->n);
+                break;
+            }
+            cl_counts_set_add(&cset, (size_t)ix->substring[i]);
+        }
+        if (!err && cl_corpus_read_counts_set(cp, &cset) < 0) err = 1;
+        vc.cip = cset.indptr, vc.ctk = cset.next_token, vc.cct = cset.next_count, vc.cset = &cset;
+    }
+    if (cl_par_agree(err, comm)) {
+        cl_counts_set_free(&cset);
+        goto fail;
+    }
 #if HAVE_DIRECT
     if (use_sketch) {
         sketch_pool sp = {.ix = ix, .vc = &vc, .pvec = pvec, .P = P, .row0 = row0, .row1 = row1};
@@ -1281,12 +1356,13 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                         if (s16 + 16 <= n && !scan_any_above16(row + s16, gf)) continue;
                         size_t e16 = s16 + 16 < n ? s16 + 16 : n;
                         for (size_t s = s16; s < e16; s++)
-                            visit(&vc, pb, thr, gate, invT, row[s], ix->substring[r0 + s]);
+                            visit(&vc, pb, thr, gate, invT, row[s], r0 + s);
                     }
                 }
             }
         }
     }
+    cl_counts_set_free(&cset);
     if (ml.err || sl.err) err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     r->seconds_search = cl_wall_seconds() - t1;

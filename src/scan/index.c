@@ -713,10 +713,11 @@ int cl_index_run(const cl_index_opts *o, MPI_Comm comm, cl_index_result *res) {
     res->t_write = cl_wall_seconds() - tw;
     res->wall_seconds = cl_wall_seconds() - t0;
     if (getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
-        unsigned long long rows = 0, ents = 0;
+        unsigned long long rows = 0, ents = 0, chunks = 0, bytes = 0;
         cl_corpus_io_stats(&rows, &ents);
-        fprintf(stderr, "corpuslens index: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
-                rank, R, rows, N, ents, cp->nnz);
+        cl_h5_io_stats(&chunks, &bytes);
+        fprintf(stderr, "corpuslens index: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu; "
+                "%llu chunks, %llu stored bytes\n", rank, R, rows, N, ents, cp->nnz, chunks, bytes);
     }
     rc = 0;
 out:

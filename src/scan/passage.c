@@ -37,7 +37,10 @@ static int baselines(cl_passage_result *r, const cl_index *ix, const cl_corpus *
         }
         r->ngram_sub[i] = sub;
         int32_t *row = r->ngram_counts + i * V;
-        if (sub >= 0) cl_corpus_next_dense(cp, (size_t)sub, row);
+        if (sub >= 0 && cl_corpus_next_dense_read(cp, (size_t)sub, row)) {
+            rc = -1;
+            break;
+        }
         for (size_t v = 0; v < V; v++) tmp[v] = row[v];
         r->ngram_h[i] = sub >= 0 ? cl_hellinger_df(tmp, ex->model_probs + i * V, V) : CL_H_EMPTY;
         for (size_t l = 0; l < NL; l++) {

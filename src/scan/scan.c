@@ -997,10 +997,11 @@ int cl_scan_run(const cl_scan_opts *o, MPI_Comm comm, cl_scan_result *res) {
     rc = 0;
 out:
     if (rc == 0 && getenv("CORPUSLENS_CORPUS_STATS")) { /* tests: what each rank read of the corpus */
-        unsigned long long rows = 0, ents = 0;
+        unsigned long long rows = 0, ents = 0, chunks = 0, bytes = 0;
         cl_corpus_io_stats(&rows, &ents);
-        fprintf(stderr, "corpuslens scan: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu\n",
-                x->rank, x->R, rows, x->cp->n, ents, x->cp->nnz);
+        cl_h5_io_stats(&chunks, &bytes);
+        fprintf(stderr, "corpuslens scan: rank %d of %d read %llu substring rows of %zu, %llu next-token entries of %zu; "
+                "%llu chunks, %llu stored bytes\n", x->rank, x->R, rows, x->cp->n, ents, x->cp->nnz, chunks, bytes);
     }
     /* a failed run after the state was set up: keep rank checkpoints (and
      * say so), or remove the state this run began */

@@ -17,3 +17,5 @@ cl_script_test(explain_passage_cli "unit" ${CMAKE_CURRENT_SOURCE_DIR}/passage_te
 cl_script_test(explain_infgram "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_test.py infgram)
 # explain/reduce/report wording (issue 23): strings above the threshold, n/a (no match), "(= the model)"
 cl_script_test(explain_wording "unit" ${CMAKE_CURRENT_SOURCE_DIR}/explain_wording.sh)
+# explain under mpirun reads only its index rows' counts (issue 26 item 1): 1, 2, 4 ranks identical, reads per rank, a fault on one rank
+cl_script_test(explain_shard_reads "mpi" /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/explain_shard_reads.py)

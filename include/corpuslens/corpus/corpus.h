@@ -248,6 +248,46 @@ int cl_corpus_read_sorted(const cl_corpus *c, size_t a, size_t n, int64_t *out);
  * else from the file in one pass in id order, every id, pointer, token and
  * count checked. 0 or -1 (pt freed). */
 int cl_corpus_read_part(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
+/* The same, the counts only: pt->n, pt->indptr, pt->next_token and
+ * pt->next_count (pt->id and pt->tokens NULL). 0 or -1 (pt freed). */
+int cl_corpus_read_counts(const cl_corpus *c, const int64_t *ids, size_t n, cl_corpus_part *pt);
+
+/* The counts of a set of substrings, kept in id order, found by id: a
+ * bitmap of N bits and a count per 64-bit word (N/8 + N/8 bytes), then
+ * 8 bytes per member and 8 per entry. explain's dense search on one rank:
+ * its index rows' substrings. */
+typedef struct {
+    size_t N, n;         /* substrings; members (after cl_corpus_read_counts_set) */
+    uint64_t *bits;      /* [N/64 + 1] */
+    uint64_t *before;    /* [N/64 + 1]: members in the words before */
+    int64_t *indptr;     /* [n + 1] CSR by member rank (id order) */
+    int32_t *next_token, *next_count;
+} cl_counts_set;
+/* An empty set of the N substrings. 0 or -1. */
+int cl_counts_set_init(cl_counts_set *s, size_t N);
+static inline void cl_counts_set_add(cl_counts_set *s, size_t id) { s->bits[id >> 6] |= (uint64_t)1 << (id & 63); }
+/* The CSR row of member id (in the set) */
+static inline size_t cl_counts_set_row(const cl_counts_set *s, size_t id) {
+    return (size_t)s->before[id >> 6] + (size_t)__builtin_popcountll(s->bits[id >> 6] & (((uint64_t)1 << (id & 63)) - 1));
+}
+/* Read the counts of the members: from memory, or from the file in two
+ * streamed passes over /substrings/next/indptr (every pointer checked) and
+ * one over the entries of the members (each checked). 0 or -1 (cl_error). */
+int cl_corpus_read_counts_set(const cl_corpus *c, cl_counts_set *s);
+void cl_counts_set_free(cl_counts_set *s);
+
+/* As cl_corpus_open (bpe_ok 0) or cl_corpus_open_any (1), and the
+ * next-token counts stay in the file too (next_indptr, next_token,
+ * next_count NULL): explain under mpirun, where each rank reads the counts
+ * of its index rows (cl_corpus_read_counts), checked as they are read, and
+ * reduce's ∞-gram baselines, which need only /text. /text only with
+ * with_text (rank 0). cl_corpus_next_dense_read and cl_corpus_count_slice
+ * read from the file; cl_corpus_next_dense and _next_total need the counts
+ * held. NULL with cl_error. */
+cl_corpus *cl_corpus_open_rows(const char *path, int bpe_ok, int with_text);
+
+/* cl_corpus_next_dense from memory or (cl_corpus_open_rows) the file. 0 or -1. */
+int cl_corpus_next_dense_read(const cl_corpus *c, size_t i, int32_t *row);
 
 /* The rows at the sorted positions of shards shards[0..ns) (shard j: [j S,
  * min(N, (j+1) S))), shard after shard, with their counts; checks that the

@@ -104,6 +104,10 @@ void cl_h5_rows_close(cl_h5_rows *r);
 /* Rows [p0, p0+n) (the first dimension) of a dataset of any rank, whole in
  * the other dimensions, into buf as memtype. 0 or -1 with a message. */
 int cl_h5_read_rows(hid_t file, const char *path, hid_t memtype, size_t p0, size_t n, void *buf);
+/* Chunks read and their stored bytes, by cl_h5_rows_read and cl_h5_read_rows
+ * in this process (a chunk read twice counts twice): the I/O figure of the
+ * sharded readers (CORPUSLENS_CORPUS_STATS). */
+void cl_h5_io_stats(unsigned long long *chunks, unsigned long long *bytes);
 /* Shape of a dataset: fills dims (up to 8) and returns the rank, or -1. */
 int cl_h5_shape(hid_t file, const char *path, hsize_t *dims);
 int cl_h5_exists(hid_t file, const char *path);
