@@ -827,6 +827,7 @@ typedef struct {
     uint16_t *span;      /* rows read by one pread: up to one chunk */
     float *tile, *tout;  /* 8 widened rows (8 C), their dots with the tile's prompts (QT x 8) */
     uint16_t slot[QT];   /* a prompt's place in tout + 1, 0: none */
+    uint32_t *rl, *rt;   /* rows with pairs, in the order they are multiplied; scratch */
     int64_t rows, pairs; /* computed */
 } batch_ws;
 
@@ -863,12 +864,34 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
 #define ROWP(row) (cl_index_chunk_f16(ix, b, (row) / cr) + ((row) % cr) * C)
     if (!use_pread) {
         /* from the mapping: the rows that have pairs, 8 at a time, widened once into a tile and multiplied
-           with every prompt that one of them needs (tile_dots); visited in the same order as below */
-        size_t grp[8], nr = 0, nu = 0;
+           with every prompt that one of them needs (tile_dots) */
+        size_t grp[8], nr = 0, nu = 0, nrow = 0;
         const float *qs[QT];
         uint32_t ul[QT];
-        for (size_t s = 0; s <= m; s++) {
-            if (s < m && w->cnt[s] == w->cnt[s + 1]) continue;
+        for (size_t s = 0; s < m; s++)
+            if (w->cnt[s] < w->cnt[s + 1]) w->rl[nrow++] = (uint32_t)s;
+        {
+            /* rows with the same prompts in the same tiles: a tile multiplies its 8 rows with the union of
+               their prompts, so rows ordered by their list's first and second prompt (counting sorts, least
+               significant key first) share most of them (on the full index 3.6x fewer products than in row
+               order). The order of visits changes nothing (visit is exact in any order). */
+            uint32_t bc[QT + 2];
+            for (int pass = 0; pass < 2; pass++) {
+                uint32_t *src = pass ? w->rt : w->rl, *dst = pass ? w->rl : w->rt;
+                memset(bc, 0, sizeof bc);
+                for (size_t j = 0; j < nrow; j++) {
+                    uint32_t a = w->cnt[src[j]], e = w->cnt[src[j] + 1];
+                    bc[(pass ? w->ord[a] : e - a < 2 ? QT : w->ord[a + 1]) + 1]++;
+                }
+                for (size_t q = 0; q <= QT; q++) bc[q + 1] += bc[q];
+                for (size_t j = 0; j < nrow; j++) {
+                    uint32_t a = w->cnt[src[j]], e = w->cnt[src[j] + 1];
+                    dst[bc[pass ? w->ord[a] : e - a < 2 ? QT : w->ord[a + 1]]++] = src[j];
+                }
+            }
+        }
+        for (size_t j = 0; j <= nrow; j++) {
+            size_t s = j < nrow ? w->rl[j] : m;
             if (s < m) grp[nr++] = s;
             if (nr == 8 || (s == m && nr > 0)) {
                 const uint16_t *rp[8];
@@ -933,6 +956,18 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
     return 0;
 }
 
+/* u[s] += re[s] rq for s < m: a product then a sum, rounded as the scalar
+ * statement rounds them (the same bounds), 8 at a time (the baseline
+ * -march=x86-64-v2 leaves the scalar loop unvectorized: about a tenth of the
+ * passage's search time was this pass) */
+__attribute__((target("avx"))) static void add_resid(float *u, const float *re, float rq, size_t m) {
+    const __m256 r8 = _mm256_set1_ps(rq);
+    size_t s = 0;
+    for (; s + 8 <= m; s += 8)
+        _mm256_storeu_ps(u + s, _mm256_add_ps(_mm256_loadu_ps(u + s), _mm256_mul_ps(_mm256_loadu_ps(re + s), r8)));
+    for (; s < m; s++) u[s] += re[s] * rq;
+}
+
 static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const float *pv, size_t P, size_t row0,
                         size_t row1, double thr, double gate, double invT, int64_t *checked, int64_t *pairs) {
     const cl_sketch *sk = ix->sketch;
@@ -952,11 +987,13 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
     w.span = cl_trymalloc(ix->chunk_rows * C, sizeof(uint16_t), "index rows");
     w.tile = cl_trymalloc(8 * C, sizeof(float), "index rows (tile)");
     w.tout = cl_trymalloc(QT * 8, sizeof(float), "index rows (tile)");
+    w.rl = cl_trymalloc(mmax, sizeof *w.rl, "sketch pairs");
+    w.rt = cl_trymalloc(mmax, sizeof *w.rt, "sketch pairs");
     int rc = -1;
     /* the sure pairs' shortcut with a held sketch (a warm server); without
        it every pair is multiplied, the reference its results equal */
     const int sure_ok = sk->held_coords && !x->soft;
-    if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span || !w.tile || !w.tout) goto done;
+    if (!cq || !rq || !ub || !co || !re || !ff || !w.cnt || !w.span || !w.tile || !w.tout || !w.rl || !w.rt) goto done;
     for (size_t q0 = 0; q0 < P; q0 += QT) {
         size_t nq = P - q0 < QT ? P - q0 : QT;
         for (size_t i = 0; i < nq; i++) cl_sketch_query(sk, b, pv + (q0 + i) * C, cq + i * k, &rq[i]);
@@ -964,10 +1001,7 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
             size_t m = n - s0 < SKB ? n - s0 : SKB;
             if (cl_sketch_rows(sk, b, row0 + s0, m, co, re)) goto done;
             cl_sgemm_nt(nq, m, k, cq, k, co, k, ub, m, 0);
-            for (size_t i = 0; i < nq; i++) {
-                float *u = ub + i * m;
-                for (size_t s = 0; s < m; s++) u[s] += re[s] * rq[i];
-            }
+            for (size_t i = 0; i < nq; i++) add_resid(ub + i * m, re, rq[i], m);
             /* 2. seeding: the KK largest bounds of the piece (ties: any), marked done (NaN) */
             for (size_t i = 0; KK > 0 && i < nq; i++) {
                 size_t pb = (q0 + i) * Lh + (size_t)b;
@@ -1030,7 +1064,7 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
     rc = 0;
 done:
     free(cq), free(rq), free(ub), free(co), free(re), free(ff);
-    free(w.ps), free(w.pq), free(w.cnt), free(w.ord), free(w.span), free(w.tile), free(w.tout);
+    free(w.ps), free(w.pq), free(w.cnt), free(w.ord), free(w.span), free(w.tile), free(w.tout), free(w.rl), free(w.rt);
     return rc;
 }
 #endif
