@@ -465,9 +465,26 @@ typedef struct {
     int *lfill;
     int K;
     size_t V, Lh;
+    /* the corpus's next tokens in index row order (nip[N + 1], ntk, ncn; NULL:
+       read from the corpus): a passage's search adds them for millions of
+       (prompt, row) pairs, and the rows' substrings are scattered over the
+       corpus's arrays (a cache miss each), not over a piece of the index */
+    const int64_t *nip;
+    const int32_t *ntk, *ncn;
 } visit_ctx;
 
-static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, int64_t sub) {
+/* the hard kernel's counts of row (index row number) of substring sub into cnt[V] */
+static inline void add_next(const visit_ctx *x, int64_t *cnt, int64_t sub, size_t row) {
+    if (x->nip) {
+        for (int64_t e = x->nip[row]; e < x->nip[row + 1]; e++) cnt[x->ntk[e]] += x->ncn[e];
+        return;
+    }
+    const cl_corpus *cp = x->cp;
+    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+}
+
+static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, int64_t sub,
+                         size_t row) {
     const int K = x->K;
     const cl_corpus *cp = x->cp;
     if (K) {
@@ -480,11 +497,7 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
     if (vd > thr) {
         x->r->n_matches[pb]++;
         if (x->ml) ml_push(x->ml, pb, sub, 0);
-        else {
-            int64_t *cnt = x->r->counts + pb * x->V;
-            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++)
-                cnt[cp->next_token[e]] += cp->next_count[e];
-        }
+        else add_next(x, x->r->counts + pb * x->V, sub, row);
     }
     if (fabs(vd - thr) <= CL_EXPLAIN_NEAR) x->r->near[pb]++;
     if (x->sl && vd > x->par->soft_floor) {
@@ -512,15 +525,13 @@ static inline int is_sure(float ub, float re, float rq, double slack, double thr
 }
 
 /* visit's effect for a sure pair (is_sure): a match, not near, not in the top list, no soft kernel */
-static inline void count_sure(const visit_ctx *x, size_t pb, int64_t sub) {
-    const cl_corpus *cp = x->cp;
+static inline void count_sure(const visit_ctx *x, size_t pb, int64_t sub, size_t row) {
     x->r->n_matches[pb]++;
     if (x->ml) {
         ml_push(x->ml, pb, sub, 0);
         return;
     }
-    int64_t *cnt = x->r->counts + pb * x->V;
-    for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++) cnt[cp->next_token[e]] += cp->next_count[e];
+    add_next(x, x->r->counts + pb * x->V, sub, row);
 }
 
 #if HAVE_DIRECT
@@ -703,7 +714,7 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         if (!any) continue;
         if (all_sure) {
             for (size_t i = 0; i < P; i++)
-                if (sure[i]) count_sure(x, i * Lh + (size_t)b, ix->substring[row0 + s]);
+                if (sure[i]) count_sure(x, i * Lh + (size_t)b, ix->substring[row0 + s], row0 + s);
             continue;
         }
         if (ns == cap) {
@@ -738,7 +749,8 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
             tile_dots(tile, C, qs, P, out);
             for (size_t q = 0; q < nr; q++)
                 for (size_t i = 0; i < P; i++)
-                    visit(x, i * Lh + (size_t)b, thr, gate, invT, out[i * 8 + q], ix->substring[row0 + surv[j0 + q]]);
+                    visit(x, i * Lh + (size_t)b, thr, gate, invT, out[i * 8 + q], ix->substring[row0 + surv[j0 + q]],
+                          row0 + surv[j0 + q]);
         }
     }
     for (size_t j0 = 0; use_pread && j0 < ns; j0 += SK_DOT) {
@@ -763,7 +775,8 @@ static int sketch_block(const cl_index *ix, const visit_ctx *x, int b, const flo
         dot_f16(rows16, nq, C, pv, P, sim, SK_DOT);
         for (size_t q = 0; q < nq; q++)
             for (size_t i = 0; i < P; i++)
-                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[row0 + surv[j0 + q]]);
+                visit(x, i * Lh + (size_t)b, thr, gate, invT, sim[i * SK_DOT + q], ix->substring[row0 + surv[j0 + q]],
+                      row0 + surv[j0 + q]);
     }
     cnt = (int64_t)ns;
     free(surv);
@@ -908,7 +921,7 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
                     uint32_t a = w->cnt[grp[r]], e = w->cnt[grp[r] + 1];
                     for (uint32_t j = a; j < e; j++)
                         visit(x, (q0 + w->ord[j]) * Lh + (size_t)b, thr, gate, invT,
-                              w->tout[(size_t)(w->slot[w->ord[j]] - 1) * 8 + r], ix->substring[r0 + grp[r]]);
+                              w->tout[(size_t)(w->slot[w->ord[j]] - 1) * 8 + r], ix->substring[r0 + grp[r]], r0 + grp[r]);
                     w->rows++, w->pairs += e - a;
                 }
                 for (size_t u = 0; u < nu; u++) w->slot[ul[u]] = 0;
@@ -947,7 +960,7 @@ static int batch_exact(const cl_index *ix, const visit_ctx *x, int b, const floa
             for (size_t i = 0; i < g; i++) off[i] = (int32_t)((size_t)w->ord[j + i] * C);
             dot_f16_lanes(h, C, pv + q0 * C, off, g, sim);
             for (size_t i = 0; i < g; i++)
-                visit(x, (q0 + w->ord[j + i]) * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row]);
+                visit(x, (q0 + w->ord[j + i]) * Lh + (size_t)b, thr, gate, invT, sim[i], ix->substring[row], row);
         }
         w->pairs += e - a;
     }
@@ -1052,7 +1065,7 @@ static int sketch_batch(const cl_index *ix, const visit_ctx *x, int b, const flo
                     for (size_t s = s16; s < e16; s++) {
                         if (!(u[s] >= ff[i])) continue;
                         if (sure_ok && is_sure(u[s], re[s], rq[i], sk->slack, thr, kth))
-                            count_sure(x, pb, ix->substring[row0 + s0 + s]);
+                            count_sure(x, pb, ix->substring[row0 + s0 + s], row0 + s0 + s);
                         else if (add_pair(&w, s, i)) goto done;
                     }
                 }
@@ -1212,6 +1225,8 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     int64_t *lsub = NULL, *gsub = NULL;
     int *lfill = NULL;
     u128 *soft = NULL;
+    int64_t *nip = NULL;
+    int32_t *ntk = NULL, *ncn = NULL;
     const char *ce = getenv("CORPUSLENS_EXPLAIN_COUNTS");
     int sparse = m->bpe != NULL || V > CL_EXPLAIN_DENSE_MAX_V;
     if (ce && !strcmp(ce, "csr")) sparse = 1;
@@ -1270,7 +1285,27 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                     .sl = sparse && par->soft ? &sl : NULL, .lsim = lsim, .lsub = lsub, .lfill = lfill, .K = K,
                     .V = V, .Lh = Lh};
 #if HAVE_DIRECT
-    if (use_sketch) {
+    if (use_sketch && P > DIRECT_MAX && !sparse && !err) {
+        /* a passage (many windows): the next tokens of this rank's rows in row order (visit_ctx) */
+        size_t nnz = 0;
+        for (size_t row = row0; row < row1; row++) {
+            int64_t sub = ix->substring[row];
+            nnz += (size_t)(cp->next_indptr[sub + 1] - cp->next_indptr[sub]);
+        }
+        nip = cl_trymalloc(N + 1, sizeof *nip, "next tokens in index order");
+        ntk = cl_trymalloc(nnz ? nnz : 1, sizeof *ntk, "next tokens in index order");
+        ncn = cl_trymalloc(nnz ? nnz : 1, sizeof *ncn, "next tokens in index order");
+        if (!nip || !ntk || !ncn) err = 1;
+        for (size_t row = row0, o = 0; !err && row < row1; row++) {
+            int64_t sub = ix->substring[row];
+            nip[row] = (int64_t)o;
+            for (int64_t e = cp->next_indptr[sub]; e < cp->next_indptr[sub + 1]; e++, o++)
+                ntk[o] = cp->next_token[e], ncn[o] = cp->next_count[e];
+            nip[row + 1] = (int64_t)o;
+        }
+        if (!err) vc.nip = nip, vc.ntk = ntk, vc.ncn = ncn;
+    }
+    if (use_sketch && !err) {
         sketch_pool sp = {.ix = ix, .vc = &vc, .pvec = pvec, .P = P, .row0 = row0, .row1 = row1};
         /* the sparse counts' match lists (ml, sl) are one per search, not per
            block: their pushes would race across threads, so one thread */
@@ -1315,12 +1350,14 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                         if (s16 + 16 <= n && !scan_any_above16(row + s16, gf)) continue;
                         size_t e16 = s16 + 16 < n ? s16 + 16 : n;
                         for (size_t s = s16; s < e16; s++)
-                            visit(&vc, pb, thr, gate, invT, row[s], ix->substring[r0 + s]);
+                            visit(&vc, pb, thr, gate, invT, row[s], ix->substring[r0 + s], r0 + s);
                     }
                 }
             }
         }
     }
+    free(nip), free(ntk), free(ncn);
+    nip = NULL, ntk = ncn = NULL;
     if (ml.err || sl.err) err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     r->seconds_search = cl_wall_seconds() - t1;
@@ -1439,7 +1476,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     return r;
 fail:
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
-        free(gsub);
+        free(gsub), free(nip), free(ntk), free(ncn);
     free(ml.a), free(sl.a), free(sip), free(stk), free(sval);
     cl_explain_result_free(r);
     return NULL;
