@@ -28,3 +28,7 @@ set_tests_properties(bench_gemm_smoke PROPERTIES LABELS unit ENVIRONMENT "${CL_T
 add_executable(bench_explain_fwd ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_explain_fwd.c)
 target_link_libraries(bench_explain_fwd PRIVATE corpuslens_core)
 set_target_properties(bench_explain_fwd PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+# bench_passage_held: the passage's search as serve runs it (held index), no HTTP; a figure generator
+add_executable(bench_passage_held ${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_passage_held.c)
+target_link_libraries(bench_passage_held PRIVATE corpuslens_core)
+set_target_properties(bench_passage_held PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
