@@ -535,6 +535,48 @@ static inline void add_next(const visit_ctx *x, int64_t *cnt, int64_t sub, size_
     for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) cnt[x->ctk[e]] += x->cct[e];
 }
 
+/* The counts of index rows [row0, row1) in row order (*nip [N + 1], *ntk,
+ * *ncn: row i's entries nip[i] .. nip[i+1]), read through x (cnt_row: the
+ * corpus's or this rank's counts). x->sub must be checked against the
+ * counts' rows. 0 or -1 (out of memory; nothing allocated). */
+static int rows_in_order(const visit_ctx *x, size_t N, size_t row0, size_t row1, int64_t **nip, int32_t **ntk,
+                         int32_t **ncn) {
+    size_t nnz = 0;
+    for (size_t row = row0; row < row1; row++) {
+        const size_t cr = cnt_row(x, row, x->sub[row]);
+        nnz += (size_t)(x->cip[cr + 1] - x->cip[cr]);
+    }
+    int64_t *ip = cl_trymalloc(N + 1, sizeof *ip, "next tokens in index order");
+    int32_t *tk = cl_trymalloc(nnz ? nnz : 1, sizeof *tk, "next tokens in index order");
+    int32_t *cn = cl_trymalloc(nnz ? nnz : 1, sizeof *cn, "next tokens in index order");
+    if (!ip || !tk || !cn) {
+        free(ip), free(tk), free(cn);
+        return -1;
+    }
+    memset(ip, 0, (N + 1) * sizeof *ip);
+    size_t o = 0;
+    for (size_t row = row0; row < row1; row++) {
+        const size_t cr = cnt_row(x, row, x->sub[row]);
+        ip[row] = (int64_t)o;
+        for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++, o++) tk[o] = x->ctk[e], cn[o] = x->cct[e];
+    }
+    for (size_t row = row1; row <= N; row++) ip[row] = (int64_t)o;
+    *nip = ip, *ntk = tk, *ncn = cn;
+    return 0;
+}
+
+int cl_explain_hold_counts(cl_index *ix, const cl_corpus *cp) {
+    if (!cp->next_indptr || ix->row_indptr || ix->V > CL_EXPLAIN_DENSE_MAX_V || cp->bpe) return 0;
+    if (ix->N != cp->n) return cl_error("%s has %zu rows but the corpus %zu substrings", ix->path, ix->N, cp->n);
+    for (size_t i = 0; i < ix->N; i++)
+        if (ix->substring[i] < 0 || (size_t)ix->substring[i] >= cp->n)
+            return cl_error("%s: row %zu names substring %d (the corpus has %zu)", ix->path, i, ix->substring[i], cp->n);
+    visit_ctx x = {.cp = cp, .sub = ix->substring, .cip = cp->next_indptr, .ctk = cp->next_token, .cct = cp->next_count};
+    if (rows_in_order(&x, ix->N, 0, ix->N, &ix->row_indptr, &ix->row_token, &ix->row_count)) return -1;
+    ix->row_corpus = cp;
+    return 0;
+}
+
 static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate, double invT, float v, size_t row) {
     const int K = x->K;
     const int64_t sub = x->sub[row];
@@ -1356,26 +1398,15 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         cl_counts_set_free(&cset);
         goto fail;
     }
+    /* the counts in row order: held by the server (cl_explain_hold_counts) for
+       this corpus, or, for a passage (many windows), copied for this call from
+       the corpus's counts or this rank's (cset) */
+    if (!sparse && ix->row_indptr && ix->row_corpus == (const void *)cp)
+        vc.nip = ix->row_indptr, vc.ntk = ix->row_token, vc.ncn = ix->row_count;
 #if HAVE_DIRECT
-    if (use_sketch && P > DIRECT_MAX && !sparse && !err) {
-        /* a passage (many windows): the next tokens of this rank's rows in row order (visit_ctx), from
-           the corpus's counts or this rank's (cset) */
-        size_t nnz = 0;
-        for (size_t row = row0; row < row1; row++) {
-            const size_t cr = cnt_row(&vc, row, ix->substring[row]);
-            nnz += (size_t)(vc.cip[cr + 1] - vc.cip[cr]);
-        }
-        nip = cl_trymalloc(N + 1, sizeof *nip, "next tokens in index order");
-        ntk = cl_trymalloc(nnz ? nnz : 1, sizeof *ntk, "next tokens in index order");
-        ncn = cl_trymalloc(nnz ? nnz : 1, sizeof *ncn, "next tokens in index order");
-        if (!nip || !ntk || !ncn) err = 1;
-        for (size_t row = row0, o = 0; !err && row < row1; row++) {
-            const size_t cr = cnt_row(&vc, row, ix->substring[row]);
-            nip[row] = (int64_t)o;
-            for (int64_t e = vc.cip[cr]; e < vc.cip[cr + 1]; e++, o++) ntk[o] = vc.ctk[e], ncn[o] = vc.cct[e];
-            nip[row + 1] = (int64_t)o;
-        }
-        if (!err) vc.nip = nip, vc.ntk = ntk, vc.ncn = ncn;
+    else if (use_sketch && P > DIRECT_MAX && !sparse && !err) {
+        if (rows_in_order(&vc, N, row0, row1, &nip, &ntk, &ncn)) err = 1;
+        else vc.nip = nip, vc.ntk = ntk, vc.ncn = ncn;
     }
     if (use_sketch && !err) {
         sketch_pool sp = {.ix = ix, .vc = &vc, .pvec = pvec, .P = P, .row0 = row0, .row1 = row1};

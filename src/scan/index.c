@@ -742,6 +742,7 @@ void cl_index_close(cl_index *ix) {
     free(ix->vocab);
     cl_bpe_free(ix->bpe);
     free(ix->substring);
+    free(ix->row_indptr), free(ix->row_token), free(ix->row_count);
     free(ix);
 }
 

@@ -463,6 +463,8 @@ static int load(server *s) {
         return cl_error("the corpus, index and model have different tokenizers");
     for (int v = 0; !st->m->bpe && v < V; v++)
         if (st->cp->vocab[v] != st->m->vocab[v]) return cl_error("the corpus and the model have different vocabularies");
+    /* the corpus's next tokens in the index's row order, once (explain.h) */
+    if (cl_explain_hold_counts(st->ix, st->cp)) return -1;
     memset(&st->defaults, 0, sizeof st->defaults);
     if (o->n_default) {
         if (o->n_default != st->ix->Lh)

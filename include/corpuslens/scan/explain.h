@@ -110,6 +110,16 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                                   const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm);
 void cl_explain_result_free(cl_explain_result *r);
 
+/* For a server that keeps the index and corpus warm (serve): copy cp's
+ * next-token counts into the index's row order (ix->row_*, about
+ * 8 N + 8 nnz bytes), once, so that every later cl_explain_run with this cp
+ * adds a matched row's counts from consecutive memory instead of the
+ * corpus's arrays by substring (a cache miss per match). Every substring id
+ * of the index is checked against cp. Results do not change (integer sums).
+ * A corpus without its counts in memory (cl_corpus_open_rows) or a sparse
+ * (BPE) one: nothing to do. 0 or -1 (message; ix unchanged). */
+int cl_explain_hold_counts(cl_index *ix, const cl_corpus *cp);
+
 /* Paper defaults for a 6-block hook of a 6-block model; -1 otherwise. */
 int cl_explain_params_paper(cl_explain_params *par, int Lh);
 

@@ -186,6 +186,12 @@ typedef struct {
     int held;
     void *hold_base; /* the held copy's anonymous mapping (map points into it), or NULL */
     size_t hold_len;
+    /* cl_explain_hold_counts (explain.h): the next-token counts of the
+       corpus `row_corpus` in this index's row order (row i: entries
+       row_indptr[i] .. row_indptr[i+1] of row_token/row_count), or NULL */
+    const void *row_corpus;
+    int64_t *row_indptr;
+    int32_t *row_token, *row_count;
 } cl_index;
 
 cl_index *cl_index_open(const char *path);
