@@ -943,6 +943,14 @@ static int load_contents(hid_t f, cl_corpus *c, int lazy, int bpe_ok, const char
     } else if (!strcmp(src, "file")) {
         c->prompt_source = CL_PROMPTS_FILE;
     }
+    /* no prompts is what prepare --prompts 0 writes, and only that: a file whose
+       n_prompts says 0 beside a /prompts group or another prompt_source is
+       refused, not read as having none */
+    if (!c->n_prompts && (strcmp(src, "none") || cl_h5_exists(f, "/prompts"))) {
+        cl_error("n_prompts is 0 but the file %s", strcmp(src, "none") ? "does not say prompt_source \"none\""
+                                                                      : "has /prompts");
+        goto done;
+    }
 
     int Vr = 0;
     if (is_bpe) {

@@ -238,8 +238,11 @@ void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o)
                 t->fit_test_median, t->fit_test_empty);
         if (t->have_paper) {
             static const double pt[6] = CL_PAPER_THRESHOLDS, pw[6] = CL_PAPER_WEIGHTS;
+            /* the paper's values as tune stores them: thresholds on the scan's bin
+               grid (0.81 may read 0.8099999999999999), so equal within 1e-9 */
             int paper = t->Lb == 6;
-            for (int b = 0; paper && b < 6; b++) paper = t->paper_thresholds[b] == pt[b] && t->paper_weights[b] == pw[b];
+            for (int b = 0; paper && b < 6; b++)
+                paper = fabs(t->paper_thresholds[b] - pt[b]) <= 1e-9 && fabs(t->paper_weights[b] - pw[b]) <= 1e-9;
             fprintf(f, "| %s | ", paper ? "paper" : "reference");
             for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%g", b ? ", " : "", t->paper_thresholds[b]);
             fprintf(f, " | ");
