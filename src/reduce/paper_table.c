@@ -226,9 +226,15 @@ void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o)
     }
     if (o->tuned) {
         const cl_tuned *t = o->tuned;
-        fprintf(f, "### Fitted against the paper's thresholds and weights, on held-out prompts\n\n`corpuslens tune`: "
+        /* the paper's values as tune stores them: thresholds on the scan's bin
+           grid (0.81 may read 0.8099999999999999), so equal within 1e-9 */
+        static const double pt[6] = CL_PAPER_THRESHOLDS, pw[6] = CL_PAPER_WEIGHTS;
+        int paper = t->Lb == 6;
+        for (int b = 0; paper && b < 6; b++)
+            paper = fabs(t->paper_thresholds[b] - pt[b]) <= 1e-9 && fabs(t->paper_weights[b] - pw[b]) <= 1e-9;
+        fprintf(f, "### Fitted against the %s thresholds and weights, on held-out prompts\n\n`corpuslens tune`: "
                    "fitted on %lld prompts (train fraction %g, seed %lld), evaluated on the other %lld.\n\n",
-                t->n_train, t->train_fraction, t->seed, t->n_test);
+                !t->have_paper || paper ? "paper's" : "reference", t->n_train, t->train_fraction, t->seed, t->n_test);
         fprintf(f, "| values | thresholds | weights | train mean H | held-out mean H | held-out std | held-out "
                    "median | held-out empty |\n|---|---|---|---:|---:|---:|---:|---:|\n| fitted | ");
         for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%g", b ? ", " : "", t->thresholds[b]);
@@ -237,12 +243,6 @@ void cl_report_paper_md(FILE *f, const cl_reduction *r, const cl_report_opts *o)
         fprintf(f, " | %.4f | %.4f | %.4f | %.4f | %lld |\n", t->fit_train_mean, t->fit_test_mean, t->fit_test_std,
                 t->fit_test_median, t->fit_test_empty);
         if (t->have_paper) {
-            static const double pt[6] = CL_PAPER_THRESHOLDS, pw[6] = CL_PAPER_WEIGHTS;
-            /* the paper's values as tune stores them: thresholds on the scan's bin
-               grid (0.81 may read 0.8099999999999999), so equal within 1e-9 */
-            int paper = t->Lb == 6;
-            for (int b = 0; paper && b < 6; b++)
-                paper = fabs(t->paper_thresholds[b] - pt[b]) <= 1e-9 && fabs(t->paper_weights[b] - pw[b]) <= 1e-9;
             fprintf(f, "| %s | ", paper ? "paper" : "reference");
             for (int b = 0; b < t->Lb; b++) fprintf(f, "%s%g", b ? ", " : "", t->paper_thresholds[b]);
             fprintf(f, " | ");
