@@ -1102,7 +1102,8 @@ int cmd_explain(int argc, char **argv) {
         if (r->sketch) {
             fprintf(stderr, "sketch (k = %d): rows computed per block", ix->sketch->k);
             for (int b = 0; b < r->Lh; b++) fprintf(stderr, " %.2f%%", 100.0 * (double)r->checked[b] / (double)ix->N);
-            fprintf(stderr, "\n");
+            /* many texts: a row counts once per tile of texts that reads it (explain.h) */
+            fprintf(stderr, "%s\n", P > CL_EXPLAIN_ROW_TILE ? " (a row counted once per tile of texts that reads it)" : "");
         } else fprintf(stderr, "every row computed%s\n", ix->sketch ? " (sketch not used)" : " (no sketch)");
         if (out && write_h5(out, r, &par, texts, ix, ngram, ngram_h)) rc = cli_fail();
     }

@@ -898,7 +898,7 @@ done:
  * operations of dot_f16 (and so of explain of that prompt alone). Skipped
  * rows are below the final K-th best and below the gate, so the results are
  * the full pass's, and each prompt's equal its result alone, bit for bit. */
-#define QT 256
+#define QT CL_EXPLAIN_ROW_TILE
 #define SKB 8192
 
 /* out[j] = dot(row, q[j]) for j < n <= DIRECT_MAX, q[j] = base + off[j]:

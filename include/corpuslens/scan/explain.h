@@ -64,6 +64,8 @@
  * sparse rows above it or for a GPT-2 BPE model (the approximation and H are
  * the same bits either way; CORPUSLENS_EXPLAIN_COUNTS=csr|dense overrides). */
 #define CL_EXPLAIN_DENSE_MAX_V 4096
+/* the prompts the sketch's search bounds together (explain.c) */
+#define CL_EXPLAIN_ROW_TILE 256
 
 typedef struct {
     int Lh;
@@ -95,7 +97,9 @@ typedef struct {
     double seconds_prompts, seconds_search;
     int sketch;            /* 1: the search used the index's sketch (sketch.h) */
     int64_t *checked;      /* [Lh] index rows whose similarity was computed (rank 0: all ranks);
-                              N per block without the sketch */
+                              N per block without the sketch; with the sketch and more than
+                              CL_EXPLAIN_ROW_TILE prompts, a row counts once per tile of that
+                              many prompts that reads it, so the sum may pass N */
     int64_t *pairs;        /* [Lh] (prompt, row) pairs whose similarity was computed (rank 0: all ranks);
                               P N per block without the sketch */
 } cl_explain_result;
