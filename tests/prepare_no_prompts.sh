@@ -40,7 +40,12 @@ sp=$!
 url=""
 for _ in $(seq 1 300); do url=$(grep -o 'http://[0-9.:]*/' serve.txt 2>/dev/null) && [ -n "$url" ] && break; sleep 0.1; done
 code=""
-for _ in $(seq 1 300); do code=$(curl -s -o /dev/null -w '%{http_code}' "${url}api/health" 2>/dev/null); [ "$code" = 200 ] && break; sleep 0.1; done
+# the status of /api/health (Python's urllib: a bare Debian has no curl)
+health() { "$PY" -c "import sys, urllib.request, urllib.error
+try: print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+except urllib.error.HTTPError as e: print(e.code)
+except Exception: print('')" "${url}api/health" 2>/dev/null; }
+for _ in $(seq 1 300); do code=$(health); [ "$code" = 200 ] && break; sleep 0.1; done
 kill -TERM $sp 2>/dev/null
 wait $sp
 [ "$code" = 200 ] && ok "serve accepts it: /api/health 200" || { bad "serve: /api/health '$code' at '$url'"; tail -3 serve.err; }
