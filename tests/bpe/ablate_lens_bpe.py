@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
-from tiny_tokenizer import write_tokenizer  # noqa: E402
+from tiny_tokenizer import tiny_bpe_model  # noqa: E402
 
 TOL = 1e-5
 
@@ -53,16 +53,8 @@ def kl(p, q):
 
 def main():
     d = tempfile.mkdtemp(prefix="cl_ablbpe_")
-    tok = os.path.join(d, "tok")
-    V = write_tokenizer(tok)
-    with open(os.path.join(st.TESTDATA, "tinyshakespeare.txt"), encoding="utf-8") as f:
-        text = f.read()[:3000]
-    txt = os.path.join(d, "t.txt")
-    with open(txt, "w", encoding="utf-8") as f:
-        f.write(text)
-    m, c = os.path.join(d, "m.h5"), os.path.join(d, "c.h5")
-    run(["train", "--corpus", txt, "--tokenizer", tok, "--config", "n_layer=2,n_head=4,n_embd=32,block_size=16",
-         "--steps", "1", "--batch", "2", "--ctx", "8", "--eval-batches", "1", "--seed", "5", "-o", m])
+    tok, V, txt, m = tiny_bpe_model(d, run, st.TESTDATA)
+    c = os.path.join(d, "c.h5")
     run(["prepare", txt, "--len", "4", "--prompts", "20", "--seed", "3", "--vocab-from", m, "-o", c])
     with h5py.File(c) as f:
         toks = f["/substrings/tokens"][()][f["/prompts/index"][()]].astype(np.int64)

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
 from tiny_tokenizer import write_tokenizer  # noqa: E402
-from ngram_oracle import naive_ngrams  # noqa: E402
+from ngram_oracle import hell, naive_ngrams  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]
@@ -117,16 +117,6 @@ def read_counts(g):
               f"sparse row {r}: tokens increasing in [0, V), counts > 0")
         out[r, t] = c
     return out.reshape(P, Lh, V)
-
-
-def hell(a, q):
-    """H of raw counts a against probabilities q (reduce's formula)."""
-    if a.sum() <= 0:
-        return -1.0
-    p = a / a.sum()
-    q = np.where(q > 0, q, 0).astype(np.float64)
-    q = q / q.sum()
-    return float(np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum()) / np.sqrt(2))
 
 
 def test_sparse_char():

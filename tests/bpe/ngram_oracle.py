@@ -1,8 +1,20 @@
 """The naive n-gram counts of the BPE tests' oracles (scan_bpe, explain_bpe):
 the unique n-grams of L tokens of a token stream in order of first occurrence,
 and the counts of the token after each occurrence, dense [N, V]; the ∞-gram
-and backoff n-gram (suffix) counts of a text (scan_bpe's reduce)."""
+and backoff n-gram (suffix) counts of a text (scan_bpe's reduce); reduce's H
+of raw counts against probabilities."""
 import numpy as np
+
+
+def hell(a, q):
+    """reduce's H: a raw counts, q probabilities (normalised as cl_sqrt_probs);
+    -1 for no counts."""
+    if a.sum() <= 0:
+        return -1.0
+    p = a / a.sum()
+    q = np.where(q > 0, q, 0).astype(np.float64)
+    q = q / q.sum()
+    return float(np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum()) / np.sqrt(2))
 
 
 def naive_ngrams(stream, L, V):

@@ -35,21 +35,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
-from tiny_tokenizer import MERGES, write_tokenizer  # noqa: E402
-from ngram_oracle import naive_ngrams, naive_suffix_counts  # noqa: E402
+from tiny_tokenizer import MERGES, tiny_bpe_model, write_tokenizer  # noqa: E402
+from ngram_oracle import hell, naive_ngrams, naive_suffix_counts  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]  # reduce's thresholds (one per block)
-
-
-def hell(a, q):
-    """reduce's H: a raw counts, q probabilities (normalised as cl_sqrt_probs)."""
-    if a.sum() <= 0:
-        return -1.0
-    p = a / a.sum()
-    q = np.where(q > 0, q, 0).astype(np.float64)
-    q = q / q.sum()
-    return float(np.sqrt(((np.sqrt(p) - np.sqrt(q)) ** 2).sum()) / np.sqrt(2))
 
 
 def csr_dense(f):
@@ -63,16 +53,8 @@ def csr_dense(f):
 
 def main():
     d = tempfile.mkdtemp(prefix="cl_scanbpe_")
-    tok = os.path.join(d, "tok")
-    V = write_tokenizer(tok)
-    with open(os.path.join(st.TESTDATA, "tinyshakespeare.txt"), encoding="utf-8") as f:
-        text = f.read()[:3000]
-    txt = os.path.join(d, "t.txt")
-    with open(txt, "w", encoding="utf-8") as f:
-        f.write(text)
-    m, c, s, s2 = (os.path.join(d, n) for n in ("m.h5", "c.h5", "s.h5", "s2.h5"))
-    run(["train", "--corpus", txt, "--tokenizer", tok, "--config", "n_layer=2,n_head=4,n_embd=32,block_size=16",
-         "--steps", "1", "--batch", "2", "--ctx", "8", "--eval-batches", "1", "--seed", "5", "-o", m])
+    tok, V, txt, m = tiny_bpe_model(d, run, st.TESTDATA)
+    c, s, s2 = (os.path.join(d, n) for n in ("c.h5", "s.h5", "s2.h5"))
     L = 4
     run(["prepare", txt, "--len", str(L), "--prompts", "16", "--seed", "3", "--vocab-from", m, "-o", c])
     pf, bw = 0.5, 0.05

@@ -39,5 +39,22 @@ def write_tokenizer(d, merges=MERGES, drop_byte=None, extra=()):
 
 
 
+def tiny_bpe_model(d, run, testdata):
+    """In folder d: the tiny tokenizer (tok/), the first 3,000 characters of
+    TinyShakespeare (t.txt) and a 2-layer BPE model trained one step on them
+    (m.h5) with run (scan_test.run). Returns (tok, V, txt, model)."""
+    tok = os.path.join(d, "tok")
+    V = write_tokenizer(tok)
+    with open(os.path.join(testdata, "tinyshakespeare.txt"), encoding="utf-8") as f:
+        text = f.read()[:3000]
+    txt = os.path.join(d, "t.txt")
+    with open(txt, "w", encoding="utf-8") as f:
+        f.write(text)
+    m = os.path.join(d, "m.h5")
+    run(["train", "--corpus", txt, "--tokenizer", tok, "--config", "n_layer=2,n_head=4,n_embd=32,block_size=16",
+         "--steps", "1", "--batch", "2", "--ctx", "8", "--eval-batches", "1", "--seed", "5", "-o", m])
+    return tok, V, txt, m
+
+
 if __name__ == "__main__":
     print(write_tokenizer(sys.argv[1]))
