@@ -519,32 +519,39 @@ typedef struct {
     const int32_t *ntk, *ncn;
 } visit_ctx;
 
-/* the CSR row of the counts of index row `row` (substring sub) */
-static inline size_t cnt_row(const visit_ctx *x, size_t row, int64_t sub) {
-    (void)row;
-    return x->cset ? cl_counts_set_row(x->cset, (size_t)sub) : (size_t)sub;
+/* The next-token counts of index row `row` (substring sub): entries
+ * [*a, *e) of *tk and *cn, from the row-order copy (nip) when there is one,
+ * else from the corpus's counts by substring or this rank's (cset) */
+static inline void row_next(const visit_ctx *x, size_t row, int64_t sub, const int32_t **tk, const int32_t **cn,
+                            int64_t *a, int64_t *e) {
+    if (x->nip) {
+        *tk = x->ntk, *cn = x->ncn, *a = x->nip[row], *e = x->nip[row + 1];
+        return;
+    }
+    const size_t cr = x->cset ? cl_counts_set_row(x->cset, (size_t)sub) : (size_t)sub;
+    *tk = x->ctk, *cn = x->cct, *a = x->cip[cr], *e = x->cip[cr + 1];
 }
 
 /* the hard kernel's counts of index row `row` (substring sub) into cnt[V] */
 static inline void add_next(const visit_ctx *x, int64_t *cnt, int64_t sub, size_t row) {
-    if (x->nip) {
-        for (int64_t e = x->nip[row]; e < x->nip[row + 1]; e++) cnt[x->ntk[e]] += x->ncn[e];
-        return;
-    }
-    const size_t cr = cnt_row(x, row, sub);
-    for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) cnt[x->ctk[e]] += x->cct[e];
+    const int32_t *tk, *cn;
+    int64_t a, e;
+    row_next(x, row, sub, &tk, &cn, &a, &e);
+    for (; a < e; a++) cnt[tk[a]] += cn[a];
 }
 
 /* The counts of index rows [row0, row1) in row order (*nip [N + 1], *ntk,
- * *ncn: row i's entries nip[i] .. nip[i+1]), read through x (cnt_row: the
- * corpus's or this rank's counts). x->sub must be checked against the
+ * *ncn: row i's entries nip[i] .. nip[i+1]), read through x (row_next: the
+ * corpus's or this rank's counts; x->nip NULL). x->sub must be checked against the
  * counts' rows. 0 or -1 (out of memory; nothing allocated). */
 static int rows_in_order(const visit_ctx *x, size_t N, size_t row0, size_t row1, int64_t **nip, int32_t **ntk,
                          int32_t **ncn) {
+    const int32_t *tk0, *cn0;
+    int64_t a, e;
     size_t nnz = 0;
     for (size_t row = row0; row < row1; row++) {
-        const size_t cr = cnt_row(x, row, x->sub[row]);
-        nnz += (size_t)(x->cip[cr + 1] - x->cip[cr]);
+        row_next(x, row, x->sub[row], &tk0, &cn0, &a, &e);
+        nnz += (size_t)(e - a);
     }
     int64_t *ip = cl_trymalloc(N + 1, sizeof *ip, "next tokens in index order");
     int32_t *tk = cl_trymalloc(nnz ? nnz : 1, sizeof *tk, "next tokens in index order");
@@ -556,9 +563,9 @@ static int rows_in_order(const visit_ctx *x, size_t N, size_t row0, size_t row1,
     memset(ip, 0, (N + 1) * sizeof *ip);
     size_t o = 0;
     for (size_t row = row0; row < row1; row++) {
-        const size_t cr = cnt_row(x, row, x->sub[row]);
+        row_next(x, row, x->sub[row], &tk0, &cn0, &a, &e);
         ip[row] = (int64_t)o;
-        for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++, o++) tk[o] = x->ctk[e], cn[o] = x->cct[e];
+        for (; a < e; a++, o++) tk[o] = tk0[a], cn[o] = cn0[a];
     }
     for (size_t row = row1; row <= N; row++) ip[row] = (int64_t)o;
     *nip = ip, *ntk = tk, *ncn = cn;
@@ -598,8 +605,10 @@ static inline void visit(const visit_ctx *x, size_t pb, double thr, double gate,
     } else if (x->soft && vd > x->par->soft_floor) {
         u128 *sft = x->soft + pb * x->V;
         u128 q = (u128)ldexp(exp((vd - 1.0) * invT), 64);
-        const size_t cr = cnt_row(x, row, sub);
-        for (int64_t e = x->cip[cr]; e < x->cip[cr + 1]; e++) sft[x->ctk[e]] += q * (u128)x->cct[e];
+        const int32_t *tk, *cn;
+        int64_t a, e;
+        row_next(x, row, sub, &tk, &cn, &a, &e);
+        for (; a < e; a++) sft[tk[a]] += q * (u128)cn[a];
     }
 }
 
