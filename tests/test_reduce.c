@@ -41,6 +41,38 @@ Test(hellinger, known_value_and_raw_counts) {
     cr_expect(fabs(cl_hellinger(a, b, 3) - cl_hellinger(b, a, 3)) < EPS);
 }
 
+/* H on a support (cl_hellinger_sup) equals the dense H; a wrong off-support
+   mass (the negative control) does not. */
+Test(hellinger, support_equals_dense) {
+    enum { V = 500 };
+    static double p[V], ps[V];
+    static float q[V], qs[V];
+    unsigned x = 12345;
+    for (int trial = 0; trial < 50; trial++) {
+        size_t ns = 0;
+        double sq = 0, rest = 0;
+        for (int v = 0; v < V; v++) {
+            x = x * 1103515245u + 12345u;
+            int on = (x >> 16) % 7 == 0 || v == trial;
+            x = x * 1103515245u + 12345u;
+            p[v] = on && (x >> 16) % 3 ? (double)((x >> 8) % 100) : 0;
+            x = x * 1103515245u + 12345u;
+            q[v] = (float)((x >> 8) % 1000) / 1000.0f + (v % 11 == 0 ? 0 : 1e-7f);
+            sq += q[v];
+            if (on) ps[ns] = p[v], qs[ns++] = q[v];
+            else rest += q[v];
+        }
+        double hd = cl_hellinger_df(p, q, V), hs = cl_hellinger_sup(ps, qs, ns, sq, rest);
+        cr_assert(hd >= 0 && fabs(hd - hs) <= 1e-12, "trial %d: dense %.17g, support %.17g", trial, hd, hs);
+        double hw = cl_hellinger_sup(ps, qs, ns, sq, rest * 0.5);
+        cr_assert(!(fabs(hd - hw) <= 1e-6), "trial %d: half the off-support mass gave the same H", trial);
+    }
+    double z[3] = {0, 0, 0};
+    float qz[3] = {0.2f, 0.3f, 0.5f};
+    cr_assert_eq(cl_hellinger_sup(z, qz, 3, 1.0, 0), CL_H_EMPTY);
+    cr_assert_eq(cl_hellinger_sup(ps, qz, 0, 1.0, 1.0), CL_H_EMPTY);
+}
+
 Test(stats, hand_computed) {
     double x[5] = {3, CL_H_EMPTY, 1, 4, 2};
     cl_stats s;

@@ -33,6 +33,19 @@ double cl_hellinger_df(const double *p, const float *q, size_t V) {
     return h > 1 ? 1 : h;
 }
 
+double cl_hellinger_sup(const double *p, const float *q, size_t ns, double sq, double rest) {
+    double sp = 0;
+    for (size_t j = 0; j < ns; j++) sp += pos(p[j]);
+    if (!(sp > 0) || !(sq > 0) || !isfinite(sp) || !isfinite(sq)) return CL_H_EMPTY;
+    double acc = pos(rest) / sq;
+    for (size_t j = 0; j < ns; j++) {
+        double d = sqrt(pos(p[j]) / sp) - sqrt(pos((double)q[j]) / sq);
+        acc += d * d;
+    }
+    double h = sqrt(acc) / sqrt(2.0);
+    return h > 1 ? 1 : h;
+}
+
 double cl_quantile_sorted(const double *y, size_t n, double q) {
     if (n == 0) return 0;
     if (q <= 0) return y[0];

@@ -132,9 +132,9 @@ cl_scan *cl_scan_open(const char *path) {
     if (cl_scan_counts_open(s)) goto fail;
     if (check_shape(f, CL_SCAN_PROMPT_TEXT, 1, &dP) ||
         cl_h5_check_data(f, CL_SCAN_PROMPT_TEXT, H5T_C_S1, 1, &dP) ||
-        cl_h5_check_data(f, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, dPV) ||
+        (!s->model_sparse && (cl_h5_check_data(f, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, dPV) ||
+                              cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV))) ||
         cl_h5_check_data(f, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV) ||
-        cl_h5_check_data(f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV) ||
         (s->csr ? cl_h5_check_data(f, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dPL)
                 : cl_h5_check_data(f, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, dPLV)) ||
         cl_h5_check_data(f, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, 3, dPLN) ||

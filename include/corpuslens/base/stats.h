@@ -20,6 +20,13 @@
 double cl_hellinger(const double *p, const double *q, size_t V);
 /* Same, p as doubles and q as floats (the model's probabilities). */
 double cl_hellinger_df(const double *p, const float *q, size_t V);
+/* The same H when p and q are known only on a support of ns tokens (p is 0
+ * off it): p[j] and q[j] are the values at the support's j-th token, sq the
+ * sum of q's positive finite entries over the whole vocabulary and rest its
+ * part off the support. The off-support terms (0 - sqrt(q_v / sq))^2 enter
+ * as rest / sq: equal to cl_hellinger_df of the dense rows up to rounding
+ * (~1e-15). CL_H_EMPTY as above. */
+double cl_hellinger_sup(const double *p, const float *q, size_t ns, double sq, double rest);
 
 /* Summary statistics of the values x[i] with x[i] >= 0 (entries equal to
  * CL_H_EMPTY, or any negative / non-finite value, are counted in n_empty and

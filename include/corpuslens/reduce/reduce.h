@@ -58,6 +58,11 @@ typedef struct {
     int bpe;              /* token_type "gpt2-bpe" (scan of a BPE corpus) */
     int csr;              /* next_layout "csr": /freq/next/{indptr,token,count} (scan_counts.c) */
     int64_t nnz;          /* csr: stored (prompt, block, bin, token) counts */
+    int model_sparse;     /* csr with /model/support (h5schema.h): no [P, V] dataset */
+    int followers;        /* model_sparse: the supports hold the last token's followers
+                             (model_support "counts+next+followers+top"): the ∞-gram's tokens */
+    int64_t n_support;    /* model_sparse: entries of /model/support/token */
+    int64_t n_next;       /* model_sparse: entries of /prompts/next/token */
 } cl_scan;
 
 /* Open and validate a scan file: format "corpuslens-scan", format_version
@@ -107,6 +112,30 @@ typedef struct {
 } cl_scan_rows;
 int cl_scan_read_rows(const cl_scan *s, size_t p0, size_t n, cl_scan_rows *out);
 void cl_scan_rows_free(cl_scan_rows *r);
+
+/* The model's probabilities of prompts [p0, p0 + n): per prompt a support
+ * (tokens increasing) and the probabilities there, the normaliser sum (of the
+ * positive finite probabilities over all V) and the part of it off the
+ * support. A csr scan with /model/support: those datasets and /model/mass; a
+ * dense scan (or a csr scan from before, with /model/probs): every token, rest
+ * 0. Every offset, token, probability and mass checked. H against a
+ * distribution on the support: cl_hellinger_sup(a, prob + ind[i], ind[i+1] -
+ * ind[i], sum[i], rest[i]). 0 or -1 with a message. */
+typedef struct {
+    size_t n;
+    int64_t *ind;    /* [n + 1] from 0 */
+    int32_t *tok;
+    float *prob;
+    double *sum, *rest; /* [n] */
+} cl_scan_model;
+int cl_scan_read_model(const cl_scan *s, size_t p0, size_t n, cl_scan_model *out);
+void cl_scan_model_free(cl_scan_model *m);
+/* The exact-string n-gram counts of prompts [p0, p0 + n) as sparse rows (nr
+ * = n; /prompts/next of a model_sparse scan, else the nonzero cells of
+ * /prompts/next_counts), every value checked. 0 or -1. */
+int cl_scan_read_next(const cl_scan *s, size_t p0, size_t n, cl_scan_rows *out);
+/* The place of token t in the support tok[0..ns) (increasing), or -1. */
+long cl_support_find(const int32_t *tok, size_t ns, int32_t t);
 
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */
