@@ -12,31 +12,7 @@
 cl_workdir run_force_keeps
 export JOBDIR=$d
 run() { timeout -k 5 300 "$E" run job.ini "$@" >out.txt 2>err.txt; }
-cat >job.ini <<'INI'
-[corpus]
-generate = demo
-chars = 20000
-len = 6
-prompts = 20
-seed = 5
-[train]
-config = n_layer=1,n_embd=16,n_head=2,block_size=16
-steps = 6
-batch = 4
-ctx = 16
-eval_every = 0
-checkpoint_every = 2
-seed = 3
-[scan]
-prefilter = 0.5
-bin_width = 0.05
-batch = 64
-[reduce]
-thresholds = 0.8
-weights = 1
-[output]
-dir = ${JOBDIR}/out
-INI
+cl_tiny_job 6 0 2 scan
 O=out
 FILES=(model.h5 corpus.h5 scan.h5 report/report.h5 report/report.md)
 run || { echo "the first run failed"; tail -5 err.txt; exit 1; }

@@ -14,30 +14,7 @@ cl_workdir slurm_sigterm_status
 export JOBDIR=$d
 export CORPUSLENS_JOB=$d/job.ini CORPUSLENS_SLURM_DIR=$SRC/slurm CORPUSLENS_BIN=$E
 export SLURM_JOB_ID=4242 SLURM_JOB_NODELIST=$(hostname -s) SLURM_NTASKS=1
-cat >job.ini <<'INI'
-[corpus]
-generate = demo
-chars = 20000
-len = 6
-prompts = 20
-seed = 5
-[train]
-config = n_layer=1,n_embd=16,n_head=2,block_size=16
-steps = 4
-batch = 4
-ctx = 16
-eval_every = 0
-seed = 3
-[scan]
-prefilter = 0.5
-bin_width = 0.05
-batch = 64
-[reduce]
-thresholds = 0.8
-weights = 1
-[output]
-dir = ${JOBDIR}/out
-INI
+cl_tiny_job 4 0 "" scan
 timeout -k 5 300 "$E" run job.ini --stages generate,train,prepare >out.txt 2>err.txt || { echo "setup failed"; tail -5 err.txt; exit 1; }
 
 # $1 the script, $2 label; the rest: env assignments. Sets rc.

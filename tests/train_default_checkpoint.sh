@@ -38,23 +38,7 @@ killed_run k0.h5 --checkpoint-every 0
 [ -z "$(step_of k0.h5)" ] && ok "control: --checkpoint-every 0, killed: no checkpoint" || bad "control: a checkpoint at step $(step_of k0.h5)"
 
 # run: a job without [train] checkpoint_every, stopped after its first checkpoint, resumes
-cat >job.ini <<'INI'
-[corpus]
-generate = demo
-chars = 20000
-len = 6
-prompts = 20
-seed = 5
-[train]
-config = n_layer=1,n_embd=16,n_head=2,block_size=16
-steps = 6
-batch = 4
-ctx = 16
-eval_every = 2
-seed = 3
-[output]
-dir = ${JOBDIR}/out
-INI
+cl_tiny_job 6 2 ""
 CORPUSLENS_TRAIN_STOP_AFTER=2 timeout -k 5 120 "$E" run job.ini --stages generate,train >out.txt 2>err.txt
 rc=$?
 [ $rc = 3 ] && [ "$(step_of out/model.h5)" = 2 ] && ok "run: the training stopped at its default checkpoint (step 2, exit 3)" ||
