@@ -6,7 +6,8 @@
 # rank: the binary itself), in a process group of its own, and the whole group
 # gets one SIGTERM, as slurmd signals a step, once the scan waits at its 3rd
 # shard (CORPUSLENS_FAULT=0:scan.shard@3:wait). Negative control: without
-# CL_REQUEUE_EXIT (a stage that is not requeued) the status stays 143.
+# CL_REQUEUE_EXIT (a stage that is not requeued) the status stays 143. (A
+# second SIGTERM is the same request: tests/test_interrupt.c, exact there.)
 # Env: CORPUSLENS, SRC (the source tree).
 . "$(dirname "$0")/lib.sh"
 SRC=${SRC:-$(cd "$(dirname "$0")/.." && pwd)}

@@ -20,8 +20,12 @@ void cl_interrupt_install(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART | SA_RESETHAND; /* a second signal ends the process */
+    sa.sa_flags = SA_RESTART | SA_RESETHAND; /* a second Ctrl-C ends the process */
     sigaction(SIGINT, &sa, NULL);
+    /* SIGTERM stays recorded: under Slurm a rank may get it twice, from slurmd
+       and again through mpirun, and must still save its work (SIGKILL follows
+       when the scheduler's grace time is over) */
+    sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
 }
 

@@ -4,8 +4,11 @@
  * volatile sig_atomic_t (nothing else happens in the handler); the work
  * loops look at it between units of work (a shard, a training step), save
  * what is finished, and return; the CLI then says how to resume and exits
- * with 128 + the signal (130 for SIGINT, 143 for SIGTERM). The handlers are
- * installed with SA_RESETHAND: a second Ctrl-C ends the process at once.
+ * with 128 + the signal (130 for SIGINT, 143 for SIGTERM). The SIGINT
+ * handler is installed with SA_RESETHAND: a second Ctrl-C ends the process at
+ * once. A second SIGTERM does not: under Slurm with mpirun a rank can get the
+ * scheduler's SIGTERM twice (from slurmd and through mpirun), and still saves
+ * its work (tests/slurm_sigterm_status.sh).
  *
  * Several ranks: under mpirun every rank gets the signal (Open MPI's mpirun
  * sends SIGTERM to each rank, then SIGKILL after odls_base_sigkill_timeout,
