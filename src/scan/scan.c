@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
@@ -275,7 +276,11 @@ static inline const int32_t *shard_row(const scan_ctx *x, size_t shard, size_t s
 
 /* The prompt rows psel[0..nsel) of a trie forward: their hooked vectors
  * from out [Lh, S, C] (raw), their lens and model probabilities from
- * x->pres, into every prompt of their substring (pp from pj[k] on). */
+ * x->pres, into every prompt of their substring (pp from pj[k] on). The
+ * csr layout keeps no [P, n_layer, V] lens: each block's lens H to the
+ * model (the last block's lens) is computed here, from the same dense rows
+ * as the dense layout's reduce would (x->lensh), and the model's row goes
+ * to x->probs. */
 static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
     const size_t P = x->cp->n_prompts, C = x->m->cfg.n_embd, V = x->cp->V, NL = x->m->cfg.n_layer, Lh = x->Lh;
     for (size_t k0 = 0; k0 < nsel; k0 += x->plg_rows) { /* the logits of plg_rows prompt rows at a time */
@@ -283,12 +288,23 @@ static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
         cl_unembed(x->m, x->pres + k0 * NL * C, kn * NL, x->plg);
         softmax_forward(x->plg, kn * NL, (int)V);
         for (size_t k = k0; k < k0 + kn; k++) {
+            const float *lg = x->plg + (k - k0) * NL * V, *mp = lg + (NL - 1) * V;
+            double *hl = x->csr ? x->hrow + V : NULL;
+            for (size_t l = 0; x->csr && l < NL; l++) {
+                for (size_t v = 0; v < V; v++) x->hrow[v] = lg[l * V + v];
+                hl[l] = cl_hellinger_df(x->hrow, mp, V);
+            }
             size_t q = ppos(x, x->pj[k]);
             for (size_t j = x->pj[k]; j < P && ppos(x, j) == q; j++) {
                 size_t p = (size_t)x->pp[j];
                 for (size_t h = 0; h < Lh; h++)
                     memcpy(x->pvec + (h * P + p) * C, out + (h * S + (size_t)x->psel[k]) * C, C * sizeof(float));
-                memcpy(x->lens + p * NL * V, x->plg + (k - k0) * NL * V, NL * V * sizeof(float));
+                if (x->csr) {
+                    memcpy(x->probs + p * V, mp, V * sizeof(float));
+                    memcpy(x->lensh + p * NL, hl, NL * sizeof(double));
+                } else {
+                    memcpy(x->lens + p * NL * V, lg, NL * V * sizeof(float));
+                }
             }
         }
     }
@@ -449,7 +465,12 @@ static int prompt_vectors(scan_ctx *x) {
     pos_prompt *pq = NULL;
     x->pvec = calloc_huge(Lh * P * C, sizeof(float), "prompt vectors");
     x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
-    x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+    if (x->csr) { /* the lens as its H to the model only (take_prompts) */
+        x->lensh = cl_trycalloc(P * NL, sizeof(double), "lens hellinger");
+        x->hrow = cl_trymalloc(V + NL, sizeof(double), "lens row");
+    } else {
+        x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+    }
     x->pp = cl_trymalloc(P, sizeof *x->pp, "prompt order");
     x->psel = cl_trymalloc(S, sizeof *x->psel, "prompt rows");
     x->pj = cl_trymalloc(S, sizeof *x->pj, "prompt rows");
@@ -460,7 +481,7 @@ static int prompt_vectors(scan_ctx *x) {
     taken = cl_trycalloc(P, 1, "prompt sources");
     all = cl_trycalloc(P, 1, "prompt sources");
     pq = cl_trymalloc(P, sizeof *pq, "prompt order");
-    if (!x->pvec || !x->probs || !x->lens || !x->pp || !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot ||
+    if (!x->pvec || !x->probs || (x->csr ? !x->lensh || !x->hrow : !x->lens) || !x->pp || !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot ||
         !taken || !all || !pq)
         err = 1;
     if (!err) {
@@ -504,21 +525,24 @@ static int prompt_vectors(scan_ctx *x) {
         err = cl_error("MPI_Allreduce failed");
     if (!err && prompt_trie(x, all)) err = 1;
     if (cl_par_agree(err, x->comm)) goto out;
+    /* each prompt's rows were filled on one rank, zeros elsewhere: the sums are exact */
     if (scan_allreduce(x->pvec, Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
-        scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm)) {
+        (x->csr ? scan_allreduce(x->probs, P * V, MPI_FLOAT, sizeof(float), x->comm) ||
+                      scan_allreduce(x->lensh, P * NL, MPI_DOUBLE, sizeof(double), x->comm)
+                : scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))) {
         err = 1;
         goto out;
     }
     /* the model's probabilities: the lens of the last block (the same final
        LayerNorm and head on the same residual) */
-    for (size_t p = 0; p < P; p++) memcpy(x->probs + p * V, x->lens + (p * NL + NL - 1) * V, V * sizeof(float));
+    for (size_t p = 0; !x->csr && p < P; p++) memcpy(x->probs + p * V, x->lens + (p * NL + NL - 1) * V, V * sizeof(float));
     double fl = x->flops_prompts;
     cl_par_allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->pvec + h * P * C, P, (int)C);
 out:
     free(taken), free(all), free(pq);
-    free(x->pres), free(x->plg);
-    x->pres = x->plg = NULL;
+    free(x->pres), free(x->plg), free(x->hrow);
+    x->pres = x->plg = NULL, x->hrow = NULL;
     return err ? -1 : 0;
 }
 
@@ -832,7 +856,7 @@ static void ctx_free(scan_ctx *x) {
     free(x->keep), free(x->keep_slot), free(x->keep_nodes), free(x->keep_flops), free(x->pp), free(x->psel), free(x->pj), free(x->pres), free(x->plg);
     cl_corpus_part_free(&x->part), free(x->shard_at), free(x->uni);
     free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
-        free(x->lens), free(x->counts), free(x->nmatch);
+        free(x->lens), free(x->lensh), free(x->counts), free(x->nmatch), free(x->uptr), free(x->utok);
     if (x->cp) scan_srows_free(x);
     cl_corpus_free(x->cp);
     cl_model_free(x->m);
