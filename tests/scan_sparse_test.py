@@ -201,6 +201,14 @@ def csr_model_side(d, m, c, sc):
         V, P = int(fc.attrs["vocab_size"]), int(fc.attrs["n_prompts"])
         print(f"csr model side: {sum(sizes.values())} bytes ({sizes}); dense /model/probs + /prompts/next_counts "
               f"{fd['/model/probs'].id.get_storage_size() + fd['/prompts/next_counts'].id.get_storage_size()} bytes")
+    # the write-time forward of the prompts (scan_prompt_probs) in other pieces: shards of 7 (the
+    # forward's pieces), 3 rows of logits at a time, on 3 ranks: the same bytes of the model side
+    hs["pieces"] = os.path.join(d, "strict_pieces.h5")
+    run(strict[:-2] + ["--batch", "7", "--next-layout", "csr", "-o", hs["pieces"]], ranks=3,
+        env=dict(st.ENV, CORPUSLENS_SCAN_LENS_ROWS="3"))
+    with h5py.File(hs["csr"]) as fc, h5py.File(hs["pieces"]) as g:
+        for k in NEW:
+            check(fc[k][()].tobytes() == g[k][()].tobytes(), f"shards of 7, 3 logit rows, 3 ranks: the same bytes of {k}")
     # checker control: a support row without one of its tokens (prob and indptr kept consistent) fails
     bad = os.path.join(d, "support_bad.h5")
     shutil.copy(hs["csr"], bad)

@@ -63,10 +63,12 @@ typedef struct {
     float *svec;        /* [Lh, S, C] */
     float *sims;        /* [PTILE, S] */
     float *pvec;        /* [Lh, P, C] normalised */
-    float *probs;       /* [P, V] */
+    float *probs;       /* [P, V] (dense layout; NULL for csr: scan_prompt_probs) */
     float *lens;        /* [P, n_layer, V] (dense layout; NULL for csr) */
     double *lensh;      /* [P, n_layer] csr: each block's lens H to the model, from take_prompts */
+    double *unih;       /* [P] csr: the unigram's H to the model, from take_prompts */
     double *hrow;       /* [V + n_layer] csr: take_prompts' scratch */
+    double *unid;       /* [V] csr: the unigram as doubles (take_prompts) */
     int32_t *counts;    /* [P, Lh, NB, V] (dense layout; NULL for csr) */
     scan_srow *srows;   /* [P, Lh, NB] (csr layout; NULL for dense) */
     uint64_t *sscratch; /* merge scratch of scan_srow_compact */
@@ -221,6 +223,10 @@ void scan_state_remove(scan_ctx *x);
 /* After a failure (rank 0): when rank checkpoints exist, append to the
  * message that they are kept and resume; otherwise remove the state. */
 void scan_state_after_failure(scan_ctx *x);
+/* scan.c: the model's probabilities of every prompt again, through the
+ * same trie forward (the same bits as the scan's): fn(user, p, q [V]) for
+ * every prompt p (csr write, rank 0; local). 0 or -1. */
+int scan_prompt_probs(scan_ctx *x, int (*fn)(void *user, size_t p, const float *q), void *user);
 /* Reduce and write the output (collective). */
 int scan_write(scan_ctx *x, cl_scan_result *res);
 /* scan_sparse.c: /freq/next/{indptr,token,count} from x->srows (collective;

@@ -675,8 +675,9 @@ out:
 
 /* The small datasets, from rank 0's data. This rank's result. The csr
  * layout writes no [P, V] dataset here: /prompts/next as CSR, the lens and
- * the unigram as their H to the model ([P, n_layer] and [P]); the model's
- * probabilities follow the counts (write_support). */
+ * the unigram as their H to the model ([P, n_layer] and [P], computed by
+ * take_prompts); the model's probabilities follow the counts
+ * (write_support). */
 static int write_small(scan_ctx *x, hid_t file) {
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, V = cp->V, NB = x->NB, NL = x->m->cfg.n_layer;
@@ -686,7 +687,7 @@ static int write_small(scan_ctx *x, hid_t file) {
     hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB, dh[2] = {P, NL}, dp1 = P + 1, dpn = pnz;
     int32_t *nc = NULL, *ntok = NULL, *ncnt = NULL;
     int64_t *uni = NULL, *nind = NULL;
-    double *lower = NULL, *uh = NULL, *urow = NULL;
+    double *lower = NULL;
     size_t tl = cp->bpe ? scan_bpe_text_len(cp) : 4 * (size_t)cp->L;
     char *text = NULL;
     if (x->rank == 0) {
@@ -694,9 +695,7 @@ static int write_small(scan_ctx *x, hid_t file) {
             nind = cl_trymalloc(P + 1, sizeof *nind, "prompt next counts");
             ntok = cl_trymalloc(pnz + 1, sizeof *ntok, "prompt next counts");
             ncnt = cl_trymalloc(pnz + 1, sizeof *ncnt, "prompt next counts");
-            uh = cl_trymalloc(P, sizeof *uh, "unigram hellinger");
-            urow = cl_trymalloc(V, sizeof *urow, "unigram");
-            if (!nind || !ntok || !ncnt || !uh || !urow) err = 1;
+            if (!nind || !ntok || !ncnt) err = 1;
         } else if (!(nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts"))) {
             err = 1;
         }
@@ -730,9 +729,6 @@ static int write_small(scan_ctx *x, hid_t file) {
             if (x->csr) nind[P] = (int64_t)pnz;
             memcpy(uni, x->uni, V * sizeof *uni);
             for (size_t k = 0; k < NB; k++) lower[k] = x->lower[k];
-            /* the unigram's H from the dense row (reduce's cl_hellinger_df) */
-            for (size_t v = 0; x->csr && v < V; v++) urow[v] = (double)uni[v];
-            for (size_t i = 0; x->csr && !err && i < P; i++) uh[i] = cl_hellinger_df(urow, x->probs + i * V, V);
         }
     }
     if (!cl_par_agree(err, x->comm)) {
@@ -751,7 +747,7 @@ static int write_small(scan_ctx *x, hid_t file) {
                   cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT_TOKEN, H5T_NATIVE_INT32, 1, &dpn, ntok, 0, c), c) ||
                   cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT_COUNT, H5T_NATIVE_INT32, 1, &dpn, ncnt, 0, c), c) ||
                   cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
-                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM_HELLINGER, H5T_NATIVE_DOUBLE, 1, &d1, uh, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM_HELLINGER, H5T_NATIVE_DOUBLE, 1, &d1, x->unih, 0, c), c) ||
                   cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dh, x->lensh, 0, c), c);
         else if (!err)
             err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
@@ -764,7 +760,7 @@ static int write_small(scan_ctx *x, hid_t file) {
     } else {
         err = 1;
     }
-    free(nc), free(uni), free(lower), free(text), free(nind), free(ntok), free(ncnt), free(uh), free(urow);
+    free(nc), free(uni), free(lower), free(text), free(nind), free(ntok), free(ncnt);
     return err ? -1 : 0;
 }
 
@@ -863,103 +859,136 @@ static int text_followers(scan_ctx *x, const unsigned char *need, int *has_text,
     return 0;
 }
 
+/* write_support's per-prompt work (rank 0): the support of prompt p from
+ * its probabilities q [V] (scan_prompt_probs), into its own arrays. */
+typedef struct {
+    scan_ctx *x;
+    int ht;
+    const int64_t *fptr;
+    const int32_t *fol;
+    int32_t *mark, *cur;
+    int32_t **tok;  /* [P] each prompt's support */
+    float **prob;
+    size_t *n;
+    double *mass;   /* [P, 2] */
+} support_job;
+
+static int support_one(void *user, size_t p, const float *q) {
+    support_job *j = user;
+    const scan_ctx *x = j->x;
+    const cl_corpus *cp = x->cp;
+    const cl_corpus_part *pp = &cp->prompt_part;
+    const size_t V = cp->V, L = (size_t)cp->L;
+    int32_t *mark = j->mark, *cur = j->cur;
+    if (j->tok[p]) return cl_error("internal: prompt %zu's support twice", p);
+    size_t m = 0;
+#define SUPPORT_ADD(t)                                                    \
+    do {                                                                  \
+        int32_t t_ = (t);                                                 \
+        if (mark[t_] != (int32_t)p) mark[t_] = (int32_t)p, cur[m++] = t_; \
+    } while (0)
+    for (int64_t e = x->uptr[p]; e < x->uptr[p + 1]; e++) SUPPORT_ADD(x->utok[e]);
+    for (int64_t e = pp->indptr[p]; e < pp->indptr[p + 1]; e++) SUPPORT_ADD(pp->next_token[e]);
+    int32_t last = cp->prompt_tokens[p * L + L - 1];
+    for (int64_t e = j->ht ? j->fptr[last] : 0; j->ht && e < j->fptr[last + 1]; e++) SUPPORT_ADD(j->fol[e]);
+    /* the top CL_SCAN_MODEL_TOP: by probability, ties by the lower id (a
+       later id replaces only a strictly larger one) */
+    int32_t top[CL_SCAN_MODEL_TOP];
+    int nt = 0;
+    for (size_t v = 0; v < V; v++) {
+        float pv = q[v];
+        if (pv != pv) continue; /* NaN: never among the top */
+        if (nt == CL_SCAN_MODEL_TOP && !(pv > q[top[nt - 1]])) continue;
+        int i = nt < CL_SCAN_MODEL_TOP ? nt++ : nt - 1;
+        while (i > 0 && pv > q[top[i - 1]]) top[i] = top[i - 1], i--;
+        top[i] = (int32_t)v;
+    }
+    for (int i = 0; i < nt; i++) SUPPORT_ADD(top[i]);
+#undef SUPPORT_ADD
+    /* the sums in token order, as cl_hellinger_df */
+    double sq = 0, rest = 0;
+    for (size_t v = 0; v < V; v++) {
+        double a = pos_finite((double)q[v]);
+        sq += a;
+        if (mark[v] != (int32_t)p) rest += a;
+    }
+    j->mass[2 * p] = sq, j->mass[2 * p + 1] = rest;
+    qsort(cur, m, sizeof *cur, cmp_i32_io); /* increasing ids */
+    j->tok[p] = cl_trymalloc(m ? m : 1, sizeof **j->tok, "model support");
+    j->prob[p] = cl_trymalloc(m ? m : 1, sizeof **j->prob, "model support");
+    if (!j->tok[p] || !j->prob[p]) return -1;
+    for (size_t i = 0; i < m; i++) j->tok[p][i] = cur[i], j->prob[p][i] = q[cur[i]];
+    j->n[p] = m;
+    return 0;
+}
+
 /* The csr layout's /model/support/{indptr,token,prob} and /model/mass
  * (h5schema.h), from rank 0's data: per prompt the union of its /freq/next
  * tokens (x->uptr, x->utok: scan_write_counts_csr), its /prompts/next row,
  * the followers in the text of its last token and the model's
- * CL_SCAN_MODEL_TOP most probable tokens. *has_text: whether the corpus had
- * /text (every rank). This rank's result, agreed. */
+ * CL_SCAN_MODEL_TOP most probable tokens, with the model's probabilities
+ * there: rank 0 forwards the prompts again (scan_prompt_probs), so that no
+ * rank holds [P, V]. *has_text: whether the corpus had /text (every rank).
+ * This rank's result, agreed. */
 static int write_support(scan_ctx *x, hid_t file, int *has_text) {
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, V = cp->V, L = (size_t)cp->L;
-    const cl_corpus_part *pp = &cp->prompt_part;
-    int err = 0, ht = 0;
+    int err = 0;
+    support_job j = {.x = x};
     int64_t *ind = NULL, *fptr = NULL;
-    int32_t *tok = NULL, *fol = NULL, *mark = NULL, *cur = NULL;
+    int32_t *tok = NULL, *fol = NULL;
     float *prob = NULL;
-    double *mass = NULL;
     unsigned char *need = NULL;
-    size_t M = 0, cap = 0;
+    size_t M = 0;
     if (x->rank == 0) {
         need = cl_trycalloc(V, 1, "support");
-        mark = cl_trymalloc(V, sizeof *mark, "support");
-        cur = cl_trymalloc(V, sizeof *cur, "support");
+        j.mark = cl_trymalloc(V, sizeof *j.mark, "support");
+        j.cur = cl_trymalloc(V, sizeof *j.cur, "support");
+        j.tok = cl_trycalloc(P, sizeof *j.tok, "model support");
+        j.prob = cl_trycalloc(P, sizeof *j.prob, "model support");
+        j.n = cl_trycalloc(P, sizeof *j.n, "model support");
+        j.mass = cl_trymalloc(2 * P, sizeof *j.mass, "model mass");
         ind = cl_trymalloc(P + 1, sizeof *ind, "model support");
-        mass = cl_trymalloc(2 * P, sizeof *mass, "model mass");
-        if (!need || !mark || !cur || !ind || !mass || !x->uptr) err = 1;
+        if (!need || !j.mark || !j.cur || !j.tok || !j.prob || !j.n || !j.mass || !ind || !x->uptr) err = 1;
         for (size_t p = 0; !err && p < P; p++) {
             int32_t t = cp->prompt_tokens[p * L + L - 1];
             if (t >= 0 && (size_t)t < V) need[t] = 1;
+            else err = cl_error("prompt %zu's last token %d is outside the vocabulary", p, t);
         }
-        if (!err && text_followers(x, need, &ht, &fptr, &fol)) err = 1;
-        for (size_t v = 0; !err && v < V; v++) mark[v] = -1;
+        if (!err && text_followers(x, need, &j.ht, &fptr, &fol)) err = 1;
+        j.fptr = fptr, j.fol = fol;
+        for (size_t v = 0; !err && v < V; v++) j.mark[v] = -1;
+        if (!err && scan_prompt_probs(x, support_one, &j)) err = 1;
         ind[0] = 0;
         for (size_t p = 0; !err && p < P; p++) {
-            const float *q = x->probs + p * V;
-            size_t m = 0;
-#define SUPPORT_ADD(t)                                      \
-    do {                                                    \
-        int32_t t_ = (t);                                   \
-        if (mark[t_] != (int32_t)p) mark[t_] = (int32_t)p, cur[m++] = t_; \
-    } while (0)
-            for (int64_t e = x->uptr[p]; e < x->uptr[p + 1]; e++) SUPPORT_ADD(x->utok[e]);
-            for (int64_t e = pp->indptr[p]; e < pp->indptr[p + 1]; e++) SUPPORT_ADD(pp->next_token[e]);
-            int32_t last = cp->prompt_tokens[p * L + L - 1];
-            for (int64_t e = ht ? fptr[last] : 0; ht && e < fptr[last + 1]; e++) SUPPORT_ADD(fol[e]);
-            /* the top CL_SCAN_MODEL_TOP: by probability, ties by the lower id
-               (a later id replaces only a strictly larger one) */
-            int32_t top[CL_SCAN_MODEL_TOP];
-            int nt = 0;
-            for (size_t v = 0; v < V; v++) {
-                float pv = q[v];
-                if (pv != pv) continue; /* NaN: never among the top */
-                if (nt == CL_SCAN_MODEL_TOP && !(pv > q[top[nt - 1]])) continue;
-                int i = nt < CL_SCAN_MODEL_TOP ? nt++ : nt - 1;
-                while (i > 0 && pv > q[top[i - 1]]) top[i] = top[i - 1], i--;
-                top[i] = (int32_t)v;
-            }
-            for (int i = 0; i < nt; i++) SUPPORT_ADD(top[i]);
-#undef SUPPORT_ADD
-            /* the sums in token order, as cl_hellinger_df */
-            double sq = 0, rest = 0;
-            for (size_t v = 0; v < V; v++) {
-                double a = pos_finite((double)q[v]);
-                sq += a;
-                if (mark[v] != (int32_t)p) rest += a;
-            }
-            mass[2 * p] = sq, mass[2 * p + 1] = rest;
-            if (M + m > cap) {
-                size_t nc = (M + m) + (M + m) / 2 + 4096;
-                int32_t *t2 = realloc(tok, nc * sizeof *t2);
-                if (t2) tok = t2;
-                float *p2 = t2 ? realloc(prob, nc * sizeof *p2) : NULL;
-                if (p2) prob = p2;
-                if (!t2 || !p2) {
-                    err = cl_error("out of memory for the model's supports (%zu entries)", nc);
-                    break;
-                }
-                cap = nc;
-            }
-            qsort(cur, m, sizeof *cur, cmp_i32_io); /* increasing ids */
-            for (size_t i = 0; i < m; i++) tok[M + i] = cur[i], prob[M + i] = q[cur[i]];
-            M += m;
-            ind[p + 1] = (int64_t)M;
+            if (!j.tok[p]) err = cl_error("internal: prompt %zu has no support", p);
+            else M += j.n[p], ind[p + 1] = (int64_t)M;
+        }
+        if (!err && (!(tok = cl_trymalloc(M + 1, sizeof *tok, "model support")) ||
+                     !(prob = cl_trymalloc(M + 1, sizeof *prob, "model support"))))
+            err = 1;
+        for (size_t p = 0; !err && p < P; p++) {
+            memcpy(tok + ind[p], j.tok[p], j.n[p] * sizeof *tok);
+            memcpy(prob + ind[p], j.prob[p], j.n[p] * sizeof *prob);
         }
     }
     if (!cl_par_agree(err, x->comm)) {
         MPI_Comm c = x->comm;
-        long long hm[2] = {ht, (long long)M};
+        long long hm[2] = {j.ht, (long long)M};
         cl_par_bcast(hm, 2, MPI_LONG_LONG, 0, c);
         *has_text = (int)hm[0];
         hsize_t dp1 = P + 1, dm = (hsize_t)hm[1], d2[2] = {P, 2};
         err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_INDPTR, H5T_NATIVE_INT64, 1, &dp1, ind, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_TOKEN, H5T_NATIVE_INT32, 1, &dm, tok, 0, c), c) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_PROB, H5T_NATIVE_FLOAT, 1, &dm, prob, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_MASS, H5T_NATIVE_DOUBLE, 2, d2, mass, 0, c), c);
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_MASS, H5T_NATIVE_DOUBLE, 2, d2, j.mass, 0, c), c);
     } else {
         err = 1;
     }
-    free(need), free(mark), free(cur), free(ind), free(mass), free(fptr), free(fol), free(tok), free(prob);
+    for (size_t p = 0; j.tok && p < P; p++) free(j.tok[p]);
+    for (size_t p = 0; j.prob && p < P; p++) free(j.prob[p]);
+    free(j.tok), free(j.prob), free(j.n), free(j.mass), free(j.mark), free(j.cur);
+    free(need), free(ind), free(fptr), free(fol), free(tok), free(prob);
     free(x->uptr), free(x->utok);
     x->uptr = NULL, x->utok = NULL;
     return err ? -1 : 0;
