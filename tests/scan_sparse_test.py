@@ -209,6 +209,14 @@ def csr_model_side(d, m, c, sc):
     with h5py.File(hs["csr"]) as fc, h5py.File(hs["pieces"]) as g:
         for k in NEW:
             check(fc[k][()].tobytes() == g[k][()].tobytes(), f"shards of 7, 3 logit rows, 3 ranks: the same bytes of {k}")
+    # a corpus without /text (the datasets removed from a copy): model_support "counts+next+top", no followers
+    c_nt, s_nt = os.path.join(d, "c_notext.h5"), os.path.join(d, "strict_notext.h5")
+    shutil.copy(c, c_nt)
+    with h5py.File(c_nt, "r+") as f:
+        del f["/text"]
+    run(["scan", "--model", m, "--corpus", c_nt] + strict[5:] + ["--next-layout", "csr", "-o", s_nt])
+    with h5py.File(s_nt) as g:
+        check_csr_model(g, c_nt, "csr, corpus without /text", q=q, next_dense=nd, lens=lens, controls=("top",))
     # checker control: a support row without one of its tokens (prob and indptr kept consistent) fails
     bad = os.path.join(d, "support_bad.h5")
     shutil.copy(hs["csr"], bad)
@@ -223,7 +231,7 @@ def csr_model_side(d, m, c, sc):
             f["/model/support/" + k] = v
     n0 = len(st.FAIL)
     with h5py.File(bad) as fc:
-        check_csr_model(fc, c, "control (a token dropped)", q=q, next_dense=nd, controls=())
+        check_csr_model(fc, c, "checker control, meant to fail (a token dropped)", q=q, next_dense=nd, controls=())
     seen = len(st.FAIL) - n0
     del st.FAIL[n0:]
     check(seen > 0, "checker control: a support without one of its tokens is seen")

@@ -778,6 +778,7 @@ static int cmp_i32_io(const void *a, const void *b) {
 
 /* e[0 .. n) sorted, each value once: the new length. */
 static size_t sort_unique_u64(uint64_t *e, size_t n) {
+    if (!n) return 0;
     qsort(e, n, sizeof *e, cmp_u64_io);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -805,7 +806,7 @@ static int text_followers(scan_ctx *x, const unsigned char *need, int *has_text,
     const size_t n = rc ? 0 : (size_t)d[0];
     int32_t *buf = cl_trymalloc(B, sizeof *buf, "corpus text");
     uint64_t *pr = NULL;
-    size_t np = 0, cap = 0, uniq = 0;
+    size_t np = 0, cap = 0;
     int64_t prev = -1;
     if (!buf) rc = -1;
     for (size_t k0 = 0; !rc && k0 < n; k0 += B) {
@@ -822,7 +823,7 @@ static int text_followers(scan_ctx *x, const unsigned char *need, int *has_text,
             }
             if (prev >= 0 && need[prev]) {
                 if (np == cap) { /* the distinct pairs so far, then room to grow */
-                    np = uniq = sort_unique_u64(pr, np);
+                    np = sort_unique_u64(pr, np);
                     if (np + np / 2 + 4096 > cap) {
                         size_t nc = 2 * np + 65536;
                         uint64_t *q = realloc(pr, nc * sizeof *q);
@@ -838,7 +839,6 @@ static int text_followers(scan_ctx *x, const unsigned char *need, int *has_text,
             prev = t;
         }
     }
-    (void)uniq;
     H5Fclose(f);
     free(buf);
     if (!rc) {

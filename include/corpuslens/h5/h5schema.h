@@ -32,6 +32,10 @@
  *                       always has n_layer blocks.
  *   also: corpus_h5_file, n_stored_matches, shard_size, n_trie_nodes;
  *   sampled_shards only on a benchmark slice (not a full scan)
+ *   next_layout         "dense" (or absent) or "csr": which datasets below
+ *   model_top_k, model_support  csr only: CL_SCAN_MODEL_TOP, and
+ *                       "counts+next+followers+top" (the corpus had /text) or
+ *                       "counts+next+top" (it had not: no followers)
  * datasets:
  *   /vocab               [V] as in model.h
  *   /prompts/index       [P] int64 substring index of each prompt
@@ -58,6 +62,12 @@
  *                        one prompt's matches in one block are one hyperslab
  *   /matches/substring   [M] int64, sorted by (prompt, block, -similarity, substring)
  *   /matches/similarity  [M] float32
+ *   next_layout "csr" (a BPE corpus, or V > 4096 under auto): no dataset of
+ *   V per prompt. Instead of /freq/counts: /freq/next/{indptr,token,count};
+ *   of /prompts/next_counts: /prompts/next/{indptr,token,count}; of
+ *   /model/probs: /model/support/{indptr,token,prob} and /model/mass; of
+ *   /lens/probs: /lens/hellinger; and /unigram/hellinger (the macros below
+ *   say what each holds). /corpus/unigram [V] stays.
  *
  * ---- report.h5 (written by `corpuslens reduce`) ----
  *   /hellinger [P] float64, /approx [P, V] float64, /empty [P] int8,
