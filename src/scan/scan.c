@@ -487,8 +487,8 @@ static int prompt_vectors(scan_ctx *x) {
     taken = cl_trycalloc(P, 1, "prompt sources");
     all = cl_trycalloc(P, 1, "prompt sources");
     pq = cl_trymalloc(P, sizeof *pq, "prompt order");
-    if (!x->pvec || (x->csr ? !x->lensh || !x->unih || !x->hrow || !x->unid : !x->probs || !x->lens) || !x->pp || !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot ||
-        !taken || !all || !pq)
+    if (!x->pvec || (x->csr ? !x->lensh || !x->unih || !x->hrow || !x->unid : !x->probs || !x->lens) || !x->pp ||
+        !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot || !taken || !all || !pq)
         err = 1;
     if (!err) {
         for (size_t p = 0; p < P; p++) pq[p].pos = cp->prompt_sorted_pos[p], pq[p].p = (int64_t)p;
