@@ -1,7 +1,10 @@
 #!/usr/bin/python3
-"""scan --next-layout csr (issue 25 item 3, first step): the binned next-token
+"""scan --next-layout csr (issue 25 item 3): the binned next-token
 counts as CSR (/freq/next/{indptr,token,count}) equal the dense /freq/counts
-of the same scan on a char model; 1 and 2 ranks (many reduce slices) write the
+of the same scan on a char model; the csr file's model side (no [P, V]
+dataset: /prompts/next, /model/support, /model/mass, /unigram/hellinger,
+/lens/hellinger) equals the dense scan's rows (csr_model_side,
+scan_support_check.py); 1 and 2 ranks (many reduce slices) write the
 same CSR; the file's CSR storage is 4 bytes per nonzero for tokens and counts;
 reduce (H, approximation) and tune give the same numbers from either layout
 (H to 1e-12); auto keeps dense for a char model; hostile CSR files are refused
@@ -279,6 +282,8 @@ def main():
         check("/lens/probs" not in fc and fc["/lens/hellinger"].shape == (P, NL) and fd["/lens/probs"].shape == (P, NL, V),
               f"csr: /lens/hellinger {fc['/lens/hellinger'].shape if '/lens/hellinger' in fc else None}, no /lens/probs")
         lh = fc["/lens/hellinger"][()]
+    # ---- from here on reduce and tune read the csr scan: they need the reader of
+    # the csr model side (the reduce branch of issue 25 item 3) ----
     # reduce: same H and approximation from either layout, and the same logit-lens rows
     hd, ad = report(d, sc["dense"], "rd")
     hc, ac = report(d, sc["csr"], "rc")

@@ -8,8 +8,11 @@ prepare_bpe checks it against the reference encoder), finds the unique
 n-grams and their next-token counts naively, runs a float64 forward of every
 n-gram and prompt (scan_test.py's), the brute-force cosine per block and bins
 every pair: the scan's CSR counts (/freq/next) equal the oracle's in every bin
-no pair within 1e-5 of an edge can touch, n_matches likewise, the model's
-probabilities within 1e-5; 1 and 2 ranks write the same CSR; the file holds 4 +
+no pair within 1e-5 of an edge can touch, n_matches likewise; the model side
+(no [P, V] dataset; scan_support_check.py): supports == the naive union,
+probabilities within 1e-5, /prompts/next == the oracle's counts, and on a
+prefilter-0.97 scan the followers of the last token are needed and there;
+1 and 2 ranks write the same CSR and model side; the file holds 4 +
 4 bytes per nonzero; reduce's H equals H computed naively from the scan's
 counts (1e-12) and from the oracle's counts and probabilities (1e-5) for the
 prompts with no pair near an edge; reduce's ∞-gram and backoff n-gram (the
