@@ -776,23 +776,25 @@ static void support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
     for (size_t j = 0; j < ns; j++) pos[sup[j]] = -1;
 }
 
-/* cl_hellinger_df(a on the support, q): the terms off the support are q's. */
-static double hellinger_sup(const double *a, const int32_t *sup, size_t ns, const float *q, size_t V,
-                            const int32_t *pos) {
-    double sp = 0, sq = 0;
-    for (size_t j = 0; j < ns; j++) sp += a[j] > 0 && isfinite(a[j]) ? a[j] : 0;
-    for (size_t v = 0; v < V; v++) sq += q[v] > 0 && isfinite(q[v]) ? (double)q[v] : 0;
-    if (!(sp > 0) || !(sq > 0) || !isfinite(sp) || !isfinite(sq)) return CL_H_EMPTY;
-    double acc = 0;
-    for (size_t v = 0; v < V; v++)
-        if (pos[v] < 0 && q[v] > 0) acc += (double)q[v] / sq;
+/* The count support's place in the model's support of prompt i of m
+ * (msup[j] = the entry of sup[j] there, from 0 at the prompt's first entry):
+ * every count token must be in it (a csr scan's support holds the tokens of
+ * every /freq/next row), else the file is inconsistent. 0 or -1 with a message
+ * naming the dataset and the prompt. */
+static int model_places(const cl_scan *s, const cl_scan_model *m, size_t i, size_t p, const int32_t *sup, size_t ns,
+                        int64_t *msup) {
+    const int32_t *mt = m->tok + m->ind[i];
+    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
     for (size_t j = 0; j < ns; j++) {
-        double x = a[j] > 0 && isfinite(a[j]) ? a[j] : 0, y = q[sup[j]] > 0 ? (double)q[sup[j]] : 0;
-        double d = sqrt(x / sp) - sqrt(y / sq);
-        acc += d * d;
+        long e = cl_support_find(mt, mn, sup[j]);
+        if (e < 0)
+            return cl_error("%s: %s: prompt %zu: token %d of its counts (%s) is not in its model support: an "
+                            "inconsistent file",
+                            s->path, CL_SCAN_MODEL_SUPPORT_TOKEN, p, (int)sup[j],
+                            s->csr ? CL_SCAN_FREQ_NEXT_TOKEN : CL_SCAN_FREQ_COUNTS);
+        msup[j] = e;
     }
-    double h = sqrt(acc) / sqrt(2.0);
-    return h > 1 ? 1 : h;
+    return 0;
 }
 
 /* Prompts read at once by tune (sparse counts and model rows). */
@@ -867,51 +869,72 @@ static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
     return obj;
 }
 
-/* H of every prompt for (kb, w), streaming the sparse counts. */
+/* H of every prompt for (kb, w), streaming the sparse counts and the model's
+ * probabilities on its support (cl_scan_read_model): the approximation,
+ * placed on the model's support, against them (cl_hellinger_sup). */
 static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
     size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, RP = Lb * NB;
-    float *q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
-    double *a = cl_trymalloc(V, sizeof(double), "scratch");
+    double *a = cl_trymalloc(V, sizeof(double), "scratch"), *am = NULL;
     int32_t *pos = cl_trymalloc(V, sizeof(int32_t), "scratch"), *sup = cl_trymalloc(V, sizeof(int32_t), "scratch");
+    int64_t *msup = cl_trymalloc(V, sizeof(int64_t), "scratch");
+    size_t am_cap = 0;
     cl_scan_rows c = {0};
+    cl_scan_model m = {0};
     int rc = -1;
-    if (!q || !a || !pos || !sup) goto done;
+    if (!a || !pos || !sup || !msup) goto done;
     for (size_t v = 0; v < V; v++) pos[v] = -1;
     for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
         size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK;
         cl_scan_rows_free(&c);
-        if (cl_scan_read_rows(s, p0, n, &c) ||
-            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-            goto done;
+        cl_scan_model_free(&m);
+        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
         for (size_t i = 0; i < n; i++) {
-            size_t ns = support_of(&c, i * RP, RP, pos, sup);
+            size_t ns = support_of(&c, i * RP, RP, pos, sup), mn = (size_t)(m.ind[i + 1] - m.ind[i]);
+            if (model_places(s, &m, i, p0 + i, sup, ns, msup)) {
+                support_clear(pos, sup, ns);
+                goto done;
+            }
+            if (mn > am_cap) {
+                free(am);
+                if (!(am = cl_trymalloc(mn, sizeof *am, "scratch"))) {
+                    support_clear(pos, sup, ns);
+                    goto done;
+                }
+                am_cap = mn;
+            }
             for (size_t j = 0; j < ns; j++) a[j] = 0;
             for (size_t b = 0; b < Lb; b++)
                 for (size_t k = (size_t)kb[b]; k < NB; k++) {
                     size_t r = i * RP + b * NB + k;
                     for (int64_t e = c.ind[r]; e < c.ind[r + 1]; e++) a[pos[c.tok[e]]] += w[b] * (double)c.cnt[e];
                 }
-            h[p0 + i] = hellinger_sup(a, sup, ns, q + i * V, V, pos);
             support_clear(pos, sup, ns);
+            for (size_t j = 0; j < mn; j++) am[j] = 0;
+            for (size_t j = 0; j < ns; j++) am[msup[j]] = a[j];
+            h[p0 + i] = cl_hellinger_sup(am, m.prob + m.ind[i], mn, m.sum[i], m.rest[i]);
         }
     }
     rc = 0;
 done:
     cl_scan_rows_free(&c);
-    free(q);
-    free(a);
-    free(pos);
-    free(sup);
+    cl_scan_model_free(&m);
+    free(a), free(am), free(pos), free(sup), free(msup);
     return rc;
 }
 
-/* Append prompt i of the chunk (rows from i * RP of c, model row qi) to the
- * fit set; caps grow by doubling. 0 or -1. */
-static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, const float *qi, size_t V,
-                    int32_t *pos, int32_t *sup, double *sqv) {
+/* Append prompt i of the chunk (count rows from i * RP of c, the model's
+ * row i of m; prompt p of the scan) to the fit set: sq on the count support;
+ * rest = the mass the model has off its own support plus its mass on its
+ * support but off the count support, normalised. Caps grow by doubling. 0 or
+ * -1 (a count token outside the model support: an inconsistent file). */
+static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_rows *c, size_t i,
+                    const cl_scan_model *m, size_t p, int32_t *pos, int32_t *sup, int64_t *msup) {
     size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
     size_t ns = support_of(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
+    if (model_places(s, m, i, p, sup, ns, msup)) {
+        support_clear(pos, sup, ns);
+        return -1;
+    }
     if (need > *cap || !t->S) {
         size_t nc = *cap ? *cap : 1024;
         while (nc < need) nc *= 2;
@@ -939,11 +962,20 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, c
         for (size_t k = NB - 1; k-- > 0;)
             for (size_t j = 0; j < ns; j++) db[k * ns + j] += db[(k + 1) * ns + j];
     }
-    cl_sqrt_probs(qi, V, sqv);
-    double rest = 0;
-    for (size_t v = 0; v < V; v++)
-        if (pos[v] < 0) rest += sqv[v] * sqv[v];
-    for (size_t j = 0; j < ns; j++) t->sq[o + j] = sqv[sup[j]];
+    /* sqrt(q / sum) as cl_sqrt_probs (a dense scan: the same bits as before) */
+    double sum = m->sum[i], rest = sum > 0 ? m->rest[i] / sum : 0;
+    const float *mq = m->prob + m->ind[i];
+    const int32_t *mt = m->tok + m->ind[i];
+    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
+    for (size_t e = 0; e < mn; e++)
+        if (pos[mt[e]] < 0) {
+            double x = sum > 0 && mq[e] > 0 ? sqrt(mq[e] / sum) : 0;
+            rest += x * x;
+        }
+    for (size_t j = 0; j < ns; j++) {
+        float x = mq[msup[j]];
+        t->sq[o + j] = sum > 0 && x > 0 ? sqrt(x / sum) : 0;
+    }
     t->rest[r] = rest;
     t->off[r + 1] = need;
     t->n = r + 1;
@@ -974,10 +1006,10 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     double *h = cl_trymalloc(P, sizeof *h, "hellinger");
     double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
     tune_set t = {0};
-    float *q = NULL;
-    double *sqv = NULL;
+    int64_t *msup = NULL;
     int32_t *pos = NULL, *sup = NULL;
     cl_scan_rows c = {0};
+    cl_scan_model m = {0};
     int rc = -1;
     if (!perm || !mask || !row || !h || !tmp) goto done;
     cl_rng rng;
@@ -990,11 +1022,10 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     t.Lb = Lb, t.NB = NB;
     t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "train offsets");
     t.rest = cl_trymalloc(n_fit, sizeof *t.rest, "train probabilities");
-    q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
-    sqv = cl_trymalloc(V, sizeof *sqv, "scratch");
+    msup = cl_trymalloc(V, sizeof *msup, "scratch");
     pos = cl_trymalloc(V, sizeof *pos, "scratch");
     sup = cl_trymalloc(V, sizeof *sup, "scratch");
-    if (!t.off || !t.rest || !q || !sqv || !pos || !sup) goto done;
+    if (!t.off || !t.rest || !msup || !pos || !sup) goto done;
     for (size_t v = 0; v < V; v++) pos[v] = -1;
     size_t cap = 0;
     for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
@@ -1002,14 +1033,13 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
         for (size_t i = 0; i < n; i++) nf += mask[p0 + i] == 1;
         if (!nf) continue;
         cl_scan_rows_free(&c);
-        if (cl_scan_read_rows(s, p0, n, &c) ||
-            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-            goto done;
+        cl_scan_model_free(&m);
+        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
         for (size_t i = 0; i < n; i++)
-            if (mask[p0 + i] == 1 && tune_add(&t, &cap, &c, i, q + i * V, V, pos, sup, sqv)) goto done;
+            if (mask[p0 + i] == 1 && tune_add(&t, &cap, s, &c, i, &m, p0 + i, pos, sup, msup)) goto done;
     }
     cl_scan_rows_free(&c);
+    cl_scan_model_free(&m);
     out->support_cells = t.off[t.n];
     /* Starts: the reference (given, or the paper's for 6 blocks), uniform/median, random. */
     static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
@@ -1074,10 +1104,10 @@ done:
     free(t.sq);
     free(t.rest);
     free(t.base);
-    free(q);
-    free(sqv);
+    free(msup);
     free(pos);
     free(sup);
     cl_scan_rows_free(&c);
+    cl_scan_model_free(&m);
     return rc;
 }
