@@ -419,15 +419,6 @@ static int check_hellinger(const cl_scan *s, const double *x, size_t n, size_t r
     return 0;
 }
 
-int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
-    size_t V = (size_t)s->V;
-    if (cl_scan_read_counts(s, p0, n, counts)) return -1;
-    if (cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-        check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-        return -1;
-    return 0;
-}
-
 static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp) {
     for (size_t v = 0; v < V; v++) tmp[v] = p[v];
     return cl_hellinger_df(tmp, q, V);
@@ -749,7 +740,7 @@ static void tune_base(tune_set *t, const int *kb, const double *w, size_t skip) 
 /* The support of one prompt's RP count rows (rows from row r0 of c): the
  * tokens, increasing, into sup (ns of them); pos[t] = its place (pos is all
  * -1 outside the support: the caller resets it with support_clear). */
-static size_t support_of(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
+size_t cl_count_support(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
     size_t ns = 0;
     for (size_t r = r0; r < r0 + RP; r++)
         for (int64_t e = c->ind[r]; e < c->ind[r + 1]; e++)
@@ -772,7 +763,7 @@ static size_t support_of(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *p
     for (size_t j = 0; j < ns; j++) pos[sup[j]] = (int32_t)j;
     return ns;
 }
-static void support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
+void cl_support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
     for (size_t j = 0; j < ns; j++) pos[sup[j]] = -1;
 }
 
@@ -869,56 +860,104 @@ static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
     return obj;
 }
 
+int cl_sup_scratch_init(cl_sup_scratch *x, size_t V) {
+    *x = (cl_sup_scratch){0};
+    x->pos = cl_trymalloc(V ? V : 1, sizeof *x->pos, "support scratch");
+    x->sup = cl_trymalloc(V ? V : 1, sizeof *x->sup, "support scratch");
+    x->msup = cl_trymalloc(V ? V : 1, sizeof *x->msup, "support scratch");
+    x->a = cl_trymalloc(V ? V : 1, sizeof *x->a, "support scratch");
+    if (!x->pos || !x->sup || !x->msup || !x->a) {
+        cl_sup_scratch_free(x);
+        return -1;
+    }
+    for (size_t v = 0; v < V; v++) x->pos[v] = -1;
+    return 0;
+}
+
+void cl_sup_scratch_free(cl_sup_scratch *x) {
+    free(x->pos), free(x->sup), free(x->msup), free(x->a), free(x->am);
+    *x = (cl_sup_scratch){0};
+}
+
+int cl_sup_hellinger(const cl_scan *s, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p,
+                     const double *f, cl_sup_scratch *x, double *h) {
+    const size_t RP = (size_t)s->Lb * (size_t)s->NB;
+    size_t ns = cl_count_support(c, i * RP, RP, x->pos, x->sup), mn = (size_t)(m->ind[i + 1] - m->ind[i]);
+    int rc = -1;
+    if (model_places(s, m, i, p, x->sup, ns, x->msup)) goto done;
+    if (mn > x->am_cap) {
+        free(x->am);
+        x->am_cap = 0;
+        if (!(x->am = cl_trymalloc(mn, sizeof *x->am, "support scratch"))) goto done;
+        x->am_cap = mn;
+    }
+    for (size_t j = 0; j < ns; j++) x->a[j] = 0;
+    for (size_t r = 0; r < RP; r++) {
+        if (f[r] == 0) continue;
+        size_t row = i * RP + r;
+        for (int64_t e = c->ind[row]; e < c->ind[row + 1]; e++) x->a[x->pos[c->tok[e]]] += f[r] * (double)c->cnt[e];
+    }
+    for (size_t j = 0; j < mn; j++) x->am[j] = 0;
+    for (size_t j = 0; j < ns; j++) x->am[x->msup[j]] = x->a[j];
+    *h = cl_hellinger_sup(x->am, m->prob + m->ind[i], mn, m->sum[i], m->rest[i]);
+    rc = 0;
+done:
+    cl_support_clear(x->pos, x->sup, ns);
+    return rc;
+}
+
+int cl_model_on_support(const cl_scan *s, const cl_scan_model *m, size_t i, size_t p, const int32_t *sup,
+                        size_t ns, const int32_t *pos, int64_t *msup, double *sq, double *rest) {
+    if (model_places(s, m, i, p, sup, ns, msup)) return -1;
+    /* sqrt(q / sum) as cl_sqrt_probs (a dense scan: the same bits as its dense row) */
+    double sum = m->sum[i], r = sum > 0 ? m->rest[i] / sum : 0;
+    const float *mq = m->prob + m->ind[i];
+    const int32_t *mt = m->tok + m->ind[i];
+    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
+    for (size_t e = 0; e < mn; e++)
+        if (pos[mt[e]] < 0) {
+            double x = sum > 0 && mq[e] > 0 ? sqrt(mq[e] / sum) : 0;
+            r += x * x;
+        }
+    for (size_t j = 0; j < ns; j++) {
+        float x = mq[msup[j]];
+        sq[j] = sum > 0 && x > 0 ? sqrt(x / sum) : 0;
+    }
+    *rest = r;
+    return 0;
+}
+
 /* H of every prompt for (kb, w), streaming the sparse counts and the model's
  * probabilities on its support (cl_scan_read_model): the approximation,
- * placed on the model's support, against them (cl_hellinger_sup). */
+ * placed on the model's support, against them (cl_sup_hellinger). */
 static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
-    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, RP = Lb * NB;
-    double *a = cl_trymalloc(V, sizeof(double), "scratch"), *am = NULL;
-    int32_t *pos = cl_trymalloc(V, sizeof(int32_t), "scratch"), *sup = cl_trymalloc(V, sizeof(int32_t), "scratch");
-    int64_t *msup = cl_trymalloc(V, sizeof(int64_t), "scratch");
-    size_t am_cap = 0;
+    size_t P = s->P, Lb = (size_t)s->Lb, NB = (size_t)s->NB;
+    double *f = cl_trymalloc(Lb * NB, sizeof *f, "kernel");
+    cl_sup_scratch x;
     cl_scan_rows c = {0};
     cl_scan_model m = {0};
     int rc = -1;
-    if (!a || !pos || !sup || !msup) goto done;
-    for (size_t v = 0; v < V; v++) pos[v] = -1;
+    if (!f) return -1;
+    if (cl_sup_scratch_init(&x, (size_t)s->V)) {
+        free(f);
+        return -1;
+    }
+    for (size_t b = 0; b < Lb; b++)
+        for (size_t k = 0; k < NB; k++) f[b * NB + k] = k >= (size_t)kb[b] ? w[b] : 0;
     for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
         size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK;
         cl_scan_rows_free(&c);
         cl_scan_model_free(&m);
         if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
-        for (size_t i = 0; i < n; i++) {
-            size_t ns = support_of(&c, i * RP, RP, pos, sup), mn = (size_t)(m.ind[i + 1] - m.ind[i]);
-            if (model_places(s, &m, i, p0 + i, sup, ns, msup)) {
-                support_clear(pos, sup, ns);
-                goto done;
-            }
-            if (mn > am_cap) {
-                free(am);
-                if (!(am = cl_trymalloc(mn, sizeof *am, "scratch"))) {
-                    support_clear(pos, sup, ns);
-                    goto done;
-                }
-                am_cap = mn;
-            }
-            for (size_t j = 0; j < ns; j++) a[j] = 0;
-            for (size_t b = 0; b < Lb; b++)
-                for (size_t k = (size_t)kb[b]; k < NB; k++) {
-                    size_t r = i * RP + b * NB + k;
-                    for (int64_t e = c.ind[r]; e < c.ind[r + 1]; e++) a[pos[c.tok[e]]] += w[b] * (double)c.cnt[e];
-                }
-            support_clear(pos, sup, ns);
-            for (size_t j = 0; j < mn; j++) am[j] = 0;
-            for (size_t j = 0; j < ns; j++) am[msup[j]] = a[j];
-            h[p0 + i] = cl_hellinger_sup(am, m.prob + m.ind[i], mn, m.sum[i], m.rest[i]);
-        }
+        for (size_t i = 0; i < n; i++)
+            if (cl_sup_hellinger(s, &c, i, &m, p0 + i, f, &x, h + p0 + i)) goto done;
     }
     rc = 0;
 done:
     cl_scan_rows_free(&c);
     cl_scan_model_free(&m);
-    free(a), free(am), free(pos), free(sup), free(msup);
+    cl_sup_scratch_free(&x);
+    free(f);
     return rc;
 }
 
@@ -930,11 +969,7 @@ done:
 static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_rows *c, size_t i,
                     const cl_scan_model *m, size_t p, int32_t *pos, int32_t *sup, int64_t *msup) {
     size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
-    size_t ns = support_of(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
-    if (model_places(s, m, i, p, sup, ns, msup)) {
-        support_clear(pos, sup, ns);
-        return -1;
-    }
+    size_t ns = cl_count_support(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
     if (need > *cap || !t->S) {
         size_t nc = *cap ? *cap : 1024;
         while (nc < need) nc *= 2;
@@ -945,11 +980,15 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_ro
         double *ba = sq ? realloc(t->base, nc * sizeof *ba) : NULL;
         if (ba) t->base = ba;
         if (!S || !sq || !ba) {
-            support_clear(pos, sup, ns);
+            cl_support_clear(pos, sup, ns);
             return cl_error("out of memory for the train tensor (%zu support cells x %zu blocks x bins; "
                             "tune --max-train caps it)", nc, RP);
         }
         *cap = nc;
+    }
+    if (cl_model_on_support(s, m, i, p, sup, ns, pos, msup, t->sq + o, t->rest + r)) {
+        cl_support_clear(pos, sup, ns);
+        return -1;
     }
     int32_t *dst = t->S + RP * o;
     memset(dst, 0, RP * ns * sizeof *dst);
@@ -962,24 +1001,9 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_ro
         for (size_t k = NB - 1; k-- > 0;)
             for (size_t j = 0; j < ns; j++) db[k * ns + j] += db[(k + 1) * ns + j];
     }
-    /* sqrt(q / sum) as cl_sqrt_probs (a dense scan: the same bits as before) */
-    double sum = m->sum[i], rest = sum > 0 ? m->rest[i] / sum : 0;
-    const float *mq = m->prob + m->ind[i];
-    const int32_t *mt = m->tok + m->ind[i];
-    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
-    for (size_t e = 0; e < mn; e++)
-        if (pos[mt[e]] < 0) {
-            double x = sum > 0 && mq[e] > 0 ? sqrt(mq[e] / sum) : 0;
-            rest += x * x;
-        }
-    for (size_t j = 0; j < ns; j++) {
-        float x = mq[msup[j]];
-        t->sq[o + j] = sum > 0 && x > 0 ? sqrt(x / sum) : 0;
-    }
-    t->rest[r] = rest;
     t->off[r + 1] = need;
     t->n = r + 1;
-    support_clear(pos, sup, ns);
+    cl_support_clear(pos, sup, ns);
     return 0;
 }
 
