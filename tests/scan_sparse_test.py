@@ -201,13 +201,18 @@ def tune_model_sparse(d, m, c):
                     if np.asarray(v).dtype.kind in "fiu"}
 
     pd, od = tune(sc["dense"], "tms_dense")
-    pm, om = tune(ms, "tms_sparse")
-    a, b = numbers(od), numbers(om)
-    worst = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].shape == b[k].shape else np.inf for k in a)
-    check(sorted(a) == sorted(b) and len(a) > 5 and worst <= TOL, f"tune.h5 dense vs model-sparse: max diff {worst}")
-    check(tune_lines(pd) == tune_lines(pm) and any("tune --soft" in l for l in tune_lines(pm)),
-          f"tune --soft prints the same fit:\n{pd.stdout}\nvs\n{pm.stdout}")
-    print(f"tune / tune --soft: dense == model-sparse ({len(a)} tune.h5 numbers, max diff {worst:.3g}; printed fit equal)")
+    a = numbers(od)
+    with h5py.File(sc["csr"]) as f:
+        scan_kind = "scan's csr, " + ("model on its support" if "/model/support/prob" in f else "with /model/probs")
+    for label, path in (("model-sparse (numpy)", ms), (scan_kind, sc["csr"])):
+        pm, om = tune(path, "tms_sparse")
+        b = numbers(om)
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].shape == b[k].shape else np.inf for k in a)
+        check(sorted(a) == sorted(b) and len(a) > 5 and worst <= TOL, f"tune.h5 dense vs {label}: max diff {worst}")
+        check(tune_lines(pd) == tune_lines(pm) and any("tune --soft" in l for l in tune_lines(pm)),
+              f"tune --soft prints the same fit ({label}):\n{pd.stdout}\nvs\n{pm.stdout}")
+        print(f"tune / tune --soft: dense == {label} ({len(a)} tune.h5 numbers, max diff {worst:.3g}; "
+              "printed fit equal)")
     # negative control: the largest probability of one prompt halved (its mass follows) changes the numbers
     neg = os.path.join(d, "ms_neg.h5")
     shutil.copy(ms, neg)
