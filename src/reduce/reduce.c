@@ -927,47 +927,79 @@ int cl_model_on_support(const cl_scan *s, const cl_scan_model *m, size_t i, size
     return 0;
 }
 
-/* H of every prompt for (kb, w), streaming the sparse counts and the model's
- * probabilities on its support (cl_scan_read_model): the approximation,
- * placed on the model's support, against them (cl_sup_hellinger). */
-static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
-    size_t P = s->P, Lb = (size_t)s->Lb, NB = (size_t)s->NB;
-    double *f = cl_trymalloc(Lb * NB, sizeof *f, "kernel");
-    cl_sup_scratch x;
+int cl_scan_each_prompt(const cl_scan *s, const uint8_t *mask, uint8_t want, cl_prompt_fn fn, void *ctx) {
     cl_scan_rows c = {0};
     cl_scan_model m = {0};
     int rc = -1;
-    if (!f) return -1;
-    if (cl_sup_scratch_init(&x, (size_t)s->V)) {
-        free(f);
-        return -1;
-    }
-    for (size_t b = 0; b < Lb; b++)
-        for (size_t k = 0; k < NB; k++) f[b * NB + k] = k >= (size_t)kb[b] ? w[b] : 0;
-    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
-        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK;
+    for (size_t p0 = 0; p0 < s->P; p0 += TUNE_CHUNK) {
+        size_t n = s->P - p0 < TUNE_CHUNK ? s->P - p0 : TUNE_CHUNK, nf = 0;
+        for (size_t i = 0; i < n; i++) nf += !mask || mask[p0 + i] == want;
+        if (!nf) continue;
         cl_scan_rows_free(&c);
         cl_scan_model_free(&m);
         if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
         for (size_t i = 0; i < n; i++)
-            if (cl_sup_hellinger(s, &c, i, &m, p0 + i, f, &x, h + p0 + i)) goto done;
+            if ((!mask || mask[p0 + i] == want) && fn(ctx, &c, i, &m, p0 + i)) goto done;
     }
     rc = 0;
 done:
     cl_scan_rows_free(&c);
     cl_scan_model_free(&m);
-    cl_sup_scratch_free(&x);
+    return rc;
+}
+
+typedef struct {
+    const cl_scan *s;
+    const double *f;
+    cl_sup_scratch x;
+    double *h;
+} sup_h_ctx;
+
+static int sup_h_one(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
+    sup_h_ctx *x = ctx;
+    return cl_sup_hellinger(x->s, c, i, m, p, x->f, &x->x, x->h + p);
+}
+
+int cl_sup_hellinger_all(const cl_scan *s, const uint8_t *mask, uint8_t want, const double *f, double *h) {
+    sup_h_ctx x = {.s = s, .f = f, .h = h};
+    if (cl_sup_scratch_init(&x.x, (size_t)s->V)) return -1;
+    int rc = cl_scan_each_prompt(s, mask, want, sup_h_one, &x);
+    cl_sup_scratch_free(&x.x);
+    return rc;
+}
+
+/* H of every prompt for (kb, w): the hard kernel's rows above each block's
+ * threshold, against the model on its support (cl_sup_hellinger_all). */
+static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
+    size_t Lb = (size_t)s->Lb, NB = (size_t)s->NB;
+    double *f = cl_trymalloc(Lb * NB, sizeof *f, "kernel");
+    if (!f) return -1;
+    for (size_t b = 0; b < Lb; b++)
+        for (size_t k = 0; k < NB; k++) f[b * NB + k] = k >= (size_t)kb[b] ? w[b] : 0;
+    int rc = cl_sup_hellinger_all(s, NULL, 0, f, h);
     free(f);
     return rc;
 }
 
-/* Append prompt i of the chunk (count rows from i * RP of c, the model's
- * row i of m; prompt p of the scan) to the fit set: sq on the count support;
+/* Append prompt p (prompt i of the chunk: count rows from i * RP of c, the
+ * model's row i of m) to the fit set (a cl_prompt_fn): sq on the count support;
  * rest = the mass the model has off its own support plus its mass on its
  * support but off the count support, normalised. Caps grow by doubling. 0 or
  * -1 (a count token outside the model support: an inconsistent file). */
-static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_rows *c, size_t i,
-                    const cl_scan_model *m, size_t p, int32_t *pos, int32_t *sup, int64_t *msup) {
+typedef struct {
+    const cl_scan *s;
+    tune_set *t;
+    size_t cap;    /* support cells allocated */
+    int32_t *pos, *sup;
+    int64_t *msup;
+} tune_load;
+
+static int tune_add(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
+    tune_load *L = ctx;
+    tune_set *t = L->t;
+    size_t *cap = &L->cap;
+    int32_t *pos = L->pos, *sup = L->sup;
+    const cl_scan *s = L->s;
     size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
     size_t ns = cl_count_support(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
     if (need > *cap || !t->S) {
@@ -986,7 +1018,7 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan *s, const cl_scan_ro
         }
         *cap = nc;
     }
-    if (cl_model_on_support(s, m, i, p, sup, ns, pos, msup, t->sq + o, t->rest + r)) {
+    if (cl_model_on_support(s, m, i, p, sup, ns, pos, L->msup, t->sq + o, t->rest + r)) {
         cl_support_clear(pos, sup, ns);
         return -1;
     }
@@ -1030,10 +1062,7 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     double *h = cl_trymalloc(P, sizeof *h, "hellinger");
     double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
     tune_set t = {0};
-    int64_t *msup = NULL;
-    int32_t *pos = NULL, *sup = NULL;
-    cl_scan_rows c = {0};
-    cl_scan_model m = {0};
+    tune_load L = {.s = s, .t = &t};
     int rc = -1;
     if (!perm || !mask || !row || !h || !tmp) goto done;
     cl_rng rng;
@@ -1046,24 +1075,12 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     t.Lb = Lb, t.NB = NB;
     t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "train offsets");
     t.rest = cl_trymalloc(n_fit, sizeof *t.rest, "train probabilities");
-    msup = cl_trymalloc(V, sizeof *msup, "scratch");
-    pos = cl_trymalloc(V, sizeof *pos, "scratch");
-    sup = cl_trymalloc(V, sizeof *sup, "scratch");
-    if (!t.off || !t.rest || !msup || !pos || !sup) goto done;
-    for (size_t v = 0; v < V; v++) pos[v] = -1;
-    size_t cap = 0;
-    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
-        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK, nf = 0;
-        for (size_t i = 0; i < n; i++) nf += mask[p0 + i] == 1;
-        if (!nf) continue;
-        cl_scan_rows_free(&c);
-        cl_scan_model_free(&m);
-        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
-        for (size_t i = 0; i < n; i++)
-            if (mask[p0 + i] == 1 && tune_add(&t, &cap, s, &c, i, &m, p0 + i, pos, sup, msup)) goto done;
-    }
-    cl_scan_rows_free(&c);
-    cl_scan_model_free(&m);
+    L.msup = cl_trymalloc(V, sizeof *L.msup, "scratch");
+    L.pos = cl_trymalloc(V, sizeof *L.pos, "scratch");
+    L.sup = cl_trymalloc(V, sizeof *L.sup, "scratch");
+    if (!t.off || !t.rest || !L.msup || !L.pos || !L.sup) goto done;
+    for (size_t v = 0; v < V; v++) L.pos[v] = -1;
+    if (cl_scan_each_prompt(s, mask, 1, tune_add, &L)) goto done;
     out->support_cells = t.off[t.n];
     /* Starts: the reference (given, or the paper's for 6 blocks), uniform/median, random. */
     static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
@@ -1128,10 +1145,8 @@ done:
     free(t.sq);
     free(t.rest);
     free(t.base);
-    free(msup);
-    free(pos);
-    free(sup);
-    cl_scan_rows_free(&c);
-    cl_scan_model_free(&m);
+    free(L.msup);
+    free(L.pos);
+    free(L.sup);
     return rc;
 }

@@ -16,9 +16,6 @@ static void kernel_weights(const cl_scan *s, double T, double *kw) {
     for (int k = 0; k < s->NB; k++) kw[k] = exp((s->bin_lower[k] + s->bin_width / 2 - 1.0) / T);
 }
 
-/* Prompts read at once (sparse counts and the model on its support). */
-#define SOFT_CHUNK 64
-
 /* f[b * NB + k] = w_b exp((m_k - 1) / T_b): the factor of bin k of block b. */
 static void soft_factors(const cl_scan *s, const double *T, const double *w, double *f) {
     for (size_t b = 0; b < (size_t)s->Lb; b++) {
@@ -28,34 +25,14 @@ static void soft_factors(const cl_scan *s, const double *T, const double *w, dou
 }
 
 int cl_soft_reduce(const cl_scan *s, const double *T, const double *w, double *h) {
-    size_t P = s->P, Lb = s->Lb, NB = s->NB;
+    size_t Lb = s->Lb, NB = s->NB;
     for (size_t b = 0; b < Lb; b++)
         if (!(T[b] > 0) || !isfinite(T[b]) || !(w[b] >= 0) || !isfinite(w[b]))
             return cl_error("soft kernel of block %zu: temperature %g must be > 0 and weight %g >= 0", b, T[b], w[b]);
     double *f = cl_trymalloc(Lb * NB, sizeof(double), "kernel");
-    cl_sup_scratch x;
-    cl_scan_rows c = {0};
-    cl_scan_model m = {0};
-    int rc = -1;
     if (!f) return -1;
-    if (cl_sup_scratch_init(&x, (size_t)s->V)) {
-        free(f);
-        return -1;
-    }
     soft_factors(s, T, w, f);
-    for (size_t p0 = 0; p0 < P; p0 += SOFT_CHUNK) {
-        size_t n = P - p0 < SOFT_CHUNK ? P - p0 : SOFT_CHUNK;
-        cl_scan_rows_free(&c);
-        cl_scan_model_free(&m);
-        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
-        for (size_t i = 0; i < n; i++)
-            if (cl_sup_hellinger(s, &c, i, &m, p0 + i, f, &x, h + p0 + i)) goto done;
-    }
-    rc = 0;
-done:
-    cl_scan_rows_free(&c);
-    cl_scan_model_free(&m);
-    cl_sup_scratch_free(&x);
+    int rc = cl_sup_hellinger_all(s, NULL, 0, f, h);
     free(f);
     return rc;
 }
@@ -121,10 +98,21 @@ static void make_base(fitset *t, const double *w, size_t skip) {
             for (size_t i = 0; i < nv; i++) t->base[i] += w[b] * t->A[b * nv + i];
 }
 
-/* Append prompt i of the chunk (count rows of c, the model's row i of m;
- * prompt p of the scan) to the fit set; caps grow by doubling. 0 or -1. */
-static int fit_add(fitset *t, size_t *cap, const cl_scan *s, const cl_scan_rows *c, size_t i, const cl_scan_model *m,
-                   size_t p, cl_sup_scratch *x) {
+typedef struct {
+    const cl_scan *s;
+    fitset *t;
+    size_t cap; /* support cells allocated */
+    cl_sup_scratch x;
+} fit_load;
+
+/* Append prompt p (prompt i of the chunk: count rows of c, the model's row i
+ * of m) to the fit set (a cl_prompt_fn); caps grow by doubling. 0 or -1. */
+static int fit_add(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
+    fit_load *L = ctx;
+    fitset *t = L->t;
+    size_t *cap = &L->cap;
+    cl_sup_scratch *x = &L->x;
+    const cl_scan *s = L->s;
     size_t RP = t->Lb * t->NB, r = t->n;
     size_t ns = cl_count_support(c, i * RP, RP, x->pos, x->sup), o = t->off[r], need = o + ns;
     int rc = -1;
@@ -169,36 +157,25 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     size_t *perm = cl_trymalloc(P, sizeof *perm, "split");
     uint8_t *mask = cl_trycalloc(P, 1, "split");
     fitset t = {.Lb = Lb, .NB = NB};
-    cl_sup_scratch x = {0};
-    cl_scan_rows c = {0};
-    cl_scan_model m = {0};
+    fit_load L = {.s = s, .t = &t};
     double *Ab = NULL, *hs = NULL, *hp = NULL, *fs = NULL, *fp = NULL;
     int rc = -1;
     t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "fit offsets");
     t.rest = cl_trymalloc(n_fit ? n_fit : 1, sizeof *t.rest, "fit probabilities");
     t.kw = cl_trymalloc(NB, sizeof(double), "kernel");
     size_t n_test = P - n_train;
-    hs = cl_trymalloc(n_test ? n_test : 1, sizeof(double), "held-out H");
-    hp = cl_trymalloc(n_test ? n_test : 1, sizeof(double), "held-out H");
+    hs = cl_trymalloc(P, sizeof(double), "held-out H");
+    hp = cl_trymalloc(P, sizeof(double), "held-out H");
     fs = cl_trymalloc(Lb * NB, sizeof(double), "kernel");
     fp = cl_trymalloc(Lb * NB, sizeof(double), "kernel");
     if (!perm || !mask || !t.off || !t.rest || !t.kw || !hs || !hp || !fs || !fp ||
-        cl_sup_scratch_init(&x, (size_t)s->V))
+        cl_sup_scratch_init(&L.x, (size_t)s->V))
         goto done;
     cl_rng rng;
     cl_rng_seed(&rng, o->seed);
     cl_tune_split(&rng, P, n_fit, n_train, perm, mask);
-    size_t cells_cap = 0;
-    for (size_t p0 = 0; p0 < P; p0 += SOFT_CHUNK) {
-        size_t n = P - p0 < SOFT_CHUNK ? P - p0 : SOFT_CHUNK, nf = 0;
-        for (size_t i = 0; i < n; i++) nf += mask[p0 + i] == 1;
-        if (!nf) continue;
-        cl_scan_rows_free(&c);
-        cl_scan_model_free(&m);
-        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
-        for (size_t i = 0; i < n; i++)
-            if (mask[p0 + i] == 1 && fit_add(&t, &cells_cap, s, &c, i, &m, p0 + i, &x)) goto done;
-    }
+    if (cl_scan_each_prompt(s, mask, 1, fit_add, &L)) goto done;
+    cl_sup_scratch_free(&L.x);
     size_t nv = t.off[t.n];
     t.A = cl_trymalloc(Lb * (nv ? nv : 1), sizeof(double), "block sums");
     t.base = cl_trymalloc(nv ? nv : 1, sizeof(double), "block sums");
@@ -258,27 +235,21 @@ int cl_soft_tune(const cl_scan *s, const cl_tune_opts *o, cl_soft_tune_result *o
     }
     for (size_t b = 0; out->have_paper && b < 6; b++)
         for (size_t k = 0; k < NB; k++) fp[b * NB + k] = k >= (size_t)kb[b] ? paper_w[b] : 0;
+    /* H of the held-out prompts (mask 0), gathered in prompt order */
+    if (cl_sup_hellinger_all(s, mask, 0, fs, hs) || (out->have_paper && cl_sup_hellinger_all(s, mask, 0, fp, hp)))
+        goto done;
     size_t nh = 0;
-    for (size_t p0 = 0; p0 < P; p0 += SOFT_CHUNK) {
-        size_t n = P - p0 < SOFT_CHUNK ? P - p0 : SOFT_CHUNK;
-        cl_scan_rows_free(&c);
-        cl_scan_model_free(&m);
-        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
-        for (size_t i = 0; i < n; i++) {
-            if (mask[p0 + i] != 0) continue;
-            if (cl_sup_hellinger(s, &c, i, &m, p0 + i, fs, &x, hs + nh) ||
-                (out->have_paper && cl_sup_hellinger(s, &c, i, &m, p0 + i, fp, &x, hp + nh)))
-                goto done;
+    for (size_t p = 0; p < P; p++)
+        if (mask[p] == 0) {
+            hs[nh] = hs[p];
+            if (out->have_paper) hp[nh] = hp[p];
             nh++;
         }
-    }
     if (cl_stats_compute(hs, nh, &out->test_soft) || (out->have_paper && cl_stats_compute(hp, nh, &out->test_paper)))
         goto done;
     rc = 0;
 done:
-    cl_scan_rows_free(&c);
-    cl_scan_model_free(&m);
-    cl_sup_scratch_free(&x);
+    cl_sup_scratch_free(&L.x);
     free(perm), free(mask), free(t.off), free(t.cnt), free(t.sq), free(t.rest), free(t.A), free(t.base), free(t.kw),
         free(Ab), free(hs), free(hp), free(fs), free(fp);
     return rc;

@@ -169,6 +169,17 @@ void cl_sup_scratch_free(cl_sup_scratch *x);
 int cl_sup_hellinger(const cl_scan *s, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p,
                      const double *f, cl_sup_scratch *x, double *h);
 
+/* Calls fn(ctx, c, i, m, p) for every prompt p with mask[p] == want (mask
+ * NULL: every prompt), in order: its count rows are rows i * Lb * NB .. of c
+ * (cl_scan_read_rows) and its model row is row i of m (cl_scan_read_model),
+ * read 64 prompts at a time (a chunk without such a prompt is not read).
+ * 0, or -1 when a read or fn fails. */
+typedef int (*cl_prompt_fn)(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p);
+int cl_scan_each_prompt(const cl_scan *s, const uint8_t *mask, uint8_t want, cl_prompt_fn fn, void *ctx);
+/* h[p] = cl_sup_hellinger with the factors f[Lb * NB] for every prompt with
+ * mask[p] == want (mask NULL: all P); the other entries untouched. 0 or -1. */
+int cl_sup_hellinger_all(const cl_scan *s, const uint8_t *mask, uint8_t want, const double *f, double *h);
+
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */
 void cl_sqrt_probs(const float *q, size_t V, double *sq);
