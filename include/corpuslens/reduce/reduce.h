@@ -247,7 +247,10 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
  * On the train set, the suffix sums S[p, b, k, :] (counts above bin k) are
  * held in memory on each prompt's support (the tokens any of its counts has;
  * off it the approximation is 0 and the model's mass there is one number), so
- * memory follows the nonzero counts, not V; the H are the dense ones. The objective is the mean Hellinger distance over the train
+ * memory follows the nonzero counts, not V; the model is read on its support
+ * (cl_scan_read_model: a csr scan needs no /model/probs; every count token
+ * must be in the model support, else the file is refused); the H are the
+ * dense ones. The objective is the mean Hellinger distance over the train
  * prompts with an empty approximation counted as H = 1 (so that raising
  * thresholds cannot hide hard prompts). Block coordinate descent: for each
  * block in turn, (1) every grid threshold is tried with the other blocks
