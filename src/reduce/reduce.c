@@ -739,7 +739,7 @@ static void tune_base(tune_set *t, const int *kb, const double *w, size_t skip) 
 
 /* The support of one prompt's RP count rows (rows from row r0 of c): the
  * tokens, increasing, into sup (ns of them); pos[t] = its place (pos is all
- * -1 outside the support: the caller resets it with support_clear). */
+ * -1 outside the support: the caller resets it with cl_support_clear). */
 size_t cl_count_support(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
     size_t ns = 0;
     for (size_t r = r0; r < r0 + RP; r++)
@@ -781,7 +781,8 @@ static int model_places(const cl_scan *s, const cl_scan_model *m, size_t i, size
         if (e < 0)
             return cl_error("%s: %s: prompt %zu: token %d of its counts (%s) is not in its model support: an "
                             "inconsistent file",
-                            s->path, CL_SCAN_MODEL_SUPPORT_TOKEN, p, (int)sup[j],
+                            s->path, s->model_sparse ? CL_SCAN_MODEL_SUPPORT_TOKEN : CL_SCAN_MODEL_PROBS, p,
+                            (int)sup[j],
                             s->csr ? CL_SCAN_FREQ_NEXT_TOKEN : CL_SCAN_FREQ_COUNTS);
         msup[j] = e;
     }
