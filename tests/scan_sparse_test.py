@@ -180,9 +180,9 @@ def tune_model_sparse(d, m, c):
         sc[k] = os.path.join(d, "hi_" + k + ".h5")
         run(["scan", "--model", m, "--corpus", c, "--prefilter", "0.9", "--bin-width", "0.01", "--batch", "200",
              "--next-layout", k, "-o", sc[k]])
-    ms = os.path.join(d, "ms.h5")
-    model_sparse_scan(sc["dense"], sc["csr"], ms)
-    with h5py.File(ms) as f:
+    msp = os.path.join(d, "ms.h5")
+    model_sparse_scan(sc["dense"], sc["csr"], msp)
+    with h5py.File(msp) as f:
         check("/model/probs" not in f and "/prompts/next_counts" not in f and "/model/support/prob" in f,
               "the model-sparse scan has no [P, V] dataset")
         n_sup, P, V = len(f["/model/support/token"]), int(f.attrs["n_prompts"]), int(f.attrs["vocab_size"])
@@ -204,7 +204,7 @@ def tune_model_sparse(d, m, c):
     a = numbers(od)
     with h5py.File(sc["csr"]) as f:
         scan_kind = "scan's csr, " + ("model on its support" if "/model/support/prob" in f else "with /model/probs")
-    for label, path in (("model-sparse (numpy)", ms), (scan_kind, sc["csr"])):
+    for label, path in (("model-sparse (numpy)", msp), (scan_kind, sc["csr"])):
         pm, om = tune(path, "tms_sparse")
         b = numbers(om)
         worst = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].shape == b[k].shape else np.inf for k in a)
@@ -215,7 +215,7 @@ def tune_model_sparse(d, m, c):
               "printed fit equal)")
     # negative control: the largest probability of one prompt halved (its mass follows) changes the numbers
     neg = os.path.join(d, "ms_neg.h5")
-    shutil.copy(ms, neg)
+    shutil.copy(msp, neg)
     with h5py.File(neg, "r+") as f:
         ind, prob, mass = f["/model/support/indptr"][()], f["/model/support/prob"][()], f["/model/mass"][()]
         for p in range(P):
@@ -230,7 +230,7 @@ def tune_model_sparse(d, m, c):
           "negative control: changed model probabilities change tune's numbers")
     # tampered: a count token of prompt 1 taken out of its support (its mass moved off the support)
     bad = os.path.join(d, "ms_bad.h5")
-    shutil.copy(ms, bad)
+    shutil.copy(msp, bad)
     with h5py.File(bad, "r+") as f:
         Lb, NB = int(f.attrs["n_hook_blocks"]), int(f.attrs["n_bins"])
         fi, ft = f["/freq/next/indptr"][()], f["/freq/next/token"][()]
