@@ -9,7 +9,10 @@ same CSR; the file's CSR storage is 4 bytes per nonzero for tokens and counts;
 reduce (H, approximation) and tune give the same numbers from either layout
 (H to 1e-12); auto keeps dense for a char model; hostile CSR files are refused
 by reduce with one message and no report; a changed count changes H (negative
-control of the comparison).
+control of the comparison). tune and tune --soft on a csr scan with the model
+on each prompt's support (format.md, built here by numpy from the dense scan)
+give the dense scan's numbers, and tune --soft's peak RSS at V = 100,000
+follows the supports; a count token outside its model support is refused.
 Environment: CORPUSLENS, TESTDATA (scan_test.py's)."""
 import os
 import shutil
@@ -102,13 +105,170 @@ def tune_reference(d, sc):
     check(p.returncode != 0 and "one per block" in err and len(err.splitlines()) == 1, f"one threshold refused: {err!r}")
 
 
-def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48):
+def dense_h(a, q):
+    """cl_hellinger_df in numpy (float64): -1 when either side is empty."""
+    a, q = np.asarray(a, np.float64), np.asarray(q, np.float64)
+    a, q = np.where(np.isfinite(a) & (a > 0), a, 0), np.where(np.isfinite(q) & (q > 0), q, 0)
+    if not (a.sum() > 0 and q.sum() > 0):
+        return -1.0
+    return min(1.0, float(np.sqrt(0.5 * np.sum((np.sqrt(a / a.sum()) - np.sqrt(q / q.sum())) ** 2))))
+
+
+def write_model_sparse(f, q, next_rows, count_tokens, unigram, top=16):
+    """The csr scan's model side of format.md (no /text: model_support
+    "counts+next+top"), written by numpy from dense probabilities q [P, V]:
+    prompt p's support is count_tokens[p] | its /prompts/next tokens | the top
+    `top` of q[p] (ties: the lower id); /model/mass in token order; the dense
+    /model/probs and /prompts/next_counts are removed."""
+    P = q.shape[0]
+    sind, stok, sprob, mass, nind, ntok, ncnt, uh = [0], [], [], [], [0], [], [], []
+    for p in range(P):
+        nt, nc = next_rows[p]
+        tp = np.argsort(-q[p], kind="stable")[:top]
+        sup = np.union1d(np.union1d(count_tokens[p], nt), tp).astype(np.int32)
+        q64 = np.where(np.isfinite(q[p]) & (q[p] > 0), q[p], 0).astype(np.float64)
+        off = np.ones(q.shape[1], bool)
+        off[sup] = False
+        mass.append((np.cumsum(q64)[-1], np.cumsum(q64[off])[-1] if off.any() else 0.0))
+        stok += list(sup)
+        sprob += list(q[p, sup])
+        sind.append(len(stok))
+        ntok += list(nt)
+        ncnt += list(nc)
+        nind.append(len(ntok))
+        uh.append(dense_h(unigram, q[p]))
+    for k in ("/model/probs", "/prompts/next_counts", "/model/support", "/model/mass", "/prompts/next",
+              "/unigram/hellinger"):
+        if k in f:
+            del f[k]
+    f["/model/support/indptr"] = np.array(sind, np.int64)
+    f["/model/support/token"] = np.array(stok, np.int32)
+    f["/model/support/prob"] = np.array(sprob, np.float32)
+    f["/model/mass"] = np.array(mass, np.float64).reshape(P, 2)
+    f["/prompts/next/indptr"] = np.array(nind, np.int64)
+    f["/prompts/next/token"] = np.array(ntok, np.int32)
+    f["/prompts/next/count"] = np.array(ncnt, np.int32)
+    f["/unigram/hellinger"] = np.array(uh, np.float64)
+    f.attrs["model_top_k"] = top
+    f.attrs["model_support"] = "counts+next+top"
+
+
+def model_sparse_scan(dense, csr, out):
+    """A copy of the csr scan with the model side of format.md built from the
+    dense scan's /model/probs and /prompts/next_counts (the same scan)."""
+    shutil.copy(csr, out)
+    with h5py.File(dense) as fd:
+        q, nc, uni = fd["/model/probs"][()], fd["/prompts/next_counts"][()], fd["/corpus/unigram"][()]
+    with h5py.File(out, "r+") as f:
+        P, Lb, NB = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins"))
+        ind, tok = f["/freq/next/indptr"][()], f["/freq/next/token"][()]
+        ct = [np.unique(tok[ind[p * Lb * NB]:ind[(p + 1) * Lb * NB]]) for p in range(P)]
+        nr = [(np.nonzero(nc[p])[0], nc[p][np.nonzero(nc[p])[0]]) for p in range(P)]
+        write_model_sparse(f, q, nr, ct, uni)
+
+
+def tune_lines(p):
+    return [l for l in p.stdout.splitlines() if "wrote" not in l]
+
+
+def tune_model_sparse(d, m, c):
+    """tune and tune --soft on a csr scan without [P, V] datasets (the model
+    on each prompt's support, format.md; prefilter 0.9, so that the supports
+    are smaller than V) == on the dense scan: tune.h5's
+    numbers to 1e-12, the printed fit (temperatures, soft weights, held-out
+    statistics) equal; a changed model probability changes them (negative
+    control); a count token missing from its prompt's model support is
+    refused with one message and no output."""
+    sc = {}
+    for k in ("dense", "csr"):
+        sc[k] = os.path.join(d, "hi_" + k + ".h5")
+        run(["scan", "--model", m, "--corpus", c, "--prefilter", "0.9", "--bin-width", "0.01", "--batch", "200",
+             "--next-layout", k, "-o", sc[k]])
+    msp = os.path.join(d, "ms.h5")
+    model_sparse_scan(sc["dense"], sc["csr"], msp)
+    with h5py.File(msp) as f:
+        check("/model/probs" not in f and "/prompts/next_counts" not in f and "/model/support/prob" in f,
+              "the model-sparse scan has no [P, V] dataset")
+        n_sup, P, V = len(f["/model/support/token"]), int(f.attrs["n_prompts"]), int(f.attrs["vocab_size"])
+        rest = f["/model/mass"][:, 1]
+    check(n_sup < P * V * 0.9 and (rest > 0).sum() > P // 2, f"the supports are smaller than V ({n_sup} of {P * V})")
+    print(f"model-sparse scan: {n_sup} support entries for {P} prompts x V {V}")
+
+    def tune(path, name, ok=True):
+        out = os.path.join(d, name + ".h5")
+        p = run(["tune", path, "--seed", "2", "--restarts", "2", "--soft", "--h5", out], ok=ok)
+        return p, out
+
+    def numbers(out):
+        with h5py.File(out) as f:
+            return {k: np.asarray(v, np.float64) for k, v in f.attrs.items()
+                    if np.asarray(v).dtype.kind in "fiu"}
+
+    pd, od = tune(sc["dense"], "tms_dense")
+    a = numbers(od)
+    with h5py.File(sc["csr"]) as f:
+        scan_kind = "scan's csr, " + ("model on its support" if "/model/support/prob" in f else "with /model/probs")
+    for label, path in (("model-sparse (numpy)", msp), (scan_kind, sc["csr"])):
+        pm, om = tune(path, "tms_sparse")
+        b = numbers(om)
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) if a[k].shape == b[k].shape else np.inf for k in a)
+        check(sorted(a) == sorted(b) and len(a) > 5 and worst <= TOL, f"tune.h5 dense vs {label}: max diff {worst}")
+        check(tune_lines(pd) == tune_lines(pm) and any("tune --soft" in l for l in tune_lines(pm)),
+              f"tune --soft prints the same fit ({label}):\n{pd.stdout}\nvs\n{pm.stdout}")
+        print(f"tune / tune --soft: dense == {label} ({len(a)} tune.h5 numbers, max diff {worst:.3g}; "
+              "printed fit equal)")
+    # negative control: the largest probability of one prompt halved (its mass follows) changes the numbers
+    neg = os.path.join(d, "ms_neg.h5")
+    shutil.copy(msp, neg)
+    with h5py.File(neg, "r+") as f:
+        ind, prob, mass = f["/model/support/indptr"][()], f["/model/support/prob"][()], f["/model/mass"][()]
+        for p in range(P):
+            e = ind[p] + int(np.argmax(prob[ind[p]:ind[p + 1]]))
+            mass[p, 0] -= prob[e] / 2
+            prob[e] /= 2
+        f["/model/support/prob"][...] = prob
+        f["/model/mass"][...] = mass
+    pn, on = tune(neg, "tms_neg")
+    c = numbers(on)
+    check(max(float(np.max(np.abs(a[k] - c[k]))) for k in a) > TOL and tune_lines(pn) != tune_lines(pd),
+          "negative control: changed model probabilities change tune's numbers")
+    # tampered: a count token of prompt 1 taken out of its support (its mass moved off the support)
+    bad = os.path.join(d, "ms_bad.h5")
+    shutil.copy(msp, bad)
+    with h5py.File(bad, "r+") as f:
+        Lb, NB = int(f.attrs["n_hook_blocks"]), int(f.attrs["n_bins"])
+        fi, ft = f["/freq/next/indptr"][()], f["/freq/next/token"][()]
+        p = 1
+        t = int(ft[fi[p * Lb * NB]:fi[(p + 1) * Lb * NB]].min())
+        ind, tok, prob, mass = (f[k][()] for k in ("/model/support/indptr", "/model/support/token",
+                                                   "/model/support/prob", "/model/mass"))
+        e = ind[p] + int(np.nonzero(tok[ind[p]:ind[p + 1]] == t)[0][0])
+        mass[p, 1] += prob[e]
+        tok, prob = np.delete(tok, e), np.delete(prob, e)
+        ind[p + 1:] -= 1
+        for k, v in (("/model/support/indptr", ind), ("/model/support/token", tok), ("/model/support/prob", prob)):
+            del f[k]
+            f[k] = v
+        f["/model/mass"][...] = mass
+    for extra in ([], ["--soft"]):
+        out = os.path.join(d, "tms_bad.h5")
+        p = run(["tune", bad, "--seed", "2", "--h5", out] + extra, ok=False)
+        err = p.stderr.strip()
+        check(p.returncode != 0 and "not in its model support" in err and "prompt 1" in err
+              and len(err.splitlines()) == 1 and not os.path.exists(out),
+              f"tune {extra}: a count token missing from the model support refused ({err!r})")
+    print(f"refusal ok (count token outside the model support): {err}")
+
+
+def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48, model_sparse=False):
     """A scan file (token_type gpt2-bpe, next_layout csr) with a large V:
     prompt p's counts lie on `pool` tokens of its own. Returns (counts as
-    {(p, b, k): (tokens, counts)}, model probabilities [P, V])."""
-    rows, tok, cnt, ind = {}, [], [], [0]
+    {(p, b, k): (tokens, counts)}, model probabilities [P, V]). model_sparse:
+    the model on each prompt's support (format.md), no [P, V] dataset."""
+    rows, tok, cnt, ind, owns = {}, [], [], [0], []
     for p in range(P):
         own = np.sort(rng.choice(V, pool, replace=False))
+        owns.append(own)
         for b in range(Lb):
             for k in range(NB):
                 t = np.sort(rng.choice(own, int(rng.integers(0, 6)), replace=False))
@@ -136,7 +296,44 @@ def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48):
         f["/freq/next/indptr"] = np.array(ind, np.int64)
         f["/freq/next/token"] = np.array(tok, np.int32)
         f["/freq/next/count"] = np.array(cnt, np.int32)
+        if model_sparse:
+            empty = (np.zeros(0, np.int32), np.zeros(0, np.int32))
+            write_model_sparse(f, q, [empty] * P, owns, np.ones(V, np.int64))
     return rows, q
+
+
+def tune_soft_large_v(d):
+    """tune --soft's memory follows the supports, not V: on a synthetic scan
+    with V = 100,000 and the model on each prompt's support (no [P, V]
+    dataset), the old fit's [n_fit, blocks, bins, V] int32 counts alone would
+    be 977 MB (the old binary peaked at 1,140 MB on the same scan with /model/probs);
+    the peak RSS stays far below it. The fit and the held-out statistics equal
+    those of the same scan with dense /model/probs (printed lines)."""
+    P, Lb, NB, V = 64, 2, 40, 100000
+    out = {}
+    for k, sparse in (("dense", False), ("sparse", True)):
+        path = os.path.join(d, f"largev_soft_{k}.h5")
+        synthetic_csr_scan(path, np.random.default_rng(11), P, Lb, NB, V, model_sparse=sparse)
+        probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+        p = subprocess.run([sys.executable, "-c", probe, st.EXE, "tune", path, "--seed", "1", "--restarts", "0",
+                            "--thresholds", "0.6,0.75", "--weights", "1,0.5", "--soft"],
+                           capture_output=True, text=True, env=st.ENV)
+        check(p.returncode == 0, f"tune --soft on V = {V} ({k}): {p.stderr[-400:]}")
+        if p.returncode:
+            return
+        lines = p.stdout.splitlines()
+        out[k] = (lines[:-1], int(lines[-1]) / 1024)
+    with h5py.File(os.path.join(d, "largev_soft_sparse.h5")) as f:
+        check("/model/probs" not in f, "the large-V scan has no /model/probs")
+    rss_mb = out["sparse"][1]
+    dense_mb = (P // 2) * Lb * NB * V * 4 / 2**20
+    check(rss_mb < dense_mb / 3, f"tune --soft peak RSS {rss_mb:.0f} MB, the dense fit counts alone {dense_mb:.0f} MB")
+    check(out["dense"][0] == out["sparse"][0] and any("tune --soft" in l for l in out["sparse"][0]),
+          "tune --soft at large V: the model on its support gives the printed fit of the dense rows:\n"
+          + "\n".join(out["dense"][0]) + "\nvs\n" + "\n".join(out["sparse"][0]))
+    print(f"tune --soft at V = {V}: peak RSS {rss_mb:.0f} MB (dense /model/probs: {out['dense'][1]:.0f} MB; "
+          f"the old fit's counts alone {dense_mb:.0f} MB); same fit")
 
 
 def tune_large_v(d):
@@ -314,6 +511,8 @@ def main():
         print(f"tune: {len(keys)} attributes equal, fitted_test_mean {float(a.attrs['fitted_test_mean']):.6f}")
     tune_reference(d, sc)
     tune_large_v(d)
+    tune_model_sparse(d, m, c)
+    tune_soft_large_v(d)
     # negative control: one count changed changes H
     neg = os.path.join(d, "neg.h5")
     shutil.copy(sc["csr"], neg)

@@ -419,15 +419,6 @@ static int check_hellinger(const cl_scan *s, const double *x, size_t n, size_t r
     return 0;
 }
 
-int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q) {
-    size_t V = (size_t)s->V;
-    if (cl_scan_read_counts(s, p0, n, counts)) return -1;
-    if (cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-        check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-        return -1;
-    return 0;
-}
-
 static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp) {
     for (size_t v = 0; v < V; v++) tmp[v] = p[v];
     return cl_hellinger_df(tmp, q, V);
@@ -748,8 +739,8 @@ static void tune_base(tune_set *t, const int *kb, const double *w, size_t skip) 
 
 /* The support of one prompt's RP count rows (rows from row r0 of c): the
  * tokens, increasing, into sup (ns of them); pos[t] = its place (pos is all
- * -1 outside the support: the caller resets it with support_clear). */
-static size_t support_of(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
+ * -1 outside the support: the caller resets it with cl_support_clear). */
+size_t cl_count_support(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup) {
     size_t ns = 0;
     for (size_t r = r0; r < r0 + RP; r++)
         for (int64_t e = c->ind[r]; e < c->ind[r + 1]; e++)
@@ -772,27 +763,30 @@ static size_t support_of(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *p
     for (size_t j = 0; j < ns; j++) pos[sup[j]] = (int32_t)j;
     return ns;
 }
-static void support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
+void cl_support_clear(int32_t *pos, const int32_t *sup, size_t ns) {
     for (size_t j = 0; j < ns; j++) pos[sup[j]] = -1;
 }
 
-/* cl_hellinger_df(a on the support, q): the terms off the support are q's. */
-static double hellinger_sup(const double *a, const int32_t *sup, size_t ns, const float *q, size_t V,
-                            const int32_t *pos) {
-    double sp = 0, sq = 0;
-    for (size_t j = 0; j < ns; j++) sp += a[j] > 0 && isfinite(a[j]) ? a[j] : 0;
-    for (size_t v = 0; v < V; v++) sq += q[v] > 0 && isfinite(q[v]) ? (double)q[v] : 0;
-    if (!(sp > 0) || !(sq > 0) || !isfinite(sp) || !isfinite(sq)) return CL_H_EMPTY;
-    double acc = 0;
-    for (size_t v = 0; v < V; v++)
-        if (pos[v] < 0 && q[v] > 0) acc += (double)q[v] / sq;
+/* The count support's place in the model's support of prompt i of m
+ * (msup[j] = the entry of sup[j] there, from 0 at the prompt's first entry):
+ * every count token must be in it (a csr scan's support holds the tokens of
+ * every /freq/next row), else the file is inconsistent. 0 or -1 with a message
+ * naming the dataset and the prompt. */
+static int model_places(const cl_scan *s, const cl_scan_model *m, size_t i, size_t p, const int32_t *sup, size_t ns,
+                        int64_t *msup) {
+    const int32_t *mt = m->tok + m->ind[i];
+    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
     for (size_t j = 0; j < ns; j++) {
-        double x = a[j] > 0 && isfinite(a[j]) ? a[j] : 0, y = q[sup[j]] > 0 ? (double)q[sup[j]] : 0;
-        double d = sqrt(x / sp) - sqrt(y / sq);
-        acc += d * d;
+        long e = cl_support_find(mt, mn, sup[j]);
+        if (e < 0)
+            return cl_error("%s: %s: prompt %zu: token %d of its counts (%s) is not in its model support: an "
+                            "inconsistent file",
+                            s->path, s->model_sparse ? CL_SCAN_MODEL_SUPPORT_TOKEN : CL_SCAN_MODEL_PROBS, p,
+                            (int)sup[j],
+                            s->csr ? CL_SCAN_FREQ_NEXT_TOKEN : CL_SCAN_FREQ_COUNTS);
+        msup[j] = e;
     }
-    double h = sqrt(acc) / sqrt(2.0);
-    return h > 1 ? 1 : h;
+    return 0;
 }
 
 /* Prompts read at once by tune (sparse counts and model rows). */
@@ -867,51 +861,148 @@ static double tune_descend(tune_set *t, int *kb, double *w, int *sweeps) {
     return obj;
 }
 
-/* H of every prompt for (kb, w), streaming the sparse counts. */
-static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
-    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB, RP = Lb * NB;
-    float *q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
-    double *a = cl_trymalloc(V, sizeof(double), "scratch");
-    int32_t *pos = cl_trymalloc(V, sizeof(int32_t), "scratch"), *sup = cl_trymalloc(V, sizeof(int32_t), "scratch");
-    cl_scan_rows c = {0};
+int cl_sup_scratch_init(cl_sup_scratch *x, size_t V) {
+    *x = (cl_sup_scratch){0};
+    x->pos = cl_trymalloc(V ? V : 1, sizeof *x->pos, "support scratch");
+    x->sup = cl_trymalloc(V ? V : 1, sizeof *x->sup, "support scratch");
+    x->msup = cl_trymalloc(V ? V : 1, sizeof *x->msup, "support scratch");
+    x->a = cl_trymalloc(V ? V : 1, sizeof *x->a, "support scratch");
+    if (!x->pos || !x->sup || !x->msup || !x->a) {
+        cl_sup_scratch_free(x);
+        return -1;
+    }
+    for (size_t v = 0; v < V; v++) x->pos[v] = -1;
+    return 0;
+}
+
+void cl_sup_scratch_free(cl_sup_scratch *x) {
+    free(x->pos), free(x->sup), free(x->msup), free(x->a), free(x->am);
+    *x = (cl_sup_scratch){0};
+}
+
+int cl_sup_hellinger(const cl_scan *s, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p,
+                     const double *f, cl_sup_scratch *x, double *h) {
+    const size_t RP = (size_t)s->Lb * (size_t)s->NB;
+    size_t ns = cl_count_support(c, i * RP, RP, x->pos, x->sup), mn = (size_t)(m->ind[i + 1] - m->ind[i]);
     int rc = -1;
-    if (!q || !a || !pos || !sup) goto done;
-    for (size_t v = 0; v < V; v++) pos[v] = -1;
-    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
-        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK;
-        cl_scan_rows_free(&c);
-        if (cl_scan_read_rows(s, p0, n, &c) ||
-            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-            goto done;
-        for (size_t i = 0; i < n; i++) {
-            size_t ns = support_of(&c, i * RP, RP, pos, sup);
-            for (size_t j = 0; j < ns; j++) a[j] = 0;
-            for (size_t b = 0; b < Lb; b++)
-                for (size_t k = (size_t)kb[b]; k < NB; k++) {
-                    size_t r = i * RP + b * NB + k;
-                    for (int64_t e = c.ind[r]; e < c.ind[r + 1]; e++) a[pos[c.tok[e]]] += w[b] * (double)c.cnt[e];
-                }
-            h[p0 + i] = hellinger_sup(a, sup, ns, q + i * V, V, pos);
-            support_clear(pos, sup, ns);
+    if (model_places(s, m, i, p, x->sup, ns, x->msup)) goto done;
+    if (mn > x->am_cap) {
+        free(x->am);
+        x->am_cap = 0;
+        if (!(x->am = cl_trymalloc(mn, sizeof *x->am, "support scratch"))) goto done;
+        x->am_cap = mn;
+    }
+    for (size_t j = 0; j < ns; j++) x->a[j] = 0;
+    for (size_t r = 0; r < RP; r++) {
+        if (f[r] == 0) continue;
+        size_t row = i * RP + r;
+        for (int64_t e = c->ind[row]; e < c->ind[row + 1]; e++) x->a[x->pos[c->tok[e]]] += f[r] * (double)c->cnt[e];
+    }
+    for (size_t j = 0; j < mn; j++) x->am[j] = 0;
+    for (size_t j = 0; j < ns; j++) x->am[x->msup[j]] = x->a[j];
+    *h = cl_hellinger_sup(x->am, m->prob + m->ind[i], mn, m->sum[i], m->rest[i]);
+    rc = 0;
+done:
+    cl_support_clear(x->pos, x->sup, ns);
+    return rc;
+}
+
+int cl_model_on_support(const cl_scan *s, const cl_scan_model *m, size_t i, size_t p, const int32_t *sup,
+                        size_t ns, const int32_t *pos, int64_t *msup, double *sq, double *rest) {
+    if (model_places(s, m, i, p, sup, ns, msup)) return -1;
+    /* sqrt(q / sum) as cl_sqrt_probs (a dense scan: the same bits as its dense row) */
+    double sum = m->sum[i], r = sum > 0 ? m->rest[i] / sum : 0;
+    const float *mq = m->prob + m->ind[i];
+    const int32_t *mt = m->tok + m->ind[i];
+    size_t mn = (size_t)(m->ind[i + 1] - m->ind[i]);
+    for (size_t e = 0; e < mn; e++)
+        if (pos[mt[e]] < 0) {
+            double x = sum > 0 && mq[e] > 0 ? sqrt(mq[e] / sum) : 0;
+            r += x * x;
         }
+    for (size_t j = 0; j < ns; j++) {
+        float x = mq[msup[j]];
+        sq[j] = sum > 0 && x > 0 ? sqrt(x / sum) : 0;
+    }
+    *rest = r;
+    return 0;
+}
+
+int cl_scan_each_prompt(const cl_scan *s, const uint8_t *mask, uint8_t want, cl_prompt_fn fn, void *ctx) {
+    cl_scan_rows c = {0};
+    cl_scan_model m = {0};
+    int rc = -1;
+    for (size_t p0 = 0; p0 < s->P; p0 += TUNE_CHUNK) {
+        size_t n = s->P - p0 < TUNE_CHUNK ? s->P - p0 : TUNE_CHUNK, nf = 0;
+        for (size_t i = 0; i < n; i++) nf += !mask || mask[p0 + i] == want;
+        if (!nf) continue;
+        cl_scan_rows_free(&c);
+        cl_scan_model_free(&m);
+        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_model(s, p0, n, &m)) goto done;
+        for (size_t i = 0; i < n; i++)
+            if ((!mask || mask[p0 + i] == want) && fn(ctx, &c, i, &m, p0 + i)) goto done;
     }
     rc = 0;
 done:
     cl_scan_rows_free(&c);
-    free(q);
-    free(a);
-    free(pos);
-    free(sup);
+    cl_scan_model_free(&m);
     return rc;
 }
 
-/* Append prompt i of the chunk (rows from i * RP of c, model row qi) to the
- * fit set; caps grow by doubling. 0 or -1. */
-static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, const float *qi, size_t V,
-                    int32_t *pos, int32_t *sup, double *sqv) {
+typedef struct {
+    const cl_scan *s;
+    const double *f;
+    cl_sup_scratch x;
+    double *h;
+} sup_h_ctx;
+
+static int sup_h_one(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
+    sup_h_ctx *x = ctx;
+    return cl_sup_hellinger(x->s, c, i, m, p, x->f, &x->x, x->h + p);
+}
+
+int cl_sup_hellinger_all(const cl_scan *s, const uint8_t *mask, uint8_t want, const double *f, double *h) {
+    sup_h_ctx x = {.s = s, .f = f, .h = h};
+    if (cl_sup_scratch_init(&x.x, (size_t)s->V)) return -1;
+    int rc = cl_scan_each_prompt(s, mask, want, sup_h_one, &x);
+    cl_sup_scratch_free(&x.x);
+    return rc;
+}
+
+/* H of every prompt for (kb, w): the hard kernel's rows above each block's
+ * threshold, against the model on its support (cl_sup_hellinger_all). */
+static int hellinger_stream(const cl_scan *s, const int *kb, const double *w, double *h) {
+    size_t Lb = (size_t)s->Lb, NB = (size_t)s->NB;
+    double *f = cl_trymalloc(Lb * NB, sizeof *f, "kernel");
+    if (!f) return -1;
+    for (size_t b = 0; b < Lb; b++)
+        for (size_t k = 0; k < NB; k++) f[b * NB + k] = k >= (size_t)kb[b] ? w[b] : 0;
+    int rc = cl_sup_hellinger_all(s, NULL, 0, f, h);
+    free(f);
+    return rc;
+}
+
+/* Append prompt p (prompt i of the chunk: count rows from i * RP of c, the
+ * model's row i of m) to the fit set (a cl_prompt_fn): sq on the count support;
+ * rest = the mass the model has off its own support plus its mass on its
+ * support but off the count support, normalised. Caps grow by doubling. 0 or
+ * -1 (a count token outside the model support: an inconsistent file). */
+typedef struct {
+    const cl_scan *s;
+    tune_set *t;
+    size_t cap;    /* support cells allocated */
+    int32_t *pos, *sup;
+    int64_t *msup;
+} tune_load;
+
+static int tune_add(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
+    tune_load *L = ctx;
+    tune_set *t = L->t;
+    size_t *cap = &L->cap;
+    int32_t *pos = L->pos, *sup = L->sup;
+    const cl_scan *s = L->s;
     size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
-    size_t ns = support_of(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
+    size_t ns = cl_count_support(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
     if (need > *cap || !t->S) {
         size_t nc = *cap ? *cap : 1024;
         while (nc < need) nc *= 2;
@@ -922,11 +1013,15 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, c
         double *ba = sq ? realloc(t->base, nc * sizeof *ba) : NULL;
         if (ba) t->base = ba;
         if (!S || !sq || !ba) {
-            support_clear(pos, sup, ns);
+            cl_support_clear(pos, sup, ns);
             return cl_error("out of memory for the train tensor (%zu support cells x %zu blocks x bins; "
                             "tune --max-train caps it)", nc, RP);
         }
         *cap = nc;
+    }
+    if (cl_model_on_support(s, m, i, p, sup, ns, pos, L->msup, t->sq + o, t->rest + r)) {
+        cl_support_clear(pos, sup, ns);
+        return -1;
     }
     int32_t *dst = t->S + RP * o;
     memset(dst, 0, RP * ns * sizeof *dst);
@@ -939,15 +1034,9 @@ static int tune_add(tune_set *t, size_t *cap, const cl_scan_rows *c, size_t i, c
         for (size_t k = NB - 1; k-- > 0;)
             for (size_t j = 0; j < ns; j++) db[k * ns + j] += db[(k + 1) * ns + j];
     }
-    cl_sqrt_probs(qi, V, sqv);
-    double rest = 0;
-    for (size_t v = 0; v < V; v++)
-        if (pos[v] < 0) rest += sqv[v] * sqv[v];
-    for (size_t j = 0; j < ns; j++) t->sq[o + j] = sqv[sup[j]];
-    t->rest[r] = rest;
     t->off[r + 1] = need;
     t->n = r + 1;
-    support_clear(pos, sup, ns);
+    cl_support_clear(pos, sup, ns);
     return 0;
 }
 
@@ -974,10 +1063,7 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     double *h = cl_trymalloc(P, sizeof *h, "hellinger");
     double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
     tune_set t = {0};
-    float *q = NULL;
-    double *sqv = NULL;
-    int32_t *pos = NULL, *sup = NULL;
-    cl_scan_rows c = {0};
+    tune_load L = {.s = s, .t = &t};
     int rc = -1;
     if (!perm || !mask || !row || !h || !tmp) goto done;
     cl_rng rng;
@@ -990,26 +1076,12 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     t.Lb = Lb, t.NB = NB;
     t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "train offsets");
     t.rest = cl_trymalloc(n_fit, sizeof *t.rest, "train probabilities");
-    q = cl_trymalloc(TUNE_CHUNK * V, sizeof(float), "model block");
-    sqv = cl_trymalloc(V, sizeof *sqv, "scratch");
-    pos = cl_trymalloc(V, sizeof *pos, "scratch");
-    sup = cl_trymalloc(V, sizeof *sup, "scratch");
-    if (!t.off || !t.rest || !q || !sqv || !pos || !sup) goto done;
-    for (size_t v = 0; v < V; v++) pos[v] = -1;
-    size_t cap = 0;
-    for (size_t p0 = 0; p0 < P; p0 += TUNE_CHUNK) {
-        size_t n = P - p0 < TUNE_CHUNK ? P - p0 : TUNE_CHUNK, nf = 0;
-        for (size_t i = 0; i < n; i++) nf += mask[p0 + i] == 1;
-        if (!nf) continue;
-        cl_scan_rows_free(&c);
-        if (cl_scan_read_rows(s, p0, n, &c) ||
-            cl_h5_read_rows(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, p0, n, q) ||
-            check_probs(s, q, n * V, V, p0, CL_SCAN_MODEL_PROBS))
-            goto done;
-        for (size_t i = 0; i < n; i++)
-            if (mask[p0 + i] == 1 && tune_add(&t, &cap, &c, i, q + i * V, V, pos, sup, sqv)) goto done;
-    }
-    cl_scan_rows_free(&c);
+    L.msup = cl_trymalloc(V, sizeof *L.msup, "scratch");
+    L.pos = cl_trymalloc(V, sizeof *L.pos, "scratch");
+    L.sup = cl_trymalloc(V, sizeof *L.sup, "scratch");
+    if (!t.off || !t.rest || !L.msup || !L.pos || !L.sup) goto done;
+    for (size_t v = 0; v < V; v++) L.pos[v] = -1;
+    if (cl_scan_each_prompt(s, mask, 1, tune_add, &L)) goto done;
     out->support_cells = t.off[t.n];
     /* Starts: the reference (given, or the paper's for 6 blocks), uniform/median, random. */
     static const double paper_t[6] = CL_PAPER_THRESHOLDS, paper_w[6] = CL_PAPER_WEIGHTS;
@@ -1074,10 +1146,8 @@ done:
     free(t.sq);
     free(t.rest);
     free(t.base);
-    free(q);
-    free(sqv);
-    free(pos);
-    free(sup);
-    cl_scan_rows_free(&c);
+    free(L.msup);
+    free(L.pos);
+    free(L.sup);
     return rc;
 }

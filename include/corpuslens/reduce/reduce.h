@@ -82,12 +82,9 @@ void cl_scan_close(cl_scan *s);
 int cl_reduce_params(const cl_scan *s, const double *thr, size_t n_thr, const double *w,
                      size_t n_w, double *thr_out, double *w_out, int *kbin_out);
 
-/* The block-wise readers: prompts per block (as many as 16 MiB of counts
- * hold; at least 1, at most P), and rows [p0, p0+n) of the binned counts
- * (CL_SCAN_FREQ_COUNTS, [n, Lb, NB, V]) and of the model's probabilities
- * (CL_SCAN_MODEL_PROBS, [n, V]). 0 or -1 with a message naming the dataset. */
+/* Prompts per block of the block-wise readers (as many as 16 MiB of dense
+ * counts [n, Lb, NB, V] hold; at least 1, at most P). */
 size_t cl_scan_block_prompts(const cl_scan *s);
-int cl_scan_read_block(const cl_scan *s, size_t p0, size_t n, int32_t *counts, float *q);
 /* scan_counts.c: the layout (attribute next_layout: absent or "dense", or
  * "csr"; another value refused) and the shapes of its datasets (cl_scan_open
  * calls it); rows [p0, p0+n) of the binned counts as dense [n, Lb, NB, V]
@@ -136,6 +133,52 @@ void cl_scan_model_free(cl_scan_model *m);
 int cl_scan_read_next(const cl_scan *s, size_t p0, size_t n, cl_scan_rows *out);
 /* The place of token t in the support tok[0..ns) (increasing), or -1. */
 long cl_support_find(const int32_t *tok, size_t ns, int32_t t);
+
+/* Per-prompt supports (tune, tune --soft, reduce --soft): the count support
+ * of a prompt is the union of the tokens of its Lb x NB count rows; off it
+ * every approximation is 0 and the model's mass there is one number.
+ * cl_count_support: the support of the RP rows from r0 of c into sup
+ * (increasing, ns of them, returned), pos[t] = its place (pos is all -1
+ * outside it: the caller resets it with cl_support_clear). */
+size_t cl_count_support(const cl_scan_rows *c, size_t r0, size_t RP, int32_t *pos, int32_t *sup);
+void cl_support_clear(int32_t *pos, const int32_t *sup, size_t ns);
+/* The model's row i of m (prompt p of the scan) on the count support sup[ns]
+ * (pos marked as cl_count_support leaves it): sq[j] = sqrt(q / sum) at sup[j]
+ * (as cl_sqrt_probs: a dense scan gives the bits of its dense row), *rest =
+ * the normalised mass off the count support (the mass the model has off its
+ * own support plus its support's entries off the count support). msup[ns]:
+ * scratch. Every count token must be in the model support, else -1 with a
+ * message naming the dataset and the prompt (an inconsistent file). */
+int cl_model_on_support(const cl_scan *s, const cl_scan_model *m, size_t i, size_t p, const int32_t *sup,
+                        size_t ns, const int32_t *pos, int64_t *msup, double *sq, double *rest);
+/* Scratch of V entries for cl_sup_hellinger (pos all -1). 0 or -1. */
+typedef struct {
+    int32_t *pos, *sup;
+    int64_t *msup;
+    double *a, *am;
+    size_t am_cap;
+} cl_sup_scratch;
+int cl_sup_scratch_init(cl_sup_scratch *x, size_t V);
+void cl_sup_scratch_free(cl_sup_scratch *x);
+/* H of prompt i of a chunk (its RP = Lb x NB count rows from i * RP of c,
+ * the model's row i of m; prompt p of the scan, for messages): the
+ * approximation a = sum over rows r of f[r] * counts (f[Lb * NB]; rows with
+ * f[r] == 0 skipped), placed on the model support, against the model
+ * (cl_hellinger_sup: the dense H to ~1e-16). CL_H_EMPTY when a is empty.
+ * 0 or -1 (a count token outside the model support). */
+int cl_sup_hellinger(const cl_scan *s, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p,
+                     const double *f, cl_sup_scratch *x, double *h);
+
+/* Calls fn(ctx, c, i, m, p) for every prompt p with mask[p] == want (mask
+ * NULL: every prompt), in order: its count rows are rows i * Lb * NB .. of c
+ * (cl_scan_read_rows) and its model row is row i of m (cl_scan_read_model),
+ * read 64 prompts at a time (a chunk without such a prompt is not read).
+ * 0, or -1 when a read or fn fails. */
+typedef int (*cl_prompt_fn)(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p);
+int cl_scan_each_prompt(const cl_scan *s, const uint8_t *mask, uint8_t want, cl_prompt_fn fn, void *ctx);
+/* h[p] = cl_sup_hellinger with the factors f[Lb * NB] for every prompt with
+ * mask[p] == want (mask NULL: all P); the other entries untouched. 0 or -1. */
+int cl_sup_hellinger_all(const cl_scan *s, const uint8_t *mask, uint8_t want, const double *f, double *h);
 
 /* sq[V] = sqrt(q / sum(q)), negative (and NaN) q counted as 0; all 0 when
  * nothing is positive: the square roots the Hellinger fits compare with. */
@@ -204,7 +247,10 @@ int cl_reduce_model_probs(const cl_model *m, const cl_scan *s, char **texts, MPI
  * On the train set, the suffix sums S[p, b, k, :] (counts above bin k) are
  * held in memory on each prompt's support (the tokens any of its counts has;
  * off it the approximation is 0 and the model's mass there is one number), so
- * memory follows the nonzero counts, not V; the H are the dense ones. The objective is the mean Hellinger distance over the train
+ * memory follows the nonzero counts, not V; the model is read on its support
+ * (cl_scan_read_model: a csr scan needs no /model/probs; every count token
+ * must be in the model support, else the file is refused); the H are the
+ * dense ones. The objective is the mean Hellinger distance over the train
  * prompts with an empty approximation counted as H = 1 (so that raising
  * thresholds cannot hide hard prompts). Block coordinate descent: for each
  * block in turn, (1) every grid threshold is tried with the other blocks

@@ -15,9 +15,17 @@
  * 28.4 % at T = 0.02, 64.9 % at T = 0.01 (cl_soft_bin_error). The self pair of
  * a prompt (sim 1, last bin) is weighted at the last bin's midpoint too.
  *
+ * Memory follows the supports, not V: a prompt's count support is the union
+ * of the tokens of its bin rows (cl_count_support); off it the approximation
+ * is 0 and the model's mass there is one number (cl_model_on_support). H is
+ * the dense H (cl_sup_hellinger: the model as cl_scan_read_model gives it, a
+ * csr scan's /model/support + /model/mass or the dense rows; a count token
+ * outside the model support is refused).
+ *
  * Fit: the same train/held-out split as cl_tune (same seed: a Fisher-Yates
  * permutation of the prompts), at most max_train prompts fitted (default 2000
- * when 0 is given: the fit holds n x Lb x NB x V counts). Objective: mean H
+ * when 0 is given: the fit holds n x Lb x NB x support int32 counts and
+ * Lb + 2 doubles per support cell). Objective: mean H
  * over the fit prompts, empty = 1. Coordinate descent over blocks: T_b on a
  * log grid (0.005 .. 1, 15 values), then w_b on a ladder (x 1e-4 .. 1e4 and
  * 0), until a sweep improves by < 1e-6 (at most 12 sweeps); weights rescaled
