@@ -572,6 +572,10 @@ static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const do
  *   and
  *   /ngram/substring     [n] int64    the corpus substring equal to the window (-1: none)
  *   /lens/hellinger      [n, NL] f64  H(logit lens of block l, model)
+ *   A BPE model (sparse results, explain.h): explain.h5's sparse datasets
+ *   (wr_sparse_results: /model/support/{indptr,token,prob,approx,soft_approx},
+ *   /model/mass, /lens/top/{token,prob}, /ngram/next/{indptr,token,count})
+ *   instead of /model/probs, /lens/probs, /approx, /soft/approx, /ngram/counts.
  *   attributes: explain.h5's (thresholds, weights, index_file, model_sha256,
  *   corpus_h5_sha256, hook, top_k, soft_*) and L, mean_hellinger (over the
  *   non-empty positions; -1 when all are empty), n_empty.

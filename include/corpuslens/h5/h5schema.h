@@ -98,6 +98,35 @@
  *   /ngram/counts            [P, V] int32 what follows the text's last L
  *                            characters in the corpus (zeros when absent)
  *   /ngram/hellinger         [P] float64 (-1 when empty)
+ * A GPT-2 BPE model (or V > CL_EXPLAIN_DENSE_MAX_V; scan/explain.h) has
+ * sparse counts and sparse results: /blocks/next/{indptr [P Lh + 1] int64,
+ *   token int32, count int64} (row p Lh + b) instead of /blocks/counts, and
+ *   instead of /model/probs, /lens/probs, /approx, /soft/approx, /ngram/counts
+ *   (scan.h5's /model/support idea, CL_SCAN_MODEL_SUPPORT_* above):
+ *   /model/support/indptr    [P + 1] int64 from 0; prompt p's support is
+ *   /model/support/token     [m] int32 token[indptr[p] .. indptr[p + 1])
+ *                            (increasing): the tokens of its /blocks/next
+ *                            rows (and the soft kernel's), of its n-gram
+ *                            row, and the model's CL_SCAN_MODEL_TOP most
+ *                            probable tokens (ties: the lower id)
+ *   /model/support/prob      [m] float32 the model's softmax there (the bits
+ *                            of the dense row)
+ *   /model/support/approx    [m] float64 the approximation there (zero off
+ *                            the support); soft_approx likewise (--soft)
+ *   /model/mass              [P, 2] float64 (sum over V of the positive finite
+ *                            probabilities in token order; the part off the
+ *                            support). H of a distribution a on the support:
+ *                            acc = sum_S (sqrt(a/sa) - sqrt(q/sum))^2 +
+ *                            rest/sum, H = min(1, sqrt(acc / 2)) (the dense
+ *                            H to ~1e-15; /hellinger is the dense H itself)
+ *   /lens/hellinger          [P, n_layer] float64 H(logit lens of block l, model)
+ *   /lens/top/token, /lens/top/prob  [P, n_layer, CL_EXPLAIN_LENS_TOP] int32,
+ *                            float32: each block's lens, most probable first
+ *                            (ties: the lower id; -1 / 0 past V)
+ *   /ngram/next/{indptr [P + 1] int64, token int32, count int32}, the n-gram's
+ *                            next tokens; /ngram/substring [P] int64 (-1: none)
+ *   root attributes model_top_k (CL_SCAN_MODEL_TOP), lens_top_k.
+ *   CORPUSLENS_EXPLAIN_COUNTS=dense gives the dense layout (the tests' reference).
  */
 #ifndef CORPUSLENS_H5SCHEMA_H
 #define CORPUSLENS_H5SCHEMA_H
