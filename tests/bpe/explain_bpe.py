@@ -410,6 +410,17 @@ def main():
     check(pe.stdout == ped.stdout, "--eval-text: every summary row (the ∞-gram's, the unigram's, the lens's) of the "
           "sparse results equals the dense ones'")
     check_sparse("--eval-text --soft", ev, evd, V, 2, WTS)
+    # 2 ranks: a passage of more than 256 distinct windows is two pieces of the trie forward (256 strings
+    # each), one per rank, so the lens's H and top lists and the last residuals come from both ranks (summed):
+    # the same bytes
+    long_text = text[:1500]
+    e300, e300r = os.path.join(d, "e300.h5"), os.path.join(d, "e300r.h5")
+    run(base + ["--passage", long_text, "--quiet", "--soft", "-o", e300])
+    run(base + ["--passage", long_text, "--quiet", "--soft", "-o", e300r], ranks=2)
+    with h5py.File(e300) as g:
+        nwin = len(set(g["/prompts/text"][()]))
+    check(nwin > 256, f"the long passage has {nwin} distinct windows (more than one piece)")
+    check(filecmp.cmp(e300, e300r, shallow=False), "a long passage: 1 and 2 ranks write the same bytes")
     with h5py.File(evd) as g:
         eh, ec, em = g["/hellinger"][()], read_counts(g), g["/model/probs"][()]
     worst = 0.0
