@@ -389,33 +389,32 @@ static int wr_sparse_results(hid_t f, const cl_explain_result *r) {
            cl_h5_attr_write_int(f, "lens_top_k", CL_EXPLAIN_LENS_TOP);
 }
 
-/* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
- * (the groups exist already). 0, or nonzero after cl_error. */
-static int wr_result(hid_t f, const cl_explain_result *r) {
-    size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
-    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
-            dPBK[3] = {P, Lh, K ? K : 1};
-    if (r->sup_indptr)
-        return wr_sparse_results(f, r) ||
-               wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-               (r->counts ? wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts)
-                          : wr_sparse_counts(f, r)) ||
-               wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
-               wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
-               (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
-                      wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
-               (r->soft_hellinger &&
-                wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->soft_hellinger));
-    return wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
-           wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
-           wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
-           wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
+/* The datasets both layouts write after their distributions: H, the counts, the matches. */
+static int wr_matches(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, V = r->V, Lh = r->Lh, K = r->K;
+    hsize_t dP = P, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh}, dPBK[3] = {P, Lh, K ? K : 1};
+    return wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
            (r->counts ? wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts)
                       : wr_sparse_counts(f, r)) ||
            wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
            wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
            (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
-                  wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
+                  wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim)));
+}
+
+/* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
+ * (the groups exist already), in the order of the dense layout's bytes. 0, or
+ * nonzero after cl_error. */
+static int wr_result(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, V = r->V, NL = r->NL;
+    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V};
+    if (r->sup_indptr)
+        return wr_sparse_results(f, r) || wr_matches(f, r) ||
+               (r->soft_hellinger &&
+                wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->soft_hellinger));
+    return wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+           wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+           wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) || wr_matches(f, r) ||
            (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
                                wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP,
                                   r->soft_hellinger)));
