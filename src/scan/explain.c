@@ -342,7 +342,7 @@ static int cmp_i64(const void *a, const void *b) {
  * 0 or -1 (out of memory, a corrupt row). */
 static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, int soft, int64_t **indptr,
                        int32_t **tok, int64_t **val, u128 **val16) {
-    qsort(l->a, l->n, l->elem, cmp_match);
+    if (l->n) qsort(l->a, l->n, l->elem, cmp_match); /* none: l->a may be NULL (UBSan) */
     const int64_t *cip = cp->next_indptr;
     const int32_t *ctk = cp->next_token, *cct = cp->next_count;
     int64_t *uid = NULL; /* the distinct matched substrings, increasing (counts read from the file) */
