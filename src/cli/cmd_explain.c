@@ -17,6 +17,7 @@
 #include "corpuslens/base/rng.h"
 #include "corpuslens/base/stats.h"
 #include "corpuslens/base/utf8.h"
+#include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/model/tokenizer.h"
 #include "corpuslens/corpus/infgram.h"
@@ -179,6 +180,23 @@ static void print_top(const char *title, const double *p, const float *pf, const
     printf("\n");
 }
 
+/* print_top of sparse results: the n most probable of prompt p's support (pf: the model's, pd: an
+   approximation on the support), positive ones only */
+static void print_top_sup(const char *title, const cl_explain_result *r, size_t p, const float *pf, const double *pd,
+                          const cl_model *vocab, int n) {
+    int32_t idx[8];
+    double val[8];
+    const int64_t a = r->sup_indptr[p], e = r->sup_indptr[p + 1];
+    int k = cl_explain_top_sparse(r->sup_token + a, pf ? pf + a : NULL, pd ? pd + a : NULL, (size_t)(e - a),
+                                  n < 8 ? n : 8, idx, val);
+    printf("  %-14s", title);
+    for (int j = 0; j < k; j++) {
+        put_tok(vocab, idx[j]);
+        printf(" %.4f  ", val[j]);
+    }
+    printf("\n");
+}
+
 /* what a position is in the printed lines: "tokens" for a GPT-2 BPE model */
 static const char *UNIT = "characters", *UNIT1 = "character";
 
@@ -215,18 +233,22 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         else putchar(*c);
     }
     printf("\"\n");
-    print_top("model", NULL, r->model_probs + p * V, vocab, V, 6);
+    const int sp = r->sup_indptr != NULL; /* sparse results (explain.h) */
+    if (sp) print_top_sup("model", r, p, r->sup_prob, NULL, vocab, 6);
+    else print_top("model", NULL, r->model_probs + p * V, vocab, V, 6);
     if (r->hellinger[p] == CL_H_EMPTY) {
         printf("  approximation (empty: no string above any weighted threshold)\n");
     } else {
-        print_top("approximation", r->approx + p * V, NULL, vocab, V, 6);
+        if (sp) print_top_sup("approximation", r, p, NULL, r->sup_approx, vocab, 6);
+        else print_top("approximation", r->approx + p * V, NULL, vocab, V, 6);
         printf("  Hellinger distance: %.6f\n", r->hellinger[p]);
     }
-    if (r->soft_approx) {
+    if (r->soft_approx || r->sup_soft) {
         if (r->soft_hellinger[p] == CL_H_EMPTY) {
             printf("  soft kernel (empty: no string above the soft floor)\n");
         } else {
-            print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
+            if (sp) print_top_sup("soft kernel", r, p, NULL, r->sup_soft, vocab, 6);
+            else print_top("soft kernel", r->soft_approx + p * V, NULL, vocab, V, 6);
             printf("  Hellinger distance (soft): %.6f\n", r->soft_hellinger[p]);
         }
     }
@@ -278,6 +300,12 @@ static void print_explain(const cl_explain_result *r, const cl_explain_params *p
         }
     }
     printf("  logit lens:");
+    for (int l = 0; sp && l < NL; l++) { /* sparse results: H and the top token kept per block */
+        printf(" block %d%s H %.3f top ", l, l == NL - 1 ? " (= the model)" : "", r->lens_h[p * NL + l]);
+        put_tok(vocab, r->lens_top_id[(p * NL + l) * CL_EXPLAIN_LENS_TOP]);
+        printf(l + 1 < NL ? ";" : "\n");
+    }
+    if (sp) return;
     double *tmp = cl_trymalloc((size_t)V, sizeof *tmp, "logit lens"); /* [V]: any vocabulary size */
     if (!tmp) {
         printf(" (out of memory)\n");
@@ -332,22 +360,61 @@ static int wr_sparse_counts(hid_t f, const cl_explain_result *r) {
            wr(f, "/blocks/next/count", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dN, r->cnt_count);
 }
 
-/* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
- * (the groups exist already). 0, or nonzero after cl_error. */
-static int wr_result(hid_t f, const cl_explain_result *r) {
-    size_t P = r->P, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
-    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V}, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh},
-            dPBK[3] = {P, Lh, K ? K : 1};
-    return wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
-           wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
-           wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
-           wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
+/* Sparse results (a BPE model, explain.h) instead of /model/probs, /lens/probs, /approx, /soft/approx and
+ * /ngram/counts (the groups /model, /lens, /ngram and, with the soft kernel, /soft exist already):
+ *   /model/support/indptr [P + 1] int64, token [m] int32 (increasing in a row), prob [m] float32,
+ *   approx [m] float64 and (soft) soft_approx [m] float64 on the same support; /model/mass [P, 2] float64;
+ *   /lens/hellinger [P, NL] float64, /lens/top/token and /lens/top/prob [P, NL, CL_EXPLAIN_LENS_TOP];
+ *   /ngram/next/indptr [P + 1] int64, token, count int32; /ngram/substring [P] int64; /ngram/hellinger [P] */
+static int wr_sparse_results(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, NL = r->NL;
+    hsize_t dI = P + 1, dM = (hsize_t)r->sup_indptr[P], dN = (hsize_t)r->ngram_indptr[P], dP2[2] = {P, 2}, dP = P,
+            dPL[2] = {P, NL}, dPLK[3] = {P, NL, CL_EXPLAIN_LENS_TOP};
+    return mkgroup(f, "/model/support") || mkgroup(f, "/lens/top") || mkgroup(f, "/ngram/next") ||
+           wr(f, "/model/support/indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dI, r->sup_indptr) ||
+           wr(f, "/model/support/token", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dM, r->sup_token) ||
+           wr(f, "/model/support/prob", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &dM, r->sup_prob) ||
+           wr(f, "/model/support/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dM, r->sup_approx) ||
+           (r->sup_soft && wr(f, "/model/support/soft_approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dM, r->sup_soft)) ||
+           wr(f, "/model/mass", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dP2, r->mass) ||
+           wr(f, "/lens/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPL, r->lens_h) ||
+           wr(f, "/lens/top/token", H5T_STD_I32LE, H5T_NATIVE_INT32, 3, dPLK, r->lens_top_id) ||
+           wr(f, "/lens/top/prob", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLK, r->lens_top_p) ||
+           wr(f, "/ngram/next/indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dI, r->ngram_indptr) ||
+           wr(f, "/ngram/next/token", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, r->ngram_token) ||
+           wr(f, "/ngram/next/count", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &dN, r->ngram_count) ||
+           wr(f, "/ngram/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, r->ngram_sub) ||
+           wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->ngram_h) ||
+           cl_h5_attr_write_int(f, "model_top_k", CL_SCAN_MODEL_TOP) ||
+           cl_h5_attr_write_int(f, "lens_top_k", CL_EXPLAIN_LENS_TOP);
+}
+
+/* The datasets both layouts write after their distributions: H, the counts, the matches. */
+static int wr_matches(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, V = r->V, Lh = r->Lh, K = r->K;
+    hsize_t dP = P, dPBV[3] = {P, Lh, V}, dPB[2] = {P, Lh}, dPBK[3] = {P, Lh, K ? K : 1};
+    return wr(f, "/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
            (r->counts ? wr(f, "/blocks/counts", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBV, r->counts)
                       : wr_sparse_counts(f, r)) ||
            wr(f, "/blocks/n_matches", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->n_matches) ||
            wr(f, "/blocks/near_threshold", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, dPB, r->near) ||
            (K && (wr(f, "/matches/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, dPBK, r->top_sub) ||
-                  wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim))) ||
+                  wr(f, "/matches/similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPBK, r->top_sim)));
+}
+
+/* The datasets of one cl_explain_result, shared by explain.h5 and passage.h5
+ * (the groups exist already), in the order of the dense layout's bytes. 0, or
+ * nonzero after cl_error. */
+static int wr_result(hid_t f, const cl_explain_result *r) {
+    size_t P = r->P, V = r->V, NL = r->NL;
+    hsize_t dP = P, dPV[2] = {P, V}, dPLV[3] = {P, NL, V};
+    if (r->sup_indptr)
+        return wr_sparse_results(f, r) || wr_matches(f, r) ||
+               (r->soft_hellinger &&
+                wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, r->soft_hellinger));
+    return wr(f, "/model/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
+           wr(f, "/lens/probs", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dPLV, r->lens) ||
+           wr(f, "/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->approx) || wr_matches(f, r) ||
            (r->soft_approx && (wr(f, "/soft/approx", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPV, r->soft_approx) ||
                                wr(f, "/soft/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP,
                                   r->soft_hellinger)));
@@ -363,7 +430,7 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
     int rc = 0;
     const char *groups[] = {"/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
     for (int i = 0; i < 7 && !rc; i++)
-        if (i != 5 || r->soft_approx) rc = mkgroup(f, groups[i]);
+        if (i != 5 || r->soft_hellinger) rc = mkgroup(f, groups[i]);
     size_t P = r->P, V = r->V, Lh = r->Lh, K = r->K;
     hsize_t dP = P, dPV[2] = {P, V};
     hid_t st = H5Tcopy(H5T_C_S1);
@@ -371,8 +438,8 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
     H5Tset_cset(st, H5T_CSET_UTF8);
     rc = rc || wr(f, "/prompts/text", st, st, 1, &dP, texts) ||
              wr_result(f, r) ||
-             wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, ngram) ||
-             wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, ngram_h);
+             (!r->sup_indptr && (wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, ngram) ||
+                                 wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, ngram_h)));
     H5Tclose(st);
     if (!rc)
         rc = cl_h5_attr_write_str(f, "format", "corpuslens-explain") || cl_h5_attr_write_int(f, "format_version", 1) ||
@@ -381,9 +448,9 @@ static int write_h5(const char *out, const cl_explain_result *r, const cl_explai
              cl_h5_attr_write_str(f, "model_sha256", ix->model_sha256) ||
              cl_h5_attr_write_str(f, "corpus_h5_sha256", ix->corpus_h5_sha256) ||
              cl_h5_attr_write_str(f, "hook", ix->hook) || cl_h5_attr_write_int(f, "top_k", (long long)K) ||
-             (r->soft_approx && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
-                                 cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
-                                 cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
+             (r->soft_hellinger && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
+                                    cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
+                                    cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
     return cl_h5_commit(f, tmp, out, rc != 0);
 }
 
@@ -430,6 +497,37 @@ static int suffix_baselines(const cl_corpus *cp, const int32_t *tok, const size_
                                     model_probs, K, h, k, occ);
 }
 
+/* Sparse results (explain.h): the baselines that need the model's whole row,
+   from each dense row while cl_explain_run_rows holds it: the ∞-gram and the
+   backoff n-gram (when the corpus has /text) and the unigram (when uni). */
+typedef struct {
+    const cl_corpus *cp;
+    const int32_t *tok;
+    const size_t *off;
+    long backoff_min;
+    double *inf_h, *bo_h, *uni, *uh;
+    int *inf_k, *bo_k;
+    int64_t *inf_occ, *bo_occ;
+    int32_t *cnt; /* [V] scratch */
+    double *tmp;  /* [V] scratch */
+} row_baselines;
+
+static int baseline_row(void *ctx, size_t p, const float *q) {
+    row_baselines *x = ctx;
+    const cl_corpus *cp = x->cp;
+    if (cp->suffix_array) {
+        /* cl_infgram_hellinger_all's loop body for one text (its last 4 CL_CORPUS_MAX_LEN ids) */
+        size_t T = x->off[p + 1] - x->off[p], cap = 4 * CL_CORPUS_MAX_LEN, m = T < cap ? T : cap;
+        const int32_t *w = x->tok + x->off[p + 1] - m;
+        x->inf_h[p] = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, w, (int)m, 1, q, x->cnt,
+                                           x->tmp, &x->inf_k[p], &x->inf_occ[p]);
+        x->bo_h[p] = cl_infgram_hellinger(cp->text, cp->suffix_array, cp->n_text, cp->V, w, (int)m, x->backoff_min, q,
+                                          x->cnt, x->tmp, &x->bo_k[p], &x->bo_occ[p]);
+    }
+    if (x->uni) x->uh[p] = cl_hellinger_df(x->uni, q, (size_t)cp->V);
+    return 0;
+}
+
 /* One text's baseline lines: the exact-string n-gram, the ∞-gram, the backoff n-gram. */
 static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const double *inf_h, const int *inf_k,
                             const int64_t *inf_occ, const double *bo_h, const int *bo_k, const int64_t *bo_occ,
@@ -473,6 +571,10 @@ static void print_baselines(const cl_corpus *cp, int L, double ngram_h, const do
  *   and
  *   /ngram/substring     [n] int64    the corpus substring equal to the window (-1: none)
  *   /lens/hellinger      [n, NL] f64  H(logit lens of block l, model)
+ *   A BPE model (sparse results, explain.h): explain.h5's sparse datasets
+ *   (wr_sparse_results: /model/support/{indptr,token,prob,approx,soft_approx},
+ *   /model/mass, /lens/top/{token,prob}, /ngram/next/{indptr,token,count})
+ *   instead of /model/probs, /lens/probs, /approx, /soft/approx, /ngram/counts.
  *   attributes: explain.h5's (thresholds, weights, index_file, model_sha256,
  *   corpus_h5_sha256, hook, top_k, soft_*) and L, mean_hellinger (over the
  *   non-empty positions; -1 when all are empty), n_empty.
@@ -499,7 +601,7 @@ static int write_passage_h5(const char *out, const cl_passage_result *pr, const 
     int rc = 0;
     const char *groups[] = {"/passage", "/prompts", "/model", "/lens", "/blocks", "/matches", "/soft", "/ngram"};
     for (int i = 0; i < 8 && !rc; i++)
-        if ((i != 5 || r->K) && (i != 6 || r->soft_approx)) rc = passage_group(f, groups[i]);
+        if ((i != 5 || r->K) && (i != 6 || r->soft_hellinger)) rc = passage_group(f, groups[i]);
     size_t n = pr->n, V = r->V, Lh = r->Lh, NL = r->NL, K = r->K;
     hsize_t d1 = 1, dP = n, dPV[2] = {n, V}, dPL[2] = {n, NL};
     int64_t *ws = cl_trymalloc(n, sizeof *ws, "passage");
@@ -513,10 +615,11 @@ static int write_passage_h5(const char *out, const cl_passage_result *pr, const 
          wr(f, "/passage/win_start", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, ws) ||
          wr(f, "/prompts/text", st, st, 1, &dP, wins) ||
          wr_result(f, r) ||
-         wr(f, "/lens/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPL, pr->lens_h) ||
-         wr(f, "/ngram/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, pr->ngram_sub) ||
-         wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, pr->ngram_counts) ||
-         wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, pr->ngram_h);
+         (!r->sup_indptr && /* sparse results: wr_result wrote these from the same values */
+          (wr(f, "/lens/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dPL, pr->lens_h) ||
+           wr(f, "/ngram/substring", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &dP, pr->ngram_sub) ||
+           wr(f, "/ngram/counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dPV, pr->ngram_counts) ||
+           wr(f, "/ngram/hellinger", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, &dP, pr->ngram_h)));
     H5Tclose(st);
     free(ws);
     rc = rc || cl_h5_attr_write_str(f, "format", "corpuslens-passage") ||
@@ -528,9 +631,9 @@ static int write_passage_h5(const char *out, const cl_passage_result *pr, const 
          cl_h5_attr_write_str(f, "model_sha256", ix->model_sha256) ||
          cl_h5_attr_write_str(f, "corpus_h5_sha256", ix->corpus_h5_sha256) || cl_h5_attr_write_str(f, "hook", ix->hook) ||
          cl_h5_attr_write_int(f, "top_k", (long long)K) ||
-         (r->soft_approx && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
-                             cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
-                             cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
+         (r->soft_hellinger && (cl_h5_attr_write_doubles(f, "soft_temperatures", par->T, Lh) ||
+                                cl_h5_attr_write_doubles(f, "soft_weights", par->soft_w, Lh) ||
+                                cl_h5_attr_write_double(f, "soft_floor", par->soft_floor)));
     if (cl_h5_finish(f, tmp, rc != 0)) return -1;
     if (!rc && rename(tmp, out)) rc = cl_error("cannot rename %s to %s: %s", tmp, out, strerror(errno));
     if (rc) remove(tmp);
@@ -564,6 +667,21 @@ static void put_top3(const double *p, const float *pf, const cl_model *vocab, in
     }
 }
 
+/* put_top3 of sparse results (prompt i's support) */
+static void put_top3_sup(const cl_explain_result *r, size_t i, const float *pf, const double *pd, const cl_model *vocab) {
+    int32_t idx[3];
+    double val[3];
+    const int64_t a = r->sup_indptr[i];
+    int k = cl_explain_top_sparse(r->sup_token + a, pf ? pf + a : NULL, pd ? pd + a : NULL,
+                                  (size_t)(r->sup_indptr[i + 1] - a), 3, idx, val);
+    for (int j = 0; j < k; j++) {
+        char e[80], q[84];
+        cl_tok_display(vocab, idx[j], e, sizeof e);
+        snprintf(q, sizeof q, "'%s'", e);
+        printf(" %-6s %.3f", q, val[j]);
+    }
+}
+
 static void print_passage(const cl_passage_result *pr, const cl_explain_params *par, const cl_corpus *cp,
                           const cl_model *vocab, char **wins, const long *at, size_t n_at, int show, int first_block) {
     const cl_explain_result *r = pr->ex;
@@ -578,11 +696,13 @@ static void print_passage(const cl_passage_result *pr, const cl_explain_params *
         snprintf(c, sizeof c, "'%s'", e);
         if (pr->next[i] >= 0) cl_tok_display(vocab, pr->next[i], e, sizeof e), snprintf(nx, sizeof nx, "'%s'", e);
         printf("%6zu %-6s %-6s |", i, c, nx);
-        put_top3(NULL, r->model_probs + i * V, vocab, V);
+        if (r->sup_indptr) put_top3_sup(r, i, r->sup_prob, NULL, vocab);
+        else put_top3(NULL, r->model_probs + i * V, vocab, V);
         printf(" |");
         if (r->hellinger[i] == CL_H_EMPTY) printf(" %-34s | %-8s |", "(empty)", "empty");
         else {
-            put_top3(r->approx + i * V, NULL, vocab, V);
+            if (r->sup_indptr) put_top3_sup(r, i, NULL, r->sup_approx, vocab);
+            else put_top3(r->approx + i * V, NULL, vocab, V);
             printf(" | %.6f |", r->hellinger[i]);
         }
         if (pr->ngram_h[i] == CL_H_EMPTY) printf(" %-8s |", "none");
@@ -975,7 +1095,7 @@ int cmd_explain(int argc, char **argv) {
     int rc = 1;
     cl_explain_result *r = NULL;
     int32_t *ngram = NULL;
-    double *ngram_h = NULL, *inf_h = NULL, *bo_h = NULL;
+    double *ngram_h = NULL, *inf_h = NULL, *bo_h = NULL, *uh_sp = NULL;
     int *inf_k = NULL, *bo_k = NULL;
     int64_t *inf_occ = NULL, *bo_occ = NULL;
     if (g) {
@@ -986,19 +1106,62 @@ int cmd_explain(int argc, char **argv) {
         rc = explain_passage(ptext, at_s, ix, m, cp, &par, (int)show, quiet, out);
         goto done;
     }
+    /* sparse results (a BPE model): the baselines that need the model's whole row are computed while
+       the run holds it (rank 0), into arrays made here */
+    const int sres = cl_explain_sparse_results(m);
+    row_baselines rb = {.cp = cp, .tok = tok, .off = off, .backoff_min = backoff_min};
+    int uni_err = 0, e = 0;
+    if (sres && rank == 0) {
+        const size_t V = (size_t)m->cfg.vocab_size;
+        rb.cnt = cl_trymalloc(V, sizeof *rb.cnt, "∞-gram"), rb.tmp = cl_trymalloc(V, sizeof *rb.tmp, "∞-gram");
+        e = !rb.cnt || !rb.tmp;
+        if (!e && cp->suffix_array) {
+            inf_h = rb.inf_h = cl_trymalloc(P, sizeof *inf_h, "∞-gram"), bo_h = rb.bo_h = cl_trymalloc(P, sizeof *bo_h, "∞-gram");
+            inf_k = rb.inf_k = cl_trymalloc(P, sizeof *inf_k, "∞-gram"), bo_k = rb.bo_k = cl_trymalloc(P, sizeof *bo_k, "∞-gram");
+            inf_occ = rb.inf_occ = cl_trymalloc(P, sizeof *inf_occ, "∞-gram");
+            bo_occ = rb.bo_occ = cl_trymalloc(P, sizeof *bo_occ, "∞-gram");
+            e = !inf_h || !bo_h || !inf_k || !bo_k || !inf_occ || !bo_occ;
+        }
+        if (!e && (P > 1 || eval_n > 0)) { /* the unigram row (as below) */
+            int64_t *u64 = cl_trycalloc(V, sizeof *u64, "unigram");
+            rb.uni = cl_trycalloc(V, sizeof *rb.uni, "unigram"), uh_sp = rb.uh = cl_trymalloc(P, sizeof *uh_sp, "unigram");
+            if (u64 && rb.uni && uh_sp && cl_corpus_count_slice(cp, 0, cp->nnz, u64) == 0)
+                for (size_t v = 0; v < V; v++) rb.uni[v] = (double)u64[v];
+            else {
+                free(rb.uni);
+                rb.uni = NULL, uni_err = 1;
+            }
+            free(u64);
+        }
+    }
+    if (cl_par_agree(e, MPI_COMM_WORLD)) {
+        free(rb.cnt), free(rb.tmp), free(rb.uni);
+        if (rank == 0) cli_fail();
+        goto done;
+    }
     struct timespec c0;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     double t0 = cli_wtime();
-    r = cl_explain_run(ix, m, cp, tok, off, P, &par, MPI_COMM_WORLD);
+    r = cl_explain_run_rows(ix, m, cp, tok, off, P, &par, MPI_COMM_WORLD, sres ? baseline_row : NULL, &rb);
     double t1 = cli_wtime();
+    free(rb.cnt), free(rb.tmp), free(rb.uni);
     if (!r) {
         if (rank == 0) cli_fail();
         goto done;
     }
     rc = 0;
+    if (rank == 0 && r->sup_indptr) { /* sparse results: the n-gram's H from the run */
+        ngram_h = cl_trymalloc(P, sizeof *ngram_h, "n-gram");
+        if (!ngram_h) {
+            rc = cli_fail();
+            goto bcast;
+        }
+        memcpy(ngram_h, r->ngram_h, P * sizeof *ngram_h);
+    }
     if (rank == 0) {
         const size_t V = (size_t)r->V;
         /* exact-string n-gram of the last L characters (when the text has L) */
+        if (r->sup_indptr) goto baselines_done;
         ngram = cl_trycalloc(P * V, sizeof *ngram, "n-gram");
         ngram_h = cl_trymalloc(P, sizeof *ngram_h, "n-gram");
         double *tmp = cl_trymalloc(V, sizeof *tmp, "n-gram");
@@ -1036,6 +1199,7 @@ int cmd_explain(int argc, char **argv) {
                 goto bcast;
             }
         }
+    baselines_done:
         if (!quiet && P <= 10)
             for (size_t p = 0; p < P; p++) {
                 print_explain(r, &par, cp, m, texts[p], p, show, ix->first_block);
@@ -1061,9 +1225,13 @@ int cmd_explain(int argc, char **argv) {
                 printf("  %-36s %s\n  %-34s %s\n", "∞-gram", CL_INFGRAM_NA, "backoff n-gram", CL_INFGRAM_NA);
             /* the unigram: the corpus's next-token counts summed (reduce's unigram row) */
             /* (integer sums: the same doubles as adding each count into a double, below 2^53) */
-            double *uni = cl_trycalloc(V, sizeof *uni, "unigram"), *uh = cl_trymalloc(P, sizeof *uh, "unigram");
-            int64_t *u64 = cl_trycalloc(V, sizeof *u64, "unigram");
-            if (uni && uh && u64 && cl_corpus_count_slice(cp, 0, cp->nnz, u64) == 0) {
+            double *uni = NULL, *uh = NULL;
+            int64_t *u64 = NULL;
+            if (r->sup_indptr) { /* sparse results: computed during the run (baseline_row) */
+                if (uh_sp && !uni_err) print_stats_line("unigram", uh_sp, P);
+                else cli_row_error = 1;
+            } else if ((uni = cl_trycalloc(V, sizeof *uni, "unigram")) && (uh = cl_trymalloc(P, sizeof *uh, "unigram")) &&
+                       (u64 = cl_trycalloc(V, sizeof *u64, "unigram")) && cl_corpus_count_slice(cp, 0, cp->nnz, u64) == 0) {
                 for (size_t v = 0; v < V; v++) uni[v] = (double)u64[v];
                 for (size_t p = 0; p < P; p++) uh[p] = cl_hellinger_df(uni, r->model_probs + p * V, V);
                 print_stats_line("unigram", uh, P);
@@ -1078,6 +1246,10 @@ int cmd_explain(int argc, char **argv) {
             double *tv = cl_trymalloc(V, sizeof *tv, "lens");
             for (int l = 0; lh && tv && l < r->NL; l++) {
                 for (size_t p = 0; p < P; p++) {
+                    if (r->lens_h) { /* sparse results: computed from the dense rows */
+                        lh[p] = r->lens_h[p * r->NL + l];
+                        continue;
+                    }
                     for (size_t v = 0; v < V; v++) tv[v] = r->lens[(p * r->NL + l) * V + v];
                     lh[p] = cl_hellinger_df(tv, r->model_probs + p * V, V);
                 }
@@ -1120,7 +1292,7 @@ done:
     if (eval_n > 0 && texts)
         for (size_t p = 0; p < P; p++) free(texts[p]);
     free(texts), free(tok), free(off), free(filebuf), free(ngram), free(ngram_h), free(ptext);
-    free(inf_h), free(bo_h), free(inf_k), free(bo_k), free(inf_occ), free(bo_occ);
+    free(inf_h), free(bo_h), free(inf_k), free(bo_k), free(inf_occ), free(bo_occ), free(uh_sp);
     cl_explain_result_free(r);
     cl_index_close(ix);
     cl_corpus_free(cp);

@@ -147,7 +147,40 @@ void cl_explain_result_free(cl_explain_result *r) {
     free(r->hellinger), free(r->soft_approx), free(r->soft_hellinger), free(r->top_sub), free(r->top_sim);
     free(r->checked), free(r->pairs);
     free(r->cnt_indptr), free(r->cnt_token), free(r->cnt_count);
+    free(r->sup_indptr), free(r->sup_token), free(r->sup_prob), free(r->mass), free(r->sup_approx), free(r->sup_soft);
+    free(r->lens_h), free(r->lens_top_id), free(r->lens_top_p);
+    free(r->ngram_sub), free(r->ngram_indptr), free(r->ngram_token), free(r->ngram_count), free(r->ngram_h);
     free(r);
+}
+
+/* a before b in a top list: the higher probability, then the lower id */
+static inline int top_before(double x, int32_t i, double y, int32_t j) { return x > y || (x == y && i < j); }
+
+/* insert (x, id) into the best-first list ids/xs of *n <= k entries */
+static void top_put(int32_t *ids, double *xs, int *n, int k, double x, int32_t id) {
+    if (*n == k && !top_before(x, id, xs[k - 1], ids[k - 1])) return;
+    int i = *n < k ? (*n)++ : k - 1;
+    while (i > 0 && top_before(x, id, xs[i - 1], ids[i - 1])) {
+        xs[i] = xs[i - 1], ids[i] = ids[i - 1];
+        i--;
+    }
+    xs[i] = x, ids[i] = id;
+}
+
+int cl_explain_top_sparse(const int32_t *tok, const float *pf, const double *pd, size_t n, int k, int32_t *idx,
+                          double *val) {
+    int got = 0;
+    if (k > 64) k = 64;
+    for (size_t j = 0; j < n && k > 0; j++) {
+        double x = pf ? (double)pf[j] : pd[j];
+        if (x > 0) top_put(idx, val, &got, k, x, tok[j]);
+    }
+    return got;
+}
+
+int cl_explain_sparse_results(const cl_model *m) {
+    const char *ce = getenv("CORPUSLENS_EXPLAIN_COUNTS");
+    return (m->bpe != NULL || m->cfg.vocab_size > CL_EXPLAIN_DENSE_MAX_V) && !(ce && !strcmp(ce, "dense"));
 }
 
 int64_t cl_explain_find(const cl_index *ix, const cl_corpus *cp, const int32_t *tok) {
@@ -309,7 +342,7 @@ static int cmp_i64(const void *a, const void *b) {
  * 0 or -1 (out of memory, a corrupt row). */
 static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, int soft, int64_t **indptr,
                        int32_t **tok, int64_t **val, u128 **val16) {
-    qsort(l->a, l->n, l->elem, cmp_match);
+    if (l->n) qsort(l->a, l->n, l->elem, cmp_match); /* none: l->a may be NULL (UBSan) */
     const int64_t *cip = cp->next_indptr;
     const int32_t *ctk = cp->next_token, *cct = cp->next_count;
     int64_t *uid = NULL; /* the distinct matched substrings, increasing (counts read from the file) */
@@ -418,8 +451,19 @@ static int sparse_rows(const cl_corpus *cp, match_list *l, size_t PB, size_t V, 
 #define TRIE_STRINGS 256
 #define TRIE_NODES 8192
 #define TRIE_LENS ((size_t)1 << 24) /* lens logits of a piece, floats */
+/* Sparse results (sf != NULL, probs and lens NULL): instead of the rows, each
+ * block's lens H to the model and its top tokens, and the last block's
+ * residual [P, C] (the model's row is recomputed from it after the search,
+ * cl_unembed row by row: the same bits). */
+typedef struct {
+    double *lens_h;  /* [P, NL] */
+    int32_t *top_id; /* [P, NL, CL_EXPLAIN_LENS_TOP] */
+    float *top_p;
+    float *resid;    /* [P, C] */
+} sparse_fwd;
+
 static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t *tokens, const size_t *off, size_t P,
-                           float *pvec, float *probs, float *lens, int rank, int R, MPI_Comm comm) {
+                           float *pvec, float *probs, float *lens, sparse_fwd *sf, int rank, int R, MPI_Comm comm) {
     const cl_config *c = &m->cfg;
     const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh;
     const int lo = ix->first_block, hi = ix->first_block + ix->Lh - 1;
@@ -449,7 +493,9 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
     int32_t *tok = cl_trymalloc(Smax * Tmax, sizeof(int32_t), "prompt tokens");
     size_t *soff = cl_trymalloc(Smax + 1, sizeof(size_t), "prompt offsets");
     cl_trie_fwd *tf = NULL;
-    if (!ord || !uniq || !cap || !res || !lg || !tok || !soff || !(tf = cl_trie_fwd_create(m, (int)Tmax, Smax)))
+    double *dl = sf ? cl_trymalloc(V, sizeof *dl, "lens row") : NULL;
+    if (!ord || !uniq || !cap || !res || !lg || !tok || !soff || (sf && !dl) ||
+        !(tf = cl_trie_fwd_create(m, (int)Tmax, Smax)))
         err = 1;
     for (size_t u0 = 0, ch = 0; !err && u0 < U; u0 += Smax, ch++) {
         if ((int)(ch % (size_t)R) != rank) continue;
@@ -468,23 +514,55 @@ static int prompts_forward(const cl_index *ix, const cl_model *m, const int32_t 
         }
         cl_unembed(m, res, ns * NL, lg);
         softmax_forward(lg, ns * NL, (int)V);
-        for (size_t k = 0; k < ns; k++)
+        for (size_t k = 0; k < ns; k++) {
+            const size_t p1 = ord[uniq[u0 + k]].p; /* the string's first prompt: the others copy it */
+            for (size_t l = 0; sf && l < NL; l++) {
+                const float *lp = lg + (k * NL + l) * V, *q = lg + (k * NL + NL - 1) * V;
+                for (size_t v = 0; v < V; v++) dl[v] = lp[v];
+                sf->lens_h[p1 * NL + l] = cl_hellinger_df(dl, q, V);
+                int32_t id[CL_EXPLAIN_LENS_TOP];
+                double x[CL_EXPLAIN_LENS_TOP];
+                int n = 0;
+                for (size_t v = 0; v < V; v++) top_put(id, x, &n, CL_EXPLAIN_LENS_TOP, lp[v], (int32_t)v);
+                for (int t = 0; t < CL_EXPLAIN_LENS_TOP; t++) {
+                    sf->top_id[(p1 * NL + l) * CL_EXPLAIN_LENS_TOP + t] = t < n ? id[t] : -1;
+                    sf->top_p[(p1 * NL + l) * CL_EXPLAIN_LENS_TOP + t] = t < n ? (float)x[t] : 0;
+                }
+            }
             for (size_t j = uniq[u0 + k]; j < uniq[u0 + k + 1]; j++) {
                 const size_t p = ord[j].p;
                 for (size_t h = 0; h < Lh; h++)
                     memcpy(pvec + (h * P + p) * C, cap + (h * ns + k) * C, C * sizeof(float));
+                if (sf) {
+                    memcpy(sf->resid + p * C, res + (k * NL + NL - 1) * C, C * sizeof(float));
+                    if (p != p1) {
+                        const size_t kl = NL * CL_EXPLAIN_LENS_TOP;
+                        memcpy(sf->lens_h + p * NL, sf->lens_h + p1 * NL, NL * sizeof(double));
+                        memcpy(sf->top_id + p * kl, sf->top_id + p1 * kl, kl * sizeof(int32_t));
+                        memcpy(sf->top_p + p * kl, sf->top_p + p1 * kl, kl * sizeof(float));
+                    }
+                    continue;
+                }
                 memcpy(lens + p * NL * V, lg + k * NL * V, NL * V * sizeof(float));
                 memcpy(probs + p * V, lg + (k * NL + NL - 1) * V, V * sizeof(float));
             }
+        }
     }
     cl_trie_fwd_free(tf);
-    free(ord), free(uniq), free(cap), free(res), free(lg), free(tok), free(soff);
+    free(ord), free(uniq), free(cap), free(res), free(lg), free(tok), free(soff), free(dl);
     if (cl_par_agree(err, comm)) return -1;
     if (R > 1) {
         /* element counts stay far below INT_MAX for any sane prompt count (checked by the caller) */
         MPI_Allreduce(MPI_IN_PLACE, pvec, (int)(Lh * P * C), MPI_FLOAT, MPI_SUM, comm);
-        MPI_Allreduce(MPI_IN_PLACE, probs, (int)(P * V), MPI_FLOAT, MPI_SUM, comm);
-        MPI_Allreduce(MPI_IN_PLACE, lens, (int)(P * NL * V), MPI_FLOAT, MPI_SUM, comm);
+        if (sf) {
+            MPI_Allreduce(MPI_IN_PLACE, sf->resid, (int)(P * C), MPI_FLOAT, MPI_SUM, comm);
+            MPI_Allreduce(MPI_IN_PLACE, sf->lens_h, (int)(P * NL), MPI_DOUBLE, MPI_SUM, comm);
+            MPI_Allreduce(MPI_IN_PLACE, sf->top_id, (int)(P * NL * CL_EXPLAIN_LENS_TOP), MPI_INT32_T, MPI_SUM, comm);
+            MPI_Allreduce(MPI_IN_PLACE, sf->top_p, (int)(P * NL * CL_EXPLAIN_LENS_TOP), MPI_FLOAT, MPI_SUM, comm);
+        } else {
+            MPI_Allreduce(MPI_IN_PLACE, probs, (int)(P * V), MPI_FLOAT, MPI_SUM, comm);
+            MPI_Allreduce(MPI_IN_PLACE, lens, (int)(P * NL * V), MPI_FLOAT, MPI_SUM, comm);
+        }
     }
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(pvec + h * P * C, P, (int)C);
     return 0;
@@ -1266,13 +1344,146 @@ static int sketch_blocks(sketch_pool *sp, int threads) {
 }
 #endif
 
+/* *p holds at least need elements of elem bytes (doubling); 0 or -1 (message) */
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return cl_error("out of memory for the sparse results (%zu entries)", c);
+    *p = q, *cap = c;
+    return 0;
+}
+
+/* Rank 0, sparse results (explain.h): per tile of CL_EXPLAIN_SUP_TILE prompts
+ * the dense model rows (cl_unembed of the last block's residual, softmax: the
+ * bits of the forward's rows, one chain per element whatever the batch), and
+ * from each row: the exact-string n-gram, the support, the mass, the
+ * approximations on the support and every H (cl_hellinger_df of the dense
+ * row, as the dense path: the same bits), the caller's dense_row. The count
+ * rows r->cnt_* (hard) and sip/stk/sval (soft) are complete. 0 or -1. */
+static int sparse_results(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
+                          const size_t *off, const cl_explain_params *par, cl_explain_result *r, const float *resid,
+                          const int64_t *sip, const int32_t *stk, const u128 *sval,
+                          int (*dense_row)(void *, size_t, const float *), void *ctx) {
+    const size_t P = r->P, V = (size_t)r->V, Lh = (size_t)r->Lh, C = (size_t)m->cfg.n_embd, L = (size_t)cp->L;
+    const size_t T = P < CL_EXPLAIN_SUP_TILE ? P : CL_EXPLAIN_SUP_TILE;
+    float *lg = cl_trymalloc(T * V, sizeof *lg, "model rows");
+    double *a = cl_trycalloc(V, sizeof *a, "approximation row"), *sa = cl_trycalloc(V, sizeof *sa, "soft row");
+    double *dn = cl_trycalloc(V, sizeof *dn, "n-gram row");
+    int32_t *ngr = cl_trycalloc(V, sizeof *ngr, "n-gram row");
+    unsigned char *mark = cl_trycalloc(V, 1, "support");
+    r->sup_indptr = cl_trymalloc(P + 1, sizeof *r->sup_indptr, "support");
+    r->mass = cl_trymalloc(2 * P, sizeof *r->mass, "support mass");
+    r->ngram_sub = cl_trymalloc(P, sizeof *r->ngram_sub, "n-gram");
+    r->ngram_indptr = cl_trymalloc(P + 1, sizeof *r->ngram_indptr, "n-gram");
+    r->ngram_h = cl_trymalloc(P, sizeof *r->ngram_h, "n-gram");
+    size_t cap = 0, ncap = 0, m_ = 0, nn = 0;
+    int err = !lg || !a || !sa || !dn || !ngr || !mark || !r->sup_indptr || !r->mass || !r->ngram_sub ||
+              !r->ngram_indptr || !r->ngram_h;
+    /* never NULL, even when empty (a dataset of 0 entries is written from them) */
+    if (!err && (grow((void **)&r->ngram_token, &ncap, 1, sizeof(int32_t)) ||
+                 !(r->ngram_count = cl_trymalloc(ncap, sizeof(int32_t), "n-gram rows")) ||
+                 grow((void **)&r->sup_token, &cap, 1, sizeof(int32_t)) ||
+                 !(r->sup_prob = cl_trymalloc(cap, sizeof(float), "support")) ||
+                 !(r->sup_approx = cl_trymalloc(cap, sizeof(double), "support")) ||
+                 (par->soft && !(r->sup_soft = cl_trymalloc(cap, sizeof(double), "support")))))
+        err = 1;
+    if (!err) r->sup_indptr[0] = 0, r->ngram_indptr[0] = 0;
+    for (size_t p0 = 0; !err && p0 < P; p0 += T) {
+        const size_t n = P - p0 < T ? P - p0 : T;
+        cl_unembed(m, resid + p0 * C, n, lg);
+        softmax_forward(lg, n, (int)V);
+        for (size_t i = 0; !err && i < n; i++) {
+            const size_t p = p0 + i;
+            const float *q = lg + i * V;
+            /* the exact-string n-gram of the last L tokens (explain's and the passage's baseline) */
+            const size_t len = off[p + 1] - off[p];
+            int64_t sub = len >= L ? cl_explain_find(ix, cp, tokens + off[p + 1] - L) : -1;
+            if (sub == -2 || (sub >= 0 && cl_corpus_next_dense_read(cp, (size_t)sub, ngr))) {
+                err = 1;
+                break;
+            }
+            r->ngram_sub[p] = sub;
+            size_t nt = 0;
+            for (size_t v = 0; sub >= 0 && v < V; v++) nt += ngr[v] > 0;
+            if (grow((void **)&r->ngram_token, &ncap, nn + nt, sizeof(int32_t)) ||
+                !(r->ngram_count = realloc(r->ngram_count, ncap * sizeof(int32_t)))) {
+                err = cl_error("out of memory for the n-gram rows");
+                break;
+            }
+            for (size_t v = 0; sub >= 0 && v < V; v++)
+                if (ngr[v] > 0) {
+                    r->ngram_token[nn] = (int32_t)v, r->ngram_count[nn++] = ngr[v];
+                    dn[v] = ngr[v], mark[v] = 1;
+                }
+            r->ngram_indptr[p + 1] = (int64_t)nn;
+            r->ngram_h[p] = cl_hellinger_df(dn, q, V);
+            /* the approximations (reduce's formula, blocks in order, as the dense path) */
+            for (size_t b = 0; b < Lh; b++)
+                for (int64_t e = r->cnt_indptr[p * Lh + b]; e < r->cnt_indptr[p * Lh + b + 1]; e++)
+                    a[r->cnt_token[e]] += par->weights[b] * (double)r->cnt_count[e], mark[r->cnt_token[e]] = 1;
+            for (size_t b = 0; par->soft && b < Lh; b++)
+                for (int64_t e = sip[p * Lh + b]; e < sip[p * Lh + b + 1]; e++)
+                    sa[stk[e]] += par->soft_w[b] * ldexp((double)sval[e], -64), mark[stk[e]] = 1;
+            r->hellinger[p] = cl_hellinger_df(a, q, V);
+            if (par->soft) r->soft_hellinger[p] = cl_hellinger_df(sa, q, V);
+            /* the model's top tokens join the support */
+            int32_t tid[CL_SCAN_MODEL_TOP];
+            double tx[CL_SCAN_MODEL_TOP];
+            int nt16 = 0;
+            for (size_t v = 0; v < V; v++) top_put(tid, tx, &nt16, CL_SCAN_MODEL_TOP, q[v], (int32_t)v);
+            for (int k = 0; k < nt16; k++) mark[tid[k]] = 1;
+            /* the support in token order, the mass in token order (cl_hellinger_df's sum) */
+            double sum = 0, asum = 0, ssum = 0, rest = 0;
+            size_t ns = 0;
+            for (size_t v = 0; v < V; v++) {
+                double x = q[v] > 0 && isfinite((double)q[v]) ? (double)q[v] : 0;
+                sum += x;
+                if (!mark[v]) rest += x;
+                else ns++;
+                asum += a[v];
+                if (par->soft) ssum += sa[v];
+            }
+            if (grow((void **)&r->sup_token, &cap, m_ + ns, sizeof(int32_t)) ||
+                !(r->sup_prob = realloc(r->sup_prob, cap * sizeof(float))) ||
+                !(r->sup_approx = realloc(r->sup_approx, cap * sizeof(double))) ||
+                (par->soft && !(r->sup_soft = realloc(r->sup_soft, cap * sizeof(double))))) {
+                err = cl_error("out of memory for the model's support");
+                break;
+            }
+            for (size_t v = 0; v < V; v++) {
+                if (mark[v]) {
+                    r->sup_token[m_] = (int32_t)v, r->sup_prob[m_] = q[v];
+                    r->sup_approx[m_] = asum > 0 ? a[v] / asum : 0;
+                    if (par->soft) r->sup_soft[m_] = ssum > 0 ? sa[v] / ssum : 0;
+                    m_++;
+                }
+                mark[v] = 0, a[v] = 0, sa[v] = 0, dn[v] = 0;
+            }
+            r->sup_indptr[p + 1] = (int64_t)m_;
+            r->mass[2 * p] = sum, r->mass[2 * p + 1] = rest;
+            if (dense_row && dense_row(ctx, p, q)) err = 1;
+        }
+    }
+    free(lg), free(a), free(sa), free(dn), free(ngr), free(mark);
+    return err ? -1 : 0;
+}
+
 cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
                                   const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm) {
+    return cl_explain_run_rows(ix, m, cp, tokens, off, P, par, comm, NULL, NULL);
+}
+
+cl_explain_result *cl_explain_run_rows(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
+                                       const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm,
+                                       int (*dense_row)(void *ctx, size_t p, const float *q), void *ctx) {
     int rank, R;
     rank_size(comm, &rank, &R);
     const cl_config *c = &m->cfg;
     const size_t C = c->n_embd, V = c->vocab_size, NL = c->n_layer, Lh = ix->Lh, N = ix->N;
     const int K = par->top_k;
+    const int sres = cl_explain_sparse_results(m); /* sparse results (explain.h) */
     int err = 0;
     /* ---- checks (the same on every rank) ---- */
     if (!ix->bpe != !m->bpe || !cp->bpe != !m->bpe)
@@ -1295,8 +1506,11 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
                        ix->path, N, ix->L);
     else if (par->Lh != ix->Lh)
         err = cl_error("%d thresholds/weights given; the index has %d hooked blocks", par->Lh, ix->Lh);
-    else if (P < 1 || P > 1000000 || Lh * P * C > 0x7fffffffu || P * NL * V > 0x7fffffffu)
-        err = cl_error("%zu prompts: give 1 to %zu", P, (size_t)(0x7fffffffu / (Lh * C > NL * V ? Lh * C : NL * V)));
+    else if (P < 1 || P > 1000000 || Lh * P * C > 0x7fffffffu || (!sres && P * NL * V > 0x7fffffffu) ||
+             P * NL * CL_EXPLAIN_LENS_TOP > 0x7fffffffu) {
+        size_t per = sres ? NL * CL_EXPLAIN_LENS_TOP : NL * V;
+        err = cl_error("%zu prompts: give 1 to %zu", P, (size_t)(0x7fffffffu / (Lh * C > per ? Lh * C : per)));
+    }
     else if (K < 0 || K > 100000)
         err = cl_error("--top %d is outside 0..100000", K);
     for (size_t p = 0; !err && p < P; p++) {
@@ -1326,6 +1540,7 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     int64_t *lsub = NULL, *gsub = NULL;
     int *lfill = NULL;
     u128 *soft = NULL;
+    float *resid = NULL;
     int64_t *nip = NULL;
     int32_t *ntk = NULL, *ncn = NULL;
     const char *ce = getenv("CORPUSLENS_EXPLAIN_COUNTS");
@@ -1340,8 +1555,15 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     if (RB > N) RB = N;
     if (r) {
         r->P = P, r->Lh = (int)Lh, r->NL = (int)NL, r->V = (int)V, r->K = K;
-        r->model_probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
-        r->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+        if (sres) {
+            r->lens_h = cl_trycalloc(P * NL, sizeof(double), "logit lens H");
+            r->lens_top_id = cl_trycalloc(P * NL * CL_EXPLAIN_LENS_TOP, sizeof(int32_t), "logit lens top");
+            r->lens_top_p = cl_trycalloc(P * NL * CL_EXPLAIN_LENS_TOP, sizeof(float), "logit lens top");
+            resid = cl_trycalloc(P * C, sizeof(float), "last residuals");
+        } else {
+            r->model_probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
+            r->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+        }
         r->counts = sparse ? NULL : cl_trycalloc(P * Lh * V, sizeof(int64_t), "block counts");
         r->n_matches = cl_trycalloc(P * Lh, sizeof(int64_t), "match counts");
         r->near = cl_trycalloc(P * Lh, sizeof(int64_t), "near-threshold counts");
@@ -1358,13 +1580,17 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
         }
         if (par->soft && !sparse) soft = cl_trycalloc(P * Lh * V, sizeof(u128), "soft-kernel sums");
     }
-    if (!r || !r->model_probs || !r->lens || (!sparse && !r->counts) || !r->n_matches || !r->near || !r->checked || !r->pairs || !pvec || !rows ||
+    if (!r || (sres ? !r->lens_h || !r->lens_top_id || !r->lens_top_p || !resid : !r->model_probs || !r->lens) ||
+        (!sparse && !r->counts) || !r->n_matches || !r->near || !r->checked || !r->pairs || !pvec || !rows ||
         (ix->dtype == CL_INDEX_F16 && !hbuf) || !sims || (K > 0 && (!lsim || !lsub || !lfill)) ||
         (par->soft && !sparse && !soft))
         err = 1;
     if (cl_par_agree(err, comm)) goto fail;
     double t0 = cl_wall_seconds();
-    if (prompts_forward(ix, m, tokens, off, P, pvec, r->model_probs, r->lens, rank, R, comm)) goto fail;
+    sparse_fwd sf = {.lens_h = sres ? r->lens_h : NULL, .top_id = sres ? r->lens_top_id : NULL,
+                     .top_p = sres ? r->lens_top_p : NULL, .resid = resid};
+    if (prompts_forward(ix, m, tokens, off, P, pvec, r->model_probs, r->lens, sres ? &sf : NULL, rank, R, comm))
+        goto fail;
     double t1 = cl_wall_seconds();
     r->seconds_prompts = t1 - t0;
 
@@ -1536,18 +1762,21 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
 
     /* ---- the approximations (rank 0): reduce's formula, blocks in order ---- */
     if (rank == 0) {
-        r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
+        if (!sres) r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
         r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
         if (par->soft) {
-            r->soft_approx = cl_trycalloc(P * V, sizeof(double), "soft approximation");
+            if (!sres) r->soft_approx = cl_trycalloc(P * V, sizeof(double), "soft approximation");
             r->soft_hellinger = cl_trymalloc(P, sizeof(double), "soft hellinger");
         }
-        if (!r->approx || !r->hellinger || (par->soft && (!r->soft_approx || !r->soft_hellinger))) err = 1;
+        if ((!sres && !r->approx) || !r->hellinger || (par->soft && ((!sres && !r->soft_approx) || !r->soft_hellinger)))
+            err = 1;
         if (!err && sparse &&
             (sparse_rows(cp, &ml, P * Lh, V, 0, &r->cnt_indptr, &r->cnt_token, &r->cnt_count, NULL) ||
              (par->soft && sparse_rows(cp, &sl, P * Lh, V, 1, &sip, &stk, NULL, &sval))))
             err = 1;
-        for (size_t p = 0; !err && p < P; p++) {
+        if (!err && sres && sparse_results(ix, m, cp, tokens, off, par, r, resid, sip, stk, sval, dense_row, ctx))
+            err = 1;
+        for (size_t p = 0; !err && !sres && p < P; p++) {
             const float *q = r->model_probs + p * V;
             double *a = r->approx + p * V;
             /* sparse: only the nonzero terms, per token in the same block order (adding the dense path's
@@ -1578,18 +1807,20 @@ cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const c
     } else {
         /* only rank 0 holds the results */
         free(r->counts), free(r->n_matches), free(r->near), free(r->model_probs), free(r->lens);
+        free(r->lens_h), free(r->lens_top_id), free(r->lens_top_p);
         r->counts = r->n_matches = r->near = NULL;
         r->model_probs = r->lens = NULL;
+        r->lens_h = NULL, r->lens_top_id = NULL, r->lens_top_p = NULL;
     }
     free(ml.a), free(sl.a), free(sip), free(stk), free(sval);
     ml.a = sl.a = NULL, sip = NULL, stk = NULL, sval = NULL;
     if (cl_par_agree(err, comm)) goto fail;
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
-        free(gsub);
+        free(gsub), free(resid);
     return r;
 fail:
     free(pvec), free(rows), free(hbuf), free(sims), free(lsim), free(lsub), free(lfill), free(soft), free(gsim),
-        free(gsub), free(nip), free(ntk), free(ncn);
+        free(gsub), free(nip), free(ntk), free(ncn), free(resid);
     free(ml.a), free(sl.a), free(sip), free(stk), free(sval);
     cl_explain_result_free(r);
     return NULL;

@@ -20,6 +20,23 @@ void cl_passage_free(cl_passage_result *r) {
 static int baselines(cl_passage_result *r, const cl_index *ix, const cl_corpus *cp) {
     const cl_explain_result *ex = r->ex;
     const size_t n = r->n, V = (size_t)ex->V, NL = (size_t)ex->NL;
+    if (ex->sup_indptr) { /* sparse results: the explanation computed them from the dense rows */
+        r->ngram_sub = cl_trymalloc(n, sizeof *r->ngram_sub, "passage n-gram");
+        r->ngram_h = cl_trymalloc(n, sizeof *r->ngram_h, "passage n-gram");
+        r->lens_h = cl_trymalloc(n * NL, sizeof *r->lens_h, "passage lens");
+        if (!r->ngram_sub || !r->ngram_h || !r->lens_h) return -1;
+        memcpy(r->ngram_sub, ex->ngram_sub, n * sizeof *r->ngram_sub);
+        memcpy(r->ngram_h, ex->ngram_h, n * sizeof *r->ngram_h);
+        memcpy(r->lens_h, ex->lens_h, n * NL * sizeof *r->lens_h);
+        double sum = 0;
+        size_t used = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (ex->hellinger[i] == CL_H_EMPTY) r->n_empty++;
+            else sum += ex->hellinger[i], used++;
+        }
+        r->mean_h = used ? sum / (double)used : CL_H_EMPTY;
+        return 0;
+    }
     r->ngram_sub = cl_trymalloc(n, sizeof *r->ngram_sub, "passage n-gram");
     r->ngram_counts = cl_trycalloc(n * V, sizeof *r->ngram_counts, "passage n-gram");
     r->ngram_h = cl_trymalloc(n, sizeof *r->ngram_h, "passage n-gram");

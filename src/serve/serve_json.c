@@ -267,6 +267,22 @@ static json_t *top_chars(const sv_state *s, const float *pf, const double *pd, i
     return a;
 }
 
+/* top_chars of a sparse list tok/prob[0..n) (sparse results, explain.h): the same entries, since every token
+   with a positive probability in the top k is on the list */
+static json_t *top_sparse(const sv_state *s, const int32_t *tok, const float *pf, const double *pd, size_t n, int k) {
+    json_t *a = json_array();
+    int32_t idx[SV_TOP_CHARS];
+    double val[SV_TOP_CHARS];
+    int got = cl_explain_top_sparse(tok, pf, pd, n, k < SV_TOP_CHARS ? k : SV_TOP_CHARS, idx, val);
+    for (int j = 0; j < got; j++) {
+        json_t *e = json_object();
+        json_object_set_new(e, "char", chr(s, idx[j]));
+        json_object_set_new(e, "p", json_real(val[j]));
+        json_array_append_new(a, e);
+    }
+    return a;
+}
+
 /* a corpus string's text, or NULL (cl_error) */
 static json_t *row_text(const sv_state *s, int64_t sub) {
     if (s->cp->bpe) {
@@ -325,13 +341,21 @@ char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) 
         json_object_set_new(p, "next", r->next[i] >= 0 ? chr(s, r->next[i]) : json_null());
         json_object_set_new(p, "window_start", json_integer((json_int_t)r->win_start[i]));
         json_object_set_new(p, "hellinger", num_or_null(ex->hellinger[i]));
-        json_object_set_new(p, "model", top_chars(s, ex->model_probs + i * V, NULL, V, SV_TOP_CHARS));
-        json_object_set_new(p, "approx", ex->hellinger[i] == CL_H_EMPTY
-                                             ? json_array()
+        /* sparse results (a BPE model): the lists on the prompt's support */
+        const int64_t sa = ex->sup_indptr ? ex->sup_indptr[i] : 0;
+        const size_t sn = ex->sup_indptr ? (size_t)(ex->sup_indptr[i + 1] - sa) : 0;
+        json_object_set_new(p, "model", ex->sup_indptr
+                                            ? top_sparse(s, ex->sup_token + sa, ex->sup_prob + sa, NULL, sn, SV_TOP_CHARS)
+                                            : top_chars(s, ex->model_probs + i * V, NULL, V, SV_TOP_CHARS));
+        json_object_set_new(p, "approx",
+                            ex->hellinger[i] == CL_H_EMPTY ? json_array()
+                            : ex->sup_indptr ? top_sparse(s, ex->sup_token + sa, NULL, ex->sup_approx + sa, sn, SV_TOP_CHARS)
                                              : top_chars(s, NULL, ex->approx + i * V, V, SV_TOP_CHARS));
         if (ex->soft_hellinger) {
             json_object_set_new(p, "soft_hellinger", num_or_null(ex->soft_hellinger[i]));
-            json_object_set_new(p, "soft_approx", top_chars(s, NULL, ex->soft_approx + i * V, V, SV_TOP_CHARS));
+            json_object_set_new(p, "soft_approx",
+                                ex->sup_indptr ? top_sparse(s, ex->sup_token + sa, NULL, ex->sup_soft + sa, sn, SV_TOP_CHARS)
+                                               : top_chars(s, NULL, ex->soft_approx + i * V, V, SV_TOP_CHARS));
         }
         json_object_set_new(p, "ngram_hellinger", num_or_null(r->ngram_h[i]));
         json_object_set_new(p, "ngram_substring", r->ngram_sub[i] >= 0 ? json_integer(r->ngram_sub[i]) : json_null());
@@ -340,7 +364,10 @@ char *sv_explain_json(const sv_state *s, const sv_explain_req *rq, int *status) 
             json_t *o = json_object();
             json_object_set_new(o, "block", json_integer(l));
             json_object_set_new(o, "hellinger", json_real(r->lens_h[i * NL + l]));
-            json_object_set_new(o, "top", top_chars(s, ex->lens + (i * NL + l) * V, NULL, V, 3));
+            const size_t lk = (i * NL + l) * CL_EXPLAIN_LENS_TOP;
+            json_object_set_new(o, "top", ex->lens_top_id ? top_sparse(s, ex->lens_top_id + lk, ex->lens_top_p + lk, NULL,
+                                                                       CL_EXPLAIN_LENS_TOP, 3)
+                                                          : top_chars(s, ex->lens + (i * NL + l) * V, NULL, V, 3));
             json_array_append_new(lens, o);
         }
         json_object_set_new(p, "lens", lens);

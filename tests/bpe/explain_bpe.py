@@ -101,11 +101,12 @@ class Encoder:
         return b"".join(self.tok_bytes[int(i)] for i in ids)
 
 
-def read_counts(g):
+def read_counts(g, V=None):
     """/blocks/counts [P, Lh, V], from the sparse rows /blocks/next/* when the file has them (checked)."""
     if "/blocks/counts" in g:
         return g["/blocks/counts"][()]
-    P, V = g["/model/probs"].shape
+    P = g["/hellinger"].shape[0]
+    V = V or g["/model/probs"].shape[1]
     Lh = g["/blocks/n_matches"].shape[1]
     ip, tk, ct = (g["/blocks/next/" + k][()] for k in ("indptr", "token", "count"))
     check(ip.shape == (P * Lh + 1,) and ip[0] == 0 and ip[-1] == len(tk) == len(ct) and (np.diff(ip) >= 0).all(),
@@ -117,6 +118,118 @@ def read_counts(g):
               f"sparse row {r}: tokens increasing in [0, V), counts > 0")
         out[r, t] = c
     return out.reshape(P, Lh, V)
+
+
+DENSE = dict(st.ENV, CORPUSLENS_EXPLAIN_COUNTS="dense")  # the dense arrays of a BPE model: the reference
+
+
+def top_ids(x, k):
+    """the k largest of x (ties: the lower id), positive ones only (explain's and serve's lists)"""
+    o = np.lexsort((np.arange(len(x)), -np.asarray(x, np.float64)))[:k]
+    return [int(i) for i in o if x[i] > 0]
+
+
+def csr_rows(g, name, P, V):
+    """the rows of a CSR group (indptr [P + 1] from 0, tokens increasing in [0, V)), checked"""
+    ip = g[name + "/indptr"][()]
+    tk = g[name + "/token"][()]
+    check(ip.shape == (P + 1,) and ip[0] == 0 and ip[-1] == len(tk) and (np.diff(ip) >= 0).all(), f"{name}: indptr")
+    for p in range(P):
+        t = tk[ip[p]:ip[p + 1]]
+        check((np.diff(t) > 0).all() and ((t >= 0) & (t < V)).all(), f"{name} row {p}: tokens increasing in [0, V)")
+    return ip, tk
+
+
+def support_h(a, q, sq, rest):
+    """H over a support (format.md): a on the support, q the model's probabilities there, sq its normaliser over
+    V, rest its mass off the support"""
+    a = np.asarray(a, np.float64)
+    sa = a.sum()
+    if not (sa > 0) or not (sq > 0):
+        return -1.0
+    acc = ((np.sqrt(a / sa) - np.sqrt(np.asarray(q, np.float64) / sq)) ** 2).sum() + rest / sq
+    return min(1.0, float(np.sqrt(acc) / np.sqrt(2)))
+
+
+def check_sparse(name, fs, fd, V, Lh, W, negative=False):
+    """A sparse explain.h5 / passage.h5 (fs) against the dense one of the same run (fd, CORPUSLENS_EXPLAIN_COUNTS=
+    dense): the support holds every count, n-gram and top-16 token, its probabilities are the dense row's bits, the
+    approximations there are the dense ones and zero elsewhere, the mass matches, every H equals the dense H and
+    the support formula gives it from the file (1e-12), the lens's H and top lists equal the dense rows'. W: the
+    weights. Returns the largest H difference seen."""
+    gs, gd = h5py.File(fs, "r"), h5py.File(fd, "r")
+    check("/model/probs" not in gs and "/lens/probs" not in gs and "/approx" not in gs and "/ngram/counts" not in gs,
+          f"{name}: the sparse file has no [P, V] arrays")
+    check("/model/probs" in gd, f"{name}: the reference is dense")
+    mp, ap = gd["/model/probs"][()], gd["/approx"][()]
+    P = mp.shape[0]
+    soft = "/soft/approx" in gd
+    ip, tk = csr_rows(gs, "/model/support", P, V)
+    pr, sap = gs["/model/support/prob"][()], gs["/model/support/approx"][()]
+    ssp = gs["/model/support/soft_approx"][()] if soft else None
+    mass = gs["/model/mass"][()]
+    cs, cd = read_counts(gs, V), read_counts(gd)
+    check((cs == cd).all(), f"{name}: the same counts")
+    nip, ntk = csr_rows(gs, "/ngram/next", P, V)
+    ncn = gs["/ngram/next/count"][()]
+    ngd = gd["/ngram/counts"][()]
+    H, Hd = gs["/hellinger"][()], gd["/hellinger"][()]
+    worst = float(np.abs(H - Hd).max())
+    for k in ("/ngram/hellinger",) + (("/soft/hellinger",) if soft else ()):
+        worst = max(worst, float(np.abs(gs[k][()] - gd[k][()]).max()))
+    bad = []
+    for p in range(P):
+        t = tk[ip[p]:ip[p + 1]]
+        q = mp[p]
+        onsup = np.zeros(V, bool)
+        onsup[t] = True
+        if not (pr[ip[p]:ip[p + 1]] == q[t]).all():
+            bad.append(f"{p}: support probabilities are not the dense row's")
+        if not set(top_ids(q, 16)) <= set(t.tolist()):
+            bad.append(f"{p}: the model's top 16 not on the support")
+        need = (cd[p].sum(0) > 0) | (ngd[p] > 0)
+        if soft:
+            need |= gd["/soft/approx"][p] > 0
+        if (need & ~onsup).any():
+            bad.append(f"{p}: a count or n-gram token off the support")
+        if not ((sap[ip[p]:ip[p + 1]] == ap[p, t]).all() and (ap[p, ~onsup] == 0).all()):
+            bad.append(f"{p}: the approximation on the support is not the dense one")
+        if soft and not (ssp[ip[p]:ip[p + 1]] == gd["/soft/approx"][p, t]).all():
+            bad.append(f"{p}: the soft approximation on the support")
+        qq = np.where(q > 0, q, 0).astype(np.float64)
+        dm = max(abs(mass[p, 0] - qq.sum()), abs(mass[p, 1] - qq[~onsup].sum()))
+        if not (dm <= 1e-12):
+            bad.append(f"{p}: mass {mass[p]} vs {qq.sum()}, {qq[~onsup].sum()}")
+        row = np.zeros(V, np.int64)
+        row[ntk[nip[p]:nip[p + 1]]] = ncn[nip[p]:nip[p + 1]]
+        if not (row == ngd[p]).all():
+            bad.append(f"{p}: the n-gram's rows")
+        # H from the file alone: the counts' approximation on the support
+        a = sum(W[b] * cs[p, b, t].astype(np.float64) for b in range(Lh))
+        hs = support_h(a, pr[ip[p]:ip[p + 1]], mass[p, 0], mass[p, 1])
+        worst = max(worst, abs(hs - float(H[p])))
+        if negative and p == 0 and a.sum() > 0:  # negative control: one support probability changed
+            q2 = pr[ip[p]:ip[p + 1]].astype(np.float64).copy()
+            q2[int(np.argmax(a))] *= 1.5
+            check(abs(support_h(a, q2, mass[p, 0], mass[p, 1]) - float(H[p])) > 1e-12,
+                  f"{name}: negative control: a changed support probability changes H beyond 1e-12")
+    lh, lid, lpr = gs["/lens/hellinger"][()], gs["/lens/top/token"][()], gs["/lens/top/prob"][()]
+    lp = gd["/lens/probs"][()]
+    NL = lp.shape[1]
+    for p in range(P):
+        for l in range(NL):
+            hd = hell(lp[p, l].astype(np.float64), mp[p].astype(np.float64))
+            worst = max(worst, abs(hd - float(lh[p, l])))
+            ids = top_ids(lp[p, l], lid.shape[2])
+            if lid[p, l, :len(ids)].tolist() != ids or not (lpr[p, l, :len(ids)] == lp[p, l, ids]).all():
+                bad.append(f"{p} lens {l}: top tokens")
+    check(not bad, f"{name}: sparse results equal the dense ones: {bad[:4]}")
+    check(worst <= 1e-12, f"{name}: every H equals the dense one and the support's formula ({worst:.3g})")
+    check(int((H >= 0).sum()) >= 1, f"{name}: some approximation (the comparison is not empty)")
+    ss, sd = os.path.getsize(fs), os.path.getsize(fd)
+    print(f"{name}: sparse == dense (H within {worst:.3g}); file {ss} bytes sparse, {sd} dense")
+    gs.close(), gd.close()
+    return worst
 
 
 def test_sparse_char():
@@ -208,14 +321,21 @@ def main():
              text[2820:2850], "zqx and the", "speak"]
     opts = ["--thresholds", ",".join(map(str, THR)), "--weights", ",".join(map(str, WTS)), "--top", "5"]
     base = ["explain", "--index", ix, "--corpus", c, "--model", m] + opts
+    ed = os.path.join(d, "ed.h5")
     p1 = run(base + ["-o", e] + texts)
     run(base + ["-o", e2] + texts, ranks=2)
+    pd_ = run(base + ["-o", ed] + texts, env=DENSE)
     check("(the last 4 tokens)" in p1.stdout, "the baselines are named in tokens")
-    f, f2 = h5py.File(e, "r"), h5py.File(e2, "r")
-    check("/blocks/counts" not in f and "/blocks/next/indptr" in f, "a BPE explain.h5 holds sparse counts")
+    check(p1.stdout == pd_.stdout, "sparse results print what the dense ones print")
+    import filecmp
+    check(filecmp.cmp(e, e2, shallow=False), "1 and 2 ranks: the same bytes (sparse results)")
+    check_sparse("texts", e, ed, V, 2, WTS, negative=True)
+    # the oracle's checks read the dense reference (equal to the sparse file: check_sparse)
+    f, f2 = h5py.File(ed, "r"), h5py.File(e2, "r")
+    check("/blocks/counts" not in f2 and "/blocks/next/indptr" in f2, "a BPE explain.h5 holds sparse counts")
     mp, cnt, nm, H = f["/model/probs"][()], read_counts(f), f["/blocks/n_matches"][()], f["/hellinger"][()]
     tsim = f["/matches/similarity"][()]
-    check((cnt == read_counts(f2)).all() and (f2["/hellinger"][()] == H).all()
+    check((cnt == read_counts(f2, V)).all() and (f2["/hellinger"][()] == H).all()
           and (nm == f2["/blocks/n_matches"][()]).all(), "1 and 2 ranks: the same counts, matches and H")
     check(mp.shape == (len(texts), V) and cnt.shape == (len(texts), Lh, V), f"shapes {mp.shape} {cnt.shape}")
     neg_done = False
@@ -262,24 +382,46 @@ def main():
     check(n_exact >= 4 and neg_done, f"{n_exact} texts compared with the oracle; negative control run")
 
     # ---- --passage: tokens, windows, the last position equals explain of the text ----
-    pp = os.path.join(d, "p.h5")
-    run(base + ["--passage", texts[0], "-o", pp])
+    pp, ppd = os.path.join(d, "p.h5"), os.path.join(d, "pd.h5")
+    q1 = run(base + ["--passage", texts[0], "-o", pp])
+    q2 = run(base + ["--passage", texts[0], "-o", ppd], env=DENSE)
+    check(q1.stdout == q2.stdout, "--passage: sparse results print what the dense ones print")
+    check_sparse("passage", pp, ppd, V, 2, WTS)
+    with h5py.File(pp) as g, h5py.File(ppd) as gd:
+        check((g["/lens/hellinger"][()] == gd["/lens/hellinger"][()]).all()
+              and (g["/ngram/substring"][()] == gd["/ngram/substring"][()]).all(),
+              "--passage: the lens's H and the n-gram's substrings equal the dense passage's")
     with h5py.File(pp) as g:
         ptok = g["/passage/tokens"][()]
         ws = g["/passage/win_start"][()]
         ph = g["/hellinger"][()]
-        pc = read_counts(g)
+        pc = read_counts(g, V)
     ids = enc.encode(texts[0])
     check(list(ptok) == ids, "passage tokens are the oracle's encoding")
     check(list(ws) == [max(0, i - L + 1) for i in range(len(ids))], "passage windows: the last L tokens")
     check(ph[-1] == H[0] and (pc[-1] == cnt[0]).all(), "the passage's last position equals explain of the text")
 
     # ---- --eval-text: held-out windows, with the baselines ----
-    ev = os.path.join(d, "ev.h5")
-    pe = run(base + ["--eval-text", "30", "--quiet", "-o", ev])
+    ev, evd = os.path.join(d, "ev.h5"), os.path.join(d, "evd.h5")
+    pe = run(base + ["--eval-text", "30", "--quiet", "--soft", "-o", ev])
+    ped = run(base + ["--eval-text", "30", "--quiet", "--soft", "-o", evd], env=DENSE)
     for row in ("approximation", "exact-string n-gram", "∞-gram", "backoff n-gram", "unigram", "logit lens, block 0"):
         check(row in pe.stdout, f"--eval-text prints the {row} row")
-    with h5py.File(ev) as g:
+    check(pe.stdout == ped.stdout, "--eval-text: every summary row (the ∞-gram's, the unigram's, the lens's) of the "
+          "sparse results equals the dense ones'")
+    check_sparse("--eval-text --soft", ev, evd, V, 2, WTS)
+    # 2 ranks: a passage of more than 256 distinct windows is two pieces of the trie forward (256 strings
+    # each), one per rank, so the lens's H and top lists and the last residuals come from both ranks (summed):
+    # the same bytes
+    long_text = text[:1500]
+    e300, e300r = os.path.join(d, "e300.h5"), os.path.join(d, "e300r.h5")
+    run(base + ["--passage", long_text, "--quiet", "--soft", "-o", e300])
+    run(base + ["--passage", long_text, "--quiet", "--soft", "-o", e300r], ranks=2)
+    with h5py.File(e300) as g:
+        nwin = len(set(g["/prompts/text"][()]))
+    check(nwin > 256, f"the long passage has {nwin} distinct windows (more than one piece)")
+    check(filecmp.cmp(e300, e300r, shallow=False), "a long passage: 1 and 2 ranks write the same bytes")
+    with h5py.File(evd) as g:
         eh, ec, em = g["/hellinger"][()], read_counts(g), g["/model/probs"][()]
     worst = 0.0
     for p in range(len(eh)):
@@ -306,10 +448,13 @@ def test_serve(d, m, c, ix, enc, txt):
     text = "First Citizen: hear me speak, the"
     opts = ["--thresholds", ",".join(map(str, THR)), "--weights", ",".join(map(str, WTS))]
     pp = os.path.join(d, "p.h5")
-    run(["explain", "--index", ix, "--corpus", c, "--model", m, "--top", "5", "--passage", text, "-o", pp] + opts)
+    # the reference: the dense arrays (today's lists come from them); the server gives sparse results
+    run(["explain", "--index", ix, "--corpus", c, "--model", m, "--top", "5", "--passage", text, "-o", pp] + opts,
+        env=DENSE)
     with h5py.File(pp) as g:
         ref = {k: g[k][()] for k in ("/passage/tokens", "/hellinger", "/blocks/n_matches", "/matches/substring",
-                                     "/matches/similarity", "/model/probs", "/ngram/hellinger")}
+                                     "/matches/similarity", "/model/probs", "/ngram/hellinger", "/approx",
+                                     "/lens/probs", "/lens/hellinger")}
     ids = enc.encode(text)
     check(list(ref["/passage/tokens"]) == ids, "explain --passage tokens are the oracle's encoding")
     srv = sv.Server(m, c, ix, extra=opts)
@@ -331,9 +476,20 @@ def test_serve(d, m, c, ix, enc, txt):
                 bad.append(f"{i}: H {h!r} vs explain {ref['/hellinger'][i]!r}")
             if not (sv.hnull(p["ngram_hellinger"]) == ref["/ngram/hellinger"][i]):
                 bad.append(f"{i}: n-gram H")
-            top = sorted(ref["/model/probs"][i], reverse=True)[:len(p["model"])]
-            if [e["p"] for e in p["model"]] != [float(x) for x in top]:
-                bad.append(f"{i}: model top probabilities")
+            # the top lists (serve's top_chars of the dense rows: ties to the lower id, positive only)
+            def want_top(x, k):
+                ids_ = top_ids(x, k)
+                return [(enc.decode([t]).decode("utf-8", "replace"), float(x[t])) for t in ids_]
+            if [(e["char"], e["p"]) for e in p["model"]] != want_top(ref["/model/probs"][i], 10):
+                bad.append(f"{i}: model top tokens")
+            if p["hellinger"] is not None and \
+                    [(e["char"], e["p"]) for e in p["approx"]] != want_top(ref["/approx"][i], 10):
+                bad.append(f"{i}: approximation top tokens")
+            for ln in p["lens"]:
+                lb = ln["block"]
+                if [(e["char"], e["p"]) for e in ln["top"]] != want_top(ref["/lens/probs"][i, lb], 3) or \
+                        ln["hellinger"] != ref["/lens/hellinger"][i, lb]:
+                    bad.append(f"{i} lens {lb}: top tokens or H")
             for b, blk in enumerate(p["blocks"]):
                 subs = [int(x) for x in ref["/matches/substring"][i, b] if x >= 0]
                 if blk["matches"] != ref["/blocks/n_matches"][i, b] or [s["substring"] for s in blk["similar"]] != subs:

@@ -5,7 +5,10 @@ A text of 5000 distinct CJK characters; the logit lens's Hellinger distance that
 explain prints per block must equal the one computed here from explain's own
 -o output (lens and model probabilities), to the printed 3 decimals. Negative
 control: the same comparison against a lens cut to 4096 entries (what the old
-buffer held) disagrees, so the check can fail.
+buffer held) disagrees, so the check can fail. V > 4096 gives sparse results
+(scan/explain.h): the lens and model rows come from the same run with
+CORPUSLENS_EXPLAIN_COUNTS=dense, and the sparse file's /lens/hellinger must
+equal H computed from them (1e-12).
 Also index --sketch-dim (defect 8): 32 means 32 dimensions, not the default.
 Environment: CORPUSLENS (binary)."""
 import os
@@ -29,8 +32,8 @@ def check(cond, msg):
         print("FAIL:", msg, flush=True)
 
 
-def run(args):
-    p = subprocess.run([EXE] + args, capture_output=True, text=True, env=ENV)
+def run(args, env=None):
+    p = subprocess.run([EXE] + args, capture_output=True, text=True, env=env or ENV)
     if p.returncode != 0:
         print(p.stdout, p.stderr)
         raise SystemExit("command failed (rc %d): %s" % (p.returncode, " ".join(args)))
@@ -62,12 +65,21 @@ def main():
             check(int(f.attrs["vocab_size"]) == V, f"vocab_size {f.attrs['vocab_size']}, expected {V}")
         # prompts whose characters include ids past 4096
         texts = ["".join(seq[10:13]), chars[4999] + chars[4500] + chars[1]]
-        p = run(["explain", "--index", ix, "--corpus", c, "--model", m, "--thresholds", "0.5,0.6", "--weights", "1,1",
-                 "-o", e] + texts)
+        args = ["explain", "--index", ix, "--corpus", c, "--model", m, "--thresholds", "0.5,0.6", "--weights", "1,1"]
+        p = run(args + ["-o", e] + texts)
+        ed = os.path.join(d, "ed.h5")  # the dense rows of the same texts
+        pd_ = run(args + ["-o", ed] + texts, env=dict(ENV, CORPUSLENS_EXPLAIN_COUNTS="dense"))
+        check(p.stdout == pd_.stdout, "sparse results print what the dense ones print")
         lines = [x for x in p.stdout.splitlines() if "logit lens:" in x]
         check(len(lines) == len(texts), f"{len(lines)} logit-lens lines for {len(texts)} texts: {p.stdout[-500:]}")
         with h5py.File(e) as f:
+            check("/lens/probs" not in f and "/model/probs" not in f, "V > 4096: sparse results, no [P, V] arrays")
+            lh = f["/lens/hellinger"][()]
+        with h5py.File(ed) as f:
             lens, model = f["/lens/probs"][()], f["/model/probs"][()]
+        dl = max(abs(float(lh[i, b]) - hellinger(lens[i, b], model[i]))
+                 for i in range(lens.shape[0]) for b in range(lens.shape[1]))
+        check(dl <= 1e-12, f"/lens/hellinger equals H of the dense rows ({dl:.3g})")
         check(lens.shape[2] == V, f"lens has {lens.shape[2]} entries, expected {V}")
         n_ok = n_cut_bad = 0
         for i, line in enumerate(lines):

@@ -108,6 +108,35 @@
  *   /ngram/counts            [P, V] int32 what follows the text's last L
  *                            characters in the corpus (zeros when absent)
  *   /ngram/hellinger         [P] float64 (-1 when empty)
+ * A GPT-2 BPE model (or V > CL_EXPLAIN_DENSE_MAX_V; scan/explain.h) has
+ * sparse counts and sparse results: /blocks/next/{indptr [P Lh + 1] int64,
+ *   token int32, count int64} (row p Lh + b) instead of /blocks/counts, and
+ *   instead of /model/probs, /lens/probs, /approx, /soft/approx, /ngram/counts
+ *   (scan.h5's /model/support idea, CL_SCAN_MODEL_SUPPORT_* above):
+ *   /model/support/indptr    [P + 1] int64 from 0; prompt p's support is
+ *   /model/support/token     [m] int32 token[indptr[p] .. indptr[p + 1])
+ *                            (increasing): the tokens of its /blocks/next
+ *                            rows (and the soft kernel's), of its n-gram
+ *                            row, and the model's CL_SCAN_MODEL_TOP most
+ *                            probable tokens (ties: the lower id)
+ *   /model/support/prob      [m] float32 the model's softmax there (the bits
+ *                            of the dense row)
+ *   /model/support/approx    [m] float64 the approximation there (zero off
+ *                            the support); soft_approx likewise (--soft)
+ *   /model/mass              [P, 2] float64 (sum over V of the positive finite
+ *                            probabilities in token order; the part off the
+ *                            support). H of a distribution a on the support:
+ *                            acc = sum_S (sqrt(a/sa) - sqrt(q/sum))^2 +
+ *                            rest/sum, H = min(1, sqrt(acc / 2)) (the dense
+ *                            H to ~1e-15; /hellinger is the dense H itself)
+ *   /lens/hellinger          [P, n_layer] float64 H(logit lens of block l, model)
+ *   /lens/top/token, /lens/top/prob  [P, n_layer, CL_EXPLAIN_LENS_TOP] int32,
+ *                            float32: each block's lens, most probable first
+ *                            (ties: the lower id; -1 / 0 past V)
+ *   /ngram/next/{indptr [P + 1] int64, token int32, count int32}, the n-gram's
+ *                            next tokens; /ngram/substring [P] int64 (-1: none)
+ *   root attributes model_top_k (CL_SCAN_MODEL_TOP), lens_top_k.
+ *   CORPUSLENS_EXPLAIN_COUNTS=dense gives the dense layout (the tests' reference).
  */
 #ifndef CORPUSLENS_H5SCHEMA_H
 #define CORPUSLENS_H5SCHEMA_H
@@ -164,6 +193,33 @@
 #define CL_SCAN_FREQ_NEXT_INDPTR "/freq/next/indptr"
 #define CL_SCAN_FREQ_NEXT_TOKEN "/freq/next/token"
 #define CL_SCAN_FREQ_NEXT_COUNT "/freq/next/count"
+/* next_layout "csr": the exact-string n-gram counts as CSR, instead of
+   /prompts/next_counts [P, V]: row p is token[indptr[p] .. indptr[p + 1])
+   (increasing) with count > 0; indptr [P + 1] int64 from 0 */
+#define CL_SCAN_PROMPT_NEXT_INDPTR "/prompts/next/indptr"
+#define CL_SCAN_PROMPT_NEXT_TOKEN "/prompts/next/token"
+#define CL_SCAN_PROMPT_NEXT_COUNT "/prompts/next/count"
+/* next_layout "csr": the model's probabilities on each prompt's support,
+   instead of /model/probs [P, V]. Prompt p's support (token[indptr[p] ..
+   indptr[p + 1]), increasing) is the union of: the tokens of its /freq/next
+   rows (every block and bin), of its /prompts/next row, the followers in the
+   corpus text (/text/tokens of corpus.h5) of the prompt's last token (they
+   hold the followers of every suffix: the ∞-gram's and the backoff n-gram's
+   for any K), and the model's CL_SCAN_MODEL_TOP most probable tokens (ties:
+   the lower id). prob [m] float32 is the model's softmax there (the same bits
+   as the dense row). */
+#define CL_SCAN_MODEL_SUPPORT_INDPTR "/model/support/indptr"
+#define CL_SCAN_MODEL_SUPPORT_TOKEN "/model/support/token"
+#define CL_SCAN_MODEL_SUPPORT_PROB "/model/support/prob"
+/* [P, 2] float64: (sum over all V of the positive finite probabilities, in
+   token order as cl_hellinger_df sums them; the part of that sum off the
+   support, summed in token order) */
+#define CL_SCAN_MODEL_MASS "/model/mass"
+#define CL_SCAN_MODEL_TOP 16
+/* next_layout "csr": [P] float64, H(/corpus/unigram, the model) from the
+   dense row (cl_hellinger_df, CL_H_EMPTY = -1 when undefined): the unigram's
+   support is the corpus's whole vocabulary */
+#define CL_SCAN_UNIGRAM_HELLINGER "/unigram/hellinger"
 #define CL_SCAN_FREQ_BIN_LOWER "/freq/bin_lower"
 #define CL_SCAN_FREQ_N_MATCHES "/freq/n_matches"
 #define CL_SCAN_MATCH_INDEX "/matches/index"

@@ -64,6 +64,19 @@
  * sparse rows above it or for a GPT-2 BPE model (the approximation and H are
  * the same bits either way; CORPUSLENS_EXPLAIN_COUNTS=csr|dense overrides). */
 #define CL_EXPLAIN_DENSE_MAX_V 4096
+/* Sparse results: with sparse counts for the model's own reason (a GPT-2 BPE
+ * model or V > CL_EXPLAIN_DENSE_MAX_V; not when only
+ * CORPUSLENS_EXPLAIN_COUNTS=csr asks for them, and never with =dense), the
+ * [P, V] and [P, NL, V] arrays (model_probs, lens, approx, soft_approx) are
+ * not made: per prompt the model's probabilities on a support (sup_*, the
+ * idea and names of scan.h5's /model/support, h5schema.h), the
+ * approximations there, and each block's logit lens as its H to the model
+ * plus its CL_EXPLAIN_LENS_TOP most probable tokens. Every figure is computed
+ * from the dense row, one tile of CL_EXPLAIN_SUP_TILE prompts at a time, so
+ * the memory follows P (tile x V), not P x V; the H and the lists are the
+ * dense path's bits. */
+#define CL_EXPLAIN_LENS_TOP 8
+#define CL_EXPLAIN_SUP_TILE 64
 /* the prompts the sketch's search bounds together (explain.c) */
 #define CL_EXPLAIN_ROW_TILE 256
 
@@ -80,20 +93,39 @@ typedef struct {
 typedef struct {
     size_t P;
     int Lh, NL, V, K;
-    float *model_probs;    /* [P, V] */
-    float *lens;           /* [P, NL, V] */
+    float *model_probs;    /* [P, V]; NULL with sparse results (below) */
+    float *lens;           /* [P, NL, V]; NULL with sparse results */
     int64_t *counts;       /* [P, Lh, V] hard-kernel counts per block; NULL with sparse counts: */
     int64_t *cnt_indptr;   /* sparse counts (a GPT-2 BPE model, or V > CL_EXPLAIN_DENSE_MAX_V): [P Lh + 1] rows */
     int32_t *cnt_token;    /* [nnz] the tokens of row (p, b), increasing */
     int64_t *cnt_count;    /* [nnz] their counts (> 0); the rows hold what counts holds without its zeros */
     int64_t *n_matches;    /* [P, Lh] substrings above the threshold */
     int64_t *near;         /* [P, Lh] of them within CL_EXPLAIN_NEAR of the threshold (either side) */
-    double *approx;        /* [P, V] normalised (zeros when empty) */
+    double *approx;        /* [P, V] normalised (zeros when empty); NULL with sparse results */
     double *hellinger;     /* [P] CL_H_EMPTY when empty */
-    double *soft_approx;   /* [P, V] (soft only) */
+    double *soft_approx;   /* [P, V] (soft only); NULL with sparse results */
     double *soft_hellinger;/* [P] (soft only) */
     int64_t *top_sub;      /* [P, Lh, K] corpus substring index, -1 = none */
     float *top_sim;        /* [P, Lh, K] NaN = none */
+    /* sparse results (NULL otherwise). Prompt p's support is sup_token[sup_indptr[p] ..
+       sup_indptr[p + 1]) (increasing): the union of the tokens of its count rows (hard and soft,
+       every block), of its n-gram row, and the model's CL_SCAN_MODEL_TOP most probable tokens
+       (ties: the lower id); so every nonzero of the approximations and of the n-gram lies on it */
+    int64_t *sup_indptr;   /* [P + 1] from 0 */
+    int32_t *sup_token;    /* [m] */
+    float *sup_prob;       /* [m] the model's softmax there (the bits of the dense row) */
+    double *mass;          /* [P, 2] (the sum over V of the positive finite probabilities in token order, as
+                              cl_hellinger_df sums them; the part of it off the support, in token order) */
+    double *sup_approx;    /* [m] the approximation on the support (normalised; zeros when empty) */
+    double *sup_soft;      /* [m] the soft approximation (soft only) */
+    double *lens_h;        /* [P, NL] H(logit lens of block l, model) (cl_hellinger_df of the dense rows) */
+    int32_t *lens_top_id;  /* [P, NL, CL_EXPLAIN_LENS_TOP] each block's lens, most probable first (ties: lower id) */
+    float *lens_top_p;     /* [P, NL, CL_EXPLAIN_LENS_TOP] their probabilities */
+    int64_t *ngram_sub;    /* [P] the corpus substring equal to the prompt's last L tokens (-1: none or shorter) */
+    int64_t *ngram_indptr; /* [P + 1] the n-gram's next tokens (rows of ngram_token / ngram_count) */
+    int32_t *ngram_token;  /* increasing within a row */
+    int32_t *ngram_count;  /* > 0 */
+    double *ngram_h;       /* [P] H(n-gram, model), CL_H_EMPTY when none */
     double seconds_prompts, seconds_search;
     int sketch;            /* 1: the search used the index's sketch (sketch.h) */
     int64_t *checked;      /* [Lh] index rows whose similarity was computed (rank 0: all ranks);
@@ -112,6 +144,19 @@ typedef struct {
  * rank. */
 cl_explain_result *cl_explain_run(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
                                   const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm);
+/* The same, and (rank 0, sparse results only) dense_row(ctx, p, q) for every
+ * prompt p in order with its dense model row q [V] (the bits of model_probs'
+ * row), while it exists: a caller's figures that need the whole row (the
+ * ∞-gram's H). A nonzero return fails the call (every rank). */
+cl_explain_result *cl_explain_run_rows(const cl_index *ix, const cl_model *m, const cl_corpus *cp, const int32_t *tokens,
+                                       const size_t *off, size_t P, const cl_explain_params *par, MPI_Comm comm,
+                                       int (*dense_row)(void *ctx, size_t p, const float *q), void *ctx);
+/* 1 when cl_explain_run gives sparse results for this model (the environment read here) */
+int cl_explain_sparse_results(const cl_model *m);
+/* the k most probable tokens of a sparse list tok/prob[0..n) (ties: the lower id), best first, those with a
+ * positive probability only: the ids in idx, their count returned (k <= 64) */
+int cl_explain_top_sparse(const int32_t *tok, const float *pf, const double *pd, size_t n, int k, int32_t *idx,
+                          double *val);
 void cl_explain_result_free(cl_explain_result *r);
 
 /* For a server that keeps the index and corpus warm (serve): copy cp's

@@ -41,7 +41,7 @@ typedef struct {
     /* exact-string n-gram: the next-token counts of the corpus substring
        equal to the window, when the window has L tokens and occurs */
     int64_t *ngram_sub;   /* [n] corpus substring index, -1 = none (or window shorter than L) */
-    int32_t *ngram_counts;/* [n, V] (zeros when none) */
+    int32_t *ngram_counts;/* [n, V] (zeros when none); NULL with sparse results (explain.h): ex->ngram_* hold the rows */
     double *ngram_h;      /* [n] H(n-gram, model), CL_H_EMPTY when none */
     double *lens_h;       /* [n, NL] H(logit lens of block l, model); the last block's lens is the model */
     double mean_h;        /* mean of ex->hellinger over the non-empty positions; CL_H_EMPTY when all empty */
