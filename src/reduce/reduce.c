@@ -535,19 +535,20 @@ static int reduce_sparse(const cl_scan *s, cl_reduction *r, const double *w, con
                 int64_t mm = 0;
                 for (size_t k = 0; k < NB; k++) {
                     r->mean_matches_bin[b * NB + k] += (double)mb[k];
-                    if (k < (size_t)kbin[b]) continue;
-                    mm += mb[k];
+                    int used = k >= (size_t)kbin[b];
+                    if (used) mm += mb[k];
                     size_t row = (i * Lb + b) * NB + k;
+                    /* every bin's tokens are checked, not only those above the threshold */
                     for (int64_t e = c.ind[row]; e < c.ind[row + 1]; e++) {
                         long j = cl_support_find(st, ns, c.tok[e]);
                         if (j < 0) {
                             cl_error("%s: %s: token %d of prompt %zu (block %zu, bin %zu) is not in its support "
                                      "(%s): the file is inconsistent",
-                                     s->path, s->csr ? CL_SCAN_FREQ_NEXT_TOKEN : CL_SCAN_FREQ_COUNTS, (int)c.tok[e],
-                                     p, b, k, CL_SCAN_MODEL_SUPPORT_TOKEN);
+                                     s->path, CL_SCAN_FREQ_NEXT_TOKEN, (int)c.tok[e], p, b, k,
+                                     CL_SCAN_MODEL_SUPPORT_TOKEN);
                             goto out;
                         }
-                        ab[j] += (double)c.cnt[e];
+                        if (used) ab[j] += (double)c.cnt[e];
                     }
                 }
                 r->n_matches[p * Lb + b] = mm;
