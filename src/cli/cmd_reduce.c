@@ -41,7 +41,9 @@ static const char EPILOG[] =
     "p75, p90, max (linear interpolation, numpy's default). Prompts with an empty\n"
     "distribution are counted in n_empty and excluded; their H is stored as -1.\n"
     "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
-    "process.\n";
+    "process. A csr scan with /model/support (no [P, V] dataset) is reduced on\n"
+    "each prompt's support: report.h5 holds /approx/{indptr,token,prob}, the\n"
+    "approximation's nonzero entries; --compare-model needs a dense scan.\n";
 
 /* The ids of the scan's prompts, text p = tok[off[p] .. off[p+1]): a char
    corpus's vocabulary encodes the texts; a BPE corpus gives the rows of the
