@@ -45,6 +45,28 @@ else bad "scan: resumed file differs from the uninterrupted one"; fi
 if ! cmp -s ref0.h5 s0.h5; then ok "control: cmp sees one changed attribute"; else bad "control: cmp missed a change"; fi
 [ ! -d s.h5.state ] && ok "scan: the state is gone after the finished rerun" || bad "scan: s.h5.state left"
 
+# ---- the same with --next-layout csr (sparse checkpoints; the model side as
+# supports, the lens as H from take_prompts): killed, resumed, the same bytes
+mpi "${SCAN[@]}" --next-layout csr -o cref.h5 >/dev/null 2>&1 || bad "scan csr: the uninterrupted run failed"
+CORPUSLENS_FAULT=1:scan.shard@4:kill mpi "${SCAN[@]}" --next-layout csr -o cs.h5 >out.txt 2>err.txt
+rc=$?
+[ $rc -ne 0 ] && [ ! -f cs.h5 ] && ok "scan csr: rank 1 killed at its 4th shard (exit $rc), no cs.h5" \
+    || bad "scan csr: killed run: exit $rc, cs.h5 $( [ -f cs.h5 ] && echo exists || echo absent)"
+mpi "${SCAN[@]}" --next-layout csr -o cs.h5 >out.txt 2>err.txt || { bad "scan csr: the rerun failed"; cat err.txt; }
+grep -q "resuming: [1-9][0-9]* of" err.txt && ok "scan csr: the rerun $(grep -o 'resuming: [^(]*' err.txt)" \
+    || bad "scan csr: the rerun did not resume"
+"$PY" - <<'PY'
+import shutil, h5py
+for a, b in (("cref.h5", "cref0.h5"), ("cs.h5", "cs0.h5")):
+    shutil.copyfile(a, b)
+    with h5py.File(b, "r+") as f:
+        f.attrs.modify("wall_seconds", 0.0)
+PY
+"$PY" -c "import h5py, sys; f = h5py.File('cs0.h5', 'r'); sys.exit(0 if '/model/support/token' in f and '/model/probs' not in f else 1)" \
+    && ok "scan csr: the file has /model/support, no /model/probs" || bad "scan csr: not the csr model side"
+if [ -f cs.h5 ] && cmp cref0.h5 cs0.h5; then ok "scan csr: resumed file == uninterrupted file, byte for byte"
+else bad "scan csr: resumed file differs from the uninterrupted one"; fi
+
 # ---- training: a checkpoint every step, rank 1 killed at its 4th step
 TRAIN=(train --corpus demo.txt --init m.h5 --steps 6 --batch 4 --ctx 8 --eval-every 2 --eval-batches 1
        --checkpoint-every 1 --dropout 0.1 --seed 3)

@@ -1,7 +1,7 @@
 """A model_sparse scan.h5 (the csr scan without [P, V] datasets, h5schema.h:
 /prompts/next, /model/support, /model/mass, /unigram/hellinger) built in
 numpy from a csr scan and its dense twin (same model, corpus, prompts), for
-the reduce tests while `scan` writes the file itself or not: a csr scan that
+the reduce tests whether `scan` writes the file itself or not: a csr scan that
 already has /model/support is copied as it is. The support follows the
 contract: the tokens of the prompt's /freq/next rows and of its n-gram row,
 the corpus followers (/text/tokens) of its last token (followers=True), and
@@ -46,9 +46,13 @@ def convert(dense, csr, corpus, out, followers=True):
     """out: csr with the model_sparse datasets instead of /model/probs and
     /prompts/next_counts (read from `dense`, the same scan's dense twin)."""
     with h5py.File(csr) as f:
-        if "/model/support/indptr" in f:
-            shutil.copy(csr, out)
-            return
+        done = "/model/support/indptr" in f
+    if done:  # scan wrote it: as it is; followers=False says the supports lack them (reduce's other branch)
+        shutil.copy(csr, out)
+        if not followers:
+            with h5py.File(out, "r+") as f:
+                f.attrs["model_support"] = "counts+next+top"
+        return
     shutil.copy(csr, out)
     fol = followers_of(corpus) if followers else None
     with h5py.File(dense) as fd, h5py.File(out, "r+") as f, h5py.File(corpus) as g:

@@ -19,6 +19,7 @@ import numpy as np
 
 import model_sparse as ms
 import scan_test as st
+from scan_support_check import NEW, check_csr_model
 from scan_test import check, run
 
 TOL = 1e-12
@@ -39,7 +40,7 @@ def report(d, scan, name, ok=True):
     if not ok:
         return p, rep
     with h5py.File(os.path.join(rep, "report.h5")) as f:
-        return f["/hellinger"][()], f["/approx"][()]
+        return f["/hellinger"][()], approx_dense(f, len(f["/vocab"]))[0]
 
 
 def split_sum(attrs, which):
@@ -415,6 +416,65 @@ def model_sparse_hostile(d, sp, corpus):
         hostile("follower off the support", drop_follower, f"prompt {p}: the corpus's follower {t}")
 
 
+def csr_model_side(d, m, c, sc):
+    """The csr file's model side (no [P, V] dataset; scan_support_check.py)
+    against the dense scan of the same char model, bit for bit: the scans
+    above (prefilter 0.5: every prompt's counts cover the whole V) and a
+    stricter pair (prefilter 0.9: supports of 17 to 41 of V = 52, the top 16
+    needed). The followers of a char are always among the counts here (the
+    BPE test needs them). A checker control: one token dropped from a support
+    row of a copy is seen."""
+    with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd, h5py.File(sc["csr2"]) as f2:
+        check_csr_model(fc, c, "csr, prefilter 0.5", q=fd["/model/probs"][()], next_dense=fd["/prompts/next_counts"][()],
+                        lens=fd["/lens/probs"][()], f2=f2, controls=())
+    strict = ["scan", "--model", m, "--corpus", c, "--prefilter", "0.9", "--bin-width", "0.01", "--batch", "200"]
+    hs = {k: os.path.join(d, "strict_" + k + ".h5") for k in ("dense", "csr", "csr2")}
+    run(strict + ["--next-layout", "dense", "-o", hs["dense"]])
+    run(strict + ["--next-layout", "csr", "-o", hs["csr"]])
+    run(strict + ["--next-layout", "csr", "-o", hs["csr2"]], ranks=2, env=dict(st.ENV, CORPUSLENS_SCAN_IO_SLICE="300"))
+    with h5py.File(hs["csr"]) as fc, h5py.File(hs["dense"]) as fd, h5py.File(hs["csr2"]) as f2:
+        q, nd, lens = fd["/model/probs"][()], fd["/prompts/next_counts"][()], fd["/lens/probs"][()]
+        check_csr_model(fc, c, "csr, prefilter 0.9", q=q, next_dense=nd, lens=lens, f2=f2, controls=("top",))
+        sizes = {k: fc[k].id.get_storage_size() for k in NEW}
+        V, P = int(fc.attrs["vocab_size"]), int(fc.attrs["n_prompts"])
+        print(f"csr model side: {sum(sizes.values())} bytes ({sizes}); dense /model/probs + /prompts/next_counts "
+              f"{fd['/model/probs'].id.get_storage_size() + fd['/prompts/next_counts'].id.get_storage_size()} bytes")
+    # the write-time forward of the prompts (scan_prompt_probs) in other pieces: shards of 7 (the
+    # forward's pieces), 3 rows of logits at a time, on 3 ranks: the same bytes of the model side
+    hs["pieces"] = os.path.join(d, "strict_pieces.h5")
+    run(strict[:-2] + ["--batch", "7", "--next-layout", "csr", "-o", hs["pieces"]], ranks=3,
+        env=dict(st.ENV, CORPUSLENS_SCAN_LENS_ROWS="3"))
+    with h5py.File(hs["csr"]) as fc, h5py.File(hs["pieces"]) as g:
+        for k in NEW:
+            check(fc[k][()].tobytes() == g[k][()].tobytes(), f"shards of 7, 3 logit rows, 3 ranks: the same bytes of {k}")
+    # a corpus without /text (the datasets removed from a copy): model_support "counts+next+top", no followers
+    c_nt, s_nt = os.path.join(d, "c_notext.h5"), os.path.join(d, "strict_notext.h5")
+    shutil.copy(c, c_nt)
+    with h5py.File(c_nt, "r+") as f:
+        del f["/text"]
+    run(["scan", "--model", m, "--corpus", c_nt] + strict[5:] + ["--next-layout", "csr", "-o", s_nt])
+    with h5py.File(s_nt) as g:
+        check_csr_model(g, c_nt, "csr, corpus without /text", q=q, next_dense=nd, lens=lens, controls=("top",))
+    # checker control: a support row without one of its tokens (prob and indptr kept consistent) fails
+    bad = os.path.join(d, "support_bad.h5")
+    shutil.copy(hs["csr"], bad)
+    with h5py.File(bad, "r+") as f:
+        si, t, pr = (f["/model/support/" + k][()] for k in ("indptr", "token", "prob"))
+        keep = np.ones(len(t), bool)
+        keep[si[3]] = False
+        si2 = si.copy()
+        si2[4:] -= 1
+        for k, v in (("indptr", si2), ("token", t[keep]), ("prob", pr[keep])):
+            del f["/model/support/" + k]
+            f["/model/support/" + k] = v
+    n0 = len(st.FAIL)
+    with h5py.File(bad) as fc:
+        check_csr_model(fc, c, "checker control, meant to fail (a token dropped)", q=q, next_dense=nd, controls=())
+    seen = len(st.FAIL) - n0
+    del st.FAIL[n0:]
+    check(seen > 0, "checker control: a support without one of its tokens is seen")
+    print(f"checker control: a dropped support token gives {seen} failure(s), as it should")
+
 
 def main():
     d = tempfile.mkdtemp(prefix="cl_sparse_")
@@ -450,6 +510,7 @@ def main():
               f"CSR {nnz} nonzeros ({st_tok + st_cnt} + {fc['/freq/next/indptr'].id.get_storage_size()} bytes)")
         for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/matches/substring"):
             check(np.array_equal(fc[k][()], f2[k][()]), f"1 rank == 2 ranks (many slices): {k}")
+    csr_model_side(d, m, c, sc)
     # the csr file stores the lens as H scalars [P, n_layer], not [P, n_layer, V] probabilities
     with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd:
         NL, P, V = int(fc.attrs["n_layer"]), int(fc.attrs["n_prompts"]), int(fc.attrs["vocab_size"])

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "corpuslens/base/error.h"
+#include "corpuslens/base/stats.h"
 #include "corpuslens/nn/forward.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
@@ -275,7 +276,13 @@ static inline const int32_t *shard_row(const scan_ctx *x, size_t shard, size_t s
 
 /* The prompt rows psel[0..nsel) of a trie forward: their hooked vectors
  * from out [Lh, S, C] (raw), their lens and model probabilities from
- * x->pres, into every prompt of their substring (pp from pj[k] on). */
+ * x->pres, into every prompt of their substring (pp from pj[k] on). The
+ * csr layout keeps neither the [P, n_layer, V] lens nor the [P, V] model
+ * probabilities: what needs their dense rows is computed here, from the
+ * same rows as the dense layout's reduce would use: each block's lens H to
+ * the model (the last block's lens; x->lensh) and the unigram's H (x->unih).
+ * The model's row on each prompt's support comes at write time
+ * (scan_prompt_probs: the same forward again, the same bits). */
 static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
     const size_t P = x->cp->n_prompts, C = x->m->cfg.n_embd, V = x->cp->V, NL = x->m->cfg.n_layer, Lh = x->Lh;
     for (size_t k0 = 0; k0 < nsel; k0 += x->plg_rows) { /* the logits of plg_rows prompt rows at a time */
@@ -283,12 +290,24 @@ static void take_prompts(scan_ctx *x, const float *out, size_t S, size_t nsel) {
         cl_unembed(x->m, x->pres + k0 * NL * C, kn * NL, x->plg);
         softmax_forward(x->plg, kn * NL, (int)V);
         for (size_t k = k0; k < k0 + kn; k++) {
+            const float *lg = x->plg + (k - k0) * NL * V, *mp = lg + (NL - 1) * V;
+            double *hl = x->csr ? x->hrow + V : NULL;
+            for (size_t l = 0; x->csr && l < NL; l++) {
+                for (size_t v = 0; v < V; v++) x->hrow[v] = lg[l * V + v];
+                hl[l] = cl_hellinger_df(x->hrow, mp, V);
+            }
+            double uh = x->csr ? cl_hellinger_df(x->unid, mp, V) : 0;
             size_t q = ppos(x, x->pj[k]);
             for (size_t j = x->pj[k]; j < P && ppos(x, j) == q; j++) {
                 size_t p = (size_t)x->pp[j];
                 for (size_t h = 0; h < Lh; h++)
                     memcpy(x->pvec + (h * P + p) * C, out + (h * S + (size_t)x->psel[k]) * C, C * sizeof(float));
-                memcpy(x->lens + p * NL * V, x->plg + (k - k0) * NL * V, NL * V * sizeof(float));
+                if (x->csr) {
+                    x->unih[p] = uh;
+                    memcpy(x->lensh + p * NL, hl, NL * sizeof(double));
+                } else {
+                    memcpy(x->lens + p * NL * V, lg, NL * V * sizeof(float));
+                }
             }
         }
     }
@@ -448,8 +467,16 @@ static int prompt_vectors(scan_ctx *x) {
     unsigned char *taken = NULL, *all = NULL;
     pos_prompt *pq = NULL;
     x->pvec = calloc_huge(Lh * P * C, sizeof(float), "prompt vectors");
-    x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
-    x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+    if (x->csr) { /* the lens and the unigram as their H to the model only (take_prompts) */
+        x->lensh = cl_trycalloc(P * NL, sizeof(double), "lens hellinger");
+        x->unih = cl_trycalloc(P, sizeof(double), "unigram hellinger");
+        x->hrow = cl_trymalloc(V + NL, sizeof(double), "lens row");
+        x->unid = cl_trymalloc(V, sizeof(double), "unigram");
+        for (size_t v = 0; x->unid && v < V; v++) x->unid[v] = (double)x->uni[v];
+    } else {
+        x->probs = cl_trycalloc(P * V, sizeof(float), "model probabilities");
+        x->lens = cl_trycalloc(P * NL * V, sizeof(float), "logit lens");
+    }
     x->pp = cl_trymalloc(P, sizeof *x->pp, "prompt order");
     x->psel = cl_trymalloc(S, sizeof *x->psel, "prompt rows");
     x->pj = cl_trymalloc(S, sizeof *x->pj, "prompt rows");
@@ -460,8 +487,8 @@ static int prompt_vectors(scan_ctx *x) {
     taken = cl_trycalloc(P, 1, "prompt sources");
     all = cl_trycalloc(P, 1, "prompt sources");
     pq = cl_trymalloc(P, sizeof *pq, "prompt order");
-    if (!x->pvec || !x->probs || !x->lens || !x->pp || !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot ||
-        !taken || !all || !pq)
+    if (!x->pvec || (x->csr ? !x->lensh || !x->unih || !x->hrow || !x->unid : !x->probs || !x->lens) || !x->pp ||
+        !x->psel || !x->pj || !x->pres || !x->plg || !x->keep_slot || !taken || !all || !pq)
         err = 1;
     if (!err) {
         for (size_t p = 0; p < P; p++) pq[p].pos = cp->prompt_sorted_pos[p], pq[p].p = (int64_t)p;
@@ -504,21 +531,71 @@ static int prompt_vectors(scan_ctx *x) {
         err = cl_error("MPI_Allreduce failed");
     if (!err && prompt_trie(x, all)) err = 1;
     if (cl_par_agree(err, x->comm)) goto out;
+    /* each prompt's rows were filled on one rank, zeros elsewhere: the sums are exact */
     if (scan_allreduce(x->pvec, Lh * P * C, MPI_FLOAT, sizeof(float), x->comm) ||
-        scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm)) {
+        (x->csr ? scan_allreduce(x->unih, P, MPI_DOUBLE, sizeof(double), x->comm) ||
+                      scan_allreduce(x->lensh, P * NL, MPI_DOUBLE, sizeof(double), x->comm)
+                : scan_allreduce(x->lens, P * NL * V, MPI_FLOAT, sizeof(float), x->comm))) {
         err = 1;
         goto out;
     }
     /* the model's probabilities: the lens of the last block (the same final
        LayerNorm and head on the same residual) */
-    for (size_t p = 0; p < P; p++) memcpy(x->probs + p * V, x->lens + (p * NL + NL - 1) * V, V * sizeof(float));
+    for (size_t p = 0; !x->csr && p < P; p++) memcpy(x->probs + p * V, x->lens + (p * NL + NL - 1) * V, V * sizeof(float));
     double fl = x->flops_prompts;
     cl_par_allreduce(&fl, &x->flops_prompts, 1, MPI_DOUBLE, MPI_SUM, x->comm);
     for (size_t h = 0; h < Lh; h++) l2normalize_rows(x->pvec + h * P * C, P, (int)C);
 out:
     free(taken), free(all), free(pq);
-    free(x->pres), free(x->plg);
-    x->pres = x->plg = NULL;
+    free(x->pres), free(x->plg), free(x->hrow), free(x->unid);
+    x->pres = x->plg = NULL, x->hrow = x->unid = NULL;
+    return err ? -1 : 0;
+}
+
+/* The model's probabilities of every prompt again (csr, rank 0, at write
+ * time; local): the distinct prompt substrings in sorted order through the
+ * trie forward in pieces of at most S, unembedded plg_rows rows of all
+ * n_layer blocks at a time as take_prompts does, so that each row has the
+ * bits it had there (a node's values depend on its prefix only, and a row's
+ * logits not on the rows beside it: CORPUSLENS_SCAN_LENS_ROWS and the rank
+ * count do not change the file). fn(user, p, q) for every prompt p, q [V]
+ * its probabilities. Memory: one piece's residuals and plg_rows rows of
+ * logits, not [P, V]. 0 or -1. */
+int scan_prompt_probs(scan_ctx *x, int (*fn)(void *user, size_t p, const float *q), void *user) {
+    const cl_corpus *cp = x->cp;
+    const size_t P = cp->n_prompts, C = x->m->cfg.n_embd, V = cp->V, NL = x->m->cfg.n_layer;
+    const int L = cp->L;
+    size_t n = 0, rows = 0;
+    if (lens_rows(NL, V, x->S, &rows)) return -1;
+    size_t *first = cl_trymalloc(P ? P : 1, sizeof *first, "prompt probabilities");
+    float *pres = cl_trymalloc(x->S * NL * C, sizeof *pres, "prompt residuals");
+    float *plg = cl_trymalloc(rows * NL * V, sizeof *plg, "prompt logits");
+    int err = !first || !pres || !plg;
+    for (size_t j = 0; !err && j < P; j++)
+        if (j == 0 || ppos(x, j) != ppos(x, j - 1)) first[n++] = j;
+    for (size_t i0 = 0; !err && i0 < n; i0 += x->S) {
+        size_t ns = n - i0 < x->S ? n - i0 : x->S;
+        for (size_t k = 0; k < ns; k++) {
+            memcpy(x->stok + k * L, prompt_tok(x, first[i0 + k]), L * sizeof(int32_t));
+            x->psel[k] = (int32_t)k;
+        }
+        if (cl_trie_fwd_run_res(x->tf, x->stok, ns, x->point, x->lo, x->hi, x->svec, x->psel, ns, pres, NULL)) {
+            err = 1;
+            break;
+        }
+        for (size_t k0 = 0; !err && k0 < ns; k0 += rows) {
+            size_t kn = ns - k0 < rows ? ns - k0 : rows;
+            cl_unembed(x->m, pres + k0 * NL * C, kn * NL, plg);
+            softmax_forward(plg, kn * NL, (int)V);
+            for (size_t k = k0; !err && k < k0 + kn; k++) {
+                const float *q = plg + ((k - k0) * NL + NL - 1) * V;
+                size_t j0 = first[i0 + k], pos = ppos(x, j0);
+                for (size_t j = j0; !err && j < P && ppos(x, j) == pos; j++)
+                    if (fn(user, (size_t)x->pp[j], q)) err = 1;
+            }
+        }
+    }
+    free(first), free(pres), free(plg);
     return err ? -1 : 0;
 }
 
@@ -832,7 +909,7 @@ static void ctx_free(scan_ctx *x) {
     free(x->keep), free(x->keep_slot), free(x->keep_nodes), free(x->keep_flops), free(x->pp), free(x->psel), free(x->pj), free(x->pres), free(x->plg);
     cl_corpus_part_free(&x->part), free(x->shard_at), free(x->uni);
     free(x->stok), free(x->svec), free(x->sims), free(x->pvec), free(x->probs),
-        free(x->lens), free(x->counts), free(x->nmatch);
+        free(x->lens), free(x->lensh), free(x->unih), free(x->counts), free(x->nmatch), free(x->uptr), free(x->utok);
     if (x->cp) scan_srows_free(x);
     cl_corpus_free(x->cp);
     cl_model_free(x->m);

@@ -63,8 +63,12 @@ typedef struct {
     float *svec;        /* [Lh, S, C] */
     float *sims;        /* [PTILE, S] */
     float *pvec;        /* [Lh, P, C] normalised */
-    float *probs;       /* [P, V] */
-    float *lens;        /* [P, n_layer, V] */
+    float *probs;       /* [P, V] (dense layout; NULL for csr: scan_prompt_probs) */
+    float *lens;        /* [P, n_layer, V] (dense layout; NULL for csr) */
+    double *lensh;      /* [P, n_layer] csr: each block's lens H to the model, from take_prompts */
+    double *unih;       /* [P] csr: the unigram's H to the model, from take_prompts */
+    double *hrow;       /* [V + n_layer] csr: take_prompts' scratch */
+    double *unid;       /* [V] csr: the unigram as doubles (take_prompts) */
     int32_t *counts;    /* [P, Lh, NB, V] (dense layout; NULL for csr) */
     scan_srow *srows;   /* [P, Lh, NB] (csr layout; NULL for dense) */
     uint64_t *sscratch; /* merge scratch of scan_srow_compact */
@@ -104,6 +108,11 @@ typedef struct {
     float *row_val;           /* [S] */
     int64_t n_cand[CL_SCAN_MAX_BLOCKS], n_tested[CL_SCAN_MAX_BLOCKS]; /* candidate pairs / pairs */
     int csr;            /* write the binned counts as CSR (scan_sparse.c) */
+    /* csr, rank 0, from scan_write_counts_csr: each prompt's union of the
+       tokens of its /freq/next rows, prompt p at utok[uptr[p] .. uptr[p + 1])
+       increasing (the start of its /model/support) */
+    int64_t *uptr;      /* [P + 1] */
+    int32_t *utok;
     /* the prompt side (scan.c, prompt_vectors): the first nkeep shards this
        run scans on this rank are forwarded before the prompts are needed and
        their vectors kept ([nkeep, Lh, S, C], normalised), so that their
@@ -214,11 +223,16 @@ void scan_state_remove(scan_ctx *x);
 /* After a failure (rank 0): when rank checkpoints exist, append to the
  * message that they are kept and resume; otherwise remove the state. */
 void scan_state_after_failure(scan_ctx *x);
+/* scan.c: the model's probabilities of every prompt again, through the
+ * same trie forward (the same bits as the scan's): fn(user, p, q [V]) for
+ * every prompt p (csr write, rank 0; local). 0 or -1. */
+int scan_prompt_probs(scan_ctx *x, int (*fn)(void *user, size_t p, const float *q), void *user);
 /* Reduce and write the output (collective). */
 int scan_write(scan_ctx *x, cl_scan_result *res);
 /* scan_sparse.c: /freq/next/{indptr,token,count} from x->srows (collective;
  * prompt slices, each row's lists sent to its owner and merged there). Frees
- * the rows it sent. 0 or -1 on every rank. */
+ * the rows it sent. Hands each prompt's union of tokens (every block and
+ * bin) to rank 0 (x->uptr, x->utok; nnz-sized). 0 or -1 on every rank. */
 int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice);
 /* Add n (token, count) entries to a row (local; -1 on out of memory). */
 int scan_srow_add(scan_ctx *x, scan_srow *r, const int32_t *tok, const int32_t *cnt, size_t n);

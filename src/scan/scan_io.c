@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -672,39 +673,52 @@ out:
     return err ? -1 : 0;
 }
 
-/* The small datasets, from rank 0's data. This rank's result. */
+/* The small datasets, from rank 0's data. This rank's result. The csr
+ * layout writes no [P, V] dataset here: /prompts/next as CSR, the lens and
+ * the unigram as their H to the model ([P, n_layer] and [P], computed by
+ * take_prompts); the model's probabilities follow the counts
+ * (write_support). */
 static int write_small(scan_ctx *x, hid_t file) {
     const cl_corpus *cp = x->cp;
     const size_t P = cp->n_prompts, V = cp->V, NB = x->NB, NL = x->m->cfg.n_layer;
+    const cl_corpus_part *pp = &cp->prompt_part; /* the prompts' rows, prompt order (every rank) */
+    const size_t pnz = (size_t)(pp->indptr[P] - pp->indptr[0]);
     int err = 0;
-    hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB, dh[2] = {P, NL};
-    int32_t *nc = NULL;
-    int64_t *uni = NULL;
-    double *lower = NULL, *lh = NULL;
+    hsize_t d1 = P, d2[2] = {P, V}, d3[3] = {P, NL, V}, dv = V, db = NB, dh[2] = {P, NL}, dp1 = P + 1, dpn = pnz;
+    int32_t *nc = NULL, *ntok = NULL, *ncnt = NULL;
+    int64_t *uni = NULL, *nind = NULL;
+    double *lower = NULL;
     size_t tl = cp->bpe ? scan_bpe_text_len(cp) : 4 * (size_t)cp->L;
     char *text = NULL;
     if (x->rank == 0) {
-        nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts");
+        if (x->csr) {
+            nind = cl_trymalloc(P + 1, sizeof *nind, "prompt next counts");
+            ntok = cl_trymalloc(pnz + 1, sizeof *ntok, "prompt next counts");
+            ncnt = cl_trymalloc(pnz + 1, sizeof *ncnt, "prompt next counts");
+            if (!nind || !ntok || !ncnt) err = 1;
+        } else if (!(nc = cl_trymalloc(P * V, sizeof *nc, "prompt next counts"))) {
+            err = 1;
+        }
         uni = cl_trycalloc(V, sizeof *uni, "unigram");
         lower = cl_trymalloc(NB, sizeof *lower, "bin_lower");
         text = cl_trycalloc(P, tl, "prompt text");
-        if (!nc || !uni || !lower || !text) err = 1;
-        /* csr: the lens as its H to the model (P x n_layer numbers, not P x n_layer x V) */
-        double *row = x->csr && !err ? cl_trymalloc(V, sizeof *row, "lens row") : NULL;
-        lh = x->csr && !err ? cl_trymalloc(P * NL, sizeof *lh, "lens hellinger") : NULL;
-        if (x->csr && (!row || !lh)) err = 1;
-        for (size_t i = 0; x->csr && !err && i < P * NL; i++) {
-            const float *l = x->lens + i * V;
-            for (size_t v = 0; v < V; v++) row[v] = l[v];
-            lh[i] = cl_hellinger_df(row, x->probs + (i / NL) * V, V);
-        }
-        free(row);
+        if (!uni || !lower || !text) err = 1;
         if (!err) {
             char buf[4 * CL_CORPUS_MAX_LEN + 1];
-            const cl_corpus_part *pp = &cp->prompt_part; /* the prompts' rows, prompt order */
             for (size_t i = 0; i < P; i++) {
-                memset(nc + i * V, 0, V * sizeof *nc);
-                for (int64_t e = pp->indptr[i]; e < pp->indptr[i + 1]; e++) nc[i * V + pp->next_token[e]] = pp->next_count[e];
+                if (x->csr) { /* the row as the corpus holds it: checked, tokens increasing */
+                    nind[i] = pp->indptr[i] - pp->indptr[0];
+                    for (int64_t e = pp->indptr[i]; !err && e < pp->indptr[i + 1]; e++) {
+                        int32_t t = pp->next_token[e], c = pp->next_count[e];
+                        if (t < 0 || (size_t)t >= V || c <= 0 || (e > pp->indptr[i] && t <= pp->next_token[e - 1]))
+                            err = cl_error("%s: prompt %zu's next-token row is not increasing ids in [0, %zu) with "
+                                           "counts > 0", x->o->corpus_path, i, V);
+                        ntok[e - pp->indptr[0]] = t, ncnt[e - pp->indptr[0]] = c;
+                    }
+                } else {
+                    memset(nc + i * V, 0, V * sizeof *nc);
+                    for (int64_t e = pp->indptr[i]; e < pp->indptr[i + 1]; e++) nc[i * V + pp->next_token[e]] = pp->next_count[e];
+                }
                 if (cp->bpe) { /* tokens of many bytes: decoded whole (tl is the longest) */
                     scan_bpe_text(cp, i, text + i * tl);
                     continue;
@@ -712,6 +726,7 @@ static int write_small(scan_ctx *x, hid_t file) {
                 size_t nb = cl_corpus_tokens_text(cp, cp->prompt_tokens + i * (size_t)cp->L, buf, sizeof buf);
                 memcpy(text + i * tl, buf, nb < tl ? nb : tl);
             }
+            if (x->csr) nind[P] = (int64_t)pnz;
             memcpy(uni, x->uni, V * sizeof *uni);
             for (size_t k = 0; k < NB; k++) lower[k] = x->lower[k];
         }
@@ -726,23 +741,261 @@ static int write_small(scan_ctx *x, hid_t file) {
         /* a BPE scan names its tokenizer by the corpus (token_type, corpus_h5_sha256) */
         err = (!cp->bpe && cl_par_agree(cl_h5_write_vocab(file, "/vocab", cp->vocab, cp->V), c)) ||
               cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_INDEX, H5T_NATIVE_INT64, 1, &d1, cp->prompt_index, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_TEXT, st, 1, &d1, text, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, d2, x->probs, 0, c), c) ||
-              (x->csr ? cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dh, lh, 0, c), c)
-                      : cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens, 0, c), c)) ||
-              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &db, lower, 0, c), c);
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_TEXT, st, 1, &d1, text, 0, c), c);
+        if (!err && x->csr)
+            err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT_INDPTR, H5T_NATIVE_INT64, 1, &dp1, nind, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT_TOKEN, H5T_NATIVE_INT32, 1, &dpn, ntok, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT_COUNT, H5T_NATIVE_INT32, 1, &dpn, ncnt, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM_HELLINGER, H5T_NATIVE_DOUBLE, 1, &d1, x->unih, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, 2, dh, x->lensh, 0, c), c);
+        else if (!err)
+            err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_PROMPT_NEXT, H5T_NATIVE_INT32, 2, d2, nc, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dv, uni, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, d2, x->probs, 0, c), c) ||
+                  cl_par_agree(cl_h5p_write_from(file, CL_SCAN_LENS_PROBS, H5T_NATIVE_FLOAT, 3, d3, x->lens, 0, c), c);
+        if (!err)
+            err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_FREQ_BIN_LOWER, H5T_NATIVE_DOUBLE, 1, &db, lower, 0, c), c);
         H5Tclose(st);
     } else {
         err = 1;
     }
-    free(nc), free(uni), free(lower), free(text), free(lh);
+    free(nc), free(uni), free(lower), free(text), free(nind), free(ntok), free(ncnt);
+    return err ? -1 : 0;
+}
+
+static double pos_finite(double v) { return v > 0 && isfinite(v) ? v : 0; }
+
+static int cmp_u64_io(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_i32_io(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* e[0 .. n) sorted, each value once: the new length. */
+static size_t sort_unique_u64(uint64_t *e, size_t n) {
+    if (!n) return 0;
+    qsort(e, n, sizeof *e, cmp_u64_io);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!m || e[m - 1] != e[i]) e[m++] = e[i];
+    return m;
+}
+
+/* Rank 0: the followers in the corpus text (/text/tokens of the scan's
+ * corpus.h5) of every token t with need[t]: t's at fol[ptr[t] .. ptr[t +
+ * 1]), increasing. *has_text 0 (and nothing allocated) when the corpus has
+ * no /text. Streams the text; memory: the distinct (t, follower) pairs. */
+static int text_followers(scan_ctx *x, const unsigned char *need, int *has_text, int64_t **ptr, int32_t **fol) {
+    const size_t V = x->cp->V, B = (size_t)1 << 17;
+    const char *path = x->o->corpus_path;
+    *has_text = 0, *ptr = NULL, *fol = NULL;
+    hid_t f = cl_h5_open_read(path);
+    if (f < 0) return -1;
+    if (!cl_h5_exists(f, "/text/tokens")) {
+        H5Fclose(f);
+        return 0;
+    }
+    hsize_t d[8];
+    int rc = 0;
+    if (cl_h5_shape(f, "/text/tokens", d) != 1) rc = cl_error("%s: /text/tokens is not a list", path);
+    const size_t n = rc ? 0 : (size_t)d[0];
+    int32_t *buf = cl_trymalloc(B, sizeof *buf, "corpus text");
+    uint64_t *pr = NULL;
+    size_t np = 0, cap = 0;
+    int64_t prev = -1;
+    if (!buf) rc = -1;
+    for (size_t k0 = 0; !rc && k0 < n; k0 += B) {
+        size_t m = n - k0 < B ? n - k0 : B;
+        if (cl_h5_read_rows(f, "/text/tokens", H5T_NATIVE_INT32, k0, m, buf) < 0) {
+            rc = -1;
+            break;
+        }
+        for (size_t k = 0; !rc && k < m; k++) {
+            int32_t t = buf[k];
+            if (t < 0 || (size_t)t >= V) {
+                rc = cl_error("%s: /text/tokens entry %zu (%d) is outside the vocabulary", path, k0 + k, t);
+                break;
+            }
+            if (prev >= 0 && need[prev]) {
+                if (np == cap) { /* the distinct pairs so far, then room to grow */
+                    np = sort_unique_u64(pr, np);
+                    if (np + np / 2 + 4096 > cap) {
+                        size_t nc = 2 * np + 65536;
+                        uint64_t *q = realloc(pr, nc * sizeof *q);
+                        if (!q) {
+                            rc = cl_error("out of memory for the text's followers (%zu pairs)", nc);
+                            break;
+                        }
+                        pr = q, cap = nc;
+                    }
+                }
+                pr[np++] = (uint64_t)prev << 32 | (uint32_t)t;
+            }
+            prev = t;
+        }
+    }
+    H5Fclose(f);
+    free(buf);
+    if (!rc) {
+        np = sort_unique_u64(pr, np);
+        *ptr = cl_trycalloc(V + 1, sizeof **ptr, "text followers");
+        *fol = cl_trymalloc(np + 1, sizeof **fol, "text followers");
+        if (!*ptr || !*fol) rc = -1;
+    }
+    for (size_t i = 0; !rc && i < np; i++) (*ptr)[(pr[i] >> 32) + 1]++, (*fol)[i] = (int32_t)(uint32_t)pr[i];
+    for (size_t t = 0; !rc && t < V; t++) (*ptr)[t + 1] += (*ptr)[t];
+    free(pr);
+    if (rc) {
+        free(*ptr), free(*fol);
+        *ptr = NULL, *fol = NULL;
+        return -1;
+    }
+    *has_text = 1;
+    return 0;
+}
+
+/* write_support's per-prompt work (rank 0): the support of prompt p from
+ * its probabilities q [V] (scan_prompt_probs), into its own arrays. */
+typedef struct {
+    scan_ctx *x;
+    int ht;
+    const int64_t *fptr;
+    const int32_t *fol;
+    int32_t *mark, *cur;
+    int32_t **tok;  /* [P] each prompt's support */
+    float **prob;
+    size_t *n;
+    double *mass;   /* [P, 2] */
+} support_job;
+
+static int support_one(void *user, size_t p, const float *q) {
+    support_job *j = user;
+    const scan_ctx *x = j->x;
+    const cl_corpus *cp = x->cp;
+    const cl_corpus_part *pp = &cp->prompt_part;
+    const size_t V = cp->V, L = (size_t)cp->L;
+    int32_t *mark = j->mark, *cur = j->cur;
+    if (j->tok[p]) return cl_error("internal: prompt %zu's support twice", p);
+    size_t m = 0;
+#define SUPPORT_ADD(t)                                                    \
+    do {                                                                  \
+        int32_t t_ = (t);                                                 \
+        if (mark[t_] != (int32_t)p) mark[t_] = (int32_t)p, cur[m++] = t_; \
+    } while (0)
+    for (int64_t e = x->uptr[p]; e < x->uptr[p + 1]; e++) SUPPORT_ADD(x->utok[e]);
+    for (int64_t e = pp->indptr[p]; e < pp->indptr[p + 1]; e++) SUPPORT_ADD(pp->next_token[e]);
+    int32_t last = cp->prompt_tokens[p * L + L - 1];
+    for (int64_t e = j->ht ? j->fptr[last] : 0; j->ht && e < j->fptr[last + 1]; e++) SUPPORT_ADD(j->fol[e]);
+    /* the top CL_SCAN_MODEL_TOP: by probability, ties by the lower id (a
+       later id replaces only a strictly larger one) */
+    int32_t top[CL_SCAN_MODEL_TOP];
+    int nt = 0;
+    for (size_t v = 0; v < V; v++) {
+        float pv = q[v];
+        if (pv != pv) continue; /* NaN: never among the top */
+        if (nt == CL_SCAN_MODEL_TOP && !(pv > q[top[nt - 1]])) continue;
+        int i = nt < CL_SCAN_MODEL_TOP ? nt++ : nt - 1;
+        while (i > 0 && pv > q[top[i - 1]]) top[i] = top[i - 1], i--;
+        top[i] = (int32_t)v;
+    }
+    for (int i = 0; i < nt; i++) SUPPORT_ADD(top[i]);
+#undef SUPPORT_ADD
+    /* the sums in token order, as cl_hellinger_df */
+    double sq = 0, rest = 0;
+    for (size_t v = 0; v < V; v++) {
+        double a = pos_finite((double)q[v]);
+        sq += a;
+        if (mark[v] != (int32_t)p) rest += a;
+    }
+    j->mass[2 * p] = sq, j->mass[2 * p + 1] = rest;
+    qsort(cur, m, sizeof *cur, cmp_i32_io); /* increasing ids */
+    j->tok[p] = cl_trymalloc(m ? m : 1, sizeof **j->tok, "model support");
+    j->prob[p] = cl_trymalloc(m ? m : 1, sizeof **j->prob, "model support");
+    if (!j->tok[p] || !j->prob[p]) return -1;
+    for (size_t i = 0; i < m; i++) j->tok[p][i] = cur[i], j->prob[p][i] = q[cur[i]];
+    j->n[p] = m;
+    return 0;
+}
+
+/* The csr layout's /model/support/{indptr,token,prob} and /model/mass
+ * (h5schema.h), from rank 0's data: per prompt the union of its /freq/next
+ * tokens (x->uptr, x->utok: scan_write_counts_csr), its /prompts/next row,
+ * the followers in the text of its last token and the model's
+ * CL_SCAN_MODEL_TOP most probable tokens, with the model's probabilities
+ * there: rank 0 forwards the prompts again (scan_prompt_probs), so that no
+ * rank holds [P, V]. *has_text: whether the corpus had /text (every rank).
+ * This rank's result, agreed. */
+static int write_support(scan_ctx *x, hid_t file, int *has_text) {
+    const cl_corpus *cp = x->cp;
+    const size_t P = cp->n_prompts, V = cp->V, L = (size_t)cp->L;
+    int err = 0;
+    support_job j = {.x = x};
+    int64_t *ind = NULL, *fptr = NULL;
+    int32_t *tok = NULL, *fol = NULL;
+    float *prob = NULL;
+    unsigned char *need = NULL;
+    size_t M = 0;
+    if (x->rank == 0) {
+        need = cl_trycalloc(V, 1, "support");
+        j.mark = cl_trymalloc(V, sizeof *j.mark, "support");
+        j.cur = cl_trymalloc(V, sizeof *j.cur, "support");
+        j.tok = cl_trycalloc(P, sizeof *j.tok, "model support");
+        j.prob = cl_trycalloc(P, sizeof *j.prob, "model support");
+        j.n = cl_trycalloc(P, sizeof *j.n, "model support");
+        j.mass = cl_trymalloc(2 * P, sizeof *j.mass, "model mass");
+        ind = cl_trymalloc(P + 1, sizeof *ind, "model support");
+        if (!need || !j.mark || !j.cur || !j.tok || !j.prob || !j.n || !j.mass || !ind || !x->uptr) err = 1;
+        for (size_t p = 0; !err && p < P; p++) {
+            int32_t t = cp->prompt_tokens[p * L + L - 1];
+            if (t >= 0 && (size_t)t < V) need[t] = 1;
+            else err = cl_error("prompt %zu's last token %d is outside the vocabulary", p, t);
+        }
+        if (!err && text_followers(x, need, &j.ht, &fptr, &fol)) err = 1;
+        j.fptr = fptr, j.fol = fol;
+        for (size_t v = 0; !err && v < V; v++) j.mark[v] = -1;
+        if (!err && scan_prompt_probs(x, support_one, &j)) err = 1;
+        ind[0] = 0;
+        for (size_t p = 0; !err && p < P; p++) {
+            if (!j.tok[p]) err = cl_error("internal: prompt %zu has no support", p);
+            else M += j.n[p], ind[p + 1] = (int64_t)M;
+        }
+        if (!err && (!(tok = cl_trymalloc(M + 1, sizeof *tok, "model support")) ||
+                     !(prob = cl_trymalloc(M + 1, sizeof *prob, "model support"))))
+            err = 1;
+        for (size_t p = 0; !err && p < P; p++) {
+            memcpy(tok + ind[p], j.tok[p], j.n[p] * sizeof *tok);
+            memcpy(prob + ind[p], j.prob[p], j.n[p] * sizeof *prob);
+        }
+    }
+    if (!cl_par_agree(err, x->comm)) {
+        MPI_Comm c = x->comm;
+        long long hm[2] = {j.ht, (long long)M};
+        cl_par_bcast(hm, 2, MPI_LONG_LONG, 0, c);
+        *has_text = (int)hm[0];
+        hsize_t dp1 = P + 1, dm = (hsize_t)hm[1], d2[2] = {P, 2};
+        err = cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_INDPTR, H5T_NATIVE_INT64, 1, &dp1, ind, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_TOKEN, H5T_NATIVE_INT32, 1, &dm, tok, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_SUPPORT_PROB, H5T_NATIVE_FLOAT, 1, &dm, prob, 0, c), c) ||
+              cl_par_agree(cl_h5p_write_from(file, CL_SCAN_MODEL_MASS, H5T_NATIVE_DOUBLE, 2, d2, j.mass, 0, c), c);
+    } else {
+        err = 1;
+    }
+    for (size_t p = 0; j.tok && p < P; p++) free(j.tok[p]);
+    for (size_t p = 0; j.prob && p < P; p++) free(j.prob[p]);
+    free(j.tok), free(j.prob), free(j.n), free(j.mass), free(j.mark), free(j.cur);
+    free(need), free(ind), free(fptr), free(fol), free(tok), free(prob);
+    free(x->uptr), free(x->utok);
+    x->uptr = NULL, x->utok = NULL;
     return err ? -1 : 0;
 }
 
 /* Root attributes: the same values on every rank (collective). */
-static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64_t stored) {
+static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64_t stored, int has_text) {
     const cl_scan_opts *o = x->o;
     const cl_corpus *cp = x->cp;
     char hookname[128];
@@ -778,7 +1031,10 @@ static int write_attrs(scan_ctx *x, hid_t file, const cl_scan_result *res, int64
                    cl_h5_attr_write_double(file, "wall_seconds", res->wall_seconds) ||
                    cl_h5_attr_write_double(file, "flops", res->corpus_flops) ||
                    cl_h5_attr_write_int(file, "n_prefiltered_pairs", res->n_pairs) ||
-                   (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled))
+                   (x->sampled && cl_h5_attr_write_int(file, "sampled_shards", (long long)x->sampled)) ||
+                   (x->csr && (cl_h5_attr_write_int(file, "model_top_k", CL_SCAN_MODEL_TOP) ||
+                               cl_h5_attr_write_str(file, "model_support", has_text ? "counts+next+followers+top"
+                                                                                    : "counts+next+top")))
                ? -1
                : 0;
 }
@@ -792,8 +1048,10 @@ int scan_write(scan_ctx *x, cl_scan_result *res) {
     hid_t file = cl_h5p_create(tmp, x->comm);
     if (cl_par_agree(file < 0, x->comm)) return -1;
     int64_t stored = 0;
-    int err = write_small(x, file) || write_freq(x, file) || write_matches(x, file, &stored);
-    if (!err) err = cl_par_agree(write_attrs(x, file, res, stored), x->comm);
+    int has_text = 0;
+    int err = write_small(x, file) || write_freq(x, file) || (x->csr && write_support(x, file, &has_text)) ||
+              write_matches(x, file, &stored);
+    if (!err) err = cl_par_agree(write_attrs(x, file, res, stored, has_text), x->comm);
     /* written last; the file is renamed only after a complete close */
     if (!err) err = cl_par_agree(cl_h5_attr_write_int(file, "complete", 1), x->comm);
     if (!err) err = cl_par_agree(cl_par_fault("scan.write", x->comm), x->comm);

@@ -210,6 +210,115 @@ static int csr_round(scan_ctx *x, size_t p0, size_t np, csr_buf *b, int64_t *ind
     return err ? -1 : 0;
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Each owned prompt's union of tokens (every block and bin): the owner's
+ * merged rows of a prompt lie back to back in b, so the union is those
+ * entries sorted once, each token kept once. Appended to uid (prompt, count
+ * pairs) and ut. Local; -1 on out of memory. */
+typedef struct {
+    int64_t *id; /* [2 n]: prompt, number of tokens */
+    int32_t *tok;
+    size_t n, nalloc, nt, talloc;
+} prompt_union;
+
+static int union_add(prompt_union *u, size_t p, const int32_t *tok, size_t m) {
+    if (u->n == u->nalloc) {
+        size_t na = u->nalloc ? 2 * u->nalloc : 256;
+        int64_t *id = realloc(u->id, 2 * na * sizeof *id);
+        if (!id) return cl_error("out of memory for the prompts' supports");
+        u->id = id, u->nalloc = na;
+    }
+    if (u->nt + m > u->talloc) {
+        size_t na = (u->nt + m) + (u->nt + m) / 2 + 1024;
+        int32_t *t = realloc(u->tok, na * sizeof *t);
+        if (!t) return cl_error("out of memory for the prompts' supports (%zu tokens)", na);
+        u->tok = t, u->talloc = na;
+    }
+    int32_t *o = u->tok + u->nt;
+    memcpy(o, tok, m * sizeof *o);
+    qsort(o, m, sizeof *o, cmp_i32);
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (!k || o[k - 1] != o[i]) o[k++] = o[i];
+    u->id[2 * u->n] = (int64_t)p, u->id[2 * u->n + 1] = (int64_t)k;
+    u->n++, u->nt += k;
+    return 0;
+}
+
+/* The owners' unions to rank 0, as x->uptr [P + 1] and x->utok (prompt
+ * order). Collective; 0 or -1 on every rank. */
+static int union_gather(scan_ctx *x, const prompt_union *u) {
+    const size_t P = x->cp->n_prompts;
+    const int R = x->R;
+    int err = 0;
+    long long mine[2] = {(long long)u->n, (long long)u->nt}, *all = NULL;
+    int *cnt = NULL, *dsp = NULL;
+    if (x->rank == 0) {
+        all = cl_trymalloc((size_t)R * 2, sizeof *all, "support gather");
+        cnt = cl_trymalloc((size_t)R, sizeof *cnt, "support gather");
+        dsp = cl_trymalloc((size_t)R, sizeof *dsp, "support gather");
+        if (!all || !cnt || !dsp) err = 1;
+    }
+    if (cl_par_agree(err, x->comm)) goto fail;
+    if (x->rank == 0)
+        for (int r = 0; r < R; r++) cnt[r] = 2, dsp[r] = 2 * r;
+    cl_par_gatherv(mine, 2, MPI_LONG_LONG, all, cnt, dsp, MPI_LONG_LONG, 0, x->comm);
+    int64_t *ids = NULL;
+    int32_t *tok = NULL;
+    if (x->rank == 0) {
+        long long ni = 0, nt = 0;
+        for (int r = 0; r < R; r++) ni += all[2 * r], nt += all[2 * r + 1];
+        if (ni != (long long)P) err = cl_error("internal: %lld prompt supports gathered for %zu prompts", ni, P);
+        else if (2 * ni > INT_MAX || nt > INT_MAX)
+            err = cl_error("too many support tokens to gather (%lld)", nt);
+        else if (!(ids = cl_trymalloc((size_t)(2 * ni) + 1, sizeof *ids, "support gather")) ||
+                 !(tok = cl_trymalloc((size_t)nt + 1, sizeof *tok, "support gather")) ||
+                 !(x->uptr = cl_trycalloc(P + 1, sizeof *x->uptr, "prompt supports")) ||
+                 !(x->utok = cl_trymalloc((size_t)nt + 1, sizeof *x->utok, "prompt supports")))
+            err = 1;
+    }
+    if (cl_par_agree(err, x->comm)) {
+        free(ids), free(tok);
+        goto fail;
+    }
+    if (x->rank == 0) {
+        long long at = 0;
+        for (int r = 0; r < R; r++) dsp[r] = (int)at, cnt[r] = (int)(2 * all[2 * r]), at += 2 * all[2 * r];
+    }
+    cl_par_gatherv(u->id, (int)(2 * u->n), MPI_INT64_T, ids, cnt, dsp, MPI_INT64_T, 0, x->comm);
+    if (x->rank == 0) {
+        long long at = 0;
+        for (int r = 0; r < R; r++) dsp[r] = (int)at, cnt[r] = (int)all[2 * r + 1], at += all[2 * r + 1];
+    }
+    cl_par_gatherv(u->tok, (int)u->nt, MPI_INT32_T, tok, cnt, dsp, MPI_INT32_T, 0, x->comm);
+    if (x->rank == 0) { /* by prompt: every prompt once (one owner per slice) */
+        unsigned char *seen = cl_trycalloc(P ? P : 1, 1, "support gather");
+        if (!seen) err = 1;
+        for (size_t i = 0; !err && i < P; i++) {
+            int64_t p = ids[2 * i];
+            if (p < 0 || (size_t)p >= P || seen[p]) err = cl_error("internal: prompt %lld twice in the supports", (long long)p);
+            else seen[p] = 1, x->uptr[p + 1] = ids[2 * i + 1];
+        }
+        for (size_t p = 0; !err && p < P; p++) x->uptr[p + 1] += x->uptr[p];
+        int64_t from = 0;
+        for (size_t i = 0; !err && i < P; i++) {
+            int64_t p = ids[2 * i], n = ids[2 * i + 1];
+            memcpy(x->utok + x->uptr[p], tok + from, (size_t)n * sizeof *tok);
+            from += n;
+        }
+        free(seen);
+    }
+    free(ids), free(tok), free(all), free(cnt), free(dsp);
+    return cl_par_agree(err, x->comm) ? -1 : 0;
+fail:
+    free(all), free(cnt), free(dsp);
+    return -1;
+}
+
 int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     const size_t P = x->cp->n_prompts, V = x->cp->V, RP = (size_t)x->Lh * (size_t)x->NB, row = RP * V;
     const int R = x->R;
@@ -219,6 +328,7 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     if (ps < 1) ps = 1;
     const size_t nsl = (P + ps - 1) / ps;
     csr_buf b = {0};
+    prompt_union un = {0};
     int *sc = cl_trymalloc((size_t)R * 4, sizeof(int), "exchange counts");
     /* this rank's rows: (ps / R + 1) RP per slice at most; + 1 for the end */
     int64_t *ind = cl_trymalloc(((P + (size_t)R - 1) / (size_t)R + nsl) * RP + 1, sizeof(int64_t), "sparse row offsets");
@@ -237,6 +347,13 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
         int rc = csr_round(x, p0, np, &b, ind + nrow, sc, sc + R, sc + 2 * R, sc + 3 * R);
         if ((err = cl_par_agree(rc, x->comm))) break;
         size_t nz = b.n - start_n;
+        /* each owned prompt's union: its RP rows are back to back in b */
+        for (size_t p = a; !rc && p < e; p++) {
+            size_t q0 = nrow + (p - a) * RP, q1 = q0 + RP;
+            size_t f0 = start_n + (size_t)ind[q0], f1 = q1 < nrow + (e - a) * RP ? start_n + (size_t)ind[q1] : b.n;
+            rc = union_add(&un, p, b.tok + f0, f1 - f0);
+        }
+        if ((err = cl_par_agree(rc, x->comm))) break;
         int64_t mine = (int64_t)nz, start = 0, tot = 0;
         cl_par_exscan(&mine, &start, 1, MPI_INT64_T, MPI_SUM, x->comm);
         if (x->rank == 0) start = 0;
@@ -274,6 +391,8 @@ int scan_write_counts_csr(scan_ctx *x, hid_t file, size_t slice) {
     if (dc >= 0 && H5Dclose(dc) < 0) rc = cl_h5p_write_error(file, "cannot write " CL_SCAN_FREQ_NEXT_COUNT);
     if (!err) err = cl_par_agree(rc, x->comm);
     free(sc), free(ind), free(rr0), free(rnr), free(e0), free(en), free(b.tok), free(b.cnt);
+    if (!err) err = union_gather(x, &un) ? 1 : 0;
+    free(un.id), free(un.tok);
     return err ? -1 : 0;
 }
 

@@ -37,6 +37,7 @@ import scan_test as st  # noqa: E402
 from scan_test import check, run  # noqa: E402
 from tiny_tokenizer import MERGES, tiny_bpe_model, write_tokenizer  # noqa: E402
 from ngram_oracle import hell, naive_ngrams, naive_suffix_counts  # noqa: E402
+from scan_support_check import NEW, check_csr_model  # noqa: E402
 
 TOL = 1e-5
 THR = [0.75, 0.8]  # reduce's thresholds (one per block)
@@ -87,11 +88,33 @@ def main():
     lower = f["/freq/bin_lower"][()]
     counts = csr_dense(f)
     nm = f["/freq/n_matches"][()]
-    mp = f["/model/probs"][()]
     pa = st.forward(cfg, w, toks[pidx])
     qo = st.softmax(pa["logits"])
-    dq = float(np.abs(mp - qo).max())
-    check(dq < 1e-5, f"model probs within 1e-5 of the oracle ({dq:.3g})")
+    # the model side: no [P, V] dataset; supports, probabilities (1e-5 of the
+    # oracle), mass, /prompts/next (the oracle's counts), unigram H; 1 == 2 ranks
+    with h5py.File(s2) as g:
+        check_csr_model(f, c, "BPE scan", q_oracle=qo, next_dense=dense[pidx], f2=g, controls=("top",))
+    # a strict prefilter: few counts, so that the followers of the last token show
+    sx = os.path.join(d, "strict.h5")
+    run(["scan", "--model", m, "--corpus", c, "--prefilter", "0.97", "--bin-width", "0.01", "-o", sx])
+    with h5py.File(sx) as g:
+        check_csr_model(g, c, "BPE scan, prefilter 0.97", q_oracle=qo, next_dense=dense[pidx])
+    sup = [(f["/model/support/token"][()], f["/model/support/prob"][()].astype(np.float64))]
+    si, mass = f["/model/support/indptr"][()], f["/model/mass"][()]
+
+    def hell_file(a, p):
+        """H(a, the scan's model) from the file's support (h5schema.h's formula):
+        a must lie on prompt p's support; -1 when a is empty."""
+        t, q = sup[0][0][si[p]:si[p + 1]], sup[0][1][si[p]:si[p + 1]]
+        a = np.asarray(a, np.float64)
+        off = np.ones(len(a), bool)
+        off[t] = False
+        check(not a[off].any(), f"prompt {p}: a distribution off the support")
+        sa, sq, rest = a.sum(), mass[p, 0], mass[p, 1]
+        if not (sa > 0 and sq > 0):
+            return -1.0
+        acc = np.sum((np.sqrt(a[t] / sa) - np.sqrt(np.where(q > 0, q, 0) / sq)) ** 2) + rest / sq
+        return min(1.0, float(np.sqrt(acc) / np.sqrt(2)))
     ptext = f["/prompts/text"][()]
     with h5py.File(c) as g:
         want_text = g["/prompts/text"][()]
@@ -138,80 +161,14 @@ def main():
         for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/prompts/text"):
             check(np.array_equal(f[k][()], g[k][()]), f"1 rank == 2 ranks: {k}")
     f.close()
-    # ---- reduce ----
-    thr, wts = THR, [1.0, 2.0]
-    rep = os.path.join(d, "rep")
-    run(["reduce", s, "--thresholds", ",".join(map(str, thr)), "--weights", ",".join(map(str, wts)), "-o", rep])
-    with h5py.File(os.path.join(rep, "report.h5")) as g:
-        H = g["/hellinger"][()]
-    kb = [int(np.argmax(lower >= t - 1e-9)) for t in thr]
-
-    def approx(cnt, p):
-        return sum(wts[b] * cnt[p, b, kb[b]:].sum(0) for b in range(Lh))
-    dh_file = max(abs(H[p] - hell(approx(counts, p), mp[p])) for p in range(P))
-    check(dh_file <= 1e-12, f"reduce H == naive H of the scan's counts (max diff {dh_file:.3g})")
-    dh_or = max([abs(H[p] - hell(approx(ref_all, p), qo[p])) for p in range(P) if exact[p]], default=0.0)
-    check(exact.sum() >= P // 2 and dh_or <= TOL, f"reduce H == the oracle's H ({int(exact.sum())} prompts, {dh_or:.3g})")
-    check((H >= 0).sum() == P, "every prompt has a distribution (the self pair)")
-    print(f"reduce: H mean {H.mean():.4f}; |H - naive H from the file| <= {dh_file:.3g}; "
-          f"|H - oracle H| <= {dh_or:.3g} on {int(exact.sum())} prompts")
-    # the ∞-gram and the backoff n-gram (K = 10, reduce's default) of each
-    # prompt from the corpus's token suffix array: H to the scan's model
-    # probabilities equals the naive oracle's over the token stream (1e-12)
-    with h5py.File(os.path.join(rep, "report.h5")) as g:
-        check("/baselines/infgram" in g and "/baselines/backoff" in g,
-              "reduce writes the ∞-gram and backoff rows for a BPE corpus")
-        bh = {n: g[f"/baselines/{n}/hellinger"][()] for n in ("infgram", "backoff")}
-    oh = {}
-    for n, K in (("infgram", 1), ("backoff", 10)):
-        o = [naive_suffix_counts(stream, toks[pidx[p]], K, V) for p in range(P)]
-        oh[n] = np.array([-1.0 if c is None else hell(c.astype(np.float64), mp[p]) for p, c in enumerate(o)])
-        dh = float(np.abs(bh[n] - oh[n]).max())
-        check(dh <= 1e-12, f"reduce {n} H == the naive oracle's (max diff {dh:.3g})")
-    backs = int((oh["infgram"] != oh["backoff"]).sum())
-    check(backs > 0, f"the backoff backs off on {backs} of {P} prompts")
-    # negative control: the oracle's ∞-gram is not reduce's backoff row
-    dneg = float(np.abs(bh["backoff"] - oh["infgram"]).max())
-    check(dneg > 1e-12, f"negative control: backoff vs the oracle's ∞-gram differ ({dneg:.3g})")
-    print(f"reduce: ∞-gram H mean {bh['infgram'].mean():.4f}, backoff H mean {bh['backoff'].mean():.4f} "
-          f"(backs off on {backs} of {P} prompts): both == the naive oracle")
-    # a scan whose /prompts/index is not its prompts (another row, a row
-    # outside the corpus): reduce refuses it with one message, no report
-    for name, val, want in (("another row", 1, "is not the corpus's substring"),
-                            ("out of range", 10 ** 9, "is not a substring of the corpus")):
-        hx = os.path.join(d, "hidx.h5")
-        shutil.copy(s, hx)
-        with h5py.File(hx, "r+") as g:
-            idx = g["/prompts/index"][()]
-            idx[0] = (idx[0] + val) % (N if val < N else 1 << 62)
-            g["/prompts/index"][...] = idx
-        r = run(["reduce", hx, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "x"], ok=False)
-        msgs = [x for x in r.stderr.splitlines() if x.startswith("corpuslens")]
-        check(r.returncode != 0 and len(msgs) == 1 and want in msgs[0] and "Sanitizer" not in r.stderr
-              and not os.path.exists(os.path.join(rep + "x", "report.h5")),
-              f"reduce refuses a scan whose /prompts/index is {name}: rc {r.returncode}, {r.stderr.strip()!r}")
-        print(f"reduce, /prompts/index {name}: {msgs[0] if msgs else r.stderr.strip()!r}")
-    # negative control: a changed count changes H
-    neg = os.path.join(d, "neg.h5")
-    shutil.copy(s, neg)
-    with h5py.File(neg, "r+") as g:
-        ind, cnt = g["/freq/next/indptr"][()], g["/freq/next/count"][()]
-        p = int(np.argmax([(approx(counts, q) > 0).sum() >= 2 for q in range(P)]))
-        r = p * Lh * NB + 1 * NB + NB - 1
-        check(ind[r + 1] > ind[r], "negative control row is counted")
-        cnt[ind[r]] += 5
-        g["/freq/next/count"][...] = cnt
-    run(["reduce", neg, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "n"])
-    with h5py.File(os.path.join(rep + "n", "report.h5")) as g:
-        check(np.abs(g["/hellinger"][()] - H).max() > 1e-12, "negative control: a changed count changes H")
     # ---- resume: stopped after 2 shards on 1 rank, finished on 2: the same CSR ----
     s3 = os.path.join(d, "s3.h5")
     p1 = run(scan + ["-o", s3], env=dict(st.ENV, CORPUSLENS_SCAN_STOP_AFTER="2"), ok=False)
     check(not os.path.exists(s3) and os.path.isdir(s3 + ".state"), f"stopped scan left a state ({p1.returncode})")
     run(scan + ["-o", s3], ranks=2)
     with h5py.File(s) as f1, h5py.File(s3) as g:
-        for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches"):
-            check(np.array_equal(f1[k][()], g[k][()]), f"stopped + resumed on 2 ranks == one run: {k}")
+        for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches") + NEW:
+            check(f1[k][()].tobytes() == g[k][()].tobytes(), f"stopped + resumed on 2 ranks == one run: {k}")
     # ---- memory follows the nonzeros, not P x blocks x bins x V ----
     # The same scan with 10,000 bins and with 20: the dense accumulator of the
     # first is P x Lh x 10000 x V x 4 bytes (~683 MB at P 32); the sparse one
@@ -260,6 +217,85 @@ def main():
     refuse("another tokenizer's corpus", ["scan", "--model", m2, "--corpus", c], "tokenizer differs")
     refuse("--next-layout dense", scan + ["--next-layout", "dense"], "csr layout only")
     refuse("--index-out", scan + ["--index-out", os.path.join(d, "ix.h5")], "--index-out does not support")
+    # ---- reduce (reads the csr model side: needs the reader of the reduce
+    # branch, issue 25 item 3; last, so that the scan's checks above run first) ----
+    thr, wts = THR, [1.0, 2.0]
+    rep = os.path.join(d, "rep")
+    run(["reduce", s, "--thresholds", ",".join(map(str, thr)), "--weights", ",".join(map(str, wts)), "-o", rep])
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        H = g["/hellinger"][()]
+    kb = [int(np.argmax(lower >= t - 1e-9)) for t in thr]
+
+    def approx(cnt, p):
+        return sum(wts[b] * cnt[p, b, kb[b]:].sum(0) for b in range(Lh))
+    dh_file = max(abs(H[p] - hell_file(approx(counts, p), p)) for p in range(P))
+    check(dh_file <= 1e-12, f"reduce H == naive H of the scan's counts (max diff {dh_file:.3g})")
+    dh_or = max([abs(H[p] - hell(approx(ref_all, p), qo[p])) for p in range(P) if exact[p]], default=0.0)
+    check(exact.sum() >= P // 2 and dh_or <= TOL, f"reduce H == the oracle's H ({int(exact.sum())} prompts, {dh_or:.3g})")
+    check((H >= 0).sum() == P, "every prompt has a distribution (the self pair)")
+    # report.h5's approximation of a csr scan: its nonzero entries as CSR, equal to the naive one (1e-12)
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        ai, at, ap = g["/approx/indptr"][()], g["/approx/token"][()], g["/approx/prob"][()]
+    da, same_tok = 0.0, ai[0] == 0 and len(ai) == P + 1
+    for p in range(P):
+        a = approx(counts, p)
+        nz = np.nonzero(a)[0]
+        same_tok = same_tok and np.array_equal(at[ai[p]:ai[p + 1]], nz)
+        if same_tok:
+            da = max(da, float(np.abs(ap[ai[p]:ai[p + 1]] - a[nz] / a.sum()).max(initial=0)))
+    check(same_tok and da <= 1e-12, f"report.h5 /approx CSR == the naive approximation's nonzeros (max diff {da:.3g})")
+    check(not (max(da, 1e-9) <= 1e-12), "negative control: a difference of 1e-9 fails the 1e-12 comparison")
+    print(f"reduce: H mean {H.mean():.4f}; |H - naive H from the file| <= {dh_file:.3g}; "
+          f"|H - oracle H| <= {dh_or:.3g} on {int(exact.sum())} prompts")
+    # the ∞-gram and the backoff n-gram (K = 10, reduce's default) of each
+    # prompt from the corpus's token suffix array: H to the scan's model
+    # probabilities equals the naive oracle's over the token stream (1e-12)
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        check("/baselines/infgram" in g and "/baselines/backoff" in g,
+              "reduce writes the ∞-gram and backoff rows for a BPE corpus")
+        bh = {n: g[f"/baselines/{n}/hellinger"][()] for n in ("infgram", "backoff")}
+    oh = {}
+    for n, K in (("infgram", 1), ("backoff", 10)):
+        o = [naive_suffix_counts(stream, toks[pidx[p]], K, V) for p in range(P)]
+        oh[n] = np.array([-1.0 if c is None else hell_file(c.astype(np.float64), p) for p, c in enumerate(o)])
+        dh = float(np.abs(bh[n] - oh[n]).max())
+        check(dh <= 1e-12, f"reduce {n} H == the naive oracle's (max diff {dh:.3g})")
+    backs = int((oh["infgram"] != oh["backoff"]).sum())
+    check(backs > 0, f"the backoff backs off on {backs} of {P} prompts")
+    # negative control: the oracle's ∞-gram is not reduce's backoff row
+    dneg = float(np.abs(bh["backoff"] - oh["infgram"]).max())
+    check(dneg > 1e-12, f"negative control: backoff vs the oracle's ∞-gram differ ({dneg:.3g})")
+    print(f"reduce: ∞-gram H mean {bh['infgram'].mean():.4f}, backoff H mean {bh['backoff'].mean():.4f} "
+          f"(backs off on {backs} of {P} prompts): both == the naive oracle")
+    # a scan whose /prompts/index is not its prompts (another row, a row
+    # outside the corpus): reduce refuses it with one message, no report
+    for name, val, want in (("another row", 1, "is not the corpus's substring"),
+                            ("out of range", 10 ** 9, "is not a substring of the corpus")):
+        hx = os.path.join(d, "hidx.h5")
+        shutil.copy(s, hx)
+        with h5py.File(hx, "r+") as g:
+            idx = g["/prompts/index"][()]
+            idx[0] = (idx[0] + val) % (N if val < N else 1 << 62)
+            g["/prompts/index"][...] = idx
+        r = run(["reduce", hx, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "x"], ok=False)
+        msgs = [x for x in r.stderr.splitlines() if x.startswith("corpuslens")]
+        check(r.returncode != 0 and len(msgs) == 1 and want in msgs[0] and "Sanitizer" not in r.stderr
+              and not os.path.exists(os.path.join(rep + "x", "report.h5")),
+              f"reduce refuses a scan whose /prompts/index is {name}: rc {r.returncode}, {r.stderr.strip()!r}")
+        print(f"reduce, /prompts/index {name}: {msgs[0] if msgs else r.stderr.strip()!r}")
+    # negative control: a changed count changes H
+    neg = os.path.join(d, "neg.h5")
+    shutil.copy(s, neg)
+    with h5py.File(neg, "r+") as g:
+        ind, cnt = g["/freq/next/indptr"][()], g["/freq/next/count"][()]
+        p = int(np.argmax([(approx(counts, q) > 0).sum() >= 2 for q in range(P)]))
+        r = p * Lh * NB + 1 * NB + NB - 1
+        check(ind[r + 1] > ind[r], "negative control row is counted")
+        cnt[ind[r]] += 5
+        g["/freq/next/count"][...] = cnt
+    run(["reduce", neg, "--thresholds", "0.75,0.8", "--weights", "1,2", "-o", rep + "n"])
+    with h5py.File(os.path.join(rep + "n", "report.h5")) as g:
+        check(np.abs(g["/hellinger"][()] - H).max() > 1e-12, "negative control: a changed count changes H")
     shutil.rmtree(d)
     if st.FAIL:
         print(f"{len(st.FAIL)} failure(s)")

@@ -58,7 +58,11 @@ def lens(path):
     with h5py.File(path, "r") as f:
         # a csr scan stores each block's lens as its H to the model (/lens/hellinger [P, n_layer])
         lens = f["/lens/hellinger"] if "/lens/hellinger" in f else f["/lens/probs"]
-        return lens[()].astype(np.float64), f["/model/probs"][()].astype(np.float64)
+        if "/model/support/prob" in f:  # csr: the model's probabilities on each prompt's support
+            probs = np.concatenate([f["/model/support/" + k][()].astype(np.float64) for k in ("indptr", "token", "prob")])
+        else:
+            probs = f["/model/probs"][()].astype(np.float64)
+        return lens[()].astype(np.float64), probs
 
 
 def same(a, b, what, tol=1e-6):

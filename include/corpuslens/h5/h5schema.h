@@ -32,6 +32,10 @@
  *                       always has n_layer blocks.
  *   also: corpus_h5_file, n_stored_matches, shard_size, n_trie_nodes;
  *   sampled_shards only on a benchmark slice (not a full scan)
+ *   next_layout         "dense" (or absent) or "csr": which datasets below
+ *   model_top_k, model_support  csr only: CL_SCAN_MODEL_TOP, and
+ *                       "counts+next+followers+top" (the corpus had /text) or
+ *                       "counts+next+top" (it had not: no followers)
  * datasets:
  *   /vocab               [V] as in model.h
  *   /prompts/index       [P] int64 substring index of each prompt
@@ -58,6 +62,12 @@
  *                        one prompt's matches in one block are one hyperslab
  *   /matches/substring   [M] int64, sorted by (prompt, block, -similarity, substring)
  *   /matches/similarity  [M] float32
+ *   next_layout "csr" (a BPE corpus, or V > 4096 under auto): no dataset of
+ *   V per prompt. Instead of /freq/counts: /freq/next/{indptr,token,count};
+ *   of /prompts/next_counts: /prompts/next/{indptr,token,count}; of
+ *   /model/probs: /model/support/{indptr,token,prob} and /model/mass; of
+ *   /lens/probs: /lens/hellinger; and /unigram/hellinger (the macros below
+ *   say what each holds). /corpus/unigram [V] stays.
  *
  * ---- report.h5 (written by `corpuslens reduce`) ----
  *   /hellinger [P] float64, /approx [P, V] float64, /empty [P] int8,
@@ -163,6 +173,33 @@
 #define CL_SCAN_FREQ_NEXT_INDPTR "/freq/next/indptr"
 #define CL_SCAN_FREQ_NEXT_TOKEN "/freq/next/token"
 #define CL_SCAN_FREQ_NEXT_COUNT "/freq/next/count"
+/* next_layout "csr": the exact-string n-gram counts as CSR, instead of
+   /prompts/next_counts [P, V]: row p is token[indptr[p] .. indptr[p + 1])
+   (increasing) with count > 0; indptr [P + 1] int64 from 0 */
+#define CL_SCAN_PROMPT_NEXT_INDPTR "/prompts/next/indptr"
+#define CL_SCAN_PROMPT_NEXT_TOKEN "/prompts/next/token"
+#define CL_SCAN_PROMPT_NEXT_COUNT "/prompts/next/count"
+/* next_layout "csr": the model's probabilities on each prompt's support,
+   instead of /model/probs [P, V]. Prompt p's support (token[indptr[p] ..
+   indptr[p + 1]), increasing) is the union of: the tokens of its /freq/next
+   rows (every block and bin), of its /prompts/next row, the followers in the
+   corpus text (/text/tokens of corpus.h5) of the prompt's last token (they
+   hold the followers of every suffix: the ∞-gram's and the backoff n-gram's
+   for any K), and the model's CL_SCAN_MODEL_TOP most probable tokens (ties:
+   the lower id). prob [m] float32 is the model's softmax there (the same bits
+   as the dense row). */
+#define CL_SCAN_MODEL_SUPPORT_INDPTR "/model/support/indptr"
+#define CL_SCAN_MODEL_SUPPORT_TOKEN "/model/support/token"
+#define CL_SCAN_MODEL_SUPPORT_PROB "/model/support/prob"
+/* [P, 2] float64: (sum over all V of the positive finite probabilities, in
+   token order as cl_hellinger_df sums them; the part of that sum off the
+   support, summed in token order) */
+#define CL_SCAN_MODEL_MASS "/model/mass"
+#define CL_SCAN_MODEL_TOP 16
+/* next_layout "csr": [P] float64, H(/corpus/unigram, the model) from the
+   dense row (cl_hellinger_df, CL_H_EMPTY = -1 when undefined): the unigram's
+   support is the corpus's whole vocabulary */
+#define CL_SCAN_UNIGRAM_HELLINGER "/unigram/hellinger"
 #define CL_SCAN_FREQ_BIN_LOWER "/freq/bin_lower"
 #define CL_SCAN_FREQ_N_MATCHES "/freq/n_matches"
 #define CL_SCAN_MATCH_INDEX "/matches/index"
