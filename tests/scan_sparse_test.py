@@ -179,6 +179,27 @@ def tune_large_v(d):
         check(not (abs(got - (want + 1e-9)) <= TOL * P), "negative control of the 1e-12 comparison")
 
 
+def setds(name, fn):
+    """An edit of a hostile file: dataset `name` read, changed in place by fn, written back."""
+    def e(f):
+        a = f[name][()]
+        fn(a)
+        f[name][...] = a
+    return e
+
+
+def refused(label, src, bad, edit, want, rep, reduce_fn):
+    """src copied to bad and edited: reduce_fn(bad) exits nonzero with one line naming `want`, no report.h5."""
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        edit(f)
+    p = reduce_fn(bad)
+    err = p.stderr.strip()
+    check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
+          and not os.path.exists(os.path.join(rep, "report.h5")), f"{label}: refused ({err!r})")
+    print(f"refusal ok ({label}): {err}")
+
+
 def h_close(x, y):
     """Every H equal to TOL, NaN-strict, and the same empty prompts (-1)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -341,23 +362,9 @@ def model_sparse_hostile(d, sp, corpus):
             f[k] = a
 
     def hostile(label, edit, want):
-        bad = os.path.join(d, "msbad.h5")
-        shutil.copy(sp, bad)
-        with h5py.File(bad, "r+") as f:
-            edit(f)
         shutil.rmtree(rep, ignore_errors=True)
-        p = run(["reduce", bad, "--thresholds", "0.85,0.9", "--weights", "1,2", "-o", rep], ok=False)
-        err = p.stderr.strip()
-        check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
-              and not os.path.exists(os.path.join(rep, "report.h5")), f"model_sparse {label}: refused ({err!r})")
-        print(f"refusal ok (model_sparse {label}): {err}")
-
-    def setds(name, fn):
-        def e(f):
-            a = f[name][()]
-            fn(a)
-            f[name][...] = a
-        return e
+        refused("model_sparse " + label, sp, os.path.join(d, "msbad.h5"), edit, want, rep,
+                lambda bad: run(["reduce", bad, "--thresholds", "0.85,0.9", "--weights", "1,2", "-o", rep], ok=False))
 
     hostile("support token = V", setds("/model/support/token", lambda a: a.__setitem__(sind[1] - 1, V)), "not in 0..")
     hostile("support tokens not increasing", setds("/model/support/token", lambda a: a.__setitem__(1, a[0])),
@@ -568,22 +575,8 @@ def main():
     check(np.max(np.abs(hn - hc)) > TOL, "negative control: a changed count changes H")
     # hostile CSR files: one message, nonzero exit, no report
     def hostile(label, edit, want):
-        bad = os.path.join(d, "bad.h5")
-        shutil.copy(sc["csr"], bad)
-        with h5py.File(bad, "r+") as f:
-            edit(f)
-        p, rep = report(d, bad, "rbad", ok=False)
-        err = p.stderr.strip()
-        check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
-              and not os.path.exists(os.path.join(rep, "report.h5")), f"{label}: refused ({err!r})")
-        print(f"refusal ok ({label}): {err}")
-
-    def setds(name, fn):
-        def e(f):
-            a = f[name][()]
-            fn(a)
-            f[name][...] = a
-        return e
+        refused(label, sc["csr"], os.path.join(d, "bad.h5"), edit, want, os.path.join(d, "rbad"),
+                lambda bad: report(d, bad, "rbad", ok=False)[0])
 
     V = 0
     with h5py.File(sc["csr"]) as f:

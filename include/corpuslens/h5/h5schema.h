@@ -173,33 +173,6 @@
 #define CL_SCAN_FREQ_NEXT_INDPTR "/freq/next/indptr"
 #define CL_SCAN_FREQ_NEXT_TOKEN "/freq/next/token"
 #define CL_SCAN_FREQ_NEXT_COUNT "/freq/next/count"
-/* next_layout "csr": the exact-string n-gram counts as CSR, instead of
-   /prompts/next_counts [P, V]: row p is token[indptr[p] .. indptr[p + 1])
-   (increasing) with count > 0; indptr [P + 1] int64 from 0 */
-#define CL_SCAN_PROMPT_NEXT_INDPTR "/prompts/next/indptr"
-#define CL_SCAN_PROMPT_NEXT_TOKEN "/prompts/next/token"
-#define CL_SCAN_PROMPT_NEXT_COUNT "/prompts/next/count"
-/* next_layout "csr": the model's probabilities on each prompt's support,
-   instead of /model/probs [P, V]. Prompt p's support (token[indptr[p] ..
-   indptr[p + 1]), increasing) is the union of: the tokens of its /freq/next
-   rows (every block and bin), of its /prompts/next row, the followers in the
-   corpus text (/text/tokens of corpus.h5) of the prompt's last token (they
-   hold the followers of every suffix: the ∞-gram's and the backoff n-gram's
-   for any K), and the model's CL_SCAN_MODEL_TOP most probable tokens (ties:
-   the lower id). prob [m] float32 is the model's softmax there (the same bits
-   as the dense row). */
-#define CL_SCAN_MODEL_SUPPORT_INDPTR "/model/support/indptr"
-#define CL_SCAN_MODEL_SUPPORT_TOKEN "/model/support/token"
-#define CL_SCAN_MODEL_SUPPORT_PROB "/model/support/prob"
-/* [P, 2] float64: (sum over all V of the positive finite probabilities, in
-   token order as cl_hellinger_df sums them; the part of that sum off the
-   support, summed in token order) */
-#define CL_SCAN_MODEL_MASS "/model/mass"
-#define CL_SCAN_MODEL_TOP 16
-/* next_layout "csr": [P] float64, H(/corpus/unigram, the model) from the
-   dense row (cl_hellinger_df, CL_H_EMPTY = -1 when undefined): the unigram's
-   support is the corpus's whole vocabulary */
-#define CL_SCAN_UNIGRAM_HELLINGER "/unigram/hellinger"
 #define CL_SCAN_FREQ_BIN_LOWER "/freq/bin_lower"
 #define CL_SCAN_FREQ_N_MATCHES "/freq/n_matches"
 #define CL_SCAN_MATCH_INDEX "/matches/index"
