@@ -384,6 +384,23 @@ def model_sparse_hostile(d, sp, corpus):
              if sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p])
     hostile("count token off the support", lambda f: drop_entry(f, sind[p] + int(np.searchsorted(stok[sind[p]:sind[p + 1]], t))),
             f"token {t} of prompt {p}")
+    # similar on such a file: a follower of the strings above a bin's lower edge (> prefilter) that the
+    # support lacks is refused; the untampered file shows the prompt (the control)
+    with h5py.File(sp) as f:
+        lower = f["/freq/bin_lower"][()]
+    p, b, k, t = next((p, b, k, int(t)) for p in range(P) for b in range(Lb) for k in range(1, NB)
+                      for t in ftok[find[(p * Lb + b) * NB + k]:find[(p * Lb + b) * NB + k + 1]]
+                      if sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p])
+    bad = os.path.join(d, "msbad.h5")
+    shutil.copy(sp, bad)
+    with h5py.File(bad, "r+") as f:
+        drop_entry(f, sind[p] + int(np.searchsorted(stok[sind[p]:sind[p + 1]], t)))
+    sim = ["--corpus", corpus, "--prompt-index", str(p), "--block", str(b), "--threshold", f"{lower[k]:.17g}"]
+    check(run(["similar", sp] + sim, ok=False).returncode == 0, "control: similar on the untampered file")
+    r = run(["similar", bad] + sim, ok=False)
+    err = [x for x in r.stderr.splitlines() if not x.startswith("corpuslens similar: warning")]
+    check(r.returncode != 0 and len(err) == 1 and f"prompt {p}: token {t} of the similar strings' followers" in err[0],
+          f"similar refuses a follower off the support: {r.stderr.strip()!r}")
     # an n-gram row of one token replaced by a token off the prompt's support
     p = next(p for p in range(P) if nind[p + 1] - nind[p] == 1 and sind[p + 1] - sind[p] < V)
     t = int(np.setdiff1d(np.arange(V), stok[sind[p]:sind[p + 1]])[0])
