@@ -23,6 +23,7 @@ import tempfile
 import h5py
 import numpy as np
 
+import model_sparse as ms
 import scan_test as st
 from scan_support_check import NEW, check_csr_model
 from scan_test import check, run
@@ -45,7 +46,7 @@ def report(d, scan, name, ok=True):
     if not ok:
         return p, rep
     with h5py.File(os.path.join(rep, "report.h5")) as f:
-        return f["/hellinger"][()], f["/approx"][()]
+        return f["/hellinger"][()], approx_dense(f, len(f["/vocab"]))[0]
 
 
 def split_sum(attrs, which):
@@ -378,6 +379,267 @@ def tune_large_v(d):
         check(not (abs(got - (want + 1e-9)) <= TOL * P), "negative control of the 1e-12 comparison")
 
 
+def setds(name, fn):
+    """An edit of a hostile file: dataset `name` read, changed in place by fn, written back."""
+    def e(f):
+        a = f[name][()]
+        fn(a)
+        f[name][...] = a
+    return e
+
+
+def refused(label, src, bad, edit, want, rep, reduce_fn):
+    """src copied to bad and edited: reduce_fn(bad) exits nonzero with one line naming `want`, no report.h5."""
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        edit(f)
+    p = reduce_fn(bad)
+    err = p.stderr.strip()
+    check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
+          and not os.path.exists(os.path.join(rep, "report.h5")), f"{label}: refused ({err!r})")
+    print(f"refusal ok ({label}): {err}")
+
+
+def h_close(x, y):
+    """Every H equal to TOL, NaN-strict, and the same empty prompts (-1)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return x.shape == y.shape and np.array_equal(x == -1, y == -1) and not (np.max(np.abs(x - y), initial=0) > TOL) \
+        and not np.isnan(x).any() and not np.isnan(y).any()
+
+
+def approx_dense(f, V):
+    """report.h5's approximation as [P, V]: /approx of a dense reduction, or its CSR."""
+    if isinstance(f["/approx"], h5py.Dataset):
+        return f["/approx"][()], None
+    ind, tok, pr = f["/approx/indptr"][()], f["/approx/token"][()], f["/approx/prob"][()]
+    out = np.zeros((len(ind) - 1, V))
+    for p in range(len(ind) - 1):
+        out[p, tok[ind[p]:ind[p + 1]]] = pr[ind[p]:ind[p + 1]]
+    return out, (ind, tok, pr)
+
+
+def md_body(path):
+    """report.md without its Scan: line (the file name and its sha256)."""
+    return [l for l in open(path, encoding="utf-8").read().splitlines() if not l.startswith("Scan: ")]
+
+
+def model_sparse_reduce(d, sc, corpus):
+    """A model_sparse scan (no /model/probs, no /prompts/next_counts: the model
+    on each prompt's support, tests/model_sparse.py until scan writes it):
+    reduce gives the dense scan's numbers (every H to 1e-12, the same empty
+    prompts, the approximation to 1e-12 as CSR of its nonzero entries) and
+    report.md's tables identical for every prompt, at thresholds that leave
+    approximations of under 5 tokens and empty ones; without the followers in
+    the supports the ∞-gram and backoff rows are left out with a line;
+    --compare-model is refused on 1 and 2 ranks; `similar` prints the dense
+    scan's table and H; tampered files are refused with one message and no
+    report. Negative controls: an H moved by 1e-9 fails the comparison; a
+    changed support probability changes H and report.md."""
+    # prefilter 0.85: fewer counts, so that the supports leave tokens out
+    sc = {}
+    for k in ("dense", "csr"):
+        sc[k] = os.path.join(d, "ms_" + k + ".h5")
+        run(["scan", "--model", st_model(d), "--corpus", corpus, "--prefilter", "0.85", "--bin-width", "0.05",
+             "--batch", "200", "--next-layout", k, "-o", sc[k]])
+    sp, spnf = os.path.join(d, "msp.h5"), os.path.join(d, "mspnf.h5")
+    ms.convert(sc["dense"], sc["csr"], corpus, sp)
+    ms.convert(sc["dense"], sc["csr"], corpus, spnf, followers=False)
+    with h5py.File(sp) as f:
+        P, V = int(f.attrs["n_prompts"]), int(f.attrs["vocab_size"])
+        check("/model/probs" not in f and "/prompts/next_counts" not in f and "/model/support/indptr" in f,
+              "the model_sparse file has no [P, V] dataset")
+        nsup = len(f["/model/support/token"])
+    check(nsup < P * V, f"the supports leave tokens out ({nsup} of {P * V})")
+    print(f"model_sparse: {nsup} support entries for {P} prompts (dense rows: {P * V})")
+    ex = ",".join(str(p) for p in range(P))
+    n_small = 0
+    for t, w in (("0.85,0.9", "1,2"), ("0.95,0.95", "1,1"), ("0.9,0.95", "0,1")):
+        out = {}
+        for k, scan in (("dense", sc["dense"]), ("sparse", sp)):
+            rep = os.path.join(d, f"msr_{k}")
+            shutil.rmtree(rep, ignore_errors=True)
+            p = run(["reduce", scan, "--thresholds", t, "--weights", w, "--examples", ex, "-o", rep])
+            with h5py.File(os.path.join(rep, "report.h5")) as f:
+                names = sorted(f["/baselines"])
+                out[k] = dict(h=f["/hellinger"][()], e=f["/empty"][()], bl={n: f[f"/baselines/{n}/hellinger"][()]
+                                                                          for n in names},
+                              a=approx_dense(f, V), md=md_body(os.path.join(rep, "report.md")), out=p.stdout)
+        a, b = out["dense"], out["sparse"]
+        check(sorted(a["bl"]) == sorted(b["bl"]) and "infgram" in b["bl"] and "backoff" in b["bl"],
+              f"({t}) the same baselines: {sorted(a['bl'])} vs {sorted(b['bl'])}")
+        check(h_close(a["h"], b["h"]) and np.array_equal(a["e"], b["e"]), f"({t}) approximation H dense == sparse")
+        for n in a["bl"]:
+            check(n in b["bl"] and h_close(a["bl"][n], b["bl"][n]), f"({t}) baseline {n}: H dense == sparse")
+        check(not h_close(a["h"], a["h"] + 1e-9 * (a["h"] >= 0)), "negative control: H moved by 1e-9 is seen")
+        ad, (ind, tok, pr) = a["a"][0], b["a"][1]
+        check(not (np.max(np.abs(ad - b["a"][0])) > TOL), f"({t}) the approximation dense == CSR")
+        check(ind[0] == 0 and (pr > 0).all() and len(tok) == int((ad != 0).sum()) and
+              all((np.diff(tok[ind[p]:ind[p + 1]]) > 0).all() for p in range(P)),
+              f"({t}) /approx CSR: its nonzero entries, tokens increasing")
+        check(a["md"] == b["md"], f"({t}) report.md identical (every prompt's table): " +
+              str([(x, y) for x, y in zip(a["md"], b["md"]) if x != y][:3]))
+        n_small += int(((np.diff(ind) > 0) & (np.diff(ind) < 5)).sum())
+    check(n_small > 0, f"the tables cover approximations of 1..4 tokens ({n_small})")
+    print(f"reduce on a model_sparse scan == the dense scan (every H to {TOL}, approximation, report.md; "
+          f"{n_small} tables with fewer than 5 tokens)")
+    # negative control: one support probability changed (its mass kept consistent) changes H and report.md
+    neg = os.path.join(d, "mspneg.h5")
+    shutil.copy(sp, neg)
+    with h5py.File(neg, "r+") as f:
+        ind, pr, mass = f["/model/support/indptr"][()], f["/model/support/prob"][()], f["/model/mass"][()]
+        e = ind[0] + int(np.argmax(pr[ind[0]:ind[1]]))
+        pr[e] *= np.float32(0.5)
+        mass[0, 0] -= float(pr[e])
+        f["/model/support/prob"][...] = pr
+        f["/model/mass"][...] = mass
+    for k, scan in (("dense", sp), ("neg", neg)):
+        run(["reduce", scan, "--thresholds", "0.85,0.9", "--weights", "1,2", "--examples", "0", "-o",
+             os.path.join(d, "msn_" + k)])
+    with h5py.File(os.path.join(d, "msn_dense", "report.h5")) as x, h5py.File(os.path.join(d, "msn_neg", "report.h5")) as y:
+        check(abs(x["/hellinger"][0] - y["/hellinger"][0]) > TOL, "negative control: a changed probability changes H")
+    check(md_body(os.path.join(d, "msn_dense", "report.md")) != md_body(os.path.join(d, "msn_neg", "report.md")),
+          "negative control: ... and report.md")
+    # no followers in the supports: the ∞-gram and backoff rows left out, the rest the same
+    p = run(["reduce", spnf, "--thresholds", "0.85,0.9", "--weights", "1,2", "-o", os.path.join(d, "msnf")])
+    with h5py.File(os.path.join(d, "msnf", "report.h5")) as f, \
+            h5py.File(os.path.join(d, "msn_dense", "report.h5")) as g:
+        check("infgram" not in f["/baselines"] and "backoff" not in f["/baselines"] and
+              "∞-gram and backoff n-gram left out: the scan's model supports do not hold" in p.stdout,
+              f"counts+next+top: the suffix rows left out with a line: {p.stdout!r}")
+        check(h_close(f["/hellinger"][()], g["/hellinger"][()]) and
+              h_close(f["/baselines/ngram/hellinger"][()], g["/baselines/ngram/hellinger"][()]),
+              "counts+next+top: the approximation and the n-gram as with the followers")
+    # --compare-model: refused, on 1 and 2 ranks, one line, no report
+    for ranks in (None, 2):
+        rep = os.path.join(d, "mscmp")
+        p = run(["reduce", sp, "--thresholds", "0.85,0.9", "--weights", "1,2", "--compare-model", st_model(d),
+                 "-o", rep], ranks=ranks, ok=False)
+        err = p.stderr.strip()
+        ours = [l for l in err.splitlines() if l.startswith("corpuslens")]  # mpirun adds its own lines
+        check(p.returncode != 0 and "--compare-model needs the model's whole distribution" in err and
+              "--next-layout dense" in err and len(ours) == 1 and (ranks or len(err.splitlines()) == 1)
+              and not os.path.exists(rep),
+              f"--compare-model on a model_sparse scan ({ranks or 1} ranks) refused: {err!r}")
+    # similar: the dense scan's table and H (top 10 < CL_SCAN_MODEL_TOP)
+    sim = ["--corpus", corpus, "--prompt-index", "3", "--blocks", "all", "--thresholds", "0.9,0.95", "--weights",
+           "1,2", "--show", "0"]
+    x, y = run(["similar", sc["dense"]] + sim).stdout, run(["similar", sp] + sim).stdout
+    check(x == y and "Hellinger distance: " in y, f"similar on a model_sparse scan == dense:\n{x}\n{y}")
+    y2 = run(["similar", sp] + sim + ["--top", "20"]).stdout
+    check("stops at its 16 most probable" in y2 and y2.split("Hellinger")[-1] == x.split("Hellinger")[-1],
+          "similar --top 20: the model column stops at 16, the same H")
+    model_sparse_hostile(d, sp, corpus)
+
+
+def st_model(d):
+    return os.path.join(d, "m.h5")
+
+
+def model_sparse_hostile(d, sp, corpus):
+    """Tampered model_sparse files: one message naming the dataset, nonzero
+    exit, no report.h5. The untampered file reduces (the control)."""
+    with h5py.File(sp) as f:
+        P, Lb, NB, V = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins", "vocab_size"))
+        sind, stok, spr = f["/model/support/indptr"][()], f["/model/support/token"][()], f["/model/support/prob"][()]
+        find, ftok = f["/freq/next/indptr"][()], f["/freq/next/token"][()]
+        nind, ntok = f["/prompts/next/indptr"][()], f["/prompts/next/token"][()]
+        top = {p: set(np.lexsort((stok[sind[p]:sind[p + 1]], -spr[sind[p]:sind[p + 1]].astype(np.float64)))[:16]
+                      + sind[p]) for p in range(P)}
+    rep = os.path.join(d, "msbad")
+    p = run(["reduce", sp, "--thresholds", "0.85,0.9", "--weights", "1,2", "-o", rep], ok=False)
+    check(p.returncode == 0 and os.path.exists(os.path.join(rep, "report.h5")), "control: the untampered file reduces")
+
+    def drop_entry(f, e):
+        """Support entry e removed (its probability moved to the mass off the support)."""
+        p = int(np.searchsorted(sind, e, side="right") - 1)
+        ind = sind.copy()
+        ind[p + 1:] -= 1
+        mass = f["/model/mass"][()]
+        mass[p, 1] += float(spr[e])
+        for k, a in (("/model/support/indptr", ind), ("/model/support/token", np.delete(stok, e)),
+                     ("/model/support/prob", np.delete(spr, e)), ("/model/mass", mass)):
+            del f[k]
+            f[k] = a
+
+    def hostile(label, edit, want):
+        shutil.rmtree(rep, ignore_errors=True)
+        refused("model_sparse " + label, sp, os.path.join(d, "msbad.h5"), edit, want, rep,
+                lambda bad: run(["reduce", bad, "--thresholds", "0.85,0.9", "--weights", "1,2", "-o", rep], ok=False))
+
+    hostile("support token = V", setds("/model/support/token", lambda a: a.__setitem__(sind[1] - 1, V)), "not in 0..")
+    hostile("support tokens not increasing", setds("/model/support/token", lambda a: a.__setitem__(1, a[0])),
+            "/model/support/token")
+    hostile("support indptr past the end", setds("/model/support/indptr", lambda a: a.__setitem__(-1, a[-1] + 3)),
+            "/model/support/indptr")
+    hostile("probability 1.5", setds("/model/support/prob", lambda a: a.__setitem__(0, 1.5)), "not a probability")
+    hostile("mass off by 0.01", setds("/model/mass", lambda a: a.__setitem__((2, 1), a[2, 1] + 0.01)), "/model/mass")
+    hostile("mass NaN", setds("/model/mass", lambda a: a.__setitem__((2, 0), np.nan)), "/model/mass")
+    hostile("unigram H 1.5", setds("/unigram/hellinger", lambda a: a.__setitem__(4, 1.5)), "/unigram/hellinger")
+    hostile("unigram H NaN", setds("/unigram/hellinger", lambda a: a.__setitem__(4, np.nan)), "/unigram/hellinger")
+    hostile("n-gram token = V", setds("/prompts/next/token", lambda a: a.__setitem__(0, V)), "/prompts/next")
+    # a count token of prompt p (not among its model's top 16) removed from p's support
+    p = next(p for p in range(P) if any(sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p]
+                                         for t in ftok[find[p * Lb * NB]:find[(p + 1) * Lb * NB]]))
+    t = next(t for t in ftok[find[p * Lb * NB]:find[(p + 1) * Lb * NB]]
+             if sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p])
+    hostile("count token off the support", lambda f: drop_entry(f, sind[p] + int(np.searchsorted(stok[sind[p]:sind[p + 1]], t))),
+            f"token {t} of prompt {p}")
+    # similar on such a file: a follower of the strings above a bin's lower edge (> prefilter) that the
+    # support lacks is refused; the untampered file shows the prompt (the control)
+    with h5py.File(sp) as f:
+        lower = f["/freq/bin_lower"][()]
+    p, b, k, t = next((p, b, k, int(t)) for p in range(P) for b in range(Lb) for k in range(1, NB)
+                      for t in ftok[find[(p * Lb + b) * NB + k]:find[(p * Lb + b) * NB + k + 1]]
+                      if sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p])
+    bad = os.path.join(d, "msbad.h5")
+    shutil.copy(sp, bad)
+    with h5py.File(bad, "r+") as f:
+        drop_entry(f, sind[p] + int(np.searchsorted(stok[sind[p]:sind[p + 1]], t)))
+    sim = ["--corpus", corpus, "--prompt-index", str(p), "--block", str(b), "--threshold", f"{lower[k]:.17g}"]
+    check(run(["similar", sp] + sim, ok=False).returncode == 0, "control: similar on the untampered file")
+    r = run(["similar", bad] + sim, ok=False)
+    err = [x for x in r.stderr.splitlines() if not x.startswith("corpuslens similar: warning")]
+    check(r.returncode != 0 and len(err) == 1 and f"prompt {p}: token {t} of the similar strings' followers" in err[0],
+          f"similar refuses a follower off the support: {r.stderr.strip()!r}")
+    # an n-gram row of one token replaced by a token off the prompt's support
+    p = next(p for p in range(P) if nind[p + 1] - nind[p] == 1 and sind[p + 1] - sind[p] < V)
+    t = int(np.setdiff1d(np.arange(V), stok[sind[p]:sind[p + 1]])[0])
+    hostile("n-gram token off the support", setds("/prompts/next/token", lambda a: a.__setitem__(nind[p], t)),
+            f"/prompts/next/token: token {t} of prompt {p}")
+    # a follower of the last token off the support (taken out of the counts too, and not an n-gram or top-16
+    # token): the counts pass, the ∞-gram refuses
+    with h5py.File(sp) as f, h5py.File(corpus) as g:
+        text = g["/text/tokens"][()]
+        win = g["/substrings/tokens"][()][f["/prompts/index"][()]]
+
+    def backoff_followers(w, K=10):
+        """The followers of the longest suffix of w with K occurrences followed by a token (reduce's default)."""
+        for k in range(len(w), 0, -1):
+            at = np.nonzero((np.lib.stride_tricks.sliding_window_view(text[:-1], k) == w[-k:]).all(1))[0]
+            if len(at) >= K:
+                return np.unique(text[at + k])
+        return []
+    cand = [(p, int(t)) for p in range(P) for t in backoff_followers(win[p])
+            if t not in set(ntok[nind[p]:nind[p + 1]])
+            and sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p]]
+    check(len(cand) > 0, "some backoff follower is neither an n-gram nor a top-16 token")
+
+    def drop_follower(f):
+        r0, r1 = p * Lb * NB, (p + 1) * Lb * NB
+        cnt = f["/freq/next/count"][()]
+        gone = np.zeros(len(ftok), bool)
+        gone[find[r0]:find[r1]] = ftok[find[r0]:find[r1]] == t
+        rows = np.repeat(np.arange(len(find) - 1), np.diff(find))
+        ind = np.concatenate([[0], np.cumsum(np.bincount(rows[~gone], minlength=len(find) - 1))]).astype(np.int64)
+        for k, a in (("/freq/next/indptr", ind), ("/freq/next/token", ftok[~gone]), ("/freq/next/count", cnt[~gone])):
+            del f[k]
+            f[k] = a
+        drop_entry(f, sind[p] + int(np.searchsorted(stok[sind[p]:sind[p + 1]], t)))
+    if cand:
+        p, t = cand[0]
+        hostile("follower off the support", drop_follower, f"prompt {p}: the corpus's follower {t}")
+
+
 def csr_model_side(d, m, c, sc):
     """The csr file's model side (no [P, V] dataset; scan_support_check.py)
     against the dense scan of the same char model, bit for bit: the scans
@@ -509,6 +771,7 @@ def main():
                 (x.shape == y.shape and not (np.max(np.abs(x - y), initial=0) > TOL))
             check(same, f"tune: {k} dense {x} vs csr {y}")
         print(f"tune: {len(keys)} attributes equal, fitted_test_mean {float(a.attrs['fitted_test_mean']):.6f}")
+    model_sparse_reduce(d, sc, c)
     tune_reference(d, sc)
     tune_large_v(d)
     tune_model_sparse(d, m, c)
@@ -533,22 +796,8 @@ def main():
     check(np.max(np.abs(hn - hc)) > TOL, "negative control: a changed count changes H")
     # hostile CSR files: one message, nonzero exit, no report
     def hostile(label, edit, want):
-        bad = os.path.join(d, "bad.h5")
-        shutil.copy(sc["csr"], bad)
-        with h5py.File(bad, "r+") as f:
-            edit(f)
-        p, rep = report(d, bad, "rbad", ok=False)
-        err = p.stderr.strip()
-        check(p.returncode != 0 and want in err and len(err.splitlines()) == 1
-              and not os.path.exists(os.path.join(rep, "report.h5")), f"{label}: refused ({err!r})")
-        print(f"refusal ok ({label}): {err}")
-
-    def setds(name, fn):
-        def e(f):
-            a = f[name][()]
-            fn(a)
-            f[name][...] = a
-        return e
+        refused(label, sc["csr"], os.path.join(d, "bad.h5"), edit, want, os.path.join(d, "rbad"),
+                lambda bad: report(d, bad, "rbad", ok=False)[0])
 
     V = 0
     with h5py.File(sc["csr"]) as f:

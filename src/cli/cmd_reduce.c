@@ -10,6 +10,7 @@
 #include "cli/options.h"
 #include "corpuslens/par/par.h"
 #include "corpuslens/base/error.h"
+#include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
 #include "corpuslens/reduce/reduce.h"
 #include "corpuslens/reduce/soft.h"
@@ -40,7 +41,9 @@ static const char EPILOG[] =
     "p75, p90, max (linear interpolation, numpy's default). Prompts with an empty\n"
     "distribution are counted in n_empty and excluded; their H is stored as -1.\n"
     "With --compare-model, reduce runs under MPI (mpirun -n R); without, on one\n"
-    "process.\n";
+    "process. A csr scan with /model/support (no [P, V] dataset) is reduced on\n"
+    "each prompt's support: report.h5 holds /approx/{indptr,token,prob}, the\n"
+    "approximation's nonzero entries; --compare-model needs a dense scan.\n";
 
 /* The ids of the scan's prompts, text p = tok[off[p] .. off[p+1]): a char
    corpus's vocabulary encodes the texts; a BPE corpus gives the rows of the
@@ -92,6 +95,40 @@ static int prompt_ids(const cl_scan *s, const cl_corpus *cp, char **texts, int32
     return 0;
 }
 
+/* cl_infgram_hellinger_all on a sparse reduction: the followers' counts of
+   each prompt (one [V] row of scratch) against the model on its support; a
+   follower outside the support: the scan and the corpus disagree (refused,
+   naming the prompt). 0 or -1. */
+static int suffix_sparse(const cl_scan *s, const cl_reduction *r, const cl_corpus *cp, const int32_t *tok,
+                         const size_t *off, int64_t min_occ, double *h) {
+    size_t V = (size_t)cp->V, ns_max = 1;
+    const cl_scan_model *m = &r->model;
+    for (size_t p = 0; p < r->P; p++)
+        if ((size_t)(m->ind[p + 1] - m->ind[p]) > ns_max) ns_max = (size_t)(m->ind[p + 1] - m->ind[p]);
+    int32_t *cnt = cl_trymalloc(V, sizeof *cnt, "∞-gram");
+    double *a = cl_trymalloc(ns_max, sizeof *a, "∞-gram");
+    int rc = cnt && a ? 0 : -1;
+    for (size_t p = 0; !rc && p < r->P; p++) {
+        int64_t occ = 0;
+        size_t ns = (size_t)(m->ind[p + 1] - m->ind[p]);
+        const int32_t *st = m->tok + m->ind[p];
+        int k = cl_infgram(cp->text, cp->suffix_array, cp->n_text, cp->V, tok + off[p], (int)(off[p + 1] - off[p]),
+                           min_occ, cnt, &occ);
+        for (size_t j = 0; j < ns; j++) a[j] = 0;
+        for (size_t v = 0; k && !rc && v < V; v++) {
+            if (!cnt[v]) continue;
+            long j = cl_support_find(st, ns, (int32_t)v);
+            if (j < 0)
+                rc = cl_error("%s: %s: prompt %zu: the corpus's follower %zu of its last token is not in its support: "
+                              "the scan and the corpus disagree", s->path, CL_SCAN_MODEL_SUPPORT_TOKEN, p, v);
+            else a[j] = (double)cnt[v];
+        }
+        if (!rc) h[p] = k ? cl_hellinger_sup(a, m->prob + m->ind[p], ns, m->sum[p], m->rest[p]) : CL_H_EMPTY;
+    }
+    free(cnt), free(a);
+    return rc;
+}
+
 /* The ∞-gram and backoff n-gram baselines (issue 23) of the scan's prompts,
    from the corpus.h5 the scan names (attribute corpus_h5_file, checked against
    corpus_h5_sha256), inserted before the compare models: a char corpus or a
@@ -105,6 +142,11 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
     if (!cl_h5_attr_exists(s->file, "corpus_h5_file") ||
         cl_h5_attr_read_str(s->file, "corpus_h5_file", path, sizeof path) < 0 || !*path) {
         printf("reduce: ∞-gram and backoff n-gram left out: the scan does not name its corpus.h5\n");
+        return 0;
+    }
+    if (s->model_sparse && !s->followers) {
+        printf("reduce: ∞-gram and backoff n-gram left out: the scan's model supports do not hold the corpus "
+               "followers (model_support counts+next+top: its corpus.h5 had no /text)\n");
         return 0;
     }
     if (cl_h5_attr_exists(s->file, "corpus_h5_sha256")) cl_h5_attr_read_str(s->file, "corpus_h5_sha256", sha, sizeof sha);
@@ -143,8 +185,10 @@ static int add_suffix_baselines(const cl_scan *s, cl_reduction *r, char **texts,
         b[at + j].hellinger = malloc(P * sizeof(double));
         b[at + j].empty = calloc(P, 1);
         if (!b[at + j].hellinger || !b[at + j].empty) rc = cl_error("out of memory for the baselines");
-        else if (cl_infgram_hellinger_all(cp->text, cp->suffix_array, cp->n_text, cp->V, tok, off, P, SIZE_MAX,
-                                          r->model_probs, j ? K : 1, b[at + j].hellinger, NULL, NULL))
+        else if (r->sparse ? suffix_sparse(s, r, cp, tok, off, j ? K : 1, b[at + j].hellinger)
+                           : cl_infgram_hellinger_all(cp->text, cp->suffix_array, cp->n_text, cp->V, tok, off, P,
+                                                      SIZE_MAX, r->model_probs, j ? K : 1, b[at + j].hellinger, NULL,
+                                                      NULL))
             rc = -1;
         for (size_t p = 0; !rc && p < P; p++) b[at + j].empty[p] = b[at + j].hellinger[p] == CL_H_EMPTY;
     }
@@ -243,6 +287,10 @@ int cmd_reduce(int argc, char **argv) {
     int err = !s;
     if (!err && cl_reduce_params(s, thr->set ? thr->v : NULL, thr->n, w->set ? w->v : NULL, w->n, tv, wv, kb))
         err = 1;
+    if (!err && n_compare && s->model_sparse)
+        err = cl_error("%s: --compare-model needs the model's whole distribution on every prompt, and this scan "
+                       "stores it only on each prompt's support (next_layout csr, /model/support); scan with "
+                       "--next-layout dense (the default for V <= 4096) to compare models", scan_path) != 0;
     if (!err) err = !(texts = cl_scan_read_texts(s));
     if (cl_par_agree(err, MPI_COMM_WORLD)) goto done;
     if (n_compare) {

@@ -16,6 +16,7 @@
 #include "corpuslens/base/stats.h"
 #include "corpuslens/h5/h5schema.h"
 #include "corpuslens/h5/h5util.h"
+#include "corpuslens/reduce/reduce.h"
 
 #define CMD "similar"
 #define MAX_BLOCKS 64
@@ -241,6 +242,7 @@ static int run(int argc, char **argv) {
     int sV = 0;
     int64_t *idx = NULL, pindex = 0;
     float *sim = NULL, *model_p = NULL, *approx_f = NULL;
+    uint8_t *insup = NULL;
     double *counts = NULL;
     entry *em = NULL, *ea = NULL;
     double th[MAX_BLOCKS], w[MAX_BLOCKS];
@@ -313,8 +315,32 @@ static int run(int argc, char **argv) {
     counts = cl_trycalloc((size_t)V, sizeof *counts, "counts");
     model_p = counts ? cl_trymalloc((size_t)V, sizeof *model_p, "model probabilities") : NULL;
     approx_f = model_p ? cl_trymalloc((size_t)V, sizeof *approx_f, "approximation") : NULL;
-    if (!approx_f || read_row(s.f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, (hsize_t)p, (hsize_t)V, model_p))
+    if (!approx_f) goto out;
+    /* a model_sparse scan (no /model/probs): the model on the prompt's support (reduce's checked reader), 0
+       elsewhere; rest = its mass off the support, which enters H as one number */
+    int sparse = cl_h5_exists(s.f, CL_SCAN_MODEL_SUPPORT_INDPTR) > 0;
+    double rest = 0;
+    if (sparse) {
+        cl_scan *cs = cl_scan_open(scan);
+        cl_scan_model m = {0};
+        if (!cs || cl_scan_read_model(cs, (size_t)p, 1, &m)) {
+            cl_scan_close(cs);
+            goto out;
+        }
+        insup = cl_trycalloc((size_t)V, 1, "support");
+        if (!insup) {
+            cl_scan_model_free(&m);
+            cl_scan_close(cs);
+            goto out;
+        }
+        for (int v = 0; v < V; v++) model_p[v] = 0;
+        for (int64_t e = 0; e < m.ind[1]; e++) model_p[m.tok[e]] = m.prob[e], insup[m.tok[e]] = 1;
+        rest = m.rest[0];
+        cl_scan_model_free(&m);
+        cl_scan_close(cs);
+    } else if (read_row(s.f, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, (hsize_t)p, (hsize_t)V, model_p)) {
         goto out;
+    }
 
     char text[4 * CL_CORPUS_MAX_LEN + 1], esc[16 * CL_CORPUS_MAX_LEN + 1];
     cl_corpus_substring_text(c, (size_t)pindex, text);
@@ -390,6 +416,13 @@ static int run(int argc, char **argv) {
         goto out;
     }
     for (int v = 0; v < V; v++) approx_f[v] = (float)(counts[v] / sum);
+    /* the support holds every token of the prompt's counts above the prefilter: these among them */
+    for (int v = 0; sparse && v < V; v++)
+        if (counts[v] > 0 && !insup[v]) {
+            cl_error("%s: prompt %lld: token %d of the similar strings' followers is not in the prompt's support "
+                     "(%s): the scan and the corpus disagree", scan, p, v, CL_SCAN_MODEL_SUPPORT_TOKEN);
+            goto out;
+        }
     em = cl_trymalloc((size_t)V, sizeof *em, "entries");
     ea = em ? cl_trymalloc((size_t)V, sizeof *ea, "entries") : NULL;
     if (!ea) goto out;
@@ -398,15 +431,29 @@ static int run(int argc, char **argv) {
     cl_token_p_sort(ea, (size_t)V);
     printf("%-20s %s\n", "Model Predictions", all ? "Approximation Predictions (all blocks)" : "Approximation Predictions");
     for (long k = 0; k < top && k < V; k++) {
-        char t1[16], t2[16], l1[48];
+        char t1[16], t2[16], l1[48] = "";
+        if (sparse && k >= CL_SCAN_MODEL_TOP && !(ea[k].p > 0)) break;
         cl_token_escape(svocab[em[k].id], t1);
         cl_token_escape(svocab[ea[k].id], t2);
-        snprintf(l1, sizeof l1, "'%s' %.4f", t1, em[k].p);
+        if (!sparse || k < CL_SCAN_MODEL_TOP) snprintf(l1, sizeof l1, "'%s' %.4f", t1, em[k].p);
         printf("%-20s ", l1);
         if (ea[k].p > 0) printf("'%s' %.4f", t2, ea[k].p);
         printf("\n");
     }
-    printf("\nHellinger distance: %.6f\n", cl_prob_hellinger(model_p, approx_f, (size_t)V));
+    if (sparse && top > CL_SCAN_MODEL_TOP)
+        printf("(the model's column stops at its %d most probable tokens: this scan stores the model on each "
+               "prompt's support, next_layout csr)\n", CL_SCAN_MODEL_TOP);
+    double h = cl_prob_hellinger(model_p, approx_f, (size_t)V);
+    if (sparse) { /* cl_prob_hellinger, and the terms off the support: the model's q_v there, rest in all */
+        double acc = rest;
+        for (int v = 0; v < V; v++) {
+            double x = model_p[v] > 0 ? sqrt((double)model_p[v]) : 0, y = approx_f[v] > 0 ? sqrt((double)approx_f[v]) : 0;
+            acc += (x - y) * (x - y);
+        }
+        h = sqrt(acc / 2);
+        if (h > 1) h = 1;
+    }
+    printf("\nHellinger distance: %.6f\n", h);
     rc = 0;
 out:
     if (rc) cli_fail();
@@ -416,6 +463,7 @@ out:
     free(idx);
     free(sim);
     free(model_p);
+    free(insup);
     free(approx_f);
     free(counts);
     free(em);

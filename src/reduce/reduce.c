@@ -351,6 +351,10 @@ void cl_reduction_free(cl_reduction *r) {
     free(r->hellinger);
     free(r->empty);
     free(r->model_probs);
+    free(r->approx_ind);
+    free(r->approx_tok);
+    free(r->approx_p);
+    cl_scan_model_free(&r->model);
     free(r->n_matches);
     free(r->mean_matches_bin);
     for (size_t i = 0; i < r->n_baselines; i++) {
@@ -424,54 +428,16 @@ static double hellinger_ff(const float *p, const float *q, size_t V, double *tmp
     return cl_hellinger_df(tmp, q, V);
 }
 
-cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, const int *kbin,
-                        const float *const *compare_probs, const char *const *compare_labels,
-                        size_t n_compare) {
-    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB;
-    cl_reduction *r = cl_trycalloc(1, sizeof *r, "reduction");
-    if (!r) return NULL;
-    r->P = P;
-    r->Lb = s->Lb;
-    r->V = s->V;
-    r->NB = s->NB;
-    r->NL = s->NL;
-    r->first_block = s->first_block;
-    const size_t NL = (size_t)s->NL;
-    r->b_lens = Lb, r->b_ngram = Lb + NL, r->b_unigram = Lb + NL + 1, r->b_compare = Lb + NL + 2;
-    for (size_t b = 0; b < Lb; b++) r->thresholds[b] = thr[b], r->weights[b] = w[b];
-    size_t nbl = r->b_compare + n_compare;
-    size_t PB = cl_scan_block_prompts(s);
-    int32_t *counts = NULL, *next = NULL;
-    int64_t *nm = NULL, *unig = NULL;
-    float *lens = NULL;
-    double *above = NULL, *tmp = NULL, *unigram = NULL;
-    r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
-    r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
-    r->empty = cl_trycalloc(P, 1, "empty flags");
-    r->model_probs = cl_trymalloc(P * V, sizeof(float), "model probabilities");
-    r->n_matches = cl_trycalloc(P * Lb, sizeof(int64_t), "match counts");
-    r->mean_matches_bin = cl_trycalloc(Lb * NB, sizeof(double), "match counts");
-    r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
-    counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
-    nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
-    /* csr: the lens's H to the model, stored (scan computed them from the dense rows) */
-    lens = s->csr ? NULL : cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
-    double *lensh = s->csr ? cl_trymalloc(PB * NL, sizeof(double), "lens block") : NULL;
-    next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
-    unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
-    unigram = cl_trymalloc(V, sizeof(double), "unigram");
-    above = cl_trymalloc(Lb * V, sizeof(double), "block sums");
-    tmp = cl_trymalloc(V, sizeof(double), "scratch");
-    if (!r->approx || !r->hellinger || !r->empty || !r->model_probs || !r->n_matches ||
-        !r->mean_matches_bin || !r->baselines || !counts || !nm || !(lens || lensh) || !next || !unig ||
-        !unigram || !above || !tmp)
-        goto fail;
+/* The baselines' names and labels, and their [P] arrays (r->n_baselines = nbl). */
+static int name_baselines(const cl_scan *s, cl_reduction *r, const double *thr, const char *const *compare_labels,
+                          size_t nbl) {
+    size_t P = r->P, Lb = (size_t)r->Lb, NL = (size_t)r->NL;
     r->n_baselines = nbl;
     for (size_t i = 0; i < nbl; i++) {
         cl_baseline *bl = &r->baselines[i];
         bl->hellinger = cl_trymalloc(P, sizeof(double), "baseline");
         bl->empty = cl_trycalloc(P, 1, "baseline");
-        if (!bl->hellinger || !bl->empty) goto fail;
+        if (!bl->hellinger || !bl->empty) return -1;
         if (i < Lb) {
             size_t mb = (size_t)s->first_block + i;
             snprintf(bl->name, sizeof bl->name, "block_%zu", mb);
@@ -493,6 +459,196 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
                      compare_labels && compare_labels[c] ? compare_labels[c] : "?");
         }
     }
+    return 0;
+}
+
+/* Prompts per read block of a model_sparse scan: as many as READ_BLOCK_BYTES
+ * hold of the average prompt's sparse rows (counts, support, n-gram: about 16
+ * bytes an entry with their offsets) and dense match counts. */
+static size_t sparse_block_prompts(const cl_scan *s) {
+    size_t P = s->P ? s->P : 1;
+    double per = 16.0 * ((double)s->nnz + (double)s->n_support + (double)s->n_next) / (double)P +
+                 (double)s->Lb * (double)s->NB * 16.0 + (double)s->NL * 8.0 + 64.0;
+    double pb = (double)READ_BLOCK_BYTES / per;
+    size_t n = pb < 1 ? 1 : pb > (double)P ? P : (size_t)pb;
+    return n;
+}
+
+static void set_h(cl_baseline *b, size_t p, double h) {
+    b->hellinger[p] = h;
+    b->empty[p] = h == CL_H_EMPTY;
+}
+
+/* cl_reduce on a model_sparse scan: every distribution on its prompt's
+ * support (r->model, read whole: it follows the supports), read in blocks of
+ * PB prompts; nm [PB, Lb, NB] and lensh [PB, NL] scratch. 0 or -1. */
+static int reduce_sparse(const cl_scan *s, cl_reduction *r, const double *w, const int *kbin, size_t PB, int64_t *nm,
+                         double *lensh) {
+    size_t P = s->P, Lb = (size_t)s->Lb, NB = (size_t)s->NB, NL = (size_t)s->NL;
+    const cl_scan_model *m = &r->model;
+    if (cl_scan_read_model(s, 0, P, &r->model)) return -1;
+    size_t ns_max = 1;
+    for (size_t p = 0; p < P; p++)
+        if ((size_t)(m->ind[p + 1] - m->ind[p]) > ns_max) ns_max = (size_t)(m->ind[p + 1] - m->ind[p]);
+    double *above = cl_trymalloc(Lb * ns_max, sizeof(double), "block sums");
+    double *a = cl_trymalloc(ns_max, sizeof(double), "approximation row");
+    double *uh = cl_trymalloc(PB, sizeof(double), "unigram block");
+    r->approx_ind = cl_trymalloc(P + 1, sizeof(int64_t), "approximation offsets");
+    size_t cap = 1024, ne = 0;
+    r->approx_tok = cl_trymalloc(cap, sizeof(int32_t), "approximation");
+    r->approx_p = cl_trymalloc(cap, sizeof(double), "approximation");
+    cl_scan_rows c = {0}, g = {0};
+    int rc = -1;
+    if (!above || !a || !uh || !r->approx_ind || !r->approx_tok || !r->approx_p) goto out;
+    r->approx_ind[0] = 0;
+    double t0 = cl_wall_seconds();
+    for (size_t p0 = 0; p0 < P; p0 += PB) {
+        size_t n = P - p0 < PB ? P - p0 : PB;
+        cl_scan_rows_free(&c), cl_scan_rows_free(&g);
+        if (cl_scan_read_rows(s, p0, n, &c) || cl_scan_read_next(s, p0, n, &g) ||
+            cl_h5_read_rows(s->file, CL_SCAN_FREQ_N_MATCHES, H5T_NATIVE_INT64, p0, n, nm) ||
+            check_counts64(s, nm, n * Lb * NB, Lb * NB, p0, s->n_substrings, CL_SCAN_FREQ_N_MATCHES) ||
+            cl_h5_read_rows(s->file, CL_SCAN_LENS_HELLINGER, H5T_NATIVE_DOUBLE, p0, n, lensh) ||
+            check_hellinger(s, lensh, n * NL, NL, p0, CL_SCAN_LENS_HELLINGER) ||
+            cl_h5_read_rows(s->file, CL_SCAN_UNIGRAM_HELLINGER, H5T_NATIVE_DOUBLE, p0, n, uh) ||
+            check_hellinger(s, uh, n, 1, p0, CL_SCAN_UNIGRAM_HELLINGER))
+            goto out;
+        for (size_t i = 0; i < n; i++) {
+            size_t p = p0 + i, ns = (size_t)(m->ind[p + 1] - m->ind[p]);
+            const int32_t *st = m->tok + m->ind[p];
+            const float *q = m->prob + m->ind[p];
+            double sq = m->sum[p], rest = m->rest[p];
+            for (size_t j = 0; j < ns; j++) a[j] = 0;
+            for (size_t b = 0; b < Lb; b++) {
+                double *ab = above + b * ns;
+                for (size_t j = 0; j < ns; j++) ab[j] = 0;
+                const int64_t *mb = nm + (i * Lb + b) * NB;
+                int64_t mm = 0;
+                for (size_t k = 0; k < NB; k++) {
+                    r->mean_matches_bin[b * NB + k] += (double)mb[k];
+                    int used = k >= (size_t)kbin[b];
+                    if (used) mm += mb[k];
+                    size_t row = (i * Lb + b) * NB + k;
+                    /* every bin's tokens are checked, not only those above the threshold */
+                    for (int64_t e = c.ind[row]; e < c.ind[row + 1]; e++) {
+                        long j = cl_support_find(st, ns, c.tok[e]);
+                        if (j < 0) {
+                            cl_error("%s: %s: token %d of prompt %zu (block %zu, bin %zu) is not in its support "
+                                     "(%s): the file is inconsistent",
+                                     s->path, CL_SCAN_FREQ_NEXT_TOKEN, (int)c.tok[e], p, b, k,
+                                     CL_SCAN_MODEL_SUPPORT_TOKEN);
+                            goto out;
+                        }
+                        if (used) ab[j] += (double)c.cnt[e];
+                    }
+                }
+                r->n_matches[p * Lb + b] = mm;
+                for (size_t j = 0; j < ns; j++) a[j] += w[b] * ab[j];
+                set_h(&r->baselines[b], p, cl_hellinger_sup(ab, q, ns, sq, rest));
+            }
+            for (size_t l = 0; l < NL; l++) set_h(&r->baselines[r->b_lens + l], p, lensh[i * NL + l]);
+            double sum = 0;
+            for (size_t j = 0; j < ns; j++) sum += a[j];
+            double h = cl_hellinger_sup(a, q, ns, sq, rest);
+            r->hellinger[p] = h;
+            r->empty[p] = h == CL_H_EMPTY;
+            if (ne + ns > cap) {
+                while (ne + ns > cap) cap *= 2;
+                int32_t *t = realloc(r->approx_tok, cap * sizeof *t);
+                if (t) r->approx_tok = t;
+                double *v = t ? realloc(r->approx_p, cap * sizeof *v) : NULL;
+                if (v) r->approx_p = v;
+                if (!t || !v) {
+                    cl_error("out of memory for the approximation");
+                    goto out;
+                }
+            }
+            /* the nonzero entries (none where empty) */
+            if (sum > 0)
+                for (size_t j = 0; j < ns; j++)
+                    if (a[j] != 0) r->approx_tok[ne] = st[j], r->approx_p[ne++] = a[j] / sum;
+            r->approx_ind[p + 1] = (int64_t)ne;
+            /* the n-gram on the support */
+            for (size_t j = 0; j < ns; j++) a[j] = 0;
+            for (int64_t e = g.ind[i]; e < g.ind[i + 1]; e++) {
+                long j = cl_support_find(st, ns, g.tok[e]);
+                if (j < 0) {
+                    cl_error("%s: %s: token %d of prompt %zu is not in its support (%s): the file is inconsistent",
+                             s->path, CL_SCAN_PROMPT_NEXT_TOKEN, (int)g.tok[e], p, CL_SCAN_MODEL_SUPPORT_TOKEN);
+                    goto out;
+                }
+                a[j] = (double)g.cnt[e];
+            }
+            set_h(&r->baselines[r->b_ngram], p, cl_hellinger_sup(a, q, ns, sq, rest));
+            set_h(&r->baselines[r->b_unigram], p, uh[i]);
+        }
+    }
+    r->seconds_read = cl_wall_seconds() - t0;
+    rc = 0;
+out:
+    cl_scan_rows_free(&c), cl_scan_rows_free(&g);
+    free(above), free(a), free(uh);
+    return rc;
+}
+
+cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, const int *kbin,
+                        const float *const *compare_probs, const char *const *compare_labels,
+                        size_t n_compare) {
+    size_t P = s->P, Lb = (size_t)s->Lb, V = (size_t)s->V, NB = (size_t)s->NB;
+    cl_reduction *r = cl_trycalloc(1, sizeof *r, "reduction");
+    if (!r) return NULL;
+    r->P = P;
+    r->Lb = s->Lb;
+    r->V = s->V;
+    r->NB = s->NB;
+    r->NL = s->NL;
+    r->first_block = s->first_block;
+    const size_t NL = (size_t)s->NL;
+    r->b_lens = Lb, r->b_ngram = Lb + NL, r->b_unigram = Lb + NL + 1, r->b_compare = Lb + NL + 2;
+    for (size_t b = 0; b < Lb; b++) r->thresholds[b] = thr[b], r->weights[b] = w[b];
+    size_t nbl = r->b_compare + n_compare;
+    if (s->model_sparse && n_compare) {
+        cl_error("%s: other models need the model's whole distribution, which a model_sparse scan does not "
+                 "store", s->path);
+        cl_reduction_free(r);
+        return NULL;
+    }
+    size_t PB = cl_scan_block_prompts(s);
+    int32_t *counts = NULL, *next = NULL;
+    int64_t *nm = NULL, *unig = NULL;
+    float *lens = NULL;
+    double *above = NULL, *tmp = NULL, *unigram = NULL, *lensh = NULL;
+    r->hellinger = cl_trymalloc(P, sizeof(double), "hellinger");
+    r->empty = cl_trycalloc(P, 1, "empty flags");
+    r->n_matches = cl_trycalloc(P * Lb, sizeof(int64_t), "match counts");
+    r->mean_matches_bin = cl_trycalloc(Lb * NB, sizeof(double), "match counts");
+    r->baselines = cl_trycalloc(nbl, sizeof(cl_baseline), "baselines");
+    if (s->model_sparse) {
+        r->sparse = 1;
+        PB = sparse_block_prompts(s);
+        nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
+        lensh = cl_trymalloc(PB * NL, sizeof(double), "lens block");
+        if (!r->hellinger || !r->empty || !r->n_matches || !r->mean_matches_bin || !r->baselines || !nm || !lensh ||
+            name_baselines(s, r, thr, compare_labels, nbl) || reduce_sparse(s, r, w, kbin, PB, nm, lensh))
+            goto fail;
+        goto stats;
+    }
+    r->approx = cl_trycalloc(P * V, sizeof(double), "approximation");
+    r->model_probs = cl_trymalloc(P * V, sizeof(float), "model probabilities");
+    counts = cl_trymalloc(PB * Lb * NB * V, sizeof(int32_t), "count block");
+    nm = cl_trymalloc(PB * Lb * NB, sizeof(int64_t), "match-count block");
+    /* csr: the lens's H to the model, stored (scan computed them from the dense rows) */
+    lens = s->csr ? NULL : cl_trymalloc(PB * NL * V, sizeof(float), "lens block");
+    lensh = s->csr ? cl_trymalloc(PB * NL, sizeof(double), "lens block") : NULL;
+    next = cl_trymalloc(PB * V, sizeof(int32_t), "n-gram block");
+    unig = cl_trymalloc(V, sizeof(int64_t), "unigram");
+    unigram = cl_trymalloc(V, sizeof(double), "unigram");
+    above = cl_trymalloc(Lb * V, sizeof(double), "block sums");
+    tmp = cl_trymalloc(V, sizeof(double), "scratch");
+    if (!r->approx || !r->hellinger || !r->empty || !r->model_probs || !r->n_matches ||
+        !r->mean_matches_bin || !r->baselines || !counts || !nm || !(lens || lensh) || !next || !unig ||
+        !unigram || !above || !tmp || name_baselines(s, r, thr, compare_labels, nbl))
+        goto fail;
     hsize_t dV = V, dPV[2] = {P, V};
     if (cl_h5_read_exact(s->file, CL_SCAN_UNIGRAM, H5T_NATIVE_INT64, 1, &dV, unig) ||
         cl_h5_read_exact(s->file, CL_SCAN_MODEL_PROBS, H5T_NATIVE_FLOAT, 2, dPV, r->model_probs) ||
@@ -565,6 +721,7 @@ cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, co
         }
     }
     r->seconds_read = cl_wall_seconds() - t0;
+stats:
     for (size_t k = 0; k < Lb * NB; k++) r->mean_matches_bin[k] /= (double)P;
     if (cl_stats_compute(r->hellinger, P, &r->stats)) goto fail;
     for (size_t i = 0; i < nbl; i++)

@@ -333,6 +333,25 @@ static void md_stats_row(FILE *f, const char *name, const cl_stats *s) {
 
 typedef cl_token_p tok_p;
 
+/* The first 5 of the dense sorts (p descending, ties: the lower id) from a
+ * sparse reduction: the model's 5 most probable tokens are on the support
+ * (it holds the top CL_SCAN_MODEL_TOP), and the approximation is 0 off its
+ * nonzero entries: when it has fewer than 5, the lowest ids of the others
+ * follow with p = 0, as the dense sort gives them. a, b: at least 5 + the
+ * prompt's support entries. */
+static void sparse_top(const cl_reduction *r, size_t p, tok_p *a, tok_p *b) {
+    const cl_scan_model *m = &r->model;
+    size_t ns = (size_t)(m->ind[p + 1] - m->ind[p]), na = (size_t)(r->approx_ind[p + 1] - r->approx_ind[p]);
+    for (size_t j = 0; j < ns; j++) a[j] = (tok_p){m->prob[m->ind[p] + (int64_t)j], m->tok[m->ind[p] + (int64_t)j]};
+    cl_token_p_sort(a, ns);
+    const int32_t *at = r->approx_tok + r->approx_ind[p];
+    for (size_t j = 0; j < na; j++) b[j] = (tok_p){r->approx_p[r->approx_ind[p] + (int64_t)j], at[j]};
+    cl_token_p_sort(b, na);
+    for (int32_t v = 0; na < 5 && v < r->V; v++)
+        if (cl_support_find(at, (size_t)(r->approx_ind[p + 1] - r->approx_ind[p]), v) < 0) b[na++] = (tok_p){0, v};
+    for (size_t j = ns; j < 5 && j < (size_t)r->V; j++) a[j] = (tok_p){0, 0}; /* a support has min(V, CL_SCAN_MODEL_TOP) tokens */
+}
+
 static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **texts, size_t p,
                        const char *why, tok_p *a, tok_p *b) {
     size_t V = (size_t)r->V;
@@ -340,12 +359,16 @@ static void md_example(FILE *f, const cl_scan *s, const cl_reduction *r, char **
     md_code(f, texts[p]);
     if (r->empty[p]) fprintf(f, ", approximation empty\n\n");
     else fprintf(f, ", H = %.4f\n\n", r->hellinger[p]);
-    for (size_t v = 0; v < V; v++) {
-        a[v] = (tok_p){r->model_probs[p * V + v], (int)v};
-        b[v] = (tok_p){r->approx[p * V + v], (int)v};
+    if (r->sparse) {
+        sparse_top(r, p, a, b);
+    } else {
+        for (size_t v = 0; v < V; v++) {
+            a[v] = (tok_p){r->model_probs[p * V + v], (int)v};
+            b[v] = (tok_p){r->approx[p * V + v], (int)v};
+        }
+        cl_token_p_sort(a, V);
+        cl_token_p_sort(b, V);
     }
-    cl_token_p_sort(a, V);
-    cl_token_p_sort(b, V);
     fprintf(f, "| Model Predictions | p | Approximation Predictions | p |\n|---|---:|---|---:|\n");
     for (size_t i = 0; i < 5 && i < V; i++) {
         fputs("| ", f);
@@ -491,6 +514,17 @@ static int stats_attrs(hid_t f, const char *path, const cl_stats *s) {
     return rc ? -1 : 0;
 }
 
+/* /approx: [P, V] of a dense reduction; of a sparse one its nonzero entries
+ * as CSR (/approx/indptr [P + 1] int64, /approx/token int32, /approx/prob
+ * float64), contiguous. */
+static int write_approx(hid_t f, const cl_reduction *r, const hsize_t *dPV) {
+    if (!r->sparse) return cl_h5_write(f, "/approx", H5T_NATIVE_DOUBLE, 2, dPV, r->approx);
+    hsize_t dI = (hsize_t)r->P + 1, dN = (hsize_t)r->approx_ind[r->P];
+    return cl_h5_write(f, CL_REPORT_APPROX_INDPTR, H5T_NATIVE_INT64, 1, &dI, r->approx_ind) ||
+           cl_h5_write(f, CL_REPORT_APPROX_TOKEN, H5T_NATIVE_INT32, 1, &dN, r->approx_tok) ||
+           cl_h5_write(f, CL_REPORT_APPROX_PROB, H5T_NATIVE_DOUBLE, 1, &dN, r->approx_p);
+}
+
 static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, char **texts,
                     const cl_report_opts *o) {
     char path[4200], tmp[4210];
@@ -510,7 +544,7 @@ static int write_h5(const char *dir, const cl_scan *s, const cl_reduction *r, ch
              cl_h5_attr_write_double(f, "prefilter", s->prefilter) ||
              cl_h5_attr_write_double(f, "bin_width", s->bin_width) ||
              cl_h5_write(f, "/hellinger", H5T_NATIVE_DOUBLE, 1, &dP, r->hellinger) ||
-             cl_h5_write(f, "/approx", H5T_NATIVE_DOUBLE, 2, dPV, r->approx) ||
+             write_approx(f, r, dPV) ||
              cl_h5_write(f, "/empty", H5T_NATIVE_INT8, 1, &dP, r->empty) ||
              cl_h5_write(f, "/n_matches", H5T_NATIVE_INT64, 2, dPL, r->n_matches) ||
              cl_h5_write_vocab(f, "/vocab", s->vocab, r->V) || stats_attrs(f, "/hellinger", &r->stats);

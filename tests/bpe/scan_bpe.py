@@ -236,6 +236,18 @@ def main():
     dh_or = max([abs(H[p] - hell(approx(ref_all, p), qo[p])) for p in range(P) if exact[p]], default=0.0)
     check(exact.sum() >= P // 2 and dh_or <= TOL, f"reduce H == the oracle's H ({int(exact.sum())} prompts, {dh_or:.3g})")
     check((H >= 0).sum() == P, "every prompt has a distribution (the self pair)")
+    # report.h5's approximation of a csr scan: its nonzero entries as CSR, equal to the naive one (1e-12)
+    with h5py.File(os.path.join(rep, "report.h5")) as g:
+        ai, at, ap = g["/approx/indptr"][()], g["/approx/token"][()], g["/approx/prob"][()]
+    da, same_tok = 0.0, ai[0] == 0 and len(ai) == P + 1
+    for p in range(P):
+        a = approx(counts, p)
+        nz = np.nonzero(a)[0]
+        same_tok = same_tok and np.array_equal(at[ai[p]:ai[p + 1]], nz)
+        if same_tok:
+            da = max(da, float(np.abs(ap[ai[p]:ai[p + 1]] - a[nz] / a.sum()).max(initial=0)))
+    check(same_tok and da <= 1e-12, f"report.h5 /approx CSR == the naive approximation's nonzeros (max diff {da:.3g})")
+    check(not (max(da, 1e-9) <= 1e-12), "negative control: a difference of 1e-9 fails the 1e-12 comparison")
     print(f"reduce: H mean {H.mean():.4f}; |H - naive H from the file| <= {dh_file:.3g}; "
           f"|H - oracle H| <= {dh_or:.3g} on {int(exact.sum())} prompts")
     # the ∞-gram and the backoff n-gram (K = 10, reduce's default) of each

@@ -71,6 +71,8 @@
  *
  * ---- report.h5 (written by `corpuslens reduce`) ----
  *   /hellinger [P] float64, /approx [P, V] float64, /empty [P] int8,
+ *   (a model_sparse scan: /approx/{indptr,token,prob}, the approximation's
+ *   nonzero entries as CSR, instead of /approx [P, V]: CL_REPORT_APPROX_*),
  *   /baselines/<name>/hellinger [P] (names: block_<b>, lens_<b>, ngram,
  *   unigram, compare_<i>), statistics as attributes (count, n_empty, mean, std,
  *   min, p10, p25, median, p75, p90, max) on each hellinger dataset,
@@ -145,6 +147,13 @@
 #define CL_SCAN_FORMAT_VERSION 1
 #define CL_REPORT_FORMAT "corpuslens-report"
 #define CL_REPORT_FORMAT_VERSION 1
+/* report.h5 of a model_sparse scan (next_layout "csr" with /model/support):
+   the approximation's nonzero entries instead of /approx [P, V]: prompt p's
+   are token[indptr[p] .. indptr[p + 1]) (increasing) with prob > 0 (the
+   normalised approximation; none where empty); indptr [P + 1] int64 from 0 */
+#define CL_REPORT_APPROX_INDPTR "/approx/indptr"
+#define CL_REPORT_APPROX_TOKEN "/approx/token"
+#define CL_REPORT_APPROX_PROB "/approx/prob"
 /* ablation.h5 (`ablate -o`) and tune.h5 (`tune --h5`): layouts in reduce/report.h */
 #define CL_ABLATION_FORMAT "corpuslens-ablation"
 #define CL_TUNE_FORMAT "corpuslens-tune"

@@ -213,10 +213,19 @@ typedef struct {
     int NL, first_block;
     size_t b_lens, b_ngram, b_unigram, b_compare; /* indices into baselines */
     double thresholds[64], weights[64]; /* [Lb] */
-    double *approx;       /* [P, V] normalised (zeros where empty) */
+    double *approx;       /* [P, V] normalised (zeros where empty); NULL when sparse */
     double *hellinger;    /* [P], CL_H_EMPTY where empty */
     int8_t *empty;        /* [P] */
-    float *model_probs;   /* [P, V] /model/probs */
+    float *model_probs;   /* [P, V] /model/probs; NULL when sparse */
+    /* sparse (a model_sparse scan: no [P, V] array): the approximation's
+     * nonzero entries as CSR, prompt p's at approx_ind[p] .. approx_ind[p + 1]
+     * (tokens increasing, values normalised; none where empty), and the
+     * model on every prompt's support (cl_scan_read_model of all P prompts) */
+    int sparse;
+    int64_t *approx_ind;  /* [P + 1] from 0 */
+    int32_t *approx_tok;
+    double *approx_p;
+    cl_scan_model model;
     int64_t *n_matches;   /* [P, Lb] substrings above each block's threshold */
     double *mean_matches_bin; /* [Lb, NB] mean over prompts of /freq/n_matches */
     cl_stats stats;
@@ -228,7 +237,15 @@ typedef struct {
 /* Reduce a scan with validated parameters (cl_reduce_params). compare_probs
  * holds n_compare [P, V] float arrays (other models' softmax on the prompts;
  * may be NULL/0) and compare_labels their names. /freq/counts is read in
- * blocks of prompts. NULL with a message on error. */
+ * blocks of prompts. A model_sparse scan (no [P, V] dataset) is reduced on
+ * each prompt's support (r->sparse: memory follows the nonzero counts and the
+ * supports, not P x V): the counts as sparse rows, the model from
+ * /model/support and /model/mass, the n-gram from /prompts/next, the unigram's
+ * H from /unigram/hellinger (checked: in [0, 1] or CL_H_EMPTY); H by
+ * cl_hellinger_sup (the dense H to rounding). A count or n-gram token outside
+ * its prompt's support is an inconsistent file (refused, naming the prompt);
+ * compare models need the whole distribution (refused). NULL with a message
+ * on error. */
 cl_reduction *cl_reduce(const cl_scan *s, const double *thr, const double *w, const int *kbin,
                         const float *const *compare_probs, const char *const *compare_labels,
                         size_t n_compare);
