@@ -8,7 +8,8 @@
 #   tune      the job's [tune] (train fraction 0.5, seed 1)
 #   tune_soft tune --soft, --max-train SOFT_TRAIN (default 100: the old fit set
 #             is SOFT_TRAIN x 4 blocks x 30 bins x V int32, 2.4 GB at 100)
-#   explain   --eval-text 1000 -o explain.h5 on an index NEW builds once
+#   explain   --eval-text 1000 (the [reduce] values) -o explain.h5 on an index
+#             NEW builds once
 # Each of OLD's runs reads OLD's scan, NEW's NEW's. Printed: wall seconds,
 # peak RSS (GNU time) and the output's size, OLD then NEW, and whether the
 # two print the same (stdout, the folder names aside). One process, one thread each.
@@ -46,7 +47,7 @@ for side in old new; do
     measure tune $side "" "$B" tune "$O/scan.h5" --train-fraction 0.5 --seed 1 --thresholds $THR --weights $WTS
     measure tune_soft $side "" "$B" tune "$O/scan.h5" --soft --train-fraction 0.5 --seed 1 --max-train "$SOFT_TRAIN"
     measure explain $side "$O/explain.h5" "$B" explain --index "$W/index.h5" --corpus "$D/corpus.h5" \
-        --model "$D/model.h5" --eval-text 1000 --quiet -o "$O/explain.h5"
+        --model "$D/model.h5" --eval-text 1000 --thresholds $THR --weights $WTS --quiet -o "$O/explain.h5"
 done
 echo "same figures (stdout lines with a mean H, old vs new):"
 for label in reduce tune tune_soft explain; do
