@@ -10,9 +10,11 @@ reduce (H, approximation) and tune give the same numbers from either layout
 (H to 1e-12); auto keeps dense for a char model; hostile CSR files are refused
 by reduce with one message and no report; a changed count changes H (negative
 control of the comparison). tune and tune --soft on a csr scan with the model
-on each prompt's support (format.md, built here by numpy from the dense scan)
-give the dense scan's numbers, and tune --soft's peak RSS at V = 100,000
-follows the supports; a count token outside its model support is refused.
+on each prompt's support (format.md, built from the dense scan by
+model_sparse.model_side, the tests' one builder: checked against plain Python
+and, byte for byte, against scan's own writer) give the dense scan's
+numbers, and tune --soft's peak RSS at V = 100,000 follows the supports; a
+count token outside its model support is refused.
 Environment: CORPUSLENS, TESTDATA (scan_test.py's)."""
 import os
 import shutil
@@ -25,7 +27,7 @@ import numpy as np
 
 import model_sparse as ms
 import scan_test as st
-from scan_support_check import NEW, check_csr_model
+from scan_support_check import NEW, check_csr_model, text_attr
 from scan_test import check, run
 
 TOL = 1e-12
@@ -106,66 +108,15 @@ def tune_reference(d, sc):
     check(p.returncode != 0 and "one per block" in err and len(err.splitlines()) == 1, f"one threshold refused: {err!r}")
 
 
-def dense_h(a, q):
-    """cl_hellinger_df in numpy (float64): -1 when either side is empty."""
-    a, q = np.asarray(a, np.float64), np.asarray(q, np.float64)
-    a, q = np.where(np.isfinite(a) & (a > 0), a, 0), np.where(np.isfinite(q) & (q > 0), q, 0)
-    if not (a.sum() > 0 and q.sum() > 0):
-        return -1.0
-    return min(1.0, float(np.sqrt(0.5 * np.sum((np.sqrt(a / a.sum()) - np.sqrt(q / q.sum())) ** 2))))
-
-
-def write_model_sparse(f, q, next_rows, count_tokens, unigram, top=16):
-    """The csr scan's model side of format.md (no /text: model_support
-    "counts+next+top"), written by numpy from dense probabilities q [P, V]:
-    prompt p's support is count_tokens[p] | its /prompts/next tokens | the top
-    `top` of q[p] (ties: the lower id); /model/mass in token order; the dense
-    /model/probs and /prompts/next_counts are removed."""
-    P = q.shape[0]
-    sind, stok, sprob, mass, nind, ntok, ncnt, uh = [0], [], [], [], [0], [], [], []
-    for p in range(P):
-        nt, nc = next_rows[p]
-        tp = np.argsort(-q[p], kind="stable")[:top]
-        sup = np.union1d(np.union1d(count_tokens[p], nt), tp).astype(np.int32)
-        q64 = np.where(np.isfinite(q[p]) & (q[p] > 0), q[p], 0).astype(np.float64)
-        off = np.ones(q.shape[1], bool)
-        off[sup] = False
-        mass.append((np.cumsum(q64)[-1], np.cumsum(q64[off])[-1] if off.any() else 0.0))
-        stok += list(sup)
-        sprob += list(q[p, sup])
-        sind.append(len(stok))
-        ntok += list(nt)
-        ncnt += list(nc)
-        nind.append(len(ntok))
-        uh.append(dense_h(unigram, q[p]))
-    for k in ("/model/probs", "/prompts/next_counts", "/model/support", "/model/mass", "/prompts/next",
-              "/unigram/hellinger"):
-        if k in f:
-            del f[k]
-    f["/model/support/indptr"] = np.array(sind, np.int64)
-    f["/model/support/token"] = np.array(stok, np.int32)
-    f["/model/support/prob"] = np.array(sprob, np.float32)
-    f["/model/mass"] = np.array(mass, np.float64).reshape(P, 2)
-    f["/prompts/next/indptr"] = np.array(nind, np.int64)
-    f["/prompts/next/token"] = np.array(ntok, np.int32)
-    f["/prompts/next/count"] = np.array(ncnt, np.int32)
-    f["/unigram/hellinger"] = np.array(uh, np.float64)
-    f.attrs["model_top_k"] = top
-    f.attrs["model_support"] = "counts+next+top"
-
-
 def model_sparse_scan(dense, csr, out):
-    """A copy of the csr scan with the model side of format.md built from the
-    dense scan's /model/probs and /prompts/next_counts (the same scan)."""
+    """A copy of the csr scan with the model side of format.md built by
+    ms.model_side from the dense scan's /model/probs and /prompts/next_counts
+    (the same scan), without the followers (model_support "counts+next+top")."""
     shutil.copy(csr, out)
     with h5py.File(dense) as fd:
         q, nc, uni = fd["/model/probs"][()], fd["/prompts/next_counts"][()], fd["/corpus/unigram"][()]
     with h5py.File(out, "r+") as f:
-        P, Lb, NB = (int(f.attrs[k]) for k in ("n_prompts", "n_hook_blocks", "n_bins"))
-        ind, tok = f["/freq/next/indptr"][()], f["/freq/next/token"][()]
-        ct = [np.unique(tok[ind[p * Lb * NB]:ind[(p + 1) * Lb * NB]]) for p in range(P)]
-        nr = [(np.nonzero(nc[p])[0], nc[p][np.nonzero(nc[p])[0]]) for p in range(P)]
-        write_model_sparse(f, q, nr, ct, uni)
+        ms.write_model_side(f, ms.model_side(q, ms.count_tokens_of(f), ms.next_rows_of(nc), uni))
 
 
 def tune_lines(p):
@@ -299,7 +250,7 @@ def synthetic_csr_scan(path, rng, P, Lb, NB, V, pool=48, model_sparse=False):
         f["/freq/next/count"] = np.array(cnt, np.int32)
         if model_sparse:
             empty = (np.zeros(0, np.int32), np.zeros(0, np.int32))
-            write_model_sparse(f, q, [empty] * P, owns, np.ones(V, np.int64))
+            ms.write_model_side(f, ms.model_side(q, owns, [empty] * P, np.ones(V, np.int64)))
     return rows, q
 
 
@@ -640,14 +591,70 @@ def model_sparse_hostile(d, sp, corpus):
         hostile("follower off the support", drop_follower, f"prompt {p}: the corpus's follower {t}")
 
 
+def model_side_unit():
+    """ms.model_side (the tests' one builder of the csr model side) against
+    plain Python on made-up rows where every ingredient counts (the char scans
+    above never need the followers): prompt p's support == the set union of
+    its count tokens, next tokens, followers (or none) and the 16 most probable
+    (sorted by (-q, id): ties of equal probabilities by the lower id); prob ==
+    q's bits there; mass == (sum, off-support sum) of the positive finite q
+    (math.fsum, 1e-12); /prompts/next the rows given; /unigram/hellinger ==
+    the textbook formula (1e-12; an empty side -1). Controls: without the
+    followers, the supports differ; a prompt of zeros gets H -1."""
+    import math
+    rng = np.random.default_rng(3)
+    P, V = 6, 60
+    q = (rng.integers(0, 5, (P, V)) / 7).astype(np.float32)  # many ties
+    q[1, 7], q[2, 3], q[2, 9] = np.nan, np.inf, -1.0
+    q[5] = 0
+    uni = rng.integers(0, 4, V)
+    cnt = [rng.choice(V, int(rng.integers(0, 5)), replace=False) for _ in range(P)]
+    nxt = [(np.sort(rng.choice(V, k, replace=False)), rng.integers(1, 9, k)) for k in rng.integers(0, 4, P)]
+    fol = [rng.choice(V, int(rng.integers(1, 6)), replace=False) for _ in range(P)]
+    for followers in (fol, None):
+        data, attrs = ms.model_side(q, cnt, nxt, uni, followers)
+        si, stok, spr, mass = (data[k] for k in ("/model/support/indptr", "/model/support/token",
+                                                  "/model/support/prob", "/model/mass"))
+        bad = []
+        for p in range(P):
+            top = sorted(range(V), key=lambda j: (-float(q[p, j]) if not math.isnan(q[p, j]) else math.inf, j))[:16]
+            want = set(int(x) for x in cnt[p]) | set(int(x) for x in nxt[p][0]) | set(top)
+            want |= set(int(x) for x in followers[p]) if followers is not None else set()
+            sup = stok[si[p]:si[p + 1]]
+            pos = [float(x) if math.isfinite(x) and x > 0 else 0.0 for x in q[p]]
+            ok = (list(sup) == sorted(want) and spr[si[p]:si[p + 1]].tobytes() == q[p, sorted(want)].tobytes()
+                  and not (abs(mass[p, 0] - math.fsum(pos)) > 1e-12)
+                  and not (abs(mass[p, 1] - math.fsum(pos[j] for j in range(V) if j not in want)) > 1e-12))
+            su, sq = sum(int(x) for x in uni), math.fsum(pos)
+            h = -1.0 if not (su > 0 and sq > 0) else min(1.0, math.sqrt(math.fsum(
+                (math.sqrt(int(uni[j]) / su) - math.sqrt(pos[j] / sq)) ** 2 for j in range(V)) / 2))
+            ok = ok and not (abs(data["/unigram/hellinger"][p] - h) > 1e-12)
+            ni, nt, nc = (data["/prompts/next/" + k] for k in ("indptr", "token", "count"))
+            ok = ok and nt[ni[p]:ni[p + 1]].tolist() == nxt[p][0].tolist() and nc[ni[p]:ni[p + 1]].tolist() == \
+                nxt[p][1].tolist()
+            bad += [p] if not ok else []
+        label = "with followers" if followers is not None else "without followers"
+        check(not bad and attrs["model_top_k"] == 16 and attrs["model_support"] ==
+              ("counts+next+top" if followers is None else "counts+next+followers+top"),
+              f"ms.model_side ({label}) == plain Python; prompts differing: {bad}")
+        if followers is not None:
+            with_fol = stok
+    check(len(with_fol) > len(stok) and data["/unigram/hellinger"][5] == -1,
+          "controls: the followers add support entries; a prompt of zeros has H -1")
+    print(f"ms.model_side == plain Python on {P} made-up prompts ({len(with_fol)} support entries with the "
+          f"followers, {len(stok)} without)")
+
+
 def csr_model_side(d, m, c, sc):
     """The csr file's model side (no [P, V] dataset; scan_support_check.py)
     against the dense scan of the same char model, bit for bit: the scans
     above (prefilter 0.5: every prompt's counts cover the whole V) and a
     stricter pair (prefilter 0.9: supports of 17 to 41 of V = 52, the top 16
     needed). The followers of a char are always among the counts here (the
-    BPE test needs them). A checker control: one token dropped from a support
-    row of a copy is seen."""
+    BPE test needs them). The tests' builder (model_sparse.model_side, from
+    the dense scan, with and without the followers) writes the same bytes as
+    scan and passes the same checks. A checker control: one token dropped from
+    a support row of a copy is seen."""
     with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd, h5py.File(sc["csr2"]) as f2:
         check_csr_model(fc, c, "csr, prefilter 0.5", q=fd["/model/probs"][()], next_dense=fd["/prompts/next_counts"][()],
                         lens=fd["/lens/probs"][()], f2=f2, controls=())
@@ -679,6 +686,21 @@ def csr_model_side(d, m, c, sc):
     run(["scan", "--model", m, "--corpus", c_nt] + strict[5:] + ["--next-layout", "csr", "-o", s_nt])
     with h5py.File(s_nt) as g:
         check_csr_model(g, c_nt, "csr, corpus without /text", q=q, next_dense=nd, lens=lens, controls=("top",))
+    # the tests' builder (model_sparse.model_side, from the dense scan) == scan's writer, byte for byte,
+    # with the followers and without (the corpus without /text), and the oracle passes it
+    n_diff = 0
+    for label, fol, ref, corpus in (("followers", True, hs["csr"], c), ("no followers", False, s_nt, c_nt)):
+        built = os.path.join(d, "built_" + label.replace(" ", "_") + ".h5")
+        ms.convert(hs["dense"], hs["csr"], corpus, built, followers=fol, rebuild=True)
+        with h5py.File(built) as fb, h5py.File(ref) as fr:
+            diff = [k for k in NEW if fb[k].dtype != fr[k].dtype or fb[k][()].tobytes() != fr[k][()].tobytes()]
+            diff += [k for k in ("model_top_k", "model_support") if text_attr(fb, k) != text_attr(fr, k)]
+            check(not diff, f"model_sparse.model_side ({label}) == scan's writer, bytes; differing: {diff}")
+            n_diff += len(diff)
+            check_csr_model(fb, corpus, f"model_sparse.model_side ({label})", q=q, next_dense=nd, lens=lens,
+                            controls=("top",))
+    print(f"model_sparse.model_side vs scan's csr model side (with and without the followers): "
+          f"{n_diff} datasets or attributes differ")
     # checker control: a support row without one of its tokens (prob and indptr kept consistent) fails
     bad = os.path.join(d, "support_bad.h5")
     shutil.copy(hs["csr"], bad)
@@ -734,6 +756,7 @@ def main():
               f"CSR {nnz} nonzeros ({st_tok + st_cnt} + {fc['/freq/next/indptr'].id.get_storage_size()} bytes)")
         for k in ("/freq/next/indptr", "/freq/next/token", "/freq/next/count", "/freq/n_matches", "/matches/substring"):
             check(np.array_equal(fc[k][()], f2[k][()]), f"1 rank == 2 ranks (many slices): {k}")
+    model_side_unit()
     csr_model_side(d, m, c, sc)
     # the csr file stores the lens as H scalars [P, n_layer], not [P, n_layer, V] probabilities
     with h5py.File(sc["csr"]) as fc, h5py.File(sc["dense"]) as fd:
