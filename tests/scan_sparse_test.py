@@ -528,6 +528,12 @@ def model_sparse_hostile(d, sp, corpus):
     hostile("unigram H 1.5", setds("/unigram/hellinger", lambda a: a.__setitem__(4, 1.5)), "/unigram/hellinger")
     hostile("unigram H NaN", setds("/unigram/hellinger", lambda a: a.__setitem__(4, np.nan)), "/unigram/hellinger")
     hostile("n-gram token = V", setds("/prompts/next/token", lambda a: a.__setitem__(0, V)), "/prompts/next")
+    # the supports must promise the model's 16 most probable tokens (report.md's top 5 and similar's model
+    # column come from them): fewer, or no promise, is refused
+    hostile("model_top_k 4", lambda f: f.attrs.__setitem__("model_top_k", 4), "model_top_k")
+    hostile("model_top_k missing", lambda f: f.attrs.__delitem__("model_top_k"), "model_top_k")
+    hostile("model_support a number", lambda f: f.attrs.__setitem__("model_support", 7),
+            "'model_support' is not a string")
     # a count token of prompt p (not among its model's top 16) removed from p's support
     p = next(p for p in range(P) if any(sind[p] + np.searchsorted(stok[sind[p]:sind[p + 1]], t) not in top[p]
                                          for t in ftok[find[p * Lb * NB]:find[(p + 1) * Lb * NB]]))

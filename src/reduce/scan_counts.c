@@ -53,8 +53,19 @@ int cl_scan_counts_open(cl_scan *s) {
         return -1;
     s->n_support = (int64_t)dM[0], s->n_next = (int64_t)dK[0];
     char sup[64] = "";
-    if (!cl_h5_attr_exists(s->file, "model_support") || cl_h5_attr_read_str(s->file, "model_support", sup, sizeof sup))
+    if (!cl_h5_attr_exists(s->file, "model_support"))
         return cl_error("the root attribute model_support is missing (a csr scan with /model/support has it)");
+    if (cl_h5_attr_read_str(s->file, "model_support", sup, sizeof sup)) return -1; /* its own message */
+    /* the readers take the model's most probable tokens from the support
+       (report.md's top 5, similar's model column): a file that promises
+       fewer than CL_SCAN_MODEL_TOP of them (or none) is not read */
+    long long top = 0;
+    if (!cl_h5_attr_exists(s->file, "model_top_k"))
+        return cl_error("the root attribute model_top_k is missing (a csr scan with /model/support has it)");
+    if (cl_h5_attr_read_int(s->file, "model_top_k", &top)) return -1;
+    if (top < CL_SCAN_MODEL_TOP)
+        return cl_error("the root attribute model_top_k is %lld: each %s row must hold the model's %d most probable "
+                        "tokens", top, CL_SCAN_MODEL_SUPPORT_TOKEN, CL_SCAN_MODEL_TOP);
     if (!strcmp(sup, "counts+next+followers+top")) s->followers = 1;
     else if (strcmp(sup, "counts+next+top"))
         return cl_error("model_support '%s' is not supported (expected 'counts+next+followers+top' or "

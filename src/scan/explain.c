@@ -158,6 +158,10 @@ static inline int top_before(double x, int32_t i, double y, int32_t j) { return 
 
 /* insert (x, id) into the best-first list ids/xs of *n <= k entries */
 static void top_put(int32_t *ids, double *xs, int *n, int k, double x, int32_t id) {
+    /* NaN: never among the top (as the scan's support_one). Let in, it compares
+       false with everything: it would stop every later insertion at its place
+       and, once last in a full list, keep all others out */
+    if (x != x) return;
     if (*n == k && !top_before(x, id, xs[k - 1], ids[k - 1])) return;
     int i = *n < k ? (*n)++ : k - 1;
     while (i > 0 && top_before(x, id, xs[i - 1], ids[i - 1])) {
@@ -1355,6 +1359,15 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
+/* *p resized to n elements of elem bytes; on failure *p is kept (freed by its
+ * owner: no leak) and -1 returned */
+static int resize(void **p, size_t n, size_t elem) {
+    void *q = realloc(*p, (n ? n : 1) * elem);
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
 /* Rank 0, sparse results (explain.h): per tile of CL_EXPLAIN_SUP_TILE prompts
  * the dense model rows (cl_unembed of the last block's residual, softmax: the
  * bits of the forward's rows, one chain per element whatever the batch), and
@@ -1408,7 +1421,7 @@ static int sparse_results(const cl_index *ix, const cl_model *m, const cl_corpus
             size_t nt = 0;
             for (size_t v = 0; sub >= 0 && v < V; v++) nt += ngr[v] > 0;
             if (grow((void **)&r->ngram_token, &ncap, nn + nt, sizeof(int32_t)) ||
-                !(r->ngram_count = realloc(r->ngram_count, ncap * sizeof(int32_t)))) {
+                resize((void **)&r->ngram_count, ncap, sizeof(int32_t))) {
                 err = cl_error("out of memory for the n-gram rows");
                 break;
             }
@@ -1446,9 +1459,9 @@ static int sparse_results(const cl_index *ix, const cl_model *m, const cl_corpus
                 if (par->soft) ssum += sa[v];
             }
             if (grow((void **)&r->sup_token, &cap, m_ + ns, sizeof(int32_t)) ||
-                !(r->sup_prob = realloc(r->sup_prob, cap * sizeof(float))) ||
-                !(r->sup_approx = realloc(r->sup_approx, cap * sizeof(double))) ||
-                (par->soft && !(r->sup_soft = realloc(r->sup_soft, cap * sizeof(double))))) {
+                resize((void **)&r->sup_prob, cap, sizeof(float)) ||
+                resize((void **)&r->sup_approx, cap, sizeof(double)) ||
+                (par->soft && resize((void **)&r->sup_soft, cap, sizeof(double)))) {
                 err = cl_error("out of memory for the model's support");
                 break;
             }

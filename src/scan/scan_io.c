@@ -959,7 +959,7 @@ static int write_support(scan_ctx *x, hid_t file, int *has_text) {
         j.fptr = fptr, j.fol = fol;
         for (size_t v = 0; !err && v < V; v++) j.mark[v] = -1;
         if (!err && scan_prompt_probs(x, support_one, &j)) err = 1;
-        ind[0] = 0;
+        if (!err) ind[0] = 0; /* ind is NULL when its allocation failed */
         for (size_t p = 0; !err && p < P; p++) {
             if (!j.tok[p]) err = cl_error("internal: prompt %zu has no support", p);
             else M += j.n[p], ind[p + 1] = (int64_t)M;

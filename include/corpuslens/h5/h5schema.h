@@ -33,7 +33,8 @@
  *   also: corpus_h5_file, n_stored_matches, shard_size, n_trie_nodes;
  *   sampled_shards only on a benchmark slice (not a full scan)
  *   next_layout         "dense" (or absent) or "csr": which datasets below
- *   model_top_k, model_support  csr only: CL_SCAN_MODEL_TOP, and
+ *   model_top_k, model_support  csr only: CL_SCAN_MODEL_TOP (readers refuse
+ *                       less, or none), and
  *                       "counts+next+followers+top" (the corpus had /text) or
  *                       "counts+next+top" (it had not: no followers)
  * datasets:
