@@ -178,9 +178,11 @@ for f in sorted(glob.glob(f"{W}/s.scan_*.h5")):
         N, P, nodes, pairs = int(a["n_substrings"]), int(a["n_prompts"]), int(a["n_trie_nodes"]), int(a["n_prefiltered_pairs"])
         Lh, NB, V = int(a["n_hook_blocks"]), int(a["n_bins"]), int(a["vocab_size"])
         nnz = h["freq/next/count"].shape[0]
-        lens = h["lens/hellinger" if "lens/hellinger" in h else "lens/probs"].id.get_storage_size() + \
-            h["model/probs"].id.get_storage_size() + \
-            h["prompts/next_counts"].id.get_storage_size()
+        # the model side per prompt: [P, V] datasets before issue 25's supports, then these
+        lens = sum(h[k].id.get_storage_size() for k in
+                   ("lens/hellinger", "lens/probs", "model/probs", "prompts/next_counts", "model/support/indptr",
+                    "model/support/token", "model/support/prob", "model/mass", "prompts/next/indptr",
+                    "prompts/next/token", "prompts/next/count", "unigram/hellinger") if k in h)
     rss, cpu = rank_stats(tag)
     ph = phases(open(f"{W}/log.{tag}").read())
     rows.append(dict(b=int(b), P=P, N=N, nodes=nodes, pairs=pairs, nnz=nnz, rss=rss, cpu=cpu, ph=ph,
@@ -189,7 +191,7 @@ for f in sorted(glob.glob(f"{W}/s.scan_*.h5")):
 if rows:
     r0 = rows[0]
     print(f"\n== scan: random GPT-2 small, {r0['Lh']} blocks (mlp_out), {r0['NB']} bins, V {r0['V']}, {R} rank(s), CPU s per rank")
-    print("bytes  P      N  trie nodes nodes/N   CPU s  forward  prompts  sim+sel  write(wall)  peak RSS MiB  dense counts MB  csr nnz  scan.h5 MB (P x V part)  corpus MB")
+    print("bytes  P      N  trie nodes nodes/N   CPU s  forward  prompts  sim+sel  write(wall)  peak RSS MiB  dense counts MB  csr nnz  scan.h5 MB (model side)  corpus MB")
     for r in sorted(rows, key=lambda r: (r["P"], r["b"])):
         pr, fw, sg, se, wr = r["ph"]
         print(f"{r['b']:5d} {r['P']:2d} {r['N']:6d} {r['nodes']:10d} {r['nodes']/r['N']:7.2f} {r['cpu']:7.1f} {fw:8.2f} {pr:8.2f} "
@@ -210,8 +212,8 @@ if rows:
     if len(set(r["P"] for r in m)) >= 2:
         r0_, mp = fit([r["P"] for r in m], [r["rss"] for r in m])
         print(f"peak RSS per rank against P (N = {m[0]['N']}): {r0_:.0f} MiB + {mp*1.048576:.1f} MB per prompt "
-              f"(dense counts alone {m[0]['Lh']*m[0]['NB']*m[0]['V']*4/1e6:.1f} MB per prompt: blocks x bins x V x 4 B; "
-              f"lens + model probabilities + next counts {(m[0]['Lh']+2)*m[0]['V']*4/1e6:.2f} MB)")
+              f"(a dense accumulator would be {m[0]['Lh']*m[0]['NB']*m[0]['V']*4/1e6:.1f} MB per prompt: blocks x bins x V x 4 B; "
+              f"a dense lens + model probabilities + next counts {(m[0]['Lh']+2)*m[0]['V']*4/1e6:.2f} MB)")
         _, fp = fit([r["P"] for r in m], [r["size"] for r in m])
         print(f"scan.h5 against P: {fp/1e6:.2f} MB per prompt")
 irows = []
