@@ -1148,15 +1148,14 @@ typedef struct {
     const cl_scan *s;
     tune_set *t;
     size_t cap;    /* support cells allocated */
-    int32_t *pos, *sup;
-    int64_t *msup;
+    cl_sup_scratch x;
 } tune_load;
 
 static int tune_add(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_model *m, size_t p) {
     tune_load *L = ctx;
     tune_set *t = L->t;
     size_t *cap = &L->cap;
-    int32_t *pos = L->pos, *sup = L->sup;
+    int32_t *pos = L->x.pos, *sup = L->x.sup;
     const cl_scan *s = L->s;
     size_t Lb = t->Lb, NB = t->NB, RP = Lb * NB, r = t->n;
     size_t ns = cl_count_support(c, i * RP, RP, pos, sup), o = t->off[r], need = o + ns;
@@ -1176,7 +1175,7 @@ static int tune_add(void *ctx, const cl_scan_rows *c, size_t i, const cl_scan_mo
         }
         *cap = nc;
     }
-    if (cl_model_on_support(s, m, i, p, sup, ns, pos, L->msup, t->sq + o, t->rest + r)) {
+    if (cl_model_on_support(s, m, i, p, sup, ns, pos, L->x.msup, t->sq + o, t->rest + r)) {
         cl_support_clear(pos, sup, ns);
         return -1;
     }
@@ -1216,13 +1215,12 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
                         o->train_fraction, P);
     size_t *perm = cl_trymalloc(P, sizeof *perm, "split");
     uint8_t *mask = cl_trycalloc(P, 1, "split");   /* 1 train, 0 held out, 2 unused */
-    size_t *row = cl_trymalloc(P, sizeof *row, "split");
     double *h = cl_trymalloc(P, sizeof *h, "hellinger");
     double *tmp = cl_trymalloc(P, sizeof *tmp, "hellinger");
     tune_set t = {0};
     tune_load L = {.s = s, .t = &t};
     int rc = -1;
-    if (!perm || !mask || !row || !h || !tmp) goto done;
+    if (!perm || !mask || !h || !tmp) goto done;
     cl_rng rng;
     cl_rng_seed(&rng, o->seed);
     size_t n_fit = o->max_train && o->max_train < n_train ? o->max_train : n_train;
@@ -1233,11 +1231,7 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
     t.Lb = Lb, t.NB = NB;
     t.off = cl_trycalloc(n_fit + 1, sizeof *t.off, "train offsets");
     t.rest = cl_trymalloc(n_fit, sizeof *t.rest, "train probabilities");
-    L.msup = cl_trymalloc(V, sizeof *L.msup, "scratch");
-    L.pos = cl_trymalloc(V, sizeof *L.pos, "scratch");
-    L.sup = cl_trymalloc(V, sizeof *L.sup, "scratch");
-    if (!t.off || !t.rest || !L.msup || !L.pos || !L.sup) goto done;
-    for (size_t v = 0; v < V; v++) L.pos[v] = -1;
+    if (!t.off || !t.rest || cl_sup_scratch_init(&L.x, V)) goto done;
     if (cl_scan_each_prompt(s, mask, 1, tune_add, &L)) goto done;
     out->support_cells = t.off[t.n];
     /* Starts: the reference (given, or the paper's for 6 blocks), uniform/median, random. */
@@ -1295,7 +1289,6 @@ int cl_tune(const cl_scan *s, const cl_tune_opts *o, cl_tune_result *out) {
 done:
     free(perm);
     free(mask);
-    free(row);
     free(h);
     free(tmp);
     free(t.off);
@@ -1303,8 +1296,6 @@ done:
     free(t.sq);
     free(t.rest);
     free(t.base);
-    free(L.msup);
-    free(L.pos);
-    free(L.sup);
+    cl_sup_scratch_free(&L.x);
     return rc;
 }
